@@ -1,0 +1,63 @@
+# paycycle — the two set-up commands are `make demo` and `make test`; everything else is for
+# developers. Every target installs what it needs (make bootstrap) and binds 127.0.0.1 only.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+export SAM_CLI_TELEMETRY := 0
+NOW ?=
+
+.PHONY: help bootstrap build demo dev tick test test-rust lint lint-rust lint-template bench package clean
+
+help:
+	@echo "make demo    run the local stack end to end and print a summary"
+	@echo "make test    run every test (unit, property, moto-backed, end to end, template lint)"
+	@echo "make dev     keep the local stack up on http://127.0.0.1:3000"
+	@echo "make tick NOW=2027-02-28T00:00:00+09:00   one renew tick on the dev stack"
+	@echo "make lint    rustfmt, clippy and the template linters"
+	@echo "make bench   benchmarks and BENCHMARKS.md"
+
+bootstrap:
+	@tools/scripts/bootstrap.sh
+
+build: bootstrap
+	$(CARGO) build --workspace --bins
+
+demo: build
+	$(CARGO) run --quiet -p paycycle-dev -- demo
+
+dev: build
+	$(CARGO) run --quiet -p paycycle-dev -- serve
+
+tick:
+	$(CARGO) run --quiet -p paycycle-dev -- tick $(if $(NOW),--now $(NOW),)
+
+test: bootstrap lint test-rust
+
+test-rust:
+	tools/scripts/with-moto.sh $(CARGO) nextest run --workspace --all-targets --no-fail-fast
+
+lint: bootstrap lint-rust lint-template
+
+lint-rust:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --quiet -- -D warnings
+
+lint-template:
+	.venv/bin/cfn-lint template.yaml
+	.venv/bin/sam validate --lint --template template.yaml --region ap-northeast-2
+
+bench:
+	@echo "make bench: the benchmarks are built by issue #14; nothing is measured yet." >&2
+	@exit 1
+
+package:
+	@echo "make package: sam build with cargo-lambda is built by issue #12." >&2
+	@exit 1
+
+clean:
+	$(CARGO) clean
+	rm -rf .venv .aws-sam

@@ -1,0 +1,37 @@
+//! The cold start every function shares: logs first (so a bad start is logged), then config,
+//! then the AWS SDK config, then secrets. `main` calls [`start`] and hands the result to its
+//! handler's dependencies; an error here stops the function with a message naming the variable.
+
+use crate::config::{Config, ConfigError, Secrets};
+
+/// What a function needs from the environment, built once per cold start.
+#[derive(Clone, Debug)]
+pub struct Boot {
+    pub config: Config,
+    pub sdk: aws_config::SdkConfig,
+    pub secrets: Secrets,
+}
+
+/// Initializes logging and loads config, SDK config and secrets. `function` names the Lambda in
+/// the start-up log line.
+pub async fn start(function: &'static str) -> Result<Boot, ConfigError> {
+    crate::telemetry::init();
+    let result = load().await;
+    match &result {
+        Ok(boot) => {
+            tracing::info!(function, table = %boot.config.table, bus = %boot.config.event_bus, "started")
+        }
+        Err(e) => {
+            tracing::error!(function, error = %e, "bad configuration");
+            eprintln!("{function}: {e}");
+        }
+    }
+    result
+}
+
+async fn load() -> Result<Boot, ConfigError> {
+    let config = Config::from_env()?;
+    let sdk = crate::aws::load().await;
+    let secrets = Secrets::load(&config.secrets_source, &sdk).await?;
+    Ok(Boot { config, sdk, secrets })
+}

@@ -1,0 +1,62 @@
+//! Masking of customer data for logs. Phone numbers and email addresses are personal data under
+//! Korea's PIPA; a log line may show enough to correlate (`010-****-5678`, `h***@example.com`),
+//! never the whole value. Use these in every `tracing` field that carries customer data.
+
+/// `01012345678` → `010****5678`; anything shorter than 8 digits is fully masked.
+pub fn mask_phone(phone: &str) -> String {
+    let digits: Vec<char> = phone.chars().filter(|c| c.is_ascii_digit()).collect();
+    if digits.len() < 8 {
+        return "*".repeat(digits.len().max(3));
+    }
+    let head: String = digits[..3].iter().collect();
+    let tail: String = digits[digits.len() - 4..].iter().collect();
+    format!("{head}{}{tail}", "*".repeat(digits.len() - 7))
+}
+
+/// `hong.gildong@example.com` → `h***@example.com`; a value without `@` is fully masked.
+pub fn mask_email(email: &str) -> String {
+    match email.split_once('@') {
+        Some((local, domain)) if !local.is_empty() && !domain.is_empty() => {
+            let first = local.chars().next().unwrap_or('*');
+            format!("{first}***@{domain}")
+        }
+        _ => "***".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn masks_korean_mobile_numbers() {
+        assert_eq!(mask_phone("01012345678"), "010****5678");
+        assert_eq!(mask_phone("010-1234-5678"), "010****5678");
+        assert_eq!(mask_phone("12"), "***");
+    }
+
+    #[test]
+    fn masks_email_local_part() {
+        assert_eq!(mask_email("hong.gildong@example.com"), "h***@example.com");
+        assert_eq!(mask_email("not-an-email"), "***");
+        assert_eq!(mask_email("@x"), "***");
+    }
+
+    proptest! {
+        #[test]
+        fn a_masked_phone_never_contains_the_middle_digits(mid in "[0-9]{4}") {
+            let phone = format!("010{mid}9999");
+            let masked = mask_phone(&phone);
+            let tail = format!("{mid}9999");
+            prop_assert!(!masked.contains(&tail));
+            prop_assert_eq!(masked.len(), phone.len());
+        }
+
+        #[test]
+        fn a_masked_email_never_contains_the_local_part(local in "[a-z]{2,20}") {
+            let masked = mask_email(&format!("{local}@example.com"));
+            prop_assert!(!masked.contains(&local));
+        }
+    }
+}

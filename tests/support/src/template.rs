@@ -1,0 +1,247 @@
+//! Reads `template.yaml`: the table's keys, GSIs, stream and TTL; the buses and queues; the
+//! HttpApi routes and the function each one reaches. CloudFormation intrinsics (`!Ref`, `!Sub`,
+//! `!GetAtt`) are parsed as tagged values and only read where a literal is expected.
+
+use std::path::Path;
+
+use serde_norway::{Mapping, Value};
+
+use crate::KitError;
+
+#[derive(Debug, Clone)]
+pub struct Template {
+    root: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyElement {
+    pub attribute: String,
+    /// `HASH` or `RANGE`.
+    pub key_type: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GsiDef {
+    pub name: String,
+    pub key_schema: Vec<KeyElement>,
+    /// `ALL`, `KEYS_ONLY` or `INCLUDE`.
+    pub projection_type: String,
+    pub non_key_attributes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableDef {
+    pub logical_id: String,
+    /// (attribute name, `S` | `N` | `B`)
+    pub attribute_definitions: Vec<(String, String)>,
+    pub key_schema: Vec<KeyElement>,
+    pub gsis: Vec<GsiDef>,
+    pub stream_view_type: Option<String>,
+    pub ttl_attribute: Option<String>,
+    pub billing_mode: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Upper-case HTTP method, e.g. `POST`.
+    pub method: String,
+    /// API Gateway path with `{name}` parameters, e.g. `/payments/{id}/refunds`.
+    pub path: String,
+    /// Logical id of the function.
+    pub function: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionDef {
+    pub logical_id: String,
+    /// The cargo binary (`Metadata.BuildProperties.Binary`).
+    pub binary: String,
+}
+
+fn err(msg: impl Into<String>) -> KitError {
+    KitError::Template(msg.into())
+}
+
+fn untag(v: &Value) -> &Value {
+    match v {
+        Value::Tagged(t) => &t.value,
+        other => other,
+    }
+}
+
+fn get<'a>(map: &'a Mapping, key: &str) -> Option<&'a Value> {
+    map.get(Value::String(key.to_string())).map(untag)
+}
+
+fn str_at(map: &Mapping, key: &str) -> Option<String> {
+    get(map, key).and_then(|v| v.as_str()).map(str::to_string)
+}
+
+fn key_schema(v: Option<&Value>, context: &str) -> Result<Vec<KeyElement>, KitError> {
+    let seq = v.and_then(Value::as_sequence).ok_or_else(|| err(format!("{context}: KeySchema missing")))?;
+    seq.iter()
+        .map(|e| {
+            let m = e.as_mapping().ok_or_else(|| err(format!("{context}: KeySchema entry is not a mapping")))?;
+            Ok(KeyElement {
+                attribute: str_at(m, "AttributeName").ok_or_else(|| err(format!("{context}: AttributeName")))?,
+                key_type: str_at(m, "KeyType").ok_or_else(|| err(format!("{context}: KeyType")))?,
+            })
+        })
+        .collect()
+}
+
+impl Template {
+    /// `template.yaml` at the repository root.
+    pub fn load() -> Result<Self, KitError> {
+        Self::load_from(&crate::repo_root().join("template.yaml"))
+    }
+
+    pub fn load_from(path: &Path) -> Result<Self, KitError> {
+        let text = std::fs::read_to_string(path).map_err(|e| err(format!("reading {}: {e}", path.display())))?;
+        Self::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, KitError> {
+        let root: Value = serde_norway::from_str(text).map_err(|e| err(format!("not YAML: {e}")))?;
+        Ok(Self { root })
+    }
+
+    fn resources(&self) -> Result<&Mapping, KitError> {
+        self.root
+            .as_mapping()
+            .and_then(|m| get(m, "Resources"))
+            .and_then(Value::as_mapping)
+            .ok_or_else(|| err("no Resources"))
+    }
+
+    /// (logical id, properties) of every resource of type `ty`, in template order.
+    pub fn resources_of_type(&self, ty: &str) -> Result<Vec<(String, Mapping)>, KitError> {
+        let mut out = Vec::new();
+        for (id, resource) in self.resources()? {
+            let Some(resource) = resource.as_mapping() else {
+                continue;
+            };
+            if str_at(resource, "Type").as_deref() == Some(ty) {
+                let props = get(resource, "Properties").and_then(Value::as_mapping).cloned().unwrap_or_default();
+                out.push((id.as_str().unwrap_or_default().to_string(), props));
+            }
+        }
+        Ok(out)
+    }
+
+    fn resource(&self, logical_id: &str) -> Result<&Mapping, KitError> {
+        get(self.resources()?, logical_id)
+            .and_then(Value::as_mapping)
+            .ok_or_else(|| err(format!("no resource {logical_id}")))
+    }
+
+    /// The one DynamoDB table.
+    pub fn table(&self) -> Result<TableDef, KitError> {
+        let tables = self.resources_of_type("AWS::DynamoDB::Table")?;
+        let [(logical_id, props)] = tables.as_slice() else {
+            return Err(err(format!("expected exactly one AWS::DynamoDB::Table, found {}", tables.len())));
+        };
+        let attribute_definitions = get(props, "AttributeDefinitions")
+            .and_then(Value::as_sequence)
+            .ok_or_else(|| err("table: AttributeDefinitions missing"))?
+            .iter()
+            .map(|a| {
+                let m = a.as_mapping().ok_or_else(|| err("table: AttributeDefinitions entry"))?;
+                Ok((
+                    str_at(m, "AttributeName").ok_or_else(|| err("table: AttributeName"))?,
+                    str_at(m, "AttributeType").ok_or_else(|| err("table: AttributeType"))?,
+                ))
+            })
+            .collect::<Result<Vec<_>, KitError>>()?;
+        let gsis = match get(props, "GlobalSecondaryIndexes").and_then(Value::as_sequence) {
+            None => Vec::new(),
+            Some(seq) => seq
+                .iter()
+                .map(|g| {
+                    let m = g.as_mapping().ok_or_else(|| err("table: GSI entry"))?;
+                    let name = str_at(m, "IndexName").ok_or_else(|| err("table: GSI IndexName"))?;
+                    let projection = get(m, "Projection")
+                        .and_then(Value::as_mapping)
+                        .ok_or_else(|| err(format!("GSI {name}: Projection")))?;
+                    Ok(GsiDef {
+                        key_schema: key_schema(get(m, "KeySchema"), &format!("GSI {name}"))?,
+                        projection_type: str_at(projection, "ProjectionType").unwrap_or_else(|| "ALL".into()),
+                        non_key_attributes: get(projection, "NonKeyAttributes")
+                            .and_then(Value::as_sequence)
+                            .map(|s| s.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                            .unwrap_or_default(),
+                        name,
+                    })
+                })
+                .collect::<Result<Vec<_>, KitError>>()?,
+        };
+        let stream_view_type =
+            get(props, "StreamSpecification").and_then(Value::as_mapping).and_then(|m| str_at(m, "StreamViewType"));
+        let ttl_attribute = get(props, "TimeToLiveSpecification")
+            .and_then(Value::as_mapping)
+            .filter(|m| get(m, "Enabled").and_then(Value::as_bool).unwrap_or(false))
+            .and_then(|m| str_at(m, "AttributeName"));
+        Ok(TableDef {
+            logical_id: logical_id.clone(),
+            attribute_definitions,
+            key_schema: key_schema(get(props, "KeySchema"), "table")?,
+            gsis,
+            stream_view_type,
+            ttl_attribute,
+            billing_mode: str_at(props, "BillingMode"),
+        })
+    }
+
+    /// Logical ids of the EventBridge buses.
+    pub fn event_buses(&self) -> Result<Vec<String>, KitError> {
+        Ok(self.resources_of_type("AWS::Events::EventBus")?.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// Logical ids of the SQS queues.
+    pub fn queues(&self) -> Result<Vec<String>, KitError> {
+        Ok(self.resources_of_type("AWS::SQS::Queue")?.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// Every `AWS::Serverless::Function` with its cargo binary.
+    pub fn functions(&self) -> Result<Vec<FunctionDef>, KitError> {
+        let mut out = Vec::new();
+        for (logical_id, _) in self.resources_of_type("AWS::Serverless::Function")? {
+            let resource = self.resource(&logical_id)?;
+            let binary = get(resource, "Metadata")
+                .and_then(Value::as_mapping)
+                .and_then(|m| get(m, "BuildProperties"))
+                .and_then(Value::as_mapping)
+                .and_then(|m| str_at(m, "Binary"))
+                .ok_or_else(|| err(format!("{logical_id}: Metadata.BuildProperties.Binary missing")))?;
+            out.push(FunctionDef { logical_id, binary });
+        }
+        Ok(out)
+    }
+
+    /// Every HttpApi route: method, path and the function it reaches.
+    pub fn http_routes(&self) -> Result<Vec<Route>, KitError> {
+        let mut out = Vec::new();
+        for (function, props) in self.resources_of_type("AWS::Serverless::Function")? {
+            let Some(events) = get(&props, "Events").and_then(Value::as_mapping) else {
+                continue;
+            };
+            for (_, event) in events {
+                let Some(event) = event.as_mapping() else {
+                    continue;
+                };
+                if str_at(event, "Type").as_deref() != Some("HttpApi") {
+                    continue;
+                }
+                let p = get(event, "Properties")
+                    .and_then(Value::as_mapping)
+                    .ok_or_else(|| err(format!("{function}: HttpApi event without Properties")))?;
+                out.push(Route {
+                    method: str_at(p, "Method").ok_or_else(|| err(format!("{function}: route Method")))?.to_uppercase(),
+                    path: str_at(p, "Path").ok_or_else(|| err(format!("{function}: route Path")))?,
+                    function: function.clone(),
+                });
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,52 @@
+//! The local stack end to end over HTTP: every route of the template reaches its function's real
+//! handler and answers with the JSON error shape (501 until each function's issue lands), unknown
+//! routes are JSON 404s, and a renew tick reaches renew. Replaced journey by journey as the
+//! functions are built (issue #13).
+
+use paycycle_dev::{LocalStack, Options};
+use serde_json::Value;
+
+#[tokio::test]
+async fn every_template_route_reaches_its_function_and_answers_json() {
+    let stack = LocalStack::start(Options { api_port: 0 }).await.unwrap();
+    let client = reqwest::Client::new();
+    let api = stack.api_url();
+    assert!(api.starts_with("http://127.0.0.1:"));
+    assert_eq!(stack.routes.len(), 12);
+
+    let mut request_ids = std::collections::BTreeSet::new();
+    for route in &stack.routes {
+        let url = format!("{api}{}?customer_id=c1", route.path.replace("{id}", "x_1"));
+        let req = if route.method == "GET" { client.get(url) } else { client.post(url).body("{}") };
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 501, "{} {}", route.method, route.path);
+        assert_eq!(resp.headers()["content-type"], "application/json");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "not_implemented", "{body}");
+        let id = body["error"]["request_id"].as_str().unwrap().to_string();
+        assert!(id.starts_with("local-"), "{id}");
+        request_ids.insert(id);
+    }
+    assert_eq!(request_ids.len(), stack.routes.len(), "each request gets its own id");
+
+    let resp = client.get(format!("{api}/nope")).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "route_not_found");
+
+    // A method the route does not have is not routed to the function.
+    let resp = client.delete(format!("{api}/checkouts")).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+
+    let tick: Value = client
+        .post(format!("{api}/__dev/tick"))
+        .body(r#"{"now":"2027-02-28T00:00:00+09:00"}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tick["ok"], false);
+    assert!(tick["error"].as_str().unwrap().contains("not implemented"), "{tick}");
+}

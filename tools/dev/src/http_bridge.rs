@@ -1,0 +1,218 @@
+//! Turns local HTTP requests into the `lambda_http::Request`s API Gateway's HTTP API (payload v2)
+//! would hand each function — path parameters, query parameters, a Lambda context with a request
+//! id — and calls the very handler the Lambda binary runs. Also turns `POST /__dev/tick` into the
+//! EventBridge scheduled event renew receives.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Request};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, MethodRouter, post};
+use http::StatusCode;
+use lambda_http::RequestExt;
+use paycycle::api::ApiError;
+use paycycle::boot::Boot;
+use paycycle_testkit::template::Route;
+use serde_json::{Value, json};
+
+/// API Gateway's own payload limit for HTTP APIs (10 MB); the functions enforce their own, lower ones.
+const GATEWAY_BODY_LIMIT: usize = 10 * 1024 * 1024;
+
+/// Every function's dependencies, built once like a cold start.
+pub struct Functions {
+    webhook_ingest: webhook_ingest::Deps,
+    verify: verify::Deps,
+    renew: renew::Deps,
+    refund: refund::Deps,
+    checkout: checkout::Deps,
+    subscriptions: subscriptions::Deps,
+    request_counter: AtomicU64,
+}
+
+/// The cargo binary behind each template logical id the local stack knows how to run.
+pub const BINARIES: &[(&str, &str)] = &[
+    ("WebhookIngestFunction", "webhook-ingest"),
+    ("VerifyFunction", "verify"),
+    ("RenewFunction", "renew"),
+    ("RefundFunction", "refund"),
+    ("CheckoutFunction", "checkout"),
+    ("SubscriptionsFunction", "subscriptions"),
+];
+
+impl Functions {
+    pub fn new(boot: Boot) -> Self {
+        Self {
+            webhook_ingest: webhook_ingest::Deps::new(boot.clone()),
+            verify: verify::Deps::new(boot.clone()),
+            renew: renew::Deps::new(boot.clone()),
+            refund: refund::Deps::new(boot.clone()),
+            checkout: checkout::Deps::new(boot.clone()),
+            subscriptions: subscriptions::Deps::new(boot),
+            request_counter: AtomicU64::new(0),
+        }
+    }
+
+    fn next_request_id(&self) -> String {
+        let n = self.request_counter.fetch_add(1, Ordering::Relaxed);
+        format!("local-{:08x}-{n:06}", std::process::id())
+    }
+
+    fn context(&self) -> lambda_http::Context {
+        let mut ctx = lambda_http::Context::default();
+        ctx.request_id = self.next_request_id();
+        ctx
+    }
+
+    /// Calls the HTTP handler of the function with logical id `function`.
+    pub async fn call_http(
+        &self,
+        function: &str,
+        req: lambda_http::Request,
+    ) -> lambda_http::Response<lambda_http::Body> {
+        let request_id = req.lambda_context_ref().map(|c| c.request_id.clone()).unwrap_or_default();
+        let result = match function {
+            "WebhookIngestFunction" => webhook_ingest::handler(&self.webhook_ingest, req).await,
+            "VerifyFunction" => verify::handler(&self.verify, req).await,
+            "RefundFunction" => refund::handler(&self.refund, req).await,
+            "CheckoutFunction" => checkout::handler(&self.checkout, req).await,
+            "SubscriptionsFunction" => subscriptions::handler(&self.subscriptions, req).await,
+            other => {
+                return ApiError::new(StatusCode::NOT_FOUND, "route_not_found", format!("{other} has no HTTP handler"))
+                    .into_response(&request_id);
+            }
+        };
+        result.unwrap_or_else(|e| {
+            // In Lambda a handler error becomes API Gateway's bare 500; keep the JSON shape here.
+            tracing::error!(function, error = %e, "handler returned an error");
+            ApiError::internal().into_response(&request_id)
+        })
+    }
+
+    /// Runs one renew tick as EventBridge would, optionally travelling to `now`.
+    pub async fn tick(&self, now: Option<&str>) -> Result<Value, String> {
+        let real_now = jiff::Timestamp::now().to_string();
+        let mut event = json!({
+            "version": "0",
+            "id": self.next_request_id(),
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "account": "000000000000",
+            "time": real_now,
+            "region": "ap-northeast-2",
+            "resources": ["arn:aws:events:ap-northeast-2:000000000000:rule/paycycle-local-renew"],
+            "detail": {}
+        });
+        if let Some(now) = now {
+            event["now"] = json!(now);
+        }
+        renew::handler(&self.renew, lambda_runtime::LambdaEvent::new(event, self.context()))
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn method_filter(method: &str) -> Option<MethodFilter> {
+    Some(match method {
+        "GET" => MethodFilter::GET,
+        "POST" => MethodFilter::POST,
+        "PUT" => MethodFilter::PUT,
+        "PATCH" => MethodFilter::PATCH,
+        "DELETE" => MethodFilter::DELETE,
+        _ => return None,
+    })
+}
+
+/// The axum router for the template's routes plus `POST /__dev/tick`.
+pub fn router(routes: &[Route], functions: Arc<Functions>) -> Result<Router, paycycle_testkit::KitError> {
+    let mut by_path: BTreeMap<String, MethodRouter> = BTreeMap::new();
+    for route in routes {
+        if !BINARIES.iter().any(|(id, _)| *id == route.function) {
+            return Err(paycycle_testkit::KitError::Template(format!(
+                "route {} {} reaches {}, which the local stack does not know",
+                route.method, route.path, route.function
+            )));
+        }
+        let filter = method_filter(&route.method)
+            .ok_or_else(|| paycycle_testkit::KitError::Template(format!("unsupported method {}", route.method)))?;
+        let function = route.function.clone();
+        let fns = functions.clone();
+        let handler = move |params: Option<Path<HashMap<String, String>>>, req: Request| async move {
+            let params = params.map(|Path(p)| p).unwrap_or_default();
+            forward(&fns, &function, params, req).await
+        };
+        let entry = by_path.remove(&route.path).unwrap_or_default();
+        by_path.insert(route.path.clone(), entry.on(filter, handler));
+    }
+    let mut app = Router::new();
+    for (path, methods) in by_path {
+        app = app.route(&path, methods);
+    }
+    let fns = functions.clone();
+    app = app.route(
+        "/__dev/tick",
+        post(move |body: Bytes| async move {
+            let now = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("now").and_then(Value::as_str).map(str::to_string));
+            match fns.tick(now.as_deref()).await {
+                Ok(report) => (StatusCode::OK, axum::Json(json!({"ok": true, "report": report}))).into_response(),
+                Err(e) => (StatusCode::OK, axum::Json(json!({"ok": false, "error": e}))).into_response(),
+            }
+        }),
+    );
+    let fallback_fns = functions;
+    Ok(app.fallback(move || async move {
+        let id = fallback_fns.next_request_id();
+        to_axum(ApiError::route_not_found().into_response(&id))
+    }))
+}
+
+async fn forward(functions: &Functions, function: &str, params: HashMap<String, String>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, GATEWAY_BODY_LIMIT).await {
+        Ok(b) => b,
+        Err(_) => {
+            let id = functions.next_request_id();
+            return to_axum(ApiError::payload_too_large(GATEWAY_BODY_LIMIT).into_response(&id));
+        }
+    };
+    let body = if bytes.is_empty() {
+        lambda_http::Body::Empty
+    } else {
+        match String::from_utf8(bytes.to_vec()) {
+            Ok(text) => lambda_http::Body::Text(text),
+            Err(e) => lambda_http::Body::Binary(e.into_bytes()),
+        }
+    };
+    let query: HashMap<String, Vec<String>> = parts
+        .uri
+        .query()
+        .map(|q| {
+            let mut map: HashMap<String, Vec<String>> = HashMap::new();
+            for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
+                map.entry(k.into_owned()).or_default().push(v.into_owned());
+            }
+            map
+        })
+        .unwrap_or_default();
+    let req = lambda_http::Request::from_parts(parts, body)
+        .with_path_parameters(params)
+        .with_query_string_parameters(query)
+        .with_lambda_context(functions.context());
+    to_axum(functions.call_http(function, req).await)
+}
+
+fn to_axum(res: lambda_http::Response<lambda_http::Body>) -> Response {
+    let (parts, body) = res.into_parts();
+    let bytes: Vec<u8> = match body {
+        lambda_http::Body::Empty => Vec::new(),
+        lambda_http::Body::Text(t) => t.into_bytes(),
+        lambda_http::Body::Binary(b) => b,
+        _ => Vec::new(),
+    };
+    Response::from_parts(parts, axum::body::Body::from(bytes))
+}

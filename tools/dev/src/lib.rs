@@ -1,0 +1,115 @@
+//! The local stack (DESIGN §9): moto on 127.0.0.1 provisioned from `template.yaml`, the PG
+//! sandbox, and every function's handler behind the template's HttpApi routes — the same handler
+//! functions the Lambda binaries run, fed the same request shapes (HTTP API v2 requests with path
+//! and query parameters and a Lambda context; EventBridge scheduled events for renew).
+//!
+//! Everything it starts binds 127.0.0.1 and is stopped by whoever holds the [`LocalStack`]: moto by
+//! the PID it spawned (on drop), the servers by aborting their tasks.
+
+pub mod http_bridge;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use paycycle::boot::Boot;
+use paycycle::config::{Config, Secrets};
+use paycycle_testkit::template::Route;
+use paycycle_testkit::{MotoServer, Provisioned, Template};
+
+pub use http_bridge::Functions;
+
+/// Where and how to start the stack.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Port of the API on 127.0.0.1 (0 = any free port). `make dev` and `make demo` use 3000.
+    pub api_port: u16,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { api_port: 3000 }
+    }
+}
+
+/// A running local stack. Dropping it stops everything it started.
+pub struct LocalStack {
+    pub api_addr: SocketAddr,
+    pub provisioned: Provisioned,
+    pub routes: Vec<Route>,
+    pub functions: Arc<Functions>,
+    pub sandbox: pg_sandbox::Sandbox,
+    api_task: tokio::task::JoinHandle<()>,
+    // Dropped last: the functions above may still be finishing a call.
+    pub moto: MotoServer,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    #[error(transparent)]
+    Kit(#[from] paycycle_testkit::KitError),
+    #[error(transparent)]
+    Config(#[from] paycycle::ConfigError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// The PG credentials the sandbox accepts (Payple's published test partner; made-up StepPay keys).
+pub fn local_secrets() -> Secrets {
+    let env: BTreeMap<&str, &str> = [
+        ("STEPPAY_SECRET_TOKEN", "local-steppay-secret-token"),
+        ("STEPPAY_WEBHOOK_SECRETS", "local-steppay-webhook-secret"),
+        ("PAYPLE_CST_ID", "test"),
+        ("PAYPLE_CUST_KEY", "abcd1234567890"),
+        ("PAYPLE_REFUND_KEY", "local-payple-refund-key"),
+    ]
+    .into_iter()
+    .collect();
+    Secrets::from_lookup(|k| env.get(k).map(|v| v.to_string())).expect("local secrets are complete")
+}
+
+impl LocalStack {
+    /// Starts moto (shared with `PAYCYCLE_MOTO_ENDPOINT` if set), provisions it from the template,
+    /// starts the sandbox and the API.
+    pub async fn start(options: Options) -> Result<Self, StackError> {
+        let template = Template::load()?;
+        let moto = MotoServer::shared_or_start()?;
+        let sdk = moto.sdk_config().await;
+        let provisioned =
+            paycycle_testkit::provision(&sdk, &template, &paycycle_testkit::provision::unique_prefix()).await?;
+        let sandbox = pg_sandbox::Sandbox::start(0).await?;
+
+        let bus = provisioned.buses.values().next().cloned().unwrap_or_default();
+        let vars: BTreeMap<&str, String> = [
+            ("PAYCYCLE_TABLE", provisioned.table.clone()),
+            ("PAYCYCLE_EVENT_BUS", bus),
+            ("STEPPAY_BASE_URL", sandbox.base_url()),
+            ("PAYPLE_BASE_URL", sandbox.base_url()),
+            ("PAYPLE_REFERER", "http://127.0.0.1:3000".to_string()),
+        ]
+        .into_iter()
+        .collect();
+        let config = Config::from_lookup(|k| vars.get(k).cloned())?;
+        let boot = Boot { config, sdk, secrets: local_secrets() };
+
+        let routes = template.http_routes()?;
+        let functions = Arc::new(Functions::new(boot));
+        let app = http_bridge::router(&routes, functions.clone())?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.api_port)).await?;
+        let api_addr = listener.local_addr()?;
+        let api_task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { api_addr, provisioned, routes, functions, sandbox, api_task, moto })
+    }
+
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.api_addr)
+    }
+}
+
+impl Drop for LocalStack {
+    fn drop(&mut self) {
+        self.api_task.abort();
+    }
+}

@@ -1,0 +1,199 @@
+//! `paycycle-dev demo | serve | tick [--now T]` — see `make demo`, `make dev`, `make tick`.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use paycycle_dev::{LocalStack, Options};
+use serde_json::Value;
+
+const USAGE: &str = "usage:
+  paycycle-dev demo                 start the local stack, walk every route, print a summary, stop
+  paycycle-dev serve                start the local stack on http://127.0.0.1:3000 and keep it up
+  paycycle-dev tick [--now TIME]    run one renew tick on a running `serve` stack (time travel with --now)
+options:
+  --port N     API port for demo/serve (default 3000; 0 = any free port)
+  --api URL    API of the running stack for tick (default http://127.0.0.1:3000)";
+
+fn arg_value(args: &[String], name: &str) -> Option<String> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let port = match arg_value(&args, "--port").map(|p| p.parse::<u16>()) {
+        None => 3000,
+        Some(Ok(p)) => p,
+        Some(Err(_)) => {
+            eprintln!("--port needs a number\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match args.first().map(String::as_str) {
+        Some("demo") => demo(port).await,
+        Some("serve") => serve(port).await,
+        Some("tick") => {
+            tick(arg_value(&args, "--api").unwrap_or_else(|| "http://127.0.0.1:3000".into()), arg_value(&args, "--now"))
+                .await
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn start(port: u16) -> Option<LocalStack> {
+    let t = Instant::now();
+    println!("==> starting moto, the PG sandbox and the functions on 127.0.0.1 ...");
+    match LocalStack::start(Options { api_port: port }).await {
+        Ok(stack) => {
+            println!(
+                "    up in {:.1} s: api {}  sandbox {}  moto {}",
+                t.elapsed().as_secs_f64(),
+                stack.api_url(),
+                stack.sandbox.base_url(),
+                stack.moto.endpoint()
+            );
+            Some(stack)
+        }
+        Err(e) => {
+            eprintln!("could not start the local stack: {e}");
+            None
+        }
+    }
+}
+
+async fn serve(port: u16) -> ExitCode {
+    let Some(stack) = start(port).await else {
+        return ExitCode::FAILURE;
+    };
+    let api = stack.api_url();
+    println!("\nlocal stack is up (Ctrl-C stops it and everything it started)");
+    println!("  API      {api}");
+    println!("  sandbox  {}", stack.sandbox.base_url());
+    println!("  moto     {}   table {}", stack.moto.endpoint(), stack.provisioned.table);
+    println!("\ntry:");
+    println!("  curl -s -X POST {api}/checkouts -H 'content-type: application/json' -d '{{}}'");
+    println!("  curl -s {api}/subscriptions/sub_123");
+    println!("  make tick NOW=2027-02-28T00:00:00+09:00");
+    println!("(API keys for the partner routes arrive with the refund/auth issue #10.)");
+    let _ = tokio::signal::ctrl_c().await;
+    println!("\nstopping ...");
+    drop(stack);
+    ExitCode::SUCCESS
+}
+
+async fn tick(api: String, now: Option<String>) -> ExitCode {
+    let client = reqwest::Client::new();
+    let body = serde_json::json!({ "now": now });
+    match client.post(format!("{api}/__dev/tick")).json(&body).send().await {
+        Ok(resp) => {
+            let v: Value = resp.json().await.unwrap_or(Value::Null);
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            if v["ok"] == Value::Bool(true) { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+        Err(e) => {
+            eprintln!("no local stack at {api} ({e}); start one with `make dev`");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Row {
+    method: String,
+    path: String,
+    function: String,
+    status: u16,
+    code: String,
+    json_error: bool,
+}
+
+async fn demo(port: u16) -> ExitCode {
+    let Some(stack) = start(port).await else {
+        return ExitCode::FAILURE;
+    };
+    // Ctrl-C stops the walk; dropping `stack` then stops what it started.
+    let outcome = tokio::select! {
+        ok = walk(&stack) => ok,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("\ninterrupted");
+            false
+        }
+    };
+    println!("==> stopping everything the demo started ...");
+    drop(stack);
+    if outcome { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+async fn walk(stack: &LocalStack) -> bool {
+    let client = reqwest::Client::new();
+    let api = stack.api_url();
+    let total = stack.routes.len();
+    let mut rows = Vec::new();
+    for (i, route) in stack.routes.iter().enumerate() {
+        let path = route.path.replace("{id}", "demo_123");
+        println!("==> [{}/{total}] {} {path}", i + 1, route.method);
+        let req = match route.method.as_str() {
+            "GET" => client.get(format!("{api}{path}")),
+            _ => client.post(format!("{api}{path}")).header("content-type", "application/json").body("{}"),
+        };
+        let (status, body) = match req.send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+            }
+            Err(e) => {
+                eprintln!("    request failed: {e}");
+                (0, Value::Null)
+            }
+        };
+        let code = body["error"]["code"].as_str().unwrap_or("-").to_string();
+        let json_error = body["error"]["request_id"].is_string() && body["error"]["message"].is_string();
+        rows.push(Row {
+            method: route.method.clone(),
+            path: route.path.clone(),
+            function: route.function.clone(),
+            status,
+            code,
+            json_error,
+        });
+    }
+    println!("==> renew tick (time travel to 2027-02-28T00:00:00+09:00)");
+    let tick = stack.functions.tick(Some("2027-02-28T00:00:00+09:00")).await;
+
+    println!("\npaycycle local stack summary");
+    println!(
+        "  table   {} (keys {}; GSIs {}; stream {}; TTL {})",
+        stack.provisioned.table,
+        stack.provisioned.table_def.key_schema.iter().map(|k| k.attribute.as_str()).collect::<Vec<_>>().join("/"),
+        stack.provisioned.table_def.gsis.iter().map(|g| g.name.as_str()).collect::<Vec<_>>().join(", "),
+        stack.provisioned.table_def.stream_view_type.as_deref().unwrap_or("off"),
+        stack.provisioned.table_def.ttl_attribute.as_deref().unwrap_or("off")
+    );
+    println!("  bus     {}", stack.provisioned.buses.values().cloned().collect::<Vec<_>>().join(", "));
+    println!("  queues  {}", stack.provisioned.queues.keys().cloned().collect::<Vec<_>>().join(", "));
+    println!();
+    println!("  {:<7} {:<30} {:<24} {:>6}  answer", "method", "route", "function", "status");
+    let mut healthy = true;
+    for r in &rows {
+        let ok = r.json_error || (200..300).contains(&r.status);
+        healthy &= ok && r.status != 0 && r.status != 500;
+        println!("  {:<7} {:<30} {:<24} {:>6}  {}", r.method, r.path, r.function, r.status, r.code);
+    }
+    match &tick {
+        Ok(report) => println!("  renew tick: {report}"),
+        Err(e) => println!("  renew tick: {e}"),
+    }
+    let not_implemented = rows.iter().filter(|r| r.code == "not_implemented").count();
+    println!(
+        "\n  {} routes answered, {} with JSON errors, {} not implemented yet (see README status table)",
+        rows.len(),
+        rows.iter().filter(|r| r.json_error).count(),
+        not_implemented
+    );
+    if !healthy {
+        eprintln!("  some route answered without the JSON error shape or with a 5xx: see above");
+    }
+    healthy
+}
