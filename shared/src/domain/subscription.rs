@@ -1,0 +1,549 @@
+//! The subscription state machine (DESIGN §5, §7).
+//!
+//! ```text
+//! incomplete ──activate──▶ active ──declined──▶ past_due ──retries exhausted / hard──▶ unpaid | canceled
+//!      │                   │  ▲ ▲                  │  │
+//!      └──expire──▶ canceled│  │ └──charge ok───────┘  └──unknown past window──▶ needs_review
+//!                  pause ▼  │ resume                      (also from active)      │ resolved
+//!                      paused                                                      ▼ active / past_due
+//! any live state ──cancel──▶ canceled (terminal)
+//! ```
+//!
+//! Every method takes the current value and returns the next one plus the domain events to emit,
+//! or a typed [`TransitionError`]; nothing mutates in place, so the caller can write the new value
+//! with a condition on the old one. Periods come from the [`Schedule`] (anchor-based, KST), and
+//! `next_attempt_at` always says when renew must look at the subscription next (`None` = never on
+//! its own: paused, unpaid, needs review, canceled, or renewed by the PG itself).
+
+use std::fmt;
+
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use super::attempt::{Attempt, ChargeId, IdError, SubscriptionId};
+use super::dunning::{DunningDecision, DunningPolicy, FinalAction};
+use super::events::EventKind;
+use crate::calendar::{CalendarError, Interval, Period, Schedule, unused_time};
+use crate::money::Krw;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriptionState {
+    Incomplete,
+    Active,
+    PastDue,
+    Unpaid,
+    Canceled,
+    Paused,
+    /// A charge's outcome stayed unknown past the resolution window: a person must look.
+    NeedsReview,
+}
+
+impl SubscriptionState {
+    pub const ALL: [SubscriptionState; 7] = [
+        SubscriptionState::Incomplete,
+        SubscriptionState::Active,
+        SubscriptionState::PastDue,
+        SubscriptionState::Unpaid,
+        SubscriptionState::Canceled,
+        SubscriptionState::Paused,
+        SubscriptionState::NeedsReview,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubscriptionState::Incomplete => "incomplete",
+            SubscriptionState::Active => "active",
+            SubscriptionState::PastDue => "past_due",
+            SubscriptionState::Unpaid => "unpaid",
+            SubscriptionState::Canceled => "canceled",
+            SubscriptionState::Paused => "paused",
+            SubscriptionState::NeedsReview => "needs_review",
+        }
+    }
+}
+
+impl fmt::Display for SubscriptionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Every (from, to) pair a transition may produce, self-loops included. Tests check that no
+/// sequence of inputs ever takes a step outside this list.
+pub const LEGAL_EDGES: &[(SubscriptionState, SubscriptionState)] = {
+    use SubscriptionState::*;
+    &[
+        (Incomplete, Active),
+        (Incomplete, Canceled),
+        (Active, Active),
+        (Active, PastDue),
+        (Active, Unpaid),
+        (Active, Canceled),
+        (Active, Paused),
+        (Active, NeedsReview),
+        (PastDue, PastDue),
+        (PastDue, Active),
+        (PastDue, Unpaid),
+        (PastDue, Canceled),
+        (PastDue, NeedsReview),
+        (Paused, Active),
+        (Paused, Canceled),
+        (NeedsReview, Active),
+        (NeedsReview, PastDue),
+        (NeedsReview, Unpaid),
+        (NeedsReview, Canceled),
+        (Unpaid, Canceled),
+    ]
+};
+
+/// What is being sold: a price per interval.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub name: String,
+    pub amount: Krw,
+    pub interval: Interval,
+}
+
+/// Who renews the subscription.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Renewer {
+    /// paycycle's renew charges the billing key (StepPay self, Payple recurring).
+    Paycycle,
+    /// The PG renews and tells us by webhook (StepPay managed); renew never charges it.
+    Pg,
+}
+
+/// The period being collected after the paid one, while its charge is in progress or in dunning.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Collection {
+    pub period: u32,
+    pub due_at: Timestamp,
+    /// Number of the attempt in flight or next to make (1 = first try).
+    pub attempt: u8,
+    /// Set while the current attempt's outcome is unknown: renew must look it up, not charge.
+    pub unknown_since: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pause {
+    pub at: Timestamp,
+    /// Paid time not yet used when the pause took effect; given back on resume.
+    pub credit: SignedDuration,
+}
+
+/// When a pause takes effect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PauseWhen {
+    /// At once; the unused part of the paid period is credited on resume.
+    Now,
+    /// When the paid period ends; nothing to credit.
+    PeriodEnd,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    pub id: SubscriptionId,
+    pub state: SubscriptionState,
+    pub plan: Plan,
+    pub renewer: Renewer,
+    /// Set at activation (the anchor is the first payment's time).
+    pub schedule: Option<Schedule>,
+    /// The latest paid period.
+    pub current_period: Option<Period>,
+    /// When renew must look at this subscription next; `None` = not on its own.
+    pub next_attempt_at: Option<Timestamp>,
+    pub collection: Option<Collection>,
+    pub cancel_at_period_end: bool,
+    pub pause_at_period_end: bool,
+    pub pause: Option<Pause>,
+    pub canceled_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    #[error("cannot {action} a subscription that is {from}")]
+    Illegal { from: SubscriptionState, action: &'static str },
+    #[error("charge {got} is not the attempt in progress ({expected})")]
+    WrongCharge { expected: String, got: String },
+    #[error("the outcome of charge {0} is still unknown; it must be resolved before anything else is charged")]
+    UnknownOutcomePending(String),
+    #[error("this subscription is renewed by the PG; paycycle does not charge it")]
+    RenewedByPg,
+    #[error("this subscription is renewed by paycycle, not by the PG")]
+    RenewedByPaycycle,
+    #[error(transparent)]
+    Calendar(#[from] CalendarError),
+    #[error(transparent)]
+    Id(#[from] IdError),
+}
+
+/// What renew should do with a subscription whose `next_attempt_at` has come.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DueAction {
+    /// Not due (or nothing renew does on its own).
+    Nothing,
+    /// Charge this attempt.
+    Charge { charge_id: ChargeId, amount: Krw },
+    /// Look up the outcome of this attempt at the PG (it was sent, the answer was lost).
+    ResolveUnknown { charge_id: ChargeId, since: Timestamp },
+    /// The paid period ended with a cancel scheduled.
+    CancelAtPeriodEnd,
+    /// The paid period ended with a pause scheduled.
+    PauseAtPeriodEnd,
+}
+
+/// The next value and what happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub subscription: Subscription,
+    pub events: Vec<EventKind>,
+}
+
+type Result<T> = std::result::Result<T, TransitionError>;
+
+impl Subscription {
+    /// A new subscription awaiting its first payment.
+    pub fn incomplete(id: SubscriptionId, plan: Plan, renewer: Renewer) -> Self {
+        Self {
+            id,
+            state: SubscriptionState::Incomplete,
+            plan,
+            renewer,
+            schedule: None,
+            current_period: None,
+            next_attempt_at: None,
+            collection: None,
+            cancel_at_period_end: false,
+            pause_at_period_end: false,
+            pause: None,
+            canceled_at: None,
+        }
+    }
+
+    fn illegal(&self, action: &'static str) -> TransitionError {
+        TransitionError::Illegal { from: self.state, action }
+    }
+
+    fn require(&self, allowed: &[SubscriptionState], action: &'static str) -> Result<()> {
+        if allowed.contains(&self.state) { Ok(()) } else { Err(self.illegal(action)) }
+    }
+
+    fn done(self, events: Vec<EventKind>) -> Result<Transition> {
+        Ok(Transition { subscription: self, events })
+    }
+
+    fn schedule(&self, action: &'static str) -> Result<Schedule> {
+        self.schedule.ok_or(self.illegal(action))
+    }
+
+    /// Next time renew must act for an active subscription whose paid period is `period`.
+    fn next_for_period(&self, period: &Period) -> Option<Timestamp> {
+        match self.renewer {
+            Renewer::Paycycle => Some(period.end),
+            Renewer::Pg => None,
+        }
+    }
+
+    /// End of the paid time: the paid period's end, shifted by nothing (pauses re-anchor instead).
+    pub fn paid_through(&self) -> Option<Timestamp> {
+        self.current_period.map(|p| p.end)
+    }
+
+    /// The first payment succeeded at `paid_at`: the anchor, period 0 is paid.
+    pub fn activate(&self, paid_at: Timestamp) -> Result<Transition> {
+        self.require(&[SubscriptionState::Incomplete], "activate")?;
+        let schedule = Schedule::new(paid_at, self.plan.interval);
+        let period = schedule.period(0)?;
+        let mut next = self.clone();
+        next.state = SubscriptionState::Active;
+        next.schedule = Some(schedule);
+        next.current_period = Some(period);
+        next.next_attempt_at = next.next_for_period(&period);
+        next.done(vec![EventKind::SubscriptionActivated])
+    }
+
+    /// The checkout was abandoned or failed: the subscription never starts.
+    pub fn expire(&self, at: Timestamp) -> Result<Transition> {
+        self.require(&[SubscriptionState::Incomplete], "expire")?;
+        let mut next = self.clone();
+        next.state = SubscriptionState::Canceled;
+        next.canceled_at = Some(at);
+        next.done(vec![EventKind::SubscriptionCanceled])
+    }
+
+    /// What renew should do at `now`.
+    pub fn due_action(&self, now: Timestamp) -> Result<DueAction> {
+        let Some(due) = self.next_attempt_at else { return Ok(DueAction::Nothing) };
+        if due > now || self.renewer == Renewer::Pg {
+            return Ok(DueAction::Nothing);
+        }
+        if !matches!(self.state, SubscriptionState::Active | SubscriptionState::PastDue) {
+            return Ok(DueAction::Nothing);
+        }
+        if let Some(c) = &self.collection {
+            let charge_id = ChargeId::new(self.id.clone(), c.period, c.attempt)?;
+            if let Some(since) = c.unknown_since {
+                return Ok(DueAction::ResolveUnknown { charge_id, since });
+            }
+            return Ok(DueAction::Charge { charge_id, amount: self.plan.amount });
+        }
+        if self.cancel_at_period_end {
+            return Ok(DueAction::CancelAtPeriodEnd);
+        }
+        if self.pause_at_period_end {
+            return Ok(DueAction::PauseAtPeriodEnd);
+        }
+        let paid = self.current_period.ok_or(self.illegal("renew"))?;
+        let charge_id = ChargeId::new(self.id.clone(), paid.index + 1, 1)?;
+        Ok(DueAction::Charge { charge_id, amount: self.plan.amount })
+    }
+
+    /// Renew is about to send `charge_id`: the collection is opened (or continued) and the
+    /// attempt record to write first is returned.
+    pub fn begin_charge(&self, now: Timestamp) -> Result<(Subscription, Attempt)> {
+        match self.due_action(now)? {
+            DueAction::Charge { charge_id, amount } => {
+                let schedule = self.schedule("charge")?;
+                let mut next = self.clone();
+                if next.collection.is_none() {
+                    next.collection = Some(Collection {
+                        period: charge_id.period(),
+                        due_at: schedule.period_start(charge_id.period())?,
+                        attempt: charge_id.attempt(),
+                        unknown_since: None,
+                    });
+                }
+                Ok((next, Attempt::new(charge_id, amount, now)))
+            }
+            DueAction::ResolveUnknown { charge_id, .. } => {
+                Err(TransitionError::UnknownOutcomePending(charge_id.to_string()))
+            }
+            DueAction::Nothing if self.renewer == Renewer::Pg => Err(TransitionError::RenewedByPg),
+            _ => Err(self.illegal("charge")),
+        }
+    }
+
+    fn check_charge(&self, charge_id: &ChargeId) -> Result<Collection> {
+        let c = self.collection.clone().ok_or(self.illegal("record a charge for"))?;
+        if charge_id.subscription() != &self.id || charge_id.period() != c.period || charge_id.attempt() != c.attempt {
+            let expected = ChargeId::new(self.id.clone(), c.period, c.attempt)?.to_string();
+            return Err(TransitionError::WrongCharge { expected, got: charge_id.to_string() });
+        }
+        Ok(c)
+    }
+
+    /// The PG approved `charge_id` (directly, by lookup, or by webhook).
+    pub fn charge_succeeded(&self, charge_id: &ChargeId) -> Result<Transition> {
+        self.require(
+            &[SubscriptionState::Active, SubscriptionState::PastDue, SubscriptionState::NeedsReview],
+            "record a successful charge for",
+        )?;
+        let c = self.check_charge(charge_id)?;
+        let period = self.schedule("renew")?.period(c.period)?;
+        let mut next = self.clone();
+        next.state = SubscriptionState::Active;
+        next.current_period = Some(period);
+        next.collection = None;
+        next.next_attempt_at = next.next_for_period(&period);
+        next.done(vec![EventKind::PaymentSucceeded, EventKind::SubscriptionRenewed])
+    }
+
+    /// The PG declined `charge_id` at `now`; the dunning policy says what follows.
+    pub fn charge_declined(
+        &self,
+        charge_id: &ChargeId,
+        hard: bool,
+        now: Timestamp,
+        policy: &DunningPolicy,
+    ) -> Result<Transition> {
+        self.require(
+            &[SubscriptionState::Active, SubscriptionState::PastDue, SubscriptionState::NeedsReview],
+            "record a declined charge for",
+        )?;
+        let c = self.check_charge(charge_id)?;
+        let mut next = self.clone();
+        let mut events = vec![EventKind::PaymentFailed];
+        match policy.after_decline(c.due_at, c.attempt, hard, now) {
+            DunningDecision::Retry { at, attempt } => {
+                if next.state != SubscriptionState::PastDue {
+                    events.push(EventKind::SubscriptionPastDue);
+                }
+                next.state = SubscriptionState::PastDue;
+                next.collection = Some(Collection { attempt, unknown_since: None, ..c });
+                next.next_attempt_at = Some(at);
+            }
+            DunningDecision::GiveUp(action) => {
+                next.collection = None;
+                next.next_attempt_at = None;
+                match action {
+                    FinalAction::Unpaid => {
+                        next.state = SubscriptionState::Unpaid;
+                        events.push(EventKind::SubscriptionUnpaid);
+                    }
+                    FinalAction::Canceled => {
+                        next.state = SubscriptionState::Canceled;
+                        next.canceled_at = Some(now);
+                        events.push(EventKind::SubscriptionCanceled);
+                    }
+                }
+            }
+        }
+        next.done(events)
+    }
+
+    /// `charge_id` was sent but its outcome is unknown. Renew comes back after `recheck_after`
+    /// to look it up; it will not charge again meanwhile.
+    pub fn charge_unknown(
+        &self,
+        charge_id: &ChargeId,
+        now: Timestamp,
+        recheck_after: SignedDuration,
+    ) -> Result<Transition> {
+        self.require(&[SubscriptionState::Active, SubscriptionState::PastDue], "record an unknown charge for")?;
+        let c = self.check_charge(charge_id)?;
+        let mut next = self.clone();
+        next.collection = Some(Collection { unknown_since: c.unknown_since.or(Some(now)), ..c });
+        next.next_attempt_at = Some(now.saturating_add(recheck_after).unwrap_or(now));
+        next.done(vec![])
+    }
+
+    /// Whether an unknown outcome has stayed unresolved for longer than `window` at `now`.
+    pub fn unknown_overdue(&self, now: Timestamp, window: SignedDuration) -> bool {
+        self.collection.as_ref().and_then(|c| c.unknown_since).is_some_and(|since| now.duration_since(since) > window)
+    }
+
+    /// The unknown outcome could not be resolved in time: a person must look. Renew stops.
+    pub fn require_review(&self) -> Result<Transition> {
+        self.require(&[SubscriptionState::Active, SubscriptionState::PastDue], "send to review")?;
+        if self.collection.as_ref().and_then(|c| c.unknown_since).is_none() {
+            return Err(self.illegal("send to review without an unknown charge"));
+        }
+        let mut next = self.clone();
+        next.state = SubscriptionState::NeedsReview;
+        next.next_attempt_at = None;
+        next.done(vec![EventKind::SubscriptionNeedsReview])
+    }
+
+    /// The PG renewed a PG-managed subscription (StepPay managed order webhook, verified by lookup).
+    pub fn renewed_by_pg(&self) -> Result<Transition> {
+        if self.renewer != Renewer::Pg {
+            return Err(TransitionError::RenewedByPaycycle);
+        }
+        self.require(&[SubscriptionState::Active, SubscriptionState::PastDue], "record a PG renewal for")?;
+        let paid = self.current_period.ok_or(self.illegal("renew"))?;
+        let period = self.schedule("renew")?.period(paid.index + 1)?;
+        let mut next = self.clone();
+        next.state = SubscriptionState::Active;
+        next.current_period = Some(period);
+        next.done(vec![EventKind::PaymentSucceeded, EventKind::SubscriptionRenewed])
+    }
+
+    /// Pause now (credit the unused paid time) or at the end of the paid period.
+    pub fn pause(&self, now: Timestamp, when: PauseWhen) -> Result<Transition> {
+        self.require(&[SubscriptionState::Active], "pause")?;
+        if let Some(c) = &self.collection {
+            if c.unknown_since.is_some() {
+                return Err(TransitionError::UnknownOutcomePending(
+                    ChargeId::new(self.id.clone(), c.period, c.attempt)?.to_string(),
+                ));
+            }
+        }
+        let mut next = self.clone();
+        match when {
+            PauseWhen::PeriodEnd => {
+                next.pause_at_period_end = true;
+                next.done(vec![])
+            }
+            PauseWhen::Now => {
+                let end = self.paid_through().ok_or(self.illegal("pause"))?;
+                next.state = SubscriptionState::Paused;
+                next.pause = Some(Pause { at: now, credit: unused_time(end, now) });
+                next.pause_at_period_end = false;
+                next.collection = None;
+                next.next_attempt_at = None;
+                next.done(vec![EventKind::SubscriptionPaused])
+            }
+        }
+    }
+
+    /// The paid period ended with a pause scheduled (renew's `PauseAtPeriodEnd`).
+    pub fn pause_at_period_end_reached(&self, now: Timestamp) -> Result<Transition> {
+        self.require(&[SubscriptionState::Active], "pause")?;
+        if !self.pause_at_period_end {
+            return Err(self.illegal("pause at period end without a scheduled pause"));
+        }
+        let end = self.paid_through().ok_or(self.illegal("pause"))?;
+        let mut next = self.clone();
+        next.state = SubscriptionState::Paused;
+        next.pause = Some(Pause { at: end.min(now), credit: SignedDuration::ZERO });
+        next.pause_at_period_end = false;
+        next.next_attempt_at = None;
+        next.done(vec![EventKind::SubscriptionPaused])
+    }
+
+    /// Resume at `now`. A paused subscription is re-anchored at `now + credit`: the next period
+    /// starts (and is charged) then, and later periods follow from the new anchor. Resuming an
+    /// active subscription with a scheduled pause just cancels that pause.
+    pub fn resume(&self, now: Timestamp) -> Result<Transition> {
+        match self.state {
+            SubscriptionState::Active if self.pause_at_period_end => {
+                let mut next = self.clone();
+                next.pause_at_period_end = false;
+                next.done(vec![])
+            }
+            SubscriptionState::Paused => {
+                let pause = self.pause.clone().ok_or(self.illegal("resume"))?;
+                let paid = self.current_period.ok_or(self.illegal("resume"))?;
+                let anchor = now.saturating_add(pause.credit).unwrap_or(now);
+                let schedule = self.schedule("resume")?.reanchored(anchor, paid.index + 1);
+                let mut next = self.clone();
+                next.state = SubscriptionState::Active;
+                next.schedule = Some(schedule);
+                next.pause = None;
+                // The paid period now ends where the new schedule starts.
+                next.current_period = Some(Period { end: anchor, ..paid });
+                next.next_attempt_at = next.next_for_period(&Period { end: anchor, ..paid });
+                next.done(vec![EventKind::SubscriptionResumed])
+            }
+            _ => Err(self.illegal("resume")),
+        }
+    }
+
+    /// Cancel now, or (only while active) at the end of the paid period.
+    pub fn cancel(&self, now: Timestamp, at_period_end: bool) -> Result<Transition> {
+        use SubscriptionState::*;
+        self.require(&[Incomplete, Active, PastDue, Unpaid, Paused, NeedsReview], "cancel")?;
+        let mut next = self.clone();
+        if at_period_end && self.state == Active {
+            next.cancel_at_period_end = true;
+            return next.done(vec![]);
+        }
+        next.state = Canceled;
+        next.canceled_at = Some(now);
+        next.next_attempt_at = None;
+        next.collection = None;
+        next.pause = None;
+        next.pause_at_period_end = false;
+        next.cancel_at_period_end = false;
+        next.done(vec![EventKind::SubscriptionCanceled])
+    }
+
+    /// The paid period ended with a cancel scheduled (renew's `CancelAtPeriodEnd`).
+    pub fn period_end_cancel(&self, now: Timestamp) -> Result<Transition> {
+        self.require(&[SubscriptionState::Active], "cancel at period end")?;
+        if !self.cancel_at_period_end {
+            return Err(self.illegal("cancel at period end without a scheduled cancel"));
+        }
+        let mut next = self.clone();
+        next.state = SubscriptionState::Canceled;
+        next.canceled_at = Some(self.paid_through().unwrap_or(now).min(now));
+        next.next_attempt_at = None;
+        next.done(vec![EventKind::SubscriptionCanceled])
+    }
+}
+
+#[cfg(test)]
+mod tests;

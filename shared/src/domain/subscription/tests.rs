@@ -1,0 +1,440 @@
+use jiff::civil::date;
+use proptest::prelude::*;
+
+use super::*;
+use crate::calendar::{IntervalUnit, in_seoul, seoul};
+
+fn kst(y: i16, m: i8, d: i8, h: i8) -> Timestamp {
+    date(y, m, d).at(h, 0, 0, 0).to_zoned(seoul()).unwrap().timestamp()
+}
+
+fn plan() -> Plan {
+    Plan { name: "Pro".into(), amount: Krw::new(9_900).unwrap(), interval: Interval::monthly() }
+}
+
+fn fresh(renewer: Renewer) -> Subscription {
+    Subscription::incomplete(SubscriptionId::parse("sub_test1").unwrap(), plan(), renewer)
+}
+
+fn active_from(anchor: Timestamp) -> Subscription {
+    fresh(Renewer::Paycycle).activate(anchor).unwrap().subscription
+}
+
+/// Charges at the due time and reports success; returns the renewed subscription.
+fn renew_ok(s: &Subscription) -> Subscription {
+    let now = s.next_attempt_at.unwrap();
+    let (s, attempt) = s.begin_charge(now).unwrap();
+    s.charge_succeeded(&attempt.charge_id).unwrap().subscription
+}
+
+fn kst_day(t: Timestamp) -> (i16, i8, i8) {
+    let d = in_seoul(t).date();
+    (d.year(), d.month(), d.day())
+}
+
+#[test]
+fn jan_31_anchor_renews_on_month_ends_without_drift() {
+    let mut s = active_from(kst(2027, 1, 31, 10));
+    assert_eq!(s.state, SubscriptionState::Active);
+    let mut charged = Vec::new();
+    for _ in 0..12 {
+        let due = s.next_attempt_at.unwrap();
+        assert_eq!(s.due_action(due.checked_sub(SignedDuration::from_secs(1)).unwrap()).unwrap(), DueAction::Nothing);
+        charged.push(kst_day(due));
+        s = renew_ok(&s);
+    }
+    assert_eq!(
+        &charged[..4],
+        &[(2027, 2, 28), (2027, 3, 31), (2027, 4, 30), (2027, 5, 31)],
+        "month-end anchor clamps and comes back"
+    );
+    assert_eq!(charged[11], (2028, 1, 31));
+    assert_eq!(s.current_period.unwrap().index, 12);
+}
+
+#[test]
+fn the_first_charge_of_a_period_has_a_deterministic_id() {
+    let s = active_from(kst(2027, 1, 31, 10));
+    let due = s.next_attempt_at.unwrap();
+    match s.due_action(due).unwrap() {
+        DueAction::Charge { charge_id, amount } => {
+            assert_eq!(charge_id.to_string(), "sub_test1-p1-a1");
+            assert_eq!(amount.won(), 9_900);
+        }
+        other => panic!("{other:?}"),
+    }
+    let (a, attempt_a) = s.begin_charge(due).unwrap();
+    let (b, attempt_b) = s.begin_charge(due).unwrap();
+    assert_eq!((a, attempt_a.charge_id), (b, attempt_b.charge_id), "a crashed tick recomputes the same charge");
+}
+
+#[test]
+fn soft_declines_retry_by_policy_then_recover_on_the_anchor_schedule() {
+    let policy = DunningPolicy::default();
+    let s = active_from(kst(2027, 1, 31, 10));
+    let due = s.next_attempt_at.unwrap();
+    let (s, a1) = s.begin_charge(due).unwrap();
+    let t = s.charge_declined(&a1.charge_id, false, due, &policy).unwrap();
+    assert_eq!(t.events, [EventKind::PaymentFailed, EventKind::SubscriptionPastDue]);
+    let s = t.subscription;
+    assert_eq!(s.state, SubscriptionState::PastDue);
+    assert_eq!(kst_day(s.next_attempt_at.unwrap()), (2027, 3, 1), "due + 1 day");
+
+    let retry_at = s.next_attempt_at.unwrap();
+    let (s, a2) = s.begin_charge(retry_at).unwrap();
+    assert_eq!(a2.charge_id.to_string(), "sub_test1-p1-a2");
+    let t = s.charge_declined(&a2.charge_id, false, retry_at, &policy).unwrap();
+    assert_eq!(t.events, [EventKind::PaymentFailed], "already past due: no second past_due event");
+    let s = t.subscription;
+    assert_eq!(kst_day(s.next_attempt_at.unwrap()), (2027, 3, 3), "due + 3 days, from the due time");
+
+    let (s, a3) = s.begin_charge(s.next_attempt_at.unwrap()).unwrap();
+    let t = s.charge_succeeded(&a3.charge_id).unwrap();
+    assert_eq!(t.events, [EventKind::PaymentSucceeded, EventKind::SubscriptionRenewed]);
+    let s = t.subscription;
+    assert_eq!(s.state, SubscriptionState::Active);
+    assert_eq!(kst_day(s.next_attempt_at.unwrap()), (2027, 3, 31), "a late payment does not move the schedule");
+}
+
+#[test]
+fn exhausted_retries_and_hard_declines_stop_dunning() {
+    let policy = DunningPolicy::default();
+    let mut s = active_from(kst(2027, 1, 15, 10));
+    for attempt in 1..=5 {
+        let now = s.next_attempt_at.unwrap();
+        let (next, a) = s.begin_charge(now).unwrap();
+        assert_eq!(a.charge_id.attempt(), attempt);
+        let t = next.charge_declined(&a.charge_id, false, now, &policy).unwrap();
+        s = t.subscription;
+        if attempt == 5 {
+            assert_eq!(t.events, [EventKind::PaymentFailed, EventKind::SubscriptionUnpaid]);
+        }
+    }
+    assert_eq!(s.state, SubscriptionState::Unpaid);
+    assert_eq!(s.next_attempt_at, None);
+    assert_eq!(s.due_action(kst(2030, 1, 1, 0)).unwrap(), DueAction::Nothing);
+
+    let cancel_policy = DunningPolicy::new(vec![1, 3], FinalAction::Canceled).unwrap();
+    let s = active_from(kst(2027, 1, 15, 10));
+    let now = s.next_attempt_at.unwrap();
+    let (s, a) = s.begin_charge(now).unwrap();
+    let t = s.charge_declined(&a.charge_id, true, now, &cancel_policy).unwrap();
+    assert_eq!(t.subscription.state, SubscriptionState::Canceled);
+    assert_eq!(t.events, [EventKind::PaymentFailed, EventKind::SubscriptionCanceled]);
+}
+
+#[test]
+fn unknown_outcomes_are_never_charged_again_and_go_to_review() {
+    let s = active_from(kst(2027, 1, 31, 10));
+    let due = s.next_attempt_at.unwrap();
+    let (s, a) = s.begin_charge(due).unwrap();
+    let s = s.charge_unknown(&a.charge_id, due, SignedDuration::from_mins(5)).unwrap().subscription;
+    let later = due.checked_add(SignedDuration::from_mins(5)).unwrap();
+    assert_eq!(s.due_action(later).unwrap(), DueAction::ResolveUnknown { charge_id: a.charge_id.clone(), since: due });
+    assert!(matches!(s.begin_charge(later), Err(TransitionError::UnknownOutcomePending(_))));
+    assert!(matches!(s.pause(later, PauseWhen::Now), Err(TransitionError::UnknownOutcomePending(_))));
+
+    // Still unknown at the next look: the first `since` is kept.
+    let s = s.charge_unknown(&a.charge_id, later, SignedDuration::from_mins(5)).unwrap().subscription;
+    assert!(!s.unknown_overdue(later, SignedDuration::from_hours(24)));
+    let day_later = due.checked_add(SignedDuration::from_hours(25)).unwrap();
+    assert!(s.unknown_overdue(day_later, SignedDuration::from_hours(24)));
+
+    let t = s.require_review().unwrap();
+    assert_eq!(t.events, [EventKind::SubscriptionNeedsReview]);
+    let s = t.subscription;
+    assert_eq!((s.state, s.next_attempt_at), (SubscriptionState::NeedsReview, None));
+
+    // The PG's answer arrives (lookup or webhook): approved → active, on schedule.
+    let s = s.charge_succeeded(&a.charge_id).unwrap().subscription;
+    assert_eq!(s.state, SubscriptionState::Active);
+    assert_eq!(kst_day(s.next_attempt_at.unwrap()), (2027, 3, 31));
+}
+
+#[test]
+fn results_for_another_attempt_are_rejected() {
+    let s = active_from(kst(2027, 1, 31, 10));
+    let due = s.next_attempt_at.unwrap();
+    let (s, a) = s.begin_charge(due).unwrap();
+    let stale = ChargeId::new(s.id.clone(), 0, 1).unwrap();
+    assert!(matches!(s.charge_succeeded(&stale), Err(TransitionError::WrongCharge { .. })));
+    let other = ChargeId::new(SubscriptionId::parse("sub_other").unwrap(), 1, 1).unwrap();
+    assert!(matches!(s.charge_succeeded(&other), Err(TransitionError::WrongCharge { .. })));
+    assert!(s.charge_succeeded(&a.charge_id).is_ok());
+}
+
+#[test]
+fn pause_now_credits_unused_time_and_resume_continues_from_there() {
+    let s = active_from(kst(2027, 1, 10, 10));
+    // Paused 10 days into the period: 21 days of Jan 10 → Feb 10 are left.
+    let t = s.pause(kst(2027, 1, 20, 10), PauseWhen::Now).unwrap();
+    assert_eq!(t.events, [EventKind::SubscriptionPaused]);
+    let s = t.subscription;
+    assert_eq!(s.state, SubscriptionState::Paused);
+    assert_eq!(s.next_attempt_at, None);
+    assert_eq!(s.pause.as_ref().unwrap().credit, SignedDuration::from_hours(21 * 24));
+    assert_eq!(s.due_action(kst(2027, 12, 1, 0)).unwrap(), DueAction::Nothing, "paused: nothing is charged");
+
+    let t = s.resume(kst(2027, 5, 1, 10)).unwrap();
+    assert_eq!(t.events, [EventKind::SubscriptionResumed]);
+    let s = t.subscription;
+    assert_eq!(kst_day(s.next_attempt_at.unwrap()), (2027, 5, 22), "resume + 21 days of credit");
+    let s = renew_ok(&s);
+    assert_eq!(s.current_period.unwrap().index, 1, "the period index continues");
+    assert_eq!(kst_day(s.next_attempt_at.unwrap()), (2027, 6, 22), "later periods follow the new anchor");
+}
+
+#[test]
+fn pause_at_period_end_then_resume_charges_at_resume() {
+    let s = active_from(kst(2027, 1, 10, 10));
+    let s = s.pause(kst(2027, 1, 20, 10), PauseWhen::PeriodEnd).unwrap().subscription;
+    assert_eq!(s.state, SubscriptionState::Active);
+    let end = s.next_attempt_at.unwrap();
+    assert_eq!(s.due_action(end).unwrap(), DueAction::PauseAtPeriodEnd);
+    let s = s.pause_at_period_end_reached(end).unwrap().subscription;
+    assert_eq!(s.state, SubscriptionState::Paused);
+    let s = s.resume(kst(2027, 3, 5, 9)).unwrap().subscription;
+    assert_eq!(s.next_attempt_at, Some(kst(2027, 3, 5, 9)), "no credit: charged when resumed");
+
+    // Resuming before a scheduled pause takes effect just unschedules it.
+    let s = active_from(kst(2027, 1, 10, 10)).pause(kst(2027, 1, 20, 10), PauseWhen::PeriodEnd).unwrap().subscription;
+    let t = s.resume(kst(2027, 1, 21, 10)).unwrap();
+    assert!(t.events.is_empty());
+    assert!(!t.subscription.pause_at_period_end);
+    assert!(matches!(t.subscription.due_action(end).unwrap(), DueAction::Charge { .. }));
+}
+
+#[test]
+fn cancel_at_period_end_stops_after_the_paid_period() {
+    let s = active_from(kst(2027, 1, 31, 10));
+    let t = s.cancel(kst(2027, 2, 10, 0), true).unwrap();
+    assert!(t.events.is_empty());
+    let s = t.subscription;
+    assert_eq!(s.state, SubscriptionState::Active, "still paid through Feb 28");
+    let end = s.next_attempt_at.unwrap();
+    assert_eq!(s.due_action(kst(2027, 2, 27, 0)).unwrap(), DueAction::Nothing);
+    assert_eq!(s.due_action(end).unwrap(), DueAction::CancelAtPeriodEnd);
+    assert!(s.begin_charge(end).is_err(), "nothing is charged for the next period");
+    let t = s.period_end_cancel(end).unwrap();
+    assert_eq!(t.events, [EventKind::SubscriptionCanceled]);
+    assert_eq!(t.subscription.state, SubscriptionState::Canceled);
+    assert_eq!(t.subscription.canceled_at, Some(end));
+}
+
+#[test]
+fn immediate_cancel_from_every_live_state() {
+    let now = kst(2027, 2, 1, 0);
+    let cases = [
+        fresh(Renewer::Paycycle),
+        active_from(kst(2027, 1, 1, 0)),
+        active_from(kst(2027, 1, 1, 0)).pause(now, PauseWhen::Now).unwrap().subscription,
+    ];
+    for s in cases {
+        let t = s.cancel(now, false).unwrap();
+        assert_eq!(t.subscription.state, SubscriptionState::Canceled);
+        assert_eq!(t.events, [EventKind::SubscriptionCanceled]);
+        assert_eq!(t.subscription.next_attempt_at, None);
+    }
+}
+
+#[test]
+fn pg_managed_subscriptions_are_never_charged_by_paycycle() {
+    let s = fresh(Renewer::Pg).activate(kst(2027, 1, 31, 10)).unwrap().subscription;
+    assert_eq!(s.next_attempt_at, None);
+    assert_eq!(s.due_action(kst(2030, 1, 1, 0)).unwrap(), DueAction::Nothing);
+    assert_eq!(s.begin_charge(kst(2030, 1, 1, 0)).unwrap_err(), TransitionError::RenewedByPg);
+    let t = s.renewed_by_pg().unwrap();
+    assert_eq!(t.events, [EventKind::PaymentSucceeded, EventKind::SubscriptionRenewed]);
+    assert_eq!(kst_day(t.subscription.current_period.unwrap().start), (2027, 2, 28));
+    assert_eq!(active_from(kst(2027, 1, 1, 0)).renewed_by_pg().unwrap_err(), TransitionError::RenewedByPaycycle);
+}
+
+#[test]
+fn illegal_transitions_are_typed_errors() {
+    let canceled = active_from(kst(2027, 1, 1, 0)).cancel(kst(2027, 1, 2, 0), false).unwrap().subscription;
+    let now = kst(2027, 3, 1, 0);
+    let c = ChargeId::new(canceled.id.clone(), 1, 1).unwrap();
+    let errors = [
+        canceled.activate(now).unwrap_err(),
+        canceled.cancel(now, false).unwrap_err(),
+        canceled.pause(now, PauseWhen::Now).unwrap_err(),
+        canceled.resume(now).unwrap_err(),
+        canceled.charge_succeeded(&c).unwrap_err(),
+        canceled.begin_charge(now).unwrap_err(),
+    ];
+    for e in errors {
+        assert!(matches!(e, TransitionError::Illegal { from: SubscriptionState::Canceled, .. }), "{e}");
+    }
+    let active = active_from(kst(2027, 1, 1, 0));
+    assert!(matches!(active.resume(now), Err(TransitionError::Illegal { .. })));
+    assert!(matches!(active.activate(now), Err(TransitionError::Illegal { .. })));
+    assert!(matches!(active.require_review(), Err(TransitionError::Illegal { .. })));
+    assert!(matches!(active.period_end_cancel(now), Err(TransitionError::Illegal { .. })));
+    let msg = canceled.pause(now, PauseWhen::Now).unwrap_err().to_string();
+    assert_eq!(msg, "cannot pause a subscription that is canceled");
+}
+
+#[test]
+fn weekly_plans_and_serialization() {
+    let mut p = plan();
+    p.interval = Interval::new(IntervalUnit::Week, 1).unwrap();
+    let s = Subscription::incomplete(SubscriptionId::parse("sub_w").unwrap(), p, Renewer::Paycycle)
+        .activate(kst(2027, 12, 28, 9))
+        .unwrap()
+        .subscription;
+    assert_eq!(kst_day(s.next_attempt_at.unwrap()), (2028, 1, 4));
+    let json = serde_json::to_string(&s).unwrap();
+    let back: Subscription = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, s);
+    assert!(json.contains("\"state\":\"active\""));
+}
+
+// ---- property tests: random lives of a subscription ----
+
+#[derive(Debug, Clone)]
+enum Input {
+    Activate,
+    Expire,
+    Tick { hours: u16 },
+    Approve,
+    Decline { hard: bool },
+    Unknown,
+    Review,
+    Pause { now: bool },
+    Resume,
+    Cancel { at_period_end: bool },
+    PgRenewal,
+}
+
+fn input() -> impl Strategy<Value = Input> {
+    prop_oneof![
+        Just(Input::Activate),
+        Just(Input::Expire),
+        (0u16..2000).prop_map(|hours| Input::Tick { hours }),
+        Just(Input::Approve),
+        any::<bool>().prop_map(|hard| Input::Decline { hard }),
+        Just(Input::Unknown),
+        Just(Input::Review),
+        any::<bool>().prop_map(|now| Input::Pause { now }),
+        Just(Input::Resume),
+        any::<bool>().prop_map(|at_period_end| Input::Cancel { at_period_end }),
+        Just(Input::PgRenewal),
+    ]
+}
+
+/// One step: returns the transition's result (or None when the input does not apply).
+fn step(
+    s: &Subscription,
+    input: &Input,
+    now: &mut Timestamp,
+    in_flight: &mut Option<ChargeId>,
+) -> Option<Result<Transition>> {
+    let policy = DunningPolicy::default();
+    Some(match input {
+        Input::Activate => s.activate(*now),
+        Input::Expire => s.expire(*now),
+        Input::Tick { hours } => {
+            *now = now.checked_add(SignedDuration::from_hours(i64::from(*hours))).unwrap();
+            match s.due_action(*now).unwrap() {
+                DueAction::Charge { .. } => match s.begin_charge(*now) {
+                    Ok((next, attempt)) => {
+                        *in_flight = Some(attempt.charge_id);
+                        return Some(Ok(Transition { subscription: next, events: vec![] }));
+                    }
+                    Err(e) => Err(e),
+                },
+                DueAction::CancelAtPeriodEnd => s.period_end_cancel(*now),
+                DueAction::PauseAtPeriodEnd => s.pause_at_period_end_reached(*now),
+                DueAction::ResolveUnknown { .. } | DueAction::Nothing => return None,
+            }
+        }
+        Input::Approve => s.charge_succeeded(in_flight.as_ref()?),
+        Input::Decline { hard } => s.charge_declined(in_flight.as_ref()?, *hard, *now, &policy),
+        Input::Unknown => s.charge_unknown(in_flight.as_ref()?, *now, SignedDuration::from_mins(5)),
+        Input::Review => s.require_review(),
+        Input::Pause { now: true } => s.pause(*now, PauseWhen::Now),
+        Input::Pause { now: false } => s.pause(*now, PauseWhen::PeriodEnd),
+        Input::Resume => s.resume(*now),
+        Input::Cancel { at_period_end } => s.cancel(*now, *at_period_end),
+        Input::PgRenewal => s.renewed_by_pg(),
+    })
+}
+
+fn check_invariants(s: &Subscription) -> std::result::Result<(), TestCaseError> {
+    use SubscriptionState::*;
+    let renew_looks = s.next_attempt_at.is_some();
+    match s.state {
+        Active => prop_assert_eq!(renew_looks, s.renewer == Renewer::Paycycle),
+        PastDue => prop_assert!(renew_looks || s.renewer == Renewer::Pg),
+        Incomplete | Unpaid | Canceled | Paused | NeedsReview => {
+            prop_assert!(!renew_looks, "{:?} with next attempt", s.state)
+        }
+    }
+    prop_assert_eq!(s.state == Canceled, s.canceled_at.is_some());
+    prop_assert_eq!(s.state == Paused, s.pause.is_some());
+    if s.state == NeedsReview {
+        prop_assert!(s.collection.as_ref().and_then(|c| c.unknown_since).is_some());
+    }
+    if let (Some(c), Some(p)) = (&s.collection, &s.current_period) {
+        prop_assert_eq!(c.period, p.index + 1, "collecting the period after the paid one");
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Whatever happens, every step is a legal edge, invariants hold, paid periods only move
+    /// forward, and canceled is terminal.
+    #[test]
+    fn random_lives_take_only_legal_steps(
+        pg in any::<bool>(),
+        anchor_day in 1i8..=31,
+        inputs in proptest::collection::vec(input(), 1..60),
+    ) {
+        let renewer = if pg { Renewer::Pg } else { Renewer::Paycycle };
+        let mut s = fresh(renewer);
+        let mut now = kst(2027, 1, 1, 0).checked_add(SignedDuration::from_hours(24 * i64::from(anchor_day - 1))).unwrap();
+        let mut in_flight = None;
+        for input in &inputs {
+            let before = s.clone();
+            let Some(result) = step(&s, input, &mut now, &mut in_flight) else { continue };
+            // A rejected input leaves the (immutable) value as it was.
+            if let Ok(t) = result {
+                let edge = (before.state, t.subscription.state);
+                prop_assert!(LEGAL_EDGES.contains(&edge), "illegal edge {:?} on {:?}", edge, input);
+                if let (Some(a), Some(b)) = (before.current_period, t.subscription.current_period) {
+                    prop_assert!(b.index >= a.index);
+                    if b.index > a.index { prop_assert!(b.start >= a.start); }
+                }
+                prop_assert!(before.state != SubscriptionState::Canceled, "canceled is terminal");
+                s = t.subscription;
+                check_invariants(&s)?;
+            }
+        }
+    }
+}
+
+#[test]
+fn every_state_is_reachable() {
+    let policy = DunningPolicy::new(vec![1], FinalAction::Unpaid).unwrap();
+    let a = active_from(kst(2027, 1, 1, 0));
+    let due = a.next_attempt_at.unwrap();
+    let (collecting, attempt) = a.begin_charge(due).unwrap();
+    let past_due = collecting.charge_declined(&attempt.charge_id, false, due, &policy).unwrap().subscription;
+    let unpaid = collecting.charge_declined(&attempt.charge_id, true, due, &policy).unwrap().subscription;
+    let review = collecting
+        .charge_unknown(&attempt.charge_id, due, SignedDuration::from_mins(5))
+        .unwrap()
+        .subscription
+        .require_review()
+        .unwrap()
+        .subscription;
+    let paused = a.pause(due, PauseWhen::Now).unwrap().subscription;
+    let canceled = a.cancel(due, false).unwrap().subscription;
+    let seen: std::collections::BTreeSet<_> = [fresh(Renewer::Paycycle), a, past_due, unpaid, review, paused, canceled]
+        .iter()
+        .map(|s| s.state.as_str())
+        .collect();
+    assert_eq!(seen.len(), SubscriptionState::ALL.len());
+}
