@@ -55,13 +55,14 @@ impl MotoServer {
         // A port picked free can be taken before moto binds it; try a few.
         for _ in 0..3 {
             let port = free_port().map_err(|e| KitError::Moto(format!("no free port: {e}")))?;
-            let mut child = Command::new(&exe)
+            let mut command = Command::new(&exe);
+            command
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .map_err(|e| KitError::Moto(format!("spawning {}: {e}", exe.display())))?;
+                .stderr(Stdio::null());
+            die_with_parent(&mut command);
+            let mut child = command.spawn().map_err(|e| KitError::Moto(format!("spawning {}: {e}", exe.display())))?;
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
@@ -110,6 +111,25 @@ pub async fn sdk_config_for(endpoint: &str) -> aws_config::SdkConfig {
         .load()
         .await
 }
+
+/// If we are killed before `Drop` runs (SIGKILL, a signal during start-up), the kernel sends the
+/// server SIGTERM (Linux `PR_SET_PDEATHSIG`), so no emulator outlives the process that started it.
+#[cfg(target_os = "linux")]
+fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches only the child being set up.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_command: &mut Command) {}
 
 impl Drop for MotoServer {
     fn drop(&mut self) {

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use paycycle_dev::{LocalStack, Options};
 use serde_json::Value;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 const USAGE: &str = "usage:
   paycycle-dev demo                 start the local stack, walk every route, print a summary, stop
@@ -14,12 +15,39 @@ options:
   --port N     API port for demo/serve (default 3000; 0 = any free port)
   --api URL    API of the running stack for tick (default http://127.0.0.1:3000)";
 
+/// SIGINT and SIGTERM, listened for from the first line of `main`: a signal during start-up must
+/// not kill the process before it can stop what it started.
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        Ok(Self { interrupt: signal(SignalKind::interrupt())?, terminate: signal(SignalKind::terminate())? })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
 fn arg_value(args: &[String], name: &str) -> Option<String> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let mut signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cannot listen for signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let port = match arg_value(&args, "--port").map(|p| p.parse::<u16>()) {
         None => 3000,
@@ -30,8 +58,8 @@ async fn main() -> ExitCode {
         }
     };
     match args.first().map(String::as_str) {
-        Some("demo") => demo(port).await,
-        Some("serve") => serve(port).await,
+        Some("demo") => demo(port, &mut signals).await,
+        Some("serve") => serve(port, &mut signals).await,
         Some("tick") => {
             tick(arg_value(&args, "--api").unwrap_or_else(|| "http://127.0.0.1:3000".into()), arg_value(&args, "--now"))
                 .await
@@ -43,10 +71,18 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn start(port: u16) -> Option<LocalStack> {
+async fn start(port: u16, signals: &mut Signals) -> Option<LocalStack> {
     let t = Instant::now();
     println!("==> starting moto, the PG sandbox and the functions on 127.0.0.1 ...");
-    match LocalStack::start(Options { api_port: port }).await {
+    let started = tokio::select! {
+        started = LocalStack::start(Options { api_port: port }) => started,
+        _ = signals.recv() => {
+            // Dropping the start future drops whatever it had started.
+            eprintln!("interrupted during start-up; stopped what was started");
+            return None;
+        }
+    };
+    match started {
         Ok(stack) => {
             println!(
                 "    up in {:.1} s: api {}  sandbox {}  moto {}",
@@ -64,8 +100,8 @@ async fn start(port: u16) -> Option<LocalStack> {
     }
 }
 
-async fn serve(port: u16) -> ExitCode {
-    let Some(stack) = start(port).await else {
+async fn serve(port: u16, signals: &mut Signals) -> ExitCode {
+    let Some(stack) = start(port, signals).await else {
         return ExitCode::FAILURE;
     };
     let api = stack.api_url();
@@ -78,7 +114,7 @@ async fn serve(port: u16) -> ExitCode {
     println!("  curl -s {api}/subscriptions/sub_123");
     println!("  make tick NOW=2027-02-28T00:00:00+09:00");
     println!("(API keys for the partner routes arrive with the refund/auth issue #10.)");
-    let _ = tokio::signal::ctrl_c().await;
+    signals.recv().await;
     println!("\nstopping ...");
     drop(stack);
     ExitCode::SUCCESS
@@ -109,14 +145,14 @@ struct Row {
     json_error: bool,
 }
 
-async fn demo(port: u16) -> ExitCode {
-    let Some(stack) = start(port).await else {
+async fn demo(port: u16, signals: &mut Signals) -> ExitCode {
+    let Some(stack) = start(port, signals).await else {
         return ExitCode::FAILURE;
     };
     // Ctrl-C stops the walk; dropping `stack` then stops what it started.
     let outcome = tokio::select! {
         ok = walk(&stack) => ok,
-        _ = tokio::signal::ctrl_c() => {
+        _ = signals.recv() => {
             eprintln!("\ninterrupted");
             false
         }
