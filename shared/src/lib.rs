@@ -10,6 +10,7 @@ pub mod boot;
 pub mod calendar;
 pub mod config;
 pub mod domain;
+pub mod events;
 pub mod money;
 pub mod pii;
 pub mod secret;

@@ -1,17 +1,43 @@
-//! The DynamoDB single table (DESIGN §7). This module owns the table's key layout; the repository
-//! for each item (subscription, attempt, payment, refund, checkout, webhook event, idempotency
-//! record, outbox, API key) is built by the store issue on top of [`Table`]. It knows nothing of
-//! PGs or HTTP.
+//! The DynamoDB single table (DESIGN §7): one repository for every item — subscription, attempt,
+//! payment, refund, checkout, webhook event, idempotency record, outbox, API key.
 //!
-//! The table's physical definition (keys, GSIs, stream, TTL) lives in `template.yaml` only; the
-//! test harness provisions moto from that same file, so code and template cannot drift.
+//! Rules this module owns:
+//! - every state change is a conditional write on the state it expects and a `version`;
+//! - changes that belong together go in one `TransactWriteItems` ([`Tx`]);
+//! - a failed condition comes back as [`StoreError::Conflict`] or [`StoreError::AlreadyExists`],
+//!   never as a generic SDK error, so callers can tell a lost race from an outage;
+//! - it knows nothing of PGs or HTTP.
+//!
+//! The physical table (keys, GSIs, stream, TTL) is defined only in `template.yaml`; the tests
+//! provision moto from that file and check the names in [`keys`] against it.
+
+pub mod api_keys;
+pub mod checkouts;
+pub mod idempotency;
+pub mod metrics;
+pub mod outbox;
+pub mod payments;
+pub mod subscriptions;
+pub mod webhooks;
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+pub use metrics::RequestCounter;
 
 /// Attribute names fixed by the template's table definition.
 pub mod keys {
     pub const PK: &str = "pk";
     pub const SK: &str = "sk";
+    /// What kind of item this is (`subscription`, `webhook_event`, …); the stream filter uses it.
+    pub const ENTITY: &str = "entity";
     /// TTL attribute (epoch seconds).
     pub const EXPIRES_AT: &str = "expires_at";
     /// Sparse GSI of due subscriptions: shard key and due time (epoch seconds).
@@ -22,6 +48,29 @@ pub mod keys {
     pub const LOOKUP_INDEX: &str = "lookup";
     pub const LOOKUP_PK: &str = "lookup_pk";
     pub const LOOKUP_SK: &str = "lookup_sk";
+    pub const VERSION: &str = "version";
+}
+
+/// Item = DynamoDB attribute map.
+pub type Item = HashMap<String, AttributeValue>;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// A condition on an existing item failed: someone else changed it first (lost race, stale
+    /// version, state not as expected).
+    #[error("conflict on {0}")]
+    Conflict(String),
+    /// A create-only write found the item already there.
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    /// An item that does not parse: never silently skipped.
+    #[error("item {key} is corrupt: {message}")]
+    Corrupt { key: String, message: String },
+    /// Throttling, network, service errors: the write may be retried by the caller's policy.
+    #[error("DynamoDB request failed: {0}")]
+    Unavailable(String),
 }
 
 /// A handle on the table: the SDK client (built once per cold start) and the table name.
@@ -39,4 +88,257 @@ impl Table {
     pub fn from_client(client: Client, name: impl Into<String>) -> Self {
         Self { client, name: name.into() }
     }
+}
+
+/// The repository: the table plus a counter of the requests it made.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub table: Table,
+    pub counter: Arc<RequestCounter>,
+}
+
+impl Store {
+    /// Builds the DynamoDB client with the request-counting interceptor.
+    pub fn new(sdk: &aws_config::SdkConfig, table_name: impl Into<String>) -> Self {
+        let counter = Arc::new(RequestCounter::default());
+        let config = aws_sdk_dynamodb::config::Builder::from(sdk).interceptor(counter.interceptor()).build();
+        Self { table: Table::from_client(Client::from_conf(config), table_name), counter }
+    }
+
+    fn client(&self) -> &Client {
+        &self.table.client
+    }
+
+    fn name(&self) -> &str {
+        &self.table.name
+    }
+
+    /// A consistent read of one item.
+    pub(crate) async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client()
+            .get_item()
+            .table_name(self.name())
+            .key(keys::PK, s(pk))
+            .key(keys::SK, s(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out.item)
+    }
+
+    /// A new transaction on this table.
+    pub fn tx(&self) -> Tx {
+        Tx { table: self.name().to_string(), items: Vec::new(), labels: Vec::new() }
+    }
+
+    /// Commits `tx` atomically: all of it or none of it.
+    pub async fn commit(&self, tx: Tx) -> Result<(), StoreError> {
+        if tx.items.is_empty() {
+            return Ok(());
+        }
+        let Tx { items, labels, .. } = tx;
+        let result = self.client().transact_write_items().set_transact_items(Some(items)).send().await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) => Err(transaction_error(err, &labels)),
+        }
+    }
+}
+
+/// What a transaction item expects, to name the failure when its condition does not hold.
+#[derive(Debug, Clone)]
+enum Expect {
+    New(String),
+    Existing(String),
+}
+
+/// A `TransactWriteItems` under construction. Every item carries a condition.
+#[derive(Debug)]
+pub struct Tx {
+    table: String,
+    items: Vec<TransactWriteItem>,
+    labels: Vec<Expect>,
+}
+
+/// A condition with its placeholders.
+#[derive(Debug, Clone, Default)]
+pub struct Condition {
+    pub expression: String,
+    pub names: HashMap<String, String>,
+    pub values: HashMap<String, AttributeValue>,
+}
+
+impl Condition {
+    pub fn new(expression: impl Into<String>) -> Self {
+        Self { expression: expression.into(), ..Default::default() }
+    }
+
+    pub fn name(mut self, placeholder: &str, attribute: &str) -> Self {
+        self.names.insert(placeholder.into(), attribute.into());
+        self
+    }
+
+    pub fn value(mut self, placeholder: &str, value: AttributeValue) -> Self {
+        self.values.insert(placeholder.into(), value);
+        self
+    }
+
+    /// `version = expected`.
+    pub fn version(expected: u64) -> Self {
+        Self::new("#version = :expected_version")
+            .name("#version", keys::VERSION)
+            .value(":expected_version", n(expected))
+    }
+}
+
+fn label(item: &Item) -> String {
+    let get = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str).unwrap_or("?");
+    format!("{}|{}", get(keys::PK), get(keys::SK))
+}
+
+impl Tx {
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Creates an item that must not exist yet.
+    pub fn put_new(&mut self, item: Item) -> &mut Self {
+        let l = label(&item);
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", keys::PK)
+            .build()
+            .expect("table, item and condition are set");
+        self.items.push(TransactWriteItem::builder().put(put).build());
+        self.labels.push(Expect::New(l));
+        self
+    }
+
+    /// Replaces an item whose current value satisfies `condition`.
+    pub fn put_if(&mut self, item: Item, condition: Condition) -> &mut Self {
+        let l = label(&item);
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition.expression)
+            .set_expression_attribute_names(Some(condition.names).filter(|m| !m.is_empty()))
+            .set_expression_attribute_values(Some(condition.values).filter(|m| !m.is_empty()))
+            .build()
+            .expect("table, item and condition are set");
+        self.items.push(TransactWriteItem::builder().put(put).build());
+        self.labels.push(Expect::Existing(l));
+        self
+    }
+
+    /// Updates the item at (`pk`, `sk`) with `set` (placeholders in `condition`) if `condition` holds.
+    pub fn update_if(&mut self, pk: &str, sk: &str, update_expression: &str, condition: Condition) -> &mut Self {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key(keys::PK, s(pk))
+            .key(keys::SK, s(sk))
+            .update_expression(update_expression)
+            .condition_expression(condition.expression)
+            .set_expression_attribute_names(Some(condition.names).filter(|m| !m.is_empty()))
+            .set_expression_attribute_values(Some(condition.values).filter(|m| !m.is_empty()))
+            .build()
+            .expect("table, key, update and condition are set");
+        self.items.push(TransactWriteItem::builder().update(update).build());
+        self.labels.push(Expect::Existing(format!("{pk}|{sk}")));
+        self
+    }
+}
+
+fn transaction_error(
+    err: SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError>,
+    labels: &[Expect],
+) -> StoreError {
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
+    if let SdkError::ServiceError(service) = &err {
+        if let E::TransactionCanceledException(canceled) = service.err() {
+            let reasons = canceled.cancellation_reasons();
+            // The first item whose condition failed names the error; without reasons (some
+            // emulators), the first create-only item is the most likely culprit.
+            for (i, reason) in reasons.iter().enumerate() {
+                if reason.code() == Some("ConditionalCheckFailed") {
+                    return match labels.get(i) {
+                        Some(Expect::New(l)) => StoreError::AlreadyExists(l.clone()),
+                        Some(Expect::Existing(l)) => StoreError::Conflict(l.clone()),
+                        None => StoreError::Conflict("transaction".into()),
+                    };
+                }
+            }
+            if reasons.iter().any(|r| r.code() == Some("TransactionConflict")) {
+                return StoreError::Conflict("concurrent transaction".into());
+            }
+            if reasons.is_empty() {
+                return StoreError::Conflict("transaction".into());
+            }
+            return StoreError::Unavailable(format!("transaction canceled: {}", DisplayErrorContext(&err)));
+        }
+    }
+    unavailable(err)
+}
+
+/// Maps an SDK error that is not a condition failure.
+pub(crate) fn unavailable<E: std::error::Error + Send + Sync + 'static>(err: SdkError<E>) -> StoreError {
+    StoreError::Unavailable(DisplayErrorContext(err).to_string())
+}
+
+/// Maps a single-item conditional write's error: condition failure → `on_condition`.
+pub(crate) fn conditional<E>(err: SdkError<E>, on_condition: StoreError) -> StoreError
+where
+    E: std::error::Error + Send + Sync + 'static + aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    if let SdkError::ServiceError(service) = &err {
+        if service.err().code() == Some("ConditionalCheckFailedException") {
+            return on_condition;
+        }
+    }
+    unavailable(err)
+}
+
+pub(crate) fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_string())
+}
+
+pub(crate) fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+/// Serializes a record and adds the key attributes.
+pub(crate) fn to_item<T: Serialize>(record: &T, pk: &str, sk: &str, entity: &str) -> Item {
+    let mut item: Item = serde_dynamo::to_item(record).expect("paycycle records serialize to DynamoDB items");
+    item.insert(keys::PK.into(), s(pk));
+    item.insert(keys::SK.into(), s(sk));
+    item.insert(keys::ENTITY.into(), s(entity));
+    item
+}
+
+/// Parses a record, naming the item if it does not parse.
+pub(crate) fn from_item<T: DeserializeOwned>(item: Item) -> Result<T, StoreError> {
+    let key = label(&item);
+    serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt { key, message: e.to_string() })
+}
+
+/// Lower-case hex of SHA-256.
+pub fn sha256_hex(data: &[u8]) -> String {
+    let digest = Sha256::digest(data);
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// Epoch seconds of a timestamp.
+pub(crate) fn epoch(t: jiff::Timestamp) -> i64 {
+    t.as_second()
 }

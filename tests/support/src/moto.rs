@@ -1,4 +1,5 @@
-//! moto's server on a free 127.0.0.1 port, from the project's `.venv` (made by `make bootstrap`).
+//! moto's server on a free 127.0.0.1 port, from the project's `.venv` (made by `make bootstrap`),
+//! started through `tools/scripts/moto_serialized.py` so conditional writes are atomic.
 //!
 //! With `PAYCYCLE_MOTO_ENDPOINT` set (the Makefile starts one server per test run), every test
 //! shares that server and isolates itself by table/bus/queue names; otherwise each
@@ -20,12 +21,15 @@ pub struct MotoServer {
     endpoint: String,
 }
 
-/// The `moto_server` executable: `PAYCYCLE_MOTO_SERVER`, else `.venv/bin/moto_server`.
-pub fn moto_executable() -> PathBuf {
+/// How to start moto: `PAYCYCLE_MOTO_SERVER` (an executable taking `-H`/`-p`) if set, else the
+/// project's launcher `tools/scripts/moto_serialized.py` with `.venv/bin/python` — moto with
+/// DynamoDB's write atomicity (see that file for why plain `moto_server` is not enough).
+pub fn moto_command() -> (PathBuf, Vec<PathBuf>) {
     if let Some(path) = std::env::var_os("PAYCYCLE_MOTO_SERVER") {
-        return PathBuf::from(path);
+        return (PathBuf::from(path), Vec::new());
     }
-    crate::repo_root().join(".venv/bin/moto_server")
+    let root = crate::repo_root();
+    (root.join(".venv/bin/python"), vec![root.join("tools/scripts/moto_serialized.py")])
 }
 
 /// A port that was free a moment ago on 127.0.0.1.
@@ -44,10 +48,10 @@ impl MotoServer {
 
     /// Spawns a new moto server on a free port and waits until it accepts connections.
     pub fn start() -> Result<Self, KitError> {
-        let exe = moto_executable();
+        let (exe, prefix) = moto_command();
         if !exe.exists() {
             return Err(KitError::Moto(format!(
-                "{} not found: run `make bootstrap` (it creates .venv with moto's server)",
+                "{} not found: run `make bootstrap` (it creates .venv with moto)",
                 exe.display()
             )));
         }
@@ -57,6 +61,7 @@ impl MotoServer {
             let port = free_port().map_err(|e| KitError::Moto(format!("no free port: {e}")))?;
             let mut command = Command::new(&exe);
             command
+                .args(&prefix)
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())

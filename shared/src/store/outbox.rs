@@ -1,0 +1,109 @@
+//! The outbox: events written in the same transaction as the state change they describe, then
+//! published to EventBridge after commit and deleted only once EventBridge accepted them. What a
+//! crash leaves behind is drained on the next tick, so delivery is at-least-once with stable ids.
+//!
+//! Item: `pk = OUTBOX#{0..3}` (spread by event id), `sk = {occurred_at_ms:015}#{event_id}`.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::{Item, Store, StoreError, Tx, from_item, keys, s, sha256_hex, to_item, unavailable};
+use crate::domain::events::EventKind;
+
+const OUTBOX_SHARDS: u32 = 4;
+
+/// One event waiting to be published.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEvent {
+    /// Stable id consumers dedupe on (also inside `detail` as `id`).
+    pub event_id: String,
+    pub detail_type: String,
+    pub occurred_at: Timestamp,
+    /// The EventBridge `detail` JSON: `{"id", "type", "occurred_at", "data"}`.
+    pub detail: String,
+}
+
+impl OutboxEvent {
+    /// An event about `aggregate_id` at its `version` (a write bumps the version, so the pair is
+    /// unique per change and the same on a retried commit).
+    pub fn new(
+        kind: EventKind,
+        aggregate_id: &str,
+        version: u64,
+        occurred_at: Timestamp,
+        data: serde_json::Value,
+    ) -> Self {
+        let detail_type = kind.detail_type().to_string();
+        let event_id =
+            format!("evt_{}", &sha256_hex(format!("{aggregate_id}:{version}:{detail_type}").as_bytes())[..24]);
+        let detail = serde_json::json!({
+            "id": event_id,
+            "type": detail_type,
+            "occurred_at": occurred_at.to_string(),
+            "data": data,
+        })
+        .to_string();
+        Self { event_id, detail_type, occurred_at, detail }
+    }
+
+    fn pk(&self) -> String {
+        let shard = u32::from_str_radix(&sha256_hex(self.event_id.as_bytes())[..4], 16).unwrap_or(0) % OUTBOX_SHARDS;
+        format!("OUTBOX#{shard}")
+    }
+
+    fn sk(&self) -> String {
+        format!("{:015}#{}", self.occurred_at.as_millisecond(), self.event_id)
+    }
+}
+
+impl Tx {
+    /// Adds an event to the transaction's outbox.
+    pub fn put_outbox(&mut self, event: &OutboxEvent) -> &mut Self {
+        let item: Item = to_item(event, &event.pk(), &event.sk(), "outbox");
+        self.put_new(item)
+    }
+}
+
+impl Store {
+    /// Up to `limit` waiting events, oldest first within each shard.
+    pub async fn pending_outbox(&self, limit: usize) -> Result<Vec<OutboxEvent>, StoreError> {
+        let mut out = Vec::new();
+        for shard in 0..OUTBOX_SHARDS {
+            if out.len() >= limit {
+                break;
+            }
+            let page = self
+                .table
+                .client
+                .query()
+                .table_name(&self.table.name)
+                .key_condition_expression("#pk = :pk")
+                .expression_attribute_names("#pk", keys::PK)
+                .expression_attribute_values(":pk", s(&format!("OUTBOX#{shard}")))
+                .limit(i32::try_from(limit - out.len()).unwrap_or(i32::MAX))
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in page.items() {
+                out.push(from_item(item.clone())?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes published events (a missing one is fine: another drainer got there first).
+    pub async fn delete_outbox(&self, events: &[OutboxEvent]) -> Result<(), StoreError> {
+        for e in events {
+            self.table
+                .client
+                .delete_item()
+                .table_name(&self.table.name)
+                .key(keys::PK, s(&e.pk()))
+                .key(keys::SK, s(&e.sk()))
+                .send()
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,259 @@
+//! Payments and refunds (DESIGN §6).
+//!
+//! Payment item: `pk = PAY#{payment_id}`, `sk = PAY`, with `paid`, `refunded`, `refund_pending`
+//! and `refundable` at the top level so that a refund reservation is one conditional update:
+//! `refundable >= :amount` then `refundable -= amount, refund_pending += amount`. DynamoDB
+//! conditions cannot do arithmetic, so `refundable` is stored and every update keeps
+//! `refundable = paid - refunded - refund_pending`.
+//!
+//! The payment id is derived from the PG and its transaction id, so the create-only put records a
+//! PG transaction at most once, however many webhooks, redirects and lookups report it.
+//! Refund item: `pk = PAY#{payment_id}`, `sk = REF#{refund_id}`.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::{Condition, Item, Store, StoreError, Tx, from_item, keys, n, s, sha256_hex, to_item, unavailable};
+use crate::domain::attempt::{ChargeId, SubscriptionId};
+use crate::domain::customer::PgMode;
+use crate::domain::payment::{PaymentAmounts, RefundStatus};
+use crate::money::Krw;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRecord {
+    pub payment_id: String,
+    pub pg: PgMode,
+    /// StepPay `idKey`, or Payple's `PCD_PAY_OID`.
+    pub pg_payment_id: String,
+    pub customer_id: String,
+    pub subscription_id: Option<SubscriptionId>,
+    pub charge_id: Option<ChargeId>,
+    pub checkout_id: Option<String>,
+    #[serde(flatten)]
+    pub amounts: PaymentAmounts,
+    /// `paid - refunded - refund_pending`, kept in step by every write.
+    pub refundable: Krw,
+    pub paid_at: Timestamp,
+    /// `YYYYMMDD` (KST) of the payment: Payple's refund needs `PCD_PAY_DATE`.
+    pub pay_date_kst: String,
+    pub version: u64,
+}
+
+/// `pay_` + 24 hex of SHA-256(pg ":" pg id): one payment id per PG transaction.
+pub fn payment_id_for(pg: PgMode, pg_payment_id: &str) -> String {
+    format!("pay_{}", &sha256_hex(format!("{}:{pg_payment_id}", pg.pg()).as_bytes())[..24])
+}
+
+impl PaymentRecord {
+    /// A newly paid payment.
+    #[allow(clippy::too_many_arguments)]
+    pub fn paid(
+        pg: PgMode,
+        pg_payment_id: &str,
+        customer_id: &str,
+        amount: Krw,
+        paid_at: Timestamp,
+        subscription_id: Option<SubscriptionId>,
+        charge_id: Option<ChargeId>,
+        checkout_id: Option<String>,
+    ) -> Self {
+        Self {
+            payment_id: payment_id_for(pg, pg_payment_id),
+            pg,
+            pg_payment_id: pg_payment_id.to_string(),
+            customer_id: customer_id.to_string(),
+            subscription_id,
+            charge_id,
+            checkout_id,
+            amounts: PaymentAmounts::new(amount),
+            refundable: amount,
+            paid_at,
+            pay_date_kst: crate::calendar::kst_yyyymmdd(paid_at),
+            version: 1,
+        }
+    }
+}
+
+fn payment_pk(payment_id: &str) -> String {
+    format!("PAY#{payment_id}")
+}
+
+fn payment_item(p: &PaymentRecord) -> Item {
+    let mut item = to_item(p, &payment_pk(&p.payment_id), "PAY", "payment");
+    if let Some(sub) = &p.subscription_id {
+        item.insert(keys::LOOKUP_PK.into(), s(&format!("SUBPAY#{sub}")));
+        item.insert(keys::LOOKUP_SK.into(), s(&format!("{}#{}", p.paid_at, p.payment_id)));
+    }
+    item
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundRecord {
+    pub refund_id: String,
+    pub payment_id: String,
+    pub amount: Krw,
+    pub reason: String,
+    pub status: RefundStatus,
+    pub requested_at: Timestamp,
+    /// The PG's id for the cancellation, once known.
+    pub pg_refund_id: Option<String>,
+    pub failure_code: Option<String>,
+    pub failure_message: Option<String>,
+}
+
+fn refund_item(r: &RefundRecord) -> Item {
+    to_item(r, &payment_pk(&r.payment_id), &format!("REF#{}", r.refund_id), "refund")
+}
+
+fn status_str(status: RefundStatus) -> &'static str {
+    match status {
+        RefundStatus::Reserved => "reserved",
+        RefundStatus::Succeeded => "succeeded",
+        RefundStatus::Failed => "failed",
+        RefundStatus::Unknown => "unknown",
+    }
+}
+
+impl Tx {
+    /// Records a payment; `AlreadyExists` if this PG transaction was recorded before.
+    pub fn put_payment_new(&mut self, p: &PaymentRecord) -> &mut Self {
+        self.put_new(payment_item(p))
+    }
+}
+
+/// How a refund ended at the PG.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefundOutcome {
+    Succeeded {
+        pg_refund_id: Option<String>,
+    },
+    Failed {
+        code: String,
+        message: String,
+    },
+    /// Sent, no trustworthy answer: the reservation stays.
+    Unknown,
+}
+
+impl Store {
+    pub async fn get_payment(&self, payment_id: &str) -> Result<Option<PaymentRecord>, StoreError> {
+        match self.get(&payment_pk(payment_id), "PAY").await? {
+            Some(item) => from_item(item).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Records one payment alone (first payments are usually recorded in a transaction with the
+    /// subscription; this is for the rest).
+    pub async fn create_payment(&self, p: &PaymentRecord) -> Result<(), StoreError> {
+        let mut tx = self.tx();
+        tx.put_payment_new(p);
+        self.commit(tx).await
+    }
+
+    /// A subscription's payments, oldest first.
+    pub async fn payments_of_subscription(&self, id: &SubscriptionId) -> Result<Vec<PaymentRecord>, StoreError> {
+        let out = self
+            .table
+            .client
+            .query()
+            .table_name(&self.table.name)
+            .index_name(keys::LOOKUP_INDEX)
+            .key_condition_expression("#lpk = :lpk")
+            .expression_attribute_names("#lpk", keys::LOOKUP_PK)
+            .expression_attribute_values(":lpk", s(&format!("SUBPAY#{id}")))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        out.items().iter().cloned().map(from_item).collect()
+    }
+
+    pub async fn get_refund(&self, payment_id: &str, refund_id: &str) -> Result<Option<RefundRecord>, StoreError> {
+        match self.get(&payment_pk(payment_id), &format!("REF#{refund_id}")).await? {
+            Some(item) => from_item(item).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Reserves `refund.amount` on its payment and records the refund, atomically. `Conflict` on
+    /// the payment means there was not enough left to refund (re-read it to say how much).
+    pub async fn reserve_refund(&self, refund: &RefundRecord) -> Result<(), StoreError> {
+        let amount = n(refund.amount.won());
+        let mut tx = self.tx();
+        tx.update_if(
+            &payment_pk(&refund.payment_id),
+            "PAY",
+            "SET refund_pending = refund_pending + :amount, refundable = refundable - :amount, #version = #version + :one",
+            Condition::new("refundable >= :amount")
+                .name("#version", keys::VERSION)
+                .value(":amount", amount)
+                .value(":one", n(1)),
+        );
+        tx.put_new(refund_item(&RefundRecord { status: RefundStatus::Reserved, ..refund.clone() }));
+        self.commit(tx).await
+    }
+
+    /// Settles a reserved (or unknown) refund: success moves the amount to `refunded`, failure
+    /// releases it, unknown keeps it reserved. The refund's events go in the same transaction.
+    pub async fn settle_refund(
+        &self,
+        refund: &RefundRecord,
+        outcome: &RefundOutcome,
+        events: &[super::outbox::OutboxEvent],
+    ) -> Result<RefundRecord, StoreError> {
+        let amount = n(refund.amount.won());
+        let mut next = refund.clone();
+        let mut tx = self.tx();
+        let payment_update = match outcome {
+            RefundOutcome::Succeeded { pg_refund_id } => {
+                next.status = RefundStatus::Succeeded;
+                next.pg_refund_id = pg_refund_id.clone();
+                Some(
+                    "SET refund_pending = refund_pending - :amount, refunded = refunded + :amount, #version = #version + :one",
+                )
+            }
+            RefundOutcome::Failed { code, message } => {
+                next.status = RefundStatus::Failed;
+                next.failure_code = Some(code.clone());
+                next.failure_message = Some(message.clone());
+                Some(
+                    "SET refund_pending = refund_pending - :amount, refundable = refundable + :amount, #version = #version + :one",
+                )
+            }
+            RefundOutcome::Unknown => {
+                next.status = RefundStatus::Unknown;
+                None
+            }
+        };
+        if !refund.status.can_become(next.status) {
+            return Err(StoreError::Conflict(format!(
+                "refund {} is {} and cannot become {}",
+                refund.refund_id,
+                status_str(refund.status),
+                status_str(next.status)
+            )));
+        }
+        if let Some(update) = payment_update {
+            tx.update_if(
+                &payment_pk(&refund.payment_id),
+                "PAY",
+                update,
+                Condition::new("refund_pending >= :amount")
+                    .name("#version", keys::VERSION)
+                    .value(":amount", amount)
+                    .value(":one", n(1)),
+            );
+        }
+        tx.put_if(
+            refund_item(&next),
+            Condition::new("#status = :expected")
+                .name("#status", "status")
+                .value(":expected", s(status_str(refund.status))),
+        );
+        for e in events {
+            tx.put_outbox(e);
+        }
+        self.commit(tx).await?;
+        Ok(next)
+    }
+}

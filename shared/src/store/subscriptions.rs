@@ -1,0 +1,317 @@
+//! Subscriptions and their charge attempts.
+//!
+//! Subscription item: `pk = SUB#{id}`, `sk = SUB`; top-level `state`, `version`, `lease_owner`,
+//! `lease_until` (conditions), `due_shard` + `next_attempt_at` (the sparse due GSI, present only
+//! while renew must look), `lookup_pk = CUS#{customer}` (listing by customer).
+//! Attempt item: `pk = SUB#{id}`, `sk = ATT#{period:010}#{attempt:02}`.
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use super::{Condition, Item, Store, StoreError, Tx, epoch, from_item, keys, n, s, sha256_hex, to_item, unavailable};
+use crate::domain::attempt::{Attempt, ChargeId, SubscriptionId};
+use crate::domain::customer::{Customer, PgMode};
+use crate::domain::subscription::{Subscription, SubscriptionState};
+
+/// Number of due-GSI partitions. A morning of renewals spreads over all of them; renew queries
+/// each (and, at scale, fans them out to workers, one message per shard).
+pub const DUE_SHARDS: u32 = 16;
+
+/// A stored subscription: the domain value plus what the store and the PG need.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionRecord {
+    pub subscription: Subscription,
+    pub customer: Customer,
+    pub pg: PgMode,
+    /// Payple `PCD_PAYER_ID`, or StepPay's billing idKey; StepPay managed: its subscription id.
+    pub billing_key: Option<String>,
+    pub created_at: Timestamp,
+    /// Incremented by every write; conditions compare it.
+    pub version: u64,
+    /// Set while a renew worker holds the subscription (see [`Store::claim`]).
+    pub lease_owner: Option<String>,
+    /// Epoch seconds; 0 = no lease.
+    pub lease_until: i64,
+}
+
+impl SubscriptionRecord {
+    pub fn id(&self) -> &SubscriptionId {
+        &self.subscription.id
+    }
+
+    /// The record after a transition: next version, lease released.
+    pub fn next(&self, subscription: Subscription) -> SubscriptionRecord {
+        SubscriptionRecord {
+            subscription,
+            version: self.version + 1,
+            lease_owner: None,
+            lease_until: 0,
+            ..self.clone()
+        }
+    }
+}
+
+pub fn subscription_pk(id: &SubscriptionId) -> String {
+    format!("SUB#{id}")
+}
+
+const SUB_SK: &str = "SUB";
+
+/// The due-GSI shard of a subscription: stable, evenly spread.
+pub fn due_shard(id: &SubscriptionId) -> String {
+    let h = sha256_hex(id.as_str().as_bytes());
+    let v = u32::from_str_radix(&h[..8], 16).unwrap_or(0) % DUE_SHARDS;
+    format!("due#{v:02}")
+}
+
+/// Every shard key, for renew's fan-out.
+pub fn due_shards() -> Vec<String> {
+    (0..DUE_SHARDS).map(|v| format!("due#{v:02}")).collect()
+}
+
+fn subscription_item(r: &SubscriptionRecord) -> Item {
+    let id = r.id();
+    let mut item = to_item(r, &subscription_pk(id), SUB_SK, "subscription");
+    item.insert("state".into(), s(r.subscription.state.as_str()));
+    let renew_looks = matches!(r.subscription.state, SubscriptionState::Active | SubscriptionState::PastDue);
+    if let (Some(next), true) = (r.subscription.next_attempt_at, renew_looks) {
+        item.insert(keys::DUE_SHARD.into(), s(&due_shard(id)));
+        item.insert(keys::NEXT_ATTEMPT_AT.into(), n(epoch(next)));
+    }
+    item.insert(keys::LOOKUP_PK.into(), s(&format!("CUS#{}", r.customer.id)));
+    item.insert(keys::LOOKUP_SK.into(), s(&format!("SUB#{}#{id}", r.created_at)));
+    item
+}
+
+pub fn attempt_sk(charge_id: &ChargeId) -> String {
+    format!("ATT#{:010}#{:02}", charge_id.period(), charge_id.attempt())
+}
+
+fn attempt_item(a: &Attempt) -> Item {
+    let mut item = to_item(a, &subscription_pk(a.charge_id.subscription()), &attempt_sk(&a.charge_id), "attempt");
+    item.insert("charge_id".into(), s(&a.charge_id.to_string()));
+    item
+}
+
+impl Tx {
+    /// Creates a subscription (it must not exist).
+    pub fn put_subscription_new(&mut self, r: &SubscriptionRecord) -> &mut Self {
+        self.put_new(subscription_item(r))
+    }
+
+    /// Writes `r` (the result of [`SubscriptionRecord::next`]) if the stored version is
+    /// `r.version - 1` and, when `lease_owner` is given, that worker still holds the lease.
+    pub fn put_subscription_next(&mut self, r: &SubscriptionRecord, lease_owner: Option<&str>) -> &mut Self {
+        let mut c = Condition::version(r.version - 1);
+        if let Some(owner) = lease_owner {
+            c.expression.push_str(" AND lease_owner = :lease_owner");
+            c = c.value(":lease_owner", s(owner));
+        }
+        self.put_if(subscription_item(r), c)
+    }
+
+    /// Records a new attempt (it must not exist: a second writer of the same charge id loses).
+    pub fn put_attempt_new(&mut self, a: &Attempt) -> &mut Self {
+        self.put_new(attempt_item(a))
+    }
+
+    /// Replaces an attempt whose stored status is `expected` (`pending` or `unknown`).
+    pub fn put_attempt_if_status(&mut self, a: &Attempt, expected: &str) -> &mut Self {
+        let c = Condition::new("#status = :expected_status")
+            .name("#status", "status")
+            .value(":expected_status", s(expected));
+        self.put_if(attempt_item(a), c)
+    }
+}
+
+/// A page of ids and where to continue.
+#[derive(Debug, Clone, Default)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<Item>,
+}
+
+impl Store {
+    pub async fn get_subscription(&self, id: &SubscriptionId) -> Result<Option<SubscriptionRecord>, StoreError> {
+        match self.get(&subscription_pk(id), SUB_SK).await? {
+            Some(item) => from_item(item).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Creates a subscription with no other change.
+    pub async fn create_subscription(&self, r: &SubscriptionRecord) -> Result<(), StoreError> {
+        let mut tx = self.tx();
+        tx.put_subscription_new(r);
+        self.commit(tx).await
+    }
+
+    /// Subscriptions of one shard due at or before `now`, earliest first.
+    pub async fn due_subscriptions(
+        &self,
+        shard: &str,
+        now: Timestamp,
+        limit: i32,
+        start: Option<Item>,
+    ) -> Result<Page<SubscriptionId>, StoreError> {
+        let out = self
+            .table
+            .client
+            .query()
+            .table_name(&self.table.name)
+            .index_name(keys::DUE_INDEX)
+            .key_condition_expression("#shard = :shard AND #due <= :now")
+            .expression_attribute_names("#shard", keys::DUE_SHARD)
+            .expression_attribute_names("#due", keys::NEXT_ATTEMPT_AT)
+            .expression_attribute_values(":shard", s(shard))
+            .expression_attribute_values(":now", n(epoch(now)))
+            .limit(limit)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let mut items = Vec::new();
+        for item in out.items() {
+            let pk = item.get(keys::PK).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+            let id = pk.strip_prefix("SUB#").and_then(|id| SubscriptionId::parse(id).ok()).ok_or_else(|| {
+                StoreError::Corrupt { key: pk.clone(), message: "due index entry is not a subscription".into() }
+            })?;
+            items.push(id);
+        }
+        Ok(Page { items, next: out.last_evaluated_key })
+    }
+
+    /// Claims `r` for `lease` at `now`: only one worker wins, and only while the subscription is
+    /// still as read (same version, active or past due, same due time, no live lease). Returns the
+    /// claimed record (its version is one higher).
+    pub async fn claim(
+        &self,
+        r: &SubscriptionRecord,
+        owner: &str,
+        now: Timestamp,
+        lease: SignedDuration,
+    ) -> Result<SubscriptionRecord, StoreError> {
+        let due =
+            r.subscription.next_attempt_at.ok_or_else(|| StoreError::Conflict(format!("{} is not due", r.id())))?;
+        let until = epoch(now.saturating_add(lease).unwrap_or(now));
+        self.table
+            .client
+            .update_item()
+            .table_name(&self.table.name)
+            .key(keys::PK, s(&subscription_pk(r.id())))
+            .key(keys::SK, s(SUB_SK))
+            .update_expression("SET lease_owner = :owner, lease_until = :until, #version = :next_version")
+            .condition_expression(
+                "#version = :version AND lease_until <= :now AND #due = :due AND #state IN (:active, :past_due)",
+            )
+            .expression_attribute_names("#version", keys::VERSION)
+            .expression_attribute_names("#due", keys::NEXT_ATTEMPT_AT)
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":until", n(until))
+            .expression_attribute_values(":next_version", n(r.version + 1))
+            .expression_attribute_values(":version", n(r.version))
+            .expression_attribute_values(":now", n(epoch(now)))
+            .expression_attribute_values(":due", n(epoch(due)))
+            .expression_attribute_values(":active", s(SubscriptionState::Active.as_str()))
+            .expression_attribute_values(":past_due", s(SubscriptionState::PastDue.as_str()))
+            .send()
+            .await
+            .map_err(|e| super::conditional(e, StoreError::Conflict(subscription_pk(r.id()))))?;
+        Ok(SubscriptionRecord {
+            version: r.version + 1,
+            lease_owner: Some(owner.to_string()),
+            lease_until: until,
+            ..r.clone()
+        })
+    }
+
+    /// Gives a lease back without other changes (a worker that claimed and then found nothing to
+    /// do, or stops before its deadline).
+    pub async fn release_lease(&self, claimed: &SubscriptionRecord) -> Result<(), StoreError> {
+        let owner = claimed.lease_owner.clone().unwrap_or_default();
+        self.table
+            .client
+            .update_item()
+            .table_name(&self.table.name)
+            .key(keys::PK, s(&subscription_pk(claimed.id())))
+            .key(keys::SK, s(SUB_SK))
+            .update_expression("SET lease_owner = :none, lease_until = :zero, #version = :next_version")
+            .condition_expression("#version = :version AND lease_owner = :owner")
+            .expression_attribute_names("#version", keys::VERSION)
+            .expression_attribute_values(":none", AttributeValue::Null(true))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":next_version", n(claimed.version + 1))
+            .expression_attribute_values(":version", n(claimed.version))
+            .expression_attribute_values(":owner", s(&owner))
+            .send()
+            .await
+            .map_err(|e| super::conditional(e, StoreError::Conflict(subscription_pk(claimed.id()))))?;
+        Ok(())
+    }
+
+    /// A customer's subscriptions, oldest first.
+    pub async fn subscriptions_of_customer(
+        &self,
+        customer_id: &str,
+        limit: i32,
+        start: Option<Item>,
+    ) -> Result<Page<SubscriptionRecord>, StoreError> {
+        let out = self
+            .table
+            .client
+            .query()
+            .table_name(&self.table.name)
+            .index_name(keys::LOOKUP_INDEX)
+            .key_condition_expression("#lpk = :lpk AND begins_with(#lsk, :prefix)")
+            .expression_attribute_names("#lpk", keys::LOOKUP_PK)
+            .expression_attribute_names("#lsk", keys::LOOKUP_SK)
+            .expression_attribute_values(":lpk", s(&format!("CUS#{customer_id}")))
+            .expression_attribute_values(":prefix", s("SUB#"))
+            .limit(limit)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let items = out.items().iter().cloned().map(from_item).collect::<Result<Vec<_>, _>>()?;
+        Ok(Page { items, next: out.last_evaluated_key })
+    }
+
+    pub async fn get_attempt(&self, charge_id: &ChargeId) -> Result<Option<Attempt>, StoreError> {
+        match self.get(&subscription_pk(charge_id.subscription()), &attempt_sk(charge_id)).await? {
+            Some(item) => from_item(item).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Every attempt of a subscription, by period and attempt number.
+    pub async fn attempts_of(&self, id: &SubscriptionId) -> Result<Vec<Attempt>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .table
+                .client
+                .query()
+                .table_name(&self.table.name)
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                .expression_attribute_names("#pk", keys::PK)
+                .expression_attribute_names("#sk", keys::SK)
+                .expression_attribute_values(":pk", s(&subscription_pk(id)))
+                .expression_attribute_values(":prefix", s("ATT#"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in page.items() {
+                out.push(from_item(item.clone())?);
+            }
+            match page.last_evaluated_key {
+                Some(k) => start = Some(k),
+                None => return Ok(out),
+            }
+        }
+    }
+}
