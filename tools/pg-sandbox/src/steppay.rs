@@ -1,0 +1,689 @@
+//! StepPay, as its guides (seeds 000–002) and public OpenAPI specs describe it.
+//!
+//! Wire facts from the documents: `Secret-Token` on every call, `Secret-Key` on cancel; errors
+//! `{traceId, errorCode, errorMessage, details}`; payment statuses; `orderCode` = `order_` + 9
+//! characters; `idKey` = 13-digit epoch ms + 16 alphanumerics; self webhooks
+//! `{webHookType, orderId, idKey}` as JSON or form; the pay page redirects with `order_id`,
+//! `order_code`, `status`.
+//!
+//! Sandbox choices where StepPay publishes nothing (unconfirmed; clients must not depend on more
+//! than the documented fields): the billing charge's success body, the error codes of declines,
+//! the v2 webhook event names, and rejecting a repeated `partnerOrderId`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use jiff::{Span, Timestamp};
+use serde_json::{Map, Value, json};
+
+use crate::state::{Charge, Fault, Operation, Order, Pg, Price, RefundEntry, Shared, Subscription, kst};
+use crate::webhooks::{self, Webhook};
+
+type Sh = State<Arc<Shared>>;
+
+pub fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    let trace = format!("sandbox-{}", Timestamp::now().as_millisecond());
+    (status, Json(json!({"traceId": trace, "errorCode": code, "errorMessage": message, "details": null})))
+        .into_response()
+}
+
+fn iso(t: Timestamp) -> String {
+    kst(t).strftime("%Y-%m-%dT%H:%M:%S%:z").to_string()
+}
+
+fn authorized(shared: &Shared, headers: &HeaderMap, header: &str) -> Result<(), Response> {
+    let token = shared.config().steppay_secret_token;
+    match headers.get(header).and_then(|v| v.to_str().ok()) {
+        Some(v) if v == token => Ok(()),
+        _ => Err(error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", &format!("{header} is missing or invalid"))),
+    }
+}
+
+fn json_body(body: &Bytes) -> Result<Value, Response> {
+    serde_json::from_slice(body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", &format!("malformed JSON: {e}")))
+}
+
+/// A number that may arrive as a JSON number or a numeric string (the seeds quote some).
+fn int(v: Option<&Value>) -> Option<i64> {
+    match v? {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn text(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Applies request-level faults; returns the fault for what follows (decline, timeout, webhook).
+async fn pre_fault(shared: &Shared, op: Operation, billing_key: Option<&str>) -> Result<Option<Fault>, Response> {
+    let fault = shared.state.lock().expect("state").take_fault(op, billing_key);
+    match fault {
+        Some(Fault::ServerError) => {
+            Err(error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_SERVER_ERROR", "sandbox fault: 500"))
+        }
+        Some(Fault::Delay { ms }) => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(None)
+        }
+        other => Ok(other),
+    }
+}
+
+async fn hold_if_timeout(shared: &Shared, fault: &Option<Fault>) {
+    if matches!(fault, Some(Fault::TimeoutAfterCharge)) {
+        tokio::time::sleep(Duration::from_millis(shared.config().timeout_after_charge_ms)).await;
+    }
+}
+
+fn self_webhook(shared: &Arc<Shared>, kind: &str, order_id: u64, id_key: &str, fault: Option<Fault>) {
+    let config = shared.config();
+    let Some(url) = config.steppay_webhook_url else { return };
+    let mut fields = Map::new();
+    fields.insert("webHookType".into(), kind.into());
+    fields.insert("orderId".into(), order_id.into());
+    fields.insert("idKey".into(), id_key.into());
+    let (content_type, body) = webhooks::encode(&fields, config.steppay_webhook_format);
+    webhooks::deliver(shared.clone(), Webhook { pg: Pg::Steppay, url, content_type, body, headers: vec![] }, fault);
+}
+
+fn order_webhook(shared: &Arc<Shared>, event: &str, order: Value, fault: Option<Fault>) {
+    let config = shared.config();
+    let Some(url) = config.steppay_webhook_url else { return };
+    let now = shared.state.lock().expect("state").now();
+    let body = json!({"timestamp": now.as_second(), "version": "v2", "event": event, "data": order}).to_string();
+    let mut headers = vec![];
+    if let Some(secret) = &config.steppay_signing_secret {
+        headers.push(("Steppay-Signature".to_string(), webhooks::steppay_signature(secret, now.as_second(), &body)));
+    }
+    webhooks::deliver(
+        shared.clone(),
+        Webhook { pg: Pg::Steppay, url, content_type: "application/json", body, headers },
+        fault,
+    );
+}
+
+fn decline_response(hard: bool) -> Response {
+    if hard {
+        error(StatusCode::BAD_REQUEST, "BILLING_KEY_INVALID", "사용할 수 없는 빌링키입니다 (sandbox hard decline)")
+    } else {
+        error(StatusCode::BAD_REQUEST, "PAYMENT_DECLINED", "잔액이 부족합니다 (sandbox soft decline)")
+    }
+}
+
+fn payment_json(c: &Charge) -> Value {
+    json!({
+        "idKey": c.id,
+        "orderId": c.order_id,
+        "paymentStatus": c.status,
+        "paymentDate": iso(c.paid_at),
+        "amount": c.amount,
+        "canceledAmount": c.refunded,
+        "paymentMethod": c.method,
+        "partnerOrderId": c.partner_order_id,
+        "productName": c.goods,
+    })
+}
+
+/// `POST /api/payment/billing` — charge a billing key (seeds 000/001).
+pub async fn billing(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = authorized(&shared, &headers, "Secret-Token") {
+        return r;
+    }
+    let v = match json_body(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let id_key = text(v.get("idKey"));
+    let partner_order_id = text(v.pointer("/partner/partnerOrderId"));
+    let item_name = text(v.pointer("/product/itemName")).unwrap_or_default();
+    let amount = int(v.pointer("/product/amount"));
+    let quantity = int(v.pointer("/product/quantity")).unwrap_or(1);
+    let (Some(id_key), Some(amount)) = (id_key, amount) else {
+        return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "idKey and product.amount are required");
+    };
+    let total = amount.checked_mul(quantity).unwrap_or(0);
+    if total <= 0 {
+        return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "amount must be positive");
+    }
+    let fault = match pre_fault(&shared, Operation::Charge, Some(&id_key)).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let (charge, webhook_fault) = {
+        let mut state = shared.state.lock().expect("state");
+        match state.steppay_billing_keys.get(&id_key) {
+            Some(false) => {}
+            _ => return error(StatusCode::BAD_REQUEST, "BILLING_KEY_NOT_FOUND", "빌링키를 찾을 수 없습니다"),
+        }
+        if let Some(Fault::Decline { hard }) = fault {
+            return decline_response(hard);
+        }
+        if let Some(poid) = &partner_order_id {
+            if let Some(existing) =
+                state.charges.iter().find(|c| c.pg == Pg::Steppay && c.partner_order_id.as_deref() == Some(poid))
+            {
+                let existing = existing.id.clone();
+                drop(state);
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(json!({"traceId": "sandbox", "errorCode": "DUPLICATE_PARTNER_ORDER_ID",
+                        "errorMessage": "이미 처리된 주문번호입니다", "details": {"idKey": existing}})),
+                )
+                    .into_response();
+            }
+        }
+        let now = state.now();
+        let charge = Charge {
+            pg: Pg::Steppay,
+            id: shared.steppay_id_key(now),
+            amount: total,
+            refunded: 0,
+            status: "COMPLETE".into(),
+            billing_key: Some(id_key.clone()),
+            partner_order_id,
+            order_id: Some(shared.next_number()),
+            method: "CARD_BILL".into(),
+            goods: item_name,
+            payer_name: text(v.pointer("/customer/userName")),
+            paid_at: now,
+            pay_date: crate::state::yyyymmdd(now),
+            pay_time: crate::state::yyyymmddhhmmss(now),
+            trade_no: shared.random(20),
+        };
+        state.charges.push(charge.clone());
+        (charge, fault.clone().filter(is_webhook_fault))
+    };
+    self_webhook(&shared, "PAYMENT", charge.order_id.unwrap_or(0), &charge.id, webhook_fault);
+    hold_if_timeout(&shared, &fault).await;
+    (StatusCode::OK, Json(payment_json(&charge))).into_response()
+}
+
+fn is_webhook_fault(f: &Fault) -> bool {
+    matches!(f, Fault::WebhookTwice | Fault::WebhookLate { .. } | Fault::WebhookOutOfOrder)
+}
+
+/// `POST /api/internal/payment/cancel` — full or partial refund (`Secret-Key`).
+pub async fn cancel(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = authorized(&shared, &headers, "Secret-Key") {
+        return r;
+    }
+    let v = match json_body(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let (Some(id_key), Some(price)) = (text(v.get("idKey")), int(v.get("requestPrice"))) else {
+        return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "idKey and requestPrice are required");
+    };
+    if price <= 0 {
+        return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "requestPrice must be positive");
+    }
+    let fault = match pre_fault(&shared, Operation::Refund, None).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    if let Some(Fault::Decline { .. }) = fault {
+        return error(StatusCode::BAD_REQUEST, "CANCEL_FAILED", "취소에 실패했습니다 (sandbox decline)");
+    }
+    let (response, order_id) = {
+        let mut state = shared.state.lock().expect("state");
+        let now = state.now();
+        let tid = shared.random(20);
+        let Some(charge) = state.charge_mut(Pg::Steppay, &id_key) else {
+            return error(StatusCode::NOT_FOUND, "PAYMENT_NOT_FOUND", "결제를 찾을 수 없습니다");
+        };
+        let remaining = charge.amount - charge.refunded;
+        if price > remaining {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "CANCEL_AMOUNT_EXCEEDED",
+                &format!("취소 가능 금액({remaining})을 초과했습니다"),
+            );
+        }
+        charge.refunded += price;
+        charge.status = if charge.refunded == charge.amount { "CANCELED" } else { "PARTIAL_CANCELED" }.into();
+        let status = charge.status.clone();
+        let order_id = charge.order_id.unwrap_or(0);
+        state.refunds.push(RefundEntry {
+            pg: Pg::Steppay,
+            charge_id: id_key.clone(),
+            amount: price,
+            tid: tid.clone(),
+            at: now,
+        });
+        let response = json!({
+            "result": "SUCCESS",
+            "code": "0000",
+            "message": "취소 성공",
+            "id": order_id,
+            "response": {
+                "tid": tid,
+                "paymentReceiptUrl": format!("https://sandbox.invalid/receipt/{id_key}"),
+                "cancelPayment": {"canceledAmount": price, "tid": tid, "paymentStatus": status, "canceledDate": iso(now)}
+            }
+        });
+        (response, order_id)
+    };
+    self_webhook(&shared, "CANCELED", order_id, &id_key, fault.clone().filter(is_webhook_fault));
+    hold_if_timeout(&shared, &fault).await;
+    (StatusCode::OK, Json(response)).into_response()
+}
+
+/// `GET /api/payment/receipt/{idKey}` — `paymentDate` is non-null iff paid.
+pub async fn receipt(State(shared): Sh, headers: HeaderMap, Path(id_key): Path<String>) -> Response {
+    if let Err(r) = authorized(&shared, &headers, "Secret-Token") {
+        return r;
+    }
+    if let Err(r) = pre_fault(&shared, Operation::Lookup, None).await {
+        return r;
+    }
+    let state = shared.state.lock().expect("state");
+    if let Some(c) = state.charge(Pg::Steppay, &id_key) {
+        return Json(payment_json(c)).into_response();
+    }
+    if let Some(o) = state.orders.iter().find(|o| o.id_key == id_key) {
+        let status = if o.failed.is_some() { "FAILED" } else { "STANDBY" };
+        return Json(json!({"idKey": id_key, "orderId": o.order_id, "paymentStatus": status, "paymentDate": null,
+            "amount": o.price.amount, "canceledAmount": 0, "paymentMethod": null}))
+        .into_response();
+    }
+    error(StatusCode::NOT_FOUND, "PAYMENT_NOT_FOUND", "결제를 찾을 수 없습니다")
+}
+
+/// `POST /api/v1/customers`.
+pub async fn create_customer(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = authorized(&shared, &headers, "Secret-Token") {
+        return r;
+    }
+    let v = match json_body(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let (Some(name), Some(email)) = (text(v.get("name")), text(v.get("email"))) else {
+        return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "name and email are required");
+    };
+    let id = shared.next_number();
+    let customer = crate::state::Customer {
+        id,
+        code: text(v.get("code")).unwrap_or_else(|| format!("customer_{}", shared.random(9))),
+        uuid: shared.random(32),
+        name,
+        email,
+        phone: text(v.get("phone")),
+    };
+    shared.state.lock().expect("state").customers.push(customer.clone());
+    (StatusCode::CREATED, Json(customer_json(&customer))).into_response()
+}
+
+fn customer_json(c: &crate::state::Customer) -> Value {
+    json!({"id": c.id, "code": c.code, "uuid": c.uuid, "name": c.name, "email": c.email, "phone": c.phone})
+}
+
+/// `POST /api/v1/orders` (managed mode).
+pub async fn create_order(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = authorized(&shared, &headers, "Secret-Token") {
+        return r;
+    }
+    let v = match json_body(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let mut state = shared.state.lock().expect("state");
+    let customer = state
+        .customers
+        .iter()
+        .find(|c| {
+            int(v.get("customerId")) == Some(c.id as i64)
+                || text(v.get("customerCode")).as_deref() == Some(c.code.as_str())
+                || text(v.get("customerUuid")).as_deref() == Some(c.uuid.as_str())
+        })
+        .cloned();
+    let Some(customer) = customer else {
+        return error(StatusCode::BAD_REQUEST, "CUSTOMER_NOT_FOUND", "고객을 찾을 수 없습니다");
+    };
+    let Some(item) = v.get("items").and_then(Value::as_array).and_then(|a| a.first()) else {
+        return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "items are required");
+    };
+    let (product, price_code) = (text(item.get("productCode")), text(item.get("priceCode")));
+    let price = state
+        .prices
+        .iter()
+        .find(|p| Some(&p.product_code) == product.as_ref() && Some(&p.price_code) == price_code.as_ref())
+        .cloned();
+    let Some(price) = price else {
+        return error(StatusCode::BAD_REQUEST, "PRICE_NOT_FOUND", "상품 가격을 찾을 수 없습니다");
+    };
+    let now = state.now();
+    let order = Order {
+        order_id: shared.next_number(),
+        order_code: format!("order_{}", shared.random(9)),
+        id_key: shared.steppay_id_key(now),
+        order_type: if price.interval.is_some() { "RECURRING" } else { "ONE_TIME" }.into(),
+        customer_id: customer.id,
+        price,
+        paid: false,
+        failed: None,
+        subscription_id: None,
+        parent_subscription: None,
+        created_at: now,
+        payment_date: None,
+    };
+    state.orders.push(order.clone());
+    let body = order_json(&state, &order);
+    (StatusCode::CREATED, Json(body)).into_response()
+}
+
+fn order_json(state: &crate::state::State, o: &Order) -> Value {
+    let customer = state.customers.iter().find(|c| c.id == o.customer_id).map(customer_json);
+    let charge = state.charge(Pg::Steppay, &o.id_key);
+    let paid = charge.map(|c| c.amount).unwrap_or(0);
+    let returned = charge.map(|c| c.refunded).unwrap_or(0);
+    json!({
+        "id": o.order_id,
+        "orderId": o.order_id,
+        "orderCode": o.order_code,
+        "type": o.order_type,
+        "paidAmount": paid,
+        "returnedAmount": returned,
+        "leftAmount": if o.paid { 0 } else { o.price.amount },
+        "discountedAmount": 0,
+        "productName": o.price.product_name,
+        "items": [{"productCode": o.price.product_code, "priceCode": o.price.price_code, "currency": "KRW",
+                   "minimumQuantity": 1, "price": o.price.amount}],
+        "customer": customer,
+        "paymentDate": o.payment_date.map(iso),
+        "payment": charge.map(|c| json!({
+            "paymentMethod": c.method, "paymentDate": iso(c.paid_at), "amount": c.amount, "discount": 0,
+            "paymentReceiptUrl": format!("https://sandbox.invalid/receipt/{}", c.id), "paymentGateway": "SANDBOX",
+            "cardNumber": "1234-****-****-5678", "errorCode": null, "errorMessage": null})).or_else(|| o.failed.as_ref().map(|(code, msg)| json!({
+            "paymentMethod": null, "paymentDate": null, "amount": o.price.amount, "errorCode": code, "errorMessage": msg}))),
+        "subscriptions": o.subscription_id.map(|id| vec![id]).unwrap_or_default(),
+        "parentSubscription": o.parent_subscription,
+        "idKey": o.id_key,
+        "createdAt": iso(o.created_at),
+    })
+}
+
+/// `GET /api/v1/orders/{orderIdOrCode}`.
+pub async fn get_order(State(shared): Sh, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = authorized(&shared, &headers, "Secret-Token") {
+        return r;
+    }
+    if let Err(r) = pre_fault(&shared, Operation::Lookup, None).await {
+        return r;
+    }
+    let state = shared.state.lock().expect("state");
+    match state.orders.iter().find(|o| o.order_code == id || o.order_id.to_string() == id) {
+        Some(o) => Json(order_json(&state, o)).into_response(),
+        None => error(StatusCode::NOT_FOUND, "ORDER_NOT_FOUND", "주문을 찾을 수 없습니다"),
+    }
+}
+
+fn subscription_json(s: &Subscription) -> Value {
+    json!({
+        "id": s.id, "status": s.status, "price": s.price.amount, "startDate": iso(s.start_date),
+        "lastPaymentDate": iso(s.last_payment_date), "nextPaymentDate": iso(s.next_payment_date),
+        "interval": s.price.interval, "intervalCount": s.price.interval_count, "recurringCount": s.recurring_count,
+        "currentPeriod": s.recurring_count, "orders": s.orders,
+    })
+}
+
+/// `GET /api/v1/subscriptions/{id}`.
+pub async fn get_subscription(State(shared): Sh, headers: HeaderMap, Path(id): Path<u64>) -> Response {
+    if let Err(r) = authorized(&shared, &headers, "Secret-Token") {
+        return r;
+    }
+    let state = shared.state.lock().expect("state");
+    match state.subscriptions.iter().find(|s| s.id == id) {
+        Some(s) => Json(subscription_json(s)).into_response(),
+        None => error(StatusCode::NOT_FOUND, "SUBSCRIPTION_NOT_FOUND", "구독을 찾을 수 없습니다"),
+    }
+}
+
+fn add_interval(t: Timestamp, price: &Price, n: u32) -> Timestamp {
+    let count = i64::from(price.interval_count.max(1) * n);
+    let span = match price.interval.as_deref() {
+        Some("DAY") => Span::new().days(count),
+        Some("WEEK") => Span::new().weeks(count),
+        Some("YEAR") => Span::new().years(count),
+        _ => Span::new().months(count),
+    };
+    kst(t).checked_add(span).map(|z| z.timestamp()).unwrap_or(t)
+}
+
+fn with_query(url: &str, order: &Order, status: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}order_id={}&order_code={}&status={status}", order.order_id, order.order_code)
+}
+
+/// `GET /api/public/orders/{orderCode}/pay?successUrl&errorUrl` — the customer pays (or fails,
+/// by scenario) and is redirected back with `order_id`, `order_code`, `status` (seed 002).
+pub async fn pay_page(
+    State(shared): Sh,
+    Path(code): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let (Some(success), Some(error_url)) = (q.get("successUrl"), q.get("errorUrl")) else {
+        return (StatusCode::BAD_REQUEST, "successUrl and errorUrl are required").into_response();
+    };
+    let fault = match pre_fault(&shared, Operation::Charge, None).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let (order, webhook) = {
+        let mut state = shared.state.lock().expect("state");
+        let now = state.now();
+        let Some(index) = state.orders.iter().position(|o| o.order_code == code) else {
+            return (StatusCode::NOT_FOUND, "no such order").into_response();
+        };
+        if state.orders[index].paid {
+            let o = state.orders[index].clone();
+            return Redirect::to(&with_query(success, &o, "success")).into_response();
+        }
+        if let Some(Fault::Decline { hard }) = fault {
+            let reason = if hard {
+                ("CARD_INVALID", "사용할 수 없는 카드입니다")
+            } else {
+                ("PAYMENT_DECLINED", "잔액이 부족합니다")
+            };
+            state.orders[index].failed = Some((reason.0.into(), reason.1.into()));
+            let o = state.orders[index].clone();
+            return Redirect::to(&with_query(error_url, &o, "error")).into_response();
+        }
+        let mut o = state.orders[index].clone();
+        let recurring = o.order_type == "RECURRING";
+        state.charges.push(Charge {
+            pg: Pg::Steppay,
+            id: o.id_key.clone(),
+            amount: o.price.amount,
+            refunded: 0,
+            status: "COMPLETE".into(),
+            billing_key: None,
+            partner_order_id: None,
+            order_id: Some(o.order_id),
+            method: if recurring { "CARD_BILL" } else { "CARD" }.into(),
+            goods: o.price.product_name.clone(),
+            payer_name: None,
+            paid_at: now,
+            pay_date: crate::state::yyyymmdd(now),
+            pay_time: crate::state::yyyymmddhhmmss(now),
+            trade_no: shared.random(20),
+        });
+        o.paid = true;
+        o.payment_date = Some(now);
+        if recurring {
+            let sub_id = shared.next_number();
+            o.subscription_id = Some(sub_id);
+            state.subscriptions.push(Subscription {
+                id: sub_id,
+                status: "ACTIVE".into(),
+                customer_id: o.customer_id,
+                price: o.price.clone(),
+                billing_key: o.id_key.clone(),
+                start_date: now,
+                last_payment_date: now,
+                next_payment_date: add_interval(now, &o.price, 1),
+                recurring_count: 1,
+                orders: vec![o.order_id],
+            });
+        }
+        state.orders[index] = o.clone();
+        (o.clone(), order_json(&state, &o))
+    };
+    order_webhook(&shared, "order.paid", webhook, fault.clone().filter(is_webhook_fault));
+    hold_if_timeout(&shared, &fault).await;
+    Redirect::to(&with_query(success, &order, "success")).into_response()
+}
+
+/// `POST /__sandbox/steppay/sdk/pay` — what the StepPay SDK does in the customer's browser for a
+/// self (비관리형) first payment: `{amount, method, productName?, partnerOrderId?, cancel?}`.
+/// A `*_BILL` method issues a billing key (the payment's idKey). Sends the self webhook.
+pub async fn sdk_pay(State(shared): Sh, body: Bytes) -> Response {
+    let v = match json_body(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let Some(amount) = int(v.get("amount")).filter(|a| *a >= 0) else {
+        return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "amount is required");
+    };
+    let method = text(v.get("method")).unwrap_or_else(|| "CARD_BILL".into());
+    if !["CARD", "CARD_BILL", "CMS_BILL", "CMS", "VBANK", "BANK"].contains(&method.as_str()) {
+        return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "unsupported method");
+    }
+    let fault = match pre_fault(&shared, Operation::Charge, None).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let now = shared.state.lock().expect("state").now();
+    let order_id = shared.next_number();
+    let id_key = shared.steppay_id_key(now);
+    if v.get("cancel").and_then(Value::as_bool) == Some(true) {
+        self_webhook(&shared, "USER_CANCELED", order_id, &id_key, None);
+        return Json(json!({"status": "cancel", "orderId": order_id, "idKey": id_key})).into_response();
+    }
+    if let Some(Fault::Decline { .. }) = fault {
+        self_webhook(&shared, "FAILED", order_id, &id_key, None);
+        return Json(json!({"status": "error", "orderId": order_id, "idKey": id_key, "paymentStatus": "FAILED"}))
+            .into_response();
+    }
+    {
+        let mut state = shared.state.lock().expect("state");
+        state.charges.push(Charge {
+            pg: Pg::Steppay,
+            id: id_key.clone(),
+            amount,
+            refunded: 0,
+            status: "COMPLETE".into(),
+            billing_key: None,
+            partner_order_id: text(v.get("partnerOrderId")),
+            order_id: Some(order_id),
+            method: method.clone(),
+            goods: text(v.get("productName")).unwrap_or_default(),
+            payer_name: text(v.get("customerName")),
+            paid_at: now,
+            pay_date: crate::state::yyyymmdd(now),
+            pay_time: crate::state::yyyymmddhhmmss(now),
+            trade_no: shared.random(20),
+        });
+        if method.ends_with("_BILL") {
+            state.steppay_billing_keys.insert(id_key.clone(), false);
+        }
+    }
+    // A 0원 billing-key registration used to be BILLKEY (deprecated), now PAYMENT (seed 001).
+    self_webhook(&shared, "PAYMENT", order_id, &id_key, fault.clone().filter(is_webhook_fault));
+    Json(json!({"status": "success", "orderId": order_id, "idKey": id_key, "paymentStatus": "COMPLETE"}))
+        .into_response()
+}
+
+/// `POST /__admin/steppay/prices` — define a product price plan for managed orders.
+pub async fn admin_price(State(shared): Sh, Json(price): Json<Price>) -> Response {
+    let mut state = shared.state.lock().expect("state");
+    state.prices.retain(|p| !(p.product_code == price.product_code && p.price_code == price.price_code));
+    state.prices.push(price.clone());
+    (StatusCode::CREATED, Json(price)).into_response()
+}
+
+/// `POST /__admin/steppay/subscriptions/{id}/renew` — StepPay renews a managed subscription now:
+/// a renewal order is charged (or declined by scenario) and an order webhook is sent.
+pub async fn admin_renew(State(shared): Sh, Path(id): Path<u64>) -> Response {
+    let billing_key = {
+        let state = shared.state.lock().expect("state");
+        match state.subscriptions.iter().find(|s| s.id == id) {
+            Some(s) => s.billing_key.clone(),
+            None => return error(StatusCode::NOT_FOUND, "SUBSCRIPTION_NOT_FOUND", "no such subscription"),
+        }
+    };
+    let fault = shared.state.lock().expect("state").take_fault(Operation::Charge, Some(&billing_key));
+    let (order, event) = {
+        let mut state = shared.state.lock().expect("state");
+        let now = state.now();
+        let sub = state.subscriptions.iter().find(|s| s.id == id).cloned().expect("checked above");
+        let mut order = Order {
+            order_id: shared.next_number(),
+            order_code: format!("order_{}", shared.random(9)),
+            id_key: shared.steppay_id_key(now),
+            order_type: "RECURRING".into(),
+            customer_id: sub.customer_id,
+            price: sub.price.clone(),
+            paid: false,
+            failed: None,
+            subscription_id: Some(id),
+            parent_subscription: Some(id),
+            created_at: now,
+            payment_date: None,
+        };
+        let event = if let Some(Fault::Decline { hard }) = fault {
+            order.failed =
+                Some((if hard { "CARD_INVALID" } else { "PAYMENT_DECLINED" }.into(), "renewal declined".into()));
+            if let Some(s) = state.subscriptions.iter_mut().find(|s| s.id == id) {
+                s.status = "UNPAID".into();
+                s.orders.push(order.order_id);
+            }
+            "order.payment_failed"
+        } else {
+            order.paid = true;
+            order.payment_date = Some(now);
+            state.charges.push(Charge {
+                pg: Pg::Steppay,
+                id: order.id_key.clone(),
+                amount: sub.price.amount,
+                refunded: 0,
+                status: "COMPLETE".into(),
+                billing_key: Some(billing_key.clone()),
+                partner_order_id: None,
+                order_id: Some(order.order_id),
+                method: "CARD_BILL".into(),
+                goods: sub.price.product_name.clone(),
+                payer_name: None,
+                paid_at: now,
+                pay_date: crate::state::yyyymmdd(now),
+                pay_time: crate::state::yyyymmddhhmmss(now),
+                trade_no: shared.random(20),
+            });
+            if let Some(s) = state.subscriptions.iter_mut().find(|s| s.id == id) {
+                s.status = "ACTIVE".into();
+                s.recurring_count += 1;
+                s.last_payment_date = now;
+                s.next_payment_date = add_interval(s.start_date, &s.price, s.recurring_count);
+                s.orders.push(order.order_id);
+            }
+            "order.paid"
+        };
+        state.orders.push(order.clone());
+        (order_json(&state, &order), event)
+    };
+    order_webhook(&shared, event, order.clone(), fault.filter(is_webhook_fault));
+    Json(order).into_response()
+}
