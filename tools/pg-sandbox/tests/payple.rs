@@ -350,3 +350,25 @@ async fn payple_webhooks_twice_and_as_json() {
     e.http.post(format!("{}/__admin/reset", e.base)).send().await.unwrap();
     assert_eq!(e.ledger().await["totals"]["charges"], 0);
 }
+
+#[tokio::test]
+async fn an_auth_key_expires_after_30_minutes() {
+    let e = env().await;
+    let payer = e.payple_payer().await;
+    e.admin("/__admin/clock", json!({"now": "2027-03-01T10:00:00+09:00"})).await;
+    let (cst, key, auth_key, url) = e.payple_auth(json!({"PCD_PAY_TYPE": "card", "PCD_SIMPLE_FLAG": "Y"})).await;
+    e.admin("/__admin/clock", json!({"now": "2027-03-01T10:31:00+09:00"})).await;
+    let v = e
+        .payple_post(&url, &json!({"PCD_CST_ID": cst, "PCD_CUST_KEY": key, "PCD_AUTH_KEY": auth_key, "PCD_PAY_TYPE": "card",
+            "PCD_PAYER_ID": payer, "PCD_PAY_GOODS": "x", "PCD_PAY_TOTAL": 100, "PCD_SIMPLE_FLAG": "Y", "PCD_PAY_OID": "exp-1"}))
+        .await;
+    assert_eq!(v["PCD_PAY_RST"], "error", "{v}");
+    // An AuthKey issued for another call does not work here either.
+    let (cst, key, auth_key, _) = e.payple_auth(json!({"PCD_PAYCHK_FLAG": "Y"})).await;
+    let v = e
+        .payple_post(&url, &json!({"PCD_CST_ID": cst, "PCD_CUST_KEY": key, "PCD_AUTH_KEY": auth_key, "PCD_PAY_TYPE": "card",
+            "PCD_PAYER_ID": payer, "PCD_PAY_GOODS": "x", "PCD_PAY_TOTAL": 100, "PCD_SIMPLE_FLAG": "Y", "PCD_PAY_OID": "exp-2"}))
+        .await;
+    assert_eq!(v["PCD_PAY_RST"], "error", "{v}");
+    assert_eq!(e.ledger().await["totals"]["charges"], 0);
+}
