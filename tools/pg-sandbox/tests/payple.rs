@@ -372,3 +372,48 @@ async fn an_auth_key_expires_after_30_minutes() {
     assert_eq!(v["PCD_PAY_RST"], "error", "{v}");
     assert_eq!(e.ledger().await["totals"]["charges"], 0);
 }
+
+#[tokio::test]
+async fn refund_faults_decline_5xx_and_timeout_after_refund() {
+    let e = env().await;
+    let payer = e.payple_payer().await;
+    let paid = e.payple_repay(&payer, "rf-1", json!(5000)).await;
+    let date = paid["PCD_PAY_TIME"].as_str().unwrap()[..8].to_string();
+    let refund = |client: reqwest::Client, total: i64| {
+        let date = date.clone();
+        let e = &e;
+        async move {
+            let (cst, key, auth_key, url) = e.payple_auth(json!({"PCD_PAYCANCEL_FLAG": "Y"})).await;
+            client
+                .post(url)
+                .header("Referer", REFERER)
+                .json(&json!({"PCD_CST_ID": cst, "PCD_CUST_KEY": key, "PCD_AUTH_KEY": auth_key,
+                    "PCD_REFUND_KEY": "local-payple-refund-key", "PCD_PAYCANCEL_FLAG": "Y", "PCD_PAY_OID": "rf-1",
+                    "PCD_PAY_DATE": date, "PCD_REFUND_TOTAL": total}))
+                .send()
+                .await
+        }
+    };
+    e.scenario(json!({"operation": "refund", "count": 1, "fault": {"kind": "decline", "hard": false}})).await;
+    let v: Value = refund(e.http.clone(), 1000).await.unwrap().json().await.unwrap();
+    assert_eq!((v["PCD_PAY_RST"].as_str(), v["PCD_PAY_CODE"].as_str()), (Some("error"), Some("PAYC0009")));
+    e.scenario(json!({"operation": "refund", "count": 1, "fault": {"kind": "server_error"}})).await;
+    assert_eq!(refund(e.http.clone(), 1000).await.unwrap().status(), 500);
+    assert_eq!(e.ledger().await["totals"]["refunded"], 0);
+
+    e.admin("/__admin/config", json!({"timeout_after_charge_ms": 3000})).await;
+    e.scenario(json!({"operation": "refund", "count": 1, "fault": {"kind": "timeout_after_charge"}})).await;
+    let quick = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().unwrap();
+    assert!(refund(quick, 1000).await.unwrap_err().is_timeout());
+    assert_eq!(e.ledger().await["totals"]["refunded"], 1000);
+    // The lookup shows the refunded total, so an unknown refund can be resolved.
+    let (cst, key, auth_key, url) = e.payple_auth(json!({"PCD_PAYCHK_FLAG": "Y"})).await;
+    let found = e
+        .payple_post(
+            &url,
+            &json!({"PCD_CST_ID": cst, "PCD_CUST_KEY": key, "PCD_AUTH_KEY": auth_key,
+            "PCD_PAYCHK_FLAG": "Y", "PCD_PAY_TYPE": "card", "PCD_PAY_OID": "rf-1", "PCD_PAY_DATE": date}),
+        )
+        .await;
+    assert_eq!(found["PCD_REFUND_TOTAL"], "1000", "{found}");
+}

@@ -404,3 +404,32 @@ async fn webhook_faults_twice_late_and_out_of_order() {
     assert_eq!(log.as_array().unwrap().len(), 5);
     assert!(log.as_array().unwrap().iter().all(|d| d["status"] == 200));
 }
+
+#[tokio::test]
+async fn refund_faults_decline_5xx_and_timeout_after_refund() {
+    let e = env().await;
+    let key = e.steppay_billing_key().await;
+    let (_, paid) =
+        e.steppay(Method::POST, "/api/payment/billing", Some(seed_billing_body(&key, "r1", json!(5000)))).await;
+    let id = paid["idKey"].as_str().unwrap().to_string();
+    let cancel = |client: reqwest::Client, price: i64| {
+        let url = format!("{}/api/internal/payment/cancel", e.base);
+        let body = json!({"idKey": id, "requestPrice": price});
+        async move { client.post(url).header("Secret-Key", TOKEN).json(&body).send().await }
+    };
+    e.scenario(json!({"operation": "refund", "count": 1, "fault": {"kind": "decline", "hard": false}})).await;
+    let r = cancel(e.http.clone(), 1000).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_error_shape(&r.json().await.unwrap(), "CANCEL_FAILED");
+    e.scenario(json!({"operation": "refund", "count": 1, "fault": {"kind": "server_error"}})).await;
+    assert_eq!(cancel(e.http.clone(), 1000).await.unwrap().status(), 500);
+    assert_eq!(e.ledger().await["totals"]["refunded"], 0, "declined and failed refunds move nothing");
+
+    e.admin("/__admin/config", json!({"timeout_after_charge_ms": 3000})).await;
+    e.scenario(json!({"operation": "refund", "count": 1, "fault": {"kind": "timeout_after_charge"}})).await;
+    let quick = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().unwrap();
+    assert!(cancel(quick, 1000).await.unwrap_err().is_timeout());
+    assert_eq!(e.ledger().await["totals"]["refunded"], 1000, "refunded despite the timeout");
+    let (_, receipt) = e.steppay(Method::GET, &format!("/api/payment/receipt/{id}"), None).await;
+    assert_eq!(receipt["canceledAmount"], 1000, "the receipt tells what happened");
+}
