@@ -29,6 +29,10 @@ pub struct Config {
     /// Payple rejects calls whose `Referer` is not the registered domain (AUTH0004/AUTH0007).
     pub payple_referer: Url,
     pub secrets_source: SecretsSource,
+    /// `PG_CONNECT_TIMEOUT_MS` (default 3000) and `PG_TIMEOUT_MS` (default 20000): a PG call that
+    /// takes longer becomes an unknown outcome and is looked up, never retried blind.
+    pub pg_connect_timeout_ms: u64,
+    pub pg_timeout_ms: u64,
 }
 
 /// Where the PG credentials live.
@@ -100,11 +104,31 @@ impl Config {
         let steppay_base_url = http_url(&lookup, "STEPPAY_BASE_URL")?;
         let payple_base_url = http_url(&lookup, "PAYPLE_BASE_URL")?;
         let payple_referer = http_url(&lookup, "PAYPLE_REFERER")?;
+        let millis =
+            |var: &'static str, default: u64| -> Result<u64, ConfigError> {
+                match lookup(var) {
+                    None => Ok(default),
+                    Some(v) => v.trim().parse::<u64>().ok().filter(|ms| (100..=900_000).contains(ms)).ok_or(
+                        ConfigError::Invalid { var, reason: format!("milliseconds between 100 and 900000, got {v:?}") },
+                    ),
+                }
+            };
+        let pg_connect_timeout_ms = millis("PG_CONNECT_TIMEOUT_MS", 3_000)?;
+        let pg_timeout_ms = millis("PG_TIMEOUT_MS", 20_000)?;
         let secrets_source = match lookup("PAYCYCLE_SECRETS") {
             Some(arn) if !arn.trim().is_empty() => SecretsSource::SecretsManager(arn.trim().to_string()),
             _ => SecretsSource::Environment,
         };
-        Ok(Self { table, event_bus, steppay_base_url, payple_base_url, payple_referer, secrets_source })
+        Ok(Self {
+            table,
+            event_bus,
+            steppay_base_url,
+            payple_base_url,
+            payple_referer,
+            secrets_source,
+            pg_connect_timeout_ms,
+            pg_timeout_ms,
+        })
     }
 }
 
@@ -252,6 +276,18 @@ mod tests {
             let err = Config::from_lookup(env(&pairs)).unwrap_err();
             assert!(matches!(err, ConfigError::Invalid { var: "STEPPAY_BASE_URL", .. }), "{bad:?}: {err}");
         }
+    }
+
+    #[test]
+    fn pg_timeouts_default_and_validate() {
+        let c = Config::from_lookup(env(GOOD)).unwrap();
+        assert_eq!((c.pg_connect_timeout_ms, c.pg_timeout_ms), (3_000, 20_000));
+        let mut pairs = GOOD.to_vec();
+        pairs.push(("PG_TIMEOUT_MS", "5000"));
+        assert_eq!(Config::from_lookup(env(&pairs)).unwrap().pg_timeout_ms, 5_000);
+        pairs.push(("PG_CONNECT_TIMEOUT_MS", "fast"));
+        let err = Config::from_lookup(env(&pairs)).unwrap_err();
+        assert!(err.to_string().contains("PG_CONNECT_TIMEOUT_MS"), "{err}");
     }
 
     #[test]

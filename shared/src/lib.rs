@@ -12,6 +12,7 @@ pub mod config;
 pub mod domain;
 pub mod events;
 pub mod money;
+pub mod pg;
 pub mod pii;
 pub mod secret;
 pub mod store;

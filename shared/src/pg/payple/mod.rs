@@ -1,0 +1,506 @@
+//! The Payple client (seed 003, DESIGN §11): a fresh partner auth for every call (an AuthKey
+//! serves one request only), the call itself at the `return_url` auth returned (Payple says it
+//! may change: never hard-coded), and `Referer` on everything (AUTH0004/AUTH0007 otherwise).
+
+pub mod transformers;
+
+use jiff::Timestamp;
+use serde::Serialize;
+use url::Url;
+
+use self::transformers::{
+    AuthRequest, AuthResponse, ConfirmRequest, LookupRequest, PaypleResult, RefundRequestBody, RepayRequest,
+    ResultStatus, UserDeleteRequest, classify_auth, classify_error,
+};
+use super::{
+    ChargeRequest, Charged, FirstPayment, FirstPaymentEvidence, Lookup, Payer, PaymentGateway, PaymentState, PgError,
+    RefundRequest, Refunded, transport_error,
+};
+use crate::money::Krw;
+use crate::secret::Secret;
+
+#[derive(Clone, Debug)]
+pub struct PaypleClient {
+    http: reqwest::Client,
+    base: Url,
+    referer: String,
+    cst_id: Secret,
+    cust_key: Secret,
+    refund_key: Secret,
+}
+
+/// A one-time partner auth.
+#[derive(Clone, Debug)]
+pub struct Grant {
+    /// Tokens to send back as `PCD_CST_ID` / `PCD_CUST_KEY` (not the partner's own values).
+    pub cst_id: Secret,
+    pub cust_key: Secret,
+    pub auth_key: Secret,
+    pub return_url: Url,
+}
+
+/// What the partner's page needs to open Payple's window (seed 003 3-3).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct WindowParams {
+    #[serde(rename = "PCD_AUTH_KEY")]
+    pub auth_key: String,
+    #[serde(rename = "PCD_PAY_URL")]
+    pub pay_url: String,
+    #[serde(rename = "PCD_PAY_WORK")]
+    pub work: String,
+    #[serde(rename = "PCD_PAY_TYPE")]
+    pub pay_type: String,
+    #[serde(rename = "PCD_PAY_GOODS")]
+    pub goods: String,
+    #[serde(rename = "PCD_PAY_TOTAL", skip_serializing_if = "Option::is_none")]
+    pub total: Option<String>,
+    #[serde(rename = "PCD_PAY_OID")]
+    pub oid: String,
+    #[serde(rename = "PCD_RST_URL")]
+    pub rst_url: String,
+    #[serde(rename = "PCD_PAYER_NO", skip_serializing_if = "Option::is_none")]
+    pub payer_no: Option<String>,
+    #[serde(rename = "PCD_PAYER_NAME")]
+    pub payer_name: String,
+    #[serde(rename = "PCD_PAYER_HP", skip_serializing_if = "Option::is_none")]
+    pub payer_hp: Option<String>,
+    #[serde(rename = "PCD_PAYER_EMAIL", skip_serializing_if = "Option::is_none")]
+    pub payer_email: Option<String>,
+    #[serde(rename = "PCD_USER_DEFINE1")]
+    pub user_define1: String,
+}
+
+/// The window's work type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WindowWork {
+    /// Register a card without paying (no `PCD_PAY_TOTAL`).
+    Auth,
+    /// Register and pay at once in the browser.
+    Pay,
+    /// Register and authorize; the partner confirms (charges) afterwards.
+    Cert,
+}
+
+impl WindowWork {
+    fn as_str(self) -> &'static str {
+        match self {
+            WindowWork::Auth => "AUTH",
+            WindowWork::Pay => "PAY",
+            WindowWork::Cert => "CERT",
+        }
+    }
+}
+
+fn krw(s: Option<&str>, what: &str) -> Result<Krw, PgError> {
+    let s = s.ok_or_else(|| PgError::Unrecognized {
+        code: "missing".into(),
+        message: format!("no {what} in Payple's answer"),
+    })?;
+    Krw::parse_decimal(s).map_err(|e| PgError::Unrecognized { code: what.into(), message: format!("{s:?}: {e}") })
+}
+
+/// `PCD_PAY_TIME` (`YYYYMMDDhhmmss`, KST).
+fn pay_time(s: Option<&str>) -> Option<Timestamp> {
+    let dt = jiff::civil::DateTime::strptime("%Y%m%d%H%M%S", s?).ok()?;
+    dt.to_zoned(crate::calendar::seoul()).ok().map(|z| z.timestamp())
+}
+
+impl PaypleClient {
+    pub fn new(
+        http: reqwest::Client,
+        base: Url,
+        referer: &Url,
+        cst_id: Secret,
+        cust_key: Secret,
+        refund_key: Secret,
+    ) -> Self {
+        Self { http, base, referer: referer.as_str().trim_end_matches('/').to_string(), cst_id, cust_key, refund_key }
+    }
+
+    /// Partner auth for one call. No money moves here: failures are `Transient` or `Config`.
+    pub async fn auth(&self, flags: AuthRequest<'_>) -> Result<Grant, PgError> {
+        let body = AuthRequest { cst_id: self.cst_id.expose(), cust_key: self.cust_key.expose(), ..flags };
+        let url = self.base.join("/php/auth.php").map_err(|e| PgError::Invalid(e.to_string()))?;
+        let resp = self
+            .http
+            .post(url)
+            .header("Referer", &self.referer)
+            .header("Cache-Control", "no-cache")
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| transport_error(&e, false))?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| transport_error(&e, false))?;
+        if !status.is_success() {
+            return Err(PgError::Transient { reason: format!("Payple auth answered {status}") });
+        }
+        let r: AuthResponse = serde_json::from_str(&text)
+            .map_err(|e| PgError::Transient { reason: format!("unreadable Payple auth answer: {e}") })?;
+        if r.result != "success" {
+            return Err(classify_auth(&r));
+        }
+        let missing =
+            |what: &str| PgError::Unrecognized { code: "auth".into(), message: format!("auth answer without {what}") };
+        let return_url = r.return_url.as_deref().ok_or_else(|| missing("return_url"))?;
+        let return_url = Url::parse(return_url).map_err(|_| missing("a valid return_url"))?;
+        if !matches!(return_url.scheme(), "https" | "http") {
+            return Err(missing("an http(s) return_url"));
+        }
+        Ok(Grant {
+            cst_id: Secret::new(r.cst_id.ok_or_else(|| missing("cst_id"))?),
+            cust_key: Secret::new(r.cust_key.ok_or_else(|| missing("custKey"))?),
+            auth_key: Secret::new(r.auth_key.ok_or_else(|| missing("AuthKey"))?),
+            return_url,
+        })
+    }
+
+    /// POSTs `body` to `url` and parses the Payple result. `moves_money` decides how failures
+    /// after sending are classed.
+    async fn call<B: Serialize>(&self, url: Url, body: &B, moves_money: bool) -> Result<PaypleResult, PgError> {
+        let resp = self
+            .http
+            .post(url)
+            .header("Referer", &self.referer)
+            .header("Cache-Control", "no-cache")
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| transport_error(&e, moves_money))?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| transport_error(&e, moves_money))?;
+        let unknown =
+            |reason: String| if moves_money { PgError::Unknown { reason } } else { PgError::Transient { reason } };
+        if !status.is_success() {
+            return Err(unknown(format!("Payple answered {status}")));
+        }
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| unknown(format!("unreadable Payple answer: {e}")))?;
+        PaypleResult::from_value(value).map_err(|e| unknown(e.to_string()))
+    }
+
+    /// Re-pay with the billing key (seed 003 §4), the charge id as `PCD_PAY_OID`.
+    pub async fn repay(&self, req: &ChargeRequest) -> Result<Charged, PgError> {
+        if req.amount.won() < 100 {
+            return Err(PgError::Invalid(format!("{} is below Payple's 100원 card minimum", req.amount)));
+        }
+        let grant =
+            self.auth(AuthRequest { pay_type: Some("card"), simple_flag: Some("Y"), ..Default::default() }).await?;
+        let oid = req.charge_id.to_string();
+        let body = RepayRequest {
+            cst_id: grant.cst_id.expose(),
+            cust_key: grant.cust_key.expose(),
+            auth_key: grant.auth_key.expose(),
+            pay_type: "card",
+            payer_id: &req.billing_key,
+            payer_no: req.payer.payer_no.as_deref(),
+            payer_name: &req.payer.name,
+            payer_hp: req.payer.phone.as_deref(),
+            payer_email: req.payer.email.as_deref(),
+            goods: &req.goods,
+            total: req.amount.won().to_string(),
+            oid: &oid,
+            simple_flag: "Y",
+            user_define1: req.charge_id.subscription().as_str(),
+        };
+        let r = self.call(grant.return_url, &body, true).await?;
+        match r.status().map_err(|e| PgError::Unknown { reason: e.to_string() })? {
+            ResultStatus::Success if r.code() == "SPCD0000" => {}
+            ResultStatus::Success => return Err(PgError::Unrecognized { code: r.code().into(), message: r.message() }),
+            ResultStatus::Error | ResultStatus::Close => return Err(classify_error(&r)),
+        }
+        if r.oid.as_deref() != Some(oid.as_str()) {
+            return Err(PgError::Unrecognized {
+                code: "oid".into(),
+                message: format!("approved OID {:?} is not {oid}", r.oid),
+            });
+        }
+        let total = krw(r.total.as_deref(), "PCD_PAY_TOTAL")?;
+        if total != req.amount {
+            return Err(PgError::Unrecognized {
+                code: "total".into(),
+                message: format!("charged {total}, asked {}", req.amount),
+            });
+        }
+        Ok(Charged {
+            pg_payment_id: oid,
+            amount: total,
+            approved_at: pay_time(r.time.as_deref()).unwrap_or_else(Timestamp::now),
+        })
+    }
+
+    /// Result lookup by OID and the KST date the payment was requested.
+    pub async fn lookup_oid(&self, oid: &str, pay_date: &str) -> Result<PaymentState, PgError> {
+        let grant = self.auth(AuthRequest { paychk_flag: Some("Y"), ..Default::default() }).await?;
+        let body = LookupRequest {
+            cst_id: grant.cst_id.expose(),
+            cust_key: grant.cust_key.expose(),
+            auth_key: grant.auth_key.expose(),
+            paychk_flag: "Y",
+            pay_type: "card",
+            oid,
+            pay_date,
+        };
+        let r = self.call(grant.return_url, &body, false).await?;
+        match r.status()? {
+            ResultStatus::Success => {
+                let amount = krw(r.total.as_deref(), "PCD_PAY_TOTAL")?;
+                let refunded =
+                    r.refund_total.as_deref().map(Krw::parse_decimal).transpose().ok().flatten().unwrap_or(Krw::ZERO);
+                if !refunded.is_zero() && refunded == amount {
+                    return Ok(PaymentState::Refunded { pg_payment_id: oid.to_string(), amount });
+                }
+                Ok(PaymentState::Paid {
+                    pg_payment_id: oid.to_string(),
+                    amount,
+                    refunded,
+                    paid_at: pay_time(r.time.as_deref()),
+                })
+            }
+            _ => Err(classify_error(&r)),
+        }
+    }
+
+    /// Refund with `PCD_REFUND_KEY`; less than paid is a partial refund.
+    pub async fn refund_payment(&self, req: &RefundRequest) -> Result<Refunded, PgError> {
+        let grant = self.auth(AuthRequest { paycancel_flag: Some("Y"), ..Default::default() }).await?;
+        let body = RefundRequestBody {
+            cst_id: grant.cst_id.expose(),
+            cust_key: grant.cust_key.expose(),
+            auth_key: grant.auth_key.expose(),
+            refund_key: self.refund_key.expose(),
+            paycancel_flag: "Y",
+            oid: &req.pg_payment_id,
+            pay_date: &req.pay_date_kst,
+            refund_total: req.amount.won().to_string(),
+        };
+        let r = self.call(grant.return_url, &body, true).await?;
+        match r.status().map_err(|e| PgError::Unknown { reason: e.to_string() })? {
+            ResultStatus::Success if r.code() == "PAYC0000" => {}
+            ResultStatus::Success => return Err(PgError::Unrecognized { code: r.code().into(), message: r.message() }),
+            _ => return Err(classify_error(&r)),
+        }
+        let refunded = krw(r.refund_total.as_deref(), "PCD_REFUND_TOTAL").unwrap_or(req.amount);
+        if refunded != req.amount {
+            return Err(PgError::Unrecognized {
+                code: "total".into(),
+                message: format!("refunded {refunded}, asked {}", req.amount),
+            });
+        }
+        Ok(Refunded { pg_refund_id: None, amount: refunded })
+    }
+
+    /// Deletes a billing key (`PUSERDEL`).
+    pub async fn delete_billing_key(&self, payer_id: &str, payer_no: Option<&str>) -> Result<(), PgError> {
+        let grant = self.auth(AuthRequest { pay_work: Some("PUSERDEL"), ..Default::default() }).await?;
+        let body = UserDeleteRequest {
+            cst_id: grant.cst_id.expose(),
+            cust_key: grant.cust_key.expose(),
+            auth_key: grant.auth_key.expose(),
+            pay_work: "PUSERDEL",
+            payer_id,
+            payer_no,
+        };
+        let r = self.call(grant.return_url, &body, false).await?;
+        match r.status()? {
+            ResultStatus::Success => Ok(()),
+            _ => Err(classify_error(&r)),
+        }
+    }
+
+    /// A fresh window auth and the parameters for the partner's page. `total` is required for
+    /// PAY and CERT and absent for AUTH.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn window_params(
+        &self,
+        work: WindowWork,
+        oid: &str,
+        goods: &str,
+        total: Option<Krw>,
+        payer: &Payer,
+        rst_url: &str,
+        user_define1: &str,
+    ) -> Result<WindowParams, PgError> {
+        if work != WindowWork::Auth && total.is_none_or(|t| t.won() < 100) {
+            return Err(PgError::Invalid("PAY and CERT need a total of at least 100원".into()));
+        }
+        let grant = self.auth(AuthRequest::default()).await?;
+        Ok(WindowParams {
+            auth_key: grant.auth_key.expose().to_string(),
+            pay_url: grant.return_url.to_string(),
+            work: work.as_str().into(),
+            pay_type: "card".into(),
+            goods: goods.into(),
+            total: if work == WindowWork::Auth { None } else { total.map(|t| t.won().to_string()) },
+            oid: oid.into(),
+            rst_url: rst_url.into(),
+            payer_no: payer.payer_no.clone(),
+            payer_name: payer.name.clone(),
+            payer_hp: payer.phone.clone(),
+            payer_email: payer.email.clone(),
+            user_define1: user_define1.into(),
+        })
+    }
+
+    /// Checks a window result (as the browser posted it) with Payple: success code, the tamper
+    /// check on `PCD_PAY_TOTAL` (not for AUTH), and then Payple itself — the CERT confirm, or a
+    /// lookup of a PAY — so nothing rests on what the browser claimed.
+    pub async fn verify_window_result(
+        &self,
+        fields: &serde_json::Map<String, serde_json::Value>,
+        expected: Krw,
+    ) -> Result<FirstPayment, PgError> {
+        let r = PaypleResult::from_value(serde_json::Value::Object(fields.clone()))?;
+        match r.status()? {
+            ResultStatus::Success => {}
+            ResultStatus::Close => {
+                return Err(PgError::VerificationFailed("the customer closed the payment window".into()));
+            }
+            ResultStatus::Error => {
+                return Err(PgError::VerificationFailed(format!("window error {}: {}", r.code(), r.message())));
+            }
+        }
+        if !r.code().contains("0000") {
+            return Err(PgError::Unrecognized {
+                code: r.code().into(),
+                message: "window success without a 0000 code".into(),
+            });
+        }
+        let payer_id = r
+            .payer_id
+            .clone()
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| PgError::VerificationFailed("no PCD_PAYER_ID".into()))?;
+        let work = r.work.as_deref().unwrap_or("PAY");
+        if work == "AUTH" {
+            // Registration only: no total to compare (seed 003 3-6-1).
+            return Ok(FirstPayment { charged: None, billing_key: Some(payer_id) });
+        }
+        let total = krw(r.total.as_deref(), "PCD_PAY_TOTAL")
+            .map_err(|_| PgError::VerificationFailed("no PCD_PAY_TOTAL".into()))?;
+        if total != expected {
+            return Err(PgError::VerificationFailed(format!(
+                "PCD_PAY_TOTAL {total} differs from the checkout's {expected}: tampered"
+            )));
+        }
+        let oid = r
+            .oid
+            .clone()
+            .filter(|o| !o.is_empty())
+            .ok_or_else(|| PgError::VerificationFailed("no PCD_PAY_OID".into()))?;
+        let charged = match work {
+            "CERT" => self.confirm(&r, &payer_id, expected).await?,
+            "PAY" => {
+                let date = r
+                    .time
+                    .as_deref()
+                    .filter(|t| t.len() >= 8)
+                    .map(|t| t[..8].to_string())
+                    .unwrap_or_else(|| crate::calendar::kst_yyyymmdd(Timestamp::now()));
+                match self.lookup_oid(&oid, &date).await? {
+                    PaymentState::Paid { amount, paid_at, .. } if amount == expected => Charged {
+                        pg_payment_id: oid.clone(),
+                        amount,
+                        approved_at: paid_at.unwrap_or_else(Timestamp::now),
+                    },
+                    other => {
+                        return Err(PgError::VerificationFailed(format!("Payple's own record of {oid}: {other:?}")));
+                    }
+                }
+            }
+            other => return Err(PgError::Unrecognized { code: other.into(), message: "unknown PCD_PAY_WORK".into() }),
+        };
+        Ok(FirstPayment { charged: Some(charged), billing_key: Some(payer_id) })
+    }
+
+    /// CERT: POSTs the confirm to `PCD_PAY_COFURL` (which must be on Payple's host); only its
+    /// success counts.
+    async fn confirm(&self, r: &PaypleResult, payer_id: &str, expected: Krw) -> Result<Charged, PgError> {
+        let cofurl =
+            r.cofurl.as_deref().ok_or_else(|| PgError::VerificationFailed("CERT without PCD_PAY_COFURL".into()))?;
+        let cofurl = Url::parse(cofurl).map_err(|_| PgError::VerificationFailed("bad PCD_PAY_COFURL".into()))?;
+        if cofurl.host_str() != self.base.host_str()
+            || cofurl.port_or_known_default() != self.base.port_or_known_default()
+        {
+            return Err(PgError::VerificationFailed(format!("PCD_PAY_COFURL {cofurl} is not Payple's host")));
+        }
+        let body = ConfirmRequest {
+            cst_id: self.cst_id.expose(),
+            cust_key: self.cust_key.expose(),
+            auth_key: r.auth_key.as_deref().unwrap_or_default(),
+            reqkey: r.reqkey.as_deref().unwrap_or_default(),
+            payer_id,
+        };
+        let c = self.call(cofurl, &body, true).await?;
+        match c.status().map_err(|e| PgError::Unknown { reason: e.to_string() })? {
+            ResultStatus::Success if c.code() == "PCCF0000" => {}
+            ResultStatus::Success => return Err(PgError::Unrecognized { code: c.code().into(), message: c.message() }),
+            _ => return Err(classify_error(&c)),
+        }
+        let total = krw(c.total.as_deref(), "PCD_PAY_TOTAL")?;
+        if total != expected {
+            return Err(PgError::Unrecognized {
+                code: "total".into(),
+                message: format!("confirmed {total}, expected {expected}"),
+            });
+        }
+        let oid = c.oid.clone().or(r.oid.clone()).unwrap_or_default();
+        Ok(Charged {
+            pg_payment_id: oid,
+            amount: total,
+            approved_at: pay_time(c.time.as_deref()).unwrap_or_else(Timestamp::now),
+        })
+    }
+}
+
+impl PaymentGateway for PaypleClient {
+    async fn charge(&self, req: &ChargeRequest) -> Result<Charged, PgError> {
+        self.repay(req).await
+    }
+
+    async fn refund(&self, req: &RefundRequest) -> Result<Refunded, PgError> {
+        self.refund_payment(req).await
+    }
+
+    async fn lookup(&self, q: &Lookup) -> Result<PaymentState, PgError> {
+        match q {
+            Lookup::Charge { charge_id, request_date_kst } => {
+                self.lookup_oid(&charge_id.to_string(), request_date_kst).await
+            }
+            Lookup::PgPayment { pg_payment_id, request_date_kst: Some(date) } => {
+                self.lookup_oid(pg_payment_id, date).await
+            }
+            Lookup::PgPayment { request_date_kst: None, .. } => {
+                Err(PgError::Invalid("Payple's lookup needs the request date (PCD_PAY_DATE)".into()))
+            }
+        }
+    }
+
+    async fn verify_first_payment(
+        &self,
+        evidence: &FirstPaymentEvidence,
+        expected: Krw,
+    ) -> Result<FirstPayment, PgError> {
+        match evidence {
+            FirstPaymentEvidence::PaypleResult(fields) => self.verify_window_result(fields, expected).await,
+            _ => Err(PgError::Invalid("StepPay evidence sent to Payple".into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transformers::AuthResponse;
+
+    #[test]
+    fn the_seed_auth_response_parses() {
+        // Seed 003 3-2's response sample.
+        let sample = r#"{"server_name": "요청 URL", "result": "결과확인", "result_msg": "결과 메시지", "cst_id": "파트너사 아이디",
+            "custKey": "파트너사 키", "AuthKey": "파트너사 인증토큰", "PCD_PAY_HOST": "https://democpay.payple.kr",
+            "PCD_PAY_URL": "/auth.php", "return_url": "https://democpay.payple.kr/auth.php"}"#;
+        let r: AuthResponse = serde_json::from_str(sample).unwrap();
+        assert_eq!(r.auth_key.as_deref(), Some("파트너사 인증토큰"));
+        assert_eq!(r.return_url.as_deref(), Some("https://democpay.payple.kr/auth.php"));
+        assert_ne!(r.result, "success", "only `success` is success");
+    }
+}

@@ -1,0 +1,357 @@
+//! Payple wire types, named exactly as seed 003 and Payple's card manual name them (`PCD_*`), and
+//! the mapping of result codes onto our classes. Numbers may arrive as JSON numbers or strings.
+//!
+//! Result code table (`PCD_PAY_CODE` with `PCD_PAY_RST`):
+//!
+//! | code | meaning | class | source |
+//! |---|---|---|---|
+//! | `SPCD0000` | re-pay approved | approved | Payple docs |
+//! | `PCCF0000` | CERT confirm approved | approved | seed 003 |
+//! | `PAYC0000` | refund done (환불성공) | refunded | Payple docs |
+//! | `SPCD0014` | 이미 처리된 거래입니다 (OID used) | `AlreadyProcessed` → lookup | Payple docs |
+//! | `SPCD0001` | below the 100원 card minimum | `Invalid` | unconfirmed (sandbox) |
+//! | `SPCD0002` | unknown / deleted `PCD_PAYER_ID` | `Declined { hard: true }` | unconfirmed (sandbox) |
+//! | `SPCD0003` | insufficient funds / limit | `Declined { hard: false }` | unconfirmed (sandbox) |
+//! | `SPCD0005` | lost / suspended card | `Declined { hard: true }` | unconfirmed (sandbox) |
+//! | `PAYC0001` | no such payment to refund | `NotFound` | unconfirmed (sandbox) |
+//! | `PAYC0002` | wrong refund key | `Config` | unconfirmed (sandbox) |
+//! | `PAYC0005` | partial cancel not allowed (test account) | `Declined { hard: true }` | Payple card manual / sandbox code |
+//! | `PAYC0006` | more than remains | `Declined { hard: true }` | unconfirmed (sandbox) |
+//! | `PAYC0009` | refund refused | `Declined { hard: false }` | unconfirmed (sandbox) |
+//! | `PCHK0001` | lookup found nothing | `NotFound` | unconfirmed (sandbox) |
+//! | `AUTH0004`, `AUTH0007` | Referer missing / not the window's domain | `Config` | seed 003 |
+//! | `AUTH0003`, `AUTH0008`–`AUTH0010` | partner credentials / token refused | `Config` | unconfirmed (sandbox) |
+//! | anything else | — | `Unrecognized` | — |
+
+use serde::{Deserialize, Serialize};
+
+use crate::pg::{PgError, de_opt_string};
+
+/// Partner auth request (`POST /php/auth.php`): the partner's credentials plus the flag naming
+/// the call the AuthKey will serve.
+#[derive(Debug, Serialize, Default)]
+pub struct AuthRequest<'a> {
+    pub cst_id: &'a str,
+    #[serde(rename = "custKey")]
+    pub cust_key: &'a str,
+    #[serde(rename = "PCD_PAY_TYPE", skip_serializing_if = "Option::is_none")]
+    pub pay_type: Option<&'a str>,
+    #[serde(rename = "PCD_SIMPLE_FLAG", skip_serializing_if = "Option::is_none")]
+    pub simple_flag: Option<&'a str>,
+    #[serde(rename = "PCD_PAYCANCEL_FLAG", skip_serializing_if = "Option::is_none")]
+    pub paycancel_flag: Option<&'a str>,
+    #[serde(rename = "PCD_PAYCHK_FLAG", skip_serializing_if = "Option::is_none")]
+    pub paychk_flag: Option<&'a str>,
+    #[serde(rename = "PCD_PAY_WORK", skip_serializing_if = "Option::is_none")]
+    pub pay_work: Option<&'a str>,
+}
+
+/// Partner auth response (seed 003 3-2).
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthResponse {
+    pub result: String,
+    #[serde(default)]
+    pub result_msg: Option<String>,
+    #[serde(default)]
+    pub cst_id: Option<String>,
+    #[serde(default, rename = "custKey")]
+    pub cust_key: Option<String>,
+    #[serde(default, rename = "AuthKey")]
+    pub auth_key: Option<String>,
+    #[serde(default, rename = "PCD_PAY_HOST")]
+    pub pay_host: Option<String>,
+    #[serde(default, rename = "PCD_PAY_URL")]
+    pub pay_url: Option<String>,
+    #[serde(default)]
+    pub return_url: Option<String>,
+}
+
+/// Re-pay request (seed 003 4-3), sent to the auth's `return_url`.
+#[derive(Debug, Serialize)]
+pub struct RepayRequest<'a> {
+    #[serde(rename = "PCD_CST_ID")]
+    pub cst_id: &'a str,
+    #[serde(rename = "PCD_CUST_KEY")]
+    pub cust_key: &'a str,
+    #[serde(rename = "PCD_AUTH_KEY")]
+    pub auth_key: &'a str,
+    #[serde(rename = "PCD_PAY_TYPE")]
+    pub pay_type: &'a str,
+    #[serde(rename = "PCD_PAYER_ID")]
+    pub payer_id: &'a str,
+    #[serde(rename = "PCD_PAYER_NO", skip_serializing_if = "Option::is_none")]
+    pub payer_no: Option<&'a str>,
+    #[serde(rename = "PCD_PAYER_NAME")]
+    pub payer_name: &'a str,
+    #[serde(rename = "PCD_PAYER_HP", skip_serializing_if = "Option::is_none")]
+    pub payer_hp: Option<&'a str>,
+    #[serde(rename = "PCD_PAYER_EMAIL", skip_serializing_if = "Option::is_none")]
+    pub payer_email: Option<&'a str>,
+    #[serde(rename = "PCD_PAY_GOODS")]
+    pub goods: &'a str,
+    #[serde(rename = "PCD_PAY_TOTAL")]
+    pub total: String,
+    #[serde(rename = "PCD_PAY_OID")]
+    pub oid: &'a str,
+    #[serde(rename = "PCD_SIMPLE_FLAG")]
+    pub simple_flag: &'a str,
+    /// Comes back unchanged in results and webhooks: our subscription id.
+    #[serde(rename = "PCD_USER_DEFINE1")]
+    pub user_define1: &'a str,
+}
+
+/// Result lookup (`PCD_PAYCHK_FLAG=Y`).
+#[derive(Debug, Serialize)]
+pub struct LookupRequest<'a> {
+    #[serde(rename = "PCD_CST_ID")]
+    pub cst_id: &'a str,
+    #[serde(rename = "PCD_CUST_KEY")]
+    pub cust_key: &'a str,
+    #[serde(rename = "PCD_AUTH_KEY")]
+    pub auth_key: &'a str,
+    #[serde(rename = "PCD_PAYCHK_FLAG")]
+    pub paychk_flag: &'a str,
+    #[serde(rename = "PCD_PAY_TYPE")]
+    pub pay_type: &'a str,
+    #[serde(rename = "PCD_PAY_OID")]
+    pub oid: &'a str,
+    #[serde(rename = "PCD_PAY_DATE")]
+    pub pay_date: &'a str,
+}
+
+/// Refund (`PCD_PAYCANCEL_FLAG=Y`).
+#[derive(Debug, Serialize)]
+pub struct RefundRequestBody<'a> {
+    #[serde(rename = "PCD_CST_ID")]
+    pub cst_id: &'a str,
+    #[serde(rename = "PCD_CUST_KEY")]
+    pub cust_key: &'a str,
+    #[serde(rename = "PCD_AUTH_KEY")]
+    pub auth_key: &'a str,
+    #[serde(rename = "PCD_REFUND_KEY")]
+    pub refund_key: &'a str,
+    #[serde(rename = "PCD_PAYCANCEL_FLAG")]
+    pub paycancel_flag: &'a str,
+    #[serde(rename = "PCD_PAY_OID")]
+    pub oid: &'a str,
+    #[serde(rename = "PCD_PAY_DATE")]
+    pub pay_date: &'a str,
+    #[serde(rename = "PCD_REFUND_TOTAL")]
+    pub refund_total: String,
+}
+
+/// Billing key deletion (`PCD_PAY_WORK=PUSERDEL`).
+#[derive(Debug, Serialize)]
+pub struct UserDeleteRequest<'a> {
+    #[serde(rename = "PCD_CST_ID")]
+    pub cst_id: &'a str,
+    #[serde(rename = "PCD_CUST_KEY")]
+    pub cust_key: &'a str,
+    #[serde(rename = "PCD_AUTH_KEY")]
+    pub auth_key: &'a str,
+    #[serde(rename = "PCD_PAY_WORK")]
+    pub pay_work: &'a str,
+    #[serde(rename = "PCD_PAYER_ID")]
+    pub payer_id: &'a str,
+    #[serde(rename = "PCD_PAYER_NO", skip_serializing_if = "Option::is_none")]
+    pub payer_no: Option<&'a str>,
+}
+
+/// CERT confirm (seed 003 3-7): the partner's own `cst_id`/`custKey` with the window's
+/// `PCD_AUTH_KEY`, `PCD_PAY_REQKEY`, `PCD_PAYER_ID`.
+#[derive(Debug, Serialize)]
+pub struct ConfirmRequest<'a> {
+    #[serde(rename = "PCD_CST_ID")]
+    pub cst_id: &'a str,
+    #[serde(rename = "PCD_CUST_KEY")]
+    pub cust_key: &'a str,
+    #[serde(rename = "PCD_AUTH_KEY")]
+    pub auth_key: &'a str,
+    #[serde(rename = "PCD_PAY_REQKEY")]
+    pub reqkey: &'a str,
+    #[serde(rename = "PCD_PAYER_ID")]
+    pub payer_id: &'a str,
+}
+
+/// A Payple result (window, re-pay, confirm, lookup, refund, webhook). Every field optional:
+/// which ones arrive depends on the call.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct PaypleResult {
+    #[serde(rename = "PCD_PAY_RST", default, deserialize_with = "de_opt_string")]
+    pub rst: Option<String>,
+    #[serde(rename = "PCD_PAY_CODE", default, deserialize_with = "de_opt_string")]
+    pub code: Option<String>,
+    #[serde(rename = "PCD_PAY_MSG", default, deserialize_with = "de_opt_string")]
+    pub msg: Option<String>,
+    #[serde(rename = "PCD_PAY_OID", default, deserialize_with = "de_opt_string")]
+    pub oid: Option<String>,
+    #[serde(rename = "PCD_PAY_TYPE", default, deserialize_with = "de_opt_string")]
+    pub pay_type: Option<String>,
+    #[serde(rename = "PCD_PAY_WORK", default, deserialize_with = "de_opt_string")]
+    pub work: Option<String>,
+    #[serde(rename = "PCD_PAYER_ID", default, deserialize_with = "de_opt_string")]
+    pub payer_id: Option<String>,
+    #[serde(rename = "PCD_PAYER_NO", default, deserialize_with = "de_opt_string")]
+    pub payer_no: Option<String>,
+    #[serde(rename = "PCD_PAY_GOODS", default, deserialize_with = "de_opt_string")]
+    pub goods: Option<String>,
+    #[serde(rename = "PCD_PAY_TOTAL", default, deserialize_with = "de_opt_string")]
+    pub total: Option<String>,
+    #[serde(rename = "PCD_PAY_TIME", default, deserialize_with = "de_opt_string")]
+    pub time: Option<String>,
+    #[serde(rename = "PCD_PAY_CARDTRADENUM", default, deserialize_with = "de_opt_string")]
+    pub card_trade_num: Option<String>,
+    #[serde(rename = "PCD_REFUND_TOTAL", default, deserialize_with = "de_opt_string")]
+    pub refund_total: Option<String>,
+    #[serde(rename = "PCD_AUTH_KEY", default, deserialize_with = "de_opt_string")]
+    pub auth_key: Option<String>,
+    #[serde(rename = "PCD_PAY_REQKEY", default, deserialize_with = "de_opt_string")]
+    pub reqkey: Option<String>,
+    #[serde(rename = "PCD_PAY_COFURL", default, deserialize_with = "de_opt_string")]
+    pub cofurl: Option<String>,
+    #[serde(rename = "PCD_USER_DEFINE1", default, deserialize_with = "de_opt_string")]
+    pub user_define1: Option<String>,
+    #[serde(rename = "PCD_USER_DEFINE2", default, deserialize_with = "de_opt_string")]
+    pub user_define2: Option<String>,
+}
+
+/// `PCD_PAY_RST`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResultStatus {
+    Success,
+    Error,
+    /// The customer closed the window.
+    Close,
+}
+
+impl PaypleResult {
+    pub fn status(&self) -> Result<ResultStatus, PgError> {
+        match self.rst.as_deref() {
+            Some("success") => Ok(ResultStatus::Success),
+            Some("error") => Ok(ResultStatus::Error),
+            Some("close") => Ok(ResultStatus::Close),
+            other => Err(PgError::Unrecognized {
+                code: other.unwrap_or("missing").to_string(),
+                message: "unknown PCD_PAY_RST".into(),
+            }),
+        }
+    }
+
+    pub fn code(&self) -> &str {
+        self.code.as_deref().unwrap_or("")
+    }
+
+    pub fn message(&self) -> String {
+        self.msg.clone().unwrap_or_default()
+    }
+
+    /// Parses a JSON object or a form body.
+    pub fn parse(content_type: &str, body: &[u8]) -> Result<Self, PgError> {
+        let form = content_type.trim().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded");
+        let value = if form {
+            serde_json::Value::Object(
+                url::form_urlencoded::parse(body)
+                    .map(|(k, v)| (k.into_owned(), serde_json::Value::String(v.into_owned())))
+                    .collect(),
+            )
+        } else {
+            serde_json::from_slice(body).map_err(|e| PgError::Invalid(format!("Payple result is not JSON: {e}")))?
+        };
+        Self::from_value(value)
+    }
+
+    pub fn from_value(value: serde_json::Value) -> Result<Self, PgError> {
+        if !value.is_object() {
+            return Err(PgError::Invalid("Payple result is not an object".into()));
+        }
+        serde_json::from_value(value).map_err(|e| PgError::Invalid(format!("Payple result: {e}")))
+    }
+
+    /// The DESIGN §3 dedupe key of a webhook: OID + RST + CODE.
+    pub fn dedupe_key(&self) -> String {
+        format!("{}:{}:{}", self.oid.as_deref().unwrap_or(""), self.rst.as_deref().unwrap_or(""), self.code())
+    }
+}
+
+/// Maps an error result of a call.
+pub fn classify_error(r: &PaypleResult) -> PgError {
+    let code = r.code().to_string();
+    let message = r.message();
+    let declined = |hard| PgError::Declined { hard, code: code.clone(), message: message.clone() };
+    match code.as_str() {
+        "SPCD0014" => PgError::AlreadyProcessed { pg_payment_id: r.oid.clone() },
+        "SPCD0001" => PgError::Invalid(format!("{code}: {message}")),
+        "SPCD0003" | "PAYC0009" => declined(false),
+        "SPCD0002" | "SPCD0005" | "PAYC0005" | "PAYC0006" => declined(true),
+        "PAYC0001" | "PCHK0001" => PgError::NotFound,
+        "PAYC0002" | "AUTH0003" | "AUTH0004" | "AUTH0007" | "AUTH0008" | "AUTH0009" | "AUTH0010" => {
+            PgError::Config { code, message }
+        }
+        _ => PgError::Unrecognized { code, message },
+    }
+}
+
+/// Maps a failed partner auth (`result` ≠ success): the code is inside `result_msg`.
+pub fn classify_auth(r: &AuthResponse) -> PgError {
+    let msg = r.result_msg.clone().unwrap_or_default();
+    let code = ["AUTH0003", "AUTH0004", "AUTH0007"].into_iter().find(|c| msg.contains(c));
+    match code {
+        Some(code) => PgError::Config { code: code.into(), message: msg },
+        None => PgError::Unrecognized { code: "auth".into(), message: msg },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seed_cert_response_parses() {
+        // Seed 003 3-7's response sample (commas restored).
+        let sample = r#"{"PCD_PAY_RST":"success","PCD_PAY_CODE":"PCCF0000","PCD_PAY_MSG":"카드결제완료",
+            "PCD_PAY_REQKEY":"d2NtOFExTVF...","PCD_PAY_OID":"test123456789","PCD_PAY_TYPE":"card",
+            "PCD_PAYER_ID":"YWpJQXZ...","PCD_PAYER_NO":"1234","PCD_PAYER_NAME":"홍길동","PCD_PAYER_HP":"01012345678",
+            "PCD_PAYER_EMAIL":"test@payple.kr","PCD_PAY_GOODS":"테스트 상품명","PCD_PAY_AMOUNT":"100",
+            "PCD_PAY_AMOUNT_REAL":"100","PCD_PAY_TOTAL":"100","PCD_PAY_TAXTOTAL":"0","PCD_PAY_ISTAX":"Y",
+            "PCD_PAY_CARDNAME":"NH","PCD_PAY_CARDNUM":"2121-****-****-2031","PCD_PAY_CARDTRADENUM":"202110201407049643824400",
+            "PCD_PAY_CARDAUTHNO":"12345678","PCD_PAY_CARDRECEIPT":"https://www.danalpay.com/...","PCD_PAY_TIME":"20211020140706",
+            "PCD_SIMPLE_FLAG":"N"}"#;
+        let r = PaypleResult::parse("application/json", sample.as_bytes()).unwrap();
+        assert_eq!(r.status().unwrap(), ResultStatus::Success);
+        assert_eq!((r.code(), r.total.as_deref(), r.oid.as_deref()), ("PCCF0000", Some("100"), Some("test123456789")));
+        assert_eq!(r.dedupe_key(), "test123456789:success:PCCF0000");
+    }
+
+    #[test]
+    fn numbers_or_strings_json_or_form() {
+        let r = PaypleResult::parse("application/json", br#"{"PCD_PAY_RST":"success","PCD_PAY_TOTAL":9900}"#).unwrap();
+        assert_eq!(r.total.as_deref(), Some("9900"));
+        let f = PaypleResult::parse(
+            "application/x-www-form-urlencoded",
+            "PCD_PAY_RST=close&PCD_PAY_MSG=%EB%8B%AB%ED%9E%98".as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(f.status().unwrap(), ResultStatus::Close);
+        assert_eq!(f.message(), "닫힘");
+        assert!(PaypleResult::parse("application/json", b"[1]").is_err());
+        let odd = PaypleResult::parse("application/json", br#"{"PCD_PAY_RST":"maybe"}"#).unwrap();
+        assert!(matches!(odd.status(), Err(PgError::Unrecognized { .. })));
+    }
+
+    #[test]
+    fn the_code_table() {
+        let r = |code: &str| PaypleResult {
+            rst: Some("error".into()),
+            code: Some(code.into()),
+            oid: Some("o".into()),
+            ..Default::default()
+        };
+        assert_eq!(classify_error(&r("SPCD0014")), PgError::AlreadyProcessed { pg_payment_id: Some("o".into()) });
+        assert!(matches!(classify_error(&r("SPCD0003")), PgError::Declined { hard: false, .. }));
+        assert!(matches!(classify_error(&r("SPCD0005")), PgError::Declined { hard: true, .. }));
+        assert!(matches!(classify_error(&r("SPCD0002")), PgError::Declined { hard: true, .. }));
+        assert!(matches!(classify_error(&r("AUTH0007")), PgError::Config { .. }));
+        assert!(matches!(classify_error(&r("ZZZZ9999")), PgError::Unrecognized { .. }));
+        assert!(classify_error(&r("ZZZZ9999")).outcome_unknown(), "an unknown code is never taken as a decline");
+    }
+}

@@ -1,0 +1,358 @@
+//! The StepPay client: self mode (billing charges on a billing idKey, refunds, receipts) and
+//! managed mode (customers, orders, pay URLs, order lookups), webhook parsing and v2 signature
+//! verification. `Secret-Token` on every call, `Secret-Key` on cancel (seeds 000/001).
+
+pub mod transformers;
+pub mod webhook;
+
+use jiff::Timestamp;
+use reqwest::Method;
+use url::Url;
+
+use self::transformers::{
+    BillingRequest, CancelRequest, CancelResponse, CustomerInfo, CustomerRequest, OrderBody, OrderItem, OrderRequest,
+    Partner, PaymentBody, PaymentStatus, Product, classify,
+};
+use super::{
+    ChargeRequest, Charged, FirstPayment, FirstPaymentEvidence, Lookup, PaymentGateway, PaymentState, PgError,
+    RefundRequest, Refunded, transport_error,
+};
+use crate::money::Krw;
+use crate::secret::Secret;
+
+#[derive(Clone, Debug)]
+pub struct SteppayClient {
+    http: reqwest::Client,
+    base: Url,
+    token: Secret,
+}
+
+fn amount(s: Option<&str>, what: &str) -> Result<Krw, PgError> {
+    let s = s.ok_or_else(|| PgError::Unrecognized {
+        code: "missing".into(),
+        message: format!("no {what} in StepPay's answer"),
+    })?;
+    Krw::parse_decimal(s)
+        .map_err(|e| PgError::Unrecognized { code: "amount".into(), message: format!("{what} {s:?}: {e}") })
+}
+
+fn parse_time(s: &str) -> Option<Timestamp> {
+    s.parse::<Timestamp>().ok().or_else(|| s.parse::<jiff::Zoned>().ok().map(|z| z.timestamp())).or_else(|| {
+        // StepPay may send local times without an offset: they are Korean time.
+        s.parse::<jiff::civil::DateTime>()
+            .ok()
+            .and_then(|dt| dt.to_zoned(crate::calendar::seoul()).ok())
+            .map(|z| z.timestamp())
+    })
+}
+
+impl SteppayClient {
+    pub fn new(http: reqwest::Client, base: Url, token: Secret) -> Self {
+        Self { http, base, token }
+    }
+
+    fn url(&self, path: &str) -> Result<Url, PgError> {
+        self.base.join(path).map_err(|e| PgError::Invalid(format!("bad StepPay path {path}: {e}")))
+    }
+
+    /// Sends a request; returns the body of a 2xx answer or the classified error.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        header: &str,
+        body: Option<String>,
+        moves_money: bool,
+    ) -> Result<String, PgError> {
+        let mut req = self.http.request(method, self.url(path)?).header(header, self.token.expose());
+        if let Some(body) = body {
+            req = req.header("content-type", "application/json").body(body);
+        }
+        let resp = req.send().await.map_err(|e| transport_error(&e, moves_money))?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(|e| transport_error(&e, moves_money))?;
+        if (200..300).contains(&status) { Ok(text) } else { Err(classify(status, &text, moves_money)) }
+    }
+
+    fn parse<T: serde::de::DeserializeOwned>(text: &str, moves_money: bool) -> Result<T, PgError> {
+        serde_json::from_str(text).map_err(|e| {
+            let reason = format!("unreadable StepPay answer: {e}");
+            if moves_money {
+                PgError::Unknown { reason }
+            } else {
+                PgError::Unrecognized { code: "body".into(), message: reason }
+            }
+        })
+    }
+
+    /// `POST /api/payment/billing`: charges the billing idKey. Only an explicit `COMPLETE` payment
+    /// with its own idKey is approved (the success body is unconfirmed, PG-FACTS).
+    pub async fn charge_billing(&self, req: &ChargeRequest) -> Result<Charged, PgError> {
+        let charge_id = req.charge_id.to_string();
+        let body = BillingRequest {
+            id_key: &req.billing_key,
+            partner: Partner { partner_order_id: &charge_id, partner_user_id: &req.payer.customer_id },
+            product: Product { item_name: &req.goods, amount: req.amount.won(), quantity: 1 },
+            customer: CustomerInfo {
+                user_name: &req.payer.name,
+                phone: req.payer.phone.as_deref(),
+                email: req.payer.email.as_deref(),
+            },
+        };
+        let body = serde_json::to_string(&body).map_err(|e| PgError::Invalid(e.to_string()))?;
+        let text = self.send(Method::POST, "/api/payment/billing", "Secret-Token", Some(body), true).await?;
+        let p: PaymentBody = Self::parse(&text, true)?;
+        let status = p
+            .payment_status
+            .as_deref()
+            .ok_or_else(|| PgError::Unknown { reason: "no paymentStatus in the billing answer".into() })?;
+        match PaymentStatus::parse(status)? {
+            PaymentStatus::Complete => {}
+            PaymentStatus::Failed => {
+                return Err(PgError::Declined {
+                    hard: false,
+                    code: "FAILED".into(),
+                    message: "StepPay reports the payment FAILED".into(),
+                });
+            }
+            other => return Err(PgError::Unknown { reason: format!("billing answered with status {other:?}") }),
+        }
+        let id_key = p
+            .id_key
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| PgError::Unknown { reason: "COMPLETE without an idKey".into() })?;
+        let charged = amount(p.amount.as_deref(), "amount").unwrap_or(req.amount);
+        if charged != req.amount {
+            return Err(PgError::Unrecognized {
+                code: "amount".into(),
+                message: format!("charged {charged}, asked {}", req.amount),
+            });
+        }
+        let approved_at = p.payment_date.as_deref().and_then(parse_time).unwrap_or_else(Timestamp::now);
+        Ok(Charged { pg_payment_id: id_key, amount: charged, approved_at })
+    }
+
+    /// `POST /api/internal/payment/cancel` with `Secret-Key`.
+    pub async fn cancel(&self, req: &RefundRequest) -> Result<Refunded, PgError> {
+        let body =
+            serde_json::to_string(&CancelRequest { id_key: &req.pg_payment_id, request_price: req.amount.won() })
+                .map_err(|e| PgError::Invalid(e.to_string()))?;
+        let text = self.send(Method::POST, "/api/internal/payment/cancel", "Secret-Key", Some(body), true).await?;
+        let r: CancelResponse = Self::parse(&text, true)?;
+        let inner = r.response.ok_or_else(|| PgError::Unknown { reason: "cancel answer without `response`".into() })?;
+        let cp = inner
+            .cancel_payment
+            .ok_or_else(|| PgError::Unknown { reason: "cancel answer without cancelPayment".into() })?;
+        let canceled = amount(cp.canceled_amount.as_deref(), "canceledAmount")
+            .map_err(|_| PgError::Unknown { reason: "cancel answer without a canceledAmount".into() })?;
+        if let Some(status) = cp.payment_status.as_deref() {
+            match PaymentStatus::parse(status)? {
+                PaymentStatus::Canceled | PaymentStatus::PartialCanceled => {}
+                PaymentStatus::CancelProgress => return Err(PgError::Unknown { reason: "cancel in progress".into() }),
+                PaymentStatus::CanceledFail => {
+                    return Err(PgError::Declined {
+                        hard: false,
+                        code: "CANCELED_FAIL".into(),
+                        message: "StepPay could not cancel".into(),
+                    });
+                }
+                other => {
+                    return Err(PgError::Unrecognized {
+                        code: format!("{other:?}"),
+                        message: "unexpected status after cancel".into(),
+                    });
+                }
+            }
+        }
+        if canceled != req.amount {
+            return Err(PgError::Unrecognized {
+                code: "amount".into(),
+                message: format!("canceled {canceled}, asked {}", req.amount),
+            });
+        }
+        Ok(Refunded { pg_refund_id: cp.tid.or(inner.tid), amount: canceled })
+    }
+
+    /// `GET /api/payment/receipt/{idKey}`.
+    pub async fn receipt(&self, id_key: &str) -> Result<PaymentBody, PgError> {
+        let path = format!("/api/payment/receipt/{}", urlencode(id_key));
+        let text = self.send(Method::GET, &path, "Secret-Token", None, false).await?;
+        Self::parse(&text, false)
+    }
+
+    /// The receipt as a [`PaymentState`]: paid iff `paymentDate` is non-null (seed 002).
+    pub async fn payment_state(&self, id_key: &str) -> Result<PaymentState, PgError> {
+        let p = self.receipt(id_key).await?;
+        let status = PaymentStatus::parse(p.payment_status.as_deref().unwrap_or("STANDBY"))?;
+        let paid = p.payment_date.is_some();
+        let total = if paid { amount(p.amount.as_deref(), "amount")? } else { Krw::ZERO };
+        let refunded =
+            p.canceled_amount.as_deref().map(Krw::parse_decimal).transpose().ok().flatten().unwrap_or(Krw::ZERO);
+        Ok(match status {
+            PaymentStatus::Complete
+            | PaymentStatus::PartialCanceled
+            | PaymentStatus::CancelProgress
+            | PaymentStatus::CanceledFail
+                if paid =>
+            {
+                PaymentState::Paid {
+                    pg_payment_id: id_key.to_string(),
+                    amount: total,
+                    refunded,
+                    paid_at: p.payment_date.as_deref().and_then(parse_time),
+                }
+            }
+            PaymentStatus::Canceled if paid => {
+                PaymentState::Refunded { pg_payment_id: id_key.to_string(), amount: total }
+            }
+            PaymentStatus::Failed | PaymentStatus::UserCanceled | PaymentStatus::Canceled => {
+                PaymentState::Failed { code: format!("{status:?}"), message: "StepPay payment not paid".into() }
+            }
+            PaymentStatus::Standby | PaymentStatus::VirtualBankStandby | PaymentStatus::CmsStandby => {
+                PaymentState::Pending
+            }
+            other => PaymentState::Failed { code: format!("{other:?}"), message: "no paymentDate".into() },
+        })
+    }
+
+    /// `POST /api/v1/customers` (managed mode needs the customer first).
+    pub async fn create_customer(
+        &self,
+        code: &str,
+        name: &str,
+        email: &str,
+        phone: Option<&str>,
+    ) -> Result<serde_json::Value, PgError> {
+        let body = CustomerRequest {
+            name,
+            email,
+            phone,
+            code,
+            marketing_sms: false,
+            marketing_email: false,
+            marketing_kakao: false,
+            attributes: serde_json::json!({}),
+        };
+        let body = serde_json::to_string(&body).map_err(|e| PgError::Invalid(e.to_string()))?;
+        let text = self.send(Method::POST, "/api/v1/customers", "Secret-Token", Some(body), false).await?;
+        Self::parse(&text, false)
+    }
+
+    /// `POST /api/v1/orders` for a StepPay product price plan.
+    pub async fn create_order(
+        &self,
+        customer_code: &str,
+        product_code: &str,
+        price_code: &str,
+    ) -> Result<OrderBody, PgError> {
+        let body = OrderRequest {
+            customer_code,
+            items: vec![OrderItem { product_code, price_code, currency: "KRW", minimum_quantity: 1 }],
+        };
+        let body = serde_json::to_string(&body).map_err(|e| PgError::Invalid(e.to_string()))?;
+        let text = self.send(Method::POST, "/api/v1/orders", "Secret-Token", Some(body), false).await?;
+        Self::parse(&text, false)
+    }
+
+    /// `GET /api/v1/orders/{orderIdOrCode}`.
+    pub async fn order(&self, id_or_code: &str) -> Result<OrderBody, PgError> {
+        let path = format!("/api/v1/orders/{}", urlencode(id_or_code));
+        let text = self.send(Method::GET, &path, "Secret-Token", None, false).await?;
+        Self::parse(&text, false)
+    }
+
+    /// The customer-facing pay page: `/api/public/orders/{orderCode}/pay?successUrl&errorUrl`.
+    pub fn pay_url(&self, order_code: &str, success_url: &str, error_url: &str) -> Result<Url, PgError> {
+        let mut url = self.url(&format!("/api/public/orders/{}/pay", urlencode(order_code)))?;
+        url.query_pairs_mut().append_pair("successUrl", success_url).append_pair("errorUrl", error_url);
+        Ok(url)
+    }
+
+    /// Verifies a managed first payment by order lookup: `paymentDate` non-null and the paid
+    /// amount equal to what the checkout expects.
+    pub async fn verify_order(&self, order_code: &str, expected: Krw) -> Result<FirstPayment, PgError> {
+        let o = self.order(order_code).await?;
+        if o.payment_date.is_none() {
+            let why = o.payment.and_then(|p| p.error_message).unwrap_or_else(|| "order not paid".into());
+            return Err(PgError::VerificationFailed(why));
+        }
+        let paid = amount(o.paid_amount.as_deref(), "paidAmount")?;
+        if paid != expected {
+            return Err(PgError::VerificationFailed(format!("order paid {paid}, checkout expects {expected}")));
+        }
+        let id_key = o.id_key.clone().ok_or_else(|| PgError::Unrecognized {
+            code: "idKey".into(),
+            message: "paid order without idKey".into(),
+        })?;
+        let subscription = o.subscriptions.first().map(|v| match v {
+            serde_json::Value::Object(m) => m.get("id").map(|id| id.to_string()).unwrap_or_default(),
+            other => other.to_string().trim_matches('"').to_string(),
+        });
+        Ok(FirstPayment {
+            charged: Some(Charged {
+                pg_payment_id: id_key,
+                amount: paid,
+                approved_at: o.payment_date.as_deref().and_then(parse_time).unwrap_or_else(Timestamp::now),
+            }),
+            billing_key: subscription,
+        })
+    }
+
+    /// Verifies a self first payment by receipt: paid, `COMPLETE`, the expected amount. A
+    /// `*_BILL` payment's idKey is the billing key (seed 001).
+    pub async fn verify_payment(&self, id_key: &str, expected: Krw) -> Result<FirstPayment, PgError> {
+        let p = self.receipt(id_key).await?;
+        let status = PaymentStatus::parse(p.payment_status.as_deref().unwrap_or("STANDBY"))?;
+        if p.payment_date.is_none() || status != PaymentStatus::Complete {
+            return Err(PgError::VerificationFailed(format!("payment {status:?}, not paid")));
+        }
+        let paid = amount(p.amount.as_deref(), "amount")?;
+        if paid != expected {
+            return Err(PgError::VerificationFailed(format!("paid {paid}, checkout expects {expected}")));
+        }
+        let billing = p.payment_method.as_deref().is_some_and(|m| m.ends_with("_BILL"));
+        Ok(FirstPayment {
+            charged: Some(Charged {
+                pg_payment_id: id_key.to_string(),
+                amount: paid,
+                approved_at: p.payment_date.as_deref().and_then(parse_time).unwrap_or_else(Timestamp::now),
+            }),
+            billing_key: billing.then(|| id_key.to_string()),
+        })
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+impl PaymentGateway for SteppayClient {
+    async fn charge(&self, req: &ChargeRequest) -> Result<Charged, PgError> {
+        self.charge_billing(req).await
+    }
+
+    async fn refund(&self, req: &RefundRequest) -> Result<Refunded, PgError> {
+        self.cancel(req).await
+    }
+
+    async fn lookup(&self, q: &Lookup) -> Result<PaymentState, PgError> {
+        match q {
+            Lookup::PgPayment { pg_payment_id, .. } => self.payment_state(pg_payment_id).await,
+            // StepPay publishes no lookup by partnerOrderId: unknown charges resolve by webhook
+            // (PAYMENT carries the idKey) or by the idKey a repeated charge names.
+            Lookup::Charge { .. } => Err(PgError::Unsupported("StepPay lookup by partnerOrderId")),
+        }
+    }
+
+    async fn verify_first_payment(
+        &self,
+        evidence: &FirstPaymentEvidence,
+        expected: Krw,
+    ) -> Result<FirstPayment, PgError> {
+        match evidence {
+            FirstPaymentEvidence::SteppayOrder { order_code } => self.verify_order(order_code, expected).await,
+            FirstPaymentEvidence::SteppayPayment { id_key } => self.verify_payment(id_key, expected).await,
+            FirstPaymentEvidence::PaypleResult(_) => Err(PgError::Invalid("Payple evidence sent to StepPay".into())),
+        }
+    }
+}

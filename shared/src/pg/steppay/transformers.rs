@@ -1,0 +1,401 @@
+//! StepPay wire types, named as in StepPay's guides (seeds 000–002) and public OpenAPI specs, and
+//! their mapping onto our types. Unknown statuses and codes are typed errors, never a default arm.
+//!
+//! Error code table (`errorCode` of a 4xx body) → our class:
+//!
+//! | errorCode | class | source |
+//! |---|---|---|
+//! | `PAYMENT_DECLINED` | `Declined { hard: false }` | unconfirmed (sandbox) |
+//! | `BILLING_KEY_INVALID`, `BILLING_KEY_NOT_FOUND`, `CARD_INVALID` | `Declined { hard: true }` | unconfirmed (sandbox) |
+//! | `CANCEL_FAILED` | `Declined { hard: false }` | unconfirmed (sandbox) |
+//! | `CANCEL_AMOUNT_EXCEEDED` | `Declined { hard: true }` | unconfirmed (sandbox) |
+//! | `DUPLICATE_PARTNER_ORDER_ID` | `AlreadyProcessed` (with `details.idKey`) | unconfirmed (sandbox) |
+//! | `PAYMENT_NOT_FOUND`, `ORDER_NOT_FOUND`, `SUBSCRIPTION_NOT_FOUND` | `NotFound` | unconfirmed (sandbox) |
+//! | `INVALID_REQUEST`, `CUSTOMER_NOT_FOUND`, `PRICE_NOT_FOUND` | `Invalid` | unconfirmed (sandbox) |
+//! | HTTP 401/403 | `Config` | StepPay auth guide |
+//! | HTTP 5xx, unreadable body after sending | `Unknown` (money) / `Transient` (reads) | — |
+//! | anything else | `Unrecognized` | — |
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::pg::{PgError, de_opt_string};
+
+/// `POST /api/payment/billing` (seeds 000/001).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BillingRequest<'a> {
+    pub id_key: &'a str,
+    pub partner: Partner<'a>,
+    pub product: Product<'a>,
+    pub customer: CustomerInfo<'a>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Partner<'a> {
+    pub partner_order_id: &'a str,
+    pub partner_user_id: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Product<'a> {
+    pub item_name: &'a str,
+    pub amount: i64,
+    pub quantity: i64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomerInfo<'a> {
+    pub user_name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<&'a str>,
+}
+
+/// A payment as the billing call and the receipt return it (documented: `paymentDate`,
+/// `paymentStatus`; the rest is read defensively).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentBody {
+    #[serde(default)]
+    pub id_key: Option<String>,
+    #[serde(default)]
+    pub payment_status: Option<String>,
+    #[serde(default)]
+    pub payment_date: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub amount: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub canceled_amount: Option<String>,
+    #[serde(default)]
+    pub payment_method: Option<String>,
+}
+
+/// `POST /api/internal/payment/cancel` (seed 000/001, `Secret-Key`).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelRequest<'a> {
+    pub id_key: &'a str,
+    pub request_price: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelResponse {
+    #[serde(default)]
+    pub result: Option<String>,
+    #[serde(default)]
+    pub response: Option<CancelInner>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelInner {
+    #[serde(default)]
+    pub tid: Option<String>,
+    #[serde(default)]
+    pub cancel_payment: Option<CancelPayment>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelPayment {
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub canceled_amount: Option<String>,
+    #[serde(default)]
+    pub tid: Option<String>,
+    #[serde(default)]
+    pub payment_status: Option<String>,
+}
+
+/// StepPay's error body: `{traceId, errorCode, errorMessage, details}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    #[serde(default)]
+    pub trace_id: Option<String>,
+    pub error_code: String,
+    #[serde(default)]
+    pub error_message: Option<String>,
+    #[serde(default)]
+    pub details: Value,
+}
+
+/// `POST /api/v1/orders`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderRequest<'a> {
+    pub customer_code: &'a str,
+    pub items: Vec<OrderItem<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderItem<'a> {
+    pub product_code: &'a str,
+    pub price_code: &'a str,
+    pub currency: &'a str,
+    pub minimum_quantity: i64,
+}
+
+/// `POST /api/v1/customers`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomerRequest<'a> {
+    pub name: &'a str,
+    pub email: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone: Option<&'a str>,
+    pub code: &'a str,
+    pub marketing_sms: bool,
+    pub marketing_email: bool,
+    pub marketing_kakao: bool,
+    pub attributes: Value,
+}
+
+/// An order (`POST /api/v1/orders` 201, `GET /api/v1/orders/{idOrCode}`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderBody {
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub order_id: Option<String>,
+    pub order_code: String,
+    #[serde(default, rename = "type")]
+    pub order_type: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub paid_amount: Option<String>,
+    #[serde(default)]
+    pub payment_date: Option<String>,
+    #[serde(default)]
+    pub id_key: Option<String>,
+    #[serde(default)]
+    pub subscriptions: Vec<Value>,
+    #[serde(default)]
+    pub parent_subscription: Option<Value>,
+    #[serde(default)]
+    pub payment: Option<OrderPayment>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderPayment {
+    #[serde(default)]
+    pub payment_method: Option<String>,
+    #[serde(default)]
+    pub error_code: Option<String>,
+    #[serde(default)]
+    pub error_message: Option<String>,
+}
+
+/// Payment statuses (DESIGN §11), exhaustive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PaymentStatus {
+    Standby,
+    Complete,
+    Canceled,
+    PartialCanceled,
+    UserCanceled,
+    CanceledFail,
+    CancelProgress,
+    Failed,
+    VirtualBankStandby,
+    CmsStandby,
+}
+
+impl PaymentStatus {
+    pub fn parse(s: &str) -> Result<Self, PgError> {
+        Ok(match s {
+            "STANDBY" => Self::Standby,
+            "COMPLETE" => Self::Complete,
+            "CANCELED" => Self::Canceled,
+            "PARTIAL_CANCELED" => Self::PartialCanceled,
+            "USER_CANCELED" => Self::UserCanceled,
+            "CANCELED_FAIL" => Self::CanceledFail,
+            "CANCEL_PROGRESS" => Self::CancelProgress,
+            "FAILED" => Self::Failed,
+            "VIRTUAL_BANK_STANDBY" => Self::VirtualBankStandby,
+            "CMS_STANDBY" => Self::CmsStandby,
+            other => {
+                return Err(PgError::Unrecognized {
+                    code: other.to_string(),
+                    message: "unknown StepPay payment status".into(),
+                });
+            }
+        })
+    }
+}
+
+/// Self webhook types (seed 000/001).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WebhookType {
+    Payment,
+    Vbank,
+    Canceled,
+    UserCanceled,
+    Failed,
+    Cms,
+    /// Deprecated: a 0원 payment; becoming `PAYMENT`.
+    Billkey,
+}
+
+impl WebhookType {
+    pub fn parse(s: &str) -> Result<Self, PgError> {
+        Ok(match s {
+            "PAYMENT" => Self::Payment,
+            "VBANK" => Self::Vbank,
+            "CANCELED" => Self::Canceled,
+            "USER_CANCELED" => Self::UserCanceled,
+            "FAILED" => Self::Failed,
+            "CMS" => Self::Cms,
+            "BILLKEY" => Self::Billkey,
+            other => {
+                return Err(PgError::Unrecognized { code: other.to_string(), message: "unknown webHookType".into() });
+            }
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Payment => "PAYMENT",
+            Self::Vbank => "VBANK",
+            Self::Canceled => "CANCELED",
+            Self::UserCanceled => "USER_CANCELED",
+            Self::Failed => "FAILED",
+            Self::Cms => "CMS",
+            Self::Billkey => "BILLKEY",
+        }
+    }
+}
+
+/// The raw self webhook body `{webHookType, orderId, idKey}` (JSON or form).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SelfWebhookBody {
+    pub web_hook_type: String,
+    #[serde(deserialize_with = "de_opt_string")]
+    pub order_id: Option<String>,
+    pub id_key: String,
+}
+
+/// The v2 order/subscription webhook `{timestamp, version, event, data}`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct V2WebhookBody {
+    #[serde(deserialize_with = "de_opt_string")]
+    pub timestamp: Option<String>,
+    #[serde(default)]
+    pub version: Option<String>,
+    pub event: String,
+    #[serde(default)]
+    pub data: Value,
+}
+
+/// Maps an error answer. `moves_money`: the call could have charged or refunded.
+pub fn classify(status: u16, body: &str, moves_money: bool) -> PgError {
+    let parsed: Option<ErrorBody> = serde_json::from_str(body).ok();
+    if status == 401 || status == 403 {
+        let code = parsed.as_ref().map(|b| b.error_code.clone()).unwrap_or_else(|| status.to_string());
+        return PgError::Config { code, message: "StepPay refused the credentials (Secret-Token / Secret-Key)".into() };
+    }
+    if status >= 500 {
+        let reason = format!("StepPay answered {status}");
+        return if moves_money { PgError::Unknown { reason } } else { PgError::Transient { reason } };
+    }
+    let Some(b) = parsed else {
+        return if moves_money {
+            PgError::Unknown { reason: format!("StepPay answered {status} with an unreadable body") }
+        } else if status == 404 {
+            PgError::NotFound
+        } else {
+            PgError::Unrecognized { code: status.to_string(), message: "unreadable StepPay error body".into() }
+        };
+    };
+    let message = b.error_message.clone().unwrap_or_default();
+    let declined = |hard| PgError::Declined { hard, code: b.error_code.clone(), message: message.clone() };
+    match b.error_code.as_str() {
+        "PAYMENT_DECLINED" | "CANCEL_FAILED" => declined(false),
+        "BILLING_KEY_INVALID" | "BILLING_KEY_NOT_FOUND" | "CARD_INVALID" | "CANCEL_AMOUNT_EXCEEDED" => declined(true),
+        "DUPLICATE_PARTNER_ORDER_ID" => PgError::AlreadyProcessed {
+            pg_payment_id: b.details.get("idKey").and_then(Value::as_str).map(str::to_string),
+        },
+        "PAYMENT_NOT_FOUND" | "ORDER_NOT_FOUND" | "SUBSCRIPTION_NOT_FOUND" => PgError::NotFound,
+        "INVALID_REQUEST" | "CUSTOMER_NOT_FOUND" | "PRICE_NOT_FOUND" => {
+            PgError::Invalid(format!("{}: {message}", b.error_code))
+        }
+        other => PgError::Unrecognized { code: other.to_string(), message },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(v: &Value, prefix: &str, out: &mut Vec<String>) {
+        if let Value::Object(m) = v {
+            for (k, v) in m {
+                let path = format!("{prefix}/{k}");
+                out.push(path.clone());
+                keys(v, &path, out);
+            }
+        }
+    }
+
+    #[test]
+    fn billing_request_has_the_seed_shape() {
+        // Seed 000's request body, placeholders replaced by values.
+        let seed: Value = serde_json::from_str(
+            r#"{"idKey": "k", "partner": {"partnerOrderId": "o", "partnerUserId": "u"},
+                "product": {"itemName": "n", "amount": 1, "quantity": 1},
+                "customer": {"userName": "n", "phone": "p", "email": "e"}}"#,
+        )
+        .unwrap();
+        let ours = serde_json::to_value(BillingRequest {
+            id_key: "k",
+            partner: Partner { partner_order_id: "o", partner_user_id: "u" },
+            product: Product { item_name: "n", amount: 1, quantity: 1 },
+            customer: CustomerInfo { user_name: "n", phone: Some("p"), email: Some("e") },
+        })
+        .unwrap();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        keys(&seed, "", &mut a);
+        keys(&ours, "", &mut b);
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+        let cancel = serde_json::to_value(CancelRequest { id_key: "k", request_price: 1000 }).unwrap();
+        assert_eq!(cancel, serde_json::json!({"idKey": "k", "requestPrice": 1000}));
+    }
+
+    #[test]
+    fn statuses_and_error_codes_map_exhaustively() {
+        for s in [
+            "STANDBY",
+            "COMPLETE",
+            "CANCELED",
+            "PARTIAL_CANCELED",
+            "USER_CANCELED",
+            "CANCELED_FAIL",
+            "CANCEL_PROGRESS",
+            "FAILED",
+            "VIRTUAL_BANK_STANDBY",
+            "CMS_STANDBY",
+        ] {
+            assert!(PaymentStatus::parse(s).is_ok(), "{s}");
+        }
+        assert!(matches!(PaymentStatus::parse("PAID"), Err(PgError::Unrecognized { .. })));
+        let err = |code: &str| format!(r#"{{"traceId":"t","errorCode":"{code}","errorMessage":"m","details":null}}"#);
+        assert!(matches!(classify(400, &err("PAYMENT_DECLINED"), true), PgError::Declined { hard: false, .. }));
+        assert!(matches!(classify(400, &err("BILLING_KEY_INVALID"), true), PgError::Declined { hard: true, .. }));
+        assert!(matches!(classify(400, &err("SOMETHING_NEW"), true), PgError::Unrecognized { .. }));
+        assert!(matches!(classify(401, "", true), PgError::Config { .. }));
+        assert!(matches!(classify(502, "<html>", true), PgError::Unknown { .. }));
+        assert!(matches!(classify(502, "<html>", false), PgError::Transient { .. }));
+        assert!(
+            matches!(classify(400, "not json", true), PgError::Unknown { .. }),
+            "unreadable after sending a charge"
+        );
+    }
+}

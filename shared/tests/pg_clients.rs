@@ -1,0 +1,430 @@
+//! The StepPay and Payple clients against the PG sandbox over real HTTP: every call and every
+//! fault class (decline soft/hard, timeout after charge → Unknown then resolved by lookup,
+//! duplicate charge id → AlreadyProcessed, 5xx, connection refused, bad credentials).
+
+use std::time::Duration;
+
+use paycycle::domain::attempt::{ChargeId, SubscriptionId};
+use paycycle::money::Krw;
+use paycycle::pg::payple::{PaypleClient, WindowWork};
+use paycycle::pg::steppay::SteppayClient;
+use paycycle::pg::{
+    ChargeRequest, FirstPaymentEvidence, Lookup, Payer, PaymentGateway, PaymentState, PgError, RefundRequest, Timeouts,
+    http_client,
+};
+use paycycle::secret::Secret;
+use pg_sandbox::Sandbox;
+use serde_json::{Value, json};
+use url::Url;
+
+struct Env {
+    sandbox: Sandbox,
+    http: reqwest::Client,
+    steppay: SteppayClient,
+    payple: PaypleClient,
+}
+
+async fn env() -> Env {
+    let sandbox = Sandbox::start(0).await.unwrap();
+    let base = Url::parse(&sandbox.base_url()).unwrap();
+    let pg_http = http_client(Timeouts { connect: Duration::from_secs(1), total: Duration::from_millis(1500) });
+    let steppay = SteppayClient::new(pg_http.clone(), base.clone(), Secret::new("local-steppay-secret-token"));
+    let payple = PaypleClient::new(
+        pg_http,
+        base,
+        &Url::parse("https://shop.example.com").unwrap(),
+        Secret::new("test"),
+        Secret::new("abcd1234567890"),
+        Secret::new("local-payple-refund-key"),
+    );
+    Env { sandbox, http: reqwest::Client::new(), steppay, payple }
+}
+
+impl Env {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.sandbox.base_url())
+    }
+
+    async fn admin(&self, path: &str, body: Value) {
+        let r = self.http.post(self.url(path)).json(&body).send().await.unwrap();
+        assert!(r.status().is_success(), "{path}");
+    }
+
+    async fn ledger(&self) -> Value {
+        self.http.get(self.url("/__admin/ledger")).send().await.unwrap().json().await.unwrap()
+    }
+
+    async fn next(&self, operation: &str, fault: Value) {
+        self.admin("/__admin/scenarios", json!({"operation": operation, "count": 1, "fault": fault})).await;
+    }
+
+    async fn steppay_billing_key(&self) -> String {
+        let v: Value = self
+            .http
+            .post(self.url("/__sandbox/steppay/sdk/pay"))
+            .json(&json!({"amount": 1000, "method": "CARD_BILL"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["idKey"].as_str().unwrap().to_string()
+    }
+
+    async fn window(&self, work: WindowWork, oid: &str, total: Option<i64>) -> serde_json::Map<String, Value> {
+        let params = self
+            .payple
+            .window_params(
+                work,
+                oid,
+                "Pro 월간",
+                total.map(krw),
+                &payer(),
+                "https://shop.example.com/payple/result",
+                "sub_w1",
+            )
+            .await
+            .unwrap();
+        let v: Value = self
+            .http
+            .post(self.url("/__sandbox/payple/window?format=json"))
+            .json(&params)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v.as_object().unwrap().clone()
+    }
+}
+
+fn krw(n: i64) -> Krw {
+    Krw::new(n).unwrap()
+}
+
+fn payer() -> Payer {
+    Payer {
+        customer_id: "cus_1".into(),
+        name: "홍길동".into(),
+        phone: Some("01012345678".into()),
+        email: Some("hong@example.com".into()),
+        payer_no: Some("1".into()),
+    }
+}
+
+fn charge(billing_key: &str, period: u32, amount: i64) -> ChargeRequest {
+    ChargeRequest {
+        billing_key: billing_key.into(),
+        charge_id: ChargeId::new(SubscriptionId::parse("sub_c1").unwrap(), period, 1).unwrap(),
+        amount: krw(amount),
+        goods: "Pro 월간".into(),
+        payer: payer(),
+    }
+}
+
+// ---------------- StepPay ----------------
+
+#[tokio::test]
+async fn steppay_charge_receipt_and_refunds() {
+    let e = env().await;
+    let key = e.steppay_billing_key().await;
+    let c = e.steppay.charge(&charge(&key, 1, 9_900)).await.unwrap();
+    assert_eq!(c.amount, krw(9_900));
+    assert_eq!(c.pg_payment_id.len(), 29);
+    let ledger = e.ledger().await;
+    let entry =
+        ledger["charges"].as_array().unwrap().iter().find(|x| x["id"] == c.pg_payment_id.as_str()).unwrap().clone();
+    assert_eq!(entry["partner_order_id"], "sub_c1-p1-a1", "the charge id is StepPay's partnerOrderId");
+
+    let state = e
+        .steppay
+        .lookup(&Lookup::PgPayment { pg_payment_id: c.pg_payment_id.clone(), request_date_kst: None })
+        .await
+        .unwrap();
+    assert!(matches!(state, PaymentState::Paid { amount, .. } if amount == krw(9_900)));
+
+    let refund = |amount: i64| RefundRequest {
+        pg_payment_id: c.pg_payment_id.clone(),
+        amount: krw(amount),
+        pay_date_kst: String::new(),
+        refund_id: "ref_1".into(),
+    };
+    let r = e.steppay.refund(&refund(4_000)).await.unwrap();
+    assert_eq!(r.amount, krw(4_000));
+    assert!(r.pg_refund_id.is_some());
+    assert!(
+        matches!(e.steppay.refund(&refund(6_000)).await, Err(PgError::Declined { hard: true, .. })),
+        "more than remains"
+    );
+    e.steppay.refund(&refund(5_900)).await.unwrap();
+    let state = e
+        .steppay
+        .lookup(&Lookup::PgPayment { pg_payment_id: c.pg_payment_id.clone(), request_date_kst: None })
+        .await
+        .unwrap();
+    assert!(matches!(state, PaymentState::Refunded { .. }), "{state:?}");
+    assert_eq!(e.ledger().await["totals"]["refunded"], 9_900);
+
+    assert_eq!(
+        e.steppay
+            .lookup(&Lookup::Charge { charge_id: charge(&key, 1, 1).charge_id, request_date_kst: "20270101".into() })
+            .await,
+        Err(PgError::Unsupported("StepPay lookup by partnerOrderId"))
+    );
+    assert_eq!(
+        e.steppay.lookup(&Lookup::PgPayment { pg_payment_id: "nope".into(), request_date_kst: None }).await,
+        Err(PgError::NotFound)
+    );
+}
+
+#[tokio::test]
+async fn steppay_fault_classes() {
+    let e = env().await;
+    let key = e.steppay_billing_key().await;
+    e.next("charge", json!({"kind": "decline", "hard": false})).await;
+    assert!(matches!(e.steppay.charge(&charge(&key, 1, 100)).await, Err(PgError::Declined { hard: false, .. })));
+    e.next("charge", json!({"kind": "decline", "hard": true})).await;
+    assert!(matches!(e.steppay.charge(&charge(&key, 2, 100)).await, Err(PgError::Declined { hard: true, .. })));
+    assert!(matches!(
+        e.steppay.charge(&charge("1600000000000unknownkey000000", 3, 100)).await,
+        Err(PgError::Declined { hard: true, .. })
+    ));
+    e.next("charge", json!({"kind": "server_error"})).await;
+    let err = e.steppay.charge(&charge(&key, 4, 100)).await.unwrap_err();
+    assert!(matches!(err, PgError::Unknown { .. }) && err.outcome_unknown(), "a 5xx on a charge is unknown: {err:?}");
+
+    // Timeout after charge → Unknown; the same charge id again → AlreadyProcessed naming the
+    // payment; its receipt says it was paid. Nothing was charged twice.
+    e.admin("/__admin/config", json!({"timeout_after_charge_ms": 4000})).await;
+    e.next("charge", json!({"kind": "timeout_after_charge"})).await;
+    let err = e.steppay.charge(&charge(&key, 5, 100)).await.unwrap_err();
+    assert!(matches!(err, PgError::Unknown { .. }), "{err:?}");
+    let again = e.steppay.charge(&charge(&key, 5, 100)).await.unwrap_err();
+    let PgError::AlreadyProcessed { pg_payment_id: Some(id) } = again else { panic!("{again:?}") };
+    let state = e.steppay.lookup(&Lookup::PgPayment { pg_payment_id: id, request_date_kst: None }).await.unwrap();
+    assert!(matches!(state, PaymentState::Paid { .. }));
+    let ledger = e.ledger().await;
+    assert_eq!(
+        ledger["charges"].as_array().unwrap().iter().filter(|c| c["partner_order_id"] == "sub_c1-p5-a1").count(),
+        1
+    );
+
+    // Wrong token → Config; nothing listening → Transient (not sent).
+    let bad = SteppayClient::new(
+        http_client(Timeouts::default()),
+        Url::parse(&e.sandbox.base_url()).unwrap(),
+        Secret::new("wrong"),
+    );
+    assert!(matches!(bad.charge(&charge(&key, 6, 100)).await, Err(PgError::Config { .. })));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let nowhere = SteppayClient::new(
+        http_client(Timeouts::default()),
+        Url::parse(&format!("http://127.0.0.1:{port}")).unwrap(),
+        Secret::new("t"),
+    );
+    let err = nowhere.charge(&charge(&key, 7, 100)).await.unwrap_err();
+    assert!(err.retryable(), "{err:?}");
+
+    e.next("refund", json!({"kind": "server_error"})).await;
+    let paid = e.steppay.charge(&charge(&key, 8, 1000)).await.unwrap();
+    let r = RefundRequest {
+        pg_payment_id: paid.pg_payment_id,
+        amount: krw(100),
+        pay_date_kst: String::new(),
+        refund_id: "r".into(),
+    };
+    assert!(e.steppay.refund(&r).await.unwrap_err().outcome_unknown());
+    e.next("refund", json!({"kind": "decline", "hard": false})).await;
+    assert!(matches!(e.steppay.refund(&r).await, Err(PgError::Declined { hard: false, .. })));
+    assert!(!format!("{:?}", e.steppay).contains("local-steppay-secret-token"), "secrets never in Debug");
+}
+
+#[tokio::test]
+async fn steppay_managed_and_self_first_payments_verify_by_lookup() {
+    let e = env().await;
+    e.admin(
+        "/__admin/steppay/prices",
+        json!({"product_code": "p", "price_code": "m", "product_name": "Pro", "amount": 19900, "interval": "MONTH"}),
+    )
+    .await;
+    e.steppay.create_customer("cus_1", "홍길동", "hong@example.com", Some("01012345678")).await.unwrap();
+    let order = e.steppay.create_order("cus_1", "p", "m").await.unwrap();
+    assert!(order.order_code.starts_with("order_"));
+    let unpaid = e.steppay.verify_order(&order.order_code, krw(19_900)).await;
+    assert!(matches!(unpaid, Err(PgError::VerificationFailed(_))), "not paid yet");
+
+    let pay =
+        e.steppay.pay_url(&order.order_code, "https://shop.example.com/ok", "https://shop.example.com/err").unwrap();
+    let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = no_redirect.get(pay).send().await.unwrap();
+    assert!(r.headers()["location"].to_str().unwrap().ends_with("status=success"));
+
+    let evidence = FirstPaymentEvidence::SteppayOrder { order_code: order.order_code.clone() };
+    let verify = |expected: i64| e.steppay.verify_first_payment(&evidence, krw(expected));
+    let first = verify(19_900).await.unwrap();
+    assert_eq!(first.charged.as_ref().unwrap().amount, krw(19_900));
+    assert!(first.billing_key.is_some(), "StepPay's subscription id for a managed subscription");
+    assert!(matches!(verify(100).await, Err(PgError::VerificationFailed(_))), "amount must match the checkout");
+
+    let key = e.steppay_billing_key().await;
+    let first = e
+        .steppay
+        .verify_first_payment(&FirstPaymentEvidence::SteppayPayment { id_key: key.clone() }, krw(1000))
+        .await
+        .unwrap();
+    assert_eq!(first.billing_key.as_deref(), Some(key.as_str()), "a CARD_BILL payment's idKey is the billing key");
+    assert!(matches!(
+        e.steppay
+            .verify_first_payment(&FirstPaymentEvidence::SteppayPayment { id_key: "nope".into() }, krw(1000))
+            .await,
+        Err(PgError::NotFound)
+    ));
+}
+
+// ---------------- Payple ----------------
+
+#[tokio::test]
+async fn payple_window_auth_pay_and_cert_verify_with_payple() {
+    let e = env().await;
+    let auth = e.window(WindowWork::Auth, "sub_w1-p0-a1", None).await;
+    let first =
+        e.payple.verify_first_payment(&FirstPaymentEvidence::PaypleResult(auth.clone()), krw(9_900)).await.unwrap();
+    assert!(first.charged.is_none(), "AUTH registers without paying");
+    assert_eq!(first.billing_key.as_deref(), auth["PCD_PAYER_ID"].as_str());
+
+    let pay = e.window(WindowWork::Pay, "sub_w2-p0-a1", Some(9_900)).await;
+    let first =
+        e.payple.verify_first_payment(&FirstPaymentEvidence::PaypleResult(pay.clone()), krw(9_900)).await.unwrap();
+    assert_eq!(first.charged.unwrap().pg_payment_id, "sub_w2-p0-a1");
+    // Tampered: the browser claims a different total than the checkout asked.
+    let mut tampered = pay.clone();
+    tampered.insert("PCD_PAY_TOTAL".into(), json!("100"));
+    assert!(matches!(
+        e.payple.verify_first_payment(&FirstPaymentEvidence::PaypleResult(tampered), krw(9_900)).await,
+        Err(PgError::VerificationFailed(_))
+    ));
+    // Forged: a success the PG never produced (unknown OID) fails the lookup.
+    let mut forged = pay.clone();
+    forged.insert("PCD_PAY_OID".into(), json!("sub_forged-p0-a1"));
+    assert!(e.payple.verify_first_payment(&FirstPaymentEvidence::PaypleResult(forged), krw(9_900)).await.is_err());
+
+    let cert = e.window(WindowWork::Cert, "sub_w3-p0-a1", Some(5_000)).await;
+    assert_eq!(e.ledger().await["totals"]["charges"], 1, "CERT is not charged before the confirm");
+    let first =
+        e.payple.verify_first_payment(&FirstPaymentEvidence::PaypleResult(cert.clone()), krw(5_000)).await.unwrap();
+    assert_eq!(first.charged.unwrap().amount, krw(5_000));
+    assert_eq!(e.ledger().await["totals"]["charges"], 2);
+    // A CERT result pointing the confirm elsewhere is refused before any call.
+    let mut evil = cert.clone();
+    evil.insert("PCD_PAY_COFURL".into(), json!("https://evil.example.com/confirm"));
+    assert!(matches!(
+        e.payple.verify_first_payment(&FirstPaymentEvidence::PaypleResult(evil), krw(5_000)).await,
+        Err(PgError::VerificationFailed(_))
+    ));
+
+    let mut closed = serde_json::Map::new();
+    closed.insert("PCD_PAY_RST".into(), json!("close"));
+    assert!(matches!(
+        e.payple.verify_first_payment(&FirstPaymentEvidence::PaypleResult(closed), krw(5_000)).await,
+        Err(PgError::VerificationFailed(_))
+    ));
+}
+
+#[tokio::test]
+async fn payple_repay_lookup_refund_and_delete() {
+    let e = env().await;
+    let auth = e.window(WindowWork::Auth, "reg-1", None).await;
+    let key = auth["PCD_PAYER_ID"].as_str().unwrap().to_string();
+    let c = e.payple.charge(&charge(&key, 1, 10_000)).await.unwrap();
+    assert_eq!(c.pg_payment_id, "sub_c1-p1-a1", "the charge id is the OID");
+    let date = paycycle::calendar::kst_yyyymmdd(c.approved_at);
+    let state = e
+        .payple
+        .lookup(&Lookup::Charge { charge_id: charge(&key, 1, 1).charge_id, request_date_kst: date.clone() })
+        .await
+        .unwrap();
+    assert!(matches!(state, PaymentState::Paid { amount, .. } if amount == krw(10_000)));
+    let missing = e
+        .payple
+        .lookup(&Lookup::Charge { charge_id: charge(&key, 9, 1).charge_id, request_date_kst: date.clone() })
+        .await;
+    assert_eq!(missing, Err(PgError::NotFound));
+
+    let refund = |amount: i64| RefundRequest {
+        pg_payment_id: c.pg_payment_id.clone(),
+        amount: krw(amount),
+        pay_date_kst: date.clone(),
+        refund_id: "r".into(),
+    };
+    assert_eq!(e.payple.refund(&refund(3_000)).await.unwrap().amount, krw(3_000));
+    assert!(matches!(e.payple.refund(&refund(7_001)).await, Err(PgError::Declined { hard: true, .. })));
+    e.admin("/__admin/config", json!({"payple_partial_refunds": false})).await;
+    assert!(
+        matches!(e.payple.refund(&refund(1_000)).await, Err(PgError::Declined { hard: true, .. })),
+        "test account: no partial cancel"
+    );
+    e.admin("/__admin/config", json!({"payple_partial_refunds": true})).await;
+    e.payple.refund(&refund(7_000)).await.unwrap();
+    assert!(matches!(
+        e.payple
+            .lookup(&Lookup::Charge { charge_id: charge(&key, 1, 1).charge_id, request_date_kst: date.clone() })
+            .await,
+        Ok(PaymentState::Refunded { .. })
+    ));
+
+    e.payple.delete_billing_key(&key, Some("1")).await.unwrap();
+    assert!(matches!(e.payple.charge(&charge(&key, 2, 100)).await, Err(PgError::Declined { hard: true, .. })));
+    assert!(
+        matches!(e.payple.charge(&charge(&key, 3, 99)).await, Err(PgError::Invalid(_))),
+        "the 100원 minimum is checked before sending"
+    );
+}
+
+#[tokio::test]
+async fn payple_fault_classes() {
+    let e = env().await;
+    let key = e.window(WindowWork::Auth, "reg-2", None).await["PCD_PAYER_ID"].as_str().unwrap().to_string();
+    e.next("charge", json!({"kind": "decline", "hard": false})).await;
+    assert!(matches!(e.payple.charge(&charge(&key, 1, 100)).await, Err(PgError::Declined { hard: false, .. })));
+    e.next("charge", json!({"kind": "decline", "hard": true})).await;
+    assert!(matches!(e.payple.charge(&charge(&key, 2, 100)).await, Err(PgError::Declined { hard: true, .. })));
+    e.next("charge", json!({"kind": "server_error"})).await;
+    assert!(e.payple.charge(&charge(&key, 3, 100)).await.unwrap_err().outcome_unknown());
+    e.next("auth", json!({"kind": "server_error"})).await;
+    let err = e.payple.charge(&charge(&key, 4, 100)).await.unwrap_err();
+    assert!(err.retryable(), "auth failed: nothing was sent: {err:?}");
+
+    // Timeout after charge → Unknown; the same OID again → SPCD0014 AlreadyProcessed; the
+    // lookup by OID resolves it as paid. One charge in the PG's ledger.
+    e.admin("/__admin/config", json!({"timeout_after_charge_ms": 4000})).await;
+    e.next("charge", json!({"kind": "timeout_after_charge"})).await;
+    let req = charge(&key, 5, 100);
+    assert!(matches!(e.payple.charge(&req).await, Err(PgError::Unknown { .. })));
+    assert!(matches!(e.payple.charge(&req).await, Err(PgError::AlreadyProcessed { .. })));
+    let today = paycycle::calendar::kst_yyyymmdd(jiff::Timestamp::now());
+    let state =
+        e.payple.lookup(&Lookup::Charge { charge_id: req.charge_id.clone(), request_date_kst: today }).await.unwrap();
+    assert!(matches!(state, PaymentState::Paid { .. }));
+    let ledger = e.ledger().await;
+    assert_eq!(ledger["charges"].as_array().unwrap().iter().filter(|c| c["id"] == "sub_c1-p5-a1").count(), 1);
+
+    // Referer not the registered one → Config (AUTH0007); wrong partner key → Config.
+    e.admin("/__admin/config", json!({"payple_referer": "https://other.example.com"})).await;
+    assert!(
+        matches!(e.payple.charge(&charge(&key, 6, 100)).await, Err(PgError::Config { code, .. }) if code == "AUTH0007")
+    );
+    e.admin("/__admin/config", json!({"payple_referer": null})).await;
+    let wrong = PaypleClient::new(
+        http_client(Timeouts::default()),
+        Url::parse(&e.sandbox.base_url()).unwrap(),
+        &Url::parse("https://shop.example.com").unwrap(),
+        Secret::new("test"),
+        Secret::new("wrong"),
+        Secret::new("x"),
+    );
+    assert!(matches!(wrong.charge(&charge(&key, 7, 100)).await, Err(PgError::Config { .. })));
+    let debug = format!("{:?}", e.payple);
+    assert!(!debug.contains("abcd1234567890") && !debug.contains("local-payple-refund-key"), "{debug}");
+}
