@@ -75,6 +75,15 @@ impl ApiError {
         )
     }
 
+    /// Our storage is unavailable: the request changed nothing and may be retried.
+    pub fn unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            "temporarily unavailable; retry with the same Idempotency-Key",
+        )
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -91,6 +100,82 @@ impl ApiError {
 
     pub fn into_response(self, request_id: &str) -> Response<Body> {
         json_body(self.status, self.body(request_id))
+    }
+}
+
+/// The largest request body any route accepts (DESIGN §2).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The request body, refusing more than [`MAX_BODY`] (413).
+pub fn body(req: &Request) -> Result<&[u8], ApiError> {
+    let bytes: &[u8] = match req.body() {
+        Body::Empty => &[],
+        Body::Text(t) => t.as_bytes(),
+        Body::Binary(b) => b,
+        _ => &[],
+    };
+    if bytes.len() > MAX_BODY {
+        return Err(ApiError::payload_too_large(MAX_BODY));
+    }
+    Ok(bytes)
+}
+
+/// Parses a JSON body into `T`, as a 400 `invalid_json` / `invalid_request` with serde's reason.
+pub fn parse_json<T: serde::de::DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
+    let bytes = body(req)?;
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request("invalid_request", "a JSON body is required"));
+    }
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("body is not JSON: {e}")))?;
+    serde_json::from_value(value).map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))
+}
+
+/// A path parameter (`{id}`).
+pub fn path_param(req: &Request, name: &str) -> Option<String> {
+    req.path_parameters_ref().and_then(|p| p.first(name)).map(str::to_string)
+}
+
+/// The `Idempotency-Key` header: required on every POST that moves money; 1–255 visible ASCII.
+pub fn idempotency_key(req: &Request) -> Result<String, ApiError> {
+    let value = req
+        .headers()
+        .get("idempotency-key")
+        .ok_or_else(|| ApiError::bad_request("idempotency_key_required", "the Idempotency-Key header is required"))?;
+    let key = value
+        .to_str()
+        .map_err(|_| ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be ASCII"))?;
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1-255 visible ASCII characters",
+        ));
+    }
+    Ok(key.to_string())
+}
+
+/// Checks `Authorization: Bearer <key>` against the stored SHA-256 hashes. Missing, malformed,
+/// unknown and revoked keys all get the same 401: nothing tells which part was wrong.
+pub async fn authenticate(
+    store: &crate::store::Store,
+    req: &Request,
+) -> Result<crate::store::api_keys::ApiKeyRecord, ApiError> {
+    let presented = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 256)
+        .ok_or_else(ApiError::unauthorized)?;
+    let record = store.find_api_key(presented).await.map_err(|e| {
+        tracing::error!(error = %e, "API key lookup failed");
+        ApiError::unavailable()
+    })?;
+    let hash = crate::store::sha256_hex(presented.as_bytes());
+    match record {
+        Some(r) if crate::secret::Secret::new(r.key_hash.clone()).ct_eq(hash.as_bytes()) && r.is_active() => Ok(r),
+        _ => Err(ApiError::unauthorized()),
     }
 }
 

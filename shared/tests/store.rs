@@ -54,6 +54,7 @@ fn record(id: &str, anchor: Timestamp) -> SubscriptionRecord {
         .subscription;
     SubscriptionRecord {
         subscription: sub,
+        partner_id: "partner_a".into(),
         customer: Customer {
             id: "cus_1".into(),
             name: "홍길동".into(),
@@ -454,6 +455,7 @@ async fn checkouts_are_found_by_pg_reference_and_completed_once() {
     let e = env().await;
     let c = CheckoutRecord {
         checkout_id: "chk_1".into(),
+        partner_id: "partner_a".into(),
         pg: PgMode::Payple,
         customer: Customer { id: "cus_9".into(), name: "김철수".into(), phone: None, email: None },
         plan: Plan { name: "Pro".into(), amount: krw(9_900), interval: Interval::monthly() },
@@ -483,7 +485,7 @@ async fn api_keys_are_stored_as_hashes_and_can_be_revoked() {
     let e = env().await;
     let now = t("2027-02-01T00:00:00Z");
     let key = "pc_live_4f9a0c1d2e3b";
-    let r = e.store.create_api_key(key, "partner backend", now).await.unwrap();
+    let r = e.store.create_api_key(key, "partner backend", "partner_a", now).await.unwrap();
     assert_eq!(r.key_hash, sha256_hex(key.as_bytes()));
     let scan = e.store.table.client.scan().table_name(&e.store.table.name).send().await.unwrap();
     assert!(!format!("{:?}", scan.items()).contains(key), "the key itself is never stored");

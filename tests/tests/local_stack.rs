@@ -8,7 +8,7 @@ use serde_json::Value;
 
 #[tokio::test]
 async fn every_template_route_reaches_its_function_and_answers_json() {
-    let stack = LocalStack::start(Options { api_port: 0 }).await.unwrap();
+    let stack = LocalStack::start(Options { api_port: 0, ..Options::default() }).await.unwrap();
     let client = reqwest::Client::new();
     let api = stack.api_url();
     assert!(api.starts_with("http://127.0.0.1:"));
@@ -19,10 +19,13 @@ async fn every_template_route_reaches_its_function_and_answers_json() {
         let url = format!("{api}{}?customer_id=c1", route.path.replace("{id}", "x_1"));
         let req = if route.method == "GET" { client.get(url) } else { client.post(url).body("{}") };
         let resp = req.send().await.unwrap();
-        assert_eq!(resp.status(), 501, "{} {}", route.method, route.path);
+        // Built functions demand an API key first; the rest are not implemented yet.
+        let (status, code) =
+            if route.function == "RefundFunction" { (401, "unauthorized") } else { (501, "not_implemented") };
+        assert_eq!(resp.status(), status, "{} {}", route.method, route.path);
         assert_eq!(resp.headers()["content-type"], "application/json");
         let body: Value = resp.json().await.unwrap();
-        assert_eq!(body["error"]["code"], "not_implemented", "{body}");
+        assert_eq!(body["error"]["code"], code, "{body}");
         let id = body["error"]["request_id"].as_str().unwrap().to_string();
         assert!(id.starts_with("local-"), "{id}");
         request_ids.insert(id);

@@ -1,27 +1,63 @@
-//! `refund`: reads payments and refunds them partially or fully, never more than was paid.
+//! `refund`: `GET /payments/{id}` and `POST /payments/{id}/refunds` (DESIGN §2, §6).
 //!
-//! Routes: GET /payments/{id}, POST /payments/{id}/refunds. The behaviour is built by issue #10; until then every request gets a JSON
-//! 501 `not_implemented` error (the README's status table says so). The handler is a plain async
-//! fn over its dependencies so tests and the local stack call it directly.
+//! A refund is reserved before the PG is called (a conditional update on the payment's
+//! `refundable`), so no number of concurrent requests can refund more than was paid. The PG's
+//! answer settles it: success moves the amount to `refunded`, a decline releases it, and an unknown
+//! outcome keeps it reserved until a lookup at the PG says which — never a second PG refund.
+//! `Idempotency-Key` is required: the refund id is derived from it, so a retried request finds its
+//! own refund instead of making another.
 
+mod refunds;
+
+use http::{Method, StatusCode};
 use lambda_http::{Body, Error, Request, Response};
 use paycycle::api::{self, ApiError};
 use paycycle::boot::Boot;
+use paycycle::events::EventPublisher;
+use paycycle::pg::Gateways;
+use paycycle::store::Store;
 
 /// Everything the handler needs, built once per cold start.
 #[derive(Clone, Debug)]
 pub struct Deps {
-    pub boot: Boot,
+    pub store: Store,
+    pub gateways: Gateways,
+    pub publisher: EventPublisher,
 }
 
 impl Deps {
     pub fn new(boot: Boot) -> Self {
-        Self { boot }
+        Self {
+            store: Store::new(&boot.sdk, &boot.config.table),
+            gateways: Gateways::new(&boot.config, &boot.secrets),
+            publisher: EventPublisher::new(&boot.sdk, &boot.config.event_bus),
+        }
     }
 }
 
-pub async fn handler(_deps: &Deps, req: Request) -> Result<Response<Body>, Error> {
+pub async fn handler(deps: &Deps, req: Request) -> Result<Response<Body>, Error> {
     let request_id = api::request_id(&req);
-    tracing::info!(method = %req.method(), path = %req.uri().path(), "not implemented yet");
-    Ok(ApiError::not_implemented("refund", 10).into_response(&request_id))
+    let result = route(deps, &req).await;
+    Ok(match result {
+        Ok(response) => response,
+        Err(e) => {
+            if e.status.is_server_error() {
+                tracing::warn!(status = e.status.as_u16(), code = %e.code, "refund request failed");
+            }
+            e.into_response(&request_id)
+        }
+    })
+}
+
+async fn route(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
+    let key = api::authenticate(&deps.store, req).await?;
+    let payment_id = api::path_param(req, "id").ok_or_else(ApiError::route_not_found)?;
+    let is_refunds = req.uri().path().trim_end_matches('/').ends_with("/refunds");
+    match (req.method(), is_refunds) {
+        (&Method::GET, false) => refunds::get_payment(deps, &key, &payment_id).await,
+        (&Method::POST, true) => refunds::create_refund(deps, &key, &payment_id, req).await,
+        _ => {
+            Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route"))
+        }
+    }
 }

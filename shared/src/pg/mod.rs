@@ -219,6 +219,40 @@ impl Gateways {
     }
 }
 
+impl Gateways {
+    /// Refunds through the PG of `mode`.
+    pub async fn refund(
+        &self,
+        mode: crate::domain::customer::PgMode,
+        req: &RefundRequest,
+    ) -> Result<Refunded, PgError> {
+        use crate::domain::customer::PgMode;
+        match mode {
+            PgMode::Payple => self.payple.refund(req).await,
+            PgMode::SteppaySelf | PgMode::SteppayManaged => self.steppay.refund(req).await,
+        }
+    }
+
+    /// Looks a payment up at the PG of `mode`.
+    pub async fn lookup(&self, mode: crate::domain::customer::PgMode, q: &Lookup) -> Result<PaymentState, PgError> {
+        use crate::domain::customer::PgMode;
+        match mode {
+            PgMode::Payple => self.payple.lookup(q).await,
+            PgMode::SteppaySelf | PgMode::SteppayManaged => self.steppay.lookup(q).await,
+        }
+    }
+
+    /// Charges a billing key at the PG of `mode` (never StepPay managed: StepPay renews those).
+    pub async fn charge(&self, mode: crate::domain::customer::PgMode, req: &ChargeRequest) -> Result<Charged, PgError> {
+        use crate::domain::customer::PgMode;
+        match mode {
+            PgMode::Payple => self.payple.charge(req).await,
+            PgMode::SteppaySelf => self.steppay.charge(req).await,
+            PgMode::SteppayManaged => Err(PgError::Unsupported("StepPay renews managed subscriptions itself")),
+        }
+    }
+}
+
 /// The HTTP client for PG calls: rustls, timeouts, no redirects, built once per cold start.
 pub fn http_client(timeouts: Timeouts) -> reqwest::Client {
     reqwest::Client::builder()

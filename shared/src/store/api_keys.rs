@@ -12,6 +12,9 @@ use super::{Condition, Store, StoreError, from_item, sha256_hex, to_item};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKeyRecord {
     pub key_hash: String,
+    /// The partner (tenant) the key acts for: it sees only that partner's payments and
+    /// subscriptions.
+    pub partner_id: String,
     /// A label for people ("partner backend", "ops").
     pub name: String,
     pub created_at: Timestamp,
@@ -25,15 +28,31 @@ impl ApiKeyRecord {
     }
 }
 
+/// A new API key: `pc_` + 40 base-32 characters from the operating system's CSPRNG (200 bits).
+pub fn generate_api_key() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut bytes = [0u8; 40];
+    getrandom::fill(&mut bytes).expect("the OS random source is available");
+    let key: String = bytes.iter().map(|b| ALPHABET[usize::from(b & 31)] as char).collect();
+    format!("pc_{key}")
+}
+
 fn pk(hash: &str) -> String {
     format!("KEY#{hash}")
 }
 
 impl Store {
-    /// Stores the hash of `key` under `name`.
-    pub async fn create_api_key(&self, key: &str, name: &str, now: Timestamp) -> Result<ApiKeyRecord, StoreError> {
+    /// Stores the hash of `key` under `name` for `partner_id`.
+    pub async fn create_api_key(
+        &self,
+        key: &str,
+        name: &str,
+        partner_id: &str,
+        now: Timestamp,
+    ) -> Result<ApiKeyRecord, StoreError> {
         let record = ApiKeyRecord {
             key_hash: sha256_hex(key.as_bytes()),
+            partner_id: partner_id.to_string(),
             name: name.to_string(),
             created_at: now,
             revoked_at: None,

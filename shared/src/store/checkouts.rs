@@ -27,6 +27,9 @@ pub enum CheckoutStatus {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckoutRecord {
     pub checkout_id: String,
+    /// The partner (tenant) whose API key created it.
+    #[serde(default = "super::payments::default_partner")]
+    pub partner_id: String,
     pub pg: PgMode,
     pub customer: Customer,
     pub plan: Plan,

@@ -22,6 +22,9 @@ use crate::money::Krw;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentRecord {
     pub payment_id: String,
+    /// The partner (tenant) the payment belongs to; API keys of other partners cannot see it.
+    #[serde(default = "default_partner")]
+    pub partner_id: String,
     pub pg: PgMode,
     /// StepPay `idKey`, or Payple's `PCD_PAY_OID`.
     pub pg_payment_id: String,
@@ -37,6 +40,13 @@ pub struct PaymentRecord {
     /// `YYYYMMDD` (KST) of the payment: Payple's refund needs `PCD_PAY_DATE`.
     pub pay_date_kst: String,
     pub version: u64,
+}
+
+/// The partner of records made before partners existed, and of single-partner deployments.
+pub const DEFAULT_PARTNER: &str = "default";
+
+pub(crate) fn default_partner() -> String {
+    DEFAULT_PARTNER.to_string()
 }
 
 /// `pay_` + 24 hex of SHA-256(pg ":" pg id): one payment id per PG transaction.
@@ -59,6 +69,7 @@ impl PaymentRecord {
     ) -> Self {
         Self {
             payment_id: payment_id_for(pg, pg_payment_id),
+            partner_id: default_partner(),
             pg,
             pg_payment_id: pg_payment_id.to_string(),
             customer_id: customer_id.to_string(),
@@ -71,6 +82,13 @@ impl PaymentRecord {
             pay_date_kst: crate::calendar::kst_yyyymmdd(paid_at),
             version: 1,
         }
+    }
+}
+
+impl PaymentRecord {
+    /// The same payment, owned by `partner_id`.
+    pub fn for_partner(self, partner_id: &str) -> Self {
+        Self { partner_id: partner_id.to_string(), ..self }
     }
 }
 
@@ -162,6 +180,25 @@ impl Store {
             .key_condition_expression("#lpk = :lpk")
             .expression_attribute_names("#lpk", keys::LOOKUP_PK)
             .expression_attribute_values(":lpk", s(&format!("SUBPAY#{id}")))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        out.items().iter().cloned().map(from_item).collect()
+    }
+
+    /// Every refund of a payment.
+    pub async fn refunds_of(&self, payment_id: &str) -> Result<Vec<RefundRecord>, StoreError> {
+        let out = self
+            .table
+            .client
+            .query()
+            .table_name(&self.table.name)
+            .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+            .expression_attribute_names("#pk", keys::PK)
+            .expression_attribute_names("#sk", keys::SK)
+            .expression_attribute_values(":pk", s(&payment_pk(payment_id)))
+            .expression_attribute_values(":prefix", s("REF#"))
+            .consistent_read(true)
             .send()
             .await
             .map_err(unavailable)?;

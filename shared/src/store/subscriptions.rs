@@ -22,6 +22,9 @@ pub const DUE_SHARDS: u32 = 16;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubscriptionRecord {
     pub subscription: Subscription,
+    /// The partner (tenant) that created it (through its API key).
+    #[serde(default = "super::payments::default_partner")]
+    pub partner_id: String,
     pub customer: Customer,
     pub pg: PgMode,
     /// Payple `PCD_PAYER_ID`, or StepPay's billing idKey; StepPay managed: its subscription id.

@@ -24,11 +24,13 @@ pub use http_bridge::Functions;
 pub struct Options {
     /// Port of the API on 127.0.0.1 (0 = any free port). `make dev` and `make demo` use 3000.
     pub api_port: u16,
+    /// `PG_TIMEOUT_MS` for the functions (tests shorten it to exercise unknown outcomes).
+    pub pg_timeout_ms: Option<u64>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { api_port: 3000 }
+        Self { api_port: 3000, pg_timeout_ms: None }
     }
 }
 
@@ -80,7 +82,7 @@ impl LocalStack {
         let sandbox = pg_sandbox::Sandbox::start(0).await?;
 
         let bus = provisioned.buses.values().next().cloned().unwrap_or_default();
-        let vars: BTreeMap<&str, String> = [
+        let mut vars: BTreeMap<&str, String> = [
             ("PAYCYCLE_TABLE", provisioned.table.clone()),
             ("PAYCYCLE_EVENT_BUS", bus),
             ("STEPPAY_BASE_URL", sandbox.base_url()),
@@ -89,6 +91,9 @@ impl LocalStack {
         ]
         .into_iter()
         .collect();
+        if let Some(ms) = options.pg_timeout_ms {
+            vars.insert("PG_TIMEOUT_MS", ms.to_string());
+        }
         let config = Config::from_lookup(|k| vars.get(k).cloned())?;
         let boot = Boot { config, sdk, secrets: local_secrets() };
 
@@ -101,6 +106,19 @@ impl LocalStack {
             let _ = axum::serve(listener, app).await;
         });
         Ok(Self { api_addr, provisioned, routes, functions, sandbox, api_task, moto })
+    }
+
+    /// A store on the stack's table (for setup and inspection).
+    pub async fn store(&self) -> paycycle::store::Store {
+        let sdk = paycycle_testkit::moto::sdk_config_for(self.moto.endpoint()).await;
+        paycycle::store::Store::new(&sdk, &self.provisioned.table)
+    }
+
+    /// Creates an API key for `partner` in the stack's table and returns it.
+    pub async fn create_api_key(&self, name: &str, partner: &str) -> Result<String, paycycle::store::StoreError> {
+        let key = paycycle::store::api_keys::generate_api_key();
+        self.store().await.create_api_key(&key, name, partner, jiff::Timestamp::now()).await?;
+        Ok(key)
     }
 
     pub fn api_url(&self) -> String {

@@ -11,6 +11,10 @@ const USAGE: &str = "usage:
   paycycle-dev demo                 start the local stack, walk every route, print a summary, stop
   paycycle-dev serve                start the local stack on http://127.0.0.1:3000 and keep it up
   paycycle-dev tick [--now TIME]    run one renew tick on a running `serve` stack (time travel with --now)
+  paycycle-dev api-key create --name NAME [--partner ID]
+                                    create a partner API key in PAYCYCLE_TABLE (AWS credentials from the
+                                    environment); prints the key once, stores only its SHA-256
+  paycycle-dev api-key revoke --key KEY
 options:
   --port N     API port for demo/serve (default 3000; 0 = any free port)
   --api URL    API of the running stack for tick (default http://127.0.0.1:3000)";
@@ -60,6 +64,7 @@ async fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("demo") => demo(port, &mut signals).await,
         Some("serve") => serve(port, &mut signals).await,
+        Some("api-key") => api_key(&args).await,
         Some("tick") => {
             tick(arg_value(&args, "--api").unwrap_or_else(|| "http://127.0.0.1:3000".into()), arg_value(&args, "--now"))
                 .await
@@ -75,7 +80,7 @@ async fn start(port: u16, signals: &mut Signals) -> Option<LocalStack> {
     let t = Instant::now();
     println!("==> starting moto, the PG sandbox and the functions on 127.0.0.1 ...");
     let started = tokio::select! {
-        started = LocalStack::start(Options { api_port: port }) => started,
+        started = LocalStack::start(Options { api_port: port, ..Options::default() }) => started,
         _ = signals.recv() => {
             // Dropping the start future drops whatever it had started.
             eprintln!("interrupted during start-up; stopped what was started");
@@ -109,15 +114,90 @@ async fn serve(port: u16, signals: &mut Signals) -> ExitCode {
     println!("  API      {api}");
     println!("  sandbox  {}", stack.sandbox.base_url());
     println!("  moto     {}   table {}", stack.moto.endpoint(), stack.provisioned.table);
+    let key = match stack.create_api_key("make dev", "default").await {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("could not create an API key: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("  API key  {key}   (partner \"default\"; shown once)");
     println!("\ntry:");
-    println!("  curl -s -X POST {api}/checkouts -H 'content-type: application/json' -d '{{}}'");
-    println!("  curl -s {api}/subscriptions/sub_123");
+    println!("  curl -s {api}/payments/pay_123 -H 'authorization: Bearer {key}'");
+    println!("  curl -s -X POST {api}/payments/pay_123/refunds -H 'authorization: Bearer {key}' \\");
+    println!(
+        "       -H 'idempotency-key: demo-1' -H 'content-type: application/json' -d '{{\"amount\": 1000, \"reason\": \"demo\"}}'"
+    );
     println!("  make tick NOW=2027-02-28T00:00:00+09:00");
-    println!("(API keys for the partner routes arrive with the refund/auth issue #10.)");
     signals.recv().await;
     println!("\nstopping ...");
     drop(stack);
     ExitCode::SUCCESS
+}
+
+/// `api-key create|revoke` against the deployed (or any) table named by `PAYCYCLE_TABLE`.
+async fn api_key(args: &[String]) -> ExitCode {
+    let Ok(table) = std::env::var("PAYCYCLE_TABLE") else {
+        eprintln!("set PAYCYCLE_TABLE (the stack's TableName output) and AWS credentials first");
+        return ExitCode::from(2);
+    };
+    let sdk = paycycle::aws::load().await;
+    let store = paycycle::store::Store::new(&sdk, table);
+    match args.get(1).map(String::as_str) {
+        Some("create") => {
+            let Some(name) = arg_value(args, "--name") else {
+                eprintln!("--name is required\n{USAGE}");
+                return ExitCode::from(2);
+            };
+            let partner =
+                arg_value(args, "--partner").unwrap_or_else(|| paycycle::store::payments::DEFAULT_PARTNER.into());
+            let key = paycycle::store::api_keys::generate_api_key();
+            match store.create_api_key(&key, &name, &partner, jiff::Timestamp::now()).await {
+                Ok(_) => {
+                    println!("{key}");
+                    eprintln!(
+                        "API key for partner {partner:?} ({name}). It is shown only now: store it in your secret manager."
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("could not store the key: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Some("revoke") => {
+            let Some(key) = arg_value(args, "--key") else {
+                eprintln!("--key is required\n{USAGE}");
+                return ExitCode::from(2);
+            };
+            let found = match store.find_api_key(&key).await {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    eprintln!("no such key");
+                    return ExitCode::FAILURE;
+                }
+                Err(e) => {
+                    eprintln!("lookup failed: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match store.revoke_api_key(&found, jiff::Timestamp::now()).await {
+                Ok(_) => {
+                    eprintln!("revoked");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("could not revoke: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 async fn tick(api: String, now: Option<String>) -> ExitCode {
@@ -166,14 +246,26 @@ async fn walk(stack: &LocalStack) -> bool {
     let client = reqwest::Client::new();
     let api = stack.api_url();
     let total = stack.routes.len();
+    let key = match stack.create_api_key("make demo", "default").await {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("could not create an API key: {e}");
+            return false;
+        }
+    };
     let mut rows = Vec::new();
     for (i, route) in stack.routes.iter().enumerate() {
         let path = route.path.replace("{id}", "demo_123");
         println!("==> [{}/{total}] {} {path}", i + 1, route.method);
         let req = match route.method.as_str() {
             "GET" => client.get(format!("{api}{path}")),
-            _ => client.post(format!("{api}{path}")).header("content-type", "application/json").body("{}"),
+            _ => client
+                .post(format!("{api}{path}"))
+                .header("content-type", "application/json")
+                .header("idempotency-key", format!("demo-{i}"))
+                .body("{}"),
         };
+        let req = if path.starts_with("/webhooks/") { req } else { req.bearer_auth(&key) };
         let (status, body) = match req.send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();

@@ -1,0 +1,481 @@
+//! The refund flow: claim the idempotency key, validate, reserve, call the PG, settle, publish.
+
+use http::StatusCode;
+use jiff::Timestamp;
+use lambda_http::{Body, Request, Response};
+use paycycle::api::{self, ApiError};
+use paycycle::domain::events::EventKind;
+use paycycle::domain::payment::RefundStatus;
+use paycycle::money::Krw;
+use paycycle::pg::{Lookup, PaymentState, PgError, RefundRequest};
+use paycycle::store::api_keys::ApiKeyRecord;
+use paycycle::store::idempotency::{Claim, IdempotencyConfig};
+use paycycle::store::outbox::OutboxEvent;
+use paycycle::store::payments::{PaymentRecord, RefundOutcome, RefundRecord};
+use paycycle::store::{StoreError, sha256_hex};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::Deps;
+
+/// `POST /payments/{id}/refunds` body.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RefundBody {
+    /// Integer won; absent = everything still refundable.
+    #[serde(default)]
+    amount: Option<Krw>,
+    reason: String,
+    /// Also cancel the subscription (only for a full refund of its latest payment).
+    #[serde(default)]
+    cancel_subscription: bool,
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    tracing::error!(error = %e, "store failed");
+    ApiError::unavailable()
+}
+
+fn refund_json(r: &RefundRecord) -> Value {
+    json!({
+        "id": r.refund_id,
+        "payment_id": r.payment_id,
+        "amount": r.amount,
+        "currency": "KRW",
+        "status": r.status,
+        "reason": r.reason,
+        "created_at": r.requested_at.to_string(),
+        "pg_refund_id": r.pg_refund_id,
+        "failure": r.failure_code.as_ref().map(|code| json!({"code": code, "message": r.failure_message})),
+    })
+}
+
+fn payment_json(p: &PaymentRecord, refunds: &[RefundRecord]) -> Value {
+    let status = if p.amounts.refunded.is_zero() {
+        "paid"
+    } else if p.amounts.refunded == p.amounts.paid {
+        "refunded"
+    } else {
+        "partially_refunded"
+    };
+    json!({
+        "id": p.payment_id,
+        "pg": p.pg,
+        "status": status,
+        "amount": p.amounts.paid,
+        "refunded": p.amounts.refunded,
+        "refund_pending": p.amounts.refund_pending,
+        "refundable": p.refundable,
+        "currency": "KRW",
+        "paid_at": p.paid_at.to_string(),
+        "customer_id": p.customer_id,
+        "subscription_id": p.subscription_id,
+        "charge_id": p.charge_id,
+        "refunds": refunds.iter().map(refund_json).collect::<Vec<_>>(),
+    })
+}
+
+/// The payment if it exists and belongs to the key's partner; 404 otherwise (no hint which).
+async fn owned_payment(deps: &Deps, key: &ApiKeyRecord, payment_id: &str) -> Result<PaymentRecord, ApiError> {
+    match deps.store.get_payment(payment_id).await.map_err(store_error)? {
+        Some(p) if p.partner_id == key.partner_id => Ok(p),
+        _ => Err(ApiError::not_found("payment")),
+    }
+}
+
+pub async fn get_payment(deps: &Deps, key: &ApiKeyRecord, payment_id: &str) -> Result<Response<Body>, ApiError> {
+    let payment = owned_payment(deps, key, payment_id).await?;
+    let refunds = deps.store.refunds_of(payment_id).await.map_err(store_error)?;
+    Ok(api::json(StatusCode::OK, &payment_json(&payment, &refunds)))
+}
+
+/// The answer for a refund in its current state.
+fn answer(r: &RefundRecord) -> (StatusCode, Result<Value, ApiError>) {
+    match r.status {
+        RefundStatus::Succeeded => (StatusCode::CREATED, Ok(refund_json(r))),
+        RefundStatus::Failed => {
+            let code = r.failure_code.clone().unwrap_or_default();
+            let e = if code == "pg_unavailable" {
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "pg_unavailable",
+                    "the PG could not be reached; nothing was refunded",
+                )
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "refund_declined",
+                    format!("the PG declined the refund ({code}): {}", r.failure_message.clone().unwrap_or_default()),
+                )
+            };
+            (e.status, Err(e))
+        }
+        RefundStatus::Unknown | RefundStatus::Reserved => {
+            let e = ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "refund_outcome_unknown",
+                format!(
+                    "refund {} was sent to the PG but its outcome is not known yet; the amount stays reserved. \
+                     Retry with the same Idempotency-Key to resolve it",
+                    r.refund_id
+                ),
+            );
+            (e.status, Err(e))
+        }
+    }
+}
+
+pub async fn create_refund(
+    deps: &Deps,
+    key: &ApiKeyRecord,
+    payment_id: &str,
+    req: &Request,
+) -> Result<Response<Body>, ApiError> {
+    let idem_key = api::idempotency_key(req)?;
+    let body: RefundBody = api::parse_json(req)?;
+    if body.reason.trim().is_empty() || body.reason.chars().count() > 500 {
+        return Err(ApiError::bad_request("invalid_reason", "reason is required (1-500 characters)"));
+    }
+    if let Some(a) = body.amount {
+        a.require_positive()
+            .map_err(|_| ApiError::bad_request("invalid_amount", "amount must be a positive integer of won"))?;
+    }
+    let request_id = api::request_id(req);
+    let scope = format!("refund:{}", key.partner_id);
+    let request_hash =
+        sha256_hex(format!("{payment_id}\n{}", serde_json::to_string(&body).unwrap_or_default()).as_bytes());
+    let now = Timestamp::now();
+    match deps
+        .store
+        .claim_idempotency(&scope, &idem_key, &request_hash, now, IdempotencyConfig::default())
+        .await
+        .map_err(store_error)?
+    {
+        Claim::Claimed => {}
+        Claim::Replay { status, body } => {
+            let mut r = Response::new(Body::Text(body));
+            *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+            r.headers_mut().insert("idempotent-replayed", http::HeaderValue::from_static("true"));
+            return Ok(r);
+        }
+        Claim::InProgress => {
+            return Err(ApiError::conflict(
+                "idempotency_in_progress",
+                "a request with this Idempotency-Key is still being processed",
+            ));
+        }
+        Claim::Mismatch => {
+            return Err(ApiError::unprocessable(
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with a different request body or payment",
+            ));
+        }
+    }
+    let refund_id = format!("ref_{}", &sha256_hex(format!("{}:{idem_key}", key.partner_id).as_bytes())[..24]);
+    let outcome = run(deps, key, payment_id, &refund_id, &body, now).await;
+    // Final answers are saved for replays; errors that changed nothing, and unknown outcomes
+    // (which a retry must be able to resolve), give the key back.
+    let (status, json_body) = match &outcome {
+        Ok((status, v)) => (*status, v.to_string()),
+        Err(e) => (e.status, e.body(&request_id)),
+    };
+    let save = matches!(status, StatusCode::CREATED | StatusCode::BAD_GATEWAY);
+    let settled = if save {
+        deps.store.complete_idempotency(&scope, &idem_key, &request_hash, status.as_u16(), &json_body).await
+    } else {
+        deps.store.release_idempotency(&scope, &idem_key, &request_hash).await
+    };
+    if let Err(e) = settled {
+        tracing::warn!(error = %e, "idempotency record not updated");
+    }
+    let mut response = Response::new(Body::Text(json_body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    Ok(response)
+}
+
+/// The refund itself; `Ok` carries a success body, `Err` an error to show.
+async fn run(
+    deps: &Deps,
+    key: &ApiKeyRecord,
+    payment_id: &str,
+    refund_id: &str,
+    body: &RefundBody,
+    now: Timestamp,
+) -> Result<(StatusCode, Value), ApiError> {
+    let payment = owned_payment(deps, key, payment_id).await?;
+    // A retry of an earlier request: its refund exists already.
+    if let Some(existing) = deps.store.get_refund(payment_id, refund_id).await.map_err(store_error)? {
+        let current = if matches!(existing.status, RefundStatus::Unknown | RefundStatus::Reserved) {
+            resolve(deps, &payment, &existing).await?
+        } else {
+            existing
+        };
+        let (status, v) = answer(&current);
+        return v.map(|v| (status, v));
+    }
+    // Earlier unknown refunds of this payment are resolved first: they may free (or use) money.
+    let payment = resolve_pending(deps, payment).await?;
+    let amount = payment.amounts.requested_or_all(body.amount).map_err(|e| match e {
+        paycycle::domain::payment::RefundError::NothingRefundable => {
+            ApiError::unprocessable("nothing_refundable", "this payment has nothing left to refund")
+        }
+        other => ApiError::bad_request("invalid_amount", other.to_string()),
+    })?;
+    if amount > payment.refundable {
+        return Err(exceeds(amount, payment.refundable));
+    }
+    if body.cancel_subscription {
+        check_cancellable(deps, &payment, amount).await?;
+    }
+    let refund = RefundRecord {
+        refund_id: refund_id.to_string(),
+        payment_id: payment_id.to_string(),
+        amount,
+        reason: body.reason.trim().to_string(),
+        status: RefundStatus::Reserved,
+        requested_at: now,
+        pg_refund_id: None,
+        failure_code: None,
+        failure_message: None,
+    };
+    match deps.store.reserve_refund(&refund).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict(_)) => {
+            // Another refund took the money first: say how much is left now.
+            let left = deps
+                .store
+                .get_payment(payment_id)
+                .await
+                .map_err(store_error)?
+                .map(|p| p.refundable)
+                .unwrap_or(Krw::ZERO);
+            return Err(exceeds(amount, left));
+        }
+        Err(StoreError::AlreadyExists(_)) => {
+            return Err(ApiError::conflict("idempotency_in_progress", "this refund is already being processed"));
+        }
+        Err(e) => return Err(store_error(e)),
+    }
+    let pg_req = RefundRequest {
+        pg_payment_id: payment.pg_payment_id.clone(),
+        amount,
+        pay_date_kst: payment.pay_date_kst.clone(),
+        refund_id: refund_id.to_string(),
+    };
+    let result = deps.gateways.refund(payment.pg, &pg_req).await;
+    let outcome = match &result {
+        Ok(r) => RefundOutcome::Succeeded { pg_refund_id: r.pg_refund_id.clone() },
+        Err(e) if e.outcome_unknown() => RefundOutcome::Unknown,
+        Err(PgError::Transient { reason }) => {
+            RefundOutcome::Failed { code: "pg_unavailable".into(), message: reason.clone() }
+        }
+        Err(PgError::Declined { code, message, .. }) => {
+            RefundOutcome::Failed { code: code.clone(), message: message.clone() }
+        }
+        Err(other) => RefundOutcome::Failed { code: "pg_refused".into(), message: other.to_string() },
+    };
+    if let Err(e) = &result {
+        tracing::warn!(refund_id, error = %e, "PG refund did not succeed");
+    }
+    let settled = settle(deps, &refund, &outcome, &key.partner_id, now).await?;
+    let settled =
+        if settled.status == RefundStatus::Unknown { resolve(deps, &payment, &settled).await? } else { settled };
+    if settled.status == RefundStatus::Succeeded && body.cancel_subscription {
+        cancel_subscription(deps, &payment, now).await;
+    }
+    let (status, v) = answer(&settled);
+    v.map(|v| (status, v))
+}
+
+fn exceeds(amount: Krw, refundable: Krw) -> ApiError {
+    ApiError::unprocessable(
+        "amount_exceeds_refundable",
+        format!("refund of {amount} exceeds the refundable {refundable}"),
+    )
+}
+
+/// Settles a refund with its events in one transaction, then publishes them.
+async fn settle(
+    deps: &Deps,
+    refund: &RefundRecord,
+    outcome: &RefundOutcome,
+    partner_id: &str,
+    now: Timestamp,
+) -> Result<RefundRecord, ApiError> {
+    let kind = match outcome {
+        RefundOutcome::Succeeded { .. } => Some(EventKind::RefundSucceeded),
+        RefundOutcome::Failed { .. } => Some(EventKind::RefundFailed),
+        RefundOutcome::Unknown => None,
+    };
+    let events: Vec<OutboxEvent> = kind
+        .into_iter()
+        .map(|k| {
+            OutboxEvent::new(
+                k,
+                &refund.refund_id,
+                1,
+                now,
+                json!({"refund_id": refund.refund_id, "payment_id": refund.payment_id, "amount": refund.amount,
+                       "partner_id": partner_id}),
+            )
+        })
+        .collect();
+    let settled = deps.store.settle_refund(refund, outcome, &events).await.map_err(store_error)?;
+    if !events.is_empty() {
+        if let Err(e) = deps.publisher.flush(&deps.store, &events).await {
+            tracing::warn!(error = %e, "events stay in the outbox for the next drain");
+        }
+    }
+    Ok(settled)
+}
+
+/// Resolves the unknown refunds of `payment` by asking the PG, then returns the fresh payment.
+async fn resolve_pending(deps: &Deps, payment: PaymentRecord) -> Result<PaymentRecord, ApiError> {
+    let refunds = deps.store.refunds_of(&payment.payment_id).await.map_err(store_error)?;
+    if let Some(unknown) = refunds.iter().find(|r| r.status == RefundStatus::Unknown) {
+        resolve(deps, &payment, unknown).await?;
+        return deps
+            .store
+            .get_payment(&payment.payment_id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| ApiError::not_found("payment"));
+    }
+    Ok(payment)
+}
+
+/// Looks the payment up at the PG to settle unknown refunds. The PG reports one refunded total,
+/// so it is decisive only when no refund of this payment is still in flight: if the PG refunded
+/// exactly our confirmed total plus every unknown refund, they all succeeded; if it refunded only
+/// our confirmed total, none did. Anything else stays unknown (and is reported, not guessed).
+async fn resolve(deps: &Deps, payment: &PaymentRecord, refund: &RefundRecord) -> Result<RefundRecord, ApiError> {
+    let refunds = deps.store.refunds_of(&payment.payment_id).await.map_err(store_error)?;
+    let in_flight = refunds.iter().any(|r| r.status == RefundStatus::Reserved && r.refund_id != refund.refund_id);
+    if in_flight {
+        return Ok(refund.clone());
+    }
+    let unknown: Vec<&RefundRecord> = refunds
+        .iter()
+        .filter(|r| {
+            matches!(r.status, RefundStatus::Unknown)
+                || (r.refund_id == refund.refund_id && r.status == RefundStatus::Reserved)
+        })
+        .collect();
+    let lookup = Lookup::PgPayment {
+        pg_payment_id: payment.pg_payment_id.clone(),
+        request_date_kst: Some(payment.pay_date_kst.clone()),
+    };
+    let state = match deps.gateways.lookup(payment.pg, &lookup).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(refund_id = %refund.refund_id, error = %e, "refund lookup failed; outcome stays unknown");
+            return Ok(refund.clone());
+        }
+    };
+    let pg_refunded = match state {
+        PaymentState::Paid { refunded, .. } => refunded,
+        PaymentState::Refunded { amount, .. } => amount,
+        other => {
+            tracing::warn!(?other, "unexpected payment state while resolving a refund");
+            return Ok(refund.clone());
+        }
+    };
+    let fresh = deps
+        .store
+        .get_payment(&payment.payment_id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::not_found("payment"))?;
+    let ours = fresh.amounts.refunded;
+    let unknown_sum = unknown.iter().try_fold(Krw::ZERO, |acc, r| acc.checked_add(r.amount)).unwrap_or(Krw::ZERO);
+    let verdict = if ours.checked_add(unknown_sum).ok() == Some(pg_refunded) {
+        Some(RefundOutcome::Succeeded { pg_refund_id: None })
+    } else if pg_refunded == ours {
+        Some(RefundOutcome::Failed { code: "not_refunded".into(), message: "the PG shows no such refund".into() })
+    } else {
+        tracing::error!(payment_id = %fresh.payment_id, %pg_refunded, %ours, %unknown_sum, "refund totals disagree; needs review");
+        None
+    };
+    let Some(verdict) = verdict else { return Ok(refund.clone()) };
+    let mut this = refund.clone();
+    for r in unknown {
+        // A reserved refund whose request died is first marked unknown, then settled.
+        let current = if r.status == RefundStatus::Reserved {
+            deps.store.settle_refund(r, &RefundOutcome::Unknown, &[]).await.map_err(store_error)?
+        } else {
+            r.clone()
+        };
+        let settled = settle(deps, &current, &verdict, &fresh.partner_id, Timestamp::now()).await?;
+        if settled.refund_id == refund.refund_id {
+            this = settled;
+        }
+    }
+    Ok(this)
+}
+
+/// `cancel_subscription: true` is only for a full refund of the subscription's latest payment.
+async fn check_cancellable(deps: &Deps, payment: &PaymentRecord, amount: Krw) -> Result<(), ApiError> {
+    let Some(sub_id) = &payment.subscription_id else {
+        return Err(ApiError::unprocessable("cannot_cancel_subscription", "this payment belongs to no subscription"));
+    };
+    if amount != payment.refundable {
+        return Err(ApiError::unprocessable(
+            "cannot_cancel_subscription",
+            "only a full refund can cancel the subscription",
+        ));
+    }
+    let payments = deps.store.payments_of_subscription(sub_id).await.map_err(store_error)?;
+    let latest = payments.iter().max_by_key(|p| p.paid_at).map(|p| p.payment_id.as_str());
+    if latest != Some(payment.payment_id.as_str()) {
+        return Err(ApiError::unprocessable(
+            "cannot_cancel_subscription",
+            "only the subscription's latest payment can cancel it",
+        ));
+    }
+    Ok(())
+}
+
+async fn cancel_subscription(deps: &Deps, payment: &PaymentRecord, now: Timestamp) {
+    let Some(sub_id) = &payment.subscription_id else { return };
+    let record = match deps.store.get_subscription(sub_id).await {
+        Ok(Some(r)) => r,
+        other => {
+            tracing::warn!(?other, "subscription to cancel not found");
+            return;
+        }
+    };
+    let transition = match record.subscription.cancel(now, false) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::info!(error = %e, "subscription not canceled");
+            return;
+        }
+    };
+    let next = record.next(transition.subscription);
+    let events: Vec<OutboxEvent> = transition
+        .events
+        .iter()
+        .map(|k| {
+            OutboxEvent::new(
+                *k,
+                sub_id.as_str(),
+                next.version,
+                now,
+                json!({"subscription_id": sub_id, "reason": "refunded"}),
+            )
+        })
+        .collect();
+    let mut tx = deps.store.tx();
+    tx.put_subscription_next(&next, None);
+    for e in &events {
+        tx.put_outbox(e);
+    }
+    match deps.store.commit(tx).await {
+        Ok(()) => {
+            let _ = deps.publisher.flush(&deps.store, &events).await;
+        }
+        Err(e) => tracing::warn!(error = %e, "subscription cancel after refund did not commit"),
+    }
+}

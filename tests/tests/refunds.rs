@@ -1,0 +1,441 @@
+//! The refund function end to end over HTTP (local stack: moto + sandbox + handlers), checked on
+//! the sandbox's ledger too: race-free partial refunds, idempotency, unknown outcomes resolved
+//! without a second PG refund, API-key auth and partner isolation, validation.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use paycycle::domain::attempt::{ChargeId, SubscriptionId};
+use paycycle::domain::customer::PgMode;
+use paycycle::money::Krw;
+use paycycle::pg::payple::{PaypleClient, WindowWork};
+use paycycle::pg::steppay::SteppayClient;
+use paycycle::pg::{ChargeRequest, Payer, PaymentGateway, Timeouts, http_client};
+use paycycle::secret::Secret;
+use paycycle::store::Store;
+use paycycle::store::api_keys::generate_api_key;
+use paycycle::store::payments::PaymentRecord;
+use paycycle_dev::{LocalStack, Options};
+use serde_json::{Value, json};
+use url::Url;
+
+struct Env {
+    stack: LocalStack,
+    http: reqwest::Client,
+    store: Store,
+    key: String,
+    steppay: SteppayClient,
+    payple: PaypleClient,
+}
+
+async fn env() -> Env {
+    let stack = LocalStack::start(Options { api_port: 0, pg_timeout_ms: Some(1_000) }).await.unwrap();
+    let sdk = paycycle_testkit::moto::sdk_config_for(stack.moto.endpoint()).await;
+    let store = Store::new(&sdk, &stack.provisioned.table);
+    let key = generate_api_key();
+    store.create_api_key(&key, "e2e", "partner_a", Timestamp::now()).await.unwrap();
+    let base = Url::parse(&stack.sandbox.base_url()).unwrap();
+    let pg_http = http_client(Timeouts::default());
+    let steppay = SteppayClient::new(pg_http.clone(), base.clone(), Secret::new("local-steppay-secret-token"));
+    let payple = PaypleClient::new(
+        pg_http,
+        base,
+        &Url::parse("http://127.0.0.1:3000").unwrap(),
+        Secret::new("test"),
+        Secret::new("abcd1234567890"),
+        Secret::new("local-payple-refund-key"),
+    );
+    Env {
+        stack,
+        http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+        store,
+        key,
+        steppay,
+        payple,
+    }
+}
+
+fn payer() -> Payer {
+    Payer {
+        customer_id: "cus_1".into(), name: "홍길동".into(), phone: None, email: None, payer_no: Some("1".into())
+    }
+}
+
+impl Env {
+    fn api(&self, path: &str) -> String {
+        format!("{}{path}", self.stack.api_url())
+    }
+
+    fn sandbox(&self, path: &str) -> String {
+        format!("{}{path}", self.stack.sandbox.base_url())
+    }
+
+    async fn admin(&self, path: &str, body: Value) {
+        assert!(self.http.post(self.sandbox(path)).json(&body).send().await.unwrap().status().is_success());
+    }
+
+    async fn ledger(&self) -> Value {
+        self.http.get(self.sandbox("/__admin/ledger")).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// A real StepPay charge in the sandbox, recorded as our payment.
+    async fn steppay_payment(&self, sub: &str, amount: i64) -> PaymentRecord {
+        let v: Value = self
+            .http
+            .post(self.sandbox("/__sandbox/steppay/sdk/pay"))
+            .json(&json!({"amount": 0, "method": "CARD_BILL"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let billing_key = v["idKey"].as_str().unwrap().to_string();
+        self.record(PgMode::SteppaySelf, sub, amount, &billing_key).await
+    }
+
+    async fn payple_payment(&self, sub: &str, amount: i64) -> PaymentRecord {
+        let params = self
+            .payple
+            .window_params(WindowWork::Auth, "reg", "Pro", None, &payer(), "http://127.0.0.1/r", sub)
+            .await
+            .unwrap();
+        let v: Value = self
+            .http
+            .post(self.sandbox("/__sandbox/payple/window?format=json"))
+            .json(&params)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let billing_key = v["PCD_PAYER_ID"].as_str().unwrap().to_string();
+        self.record(PgMode::Payple, sub, amount, &billing_key).await
+    }
+
+    async fn record(&self, pg: PgMode, sub: &str, amount: i64, billing_key: &str) -> PaymentRecord {
+        let charge_id = ChargeId::new(SubscriptionId::parse(sub).unwrap(), 1, 1).unwrap();
+        let req = ChargeRequest {
+            billing_key: billing_key.into(),
+            charge_id: charge_id.clone(),
+            amount: Krw::new(amount).unwrap(),
+            goods: "Pro".into(),
+            payer: payer(),
+        };
+        let charged = match pg {
+            PgMode::Payple => self.payple.charge(&req).await.unwrap(),
+            _ => self.steppay.charge(&req).await.unwrap(),
+        };
+        let p = PaymentRecord::paid(
+            pg,
+            &charged.pg_payment_id,
+            "cus_1",
+            charged.amount,
+            charged.approved_at,
+            Some(SubscriptionId::parse(sub).unwrap()),
+            Some(charge_id),
+            None,
+        )
+        .for_partner("partner_a");
+        self.store.create_payment(&p).await.unwrap();
+        p
+    }
+
+    async fn refund(&self, payment_id: &str, idem: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.api(&format!("/payments/{payment_id}/refunds")))
+            .bearer_auth(&self.key)
+            .header("Idempotency-Key", idem)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn payment(&self, payment_id: &str) -> Value {
+        self.http
+            .get(self.api(&format!("/payments/{payment_id}")))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_partial_refunds_never_exceed_the_payment_and_match_the_pg() {
+    let e = env().await;
+    let p = e.steppay_payment("sub_r50", 10_000).await;
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let http = e.http.clone();
+        let url = e.api(&format!("/payments/{}/refunds", p.payment_id));
+        let key = e.key.clone();
+        let amount = 300 + (i * 37) % 700;
+        tasks.push(tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .bearer_auth(key)
+                .header("Idempotency-Key", format!("k-{i}"))
+                .json(&json!({"amount": amount, "reason": "partial"}))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), amount)
+        }));
+    }
+    let mut refunded = 0;
+    let mut statuses = std::collections::BTreeMap::new();
+    for t in tasks {
+        let (status, amount) = t.await.unwrap();
+        *statuses.entry(status).or_insert(0) += 1;
+        if status == 201 {
+            refunded += amount;
+        } else {
+            assert_eq!(status, 422, "the only refusal is 'exceeds refundable'");
+        }
+    }
+    assert!(refunded <= 10_000, "refunded {refunded}");
+    let ours = e.payment(&p.payment_id).await;
+    assert_eq!(ours["refunded"], refunded);
+    assert_eq!(ours["refund_pending"], 0);
+    assert_eq!(ours["refundable"], 10_000 - refunded);
+    let ledger = e.ledger().await;
+    assert_eq!(ledger["totals"]["refunded"], refunded, "the PG's ledger and our table agree to the won");
+    assert!(refunded >= 9_300, "refunds fill what is refundable: {refunded} ({statuses:?})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_idempotency_key_refunds_once() {
+    let e = env().await;
+    let p = e.payple_payment("sub_idem", 10_000).await;
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let http = e.http.clone();
+        let url = e.api(&format!("/payments/{}/refunds", p.payment_id));
+        let key = e.key.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .bearer_auth(key)
+                .header("Idempotency-Key", "same-key")
+                .json(&json!({"amount": 1000, "reason": "dup"}))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }));
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        match status {
+            201 => {
+                ids.insert(body["id"].as_str().unwrap().to_string());
+            }
+            409 => assert_eq!(body["error"]["code"], "idempotency_in_progress"),
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert_eq!(ids.len(), 1, "every success is the same refund");
+    // After it finished, the same key replays the same answer.
+    let (status, again) = e.refund(&p.payment_id, "same-key", json!({"amount": 1000, "reason": "dup"})).await;
+    assert_eq!((status, again["id"].as_str().map(str::to_string)), (201, ids.iter().next().cloned()));
+    let ledger = e.ledger().await;
+    assert_eq!(ledger["refunds"].as_array().unwrap().len(), 1, "one PG refund");
+    // Same key, different body → 422.
+    let (status, body) = e.refund(&p.payment_id, "same-key", json!({"amount": 2000, "reason": "dup"})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("idempotency_key_reused")));
+}
+
+#[tokio::test]
+async fn a_pg_timeout_after_refunding_stays_reserved_then_resolves_without_a_second_refund() {
+    let e = env().await;
+    let p = e.payple_payment("sub_to", 10_000).await;
+    // The refund reaches Payple and is done there, but the answer is held past our 1 s timeout;
+    // the immediate lookup fails too, so the outcome stays unknown.
+    e.admin("/__admin/config", json!({"timeout_after_charge_ms": 2500})).await;
+    e.admin(
+        "/__admin/scenarios",
+        json!({"operation": "refund", "count": 1, "fault": {"kind": "timeout_after_charge"}}),
+    )
+    .await;
+    e.admin("/__admin/scenarios", json!({"operation": "lookup", "count": 1, "fault": {"kind": "server_error"}})).await;
+    let (status, body) = e.refund(&p.payment_id, "to-1", json!({"amount": 4000, "reason": "timeout"})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (504, Some("refund_outcome_unknown")), "{body}");
+    let ours = e.payment(&p.payment_id).await;
+    assert_eq!(
+        (ours["refund_pending"].as_i64(), ours["refundable"].as_i64()),
+        (Some(4000), Some(6000)),
+        "kept reserved"
+    );
+    assert_eq!(ours["refunds"][0]["status"], "unknown");
+    assert_eq!(e.ledger().await["totals"]["refunded"], 4000, "the PG did refund");
+
+    // The client retries with the same key: resolved by lookup, not refunded again.
+    let (status, body) = e.refund(&p.payment_id, "to-1", json!({"amount": 4000, "reason": "timeout"})).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["status"], "succeeded");
+    let ours = e.payment(&p.payment_id).await;
+    assert_eq!(
+        (ours["refunded"].as_i64(), ours["refund_pending"].as_i64(), ours["refundable"].as_i64()),
+        (Some(4000), Some(0), Some(6000))
+    );
+    let ledger = e.ledger().await;
+    assert_eq!(ledger["refunds"].as_array().unwrap().len(), 1, "exactly one PG refund");
+}
+
+#[tokio::test]
+async fn api_keys_and_partners() {
+    let e = env().await;
+    let p = e.steppay_payment("sub_auth", 5_000).await;
+    let url = e.api(&format!("/payments/{}", p.payment_id));
+    let unauthorized = |r: reqwest::Response| async move {
+        assert_eq!(r.status(), 401);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "unauthorized");
+        assert_eq!(v["error"]["message"], "a valid API key is required", "never says which part was wrong");
+    };
+    unauthorized(e.http.get(&url).send().await.unwrap()).await;
+    unauthorized(e.http.get(&url).bearer_auth("pc_wrong").send().await.unwrap()).await;
+    unauthorized(e.http.get(&url).header("Authorization", format!("Basic {}", e.key)).send().await.unwrap()).await;
+    let revoked = generate_api_key();
+    let record = e.store.create_api_key(&revoked, "old", "partner_a", Timestamp::now()).await.unwrap();
+    e.store.revoke_api_key(&record, Timestamp::now()).await.unwrap();
+    unauthorized(e.http.get(&url).bearer_auth(&revoked).send().await.unwrap()).await;
+
+    let ok = e.payment(&p.payment_id).await;
+    assert_eq!(
+        (ok["status"].as_str(), ok["amount"].as_i64(), ok["refundable"].as_i64()),
+        (Some("paid"), Some(5000), Some(5000))
+    );
+    // Another partner's key: the payment does not exist for it.
+    let other = generate_api_key();
+    e.store.create_api_key(&other, "b", "partner_b", Timestamp::now()).await.unwrap();
+    let r = e.http.get(&url).bearer_auth(&other).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = e
+        .http
+        .post(format!("{url}/refunds"))
+        .bearer_auth(&other)
+        .header("Idempotency-Key", "x")
+        .json(&json!({"reason": "steal"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(e.ledger().await["totals"]["refunded"], 0);
+}
+
+#[tokio::test]
+async fn validation_declines_and_full_refund_with_cancel() {
+    let e = env().await;
+    let p = e.steppay_payment("sub_val", 5_000).await;
+    let id = p.payment_id.clone();
+    for (i, (body, code)) in [
+        (json!({"amount": 0, "reason": "x"}), "invalid_amount"),
+        (json!({"amount": -5, "reason": "x"}), "invalid_request"),
+        (json!({"amount": 10.5, "reason": "x"}), "invalid_request"),
+        (json!({"amount": "100", "reason": "x"}), "invalid_request"),
+        (json!({"amount": 100}), "invalid_request"),
+        (json!({"amount": 100, "reason": " "}), "invalid_reason"),
+        (json!({"amount": 100, "reason": "x", "extra": 1}), "invalid_request"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (status, v) = e.refund(&id, &format!("v-{i}"), body.clone()).await;
+        assert_eq!((status, v["error"]["code"].as_str()), (400, Some(code)), "{body}: {v}");
+    }
+    let r = e
+        .http
+        .post(e.api(&format!("/payments/{id}/refunds")))
+        .bearer_auth(&e.key)
+        .json(&json!({"reason": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "Idempotency-Key is required");
+    let big = "x".repeat(70 * 1024);
+    let r = e
+        .http
+        .post(e.api(&format!("/payments/{id}/refunds")))
+        .bearer_auth(&e.key)
+        .header("Idempotency-Key", "big")
+        .json(&json!({"reason": big}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let (status, v) = e.refund(&id, "over", json!({"amount": 5001, "reason": "x"})).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (422, Some("amount_exceeds_refundable")));
+    let (status, _) = e.refund("pay_nope", "nope", json!({"reason": "x"})).await;
+    assert_eq!(status, 404);
+
+    // A PG decline releases the reservation.
+    e.admin(
+        "/__admin/scenarios",
+        json!({"operation": "refund", "count": 1, "fault": {"kind": "decline", "hard": false}}),
+    )
+    .await;
+    let (status, v) = e.refund(&id, "declined", json!({"amount": 1000, "reason": "x"})).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (502, Some("refund_declined")), "{v}");
+    assert_eq!(e.payment(&id).await["refundable"], 5000);
+
+    // A partial refund cannot cancel the subscription; a full one can (no subscription stored
+    // here, so the request is refused before any money moves).
+    let (status, v) =
+        e.refund(&id, "cancel-partial", json!({"amount": 1000, "reason": "x", "cancel_subscription": true})).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (422, Some("cannot_cancel_subscription")));
+
+    // No amount = everything refundable.
+    let (status, v) = e.refund(&id, "all", json!({"reason": "all"})).await;
+    assert_eq!((status, v["amount"].as_i64()), (201, Some(5000)), "{v}");
+    assert_eq!(e.payment(&id).await["status"], "refunded");
+    let (status, v) = e.refund(&id, "more", json!({"reason": "again"})).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (422, Some("nothing_refundable")));
+    assert_eq!(e.ledger().await["totals"]["refunded"], 5000);
+}
+
+#[tokio::test]
+async fn a_full_refund_of_the_latest_payment_can_cancel_the_subscription() {
+    use paycycle::calendar::Interval;
+    use paycycle::domain::customer::Customer;
+    use paycycle::domain::subscription::{Plan, Subscription, SubscriptionState};
+    use paycycle::store::subscriptions::SubscriptionRecord;
+
+    let e = env().await;
+    let p = e.payple_payment("sub_cancel", 9_900).await;
+    let sub = Subscription::incomplete(
+        SubscriptionId::parse("sub_cancel").unwrap(),
+        Plan { name: "Pro".into(), amount: Krw::new(9_900).unwrap(), interval: Interval::monthly() },
+        PgMode::Payple.renewer(),
+    )
+    .activate(p.paid_at)
+    .unwrap()
+    .subscription;
+    let record = SubscriptionRecord {
+        subscription: sub,
+        partner_id: "partner_a".into(),
+        customer: Customer { id: "cus_1".into(), name: "홍길동".into(), phone: None, email: None },
+        pg: PgMode::Payple,
+        billing_key: Some("payer".into()),
+        created_at: p.paid_at,
+        version: 1,
+        lease_owner: None,
+        lease_until: 0,
+    };
+    e.store.create_subscription(&record).await.unwrap();
+    let (status, v) =
+        e.refund(&p.payment_id, "full-cancel", json!({"reason": "customer left", "cancel_subscription": true})).await;
+    assert_eq!(status, 201, "{v}");
+    let after = e.store.get_subscription(record.id()).await.unwrap().unwrap();
+    assert_eq!(after.subscription.state, SubscriptionState::Canceled);
+    assert_eq!(after.subscription.next_attempt_at, None, "renew will not charge it again");
+}
