@@ -8,7 +8,7 @@
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use super::{Condition, Item, Store, StoreError, Tx, from_item, keys, n, s, to_item, unavailable};
+use super::{Condition, Item, Store, StoreError, Tx, from_item, keys, n, s, to_item};
 use crate::domain::attempt::SubscriptionId;
 use crate::domain::customer::{Customer, PgMode};
 use crate::domain::subscription::Plan;
@@ -82,26 +82,15 @@ impl Store {
         pg: PgMode,
         reference: &str,
     ) -> Result<Option<CheckoutRecord>, StoreError> {
-        let out = self
-            .table
-            .client
-            .query()
-            .table_name(&self.table.name)
-            .index_name(keys::LOOKUP_INDEX)
-            .key_condition_expression("#lpk = :lpk")
-            .expression_attribute_names("#lpk", keys::LOOKUP_PK)
-            .expression_attribute_values(":lpk", s(&format!("PGREF#{}#{reference}", pg.pg())))
-            .limit(2)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        match out.items() {
-            [] => Ok(None),
-            [one] => from_item(one.clone()).map(Some),
-            _ => Err(StoreError::Corrupt {
-                key: format!("PGREF#{}#{reference}", pg.pg()),
-                message: "two checkouts share one PG reference".into(),
-            }),
+        let reference_key = format!("PGREF#{}#{reference}", pg.pg());
+        let (items, _) = self.lookup_page::<CheckoutRecord>(&reference_key, None, Some(2), None).await?;
+        let mut items = items.into_iter();
+        match (items.next(), items.next()) {
+            (None, _) => Ok(None),
+            (Some(one), None) => Ok(Some(one)),
+            _ => {
+                Err(StoreError::Corrupt { key: reference_key, message: "two checkouts share one PG reference".into() })
+            }
         }
     }
 }

@@ -128,6 +128,68 @@ impl Store {
         Ok(out.item)
     }
 
+    /// Every item of partition `pk` whose sort key starts with `prefix` (consistent, all pages).
+    pub(crate) async fn items_with_prefix<T: DeserializeOwned>(
+        &self,
+        pk: &str,
+        prefix: &str,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client()
+                .query()
+                .table_name(self.name())
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                .expression_attribute_names("#pk", keys::PK)
+                .expression_attribute_names("#sk", keys::SK)
+                .expression_attribute_values(":pk", s(pk))
+                .expression_attribute_values(":prefix", s(prefix))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in page.items() {
+                out.push(from_item(item.clone())?);
+            }
+            match page.last_evaluated_key {
+                Some(k) => start = Some(k),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// One page of the lookup index under `lookup_pk` (sort keys starting with `prefix`, if given).
+    pub(crate) async fn lookup_page<T: DeserializeOwned>(
+        &self,
+        lookup_pk: &str,
+        prefix: Option<&str>,
+        limit: Option<i32>,
+        start: Option<Item>,
+    ) -> Result<(Vec<T>, Option<Item>), StoreError> {
+        let mut q = self
+            .client()
+            .query()
+            .table_name(self.name())
+            .index_name(keys::LOOKUP_INDEX)
+            .expression_attribute_names("#lpk", keys::LOOKUP_PK)
+            .expression_attribute_values(":lpk", s(lookup_pk))
+            .set_limit(limit)
+            .set_exclusive_start_key(start);
+        q = match prefix {
+            Some(prefix) => q
+                .key_condition_expression("#lpk = :lpk AND begins_with(#lsk, :prefix)")
+                .expression_attribute_names("#lsk", keys::LOOKUP_SK)
+                .expression_attribute_values(":prefix", s(prefix)),
+            None => q.key_condition_expression("#lpk = :lpk"),
+        };
+        let out = q.send().await.map_err(unavailable)?;
+        let items = out.items().iter().cloned().map(from_item).collect::<Result<Vec<T>, _>>()?;
+        Ok((items, out.last_evaluated_key))
+    }
+
     /// A new transaction on this table.
     pub fn tx(&self) -> Tx {
         Tx { table: self.name().to_string(), items: Vec::new(), labels: Vec::new() }

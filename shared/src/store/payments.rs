@@ -13,7 +13,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::{Condition, Item, Store, StoreError, Tx, from_item, keys, n, s, sha256_hex, to_item, unavailable};
+use super::{Condition, Item, Store, StoreError, Tx, from_item, keys, n, s, sha256_hex, to_item};
 use crate::domain::attempt::{ChargeId, SubscriptionId};
 use crate::domain::customer::PgMode;
 use crate::domain::payment::{PaymentAmounts, RefundStatus};
@@ -171,38 +171,21 @@ impl Store {
 
     /// A subscription's payments, oldest first.
     pub async fn payments_of_subscription(&self, id: &SubscriptionId) -> Result<Vec<PaymentRecord>, StoreError> {
-        let out = self
-            .table
-            .client
-            .query()
-            .table_name(&self.table.name)
-            .index_name(keys::LOOKUP_INDEX)
-            .key_condition_expression("#lpk = :lpk")
-            .expression_attribute_names("#lpk", keys::LOOKUP_PK)
-            .expression_attribute_values(":lpk", s(&format!("SUBPAY#{id}")))
-            .send()
-            .await
-            .map_err(unavailable)?;
-        out.items().iter().cloned().map(from_item).collect()
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let (items, next) = self.lookup_page(&format!("SUBPAY#{id}"), None, None, start).await?;
+            out.extend(items);
+            match next {
+                Some(k) => start = Some(k),
+                None => return Ok(out),
+            }
+        }
     }
 
     /// Every refund of a payment.
     pub async fn refunds_of(&self, payment_id: &str) -> Result<Vec<RefundRecord>, StoreError> {
-        let out = self
-            .table
-            .client
-            .query()
-            .table_name(&self.table.name)
-            .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
-            .expression_attribute_names("#pk", keys::PK)
-            .expression_attribute_names("#sk", keys::SK)
-            .expression_attribute_values(":pk", s(&payment_pk(payment_id)))
-            .expression_attribute_values(":prefix", s("REF#"))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        out.items().iter().cloned().map(from_item).collect()
+        self.items_with_prefix(&payment_pk(payment_id), "REF#").await
     }
 
     pub async fn get_refund(&self, payment_id: &str, refund_id: &str) -> Result<Option<RefundRecord>, StoreError> {

@@ -261,24 +261,8 @@ impl Store {
         limit: i32,
         start: Option<Item>,
     ) -> Result<Page<SubscriptionRecord>, StoreError> {
-        let out = self
-            .table
-            .client
-            .query()
-            .table_name(&self.table.name)
-            .index_name(keys::LOOKUP_INDEX)
-            .key_condition_expression("#lpk = :lpk AND begins_with(#lsk, :prefix)")
-            .expression_attribute_names("#lpk", keys::LOOKUP_PK)
-            .expression_attribute_names("#lsk", keys::LOOKUP_SK)
-            .expression_attribute_values(":lpk", s(&format!("CUS#{customer_id}")))
-            .expression_attribute_values(":prefix", s("SUB#"))
-            .limit(limit)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let items = out.items().iter().cloned().map(from_item).collect::<Result<Vec<_>, _>>()?;
-        Ok(Page { items, next: out.last_evaluated_key })
+        let (items, next) = self.lookup_page(&format!("CUS#{customer_id}"), Some("SUB#"), Some(limit), start).await?;
+        Ok(Page { items, next })
     }
 
     pub async fn get_attempt(&self, charge_id: &ChargeId) -> Result<Option<Attempt>, StoreError> {
@@ -290,31 +274,6 @@ impl Store {
 
     /// Every attempt of a subscription, by period and attempt number.
     pub async fn attempts_of(&self, id: &SubscriptionId) -> Result<Vec<Attempt>, StoreError> {
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .table
-                .client
-                .query()
-                .table_name(&self.table.name)
-                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
-                .expression_attribute_names("#pk", keys::PK)
-                .expression_attribute_names("#sk", keys::SK)
-                .expression_attribute_values(":pk", s(&subscription_pk(id)))
-                .expression_attribute_values(":prefix", s("ATT#"))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(unavailable)?;
-            for item in page.items() {
-                out.push(from_item(item.clone())?);
-            }
-            match page.last_evaluated_key {
-                Some(k) => start = Some(k),
-                None => return Ok(out),
-            }
-        }
+        self.items_with_prefix(&subscription_pk(id), "ATT#").await
     }
 }
