@@ -50,6 +50,6 @@ async fn every_template_route_reaches_its_function_and_answers_json() {
         .json()
         .await
         .unwrap();
-    assert_eq!(tick["ok"], false);
-    assert!(tick["error"].as_str().unwrap().contains("not implemented"), "{tick}");
+    assert_eq!(tick["ok"], true, "{tick}");
+    assert_eq!(tick["report"]["due"], 0, "nothing is due in an empty table");
 }

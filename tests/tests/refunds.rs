@@ -29,7 +29,8 @@ struct Env {
 }
 
 async fn env() -> Env {
-    let stack = LocalStack::start(Options { api_port: 0, pg_timeout_ms: Some(1_000) }).await.unwrap();
+    let stack =
+        LocalStack::start(Options { api_port: 0, pg_timeout_ms: Some(1_000), ..Options::default() }).await.unwrap();
     let sdk = paycycle_testkit::moto::sdk_config_for(stack.moto.endpoint()).await;
     let store = Store::new(&sdk, &stack.provisioned.table);
     let key = generate_api_key();

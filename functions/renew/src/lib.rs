@@ -1,44 +1,273 @@
 //! `renew`: charges due subscriptions exactly once per period (DESIGN §5), triggered by the
 //! EventBridge schedule.
 //!
-//! The behaviour is built by issue #9; until then a tick fails with a typed `NotImplemented`
-//! error (a Lambda function error, visible in the function's error metric), and charges nothing.
+//! One tick: drain leftover outbox events, walk the sharded due index, and for each due
+//! subscription — with bounded concurrency, starting nothing new past the deadline — claim it with
+//! a lease (two overlapping ticks never both win), write the attempt record first (its deterministic
+//! charge id is the PG's `PCD_PAY_OID` / `partnerOrderId`), charge, and commit the outcome in one
+//! transaction with its events. An unknown outcome is never charged again blind: the next tick looks
+//! it up (Payple by OID), and one unresolved past the review window goes to `needs_review`.
+//! StepPay managed subscriptions are never charged here (StepPay renews them).
 
+mod process;
+
+use std::sync::Arc;
+
+use jiff::{SignedDuration, Timestamp};
 use lambda_runtime::LambdaEvent;
 use paycycle::boot::Boot;
+use paycycle::domain::dunning::DunningPolicy;
+use paycycle::events::EventPublisher;
+use paycycle::pg::Gateways;
+use paycycle::store::Store;
+use paycycle::store::subscriptions::due_shards;
+use serde::Serialize;
 use serde_json::Value;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
-/// Everything the handler needs, built once per cold start.
+pub use process::{CrashPoint, Outcome};
+
+/// Tunables (environment, with defaults).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `PAYCYCLE_RENEW_CONCURRENCY` (default 16): subscriptions charged at once.
+    pub concurrency: usize,
+    /// How long a claim holds a subscription (a crashed worker's claim expires after this).
+    pub lease: SignedDuration,
+    /// When to look up an unknown outcome again.
+    pub recheck_after: SignedDuration,
+    /// `PAYCYCLE_REVIEW_WINDOW_HOURS` (default 24): unknown for longer → `needs_review`.
+    pub review_window: SignedDuration,
+    /// `PAYCYCLE_ALLOW_TIME_TRAVEL=true` lets an event carry `{"now": ...}` (local stack and tests).
+    pub allow_time_travel: bool,
+    pub dunning: DunningPolicy,
+    /// Due-index page size.
+    pub page_size: i32,
+    /// Stop starting new work this long before the Lambda deadline.
+    pub deadline_margin: SignedDuration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            lease: SignedDuration::from_mins(5),
+            recheck_after: SignedDuration::from_mins(5),
+            review_window: SignedDuration::from_hours(24),
+            allow_time_travel: false,
+            dunning: DunningPolicy::default(),
+            page_size: 100,
+            deadline_margin: SignedDuration::from_secs(30),
+        }
+    }
+}
+
+impl Settings {
+    pub fn from_env() -> Self {
+        let mut s = Self::default();
+        let var = |k: &str| std::env::var(k).ok();
+        if let Some(n) =
+            var("PAYCYCLE_RENEW_CONCURRENCY").and_then(|v| v.parse::<usize>().ok()).filter(|n| (1..=512).contains(n))
+        {
+            s.concurrency = n;
+        }
+        if let Some(h) =
+            var("PAYCYCLE_REVIEW_WINDOW_HOURS").and_then(|v| v.parse::<i64>().ok()).filter(|h| (1..=720).contains(h))
+        {
+            s.review_window = SignedDuration::from_hours(h);
+        }
+        s.allow_time_travel = var("PAYCYCLE_ALLOW_TIME_TRAVEL").as_deref() == Some("true");
+        s
+    }
+}
+
+/// Everything a tick needs, built once per cold start; cheap to clone into tasks.
 #[derive(Clone, Debug)]
 pub struct Deps {
-    pub boot: Boot,
+    pub store: Store,
+    pub gateways: Gateways,
+    pub publisher: EventPublisher,
+    pub settings: Settings,
+    /// Test hook: stop processing at this step as if the Lambda died there.
+    pub crash_at: Option<CrashPoint>,
 }
 
 impl Deps {
     pub fn new(boot: Boot) -> Self {
-        Self { boot }
+        Self {
+            store: Store::new(&boot.sdk, &boot.config.table),
+            gateways: Gateways::new(&boot.config, &boot.secrets),
+            publisher: EventPublisher::new(&boot.sdk, &boot.config.event_bus),
+            settings: Settings::from_env(),
+            crash_at: None,
+        }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenewError {
-    #[error("renew is not implemented yet (tracked in issue #9); nothing was charged")]
-    NotImplemented,
-}
-
-/// One scheduled tick. The event is EventBridge's scheduled event (`time` is the tick's `now`).
-pub async fn handler(_deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, RenewError> {
-    let time = event.payload.get("time").and_then(Value::as_str).unwrap_or("unknown");
-    tracing::warn!(time, "renew tick received but renew is not implemented yet");
-    Err(RenewError::NotImplemented)
+    #[error("the event's `time` is missing or not an RFC 3339 instant")]
+    BadTime,
+    #[error("`now` in the event is time travel, allowed only with PAYCYCLE_ALLOW_TIME_TRAVEL=true")]
+    TimeTravelNotAllowed,
 }
 
 /// How a failed tick is reported to Lambda (`errorType` is what alarms and logs match on).
 impl From<RenewError> for lambda_runtime::Diagnostic {
     fn from(e: RenewError) -> Self {
         let error_type = match e {
-            RenewError::NotImplemented => "RenewNotImplemented",
+            RenewError::BadTime => "RenewBadTime",
+            RenewError::TimeTravelNotAllowed => "RenewTimeTravelNotAllowed",
         };
         lambda_runtime::Diagnostic { error_type: error_type.into(), error_message: e.to_string() }
     }
+}
+
+/// What one tick did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub now: String,
+    pub due: u64,
+    pub claimed: u64,
+    pub charged: u64,
+    pub declined: u64,
+    pub unknown: u64,
+    pub resolved: u64,
+    pub needs_review: u64,
+    pub canceled: u64,
+    pub paused: u64,
+    pub skipped: u64,
+    pub errors: u64,
+    pub outbox_published: u64,
+    /// Due subscriptions left for the next tick because the deadline came.
+    pub deferred: u64,
+}
+
+impl Report {
+    fn add(&mut self, o: &Outcome) {
+        match o {
+            Outcome::Skipped => self.skipped += 1,
+            Outcome::Charged => self.charged += 1,
+            Outcome::Declined => self.declined += 1,
+            Outcome::Unknown => self.unknown += 1,
+            Outcome::Resolved => self.resolved += 1,
+            Outcome::NeedsReview => self.needs_review += 1,
+            Outcome::Canceled => self.canceled += 1,
+            Outcome::Paused => self.paused += 1,
+            Outcome::Crashed | Outcome::Error => self.errors += 1,
+        }
+        if !matches!(o, Outcome::Skipped) {
+            self.claimed += 1;
+        }
+    }
+
+    /// The CloudWatch embedded-metric-format line (one JSON object on stdout).
+    pub fn emf(&self) -> String {
+        let metrics =
+            ["Due", "Claimed", "Charged", "Declined", "Unknown", "Resolved", "NeedsReview", "Skipped", "Errors"];
+        let values = [
+            self.due,
+            self.claimed,
+            self.charged,
+            self.declined,
+            self.unknown,
+            self.resolved,
+            self.needs_review,
+            self.skipped,
+            self.errors,
+        ];
+        let mut v = serde_json::json!({
+            "_aws": {
+                "Timestamp": Timestamp::now().as_millisecond(),
+                "CloudWatchMetrics": [{
+                    "Namespace": "paycycle",
+                    "Dimensions": [["Function"]],
+                    "Metrics": metrics.iter().map(|m| serde_json::json!({"Name": m, "Unit": "Count"})).collect::<Vec<_>>(),
+                }]
+            },
+            "Function": "renew",
+        });
+        for (m, n) in metrics.iter().zip(values) {
+            v[*m] = n.into();
+        }
+        v.to_string()
+    }
+}
+
+/// The tick's `now`: the event's `time`, or (only with time travel allowed) its `now`.
+pub fn tick_time(payload: &Value, settings: &Settings) -> Result<Timestamp, RenewError> {
+    let parse = |s: &str| s.parse::<Timestamp>().ok().or_else(|| s.parse::<jiff::Zoned>().ok().map(|z| z.timestamp()));
+    if let Some(now) = payload.get("now").filter(|v| !v.is_null()) {
+        if !settings.allow_time_travel {
+            return Err(RenewError::TimeTravelNotAllowed);
+        }
+        return now.as_str().and_then(parse).ok_or(RenewError::BadTime);
+    }
+    payload.get("time").and_then(Value::as_str).and_then(parse).ok_or(RenewError::BadTime)
+}
+
+/// One scheduled tick.
+pub async fn handler(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, RenewError> {
+    let now = tick_time(&event.payload, &deps.settings)?;
+    // The Lambda deadline (epoch ms; 0 when not running in Lambda).
+    let deadline = (event.context.deadline > 0)
+        .then(|| Timestamp::from_millisecond(event.context.deadline as i64).ok())
+        .flatten()
+        .and_then(|d| d.checked_sub(deps.settings.deadline_margin).ok());
+    let report = tick(deps, now, deadline).await;
+    tracing::info!(report = %serde_json::to_string(&report).unwrap_or_default(), "renew tick");
+    println!("{}", report.emf());
+    Ok(serde_json::to_value(&report).unwrap_or_default())
+}
+
+/// Runs one tick at `now`, starting no new work after `deadline` (real time).
+pub async fn tick(deps: &Deps, now: Timestamp, deadline: Option<Timestamp>) -> Report {
+    let mut report = Report { now: now.to_string(), ..Report::default() };
+    match deps.publisher.drain(&deps.store, 500).await {
+        Ok(r) => report.outbox_published = r.published as u64,
+        Err(e) => tracing::warn!(error = %e, "outbox drain failed"),
+    }
+    let owner = format!("renew-{}-{}", std::process::id(), Timestamp::now().as_nanosecond());
+    let semaphore = Arc::new(Semaphore::new(deps.settings.concurrency));
+    let mut tasks: JoinSet<Outcome> = JoinSet::new();
+    let past_deadline = || deadline.is_some_and(|d| Timestamp::now() >= d);
+    'shards: for shard in due_shards() {
+        let mut start = None;
+        loop {
+            let page = match deps.store.due_subscriptions(&shard, now, deps.settings.page_size, start).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(shard, error = %e, "due query failed");
+                    report.errors += 1;
+                    break;
+                }
+            };
+            for id in page.items {
+                report.due += 1;
+                if past_deadline() {
+                    report.deferred += 1;
+                    continue;
+                }
+                let permit = semaphore.clone().acquire_owned().await.expect("semaphore is never closed");
+                let (deps, owner) = (deps.clone(), owner.clone());
+                tasks.spawn(async move {
+                    let outcome = process::renew_one(&deps, &id, now, &owner).await;
+                    drop(permit);
+                    outcome
+                });
+                while let Some(done) = tasks.try_join_next() {
+                    report.add(&done.unwrap_or(Outcome::Error));
+                }
+            }
+            match page.next {
+                Some(k) => start = Some(k),
+                None => continue 'shards,
+            }
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        report.add(&done.unwrap_or(Outcome::Error));
+    }
+    report
 }

@@ -31,6 +31,9 @@ pub struct Functions {
     checkout: checkout::Deps,
     subscriptions: subscriptions::Deps,
     request_counter: AtomicU64,
+    /// The PG sandbox, whose clock follows `tick`'s time travel.
+    sandbox_url: Option<String>,
+    http: reqwest::Client,
 }
 
 /// The cargo binary behind each template logical id the local stack knows how to run.
@@ -44,15 +47,20 @@ pub const BINARIES: &[(&str, &str)] = &[
 ];
 
 impl Functions {
-    pub fn new(boot: Boot) -> Self {
+    pub fn new(boot: Boot, sandbox_url: Option<String>) -> Self {
+        // The local stack travels in time: renew accepts `{"now": ...}` here, never in AWS.
+        let mut renew = renew::Deps::new(boot.clone());
+        renew.settings.allow_time_travel = true;
         Self {
             webhook_ingest: webhook_ingest::Deps::new(boot.clone()),
             verify: verify::Deps::new(boot.clone()),
-            renew: renew::Deps::new(boot.clone()),
+            renew,
             refund: refund::Deps::new(boot.clone()),
             checkout: checkout::Deps::new(boot.clone()),
             subscriptions: subscriptions::Deps::new(boot),
             request_counter: AtomicU64::new(0),
+            sandbox_url,
+            http: reqwest::Client::new(),
         }
     }
 
@@ -108,6 +116,10 @@ impl Functions {
         });
         if let Some(now) = now {
             event["now"] = json!(now);
+            // The PG's clock travels too (payment dates, Payple's PCD_PAY_DATE lookups).
+            if let Some(url) = &self.sandbox_url {
+                let _ = self.http.post(format!("{url}/__admin/clock")).json(&json!({"now": now})).send().await;
+            }
         }
         renew::handler(&self.renew, lambda_runtime::LambdaEvent::new(event, self.context()))
             .await

@@ -26,11 +26,14 @@ pub struct Options {
     pub api_port: u16,
     /// `PG_TIMEOUT_MS` for the functions (tests shorten it to exercise unknown outcomes).
     pub pg_timeout_ms: Option<u64>,
+    /// Start a moto server of its own even when `PAYCYCLE_MOTO_ENDPOINT` names a shared one
+    /// (moto copies tables inside transactions, so heavy tests run faster alone).
+    pub own_moto: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { api_port: 3000, pg_timeout_ms: None }
+        Self { api_port: 3000, pg_timeout_ms: None, own_moto: false }
     }
 }
 
@@ -75,7 +78,7 @@ impl LocalStack {
     /// starts the sandbox and the API.
     pub async fn start(options: Options) -> Result<Self, StackError> {
         let template = Template::load()?;
-        let moto = MotoServer::shared_or_start()?;
+        let moto = if options.own_moto { MotoServer::start()? } else { MotoServer::shared_or_start()? };
         let sdk = moto.sdk_config().await;
         let provisioned =
             paycycle_testkit::provision(&sdk, &template, &paycycle_testkit::provision::unique_prefix()).await?;
@@ -98,7 +101,7 @@ impl LocalStack {
         let boot = Boot { config, sdk, secrets: local_secrets() };
 
         let routes = template.http_routes()?;
-        let functions = Arc::new(Functions::new(boot));
+        let functions = Arc::new(Functions::new(boot, Some(sandbox.base_url())));
         let app = http_bridge::router(&routes, functions.clone())?;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.api_port)).await?;
         let api_addr = listener.local_addr()?;

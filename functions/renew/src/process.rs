@@ -1,0 +1,389 @@
+//! One due subscription: claim, act, commit. Every write is conditional; the outcome of a charge
+//! and everything it changes are one transaction.
+
+use jiff::Timestamp;
+use paycycle::domain::attempt::{Attempt, AttemptStatus, ChargeId, SubscriptionId};
+use paycycle::domain::events::EventKind;
+use paycycle::domain::subscription::{DueAction, Transition};
+use paycycle::pg::{ChargeRequest, Charged, Lookup, Payer, PaymentState, PgError};
+use paycycle::store::StoreError;
+use paycycle::store::outbox::OutboxEvent;
+use paycycle::store::payments::PaymentRecord;
+use paycycle::store::subscriptions::SubscriptionRecord;
+use serde_json::json;
+
+use crate::Deps;
+
+/// What happened to one due subscription.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not due any more, or claimed by another tick.
+    Skipped,
+    Charged,
+    Declined,
+    /// Sent, outcome unknown: looked up on a later tick.
+    Unknown,
+    /// An unknown outcome was resolved (paid or not) by lookup.
+    Resolved,
+    NeedsReview,
+    Canceled,
+    Paused,
+    /// The test hook stopped processing here.
+    Crashed,
+    Error,
+}
+
+/// Where the test hook can stop a worker as if its Lambda died.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashPoint {
+    AfterClaim,
+    AfterAttemptWrite,
+    AfterPgCall,
+    BeforeCommit,
+}
+
+fn crashed(deps: &Deps, at: CrashPoint) -> bool {
+    deps.crash_at == Some(at)
+}
+
+fn log_err(id: &SubscriptionId, what: &str, e: &dyn std::fmt::Display) -> Outcome {
+    tracing::error!(subscription_id = %id, error = %e, "{what}");
+    Outcome::Error
+}
+
+pub async fn renew_one(deps: &Deps, id: &SubscriptionId, now: Timestamp, owner: &str) -> Outcome {
+    let record = match deps.store.get_subscription(id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return Outcome::Skipped,
+        Err(e) => return log_err(id, "read failed", &e),
+    };
+    let action = match record.subscription.due_action(now) {
+        Ok(DueAction::Nothing) => return Outcome::Skipped,
+        Ok(a) => a,
+        Err(e) => return log_err(id, "due action failed", &e),
+    };
+    let claimed = match deps.store.claim(&record, owner, now, deps.settings.lease).await {
+        Ok(c) => c,
+        Err(StoreError::Conflict(_)) => return Outcome::Skipped,
+        Err(e) => return log_err(id, "claim failed", &e),
+    };
+    if crashed(deps, CrashPoint::AfterClaim) {
+        return Outcome::Crashed;
+    }
+    match action {
+        DueAction::Nothing => Outcome::Skipped,
+        DueAction::CancelAtPeriodEnd => {
+            let t = claimed.subscription.period_end_cancel(now);
+            finish(deps, &claimed, t, now, owner, Outcome::Canceled).await
+        }
+        DueAction::PauseAtPeriodEnd => {
+            let t = claimed.subscription.pause_at_period_end_reached(now);
+            finish(deps, &claimed, t, now, owner, Outcome::Paused).await
+        }
+        DueAction::ResolveUnknown { charge_id, .. } => resolve(deps, &claimed, &charge_id, now, owner).await,
+        DueAction::Charge { .. } => charge(deps, &claimed, now, owner).await,
+    }
+}
+
+/// Commits a transition that moves no money (cancel or pause at period end).
+async fn finish(
+    deps: &Deps,
+    claimed: &SubscriptionRecord,
+    t: Result<Transition, paycycle::domain::subscription::TransitionError>,
+    now: Timestamp,
+    owner: &str,
+    outcome: Outcome,
+) -> Outcome {
+    let t = match t {
+        Ok(t) => t,
+        Err(e) => return log_err(claimed.id(), "transition failed", &e),
+    };
+    let next = claimed.next(t.subscription);
+    let events = events_for(&next, &t.events, now, None);
+    let mut tx = deps.store.tx();
+    tx.put_subscription_next(&next, Some(owner));
+    for e in &events {
+        tx.put_outbox(e);
+    }
+    commit(deps, tx, &events, claimed.id(), outcome).await
+}
+
+fn events_for(
+    next: &SubscriptionRecord,
+    kinds: &[EventKind],
+    now: Timestamp,
+    payment: Option<&PaymentRecord>,
+) -> Vec<OutboxEvent> {
+    kinds
+        .iter()
+        .map(|k| {
+            let data = json!({
+                "subscription_id": next.id(),
+                "partner_id": next.partner_id,
+                "customer_id": next.customer.id,
+                "state": next.subscription.state,
+                "period": next.subscription.current_period.map(|p| p.index),
+                "next_attempt_at": next.subscription.next_attempt_at.map(|t| t.to_string()),
+                "payment_id": payment.map(|p| p.payment_id.clone()),
+                "amount": payment.map(|p| p.amounts.paid),
+            });
+            OutboxEvent::new(*k, next.id().as_str(), next.version, now, data)
+        })
+        .collect()
+}
+
+async fn commit(
+    deps: &Deps,
+    tx: paycycle::store::Tx,
+    events: &[OutboxEvent],
+    id: &SubscriptionId,
+    outcome: Outcome,
+) -> Outcome {
+    match deps.store.commit(tx).await {
+        Ok(()) => {
+            if let Err(e) = deps.publisher.flush(&deps.store, events).await {
+                tracing::warn!(error = %e, "events stay in the outbox for the next drain");
+            }
+            outcome
+        }
+        Err(e) => log_err(id, "outcome commit failed", &e),
+    }
+}
+
+fn charge_request(claimed: &SubscriptionRecord, attempt: &Attempt) -> Option<ChargeRequest> {
+    Some(ChargeRequest {
+        billing_key: claimed.billing_key.clone()?,
+        charge_id: attempt.charge_id.clone(),
+        amount: attempt.amount,
+        goods: claimed.subscription.plan.name.clone(),
+        payer: Payer {
+            customer_id: claimed.customer.id.clone(),
+            name: claimed.customer.name.clone(),
+            phone: claimed.customer.phone.clone(),
+            email: claimed.customer.email.clone(),
+            payer_no: None,
+        },
+    })
+}
+
+/// A first try or a dunning retry: attempt record first, then the PG, then one transaction.
+async fn charge(deps: &Deps, claimed: &SubscriptionRecord, now: Timestamp, owner: &str) -> Outcome {
+    let (collecting, attempt) = match claimed.subscription.begin_charge(now) {
+        Ok(x) => x,
+        Err(e) => return log_err(claimed.id(), "begin charge failed", &e),
+    };
+    let mut tx = deps.store.tx();
+    tx.put_attempt_new(&attempt);
+    match deps.store.commit(tx).await {
+        Ok(()) => {}
+        Err(StoreError::AlreadyExists(_)) => {
+            // An earlier worker wrote this attempt and died: it may have charged. Look it up.
+            return resolve(deps, claimed, &attempt.charge_id, now, owner).await;
+        }
+        Err(e) => return log_err(claimed.id(), "attempt write failed", &e),
+    }
+    if crashed(deps, CrashPoint::AfterAttemptWrite) {
+        return Outcome::Crashed;
+    }
+    let collecting_record = SubscriptionRecord { subscription: collecting, ..claimed.clone() };
+    send_and_settle(deps, &collecting_record, claimed, attempt, "pending", now, owner).await
+}
+
+/// Sends the charge of `attempt` (stored with status `stored_status`) and commits the outcome.
+async fn send_and_settle(
+    deps: &Deps,
+    collecting: &SubscriptionRecord,
+    claimed: &SubscriptionRecord,
+    attempt: Attempt,
+    stored_status: &str,
+    now: Timestamp,
+    owner: &str,
+) -> Outcome {
+    let Some(req) = charge_request(claimed, &attempt) else {
+        tracing::error!(subscription_id = %claimed.id(), "no billing key: needs review");
+        return settle(
+            deps,
+            collecting,
+            claimed,
+            &attempt,
+            stored_status,
+            Err(PgError::Invalid("no billing key".into())),
+            now,
+            owner,
+        )
+        .await;
+    };
+    let result = deps.gateways.charge(claimed.pg, &req).await;
+    if crashed(deps, CrashPoint::AfterPgCall) {
+        return Outcome::Crashed;
+    }
+    settle(deps, collecting, claimed, &attempt, stored_status, result, now, owner).await
+}
+
+/// Commits one charge outcome: attempt + payment + subscription + events.
+#[allow(clippy::too_many_arguments)]
+async fn settle(
+    deps: &Deps,
+    collecting: &SubscriptionRecord,
+    claimed: &SubscriptionRecord,
+    attempt: &Attempt,
+    stored_status: &str,
+    result: Result<Charged, PgError>,
+    now: Timestamp,
+    owner: &str,
+) -> Outcome {
+    if crashed(deps, CrashPoint::BeforeCommit) {
+        return Outcome::Crashed;
+    }
+    let sub = &collecting.subscription;
+    let (attempt_status, transition, payment, outcome) = match result {
+        Ok(charged) => {
+            let payment = payment_for(claimed, attempt, &charged);
+            (
+                AttemptStatus::Approved {
+                    pg_payment_id: charged.pg_payment_id.clone(),
+                    approved_at: charged.approved_at,
+                },
+                sub.charge_succeeded(&attempt.charge_id),
+                Some(payment),
+                if stored_status == "pending" { Outcome::Charged } else { Outcome::Resolved },
+            )
+        }
+        Err(PgError::Declined { hard, code, message }) => (
+            AttemptStatus::Declined { code, message, hard },
+            sub.charge_declined(&attempt.charge_id, hard, now, &deps.settings.dunning),
+            None,
+            Outcome::Declined,
+        ),
+        Err(PgError::Invalid(reason)) => (
+            // Our request cannot succeed as it is (e.g. below the PG's minimum): stop, loudly.
+            AttemptStatus::Declined { code: "invalid_request".into(), message: reason, hard: true },
+            sub.charge_declined(&attempt.charge_id, true, now, &deps.settings.dunning),
+            None,
+            Outcome::Declined,
+        ),
+        Err(e) => {
+            // Unknown, unrecognized, already processed, or not sent (transient/config): the
+            // outcome is looked up on a later tick before anything is charged again.
+            tracing::warn!(subscription_id = %claimed.id(), charge_id = %attempt.charge_id, error = %e, "charge outcome unknown");
+            if stored_status == "unknown" {
+                return still_unknown(deps, claimed, now, owner).await;
+            }
+            (
+                AttemptStatus::Unknown { since: now },
+                sub.charge_unknown(&attempt.charge_id, now, deps.settings.recheck_after),
+                None,
+                Outcome::Unknown,
+            )
+        }
+    };
+    let transition = match transition {
+        Ok(t) => t,
+        Err(e) => return log_err(claimed.id(), "transition failed", &e),
+    };
+    let next_attempt = match attempt.resolve(attempt_status) {
+        Ok(a) => a,
+        Err(e) => return log_err(claimed.id(), "attempt transition failed", &e),
+    };
+    let next = claimed.next(transition.subscription);
+    let events = events_for(&next, &transition.events, now, payment.as_ref());
+    let mut tx = deps.store.tx();
+    tx.put_attempt_if_status(&next_attempt, stored_status);
+    if let Some(p) = &payment {
+        tx.put_payment_new(p);
+    }
+    tx.put_subscription_next(&next, Some(owner));
+    for e in &events {
+        tx.put_outbox(e);
+    }
+    commit(deps, tx, &events, claimed.id(), outcome).await
+}
+
+fn payment_for(claimed: &SubscriptionRecord, attempt: &Attempt, charged: &Charged) -> PaymentRecord {
+    PaymentRecord::paid(
+        claimed.pg,
+        &charged.pg_payment_id,
+        &claimed.customer.id,
+        charged.amount,
+        charged.approved_at,
+        Some(claimed.id().clone()),
+        Some(attempt.charge_id.clone()),
+        None,
+    )
+    .for_partner(&claimed.partner_id)
+}
+
+/// An unknown outcome: ask the PG. Paid → recorded; not there → charged now with the same charge
+/// id (the PG rejects a repeat of it); no answer → unknown again, or `needs_review` past the window.
+async fn resolve(
+    deps: &Deps,
+    claimed: &SubscriptionRecord,
+    charge_id: &ChargeId,
+    now: Timestamp,
+    owner: &str,
+) -> Outcome {
+    let attempt = match deps.store.get_attempt(charge_id).await {
+        Ok(Some(a)) => a,
+        Ok(None) => return log_err(claimed.id(), "unknown attempt has no record", &"missing attempt"),
+        Err(e) => return log_err(claimed.id(), "attempt read failed", &e),
+    };
+    let stored_status = attempt.status.name();
+    // A subscription whose attempt was written by a worker that died is still `collecting` from
+    // the domain's view only if the collection was committed; rebuild it from the attempt.
+    let collecting = match &claimed.subscription.collection {
+        Some(_) => claimed.clone(),
+        None => match claimed.subscription.begin_charge(now) {
+            Ok((s, _)) => SubscriptionRecord { subscription: s, ..claimed.clone() },
+            Err(e) => return log_err(claimed.id(), "cannot rebuild the collection", &e),
+        },
+    };
+    let lookup = Lookup::Charge { charge_id: charge_id.clone(), request_date_kst: attempt.request_date_kst.clone() };
+    match deps.gateways.lookup(claimed.pg, &lookup).await {
+        Ok(PaymentState::Paid { pg_payment_id, amount, paid_at, .. }) => {
+            let charged = Charged { pg_payment_id, amount, approved_at: paid_at.unwrap_or(now) };
+            settle(deps, &collecting, claimed, &attempt, stored_status, Ok(charged), now, owner).await
+        }
+        Ok(PaymentState::Refunded { pg_payment_id, amount }) => {
+            let charged = Charged { pg_payment_id, amount, approved_at: now };
+            settle(deps, &collecting, claimed, &attempt, stored_status, Ok(charged), now, owner).await
+        }
+        Err(PgError::NotFound) | Ok(PaymentState::Failed { .. }) => {
+            // Never reached the PG (or failed there): charge it now under the same id.
+            send_and_settle(deps, &collecting, claimed, attempt, stored_status, now, owner).await
+        }
+        Ok(PaymentState::Pending) | Err(_) => {
+            if stored_status == "pending" {
+                // A dead worker's attempt we cannot look up (StepPay has no lookup by our id):
+                // mark it unknown so the review window starts.
+                let unknown = PgError::Unknown { reason: "attempt left pending by a stopped worker".into() };
+                return settle(deps, &collecting, claimed, &attempt, stored_status, Err(unknown), now, owner).await;
+            }
+            still_unknown(deps, claimed, now, owner).await
+        }
+    }
+}
+
+/// Still unknown after a lookup: look again later, or hand it to a person past the window.
+async fn still_unknown(deps: &Deps, claimed: &SubscriptionRecord, now: Timestamp, owner: &str) -> Outcome {
+    let sub = &claimed.subscription;
+    let (transition, outcome) = if sub.unknown_overdue(now, deps.settings.review_window) {
+        tracing::error!(
+            subscription_id = %claimed.id(),
+            alarm = "paycycle_needs_review",
+            "charge outcome still unknown after the review window: needs review"
+        );
+        (sub.require_review(), Outcome::NeedsReview)
+    } else {
+        let Some(c) = &sub.collection else { return log_err(claimed.id(), "unknown without a collection", &"state") };
+        let charge_id = match ChargeId::new(claimed.id().clone(), c.period, c.attempt) {
+            Ok(id) => id,
+            Err(e) => return log_err(claimed.id(), "charge id", &e),
+        };
+        (sub.charge_unknown(&charge_id, now, deps.settings.recheck_after), Outcome::Unknown)
+    };
+    let t = match transition {
+        Ok(t) => t,
+        Err(e) => return log_err(claimed.id(), "transition failed", &e),
+    };
+    finish(deps, claimed, Ok(t), now, owner, outcome).await
+}

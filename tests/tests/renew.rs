@@ -1,0 +1,384 @@
+//! renew against moto and the PG sandbox, checked on the sandbox's ledger: month-end anchors,
+//! overlapping ticks, unknown outcomes, crashes at every step, dunning.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::civil::date;
+use jiff::{SignedDuration, Timestamp};
+use paycycle::calendar::{Interval, in_seoul, seoul};
+use paycycle::config::Config;
+use paycycle::domain::attempt::SubscriptionId;
+use paycycle::domain::customer::{Customer, PgMode};
+use paycycle::domain::subscription::{Plan, Subscription, SubscriptionState};
+use paycycle::events::EventPublisher;
+use paycycle::money::Krw;
+use paycycle::pg::payple::WindowWork;
+use paycycle::pg::{Gateways, Payer};
+use paycycle::store::Store;
+use paycycle::store::subscriptions::SubscriptionRecord;
+use paycycle_dev::{LocalStack, Options};
+use renew::{CrashPoint, Deps, Settings, tick};
+use serde_json::{Value, json};
+
+struct Env {
+    stack: LocalStack,
+    http: reqwest::Client,
+    store: Store,
+    deps: Deps,
+}
+
+async fn env() -> Env {
+    env_with(Options { api_port: 0, ..Options::default() }).await
+}
+
+async fn env_with(options: Options) -> Env {
+    let stack = LocalStack::start(options).await.unwrap();
+    let sdk = paycycle_testkit::moto::sdk_config_for(stack.moto.endpoint()).await;
+    let store = Store::new(&sdk, &stack.provisioned.table);
+    let vars: BTreeMap<&str, String> = [
+        ("PAYCYCLE_TABLE", stack.provisioned.table.clone()),
+        ("PAYCYCLE_EVENT_BUS", stack.provisioned.buses.values().next().unwrap().clone()),
+        ("STEPPAY_BASE_URL", stack.sandbox.base_url()),
+        ("PAYPLE_BASE_URL", stack.sandbox.base_url()),
+        ("PAYPLE_REFERER", "http://127.0.0.1:3000".to_string()),
+        ("PG_TIMEOUT_MS", "1000".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    let config = Config::from_lookup(|k| vars.get(k).cloned()).unwrap();
+    let deps = Deps {
+        store: store.clone(),
+        gateways: Gateways::new(&config, &paycycle_dev::local_secrets()),
+        publisher: EventPublisher::new(&sdk, &config.event_bus),
+        settings: Settings { concurrency: 8, ..Settings::default() },
+        crash_at: None,
+    };
+    Env { stack, http: reqwest::Client::new(), store, deps }
+}
+
+fn kst(y: i16, m: i8, d: i8, h: i8) -> Timestamp {
+    date(y, m, d).at(h, 0, 0, 0).to_zoned(seoul()).unwrap().timestamp()
+}
+
+impl Env {
+    fn sandbox(&self, path: &str) -> String {
+        format!("{}{path}", self.stack.sandbox.base_url())
+    }
+
+    async fn admin(&self, path: &str, body: Value) {
+        assert!(self.http.post(self.sandbox(path)).json(&body).send().await.unwrap().status().is_success(), "{path}");
+    }
+
+    async fn ledger(&self) -> Value {
+        self.http.get(self.sandbox("/__admin/ledger")).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// The PG's clock follows our time travel, then one tick.
+    async fn tick_at(&self, now: Timestamp, deps: &Deps) -> renew::Report {
+        self.admin("/__admin/clock", json!({"now": now.to_string()})).await;
+        tick(deps, now, None).await
+    }
+
+    async fn billing_key(&self, pg: PgMode) -> String {
+        match pg {
+            PgMode::Payple => {
+                let payer =
+                    Payer {
+                        customer_id: "c".into(), name: "홍길동".into(), phone: None, email: None, payer_no: None
+                    };
+                let params = self
+                    .deps
+                    .gateways
+                    .payple
+                    .window_params(WindowWork::Auth, "reg", "Pro", None, &payer, "http://127.0.0.1/r", "x")
+                    .await
+                    .unwrap();
+                let v: Value = self
+                    .http
+                    .post(self.sandbox("/__sandbox/payple/window?format=json"))
+                    .json(&params)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                v["PCD_PAYER_ID"].as_str().unwrap().to_string()
+            }
+            _ => {
+                let v: Value = self
+                    .http
+                    .post(self.sandbox("/__sandbox/steppay/sdk/pay"))
+                    .json(&json!({"amount": 0, "method": "CARD_BILL"}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                v["idKey"].as_str().unwrap().to_string()
+            }
+        }
+    }
+
+    /// An active subscription anchored at `anchor` with a real billing key at the sandbox.
+    async fn subscription(&self, id: &str, pg: PgMode, anchor: Timestamp, amount: i64) -> SubscriptionRecord {
+        let billing_key = self.billing_key(pg).await;
+        self.subscription_with_key(id, pg, anchor, amount, billing_key).await
+    }
+
+    async fn subscription_with_key(
+        &self,
+        id: &str,
+        pg: PgMode,
+        anchor: Timestamp,
+        amount: i64,
+        billing_key: String,
+    ) -> SubscriptionRecord {
+        let sub = Subscription::incomplete(
+            SubscriptionId::parse(id).unwrap(),
+            Plan { name: "Pro 월간".into(), amount: Krw::new(amount).unwrap(), interval: Interval::monthly() },
+            pg.renewer(),
+        )
+        .activate(anchor)
+        .unwrap()
+        .subscription;
+        let r = SubscriptionRecord {
+            subscription: sub,
+            partner_id: "default".into(),
+            customer: Customer {
+                id: format!("cus_{id}"),
+                name: "홍길동".into(),
+                phone: Some("01012345678".into()),
+                email: None,
+            },
+            pg,
+            billing_key: Some(billing_key),
+            created_at: anchor,
+            version: 1,
+            lease_owner: None,
+            lease_until: 0,
+        };
+        self.store.create_subscription(&r).await.unwrap();
+        r
+    }
+
+    async fn get(&self, id: &str) -> SubscriptionRecord {
+        self.store.get_subscription(&SubscriptionId::parse(id).unwrap()).await.unwrap().unwrap()
+    }
+
+    /// Charges in the sandbox's ledger for a subscription (by our charge id).
+    async fn pg_charges(&self, id: &str) -> Vec<String> {
+        let ledger = self.ledger().await;
+        ledger["charges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| {
+                let ours = c["partner_order_id"].as_str().or(c["id"].as_str()).unwrap_or("");
+                ours.starts_with(&format!("{id}-p")).then(|| ours.to_string())
+            })
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn a_jan_31_anchor_renews_on_month_ends_across_a_year() {
+    let e = env().await;
+    e.subscription("sub_jan31", PgMode::Payple, kst(2027, 1, 31, 10), 9_900).await;
+    let mut charged_days = Vec::new();
+    for _ in 0..12 {
+        let due = e.get("sub_jan31").await.subscription.next_attempt_at.unwrap();
+        // A minute early: nothing happens.
+        let early = e.tick_at(due.checked_sub(SignedDuration::from_mins(1)).unwrap(), &e.deps).await;
+        assert_eq!(early.charged, 0);
+        let r = e.tick_at(due.checked_add(SignedDuration::from_mins(5)).unwrap(), &e.deps).await;
+        assert_eq!(r.charged, 1, "{r:?}");
+        let d = in_seoul(due).date();
+        charged_days.push((d.month(), d.day()));
+    }
+    assert_eq!(
+        charged_days,
+        [(2, 28), (3, 31), (4, 30), (5, 31), (6, 30), (7, 31), (8, 31), (9, 30), (10, 31), (11, 30), (12, 31), (1, 31)]
+    );
+    let s = e.get("sub_jan31").await;
+    assert_eq!(s.subscription.current_period.unwrap().index, 12);
+    let payments = e.store.payments_of_subscription(s.id()).await.unwrap();
+    assert_eq!(payments.len(), 12);
+    assert_eq!(e.pg_charges("sub_jan31").await.len(), 12, "the PG charged exactly once per period");
+    // The PG charged each period on its KST date.
+    let ledger = e.ledger().await;
+    let dates: Vec<String> =
+        ledger["charges"].as_array().unwrap().iter().map(|c| c["pay_date"].as_str().unwrap().to_string()).collect();
+    assert_eq!(&dates[..4], ["20270228", "20270331", "20270430", "20270531"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_overlapping_ticks_charge_200_subscriptions_exactly_once() {
+    // Its own moto: moto copies tables inside transactions, and this test makes many.
+    let e = env_with(Options { api_port: 0, own_moto: true, ..Options::default() }).await;
+    let anchor = kst(2027, 1, 10, 9);
+    // One customer card for all: each charge has its own partnerOrderId.
+    let key = e.billing_key(PgMode::SteppaySelf).await;
+    for i in 0..200 {
+        e.subscription_with_key(&format!("sub_ov{i}"), PgMode::SteppaySelf, anchor, 1_000, key.clone()).await;
+    }
+    let setup = std::time::Instant::now();
+    let now = kst(2027, 2, 10, 9).checked_add(SignedDuration::from_mins(1)).unwrap();
+    e.admin("/__admin/clock", json!({"now": now.to_string()})).await;
+    let mut ticks = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let deps = e.deps.clone();
+        ticks.spawn(async move { tick(&deps, now, None).await });
+    }
+    let mut charged = 0;
+    while let Some(r) = ticks.join_next().await {
+        charged += r.unwrap().charged;
+    }
+    eprintln!("8 overlapping ticks over 200 subscriptions: {:.1} s", setup.elapsed().as_secs_f64());
+    assert_eq!(charged, 200, "the ticks' reports add up to 200 charges");
+    let ledger = e.ledger().await;
+    let ours: Vec<&str> =
+        ledger["charges"].as_array().unwrap().iter().filter_map(|c| c["partner_order_id"].as_str()).collect();
+    assert_eq!(ours.len(), 200, "exactly 200 charges in the PG's ledger");
+    let unique: std::collections::BTreeSet<_> = ours.iter().collect();
+    assert_eq!(unique.len(), 200);
+}
+
+#[tokio::test]
+async fn a_timeout_after_the_pg_charged_is_resolved_on_the_next_tick_without_a_second_charge() {
+    let e = env().await;
+    let s = e.subscription("sub_to", PgMode::Payple, kst(2027, 1, 15, 10), 9_900).await;
+    let due = s.subscription.next_attempt_at.unwrap();
+    e.admin("/__admin/config", json!({"timeout_after_charge_ms": 2500})).await;
+    e.admin(
+        "/__admin/scenarios",
+        json!({"operation": "charge", "count": 1, "fault": {"kind": "timeout_after_charge"}}),
+    )
+    .await;
+    let r = e.tick_at(due, &e.deps).await;
+    assert_eq!(r.unknown, 1, "{r:?}");
+    assert_eq!(e.pg_charges("sub_to").await.len(), 1, "the PG charged");
+    assert!(e.store.payments_of_subscription(s.id()).await.unwrap().is_empty(), "we do not know it yet");
+    tokio::time::sleep(Duration::from_millis(1600)).await; // let the held answer finish
+    let r = e.tick_at(due.checked_add(SignedDuration::from_mins(6)).unwrap(), &e.deps).await;
+    assert_eq!(r.resolved, 1, "{r:?}");
+    assert_eq!(e.pg_charges("sub_to").await.len(), 1, "no second charge");
+    assert_eq!(e.store.payments_of_subscription(s.id()).await.unwrap().len(), 1);
+    assert_eq!(e.get("sub_to").await.subscription.state, SubscriptionState::Active);
+}
+
+#[tokio::test]
+async fn a_crash_at_any_step_still_charges_every_period_exactly_once() {
+    let e = env().await;
+    let points =
+        [CrashPoint::AfterClaim, CrashPoint::AfterAttemptWrite, CrashPoint::AfterPgCall, CrashPoint::BeforeCommit];
+    for (i, point) in points.iter().enumerate() {
+        let id = format!("sub_crash{i}");
+        let s = e.subscription(&id, PgMode::Payple, kst(2027, 1, 20, 10), 5_000).await;
+        let due = s.subscription.next_attempt_at.unwrap();
+        let crashing = Deps { crash_at: Some(*point), ..e.deps.clone() };
+        let r = e.tick_at(due, &crashing).await;
+        assert_eq!(r.errors, 1, "{point:?}: {r:?}");
+        // Ticks during the lease do nothing; after it, the period is settled exactly once.
+        let during = e.tick_at(due.checked_add(SignedDuration::from_mins(1)).unwrap(), &e.deps).await;
+        assert_eq!(during.charged + during.resolved, 0, "{point:?}: lease still held: {during:?}");
+        for minutes in [6, 12] {
+            e.tick_at(due.checked_add(SignedDuration::from_mins(minutes)).unwrap(), &e.deps).await;
+        }
+        assert_eq!(e.pg_charges(&id).await.len(), 1, "{point:?}: exactly one PG charge");
+        let after = e.get(&id).await;
+        assert_eq!(after.subscription.state, SubscriptionState::Active, "{point:?}");
+        assert_eq!(after.subscription.current_period.unwrap().index, 1, "{point:?}");
+        assert_eq!(e.store.payments_of_subscription(s.id()).await.unwrap().len(), 1, "{point:?}");
+    }
+    // StepPay self: a crash after the claim only delays the charge.
+    let s = e.subscription("sub_crashsp", PgMode::SteppaySelf, kst(2027, 1, 20, 10), 5_000).await;
+    let due = s.subscription.next_attempt_at.unwrap();
+    e.tick_at(due, &Deps { crash_at: Some(CrashPoint::AfterClaim), ..e.deps.clone() }).await;
+    e.tick_at(due.checked_add(SignedDuration::from_mins(6)).unwrap(), &e.deps).await;
+    assert_eq!(e.pg_charges("sub_crashsp").await.len(), 1);
+}
+
+#[tokio::test]
+async fn dunning_soft_decline_retry_hard_stop_and_exhaustion() {
+    let e = env().await;
+    // Soft decline, then success on the +1 day retry, schedule unchanged.
+    let s = e.subscription("sub_soft", PgMode::Payple, kst(2027, 1, 31, 10), 9_900).await;
+    let due = s.subscription.next_attempt_at.unwrap();
+    e.admin(
+        "/__admin/scenarios",
+        json!({"operation": "charge", "count": 1, "fault": {"kind": "decline", "hard": false}}),
+    )
+    .await;
+    assert_eq!(e.tick_at(due, &e.deps).await.declined, 1);
+    let past_due = e.get("sub_soft").await;
+    assert_eq!(past_due.subscription.state, SubscriptionState::PastDue);
+    let retry = past_due.subscription.next_attempt_at.unwrap();
+    assert_eq!(retry, due.checked_add(SignedDuration::from_hours(24)).unwrap());
+    assert_eq!(e.tick_at(retry, &e.deps).await.charged, 1);
+    let ok = e.get("sub_soft").await;
+    assert_eq!(ok.subscription.state, SubscriptionState::Active);
+    assert_eq!(
+        in_seoul(ok.subscription.next_attempt_at.unwrap()).date(),
+        date(2027, 3, 31),
+        "no drift after a late payment"
+    );
+    assert_eq!(e.pg_charges("sub_soft").await, ["sub_soft-p1-a2"]);
+
+    // Hard decline: no retries.
+    let h = e.subscription("sub_hard", PgMode::SteppaySelf, kst(2027, 1, 31, 10), 9_900).await;
+    e.admin("/__admin/scenarios", json!({"billing_key": h.billing_key, "fault": {"kind": "decline", "hard": true}}))
+        .await;
+    e.tick_at(h.subscription.next_attempt_at.unwrap(), &e.deps).await;
+    let hard = e.get("sub_hard").await;
+    assert_eq!((hard.subscription.state, hard.subscription.next_attempt_at), (SubscriptionState::Unpaid, None));
+
+    // Soft declines every time: 1 + 4 retries, then unpaid.
+    let x = e.subscription("sub_exh", PgMode::Payple, kst(2027, 1, 31, 10), 9_900).await;
+    e.admin("/__admin/scenarios", json!({"billing_key": x.billing_key, "fault": {"kind": "decline", "hard": false}}))
+        .await;
+    let mut tries = 0;
+    while let Some(at) = e.get("sub_exh").await.subscription.next_attempt_at {
+        e.tick_at(at, &e.deps).await;
+        tries += 1;
+        assert!(tries <= 5, "dunning must end");
+    }
+    assert_eq!(tries, 5);
+    assert_eq!(e.get("sub_exh").await.subscription.state, SubscriptionState::Unpaid);
+    assert!(e.pg_charges("sub_exh").await.is_empty());
+    assert_eq!(e.store.attempts_of(x.id()).await.unwrap().len(), 5);
+}
+
+#[tokio::test]
+async fn cancel_at_period_end_and_managed_subscriptions_are_not_charged() {
+    let e = env().await;
+    let s = e.subscription("sub_cpe", PgMode::Payple, kst(2027, 1, 31, 10), 9_900).await;
+    let next = s.next(s.subscription.cancel(kst(2027, 2, 1, 0), true).unwrap().subscription);
+    let mut tx = e.store.tx();
+    tx.put_subscription_next(&next, None);
+    e.store.commit(tx).await.unwrap();
+    let r = e.tick_at(s.subscription.next_attempt_at.unwrap(), &e.deps).await;
+    assert_eq!((r.canceled, r.charged), (1, 0));
+    assert_eq!(e.get("sub_cpe").await.subscription.state, SubscriptionState::Canceled);
+
+    e.subscription("sub_managed", PgMode::SteppayManaged, kst(2027, 1, 31, 10), 9_900).await;
+    let r = e.tick_at(kst(2027, 6, 1, 0), &e.deps).await;
+    assert_eq!(r.due, 0, "StepPay renews managed subscriptions itself: {r:?}");
+    assert!(e.pg_charges("sub_managed").await.is_empty());
+}
+
+#[test]
+fn time_travel_needs_the_flag() {
+    let settings = Settings::default();
+    let event = json!({"time": "2027-02-28T00:00:00Z", "now": "2030-01-01T00:00:00Z"});
+    assert!(matches!(renew::tick_time(&event, &settings), Err(renew::RenewError::TimeTravelNotAllowed)));
+    let allowed = Settings { allow_time_travel: true, ..Settings::default() };
+    assert_eq!(renew::tick_time(&event, &allowed).unwrap().to_string(), "2030-01-01T00:00:00Z");
+    assert_eq!(
+        renew::tick_time(&json!({"time": "2027-02-28T00:00:00Z"}), &settings).unwrap().to_string(),
+        "2027-02-28T00:00:00Z"
+    );
+    assert!(renew::tick_time(&json!({}), &settings).is_err());
+}
