@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use paycycle::domain::attempt::{ChargeId, SubscriptionId};
 use paycycle::domain::customer::PgMode;
 use paycycle::money::Krw;
-use paycycle::pg::payple::{PaypleClient, WindowWork};
+use paycycle::pg::payple::PaypleClient;
 use paycycle::pg::steppay::SteppayClient;
 use paycycle::pg::{ChargeRequest, Payer, PaymentGateway, Timeouts, http_client};
 use paycycle::secret::Secret;
@@ -16,6 +16,7 @@ use paycycle::store::Store;
 use paycycle::store::api_keys::generate_api_key;
 use paycycle::store::payments::PaymentRecord;
 use paycycle_dev::{LocalStack, Options};
+use paycycle_e2e::SandboxDriver;
 use serde_json::{Value, json};
 use url::Url;
 
@@ -67,51 +68,26 @@ impl Env {
         format!("{}{path}", self.stack.api_url())
     }
 
-    fn sandbox(&self, path: &str) -> String {
-        format!("{}{path}", self.stack.sandbox.base_url())
-    }
-
     async fn admin(&self, path: &str, body: Value) {
-        assert!(self.http.post(self.sandbox(path)).json(&body).send().await.unwrap().status().is_success());
+        self.driver().admin(path, body).await
     }
 
     async fn ledger(&self) -> Value {
-        self.http.get(self.sandbox("/__admin/ledger")).send().await.unwrap().json().await.unwrap()
+        self.driver().ledger().await
+    }
+
+    fn driver(&self) -> SandboxDriver {
+        SandboxDriver::new(self.stack.sandbox.base_url())
     }
 
     /// A real StepPay charge in the sandbox, recorded as our payment.
     async fn steppay_payment(&self, sub: &str, amount: i64) -> PaymentRecord {
-        let v: Value = self
-            .http
-            .post(self.sandbox("/__sandbox/steppay/sdk/pay"))
-            .json(&json!({"amount": 0, "method": "CARD_BILL"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let billing_key = v["idKey"].as_str().unwrap().to_string();
+        let billing_key = self.driver().steppay_billing_key().await;
         self.record(PgMode::SteppaySelf, sub, amount, &billing_key).await
     }
 
     async fn payple_payment(&self, sub: &str, amount: i64) -> PaymentRecord {
-        let params = self
-            .payple
-            .window_params(WindowWork::Auth, "reg", "Pro", None, &payer(), "http://127.0.0.1/r", sub)
-            .await
-            .unwrap();
-        let v: Value = self
-            .http
-            .post(self.sandbox("/__sandbox/payple/window?format=json"))
-            .json(&params)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let billing_key = v["PCD_PAYER_ID"].as_str().unwrap().to_string();
+        let billing_key = self.driver().payple_billing_key(&self.payple, &payer()).await;
         self.record(PgMode::Payple, sub, amount, &billing_key).await
     }
 

@@ -13,17 +13,16 @@ use paycycle::domain::customer::{Customer, PgMode};
 use paycycle::domain::subscription::{Plan, Subscription, SubscriptionState};
 use paycycle::events::EventPublisher;
 use paycycle::money::Krw;
-use paycycle::pg::payple::WindowWork;
 use paycycle::pg::{Gateways, Payer};
 use paycycle::store::Store;
 use paycycle::store::subscriptions::SubscriptionRecord;
 use paycycle_dev::{LocalStack, Options};
+use paycycle_e2e::SandboxDriver;
 use renew::{CrashPoint, Deps, Settings, tick};
 use serde_json::{Value, json};
 
 struct Env {
     stack: LocalStack,
-    http: reqwest::Client,
     store: Store,
     deps: Deps,
 }
@@ -54,7 +53,7 @@ async fn env_with(options: Options) -> Env {
         settings: Settings { concurrency: 8, ..Settings::default() },
         crash_at: None,
     };
-    Env { stack, http: reqwest::Client::new(), store, deps }
+    Env { stack, store, deps }
 }
 
 fn kst(y: i16, m: i8, d: i8, h: i8) -> Timestamp {
@@ -62,16 +61,16 @@ fn kst(y: i16, m: i8, d: i8, h: i8) -> Timestamp {
 }
 
 impl Env {
-    fn sandbox(&self, path: &str) -> String {
-        format!("{}{path}", self.stack.sandbox.base_url())
+    fn driver(&self) -> SandboxDriver {
+        SandboxDriver::new(self.stack.sandbox.base_url())
     }
 
     async fn admin(&self, path: &str, body: Value) {
-        assert!(self.http.post(self.sandbox(path)).json(&body).send().await.unwrap().status().is_success(), "{path}");
+        self.driver().admin(path, body).await
     }
 
     async fn ledger(&self) -> Value {
-        self.http.get(self.sandbox("/__admin/ledger")).send().await.unwrap().json().await.unwrap()
+        self.driver().ledger().await
     }
 
     /// The PG's clock follows our time travel, then one tick.
@@ -87,38 +86,9 @@ impl Env {
                     Payer {
                         customer_id: "c".into(), name: "홍길동".into(), phone: None, email: None, payer_no: None
                     };
-                let params = self
-                    .deps
-                    .gateways
-                    .payple
-                    .window_params(WindowWork::Auth, "reg", "Pro", None, &payer, "http://127.0.0.1/r", "x")
-                    .await
-                    .unwrap();
-                let v: Value = self
-                    .http
-                    .post(self.sandbox("/__sandbox/payple/window?format=json"))
-                    .json(&params)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                v["PCD_PAYER_ID"].as_str().unwrap().to_string()
+                self.driver().payple_billing_key(&self.deps.gateways.payple, &payer).await
             }
-            _ => {
-                let v: Value = self
-                    .http
-                    .post(self.sandbox("/__sandbox/steppay/sdk/pay"))
-                    .json(&json!({"amount": 0, "method": "CARD_BILL"}))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                v["idKey"].as_str().unwrap().to_string()
-            }
+            _ => self.driver().steppay_billing_key().await,
         }
     }
 
