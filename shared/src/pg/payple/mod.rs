@@ -9,7 +9,7 @@ use serde::Serialize;
 use url::Url;
 
 use self::transformers::{
-    AuthRequest, AuthResponse, ConfirmRequest, LookupRequest, PaypleResult, RefundRequestBody, RepayRequest,
+    AuthRequest, AuthResponse, CallAuth, ConfirmRequest, LookupRequest, PaypleResult, RefundRequestBody, RepayRequest,
     ResultStatus, UserDeleteRequest, classify_auth, classify_error,
 };
 use super::{
@@ -37,6 +37,13 @@ pub struct Grant {
     pub cust_key: Secret,
     pub auth_key: Secret,
     pub return_url: Url,
+}
+
+impl Grant {
+    /// The fields that tie a call to this auth.
+    pub fn call_auth(&self) -> CallAuth<'_> {
+        CallAuth { cst_id: self.cst_id.expose(), cust_key: self.cust_key.expose(), auth_key: self.auth_key.expose() }
+    }
 }
 
 /// What the partner's page needs to open Payple's window (seed 003 3-3).
@@ -188,9 +195,7 @@ impl PaypleClient {
             self.auth(AuthRequest { pay_type: Some("card"), simple_flag: Some("Y"), ..Default::default() }).await?;
         let oid = req.charge_id.to_string();
         let body = RepayRequest {
-            cst_id: grant.cst_id.expose(),
-            cust_key: grant.cust_key.expose(),
-            auth_key: grant.auth_key.expose(),
+            auth: grant.call_auth(),
             pay_type: "card",
             payer_id: &req.billing_key,
             payer_no: req.payer.payer_no.as_deref(),
@@ -203,7 +208,7 @@ impl PaypleClient {
             simple_flag: "Y",
             user_define1: req.charge_id.subscription().as_str(),
         };
-        let r = self.call(grant.return_url, &body, true).await?;
+        let r = self.call(grant.return_url.clone(), &body, true).await?;
         match r.status().map_err(|e| PgError::Unknown { reason: e.to_string() })? {
             ResultStatus::Success if r.code() == "SPCD0000" => {}
             ResultStatus::Success => return Err(PgError::Unrecognized { code: r.code().into(), message: r.message() }),
@@ -232,16 +237,8 @@ impl PaypleClient {
     /// Result lookup by OID and the KST date the payment was requested.
     pub async fn lookup_oid(&self, oid: &str, pay_date: &str) -> Result<PaymentState, PgError> {
         let grant = self.auth(AuthRequest { paychk_flag: Some("Y"), ..Default::default() }).await?;
-        let body = LookupRequest {
-            cst_id: grant.cst_id.expose(),
-            cust_key: grant.cust_key.expose(),
-            auth_key: grant.auth_key.expose(),
-            paychk_flag: "Y",
-            pay_type: "card",
-            oid,
-            pay_date,
-        };
-        let r = self.call(grant.return_url, &body, false).await?;
+        let body = LookupRequest { auth: grant.call_auth(), paychk_flag: "Y", pay_type: "card", oid, pay_date };
+        let r = self.call(grant.return_url.clone(), &body, false).await?;
         match r.status()? {
             ResultStatus::Success => {
                 let amount = krw(r.total.as_deref(), "PCD_PAY_TOTAL")?;
@@ -265,16 +262,14 @@ impl PaypleClient {
     pub async fn refund_payment(&self, req: &RefundRequest) -> Result<Refunded, PgError> {
         let grant = self.auth(AuthRequest { paycancel_flag: Some("Y"), ..Default::default() }).await?;
         let body = RefundRequestBody {
-            cst_id: grant.cst_id.expose(),
-            cust_key: grant.cust_key.expose(),
-            auth_key: grant.auth_key.expose(),
+            auth: grant.call_auth(),
             refund_key: self.refund_key.expose(),
             paycancel_flag: "Y",
             oid: &req.pg_payment_id,
             pay_date: &req.pay_date_kst,
             refund_total: req.amount.won().to_string(),
         };
-        let r = self.call(grant.return_url, &body, true).await?;
+        let r = self.call(grant.return_url.clone(), &body, true).await?;
         match r.status().map_err(|e| PgError::Unknown { reason: e.to_string() })? {
             ResultStatus::Success if r.code() == "PAYC0000" => {}
             ResultStatus::Success => return Err(PgError::Unrecognized { code: r.code().into(), message: r.message() }),
@@ -293,15 +288,8 @@ impl PaypleClient {
     /// Deletes a billing key (`PUSERDEL`).
     pub async fn delete_billing_key(&self, payer_id: &str, payer_no: Option<&str>) -> Result<(), PgError> {
         let grant = self.auth(AuthRequest { pay_work: Some("PUSERDEL"), ..Default::default() }).await?;
-        let body = UserDeleteRequest {
-            cst_id: grant.cst_id.expose(),
-            cust_key: grant.cust_key.expose(),
-            auth_key: grant.auth_key.expose(),
-            pay_work: "PUSERDEL",
-            payer_id,
-            payer_no,
-        };
-        let r = self.call(grant.return_url, &body, false).await?;
+        let body = UserDeleteRequest { auth: grant.call_auth(), pay_work: "PUSERDEL", payer_id, payer_no };
+        let r = self.call(grant.return_url.clone(), &body, false).await?;
         match r.status()? {
             ResultStatus::Success => Ok(()),
             _ => Err(classify_error(&r)),
@@ -425,9 +413,11 @@ impl PaypleClient {
             return Err(PgError::VerificationFailed(format!("PCD_PAY_COFURL {cofurl} is not Payple's host")));
         }
         let body = ConfirmRequest {
-            cst_id: self.cst_id.expose(),
-            cust_key: self.cust_key.expose(),
-            auth_key: r.auth_key.as_deref().unwrap_or_default(),
+            auth: CallAuth {
+                cst_id: self.cst_id.expose(),
+                cust_key: self.cust_key.expose(),
+                auth_key: r.auth_key.as_deref().unwrap_or_default(),
+            },
             reqkey: r.reqkey.as_deref().unwrap_or_default(),
             payer_id,
         };

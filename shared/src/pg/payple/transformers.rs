@@ -66,15 +66,24 @@ pub struct AuthResponse {
     pub return_url: Option<String>,
 }
 
-/// Re-pay request (seed 003 4-3), sent to the auth's `return_url`.
+/// The tokens a partner auth returned, sent with the one call it authorizes: `PCD_CST_ID` and
+/// `PCD_CUST_KEY` (the returned tokens, not the partner's own values) and `PCD_AUTH_KEY`.
+/// The CERT confirm sends the partner's own values in the same fields (seed 003 3-7).
 #[derive(Debug, Serialize)]
-pub struct RepayRequest<'a> {
+pub struct CallAuth<'a> {
     #[serde(rename = "PCD_CST_ID")]
     pub cst_id: &'a str,
     #[serde(rename = "PCD_CUST_KEY")]
     pub cust_key: &'a str,
     #[serde(rename = "PCD_AUTH_KEY")]
     pub auth_key: &'a str,
+}
+
+/// Re-pay request (seed 003 4-3), sent to the auth's `return_url`.
+#[derive(Debug, Serialize)]
+pub struct RepayRequest<'a> {
+    #[serde(flatten)]
+    pub auth: CallAuth<'a>,
     #[serde(rename = "PCD_PAY_TYPE")]
     pub pay_type: &'a str,
     #[serde(rename = "PCD_PAYER_ID")]
@@ -103,12 +112,8 @@ pub struct RepayRequest<'a> {
 /// Result lookup (`PCD_PAYCHK_FLAG=Y`).
 #[derive(Debug, Serialize)]
 pub struct LookupRequest<'a> {
-    #[serde(rename = "PCD_CST_ID")]
-    pub cst_id: &'a str,
-    #[serde(rename = "PCD_CUST_KEY")]
-    pub cust_key: &'a str,
-    #[serde(rename = "PCD_AUTH_KEY")]
-    pub auth_key: &'a str,
+    #[serde(flatten)]
+    pub auth: CallAuth<'a>,
     #[serde(rename = "PCD_PAYCHK_FLAG")]
     pub paychk_flag: &'a str,
     #[serde(rename = "PCD_PAY_TYPE")]
@@ -122,12 +127,8 @@ pub struct LookupRequest<'a> {
 /// Refund (`PCD_PAYCANCEL_FLAG=Y`).
 #[derive(Debug, Serialize)]
 pub struct RefundRequestBody<'a> {
-    #[serde(rename = "PCD_CST_ID")]
-    pub cst_id: &'a str,
-    #[serde(rename = "PCD_CUST_KEY")]
-    pub cust_key: &'a str,
-    #[serde(rename = "PCD_AUTH_KEY")]
-    pub auth_key: &'a str,
+    #[serde(flatten)]
+    pub auth: CallAuth<'a>,
     #[serde(rename = "PCD_REFUND_KEY")]
     pub refund_key: &'a str,
     #[serde(rename = "PCD_PAYCANCEL_FLAG")]
@@ -143,12 +144,8 @@ pub struct RefundRequestBody<'a> {
 /// Billing key deletion (`PCD_PAY_WORK=PUSERDEL`).
 #[derive(Debug, Serialize)]
 pub struct UserDeleteRequest<'a> {
-    #[serde(rename = "PCD_CST_ID")]
-    pub cst_id: &'a str,
-    #[serde(rename = "PCD_CUST_KEY")]
-    pub cust_key: &'a str,
-    #[serde(rename = "PCD_AUTH_KEY")]
-    pub auth_key: &'a str,
+    #[serde(flatten)]
+    pub auth: CallAuth<'a>,
     #[serde(rename = "PCD_PAY_WORK")]
     pub pay_work: &'a str,
     #[serde(rename = "PCD_PAYER_ID")]
@@ -161,12 +158,8 @@ pub struct UserDeleteRequest<'a> {
 /// `PCD_AUTH_KEY`, `PCD_PAY_REQKEY`, `PCD_PAYER_ID`.
 #[derive(Debug, Serialize)]
 pub struct ConfirmRequest<'a> {
-    #[serde(rename = "PCD_CST_ID")]
-    pub cst_id: &'a str,
-    #[serde(rename = "PCD_CUST_KEY")]
-    pub cust_key: &'a str,
-    #[serde(rename = "PCD_AUTH_KEY")]
-    pub auth_key: &'a str,
+    #[serde(flatten)]
+    pub auth: CallAuth<'a>,
     #[serde(rename = "PCD_PAY_REQKEY")]
     pub reqkey: &'a str,
     #[serde(rename = "PCD_PAYER_ID")]

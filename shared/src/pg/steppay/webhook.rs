@@ -11,7 +11,7 @@ use sha2::Sha256;
 
 use super::transformers::{SelfWebhookBody, V2WebhookBody, WebhookType};
 use crate::pg::PgError;
-use crate::secret::Secret;
+use crate::secret::{Secret, constant_time_eq};
 
 /// How old a signed webhook may be.
 pub const SIGNATURE_TOLERANCE: SignedDuration = SignedDuration::from_mins(5);
@@ -92,10 +92,6 @@ pub enum SignatureError {
     Stale,
     #[error("Steppay-Signature does not match")]
     Mismatch,
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Verifies `header` over the raw `body` with any of `secrets` (rotation), at `now`.
