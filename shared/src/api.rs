@@ -154,6 +154,75 @@ pub fn idempotency_key(req: &Request) -> Result<String, ApiError> {
     Ok(key.to_string())
 }
 
+/// What [`idempotent`] does with a finished request's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// A final answer: saved, and replayed to every retry with the same key and body.
+    Save,
+    /// Nothing final happened (a validation error, an outcome still unknown): the key is given
+    /// back so a retry runs again.
+    Release,
+}
+
+/// Runs `run` under an `Idempotency-Key` (DESIGN §2, Powertools semantics): the first request
+/// with `key` in `scope` claims it; a repeat with the same `request_hash` gets the saved answer
+/// again (with `idempotent-replayed: true`), with another hash a 422, while the first still runs
+/// a 409. `keep` decides per answer whether it is final.
+pub async fn idempotent<F, Fut>(
+    store: &crate::store::Store,
+    scope: &str,
+    key: &str,
+    request_hash: &str,
+    request_id: &str,
+    keep: impl Fn(StatusCode) -> Keep,
+    run: F,
+) -> Result<Response<Body>, ApiError>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<(StatusCode, serde_json::Value), ApiError>>,
+{
+    use crate::store::idempotency::{Claim, IdempotencyConfig};
+    let now = jiff::Timestamp::now();
+    let claim = store.claim_idempotency(scope, key, request_hash, now, IdempotencyConfig::default()).await.map_err(
+        |e| {
+            tracing::error!(error = %e, "idempotency claim failed");
+            ApiError::unavailable()
+        },
+    )?;
+    match claim {
+        Claim::Claimed => {}
+        Claim::Replay { status, body } => {
+            let mut r = json_body(StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body);
+            r.headers_mut().insert("idempotent-replayed", http::HeaderValue::from_static("true"));
+            return Ok(r);
+        }
+        Claim::InProgress => {
+            return Err(ApiError::conflict(
+                "idempotency_in_progress",
+                "a request with this Idempotency-Key is still being processed",
+            ));
+        }
+        Claim::Mismatch => {
+            return Err(ApiError::unprocessable(
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with a different request",
+            ));
+        }
+    }
+    let (status, body) = match run().await {
+        Ok((status, v)) => (status, v.to_string()),
+        Err(e) => (e.status, e.body(request_id)),
+    };
+    let settled = match keep(status) {
+        Keep::Save => store.complete_idempotency(scope, key, request_hash, status.as_u16(), &body).await,
+        Keep::Release => store.release_idempotency(scope, key, request_hash).await,
+    };
+    if let Err(e) = settled {
+        tracing::warn!(error = %e, "idempotency record not updated");
+    }
+    Ok(json_body(status, body))
+}
+
 /// Checks `Authorization: Bearer <key>` against the stored SHA-256 hashes. Missing, malformed,
 /// unknown and revoked keys all get the same 401: nothing tells which part was wrong.
 pub async fn authenticate(

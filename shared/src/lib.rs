@@ -11,12 +11,14 @@ pub mod calendar;
 pub mod config;
 pub mod domain;
 pub mod events;
+pub mod ids;
 pub mod money;
 pub mod pg;
 pub mod pii;
 pub mod secret;
 pub mod store;
 pub mod telemetry;
+pub mod views;
 
 pub use config::{Config, ConfigError};
 pub use money::Krw;

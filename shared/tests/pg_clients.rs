@@ -253,7 +253,7 @@ async fn steppay_managed_and_self_first_payments_verify_by_lookup() {
     let order = e.steppay.create_order("cus_1", "p", "m").await.unwrap();
     assert!(order.order_code.starts_with("order_"));
     let unpaid = e.steppay.verify_order(&order.order_code, krw(19_900)).await;
-    assert!(matches!(unpaid, Err(PgError::VerificationFailed(_))), "not paid yet");
+    assert!(matches!(unpaid, Err(PgError::NotPaid(_))), "not paid yet");
 
     let pay =
         e.steppay.pay_url(&order.order_code, "https://shop.example.com/ok", "https://shop.example.com/err").unwrap();
@@ -271,13 +271,13 @@ async fn steppay_managed_and_self_first_payments_verify_by_lookup() {
     let key = e.steppay_billing_key().await;
     let first = e
         .steppay
-        .verify_first_payment(&FirstPaymentEvidence::SteppayPayment { id_key: key.clone() }, krw(1000))
+        .verify_first_payment(&FirstPaymentEvidence::SteppayPayment { id_key: key.clone(), partner_order_id: None }, krw(1000))
         .await
         .unwrap();
     assert_eq!(first.billing_key.as_deref(), Some(key.as_str()), "a CARD_BILL payment's idKey is the billing key");
     assert!(matches!(
         e.steppay
-            .verify_first_payment(&FirstPaymentEvidence::SteppayPayment { id_key: "nope".into() }, krw(1000))
+            .verify_first_payment(&FirstPaymentEvidence::SteppayPayment { id_key: "nope".into(), partner_order_id: None }, krw(1000))
             .await,
         Err(PgError::NotFound)
     ));

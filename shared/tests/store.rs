@@ -419,14 +419,14 @@ async fn idempotency_records_follow_powertools_semantics() {
 #[tokio::test]
 async fn webhook_events_are_stored_once_with_a_ttl() {
     let e = env().await;
-    let event = WebhookEvent {
-        pg: "steppay".into(),
-        dedupe_key: "PAYMENT:16057932413479698c8vqQG0kMix9".into(),
-        content_type: "application/json".into(),
-        body: r#"{"webHookType":"PAYMENT","orderId":1,"idKey":"16057932413479698c8vqQG0kMix9"}"#.into(),
-        headers: [("user-agent".to_string(), "StepPay".to_string())].into_iter().collect(),
-        received_at: t("2027-02-01T00:00:00Z"),
-    };
+    let event = WebhookEvent::received(
+        "steppay",
+        "PAYMENT:16057932413479698c8vqQG0kMix9".into(),
+        "application/json",
+        r#"{"webHookType":"PAYMENT","orderId":1,"idKey":"16057932413479698c8vqQG0kMix9"}"#.into(),
+        [("user-agent".to_string(), "StepPay".to_string())].into_iter().collect(),
+        t("2027-02-01T00:00:00Z"),
+    );
     let before = e.store.counter.snapshot();
     e.store.put_webhook_event(&event).await.unwrap();
     let used = e.store.counter.snapshot().since(&before);
@@ -465,6 +465,11 @@ async fn checkouts_are_found_by_pg_reference_and_completed_once() {
         created_at: t("2027-02-01T00:00:00Z"),
         failure: None,
         version: 1,
+        work: Some("PAY".into()),
+        return_url: Some("https://shop.example.com/return".into()),
+        verifying_until: 0,
+        first_charge_at: None,
+        payment_id: None,
     };
     e.store.create_checkout(&c).await.unwrap();
     assert!(matches!(e.store.create_checkout(&c).await, Err(StoreError::AlreadyExists(_))));

@@ -1,27 +1,353 @@
-//! `checkout`: prepares first payments for Payple, StepPay self and StepPay managed.
+//! `checkout`: `POST /checkouts` prepares a first payment (DESIGN §2) for Payple, StepPay self
+//! and StepPay managed.
 //!
-//! Routes: POST /checkouts. The behaviour is built by issue #8; until then every request gets a JSON
-//! 501 `not_implemented` error (the README's status table says so). The handler is a plain async
-//! fn over its dependencies so tests and the local stack call it directly.
+//! A checkout stores what the first payment must be — the plan, its amount, the customer, the
+//! PG reference the payment will carry — so that verify can compare the PG's answer with it and
+//! never with what a browser claims. It answers with what the partner's page needs:
+//! - Payple: a fresh partner auth (one AuthKey per window) and the window parameters
+//!   (`PCD_PAY_WORK`, `PCD_PAY_TOTAL`, `PCD_PAY_OID` = the checkout id, `PCD_RST_URL`, …);
+//! - StepPay managed: the order created at StepPay and its pay URL (successUrl / errorUrl);
+//! - StepPay self: the SDK's payment parameters (`partnerOrderId` = the checkout id).
+//!
+//! `Idempotency-Key` is required: a retried request gets the same checkout back.
 
+use http::{Method, StatusCode};
+use jiff::Timestamp;
 use lambda_http::{Body, Error, Request, Response};
-use paycycle::api::{self, ApiError};
+use paycycle::api::{self, ApiError, Keep};
 use paycycle::boot::Boot;
+use paycycle::calendar::{Interval, IntervalUnit};
+use paycycle::domain::attempt::SubscriptionId;
+use paycycle::domain::customer::{Customer, PgMode};
+use paycycle::domain::subscription::Plan;
+use paycycle::money::Krw;
+use paycycle::pg::payple::WindowWork;
+use paycycle::pg::{Gateways, Payer, PgError};
+use paycycle::store::api_keys::ApiKeyRecord;
+use paycycle::store::checkouts::{CHECKOUT_RETENTION, CheckoutRecord, CheckoutStatus};
+use paycycle::store::{Store, sha256_hex};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
 /// Everything the handler needs, built once per cold start.
 #[derive(Clone, Debug)]
 pub struct Deps {
-    pub boot: Boot,
+    pub store: Store,
+    pub gateways: Gateways,
 }
 
 impl Deps {
     pub fn new(boot: Boot) -> Self {
-        Self { boot }
+        Self { store: Store::new(&boot.sdk, &boot.config.table), gateways: Gateways::new(&boot.config, &boot.secrets) }
     }
 }
 
-pub async fn handler(_deps: &Deps, req: Request) -> Result<Response<Body>, Error> {
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct CustomerBody {
+    id: String,
+    name: String,
+    #[serde(default)]
+    phone: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct PlanBody {
+    name: String,
+    amount: Krw,
+    interval: IntervalUnit,
+    #[serde(default = "one")]
+    interval_count: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct PaypleOptions {
+    /// `PAY` (default: register and pay in the window), `CERT` (register, authorize; paycycle
+    /// confirms at verify) or `AUTH` (register only; paycycle charges the first period at verify).
+    #[serde(default)]
+    work: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct SteppayOptions {
+    product_code: String,
+    price_code: String,
+}
+
+/// `POST /checkouts` body.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct CheckoutBody {
+    pg: PgMode,
+    customer: CustomerBody,
+    plan: PlanBody,
+    /// Where the PG sends the customer back (Payple `PCD_RST_URL`, StepPay successUrl).
+    #[serde(default)]
+    return_url: Option<String>,
+    /// StepPay managed errorUrl (defaults to `return_url`).
+    #[serde(default)]
+    error_url: Option<String>,
+    #[serde(default)]
+    payple: Option<PaypleOptions>,
+    /// StepPay managed: the product and price plan at StepPay (its amount must be the plan's).
+    #[serde(default)]
+    steppay: Option<SteppayOptions>,
+}
+
+pub async fn handler(deps: &Deps, req: Request) -> Result<Response<Body>, Error> {
     let request_id = api::request_id(&req);
-    tracing::info!(method = %req.method(), path = %req.uri().path(), "not implemented yet");
-    Ok(ApiError::not_implemented("checkout", 8).into_response(&request_id))
+    Ok(match route(deps, &req, &request_id).await {
+        Ok(response) => response,
+        Err(e) => {
+            if e.status.is_server_error() {
+                tracing::warn!(status = e.status.as_u16(), code = %e.code, "checkout request failed");
+            }
+            e.into_response(&request_id)
+        }
+    })
+}
+
+async fn route(deps: &Deps, req: &Request, request_id: &str) -> Result<Response<Body>, ApiError> {
+    if req.method() != Method::POST {
+        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST /checkouts"));
+    }
+    let key = api::authenticate(&deps.store, req).await?;
+    let idem_key = api::idempotency_key(req)?;
+    let body: CheckoutBody = api::parse_json(req)?;
+    let plan = validate(&body)?;
+    let scope = format!("checkout:{}", key.partner_id);
+    let request_hash = sha256_hex(serde_json::to_string(&body).unwrap_or_default().as_bytes());
+    let keep = |status| if status == StatusCode::CREATED { Keep::Save } else { Keep::Release };
+    api::idempotent(&deps.store, &scope, &idem_key, &request_hash, request_id, keep, || {
+        create(deps, &key, &body, plan)
+    })
+    .await
+}
+
+fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::bad_request(code, message)
+}
+
+fn is_url(s: &str) -> bool {
+    s.len() <= 2048 && url::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+}
+
+/// Checks everything a PG would otherwise reject later, and builds the plan.
+fn validate(b: &CheckoutBody) -> Result<Plan, ApiError> {
+    let c = &b.customer;
+    if c.id.is_empty()
+        || c.id.len() > 64
+        || !c.id.bytes().all(|ch| ch.is_ascii_alphanumeric() || b"_-.@".contains(&ch))
+    {
+        return Err(invalid("invalid_customer", "customer.id must be 1-64 characters of A-Z a-z 0-9 _ - . @"));
+    }
+    let name_len = c.name.trim().chars().count();
+    if name_len == 0 || name_len > 50 {
+        return Err(invalid("invalid_customer", "customer.name must be 1-50 characters"));
+    }
+    if let Some(p) = &c.phone {
+        if p.is_empty() || p.len() > 20 || !p.bytes().all(|ch| ch.is_ascii_digit() || ch == b'-') {
+            return Err(invalid("invalid_customer", "customer.phone must be up to 20 digits (dashes allowed)"));
+        }
+    }
+    if let Some(e) = &c.email {
+        let parts: Vec<&str> = e.split('@').collect();
+        if e.len() > 100 || parts.len() != 2 || parts[0].is_empty() || !parts[1].contains('.') {
+            return Err(invalid("invalid_customer", "customer.email must be an address of up to 100 characters"));
+        }
+    }
+    let plan_name_len = b.plan.name.trim().chars().count();
+    if plan_name_len == 0 || plan_name_len > 100 {
+        return Err(invalid("invalid_plan", "plan.name must be 1-100 characters"));
+    }
+    // Payple's card minimum is 100원 (seed 003); StepPay's is not published, so one rule for all.
+    if b.plan.amount < Krw::new(100).expect("positive") {
+        return Err(invalid("invalid_plan", "plan.amount must be at least 100 (KRW)"));
+    }
+    let interval = Interval::new(b.plan.interval, b.plan.interval_count)
+        .map_err(|e| invalid("invalid_plan", format!("plan.interval_count: {e}")))?;
+    for (name, url) in [("return_url", &b.return_url), ("error_url", &b.error_url)] {
+        if url.as_deref().is_some_and(|u| !is_url(u)) {
+            return Err(invalid("invalid_url", format!("{name} must be an absolute http(s) URL")));
+        }
+    }
+    match b.pg {
+        PgMode::Payple | PgMode::SteppayManaged if b.return_url.is_none() => {
+            return Err(invalid("invalid_url", "return_url is required for this PG mode"));
+        }
+        PgMode::SteppayManaged if b.steppay.is_none() => {
+            return Err(invalid("invalid_request", "steppay.product_code and steppay.price_code are required"));
+        }
+        _ => {}
+    }
+    if b.pg != PgMode::Payple && b.payple.is_some() {
+        return Err(invalid("invalid_request", "payple options only apply to pg=payple"));
+    }
+    if b.pg != PgMode::SteppayManaged && b.steppay.is_some() {
+        return Err(invalid("invalid_request", "steppay options only apply to pg=steppay_managed"));
+    }
+    if let Some(s) = &b.steppay {
+        for (name, v) in [("product_code", &s.product_code), ("price_code", &s.price_code)] {
+            if v.is_empty() || v.len() > 100 {
+                return Err(invalid("invalid_request", format!("steppay.{name} must be 1-100 characters")));
+            }
+        }
+    }
+    if let Some(w) = b.payple.as_ref().and_then(|p| p.work.as_deref()) {
+        if !["PAY", "CERT", "AUTH"].contains(&w) {
+            return Err(invalid("invalid_request", "payple.work must be PAY, CERT or AUTH"));
+        }
+    }
+    Ok(Plan { name: b.plan.name.trim().to_string(), amount: b.plan.amount, interval })
+}
+
+fn pg_error(e: PgError) -> ApiError {
+    tracing::warn!(error = %e, "PG call for a checkout failed");
+    match e {
+        PgError::Transient { .. } | PgError::Unknown { .. } => {
+            ApiError::new(StatusCode::GATEWAY_TIMEOUT, "pg_unavailable", "the PG did not answer; retry")
+        }
+        PgError::Config { .. } => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "pg_configuration",
+            "the PG refused paycycle's credentials; check the PG settings",
+        ),
+        other => ApiError::new(StatusCode::BAD_GATEWAY, "pg_error", format!("the PG refused the checkout: {other}")),
+    }
+}
+
+async fn create(
+    deps: &Deps,
+    key: &ApiKeyRecord,
+    body: &CheckoutBody,
+    plan: Plan,
+) -> Result<(StatusCode, Value), ApiError> {
+    let now = Timestamp::now();
+    let checkout_id = paycycle::ids::new_id("chk");
+    let subscription_id = SubscriptionId::parse(&paycycle::ids::new_id("sub")).map_err(|_| ApiError::internal())?;
+    let customer = Customer {
+        id: body.customer.id.clone(),
+        name: body.customer.name.trim().to_string(),
+        phone: body.customer.phone.clone(),
+        email: body.customer.email.clone(),
+    };
+    let mut record = CheckoutRecord {
+        checkout_id: checkout_id.clone(),
+        partner_id: key.partner_id.clone(),
+        pg: body.pg,
+        customer: customer.clone(),
+        plan: plan.clone(),
+        status: CheckoutStatus::Open,
+        pg_reference: Some(checkout_id.clone()),
+        subscription_id: subscription_id.clone(),
+        created_at: now,
+        failure: None,
+        version: 1,
+        work: None,
+        return_url: body.return_url.clone(),
+        verifying_until: 0,
+        first_charge_at: None,
+        payment_id: None,
+    };
+    let (pg_field, pg_json) = match body.pg {
+        PgMode::Payple => {
+            let work_name = body.payple.as_ref().and_then(|p| p.work.clone()).unwrap_or_else(|| "PAY".into());
+            let work = match work_name.as_str() {
+                "AUTH" => WindowWork::Auth,
+                "CERT" => WindowWork::Cert,
+                _ => WindowWork::Pay,
+            };
+            let payer = Payer {
+                customer_id: customer.id.clone(),
+                name: customer.name.clone(),
+                phone: customer.phone.clone(),
+                email: customer.email.clone(),
+                payer_no: None,
+            };
+            let params = deps
+                .gateways
+                .payple
+                .window_params(
+                    work,
+                    &checkout_id,
+                    &plan.name,
+                    Some(plan.amount),
+                    &payer,
+                    body.return_url.as_deref().unwrap_or_default(),
+                    subscription_id.as_str(),
+                )
+                .await
+                .map_err(pg_error)?;
+            record.work = Some(work_name);
+            ("payple", serde_json::to_value(&params).map_err(|_| ApiError::internal())?)
+        }
+        PgMode::SteppayManaged => {
+            let opts = body.steppay.as_ref().ok_or_else(ApiError::internal)?;
+            let steppay = &deps.gateways.steppay;
+            // One StepPay customer per partner customer (stable code); creating it again is
+            // harmless where StepPay allows it, and the order says if the customer is missing.
+            let code = format!("pc_{}", &sha256_hex(format!("{}:{}", key.partner_id, customer.id).as_bytes())[..20]);
+            let email = customer.email.clone().unwrap_or_else(|| format!("{code}@customers.invalid"));
+            if let Err(e) = steppay.create_customer(&code, &customer.name, &email, customer.phone.as_deref()).await {
+                tracing::info!(error = %e, "StepPay customer not created (may exist already)");
+            }
+            let order = steppay.create_order(&code, &opts.product_code, &opts.price_code).await.map_err(pg_error)?;
+            if let Some(left) = order.left_amount.as_deref().and_then(|a| Krw::parse_decimal(a).ok()) {
+                if left != plan.amount {
+                    return Err(ApiError::unprocessable(
+                        "plan_amount_mismatch",
+                        format!("StepPay's price {} is {left}, the plan says {}", opts.price_code, plan.amount),
+                    ));
+                }
+            }
+            let success = body.return_url.clone().unwrap_or_default();
+            let error = body.error_url.clone().unwrap_or_else(|| success.clone());
+            let pay_url = steppay.pay_url(&order.order_code, &success, &error).map_err(pg_error)?;
+            record.pg_reference = Some(order.order_code.clone());
+            ("steppay", json!({"order_code": order.order_code, "pay_url": pay_url.as_str()}))
+        }
+        PgMode::SteppaySelf => (
+            "steppay",
+            // What the StepPay SDK's payment request takes (seed 000 shows the method only as a
+            // screenshot; field names follow the billing API's, unconfirmed). A *_BILL method
+            // issues the billing key renewals charge.
+            json!({"sdk": {
+                "amount": plan.amount,
+                "method": "CARD_BILL",
+                "productName": plan.name,
+                "partnerOrderId": checkout_id,
+                "partnerUserId": customer.id,
+                "customerName": customer.name,
+            }}),
+        ),
+    };
+    deps.store.create_checkout(&record).await.map_err(|e| {
+        tracing::error!(error = %e, "checkout not stored");
+        ApiError::unavailable()
+    })?;
+    tracing::info!(checkout_id = %checkout_id, pg = body.pg.as_str(), amount = %plan.amount, "checkout created");
+    let expires_at = now.saturating_add(CHECKOUT_RETENTION).unwrap_or(now);
+    let mut out = json!({
+        "id": checkout_id,
+        "pg": body.pg,
+        "status": "open",
+        "subscription_id": subscription_id,
+        "customer_id": customer.id,
+        "amount": plan.amount,
+        "currency": "KRW",
+        "plan": {"name": plan.name, "interval": plan.interval.unit(), "interval_count": plan.interval.count()},
+        "created_at": now.to_string(),
+        "expires_at": expires_at.to_string(),
+    });
+    out[pg_field] = pg_json;
+    Ok((StatusCode::CREATED, out))
 }

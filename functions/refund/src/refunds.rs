@@ -3,16 +3,16 @@
 use http::StatusCode;
 use jiff::Timestamp;
 use lambda_http::{Body, Request, Response};
-use paycycle::api::{self, ApiError};
+use paycycle::api::{self, ApiError, Keep};
 use paycycle::domain::events::EventKind;
 use paycycle::domain::payment::RefundStatus;
 use paycycle::money::Krw;
 use paycycle::pg::{Lookup, PaymentState, PgError, RefundRequest};
 use paycycle::store::api_keys::ApiKeyRecord;
-use paycycle::store::idempotency::{Claim, IdempotencyConfig};
 use paycycle::store::outbox::OutboxEvent;
 use paycycle::store::payments::{PaymentRecord, RefundOutcome, RefundRecord};
 use paycycle::store::{StoreError, sha256_hex};
+use paycycle::views::{payment_json, refund_json};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -34,45 +34,6 @@ struct RefundBody {
 fn store_error(e: StoreError) -> ApiError {
     tracing::error!(error = %e, "store failed");
     ApiError::unavailable()
-}
-
-fn refund_json(r: &RefundRecord) -> Value {
-    json!({
-        "id": r.refund_id,
-        "payment_id": r.payment_id,
-        "amount": r.amount,
-        "currency": "KRW",
-        "status": r.status,
-        "reason": r.reason,
-        "created_at": r.requested_at.to_string(),
-        "pg_refund_id": r.pg_refund_id,
-        "failure": r.failure_code.as_ref().map(|code| json!({"code": code, "message": r.failure_message})),
-    })
-}
-
-fn payment_json(p: &PaymentRecord, refunds: &[RefundRecord]) -> Value {
-    let status = if p.amounts.refunded.is_zero() {
-        "paid"
-    } else if p.amounts.refunded == p.amounts.paid {
-        "refunded"
-    } else {
-        "partially_refunded"
-    };
-    json!({
-        "id": p.payment_id,
-        "pg": p.pg,
-        "status": status,
-        "amount": p.amounts.paid,
-        "refunded": p.amounts.refunded,
-        "refund_pending": p.amounts.refund_pending,
-        "refundable": p.refundable,
-        "currency": "KRW",
-        "paid_at": p.paid_at.to_string(),
-        "customer_id": p.customer_id,
-        "subscription_id": p.subscription_id,
-        "charge_id": p.charge_id,
-        "refunds": refunds.iter().map(refund_json).collect::<Vec<_>>(),
-    })
 }
 
 /// The payment if it exists and belongs to the key's partner; 404 otherwise (no hint which).
@@ -145,54 +106,17 @@ pub async fn create_refund(
     let request_hash =
         sha256_hex(format!("{payment_id}\n{}", serde_json::to_string(&body).unwrap_or_default()).as_bytes());
     let now = Timestamp::now();
-    match deps
-        .store
-        .claim_idempotency(&scope, &idem_key, &request_hash, now, IdempotencyConfig::default())
-        .await
-        .map_err(store_error)?
-    {
-        Claim::Claimed => {}
-        Claim::Replay { status, body } => {
-            let mut r = Response::new(Body::Text(body));
-            *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-            r.headers_mut().insert("idempotent-replayed", http::HeaderValue::from_static("true"));
-            return Ok(r);
-        }
-        Claim::InProgress => {
-            return Err(ApiError::conflict(
-                "idempotency_in_progress",
-                "a request with this Idempotency-Key is still being processed",
-            ));
-        }
-        Claim::Mismatch => {
-            return Err(ApiError::unprocessable(
-                "idempotency_key_reused",
-                "this Idempotency-Key was used with a different request body or payment",
-            ));
-        }
-    }
     let refund_id = format!("ref_{}", &sha256_hex(format!("{}:{idem_key}", key.partner_id).as_bytes())[..24]);
-    let outcome = run(deps, key, payment_id, &refund_id, &body, now).await;
     // Final answers are saved for replays; errors that changed nothing, and unknown outcomes
     // (which a retry must be able to resolve), give the key back.
-    let (status, json_body) = match &outcome {
-        Ok((status, v)) => (*status, v.to_string()),
-        Err(e) => (e.status, e.body(&request_id)),
+    let keep = |status| match status {
+        StatusCode::CREATED | StatusCode::BAD_GATEWAY => Keep::Save,
+        _ => Keep::Release,
     };
-    let save = matches!(status, StatusCode::CREATED | StatusCode::BAD_GATEWAY);
-    let settled = if save {
-        deps.store.complete_idempotency(&scope, &idem_key, &request_hash, status.as_u16(), &json_body).await
-    } else {
-        deps.store.release_idempotency(&scope, &idem_key, &request_hash).await
-    };
-    if let Err(e) = settled {
-        tracing::warn!(error = %e, "idempotency record not updated");
-    }
-    let mut response = Response::new(Body::Text(json_body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-    Ok(response)
+    api::idempotent(&deps.store, &scope, &idem_key, &request_hash, &request_id, keep, || {
+        run(deps, key, payment_id, &refund_id, &body, now)
+    })
+    .await
 }
 
 /// The refund itself; `Ok` carries a success body, `Err` an error to show.

@@ -3,14 +3,12 @@
 
 use jiff::Timestamp;
 use paycycle::domain::attempt::{Attempt, AttemptStatus, ChargeId, SubscriptionId};
-use paycycle::domain::events::EventKind;
 use paycycle::domain::subscription::{DueAction, Transition};
 use paycycle::pg::{ChargeRequest, Charged, Lookup, Payer, PaymentState, PgError};
 use paycycle::store::StoreError;
-use paycycle::store::outbox::OutboxEvent;
+use paycycle::store::outbox::{OutboxEvent, subscription_events};
 use paycycle::store::payments::PaymentRecord;
 use paycycle::store::subscriptions::SubscriptionRecord;
-use serde_json::json;
 
 use crate::Deps;
 
@@ -99,37 +97,13 @@ async fn finish(
         Err(e) => return log_err(claimed.id(), "transition failed", &e),
     };
     let next = claimed.next(t.subscription);
-    let events = events_for(&next, &t.events, now, None);
+    let events = subscription_events(&next, &t.events, now, None);
     let mut tx = deps.store.tx();
     tx.put_subscription_next(&next, Some(owner));
     for e in &events {
         tx.put_outbox(e);
     }
     commit(deps, tx, &events, claimed.id(), outcome).await
-}
-
-fn events_for(
-    next: &SubscriptionRecord,
-    kinds: &[EventKind],
-    now: Timestamp,
-    payment: Option<&PaymentRecord>,
-) -> Vec<OutboxEvent> {
-    kinds
-        .iter()
-        .map(|k| {
-            let data = json!({
-                "subscription_id": next.id(),
-                "partner_id": next.partner_id,
-                "customer_id": next.customer.id,
-                "state": next.subscription.state,
-                "period": next.subscription.current_period.map(|p| p.index),
-                "next_attempt_at": next.subscription.next_attempt_at.map(|t| t.to_string()),
-                "payment_id": payment.map(|p| p.payment_id.clone()),
-                "amount": payment.map(|p| p.amounts.paid),
-            });
-            OutboxEvent::new(*k, next.id().as_str(), next.version, now, data)
-        })
-        .collect()
 }
 
 async fn commit(
@@ -286,7 +260,7 @@ async fn settle(
         Err(e) => return log_err(claimed.id(), "attempt transition failed", &e),
     };
     let next = claimed.next(transition.subscription);
-    let events = events_for(&next, &transition.events, now, payment.as_ref());
+    let events = subscription_events(&next, &transition.events, now, payment.as_ref());
     let mut tx = deps.store.tx();
     tx.put_attempt_if_status(&next_attempt, stored_status);
     if let Some(p) = &payment {
@@ -337,7 +311,12 @@ async fn resolve(
             Err(e) => return log_err(claimed.id(), "cannot rebuild the collection", &e),
         },
     };
-    let lookup = Lookup::Charge { charge_id: charge_id.clone(), request_date_kst: attempt.request_date_kst.clone() };
+    // A verified webhook may have named the PG's payment id for this charge (StepPay cannot be
+    // asked by our charge id); otherwise ask by the charge id.
+    let lookup = match &attempt.pg_payment_hint {
+        Some(id) => Lookup::PgPayment { pg_payment_id: id.clone(), request_date_kst: Some(attempt.request_date_kst.clone()) },
+        None => Lookup::Charge { charge_id: charge_id.clone(), request_date_kst: attempt.request_date_kst.clone() },
+    };
     match deps.gateways.lookup(claimed.pg, &lookup).await {
         Ok(PaymentState::Paid { pg_payment_id, amount, paid_at, .. }) => {
             let charged = Charged { pg_payment_id, amount, approved_at: paid_at.unwrap_or(now) };

@@ -1,27 +1,244 @@
-//! `verify`: confirms first payments and PG webhooks with the PG, never trusting the caller.
+//! `verify` (DESIGN §4): confirms first payments and webhooks with the PG, never trusting the
+//! caller. Two entry points, one code path ([`first::complete`]):
+//! - `POST /payments/verify` — the partner's redirect handler forwards what the PG handed the
+//!   browser (`checkout_id` + Payple `PCD_*` fields, or StepPay `order_code` / `idKey`);
+//! - the table's stream — each newly stored webhook event ([`webhooks::process`]); failures are
+//!   reported per record (`batchItemFailures`) so only they are retried, and the event source
+//!   mapping sends a record that keeps failing to the dead-letter queue.
 //!
-//! Routes: POST /payments/verify (and the table's stream). The behaviour is built by issue #8; until then every request gets a JSON
-//! 501 `not_implemented` error (the README's status table says so). The handler is a plain async
-//! fn over its dependencies so tests and the local stack call it directly.
+//! A checkout is completed at most once: it is held by one verify at a time (a conditional
+//! write), the payment is recorded once per PG transaction, and the completion, the payment, the
+//! active subscription and the events are one transaction. Verifying a completed checkout again
+//! returns the same answer, so the route needs no `Idempotency-Key`.
 
-use lambda_http::{Body, Error, Request, Response};
+pub mod first;
+pub mod webhooks;
+
+use http::{Method, StatusCode};
+use jiff::Timestamp;
+use lambda_http::{Body, Error, Request, RequestExt, Response};
 use paycycle::api::{self, ApiError};
 use paycycle::boot::Boot;
+use paycycle::domain::customer::PgMode;
+use paycycle::events::EventPublisher;
+use paycycle::pg::{Gateways, PgError};
+use paycycle::store::Store;
+use paycycle::store::stream::{entity, item_from_json, record_from_image};
+use paycycle::store::webhooks::WebhookEvent;
+use paycycle::views::{checkout_json, payment_json, subscription_json};
+use serde_json::{Map, Value, json};
+
+use crate::first::{Evidence, Source, VerifyError};
+use crate::webhooks::Verdict;
 
 /// Everything the handler needs, built once per cold start.
 #[derive(Clone, Debug)]
 pub struct Deps {
-    pub boot: Boot,
+    pub store: Store,
+    pub gateways: Gateways,
+    pub publisher: EventPublisher,
 }
 
 impl Deps {
     pub fn new(boot: Boot) -> Self {
-        Self { boot }
+        Self {
+            store: Store::new(&boot.sdk, &boot.config.table),
+            gateways: Gateways::new(&boot.config, &boot.secrets),
+            publisher: EventPublisher::new(&boot.sdk, &boot.config.event_bus),
+        }
     }
 }
 
-pub async fn handler(_deps: &Deps, req: Request) -> Result<Response<Body>, Error> {
+/// The Lambda entry: a DynamoDB stream batch (`Records`) or an HTTP API (v2) request.
+pub async fn dispatch(deps: &Deps, event: lambda_runtime::LambdaEvent<Value>) -> Result<Value, Error> {
+    let (payload, context) = event.into_parts();
+    if payload.get("Records").is_some() {
+        return Ok(stream(deps, &payload, Timestamp::now()).await);
+    }
+    let request: lambda_http::request::LambdaRequest = serde_json::from_value(payload)?;
+    let request = Request::from(request).with_lambda_context(context);
+    let response = handler(deps, request).await?;
+    Ok(gateway_response(response))
+}
+
+/// An HTTP API (payload v2) response.
+fn gateway_response(response: Response<Body>) -> Value {
+    let (parts, body) = response.into_parts();
+    let headers: Map<String, Value> = parts
+        .headers
+        .iter()
+        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), Value::String(v.to_string()))))
+        .collect();
+    let (body, base64) = match body {
+        Body::Text(t) => (t, false),
+        Body::Binary(b) => {
+            use base64::Engine;
+            (base64::engine::general_purpose::STANDARD.encode(b), true)
+        }
+        _ => (String::new(), false),
+    };
+    json!({"statusCode": parts.status.as_u16(), "headers": headers, "body": body, "isBase64Encoded": base64})
+}
+
+/// A stream batch: each new webhook event verified; failures reported for retry.
+pub async fn stream(deps: &Deps, batch: &Value, now: Timestamp) -> Value {
+    let mut failures = Vec::new();
+    for record in batch.get("Records").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
+        let sequence = record.pointer("/dynamodb/SequenceNumber").and_then(Value::as_str).unwrap_or_default();
+        if let Err(reason) = stream_record(deps, record, now).await {
+            tracing::warn!(sequence, reason = %reason, "webhook event not verified yet; it will be retried");
+            failures.push(json!({"itemIdentifier": sequence}));
+            // Lambda retries from the first reported record; later ones come again anyway.
+            break;
+        }
+    }
+    json!({"batchItemFailures": failures})
+}
+
+async fn stream_record(deps: &Deps, record: &Value, now: Timestamp) -> Result<(), String> {
+    if record.get("eventName").and_then(Value::as_str) != Some("INSERT") {
+        return Ok(());
+    }
+    let Some(image) = record.pointer("/dynamodb/NewImage") else { return Ok(()) };
+    let item = item_from_json(image).map_err(|e| format!("unreadable stream image: {e}"))?;
+    if entity(&item) != Some("webhook_event") {
+        return Ok(());
+    }
+    let event: WebhookEvent = record_from_image(item).map_err(|e| format!("unreadable webhook event: {e}"))?;
+    verify_event(deps, &event, now).await
+}
+
+/// Verifies one stored webhook event and records the verdict on it. `Err` = retry later.
+pub async fn verify_event(deps: &Deps, event: &WebhookEvent, now: Timestamp) -> Result<(), String> {
+    match webhooks::process(deps, event, now).await {
+        Verdict::Final(status, outcome) => {
+            tracing::info!(pg = %event.pg, dedupe_key = %event.dedupe_key, status = status.as_str(), outcome = %outcome, "webhook verified");
+            deps.store
+                .mark_webhook_event(&event.pg, &event.dedupe_key, status, &outcome, now)
+                .await
+                .map_err(|e| format!("verdict not recorded: {e}"))
+        }
+        Verdict::Retry(reason) => Err(reason),
+    }
+}
+
+pub async fn handler(deps: &Deps, req: Request) -> Result<Response<Body>, Error> {
     let request_id = api::request_id(&req);
-    tracing::info!(method = %req.method(), path = %req.uri().path(), "not implemented yet");
-    Ok(ApiError::not_implemented("verify", 8).into_response(&request_id))
+    Ok(match route(deps, &req).await {
+        Ok(response) => response,
+        Err(e) => {
+            if e.status.is_server_error() {
+                tracing::warn!(status = e.status.as_u16(), code = %e.code, "verify request failed");
+            }
+            e.into_response(&request_id)
+        }
+    })
+}
+
+/// The `POST /payments/verify` body: JSON, or the form Payple posted to the partner as is.
+fn body_fields(req: &Request) -> Result<Map<String, Value>, ApiError> {
+    let bytes = api::body(req)?;
+    let ct = req.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let ct = ct.trim().to_ascii_lowercase();
+    if !ct.starts_with("application/json") && !ct.starts_with("application/x-www-form-urlencoded") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send application/json or application/x-www-form-urlencoded",
+        ));
+    }
+    if std::str::from_utf8(bytes).is_err() {
+        return Err(ApiError::bad_request("invalid_encoding", "the body is not UTF-8"));
+    }
+    webhooks::fields(&ct, bytes).ok_or_else(|| ApiError::bad_request("invalid_json", "the body must be a JSON object"))
+}
+
+fn text(fields: &Map<String, Value>, names: &[&str]) -> Option<String> {
+    names.iter().find_map(|n| match fields.get(*n) {
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
+async fn route(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
+    if req.method() != Method::POST {
+        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST /payments/verify"));
+    }
+    let key = api::authenticate(&deps.store, req).await?;
+    let fields = body_fields(req)?;
+    let checkout_id = text(&fields, &["checkout_id"])
+        .filter(|id| id.len() <= 64)
+        .ok_or_else(|| ApiError::bad_request("invalid_request", "checkout_id is required"))?;
+    let checkout = match deps.store.get_checkout(&checkout_id).await {
+        Ok(Some(c)) if c.partner_id == key.partner_id => c,
+        Ok(_) => return Err(ApiError::not_found("checkout")),
+        Err(e) => {
+            tracing::error!(error = %e, "checkout read failed");
+            return Err(ApiError::unavailable());
+        }
+    };
+    let evidence = match checkout.pg {
+        PgMode::Payple => {
+            let mut pcd = fields.clone();
+            pcd.retain(|k, _| k.starts_with("PCD_"));
+            if pcd.is_empty() {
+                return Err(ApiError::bad_request("invalid_request", "send the PCD_* fields Payple returned"));
+            }
+            Evidence::Payple(pcd)
+        }
+        PgMode::SteppayManaged => Evidence::SteppayOrder {
+            order_code: text(&fields, &["order_code", "orderCode"])
+                .ok_or_else(|| ApiError::bad_request("invalid_request", "order_code is required"))?,
+        },
+        PgMode::SteppaySelf => Evidence::SteppayPayment {
+            id_key: text(&fields, &["idKey", "id_key"])
+                .filter(|k| k.len() <= 64)
+                .ok_or_else(|| ApiError::bad_request("invalid_request", "idKey is required"))?,
+        },
+    };
+    match first::complete(deps, checkout, &evidence, Source::Partner, Timestamp::now()).await {
+        Ok(c) => {
+            let payment = c.payment.as_ref().map(|p| payment_json(p, &[]));
+            Ok(api::json(
+                StatusCode::OK,
+                &json!({
+                    "checkout": checkout_json(&c.checkout),
+                    "payment": payment,
+                    "subscription": subscription_json(&c.subscription),
+                }),
+            ))
+        }
+        Err(e) => Err(api_error(e)),
+    }
+}
+
+fn api_error(e: VerifyError) -> ApiError {
+    match e {
+        VerifyError::NotFound(what) => ApiError::not_found(what),
+        VerifyError::Mismatch(m) => ApiError::unprocessable("evidence_mismatch", m),
+        VerifyError::Failed(m) => ApiError::unprocessable("payment_failed", m),
+        VerifyError::NotPaid(m) => ApiError::conflict("payment_not_completed", m),
+        VerifyError::InProgress => {
+            ApiError::conflict("verification_in_progress", "this checkout is being verified; retry shortly")
+        }
+        VerifyError::AlreadyUsed(m) => ApiError::conflict("payment_already_used", m),
+        VerifyError::Pg(e) => {
+            tracing::warn!(error = %e, "PG verification call failed");
+            match e {
+                PgError::Unknown { .. } | PgError::Transient { .. } | PgError::AlreadyProcessed { .. } => {
+                    ApiError::new(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "pg_unavailable",
+                        "the PG did not answer in time; retry (nothing is charged twice)",
+                    )
+                }
+                other => ApiError::new(StatusCode::BAD_GATEWAY, "pg_error", format!("the PG answered: {other}")),
+            }
+        }
+        VerifyError::Store(e) => {
+            tracing::error!(error = %e, "store failed");
+            ApiError::unavailable()
+        }
+    }
 }

@@ -1,8 +1,9 @@
-use lambda_http::{Error, run, service_fn};
+use lambda_runtime::{Error, run, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let deps = verify::Deps::new(paycycle::boot::start("verify").await?);
     let deps = &deps;
-    run(service_fn(move |req| verify::handler(deps, req))).await
+    // One function, two triggers: the HTTP API route and the table's stream.
+    run(service_fn(move |event| verify::dispatch(deps, event))).await
 }

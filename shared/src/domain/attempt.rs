@@ -194,6 +194,10 @@ pub struct Attempt {
     pub request_date_kst: String,
     #[serde(flatten)]
     pub status: AttemptStatus,
+    /// The PG's payment id for this charge, when a verified webhook named it (StepPay has no
+    /// lookup by our charge id; its PAYMENT webhook gives the idKey). Renew looks that up.
+    #[serde(default)]
+    pub pg_payment_hint: Option<String>,
 }
 
 impl Attempt {
@@ -204,6 +208,7 @@ impl Attempt {
             requested_at,
             request_date_kst: crate::calendar::kst_yyyymmdd(requested_at),
             status: AttemptStatus::Pending,
+            pg_payment_hint: None,
         }
     }
 

@@ -441,6 +441,22 @@ impl Subscription {
         next.done(vec![EventKind::PaymentSucceeded, EventKind::SubscriptionRenewed])
     }
 
+    /// The PG's own renewal of a PG-managed subscription failed (StepPay managed
+    /// `order.payment_failed`, verified by lookup): past due until the PG's retry succeeds
+    /// ([`Self::renewed_by_pg`]) or it gives up. Repeats are no-ops (`Ok` with no events).
+    pub fn renewal_failed_at_pg(&self) -> Result<Transition> {
+        if self.renewer != Renewer::Pg {
+            return Err(TransitionError::RenewedByPaycycle);
+        }
+        self.require(&[SubscriptionState::Active, SubscriptionState::PastDue], "record a failed PG renewal for")?;
+        let mut next = self.clone();
+        if self.state == SubscriptionState::PastDue {
+            return next.done(vec![]);
+        }
+        next.state = SubscriptionState::PastDue;
+        next.done(vec![EventKind::PaymentFailed, EventKind::SubscriptionPastDue])
+    }
+
     /// Pause now (credit the unused paid time) or at the end of the paid period.
     pub fn pause(&self, now: Timestamp, when: PauseWhen) -> Result<Transition> {
         self.require(&[SubscriptionState::Active], "pause")?;

@@ -50,9 +50,14 @@ pub enum PgError {
     /// The PG has no such operation (e.g. StepPay has no lookup by our charge id).
     #[error("not supported by this PG: {0}")]
     Unsupported(&'static str),
-    /// A first payment's evidence did not check out (amount differs from the checkout, unpaid).
+    /// A first payment's evidence did not check out, for good: the PG reports it failed or
+    /// canceled, or the amount differs from the checkout's (tampered).
     #[error("verification failed: {0}")]
     VerificationFailed(String),
+    /// The PG has no completed payment for this evidence (yet): waiting for a deposit, the
+    /// customer has not paid the order. Not final.
+    #[error("not paid (yet): {0}")]
+    NotPaid(String),
 }
 
 impl PgError {
@@ -142,8 +147,9 @@ pub enum FirstPaymentEvidence {
     PaypleResult(serde_json::Map<String, serde_json::Value>),
     /// StepPay managed redirect: `order_code` (and `order_id`, `status`).
     SteppayOrder { order_code: String },
-    /// StepPay self: the first payment's `idKey` (from the SDK callback or webhook).
-    SteppayPayment { id_key: String },
+    /// StepPay self: the first payment's `idKey` (from the SDK callback or webhook), and the
+    /// `partnerOrderId` it must carry (our checkout id) when StepPay reports one.
+    SteppayPayment { id_key: String, partner_order_id: Option<String> },
 }
 
 /// A verified first payment.

@@ -30,11 +30,7 @@ impl ApiKeyRecord {
 
 /// A new API key: `pc_` + 40 base-32 characters from the operating system's CSPRNG (200 bits).
 pub fn generate_api_key() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
-    let mut bytes = [0u8; 40];
-    getrandom::fill(&mut bytes).expect("the OS random source is available");
-    let key: String = bytes.iter().map(|b| ALPHABET[usize::from(b & 31)] as char).collect();
-    format!("pc_{key}")
+    format!("pc_{}", crate::ids::random_base32(40))
 }
 
 fn pk(hash: &str) -> String {

@@ -40,6 +40,29 @@ pub struct CheckoutRecord {
     pub created_at: Timestamp,
     pub failure: Option<String>,
     pub version: u64,
+    /// Payple window work (`PAY`, `CERT`, `AUTH`).
+    #[serde(default)]
+    pub work: Option<String>,
+    /// Where the PG sends the customer back (Payple `PCD_RST_URL`, StepPay successUrl).
+    #[serde(default)]
+    pub return_url: Option<String>,
+    /// Epoch seconds until which one verify holds this checkout (0 = nobody).
+    #[serde(default)]
+    pub verifying_until: i64,
+    /// Payple AUTH: when the first charge on the new billing key was sent (its lookup needs the
+    /// date; a retry looks it up before charging again).
+    #[serde(default)]
+    pub first_charge_at: Option<Timestamp>,
+    /// The first payment, once completed.
+    #[serde(default)]
+    pub payment_id: Option<String>,
+}
+
+impl CheckoutRecord {
+    /// The record for the next write (version + 1).
+    pub fn next(&self) -> CheckoutRecord {
+        CheckoutRecord { version: self.version + 1, ..self.clone() }
+    }
 }
 
 fn item(c: &CheckoutRecord) -> Item {
@@ -66,6 +89,13 @@ impl Store {
     pub async fn create_checkout(&self, c: &CheckoutRecord) -> Result<(), StoreError> {
         let mut tx = self.tx();
         tx.put_new(item(c));
+        self.commit(tx).await
+    }
+
+    /// Writes the next version of a checkout on its own (claims, failures).
+    pub async fn update_checkout(&self, next: &CheckoutRecord) -> Result<(), StoreError> {
+        let mut tx = self.tx();
+        tx.put_checkout_next(next);
         self.commit(tx).await
     }
 

@@ -16,6 +16,7 @@ pub mod checkouts;
 pub mod idempotency;
 pub mod metrics;
 pub mod outbox;
+pub mod stream;
 pub mod payments;
 pub mod subscriptions;
 pub mod webhooks;

@@ -56,6 +56,32 @@ impl OutboxEvent {
     }
 }
 
+/// The events of a subscription change: the same `data` for every kind (subscription, partner,
+/// customer, state, period, next attempt, and the payment when money moved).
+pub fn subscription_events(
+    next: &super::subscriptions::SubscriptionRecord,
+    kinds: &[EventKind],
+    now: Timestamp,
+    payment: Option<&super::payments::PaymentRecord>,
+) -> Vec<OutboxEvent> {
+    kinds
+        .iter()
+        .map(|k| {
+            let data = serde_json::json!({
+                "subscription_id": next.id(),
+                "partner_id": next.partner_id,
+                "customer_id": next.customer.id,
+                "state": next.subscription.state,
+                "period": next.subscription.current_period.map(|p| p.index),
+                "next_attempt_at": next.subscription.next_attempt_at.map(|t| t.to_string()),
+                "payment_id": payment.map(|p| p.payment_id.clone()),
+                "amount": payment.map(|p| p.amounts.paid),
+            });
+            OutboxEvent::new(*k, next.id().as_str(), next.version, now, data)
+        })
+        .collect()
+}
+
 impl Tx {
     /// Adds an event to the transaction's outbox.
     pub fn put_outbox(&mut self, event: &OutboxEvent) -> &mut Self {

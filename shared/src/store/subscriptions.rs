@@ -128,6 +128,27 @@ impl Tx {
     }
 }
 
+fn pg_subscription_pk(pg: PgMode, pg_subscription_id: &str) -> String {
+    format!("PGSUB#{}#{pg_subscription_id}", pg.pg())
+}
+
+impl Tx {
+    /// Points the PG's own subscription id (StepPay managed) at ours; once only.
+    pub fn put_pg_subscription_pointer(
+        &mut self,
+        pg: PgMode,
+        pg_subscription_id: &str,
+        id: &SubscriptionId,
+    ) -> &mut Self {
+        let mut item = Item::new();
+        item.insert(keys::PK.into(), s(&pg_subscription_pk(pg, pg_subscription_id)));
+        item.insert(keys::SK.into(), s("PTR"));
+        item.insert(keys::ENTITY.into(), s("pg_subscription"));
+        item.insert("subscription_id".into(), s(id.as_str()));
+        self.put_new(item)
+    }
+}
+
 /// A page of ids and where to continue.
 #[derive(Debug, Clone, Default)]
 pub struct Page<T> {
@@ -263,6 +284,45 @@ impl Store {
     ) -> Result<Page<SubscriptionRecord>, StoreError> {
         let (items, next) = self.lookup_page(&format!("CUS#{customer_id}"), Some("SUB#"), Some(limit), start).await?;
         Ok(Page { items, next })
+    }
+
+    /// Our subscription behind a PG-managed subscription id.
+    pub async fn subscription_by_pg_subscription(
+        &self,
+        pg: PgMode,
+        pg_subscription_id: &str,
+    ) -> Result<Option<SubscriptionId>, StoreError> {
+        let pk = pg_subscription_pk(pg, pg_subscription_id);
+        let Some(item) = self.get(&pk, "PTR").await? else { return Ok(None) };
+        let id = item.get("subscription_id").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+        SubscriptionId::parse(&id)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt { key: pk, message: format!("pointer to a bad id: {e}") })
+    }
+
+    /// Notes the PG payment id a verified webhook named for a charge whose outcome is not
+    /// settled yet (pending or unknown), so renew can look it up. First hint wins.
+    pub async fn hint_attempt(&self, charge_id: &ChargeId, pg_payment_id: &str) -> Result<(), StoreError> {
+        let pk = subscription_pk(charge_id.subscription());
+        self.table
+            .client
+            .update_item()
+            .table_name(&self.table.name)
+            .key(keys::PK, s(&pk))
+            .key(keys::SK, s(&attempt_sk(charge_id)))
+            .update_expression("SET pg_payment_hint = :hint")
+            .condition_expression(
+                "attribute_exists(#pk) AND #status IN (:pending, :unknown) AND attribute_not_exists(pg_payment_hint)",
+            )
+            .expression_attribute_names("#pk", keys::PK)
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":hint", s(pg_payment_id))
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":unknown", s("unknown"))
+            .send()
+            .await
+            .map_err(|e| super::conditional(e, StoreError::Conflict(charge_id.to_string())))?;
+        Ok(())
     }
 
     pub async fn get_attempt(&self, charge_id: &ChargeId) -> Result<Option<Attempt>, StoreError> {

@@ -64,6 +64,11 @@ impl Functions {
         }
     }
 
+    /// verify's dependencies (the stream feeder calls verify like the event source mapping).
+    pub fn verify_deps(&self) -> verify::Deps {
+        self.verify.clone()
+    }
+
     fn next_request_id(&self) -> String {
         let n = self.request_counter.fetch_add(1, Ordering::Relaxed);
         format!("local-{:08x}-{n:06}", std::process::id())

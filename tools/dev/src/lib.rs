@@ -7,6 +7,7 @@
 //! the PID it spawned (on drop), the servers by aborting their tasks.
 
 pub mod http_bridge;
+pub mod stream_feeder;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -44,7 +45,10 @@ pub struct LocalStack {
     pub routes: Vec<Route>,
     pub functions: Arc<Functions>,
     pub sandbox: pg_sandbox::Sandbox,
+    /// The stream → verify feeder's progress and dead letters.
+    pub feeder: Arc<stream_feeder::FeederState>,
     api_task: tokio::task::JoinHandle<()>,
+    feeder_task: tokio::task::JoinHandle<()>,
     // Dropped last: the functions above may still be finishing a call.
     pub moto: MotoServer,
 }
@@ -58,6 +62,9 @@ pub enum StackError {
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
+
+/// The StepPay v2 webhook signing secret of the local stack (the sandbox signs with it).
+pub const LOCAL_STEPPAY_SIGNING_SECRET: &str = "local-steppay-webhook-secret";
 
 /// The PG credentials the sandbox accepts (Payple's published test partner; made-up StepPay keys).
 pub fn local_secrets() -> Secrets {
@@ -101,6 +108,7 @@ impl LocalStack {
         let boot = Boot { config, sdk, secrets: local_secrets() };
 
         let routes = template.http_routes()?;
+        let feeder_sdk = boot.sdk.clone();
         let functions = Arc::new(Functions::new(boot, Some(sandbox.base_url())));
         let app = http_bridge::router(&routes, functions.clone())?;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.api_port)).await?;
@@ -108,7 +116,21 @@ impl LocalStack {
         let api_task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Self { api_addr, provisioned, routes, functions, sandbox, api_task, moto })
+        // The PGs deliver their webhooks to the local API, StepPay's v2 ones signed.
+        {
+            let mut config = sandbox.shared.config.lock().expect("sandbox config");
+            config.steppay_webhook_url = Some(format!("http://{api_addr}/webhooks/steppay"));
+            config.payple_webhook_url = Some(format!("http://{api_addr}/webhooks/payple"));
+            config.steppay_signing_secret = Some(LOCAL_STEPPAY_SIGNING_SECRET.to_string());
+        }
+        let feeder = Arc::new(stream_feeder::FeederState::default());
+        let (verify_deps, table, state) = (Arc::new(functions.verify_deps()), provisioned.table.clone(), feeder.clone());
+        let feeder_task = tokio::spawn(async move {
+            if let Err(e) = stream_feeder::run(feeder_sdk, table, verify_deps, state).await {
+                tracing::error!(error = %e, "the stream feeder stopped: webhooks will not be verified");
+            }
+        });
+        Ok(Self { api_addr, provisioned, routes, functions, sandbox, feeder, api_task, feeder_task, moto })
     }
 
     /// A store on the stack's table (for setup and inspection).
@@ -124,6 +146,28 @@ impl LocalStack {
         Ok(key)
     }
 
+    /// Waits until the sandbox has made at least `deliveries` webhook deliveries and verify has
+    /// processed every webhook event stored so far (two empty stream polls after that).
+    pub async fn settle_webhooks(&self, deliveries: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.sandbox.shared.state.lock().expect("sandbox state").deliveries.len() < deliveries
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        self.drain_stream().await;
+    }
+
+    /// Waits until the stream feeder has caught up with every write made before the call.
+    pub async fn drain_stream(&self) {
+        use std::sync::atomic::Ordering;
+        let start = self.feeder.empty_polls.load(Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.feeder.empty_polls.load(Ordering::SeqCst) < start + 2 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn api_url(&self) -> String {
         format!("http://{}", self.api_addr)
     }
@@ -132,5 +176,6 @@ impl LocalStack {
 impl Drop for LocalStack {
     fn drop(&mut self) {
         self.api_task.abort();
+        self.feeder_task.abort();
     }
 }

@@ -247,6 +247,18 @@ fn pg_managed_subscriptions_are_never_charged_by_paycycle() {
     assert_eq!(t.events, [EventKind::PaymentSucceeded, EventKind::SubscriptionRenewed]);
     assert_eq!(kst_day(t.subscription.current_period.unwrap().start), (2027, 2, 28));
     assert_eq!(active_from(kst(2027, 1, 1, 0)).renewed_by_pg().unwrap_err(), TransitionError::RenewedByPaycycle);
+    // A failed PG renewal: past due (once), and the PG's successful retry makes it active again.
+    let failed = t.subscription.renewal_failed_at_pg().unwrap();
+    assert_eq!(failed.subscription.state, SubscriptionState::PastDue);
+    assert_eq!(failed.events, [EventKind::PaymentFailed, EventKind::SubscriptionPastDue]);
+    assert!(failed.subscription.renewal_failed_at_pg().unwrap().events.is_empty());
+    let recovered = failed.subscription.renewed_by_pg().unwrap().subscription;
+    assert_eq!(recovered.state, SubscriptionState::Active);
+    assert_eq!(recovered.current_period.unwrap().index, 2);
+    assert_eq!(
+        active_from(kst(2027, 1, 1, 0)).renewal_failed_at_pg().unwrap_err(),
+        TransitionError::RenewedByPaycycle
+    );
 }
 
 #[test]
@@ -304,6 +316,7 @@ enum Input {
     Resume,
     Cancel { at_period_end: bool },
     PgRenewal,
+    PgRenewalFailed,
 }
 
 fn input() -> impl Strategy<Value = Input> {
@@ -318,6 +331,7 @@ fn input() -> impl Strategy<Value = Input> {
         any::<bool>().prop_map(|now| Input::Pause { now }),
         Just(Input::Resume),
         any::<bool>().prop_map(|at_period_end| Input::Cancel { at_period_end }),
+        Just(Input::PgRenewalFailed),
         Just(Input::PgRenewal),
     ]
 }
@@ -357,6 +371,7 @@ fn step(
         Input::Resume => s.resume(*now),
         Input::Cancel { at_period_end } => s.cancel(*now, *at_period_end),
         Input::PgRenewal => s.renewed_by_pg(),
+        Input::PgRenewalFailed => s.renewal_failed_at_pg(),
     })
 }
 

@@ -236,6 +236,12 @@ impl PaypleClient {
 
     /// Result lookup by OID and the KST date the payment was requested.
     pub async fn lookup_oid(&self, oid: &str, pay_date: &str) -> Result<PaymentState, PgError> {
+        self.lookup_detail(oid, pay_date).await.map(|(state, _)| state)
+    }
+
+    /// The lookup with the billing key Payple has on record for the payment (`PCD_PAYER_ID`,
+    /// when its answer carries one): what a webhook or a browser claims is checked against it.
+    pub async fn lookup_detail(&self, oid: &str, pay_date: &str) -> Result<(PaymentState, Option<String>), PgError> {
         let grant = self.auth(AuthRequest { paychk_flag: Some("Y"), ..Default::default() }).await?;
         let body = LookupRequest { auth: grant.call_auth(), paychk_flag: "Y", pay_type: "card", oid, pay_date };
         let r = self.call(grant.return_url.clone(), &body, false).await?;
@@ -244,15 +250,17 @@ impl PaypleClient {
                 let amount = krw(r.total.as_deref(), "PCD_PAY_TOTAL")?;
                 let refunded =
                     r.refund_total.as_deref().map(Krw::parse_decimal).transpose().ok().flatten().unwrap_or(Krw::ZERO);
+                let payer_id = r.payer_id.clone().filter(|p| !p.is_empty());
                 if !refunded.is_zero() && refunded == amount {
-                    return Ok(PaymentState::Refunded { pg_payment_id: oid.to_string(), amount });
+                    return Ok((PaymentState::Refunded { pg_payment_id: oid.to_string(), amount }, payer_id));
                 }
-                Ok(PaymentState::Paid {
+                let state = PaymentState::Paid {
                     pg_payment_id: oid.to_string(),
                     amount,
                     refunded,
                     paid_at: pay_time(r.time.as_deref()),
-                })
+                };
+                Ok((state, payer_id))
             }
             _ => Err(classify_error(&r)),
         }
@@ -385,7 +393,13 @@ impl PaypleClient {
                     .filter(|t| t.len() >= 8)
                     .map(|t| t[..8].to_string())
                     .unwrap_or_else(|| crate::calendar::kst_yyyymmdd(Timestamp::now()));
-                match self.lookup_oid(&oid, &date).await? {
+                let (state, recorded_payer) = self.lookup_detail(&oid, &date).await?;
+                if recorded_payer.as_deref().is_some_and(|p| p != payer_id) {
+                    return Err(PgError::VerificationFailed(format!(
+                        "PCD_PAYER_ID differs from Payple's record of {oid}: tampered"
+                    )));
+                }
+                match state {
                     PaymentState::Paid { amount, paid_at, .. } if amount == expected => Charged {
                         pg_payment_id: oid.clone(),
                         amount,

@@ -36,7 +36,8 @@ fn amount(s: Option<&str>, what: &str) -> Result<Krw, PgError> {
         .map_err(|e| PgError::Unrecognized { code: "amount".into(), message: format!("{what} {s:?}: {e}") })
 }
 
-fn parse_time(s: &str) -> Option<Timestamp> {
+/// A StepPay time (ISO with offset, or Korean local time without one).
+pub fn parse_time(s: &str) -> Option<Timestamp> {
     s.parse::<Timestamp>().ok().or_else(|| s.parse::<jiff::Zoned>().ok().map(|z| z.timestamp())).or_else(|| {
         // StepPay may send local times without an offset: they are Korean time.
         s.parse::<jiff::civil::DateTime>()
@@ -273,8 +274,14 @@ impl SteppayClient {
     pub async fn verify_order(&self, order_code: &str, expected: Krw) -> Result<FirstPayment, PgError> {
         let o = self.order(order_code).await?;
         if o.payment_date.is_none() {
-            let why = o.payment.and_then(|p| p.error_message).unwrap_or_else(|| "order not paid".into());
-            return Err(PgError::VerificationFailed(why));
+            return Err(match o.payment.filter(|p| p.error_code.is_some()) {
+                Some(p) => PgError::VerificationFailed(format!(
+                    "order payment failed ({}): {}",
+                    p.error_code.unwrap_or_default(),
+                    p.error_message.unwrap_or_default()
+                )),
+                None => PgError::NotPaid(format!("order {order_code} is not paid")),
+            });
         }
         let paid = amount(o.paid_amount.as_deref(), "paidAmount")?;
         if paid != expected {
@@ -300,11 +307,27 @@ impl SteppayClient {
 
     /// Verifies a self first payment by receipt: paid, `COMPLETE`, the expected amount. A
     /// `*_BILL` payment's idKey is the billing key (seed 001).
-    pub async fn verify_payment(&self, id_key: &str, expected: Krw) -> Result<FirstPayment, PgError> {
+    pub async fn verify_payment(
+        &self,
+        id_key: &str,
+        partner_order_id: Option<&str>,
+        expected: Krw,
+    ) -> Result<FirstPayment, PgError> {
         let p = self.receipt(id_key).await?;
         let status = PaymentStatus::parse(p.payment_status.as_deref().unwrap_or("STANDBY"))?;
-        if p.payment_date.is_none() || status != PaymentStatus::Complete {
-            return Err(PgError::VerificationFailed(format!("payment {status:?}, not paid")));
+        if let (Some(want), Some(got)) = (partner_order_id, p.partner_order_id.as_deref()) {
+            if want != got {
+                return Err(PgError::VerificationFailed(format!(
+                    "payment {id_key} belongs to partnerOrderId {got}, not {want}"
+                )));
+            }
+        }
+        match status {
+            PaymentStatus::Complete if p.payment_date.is_some() => {}
+            PaymentStatus::Standby | PaymentStatus::VirtualBankStandby | PaymentStatus::CmsStandby => {
+                return Err(PgError::NotPaid(format!("payment {id_key} is {status:?}")));
+            }
+            _ => return Err(PgError::VerificationFailed(format!("payment {status:?}, not paid"))),
         }
         let paid = amount(p.amount.as_deref(), "amount")?;
         if paid != expected {
@@ -351,7 +374,9 @@ impl PaymentGateway for SteppayClient {
     ) -> Result<FirstPayment, PgError> {
         match evidence {
             FirstPaymentEvidence::SteppayOrder { order_code } => self.verify_order(order_code, expected).await,
-            FirstPaymentEvidence::SteppayPayment { id_key } => self.verify_payment(id_key, expected).await,
+            FirstPaymentEvidence::SteppayPayment { id_key, partner_order_id } => {
+                self.verify_payment(id_key, partner_order_id.as_deref(), expected).await
+            }
             FirstPaymentEvidence::PaypleResult(_) => Err(PgError::Invalid("Payple evidence sent to StepPay".into())),
         }
     }

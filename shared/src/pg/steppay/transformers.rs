@@ -73,6 +73,11 @@ pub struct PaymentBody {
     pub canceled_amount: Option<String>,
     #[serde(default)]
     pub payment_method: Option<String>,
+    /// The `partnerOrderId` the payment was made with (our checkout id or charge id).
+    /// Unconfirmed: StepPay's public receipt sample does not show it; verify only uses it when
+    /// present and never trusts a webhook for it.
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub partner_order_id: Option<String>,
 }
 
 /// `POST /api/internal/payment/cancel` (seed 000/001, `Secret-Key`).
@@ -168,6 +173,9 @@ pub struct OrderBody {
     pub order_type: Option<String>,
     #[serde(default, deserialize_with = "de_opt_string")]
     pub paid_amount: Option<String>,
+    /// What is left to pay (the price, before payment).
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub left_amount: Option<String>,
     #[serde(default)]
     pub payment_date: Option<String>,
     #[serde(default)]

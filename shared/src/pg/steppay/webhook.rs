@@ -37,6 +37,25 @@ pub struct V2Webhook {
     pub data: serde_json::Value,
 }
 
+impl V2Webhook {
+    /// The dedupe key: event + the order's idKey (or order code, or id). `None` if the data
+    /// names nothing to look up.
+    pub fn dedupe_key(&self) -> Option<String> {
+        let field = |name: &str| match self.data.get(name) {
+            Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        let id = field("idKey").or_else(|| field("orderCode")).or_else(|| field("id"))?;
+        Some(format!("{}:{id}", self.event))
+    }
+
+    /// The order code the data names (order events).
+    pub fn order_code(&self) -> Option<&str> {
+        self.data.get("orderCode").and_then(|v| v.as_str()).filter(|s| !s.is_empty())
+    }
+}
+
 /// A StepPay webhook of either kind.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SteppayWebhook {

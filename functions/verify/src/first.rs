@@ -1,0 +1,435 @@
+//! Completing a checkout: the first payment, checked with the PG, recorded once, and the
+//! subscription activated — in one transaction with the checkout's completion and its events.
+
+use jiff::{SignedDuration, Timestamp};
+use paycycle::domain::attempt::ChargeId;
+use paycycle::domain::customer::PgMode;
+use paycycle::domain::events::EventKind;
+use paycycle::domain::subscription::Subscription;
+use paycycle::pg::payple::transformers::PaypleResult;
+use paycycle::pg::{ChargeRequest, Charged, FirstPayment, Lookup, Payer, PaymentState, PgError};
+use paycycle::store::checkouts::{CheckoutRecord, CheckoutStatus};
+use paycycle::store::outbox::{OutboxEvent, subscription_events};
+use paycycle::store::payments::PaymentRecord;
+use paycycle::store::subscriptions::SubscriptionRecord;
+use paycycle::store::StoreError;
+use serde_json::{Map, Value};
+
+use crate::Deps;
+
+/// How long one verify holds a checkout (PG calls are bounded by `PG_TIMEOUT_MS`).
+pub const VERIFY_LEASE: SignedDuration = SignedDuration::from_mins(2);
+
+/// Who brought the evidence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The partner's server (`POST /payments/verify`, authenticated), with what the PG's redirect
+    /// or window handed the browser.
+    Partner,
+    /// A PG webhook: only a pointer. Everything is looked up at the PG.
+    Webhook,
+}
+
+/// The first payment's evidence, as received.
+#[derive(Clone, Debug)]
+pub enum Evidence {
+    /// Payple `PCD_*` fields (window result or webhook).
+    Payple(Map<String, Value>),
+    /// StepPay managed: the order code of the redirect or order webhook.
+    SteppayOrder { order_code: String },
+    /// StepPay self: the payment's idKey.
+    SteppayPayment { id_key: String },
+}
+
+#[derive(Debug)]
+pub enum VerifyError {
+    NotFound(&'static str),
+    /// The evidence is not about this checkout (another OID/order, a tampered total in a webhook).
+    Mismatch(String),
+    /// The first payment failed for good; the checkout is failed (no subscription).
+    Failed(String),
+    /// The PG has no completed payment for it (yet); nothing changed.
+    NotPaid(String),
+    /// Another verify of this checkout is running.
+    InProgress,
+    /// The PG payment is already recorded for another checkout or charge.
+    AlreadyUsed(String),
+    Pg(PgError),
+    Store(StoreError),
+}
+
+impl From<StoreError> for VerifyError {
+    fn from(e: StoreError) -> Self {
+        VerifyError::Store(e)
+    }
+}
+
+/// A completed checkout.
+#[derive(Debug)]
+pub struct Completed {
+    pub checkout: CheckoutRecord,
+    pub subscription: SubscriptionRecord,
+    pub payment: Option<PaymentRecord>,
+}
+
+fn field<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<String> {
+    match fields.get(name)? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The evidence must be about this checkout: its PG mode, its reference.
+fn check_reference(c: &CheckoutRecord, evidence: &Evidence, source: Source) -> Result<(), VerifyError> {
+    let reference = c.pg_reference.as_deref().unwrap_or(&c.checkout_id);
+    match (c.pg, evidence) {
+        (PgMode::Payple, Evidence::Payple(fields)) => {
+            match field(fields, "PCD_PAY_OID") {
+                Some(oid) if oid != reference => {
+                    return Err(VerifyError::Mismatch(format!("PCD_PAY_OID {oid} is not this checkout's")));
+                }
+                None if source == Source::Webhook => {
+                    return Err(VerifyError::Mismatch("webhook without PCD_PAY_OID".into()));
+                }
+                _ => {}
+            }
+            if let Some(sub) = field(fields, "PCD_USER_DEFINE1") {
+                if sub != c.subscription_id.as_str() {
+                    return Err(VerifyError::Mismatch("PCD_USER_DEFINE1 is not this checkout's subscription".into()));
+                }
+            }
+            if source == Source::Webhook {
+                // Nothing in a webhook is trusted; a total that differs is a forgery outright.
+                if let Some(total) = field(fields, "PCD_PAY_TOTAL") {
+                    if total != c.plan.amount.won().to_string() {
+                        return Err(VerifyError::Mismatch(format!(
+                            "PCD_PAY_TOTAL {total} differs from the checkout's {}: tampered",
+                            c.plan.amount
+                        )));
+                    }
+                }
+            }
+            Ok(())
+        }
+        (PgMode::SteppayManaged, Evidence::SteppayOrder { order_code }) if order_code == reference => Ok(()),
+        (PgMode::SteppayManaged, Evidence::SteppayOrder { order_code }) => {
+            Err(VerifyError::Mismatch(format!("order {order_code} is not this checkout's")))
+        }
+        (PgMode::SteppaySelf, Evidence::SteppayPayment { .. }) => Ok(()),
+        (mode, _) => Err(VerifyError::Mismatch(format!("this checkout is {}; the evidence is not", mode.as_str()))),
+    }
+}
+
+/// The stored outcome of a completed checkout.
+async fn existing(deps: &Deps, c: CheckoutRecord) -> Result<Completed, VerifyError> {
+    let subscription = deps
+        .store
+        .get_subscription(&c.subscription_id)
+        .await?
+        .ok_or(VerifyError::Store(StoreError::NotFound(c.subscription_id.to_string())))?;
+    let payment = match &c.payment_id {
+        Some(id) => deps.store.get_payment(id).await?,
+        None => None,
+    };
+    Ok(Completed { checkout: c, subscription, payment })
+}
+
+fn kst_date(t: Timestamp) -> String {
+    paycycle::calendar::kst_yyyymmdd(t)
+}
+
+/// Payple's record of a payment by OID (never the caller's fields): paid, the expected amount,
+/// and the billing key Payple has on record.
+async fn payple_record(deps: &Deps, oid: &str, date: &str, c: &CheckoutRecord) -> Result<FirstPayment, PgError> {
+    let (state, payer_id) = match deps.gateways.payple.lookup_detail(oid, date).await {
+        Err(PgError::NotFound) => return Err(PgError::NotPaid(format!("Payple has no payment {oid}"))),
+        other => other?,
+    };
+    match state {
+        PaymentState::Paid { amount, paid_at, .. } if amount == c.plan.amount => {
+            let Some(payer_id) = payer_id else {
+                return Err(PgError::NotPaid("Payple's record names no billing key; verify the window result".into()));
+            };
+            Ok(FirstPayment {
+                charged: Some(Charged { pg_payment_id: oid.to_string(), amount, approved_at: paid_at.unwrap_or_else(Timestamp::now) }),
+                billing_key: Some(payer_id),
+            })
+        }
+        PaymentState::Paid { amount, .. } => Err(PgError::VerificationFailed(format!(
+            "Payple charged {amount} for {oid}, the checkout expects {}",
+            c.plan.amount
+        ))),
+        PaymentState::Refunded { .. } => Err(PgError::VerificationFailed(format!("{oid} was refunded"))),
+        PaymentState::Failed { code, message } => Err(PgError::VerificationFailed(format!("{code}: {message}"))),
+        PaymentState::Pending => Err(PgError::NotPaid(format!("{oid} is pending"))),
+    }
+}
+
+fn payer(c: &CheckoutRecord) -> Payer {
+    Payer {
+        customer_id: c.customer.id.clone(),
+        name: c.customer.name.clone(),
+        phone: c.customer.phone.clone(),
+        email: c.customer.email.clone(),
+        payer_no: None,
+    }
+}
+
+/// Payple AUTH registered a card without paying: paycycle charges period 0 on the new billing
+/// key, under charge id `{sub}-p0-a1` (its OID). A retry looks that charge up before charging.
+async fn first_charge(
+    deps: &Deps,
+    current: &mut CheckoutRecord,
+    billing_key: String,
+    now: Timestamp,
+) -> Result<FirstPayment, PgError> {
+    let charge_id = ChargeId::new(current.subscription_id.clone(), 0, 1).map_err(|e| PgError::Invalid(e.to_string()))?;
+    if let Some(sent) = current.first_charge_at {
+        let q = Lookup::Charge { charge_id: charge_id.clone(), request_date_kst: kst_date(sent) };
+        match deps.gateways.payple.lookup_detail(&charge_id.to_string(), &kst_date(sent)).await {
+            Ok((PaymentState::Paid { amount, paid_at, .. }, _)) => {
+                let charged = Charged { pg_payment_id: charge_id.to_string(), amount, approved_at: paid_at.unwrap_or(now) };
+                return Ok(FirstPayment { charged: Some(charged), billing_key: Some(billing_key) });
+            }
+            Err(PgError::NotFound) | Ok((PaymentState::Failed { .. }, _)) => {}
+            Ok(other) => return Err(PgError::Unknown { reason: format!("first charge {q:?}: {other:?}") }),
+            Err(e) => return Err(e),
+        }
+    } else {
+        let next = CheckoutRecord { first_charge_at: Some(now), ..current.next() };
+        deps.store.update_checkout(&next).await.map_err(|e| PgError::Transient { reason: e.to_string() })?;
+        *current = next;
+    }
+    let req = ChargeRequest {
+        billing_key: billing_key.clone(),
+        charge_id: charge_id.clone(),
+        amount: current.plan.amount,
+        goods: current.plan.name.clone(),
+        payer: payer(current),
+    };
+    match deps.gateways.payple.repay(&req).await {
+        Ok(charged) => Ok(FirstPayment { charged: Some(charged), billing_key: Some(billing_key) }),
+        Err(PgError::Declined { code, message, .. }) => {
+            Err(PgError::VerificationFailed(format!("the first charge was declined ({code}): {message}")))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Asks the PG about the evidence.
+async fn ask_pg(
+    deps: &Deps,
+    current: &mut CheckoutRecord,
+    evidence: &Evidence,
+    source: Source,
+    now: Timestamp,
+) -> Result<FirstPayment, PgError> {
+    let expected = current.plan.amount;
+    match evidence {
+        Evidence::Payple(fields) => {
+            let oid = current.pg_reference.clone().unwrap_or_else(|| current.checkout_id.clone());
+            let work = field(fields, "PCD_PAY_WORK").unwrap_or_else(|| current.work.clone().unwrap_or_default());
+            if source == Source::Webhook {
+                let date = field(fields, "PCD_PAY_TIME")
+                    .filter(|t| t.len() >= 8 && t.is_char_boundary(8))
+                    .map(|t| t[..8].to_string())
+                    .unwrap_or_else(|| kst_date(current.created_at));
+                return payple_record(deps, &oid, &date, current).await;
+            }
+            if work == "CERT" {
+                // A confirm may have gone through before an earlier verify lost its answer.
+                if let Some(sent) = current.first_charge_at {
+                    match payple_record(deps, &oid, &kst_date(sent), current).await {
+                        Ok(fp) => return Ok(fp),
+                        Err(PgError::NotPaid(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                } else {
+                    let next = CheckoutRecord { first_charge_at: Some(now), ..current.next() };
+                    deps.store.update_checkout(&next).await.map_err(|e| PgError::Transient { reason: e.to_string() })?;
+                    *current = next;
+                }
+            }
+            let fp = deps.gateways.payple.verify_window_result(fields, expected).await?;
+            match (fp.charged.is_none(), fp.billing_key.clone()) {
+                (true, Some(key)) => first_charge(deps, current, key, now).await,
+                _ => Ok(fp),
+            }
+        }
+        Evidence::SteppayOrder { order_code } => deps.gateways.steppay.verify_order(order_code, expected).await,
+        Evidence::SteppayPayment { id_key } => {
+            deps.gateways.steppay.verify_payment(id_key, Some(&current.checkout_id), expected).await
+        }
+    }
+}
+
+/// Gives the checkout back (another verify may try) or fails it for good.
+async fn release(deps: &Deps, current: &CheckoutRecord, failure: Option<String>) -> Result<(), StoreError> {
+    let mut next = CheckoutRecord { verifying_until: 0, ..current.next() };
+    if let Some(why) = failure {
+        next.status = CheckoutStatus::Failed;
+        next.failure = Some(why);
+    }
+    deps.store.update_checkout(&next).await
+}
+
+/// Verifies and completes `checkout` (or returns its stored outcome).
+pub async fn complete(
+    deps: &Deps,
+    checkout: CheckoutRecord,
+    evidence: &Evidence,
+    source: Source,
+    now: Timestamp,
+) -> Result<Completed, VerifyError> {
+    match checkout.status {
+        CheckoutStatus::Completed => return existing(deps, checkout).await,
+        CheckoutStatus::Failed => {
+            return Err(VerifyError::Failed(checkout.failure.clone().unwrap_or_else(|| "checkout failed".into())));
+        }
+        CheckoutStatus::Open => {}
+    }
+    check_reference(&checkout, evidence, source)?;
+    if checkout.verifying_until > now.as_second() {
+        return Err(VerifyError::InProgress);
+    }
+    let until = now.saturating_add(VERIFY_LEASE).unwrap_or(now).as_second();
+    let mut current = CheckoutRecord { verifying_until: until, ..checkout.next() };
+    match deps.store.update_checkout(&current).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict(_)) => return Err(VerifyError::InProgress),
+        Err(e) => return Err(e.into()),
+    }
+    let result = ask_pg(deps, &mut current, evidence, source, now).await;
+    let fp = match result {
+        Ok(fp) => fp,
+        Err(PgError::VerificationFailed(why)) => {
+            tracing::warn!(checkout_id = %current.checkout_id, reason = %why, "first payment failed");
+            release(deps, &current, Some(why.clone())).await?;
+            return Err(VerifyError::Failed(why));
+        }
+        Err(PgError::NotPaid(why)) => {
+            release(deps, &current, None).await?;
+            return Err(VerifyError::NotPaid(why));
+        }
+        Err(PgError::NotFound) => {
+            release(deps, &current, None).await?;
+            return Err(VerifyError::NotPaid("the PG has no such payment".into()));
+        }
+        Err(e) => {
+            release(deps, &current, None).await?;
+            return Err(VerifyError::Pg(e));
+        }
+    };
+    activate(deps, current, fp, now).await
+}
+
+async fn activate(
+    deps: &Deps,
+    current: CheckoutRecord,
+    fp: FirstPayment,
+    now: Timestamp,
+) -> Result<Completed, VerifyError> {
+    let Some(charged) = fp.charged else {
+        release(deps, &current, None).await?;
+        return Err(VerifyError::NotPaid("no payment was made".into()));
+    };
+    let charge_id = if current.work.as_deref() == Some("AUTH") {
+        ChargeId::new(current.subscription_id.clone(), 0, 1).ok()
+    } else {
+        None
+    };
+    let payment = PaymentRecord::paid(
+        current.pg,
+        &charged.pg_payment_id,
+        &current.customer.id,
+        charged.amount,
+        charged.approved_at,
+        Some(current.subscription_id.clone()),
+        charge_id,
+        Some(current.checkout_id.clone()),
+    )
+    .for_partner(&current.partner_id);
+    let Some(billing_key) = fp.billing_key else {
+        // Money moved but nothing can renew it (StepPay self paid without a *_BILL method): the
+        // payment is recorded (so it can be refunded) and the checkout fails.
+        let why = "the first payment issued no billing key (StepPay self needs CARD_BILL or CMS_BILL)".to_string();
+        let next = CheckoutRecord {
+            status: CheckoutStatus::Failed,
+            failure: Some(why.clone()),
+            verifying_until: 0,
+            payment_id: Some(payment.payment_id.clone()),
+            ..current.next()
+        };
+        let mut tx = deps.store.tx();
+        tx.put_checkout_next(&next).put_payment_new(&payment);
+        deps.store.commit(tx).await.map_err(already_used)?;
+        return Err(VerifyError::Failed(why));
+    };
+    let incomplete = Subscription::incomplete(current.subscription_id.clone(), current.plan.clone(), current.pg.renewer());
+    let t = incomplete.activate(charged.approved_at).map_err(|e| VerifyError::Failed(e.to_string()))?;
+    let subscription = SubscriptionRecord {
+        subscription: t.subscription,
+        partner_id: current.partner_id.clone(),
+        customer: current.customer.clone(),
+        pg: current.pg,
+        billing_key: Some(billing_key.clone()),
+        created_at: now,
+        version: 1,
+        lease_owner: None,
+        lease_until: 0,
+    };
+    let checkout = CheckoutRecord {
+        status: CheckoutStatus::Completed,
+        verifying_until: 0,
+        payment_id: Some(payment.payment_id.clone()),
+        ..current.next()
+    };
+    let mut kinds = vec![EventKind::CheckoutCompleted, EventKind::PaymentSucceeded];
+    kinds.extend(t.events);
+    let events: Vec<OutboxEvent> = subscription_events(&subscription, &kinds, now, Some(&payment));
+    let mut tx = deps.store.tx();
+    tx.put_checkout_next(&checkout).put_payment_new(&payment).put_subscription_new(&subscription);
+    if current.pg == PgMode::SteppayManaged {
+        tx.put_pg_subscription_pointer(current.pg, &billing_key, subscription.id());
+    }
+    for e in &events {
+        tx.put_outbox(e);
+    }
+    if let Err(e) = deps.store.commit(tx).await {
+        let e = already_used(e);
+        if let VerifyError::AlreadyUsed(_) = e {
+            // The payment belongs to something else: this checkout stays open, untouched.
+            release(deps, &current, None).await?;
+        }
+        return Err(e);
+    }
+    tracing::info!(
+        checkout_id = %checkout.checkout_id,
+        subscription_id = %subscription.id(),
+        payment_id = %payment.payment_id,
+        "checkout completed, subscription active"
+    );
+    if let Err(e) = deps.publisher.flush(&deps.store, &events).await {
+        tracing::warn!(error = %e, "events stay in the outbox for the next drain");
+    }
+    Ok(Completed { checkout, subscription, payment: Some(payment) })
+}
+
+fn already_used(e: StoreError) -> VerifyError {
+    match e {
+        StoreError::AlreadyExists(key) if key.starts_with("PAY#") => {
+            VerifyError::AlreadyUsed(format!("this PG payment is already recorded ({key})"))
+        }
+        StoreError::Conflict(_) => VerifyError::InProgress,
+        other => VerifyError::Store(other),
+    }
+}
+
+/// A Payple result's status, for the webhook path (which ignores error/close results).
+pub fn payple_success(fields: &Map<String, Value>) -> bool {
+    PaypleResult::from_value(Value::Object(fields.clone()))
+        .ok()
+        .and_then(|r| r.status().ok())
+        .is_some_and(|s| s == paycycle::pg::payple::transformers::ResultStatus::Success)
+}

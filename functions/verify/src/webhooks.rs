@@ -1,0 +1,328 @@
+//! What verify does with one stored webhook event (DESIGN §3–§4). A webhook is only a pointer:
+//! every decision rests on what the PG answers to a lookup. Out-of-order and repeated events
+//! converge: payments are recorded once per PG transaction, transitions are guarded by version.
+
+use jiff::Timestamp;
+use paycycle::domain::attempt::ChargeId;
+use paycycle::domain::customer::PgMode;
+use paycycle::domain::events::EventKind;
+use paycycle::domain::payment::RefundStatus;
+use paycycle::money::Krw;
+use paycycle::pg::PgError;
+use paycycle::pg::steppay::transformers::WebhookType;
+use paycycle::pg::steppay::webhook::{self as steppay_webhook, SteppayWebhook, V2Webhook};
+use paycycle::store::StoreError;
+use paycycle::store::outbox::{OutboxEvent, subscription_events};
+use paycycle::store::payments::{PaymentRecord, RefundOutcome, RefundRecord, payment_id_for};
+use paycycle::store::webhooks::{WebhookEvent, WebhookStatus};
+use paycycle::store::sha256_hex;
+use serde_json::{Map, Value};
+
+use crate::Deps;
+use crate::first::{self, Evidence, Source, VerifyError};
+
+/// The outcome of one event: final (recorded on the event) or to be retried.
+pub enum Verdict {
+    Final(WebhookStatus, String),
+    Retry(String),
+}
+
+fn verified(m: impl Into<String>) -> Verdict {
+    Verdict::Final(WebhookStatus::Verified, m.into())
+}
+fn rejected(m: impl Into<String>) -> Verdict {
+    Verdict::Final(WebhookStatus::Rejected, m.into())
+}
+fn ignored(m: impl Into<String>) -> Verdict {
+    Verdict::Final(WebhookStatus::Ignored, m.into())
+}
+
+fn from_store(e: StoreError) -> Verdict {
+    Verdict::Retry(format!("store: {e}"))
+}
+
+fn from_pg(e: PgError) -> Verdict {
+    match e {
+        PgError::NotFound => rejected("the PG has no such payment"),
+        PgError::Invalid(m) => rejected(format!("not a request the PG can answer: {m}")),
+        other => Verdict::Retry(format!("PG: {other}")),
+    }
+}
+
+fn from_verify(r: Result<first::Completed, VerifyError>) -> Verdict {
+    match r {
+        Ok(c) => verified(format!(
+            "checkout {} completed; subscription {} {}",
+            c.checkout.checkout_id,
+            c.subscription.id(),
+            c.subscription.subscription.state
+        )),
+        Err(VerifyError::Failed(m)) => verified(format!("the PG reports the first payment failed: {m}")),
+        Err(VerifyError::Mismatch(m)) | Err(VerifyError::NotPaid(m)) | Err(VerifyError::AlreadyUsed(m)) => rejected(m),
+        Err(VerifyError::NotFound(what)) => rejected(format!("no such {what}")),
+        Err(VerifyError::InProgress) => Verdict::Retry("another verify holds the checkout".into()),
+        Err(VerifyError::Pg(e)) => from_pg(e),
+        Err(VerifyError::Store(e)) => from_store(e),
+    }
+}
+
+/// Form or JSON fields.
+pub fn fields(content_type: &str, body: &[u8]) -> Option<Map<String, Value>> {
+    if content_type.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") {
+        return Some(
+            url::form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), Value::String(v.into_owned()))).collect(),
+        );
+    }
+    match serde_json::from_slice(body).ok()? {
+        Value::Object(m) => Some(m),
+        _ => None,
+    }
+}
+
+pub async fn process(deps: &Deps, event: &WebhookEvent, now: Timestamp) -> Verdict {
+    match event.pg.as_str() {
+        "payple" => payple(deps, event, now).await,
+        "steppay" => steppay(deps, event, now).await,
+        other => rejected(format!("unknown PG {other}")),
+    }
+}
+
+async fn payple(deps: &Deps, event: &WebhookEvent, now: Timestamp) -> Verdict {
+    let Some(fields) = fields(&event.content_type, event.body.as_bytes()) else {
+        return rejected("not a Payple result");
+    };
+    if !first::payple_success(&fields) {
+        return ignored("an error/close result: the checkout completes or fails through POST /payments/verify");
+    }
+    let oid = fields.get("PCD_PAY_OID").and_then(Value::as_str).unwrap_or_default().to_string();
+    if oid.parse::<ChargeId>().is_ok() {
+        // Our re-payments use the charge id as OID; renew looks their outcomes up itself.
+        return ignored("a renewal charge: renew settles it by lookup");
+    }
+    if !oid.starts_with("chk_") {
+        return rejected(format!("PCD_PAY_OID {oid:?} is not a paycycle checkout"));
+    }
+    let checkout = match deps.store.get_checkout(&oid).await {
+        Ok(Some(c)) if c.pg == PgMode::Payple => c,
+        Ok(_) => return rejected(format!("no Payple checkout {oid}")),
+        Err(e) => return from_store(e),
+    };
+    from_verify(first::complete(deps, checkout, &Evidence::Payple(fields), Source::Webhook, now).await)
+}
+
+async fn steppay(deps: &Deps, event: &WebhookEvent, now: Timestamp) -> Verdict {
+    match steppay_webhook::parse(&event.content_type, event.body.as_bytes()) {
+        Ok(SteppayWebhook::Payment(w)) => steppay_payment(deps, w.kind, &w.id_key, now).await,
+        Ok(SteppayWebhook::Order(w)) => steppay_order(deps, &w, now).await,
+        Err(e) => rejected(format!("not a StepPay webhook: {e}")),
+    }
+}
+
+/// A self webhook `{webHookType, orderId, idKey}`: the receipt says what it is about.
+async fn steppay_payment(deps: &Deps, kind: WebhookType, id_key: &str, now: Timestamp) -> Verdict {
+    let receipt = match deps.gateways.steppay.receipt(id_key).await {
+        Ok(r) => r,
+        Err(e) => return from_pg(e),
+    };
+    if kind == WebhookType::Canceled {
+        return steppay_canceled(deps, id_key, now).await;
+    }
+    let reference = receipt.partner_order_id.clone().unwrap_or_default();
+    if reference.starts_with("chk_") {
+        let checkout = match deps.store.get_checkout(&reference).await {
+            Ok(Some(c)) if c.pg == PgMode::SteppaySelf => c,
+            Ok(_) => return rejected(format!("no StepPay self checkout {reference}")),
+            Err(e) => return from_store(e),
+        };
+        let evidence = Evidence::SteppayPayment { id_key: id_key.to_string() };
+        return from_verify(first::complete(deps, checkout, &evidence, Source::Webhook, now).await);
+    }
+    if let Ok(charge_id) = reference.parse::<ChargeId>() {
+        if receipt.payment_date.is_none() {
+            return ignored(format!("renewal charge {charge_id} is not paid at StepPay"));
+        }
+        // StepPay cannot be asked by our charge id; name the idKey so renew can ask by it.
+        return match deps.store.hint_attempt(&charge_id, id_key).await {
+            Ok(()) => verified(format!("renewal charge {charge_id} is {id_key} at StepPay; renew resolves it")),
+            Err(StoreError::Conflict(_)) => ignored(format!("renewal charge {charge_id} is already settled")),
+            Err(e) => from_store(e),
+        };
+    }
+    rejected(format!("payment {id_key} names no paycycle checkout or charge (partnerOrderId {reference:?})"))
+}
+
+/// A StepPay payment canceled at StepPay: if StepPay refunded more than paycycle knows (a refund
+/// made in StepPay's dashboard), the difference is recorded as a refund that succeeded.
+async fn steppay_canceled(deps: &Deps, id_key: &str, now: Timestamp) -> Verdict {
+    let state = match deps.gateways.steppay.payment_state(id_key).await {
+        Ok(s) => s,
+        Err(e) => return from_pg(e),
+    };
+    let pg_refunded = match state {
+        paycycle::pg::PaymentState::Refunded { amount, .. } => amount,
+        paycycle::pg::PaymentState::Paid { refunded, .. } => refunded,
+        _ => return ignored("StepPay reports no refund on this payment"),
+    };
+    let payment_id = payment_id_for(PgMode::SteppaySelf, id_key);
+    let payment = match deps.store.get_payment(&payment_id).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return ignored(format!("payment {id_key} is not recorded by paycycle")),
+        Err(e) => return from_store(e),
+    };
+    let known = payment.amounts.refunded.checked_add(payment.amounts.refund_pending).unwrap_or(payment.amounts.paid);
+    let Some(delta) = pg_refunded.checked_sub(known).ok().filter(|d| !d.is_zero()) else {
+        return verified("StepPay's refunds are already recorded");
+    };
+    record_external_refund(deps, &payment, delta, pg_refunded, now).await
+}
+
+async fn record_external_refund(
+    deps: &Deps,
+    payment: &PaymentRecord,
+    delta: Krw,
+    pg_total: Krw,
+    now: Timestamp,
+) -> Verdict {
+    let refund_id = format!(
+        "ref_{}",
+        &sha256_hex(format!("external:{}:{}", payment.pg_payment_id, pg_total.won()).as_bytes())[..24]
+    );
+    let refund = RefundRecord {
+        refund_id: refund_id.clone(),
+        payment_id: payment.payment_id.clone(),
+        amount: delta,
+        reason: "refunded at the PG outside paycycle".into(),
+        status: RefundStatus::Reserved,
+        requested_at: now,
+        pg_refund_id: None,
+        failure_code: None,
+        failure_message: None,
+    };
+    let reserved = match deps.store.get_refund(&payment.payment_id, &refund_id).await {
+        Ok(Some(r)) if r.status != RefundStatus::Reserved => return verified(format!("refund {refund_id} recorded")),
+        Ok(Some(r)) => r,
+        Ok(None) => match deps.store.reserve_refund(&refund).await {
+            Ok(()) | Err(StoreError::AlreadyExists(_)) => refund,
+            Err(StoreError::Conflict(_)) => return rejected("the PG's refund exceeds what paycycle can still refund"),
+            Err(e) => return from_store(e),
+        },
+        Err(e) => return from_store(e),
+    };
+    let data = serde_json::json!({
+        "refund_id": refund_id, "payment_id": payment.payment_id, "amount": delta,
+        "partner_id": payment.partner_id, "external": true,
+    });
+    let events = vec![OutboxEvent::new(EventKind::RefundSucceeded, &refund_id, 1, now, data)];
+    match deps.store.settle_refund(&reserved, &RefundOutcome::Succeeded { pg_refund_id: None }, &events).await {
+        Ok(_) => {
+            if let Err(e) = deps.publisher.flush(&deps.store, &events).await {
+                tracing::warn!(error = %e, "events stay in the outbox for the next drain");
+            }
+            verified(format!("recorded a refund of {delta} made at StepPay"))
+        }
+        Err(e) => from_store(e),
+    }
+}
+
+/// A v2 order webhook (StepPay managed): the first order of a checkout, or a renewal StepPay made.
+async fn steppay_order(deps: &Deps, w: &V2Webhook, now: Timestamp) -> Verdict {
+    let Some(code) = w.order_code() else { return ignored(format!("{} names no order", w.event)) };
+    match deps.store.checkout_by_pg_reference(PgMode::SteppayManaged, code).await {
+        Ok(Some(checkout)) => {
+            let evidence = Evidence::SteppayOrder { order_code: code.to_string() };
+            return from_verify(first::complete(deps, checkout, &evidence, Source::Webhook, now).await);
+        }
+        Ok(None) => {}
+        Err(e) => return from_store(e),
+    }
+    let order = match deps.gateways.steppay.order(code).await {
+        Ok(o) => o,
+        Err(e) => return from_pg(e),
+    };
+    let pg_subscription = order
+        .parent_subscription
+        .clone()
+        .or_else(|| order.subscriptions.first().cloned())
+        .map(|v| match v {
+            Value::Object(m) => m.get("id").map(|id| id.to_string()).unwrap_or_default(),
+            other => other.to_string().trim_matches('"').to_string(),
+        })
+        .filter(|s| !s.is_empty() && s != "null");
+    let Some(pg_subscription) = pg_subscription else {
+        return rejected(format!("order {code} is neither a checkout's nor a subscription's"));
+    };
+    let id = match deps.store.subscription_by_pg_subscription(PgMode::SteppayManaged, &pg_subscription).await {
+        Ok(Some(id)) => id,
+        // The first order's verification may not be committed yet: try again later.
+        Ok(None) => return Verdict::Retry(format!("StepPay subscription {pg_subscription} is not known (yet)")),
+        Err(e) => return from_store(e),
+    };
+    let record = match deps.store.get_subscription(&id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return from_store(StoreError::NotFound(id.to_string())),
+        Err(e) => return from_store(e),
+    };
+    if order.payment_date.is_none() {
+        if order.payment.as_ref().and_then(|p| p.error_code.as_ref()).is_none() {
+            return rejected(format!("StepPay says order {code} is not paid"));
+        }
+        let t = match record.subscription.renewal_failed_at_pg() {
+            Ok(t) => t,
+            Err(e) => return ignored(format!("failed renewal not applicable: {e}")),
+        };
+        if t.events.is_empty() {
+            return verified("the subscription is already past due");
+        }
+        let next = record.next(t.subscription);
+        let events = subscription_events(&next, &t.events, now, None);
+        let mut tx = deps.store.tx();
+        tx.put_subscription_next(&next, None);
+        for e in &events {
+            tx.put_outbox(e);
+        }
+        return commit(deps, tx, &events, format!("StepPay's renewal order {code} failed: past due")).await;
+    }
+    let Some(id_key) = order.id_key.clone() else { return rejected(format!("paid order {code} without idKey")) };
+    let paid = order.paid_amount.as_deref().and_then(|a| Krw::parse_decimal(a).ok()).unwrap_or(Krw::ZERO);
+    let paid_at = order.payment_date.as_deref().and_then(paycycle::pg::steppay::parse_time).unwrap_or(now);
+    let payment = PaymentRecord::paid(PgMode::SteppayManaged, &id_key, &record.customer.id, paid, paid_at, Some(id.clone()), None, None)
+        .for_partner(&record.partner_id);
+    if let Ok(Some(_)) = deps.store.get_payment(&payment.payment_id).await {
+        return verified(format!("renewal order {code} is already recorded"));
+    }
+    let t = match record.subscription.renewed_by_pg() {
+        Ok(t) => t,
+        Err(e) => return Verdict::Retry(format!("renewal not applicable yet: {e}")),
+    };
+    let next = record.next(t.subscription);
+    let events = subscription_events(&next, &t.events, now, Some(&payment));
+    let mut tx = deps.store.tx();
+    tx.put_payment_new(&payment).put_subscription_next(&next, None);
+    for e in &events {
+        tx.put_outbox(e);
+    }
+    match deps.store.commit(tx).await {
+        Ok(()) => {
+            if let Err(e) = deps.publisher.flush(&deps.store, &events).await {
+                tracing::warn!(error = %e, "events stay in the outbox for the next drain");
+            }
+            verified(format!("StepPay renewed {id}: order {code}, {paid}"))
+        }
+        Err(StoreError::AlreadyExists(key)) if key.starts_with("PAY#") => {
+            verified(format!("renewal order {code} is already recorded"))
+        }
+        Err(e) => from_store(e),
+    }
+}
+
+async fn commit(deps: &Deps, tx: paycycle::store::Tx, events: &[OutboxEvent], done: String) -> Verdict {
+    match deps.store.commit(tx).await {
+        Ok(()) => {
+            if let Err(e) = deps.publisher.flush(&deps.store, events).await {
+                tracing::warn!(error = %e, "events stay in the outbox for the next drain");
+            }
+            verified(done)
+        }
+        Err(e) => from_store(e),
+    }
+}

@@ -1,0 +1,165 @@
+//! What the Lambda event source mapping does for `verify` in AWS (template.yaml): reads the
+//! table's DynamoDB stream (moto's, through the real SDK), keeps only inserted webhook events
+//! (the mapping's filter), hands them to `verify` as the Lambda stream event, retries the record
+//! a batch reports failed (bounded, like `MaximumRetryAttempts`), and puts what still fails in a
+//! dead-letter list (the SQS on-failure destination in AWS).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use aws_sdk_dynamodbstreams::types::{AttributeValue, ShardIteratorType};
+use serde_json::{Map, Value, json};
+use tokio::sync::Mutex;
+
+/// Retries of a failing record before it goes to the dead letters (the template's value).
+pub const MAX_RETRY_ATTEMPTS: u32 = 3;
+
+/// Records per Lambda invocation (the template's `BatchSize`).
+pub const BATCH_SIZE: usize = 10;
+
+#[derive(Default)]
+pub struct FeederState {
+    /// Polls that found nothing new: two after a write mean the write was processed.
+    pub empty_polls: AtomicU64,
+    pub delivered: AtomicU64,
+    pub dead_letters: Mutex<Vec<Value>>,
+}
+
+fn attribute_json(v: &AttributeValue) -> Value {
+    use base64::Engine;
+    let b64 = |b: &aws_sdk_dynamodbstreams::primitives::Blob| {
+        Value::String(base64::engine::general_purpose::STANDARD.encode(b.as_ref()))
+    };
+    let (tag, inner) = match v {
+        AttributeValue::S(s) => ("S", Value::String(s.clone())),
+        AttributeValue::N(n) => ("N", Value::String(n.clone())),
+        AttributeValue::Bool(b) => ("BOOL", Value::Bool(*b)),
+        AttributeValue::Null(_) => ("NULL", Value::Bool(true)),
+        AttributeValue::B(b) => ("B", b64(b)),
+        AttributeValue::Ss(ss) => ("SS", ss.iter().cloned().map(Value::String).collect()),
+        AttributeValue::Ns(ns) => ("NS", ns.iter().cloned().map(Value::String).collect()),
+        AttributeValue::Bs(bs) => ("BS", bs.iter().map(b64).collect()),
+        AttributeValue::L(l) => ("L", l.iter().map(attribute_json).collect()),
+        AttributeValue::M(m) => ("M", image_json(m)),
+        _ => ("NULL", Value::Bool(true)),
+    };
+    let mut m = Map::new();
+    m.insert(tag.into(), inner);
+    Value::Object(m)
+}
+
+fn image_json(item: &std::collections::HashMap<String, AttributeValue>) -> Value {
+    Value::Object(item.iter().map(|(k, v)| (k.clone(), attribute_json(v))).collect())
+}
+
+/// The Lambda stream event record for a stream record.
+fn lambda_record(r: &aws_sdk_dynamodbstreams::types::Record, stream_arn: &str) -> Option<Value> {
+    let d = r.dynamodb()?;
+    Some(json!({
+        "eventID": r.event_id(),
+        "eventName": r.event_name().map(|n| n.as_str().to_string()),
+        "eventVersion": "1.1",
+        "eventSource": "aws:dynamodb",
+        "awsRegion": "ap-northeast-2",
+        "dynamodb": {
+            "Keys": d.keys().map(image_json),
+            "NewImage": d.new_image().map(image_json),
+            "SequenceNumber": d.sequence_number(),
+            "SizeBytes": d.size_bytes(),
+            "StreamViewType": "NEW_IMAGE",
+        },
+        "eventSourceARN": stream_arn,
+    }))
+}
+
+/// The template's filter: inserted items whose `entity` is `webhook_event`.
+fn passes_filter(record: &Value) -> bool {
+    record["eventName"] == "INSERT" && record.pointer("/dynamodb/NewImage/entity/S") == Some(&json!("webhook_event"))
+}
+
+/// Polls the stream until the task is aborted.
+pub async fn run(
+    sdk: aws_config::SdkConfig,
+    table: String,
+    verify: Arc<verify::Deps>,
+    state: Arc<FeederState>,
+) -> Result<(), String> {
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let streams = aws_sdk_dynamodbstreams::Client::new(&sdk);
+    let described = ddb.describe_table().table_name(&table).send().await.map_err(|e| e.to_string())?;
+    let arn = described
+        .table()
+        .and_then(|t| t.latest_stream_arn())
+        .ok_or("the table has no stream (template.yaml must enable it)")?
+        .to_string();
+    let mut iterators: Vec<Option<String>> = Vec::new();
+    let shards = streams.describe_stream().stream_arn(&arn).send().await.map_err(|e| e.to_string())?;
+    for shard in shards.stream_description().map(|d| d.shards()).unwrap_or_default() {
+        let it = streams
+            .get_shard_iterator()
+            .stream_arn(&arn)
+            .shard_id(shard.shard_id().unwrap_or_default())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        iterators.push(it.shard_iterator().map(str::to_string));
+    }
+    loop {
+        let mut found = 0usize;
+        for slot in iterators.iter_mut() {
+            let Some(it) = slot.clone() else { continue };
+            let out = match streams.get_records().shard_iterator(&it).send().await {
+                Ok(out) => out,
+                Err(e) => {
+                    tracing::warn!(error = %aws_sdk_dynamodbstreams::error::DisplayErrorContext(&e), "GetRecords failed");
+                    continue;
+                }
+            };
+            *slot = out.next_shard_iterator().map(str::to_string);
+            let records: Vec<Value> =
+                out.records().iter().filter_map(|r| lambda_record(r, &arn)).filter(passes_filter).collect();
+            found += records.len();
+            for batch in records.chunks(BATCH_SIZE) {
+                deliver(&verify, batch, &state).await;
+            }
+        }
+        if found == 0 {
+            state.empty_polls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// One batch through verify, as the event source mapping with `ReportBatchItemFailures` and
+/// `BisectBatchOnFunctionError` would: records from the first reported failure are retried.
+async fn deliver(verify: &verify::Deps, batch: &[Value], state: &FeederState) {
+    let mut pending: Vec<Value> = batch.to_vec();
+    let mut attempts = 0u32;
+    while !pending.is_empty() {
+        let response = verify::stream(verify, &json!({"Records": pending}), jiff::Timestamp::now()).await;
+        let failed = response["batchItemFailures"]
+            .as_array()
+            .and_then(|f| f.first())
+            .and_then(|f| f["itemIdentifier"].as_str())
+            .map(str::to_string);
+        let Some(failed) = failed else {
+            state.delivered.fetch_add(pending.len() as u64, Ordering::SeqCst);
+            return;
+        };
+        let at = pending.iter().position(|r| r.pointer("/dynamodb/SequenceNumber") == Some(&json!(failed)));
+        let at = at.unwrap_or(0);
+        state.delivered.fetch_add(at as u64, Ordering::SeqCst);
+        pending.drain(..at);
+        attempts += 1;
+        if attempts > MAX_RETRY_ATTEMPTS {
+            let dead = pending.remove(0);
+            tracing::error!(sequence = %failed, "webhook event failed every retry: dead-lettered");
+            state.dead_letters.lock().await.push(dead);
+            attempts = 0;
+            continue;
+        }
+        tokio::time::sleep(Duration::from_millis(200 * u64::from(attempts))).await;
+    }
+}
