@@ -67,3 +67,165 @@ impl SandboxDriver {
         v["PCD_PAYER_ID"].as_str().expect("PCD_PAYER_ID").to_string()
     }
 }
+
+/// An SQS queue subscribed (through an EventBridge rule) to everything paycycle publishes on a
+/// bus: tests count the events consumers would get.
+pub struct EventTap {
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+impl EventTap {
+    /// Creates the queue and the rule `source = paycycle` on `bus`.
+    pub async fn attach(sdk: &aws_config::SdkConfig, bus: &str, name: &str) -> Self {
+        let sqs = aws_sdk_sqs::Client::new(sdk);
+        let queue_url =
+            sqs.create_queue().queue_name(name).send().await.expect("queue").queue_url().expect("url").to_string();
+        let attrs = sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("queue attributes");
+        let arn = attrs.attributes().expect("attributes")[&aws_sdk_sqs::types::QueueAttributeName::QueueArn].clone();
+        let events = aws_sdk_eventbridge::Client::new(sdk);
+        events
+            .put_rule()
+            .name(name)
+            .event_bus_name(bus)
+            .event_pattern(r#"{"source":["paycycle"]}"#)
+            .send()
+            .await
+            .expect("rule");
+        events
+            .put_targets()
+            .rule(name)
+            .event_bus_name(bus)
+            .targets(aws_sdk_eventbridge::types::Target::builder().id("tap").arn(arn).build().expect("target"))
+            .send()
+            .await
+            .expect("target");
+        Self { sqs, queue_url }
+    }
+
+    /// Every event received so far (each EventBridge envelope), removed from the queue.
+    pub async fn drain(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        loop {
+            let r = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .expect("receive");
+            let messages = r.messages();
+            if messages.is_empty() {
+                return out;
+            }
+            for m in messages {
+                if let Some(body) = m.body() {
+                    out.push(serde_json::from_str(body).unwrap_or(Value::Null));
+                }
+                if let Some(handle) = m.receipt_handle() {
+                    let _ = self.sqs.delete_message().queue_url(&self.queue_url).receipt_handle(handle).send().await;
+                }
+            }
+        }
+    }
+}
+
+/// A partner talking to the local stack's HTTP API with its API key.
+pub struct Partner {
+    pub base: String,
+    pub key: String,
+    pub http: reqwest::Client,
+}
+
+impl Partner {
+    pub fn new(base: impl Into<String>, key: impl Into<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        Self { base: base.into(), key: key.into(), http }
+    }
+
+    /// Sends a request; the answer's status and JSON body (Null if none).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        idempotency_key: Option<&str>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.key);
+        if let Some(k) = idempotency_key {
+            req = req.header("Idempotency-Key", k);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let r = req.send().await.expect("API reachable");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, body: &Value, idempotency_key: Option<&str>) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, Some(body), idempotency_key).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, None, None).await
+    }
+
+    /// `POST /checkouts` that must succeed.
+    pub async fn checkout(&self, body: &Value) -> Value {
+        let key = format!("chk-{}", paycycle::ids::random_base32(12));
+        let (status, v) = self.post("/checkouts", body, Some(&key)).await;
+        assert_eq!(status, 201, "checkout: {v}");
+        v
+    }
+}
+
+impl SandboxDriver {
+    /// The customer in Payple's window with the checkout's parameters; the result fields
+    /// (`action` = `Some("close")` closes the window instead).
+    pub async fn payple_window(&self, params: &Value, action: Option<&str>) -> serde_json::Map<String, Value> {
+        let mut params = params.clone();
+        if let Some(a) = action {
+            params["SANDBOX_ACTION"] = json!(a);
+        }
+        match self.post_json("/__sandbox/payple/window?format=json", &params).await {
+            Value::Object(m) => m,
+            other => panic!("window answered {other}"),
+        }
+    }
+
+    /// The StepPay SDK's payment in the browser with the checkout's parameters.
+    pub async fn steppay_sdk_pay(&self, sdk: &Value) -> Value {
+        self.post_json("/__sandbox/steppay/sdk/pay", sdk).await
+    }
+
+    /// Defines a StepPay price plan for managed orders.
+    pub async fn steppay_price(&self, product: &str, price: &str, amount: i64) {
+        self.admin(
+            "/__admin/steppay/prices",
+            json!({"product_code": product, "price_code": price, "amount": amount, "product_name": "Pro",
+                   "interval": "MONTH", "interval_count": 1}),
+        )
+        .await
+    }
+
+    /// Opens the StepPay pay page; the redirect's query (order_id, order_code, status).
+    pub async fn steppay_pay_page(&self, pay_url: &str) -> std::collections::HashMap<String, String> {
+        let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+        let r = no_redirect.get(pay_url).send().await.expect("pay page");
+        let location = r.headers().get("location").and_then(|v| v.to_str().ok()).expect("redirect").to_string();
+        url::Url::parse(&location).expect("redirect URL").query_pairs().into_owned().collect()
+    }
+}

@@ -121,6 +121,7 @@ async fn route(deps: &Deps, req: &Request, request_id: &str) -> Result<Response<
         return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST /checkouts"));
     }
     let key = api::authenticate(&deps.store, req).await?;
+    api::body(req)?; // 413 before anything else about the body
     let idem_key = api::idempotency_key(req)?;
     let body: CheckoutBody = api::parse_json(req)?;
     let plan = validate(&body)?;

@@ -50,6 +50,13 @@ impl SubscriptionId {
     }
 }
 
+impl FromStr for SubscriptionId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
 impl TryFrom<String> for SubscriptionId {
     type Error = IdError;
     fn try_from(s: String) -> Result<Self, Self::Error> {

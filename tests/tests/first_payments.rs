@@ -1,0 +1,385 @@
+//! Issue #8 end to end over HTTP (local stack: moto + sandbox + handlers + the stream → verify
+//! feeder): first payments on all three PG modes from checkout to an active subscription,
+//! webhooks stored first and verified by lookup, duplicates and out-of-order deliveries that
+//! converge, forged webhooks that change nothing, and malformed bodies that get 4xx JSON.
+
+use jiff::Timestamp;
+use paycycle::store::Store;
+use paycycle::store::checkouts::CheckoutStatus;
+use paycycle::store::payments::payment_id_for;
+use paycycle::store::webhooks::WebhookStatus;
+use paycycle_dev::{LocalStack, Options};
+use paycycle_e2e::{EventTap, Partner, SandboxDriver};
+use serde_json::{Value, json};
+
+struct Env {
+    stack: LocalStack,
+    store: Store,
+    partner: Partner,
+    sandbox: SandboxDriver,
+    events: EventTap,
+}
+
+async fn env() -> Env {
+    let stack = LocalStack::start(Options { api_port: 0, ..Options::default() }).await.unwrap();
+    let sdk = paycycle_testkit::moto::sdk_config_for(stack.moto.endpoint()).await;
+    let store = Store::new(&sdk, &stack.provisioned.table);
+    let key = stack.create_api_key("e2e", "partner_a").await.unwrap();
+    let bus = stack.provisioned.buses.values().next().unwrap().clone();
+    let events = EventTap::attach(&sdk, &bus, &format!("{}-tap", stack.provisioned.table)).await;
+    let partner = Partner::new(stack.api_url(), key);
+    let sandbox = SandboxDriver::new(stack.sandbox.base_url());
+    Env { stack, store, partner, sandbox, events }
+}
+
+fn customer() -> Value {
+    json!({"id": "cus_1", "name": "홍길동", "phone": "01012345678", "email": "hong@example.com"})
+}
+
+fn plan(amount: i64) -> Value {
+    json!({"name": "Pro", "amount": amount, "interval": "month", "interval_count": 1})
+}
+
+fn payple_checkout(work: &str, amount: i64) -> Value {
+    json!({"pg": "payple", "customer": customer(), "plan": plan(amount),
+           "return_url": "https://shop.example.com/return", "payple": {"work": work}})
+}
+
+impl Env {
+    async fn deliveries(&self) -> usize {
+        self.stack.sandbox.shared.state.lock().unwrap().deliveries.len()
+    }
+
+    async fn verify(&self, checkout_id: &str, mut fields: serde_json::Map<String, Value>) -> (u16, Value) {
+        fields.insert("checkout_id".into(), json!(checkout_id));
+        self.partner.post("/payments/verify", &Value::Object(fields), None).await
+    }
+
+    async fn checkout_status(&self, id: &str) -> CheckoutStatus {
+        self.store.get_checkout(id).await.unwrap().unwrap().status
+    }
+
+    /// Event types published so far (drains the tap).
+    async fn event_types(&self) -> Vec<String> {
+        let mut types: Vec<String> =
+            self.events.drain().await.iter().map(|e| e["detail-type"].as_str().unwrap_or("?").to_string()).collect();
+        types.sort();
+        types
+    }
+
+    async fn charges(&self) -> Vec<Value> {
+        self.sandbox.ledger().await["charges"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+fn sorted(v: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = v.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn payple_pay_window_to_active_subscription_with_its_webhook() {
+    let e = env().await;
+    let c = e.partner.checkout(&payple_checkout("PAY", 9_900)).await;
+    let id = c["id"].as_str().unwrap();
+    assert_eq!(c["payple"]["PCD_PAY_WORK"], "PAY");
+    assert_eq!(c["payple"]["PCD_PAY_TOTAL"], "9900");
+    assert_eq!(c["payple"]["PCD_PAY_OID"], id);
+    assert_eq!(c["payple"]["PCD_USER_DEFINE1"], c["subscription_id"]);
+    assert!(c["payple"]["PCD_AUTH_KEY"].as_str().is_some_and(|k| !k.is_empty()));
+
+    let result = e.sandbox.payple_window(&c["payple"], None).await;
+    assert_eq!(result["PCD_PAY_RST"], "success");
+    let (status, v) = e.verify(id, result.clone()).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["subscription"]["state"], "active");
+    assert_eq!(v["subscription"]["current_period"]["index"], 0);
+    assert_eq!(v["payment"]["amount"], 9_900);
+    assert_eq!(v["checkout"]["status"], "completed");
+    let payment_id = v["payment"]["id"].as_str().unwrap().to_string();
+
+    // Verifying again answers the same, without another charge.
+    let (status, again) = e.verify(id, result).await;
+    assert_eq!((status, again["payment"]["id"].as_str()), (200, Some(payment_id.as_str())));
+    // The PG's webhook (sent with the window result) is stored and verified: nothing changes.
+    e.stack.settle_webhooks(1).await;
+    let oid = id.to_string();
+    let hooks = e.store.get_webhook_event("payple", &format!("{oid}:success:PAYM0000")).await.unwrap().unwrap();
+    assert_eq!(hooks.status, WebhookStatus::Verified, "{:?}", hooks.outcome);
+    let sub = e.store.get_subscription(&c["subscription_id"].as_str().unwrap().parse().unwrap()).await.unwrap().unwrap();
+    assert_eq!(sub.version, 1, "activated once");
+    assert_eq!(sub.billing_key.as_deref(), e.charges().await[0]["billing_key"].as_str());
+    assert_eq!(e.charges().await.len(), 1);
+    let (status, p) = e.partner.get(&format!("/payments/{payment_id}")).await;
+    assert_eq!((status, p["refundable"].as_i64()), (200, Some(9_900)));
+    assert_eq!(
+        e.event_types().await,
+        sorted(&["checkout.completed", "payment.succeeded", "subscription.activated"])
+    );
+}
+
+#[tokio::test]
+async fn payple_cert_is_confirmed_and_auth_is_charged_by_paycycle() {
+    let e = env().await;
+    // CERT: the window authorizes; paycycle's verify sends the confirm and only its success counts.
+    let c = e.partner.checkout(&payple_checkout("CERT", 15_000)).await;
+    let result = e.sandbox.payple_window(&c["payple"], None).await;
+    assert!(result["PCD_PAY_COFURL"].as_str().is_some());
+    assert!(e.charges().await.is_empty(), "nothing charged before the confirm");
+    let (status, v) = e.verify(c["id"].as_str().unwrap(), result).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!((v["payment"]["amount"].as_i64(), v["subscription"]["state"].as_str()), (Some(15_000), Some("active")));
+    assert_eq!(e.charges().await.len(), 1);
+
+    // AUTH: the window only registers the card; verify charges period 0 with the charge id as OID.
+    let c = e.partner.checkout(&payple_checkout("AUTH", 4_900)).await;
+    assert!(c["payple"].get("PCD_PAY_TOTAL").is_none(), "AUTH windows carry no total");
+    let result = e.sandbox.payple_window(&c["payple"], None).await;
+    let (status, v) = e.verify(c["id"].as_str().unwrap(), result).await;
+    assert_eq!(status, 200, "{v}");
+    let sub = c["subscription_id"].as_str().unwrap();
+    assert_eq!(v["payment"]["charge_id"], format!("{sub}-p0-a1"));
+    let charges = e.charges().await;
+    assert_eq!(charges.len(), 2);
+    assert_eq!(charges[1]["id"], format!("{sub}-p0-a1"));
+    assert_eq!(charges[1]["amount"], 4_900);
+}
+
+#[tokio::test]
+async fn a_closed_window_or_a_tampered_total_fails_the_checkout_without_a_subscription() {
+    let e = env().await;
+    let c = e.partner.checkout(&payple_checkout("PAY", 9_900)).await;
+    let id = c["id"].as_str().unwrap();
+    let closed = e.sandbox.payple_window(&c["payple"], Some("close")).await;
+    let (status, v) = e.verify(id, closed.clone()).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (422, Some("payment_failed")), "{v}");
+    assert_eq!(e.checkout_status(id).await, CheckoutStatus::Failed);
+    assert!(e.store.get_subscription(&c["subscription_id"].as_str().unwrap().parse().unwrap()).await.unwrap().is_none());
+    let (status, _) = e.verify(id, closed).await;
+    assert_eq!(status, 422, "a failed checkout stays failed");
+
+    // The browser's PCD_PAY_TOTAL is compared with the checkout: a customer who paid 100원
+    // instead of 9,900원 gets no subscription.
+    let c = e.partner.checkout(&payple_checkout("PAY", 9_900)).await;
+    let mut params = c["payple"].clone();
+    params["PCD_PAY_TOTAL"] = json!("100");
+    let result = e.sandbox.payple_window(&params, None).await;
+    let (status, v) = e.verify(c["id"].as_str().unwrap(), result).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (422, Some("payment_failed")), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("tampered"));
+    // Evidence of another checkout is refused and changes nothing.
+    let other = e.partner.checkout(&payple_checkout("PAY", 9_900)).await;
+    let result = e.sandbox.payple_window(&other["payple"], None).await;
+    let fresh = e.partner.checkout(&payple_checkout("PAY", 9_900)).await;
+    let (status, v) = e.verify(fresh["id"].as_str().unwrap(), result).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (422, Some("evidence_mismatch")));
+    assert_eq!(e.checkout_status(fresh["id"].as_str().unwrap()).await, CheckoutStatus::Open);
+}
+
+#[tokio::test]
+async fn steppay_self_completes_from_its_webhook_alone() {
+    let e = env().await;
+    let c = e
+        .partner
+        .checkout(&json!({"pg": "steppay_self", "customer": customer(), "plan": plan(12_000)}))
+        .await;
+    assert_eq!(c["steppay"]["sdk"]["partnerOrderId"], c["id"]);
+    assert_eq!(c["steppay"]["sdk"]["method"], "CARD_BILL");
+    let before = e.deliveries().await;
+    let paid = e.sandbox.steppay_sdk_pay(&c["steppay"]["sdk"]).await;
+    let id_key = paid["idKey"].as_str().unwrap().to_string();
+    e.stack.settle_webhooks(before + 1).await;
+    let checkout = e.store.get_checkout(c["id"].as_str().unwrap()).await.unwrap().unwrap();
+    assert_eq!(checkout.status, CheckoutStatus::Completed);
+    let sub = e.store.get_subscription(&checkout.subscription_id).await.unwrap().unwrap();
+    assert_eq!(sub.billing_key.as_deref(), Some(id_key.as_str()), "the CARD_BILL payment's idKey is the billing key");
+    assert_eq!(sub.subscription.state.as_str(), "active");
+    // The partner's redirect handler verifying afterwards gets the same payment.
+    let (status, v) = e.verify(c["id"].as_str().unwrap(), [("idKey".to_string(), json!(id_key))].into_iter().collect()).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["payment"]["id"], payment_id_for(paycycle::domain::customer::PgMode::SteppaySelf, &id_key));
+}
+
+#[tokio::test]
+async fn steppay_managed_first_order_and_renewal_webhooks_extend_the_period() {
+    let e = env().await;
+    e.sandbox.steppay_price("prod_pro", "price_monthly", 19_900).await;
+    let body = json!({"pg": "steppay_managed", "customer": customer(), "plan": plan(19_900),
+        "return_url": "https://shop.example.com/ok", "error_url": "https://shop.example.com/err",
+        "steppay": {"product_code": "prod_pro", "price_code": "price_monthly"}});
+    let c = e.partner.checkout(&body).await;
+    let order_code = c["steppay"]["order_code"].as_str().unwrap().to_string();
+    // A plan whose amount differs from StepPay's price is refused up front.
+    let mut wrong = body.clone();
+    wrong["plan"]["amount"] = json!(100);
+    let (status, v) = e.partner.post("/checkouts", &wrong, Some("wrong-amount")).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (422, Some("plan_amount_mismatch")));
+
+    let before = e.deliveries().await;
+    let redirect = e.sandbox.steppay_pay_page(c["steppay"]["pay_url"].as_str().unwrap()).await;
+    assert_eq!(redirect["status"], "success");
+    let (status, v) = e
+        .verify(c["id"].as_str().unwrap(), [("order_code".to_string(), json!(redirect["order_code"]))].into_iter().collect())
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["subscription"]["renewer"], "pg");
+    assert_eq!(v["subscription"]["next_attempt_at"], Value::Null, "StepPay renews it, not paycycle");
+    e.stack.settle_webhooks(before + 1).await; // the first order's order.paid: already applied
+    let sub_id: paycycle::domain::attempt::SubscriptionId = c["subscription_id"].as_str().unwrap().parse().unwrap();
+    let pg_sub = e.store.get_subscription(&sub_id).await.unwrap().unwrap().billing_key.unwrap();
+    assert_eq!(order_code, redirect["order_code"]);
+
+    // StepPay renews twice (signed order.paid webhooks); one renewal is delivered twice.
+    e.sandbox.admin(&format!("/__admin/scenarios"), json!({"operation": "charge", "fault": {"kind": "webhook_twice"}, "count": 1})).await;
+    e.sandbox.admin(&format!("/__admin/steppay/subscriptions/{pg_sub}/renew"), json!({})).await;
+    e.sandbox.admin(&format!("/__admin/steppay/subscriptions/{pg_sub}/renew"), json!({})).await;
+    e.stack.settle_webhooks(before + 4).await;
+    let sub = e.store.get_subscription(&sub_id).await.unwrap().unwrap();
+    assert_eq!(sub.subscription.current_period.unwrap().index, 2, "two renewals, the repeated one counted once");
+    assert_eq!(e.store.payments_of_subscription(&sub_id).await.unwrap().len(), 3);
+
+    // A failed renewal makes it past due; StepPay's successful retry makes it active again.
+    e.sandbox.admin("/__admin/scenarios", json!({"operation": "charge", "fault": {"kind": "decline", "hard": false}, "count": 1})).await;
+    e.sandbox.admin(&format!("/__admin/steppay/subscriptions/{pg_sub}/renew"), json!({})).await;
+    e.stack.settle_webhooks(before + 5).await;
+    assert_eq!(e.store.get_subscription(&sub_id).await.unwrap().unwrap().subscription.state.as_str(), "past_due");
+    e.sandbox.admin(&format!("/__admin/steppay/subscriptions/{pg_sub}/renew"), json!({})).await;
+    e.stack.settle_webhooks(before + 6).await;
+    let sub = e.store.get_subscription(&sub_id).await.unwrap().unwrap();
+    assert_eq!((sub.subscription.state.as_str(), sub.subscription.current_period.unwrap().index), ("active", 3));
+    let types = e.event_types().await;
+    assert_eq!(types.iter().filter(|t| *t == "subscription.renewed").count(), 3);
+    assert_eq!(types.iter().filter(|t| *t == "subscription.past_due").count(), 1);
+    assert!(e.stack.feeder.dead_letters.lock().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_webhook_delivered_three_times_and_out_of_order_makes_one_payment_and_one_event_each() {
+    let e = env().await;
+    let a = e.partner.checkout(&json!({"pg": "steppay_self", "customer": customer(), "plan": plan(5_000)})).await;
+    let b = e.partner.checkout(&json!({"pg": "steppay_self", "customer": customer(), "plan": plan(7_000)})).await;
+    // A's webhook is held back and arrives after B's; then StepPay re-sends A's twice more.
+    e.sandbox.admin("/__admin/scenarios", json!({"operation": "charge", "fault": {"kind": "webhook_out_of_order"}, "count": 1})).await;
+    let before = e.deliveries().await;
+    let paid_a = e.sandbox.steppay_sdk_pay(&a["steppay"]["sdk"]).await;
+    e.sandbox.steppay_sdk_pay(&b["steppay"]["sdk"]).await;
+    e.stack.settle_webhooks(before + 2).await;
+    let resend = json!({"pg": "steppay", "body": {"webHookType": "PAYMENT", "orderId": paid_a["orderId"], "idKey": paid_a["idKey"]}});
+    e.sandbox.admin("/__admin/webhooks/send", resend.clone()).await;
+    e.sandbox.admin("/__admin/webhooks/send", resend).await;
+    e.stack.settle_webhooks(before + 4).await;
+    for c in [&a, &b] {
+        assert_eq!(e.checkout_status(c["id"].as_str().unwrap()).await, CheckoutStatus::Completed);
+        let sub_id = c["subscription_id"].as_str().unwrap().parse().unwrap();
+        assert_eq!(e.store.payments_of_subscription(&sub_id).await.unwrap().len(), 1);
+        assert_eq!(e.store.get_subscription(&sub_id).await.unwrap().unwrap().version, 1);
+    }
+    let types = e.event_types().await;
+    for t in ["checkout.completed", "payment.succeeded", "subscription.activated"] {
+        assert_eq!(types.iter().filter(|x| *x == t).count(), 2, "{t} once per checkout: {types:?}");
+    }
+}
+
+#[tokio::test]
+async fn forged_webhooks_change_nothing_and_are_recorded_as_rejected() {
+    let e = env().await;
+    let http = reqwest::Client::new();
+    let hook = |pg: &str| format!("{}/webhooks/{pg}", e.stack.api_url());
+
+    // An idKey StepPay never issued.
+    let r = http.post(hook("steppay")).json(&json!({"webHookType": "PAYMENT", "orderId": 1, "idKey": "1700000000000forgedforgedforg"})).send().await.unwrap();
+    assert_eq!(r.status(), 200, "stored first");
+    // A tampered PCD_PAY_TOTAL for a real, unpaid checkout.
+    let c = e.partner.checkout(&payple_checkout("PAY", 9_900)).await;
+    let id = c["id"].as_str().unwrap();
+    let forged = [("PCD_PAY_RST", "success"), ("PCD_PAY_CODE", "PAYM0000"), ("PCD_PAY_OID", id), ("PCD_PAY_TOTAL", "100"), ("PCD_PAYER_ID", "attacker")];
+    let r = http.post(hook("payple")).form(&forged).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // The right total, but Payple has no such payment: still nothing.
+    let unpaid = [("PCD_PAY_RST", "success"), ("PCD_PAY_CODE", "PAYM0001"), ("PCD_PAY_OID", id), ("PCD_PAY_TOTAL", "9900"), ("PCD_PAYER_ID", "attacker")];
+    http.post(hook("payple")).form(&unpaid).send().await.unwrap();
+    // A StepPay managed order that exists but is unpaid, announced by a validly signed webhook.
+    e.sandbox.steppay_price("prod_pro", "price_monthly", 19_900).await;
+    let m = e.partner.checkout(&json!({"pg": "steppay_managed", "customer": customer(), "plan": plan(19_900),
+        "return_url": "https://shop.example.com/ok", "steppay": {"product_code": "prod_pro", "price_code": "price_monthly"}})).await;
+    let body = json!({"timestamp": Timestamp::now().as_second(), "version": "v2", "event": "order.paid",
+        "data": {"orderCode": m["steppay"]["order_code"]}}).to_string();
+    let secret = paycycle::secret::Secret::new(paycycle_dev::LOCAL_STEPPAY_SIGNING_SECRET);
+    let sig = paycycle::pg::steppay::webhook::sign(&secret, Timestamp::now().as_second(), body.as_bytes());
+    let r = http.post(hook("steppay")).header("content-type", "application/json").header("Steppay-Signature", sig).body(body.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // A bad signature is refused at the door and never stored.
+    let bad = paycycle::pg::steppay::webhook::sign(&paycycle::secret::Secret::new("wrong"), Timestamp::now().as_second(), body.as_bytes());
+    let r = http.post(hook("steppay")).header("content-type", "application/json").header("Steppay-Signature", bad).body(body.replace("order.paid", "order.updated")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "invalid_signature");
+
+    e.stack.drain_stream().await;
+    for (pg, key) in [
+        ("steppay", "PAYMENT:1700000000000forgedforgedforg".to_string()),
+        ("payple", format!("{id}:success:PAYM0000")),
+        ("payple", format!("{id}:success:PAYM0001")),
+        ("steppay", format!("order.paid:{}", m["steppay"]["order_code"].as_str().unwrap())),
+    ] {
+        let ev = e.store.get_webhook_event(pg, &key).await.unwrap().unwrap_or_else(|| panic!("{key} stored"));
+        assert_eq!(ev.status, WebhookStatus::Rejected, "{key}: {:?}", ev.outcome);
+    }
+    assert!(e.store.get_webhook_event("steppay", &format!("order.updated:{}", m["steppay"]["order_code"].as_str().unwrap())).await.unwrap().is_none());
+    assert_eq!(e.checkout_status(id).await, CheckoutStatus::Open);
+    assert_eq!(e.checkout_status(m["id"].as_str().unwrap()).await, CheckoutStatus::Open);
+    assert!(e.event_types().await.is_empty(), "no events");
+}
+
+/// Generated bad bodies against every route #8 added: 4xx JSON with the error shape, never 5xx.
+#[tokio::test]
+async fn malformed_bodies_get_4xx_json_never_5xx() {
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::TestRunner;
+    let e = env().await;
+    let http = reqwest::Client::new();
+    let valid_checkout = payple_checkout("PAY", 9_900).to_string();
+    let bodies = proptest::prop_oneof![
+        // Truncated valid JSON.
+        (0..valid_checkout.len()).prop_map(move |n| valid_checkout.as_bytes()[..n].to_vec()),
+        // Arbitrary bytes (mostly not UTF-8).
+        proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+        // JSON of the wrong types in the right places.
+        proptest::arbitrary::any::<(i64, bool, String)>().prop_map(|(n, b, s)| json!({
+            "pg": n, "customer": b, "plan": s, "checkout_id": n, "webHookType": b, "idKey": n,
+            "PCD_PAY_OID": b, "PCD_PAY_RST": n, "event": n, "data": s
+        }).to_string().into_bytes()),
+        // Deeply nested JSON.
+        (1usize..2000).prop_map(|depth| format!("{}{}", "[".repeat(depth), "]".repeat(depth)).into_bytes()),
+    ];
+    let content_types = ["application/json", "application/x-www-form-urlencoded", "text/plain", ""];
+    let routes = ["/checkouts", "/payments/verify", "/webhooks/steppay", "/webhooks/payple"];
+    let mut runner = TestRunner::deterministic();
+    let mut cases = 0;
+    for i in 0..160 {
+        let body = bodies.new_tree(&mut runner).unwrap().current();
+        let route = routes[i % routes.len()];
+        let ct = content_types[(i / routes.len()) % content_types.len()];
+        let mut req = http.post(format!("{}{route}", e.stack.api_url())).bearer_auth(&e.partner.key).header("Idempotency-Key", format!("fuzz-{i}")).body(body.clone());
+        if !ct.is_empty() {
+            req = req.header("content-type", ct);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        assert!((400..500).contains(&status) || status == 200, "{route} {ct} {body:?}: {status} {v}");
+        if status != 200 {
+            assert!(v["error"]["code"].as_str().is_some(), "{route}: error shape {v}");
+        }
+        cases += 1;
+    }
+    // A body over 64 KiB and a huge one.
+    for size in [64 * 1024 + 1, 2 * 1024 * 1024] {
+        for route in routes {
+            let r = http.post(format!("{}{route}", e.stack.api_url())).bearer_auth(&e.partner.key).header("content-type", "application/json").body(vec![b' '; size]).send().await.unwrap();
+            assert_eq!(r.status(), 413, "{route} {size}");
+        }
+    }
+    assert_eq!(cases, 160);
+}
