@@ -183,12 +183,11 @@ where
 {
     use crate::store::idempotency::{Claim, IdempotencyConfig};
     let now = jiff::Timestamp::now();
-    let claim = store.claim_idempotency(scope, key, request_hash, now, IdempotencyConfig::default()).await.map_err(
-        |e| {
+    let claim =
+        store.claim_idempotency(scope, key, request_hash, now, IdempotencyConfig::default()).await.map_err(|e| {
             tracing::error!(error = %e, "idempotency claim failed");
             ApiError::unavailable()
-        },
-    )?;
+        })?;
     match claim {
         Claim::Claimed => {}
         Claim::Replay { status, body } => {

@@ -271,13 +271,19 @@ async fn steppay_managed_and_self_first_payments_verify_by_lookup() {
     let key = e.steppay_billing_key().await;
     let first = e
         .steppay
-        .verify_first_payment(&FirstPaymentEvidence::SteppayPayment { id_key: key.clone(), partner_order_id: None }, krw(1000))
+        .verify_first_payment(
+            &FirstPaymentEvidence::SteppayPayment { id_key: key.clone(), partner_order_id: None },
+            krw(1000),
+        )
         .await
         .unwrap();
     assert_eq!(first.billing_key.as_deref(), Some(key.as_str()), "a CARD_BILL payment's idKey is the billing key");
     assert!(matches!(
         e.steppay
-            .verify_first_payment(&FirstPaymentEvidence::SteppayPayment { id_key: "nope".into(), partner_order_id: None }, krw(1000))
+            .verify_first_payment(
+                &FirstPaymentEvidence::SteppayPayment { id_key: "nope".into(), partner_order_id: None },
+                krw(1000)
+            )
             .await,
         Err(PgError::NotFound)
     ));

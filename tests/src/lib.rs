@@ -223,7 +223,8 @@ impl SandboxDriver {
 
     /// Opens the StepPay pay page; the redirect's query (order_id, order_code, status).
     pub async fn steppay_pay_page(&self, pay_url: &str) -> std::collections::HashMap<String, String> {
-        let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+        let no_redirect =
+            reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
         let r = no_redirect.get(pay_url).send().await.expect("pay page");
         let location = r.headers().get("location").and_then(|v| v.to_str().ok()).expect("redirect").to_string();
         url::Url::parse(&location).expect("redirect URL").query_pairs().into_owned().collect()

@@ -21,7 +21,11 @@ struct Env {
 }
 
 async fn env() -> Env {
-    let stack = LocalStack::start(Options { api_port: 0, ..Options::default() }).await.unwrap();
+    env_with(Options { api_port: 0, ..Options::default() }).await
+}
+
+async fn env_with(options: Options) -> Env {
+    let stack = LocalStack::start(options).await.unwrap();
     let sdk = paycycle_testkit::moto::sdk_config_for(stack.moto.endpoint()).await;
     let store = Store::new(&sdk, &stack.provisioned.table);
     let key = stack.create_api_key("e2e", "partner_a").await.unwrap();
@@ -107,16 +111,14 @@ async fn payple_pay_window_to_active_subscription_with_its_webhook() {
     let oid = id.to_string();
     let hooks = e.store.get_webhook_event("payple", &format!("{oid}:success:PAYM0000")).await.unwrap().unwrap();
     assert_eq!(hooks.status, WebhookStatus::Verified, "{:?}", hooks.outcome);
-    let sub = e.store.get_subscription(&c["subscription_id"].as_str().unwrap().parse().unwrap()).await.unwrap().unwrap();
+    let sub =
+        e.store.get_subscription(&c["subscription_id"].as_str().unwrap().parse().unwrap()).await.unwrap().unwrap();
     assert_eq!(sub.version, 1, "activated once");
     assert_eq!(sub.billing_key.as_deref(), e.charges().await[0]["billing_key"].as_str());
     assert_eq!(e.charges().await.len(), 1);
     let (status, p) = e.partner.get(&format!("/payments/{payment_id}")).await;
     assert_eq!((status, p["refundable"].as_i64()), (200, Some(9_900)));
-    assert_eq!(
-        e.event_types().await,
-        sorted(&["checkout.completed", "payment.succeeded", "subscription.activated"])
-    );
+    assert_eq!(e.event_types().await, sorted(&["checkout.completed", "payment.succeeded", "subscription.activated"]));
 }
 
 #[tokio::test]
@@ -155,7 +157,9 @@ async fn a_closed_window_or_a_tampered_total_fails_the_checkout_without_a_subscr
     let (status, v) = e.verify(id, closed.clone()).await;
     assert_eq!((status, v["error"]["code"].as_str()), (422, Some("payment_failed")), "{v}");
     assert_eq!(e.checkout_status(id).await, CheckoutStatus::Failed);
-    assert!(e.store.get_subscription(&c["subscription_id"].as_str().unwrap().parse().unwrap()).await.unwrap().is_none());
+    assert!(
+        e.store.get_subscription(&c["subscription_id"].as_str().unwrap().parse().unwrap()).await.unwrap().is_none()
+    );
     let (status, _) = e.verify(id, closed).await;
     assert_eq!(status, 422, "a failed checkout stays failed");
 
@@ -180,10 +184,7 @@ async fn a_closed_window_or_a_tampered_total_fails_the_checkout_without_a_subscr
 #[tokio::test]
 async fn steppay_self_completes_from_its_webhook_alone() {
     let e = env().await;
-    let c = e
-        .partner
-        .checkout(&json!({"pg": "steppay_self", "customer": customer(), "plan": plan(12_000)}))
-        .await;
+    let c = e.partner.checkout(&json!({"pg": "steppay_self", "customer": customer(), "plan": plan(12_000)})).await;
     assert_eq!(c["steppay"]["sdk"]["partnerOrderId"], c["id"]);
     assert_eq!(c["steppay"]["sdk"]["method"], "CARD_BILL");
     let before = e.deliveries().await;
@@ -196,7 +197,8 @@ async fn steppay_self_completes_from_its_webhook_alone() {
     assert_eq!(sub.billing_key.as_deref(), Some(id_key.as_str()), "the CARD_BILL payment's idKey is the billing key");
     assert_eq!(sub.subscription.state.as_str(), "active");
     // The partner's redirect handler verifying afterwards gets the same payment.
-    let (status, v) = e.verify(c["id"].as_str().unwrap(), [("idKey".to_string(), json!(id_key))].into_iter().collect()).await;
+    let (status, v) =
+        e.verify(c["id"].as_str().unwrap(), [("idKey".to_string(), json!(id_key))].into_iter().collect()).await;
     assert_eq!(status, 200);
     assert_eq!(v["payment"]["id"], payment_id_for(paycycle::domain::customer::PgMode::SteppaySelf, &id_key));
 }
@@ -220,7 +222,10 @@ async fn steppay_managed_first_order_and_renewal_webhooks_extend_the_period() {
     let redirect = e.sandbox.steppay_pay_page(c["steppay"]["pay_url"].as_str().unwrap()).await;
     assert_eq!(redirect["status"], "success");
     let (status, v) = e
-        .verify(c["id"].as_str().unwrap(), [("order_code".to_string(), json!(redirect["order_code"]))].into_iter().collect())
+        .verify(
+            c["id"].as_str().unwrap(),
+            [("order_code".to_string(), json!(redirect["order_code"]))].into_iter().collect(),
+        )
         .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["subscription"]["renewer"], "pg");
@@ -231,7 +236,9 @@ async fn steppay_managed_first_order_and_renewal_webhooks_extend_the_period() {
     assert_eq!(order_code, redirect["order_code"]);
 
     // StepPay renews twice (signed order.paid webhooks); one renewal is delivered twice.
-    e.sandbox.admin(&format!("/__admin/scenarios"), json!({"operation": "charge", "fault": {"kind": "webhook_twice"}, "count": 1})).await;
+    e.sandbox
+        .admin("/__admin/scenarios", json!({"operation": "charge", "fault": {"kind": "webhook_twice"}, "count": 1}))
+        .await;
     e.sandbox.admin(&format!("/__admin/steppay/subscriptions/{pg_sub}/renew"), json!({})).await;
     e.sandbox.admin(&format!("/__admin/steppay/subscriptions/{pg_sub}/renew"), json!({})).await;
     e.stack.settle_webhooks(before + 4).await;
@@ -240,7 +247,12 @@ async fn steppay_managed_first_order_and_renewal_webhooks_extend_the_period() {
     assert_eq!(e.store.payments_of_subscription(&sub_id).await.unwrap().len(), 3);
 
     // A failed renewal makes it past due; StepPay's successful retry makes it active again.
-    e.sandbox.admin("/__admin/scenarios", json!({"operation": "charge", "fault": {"kind": "decline", "hard": false}, "count": 1})).await;
+    e.sandbox
+        .admin(
+            "/__admin/scenarios",
+            json!({"operation": "charge", "fault": {"kind": "decline", "hard": false}, "count": 1}),
+        )
+        .await;
     e.sandbox.admin(&format!("/__admin/steppay/subscriptions/{pg_sub}/renew"), json!({})).await;
     e.stack.settle_webhooks(before + 5).await;
     assert_eq!(e.store.get_subscription(&sub_id).await.unwrap().unwrap().subscription.state.as_str(), "past_due");
@@ -260,7 +272,12 @@ async fn a_webhook_delivered_three_times_and_out_of_order_makes_one_payment_and_
     let a = e.partner.checkout(&json!({"pg": "steppay_self", "customer": customer(), "plan": plan(5_000)})).await;
     let b = e.partner.checkout(&json!({"pg": "steppay_self", "customer": customer(), "plan": plan(7_000)})).await;
     // A's webhook is held back and arrives after B's; then StepPay re-sends A's twice more.
-    e.sandbox.admin("/__admin/scenarios", json!({"operation": "charge", "fault": {"kind": "webhook_out_of_order"}, "count": 1})).await;
+    e.sandbox
+        .admin(
+            "/__admin/scenarios",
+            json!({"operation": "charge", "fault": {"kind": "webhook_out_of_order"}, "count": 1}),
+        )
+        .await;
     let before = e.deliveries().await;
     let paid_a = e.sandbox.steppay_sdk_pay(&a["steppay"]["sdk"]).await;
     e.sandbox.steppay_sdk_pay(&b["steppay"]["sdk"]).await;
@@ -288,30 +305,66 @@ async fn forged_webhooks_change_nothing_and_are_recorded_as_rejected() {
     let hook = |pg: &str| format!("{}/webhooks/{pg}", e.stack.api_url());
 
     // An idKey StepPay never issued.
-    let r = http.post(hook("steppay")).json(&json!({"webHookType": "PAYMENT", "orderId": 1, "idKey": "1700000000000forgedforgedforg"})).send().await.unwrap();
+    let r = http
+        .post(hook("steppay"))
+        .json(&json!({"webHookType": "PAYMENT", "orderId": 1, "idKey": "1700000000000forgedforgedforg"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "stored first");
     // A tampered PCD_PAY_TOTAL for a real, unpaid checkout.
     let c = e.partner.checkout(&payple_checkout("PAY", 9_900)).await;
     let id = c["id"].as_str().unwrap();
-    let forged = [("PCD_PAY_RST", "success"), ("PCD_PAY_CODE", "PAYM0000"), ("PCD_PAY_OID", id), ("PCD_PAY_TOTAL", "100"), ("PCD_PAYER_ID", "attacker")];
+    let forged = [
+        ("PCD_PAY_RST", "success"),
+        ("PCD_PAY_CODE", "PAYM0000"),
+        ("PCD_PAY_OID", id),
+        ("PCD_PAY_TOTAL", "100"),
+        ("PCD_PAYER_ID", "attacker"),
+    ];
     let r = http.post(hook("payple")).form(&forged).send().await.unwrap();
     assert_eq!(r.status(), 200);
     // The right total, but Payple has no such payment: still nothing.
-    let unpaid = [("PCD_PAY_RST", "success"), ("PCD_PAY_CODE", "PAYM0001"), ("PCD_PAY_OID", id), ("PCD_PAY_TOTAL", "9900"), ("PCD_PAYER_ID", "attacker")];
+    let unpaid = [
+        ("PCD_PAY_RST", "success"),
+        ("PCD_PAY_CODE", "PAYM0001"),
+        ("PCD_PAY_OID", id),
+        ("PCD_PAY_TOTAL", "9900"),
+        ("PCD_PAYER_ID", "attacker"),
+    ];
     http.post(hook("payple")).form(&unpaid).send().await.unwrap();
     // A StepPay managed order that exists but is unpaid, announced by a validly signed webhook.
     e.sandbox.steppay_price("prod_pro", "price_monthly", 19_900).await;
     let m = e.partner.checkout(&json!({"pg": "steppay_managed", "customer": customer(), "plan": plan(19_900),
         "return_url": "https://shop.example.com/ok", "steppay": {"product_code": "prod_pro", "price_code": "price_monthly"}})).await;
     let body = json!({"timestamp": Timestamp::now().as_second(), "version": "v2", "event": "order.paid",
-        "data": {"orderCode": m["steppay"]["order_code"]}}).to_string();
+        "data": {"orderCode": m["steppay"]["order_code"]}})
+    .to_string();
     let secret = paycycle::secret::Secret::new(paycycle_dev::LOCAL_STEPPAY_SIGNING_SECRET);
     let sig = paycycle::pg::steppay::webhook::sign(&secret, Timestamp::now().as_second(), body.as_bytes());
-    let r = http.post(hook("steppay")).header("content-type", "application/json").header("Steppay-Signature", sig).body(body.clone()).send().await.unwrap();
+    let r = http
+        .post(hook("steppay"))
+        .header("content-type", "application/json")
+        .header("Steppay-Signature", sig)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     // A bad signature is refused at the door and never stored.
-    let bad = paycycle::pg::steppay::webhook::sign(&paycycle::secret::Secret::new("wrong"), Timestamp::now().as_second(), body.as_bytes());
-    let r = http.post(hook("steppay")).header("content-type", "application/json").header("Steppay-Signature", bad).body(body.replace("order.paid", "order.updated")).send().await.unwrap();
+    let bad = paycycle::pg::steppay::webhook::sign(
+        &paycycle::secret::Secret::new("wrong"),
+        Timestamp::now().as_second(),
+        body.as_bytes(),
+    );
+    let r = http
+        .post(hook("steppay"))
+        .header("content-type", "application/json")
+        .header("Steppay-Signature", bad)
+        .body(body.replace("order.paid", "order.updated"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "invalid_signature");
@@ -326,7 +379,13 @@ async fn forged_webhooks_change_nothing_and_are_recorded_as_rejected() {
         let ev = e.store.get_webhook_event(pg, &key).await.unwrap().unwrap_or_else(|| panic!("{key} stored"));
         assert_eq!(ev.status, WebhookStatus::Rejected, "{key}: {:?}", ev.outcome);
     }
-    assert!(e.store.get_webhook_event("steppay", &format!("order.updated:{}", m["steppay"]["order_code"].as_str().unwrap())).await.unwrap().is_none());
+    assert!(
+        e.store
+            .get_webhook_event("steppay", &format!("order.updated:{}", m["steppay"]["order_code"].as_str().unwrap()))
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(e.checkout_status(id).await, CheckoutStatus::Open);
     assert_eq!(e.checkout_status(m["id"].as_str().unwrap()).await, CheckoutStatus::Open);
     assert!(e.event_types().await.is_empty(), "no events");
@@ -349,7 +408,9 @@ async fn malformed_bodies_get_4xx_json_never_5xx() {
         proptest::arbitrary::any::<(i64, bool, String)>().prop_map(|(n, b, s)| json!({
             "pg": n, "customer": b, "plan": s, "checkout_id": n, "webHookType": b, "idKey": n,
             "PCD_PAY_OID": b, "PCD_PAY_RST": n, "event": n, "data": s
-        }).to_string().into_bytes()),
+        })
+        .to_string()
+        .into_bytes()),
         // Deeply nested JSON.
         (1usize..2000).prop_map(|depth| format!("{}{}", "[".repeat(depth), "]".repeat(depth)).into_bytes()),
     ];
@@ -361,7 +422,11 @@ async fn malformed_bodies_get_4xx_json_never_5xx() {
         let body = bodies.new_tree(&mut runner).unwrap().current();
         let route = routes[i % routes.len()];
         let ct = content_types[(i / routes.len()) % content_types.len()];
-        let mut req = http.post(format!("{}{route}", e.stack.api_url())).bearer_auth(&e.partner.key).header("Idempotency-Key", format!("fuzz-{i}")).body(body.clone());
+        let mut req = http
+            .post(format!("{}{route}", e.stack.api_url()))
+            .bearer_auth(&e.partner.key)
+            .header("Idempotency-Key", format!("fuzz-{i}"))
+            .body(body.clone());
         if !ct.is_empty() {
             req = req.header("content-type", ct);
         }
@@ -377,9 +442,81 @@ async fn malformed_bodies_get_4xx_json_never_5xx() {
     // A body over 64 KiB and a huge one.
     for size in [64 * 1024 + 1, 2 * 1024 * 1024] {
         for route in routes {
-            let r = http.post(format!("{}{route}", e.stack.api_url())).bearer_auth(&e.partner.key).header("content-type", "application/json").body(vec![b' '; size]).send().await.unwrap();
+            let r = http
+                .post(format!("{}{route}", e.stack.api_url()))
+                .bearer_auth(&e.partner.key)
+                .header("content-type", "application/json")
+                .body(vec![b' '; size])
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), 413, "{route} {size}");
         }
     }
     assert_eq!(cases, 160);
+}
+
+#[tokio::test]
+async fn a_webhook_with_a_tampered_total_is_rejected_even_when_the_payment_is_real() {
+    let e = env().await;
+    // Payple's own webhook is switched off, so only the forged one arrives.
+    e.sandbox.admin("/__admin/config", json!({"payple_webhook_url": null})).await;
+    let c = e.partner.checkout(&payple_checkout("PAY", 9_900)).await;
+    let id = c["id"].as_str().unwrap();
+    let mut paid = e.sandbox.payple_window(&c["payple"], None).await;
+    assert_eq!(paid["PCD_PAY_RST"], "success");
+    paid.insert("PCD_PAY_TOTAL".into(), json!("100"));
+    let r =
+        reqwest::Client::new().post(format!("{}/webhooks/payple", e.stack.api_url())).json(&paid).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    e.stack.drain_stream().await;
+    let code = paid["PCD_PAY_CODE"].as_str().unwrap();
+    let ev = e.store.get_webhook_event("payple", &format!("{id}:success:{code}")).await.unwrap().unwrap();
+    assert_eq!(ev.status, WebhookStatus::Rejected);
+    assert!(ev.outcome.unwrap().contains("tampered"));
+    assert_eq!(e.checkout_status(id).await, CheckoutStatus::Open, "a forged webhook cannot fail a checkout");
+    // The partner's verify with the untampered result completes it.
+    paid.insert("PCD_PAY_TOTAL".into(), json!("9900"));
+    let (status, v) = e.verify(id, paid).await;
+    assert_eq!(status, 200, "{v}");
+}
+
+#[tokio::test]
+async fn a_steppay_renewal_whose_answer_was_lost_is_resolved_through_its_payment_webhook() {
+    let e = env_with(Options { api_port: 0, pg_timeout_ms: Some(1_000), ..Options::default() }).await;
+    let c = e.partner.checkout(&json!({"pg": "steppay_self", "customer": customer(), "plan": plan(8_000)})).await;
+    let before = e.deliveries().await;
+    e.sandbox.steppay_sdk_pay(&c["steppay"]["sdk"]).await;
+    e.stack.settle_webhooks(before + 1).await;
+    let sub_id: paycycle::domain::attempt::SubscriptionId = c["subscription_id"].as_str().unwrap().parse().unwrap();
+    let sub = e.store.get_subscription(&sub_id).await.unwrap().unwrap();
+    let due = sub.subscription.current_period.unwrap().end;
+
+    // The renewal is charged at StepPay but its answer never comes back (timeout after charge).
+    e.sandbox
+        .admin(
+            "/__admin/scenarios",
+            json!({"operation": "charge", "fault": {"kind": "timeout_after_charge"}, "count": 1}),
+        )
+        .await;
+    let at = due.checked_add(jiff::SignedDuration::from_hours(1)).unwrap();
+    e.stack.functions.tick(Some(&at.to_string())).await.unwrap();
+    let attempt = e.store.attempts_of(&sub_id).await.unwrap().pop().unwrap();
+    // Unknown — or still pending when the webhook's hint landed first (renew then does not
+    // overwrite the hint; its next look reads it).
+    assert!(["unknown", "pending"].contains(&attempt.status.name()), "{:?}", attempt.status);
+    // StepPay's PAYMENT webhook names the idKey; verify notes it on the attempt.
+    e.stack.settle_webhooks(before + 2).await;
+    let attempt = e.store.get_attempt(&attempt.charge_id).await.unwrap().unwrap();
+    let charges = e.charges().await;
+
+    assert_eq!(attempt.pg_payment_hint.as_deref(), charges.last().unwrap()["id"].as_str());
+    // The next tick looks the idKey up and records the payment: one charge at the PG.
+    let later = at.checked_add(jiff::SignedDuration::from_mins(10)).unwrap();
+    e.stack.functions.tick(Some(&later.to_string())).await.unwrap();
+    let sub = e.store.get_subscription(&sub_id).await.unwrap().unwrap();
+    assert_eq!(sub.subscription.current_period.unwrap().index, 1);
+    assert_eq!(sub.subscription.state.as_str(), "active");
+    assert_eq!(e.store.payments_of_subscription(&sub_id).await.unwrap().len(), 2);
+    assert_eq!(e.charges().await.len(), 2, "the renewal was charged once");
 }

@@ -128,10 +128,8 @@ async fn route(deps: &Deps, req: &Request, request_id: &str) -> Result<Response<
     let scope = format!("checkout:{}", key.partner_id);
     let request_hash = sha256_hex(serde_json::to_string(&body).unwrap_or_default().as_bytes());
     let keep = |status| if status == StatusCode::CREATED { Keep::Save } else { Keep::Release };
-    api::idempotent(&deps.store, &scope, &idem_key, &request_hash, request_id, keep, || {
-        create(deps, &key, &body, plan)
-    })
-    .await
+    api::idempotent(&deps.store, &scope, &idem_key, &request_hash, request_id, keep, || create(deps, &key, &body, plan))
+        .await
 }
 
 fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -145,9 +143,7 @@ fn is_url(s: &str) -> bool {
 /// Checks everything a PG would otherwise reject later, and builds the plan.
 fn validate(b: &CheckoutBody) -> Result<Plan, ApiError> {
     let c = &b.customer;
-    if c.id.is_empty()
-        || c.id.len() > 64
-        || !c.id.bytes().all(|ch| ch.is_ascii_alphanumeric() || b"_-.@".contains(&ch))
+    if c.id.is_empty() || c.id.len() > 64 || !c.id.bytes().all(|ch| ch.is_ascii_alphanumeric() || b"_-.@".contains(&ch))
     {
         return Err(invalid("invalid_customer", "customer.id must be 1-64 characters of A-Z a-z 0-9 _ - . @"));
     }

@@ -314,7 +314,9 @@ async fn resolve(
     // A verified webhook may have named the PG's payment id for this charge (StepPay cannot be
     // asked by our charge id); otherwise ask by the charge id.
     let lookup = match &attempt.pg_payment_hint {
-        Some(id) => Lookup::PgPayment { pg_payment_id: id.clone(), request_date_kst: Some(attempt.request_date_kst.clone()) },
+        Some(id) => {
+            Lookup::PgPayment { pg_payment_id: id.clone(), request_date_kst: Some(attempt.request_date_kst.clone()) }
+        }
         None => Lookup::Charge { charge_id: charge_id.clone(), request_date_kst: attempt.request_date_kst.clone() },
     };
     match deps.gateways.lookup(claimed.pg, &lookup).await {

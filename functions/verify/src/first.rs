@@ -8,11 +8,11 @@ use paycycle::domain::events::EventKind;
 use paycycle::domain::subscription::Subscription;
 use paycycle::pg::payple::transformers::PaypleResult;
 use paycycle::pg::{ChargeRequest, Charged, FirstPayment, Lookup, Payer, PaymentState, PgError};
+use paycycle::store::StoreError;
 use paycycle::store::checkouts::{CheckoutRecord, CheckoutStatus};
 use paycycle::store::outbox::{OutboxEvent, subscription_events};
 use paycycle::store::payments::PaymentRecord;
 use paycycle::store::subscriptions::SubscriptionRecord;
-use paycycle::store::StoreError;
 use serde_json::{Map, Value};
 
 use crate::Deps;
@@ -72,7 +72,7 @@ pub struct Completed {
     pub payment: Option<PaymentRecord>,
 }
 
-fn field<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<String> {
+fn field(fields: &Map<String, Value>, name: &str) -> Option<String> {
     match fields.get(name)? {
         Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
         Value::Number(n) => Some(n.to_string()),
@@ -152,7 +152,11 @@ async fn payple_record(deps: &Deps, oid: &str, date: &str, c: &CheckoutRecord) -
                 return Err(PgError::NotPaid("Payple's record names no billing key; verify the window result".into()));
             };
             Ok(FirstPayment {
-                charged: Some(Charged { pg_payment_id: oid.to_string(), amount, approved_at: paid_at.unwrap_or_else(Timestamp::now) }),
+                charged: Some(Charged {
+                    pg_payment_id: oid.to_string(),
+                    amount,
+                    approved_at: paid_at.unwrap_or_else(Timestamp::now),
+                }),
                 billing_key: Some(payer_id),
             })
         }
@@ -184,12 +188,14 @@ async fn first_charge(
     billing_key: String,
     now: Timestamp,
 ) -> Result<FirstPayment, PgError> {
-    let charge_id = ChargeId::new(current.subscription_id.clone(), 0, 1).map_err(|e| PgError::Invalid(e.to_string()))?;
+    let charge_id =
+        ChargeId::new(current.subscription_id.clone(), 0, 1).map_err(|e| PgError::Invalid(e.to_string()))?;
     if let Some(sent) = current.first_charge_at {
         let q = Lookup::Charge { charge_id: charge_id.clone(), request_date_kst: kst_date(sent) };
         match deps.gateways.payple.lookup_detail(&charge_id.to_string(), &kst_date(sent)).await {
             Ok((PaymentState::Paid { amount, paid_at, .. }, _)) => {
-                let charged = Charged { pg_payment_id: charge_id.to_string(), amount, approved_at: paid_at.unwrap_or(now) };
+                let charged =
+                    Charged { pg_payment_id: charge_id.to_string(), amount, approved_at: paid_at.unwrap_or(now) };
                 return Ok(FirstPayment { charged: Some(charged), billing_key: Some(billing_key) });
             }
             Err(PgError::NotFound) | Ok((PaymentState::Failed { .. }, _)) => {}
@@ -247,7 +253,10 @@ async fn ask_pg(
                     }
                 } else {
                     let next = CheckoutRecord { first_charge_at: Some(now), ..current.next() };
-                    deps.store.update_checkout(&next).await.map_err(|e| PgError::Transient { reason: e.to_string() })?;
+                    deps.store
+                        .update_checkout(&next)
+                        .await
+                        .map_err(|e| PgError::Transient { reason: e.to_string() })?;
                     *current = next;
                 }
             }
@@ -366,7 +375,8 @@ async fn activate(
         deps.store.commit(tx).await.map_err(already_used)?;
         return Err(VerifyError::Failed(why));
     };
-    let incomplete = Subscription::incomplete(current.subscription_id.clone(), current.plan.clone(), current.pg.renewer());
+    let incomplete =
+        Subscription::incomplete(current.subscription_id.clone(), current.plan.clone(), current.pg.renewer());
     let t = incomplete.activate(charged.approved_at).map_err(|e| VerifyError::Failed(e.to_string()))?;
     let subscription = SubscriptionRecord {
         subscription: t.subscription,

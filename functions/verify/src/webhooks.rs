@@ -14,8 +14,8 @@ use paycycle::pg::steppay::webhook::{self as steppay_webhook, SteppayWebhook, V2
 use paycycle::store::StoreError;
 use paycycle::store::outbox::{OutboxEvent, subscription_events};
 use paycycle::store::payments::{PaymentRecord, RefundOutcome, RefundRecord, payment_id_for};
-use paycycle::store::webhooks::{WebhookEvent, WebhookStatus};
 use paycycle::store::sha256_hex;
+use paycycle::store::webhooks::{WebhookEvent, WebhookStatus};
 use serde_json::{Map, Value};
 
 use crate::Deps;
@@ -285,8 +285,17 @@ async fn steppay_order(deps: &Deps, w: &V2Webhook, now: Timestamp) -> Verdict {
     let Some(id_key) = order.id_key.clone() else { return rejected(format!("paid order {code} without idKey")) };
     let paid = order.paid_amount.as_deref().and_then(|a| Krw::parse_decimal(a).ok()).unwrap_or(Krw::ZERO);
     let paid_at = order.payment_date.as_deref().and_then(paycycle::pg::steppay::parse_time).unwrap_or(now);
-    let payment = PaymentRecord::paid(PgMode::SteppayManaged, &id_key, &record.customer.id, paid, paid_at, Some(id.clone()), None, None)
-        .for_partner(&record.partner_id);
+    let payment = PaymentRecord::paid(
+        PgMode::SteppayManaged,
+        &id_key,
+        &record.customer.id,
+        paid,
+        paid_at,
+        Some(id.clone()),
+        None,
+        None,
+    )
+    .for_partner(&record.partner_id);
     if let Ok(Some(_)) = deps.store.get_payment(&payment.payment_id).await {
         return verified(format!("renewal order {code} is already recorded"));
     }

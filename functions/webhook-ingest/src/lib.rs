@@ -95,9 +95,8 @@ fn steppay_key(deps: &Deps, req: &Request, ct: &str, body: &[u8], now: Timestamp
         SteppayWebhook::Order(w) => {
             if !deps.steppay_signing_secrets.is_empty() {
                 let header = req.headers().get("steppay-signature").and_then(|v| v.to_str().ok());
-                steppay_webhook::verify_signature(header, body, &deps.steppay_signing_secrets, now).map_err(|e| {
-                    ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", e.to_string())
-                })?;
+                steppay_webhook::verify_signature(header, body, &deps.steppay_signing_secrets, now)
+                    .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", e.to_string()))?;
             }
             w.dedupe_key().ok_or_else(|| {
                 ApiError::bad_request("invalid_webhook", "the webhook's data names no order (idKey, orderCode or id)")

@@ -1,39 +1,69 @@
-//! The handler called directly with an API Gateway HTTP API (v2) event, as STYLE prescribes.
+//! The handler called directly with an API Gateway HTTP API (v2) event, as STYLE prescribes,
+//! against moto's DynamoDB: one conditional write per webhook, repeats are no-op 200s, and bad
+//! input is a JSON 4xx carrying the gateway's request id.
 
-use paycycle::boot::Boot;
-use paycycle::config::{Config, Secrets};
+use paycycle::store::Store;
+use paycycle_testkit::{MotoServer, Template, provision};
 
-fn deps() -> webhook_ingest::Deps {
-    let env = |k: &str| {
-        Some(
-            match k {
-                "PAYCYCLE_TABLE" => "t",
-                "PAYCYCLE_EVENT_BUS" => "b",
-                "STEPPAY_BASE_URL" | "PAYPLE_BASE_URL" => "http://127.0.0.1:9",
-                "PAYPLE_REFERER" => "https://shop.example.com",
-                "STEPPAY_SECRET_TOKEN" | "PAYPLE_CST_ID" | "PAYPLE_CUST_KEY" | "PAYPLE_REFUND_KEY" => "x",
-                _ => return None,
-            }
-            .to_string(),
-        )
-    };
-    let boot = Boot {
-        config: Config::from_lookup(env).unwrap(),
-        sdk: paycycle::aws::SdkConfig::builder().build(),
-        secrets: Secrets::from_lookup(env).unwrap(),
-    };
-    webhook_ingest::Deps::new(boot)
+const FIXTURE: &str = include_str!("fixtures/apigw_v2_steppay_webhook.json");
+
+async fn deps() -> (MotoServer, webhook_ingest::Deps) {
+    let moto = MotoServer::shared_or_start().unwrap();
+    let sdk = moto.sdk_config().await;
+    let provisioned =
+        provision(&sdk, &Template::load().unwrap(), &paycycle_testkit::provision::unique_prefix()).await.unwrap();
+    let deps = webhook_ingest::Deps { store: Store::new(&sdk, &provisioned.table), steppay_signing_secrets: vec![] };
+    (moto, deps)
+}
+
+fn request(body: &str, content_type: &str) -> lambda_http::Request {
+    let mut event: serde_json::Value = serde_json::from_str(FIXTURE).unwrap();
+    event["body"] = body.into();
+    event["headers"]["content-type"] = content_type.into();
+    lambda_http::request::from_str(&event.to_string()).unwrap()
+}
+
+fn json(res: &lambda_http::Response<lambda_http::Body>) -> serde_json::Value {
+    match res.body() {
+        lambda_http::Body::Text(t) => serde_json::from_str(t).unwrap(),
+        other => panic!("unexpected body {other:?}"),
+    }
 }
 
 #[tokio::test]
-async fn not_implemented_yet_is_a_json_501_with_the_gateway_request_id() {
-    let req = lambda_http::request::from_str(include_str!("fixtures/apigw_v2_steppay_webhook.json")).unwrap();
-    let res = webhook_ingest::handler(&deps(), req).await.unwrap();
-    assert_eq!(res.status(), 501);
-    let body: serde_json::Value = match res.body() {
-        lambda_http::Body::Text(t) => serde_json::from_str(t).unwrap(),
-        other => panic!("unexpected body {other:?}"),
-    };
-    assert_eq!(body["error"]["code"], "not_implemented");
-    assert_eq!(body["error"]["request_id"], "Xyz1AbCdEfGhIjK=");
+async fn the_seed_webhook_is_stored_once_with_one_write() {
+    let (_moto, deps) = deps().await;
+    let req = lambda_http::request::from_str(FIXTURE).unwrap();
+    let before = deps.store.counter.snapshot();
+    let res = webhook_ingest::handler(&deps, req).await.unwrap();
+    let used = deps.store.counter.snapshot().since(&before);
+    assert_eq!(res.status(), 200);
+    assert_eq!(json(&res)["duplicate"], false);
+    assert_eq!((used.total_requests(), used.written_items), (1, 1), "one conditional PutItem");
+    let again = webhook_ingest::handler(&deps, lambda_http::request::from_str(FIXTURE).unwrap()).await.unwrap();
+    assert_eq!((again.status().as_u16(), json(&again)["duplicate"].as_bool()), (200, Some(true)));
+    let stored = deps.store.get_webhook_event("steppay", "PAYMENT:16057932413479698c8vqQG0kMix9").await.unwrap();
+    let stored = stored.unwrap();
+    assert_eq!(stored.headers.get("user-agent").map(String::as_str), None, "only kept headers");
+    assert_eq!(stored.body, r#"{"webHookType":"PAYMENT","orderId":1,"idKey":"16057932413479698c8vqQG0kMix9"}"#);
+}
+
+#[tokio::test]
+async fn form_bodies_are_accepted_and_bad_ones_are_json_4xx_with_the_request_id() {
+    let (_moto, deps) = deps().await;
+    let form = "webHookType=PAYMENT&orderId=2&idKey=1605793241347aaaaaaaaaaaaaaaa";
+    let res = webhook_ingest::handler(&deps, request(form, "application/x-www-form-urlencoded")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    for (body, ct, status, code) in [
+        (r#"{"webHookType":"PAYMENT""#, "application/json", 400, "invalid_webhook"),
+        (r#"{"webHookType":"NOPE","idKey":"x"}"#, "application/json", 400, "invalid_webhook"),
+        (r#"{"webHookType":"PAYMENT","idKey":""}"#, "application/json", 400, "invalid_webhook"),
+        (form, "text/plain", 415, "unsupported_media_type"),
+        ("", "application/json", 400, "invalid_webhook"),
+    ] {
+        let res = webhook_ingest::handler(&deps, request(body, ct)).await.unwrap();
+        let v = json(&res);
+        assert_eq!((res.status().as_u16(), v["error"]["code"].as_str()), (status, Some(code)), "{body}");
+        assert_eq!(v["error"]["request_id"], "Xyz1AbCdEfGhIjK=");
+    }
 }

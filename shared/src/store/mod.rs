@@ -16,8 +16,8 @@ pub mod checkouts;
 pub mod idempotency;
 pub mod metrics;
 pub mod outbox;
-pub mod stream;
 pub mod payments;
+pub mod stream;
 pub mod subscriptions;
 pub mod webhooks;
 

@@ -41,11 +41,12 @@ pub fn attribute_from_json(v: &Value) -> Result<AttributeValue, StoreError> {
         "NS" => AttributeValue::Ns(strings(inner)?),
         "BS" => AttributeValue::Bs(strings(inner)?.iter().map(|s| b64(s)).collect::<Result<_, _>>()?),
         "L" => AttributeValue::L(
-            inner.as_array().ok_or_else(|| bad("L is not an array"))?.iter().map(attribute_from_json).collect::<Result<
-                _,
-                _,
-            >>(
-            )?,
+            inner
+                .as_array()
+                .ok_or_else(|| bad("L is not an array"))?
+                .iter()
+                .map(attribute_from_json)
+                .collect::<Result<_, _>>()?,
         ),
         "M" => AttributeValue::M(item_from_json(inner)?),
         other => return Err(bad(format!("unknown attribute type {other}"))),

@@ -119,11 +119,25 @@ impl Tx {
         self.put_new(attempt_item(a))
     }
 
-    /// Replaces an attempt whose stored status is `expected` (`pending` or `unknown`).
+    /// Replaces an attempt whose stored status is `expected` (`pending` or `unknown`) and whose
+    /// PG payment hint is the one `a` carries: a hint verify added meanwhile makes this a
+    /// `Conflict`, and renew's next look reads it instead of overwriting it.
     pub fn put_attempt_if_status(&mut self, a: &Attempt, expected: &str) -> &mut Self {
         let c = Condition::new("#status = :expected_status")
             .name("#status", "status")
             .value(":expected_status", s(expected));
+        let c = match &a.pg_payment_hint {
+            Some(hint) => Condition { expression: format!("{} AND pg_payment_hint = :hint", c.expression), ..c }
+                .value(":hint", s(hint)),
+            None => Condition {
+                expression: format!(
+                    "{} AND (attribute_not_exists(pg_payment_hint) OR attribute_type(pg_payment_hint, :null_type))",
+                    c.expression
+                ),
+                ..c
+            }
+            .value(":null_type", s("NULL")),
+        };
         self.put_if(attempt_item(a), c)
     }
 }
@@ -312,8 +326,10 @@ impl Store {
             .key(keys::SK, s(&attempt_sk(charge_id)))
             .update_expression("SET pg_payment_hint = :hint")
             .condition_expression(
-                "attribute_exists(#pk) AND #status IN (:pending, :unknown) AND attribute_not_exists(pg_payment_hint)",
+                "attribute_exists(#pk) AND #status IN (:pending, :unknown) \
+                 AND (attribute_not_exists(pg_payment_hint) OR attribute_type(pg_payment_hint, :null_type))",
             )
+            .expression_attribute_values(":null_type", s("NULL"))
             .expression_attribute_names("#pk", keys::PK)
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":hint", s(pg_payment_id))

@@ -124,7 +124,8 @@ impl LocalStack {
             config.steppay_signing_secret = Some(LOCAL_STEPPAY_SIGNING_SECRET.to_string());
         }
         let feeder = Arc::new(stream_feeder::FeederState::default());
-        let (verify_deps, table, state) = (Arc::new(functions.verify_deps()), provisioned.table.clone(), feeder.clone());
+        let (verify_deps, table, state) =
+            (Arc::new(functions.verify_deps()), provisioned.table.clone(), feeder.clone());
         let feeder_task = tokio::spawn(async move {
             if let Err(e) = stream_feeder::run(feeder_sdk, table, verify_deps, state).await {
                 tracing::error!(error = %e, "the stream feeder stopped: webhooks will not be verified");

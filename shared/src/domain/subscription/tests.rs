@@ -255,10 +255,7 @@ fn pg_managed_subscriptions_are_never_charged_by_paycycle() {
     let recovered = failed.subscription.renewed_by_pg().unwrap().subscription;
     assert_eq!(recovered.state, SubscriptionState::Active);
     assert_eq!(recovered.current_period.unwrap().index, 2);
-    assert_eq!(
-        active_from(kst(2027, 1, 1, 0)).renewal_failed_at_pg().unwrap_err(),
-        TransitionError::RenewedByPaycycle
-    );
+    assert_eq!(active_from(kst(2027, 1, 1, 0)).renewal_failed_at_pg().unwrap_err(), TransitionError::RenewedByPaycycle);
 }
 
 #[test]

@@ -1,0 +1,74 @@
+//! verify's Lambda entry takes both of its triggers' event shapes: an HTTP API (v2) request and a
+//! DynamoDB stream batch (answered with `batchItemFailures`). Against moto's DynamoDB; no PG call
+//! is needed for these cases.
+
+use paycycle::config::{Config, Secrets};
+use paycycle_testkit::{MotoServer, Template, provision};
+use serde_json::json;
+
+async fn deps() -> (MotoServer, verify::Deps) {
+    let moto = MotoServer::shared_or_start().unwrap();
+    let sdk = moto.sdk_config().await;
+    let provisioned =
+        provision(&sdk, &Template::load().unwrap(), &paycycle_testkit::provision::unique_prefix()).await.unwrap();
+    let table = provisioned.table.clone();
+    let env = move |k: &str| {
+        Some(match k {
+            "PAYCYCLE_TABLE" => table.clone(),
+            "PAYCYCLE_EVENT_BUS" => "bus".into(),
+            // Nothing listens there: a PG call would fail, and none must be made.
+            "STEPPAY_BASE_URL" | "PAYPLE_BASE_URL" => "http://127.0.0.1:9".into(),
+            "PAYPLE_REFERER" => "https://shop.example.com".into(),
+            "STEPPAY_SECRET_TOKEN" | "PAYPLE_CST_ID" | "PAYPLE_CUST_KEY" | "PAYPLE_REFUND_KEY" => "x".into(),
+            _ => return None,
+        })
+    };
+    let boot = paycycle::boot::Boot {
+        config: Config::from_lookup(&env).unwrap(),
+        sdk,
+        secrets: Secrets::from_lookup(&env).unwrap(),
+    };
+    (moto, verify::Deps::new(boot))
+}
+
+fn event(payload: serde_json::Value) -> lambda_runtime::LambdaEvent<serde_json::Value> {
+    let mut ctx = lambda_runtime::Context::default();
+    ctx.request_id = "req-7".into();
+    lambda_runtime::LambdaEvent::new(payload, ctx)
+}
+
+#[tokio::test]
+async fn an_http_api_request_gets_an_http_api_response() {
+    let (_moto, deps) = deps().await;
+    let mut request: serde_json::Value =
+        serde_json::from_str(include_str!("../../webhook-ingest/tests/fixtures/apigw_v2_steppay_webhook.json"))
+            .unwrap();
+    request["rawPath"] = json!("/payments/verify");
+    request["requestContext"]["http"]["path"] = json!("/payments/verify");
+    let out = verify::dispatch(&deps, event(request)).await.unwrap();
+    assert_eq!(out["statusCode"], 401, "no API key: {out}");
+    let body: serde_json::Value = serde_json::from_str(out["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (body["error"]["code"].as_str(), body["error"]["request_id"].as_str()),
+        (Some("unauthorized"), Some("req-7"))
+    );
+    assert_eq!(out["headers"]["content-type"], "application/json");
+}
+
+#[tokio::test]
+async fn a_stream_batch_reports_the_record_that_cannot_be_read_and_skips_other_entities() {
+    let (_moto, deps) = deps().await;
+    let record = |seq: &str, image: serde_json::Value| {
+        json!({"eventName": "INSERT", "eventSource": "aws:dynamodb",
+               "dynamodb": {"SequenceNumber": seq, "NewImage": image, "StreamViewType": "NEW_IMAGE"}})
+    };
+    let batch = json!({"Records": [
+        record("100", json!({"pk": {"S": "SUB#sub_1"}, "sk": {"S": "SUB"}, "entity": {"S": "subscription"}})),
+        record("200", json!({"pk": {"S": "WH#steppay#x"}, "sk": {"S": "WH"}, "entity": {"S": "webhook_event"}, "pg": {"Q": "?"}})),
+        record("300", json!({"pk": {"S": "WH#steppay#y"}, "sk": {"S": "WH"}, "entity": {"S": "webhook_event"}})),
+    ]});
+    let out = verify::dispatch(&deps, event(batch)).await.unwrap();
+    assert_eq!(out, json!({"batchItemFailures": [{"itemIdentifier": "200"}]}));
+    let modify = json!({"Records": [{"eventName": "MODIFY", "dynamodb": {"SequenceNumber": "1", "NewImage": {}}}]});
+    assert_eq!(verify::dispatch(&deps, event(modify)).await.unwrap(), json!({"batchItemFailures": []}));
+}
