@@ -10,7 +10,7 @@ export CARGO_TERM_COLOR ?= never
 export SAM_CLI_TELEMETRY := 0
 NOW ?=
 
-.PHONY: help bootstrap build demo dev tick test test-rust lint lint-rust lint-template bench package clean
+.PHONY: help bootstrap build demo dev tick test test-rust lint lint-rust lint-template lint-openapi fuzz-api bench package clean
 
 help:
 	@echo "make demo    run the local stack end to end and print a summary"
@@ -18,6 +18,7 @@ help:
 	@echo "make dev     keep the local stack up on http://127.0.0.1:3000"
 	@echo "make tick NOW=2027-02-28T00:00:00+09:00   one renew tick on the dev stack"
 	@echo "make lint    rustfmt, clippy and the template linters"
+	@echo "make fuzz-api  schemathesis against the local stack from openapi.yaml"
 	@echo "make bench   benchmarks and BENCHMARKS.md"
 
 bootstrap:
@@ -40,11 +41,17 @@ test: bootstrap lint test-rust
 test-rust:
 	tools/scripts/with-moto.sh $(CARGO) nextest run --workspace --all-targets --no-fail-fast
 
-lint: bootstrap lint-rust lint-template
+lint: bootstrap lint-rust lint-template lint-openapi
 
 lint-rust:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --quiet -- -D warnings
+
+lint-openapi:
+	.venv/bin/openapi-spec-validator openapi.yaml
+
+fuzz-api: bootstrap
+	tools/scripts/fuzz-api.sh
 
 lint-template:
 	.venv/bin/cfn-lint template.yaml

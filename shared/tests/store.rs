@@ -78,8 +78,10 @@ async fn subscriptions_round_trip_and_are_created_once() {
     assert_eq!(e.store.get_subscription(r.id()).await.unwrap().unwrap(), r);
     assert!(matches!(e.store.create_subscription(&r).await, Err(StoreError::AlreadyExists(_))));
     assert_eq!(e.store.get_subscription(&SubscriptionId::parse("sub_none").unwrap()).await.unwrap(), None);
-    let page = e.store.subscriptions_of_customer("cus_1", 10, None).await.unwrap();
+    let page = e.store.subscriptions_of_customer("partner_a", "cus_1", 10, None).await.unwrap();
     assert_eq!(page.items, [r]);
+    let other_partner = e.store.subscriptions_of_customer("partner_b", "cus_1", 10, None).await.unwrap();
+    assert!(other_partner.items.is_empty(), "a customer id is scoped to its partner");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -162,6 +162,7 @@ impl Partner {
         body: Option<&Value>,
         idempotency_key: Option<&str>,
     ) -> (u16, Value) {
+        let method_name = method.as_str().to_string();
         let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.key);
         if let Some(k) = idempotency_key {
             req = req.header("Idempotency-Key", k);
@@ -172,7 +173,12 @@ impl Partner {
         let r = req.send().await.expect("API reachable");
         let status = r.status().as_u16();
         let text = r.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        // The contract: every answer matches openapi.yaml.
+        if let Err(e) = OpenApi::get().check(&method_name, path, status, &body) {
+            panic!("response does not match openapi.yaml: {e}\nbody: {body}");
+        }
+        (status, body)
     }
 
     pub async fn post(&self, path: &str, body: &Value, idempotency_key: Option<&str>) -> (u16, Value) {
@@ -228,5 +234,82 @@ impl SandboxDriver {
         let r = no_redirect.get(pay_url).send().await.expect("pay page");
         let location = r.headers().get("location").and_then(|v| v.to_str().ok()).expect("redirect").to_string();
         url::Url::parse(&location).expect("redirect URL").query_pairs().into_owned().collect()
+    }
+}
+
+/// `openapi.yaml`, the contract: every response the partner API gives in the end-to-end tests is
+/// checked against the schema of its route, method and status.
+pub struct OpenApi {
+    doc: Value,
+}
+
+impl OpenApi {
+    /// The repository's `openapi.yaml`, loaded once.
+    pub fn get() -> &'static OpenApi {
+        static SPEC: std::sync::OnceLock<OpenApi> = std::sync::OnceLock::new();
+        SPEC.get_or_init(|| {
+            let path = paycycle_testkit::repo_root().join("openapi.yaml");
+            let text = std::fs::read_to_string(&path).expect("openapi.yaml is readable");
+            let doc: Value = serde_norway::from_str(&text).expect("openapi.yaml is YAML");
+            OpenApi { doc }
+        })
+    }
+
+    /// The spec's path template that `path` (no query) matches; literal segments win.
+    fn template(&self, path: &str) -> Option<String> {
+        let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+        let mut best: Option<(usize, String)> = None;
+        for template in self.doc["paths"].as_object()?.keys() {
+            let t: Vec<&str> = template.split('/').collect();
+            if t.len() != segments.len() {
+                continue;
+            }
+            let mut literal = 0;
+            let matches = t.iter().zip(&segments).all(|(a, b)| {
+                if a.starts_with('{') {
+                    true
+                } else {
+                    literal += 1;
+                    a == b
+                }
+            });
+            if matches && best.as_ref().is_none_or(|(l, _)| literal > *l) {
+                best = Some((literal, template.clone()));
+            }
+        }
+        best.map(|(_, t)| t)
+    }
+
+    /// Checks a JSON response against the spec.
+    pub fn check(&self, method: &str, path: &str, status: u16, body: &Value) -> Result<(), String> {
+        let path = path.split('?').next().unwrap_or(path);
+        let template = self.template(path).ok_or_else(|| format!("{path} is not in openapi.yaml"))?;
+        let op = &self.doc["paths"][&template][method.to_ascii_lowercase()];
+        if op.is_null() {
+            return Err(format!("{method} {template} is not in openapi.yaml"));
+        }
+        let status_key = status.to_string();
+        if op["responses"].get(&status_key).is_none() {
+            return Err(format!("{method} {template} does not document {status}"));
+        }
+        // JSON pointer escaping, then URI fragment escaping of the template's braces.
+        let escape = |s: &str| s.replace('~', "~0").replace('/', "~1").replace('{', "%7B").replace('}', "%7D");
+        let mut pointer =
+            format!("#/paths/{}/{}/responses/{status_key}", escape(&template), method.to_ascii_lowercase());
+        // Follow a response $ref to the reusable response.
+        if let Some(r) = op["responses"][&status_key]["$ref"].as_str() {
+            pointer = r.to_string();
+        }
+        pointer.push_str("/content/application~1json/schema");
+        let mut root = self.doc.clone();
+        root["$ref"] = json!(pointer);
+        root["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .build(&root)
+            .map_err(|e| format!("schema for {method} {template} {status}: {e}"))?;
+        let errors: Vec<String> =
+            validator.iter_errors(body).map(|e| format!("{} at {}", e, e.instance_path)).collect();
+        if errors.is_empty() { Ok(()) } else { Err(format!("{method} {template} {status}: {}", errors.join("; "))) }
     }
 }

@@ -1,7 +1,7 @@
 //! The local stack end to end over HTTP: every route of the template reaches its function's real
-//! handler and answers with the JSON error shape (501 until each function's issue lands), unknown
-//! routes are JSON 404s, and a renew tick reaches renew. Replaced journey by journey as the
-//! functions are built (issue #13).
+//! handler and answers with the JSON error shape (partner routes demand an API key first; webhook
+//! routes refuse a body without a content type), unknown routes are JSON 404s, and a renew tick
+//! reaches renew.
 
 use paycycle_dev::{LocalStack, Options};
 use serde_json::Value;
@@ -19,9 +19,12 @@ async fn every_template_route_reaches_its_function_and_answers_json() {
         let url = format!("{api}{}?customer_id=c1", route.path.replace("{id}", "x_1"));
         let req = if route.method == "GET" { client.get(url) } else { client.post(url).body("{}") };
         let resp = req.send().await.unwrap();
-        // Built functions demand an API key first; the rest are not implemented yet.
-        let (status, code) =
-            if route.function == "RefundFunction" { (401, "unauthorized") } else { (501, "not_implemented") };
+        // Partner routes demand an API key first; webhooks (no key) want JSON or a form.
+        let (status, code) = if route.function == "WebhookIngestFunction" {
+            (415, "unsupported_media_type")
+        } else {
+            (401, "unauthorized")
+        };
         assert_eq!(resp.status(), status, "{} {}", route.method, route.path);
         assert_eq!(resp.headers()["content-type"], "application/json");
         let body: Value = resp.json().await.unwrap();

@@ -1,27 +1,348 @@
-//! `subscriptions`: partner reads and lifecycle changes of subscriptions.
+//! `subscriptions` (DESIGN §2): the partner's reads and lifecycle changes.
 //!
-//! Routes: GET /subscriptions/{id}, GET /subscriptions, POST /subscriptions/{id}/cancel|pause|resume|plan. The behaviour is built by issue #11; until then every request gets a JSON
-//! 501 `not_implemented` error (the README's status table says so). The handler is a plain async
-//! fn over its dependencies so tests and the local stack call it directly.
+//! - `GET /subscriptions/{id}` — state, current period, next charge (or retry), attempts, payments;
+//! - `GET /subscriptions?customer_id=…&limit=…&cursor=…` — a customer's subscriptions, paged;
+//! - `POST /subscriptions/{id}/cancel {at_period_end}`, `/pause {at_period_end}`, `/resume`,
+//!   `/plan {name?, amount, interval?, interval_count?}`.
+//!
+//! Every change goes through the domain state machine and is one conditional write on the
+//! version read; an illegal transition is a 409 with the reason. A subscription renew is charging
+//! right now (a live lease) answers 409 `renewal_in_progress`: a change must never overtake a
+//! charge whose outcome renew is about to record. StepPay managed subscriptions are canceled at
+//! StepPay first (its subscription API); pause, resume and plan changes of those belong to
+//! StepPay's portal and answer 409 `managed_by_pg`. An `Idempotency-Key` is optional: with one, a
+//! retried change gets the first answer again.
 
-use lambda_http::{Body, Error, Request, Response};
-use paycycle::api::{self, ApiError};
+use base64::Engine;
+use http::{Method, StatusCode};
+use jiff::Timestamp;
+use lambda_http::{Body, Error, Request, RequestExt, Response};
+use paycycle::api::{self, ApiError, Keep};
 use paycycle::boot::Boot;
+use paycycle::calendar::{Interval, IntervalUnit};
+use paycycle::domain::attempt::{AttemptStatus, SubscriptionId};
+use paycycle::domain::customer::PgMode;
+use paycycle::domain::subscription::{PauseWhen, Plan, Renewer, SubscriptionState, Transition, TransitionError};
+use paycycle::events::EventPublisher;
+use paycycle::money::Krw;
+use paycycle::pg::Gateways;
+use paycycle::store::api_keys::ApiKeyRecord;
+use paycycle::store::outbox::subscription_events;
+use paycycle::store::stream::{item_from_json, item_to_json};
+use paycycle::store::subscriptions::SubscriptionRecord;
+use paycycle::store::{Store, StoreError, sha256_hex};
+use paycycle::views::{payment_json, subscription_json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
 /// Everything the handler needs, built once per cold start.
 #[derive(Clone, Debug)]
 pub struct Deps {
-    pub boot: Boot,
+    pub store: Store,
+    pub gateways: Gateways,
+    pub publisher: EventPublisher,
 }
 
 impl Deps {
     pub fn new(boot: Boot) -> Self {
-        Self { boot }
+        Self {
+            store: Store::new(&boot.sdk, &boot.config.table),
+            gateways: Gateways::new(&boot.config, &boot.secrets),
+            publisher: EventPublisher::new(&boot.sdk, &boot.config.event_bus),
+        }
     }
 }
 
-pub async fn handler(_deps: &Deps, req: Request) -> Result<Response<Body>, Error> {
+pub async fn handler(deps: &Deps, req: Request) -> Result<Response<Body>, Error> {
     let request_id = api::request_id(&req);
-    tracing::info!(method = %req.method(), path = %req.uri().path(), "not implemented yet");
-    Ok(ApiError::not_implemented("subscriptions", 11).into_response(&request_id))
+    Ok(match route(deps, &req, &request_id).await {
+        Ok(response) => response,
+        Err(e) => {
+            if e.status.is_server_error() {
+                tracing::warn!(status = e.status.as_u16(), code = %e.code, "subscriptions request failed");
+            }
+            e.into_response(&request_id)
+        }
+    })
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    tracing::error!(error = %e, "store failed");
+    ApiError::unavailable()
+}
+
+/// The lifecycle action named by the path's last segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Action {
+    Cancel,
+    Pause,
+    Resume,
+    Plan,
+}
+
+async fn route(deps: &Deps, req: &Request, request_id: &str) -> Result<Response<Body>, ApiError> {
+    let key = api::authenticate(&deps.store, req).await?;
+    let path = req.uri().path().trim_end_matches('/');
+    let id = api::path_param(req, "id");
+    let action = match path.rsplit('/').next() {
+        Some("cancel") => Some(Action::Cancel),
+        Some("pause") => Some(Action::Pause),
+        Some("resume") => Some(Action::Resume),
+        Some("plan") => Some(Action::Plan),
+        _ => None,
+    };
+    let not_allowed = || ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here");
+    match (req.method(), id, action) {
+        (&Method::GET, None, None) => list(deps, &key, req).await,
+        (&Method::GET, Some(id), None) => get(deps, &key, &id).await,
+        (&Method::POST, Some(id), Some(action)) => change(deps, &key, &id, action, req, request_id).await,
+        (_, Some(_), _) | (_, None, None) => Err(not_allowed()),
+        _ => Err(ApiError::route_not_found()),
+    }
+}
+
+/// The subscription if it exists and belongs to the key's partner; 404 otherwise.
+async fn owned(deps: &Deps, key: &ApiKeyRecord, id: &str) -> Result<SubscriptionRecord, ApiError> {
+    let Ok(id) = SubscriptionId::parse(id) else { return Err(ApiError::not_found("subscription")) };
+    match deps.store.get_subscription(&id).await.map_err(store_error)? {
+        Some(r) if r.partner_id == key.partner_id => Ok(r),
+        _ => Err(ApiError::not_found("subscription")),
+    }
+}
+
+/// What renew will charge next, if it will.
+fn next_charge(r: &SubscriptionRecord) -> Value {
+    let s = &r.subscription;
+    let charges = s.renewer == Renewer::Paycycle
+        && matches!(s.state, SubscriptionState::Active | SubscriptionState::PastDue)
+        && !(s.collection.is_none() && (s.cancel_at_period_end || s.pause_at_period_end));
+    match (charges, s.next_attempt_at) {
+        (true, Some(at)) => {
+            let (period, attempt) = match &s.collection {
+                Some(c) => (c.period, c.attempt),
+                None => (s.current_period.map(|p| p.index + 1).unwrap_or(0), 1),
+            };
+            json!({"at": at.to_string(), "amount": s.plan.amount, "currency": "KRW", "period": period,
+                   "attempt": attempt, "retry": attempt > 1})
+        }
+        _ => Value::Null,
+    }
+}
+
+fn attempt_json(a: &paycycle::domain::attempt::Attempt) -> Value {
+    let (outcome, code, message) = match &a.status {
+        AttemptStatus::Declined { code, message, hard } => {
+            (if *hard { "declined_hard" } else { "declined" }, Some(code.clone()), Some(message.clone()))
+        }
+        other => (other.name(), None, None),
+    };
+    json!({"charge_id": a.charge_id, "period": a.charge_id.period(), "attempt": a.charge_id.attempt(),
+           "amount": a.amount, "status": outcome, "requested_at": a.requested_at.to_string(),
+           "decline_code": code, "decline_message": message})
+}
+
+async fn get(deps: &Deps, key: &ApiKeyRecord, id: &str) -> Result<Response<Body>, ApiError> {
+    let r = owned(deps, key, id).await?;
+    let (attempts, payments) =
+        tokio::try_join!(deps.store.attempts_of(r.id()), deps.store.payments_of_subscription(r.id()))
+            .map_err(store_error)?;
+    let mut v = subscription_json(&r);
+    v["next_charge"] = next_charge(&r);
+    v["attempts"] = attempts.iter().map(attempt_json).collect();
+    v["payments"] = payments.iter().map(|p| payment_json(p, &[])).collect();
+    Ok(api::json(StatusCode::OK, &v))
+}
+
+/// A page cursor: the index's last key, base64url JSON. Checked against the customer asked for,
+/// so a cursor cannot wander into another partner's keys.
+fn encode_cursor(item: &paycycle::store::Item) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(item_to_json(item).to_string())
+}
+
+fn decode_cursor(cursor: &str, expected_lookup: &str) -> Result<paycycle::store::Item, ApiError> {
+    let bad = || ApiError::bad_request("invalid_cursor", "cursor is not one this API returned");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    let item = item_from_json(&v).map_err(|_| bad())?;
+    let keys_ok = item.keys().all(|k| ["pk", "sk", "lookup_pk", "lookup_sk"].contains(&k.as_str()));
+    let lookup_ok = item.get("lookup_pk").and_then(|v| v.as_s().ok()).is_some_and(|s| s == expected_lookup);
+    if keys_ok && lookup_ok { Ok(item) } else { Err(bad()) }
+}
+
+async fn list(deps: &Deps, key: &ApiKeyRecord, req: &Request) -> Result<Response<Body>, ApiError> {
+    let params = req.query_string_parameters();
+    let customer_id = params
+        .first("customer_id")
+        .filter(|c| !c.is_empty() && c.len() <= 64)
+        .ok_or_else(|| ApiError::bad_request("invalid_request", "customer_id is required (1-64 characters)"))?
+        .to_string();
+    let limit = match params.first("limit") {
+        None => 20,
+        Some(l) => l
+            .parse::<i32>()
+            .ok()
+            .filter(|l| (1..=100).contains(l))
+            .ok_or_else(|| ApiError::bad_request("invalid_request", "limit must be 1-100"))?,
+    };
+    let lookup = format!("CUS#{}#{customer_id}", key.partner_id);
+    let start = params.first("cursor").map(|c| decode_cursor(c, &lookup)).transpose()?;
+    let page =
+        deps.store.subscriptions_of_customer(&key.partner_id, &customer_id, limit, start).await.map_err(store_error)?;
+    let data: Vec<Value> = page.items.iter().map(subscription_json).collect();
+    let next_cursor = page.next.as_ref().map(encode_cursor);
+    Ok(api::json(StatusCode::OK, &json!({"data": data, "has_more": next_cursor.is_some(), "next_cursor": next_cursor})))
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct WhenBody {
+    #[serde(default)]
+    at_period_end: bool,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct PlanBody {
+    #[serde(default)]
+    name: Option<String>,
+    amount: Krw,
+    #[serde(default)]
+    interval: Option<IntervalUnit>,
+    #[serde(default)]
+    interval_count: Option<u32>,
+}
+
+/// The action's body, canonical (for the idempotency hash); empty bodies are allowed except /plan.
+fn parse_body(req: &Request, action: Action) -> Result<Value, ApiError> {
+    let bytes = api::body(req)?;
+    let empty = bytes.iter().all(u8::is_ascii_whitespace);
+    match action {
+        Action::Plan => serde_json::to_value(api::parse_json::<PlanBody>(req)?).map_err(|_| ApiError::internal()),
+        Action::Resume if empty => Ok(json!({})),
+        Action::Resume => {
+            let v: Value = api::parse_json(req)?;
+            if v.as_object().is_some_and(|m| m.is_empty()) {
+                Ok(v)
+            } else {
+                Err(ApiError::bad_request("invalid_request", "resume takes no fields"))
+            }
+        }
+        _ if empty => serde_json::to_value(WhenBody::default()).map_err(|_| ApiError::internal()),
+        _ => serde_json::to_value(api::parse_json::<WhenBody>(req)?).map_err(|_| ApiError::internal()),
+    }
+}
+
+async fn change(
+    deps: &Deps,
+    key: &ApiKeyRecord,
+    id: &str,
+    action: Action,
+    req: &Request,
+    request_id: &str,
+) -> Result<Response<Body>, ApiError> {
+    let body = parse_body(req, action)?;
+    let has_key = req.headers().contains_key("idempotency-key");
+    if !has_key {
+        return apply(deps, key, id, action, &body).await.map(|(status, v)| api::json(status, &v));
+    }
+    let idem_key = api::idempotency_key(req)?;
+    let scope = format!("subscription:{}", key.partner_id);
+    let hash = sha256_hex(format!("{id}\n{action:?}\n{body}").as_bytes());
+    let keep = |status: StatusCode| {
+        if status.is_success() || status == StatusCode::CONFLICT { Keep::Save } else { Keep::Release }
+    };
+    api::idempotent(&deps.store, &scope, &idem_key, &hash, request_id, keep, || apply(deps, key, id, action, &body))
+        .await
+}
+
+fn transition_error(e: TransitionError) -> ApiError {
+    match e {
+        TransitionError::UnknownOutcomePending(charge) => ApiError::conflict(
+            "charge_outcome_unknown",
+            format!("the outcome of charge {charge} is not known yet; renew resolves it first — retry later"),
+        ),
+        TransitionError::CollectionInProgress(charge) => ApiError::conflict(
+            "collection_in_progress",
+            format!("charge {charge} is being collected at the current price; change the plan after it settles"),
+        ),
+        TransitionError::RenewedByPg => ApiError::conflict(
+            "managed_by_pg",
+            "StepPay renews this subscription (managed mode): pause, resume and plan changes are made in StepPay",
+        ),
+        other => ApiError::conflict("illegal_transition", other.to_string()),
+    }
+}
+
+fn new_plan(current: &Plan, body: &Value) -> Result<Plan, ApiError> {
+    let b: PlanBody = serde_json::from_value(body.clone()).map_err(|_| ApiError::internal())?;
+    if b.amount < Krw::new(100).expect("positive") {
+        return Err(ApiError::bad_request("invalid_plan", "amount must be at least 100 (KRW)"));
+    }
+    let name = b.name.map(|n| n.trim().to_string()).unwrap_or_else(|| current.name.clone());
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::bad_request("invalid_plan", "name must be 1-100 characters"));
+    }
+    let unit = b.interval.unwrap_or(current.interval.unit());
+    let count = b.interval_count.unwrap_or(if b.interval.is_some() { 1 } else { current.interval.count() });
+    let interval = Interval::new(unit, count).map_err(|e| ApiError::bad_request("invalid_plan", e.to_string()))?;
+    Ok(Plan { name, amount: b.amount, interval })
+}
+
+async fn apply(
+    deps: &Deps,
+    key: &ApiKeyRecord,
+    id: &str,
+    action: Action,
+    body: &Value,
+) -> Result<(StatusCode, Value), ApiError> {
+    let now = Timestamp::now();
+    let r = owned(deps, key, id).await?;
+    if r.lease_owner.is_some() && r.lease_until > now.as_second() {
+        return Err(ApiError::conflict(
+            "renewal_in_progress",
+            "renew is charging this subscription right now; retry in a few seconds",
+        ));
+    }
+    let at_period_end = body.get("at_period_end").and_then(Value::as_bool).unwrap_or(false);
+    let s = &r.subscription;
+    let t: Transition = match action {
+        Action::Cancel => s.cancel(now, at_period_end),
+        Action::Pause => s.pause(now, if at_period_end { PauseWhen::PeriodEnd } else { PauseWhen::Now }),
+        Action::Resume => s.resume(now),
+        Action::Plan => s.change_plan(new_plan(&s.plan, body)?),
+    }
+    .map_err(transition_error)?;
+    // StepPay managed: StepPay stops renewing first; only then is it recorded here.
+    if action == Action::Cancel && r.pg == PgMode::SteppayManaged {
+        if let Some(pg_sub) = &r.billing_key {
+            deps.gateways.steppay.cancel_subscription(pg_sub, at_period_end).await.map_err(|e| {
+                tracing::warn!(error = %e, "StepPay did not cancel the subscription");
+                ApiError::new(StatusCode::BAD_GATEWAY, "pg_error", format!("StepPay did not cancel it: {e}"))
+            })?;
+        }
+    }
+    let next = r.next(t.subscription);
+    let events = subscription_events(&next, &t.events, now, None);
+    let mut tx = deps.store.tx();
+    tx.put_subscription_next(&next, None);
+    for e in &events {
+        tx.put_outbox(e);
+    }
+    match deps.store.commit(tx).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict(_)) => {
+            return Err(ApiError::conflict(
+                "concurrent_change",
+                "the subscription changed meanwhile; read it and retry",
+            ));
+        }
+        Err(e) => return Err(store_error(e)),
+    }
+    if let Err(e) = deps.publisher.flush(&deps.store, &events).await {
+        tracing::warn!(error = %e, "events stay in the outbox for the next drain");
+    }
+    tracing::info!(subscription_id = %next.id(), action = ?action, state = %next.subscription.state, "subscription changed");
+    let mut v = subscription_json(&next);
+    v["next_charge"] = next_charge(&next);
+    Ok((StatusCode::OK, v))
 }

@@ -172,6 +172,8 @@ pub enum TransitionError {
     UnknownOutcomePending(String),
     #[error("this subscription is renewed by the PG; paycycle does not charge it")]
     RenewedByPg,
+    #[error("charge {0} is being collected; its amount cannot change")]
+    CollectionInProgress(String),
     #[error("this subscription is renewed by paycycle, not by the PG")]
     RenewedByPaycycle,
     #[error(transparent)]
@@ -277,8 +279,12 @@ impl Subscription {
     /// What renew should do at `now`.
     pub fn due_action(&self, now: Timestamp) -> Result<DueAction> {
         let Some(due) = self.next_attempt_at else { return Ok(DueAction::Nothing) };
-        if due > now || self.renewer == Renewer::Pg {
+        if due > now {
             return Ok(DueAction::Nothing);
+        }
+        if self.renewer == Renewer::Pg {
+            let ends = self.state == SubscriptionState::Active && self.cancel_at_period_end;
+            return Ok(if ends { DueAction::CancelAtPeriodEnd } else { DueAction::Nothing });
         }
         if !matches!(self.state, SubscriptionState::Active | SubscriptionState::PastDue) {
             return Ok(DueAction::Nothing);
@@ -457,9 +463,9 @@ impl Subscription {
         next.done(vec![EventKind::PaymentFailed, EventKind::SubscriptionPastDue])
     }
 
-    /// Pause now (credit the unused paid time) or at the end of the paid period.
-    pub fn pause(&self, now: Timestamp, when: PauseWhen) -> Result<Transition> {
-        self.require(&[SubscriptionState::Active], "pause")?;
+    /// A charge whose outcome is unknown must be resolved before the subscription changes (else
+    /// an approved charge could be lost with its collection).
+    fn no_unknown_outcome(&self) -> Result<()> {
         if let Some(c) = &self.collection {
             if c.unknown_since.is_some() {
                 return Err(TransitionError::UnknownOutcomePending(
@@ -467,6 +473,38 @@ impl Subscription {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// A new plan from the next period on (amount, name, interval). The current period was paid
+    /// at the old price and is not prorated. An interval change starts the new cadence at the end
+    /// of the paid period. Not while a charge is being collected (its amount is fixed).
+    pub fn change_plan(&self, plan: Plan) -> Result<Transition> {
+        self.require(&[SubscriptionState::Active, SubscriptionState::Paused], "change the plan of")?;
+        if self.renewer == Renewer::Pg {
+            return Err(TransitionError::RenewedByPg);
+        }
+        if let Some(c) = &self.collection {
+            return Err(TransitionError::CollectionInProgress(
+                ChargeId::new(self.id.clone(), c.period, c.attempt)?.to_string(),
+            ));
+        }
+        let mut next = self.clone();
+        if plan.interval != self.plan.interval {
+            let paid = self.current_period.ok_or(self.illegal("change the plan of"))?;
+            next.schedule = Some(Schedule { anchor: paid.end, interval: plan.interval, first_index: paid.index + 1 });
+        }
+        next.plan = plan;
+        next.done(vec![])
+    }
+
+    /// Pause now (credit the unused paid time) or at the end of the paid period.
+    pub fn pause(&self, now: Timestamp, when: PauseWhen) -> Result<Transition> {
+        self.require(&[SubscriptionState::Active], "pause")?;
+        if self.renewer == Renewer::Pg {
+            return Err(TransitionError::RenewedByPg);
+        }
+        self.no_unknown_outcome()?;
         let mut next = self.clone();
         match when {
             PauseWhen::PeriodEnd => {
@@ -532,9 +570,14 @@ impl Subscription {
     pub fn cancel(&self, now: Timestamp, at_period_end: bool) -> Result<Transition> {
         use SubscriptionState::*;
         self.require(&[Incomplete, Active, PastDue, Unpaid, Paused, NeedsReview], "cancel")?;
+        self.no_unknown_outcome()?;
         let mut next = self.clone();
         if at_period_end && self.state == Active {
             next.cancel_at_period_end = true;
+            if self.renewer == Renewer::Pg {
+                // The PG stops renewing; renew ends it here when the paid period ends.
+                next.next_attempt_at = self.paid_through();
+            }
             return next.done(vec![]);
         }
         next.state = Canceled;

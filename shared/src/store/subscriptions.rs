@@ -2,7 +2,7 @@
 //!
 //! Subscription item: `pk = SUB#{id}`, `sk = SUB`; top-level `state`, `version`, `lease_owner`,
 //! `lease_until` (conditions), `due_shard` + `next_attempt_at` (the sparse due GSI, present only
-//! while renew must look), `lookup_pk = CUS#{customer}` (listing by customer).
+//! while renew must look), `lookup_pk = CUS#{partner}#{customer}` (listing by customer, per partner).
 //! Attempt item: `pk = SUB#{id}`, `sk = ATT#{period:010}#{attempt:02}`.
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -73,6 +73,10 @@ pub fn due_shards() -> Vec<String> {
     (0..DUE_SHARDS).map(|v| format!("due#{v:02}")).collect()
 }
 
+fn customer_key(partner_id: &str, customer_id: &str) -> String {
+    format!("CUS#{partner_id}#{customer_id}")
+}
+
 fn subscription_item(r: &SubscriptionRecord) -> Item {
     let id = r.id();
     let mut item = to_item(r, &subscription_pk(id), SUB_SK, "subscription");
@@ -82,7 +86,7 @@ fn subscription_item(r: &SubscriptionRecord) -> Item {
         item.insert(keys::DUE_SHARD.into(), s(&due_shard(id)));
         item.insert(keys::NEXT_ATTEMPT_AT.into(), n(epoch(next)));
     }
-    item.insert(keys::LOOKUP_PK.into(), s(&format!("CUS#{}", r.customer.id)));
+    item.insert(keys::LOOKUP_PK.into(), s(&customer_key(&r.partner_id, &r.customer.id)));
     item.insert(keys::LOOKUP_SK.into(), s(&format!("SUB#{}#{id}", r.created_at)));
     item
 }
@@ -289,14 +293,16 @@ impl Store {
         Ok(())
     }
 
-    /// A customer's subscriptions, oldest first.
+    /// A partner's customer's subscriptions, oldest first.
     pub async fn subscriptions_of_customer(
         &self,
+        partner_id: &str,
         customer_id: &str,
         limit: i32,
         start: Option<Item>,
     ) -> Result<Page<SubscriptionRecord>, StoreError> {
-        let (items, next) = self.lookup_page(&format!("CUS#{customer_id}"), Some("SUB#"), Some(limit), start).await?;
+        let (items, next) =
+            self.lookup_page(&customer_key(partner_id, customer_id), Some("SUB#"), Some(limit), start).await?;
         Ok(Page { items, next })
     }
 

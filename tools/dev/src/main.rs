@@ -17,6 +17,7 @@ const USAGE: &str = "usage:
   paycycle-dev api-key revoke --key KEY
 options:
   --port N     API port for demo/serve (default 3000; 0 = any free port)
+  --ready-file PATH   serve: once up, write {\"api\", \"api_key\", \"sandbox\"} as JSON to PATH (mode 600)
   --api URL    API of the running stack for tick (default http://127.0.0.1:3000)";
 
 /// SIGINT and SIGTERM, listened for from the first line of `main`: a signal during start-up must
@@ -63,7 +64,7 @@ async fn main() -> ExitCode {
     };
     match args.first().map(String::as_str) {
         Some("demo") => demo(port, &mut signals).await,
-        Some("serve") => serve(port, &mut signals).await,
+        Some("serve") => serve(port, arg_value(&args, "--ready-file"), &mut signals).await,
         Some("api-key") => api_key(&args).await,
         Some("tick") => {
             tick(arg_value(&args, "--api").unwrap_or_else(|| "http://127.0.0.1:3000".into()), arg_value(&args, "--now"))
@@ -105,7 +106,7 @@ async fn start(port: u16, signals: &mut Signals) -> Option<LocalStack> {
     }
 }
 
-async fn serve(port: u16, signals: &mut Signals) -> ExitCode {
+async fn serve(port: u16, ready_file: Option<String>, signals: &mut Signals) -> ExitCode {
     let Some(stack) = start(port, signals).await else {
         return ExitCode::FAILURE;
     };
@@ -122,7 +123,19 @@ async fn serve(port: u16, signals: &mut Signals) -> ExitCode {
         }
     };
     println!("  API key  {key}   (partner \"default\"; shown once)");
+    if let Some(path) = ready_file {
+        let ready = serde_json::json!({"api": api, "api_key": key, "sandbox": stack.sandbox.base_url()});
+        if let Err(e) = write_private(&path, &ready.to_string()) {
+            eprintln!("could not write {path}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     println!("\ntry:");
+    println!("  curl -s -X POST {api}/checkouts -H 'authorization: Bearer {key}' -H 'idempotency-key: chk-1' \\");
+    println!(
+        "       -H 'content-type: application/json' -d '{{\"pg\": \"payple\", \"customer\": {{\"id\": \"cus_1\", \"name\": \"홍길동\"}}, \"plan\": {{\"name\": \"Pro\", \"amount\": 9900, \"interval\": \"month\"}}, \"return_url\": \"https://shop.example.com/return\"}}'"
+    );
+    println!("  curl -s '{api}/subscriptions?customer_id=cus_1' -H 'authorization: Bearer {key}'");
     println!("  curl -s {api}/payments/pay_123 -H 'authorization: Bearer {key}'");
     println!("  curl -s -X POST {api}/payments/pay_123/refunds -H 'authorization: Bearer {key}' \\");
     println!(
@@ -133,6 +146,16 @@ async fn serve(port: u16, signals: &mut Signals) -> ExitCode {
     println!("\nstopping ...");
     drop(stack);
     ExitCode::SUCCESS
+}
+
+/// Writes a file only its owner can read (it holds an API key).
+fn write_private(path: &str, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = format!("{path}.tmp");
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    std::fs::rename(tmp, path)
 }
 
 /// `api-key create|revoke` against the deployed (or any) table named by `PAYCYCLE_TABLE`.

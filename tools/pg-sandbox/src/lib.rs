@@ -45,6 +45,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/orders", post(steppay::create_order))
         .route("/api/v1/orders/{id}", get(steppay::get_order))
         .route("/api/v1/subscriptions/{id}", get(steppay::get_subscription))
+        .route("/api/v1/subscriptions/{id}/cancel", post(steppay::cancel_subscription))
         .route("/api/public/orders/{code}/pay", get(steppay::pay_page))
         .route("/__sandbox/steppay/sdk/pay", post(steppay::sdk_pay))
         // Payple

@@ -452,6 +452,34 @@ pub async fn get_subscription(State(shared): Sh, headers: HeaderMap, Path(id): P
     }
 }
 
+/// `POST /api/v1/subscriptions/{id}/cancel {whenToCancel: NOW | END_OF_PERIOD}`: CANCELED at
+/// once, or PENDING_CANCEL (no more renewals) until the period ends.
+pub async fn cancel_subscription(State(shared): Sh, headers: HeaderMap, Path(id): Path<u64>, body: Bytes) -> Response {
+    if let Err(r) = authorized(&shared, &headers, "Secret-Token") {
+        return r;
+    }
+    let v = match json_body(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let status = match text(v.get("whenToCancel")).as_deref() {
+        Some("NOW") => "CANCELED",
+        Some("END_OF_PERIOD") => "PENDING_CANCEL",
+        _ => return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "whenToCancel must be NOW or END_OF_PERIOD"),
+    };
+    let mut state = shared.state.lock().expect("state");
+    match state.subscriptions.iter_mut().find(|s| s.id == id) {
+        Some(s) if s.status == "CANCELED" => {
+            error(StatusCode::CONFLICT, "SUBSCRIPTION_ALREADY_CANCELED", "이미 해지된 구독입니다 (sandbox code)")
+        }
+        Some(s) => {
+            s.status = status.into();
+            Json(subscription_json(s)).into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, "SUBSCRIPTION_NOT_FOUND", "구독을 찾을 수 없습니다"),
+    }
+}
+
 fn add_interval(t: Timestamp, price: &Price, n: u32) -> Timestamp {
     let count = i64::from(price.interval_count.max(1) * n);
     let span = match price.interval.as_deref() {
@@ -621,6 +649,9 @@ pub async fn admin_renew(State(shared): Sh, Path(id): Path<u64>) -> Response {
     let billing_key = {
         let state = shared.state.lock().expect("state");
         match state.subscriptions.iter().find(|s| s.id == id) {
+            Some(s) if s.status == "CANCELED" || s.status == "PENDING_CANCEL" => {
+                return error(StatusCode::CONFLICT, "SUBSCRIPTION_CANCELED", "a canceled subscription is not renewed");
+            }
             Some(s) => s.billing_key.clone(),
             None => return error(StatusCode::NOT_FOUND, "SUBSCRIPTION_NOT_FOUND", "no such subscription"),
         }

@@ -314,6 +314,7 @@ enum Input {
     Cancel { at_period_end: bool },
     PgRenewal,
     PgRenewalFailed,
+    ChangePlan { amount: i64, yearly: bool },
 }
 
 fn input() -> impl Strategy<Value = Input> {
@@ -329,6 +330,7 @@ fn input() -> impl Strategy<Value = Input> {
         Just(Input::Resume),
         any::<bool>().prop_map(|at_period_end| Input::Cancel { at_period_end }),
         Just(Input::PgRenewalFailed),
+        (100i64..100_000, any::<bool>()).prop_map(|(amount, yearly)| Input::ChangePlan { amount, yearly }),
         Just(Input::PgRenewal),
     ]
 }
@@ -369,6 +371,11 @@ fn step(
         Input::Cancel { at_period_end } => s.cancel(*now, *at_period_end),
         Input::PgRenewal => s.renewed_by_pg(),
         Input::PgRenewalFailed => s.renewal_failed_at_pg(),
+        Input::ChangePlan { amount, yearly } => s.change_plan(Plan {
+            name: "Changed".into(),
+            amount: Krw::new(*amount).unwrap(),
+            interval: if *yearly { Interval::new(IntervalUnit::Year, 1).unwrap() } else { Interval::monthly() },
+        }),
     })
 }
 
@@ -376,7 +383,7 @@ fn check_invariants(s: &Subscription) -> std::result::Result<(), TestCaseError> 
     use SubscriptionState::*;
     let renew_looks = s.next_attempt_at.is_some();
     match s.state {
-        Active => prop_assert_eq!(renew_looks, s.renewer == Renewer::Paycycle),
+        Active => prop_assert_eq!(renew_looks, s.renewer == Renewer::Paycycle || s.cancel_at_period_end),
         PastDue => prop_assert!(renew_looks || s.renewer == Renewer::Pg),
         Incomplete | Unpaid | Canceled | Paused | NeedsReview => {
             prop_assert!(!renew_looks, "{:?} with next attempt", s.state)
@@ -449,4 +456,53 @@ fn every_state_is_reachable() {
         .map(|s| s.state.as_str())
         .collect();
     assert_eq!(seen.len(), SubscriptionState::ALL.len());
+}
+
+#[test]
+fn a_plan_change_applies_from_the_next_period_without_proration() {
+    let s = active_from(kst(2027, 1, 31, 10));
+    let yearly = Plan {
+        name: "Pro yearly".into(),
+        amount: Krw::new(99_000).unwrap(),
+        interval: Interval::new(IntervalUnit::Year, 1).unwrap(),
+    };
+    let t = s.change_plan(yearly.clone()).unwrap();
+    assert!(t.events.is_empty());
+    let next = t.subscription;
+    assert_eq!(next.current_period, s.current_period, "the paid period is untouched");
+    assert_eq!(next.next_attempt_at, s.next_attempt_at, "charged when the paid period ends");
+    let DueAction::Charge { charge_id, amount } = next.due_action(kst(2027, 3, 1, 0)).unwrap() else { panic!() };
+    assert_eq!((charge_id.period(), amount), (1, yearly.amount));
+    let (collecting, _) = next.begin_charge(kst(2027, 3, 1, 0)).unwrap();
+    assert_eq!(collecting.change_plan(yearly.clone()).unwrap_err().to_string().contains("being collected"), true);
+    let renewed = collecting.charge_succeeded(&charge_id).unwrap().subscription;
+    let p1 = renewed.current_period.unwrap();
+    assert_eq!(
+        (kst_day(p1.start), kst_day(p1.end)),
+        ((2027, 2, 28), (2028, 2, 28)),
+        "a year from the old period's end"
+    );
+    assert_eq!(
+        fresh(Renewer::Pg).activate(kst(2027, 1, 1, 0)).unwrap().subscription.change_plan(yearly).unwrap_err(),
+        TransitionError::RenewedByPg
+    );
+}
+
+#[test]
+fn an_unknown_outcome_blocks_cancel_and_a_pg_renewed_cancel_at_period_end_is_finished_by_renew() {
+    let s = active_from(kst(2027, 1, 1, 0));
+    let due = s.next_attempt_at.unwrap();
+    let (collecting, attempt) = s.begin_charge(due).unwrap();
+    let unknown =
+        collecting.charge_unknown(&attempt.charge_id, due, SignedDuration::from_mins(5)).unwrap().subscription;
+    assert!(matches!(unknown.cancel(due, false), Err(TransitionError::UnknownOutcomePending(_))));
+
+    let pg = fresh(Renewer::Pg).activate(kst(2027, 1, 1, 0)).unwrap().subscription;
+    let end = pg.paid_through().unwrap();
+    let ending = pg.cancel(kst(2027, 1, 5, 0), true).unwrap().subscription;
+    assert_eq!(ending.next_attempt_at, Some(end));
+    assert_eq!(ending.due_action(kst(2027, 1, 20, 0)).unwrap(), DueAction::Nothing);
+    assert_eq!(ending.due_action(end).unwrap(), DueAction::CancelAtPeriodEnd);
+    assert_eq!(ending.period_end_cancel(end).unwrap().subscription.state, SubscriptionState::Canceled);
+    assert_eq!(pg.pause(kst(2027, 1, 5, 0), PauseWhen::Now).unwrap_err(), TransitionError::RenewedByPg);
 }

@@ -262,6 +262,15 @@ impl SteppayClient {
         Self::parse(&text, false)
     }
 
+    /// `POST /api/v1/subscriptions/{id}/cancel {whenToCancel: NOW | END_OF_PERIOD}` (managed
+    /// mode, PG-FACTS). The answer's body is not relied on: success is the 2xx.
+    pub async fn cancel_subscription(&self, id: &str, at_period_end: bool) -> Result<(), PgError> {
+        let path = format!("/api/v1/subscriptions/{}/cancel", urlencode(id));
+        let when = if at_period_end { "END_OF_PERIOD" } else { "NOW" };
+        let body = serde_json::json!({"whenToCancel": when}).to_string();
+        self.send(Method::POST, &path, "Secret-Token", Some(body), false).await.map(|_| ())
+    }
+
     /// The customer-facing pay page: `/api/public/orders/{orderCode}/pay?successUrl&errorUrl`.
     pub fn pay_url(&self, order_code: &str, success_url: &str, error_url: &str) -> Result<Url, PgError> {
         let mut url = self.url(&format!("/api/public/orders/{}/pay", urlencode(order_code)))?;
