@@ -474,7 +474,7 @@ fn a_plan_change_applies_from_the_next_period_without_proration() {
     let DueAction::Charge { charge_id, amount } = next.due_action(kst(2027, 3, 1, 0)).unwrap() else { panic!() };
     assert_eq!((charge_id.period(), amount), (1, yearly.amount));
     let (collecting, _) = next.begin_charge(kst(2027, 3, 1, 0)).unwrap();
-    assert_eq!(collecting.change_plan(yearly.clone()).unwrap_err().to_string().contains("being collected"), true);
+    assert!(matches!(collecting.change_plan(yearly.clone()), Err(TransitionError::CollectionInProgress(_))));
     let renewed = collecting.charge_succeeded(&charge_id).unwrap().subscription;
     let p1 = renewed.current_period.unwrap();
     assert_eq!(
