@@ -88,6 +88,7 @@ pub const LEGAL_EDGES: &[(SubscriptionState, SubscriptionState)] = {
         (PastDue, Canceled),
         (PastDue, NeedsReview),
         (Paused, Active),
+        (Paused, Paused),
         (Paused, Canceled),
         (NeedsReview, Active),
         (NeedsReview, PastDue),
