@@ -6,54 +6,36 @@ use paycycle::pg::Payer;
 use paycycle::pg::payple::{PaypleClient, WindowWork};
 use serde_json::{Value, json};
 
-/// The PG sandbox seen from a test: its admin API and the customer's side of a first payment.
+/// The PG sandbox seen from a test: [`paycycle_dev::clients::Sandbox`] that insists on success.
 pub struct SandboxDriver {
+    pub inner: paycycle_dev::clients::Sandbox,
     pub base: String,
     pub http: reqwest::Client,
 }
 
 impl SandboxDriver {
     pub fn new(base: impl Into<String>) -> Self {
-        Self { base: base.into(), http: reqwest::Client::new() }
+        let inner = paycycle_dev::clients::Sandbox::new(base);
+        Self { base: inner.base.clone(), http: inner.http.clone(), inner }
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        self.inner.url(path)
     }
 
     /// POSTs to an admin route and insists on success.
     pub async fn admin(&self, path: &str, body: Value) {
-        let status = self.http.post(self.url(path)).json(&body).send().await.expect("sandbox reachable").status();
-        assert!(status.is_success(), "{path}: {status}");
+        self.inner.admin(path, body).await.unwrap();
     }
 
     /// What the PG believes happened.
     pub async fn ledger(&self) -> Value {
-        self.http
-            .get(self.url("/__admin/ledger"))
-            .send()
-            .await
-            .expect("sandbox reachable")
-            .json()
-            .await
-            .expect("JSON ledger")
-    }
-
-    async fn post_json(&self, path: &str, body: &impl serde::Serialize) -> Value {
-        self.http
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .expect("sandbox reachable")
-            .json()
-            .await
-            .expect("JSON answer")
+        self.inner.ledger().await.unwrap()
     }
 
     /// A first StepPay self payment with `CARD_BILL`: its idKey is the billing key.
     pub async fn steppay_billing_key(&self) -> String {
-        let v = self.post_json("/__sandbox/steppay/sdk/pay", &json!({"amount": 0, "method": "CARD_BILL"})).await;
+        let v = self.inner.steppay_sdk_pay(&json!({"amount": 0, "method": "CARD_BILL"})).await.unwrap();
         v["idKey"].as_str().expect("idKey").to_string()
     }
 
@@ -63,8 +45,28 @@ impl SandboxDriver {
             .window_params(WindowWork::Auth, "reg", "Pro", None, payer, "http://127.0.0.1/r", "e2e")
             .await
             .expect("window auth");
-        let v = self.post_json("/__sandbox/payple/window?format=json", &params).await;
+        let v = self.inner.payple_window(&serde_json::to_value(&params).unwrap(), None).await.unwrap();
         v["PCD_PAYER_ID"].as_str().expect("PCD_PAYER_ID").to_string()
+    }
+
+    /// The customer in Payple's window with the checkout's parameters.
+    pub async fn payple_window(&self, params: &Value, action: Option<&str>) -> serde_json::Map<String, Value> {
+        self.inner.payple_window(params, action).await.unwrap()
+    }
+
+    /// The StepPay SDK's payment in the browser with the checkout's parameters.
+    pub async fn steppay_sdk_pay(&self, sdk: &Value) -> Value {
+        self.inner.steppay_sdk_pay(sdk).await.unwrap()
+    }
+
+    /// Defines a StepPay price plan for managed orders.
+    pub async fn steppay_price(&self, product: &str, price: &str, amount: i64) {
+        self.inner.steppay_price(product, price, amount).await.unwrap()
+    }
+
+    /// Opens the StepPay pay page; the redirect's query (order_id, order_code, status).
+    pub async fn steppay_pay_page(&self, pay_url: &str) -> std::collections::HashMap<String, String> {
+        self.inner.steppay_pay_page(pay_url).await.unwrap()
     }
 }
 
@@ -137,21 +139,19 @@ impl EventTap {
     }
 }
 
-/// A partner talking to the local stack's HTTP API with its API key.
+/// A partner talking to the local stack's HTTP API with its API key; every answer is checked
+/// against `openapi.yaml`.
 pub struct Partner {
-    pub base: String,
+    pub api: paycycle_dev::clients::Api,
     pub key: String,
-    pub http: reqwest::Client,
 }
 
 impl Partner {
     pub fn new(base: impl Into<String>, key: impl Into<String>) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("client");
-        Self { base: base.into(), key: key.into(), http }
+        let key = key.into();
+        let mut api = paycycle_dev::clients::Api::new(base, key.clone());
+        api.checker = Some(contract_checker());
+        Self { api, key }
     }
 
     /// Sends a request; the answer's status and JSON body (Null if none).
@@ -162,23 +162,7 @@ impl Partner {
         body: Option<&Value>,
         idempotency_key: Option<&str>,
     ) -> (u16, Value) {
-        let method_name = method.as_str().to_string();
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.key);
-        if let Some(k) = idempotency_key {
-            req = req.header("Idempotency-Key", k);
-        }
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let r = req.send().await.expect("API reachable");
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap_or_default();
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        // The contract: every answer matches openapi.yaml.
-        if let Err(e) = OpenApi::get().check(&method_name, path, status, &body) {
-            panic!("response does not match openapi.yaml: {e}\nbody: {body}");
-        }
-        (status, body)
+        self.api.call(method, path, body, idempotency_key).await.unwrap_or_else(|e| panic!("{e}"))
     }
 
     pub async fn post(&self, path: &str, body: &Value, idempotency_key: Option<&str>) -> (u16, Value) {
@@ -191,50 +175,13 @@ impl Partner {
 
     /// `POST /checkouts` that must succeed.
     pub async fn checkout(&self, body: &Value) -> Value {
-        let key = format!("chk-{}", paycycle::ids::random_base32(12));
-        let (status, v) = self.post("/checkouts", body, Some(&key)).await;
-        assert_eq!(status, 201, "checkout: {v}");
-        v
+        self.api.checkout(body).await.unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
-impl SandboxDriver {
-    /// The customer in Payple's window with the checkout's parameters; the result fields
-    /// (`action` = `Some("close")` closes the window instead).
-    pub async fn payple_window(&self, params: &Value, action: Option<&str>) -> serde_json::Map<String, Value> {
-        let mut params = params.clone();
-        if let Some(a) = action {
-            params["SANDBOX_ACTION"] = json!(a);
-        }
-        match self.post_json("/__sandbox/payple/window?format=json", &params).await {
-            Value::Object(m) => m,
-            other => panic!("window answered {other}"),
-        }
-    }
-
-    /// The StepPay SDK's payment in the browser with the checkout's parameters.
-    pub async fn steppay_sdk_pay(&self, sdk: &Value) -> Value {
-        self.post_json("/__sandbox/steppay/sdk/pay", sdk).await
-    }
-
-    /// Defines a StepPay price plan for managed orders.
-    pub async fn steppay_price(&self, product: &str, price: &str, amount: i64) {
-        self.admin(
-            "/__admin/steppay/prices",
-            json!({"product_code": product, "price_code": price, "amount": amount, "product_name": "Pro",
-                   "interval": "MONTH", "interval_count": 1}),
-        )
-        .await
-    }
-
-    /// Opens the StepPay pay page; the redirect's query (order_id, order_code, status).
-    pub async fn steppay_pay_page(&self, pay_url: &str) -> std::collections::HashMap<String, String> {
-        let no_redirect =
-            reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
-        let r = no_redirect.get(pay_url).send().await.expect("pay page");
-        let location = r.headers().get("location").and_then(|v| v.to_str().ok()).expect("redirect").to_string();
-        url::Url::parse(&location).expect("redirect URL").query_pairs().into_owned().collect()
-    }
+/// The OpenAPI contract as a [`paycycle_dev::clients::Checker`].
+pub fn contract_checker() -> paycycle_dev::clients::Checker {
+    Box::new(|method, path, status, body| OpenApi::get().check(method, path, status, body))
 }
 
 /// `openapi.yaml`, the contract: every response the partner API gives in the end-to-end tests is

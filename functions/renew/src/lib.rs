@@ -46,6 +46,9 @@ pub struct Settings {
     pub page_size: i32,
     /// Stop starting new work this long before the Lambda deadline.
     pub deadline_margin: SignedDuration,
+    /// Print the tick's CloudWatch Embedded Metric Format line on stdout (Lambda turns it into
+    /// metrics; the local stack turns it off).
+    pub emit_metrics: bool,
 }
 
 impl Default for Settings {
@@ -59,6 +62,7 @@ impl Default for Settings {
             dunning: DunningPolicy::default(),
             page_size: 100,
             deadline_margin: SignedDuration::from_secs(30),
+            emit_metrics: true,
         }
     }
 }
@@ -217,7 +221,9 @@ pub async fn handler(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Re
         .and_then(|d| d.checked_sub(deps.settings.deadline_margin).ok());
     let report = tick(deps, now, deadline).await;
     tracing::info!(report = %serde_json::to_string(&report).unwrap_or_default(), "renew tick");
-    println!("{}", report.emf());
+    if deps.settings.emit_metrics {
+        println!("{}", report.emf());
+    }
     Ok(serde_json::to_value(&report).unwrap_or_default())
 }
 

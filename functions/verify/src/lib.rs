@@ -110,6 +110,7 @@ async fn stream_record(deps: &Deps, record: &Value, now: Timestamp) -> Result<()
 
 /// Verifies one stored webhook event and records the verdict on it. `Err` = retry later.
 pub async fn verify_event(deps: &Deps, event: &WebhookEvent, now: Timestamp) -> Result<(), String> {
+    tracing::debug!(pg = %event.pg, dedupe_key = %event.dedupe_key, "verifying webhook event");
     match webhooks::process(deps, event, now).await {
         Verdict::Final(status, outcome) => {
             tracing::info!(pg = %event.pg, dedupe_key = %event.dedupe_key, status = status.as_str(), outcome = %outcome, "webhook verified");
@@ -197,7 +198,22 @@ async fn route(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
                 .ok_or_else(|| ApiError::bad_request("invalid_request", "idKey is required"))?,
         },
     };
-    match first::complete(deps, checkout, &evidence, Source::Partner, Timestamp::now()).await {
+    // A webhook's verify may hold the checkout for a moment (Payple sends its webhook with the
+    // window result): wait for it briefly and answer with its outcome rather than a 409.
+    let mut checkout = checkout;
+    let mut result = first::complete(deps, checkout.clone(), &evidence, Source::Partner, Timestamp::now()).await;
+    for wait_ms in [100, 200, 400, 800, 1_500] {
+        if !matches!(result, Err(VerifyError::InProgress)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+        checkout = match deps.store.get_checkout(&checkout.checkout_id).await {
+            Ok(Some(c)) => c,
+            _ => break,
+        };
+        result = first::complete(deps, checkout.clone(), &evidence, Source::Partner, Timestamp::now()).await;
+    }
+    match result {
         Ok(c) => {
             let payment = c.payment.as_ref().map(|p| payment_json(p, &[]));
             Ok(api::json(

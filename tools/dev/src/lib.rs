@@ -6,7 +6,9 @@
 //! Everything it starts binds 127.0.0.1 and is stopped by whoever holds the [`LocalStack`]: moto by
 //! the PID it spawned (on drop), the servers by aborting their tasks.
 
+pub mod clients;
 pub mod http_bridge;
+pub mod journey;
 pub mod stream_feeder;
 
 use std::collections::BTreeMap;

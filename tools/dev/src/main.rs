@@ -8,7 +8,8 @@ use serde_json::Value;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 const USAGE: &str = "usage:
-  paycycle-dev demo                 start the local stack, walk every route, print a summary, stop
+  paycycle-dev demo                 start the local stack, run a year of billing on all three PG modes
+                                    through the HTTP API, reconcile with the PG's ledger, print a summary, stop
   paycycle-dev serve                start the local stack on http://127.0.0.1:3000 and keep it up
   paycycle-dev tick [--now TIME]    run one renew tick on a running `serve` stack (time travel with --now)
   paycycle-dev api-key create --name NAME [--partner ID]
@@ -53,6 +54,10 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The functions' JSON logs go to stderr when RUST_LOG asks for them (e.g. RUST_LOG=info).
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        let _ = tracing::subscriber::set_global_default(paycycle::telemetry::subscriber(std::io::stderr, filter));
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let port = match arg_value(&args, "--port").map(|p| p.parse::<u16>()) {
         None => 3000,
@@ -239,112 +244,39 @@ async fn tick(api: String, now: Option<String>) -> ExitCode {
     }
 }
 
-struct Row {
-    method: String,
-    path: String,
-    function: String,
-    status: u16,
-    code: String,
-    json_error: bool,
-}
-
 async fn demo(port: u16, signals: &mut Signals) -> ExitCode {
+    let t = Instant::now();
     let Some(stack) = start(port, signals).await else {
         return ExitCode::FAILURE;
     };
-    // Ctrl-C stops the walk; dropping `stack` then stops what it started.
+    println!("==> three customers, one per PG mode, through the HTTP API and the PG sandbox:");
+    // Ctrl-C stops the journeys; dropping `stack` then stops what it started.
+    let mut print = |line: String| println!("    {line}");
     let outcome = tokio::select! {
-        ok = walk(&stack) => ok,
+        r = paycycle_dev::journey::run(&stack, None, &mut print) => Some(r),
         _ = signals.recv() => {
             eprintln!("\ninterrupted");
+            None
+        }
+    };
+    let ok = match outcome {
+        Some(Ok(report)) => {
+            println!("\npaycycle demo summary ({} steps, {:.1} s)\n", report.steps, t.elapsed().as_secs_f64());
+            print!("{}", paycycle_dev::journey::render(&report));
+            println!(
+                "\n  table {}  bus {}",
+                stack.provisioned.table,
+                stack.provisioned.buses.values().cloned().collect::<Vec<_>>().join(", ")
+            );
+            report.reconciliation.differences.is_empty()
+        }
+        Some(Err(e)) => {
+            eprintln!("\nthe demo failed: {e}");
             false
         }
+        None => false,
     };
     println!("==> stopping everything the demo started ...");
     drop(stack);
-    if outcome { ExitCode::SUCCESS } else { ExitCode::FAILURE }
-}
-
-async fn walk(stack: &LocalStack) -> bool {
-    let client = reqwest::Client::new();
-    let api = stack.api_url();
-    let total = stack.routes.len();
-    let key = match stack.create_api_key("make demo", "default").await {
-        Ok(key) => key,
-        Err(e) => {
-            eprintln!("could not create an API key: {e}");
-            return false;
-        }
-    };
-    let mut rows = Vec::new();
-    for (i, route) in stack.routes.iter().enumerate() {
-        let path = route.path.replace("{id}", "demo_123");
-        println!("==> [{}/{total}] {} {path}", i + 1, route.method);
-        let req = match route.method.as_str() {
-            "GET" => client.get(format!("{api}{path}")),
-            _ => client
-                .post(format!("{api}{path}"))
-                .header("content-type", "application/json")
-                .header("idempotency-key", format!("demo-{i}"))
-                .body("{}"),
-        };
-        let req = if path.starts_with("/webhooks/") { req } else { req.bearer_auth(&key) };
-        let (status, body) = match req.send().await {
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                (status, resp.json::<Value>().await.unwrap_or(Value::Null))
-            }
-            Err(e) => {
-                eprintln!("    request failed: {e}");
-                (0, Value::Null)
-            }
-        };
-        let code = body["error"]["code"].as_str().unwrap_or("-").to_string();
-        let json_error = body["error"]["request_id"].is_string() && body["error"]["message"].is_string();
-        rows.push(Row {
-            method: route.method.clone(),
-            path: route.path.clone(),
-            function: route.function.clone(),
-            status,
-            code,
-            json_error,
-        });
-    }
-    println!("==> renew tick (time travel to 2027-02-28T00:00:00+09:00)");
-    let tick = stack.functions.tick(Some("2027-02-28T00:00:00+09:00")).await;
-
-    println!("\npaycycle local stack summary");
-    println!(
-        "  table   {} (keys {}; GSIs {}; stream {}; TTL {})",
-        stack.provisioned.table,
-        stack.provisioned.table_def.key_schema.iter().map(|k| k.attribute.as_str()).collect::<Vec<_>>().join("/"),
-        stack.provisioned.table_def.gsis.iter().map(|g| g.name.as_str()).collect::<Vec<_>>().join(", "),
-        stack.provisioned.table_def.stream_view_type.as_deref().unwrap_or("off"),
-        stack.provisioned.table_def.ttl_attribute.as_deref().unwrap_or("off")
-    );
-    println!("  bus     {}", stack.provisioned.buses.values().cloned().collect::<Vec<_>>().join(", "));
-    println!("  queues  {}", stack.provisioned.queues.keys().cloned().collect::<Vec<_>>().join(", "));
-    println!();
-    println!("  {:<7} {:<30} {:<24} {:>6}  answer", "method", "route", "function", "status");
-    let mut healthy = true;
-    for r in &rows {
-        let ok = r.json_error || (200..300).contains(&r.status);
-        healthy &= ok && r.status != 0 && r.status != 500;
-        println!("  {:<7} {:<30} {:<24} {:>6}  {}", r.method, r.path, r.function, r.status, r.code);
-    }
-    match &tick {
-        Ok(report) => println!("  renew tick: {report}"),
-        Err(e) => println!("  renew tick: {e}"),
-    }
-    let not_implemented = rows.iter().filter(|r| r.code == "not_implemented").count();
-    println!(
-        "\n  {} routes answered, {} with JSON errors, {} not implemented yet (see README status table)",
-        rows.len(),
-        rows.iter().filter(|r| r.json_error).count(),
-        not_implemented
-    );
-    if !healthy {
-        eprintln!("  some route answered without the JSON error shape or with a 5xx: see above");
-    }
-    healthy
+    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

@@ -93,34 +93,51 @@ pub async fn run(
         .and_then(|t| t.latest_stream_arn())
         .ok_or("the table has no stream (template.yaml must enable it)")?
         .to_string();
-    let mut iterators: Vec<Option<String>> = Vec::new();
     let shards = streams.describe_stream().stream_arn(&arn).send().await.map_err(|e| e.to_string())?;
-    for shard in shards.stream_description().map(|d| d.shards()).unwrap_or_default() {
-        let it = streams
-            .get_shard_iterator()
-            .stream_arn(&arn)
-            .shard_id(shard.shard_id().unwrap_or_default())
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        iterators.push(it.shard_iterator().map(str::to_string));
-    }
+    // Per shard: the last sequence number handed to verify. A fresh iterator after it is asked
+    // for on every poll: moto replaces a table (and its stream shard) when it rolls a failed
+    // transaction back, which leaves older iterators reading a shard nobody writes to.
+    let mut positions: Vec<(String, Option<String>)> = shards
+        .stream_description()
+        .map(|d| d.shards())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|s| s.shard_id().map(|id| (id.to_string(), None)))
+        .collect();
     loop {
         let mut found = 0usize;
-        for slot in iterators.iter_mut() {
-            let Some(it) = slot.clone() else { continue };
-            let out = match streams.get_records().shard_iterator(&it).send().await {
+        for (shard_id, last) in positions.iter_mut() {
+            let mut it = streams.get_shard_iterator().stream_arn(&arn).shard_id(shard_id.as_str());
+            it = match last {
+                Some(seq) => {
+                    it.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).sequence_number(seq.as_str())
+                }
+                None => it.shard_iterator_type(ShardIteratorType::TrimHorizon),
+            };
+            let iterator = match it.send().await {
+                Ok(out) => out.shard_iterator().map(str::to_string),
+                Err(e) => {
+                    tracing::warn!(error = %aws_sdk_dynamodbstreams::error::DisplayErrorContext(&e), "GetShardIterator failed");
+                    None
+                }
+            };
+            let Some(iterator) = iterator else { continue };
+            let out = match streams.get_records().shard_iterator(&iterator).send().await {
                 Ok(out) => out,
                 Err(e) => {
                     tracing::warn!(error = %aws_sdk_dynamodbstreams::error::DisplayErrorContext(&e), "GetRecords failed");
                     continue;
                 }
             };
-            *slot = out.next_shard_iterator().map(str::to_string);
+            if let Some(seq) = out.records().iter().rev().find_map(|r| r.dynamodb().and_then(|d| d.sequence_number())) {
+                *last = Some(seq.to_string());
+            }
             let records: Vec<Value> =
                 out.records().iter().filter_map(|r| lambda_record(r, &arn)).filter(passes_filter).collect();
             found += records.len();
+            if !records.is_empty() {
+                tracing::debug!(records = records.len(), "stream records for verify");
+            }
             for batch in records.chunks(BATCH_SIZE) {
                 deliver(&verify, batch, &state).await;
             }

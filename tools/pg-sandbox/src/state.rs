@@ -245,7 +245,8 @@ pub struct Scenario {
     /// Applies to requests using this billing key (StepPay idKey or Payple PCD_PAYER_ID), always.
     #[serde(default)]
     pub billing_key: Option<String>,
-    /// Or: applies to the next `count` requests of this operation.
+    /// Or: applies to the next `count` requests of this operation. With a billing key, `count`
+    /// limits it to that key's next `count` requests (absent = always).
     #[serde(default)]
     pub operation: Option<Operation>,
     #[serde(default)]
@@ -301,13 +302,24 @@ impl State {
     /// of this operation (consuming one of its N).
     pub fn take_fault(&mut self, op: Operation, billing_key: Option<&str>) -> Option<Fault> {
         if let Some(key) = billing_key {
-            // A billing-key scenario applies to charges unless it names another operation.
-            let hit = self.scenarios.iter().find(|s| {
+            // A billing-key scenario applies to charges unless it names another operation; always,
+            // or to the next `count` of them when a count is given.
+            let hit = self.scenarios.iter().position(|s| {
                 s.billing_key.as_deref() == Some(key)
+                    && s.count != Some(0)
                     && s.operation.as_ref().map_or(op == Operation::Charge, |o| *o == op || *o == Operation::Any)
             });
-            if let Some(s) = hit {
-                return Some(s.fault.clone());
+            if let Some(index) = hit {
+                let s = &mut self.scenarios[index];
+                let fault = s.fault.clone();
+                if let Some(count) = s.count {
+                    if count <= 1 {
+                        self.scenarios.remove(index);
+                    } else {
+                        s.count = Some(count - 1);
+                    }
+                }
+                return Some(fault);
             }
         }
         let index = self.scenarios.iter().position(|s| {

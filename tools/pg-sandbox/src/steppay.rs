@@ -106,7 +106,10 @@ fn order_webhook(shared: &Arc<Shared>, event: &str, order: Value, fault: Option<
     let body = json!({"timestamp": now.as_second(), "version": "v2", "event": event, "data": order}).to_string();
     let mut headers = vec![];
     if let Some(secret) = &config.steppay_signing_secret {
-        headers.push(("Steppay-Signature".to_string(), webhooks::steppay_signature(secret, now.as_second(), &body)));
+        // Signed when sent, by the wall clock: the receiver's 5-minute tolerance is about
+        // transport, not about the billing time the sandbox may have travelled to.
+        let sent = Timestamp::now().as_second();
+        headers.push(("Steppay-Signature".to_string(), webhooks::steppay_signature(secret, sent, &body)));
     }
     webhooks::deliver(
         shared.clone(),
