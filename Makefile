@@ -19,6 +19,7 @@ help:
 	@echo "make tick NOW=2027-02-28T00:00:00+09:00   one renew tick on the dev stack"
 	@echo "make lint    rustfmt, clippy and the template linters"
 	@echo "make fuzz-api  schemathesis against the local stack from openapi.yaml"
+	@echo "make package sam build (cargo-lambda) and each function's zip size"
 	@echo "make bench   benchmarks and BENCHMARKS.md"
 
 bootstrap:
@@ -55,16 +56,17 @@ fuzz-api: bootstrap
 
 lint-template:
 	.venv/bin/cfn-lint template.yaml
+	.venv-iac/bin/cfn-lint template.yaml -a cfn_lint_serverless.rules
 	.venv/bin/sam validate --lint --template template.yaml --region ap-northeast-2
+	.venv-iac/bin/checkov -f template.yaml --framework cloudformation --skip-download --compact --quiet
 
 bench:
 	@echo "make bench: the benchmarks are built by issue #14; nothing is measured yet." >&2
 	@exit 1
 
-package:
-	@echo "make package: sam build with cargo-lambda is built by issue #12." >&2
-	@exit 1
+package: bootstrap
+	tools/scripts/package.sh
 
 clean:
 	$(CARGO) clean
-	rm -rf .venv .aws-sam
+	rm -rf .venv .venv-iac .aws-sam

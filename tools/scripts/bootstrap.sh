@@ -1,18 +1,29 @@
 #!/usr/bin/env bash
-# Creates the project's .venv (python3 -m venv + uv) with moto's server, cfn-lint and the SAM CLI.
-# Idempotent: a stamp keyed on tools/requirements.txt makes a second run cost nothing.
+# Creates the project's virtualenvs (python3 -m venv + uv):
+#   .venv      moto's server, cfn-lint, the SAM CLI, schemathesis (tools/requirements.txt)
+#   .venv-iac  checkov, cfn-lint-serverless (with the newer cfn-lint it needs) and cargo-lambda
+#              (tools/requirements-iac.txt)
+# Idempotent: a stamp keyed on each requirements file makes a second run cost nothing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-req=tools/requirements.txt
-stamp=".venv/.bootstrap-$(sha256sum "$req" | cut -c1-16)"
-if [ -f "$stamp" ]; then
-  exit 0
-fi
-start=$(date +%s)
-echo "==> bootstrap: creating .venv with moto, cfn-lint and aws-sam-cli (once)"
-[ -x .venv/bin/python ] || python3 -m venv .venv
-[ -x .venv/bin/uv ] || .venv/bin/python -m pip install --quiet --disable-pip-version-check uv
-VIRTUAL_ENV="$PWD/.venv" .venv/bin/uv pip install --quiet -r "$req"
-rm -f .venv/.bootstrap-*
-touch "$stamp"
-echo "==> bootstrap: done in $(( $(date +%s) - start )) s"
+
+install() {
+  local venv="$1" req="$2"
+  local stamp="$venv/.bootstrap-$(sha256sum "$req" | cut -c1-16)"
+  [ -f "$stamp" ] && return 0
+  local start
+  start=$(date +%s)
+  echo "==> bootstrap: $venv from $req (once)"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  if [ ! -x .venv/bin/uv ]; then
+    [ -x .venv/bin/python ] || python3 -m venv .venv
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check uv
+  fi
+  VIRTUAL_ENV="$PWD/$venv" .venv/bin/uv pip install --quiet -r "$req"
+  rm -f "$venv"/.bootstrap-*
+  touch "$stamp"
+  echo "==> bootstrap: $venv done in $(( $(date +%s) - start )) s"
+}
+
+install .venv tools/requirements.txt
+install .venv-iac tools/requirements-iac.txt

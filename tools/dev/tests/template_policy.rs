@@ -1,0 +1,62 @@
+//! What template.yaml promises about the deployment, checked where the local stack mirrors it:
+//! the stream mapping the feeder imitates, and least privilege (no managed CRUD policies, no
+//! wildcard actions, every DynamoDB grant on this table or its named indexes).
+
+use paycycle_dev::stream_feeder::{BATCH_SIZE, MAX_RETRY_ATTEMPTS};
+use paycycle_testkit::Template;
+use serde_norway::Value;
+
+fn get<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
+    path.iter().fold(v, |v, k| v.get(*k).unwrap_or(&Value::Null))
+}
+
+#[test]
+fn the_feeder_mirrors_the_stream_mapping_and_every_role_is_least_privilege() {
+    let template = Template::load().unwrap();
+    let functions = template.resources_of_type("AWS::Serverless::Function").unwrap();
+    assert_eq!(functions.len(), 6);
+    let mut saw_mapping = false;
+    for (name, props) in &functions {
+        let resource = Value::Mapping(props.clone());
+        let props = match resource.get("Properties") {
+            Some(p) => p,
+            None => &resource,
+        };
+        for (_, event) in get(props, &["Events"]).as_mapping().into_iter().flatten() {
+            if get(event, &["Type"]).as_str() == Some("DynamoDB") {
+                saw_mapping = true;
+                assert_eq!(name, "VerifyFunction");
+                let p = get(event, &["Properties"]);
+                assert_eq!(get(p, &["BatchSize"]).as_u64(), Some(BATCH_SIZE as u64));
+                assert_eq!(get(p, &["MaximumRetryAttempts"]).as_u64(), Some(u64::from(MAX_RETRY_ATTEMPTS)));
+                assert_eq!(get(p, &["BisectBatchOnFunctionError"]).as_bool(), Some(true));
+                let filter =
+                    get(p, &["FilterCriteria", "Filters"]).as_sequence().unwrap()[0]["Pattern"].as_str().unwrap();
+                assert!(filter.contains("webhook_event") && filter.contains("INSERT"), "{filter}");
+            }
+        }
+        let policies = get(props, &["Policies"]).as_sequence().unwrap_or_else(|| panic!("{name} has policies"));
+        for policy in policies {
+            assert!(policy.get("Statement").is_some(), "{name}: only inline statements, got {policy:?}");
+            for statement in get(policy, &["Statement"]).as_sequence().unwrap() {
+                let actions: Vec<&str> =
+                    get(statement, &["Action"]).as_sequence().unwrap().iter().filter_map(Value::as_str).collect();
+                for a in &actions {
+                    assert!(!a.contains('*'), "{name}: wildcard action {a}");
+                }
+                let resource = format!("{:?}", get(statement, &["Resource"]));
+                assert!(!resource.contains("\"*\""), "{name}: wildcard resource");
+                if actions.iter().any(|a| a.starts_with("dynamodb:")) {
+                    assert!(resource.contains("PaycycleTable"), "{name}: DynamoDB on another resource: {resource}");
+                }
+            }
+        }
+    }
+    assert!(saw_mapping, "verify has a stream mapping");
+    // webhook-ingest writes one item per webhook and does nothing else with the table.
+    let ingest = functions.iter().find(|(n, _)| n == "WebhookIngestFunction").unwrap();
+    let text = format!("{:?}", ingest.1);
+    assert!(
+        text.contains("dynamodb:PutItem") && !text.contains("dynamodb:UpdateItem") && !text.contains("dynamodb:Query")
+    );
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# make package: `sam build` with cargo-lambda (from .venv-iac, with its bundled zig) builds every
+# function's release `bootstrap` for the template's architecture, then prints each function's
+# deployment zip size (the zip `sam deploy` uploads). Offline; nothing is deployed.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export PATH="$PWD/.venv-iac/bin:$PATH" SAM_CLI_TELEMETRY=0
+arch="${ARCH:-x86_64}"
+start=$(date +%s)
+.venv/bin/sam build --beta-features --template template.yaml --parameter-overrides "Architecture=$arch" \
+  --build-dir .aws-sam/build
+echo
+echo "built in $(( $(date +%s) - start )) s for $arch; deployment zips:"
+.venv/bin/python - <<'PY'
+import io, os, zipfile
+root = ".aws-sam/build"
+total = 0
+for fn in sorted(os.listdir(root)):
+    path = os.path.join(root, fn, "bootstrap")
+    if not os.path.isfile(path):
+        continue
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        z.write(path, "bootstrap")
+    size = len(buf.getvalue())
+    total += size
+    print(f"  {fn:<24} bootstrap {os.path.getsize(path) / 1e6:6.2f} MB   zip {size / 1e6:6.2f} MB")
+print(f"  {'total':<24} {'':>20}   zip {total / 1e6:6.2f} MB")
+PY
