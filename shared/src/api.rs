@@ -103,6 +103,20 @@ impl ApiError {
     }
 }
 
+/// A route's result as the response to send: errors become the JSON error body with the request
+/// id; server-side errors (5xx) are logged with `what` (e.g. `"refund"`).
+pub fn respond(result: Result<Response<Body>, ApiError>, request_id: &str, what: &str) -> Response<Body> {
+    match result {
+        Ok(response) => response,
+        Err(e) => {
+            if e.status.is_server_error() {
+                tracing::warn!(status = e.status.as_u16(), code = %e.code, "{what} request failed");
+            }
+            e.into_response(request_id)
+        }
+    }
+}
+
 /// The largest request body any route accepts (DESIGN §2).
 pub const MAX_BODY: usize = 64 * 1024;
 

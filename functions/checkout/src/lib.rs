@@ -105,15 +105,8 @@ struct CheckoutBody {
 
 pub async fn handler(deps: &Deps, req: Request) -> Result<Response<Body>, Error> {
     let request_id = api::request_id(&req);
-    Ok(match route(deps, &req, &request_id).await {
-        Ok(response) => response,
-        Err(e) => {
-            if e.status.is_server_error() {
-                tracing::warn!(status = e.status.as_u16(), code = %e.code, "checkout request failed");
-            }
-            e.into_response(&request_id)
-        }
-    })
+    let result = route(deps, &req, &request_id).await;
+    Ok(api::respond(result, &request_id, "checkout"))
 }
 
 async fn route(deps: &Deps, req: &Request, request_id: &str) -> Result<Response<Body>, ApiError> {

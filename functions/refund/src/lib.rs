@@ -38,15 +38,7 @@ impl Deps {
 pub async fn handler(deps: &Deps, req: Request) -> Result<Response<Body>, Error> {
     let request_id = api::request_id(&req);
     let result = route(deps, &req).await;
-    Ok(match result {
-        Ok(response) => response,
-        Err(e) => {
-            if e.status.is_server_error() {
-                tracing::warn!(status = e.status.as_u16(), code = %e.code, "refund request failed");
-            }
-            e.into_response(&request_id)
-        }
-    })
+    Ok(api::respond(result, &request_id, "refund"))
 }
 
 async fn route(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {

@@ -125,15 +125,8 @@ pub async fn verify_event(deps: &Deps, event: &WebhookEvent, now: Timestamp) -> 
 
 pub async fn handler(deps: &Deps, req: Request) -> Result<Response<Body>, Error> {
     let request_id = api::request_id(&req);
-    Ok(match route(deps, &req).await {
-        Ok(response) => response,
-        Err(e) => {
-            if e.status.is_server_error() {
-                tracing::warn!(status = e.status.as_u16(), code = %e.code, "verify request failed");
-            }
-            e.into_response(&request_id)
-        }
-    })
+    let result = route(deps, &req).await;
+    Ok(api::respond(result, &request_id, "verify"))
 }
 
 /// The `POST /payments/verify` body: JSON, or the form Payple posted to the partner as is.
