@@ -213,6 +213,13 @@ async fn steppay_managed_first_order_and_renewal_webhooks_extend_the_period() {
     let c = e.partner.checkout(&body).await;
     let order_code = c["steppay"]["order_code"].as_str().unwrap().to_string();
     // A plan whose amount differs from StepPay's price is refused up front.
+    // schemathesis found a checkout for 418,089,281,596,378,752원 accepted: plans are bounded.
+    for amount in [99, 100_000_001, 418_089_281_596_378_752_i64] {
+        let mut huge = body.clone();
+        huge["plan"]["amount"] = json!(amount);
+        let (status, v) = e.partner.post("/checkouts", &huge, Some(&format!("amount-{amount}"))).await;
+        assert_eq!((status, v["error"]["code"].as_str()), (400, Some("invalid_plan")), "{amount}");
+    }
     let mut wrong = body.clone();
     wrong["plan"]["amount"] = json!(100);
     let (status, v) = e.partner.post("/checkouts", &wrong, Some("wrong-amount")).await;

@@ -19,7 +19,7 @@ use paycycle::boot::Boot;
 use paycycle::calendar::{Interval, IntervalUnit};
 use paycycle::domain::attempt::SubscriptionId;
 use paycycle::domain::customer::{Customer, PgMode};
-use paycycle::domain::subscription::Plan;
+use paycycle::domain::subscription::{MAX_PLAN_AMOUNT, MIN_PLAN_AMOUNT, Plan};
 use paycycle::money::Krw;
 use paycycle::pg::payple::WindowWork;
 use paycycle::pg::{Gateways, Payer, PgError};
@@ -160,8 +160,8 @@ fn validate(b: &CheckoutBody) -> Result<Plan, ApiError> {
         return Err(invalid("invalid_plan", "plan.name must be 1-100 characters"));
     }
     // Payple's card minimum is 100원 (seed 003); StepPay's is not published, so one rule for all.
-    if b.plan.amount < Krw::new(100).expect("positive") {
-        return Err(invalid("invalid_plan", "plan.amount must be at least 100 (KRW)"));
+    if !(MIN_PLAN_AMOUNT..=MAX_PLAN_AMOUNT).contains(&b.plan.amount.won()) {
+        return Err(invalid("invalid_plan", format!("plan.amount must be {MIN_PLAN_AMOUNT}-{MAX_PLAN_AMOUNT} (KRW)")));
     }
     let interval = Interval::new(b.plan.interval, b.plan.interval_count)
         .map_err(|e| invalid("invalid_plan", format!("plan.interval_count: {e}")))?;

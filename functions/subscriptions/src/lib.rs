@@ -22,7 +22,9 @@ use paycycle::boot::Boot;
 use paycycle::calendar::{Interval, IntervalUnit};
 use paycycle::domain::attempt::{AttemptStatus, SubscriptionId};
 use paycycle::domain::customer::PgMode;
-use paycycle::domain::subscription::{PauseWhen, Plan, Renewer, SubscriptionState, Transition, TransitionError};
+use paycycle::domain::subscription::{
+    MAX_PLAN_AMOUNT, MIN_PLAN_AMOUNT, PauseWhen, Plan, Renewer, SubscriptionState, Transition, TransitionError,
+};
 use paycycle::events::EventPublisher;
 use paycycle::money::Krw;
 use paycycle::pg::Gateways;
@@ -268,8 +270,11 @@ fn transition_error(e: TransitionError) -> ApiError {
 
 fn new_plan(current: &Plan, body: &Value) -> Result<Plan, ApiError> {
     let b: PlanBody = serde_json::from_value(body.clone()).map_err(|_| ApiError::internal())?;
-    if b.amount < Krw::new(100).expect("positive") {
-        return Err(ApiError::bad_request("invalid_plan", "amount must be at least 100 (KRW)"));
+    if !(MIN_PLAN_AMOUNT..=MAX_PLAN_AMOUNT).contains(&b.amount.won()) {
+        return Err(ApiError::bad_request(
+            "invalid_plan",
+            format!("amount must be {MIN_PLAN_AMOUNT}-{MAX_PLAN_AMOUNT} (KRW)"),
+        ));
     }
     let name = b.name.map(|n| n.trim().to_string()).unwrap_or_else(|| current.name.clone());
     if name.is_empty() || name.chars().count() > 100 {

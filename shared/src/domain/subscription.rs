@@ -98,6 +98,12 @@ pub const LEGAL_EDGES: &[(SubscriptionState, SubscriptionState)] = {
     ]
 };
 
+/// The smallest plan amount: Payple's card minimum (seed 003), applied to every PG.
+pub const MIN_PLAN_AMOUNT: i64 = 100;
+/// The largest plan amount: 100,000,000원 a period. Far above any subscription price, and it keeps
+/// every amount (and sums of a year of them) exact in JSON numbers (2^53) for partners' clients.
+pub const MAX_PLAN_AMOUNT: i64 = 100_000_000;
+
 /// What is being sold: a price per interval.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
