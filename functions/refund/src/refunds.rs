@@ -248,9 +248,7 @@ async fn settle(
         .collect();
     let settled = deps.store.settle_refund(refund, outcome, &events).await.map_err(store_error)?;
     if !events.is_empty() {
-        if let Err(e) = deps.publisher.flush(&deps.store, &events).await {
-            tracing::warn!(error = %e, "events stay in the outbox for the next drain");
-        }
+        deps.publisher.publish_committed(&deps.store, &events).await;
     }
     Ok(settled)
 }

@@ -115,9 +115,7 @@ async fn commit(
 ) -> Outcome {
     match deps.store.commit(tx).await {
         Ok(()) => {
-            if let Err(e) = deps.publisher.flush(&deps.store, events).await {
-                tracing::warn!(error = %e, "events stay in the outbox for the next drain");
-            }
+            deps.publisher.publish_committed(&deps.store, events).await;
             outcome
         }
         Err(e) => log_err(id, "outcome commit failed", &e),

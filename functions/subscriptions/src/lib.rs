@@ -336,9 +336,7 @@ async fn apply(
         }
         Err(e) => return Err(store_error(e)),
     }
-    if let Err(e) = deps.publisher.flush(&deps.store, &events).await {
-        tracing::warn!(error = %e, "events stay in the outbox for the next drain");
-    }
+    deps.publisher.publish_committed(&deps.store, &events).await;
     tracing::info!(subscription_id = %next.id(), action = ?action, state = %next.subscription.state, "subscription changed");
     let mut v = subscription_json(&next);
     v["next_charge"] = next_charge(&next);

@@ -72,7 +72,8 @@ pub struct Completed {
     pub payment: Option<PaymentRecord>,
 }
 
-fn field(fields: &Map<String, Value>, name: &str) -> Option<String> {
+/// A non-empty (trimmed) string or number field of a PG result or request body.
+pub(crate) fn field(fields: &Map<String, Value>, name: &str) -> Option<String> {
     match fields.get(name)? {
         Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
         Value::Number(n) => Some(n.to_string()),
@@ -420,9 +421,7 @@ async fn activate(
         payment_id = %payment.payment_id,
         "checkout completed, subscription active"
     );
-    if let Err(e) = deps.publisher.flush(&deps.store, &events).await {
-        tracing::warn!(error = %e, "events stay in the outbox for the next drain");
-    }
+    deps.publisher.publish_committed(&deps.store, &events).await;
     Ok(Completed { checkout, subscription, payment: Some(payment) })
 }
 

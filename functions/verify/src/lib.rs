@@ -148,11 +148,7 @@ fn body_fields(req: &Request) -> Result<Map<String, Value>, ApiError> {
 }
 
 fn text(fields: &Map<String, Value>, names: &[&str]) -> Option<String> {
-    names.iter().find_map(|n| match fields.get(*n) {
-        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        _ => None,
-    })
+    names.iter().find_map(|n| first::field(fields, n))
 }
 
 async fn route(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {

@@ -66,14 +66,9 @@ fn from_verify(r: Result<first::Completed, VerifyError>) -> Verdict {
     }
 }
 
-/// Form or JSON fields.
+/// Form or JSON fields (an object), as the PG or the partner sent them.
 pub fn fields(content_type: &str, body: &[u8]) -> Option<Map<String, Value>> {
-    if content_type.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") {
-        return Some(
-            url::form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), Value::String(v.into_owned()))).collect(),
-        );
-    }
-    match serde_json::from_slice(body).ok()? {
+    match paycycle::pg::body_value(content_type, body).ok()? {
         Value::Object(m) => Some(m),
         _ => None,
     }
@@ -120,13 +115,14 @@ async fn steppay(deps: &Deps, event: &WebhookEvent, now: Timestamp) -> Verdict {
 
 /// A self webhook `{webHookType, orderId, idKey}`: the receipt says what it is about.
 async fn steppay_payment(deps: &Deps, kind: WebhookType, id_key: &str, now: Timestamp) -> Verdict {
+    if kind == WebhookType::Canceled {
+        // Looks the payment up itself (as a PaymentState); no receipt needed here.
+        return steppay_canceled(deps, id_key, now).await;
+    }
     let receipt = match deps.gateways.steppay.receipt(id_key).await {
         Ok(r) => r,
         Err(e) => return from_pg(e),
     };
-    if kind == WebhookType::Canceled {
-        return steppay_canceled(deps, id_key, now).await;
-    }
     let reference = receipt.partner_order_id.clone().unwrap_or_default();
     if reference.starts_with("chk_") {
         let checkout = match deps.store.get_checkout(&reference).await {
@@ -215,9 +211,7 @@ async fn record_external_refund(
     let events = vec![OutboxEvent::new(EventKind::RefundSucceeded, &refund_id, 1, now, data)];
     match deps.store.settle_refund(&reserved, &RefundOutcome::Succeeded { pg_refund_id: None }, &events).await {
         Ok(_) => {
-            if let Err(e) = deps.publisher.flush(&deps.store, &events).await {
-                tracing::warn!(error = %e, "events stay in the outbox for the next drain");
-            }
+            deps.publisher.publish_committed(&deps.store, &events).await;
             verified(format!("recorded a refund of {delta} made at StepPay"))
         }
         Err(e) => from_store(e),
@@ -280,7 +274,7 @@ async fn steppay_order(deps: &Deps, w: &V2Webhook, now: Timestamp) -> Verdict {
         for e in &events {
             tx.put_outbox(e);
         }
-        return commit(deps, tx, &events, format!("StepPay's renewal order {code} failed: past due")).await;
+        return commit(deps, tx, &events, format!("StepPay's renewal order {code} failed: past due"), None).await;
     }
     let Some(id_key) = order.id_key.clone() else { return rejected(format!("paid order {code} without idKey")) };
     let paid = order.paid_amount.as_deref().and_then(|a| Krw::parse_decimal(a).ok()).unwrap_or(Krw::ZERO);
@@ -310,27 +304,25 @@ async fn steppay_order(deps: &Deps, w: &V2Webhook, now: Timestamp) -> Verdict {
     for e in &events {
         tx.put_outbox(e);
     }
-    match deps.store.commit(tx).await {
-        Ok(()) => {
-            if let Err(e) = deps.publisher.flush(&deps.store, &events).await {
-                tracing::warn!(error = %e, "events stay in the outbox for the next drain");
-            }
-            verified(format!("StepPay renewed {id}: order {code}, {paid}"))
-        }
-        Err(StoreError::AlreadyExists(key)) if key.starts_with("PAY#") => {
-            verified(format!("renewal order {code} is already recorded"))
-        }
-        Err(e) => from_store(e),
-    }
+    let already = format!("renewal order {code} is already recorded");
+    commit(deps, tx, &events, format!("StepPay renewed {id}: order {code}, {paid}"), Some(already)).await
 }
 
-async fn commit(deps: &Deps, tx: paycycle::store::Tx, events: &[OutboxEvent], done: String) -> Verdict {
+async fn commit(
+    deps: &Deps,
+    tx: paycycle::store::Tx,
+    events: &[OutboxEvent],
+    done: String,
+    already_recorded: Option<String>,
+) -> Verdict {
     match deps.store.commit(tx).await {
         Ok(()) => {
-            if let Err(e) = deps.publisher.flush(&deps.store, events).await {
-                tracing::warn!(error = %e, "events stay in the outbox for the next drain");
-            }
+            deps.publisher.publish_committed(&deps.store, events).await;
             verified(done)
+        }
+        // The payment of this PG transaction was recorded by an earlier delivery.
+        Err(StoreError::AlreadyExists(key)) if key.starts_with("PAY#") && already_recorded.is_some() => {
+            verified(already_recorded.unwrap_or_default())
         }
         Err(e) => from_store(e),
     }

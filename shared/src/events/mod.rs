@@ -89,6 +89,14 @@ impl EventPublisher {
         Ok(PublishReport { published: accepted.len(), failed })
     }
 
+    /// After a commit: publishes its events; whatever fails stays in the outbox for the next drain
+    /// (logged, never an error for the caller — the state change itself is done).
+    pub async fn publish_committed(&self, store: &Store, events: &[OutboxEvent]) {
+        if let Err(e) = self.flush(store, events).await {
+            tracing::warn!(error = %e, "events stay in the outbox for the next drain");
+        }
+    }
+
     /// Publishes up to `limit` leftovers (from crashed or partly failed flushes).
     pub async fn drain(&self, store: &Store, limit: usize) -> Result<PublishReport, PublishError> {
         let pending = store.pending_outbox(limit).await?;

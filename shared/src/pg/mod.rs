@@ -283,6 +283,19 @@ pub(crate) fn transport_error(e: &reqwest::Error, moves_money: bool) -> PgError 
     }
 }
 
+/// A PG's body (webhook, redirect result) as JSON: `application/x-www-form-urlencoded` becomes an
+/// object of strings; anything else is parsed as JSON (both PGs may send either).
+pub fn body_value(content_type: &str, body: &[u8]) -> Result<serde_json::Value, serde_json::Error> {
+    if content_type.trim().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") {
+        return Ok(serde_json::Value::Object(
+            url::form_urlencoded::parse(body)
+                .map(|(k, v)| (k.into_owned(), serde_json::Value::String(v.into_owned())))
+                .collect(),
+        ));
+    }
+    serde_json::from_slice(body)
+}
+
 /// Accepts a JSON number or a numeric string (both PGs send either).
 pub(crate) fn de_opt_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     use serde::Deserialize;

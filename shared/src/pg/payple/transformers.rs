@@ -240,16 +240,8 @@ impl PaypleResult {
 
     /// Parses a JSON object or a form body.
     pub fn parse(content_type: &str, body: &[u8]) -> Result<Self, PgError> {
-        let form = content_type.trim().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded");
-        let value = if form {
-            serde_json::Value::Object(
-                url::form_urlencoded::parse(body)
-                    .map(|(k, v)| (k.into_owned(), serde_json::Value::String(v.into_owned())))
-                    .collect(),
-            )
-        } else {
-            serde_json::from_slice(body).map_err(|e| PgError::Invalid(format!("Payple result is not JSON: {e}")))?
-        };
+        let value = crate::pg::body_value(content_type, body)
+            .map_err(|e| PgError::Invalid(format!("Payple result is not JSON: {e}")))?;
         Self::from_value(value)
     }
 

@@ -63,20 +63,10 @@ pub enum SteppayWebhook {
     Order(V2Webhook),
 }
 
-fn is_form(content_type: &str) -> bool {
-    content_type.trim().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded")
-}
-
 /// Parses a webhook body by content type.
 pub fn parse(content_type: &str, body: &[u8]) -> Result<SteppayWebhook, PgError> {
-    let value: serde_json::Value = if is_form(content_type) {
-        let map: serde_json::Map<String, serde_json::Value> = url::form_urlencoded::parse(body)
-            .map(|(k, v)| (k.into_owned(), serde_json::Value::String(v.into_owned())))
-            .collect();
-        serde_json::Value::Object(map)
-    } else {
-        serde_json::from_slice(body).map_err(|e| PgError::Invalid(format!("webhook is not JSON: {e}")))?
-    };
+    let value =
+        crate::pg::body_value(content_type, body).map_err(|e| PgError::Invalid(format!("webhook is not JSON: {e}")))?;
     if value.get("webHookType").is_some() {
         let b: SelfWebhookBody =
             serde_json::from_value(value).map_err(|e| PgError::Invalid(format!("self webhook: {e}")))?;
