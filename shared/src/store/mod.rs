@@ -31,7 +31,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
-pub use metrics::RequestCounter;
+pub use metrics::{Counts, RequestCounter, item_size};
 
 /// Attribute names fixed by the template's table definition.
 pub mod keys {

@@ -44,12 +44,13 @@ fn key(k: &KeyElement) -> Result<KeySchemaElement, KitError> {
         .map_err(|e| perr("key schema", e))
 }
 
-/// Creates everything the template defines for storage and messaging, prefixed with `prefix`.
-pub async fn provision(
+/// Creates the template's table (keys, GSIs, stream, TTL) as `{prefix}-table`; returns its name,
+/// definition and stream ARN. Works against any DynamoDB-compatible endpoint.
+pub async fn provision_table(
     sdk: &aws_config::SdkConfig,
     template: &Template,
     prefix: &str,
-) -> Result<Provisioned, KitError> {
+) -> Result<(String, TableDef, Option<String>), KitError> {
     let def = template.table().map_err(|e| perr("table definition", e))?;
     let ddb = aws_sdk_dynamodb::Client::new(sdk);
     let table = format!("{prefix}-table");
@@ -106,6 +107,16 @@ pub async fn provision(
             .map_err(|e| perr("UpdateTimeToLive", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
     }
 
+    Ok((table, def, stream_arn))
+}
+
+/// Creates everything the template defines for storage and messaging, prefixed with `prefix`.
+pub async fn provision(
+    sdk: &aws_config::SdkConfig,
+    template: &Template,
+    prefix: &str,
+) -> Result<Provisioned, KitError> {
+    let (table, def, stream_arn) = provision_table(sdk, template, prefix).await?;
     let events = aws_sdk_eventbridge::Client::new(sdk);
     let mut buses = BTreeMap::new();
     for logical in template.event_buses()? {

@@ -66,6 +66,29 @@ impl Functions {
         }
     }
 
+    /// The DynamoDB request counter of the function with logical id `function` (benchmarks read
+    /// them to count requests per operation).
+    pub fn store_counter(&self, function: &str) -> Option<Arc<paycycle::store::RequestCounter>> {
+        Some(
+            match function {
+                "WebhookIngestFunction" => &self.webhook_ingest.store,
+                "VerifyFunction" => &self.verify.store,
+                "RenewFunction" => &self.renew.store,
+                "RefundFunction" => &self.refund.store,
+                "CheckoutFunction" => &self.checkout.store,
+                "SubscriptionsFunction" => &self.subscriptions.store,
+                _ => return None,
+            }
+            .counter
+            .clone(),
+        )
+    }
+
+    /// webhook-ingest's dependencies (benchmarks call its handler directly).
+    pub fn webhook_ingest_deps(&self) -> &webhook_ingest::Deps {
+        &self.webhook_ingest
+    }
+
     /// verify's dependencies (the stream feeder calls verify like the event source mapping).
     pub fn verify_deps(&self) -> verify::Deps {
         self.verify.clone()

@@ -7,6 +7,7 @@
 //! the PID it spawned (on drop), the servers by aborting their tasks.
 
 pub mod clients;
+pub mod event_sink;
 pub mod http_bridge;
 pub mod journey;
 pub mod stream_feeder;
@@ -181,4 +182,49 @@ impl Drop for LocalStack {
         self.api_task.abort();
         self.feeder_task.abort();
     }
+}
+
+/// An active monthly subscription anchored at `anchor` with a billing key the sandbox knows,
+/// written straight to the store (benchmarks and the chaos suite seed thousands this way).
+pub async fn seed_subscription(
+    store: &paycycle::store::Store,
+    id: &str,
+    pg: paycycle::domain::customer::PgMode,
+    anchor: jiff::Timestamp,
+    amount: i64,
+    billing_key: &str,
+) -> Result<paycycle::store::subscriptions::SubscriptionRecord, String> {
+    use paycycle::calendar::Interval;
+    use paycycle::domain::attempt::SubscriptionId;
+    use paycycle::domain::customer::Customer;
+    use paycycle::domain::subscription::{Plan, Subscription};
+    use paycycle::money::Krw;
+    let plan = Plan {
+        name: "Pro 월간".into(),
+        amount: Krw::new(amount).map_err(|e| e.to_string())?,
+        interval: Interval::monthly(),
+    };
+    let id = SubscriptionId::parse(id).map_err(|e| e.to_string())?;
+    let subscription = Subscription::incomplete(id.clone(), plan, pg.renewer())
+        .activate(anchor)
+        .map_err(|e| e.to_string())?
+        .subscription;
+    let record = paycycle::store::subscriptions::SubscriptionRecord {
+        subscription,
+        partner_id: "default".into(),
+        customer: Customer {
+            id: format!("cus_{}", id.as_str()),
+            name: "홍길동".into(),
+            phone: Some("01012345678".into()),
+            email: None,
+        },
+        pg,
+        billing_key: Some(billing_key.to_string()),
+        created_at: anchor,
+        version: 1,
+        lease_owner: None,
+        lease_until: 0,
+    };
+    store.create_subscription(&record).await.map_err(|e| e.to_string())?;
+    Ok(record)
 }

@@ -1,0 +1,373 @@
+//! BENCHMARKS.md: machine, date, each measurement against its target, and the raw numbers.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use paycycle_dev::LocalStack;
+
+use crate::cold_start::ColdStart;
+use crate::costs::Costs;
+use crate::renew_throughput::{PG_LATENCY_MS, Run};
+
+pub struct Report {
+    pub quick: bool,
+    pub costs: Option<Costs>,
+    /// Largest item per kind (pk prefix / sk prefix) after the cost run, in bytes.
+    pub item_sizes: BTreeMap<String, (u64, u64)>,
+    pub cold_starts: Vec<ColdStart>,
+    pub renew: Vec<Run>,
+    pub total_seconds: f64,
+}
+
+/// Published cold starts (AWS, hello-world functions, 256 MB, x86_64 unless noted): maxday/lambda-perf,
+/// data/2025/2025-12-21.json — mean init duration of 10 cold starts and max memory used.
+const LAMBDA_PERF: [(&str, f64, f64); 5] = [
+    ("java21", 271.1, 95.0),
+    ("nodejs20.x", 147.3, 67.0),
+    ("python3.13", 110.6, 37.0),
+    ("go (provided.al2023)", 51.1, 17.0),
+    ("rust (provided.al2)", 15.5, 15.0),
+];
+
+/// Targets from issue #14.
+const TARGET_FRACTION: f64 = 0.90;
+const TARGET_INIT_MS: f64 = 30.0;
+const TARGET_RSS_MB: f64 = 25.0;
+const TARGET_ZIP_MB: f64 = 8.0;
+const TARGET_INGEST_MS: f64 = 2.0;
+
+fn ok(pass: bool) -> &'static str {
+    if pass { "✅" } else { "❌" }
+}
+
+fn machine() -> Vec<(String, String)> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal")).map(str::to_string))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()))
+        .map(|kb| format!("{:.1} GiB", kb as f64 / 1024.0 / 1024.0))
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+    let rustc = std::process::Command::new("rustc")
+        .arg("-V")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    vec![
+        ("date (UTC)".into(), jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M").to_string()),
+        ("CPU".into(), format!("{model}, {cores} cores available")),
+        ("memory".into(), mem),
+        ("kernel".into(), kernel),
+        ("rustc".into(), rustc),
+    ]
+}
+
+/// The largest item of each kind in the stack's table.
+pub async fn item_sizes(stack: &LocalStack) -> Result<BTreeMap<String, (u64, u64)>, String> {
+    let sdk = paycycle_testkit::moto::sdk_config_for(stack.moto.endpoint()).await;
+    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    let mut sizes: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut start = None;
+    loop {
+        let out = client
+            .scan()
+            .table_name(&stack.provisioned.table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| format!("scan: {e}"))?;
+        for item in out.items() {
+            let prefix = |k: &str| {
+                item.get(k)
+                    .and_then(|v| v.as_s().ok())
+                    .map(|s| s.split('#').next().unwrap_or("").to_string())
+                    .unwrap_or_default()
+            };
+            let kind = format!("{}#… / {}#…", prefix("pk"), prefix("sk"));
+            let size = paycycle::store::item_size(item);
+            let e = sizes.entry(kind).or_default();
+            e.0 = e.0.max(size);
+            e.1 += 1;
+        }
+        match out.last_evaluated_key() {
+            Some(k) => start = Some(k.clone()),
+            None => break,
+        }
+    }
+    Ok(sizes)
+}
+
+impl Report {
+    pub fn new(quick: bool) -> Self {
+        Self {
+            quick,
+            costs: None,
+            item_sizes: BTreeMap::new(),
+            cold_starts: Vec::new(),
+            renew: Vec::new(),
+            total_seconds: 0.0,
+        }
+    }
+
+    /// The short version printed at the end of `make bench`.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        for r in &self.renew {
+            let _ = writeln!(
+                s,
+                "renew {:>5} subs @ c={:<2}  {:>7.1}/s  {:>5.1} % of {:.0}/s {}  store {:.1} ms/renewal  slots in use {:.0} %",
+                r.subscriptions,
+                r.concurrency,
+                r.per_second,
+                r.fraction * 100.0,
+                r.bound_per_second,
+                ok(r.fraction >= TARGET_FRACTION),
+                r.store_ms_per_renewal,
+                r.utilization * 100.0
+            );
+        }
+        if let Some(c) = &self.costs {
+            for op in &c.per_op {
+                let _ = writeln!(
+                    s,
+                    "{:<70} {:.2} reads  {:.2} write requests  {:.2} WCU",
+                    op.what,
+                    op.reads(),
+                    op.writes(),
+                    op.write_units()
+                );
+            }
+            let _ = writeln!(s, "webhook-ingest own time per request: median {:.3} ms", c.ingest_overhead_ms.median);
+        }
+        for cs in &self.cold_starts {
+            let _ = writeln!(
+                s,
+                "{:<15} init median {:>5.1} ms  RSS {:>5.1} MB  zip {:.2} MB",
+                cs.function, cs.init_ms.median, cs.rss_mb, cs.zip_mb
+            );
+        }
+        s
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let w = &mut s;
+        let _ = writeln!(w, "# paycycle benchmarks\n");
+        let _ = writeln!(
+            w,
+            "Regenerated by `make bench` ({}). Every number below comes from the run that wrote this file; \
+             the machine is shared and noisy, so compare ratios measured side by side, not runs.\n",
+            if self.quick { "**quick mode: small sizes, not the issue's**" } else { "full sizes" }
+        );
+        let _ = writeln!(w, "| machine | |\n|---|---|");
+        for (k, v) in machine() {
+            let _ = writeln!(w, "| {k} | {v} |");
+        }
+        let _ = writeln!(w, "| bench wall time | {:.0} s |\n", self.total_seconds);
+
+        // renew
+        let _ = writeln!(w, "## renew throughput\n");
+        let _ = writeln!(
+            w,
+            "One `renew::tick` over N due StepPay-self subscriptions; the PG sandbox holds every charge \
+             {PG_LATENCY_MS} ms. With concurrency C the most a tick can do is C ÷ {PG_LATENCY_MS} ms; target ≥ 90 % of it. \
+             Each run checks the PG ledger: exactly N charges, N distinct order ids (no double charge). \
+             DynamoDB: Dynoxide 3.2 (DynamoDB-compatible, SQLite in memory) through the real SDK — moto \
+             serves ~100 requests/s one at a time and would measure itself. EventBridge: a local PutEvents \
+             endpoint that counts entries.\n"
+        );
+        let _ = writeln!(
+            w,
+            "| subscriptions | C | tick (s) | charges/s | C ÷ {PG_LATENCY_MS} ms | of it | target | store ms / renewal | requests / renewal | C ÷ ({PG_LATENCY_MS} ms + store) | slots in use | PG charges | events |"
+        );
+        let _ = writeln!(w, "|---:|---:|---:|---:|---:|---:|:-:|---:|---:|---:|---:|---:|---:|");
+        for r in &self.renew {
+            let _ = writeln!(
+                w,
+                "| {} | {} | {:.2} | {:.1} | {:.0} | {:.1} % | {} | {:.1} | {:.2} | {:.1} | {:.1} % | {} | {} |",
+                r.subscriptions,
+                r.concurrency,
+                r.seconds,
+                r.per_second,
+                r.bound_per_second,
+                r.fraction * 100.0,
+                ok(r.fraction >= TARGET_FRACTION),
+                r.store_ms_per_renewal,
+                r.store_requests_per_renewal,
+                r.bound_with_store_per_second,
+                r.utilization * 100.0,
+                r.pg_charges,
+                r.events
+            );
+        }
+        let _ = writeln!(
+            w,
+            "\n*store ms / renewal*: the round trips a renewal spent on DynamoDB (SDK interceptor: request sent → \
+             response received, queueing in the emulator included). *slots in use*: charges/s × (PG latency + \
+             store time) ÷ C — Little's law; near 100 % means renew kept all C renewals in flight and the time \
+             went to the PG and the store, not to renew's own scheduling. The emulator runs one SQLite \
+             statement at a time, so its share grows with C; DynamoDB serves requests in parallel at \
+             single-digit milliseconds.\n"
+        );
+        // DynamoDB
+        if let Some(c) = &self.costs {
+            let _ = writeln!(w, "## DynamoDB per operation\n");
+            let _ = writeln!(
+                w,
+                "Counted by each function's SDK interceptor (`paycycle::store::metrics`) on the local stack \
+                 (moto). Write units by DynamoDB's rules: 1 per KB of each item written, 2 inside a \
+                 transaction (ConditionCheck items included); an update's item is taken as ≤ 1 KB — the \
+                 largest items are listed below. Targets: a renewal ≤ 1 read + 4 write requests; a webhook \
+                 exactly 1 write.\n"
+            );
+            let _ = writeln!(w, "| operation | n | requests | reads | write requests | items written | WCU | by API |");
+            let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---|");
+            for op in &c.per_op {
+                let _ = writeln!(
+                    w,
+                    "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+                    op.what,
+                    op.n,
+                    op.requests(),
+                    op.reads(),
+                    op.writes(),
+                    op.written_items(),
+                    op.write_units(),
+                    op.breakdown()
+                );
+            }
+            let _ = writeln!(w, "\nLargest item of each kind after the run (bytes, DynamoDB's size rule):\n");
+            let _ = writeln!(w, "| kind (pk / sk) | items | largest |\n|---|---:|---:|");
+            for (kind, (max, n)) in &self.item_sizes {
+                let _ = writeln!(w, "| `{kind}` | {n} | {max} |");
+            }
+            let _ = writeln!(w, "\n## webhook-ingest overhead\n");
+            let _ = writeln!(
+                w,
+                "The handler in-process (release build), {} Payple results; its own time = handler time − time \
+                 on the wire to DynamoDB (from request sent to response received, measured by the SDK \
+                 interceptor). Target ≤ {TARGET_INGEST_MS} ms.\n",
+                c.ingest_total_ms.n
+            );
+            let _ =
+                writeln!(w, "| ms per request | min | median | p90 | max | target |\n|---|---:|---:|---:|---:|:-:|");
+            for (name, sm, target) in [
+                ("own time", &c.ingest_overhead_ms, Some(TARGET_INGEST_MS)),
+                ("on the wire (moto)", &c.ingest_wire_ms, None),
+                ("handler total", &c.ingest_total_ms, None),
+            ] {
+                let _ = writeln!(
+                    w,
+                    "| {name} | {:.3} | {:.3} | {:.3} | {:.3} | {} |",
+                    sm.min,
+                    sm.median,
+                    sm.p90,
+                    sm.max,
+                    target.map(|t| ok(sm.median <= t)).unwrap_or("")
+                );
+            }
+            let _ = writeln!(w);
+        }
+
+        // cold starts
+        let _ = writeln!(w, "## Cold start, memory, package size\n");
+        let _ = writeln!(
+            w,
+            "Each release `bootstrap` (target/release, x86_64, thin LTO, stripped) started {} times as Lambda \
+             starts it, against a local Runtime API (`tools/bench/src/runtime_api.rs`): init = process start → \
+             first `GET /runtime/invocation/next` (config, SDK config, secrets, clients built). Then one real \
+             invocation (ingest stores a webhook in moto; the API functions look up an API key and answer 401; \
+             renew runs a tick; verify gets an empty stream batch); RSS = VmRSS after it answered, peak = VmHWM. \
+             Zip = the binary deflated as the deployment zip. Targets: init ≤ {TARGET_INIT_MS} ms, RSS ≤ \
+             {TARGET_RSS_MB} MB, zip ≤ {TARGET_ZIP_MB} MB.\n",
+            self.cold_starts.first().map(|c| c.init_ms.n).unwrap_or(0)
+        );
+        let _ = writeln!(
+            w,
+            "| function | init min | init median | init p90 | RSS (MB) | peak (MB) | binary (MB) | zip (MB) | first answer | targets |"
+        );
+        let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---|:-:|");
+        for c in &self.cold_starts {
+            let pass = c.init_ms.median <= TARGET_INIT_MS && c.rss_mb <= TARGET_RSS_MB && c.zip_mb <= TARGET_ZIP_MB;
+            let _ = writeln!(
+                w,
+                "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {} | {} |",
+                c.function,
+                c.init_ms.min,
+                c.init_ms.median,
+                c.init_ms.p90,
+                c.rss_mb,
+                c.peak_rss_mb,
+                c.binary_mb,
+                c.zip_mb,
+                c.first_answer,
+                ok(pass)
+            );
+        }
+        let _ = writeln!(w, "\n### Compared with published Lambda cold starts\n");
+        let _ = writeln!(
+            w,
+            "[maxday/lambda-perf](https://github.com/maxday/lambda-perf) deploys a hello-world function per \
+             runtime and records Lambda's `Init Duration` for 10 cold starts a day. From its data file \
+             `data/2025/2025-12-21.json` (256 MB, x86_64):\n"
+        );
+        let _ = writeln!(w, "| runtime (hello world, in AWS) | mean init (ms) | memory used (MB) |\n|---|---:|---:|");
+        for (rt, ms, mb) in LAMBDA_PERF {
+            let _ = writeln!(w, "| {rt} | {ms:.1} | {mb:.0} |");
+        }
+        if let Some(median) = {
+            let mut v: Vec<f64> = self.cold_starts.iter().map(|c| c.init_ms.median).collect();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied()
+        } {
+            let _ = writeln!(
+                w,
+                "\nOur functions' median init here: {median:.1} ms — and they do real work in init (SDK config, \
+                 credentials, secrets, HTTP clients), where lambda-perf's functions print hello. The numbers are \
+                 not the same measurement: Lambda's Init Duration is on Firecracker with a CPU share set by \
+                 memory; ours is a process on this shared 2-core machine. What carries over is the order of \
+                 magnitude: a native `provided.al2023` binary starts ~7× faster than Python and ~15× faster \
+                 than Java on Lambda, and our init adds no framework on top of it.\n"
+            );
+        }
+        let _ = writeln!(w, "## Raw numbers\n\n```json\n{}\n```", self.raw_json());
+        s
+    }
+
+    fn raw_json(&self) -> String {
+        let costs = self.costs.as_ref().map(|c| {
+            serde_json::json!({
+                "per_op": c.per_op.iter().map(|o| serde_json::json!({
+                    "what": o.what, "n": o.n, "requests": o.counts.requests, "written_items": o.counts.written_items,
+                    "write_units": o.counts.write_units, "wire_ms": o.counts.wire_nanos as f64 / 1e6,
+                })).collect::<Vec<_>>(),
+                "ingest_own_ms": c.ingest_overhead_ms, "ingest_wire_ms": c.ingest_wire_ms, "ingest_total_ms": c.ingest_total_ms,
+            })
+        });
+        let cold: Vec<_> = self
+            .cold_starts
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "function": c.function, "init_ms": c.init_ms, "rss_mb": c.rss_mb, "peak_rss_mb": c.peak_rss_mb,
+                    "binary_mb": c.binary_mb, "zip_mb": c.zip_mb, "first_answer": c.first_answer,
+                })
+            })
+            .collect();
+        serde_json::to_string_pretty(&serde_json::json!({
+            "renew": self.renew, "dynamodb": costs, "cold_starts": cold,
+            "item_sizes": self.item_sizes.iter().map(|(k, (max, n))| (k.clone(), serde_json::json!({"largest": max, "items": n}))).collect::<BTreeMap<_, _>>(),
+            "total_seconds": self.total_seconds,
+        }))
+        .unwrap_or_default()
+    }
+}

@@ -1,0 +1,850 @@
+//! The chaos suite (DESIGN §5–§7 beyond the happy path). A scenario is drawn from a seed: one to
+//! three StepPay-self or Payple subscriptions with their own cards, then 4–14 random steps —
+//! renew ticks (up to three overlapping, one of them possibly crashing at any step of a renewal),
+//! PG faults on the next charge (soft or hard decline, timeout after the PG charged, 5xx, delay),
+//! bursts of up to three concurrent refunds of one payment (some asking more than is left, some
+//! hitting a refund fault), cancels, pauses, resumes and plan changes, and jumps in time. Then it
+//! settles (faults cleared, ticks past every lease and recheck window) and reconciles the PG
+//! sandbox's ledger with our table:
+//!
+//! - no double charge: at most one approved PG charge per subscription and period;
+//! - no lost charge: every approved PG charge is a payment of ours, with the same amount;
+//! - no over-refund: the PG never refunded more than a charge, nor more than we reserved, and our
+//!   confirmed refunds never exceed what the PG refunded;
+//! - every subscription in a legal state: its record parses, payments are for distinct periods up
+//!   to its current one, nothing is left with an unknown outcome or a live collection lease once
+//!   settled unless it went to `needs_review`, and no API answer was a 5xx other than a PG's 502/504.
+//!
+//! Each scenario gets its own table and its own PG sandbox, so scenarios run side by side and one
+//! seed reproduces exactly what it did (`make chaos SEED=… COUNT=1`). Nothing leaves 127.0.0.1.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use jiff::{SignedDuration, Timestamp};
+use lambda_http::RequestExt;
+use paycycle::config::Config;
+use paycycle::domain::attempt::{ChargeId, SubscriptionId};
+use paycycle::domain::customer::PgMode;
+use paycycle::domain::subscription::SubscriptionState;
+use paycycle::events::EventPublisher;
+use paycycle::pg::payple::WindowWork;
+use paycycle::pg::{Gateways, Payer};
+use paycycle::store::Store;
+use paycycle_dev::event_sink::EventSink;
+use paycycle_dev::{local_secrets, seed_subscription};
+use paycycle_testkit::Template;
+use pg_sandbox::state::Fault;
+use renew::CrashPoint;
+use serde_json::{Value, json};
+
+/// splitmix64: small, fast, and the same sequence everywhere for a seed.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed ^ 0x5EED_C4A0_5EED_C4A0)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: i64, hi: i64) -> i64 {
+        lo + self.below((hi - lo + 1) as u64) as i64
+    }
+
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+}
+
+/// The shared parts: where DynamoDB and EventBridge are, the template the tables come from.
+pub struct World {
+    ddb: aws_config::SdkConfig,
+    events: aws_config::SdkConfig,
+    template: Template,
+    _sink: Option<EventSink>,
+}
+
+impl World {
+    /// `dynamodb`: a DynamoDB endpoint (moto or Dynoxide). `events`: an EventBridge endpoint
+    /// (moto), or `None` for a local counting PutEvents endpoint.
+    pub async fn new(dynamodb: &str, events: Option<&str>) -> Result<Self, String> {
+        let (sink, events_url) = match events {
+            Some(url) => (None, url.to_string()),
+            None => {
+                let sink = EventSink::start().await.map_err(|e| e.to_string())?;
+                let url = sink.url.clone();
+                (Some(sink), url)
+            }
+        };
+        Ok(Self {
+            ddb: paycycle_testkit::moto::sdk_config_for(dynamodb).await,
+            events: paycycle_testkit::moto::sdk_config_for(&events_url).await,
+            template: Template::load().map_err(|e| e.to_string())?,
+            _sink: sink,
+        })
+    }
+}
+
+/// What the scenarios did and what the reconciliation found, added up.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub scenarios: u64,
+    pub subscriptions: u64,
+    pub steps: u64,
+    pub ticks: u64,
+    pub overlapping_ticks: u64,
+    pub crashes: u64,
+    pub faults: BTreeMap<String, u64>,
+    pub refund_requests: u64,
+    pub refund_answers: BTreeMap<u16, u64>,
+    pub actions: u64,
+    pub action_answers: BTreeMap<u16, u64>,
+    pub pg_charges: u64,
+    pub payments: u64,
+    pub charged_krw: i64,
+    pub pg_refunded_krw: i64,
+    pub our_refunded_krw: i64,
+    /// Refunds whose outcome was still unknown at the end (never counted as refunded by us).
+    pub refunds_unknown: u64,
+    pub needs_review: u64,
+    /// Approved PG charges held by a `needs_review` subscription for a person (not payments yet,
+    /// never charged again).
+    pub flagged_for_review: u64,
+    /// Webhooks verified (each delivery the PG made, duplicates included, once stored).
+    pub webhooks: u64,
+    pub final_states: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    pub fn add(&mut self, o: &Tally) {
+        self.scenarios += o.scenarios;
+        self.subscriptions += o.subscriptions;
+        self.steps += o.steps;
+        self.ticks += o.ticks;
+        self.overlapping_ticks += o.overlapping_ticks;
+        self.crashes += o.crashes;
+        for (k, v) in &o.faults {
+            *self.faults.entry(k.clone()).or_default() += v;
+        }
+        self.refund_requests += o.refund_requests;
+        for (k, v) in &o.refund_answers {
+            *self.refund_answers.entry(*k).or_default() += v;
+        }
+        self.actions += o.actions;
+        for (k, v) in &o.action_answers {
+            *self.action_answers.entry(*k).or_default() += v;
+        }
+        self.pg_charges += o.pg_charges;
+        self.payments += o.payments;
+        self.charged_krw += o.charged_krw;
+        self.pg_refunded_krw += o.pg_refunded_krw;
+        self.our_refunded_krw += o.our_refunded_krw;
+        self.refunds_unknown += o.refunds_unknown;
+        self.needs_review += o.needs_review;
+        self.webhooks += o.webhooks;
+        self.flagged_for_review += o.flagged_for_review;
+        for (k, v) in &o.final_states {
+            *self.final_states.entry(k.clone()).or_default() += v;
+        }
+    }
+}
+
+/// A scenario that broke a promise (or could not run): its seed and what it did.
+#[derive(Debug)]
+pub struct Failure {
+    pub seed: u64,
+    pub message: String,
+    pub log: Vec<String>,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "seed {}: {}", self.seed, self.message)?;
+        for line in &self.log {
+            writeln!(f, "    {line}")?;
+        }
+        Ok(())
+    }
+}
+
+struct Sub {
+    id: SubscriptionId,
+    key: String,
+}
+
+struct Scenario {
+    seed: u64,
+    rng: Rng,
+    store: Store,
+    sandbox: pg_sandbox::Sandbox,
+    http: reqwest::Client,
+    renew: renew::Deps,
+    refund: refund::Deps,
+    subscriptions: subscriptions::Deps,
+    verify: verify::Deps,
+    /// Kept alive for the scenario (dropping it stops the endpoint).
+    _webhooks: WebhookEndpoint,
+    api_key: String,
+    subs: Vec<Sub>,
+    now: Timestamp,
+    log: Vec<String>,
+    tally: Tally,
+    requests: u64,
+}
+
+/// A broken promise planted in the PG's ledger just before reconciling, to prove the
+/// reconciliation catches it (tests only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tamper {
+    /// The PG approved the same order twice.
+    DoubleCharge,
+    /// The PG refunded more than it charged.
+    OverRefund,
+    /// The PG refunded 1원 we never asked for.
+    UnrecordedRefund,
+}
+
+/// Runs the scenario of `seed` and reconciles it.
+pub async fn run(world: &World, seed: u64) -> Result<Tally, Failure> {
+    run_tampered(world, seed, None).await
+}
+
+/// [`run`], with `tamper` planted in the ledger before reconciling (when the scenario charged
+/// anything; `Ok` with `pg_charges == 0` otherwise).
+pub async fn run_tampered(world: &World, seed: u64, tamper: Option<Tamper>) -> Result<Tally, Failure> {
+    let mut log = Vec::new();
+    let table = format!("chaos-{seed}-table");
+    let result = match setup(world, seed, &mut log).await {
+        Ok(mut s) => {
+            let outcome = async {
+                s.play().await?;
+                s.settle().await?;
+                if let Some(t) = tamper {
+                    s.tamper(t);
+                }
+                s.reconcile().await
+            }
+            .await;
+            log = std::mem::take(&mut s.log);
+            outcome.map(|()| s.tally)
+        }
+        Err(e) => Err(e),
+    };
+    // The table goes either way (Dynoxide keeps every table in memory); a failed one is
+    // reproducible from its seed.
+    let _ = aws_sdk_dynamodb_delete(&world.ddb, &table).await;
+    result.map_err(|message| Failure { seed, message, log })
+}
+
+async fn aws_sdk_dynamodb_delete(sdk: &aws_config::SdkConfig, table: &str) -> Result<(), String> {
+    paycycle::store::Table::new(sdk, table)
+        .client
+        .delete_table()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn kst_start(rng: &mut Rng) -> Timestamp {
+    // 2027-01-01 00:00 KST plus up to 60 days and any hour: anchors land on month ends too.
+    let base: Timestamp = "2026-12-31T15:00:00Z".parse().expect("timestamp");
+    base.checked_add(SignedDuration::from_hours(rng.range(0, 60 * 24))).expect("in range")
+}
+
+async fn setup(world: &World, seed: u64, log: &mut Vec<String>) -> Result<Scenario, String> {
+    let mut rng = Rng::new(seed);
+    let prefix = format!("chaos-{seed}");
+    let (table, _, _) = paycycle_testkit::provision::provision_table(&world.ddb, &world.template, &prefix)
+        .await
+        .map_err(|e| format!("provision: {e}"))?;
+    let store = Store::new(&world.ddb, &table);
+    let sandbox = pg_sandbox::Sandbox::start(0).await.map_err(|e| e.to_string())?;
+    // A timeout after charge holds the PG's answer past our PG timeout (300 ms).
+    sandbox.shared.config.lock().expect("sandbox config").timeout_after_charge_ms = 600;
+    let vars: BTreeMap<&str, String> = [
+        ("PAYCYCLE_TABLE", table.clone()),
+        ("PAYCYCLE_EVENT_BUS", "chaos-bus".to_string()),
+        ("STEPPAY_BASE_URL", sandbox.base_url()),
+        ("PAYPLE_BASE_URL", sandbox.base_url()),
+        ("PAYPLE_REFERER", "http://127.0.0.1:3000".to_string()),
+        ("PG_TIMEOUT_MS", "300".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    let config = Config::from_lookup(|k| vars.get(k).cloned()).map_err(|e| e.to_string())?;
+    let gateways = Gateways::new(&config, &local_secrets());
+    // Setup (card registration) is not under test: it gets the default PG timeout.
+    let setup_gateways = {
+        let mut vars = vars.clone();
+        vars.remove("PG_TIMEOUT_MS");
+        Gateways::new(&Config::from_lookup(|k| vars.get(k).cloned()).map_err(|e| e.to_string())?, &local_secrets())
+    };
+    let publisher = EventPublisher::new(&world.events, "chaos-bus");
+    let renew = renew::Deps {
+        store: store.clone(),
+        gateways: gateways.clone(),
+        publisher: publisher.clone(),
+        settings: renew::Settings { concurrency: 4, emit_metrics: false, ..renew::Settings::default() },
+        crash_at: None,
+    };
+    let refund = refund::Deps { store: store.clone(), gateways: gateways.clone(), publisher: publisher.clone() };
+    let subscriptions =
+        subscriptions::Deps { store: store.clone(), gateways: gateways.clone(), publisher: publisher.clone() };
+    let verify = verify::Deps { store: store.clone(), gateways: gateways.clone(), publisher };
+    // The PGs deliver their webhooks to webhook-ingest's handler, as in AWS.
+    let webhooks =
+        WebhookEndpoint::start(webhook_ingest::Deps { store: store.clone(), steppay_signing_secrets: vec![] })
+            .await
+            .map_err(|e| e.to_string())?;
+    {
+        let mut config = sandbox.shared.config.lock().expect("sandbox config");
+        config.steppay_webhook_url = Some(format!("{}/webhooks/steppay", webhooks.url));
+        config.payple_webhook_url = Some(format!("{}/webhooks/payple", webhooks.url));
+    }
+    let api_key = paycycle::store::api_keys::generate_api_key();
+    store.create_api_key(&api_key, "chaos", "default", Timestamp::now()).await.map_err(|e| e.to_string())?;
+
+    let http = reqwest::Client::new();
+    let client = paycycle_dev::clients::Sandbox::new(sandbox.base_url());
+    let mut subs = Vec::new();
+    let mut earliest = None::<Timestamp>;
+    for i in 0..rng.range(1, 3) {
+        let pg = *rng.pick(&[PgMode::SteppaySelf, PgMode::Payple]);
+        let key = match pg {
+            PgMode::Payple => {
+                let payer = Payer {
+                    customer_id: format!("cus_{seed}_{i}"),
+                    name: "홍길동".into(),
+                    phone: Some("01012345678".into()),
+                    email: Some("hong@example.com".into()),
+                    payer_no: None,
+                };
+                let params = setup_gateways
+                    .payple
+                    .window_params(WindowWork::Auth, "reg", "Pro", None, &payer, "http://127.0.0.1/r", "chaos")
+                    .await
+                    .map_err(|e| format!("payple auth params: {e}"))?;
+                let v = client
+                    .payple_window(&serde_json::to_value(&params).map_err(|e| e.to_string())?, None)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                v.get("PCD_PAYER_ID").and_then(Value::as_str).ok_or("no PCD_PAYER_ID")?.to_string()
+            }
+            _ => {
+                let v = client
+                    .steppay_sdk_pay(&json!({"amount": 0, "method": "CARD_BILL"}))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                v["idKey"].as_str().ok_or("no idKey")?.to_string()
+            }
+        };
+        let anchor = kst_start(&mut rng);
+        let amount = rng.range(10, 1_000) * 100;
+        let id = format!("sub_chaos{seed}n{i}");
+        seed_subscription(&store, &id, pg, anchor, amount, &key).await?;
+        log.push(format!("{id}: {pg:?}, {amount}원 monthly from {anchor}"));
+        earliest = Some(earliest.map_or(anchor, |e| e.min(anchor)));
+        subs.push(Sub { id: SubscriptionId::parse(&id).map_err(|e| e.to_string())?, key });
+    }
+    let tally = Tally { scenarios: 1, subscriptions: subs.len() as u64, ..Tally::default() };
+    Ok(Scenario {
+        seed,
+        rng,
+        store,
+        sandbox,
+        http,
+        renew,
+        refund,
+        subscriptions,
+        verify,
+        _webhooks: webhooks,
+        api_key,
+        subs,
+        now: earliest.unwrap_or_else(Timestamp::now),
+        log: std::mem::take(log),
+        tally,
+        requests: 0,
+    })
+}
+
+const CRASH_POINTS: [CrashPoint; 4] =
+    [CrashPoint::AfterClaim, CrashPoint::AfterAttemptWrite, CrashPoint::AfterPgCall, CrashPoint::BeforeCommit];
+
+impl Scenario {
+    async fn play(&mut self) -> Result<(), String> {
+        let steps = self.rng.range(4, 14);
+        for _ in 0..steps {
+            self.tally.steps += 1;
+            match self.rng.below(100) {
+                0..=39 => self.tick().await?,
+                40..=59 => self.charge_fault(),
+                60..=74 => self.refunds().await?,
+                75..=89 => self.action().await?,
+                _ => {
+                    let hours = self.rng.range(1, 72);
+                    self.travel(SignedDuration::from_hours(hours)).await?;
+                    self.log.push(format!("+{hours} h"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn travel(&mut self, by: SignedDuration) -> Result<(), String> {
+        self.now = self.now.checked_add(by).map_err(|e| e.to_string())?;
+        let url = format!("{}/__admin/clock", self.sandbox.base_url());
+        self.http.post(url).json(&json!({"now": self.now.to_string()})).send().await.map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    async fn tick(&mut self) -> Result<(), String> {
+        let hours = self.rng.range(0, 36 * 24);
+        self.travel(SignedDuration::from_hours(hours)).await?;
+        self.pump_webhooks().await?;
+        let overlapping = self.rng.range(1, 3) as usize;
+        let crash =
+            self.rng.chance(30).then(|| (self.rng.below(overlapping as u64) as usize, *self.rng.pick(&CRASH_POINTS)));
+        let mut ticks = tokio::task::JoinSet::new();
+        for i in 0..overlapping {
+            let mut deps = self.renew.clone();
+            deps.crash_at = crash.filter(|(which, _)| *which == i).map(|(_, at)| at);
+            let now = self.now;
+            ticks.spawn(async move { renew::tick(&deps, now, None).await });
+        }
+        let mut charged = 0;
+        while let Some(r) = ticks.join_next().await {
+            let report = r.map_err(|e| format!("tick panicked: {e}"))?;
+            charged += report.charged;
+        }
+        self.tally.ticks += overlapping as u64;
+        if overlapping > 1 {
+            self.tally.overlapping_ticks += 1;
+        }
+        if crash.is_some() {
+            self.tally.crashes += 1;
+        }
+        self.log.push(format!(
+            "+{hours} h → {} tick(s) at {}{}: {charged} charged",
+            overlapping,
+            self.now,
+            crash.map(|(i, at)| format!(", #{i} crashes {at:?}")).unwrap_or_default()
+        ));
+        Ok(())
+    }
+
+    fn charge_fault(&mut self) {
+        let sub = self.rng.below(self.subs.len() as u64) as usize;
+        let (name, fault) = match self.rng.below(13) {
+            0..=2 => ("soft decline", Fault::Decline { hard: false }),
+            3 => ("hard decline", Fault::Decline { hard: true }),
+            4..=5 => ("timeout after charge", Fault::TimeoutAfterCharge),
+            6..=7 => ("5xx", Fault::ServerError),
+            8 => ("delay", Fault::Delay { ms: self.rng.range(20, 250) as u64 }),
+            9 => ("webhook twice", Fault::WebhookTwice),
+            10 => ("webhook late", Fault::WebhookLate { ms: self.rng.range(50, 400) as u64 }),
+            _ => ("webhook out of order", Fault::WebhookOutOfOrder),
+        };
+        self.add_fault(Some(self.subs[sub].key.clone()), None, fault);
+        *self.tally.faults.entry(format!("charge: {name}")).or_default() += 1;
+        self.log.push(format!("fault on {}'s next charge: {name}", self.subs[sub].id.as_str()));
+    }
+
+    fn add_fault(&self, billing_key: Option<String>, operation: Option<pg_sandbox::state::Operation>, fault: Fault) {
+        self.sandbox.shared.state.lock().expect("sandbox state").scenarios.push(pg_sandbox::state::Scenario {
+            billing_key,
+            operation,
+            count: Some(1),
+            fault,
+        });
+    }
+
+    fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        id: &str,
+        body: Option<Value>,
+        idempotency: bool,
+    ) -> lambda_http::Request {
+        self.requests += 1;
+        let body = body.map(|b| lambda_http::Body::Text(b.to_string())).unwrap_or(lambda_http::Body::Empty);
+        let (mut parts, body) = lambda_http::Request::new(body).into_parts();
+        parts.method = method.parse().expect("method");
+        parts.uri = path.parse().expect("path");
+        let header = |v: String| http::HeaderValue::from_str(&v).expect("header");
+        parts.headers.insert(http::header::AUTHORIZATION, header(format!("Bearer {}", self.api_key)));
+        parts.headers.insert(http::header::CONTENT_TYPE, header("application/json".into()));
+        if idempotency {
+            parts.headers.insert("idempotency-key", header(format!("chaos-{}-{}", self.seed, self.requests)));
+        }
+        let mut context = lambda_http::Context::default();
+        context.request_id = format!("chaos-{}-{}", self.seed, self.requests);
+        lambda_http::Request::from_parts(parts, body)
+            .with_path_parameters(HashMap::from([("id".to_string(), id.to_string())]))
+            .with_lambda_context(context)
+    }
+
+    async fn refunds(&mut self) -> Result<(), String> {
+        let mut payments = Vec::new();
+        for s in &self.subs {
+            payments.extend(self.store.payments_of_subscription(&s.id).await.map_err(|e| e.to_string())?);
+        }
+        if payments.is_empty() {
+            self.log.push("refund: nothing paid yet".into());
+            return Ok(());
+        }
+        let payment = payments[self.rng.below(payments.len() as u64) as usize].clone();
+        if self.rng.chance(25) {
+            let fault = match self.rng.below(3) {
+                0 => Fault::ServerError,
+                1 => Fault::TimeoutAfterCharge,
+                _ => Fault::Decline { hard: false },
+            };
+            *self.tally.faults.entry(format!("refund: {fault:?}")).or_default() += 1;
+            self.log.push(format!("fault on the next refund: {fault:?}"));
+            self.add_fault(None, Some(pg_sandbox::state::Operation::Refund), fault);
+        }
+        let paid = payment.amounts.paid.won();
+        let burst = self.rng.range(1, 3);
+        let deps = Arc::new(self.refund.clone());
+        let mut calls = tokio::task::JoinSet::new();
+        let mut asked = Vec::new();
+        for _ in 0..burst {
+            let amount = match self.rng.below(4) {
+                0 => None,
+                1 => Some(paid + 1),
+                _ => Some(self.rng.range(1, paid.max(1))),
+            };
+            asked.push(amount);
+            let mut body = json!({"reason": "chaos"});
+            if let Some(a) = amount {
+                body["amount"] = json!(a);
+            }
+            let path = format!("/payments/{}/refunds", payment.payment_id);
+            let req = self.request("POST", &path, &payment.payment_id, Some(body), true);
+            let deps = deps.clone();
+            calls.spawn(async move { answer(refund::handler(&deps, req).await) });
+        }
+        let mut statuses = Vec::new();
+        while let Some(r) = calls.join_next().await {
+            let (status, body) = r.map_err(|e| format!("refund panicked: {e}"))?;
+            self.tally.refund_requests += 1;
+            *self.tally.refund_answers.entry(status).or_default() += 1;
+            if status >= 500 && status != 502 && status != 504 {
+                return Err(format!("refund of {} answered {status}: {body}", payment.payment_id));
+            }
+            statuses.push(status);
+        }
+        self.log.push(format!("refunds of {} (paid {paid}): asked {asked:?} → {statuses:?}", payment.payment_id));
+        Ok(())
+    }
+
+    async fn action(&mut self) -> Result<(), String> {
+        let sub = self.subs[self.rng.below(self.subs.len() as u64) as usize].id.as_str().to_string();
+        let (what, path, body) = match self.rng.below(6) {
+            0 | 1 => ("cancel", format!("/subscriptions/{sub}/cancel"), json!({"at_period_end": self.rng.chance(50)})),
+            2 | 3 => ("pause", format!("/subscriptions/{sub}/pause"), json!({"at_period_end": self.rng.chance(50)})),
+            4 => ("resume", format!("/subscriptions/{sub}/resume"), json!({})),
+            _ => ("plan", format!("/subscriptions/{sub}/plan"), json!({"amount": self.rng.range(10, 1_000) * 100})),
+        };
+        let req = self.request("POST", &path, &sub, Some(body.clone()), false);
+        let (status, answer_body) = answer(subscriptions::handler(&self.subscriptions, req).await);
+        self.tally.actions += 1;
+        *self.tally.action_answers.entry(status).or_default() += 1;
+        if status >= 500 && status != 502 && status != 504 {
+            return Err(format!("{what} {sub} answered {status}: {answer_body}"));
+        }
+        let code = serde_json::from_str::<Value>(&answer_body)
+            .ok()
+            .and_then(|v| v["error"]["code"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        self.log.push(format!("{what} {sub} {body} → {status} {code}"));
+        Ok(())
+    }
+
+    /// No more faults; held-back webhooks are delivered; time moves past every lease and recheck
+    /// window (11 minutes, twice) and then past the review window (25 hours), with the stream's
+    /// work and a tick each time. An outcome still unknown by then is `needs_review` (a StepPay
+    /// charge that failed with a 5xx is never confirmed either way by StepPay's API: a person
+    /// must look), never charged again.
+    async fn settle(&mut self) -> Result<(), String> {
+        self.sandbox.shared.state.lock().expect("sandbox state").scenarios.clear();
+        let flush = format!("{}/__admin/webhooks/flush", self.sandbox.base_url());
+        self.http.post(flush).send().await.map_err(|e| e.to_string())?;
+        for step in [SignedDuration::from_mins(11), SignedDuration::from_mins(11), SignedDuration::from_hours(25)] {
+            self.travel(step).await?;
+            self.pump_webhooks().await?;
+            renew::tick(&self.renew, self.now, None).await;
+        }
+        self.pump_webhooks().await?;
+        self.log.push(format!("settled at {}", self.now));
+        Ok(())
+    }
+
+    /// The table stream's job in AWS: every stored webhook not yet verified goes to verify (the
+    /// stream delivers each new event once; verify records a verdict on each).
+    async fn pump_webhooks(&mut self) -> Result<(), String> {
+        let client = &self.store.table.client;
+        let mut start = None;
+        let mut events = Vec::new();
+        loop {
+            let out = client
+                .scan()
+                .table_name(&self.store.table.name)
+                .filter_expression("#e = :e AND #s = :s")
+                .expression_attribute_names("#e", "entity")
+                .expression_attribute_names("#s", "status")
+                .expression_attribute_values(":e", aws_sdk_dynamodb::types::AttributeValue::S("webhook_event".into()))
+                .expression_attribute_values(":s", aws_sdk_dynamodb::types::AttributeValue::S("received".into()))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| format!("scan webhooks: {}", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+            for item in out.items() {
+                let event: paycycle::store::webhooks::WebhookEvent =
+                    serde_dynamo::from_item(item.clone()).map_err(|e| format!("webhook item: {e}"))?;
+                events.push(event);
+            }
+            match out.last_evaluated_key() {
+                Some(k) => start = Some(k.clone()),
+                None => break,
+            }
+        }
+        for event in events {
+            if let Err(e) = verify::verify_event(&self.verify, &event, self.now).await {
+                self.log.push(format!("verify {}: {e} (retried by the next pump)", event.dedupe_key));
+            }
+            self.tally.webhooks += 1;
+        }
+        Ok(())
+    }
+
+    fn tamper(&mut self, t: Tamper) {
+        let mut state = self.sandbox.shared.state.lock().expect("sandbox state");
+        let Some(charge) = state.charges.iter().find(|c| c.amount > 0).cloned() else {
+            return;
+        };
+        match t {
+            Tamper::DoubleCharge => {
+                let mut twin = charge.clone();
+                twin.id = format!("{}TWIN", charge.id);
+                state.charges.push(twin);
+            }
+            Tamper::OverRefund | Tamper::UnrecordedRefund => {
+                let amount = if t == Tamper::OverRefund { charge.amount + 1 } else { 1 };
+                state.refunds.push(pg_sandbox::state::RefundEntry {
+                    pg: charge.pg,
+                    charge_id: charge.id.clone(),
+                    amount,
+                    tid: "tampered".into(),
+                    at: self.now,
+                });
+            }
+        }
+        self.log.push(format!("tampered: {t:?} on {}", charge.id));
+    }
+
+    async fn reconcile(&mut self) -> Result<(), String> {
+        let (charges, pg_refunds) = {
+            let state = self.sandbox.shared.state.lock().expect("sandbox state");
+            (state.charges.clone(), state.refunds.clone())
+        };
+        let keys: Vec<&str> = self.subs.iter().map(|s| s.key.as_str()).collect();
+        // Renewal charges: approved charges of our cards for an amount (the StepPay card
+        // registration is a 0원 charge).
+        let renewals: Vec<&pg_sandbox::state::Charge> = charges
+            .iter()
+            .filter(|c| c.amount > 0 && c.billing_key.as_deref().is_some_and(|k| keys.contains(&k)))
+            .collect();
+        let mut payments = Vec::new();
+        let mut in_review: Vec<(SubscriptionId, u32)> = Vec::new();
+        for s in &self.subs {
+            let record = self.store.get_subscription(&s.id).await.map_err(|e| format!("{}: {e}", s.id.as_str()))?;
+            let record = record.ok_or_else(|| format!("{} disappeared", s.id.as_str()))?;
+            let state = record.subscription.state;
+            *self.tally.final_states.entry(format!("{state:?}")).or_default() += 1;
+            if state == SubscriptionState::NeedsReview {
+                self.tally.needs_review += 1;
+                if let Some(c) = &record.subscription.collection {
+                    in_review.push((s.id.clone(), c.period));
+                }
+            }
+            let ps = self.store.payments_of_subscription(&s.id).await.map_err(|e| e.to_string())?;
+            // Distinct periods, none beyond the current one.
+            let current = record.subscription.current_period.as_ref().map(|p| p.index);
+            let mut periods: Vec<u32> = ps.iter().filter_map(|p| p.charge_id.as_ref().map(ChargeId::period)).collect();
+            periods.sort_unstable();
+            if periods.windows(2).any(|w| w[0] == w[1]) {
+                return Err(format!("double charge: {} has two payments for one period: {periods:?}", s.id.as_str()));
+            }
+            if let (Some(max), Some(current)) = (periods.last(), current)
+                && *max > current
+            {
+                return Err(format!(
+                    "{} has a payment for period {max} beyond its current period {current}",
+                    s.id.as_str()
+                ));
+            }
+            if let Some(c) = &record.subscription.collection
+                && c.unknown_since.is_some()
+                && state != SubscriptionState::NeedsReview
+            {
+                return Err(format!("{} still has an unknown charge outcome after settling: {c:?}", s.id.as_str()));
+            }
+            payments.extend(ps);
+        }
+
+        // Every approved PG charge is exactly one payment of ours, at the same amount; at most one
+        // approved charge per subscription and period.
+        let mut per_period: BTreeMap<(String, u32), u32> = BTreeMap::new();
+        for c in &renewals {
+            let order = c.partner_order_id.clone().unwrap_or_else(|| c.id.clone());
+            let charge: ChargeId = order.parse().map_err(|e| format!("PG order id {order}: {e:?}"))?;
+            *per_period.entry((charge.subscription().as_str().to_string(), charge.period())).or_default() += 1;
+            let Some(p) = payments.iter().find(|p| p.pg_payment_id == c.id) else {
+                // Not lost if it is exactly the charge a `needs_review` subscription holds for a
+                // person (its outcome never became known to us).
+                if in_review.iter().any(|(sub, period)| sub == charge.subscription() && *period == charge.period()) {
+                    self.tally.flagged_for_review += 1;
+                    continue;
+                }
+                return Err(format!(
+                    "lost charge: the PG approved {} ({}원, order {order}) and we have no payment",
+                    c.id, c.amount
+                ));
+            };
+            if p.amounts.paid.won() != c.amount {
+                return Err(format!(
+                    "payment {} says {}원, the PG charged {}원",
+                    p.payment_id,
+                    p.amounts.paid.won(),
+                    c.amount
+                ));
+            }
+            self.tally.pg_charges += 1;
+            self.tally.charged_krw += c.amount;
+        }
+        if let Some(((sub, period), n)) = per_period.iter().find(|(_, n)| **n > 1) {
+            return Err(format!("double charge: the PG approved {n} charges for {sub} period {period}"));
+        }
+        for p in &payments {
+            if !renewals.iter().any(|c| c.id == p.pg_payment_id) {
+                return Err(format!("payment {} has no approved PG charge {}", p.payment_id, p.pg_payment_id));
+            }
+        }
+        self.tally.payments += payments.len() as u64;
+
+        // Refunds: the PG never gave back more than a charge, nor more than we reserved; what we
+        // confirmed the PG really refunded.
+        for p in &payments {
+            let pg_refunded: i64 = pg_refunds.iter().filter(|r| r.charge_id == p.pg_payment_id).map(|r| r.amount).sum();
+            let charge = renewals.iter().find(|c| c.id == p.pg_payment_id).expect("matched above");
+            let ours = self.store.refunds_of(&p.payment_id).await.map_err(|e| e.to_string())?;
+            let unknown =
+                ours.iter().filter(|r| matches!(r.status, paycycle::domain::payment::RefundStatus::Unknown)).count();
+            self.tally.refunds_unknown += unknown as u64;
+            let a = &p.amounts;
+            let (refunded, pending, paid) = (a.refunded.won(), a.refund_pending.won(), a.paid.won());
+            if pg_refunded > charge.amount || charge.refunded > charge.amount {
+                return Err(format!(
+                    "over-refund at the PG: {} refunded {pg_refunded}원 of {}원",
+                    charge.id, charge.amount
+                ));
+            }
+            if refunded + pending > paid {
+                return Err(format!("payment {} commits {refunded}+{pending}원 of {paid}원", p.payment_id));
+            }
+            if pg_refunded < refunded || pg_refunded > refunded + pending {
+                return Err(format!(
+                    "payment {}: we say refunded {refunded}원 (+{pending}원 pending), the PG refunded {pg_refunded}원",
+                    p.payment_id
+                ));
+            }
+            if p.refundable.won() != paid - refunded - pending {
+                return Err(format!(
+                    "payment {}: refundable {} ≠ {paid} − {refunded} − {pending}",
+                    p.payment_id,
+                    p.refundable.won()
+                ));
+            }
+            self.tally.pg_refunded_krw += pg_refunded;
+            self.tally.our_refunded_krw += refunded;
+        }
+        Ok(())
+    }
+}
+
+/// webhook-ingest's routes on 127.0.0.1, for the sandbox to deliver to.
+struct WebhookEndpoint {
+    url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WebhookEndpoint {
+    async fn start(deps: webhook_ingest::Deps) -> std::io::Result<Self> {
+        let deps = Arc::new(deps);
+        let app = axum::Router::new().route(
+            "/webhooks/{pg}",
+            axum::routing::post(move |headers: http::HeaderMap, uri: http::Uri, body: String| {
+                let deps = deps.clone();
+                async move {
+                    let (mut parts, body) = lambda_http::Request::new(lambda_http::Body::Text(body)).into_parts();
+                    parts.method = http::Method::POST;
+                    parts.uri = uri;
+                    parts.headers = headers;
+                    let (status, text) =
+                        answer(webhook_ingest::handler(&deps, lambda_http::Request::from_parts(parts, body)).await);
+                    (http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR), text)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { url, task })
+    }
+}
+
+impl Drop for WebhookEndpoint {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A handler's answer as (status, body); a handler error is what API Gateway would make of it.
+fn answer(result: Result<lambda_http::Response<lambda_http::Body>, lambda_http::Error>) -> (u16, String) {
+    match result {
+        Ok(res) => {
+            let status = res.status().as_u16();
+            let body = match res.into_body() {
+                lambda_http::Body::Text(t) => t,
+                lambda_http::Body::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
+                _ => String::new(),
+            };
+            (status, body)
+        }
+        Err(e) => (500, e.to_string()),
+    }
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# make bench: builds the release functions and the bench harness, installs Dynoxide (a
+# DynamoDB-compatible server, for the renew throughput run) into .tools/ once, runs every benchmark
+# on 127.0.0.1 and writes BENCHMARKS.md. BENCH_QUICK=1 runs small sizes (a smoke run, marked so in
+# the report).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+start=$(date +%s)
+dynoxide_version=3.2.0
+dynoxide=.tools/dynoxide/bin/dynoxide
+marker=.tools/dynoxide/installed-crate-version
+if [ ! -x "$dynoxide" ] || [ "$(cat "$marker" 2>/dev/null)" != "$dynoxide_version" ]; then
+  echo "bench: installing dynoxide-rs $dynoxide_version into .tools/dynoxide (once; ~5 min on 2 cores)" >&2
+  cargo install --quiet --locked dynoxide-rs --version "$dynoxide_version" --root .tools/dynoxide
+  echo "$dynoxide_version" > "$marker"
+fi
+echo "bench: building release binaries" >&2
+cargo build --release --quiet -p webhook-ingest -p verify -p renew -p refund -p checkout -p subscriptions -p paycycle-bench
+built=$(date +%s)
+echo "bench: tools and builds ready in $((built - start)) s" >&2
+args=(--dynoxide "$dynoxide" --bin-dir target/release --out BENCHMARKS.md)
+[ "${BENCH_QUICK:-}" = 1 ] && args+=(--quick)
+target/release/paycycle-bench "${args[@]}"
+echo "bench: total $(( $(date +%s) - start )) s (measuring $(( $(date +%s) - built )) s)" >&2
