@@ -10,7 +10,7 @@ export CARGO_TERM_COLOR ?= never
 export SAM_CLI_TELEMETRY := 0
 NOW ?=
 
-.PHONY: help bootstrap build demo dev tick test test-rust lint lint-rust lint-template lint-openapi fuzz-api bench package clean
+.PHONY: help bootstrap build demo dev tick test test-rust lint lint-rust lint-template lint-openapi fuzz-api bench chaos package clean
 
 help:
 	@echo "make demo    run the local stack end to end and print a summary"
@@ -21,6 +21,7 @@ help:
 	@echo "make fuzz-api  schemathesis against the local stack from openapi.yaml"
 	@echo "make package sam build (cargo-lambda) and each function's zip size"
 	@echo "make bench   benchmarks and BENCHMARKS.md"
+	@echo "make chaos   10,000 seeded chaos scenarios reconciled with the PG ledger (SEED= COUNT= JOBS=)"
 
 bootstrap:
 	@tools/scripts/bootstrap.sh
@@ -62,6 +63,9 @@ lint-template:
 
 bench: bootstrap
 	tools/scripts/bench.sh
+
+chaos: bootstrap
+	tools/scripts/chaos.sh
 
 package: bootstrap
 	tools/scripts/package.sh

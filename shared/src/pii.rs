@@ -24,10 +24,38 @@ pub fn mask_email(email: &str) -> String {
     }
 }
 
+/// A PG reference for a log line, e.g. a webhook's dedupe key `PAYMENT:{idKey}`. A StepPay idKey
+/// can be a billing key (the first `*_BILL` payment's idKey is the card's key) and a Payple
+/// `PCD_PAYER_ID` is one: each `:`-separated part longer than 12 characters keeps its first and
+/// last 4 (`PAYMENT:1801…62ht`), enough to correlate, never enough to charge.
+pub fn mask_reference(reference: &str) -> String {
+    reference
+        .split(':')
+        .map(|part| {
+            let chars: Vec<char> = part.chars().collect();
+            if chars.len() > 12 {
+                let head: String = chars[..4].iter().collect();
+                let tail: String = chars[chars.len() - 4..].iter().collect();
+                format!("{head}…{tail}")
+            } else {
+                part.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn masks_long_reference_parts() {
+        assert_eq!(mask_reference("PAYMENT:1801357200189mE7lYJu1ssgy62ht"), "PAYMENT:1801…62ht");
+        assert_eq!(mask_reference("oid123:success:0000"), "oid123:success:0000");
+        assert_eq!(mask_reference("가나다라마바사아자차카타파하"), "가나다라…카타파하");
+    }
 
     #[test]
     fn masks_korean_mobile_numbers() {

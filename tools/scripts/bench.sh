@@ -6,14 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 start=$(date +%s)
-dynoxide_version=3.2.0
-dynoxide=.tools/dynoxide/bin/dynoxide
-marker=.tools/dynoxide/installed-crate-version
-if [ ! -x "$dynoxide" ] || [ "$(cat "$marker" 2>/dev/null)" != "$dynoxide_version" ]; then
-  echo "bench: installing dynoxide-rs $dynoxide_version into .tools/dynoxide (once; ~5 min on 2 cores)" >&2
-  cargo install --quiet --locked dynoxide-rs --version "$dynoxide_version" --root .tools/dynoxide
-  echo "$dynoxide_version" > "$marker"
-fi
+dynoxide=$(tools/scripts/ensure-dynoxide.sh)
 echo "bench: building release binaries" >&2
 cargo build --release --quiet -p webhook-ingest -p verify -p renew -p refund -p checkout -p subscriptions -p paycycle-bench
 built=$(date +%s)

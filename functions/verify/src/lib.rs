@@ -110,10 +110,10 @@ async fn stream_record(deps: &Deps, record: &Value, now: Timestamp) -> Result<()
 
 /// Verifies one stored webhook event and records the verdict on it. `Err` = retry later.
 pub async fn verify_event(deps: &Deps, event: &WebhookEvent, now: Timestamp) -> Result<(), String> {
-    tracing::debug!(pg = %event.pg, dedupe_key = %event.dedupe_key, "verifying webhook event");
+    tracing::debug!(pg = %event.pg, dedupe_key = %paycycle::pii::mask_reference(&event.dedupe_key), "verifying webhook event");
     match webhooks::process(deps, event, now).await {
         Verdict::Final(status, outcome) => {
-            tracing::info!(pg = %event.pg, dedupe_key = %event.dedupe_key, status = status.as_str(), outcome = %outcome, "webhook verified");
+            tracing::info!(pg = %event.pg, dedupe_key = %paycycle::pii::mask_reference(&event.dedupe_key), status = status.as_str(), outcome = %outcome, "webhook verified");
             deps.store
                 .mark_webhook_event(&event.pg, &event.dedupe_key, status, &outcome, now)
                 .await

@@ -159,6 +159,6 @@ async fn ingest(deps: &Deps, req: &Request, now: Timestamp) -> Result<Response<B
             ));
         }
     };
-    tracing::info!(pg = pg.name(), dedupe_key = %event.dedupe_key, duplicate, "webhook stored");
+    tracing::info!(pg = pg.name(), dedupe_key = %paycycle::pii::mask_reference(&event.dedupe_key), duplicate, "webhook stored");
     Ok(api::json(StatusCode::OK, &json!({"received": true, "duplicate": duplicate})))
 }

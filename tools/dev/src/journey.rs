@@ -26,6 +26,9 @@ use crate::LocalStack;
 use crate::clients::{Api, Checker, ClientResult, Sandbox};
 
 /// When the journeys begin (KST): the last day of a 31-day month.
+/// The demo's customers (id, name): the secrets test checks their data never reaches a log line.
+pub const CUSTOMERS: [(&str, &str); 3] = [("cus_minjun", "김민준"), ("cus_seoyeon", "이서연"), ("cus_jiho", "박지호")];
+
 pub const START: &str = "2027-01-31T10:00:00+09:00";
 /// Renewals run through.
 pub const MONTHS: u32 = 12;
@@ -172,6 +175,17 @@ impl Journey<'_> {
 
 /// Runs the journeys on a started stack. `sink` receives one progress line per step.
 /// `checker` sees every API answer (the end-to-end test passes the OpenAPI contract).
+/// The demo customers' e-mail address (the secrets test looks for it in every log line).
+pub fn customer_email(id: &str) -> String {
+    format!("{id}@example.com")
+}
+
+/// The demo customers' phone number, one per customer.
+pub fn customer_phone(id: &str) -> String {
+    let n: u32 = id.bytes().map(u32::from).sum::<u32>() % 9_000 + 1_000;
+    format!("010-{n}-5678")
+}
+
 pub async fn run(
     stack: &LocalStack,
     checker: Option<Checker>,
@@ -186,30 +200,16 @@ pub async fn run(
     j.sandbox.steppay_price("prod_pro", "price_monthly", 19_900).await?;
     p.say(format!("the PGs' clock is at {START} (a 31-day month's last day)"));
 
-    let mut customers = vec![
-        Customer {
-            name: "김민준", id: "cus_minjun", pg: PgMode::Payple, amount: 9_900, subscription: String::new()
-        },
-        Customer {
-            name: "이서연",
-            id: "cus_seoyeon",
-            pg: PgMode::SteppaySelf,
-            amount: 12_000,
-            subscription: String::new(),
-        },
-        Customer {
-            name: "박지호",
-            id: "cus_jiho",
-            pg: PgMode::SteppayManaged,
-            amount: 19_900,
-            subscription: String::new(),
-        },
-    ];
+    let mut customers: Vec<Customer> = CUSTOMERS
+        .iter()
+        .zip([(PgMode::Payple, 9_900), (PgMode::SteppaySelf, 12_000), (PgMode::SteppayManaged, 19_900)])
+        .map(|(&(id, name), (pg, amount))| Customer { name, id, pg, amount, subscription: String::new() })
+        .collect();
     let mut managed_order = String::new();
 
     // First payments.
     for c in customers.iter_mut() {
-        let mut body = json!({"pg": c.pg, "customer": {"id": c.id, "name": c.name, "email": format!("{}@example.com", c.id)},
+        let mut body = json!({"pg": c.pg, "customer": {"id": c.id, "name": c.name, "email": customer_email(c.id), "phone": customer_phone(c.id)},
             "plan": {"name": "Pro", "amount": c.amount, "interval": "month"}});
         if c.pg != PgMode::SteppaySelf {
             body["return_url"] = json!("https://shop.example.com/return");
