@@ -10,7 +10,7 @@ export CARGO_TERM_COLOR ?= never
 export SAM_CLI_TELEMETRY := 0
 NOW ?=
 
-.PHONY: help bootstrap build demo dev tick test test-rust lint lint-rust lint-template lint-openapi fuzz-api bench chaos package clean
+.PHONY: help bootstrap build demo dev tick test test-rust lint lint-rust lint-template lint-openapi fuzz-api bench chaos fuzz package clean
 
 help:
 	@echo "make demo    run the local stack end to end and print a summary"
@@ -19,6 +19,7 @@ help:
 	@echo "make tick NOW=2027-02-28T00:00:00+09:00   one renew tick on the dev stack"
 	@echo "make lint    rustfmt, clippy and the template linters"
 	@echo "make fuzz-api  schemathesis against the local stack from openapi.yaml"
+	@echo "make fuzz    the PG-facing parsers under proptest, FUZZ_CASES (10,000) cases per target"
 	@echo "make package sam build (cargo-lambda) and each function's zip size"
 	@echo "make bench   benchmarks and BENCHMARKS.md"
 	@echo "make chaos   10,000 seeded chaos scenarios reconciled with the PG ledger (SEED= COUNT= JOBS=)"
@@ -51,6 +52,10 @@ lint-rust:
 
 lint-openapi:
 	.venv/bin/openapi-spec-validator openapi.yaml
+
+FUZZ_CASES ?= 10000
+fuzz:
+	FUZZ_CASES=$(FUZZ_CASES) $(CARGO) nextest run -p paycycle --test fuzz --no-fail-fast
 
 fuzz-api: bootstrap
 	tools/scripts/fuzz-api.sh
