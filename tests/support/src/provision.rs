@@ -52,6 +52,16 @@ pub async fn provision_table(
     prefix: &str,
 ) -> Result<(String, TableDef, Option<String>), KitError> {
     let def = template.table().map_err(|e| perr("table definition", e))?;
+    provision_table_from(sdk, def, prefix).await
+}
+
+/// Creates a table from `def` as `{prefix}-table` (benchmarks drop the stream from the template's
+/// definition where nothing reads it).
+pub async fn provision_table_from(
+    sdk: &aws_config::SdkConfig,
+    def: TableDef,
+    prefix: &str,
+) -> Result<(String, TableDef, Option<String>), KitError> {
     let ddb = aws_sdk_dynamodb::Client::new(sdk);
     let table = format!("{prefix}-table");
 

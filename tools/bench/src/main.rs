@@ -23,6 +23,8 @@ struct Args {
     bin_dir: PathBuf,
     out: PathBuf,
     quick: bool,
+    /// `--only renew|costs|cold`: one section (for working on it; the report says what ran).
+    only: Option<String>,
 }
 
 fn args() -> Result<Args, String> {
@@ -31,6 +33,7 @@ fn args() -> Result<Args, String> {
         bin_dir: PathBuf::from("target/release"),
         out: PathBuf::from("BENCHMARKS.md"),
         quick: false,
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -40,6 +43,7 @@ fn args() -> Result<Args, String> {
             "--bin-dir" => a.bin_dir = value()?.into(),
             "--out" => a.out = value()?.into(),
             "--quick" => a.quick = true,
+            "--only" => a.only = Some(value()?),
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -99,49 +103,63 @@ async fn run() -> Result<(), String> {
     let started = Instant::now();
     let mut report = report::Report::new(args.quick);
 
-    // 1. DynamoDB cost per operation and webhook-ingest's own time: the local stack (moto).
-    eprintln!("bench: local stack (moto) for DynamoDB costs and ingest overhead");
-    let stack = LocalStack::start(Options { api_port: 0, own_moto: true, ..Options::default() })
-        .await
-        .map_err(|e| e.to_string())?;
-    let (renewals, webhooks, refunds) = if args.quick { (5, 20, 3) } else { (20, 200, 10) };
-    report.costs = Some(costs::measure(&stack, renewals, webhooks, refunds).await?);
-    report.item_sizes = report::item_sizes(&stack).await?;
+    let runs = |section: &str| args.only.as_deref().is_none_or(|o| o == section);
 
-    // 2. Cold starts of the release binaries against the local Runtime API (moto for their calls).
-    eprintln!("bench: cold starts");
-    let api = runtime_api::RuntimeApi::start().await.map_err(|e| e.to_string())?;
-    let bus = stack.provisioned.buses.values().next().cloned().unwrap_or_default();
-    let env =
-        cold_start::FunctionEnv::new(stack.moto.endpoint(), &stack.provisioned.table, &bus, &stack.sandbox.base_url());
-    let runs = if args.quick { 3 } else { 20 };
-    for function in FUNCTIONS {
-        let binary = args.bin_dir.join(function);
-        report.cold_starts.push(cold_start::measure(&api, function, &binary, &env, runs).await?);
+    // 1. DynamoDB cost per operation and webhook-ingest's own time: the local stack (moto).
+    if runs("costs") || runs("cold") {
+        eprintln!("bench: local stack (moto) for DynamoDB costs and ingest overhead");
+        let stack = LocalStack::start(Options { api_port: 0, own_moto: true, ..Options::default() })
+            .await
+            .map_err(|e| e.to_string())?;
+        if runs("costs") {
+            let (renewals, webhooks, refunds) = if args.quick { (5, 20, 3) } else { (20, 200, 10) };
+            report.costs = Some(costs::measure(&stack, renewals, webhooks, refunds).await?);
+            report.item_sizes = report::item_sizes(&stack).await?;
+        }
+
+        // 2. Cold starts of the release binaries against the local Runtime API (moto for their calls).
+        if runs("cold") {
+            eprintln!("bench: cold starts");
+            let api = runtime_api::RuntimeApi::start().await.map_err(|e| e.to_string())?;
+            let bus = stack.provisioned.buses.values().next().cloned().unwrap_or_default();
+            let env = cold_start::FunctionEnv::new(
+                stack.moto.endpoint(),
+                &stack.provisioned.table,
+                &bus,
+                &stack.sandbox.base_url(),
+            );
+            let starts = if args.quick { 3 } else { 20 };
+            for function in FUNCTIONS {
+                let binary = args.bin_dir.join(function);
+                report.cold_starts.push(cold_start::measure(&api, function, &binary, &env, starts).await?);
+            }
+        }
+        drop(stack);
     }
-    drop(stack);
 
     // 3. renew throughput (Dynoxide, sandbox at 50 ms per charge).
-    eprintln!("bench: renew throughput");
-    let dynoxide = Dynoxide::start(&args.dynoxide).await?;
-    let bench = renew_throughput::Bench::new(&dynoxide.endpoint).await?;
-    let plan: Vec<(usize, usize)> = if args.quick {
-        vec![(200, 8), (200, 32), (400, 64), (100, 64), (800, 64)]
-    } else {
-        vec![(2_000, 8), (2_000, 32), (2_000, 64), (500, 64), (8_000, 64)]
-    };
-    for (subs, concurrency) in plan {
-        let run = bench.run(subs, concurrency).await?;
-        eprintln!(
-            "  {subs} subscriptions at concurrency {concurrency}: {:.1} s, {:.0}/s = {:.1} % of {:.0}/s",
-            run.seconds,
-            run.per_second,
-            run.fraction * 100.0,
-            run.bound_per_second
-        );
-        report.renew.push(run);
+    if runs("renew") {
+        eprintln!("bench: renew throughput");
+        let dynoxide = Dynoxide::start(&args.dynoxide).await?;
+        let bench = renew_throughput::Bench::new(&dynoxide.endpoint).await?;
+        let plan: Vec<(usize, usize)> = if args.quick {
+            vec![(100, 1), (100, 4), (200, 8), (200, 32), (400, 64), (100, 64), (800, 64)]
+        } else {
+            vec![(500, 1), (500, 2), (500, 4), (2_000, 8), (2_000, 32), (2_000, 64), (500, 64), (8_000, 64)]
+        };
+        for (subs, concurrency) in plan {
+            let run = bench.run(subs, concurrency).await?;
+            eprintln!(
+                "  {subs} subscriptions at concurrency {concurrency}: {:.1} s, {:.0}/s = {:.1} % of {:.0}/s",
+                run.seconds,
+                run.per_second,
+                run.fraction * 100.0,
+                run.bound_per_second
+            );
+            report.renew.push(run);
+        }
+        drop(dynoxide);
     }
-    drop(dynoxide);
 
     report.total_seconds = started.elapsed().as_secs_f64();
     let text = report.render();

@@ -7,13 +7,12 @@
 //! not renew. EventBridge is a counting PutEvents endpoint (`EventSink`) for the same reason; the
 //! moto-backed tests prove the events themselves.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use jiff::{SignedDuration, Timestamp};
-use paycycle::config::Config;
 use paycycle::domain::customer::PgMode;
 use paycycle::events::EventPublisher;
 use paycycle::pg::Gateways;
@@ -57,6 +56,14 @@ pub struct Bench {
 }
 
 impl Bench {
+    /// The template's table without its stream: renew never reads it, and an emulator's stream
+    /// grows with every write (Dynoxide's writes slow down as it does).
+    fn table_without_stream(&self) -> Result<paycycle_testkit::template::TableDef, String> {
+        let mut def = self.template.table().map_err(|e| e.to_string())?;
+        def.stream_view_type = None;
+        Ok(def)
+    }
+
     pub async fn new(dynamodb_endpoint: &str) -> Result<Self, String> {
         Ok(Self {
             ddb: paycycle_testkit::moto::sdk_config_for(dynamodb_endpoint).await,
@@ -70,9 +77,10 @@ impl Bench {
     pub async fn run(&self, subscriptions: usize, concurrency: usize) -> Result<Run, String> {
         let setup = Instant::now();
         let prefix = paycycle_testkit::provision::unique_prefix();
-        let (table, _, _) = paycycle_testkit::provision::provision_table(&self.ddb, &self.template, &prefix)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (table, _, _) =
+            paycycle_testkit::provision::provision_table_from(&self.ddb, self.table_without_stream()?, &prefix)
+                .await
+                .map_err(|e| e.to_string())?;
         let store = Store::new(&self.ddb, &table);
         let sandbox = pg_sandbox::Sandbox::start(0).await.map_err(|e| e.to_string())?;
         let client = SandboxClient::new(sandbox.base_url());
@@ -103,16 +111,8 @@ impl Bench {
         while let Some(r) = writers.join_next().await {
             r.map_err(|e| e.to_string())??;
         }
-        let vars: BTreeMap<&str, String> = [
-            ("PAYCYCLE_TABLE", table.clone()),
-            ("PAYCYCLE_EVENT_BUS", "bench-bus".to_string()),
-            ("STEPPAY_BASE_URL", sandbox.base_url()),
-            ("PAYPLE_BASE_URL", sandbox.base_url()),
-            ("PAYPLE_REFERER", "http://127.0.0.1:3000".to_string()),
-        ]
-        .into_iter()
-        .collect();
-        let config = Config::from_lookup(|k| vars.get(k).cloned()).map_err(|e| e.to_string())?;
+        let config =
+            paycycle_dev::local_config(&table, "bench-bus", &sandbox.base_url(), None).map_err(|e| e.to_string())?;
         let events_sdk = paycycle_testkit::moto::sdk_config_for(&self.sink.url).await;
         let deps = renew::Deps {
             store,

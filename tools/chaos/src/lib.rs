@@ -23,7 +23,6 @@ use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
 use lambda_http::RequestExt;
-use paycycle::config::Config;
 use paycycle::domain::attempt::{ChargeId, SubscriptionId};
 use paycycle::domain::customer::PgMode;
 use paycycle::domain::subscription::SubscriptionState;
@@ -78,7 +77,9 @@ impl Rng {
 pub struct World {
     ddb: aws_config::SdkConfig,
     events: aws_config::SdkConfig,
-    template: Template,
+    /// The template's table without its stream: the scenario hands stored webhooks to verify
+    /// itself (see `pump_webhooks`), and an emulator's stream only grows.
+    table: paycycle_testkit::template::TableDef,
     _sink: Option<EventSink>,
 }
 
@@ -97,7 +98,11 @@ impl World {
         Ok(Self {
             ddb: paycycle_testkit::moto::sdk_config_for(dynamodb).await,
             events: paycycle_testkit::moto::sdk_config_for(&events_url).await,
-            template: Template::load().map_err(|e| e.to_string())?,
+            table: {
+                let mut def = Template::load().and_then(|t| t.table()).map_err(|e| e.to_string())?;
+                def.stream_view_type = None;
+                def
+            },
             _sink: sink,
         })
     }
@@ -274,31 +279,20 @@ fn kst_start(rng: &mut Rng) -> Timestamp {
 async fn setup(world: &World, seed: u64, log: &mut Vec<String>) -> Result<Scenario, String> {
     let mut rng = Rng::new(seed);
     let prefix = format!("chaos-{seed}");
-    let (table, _, _) = paycycle_testkit::provision::provision_table(&world.ddb, &world.template, &prefix)
+    let (table, _, _) = paycycle_testkit::provision::provision_table_from(&world.ddb, world.table.clone(), &prefix)
         .await
         .map_err(|e| format!("provision: {e}"))?;
     let store = Store::new(&world.ddb, &table);
     let sandbox = pg_sandbox::Sandbox::start(0).await.map_err(|e| e.to_string())?;
     // A timeout after charge holds the PG's answer past our PG timeout (300 ms).
     sandbox.shared.config.lock().expect("sandbox config").timeout_after_charge_ms = 600;
-    let vars: BTreeMap<&str, String> = [
-        ("PAYCYCLE_TABLE", table.clone()),
-        ("PAYCYCLE_EVENT_BUS", "chaos-bus".to_string()),
-        ("STEPPAY_BASE_URL", sandbox.base_url()),
-        ("PAYPLE_BASE_URL", sandbox.base_url()),
-        ("PAYPLE_REFERER", "http://127.0.0.1:3000".to_string()),
-        ("PG_TIMEOUT_MS", "300".to_string()),
-    ]
-    .into_iter()
-    .collect();
-    let config = Config::from_lookup(|k| vars.get(k).cloned()).map_err(|e| e.to_string())?;
+    let config =
+        paycycle_dev::local_config(&table, "chaos-bus", &sandbox.base_url(), Some(300)).map_err(|e| e.to_string())?;
     let gateways = Gateways::new(&config, &local_secrets());
     // Setup (card registration) is not under test: it gets the default PG timeout.
-    let setup_gateways = {
-        let mut vars = vars.clone();
-        vars.remove("PG_TIMEOUT_MS");
-        Gateways::new(&Config::from_lookup(|k| vars.get(k).cloned()).map_err(|e| e.to_string())?, &local_secrets())
-    };
+    let setup_config =
+        paycycle_dev::local_config(&table, "chaos-bus", &sandbox.base_url(), None).map_err(|e| e.to_string())?;
+    let setup_gateways = Gateways::new(&setup_config, &local_secrets());
     let publisher = EventPublisher::new(&world.events, "chaos-bus");
     let renew = renew::Deps {
         store: store.clone(),

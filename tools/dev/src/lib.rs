@@ -69,6 +69,29 @@ pub enum StackError {
 /// The StepPay v2 webhook signing secret of the local stack (the sandbox signs with it).
 pub const LOCAL_STEPPAY_SIGNING_SECRET: &str = "local-steppay-webhook-secret";
 
+/// The functions' configuration for a table, a bus and the sandbox at `sandbox_url` (both PGs),
+/// with an optional `PG_TIMEOUT_MS`.
+pub fn local_config(
+    table: &str,
+    bus: &str,
+    sandbox_url: &str,
+    pg_timeout_ms: Option<u64>,
+) -> Result<Config, paycycle::ConfigError> {
+    let mut vars: BTreeMap<&str, String> = [
+        ("PAYCYCLE_TABLE", table.to_string()),
+        ("PAYCYCLE_EVENT_BUS", bus.to_string()),
+        ("STEPPAY_BASE_URL", sandbox_url.to_string()),
+        ("PAYPLE_BASE_URL", sandbox_url.to_string()),
+        ("PAYPLE_REFERER", "http://127.0.0.1:3000".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    if let Some(ms) = pg_timeout_ms {
+        vars.insert("PG_TIMEOUT_MS", ms.to_string());
+    }
+    Config::from_lookup(|k| vars.get(k).cloned())
+}
+
 /// The PG credentials the sandbox accepts (Payple's published test partner; made-up StepPay keys).
 pub fn local_secrets() -> Secrets {
     let env: BTreeMap<&str, &str> = [
@@ -95,19 +118,7 @@ impl LocalStack {
         let sandbox = pg_sandbox::Sandbox::start(0).await?;
 
         let bus = provisioned.buses.values().next().cloned().unwrap_or_default();
-        let mut vars: BTreeMap<&str, String> = [
-            ("PAYCYCLE_TABLE", provisioned.table.clone()),
-            ("PAYCYCLE_EVENT_BUS", bus),
-            ("STEPPAY_BASE_URL", sandbox.base_url()),
-            ("PAYPLE_BASE_URL", sandbox.base_url()),
-            ("PAYPLE_REFERER", "http://127.0.0.1:3000".to_string()),
-        ]
-        .into_iter()
-        .collect();
-        if let Some(ms) = options.pg_timeout_ms {
-            vars.insert("PG_TIMEOUT_MS", ms.to_string());
-        }
-        let config = Config::from_lookup(|k| vars.get(k).cloned())?;
+        let config = local_config(&provisioned.table, &bus, &sandbox.base_url(), options.pg_timeout_ms)?;
         let boot = Boot { config, sdk, secrets: local_secrets() };
 
         let routes = template.http_routes()?;
