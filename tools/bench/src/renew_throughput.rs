@@ -40,6 +40,9 @@ pub struct Run {
     pub setup_seconds: f64,
     /// DynamoDB requests per renewal (the tick's queries included).
     pub store_requests_per_renewal: f64,
+    /// Of those, reads (GetItem, Query) and write requests.
+    pub reads_per_renewal: f64,
+    pub writes_per_renewal: f64,
     /// Time a renewal waited on DynamoDB (sum of its requests' round trips, queueing included).
     pub store_ms_per_renewal: f64,
     /// C ÷ (PG latency + store time per renewal): the most this PG *and this store* allow.
@@ -161,6 +164,8 @@ impl Bench {
             events: self.sink.entries.load(Ordering::Relaxed) - events_before,
             setup_seconds,
             store_requests_per_renewal: store.total_requests() as f64 / n,
+            reads_per_renewal: store.reads() as f64 / n,
+            writes_per_renewal: (store.total_requests() - store.reads()) as f64 / n,
             store_ms_per_renewal,
             bound_with_store_per_second: concurrency as f64 * 1000.0 / per_renewal_ms,
             utilization: per_second * per_renewal_ms / 1000.0 / concurrency as f64,

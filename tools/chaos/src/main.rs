@@ -38,6 +38,13 @@ fn args() -> Result<Args, String> {
 
 #[tokio::main]
 async fn main() {
+    // The functions' logs on stderr with RUST_LOG (e.g. RUST_LOG=warn to see why a call failed).
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let args = match args() {
         Ok(a) => a,
         Err(e) => {
