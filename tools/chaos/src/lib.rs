@@ -1,6 +1,7 @@
 //! The chaos suite (DESIGN §5–§7 beyond the happy path). A scenario is drawn from a seed: one to
 //! three StepPay-self or Payple subscriptions with their own cards, then 4–14 random steps —
-//! renew ticks (up to three overlapping, one of them possibly crashing at any step of a renewal),
+//! renew ticks (up to three overlapping, one of them possibly crashing at any step of a renewal, a
+//! quarter of them raced by a cancel, pause, resume or plan change),
 //! PG faults on the next charge (soft or hard decline, timeout after the PG charged, 5xx, delay),
 //! bursts of up to three concurrent refunds of one payment (some asking more than is left, some
 //! hitting a refund fault), cancels, pauses, resumes and plan changes, and jumps in time. Then it
@@ -122,6 +123,8 @@ pub struct Tally {
     pub refund_requests: u64,
     pub refund_answers: BTreeMap<u16, u64>,
     pub actions: u64,
+    /// Lifecycle calls made while ticks ran.
+    pub raced_actions: u64,
     pub action_answers: BTreeMap<u16, u64>,
     pub pg_charges: u64,
     pub payments: u64,
@@ -155,6 +158,7 @@ impl Tally {
             *self.refund_answers.entry(*k).or_default() += v;
         }
         self.actions += o.actions;
+        self.raced_actions += o.raced_actions;
         for (k, v) in &o.action_answers {
             *self.action_answers.entry(*k).or_default() += v;
         }
@@ -419,6 +423,12 @@ impl Scenario {
         let overlapping = self.rng.range(1, 3) as usize;
         let crash =
             self.rng.chance(30).then(|| (self.rng.below(overlapping as u64) as usize, *self.rng.pick(&CRASH_POINTS)));
+        // A quarter of the ticks race a cancel / pause / resume / plan change on the way.
+        let racing = self.rng.chance(25).then(|| {
+            let (what, sub, body, req) = self.draw_action();
+            let deps = self.subscriptions.clone();
+            (what, sub, body, tokio::spawn(async move { answer(subscriptions::handler(&deps, req).await) }))
+        });
         let mut ticks = tokio::task::JoinSet::new();
         for i in 0..overlapping {
             let mut deps = self.renew.clone();
@@ -430,6 +440,12 @@ impl Scenario {
         while let Some(r) = ticks.join_next().await {
             let report = r.map_err(|e| format!("tick panicked: {e}"))?;
             charged += report.charged;
+        }
+        if let Some((what, sub, body, call)) = racing {
+            let answered = call.await.map_err(|e| format!("{what} panicked: {e}"))?;
+            self.log.push(format!("racing the tick(s): {what} {sub}"));
+            self.record_action(what, &sub, &body, answered)?;
+            self.tally.raced_actions += 1;
         }
         self.tally.ticks += overlapping as u64;
         if overlapping > 1 {
@@ -554,7 +570,8 @@ impl Scenario {
         Ok(())
     }
 
-    async fn action(&mut self) -> Result<(), String> {
+    /// A lifecycle call drawn at random: (what, subscription, body, request).
+    fn draw_action(&mut self) -> (&'static str, String, Value, lambda_http::Request) {
         let sub = self.subs[self.rng.below(self.subs.len() as u64) as usize].id.as_str().to_string();
         let (what, path, body) = match self.rng.below(6) {
             0 | 1 => ("cancel", format!("/subscriptions/{sub}/cancel"), json!({"at_period_end": self.rng.chance(50)})),
@@ -563,7 +580,16 @@ impl Scenario {
             _ => ("plan", format!("/subscriptions/{sub}/plan"), json!({"amount": self.rng.range(10, 1_000) * 100})),
         };
         let req = self.request("POST", &path, &sub, Some(body.clone()), false);
-        let (status, answer_body) = answer(subscriptions::handler(&self.subscriptions, req).await);
+        (what, sub, body, req)
+    }
+
+    fn record_action(
+        &mut self,
+        what: &str,
+        sub: &str,
+        body: &Value,
+        (status, answer_body): (u16, String),
+    ) -> Result<(), String> {
         self.tally.actions += 1;
         *self.tally.action_answers.entry(status).or_default() += 1;
         if !acceptable(status) {
@@ -575,6 +601,12 @@ impl Scenario {
             .unwrap_or_default();
         self.log.push(format!("{what} {sub} {body} → {status} {code}"));
         Ok(())
+    }
+
+    async fn action(&mut self) -> Result<(), String> {
+        let (what, sub, body, req) = self.draw_action();
+        let answered = answer(subscriptions::handler(&self.subscriptions, req).await);
+        self.record_action(what, &sub, &body, answered)
     }
 
     /// No more faults; held-back webhooks are delivered; time moves past every lease and recheck

@@ -100,7 +100,7 @@ fn summary(t: &Tally, failures: &[u64], seed: u64, seconds: f64) -> String {
         "chaos: {} scenarios passed, {} failed (seeds from {seed}{}) in {seconds:.0} s\n\
          subscriptions {} · steps {} · ticks {} ({} overlapping sets, {} with a crash)\n\
          faults {:?}\n\
-         refund requests {} → {:?} · lifecycle calls {} → {:?}\n\
+         refund requests {} → {:?} · lifecycle calls {} ({} racing ticks) → {:?}\n\
          reconciled: {} PG charges = {} payments, {}원 charged; PG refunded {}원, we confirmed {}원 \
          ({} refunds left unknown); {} webhooks verified; needs_review {} ({} PG charges held there for a person); final states {:?}\n\
          double charges 0 · lost charges 0 · over-refunds 0 (a scenario with any fails the run)",
@@ -116,6 +116,7 @@ fn summary(t: &Tally, failures: &[u64], seed: u64, seconds: f64) -> String {
         t.refund_requests,
         t.refund_answers,
         t.actions,
+        t.raced_actions,
         t.action_answers,
         t.pg_charges,
         t.payments,

@@ -42,6 +42,7 @@ async fn twenty_four_seeded_scenarios_reconcile_with_the_pg_ledger() {
     assert!(total.pg_charges > 20, "{total:?}");
     assert!(total.crashes > 3 && total.overlapping_ticks > 3, "{total:?}");
     assert!(total.refund_requests > 5 && total.actions > 5 && total.faults.len() > 4, "{total:?}");
+    assert!(total.raced_actions > 0, "some lifecycle calls race a tick: {total:?}");
     assert_eq!(total.pg_charges, total.payments + total.flagged_for_review);
 }
 
