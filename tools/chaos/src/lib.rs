@@ -137,6 +137,8 @@ pub struct Tally {
     /// Approved PG charges held by a `needs_review` subscription for a person (not payments yet,
     /// never charged again).
     pub flagged_for_review: u64,
+    /// The seeds of the scenarios that left such a charge (to replay them).
+    pub review_seeds: Vec<u64>,
     /// Webhooks verified (each delivery the PG made, duplicates included, once stored).
     pub webhooks: u64,
     pub final_states: BTreeMap<String, u64>,
@@ -171,6 +173,7 @@ impl Tally {
         self.needs_review += o.needs_review;
         self.webhooks += o.webhooks;
         self.flagged_for_review += o.flagged_for_review;
+        self.review_seeds.extend(&o.review_seeds);
         for (k, v) in &o.final_states {
             *self.final_states.entry(k.clone()).or_default() += v;
         }
@@ -753,6 +756,9 @@ impl Scenario {
                 // person (its outcome never became known to us).
                 if in_review.iter().any(|(sub, period)| sub == charge.subscription() && *period == charge.period()) {
                     self.tally.flagged_for_review += 1;
+                    if !self.tally.review_seeds.contains(&self.seed) {
+                        self.tally.review_seeds.push(self.seed);
+                    }
                     continue;
                 }
                 return Err(format!(

@@ -90,6 +90,12 @@ async fn main() {
         }
     }
     println!("{}", summary(&total, &failures, args.seed, started.elapsed().as_secs_f64()));
+    if !total.review_seeds.is_empty() {
+        let mut seeds = total.review_seeds.clone();
+        seeds.sort_unstable();
+        seeds.truncate(20);
+        println!("scenarios that left a charge for review (replay with SEED=… COUNT=1): {seeds:?}");
+    }
     if !failures.is_empty() {
         std::process::exit(1);
     }
