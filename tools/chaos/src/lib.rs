@@ -137,6 +137,8 @@ pub struct Tally {
     /// Approved PG charges held by a `needs_review` subscription for a person (not payments yet,
     /// never charged again).
     pub flagged_for_review: u64,
+    /// A [`Tamper`] was planted (tests only).
+    pub tampered: bool,
     /// The seeds of the scenarios that left such a charge (to replay them).
     pub review_seeds: Vec<u64>,
     /// Webhooks verified (each delivery the PG made, duplicates included, once stored).
@@ -671,9 +673,14 @@ impl Scenario {
 
     fn tamper(&mut self, t: Tamper) {
         let mut state = self.sandbox.shared.state.lock().expect("sandbox state");
-        let Some(charge) = state.charges.iter().find(|c| c.amount > 0).cloned() else {
+        // An unrecorded refund needs a charge with something left to refund (else it is an
+        // over-refund, caught as that).
+        let target =
+            |c: &&pg_sandbox::state::Charge| c.amount > 0 && (t != Tamper::UnrecordedRefund || c.refunded < c.amount);
+        let Some(charge) = state.charges.iter().find(target).cloned() else {
             return;
         };
+        self.tally.tampered = true;
         match t {
             Tamper::DoubleCharge => {
                 let mut twin = charge.clone();
