@@ -265,19 +265,8 @@ pub async fn run_tampered(world: &World, seed: u64, tamper: Option<Tamper>) -> R
     };
     // The table goes either way (Dynoxide keeps every table in memory); a failed one is
     // reproducible from its seed.
-    let _ = aws_sdk_dynamodb_delete(&world.ddb, &table).await;
+    let _ = aws_sdk_dynamodb::Client::new(&world.ddb).delete_table().table_name(&table).send().await;
     result.map_err(|message| Failure { seed, message, log })
-}
-
-async fn aws_sdk_dynamodb_delete(sdk: &aws_config::SdkConfig, table: &str) -> Result<(), String> {
-    paycycle::store::Table::new(sdk, table)
-        .client
-        .delete_table()
-        .table_name(table)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(())
 }
 
 fn kst_start(rng: &mut Rng) -> Timestamp {
@@ -644,10 +633,15 @@ impl Scenario {
                 .scan()
                 .table_name(&self.store.table.name)
                 .filter_expression("#e = :e AND #s = :s")
-                .expression_attribute_names("#e", "entity")
+                .expression_attribute_names("#e", paycycle::store::keys::ENTITY)
                 .expression_attribute_names("#s", "status")
                 .expression_attribute_values(":e", aws_sdk_dynamodb::types::AttributeValue::S("webhook_event".into()))
-                .expression_attribute_values(":s", aws_sdk_dynamodb::types::AttributeValue::S("received".into()))
+                .expression_attribute_values(
+                    ":s",
+                    aws_sdk_dynamodb::types::AttributeValue::S(
+                        paycycle::store::webhooks::WebhookStatus::Received.as_str().into(),
+                    ),
+                )
                 .set_exclusive_start_key(start)
                 .send()
                 .await
