@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use paycycle::domain::attempt::{ChargeId, SubscriptionId};
 use paycycle::money::Krw;
-use paycycle::pg::payple::{PaypleClient, WindowWork};
+use paycycle::pg::payple::{PaypleClient, WindowCheck, WindowWork};
 use paycycle::pg::steppay::SteppayClient;
 use paycycle::pg::{
     ChargeRequest, FirstPaymentEvidence, Lookup, Payer, PaymentGateway, PaymentState, PgError, RefundRequest, Timeouts,
@@ -291,51 +291,69 @@ async fn steppay_managed_and_self_first_payments_verify_by_lookup() {
 
 // ---------------- Payple ----------------
 
+/// What a checkout stored about its window (the browser's fields choose nothing).
+fn check(work: WindowWork, oid: &str, amount: i64) -> WindowCheck {
+    WindowCheck {
+        work,
+        oid: oid.into(),
+        expected: krw(amount),
+        payer_no: payer().payer_no,
+        opened_at: jiff::Timestamp::now(),
+    }
+}
+
+fn payple_evidence(fields: &serde_json::Map<String, Value>, window: WindowCheck) -> FirstPaymentEvidence {
+    FirstPaymentEvidence::PaypleResult { fields: fields.clone(), window }
+}
+
 #[tokio::test]
 async fn payple_window_auth_pay_and_cert_verify_with_payple() {
     let e = env().await;
     let auth = e.window(WindowWork::Auth, "sub_w1-p0-a1", None).await;
-    let first =
-        e.payple.verify_first_payment(&FirstPaymentEvidence::PaypleResult(auth.clone()), krw(9_900)).await.unwrap();
+    let verify = |fields: &serde_json::Map<String, Value>, window: WindowCheck| {
+        let expected = window.expected;
+        let evidence = payple_evidence(fields, window);
+        let payple = e.payple.clone();
+        async move { payple.verify_first_payment(&evidence, expected).await }
+    };
+    let first = verify(&auth, check(WindowWork::Auth, "sub_w1-p0-a1", 9_900)).await.unwrap();
     assert!(first.charged.is_none(), "AUTH registers without paying");
     assert_eq!(first.billing_key.as_deref(), auth["PCD_PAYER_ID"].as_str());
+    // PUSERINFO: a key registered under another payer number is not confirmed.
+    let mut other_payer = check(WindowWork::Auth, "sub_w1-p0-a1", 9_900);
+    other_payer.payer_no = Some("2".into());
+    assert!(matches!(verify(&auth, other_payer).await, Err(PgError::Mismatch(_))));
 
     let pay = e.window(WindowWork::Pay, "sub_w2-p0-a1", Some(9_900)).await;
-    let first =
-        e.payple.verify_first_payment(&FirstPaymentEvidence::PaypleResult(pay.clone()), krw(9_900)).await.unwrap();
+    let first = verify(&pay, check(WindowWork::Pay, "sub_w2-p0-a1", 9_900)).await.unwrap();
     assert_eq!(first.charged.unwrap().pg_payment_id, "sub_w2-p0-a1");
-    // Tampered: the browser claims a different total than the checkout asked.
+    // The browser's total, work and status choose nothing: Payple's record of our OID decides.
     let mut tampered = pay.clone();
     tampered.insert("PCD_PAY_TOTAL".into(), json!("100"));
+    tampered.insert("PCD_PAY_WORK".into(), json!("AUTH"));
+    tampered.insert("PCD_PAY_RST".into(), json!("close"));
+    let first = verify(&tampered, check(WindowWork::Pay, "sub_w2-p0-a1", 9_900)).await.unwrap();
+    assert_eq!(first.charged.unwrap().amount, krw(9_900));
     assert!(matches!(
-        e.payple.verify_first_payment(&FirstPaymentEvidence::PaypleResult(tampered), krw(9_900)).await,
-        Err(PgError::VerificationFailed(_))
+        verify(&pay, check(WindowWork::Pay, "sub_w2-p0-a1", 100)).await,
+        Err(PgError::VerificationFailed(m)) if m.contains("tampered")
     ));
-    // Forged: a success the PG never produced (unknown OID) fails the lookup.
-    let mut forged = pay.clone();
-    forged.insert("PCD_PAY_OID".into(), json!("sub_forged-p0-a1"));
-    assert!(e.payple.verify_first_payment(&FirstPaymentEvidence::PaypleResult(forged), krw(9_900)).await.is_err());
+    // An OID Payple never charged is not paid, whatever the browser says.
+    assert!(matches!(verify(&pay, check(WindowWork::Pay, "sub_forged-p0-a1", 9_900)).await, Err(PgError::NotPaid(_))));
 
     let cert = e.window(WindowWork::Cert, "sub_w3-p0-a1", Some(5_000)).await;
     assert_eq!(e.ledger().await["totals"]["charges"], 1, "CERT is not charged before the confirm");
-    let first =
-        e.payple.verify_first_payment(&FirstPaymentEvidence::PaypleResult(cert.clone()), krw(5_000)).await.unwrap();
-    assert_eq!(first.charged.unwrap().amount, krw(5_000));
-    assert_eq!(e.ledger().await["totals"]["charges"], 2);
     // A CERT result pointing the confirm elsewhere is refused before any call.
     let mut evil = cert.clone();
     evil.insert("PCD_PAY_COFURL".into(), json!("https://evil.example.com/confirm"));
-    assert!(matches!(
-        e.payple.verify_first_payment(&FirstPaymentEvidence::PaypleResult(evil), krw(5_000)).await,
-        Err(PgError::VerificationFailed(_))
-    ));
+    assert!(matches!(verify(&evil, check(WindowWork::Cert, "sub_w3-p0-a1", 5_000)).await, Err(PgError::Mismatch(_))));
+    let first = verify(&cert, check(WindowWork::Cert, "sub_w3-p0-a1", 5_000)).await.unwrap();
+    assert_eq!(first.charged.unwrap().amount, krw(5_000));
+    assert_eq!(e.ledger().await["totals"]["charges"], 2);
 
     let mut closed = serde_json::Map::new();
     closed.insert("PCD_PAY_RST".into(), json!("close"));
-    assert!(matches!(
-        e.payple.verify_first_payment(&FirstPaymentEvidence::PaypleResult(closed), krw(5_000)).await,
-        Err(PgError::VerificationFailed(_))
-    ));
+    assert!(matches!(verify(&closed, check(WindowWork::Cert, "sub_w4-p0-a1", 5_000)).await, Err(PgError::NotPaid(_))));
 }
 
 #[tokio::test]

@@ -472,6 +472,7 @@ async fn checkouts_are_found_by_pg_reference_and_completed_once() {
         verifying_until: 0,
         first_charge_at: None,
         payment_id: None,
+        payer_no: None,
     };
     e.store.create_checkout(&c).await.unwrap();
     assert!(matches!(e.store.create_checkout(&c).await, Err(StoreError::AlreadyExists(_))));

@@ -149,19 +149,18 @@ async fn payple_cert_is_confirmed_and_auth_is_charged_by_paycycle() {
 }
 
 #[tokio::test]
-async fn a_closed_window_or_a_tampered_total_fails_the_checkout_without_a_subscription() {
+async fn a_closed_window_changes_nothing_and_a_tampered_total_fails_the_checkout_without_a_subscription() {
     let e = env().await;
     let c = e.partner.checkout(&payple_checkout("PAY", 9_900)).await;
     let id = c["id"].as_str().unwrap();
+    // A close is the browser's word, not Payple's (issue 20 item 7): nothing changes.
     let closed = e.sandbox.payple_window(&c["payple"], Some("close")).await;
     let (status, v) = e.verify(id, closed.clone()).await;
-    assert_eq!((status, v["error"]["code"].as_str()), (422, Some("payment_failed")), "{v}");
-    assert_eq!(e.checkout_status(id).await, CheckoutStatus::Failed);
+    assert_eq!((status, v["error"]["code"].as_str()), (409, Some("payment_not_completed")), "{v}");
+    assert_eq!(e.checkout_status(id).await, CheckoutStatus::Open);
     assert!(
         e.store.get_subscription(&c["subscription_id"].as_str().unwrap().parse().unwrap()).await.unwrap().is_none()
     );
-    let (status, _) = e.verify(id, closed).await;
-    assert_eq!(status, 422, "a failed checkout stays failed");
 
     // The browser's PCD_PAY_TOTAL is compared with the checkout: a customer who paid 100원
     // instead of 9,900원 gets no subscription.
@@ -526,4 +525,245 @@ async fn a_steppay_renewal_whose_answer_was_lost_is_resolved_through_its_payment
     assert_eq!(sub.subscription.state.as_str(), "active");
     assert_eq!(e.store.payments_of_subscription(&sub_id).await.unwrap().len(), 2);
     assert_eq!(e.charges().await.len(), 2, "the renewal was charged once");
+}
+
+// ---------------- issue 20: hostile, late and racing browsers ----------------
+
+fn steppay_self_checkout(amount: i64) -> Value {
+    json!({"pg": "steppay_self", "customer": customer(), "plan": plan(amount)})
+}
+
+impl Env {
+    async fn subscription_state(&self, c: &Value) -> Option<String> {
+        let id = c["subscription_id"].as_str().unwrap().parse().unwrap();
+        self.store.get_subscription(&id).await.unwrap().map(|s| s.subscription.state.as_str().to_string())
+    }
+}
+
+/// Issue 20 item 1: the window work is the checkout's. A PAY window result re-posted with
+/// `PCD_PAY_WORK=AUTH` must not make paycycle charge the key a second time.
+#[tokio::test]
+async fn the_window_work_is_the_checkouts_so_a_pay_posted_as_auth_is_charged_once() {
+    let e = env().await;
+    let c = e.partner.checkout(&payple_checkout("PAY", 9_900)).await;
+    let id = c["id"].as_str().unwrap();
+    let mut result = e.sandbox.payple_window(&c["payple"], None).await;
+    result.insert("PCD_PAY_WORK".into(), json!("AUTH"));
+    let (status, v) = e.verify(id, result).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(e.charges().await.len(), 1, "one charge at the PG: the window's");
+    assert_eq!(v["payment"]["id"], payment_id_for(paycycle::domain::customer::PgMode::Payple, id));
+    assert_eq!(v["payment"]["amount"], 9_900);
+}
+
+/// Issue 20 item 1: a billing key is charged only once Payple confirms it belongs to this
+/// checkout's payer: another customer's `PCD_PAYER_ID` is refused and nothing is charged.
+#[tokio::test]
+async fn a_forged_payer_id_of_another_customer_is_never_charged() {
+    let e = env().await;
+    let victim = e.partner.checkout(&payple_checkout("AUTH", 4_900)).await;
+    let r = e.sandbox.payple_window(&victim["payple"], None).await;
+    let (status, v) = e.verify(victim["id"].as_str().unwrap(), r).await;
+    assert_eq!(status, 200, "{v}");
+    let victims_key = e.charges().await[0]["billing_key"].as_str().unwrap().to_string();
+
+    let attacker = e.partner.checkout(&payple_checkout("AUTH", 4_900)).await;
+    let mut r = e.sandbox.payple_window(&attacker["payple"], None).await;
+    r.insert("PCD_PAYER_ID".into(), json!(victims_key));
+    let (status, v) = e.verify(attacker["id"].as_str().unwrap(), r).await;
+    assert!((400..500).contains(&status), "{status} {v}");
+    assert_eq!(e.charges().await.len(), 1, "the victim's card is not charged again");
+    assert_eq!(e.subscription_state(&attacker).await, None);
+    assert_eq!(e.checkout_status(attacker["id"].as_str().unwrap()).await, CheckoutStatus::Open);
+}
+
+/// Issue 20 item 4: an AUTH first charge whose answer was lost is resolved without the
+/// partner verifying again (Payple's webhook or the sweep looks it up).
+#[tokio::test]
+async fn an_auth_first_charge_whose_answer_was_lost_activates_without_another_verify() {
+    let e = env_with(Options { api_port: 0, pg_timeout_ms: Some(1_000), ..Options::default() }).await;
+    let c = e.partner.checkout(&payple_checkout("AUTH", 4_900)).await;
+    let r = e.sandbox.payple_window(&c["payple"], None).await;
+    e.sandbox
+        .admin(
+            "/__admin/scenarios",
+            json!({"operation": "charge", "fault": {"kind": "timeout_after_charge"}, "count": 1}),
+        )
+        .await;
+    let before = e.deliveries().await;
+    let (status, v) = e.verify(c["id"].as_str().unwrap(), r).await;
+    assert_eq!(status, 504, "{v}");
+    e.stack.settle_webhooks(before + 1).await;
+    let later = Timestamp::now().checked_add(jiff::SignedDuration::from_mins(10)).unwrap();
+    e.stack.functions.sweep(Some(&later.to_string())).await.unwrap();
+    assert_eq!(e.subscription_state(&c).await.as_deref(), Some("active"));
+    let sub_id = c["subscription_id"].as_str().unwrap().parse().unwrap();
+    let payments = e.store.payments_of_subscription(&sub_id).await.unwrap();
+    assert_eq!(payments.len(), 1);
+    assert_eq!(payments[0].pg_payment_id, format!("{}-p0-a1", c["subscription_id"].as_str().unwrap()));
+    assert_eq!(e.charges().await.len(), 1);
+    assert_eq!(e.checkout_status(c["id"].as_str().unwrap()).await, CheckoutStatus::Completed);
+}
+
+/// Issue 20 item 5: a webhook whose verification kept failing (the PG answered 5xx through
+/// every stream retry) is verified by the sweep later, and StepPay's renewal is recorded.
+#[tokio::test]
+async fn every_stored_webhook_reaches_a_verdict_after_the_stream_gave_up() {
+    let e = env().await;
+    e.sandbox.steppay_price("prod_pro", "price_monthly", 19_900).await;
+    let body = json!({"pg": "steppay_managed", "customer": customer(), "plan": plan(19_900),
+        "return_url": "https://shop.example.com/ok",
+        "steppay": {"product_code": "prod_pro", "price_code": "price_monthly"}});
+    let c = e.partner.checkout(&body).await;
+    let before = e.deliveries().await;
+    let redirect = e.sandbox.steppay_pay_page(c["steppay"]["pay_url"].as_str().unwrap()).await;
+    let (status, v) = e
+        .verify(
+            c["id"].as_str().unwrap(),
+            [("order_code".to_string(), json!(redirect["order_code"]))].into_iter().collect(),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    e.stack.settle_webhooks(before + 1).await;
+    let sub_id: paycycle::domain::attempt::SubscriptionId = c["subscription_id"].as_str().unwrap().parse().unwrap();
+    let pg_sub = e.store.get_subscription(&sub_id).await.unwrap().unwrap().billing_key.unwrap();
+
+    // Every lookup verify makes for the renewal's webhook answers 500.
+    e.sandbox
+        .admin("/__admin/scenarios", json!({"operation": "lookup", "fault": {"kind": "server_error"}, "count": 50}))
+        .await;
+    e.sandbox.admin(&format!("/__admin/steppay/subscriptions/{pg_sub}/renew"), json!({})).await;
+    e.stack.settle_webhooks(before + 2).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while e.stack.feeder.dead_letters.lock().await.is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(e.stack.feeder.dead_letters.lock().await.len(), 1, "the stream gave up");
+    let sub = e.store.get_subscription(&sub_id).await.unwrap().unwrap();
+    assert_eq!(sub.subscription.current_period.unwrap().index, 0, "not recorded yet");
+    e.sandbox.http.delete(e.sandbox.url("/__admin/scenarios")).send().await.unwrap();
+
+    let later = Timestamp::now().checked_add(jiff::SignedDuration::from_mins(10)).unwrap();
+    e.stack.functions.sweep(Some(&later.to_string())).await.unwrap();
+    let sub = e.store.get_subscription(&sub_id).await.unwrap().unwrap();
+    assert_eq!(sub.subscription.current_period.unwrap().index, 1, "StepPay's renewal is recorded");
+    assert_eq!(e.store.payments_of_subscription(&sub_id).await.unwrap().len(), 2);
+}
+
+/// Issue 20 item 7: a wrong StepPay idKey is a mismatch (nothing changes, and the idKey — a
+/// billing key — is masked in the error); the genuine payment's webhook still completes it.
+#[tokio::test]
+async fn a_wrong_steppay_idkey_changes_nothing_and_the_genuine_webhook_completes_the_checkout() {
+    let e = env().await;
+    let a = e.partner.checkout(&steppay_self_checkout(12_000)).await;
+    let b = e.partner.checkout(&steppay_self_checkout(12_000)).await;
+    let before = e.deliveries().await;
+    let paid_b = e.sandbox.steppay_sdk_pay(&b["steppay"]["sdk"]).await;
+    let b_key = paid_b["idKey"].as_str().unwrap().to_string();
+    let (status, v) =
+        e.verify(a["id"].as_str().unwrap(), [("idKey".to_string(), json!(b_key))].into_iter().collect()).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (422, Some("evidence_mismatch")), "{v}");
+    assert!(!v.to_string().contains(&b_key), "a billing key never appears in an error body: {v}");
+    assert_eq!(e.checkout_status(a["id"].as_str().unwrap()).await, CheckoutStatus::Open);
+    e.sandbox.steppay_sdk_pay(&a["steppay"]["sdk"]).await;
+    e.stack.settle_webhooks(before + 2).await;
+    assert_eq!(e.checkout_status(a["id"].as_str().unwrap()).await, CheckoutStatus::Completed);
+}
+
+/// Issue 20 item 7: a stale `close` posted by the browser does not fail the checkout; the
+/// genuine payment's webhook completes it.
+#[tokio::test]
+async fn a_stale_payple_close_changes_nothing_and_the_genuine_webhook_completes_the_checkout() {
+    let e = env().await;
+    let hook_url = format!("{}/webhooks/payple", e.stack.api_url());
+    e.sandbox.admin("/__admin/config", json!({"payple_webhook_url": null})).await;
+    let c = e.partner.checkout(&payple_checkout("PAY", 9_900)).await;
+    let id = c["id"].as_str().unwrap();
+    let mut stale = serde_json::Map::new();
+    for (k, v) in [("PCD_PAY_RST", "close"), ("PCD_PAY_CODE", ""), ("PCD_PAY_WORK", "PAY"), ("PCD_PAY_OID", id)] {
+        stale.insert(k.into(), json!(v));
+    }
+    let (status, v) = e.verify(id, stale.clone()).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (409, Some("payment_not_completed")), "{v}");
+    stale.insert("PCD_PAY_RST".into(), json!("error"));
+    stale.insert("PCD_PAY_CODE".into(), json!("CARD0001"));
+    let (status, v) = e.verify(id, stale.clone()).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (409, Some("payment_not_completed")), "{v}");
+    assert_eq!(e.checkout_status(id).await, CheckoutStatus::Open);
+    // The customer then pays; the browser's stale close arrives late, and changes nothing.
+    let paid = e.sandbox.payple_window(&c["payple"], None).await;
+    let (status, v) = e.verify(id, stale).await;
+    assert!(status == 200 || status == 409, "{status} {v}");
+    assert_ne!(e.checkout_status(id).await, CheckoutStatus::Failed);
+    let r = reqwest::Client::new().post(&hook_url).json(&paid).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    e.stack.drain_stream().await;
+    assert_eq!(e.checkout_status(id).await, CheckoutStatus::Completed);
+}
+
+/// Issue 20 item 7: a StepPay self receipt that names no `partnerOrderId` cannot be shown to
+/// be this checkout's: nothing is recorded.
+#[tokio::test]
+async fn a_steppay_receipt_without_a_partner_order_id_completes_nothing() {
+    let e = env().await;
+    let c = e.partner.checkout(&steppay_self_checkout(12_000)).await;
+    let stray = e.sandbox.steppay_sdk_pay(&json!({"amount": 12_000, "method": "CARD_BILL"})).await;
+    let key = stray["idKey"].as_str().unwrap().to_string();
+    let (status, v) =
+        e.verify(c["id"].as_str().unwrap(), [("idKey".to_string(), json!(key))].into_iter().collect()).await;
+    assert!((400..500).contains(&status), "{status} {v}");
+    assert!(!v.to_string().contains(&key), "{v}");
+    assert_eq!(e.checkout_status(c["id"].as_str().unwrap()).await, CheckoutStatus::Open);
+    assert_eq!(e.subscription_state(&c).await, None);
+}
+
+/// Issue 20 item 11: no panic is reachable from a request body — multi-byte and oversized
+/// `PCD_*` fields on verify and on both webhook routes get an answer, and the stream keeps going.
+#[tokio::test]
+async fn multibyte_and_oversized_fields_never_panic_verify_or_the_webhook_routes() {
+    let e = env().await;
+    let http = reqwest::Client::new();
+    let c = e.partner.checkout(&payple_checkout("PAY", 9_900)).await;
+    let id = c["id"].as_str().unwrap();
+    let odd =
+        ["가나다라마", "2024년01월01일", "😀😀😀", "2024010\u{301}112233", &"9".repeat(5_000), &"é".repeat(3_000)];
+    for (i, t) in odd.iter().enumerate() {
+        for work in ["PAY", "CERT", "AUTH"] {
+            let body = json!({"checkout_id": id, "PCD_PAY_RST": "success", "PCD_PAY_CODE": format!("FUZZ{i:04}"),
+                "PCD_PAY_WORK": work, "PCD_PAY_OID": id, "PCD_PAY_TOTAL": "9900", "PCD_PAY_TIME": t,
+                "PCD_PAYER_ID": t, "PCD_PAYER_NO": t, "PCD_PAY_COFURL": t, "PCD_USER_DEFINE1": c["subscription_id"]});
+            let (status, v) = e.partner.post("/payments/verify", &body, None).await;
+            assert!(status < 500 || status == 502 || status == 504, "{work} {i}: {status} {v}");
+            let r = http.post(format!("{}/webhooks/payple", e.stack.api_url())).json(&body).send().await.unwrap();
+            assert!(r.status().as_u16() < 500, "payple webhook {i}: {}", r.status());
+        }
+        let steppay = json!({"webHookType": "PAYMENT", "orderId": t, "idKey": t});
+        let r = http.post(format!("{}/webhooks/steppay", e.stack.api_url())).json(&steppay).send().await.unwrap();
+        assert!(r.status().as_u16() < 500, "steppay webhook {i}: {}", r.status());
+    }
+    e.stack.drain_stream().await;
+    // The stream still verifies: a genuine payment completes its checkout.
+    let before = e.deliveries().await;
+    let paid = e.sandbox.payple_window(&c["payple"], None).await;
+    assert_eq!(paid["PCD_PAY_RST"], "success");
+    e.stack.settle_webhooks(before + 1).await;
+    assert_eq!(e.checkout_status(id).await, CheckoutStatus::Completed);
+}
+
+/// Issue 20 item 14: `return_url` is https unless the host is loopback.
+#[tokio::test]
+async fn return_url_must_be_https_unless_the_host_is_loopback() {
+    let e = env().await;
+    for url in ["http://shop.example.com/return", "http://10.0.0.1/r", "http://127.example.com/r"] {
+        let mut body = payple_checkout("PAY", 9_900);
+        body["return_url"] = json!(url);
+        let (status, v) = e.partner.post("/checkouts", &body, Some(url)).await;
+        assert_eq!((status, v["error"]["code"].as_str()), (400, Some("insecure_return_url")), "{url}: {v}");
+    }
+    for url in ["http://127.0.0.1:8080/r", "http://localhost/r", "http://[::1]:3000/r", "https://shop.example.com/r"] {
+        let mut body = payple_checkout("PAY", 9_900);
+        body["return_url"] = json!(url);
+        let (status, v) = e.partner.post("/checkouts", &body, Some(url)).await;
+        assert_eq!(status, 201, "{url}: {v}");
+    }
 }

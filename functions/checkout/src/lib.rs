@@ -133,6 +133,27 @@ fn is_url(s: &str) -> bool {
     s.len() <= 2048 && url::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
 }
 
+/// Where a customer's browser is sent back with the PG's result (which carries billing keys):
+/// `https`, or plain `http` only to this machine (127.0.0.0/8, ::1, localhost) for development.
+fn is_secure_return_url(s: &str) -> bool {
+    let Ok(u) = url::Url::parse(s) else { return false };
+    match (u.scheme(), u.host()) {
+        ("https", Some(_)) => true,
+        ("http", Some(url::Host::Ipv4(ip))) => ip.is_loopback(),
+        ("http", Some(url::Host::Ipv6(ip))) => ip.is_loopback(),
+        ("http", Some(url::Host::Domain(d))) => d.eq_ignore_ascii_case("localhost"),
+        _ => false,
+    }
+}
+
+/// The Payple `PCD_PAYER_NO` of a checkout: a 10-digit number (the window takes up to 10) that
+/// only this checkout's window registers a card under.
+fn payer_no(checkout_id: &str) -> String {
+    let h = sha256_hex(checkout_id.as_bytes());
+    let n = u64::from_str_radix(&h[..15], 16).unwrap_or(0) % 9_000_000_000 + 1_000_000_000;
+    n.to_string()
+}
+
 /// Checks everything a PG would otherwise reject later, and builds the plan.
 fn validate(b: &CheckoutBody) -> Result<Plan, ApiError> {
     let c = &b.customer;
@@ -168,6 +189,12 @@ fn validate(b: &CheckoutBody) -> Result<Plan, ApiError> {
     for (name, url) in [("return_url", &b.return_url), ("error_url", &b.error_url)] {
         if url.as_deref().is_some_and(|u| !is_url(u)) {
             return Err(invalid("invalid_url", format!("{name} must be an absolute http(s) URL")));
+        }
+        if url.as_deref().is_some_and(|u| !is_secure_return_url(u)) {
+            return Err(invalid(
+                "insecure_return_url",
+                format!("{name} must be https (plain http only to localhost, 127.0.0.0/8 or ::1)"),
+            ));
         }
     }
     match b.pg {
@@ -247,6 +274,7 @@ async fn create(
         verifying_until: 0,
         first_charge_at: None,
         payment_id: None,
+        payer_no: None,
     };
     let (pg_field, pg_json) = match body.pg {
         PgMode::Payple => {
@@ -261,7 +289,7 @@ async fn create(
                 name: customer.name.clone(),
                 phone: customer.phone.clone(),
                 email: customer.email.clone(),
-                payer_no: None,
+                payer_no: Some(payer_no(&checkout_id)),
             };
             let params = deps
                 .gateways
@@ -278,6 +306,7 @@ async fn create(
                 .await
                 .map_err(pg_error)?;
             record.work = Some(work_name);
+            record.payer_no = payer.payer_no.clone();
             ("payple", serde_json::to_value(&params).map_err(|_| ApiError::internal())?)
         }
         PgMode::SteppayManaged => {

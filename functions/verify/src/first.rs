@@ -7,6 +7,7 @@ use paycycle::domain::customer::PgMode;
 use paycycle::domain::events::EventKind;
 use paycycle::domain::subscription::Subscription;
 use paycycle::pg::payple::transformers::PaypleResult;
+use paycycle::pg::payple::{WindowCheck, WindowWork};
 use paycycle::pg::{ChargeRequest, Charged, FirstPayment, Lookup, Payer, PaymentState, PgError};
 use paycycle::store::StoreError;
 use paycycle::store::checkouts::{CheckoutRecord, CheckoutStatus};
@@ -39,6 +40,9 @@ pub enum Evidence {
     SteppayOrder { order_code: String },
     /// StepPay self: the payment's idKey.
     SteppayPayment { id_key: String },
+    /// Payple AUTH: the first charge paycycle sent (`{sub}-p0-a1`), to be looked up — named by
+    /// its webhook or found by the sweep. Carries nothing to trust.
+    FirstCharge,
 }
 
 #[derive(Debug)]
@@ -118,6 +122,8 @@ fn check_reference(c: &CheckoutRecord, evidence: &Evidence, source: Source) -> R
             Err(VerifyError::Mismatch(format!("order {order_code} is not this checkout's")))
         }
         (PgMode::SteppaySelf, Evidence::SteppayPayment { .. }) => Ok(()),
+        (PgMode::Payple, Evidence::FirstCharge) if c.first_charge_at.is_some() => Ok(()),
+        (_, Evidence::FirstCharge) => Err(VerifyError::Mismatch("this checkout sent no first charge".into())),
         (mode, _) => Err(VerifyError::Mismatch(format!("this checkout is {}; the evidence is not", mode.as_str()))),
     }
 }
@@ -140,34 +146,34 @@ fn kst_date(t: Timestamp) -> String {
     paycycle::calendar::kst_yyyymmdd(t)
 }
 
-/// Payple's record of a payment by OID (never the caller's fields): paid, the expected amount,
-/// and the billing key Payple has on record.
-async fn payple_record(deps: &Deps, oid: &str, date: &str, c: &CheckoutRecord) -> Result<FirstPayment, PgError> {
-    let (state, payer_id) = match deps.gateways.payple.lookup_detail(oid, date).await {
-        Err(PgError::NotFound) => return Err(PgError::NotPaid(format!("Payple has no payment {oid}"))),
-        other => other?,
-    };
-    match state {
-        PaymentState::Paid { amount, paid_at, .. } if amount == c.plan.amount => {
-            let Some(payer_id) = payer_id else {
-                return Err(PgError::NotPaid("Payple's record names no billing key; verify the window result".into()));
-            };
-            Ok(FirstPayment {
-                charged: Some(Charged {
-                    pg_payment_id: oid.to_string(),
-                    amount,
-                    approved_at: paid_at.unwrap_or_else(Timestamp::now),
-                }),
-                billing_key: Some(payer_id),
-            })
+/// What the checkout stored about its Payple window: the work, our OID, the amount and the
+/// payer number. The browser's `PCD_PAY_WORK` chooses nothing.
+fn window_check(c: &CheckoutRecord) -> Result<WindowCheck, PgError> {
+    let work = c.work.as_deref().map_or(Some(WindowWork::Pay), WindowWork::parse);
+    let work = work.ok_or_else(|| PgError::Invalid(format!("checkout work {:?} is not PAY, CERT or AUTH", c.work)))?;
+    Ok(WindowCheck {
+        work,
+        oid: c.pg_reference.clone().unwrap_or_else(|| c.checkout_id.clone()),
+        expected: c.plan.amount,
+        payer_no: c.payer_no.clone(),
+        opened_at: c.created_at,
+    })
+}
+
+/// The first charge of an AUTH checkout, as Payple recorded it (looked up under the KST date
+/// it was sent, and the next minute's in case the send crossed midnight). Not found: not paid
+/// (yet) — and after an hour, for good: the charge never reached Payple.
+async fn first_charge_outcome(deps: &Deps, c: &CheckoutRecord, now: Timestamp) -> Result<FirstPayment, PgError> {
+    let sent = c.first_charge_at.ok_or_else(|| PgError::Invalid("no first charge was sent".into()))?;
+    let oid = ChargeId::new(c.subscription_id.clone(), 0, 1).map_err(|e| PgError::Invalid(e.to_string()))?.to_string();
+    let mut check = window_check(c)?;
+    check.opened_at = sent;
+    let hint = sent.checked_add(SignedDuration::from_mins(1)).ok().map(kst_date);
+    match deps.gateways.payple.paid_window(&oid, hint, &check).await {
+        Err(PgError::NotPaid(_)) if now.duration_since(sent) > SignedDuration::from_hours(1) => {
+            Err(PgError::VerificationFailed(format!("Payple has no first charge {oid}, an hour after it was sent")))
         }
-        PaymentState::Paid { amount, .. } => Err(PgError::VerificationFailed(format!(
-            "Payple charged {amount} for {oid}, the checkout expects {}",
-            c.plan.amount
-        ))),
-        PaymentState::Refunded { .. } => Err(PgError::VerificationFailed(format!("{oid} was refunded"))),
-        PaymentState::Failed { code, message } => Err(PgError::VerificationFailed(format!("{code}: {message}"))),
-        PaymentState::Pending => Err(PgError::NotPaid(format!("{oid} is pending"))),
+        other => other,
     }
 }
 
@@ -177,7 +183,7 @@ fn payer(c: &CheckoutRecord) -> Payer {
         name: c.customer.name.clone(),
         phone: c.customer.phone.clone(),
         email: c.customer.email.clone(),
-        payer_no: None,
+        payer_no: c.payer_no.clone(),
     }
 }
 
@@ -235,19 +241,16 @@ async fn ask_pg(
     let expected = current.plan.amount;
     match evidence {
         Evidence::Payple(fields) => {
-            let oid = current.pg_reference.clone().unwrap_or_else(|| current.checkout_id.clone());
-            let work = field(fields, "PCD_PAY_WORK").unwrap_or_else(|| current.work.clone().unwrap_or_default());
+            let check = window_check(current)?;
             if source == Source::Webhook {
-                let date = field(fields, "PCD_PAY_TIME")
-                    .filter(|t| t.len() >= 8 && t.is_char_boundary(8))
-                    .map(|t| t[..8].to_string())
-                    .unwrap_or_else(|| kst_date(current.created_at));
-                return payple_record(deps, &oid, &date, current).await;
+                // A webhook only points at our OID: Payple's lookup says what happened.
+                let hint = field(fields, "PCD_PAY_TIME").as_deref().and_then(paycycle::pg::payple::pay_date);
+                return deps.gateways.payple.paid_window(&check.oid, hint, &check).await;
             }
-            if work == "CERT" {
+            if check.work == WindowWork::Cert {
                 // A confirm may have gone through before an earlier verify lost its answer.
                 if let Some(sent) = current.first_charge_at {
-                    match payple_record(deps, &oid, &kst_date(sent), current).await {
+                    match deps.gateways.payple.paid_window(&check.oid, Some(kst_date(sent)), &check).await {
                         Ok(fp) => return Ok(fp),
                         Err(PgError::NotPaid(_)) => {}
                         Err(e) => return Err(e),
@@ -261,12 +264,13 @@ async fn ask_pg(
                     *current = next;
                 }
             }
-            let fp = deps.gateways.payple.verify_window_result(fields, expected).await?;
-            match (fp.charged.is_none(), fp.billing_key.clone()) {
-                (true, Some(key)) => first_charge(deps, current, key, now).await,
+            let fp = deps.gateways.payple.verify_window_result(fields, &check).await?;
+            match (check.work, fp.billing_key.clone()) {
+                (WindowWork::Auth, Some(key)) => first_charge(deps, current, key, now).await,
                 _ => Ok(fp),
             }
         }
+        Evidence::FirstCharge => first_charge_outcome(deps, current, now).await,
         Evidence::SteppayOrder { order_code } => deps.gateways.steppay.verify_order(order_code, expected).await,
         Evidence::SteppayPayment { id_key } => {
             deps.gateways.steppay.verify_payment(id_key, Some(&current.checkout_id), expected).await
@@ -326,6 +330,10 @@ pub async fn complete(
             release(deps, &current, None).await?;
             return Err(VerifyError::NotPaid("the PG has no such payment".into()));
         }
+        Err(PgError::Mismatch(why)) => {
+            release(deps, &current, None).await?;
+            return Err(VerifyError::Mismatch(why));
+        }
         Err(e) => {
             release(deps, &current, None).await?;
             return Err(VerifyError::Pg(e));
@@ -344,7 +352,7 @@ async fn activate(
         release(deps, &current, None).await?;
         return Err(VerifyError::NotPaid("no payment was made".into()));
     };
-    let charge_id = if current.work.as_deref() == Some("AUTH") {
+    let charge_id = if current.pg == PgMode::Payple && current.work.as_deref() == Some("AUTH") {
         ChargeId::new(current.subscription_id.clone(), 0, 1).ok()
     } else {
         None

@@ -4,7 +4,12 @@
 //!   browser (`checkout_id` + Payple `PCD_*` fields, or StepPay `order_code` / `idKey`);
 //! - the table's stream — each newly stored webhook event ([`webhooks::process`]); failures are
 //!   reported per record (`batchItemFailures`) so only they are retried, and the event source
-//!   mapping sends a record that keeps failing to the dead-letter queue.
+//!   mapping sends a record that keeps failing to the dead-letter queue;
+//! - a schedule ([`sweep`], every few minutes): every stored webhook reaches a final verdict —
+//!   events still `received` (the stream gave up, the PG answered 5xx) are verified again with
+//!   backoff, and one older than a day logs the `WebhookUnverified` alarm line; and a Payple
+//!   AUTH checkout whose first charge was sent is resolved by lookup even if its verify lost
+//!   the answer and nobody calls again.
 //!
 //! A checkout is completed at most once: it is held by one verify at a time (a conditional
 //! write), the payment is recorded once per PG transaction, and the completion, the payment, the
@@ -54,6 +59,9 @@ pub async fn dispatch(deps: &Deps, event: lambda_runtime::LambdaEvent<Value>) ->
     let (payload, context) = event.into_parts();
     if payload.get("Records").is_some() {
         return Ok(stream(deps, &payload, Timestamp::now()).await);
+    }
+    if payload.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event") {
+        return Ok(sweep(deps, sweep_now(&payload)?).await);
     }
     let request: lambda_http::request::LambdaRequest = serde_json::from_value(payload)?;
     let request = Request::from(request).with_lambda_context(context);
@@ -106,6 +114,87 @@ async fn stream_record(deps: &Deps, record: &Value, now: Timestamp) -> Result<()
     }
     let event: WebhookEvent = record_from_image(item).map_err(|e| format!("unreadable webhook event: {e}"))?;
     verify_event(deps, &event, now).await
+}
+
+/// The sweep's clock: the wall clock (the schedule's own `time` may be late); locally, with
+/// `PAYCYCLE_ALLOW_TIME_TRAVEL=true`, an event may carry `{"now": ...}` like renew's ticks.
+fn sweep_now(payload: &Value) -> Result<Timestamp, Error> {
+    let Some(now) = payload.get("now").and_then(Value::as_str) else { return Ok(Timestamp::now()) };
+    if std::env::var("PAYCYCLE_ALLOW_TIME_TRAVEL").as_deref() != Ok("true") {
+        return Err("`now` in the event is time travel, allowed only with PAYCYCLE_ALLOW_TIME_TRAVEL=true".into());
+    }
+    Ok(now.parse::<Timestamp>().or_else(|_| now.parse::<jiff::Zoned>().map(|z| z.timestamp()))?)
+}
+
+/// Items one sweep takes from each queue (the next run takes the rest).
+pub const SWEEP_BATCH: i32 = 100;
+
+/// How long a webhook may stay unverified before the alarm line is logged.
+pub const WEBHOOK_ALARM_AGE: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
+
+/// One scheduled run: open first charges, then webhooks the stream did not settle.
+pub async fn sweep(deps: &Deps, now: Timestamp) -> Value {
+    let first_charges = sweep_first_charges(deps, now).await;
+    let (verified, deferred) = sweep_webhooks(deps, now).await;
+    tracing::info!(first_charges, verified, deferred, "sweep done");
+    json!({"first_charges": first_charges, "webhooks_verified": verified, "webhooks_deferred": deferred})
+}
+
+/// Payple AUTH checkouts whose first charge was sent and whose verify is not running: looked up
+/// and completed (or failed on Payple's word). Returns how many were resolved.
+async fn sweep_first_charges(deps: &Deps, now: Timestamp) -> usize {
+    let before = now.checked_sub(first::VERIFY_LEASE).unwrap_or(now);
+    let open = match deps.store.open_first_charges(before, SWEEP_BATCH).await {
+        Ok(open) => open,
+        Err(e) => {
+            tracing::error!(error = %e, "open first charges not read");
+            return 0;
+        }
+    };
+    let mut resolved = 0;
+    for checkout in open {
+        let id = checkout.checkout_id.clone();
+        match first::complete(deps, checkout, &Evidence::FirstCharge, Source::Webhook, now).await {
+            Ok(_) | Err(VerifyError::Failed(_)) => resolved += 1,
+            Err(e) => tracing::warn!(checkout_id = %id, error = ?e, "first charge not resolved yet"),
+        }
+    }
+    resolved
+}
+
+/// Webhook events still `received` whose next try is due: verified again; those that still
+/// get no verdict are deferred with backoff (5 min doubling, at most 6 h).
+async fn sweep_webhooks(deps: &Deps, now: Timestamp) -> (usize, usize) {
+    let due = match deps.store.due_webhook_events(now, SWEEP_BATCH).await {
+        Ok(due) => due,
+        Err(e) => {
+            tracing::error!(error = %e, "unverified webhooks not read");
+            return (0, 0);
+        }
+    };
+    let (mut verified, mut deferred) = (0, 0);
+    for event in due {
+        let Err(reason) = verify_event(deps, &event, now).await else {
+            verified += 1;
+            continue;
+        };
+        deferred += 1;
+        let attempts = event.attempts.saturating_add(1);
+        let backoff =
+            jiff::SignedDuration::from_mins(5 * (1_i64 << attempts.min(7))).min(jiff::SignedDuration::from_hours(6));
+        let next = now.checked_add(backoff).unwrap_or(now);
+        let dedupe_key = paycycle::pii::mask_reference(&event.dedupe_key);
+        if now.duration_since(event.received_at) > WEBHOOK_ALARM_AGE {
+            tracing::error!(alarm = "WebhookUnverified", pg = %event.pg, dedupe_key = %dedupe_key, attempts, reason = %reason,
+                received_at = %event.received_at, "a stored webhook has had no verdict for over a day");
+        } else {
+            tracing::warn!(pg = %event.pg, dedupe_key = %dedupe_key, attempts, reason = %reason, next_try = %next, "webhook still unverified");
+        }
+        if let Err(e) = deps.store.defer_webhook_event(&event, attempts, next).await {
+            tracing::warn!(dedupe_key = %dedupe_key, error = %e, "webhook not deferred (settled meanwhile?)");
+        }
+    }
+    (verified, deferred)
 }
 
 /// Verifies one stored webhook event and records the verdict on it. `Err` = retry later.

@@ -66,6 +66,11 @@ fn from_verify(r: Result<first::Completed, VerifyError>) -> Verdict {
     }
 }
 
+/// A StepPay idKey (possibly a billing key) or another PG reference, for an outcome or a log.
+fn mask(reference: &str) -> String {
+    paycycle::pii::mask_reference(reference)
+}
+
 /// Form or JSON fields (an object), as the PG or the partner sent them.
 pub fn fields(content_type: &str, body: &[u8]) -> Option<Map<String, Value>> {
     match paycycle::pg::body_value(content_type, body).ok()? {
@@ -90,9 +95,8 @@ async fn payple(deps: &Deps, event: &WebhookEvent, now: Timestamp) -> Verdict {
         return ignored("an error/close result: the checkout completes or fails through POST /payments/verify");
     }
     let oid = fields.get("PCD_PAY_OID").and_then(Value::as_str).unwrap_or_default().to_string();
-    if oid.parse::<ChargeId>().is_ok() {
-        // Our re-payments use the charge id as OID; renew looks their outcomes up itself.
-        return ignored("a renewal charge: renew settles it by lookup");
+    if let Ok(charge_id) = oid.parse::<ChargeId>() {
+        return payple_charge(deps, &charge_id, now).await;
     }
     if !oid.starts_with("chk_") {
         return rejected(format!("PCD_PAY_OID {oid:?} is not a paycycle checkout"));
@@ -103,6 +107,25 @@ async fn payple(deps: &Deps, event: &WebhookEvent, now: Timestamp) -> Verdict {
         Err(e) => return from_store(e),
     };
     from_verify(first::complete(deps, checkout, &Evidence::Payple(fields), Source::Webhook, now).await)
+}
+
+/// A Payple charge we sent under a charge id: an AUTH checkout's first charge (`{sub}-p0-a1`)
+/// completes its checkout by lookup — its verify may have lost the answer, and nobody else
+/// would (issue 20 item 4); any other is a renewal, which renew settles by lookup itself.
+async fn payple_charge(deps: &Deps, charge_id: &ChargeId, now: Timestamp) -> Verdict {
+    let first = ChargeId::new(charge_id.subscription().clone(), 0, 1).ok();
+    if first.as_ref() != Some(charge_id) {
+        return ignored("a renewal charge: renew settles it by lookup");
+    }
+    let checkout = match deps.store.checkout_of_subscription(charge_id.subscription()).await {
+        Ok(Some(c)) if c.pg == PgMode::Payple && c.first_charge_at.is_some() => c,
+        Ok(Some(c)) if c.status != paycycle::store::checkouts::CheckoutStatus::Open => {
+            return verified(format!("checkout {} is already {:?}", c.checkout_id, c.status));
+        }
+        Ok(_) => return ignored(format!("{charge_id} is not the first charge of an open Payple checkout")),
+        Err(e) => return from_store(e),
+    };
+    from_verify(first::complete(deps, checkout, &Evidence::FirstCharge, Source::Webhook, now).await)
 }
 
 async fn steppay(deps: &Deps, event: &WebhookEvent, now: Timestamp) -> Verdict {
@@ -139,12 +162,12 @@ async fn steppay_payment(deps: &Deps, kind: WebhookType, id_key: &str, now: Time
         }
         // StepPay cannot be asked by our charge id; name the idKey so renew can ask by it.
         return match deps.store.hint_attempt(&charge_id, id_key).await {
-            Ok(()) => verified(format!("renewal charge {charge_id} is {id_key} at StepPay; renew resolves it")),
+            Ok(()) => verified(format!("renewal charge {charge_id} is {} at StepPay; renew resolves it", mask(id_key))),
             Err(StoreError::Conflict(_)) => ignored(format!("renewal charge {charge_id} is already settled")),
             Err(e) => from_store(e),
         };
     }
-    rejected(format!("payment {id_key} names no paycycle checkout or charge (partnerOrderId {reference:?})"))
+    rejected(format!("payment {} names no paycycle checkout or charge (partnerOrderId {reference:?})", mask(id_key)))
 }
 
 /// A StepPay payment canceled at StepPay: if StepPay refunded more than paycycle knows (a refund
@@ -162,7 +185,7 @@ async fn steppay_canceled(deps: &Deps, id_key: &str, now: Timestamp) -> Verdict 
     let payment_id = payment_id_for(PgMode::SteppaySelf, id_key);
     let payment = match deps.store.get_payment(&payment_id).await {
         Ok(Some(p)) => p,
-        Ok(None) => return ignored(format!("payment {id_key} is not recorded by paycycle")),
+        Ok(None) => return ignored(format!("payment {} is not recorded by paycycle", mask(id_key))),
         Err(e) => return from_store(e),
     };
     let known = payment.amounts.refunded.checked_add(payment.amounts.refund_pending).unwrap_or(payment.amounts.paid);

@@ -58,6 +58,11 @@ pub enum PgError {
     /// customer has not paid the order. Not final.
     #[error("not paid (yet): {0}")]
     NotPaid(String),
+    /// The caller's evidence names something that is not this checkout's (another payment, a
+    /// key Payple does not confirm for this payer, a confirm URL off Payple's host). Nothing the
+    /// PG said fails the checkout: nothing changes.
+    #[error("evidence mismatch: {0}")]
+    Mismatch(String),
 }
 
 impl PgError {
@@ -144,7 +149,10 @@ pub enum PaymentState {
 #[derive(Clone, Debug)]
 pub enum FirstPaymentEvidence {
     /// Payple window result fields (`PCD_*`), JSON or form, as received.
-    PaypleResult(serde_json::Map<String, serde_json::Value>),
+    ///
+    /// Checked against what the checkout stored (the work, the OID, the payer number), never
+    /// against the browser's claims.
+    PaypleResult { fields: serde_json::Map<String, serde_json::Value>, window: payple::WindowCheck },
     /// StepPay managed redirect: `order_code` (and `order_id`, `status`).
     SteppayOrder { order_code: String },
     /// StepPay self: the first payment's `idKey` (from the SDK callback or webhook), and the

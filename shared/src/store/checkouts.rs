@@ -1,9 +1,13 @@
 //! Checkouts: a first payment being prepared. The expected amount is stored here so that verify
 //! can compare what the PG reports against what we asked for (Payple's `PCD_PAY_TOTAL` tamper
 //! check). Findable by the PG's reference (Payple OID, StepPay order code / idKey) through the
-//! lookup index. Unfinished checkouts expire (TTL).
+//! lookup index. Unfinished checkouts expire (TTL) — except one whose first charge was sent:
+//! money may be at the PG, so it stays until it is resolved (completed or failed), and while it
+//! is open it sits in the lookup index under [`FIRST_CHARGE_OPEN`] for verify's sweep.
 //!
-//! Item: `pk = CHK#{checkout_id}`, `sk = CHK`, `lookup_pk = PGREF#{pg}#{reference}`.
+//! Items: `pk = CHK#{checkout_id}`, `sk = CHK`, `lookup_pk = PGREF#{pg}#{reference}` (or
+//! `FIRST_CHARGE_OPEN`, `lookup_sk` = the send time); `pk = SUBCHK#{subscription_id}`, `sk = PTR`
+//! naming the checkout that creates the subscription (a first charge's webhook names only it).
 
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -56,6 +60,10 @@ pub struct CheckoutRecord {
     /// The first payment, once completed.
     #[serde(default)]
     pub payment_id: Option<String>,
+    /// Payple `PCD_PAYER_NO` given to this checkout's window: a billing key is charged only
+    /// when Payple confirms it for this number.
+    #[serde(default)]
+    pub payer_no: Option<String>,
 }
 
 impl CheckoutRecord {
@@ -65,13 +73,29 @@ impl CheckoutRecord {
     }
 }
 
+/// Lookup partition of open checkouts whose first charge was sent (few at any time: a first
+/// charge is resolved within seconds unless an answer was lost).
+pub const FIRST_CHARGE_OPEN: &str = "FIRSTCHARGE#open";
+
+/// Epoch seconds as a sort key that orders as text.
+fn sort_seconds(t: Timestamp) -> String {
+    format!("{:012}", t.as_second().max(0))
+}
+
 fn item(c: &CheckoutRecord) -> Item {
     let mut item = to_item(c, &format!("CHK#{}", c.checkout_id), "CHK", "checkout");
-    if let Some(reference) = &c.pg_reference {
-        item.insert(keys::LOOKUP_PK.into(), s(&format!("PGREF#{}#{reference}", c.pg.pg())));
-        item.insert(keys::LOOKUP_SK.into(), s("CHK"));
+    match (c.status, c.first_charge_at, &c.pg_reference) {
+        (CheckoutStatus::Open, Some(sent), _) => {
+            item.insert(keys::LOOKUP_PK.into(), s(FIRST_CHARGE_OPEN));
+            item.insert(keys::LOOKUP_SK.into(), s(&sort_seconds(sent)));
+        }
+        (_, _, Some(reference)) => {
+            item.insert(keys::LOOKUP_PK.into(), s(&format!("PGREF#{}#{reference}", c.pg.pg())));
+            item.insert(keys::LOOKUP_SK.into(), s("CHK"));
+        }
+        _ => {}
     }
-    if c.status == CheckoutStatus::Open {
+    if c.status == CheckoutStatus::Open && c.first_charge_at.is_none() {
         let expires = c.created_at.saturating_add(CHECKOUT_RETENTION).unwrap_or(c.created_at);
         item.insert(keys::EXPIRES_AT.into(), n(expires.as_second()));
     }
@@ -87,9 +111,43 @@ impl Tx {
 
 impl Store {
     pub async fn create_checkout(&self, c: &CheckoutRecord) -> Result<(), StoreError> {
+        let mut pointer = Item::new();
+        pointer.insert(keys::PK.into(), s(&format!("SUBCHK#{}", c.subscription_id.as_str())));
+        pointer.insert(keys::SK.into(), s("PTR"));
+        pointer.insert(keys::ENTITY.into(), s("checkout_pointer"));
+        pointer.insert("checkout_id".into(), s(&c.checkout_id));
+        let expires = c.created_at.saturating_add(CHECKOUT_RETENTION).unwrap_or(c.created_at);
+        pointer.insert(keys::EXPIRES_AT.into(), n(expires.as_second()));
         let mut tx = self.tx();
-        tx.put_new(item(c));
+        tx.put_new(item(c)).put_new(pointer);
         self.commit(tx).await
+    }
+
+    /// The checkout that creates subscription `id` (for the webhook of its first charge).
+    pub async fn checkout_of_subscription(&self, id: &SubscriptionId) -> Result<Option<CheckoutRecord>, StoreError> {
+        let Some(pointer) = self.get(&format!("SUBCHK#{}", id.as_str()), "PTR").await? else { return Ok(None) };
+        let checkout_id = pointer.get("checkout_id").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+        self.get_checkout(&checkout_id).await
+    }
+
+    /// Open checkouts whose first charge was sent before `before` (oldest first, one page).
+    pub async fn open_first_charges(&self, before: Timestamp, limit: i32) -> Result<Vec<CheckoutRecord>, StoreError> {
+        let out = self
+            .table
+            .client
+            .query()
+            .table_name(&self.table.name)
+            .index_name(keys::LOOKUP_INDEX)
+            .key_condition_expression("#lpk = :lpk AND #lsk <= :before")
+            .expression_attribute_names("#lpk", keys::LOOKUP_PK)
+            .expression_attribute_names("#lsk", keys::LOOKUP_SK)
+            .expression_attribute_values(":lpk", s(FIRST_CHARGE_OPEN))
+            .expression_attribute_values(":before", s(&sort_seconds(before)))
+            .limit(limit)
+            .send()
+            .await
+            .map_err(super::unavailable)?;
+        out.items().iter().cloned().map(from_item).collect()
     }
 
     /// Writes the next version of a checkout on its own (claims, failures).

@@ -2,7 +2,12 @@
 //! by a dedupe key, so a repeated delivery is `AlreadyExists` (the handler answers 200 anyway).
 //! Kept 180 days (TTL). The table's stream hands new `webhook_event` items to verify.
 //!
-//! Item: `pk = WH#{pg}#{dedupe_key}`, `sk = WH`.
+//! Every stored event reaches a final verdict: until it has one it sits in the lookup index
+//! under `WHOPEN#{shard}` with `lookup_sk` = when to try it next, so verify's sweep finds the
+//! events the stream gave up on ([`Store::due_webhook_events`]); the verdict removes it.
+//!
+//! Item: `pk = WH#{pg}#{dedupe_key}`, `sk = WH`, `lookup_pk = WHOPEN#{0..WEBHOOK_SHARDS}` while
+//! `received`.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +17,22 @@ use serde::{Deserialize, Serialize};
 use super::{Store, StoreError, from_item, keys, n, s, to_item};
 
 pub const WEBHOOK_RETENTION: SignedDuration = SignedDuration::from_hours(180 * 24);
+
+/// When the sweep first looks at an event the stream has not settled.
+pub const WEBHOOK_FIRST_SWEEP: SignedDuration = SignedDuration::from_mins(5);
+
+/// Lookup partitions of unsettled events (so a burst of webhooks never makes one hot key).
+pub const WEBHOOK_SHARDS: u32 = 4;
+
+fn open_shard(pk: &str) -> String {
+    let h = super::sha256_hex(pk.as_bytes());
+    format!("WHOPEN#{}", u32::from_str_radix(&h[..8], 16).unwrap_or(0) % WEBHOOK_SHARDS)
+}
+
+/// Epoch seconds as a sort key that orders as text.
+fn sort_seconds(t: Timestamp) -> String {
+    format!("{:012}", t.as_second().max(0))
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WebhookEvent {
@@ -33,6 +54,12 @@ pub struct WebhookEvent {
     pub outcome: Option<String>,
     #[serde(default)]
     pub processed_at: Option<Timestamp>,
+    /// Verifications the sweep tried without a verdict (the PG failed, a record was not there yet).
+    #[serde(default)]
+    pub attempts: u32,
+    /// When the sweep tries it next (while `received`).
+    #[serde(default)]
+    pub next_try_at: Option<Timestamp>,
 }
 
 /// A stored webhook's verification state.
@@ -81,6 +108,8 @@ impl WebhookEvent {
             status: WebhookStatus::Received,
             outcome: None,
             processed_at: None,
+            attempts: 0,
+            next_try_at: received_at.checked_add(WEBHOOK_FIRST_SWEEP).ok(),
         }
     }
 
@@ -96,6 +125,11 @@ impl Store {
         let mut item = to_item(event, &pk, "WH", "webhook_event");
         let expires = event.received_at.saturating_add(WEBHOOK_RETENTION).unwrap_or(event.received_at);
         item.insert(keys::EXPIRES_AT.into(), n(expires.as_second()));
+        if event.status == WebhookStatus::Received {
+            let next = event.next_try_at.unwrap_or(event.received_at);
+            item.insert(keys::LOOKUP_PK.into(), s(&open_shard(&pk)));
+            item.insert(keys::LOOKUP_SK.into(), s(&sort_seconds(next)));
+        }
         self.table
             .client
             .put_item()
@@ -134,7 +168,9 @@ impl Store {
             .table_name(&self.table.name)
             .key(keys::PK, s(&pk))
             .key(keys::SK, s("WH"))
-            .update_expression("SET #status = :status, outcome = :outcome, processed_at = :at")
+            .update_expression("SET #status = :status, outcome = :outcome, processed_at = :at REMOVE #lpk, #lsk")
+            .expression_attribute_names("#lpk", keys::LOOKUP_PK)
+            .expression_attribute_names("#lsk", keys::LOOKUP_SK)
             .condition_expression("attribute_exists(#pk)")
             .expression_attribute_names("#pk", keys::PK)
             .expression_attribute_names("#status", "status")
@@ -145,5 +181,68 @@ impl Store {
             .await
             .map_err(|e| super::conditional(e, StoreError::NotFound(pk.clone())))?;
         Ok(())
+    }
+
+    /// Puts an event the sweep could not settle back for later (`attempts`, `next_try_at`),
+    /// only while it is still `received`.
+    pub async fn defer_webhook_event(
+        &self,
+        event: &WebhookEvent,
+        attempts: u32,
+        next_try_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let pk = event.pk();
+        self.table
+            .client
+            .update_item()
+            .table_name(&self.table.name)
+            .key(keys::PK, s(&pk))
+            .key(keys::SK, s("WH"))
+            .update_expression("SET attempts = :attempts, next_try_at = :next, #lpk = :lpk, #lsk = :lsk")
+            .condition_expression("attribute_exists(#pk) AND #status = :received")
+            .expression_attribute_names("#pk", keys::PK)
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#lpk", keys::LOOKUP_PK)
+            .expression_attribute_names("#lsk", keys::LOOKUP_SK)
+            .expression_attribute_values(":attempts", n(attempts))
+            .expression_attribute_values(":next", s(&next_try_at.to_string()))
+            .expression_attribute_values(":lpk", s(&open_shard(&pk)))
+            .expression_attribute_values(":lsk", s(&sort_seconds(next_try_at)))
+            .expression_attribute_values(":received", s(WebhookStatus::Received.as_str()))
+            .send()
+            .await
+            .map_err(|e| super::conditional(e, StoreError::Conflict(pk.clone())))?;
+        Ok(())
+    }
+
+    /// Events still `received` whose next try is due at `now`: up to `limit` per shard, oldest
+    /// first (the index is eventually consistent: an event settled a moment ago may come back,
+    /// and verifying it again changes nothing).
+    pub async fn due_webhook_events(&self, now: Timestamp, limit: i32) -> Result<Vec<WebhookEvent>, StoreError> {
+        let mut out = Vec::new();
+        for shard in 0..WEBHOOK_SHARDS {
+            let page = self
+                .table
+                .client
+                .query()
+                .table_name(&self.table.name)
+                .index_name(keys::LOOKUP_INDEX)
+                .key_condition_expression("#lpk = :lpk AND #lsk <= :now")
+                .expression_attribute_names("#lpk", keys::LOOKUP_PK)
+                .expression_attribute_names("#lsk", keys::LOOKUP_SK)
+                .expression_attribute_values(":lpk", s(&format!("WHOPEN#{shard}")))
+                .expression_attribute_values(":now", s(&sort_seconds(now)))
+                .limit(limit)
+                .send()
+                .await
+                .map_err(super::unavailable)?;
+            for item in page.items() {
+                let event: WebhookEvent = from_item(item.clone())?;
+                if event.status == WebhookStatus::Received {
+                    out.push(event);
+                }
+            }
+        }
+        Ok(out)
     }
 }

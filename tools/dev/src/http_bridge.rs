@@ -1,7 +1,8 @@
 //! Turns local HTTP requests into the `lambda_http::Request`s API Gateway's HTTP API (payload v2)
 //! would hand each function — path parameters, query parameters, a Lambda context with a request
 //! id — and calls the very handler the Lambda binary runs. Also turns `POST /__dev/tick` into the
-//! EventBridge scheduled event renew receives.
+//! EventBridge scheduled event renew receives, and `POST /__dev/sweep` into verify's scheduled
+//! sweep (both accept `{"now": ...}` to travel in time).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -157,6 +158,25 @@ impl Functions {
     }
 }
 
+impl Functions {
+    /// Runs verify's scheduled sweep as EventBridge would, optionally travelling to `now` (the
+    /// sandbox's clock travels too, as for [`Functions::tick`]).
+    pub async fn sweep(&self, now: Option<&str>) -> Result<Value, String> {
+        let now = match now {
+            Some(now) => {
+                if let Some(url) = &self.sandbox_url {
+                    let _ = self.http.post(format!("{url}/__admin/clock")).json(&json!({"now": now})).send().await;
+                }
+                now.parse::<jiff::Timestamp>()
+                    .or_else(|_| now.parse::<jiff::Zoned>().map(|z| z.timestamp()))
+                    .map_err(|e| format!("now: {e}"))?
+            }
+            None => jiff::Timestamp::now(),
+        };
+        Ok(verify::sweep(&self.verify, now).await)
+    }
+}
+
 fn method_filter(method: &str) -> Option<MethodFilter> {
     Some(match method {
         "GET" => MethodFilter::GET,
@@ -201,6 +221,19 @@ pub fn router(routes: &[Route], functions: Arc<Functions>) -> Result<Router, pay
                 .ok()
                 .and_then(|v| v.get("now").and_then(Value::as_str).map(str::to_string));
             match fns.tick(now.as_deref()).await {
+                Ok(report) => (StatusCode::OK, axum::Json(json!({"ok": true, "report": report}))).into_response(),
+                Err(e) => (StatusCode::OK, axum::Json(json!({"ok": false, "error": e}))).into_response(),
+            }
+        }),
+    );
+    let fns = functions.clone();
+    app = app.route(
+        "/__dev/sweep",
+        post(move |body: Bytes| async move {
+            let now = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("now").and_then(Value::as_str).map(str::to_string));
+            match fns.sweep(now.as_deref()).await {
                 Ok(report) => (StatusCode::OK, axum::Json(json!({"ok": true, "report": report}))).into_response(),
                 Err(e) => (StatusCode::OK, axum::Json(json!({"ok": false, "error": e}))).into_response(),
             }

@@ -54,7 +54,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/php/PayCardConfirmAct.php", post(payple::confirm))
         .route("/php/PayChkAct.php", post(payple::lookup))
         .route("/php/account/api/cPayCAct.php", post(payple::refund))
-        .route("/php/cPayUser/api/cPayUserAct.php", post(payple::user_delete))
+        .route("/php/cPayUser/api/cPayUserAct.php", post(payple::user_act))
         .route("/__sandbox/payple/window", post(payple::window))
         // Admin
         .route("/__admin/health", get(|| async { Json(json!({"status": "ok"})) }))

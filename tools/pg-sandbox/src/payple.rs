@@ -36,6 +36,8 @@ const CONFIRM_PATH: &str = "/php/PayCardConfirmAct.php?ACT_=PAYM";
 const LOOKUP_PATH: &str = "/php/PayChkAct.php";
 const REFUND_PATH: &str = "/php/account/api/cPayCAct.php";
 const USERDEL_PATH: &str = "/php/cPayUser/api/cPayUserAct.php?ACT_=PUSERDEL";
+/// PAYPLECORP/manual_card README "6. 등록카드 조회".
+const USERINFO_PATH: &str = "/php/cPayUser/api/cPayUserAct.php?ACT_=PUSERINFO";
 const WINDOW_PATH: &str = "/__sandbox/payple/window";
 
 /// Parses a JSON or form body into fields.
@@ -122,6 +124,8 @@ pub async fn auth(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Respons
         LOOKUP_PATH
     } else if get(&f, "PCD_PAY_WORK").as_deref() == Some("PUSERDEL") {
         USERDEL_PATH
+    } else if get(&f, "PCD_PAY_WORK").as_deref() == Some("PUSERINFO") {
+        USERINFO_PATH
     } else if flag("PCD_SIMPLE_FLAG") && get(&f, "PCD_PAY_TYPE").is_some() {
         REPAY_PATH
     } else {
@@ -408,6 +412,60 @@ pub async fn refund(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Respo
         tokio::time::sleep(Duration::from_millis(config.timeout_after_charge_ms)).await;
     }
     Json(result).into_response()
+}
+
+/// `POST /php/cPayUser/api/cPayUserAct.php?ACT_=…` — the billing key calls (`PUSERDEL`,
+/// `PUSERINFO`), told apart by `ACT_` as in Payple's paths.
+pub async fn user_act(
+    shared: Sh,
+    query: Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match query.get("ACT_").map(String::as_str) {
+        Some("PUSERINFO") => user_info(shared, headers, body).await,
+        _ => user_delete(shared, headers, body).await,
+    }
+}
+
+/// `PCD_PAY_WORK=PUSERINFO` — a billing key's registration (PAYPLECORP/manual_card README
+/// "6. 등록카드 조회", PAYPLECORP/sample_php `cPayPayple/payUserInfo.php`): request
+/// `PCD_PAYER_ID` and `PCD_PAYER_NO` (both required), answer `PCD_PAY_CODE` `0000`, the key,
+/// masked name / phone / card. Sandbox choice (unconfirmed): a key registered under another
+/// `PCD_PAYER_NO` is answered like an unknown key, and the request's `PCD_PAYER_NO` comes back
+/// as is (the manual: "결과에 그대로 리턴").
+pub async fn user_info(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(r) = referer_error(&shared, &headers) {
+        return r;
+    }
+    let Some(f) = fields(&headers, &body) else {
+        return fail("PUSR0099", "잘못된 요청입니다 (sandbox code)", &[]);
+    };
+    if let Err(r) = pre_fault(&shared, Operation::Lookup, None).await {
+        return r;
+    }
+    if let Err(r) = use_auth(&shared, &f, USERINFO_PATH) {
+        return r;
+    }
+    let payer_id = get(&f, "PCD_PAYER_ID").unwrap_or_default();
+    let Some(payer_no) = get(&f, "PCD_PAYER_NO") else {
+        return fail("PUSR0002", "PCD_PAYER_NO가 필요합니다 (sandbox code)", &[]);
+    };
+    let state = shared.state.lock().expect("state");
+    match state.payers.get(&payer_id) {
+        Some(p) if !p.deleted && p.payer_no == payer_no => {
+            let hp = p.hp.as_deref().map(|h| {
+                let d: String = h.chars().filter(char::is_ascii_digit).collect();
+                if d.len() >= 8 { format!("{}-****-{}", &d[..3], &d[d.len() - 4..]) } else { "***".into() }
+            });
+            Json(json!({"PCD_PAY_RST": "success", "PCD_PAY_CODE": "0000", "PCD_PAY_MSG": "[test] 회원조회 성공",
+                "PCD_PAY_TYPE": "card", "PCD_PAY_BANKACCTYPE": "개인", "PCD_PAYER_ID": payer_id,
+                "PCD_PAYER_NO": payer_no, "PCD_PAYER_NAME": p.name, "PCD_PAYER_HP": hp.unwrap_or_default(),
+                "PCD_PAY_CARD": "0200", "PCD_PAY_CARDNAME": "NH", "PCD_PAY_CARDNUM": "2121-****-****-2031"}))
+            .into_response()
+        }
+        _ => fail("PUSR0001", "등록되지 않은 빌링키입니다 (sandbox code)", &[]),
+    }
 }
 
 /// `POST {return_url}` for `PCD_PAY_WORK=PUSERDEL` — delete a billing key.

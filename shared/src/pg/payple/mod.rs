@@ -10,7 +10,7 @@ use url::Url;
 
 use self::transformers::{
     AuthRequest, AuthResponse, CallAuth, ConfirmRequest, LookupRequest, PaypleResult, RefundRequestBody, RepayRequest,
-    ResultStatus, UserDeleteRequest, classify_auth, classify_error,
+    ResultStatus, UserDeleteRequest, UserInfoRequest, classify_auth, classify_error,
 };
 use super::{
     ChargeRequest, Charged, FirstPayment, FirstPaymentEvidence, Lookup, Payer, PaymentGateway, PaymentState, PgError,
@@ -89,13 +89,44 @@ pub enum WindowWork {
 }
 
 impl WindowWork {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             WindowWork::Auth => "AUTH",
             WindowWork::Pay => "PAY",
             WindowWork::Cert => "CERT",
         }
     }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "AUTH" => Some(WindowWork::Auth),
+            "PAY" => Some(WindowWork::Pay),
+            "CERT" => Some(WindowWork::Cert),
+            _ => None,
+        }
+    }
+}
+
+/// What a window result is checked against: what the checkout stored when it opened the window.
+/// The browser's `PCD_PAY_WORK`, OID and total choose nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WindowCheck {
+    pub work: WindowWork,
+    /// The OID we issued (`PCD_PAY_OID` of the window).
+    pub oid: String,
+    pub expected: Krw,
+    /// The `PCD_PAYER_NO` we set for this checkout's payer; a billing key is charged only when
+    /// Payple confirms it for this number (PUSERINFO).
+    pub payer_no: Option<String>,
+    /// When the window was opened (the payment's KST date is that day or later).
+    pub opened_at: Timestamp,
+}
+
+/// The `YYYYMMDD` of a `PCD_PAY_TIME` (`YYYYMMDDhhmmss`), if it starts with 8 ASCII digits.
+/// Never slices a string at a byte that could be inside a character.
+pub fn pay_date(pay_time: &str) -> Option<String> {
+    let head = pay_time.as_bytes().get(..8)?;
+    head.iter().all(u8::is_ascii_digit).then(|| String::from_utf8_lossy(head).into_owned())
 }
 
 fn krw(s: Option<&str>, what: &str) -> Result<Krw, PgError> {
@@ -304,6 +335,40 @@ impl PaypleClient {
         }
     }
 
+    /// Confirms a billing key with Payple (`PCD_PAY_WORK=PUSERINFO`) for the payer number we
+    /// gave the window. Request and answer fields: PAYPLECORP/manual_card README "6. 등록카드
+    /// 조회" and PAYPLECORP/sample_php `cPayPayple/payUserInfo.php` — request `PCD_PAYER_ID` and
+    /// `PCD_PAYER_NO` (both required), answer `PCD_PAY_RST`, `PCD_PAY_CODE` (`0000` on success),
+    /// `PCD_PAYER_ID`, masked name / phone / card. Whether Payple refuses a key registered under
+    /// another `PCD_PAYER_NO` is unconfirmed (the manual calls the field one that comes back as
+    /// is): so an answer that names another payer number or another key is refused too, and an
+    /// error answer is a mismatch — nothing is charged on a key Payple does not vouch for.
+    pub async fn confirm_billing_key(&self, payer_id: &str, payer_no: &str) -> Result<(), PgError> {
+        let grant = self.auth(AuthRequest { pay_work: Some("PUSERINFO"), ..Default::default() }).await?;
+        let body = UserInfoRequest { auth: grant.call_auth(), payer_id, payer_no };
+        let r = self.call(grant.return_url.clone(), &body, false).await?;
+        let refused = |why: String| {
+            PgError::Mismatch(format!("Payple does not confirm this billing key for this checkout's payer: {why}"))
+        };
+        match r.status() {
+            Ok(ResultStatus::Success) if r.code().ends_with("0000") => {}
+            Ok(ResultStatus::Success) => return Err(refused(format!("code {}", r.code()))),
+            _ => {
+                return match classify_error(&r) {
+                    e @ PgError::Config { .. } => Err(e),
+                    _ => Err(refused(format!("{} {}", r.code(), r.message()))),
+                };
+            }
+        }
+        if r.payer_id.as_deref().is_some_and(|p| p != payer_id) {
+            return Err(refused("the answer names another key".into()));
+        }
+        if r.payer_no.as_deref().is_some_and(|n| n != payer_no) {
+            return Err(refused("the key belongs to another payer number".into()));
+        }
+        Ok(())
+    }
+
     /// A fresh window auth and the parameters for the partner's page. `total` is required for
     /// PAY and CERT and absent for AUTH.
     #[allow(clippy::too_many_arguments)]
@@ -338,93 +403,89 @@ impl PaypleClient {
         })
     }
 
-    /// Checks a window result (as the browser posted it) with Payple: success code, the tamper
-    /// check on `PCD_PAY_TOTAL` (not for AUTH), and then Payple itself — the CERT confirm, or a
-    /// lookup of a PAY — so nothing rests on what the browser claimed.
+    /// Checks a window result with Payple. The work, OID and amount are the checkout's
+    /// (`check`), never the browser's: a PAY is Payple's lookup of our OID (the browser's
+    /// `PCD_PAY_RST` changes nothing), a CERT counts only once the confirm succeeds, and an AUTH
+    /// key is returned only after Payple confirms it for this checkout's payer number (PUSERINFO).
+    /// AUTH answers without a charge: the caller charges the confirmed key.
     pub async fn verify_window_result(
         &self,
         fields: &serde_json::Map<String, serde_json::Value>,
-        expected: Krw,
+        check: &WindowCheck,
     ) -> Result<FirstPayment, PgError> {
-        let r = PaypleResult::from_value(serde_json::Value::Object(fields.clone()))?;
-        match r.status()? {
-            ResultStatus::Success => {}
-            ResultStatus::Close => {
-                return Err(PgError::VerificationFailed("the customer closed the payment window".into()));
-            }
-            ResultStatus::Error => {
-                return Err(PgError::VerificationFailed(format!("window error {}: {}", r.code(), r.message())));
-            }
+        let r = PaypleResult::from_value(serde_json::Value::Object(fields.clone()))
+            .map_err(|e| PgError::Mismatch(format!("not a Payple result: {e}")))?;
+        if check.work == WindowWork::Pay {
+            let hint = r.time.as_deref().and_then(pay_date);
+            return self.paid_window(&check.oid, hint, check).await;
         }
-        if !r.code().contains("0000") {
-            return Err(PgError::Unrecognized {
-                code: r.code().into(),
-                message: "window success without a 0000 code".into(),
-            });
+        // CERT and AUTH need the window's own answer; a close or error from the browser is no
+        // answer from Payple, so it changes nothing (the checkout stays open).
+        match r.status() {
+            Ok(ResultStatus::Success) => {}
+            _ => return Err(PgError::NotPaid(format!("the window reported {:?}: nothing to verify", r.rst))),
         }
         let payer_id = r
             .payer_id
             .clone()
-            .filter(|p| !p.is_empty())
-            .ok_or_else(|| PgError::VerificationFailed("no PCD_PAYER_ID".into()))?;
-        let work = r.work.as_deref().unwrap_or("PAY");
-        if work == "AUTH" {
-            // Registration only: no total to compare (seed 003 3-6-1).
+            .filter(|p| !p.is_empty() && p.len() <= 255)
+            .ok_or_else(|| PgError::Mismatch("no usable PCD_PAYER_ID".into()))?;
+        if check.work == WindowWork::Auth {
+            let payer_no = check
+                .payer_no
+                .as_deref()
+                .ok_or_else(|| PgError::Mismatch("this checkout has no payer number: open a new checkout".into()))?;
+            self.confirm_billing_key(&payer_id, payer_no).await?;
             return Ok(FirstPayment { charged: None, billing_key: Some(payer_id) });
         }
-        let total = krw(r.total.as_deref(), "PCD_PAY_TOTAL")
-            .map_err(|_| PgError::VerificationFailed("no PCD_PAY_TOTAL".into()))?;
-        if total != expected {
-            return Err(PgError::VerificationFailed(format!(
-                "PCD_PAY_TOTAL {total} differs from the checkout's {expected}: tampered"
-            )));
+        if r.oid.as_deref() != Some(check.oid.as_str()) {
+            return Err(PgError::Mismatch("the CERT result is not for this checkout's OID".into()));
         }
-        let oid = r
-            .oid
-            .clone()
-            .filter(|o| !o.is_empty())
-            .ok_or_else(|| PgError::VerificationFailed("no PCD_PAY_OID".into()))?;
-        let charged = match work {
-            "CERT" => self.confirm(&r, &payer_id, expected).await?,
-            "PAY" => {
-                let date = r
-                    .time
-                    .as_deref()
-                    .filter(|t| t.len() >= 8)
-                    .map(|t| t[..8].to_string())
-                    .unwrap_or_else(|| crate::calendar::kst_yyyymmdd(Timestamp::now()));
-                let (state, recorded_payer) = self.lookup_detail(&oid, &date).await?;
-                if recorded_payer.as_deref().is_some_and(|p| p != payer_id) {
-                    return Err(PgError::VerificationFailed(format!(
-                        "PCD_PAYER_ID differs from Payple's record of {oid}: tampered"
-                    )));
-                }
-                match state {
-                    PaymentState::Paid { amount, paid_at, .. } if amount == expected => Charged {
-                        pg_payment_id: oid.clone(),
-                        amount,
-                        approved_at: paid_at.unwrap_or_else(Timestamp::now),
-                    },
-                    other => {
-                        return Err(PgError::VerificationFailed(format!("Payple's own record of {oid}: {other:?}")));
-                    }
-                }
-            }
-            other => return Err(PgError::Unrecognized { code: other.into(), message: "unknown PCD_PAY_WORK".into() }),
-        };
+        let charged = self.confirm(&r, &payer_id, check.expected).await?;
+        if charged.pg_payment_id != check.oid {
+            return Err(PgError::Unrecognized {
+                code: "oid".into(),
+                message: format!("Payple confirmed {}, not {}", charged.pg_payment_id, check.oid),
+            });
+        }
         Ok(FirstPayment { charged: Some(charged), billing_key: Some(payer_id) })
+    }
+
+    /// Payple's record of a window payment by our OID: paid the expected amount, with the
+    /// billing key Payple has for it. Tried on the KST dates it can have been paid on (the
+    /// lookup needs the request date): `hint` (the result's `PCD_PAY_TIME`, only a guess), the
+    /// day the window opened, and today.
+    pub async fn paid_window(
+        &self,
+        oid: &str,
+        hint: Option<String>,
+        check: &WindowCheck,
+    ) -> Result<FirstPayment, PgError> {
+        let mut dates: Vec<String> = hint.into_iter().collect();
+        for d in [crate::calendar::kst_yyyymmdd(check.opened_at), crate::calendar::kst_yyyymmdd(Timestamp::now())] {
+            if !dates.contains(&d) {
+                dates.push(d);
+            }
+        }
+        for date in &dates {
+            match self.lookup_detail(oid, date).await {
+                Err(PgError::NotFound) => continue,
+                Err(e) => return Err(e),
+                Ok((state, payer_id)) => return first_payment(oid, state, payer_id, check.expected),
+            }
+        }
+        Err(PgError::NotPaid(format!("Payple has no payment {oid}")))
     }
 
     /// CERT: POSTs the confirm to `PCD_PAY_COFURL` (which must be on Payple's host); only its
     /// success counts.
     async fn confirm(&self, r: &PaypleResult, payer_id: &str, expected: Krw) -> Result<Charged, PgError> {
-        let cofurl =
-            r.cofurl.as_deref().ok_or_else(|| PgError::VerificationFailed("CERT without PCD_PAY_COFURL".into()))?;
-        let cofurl = Url::parse(cofurl).map_err(|_| PgError::VerificationFailed("bad PCD_PAY_COFURL".into()))?;
+        let cofurl = r.cofurl.as_deref().ok_or_else(|| PgError::Mismatch("CERT without PCD_PAY_COFURL".into()))?;
+        let cofurl = Url::parse(cofurl).map_err(|_| PgError::Mismatch("bad PCD_PAY_COFURL".into()))?;
         if cofurl.host_str() != self.base.host_str()
             || cofurl.port_or_known_default() != self.base.port_or_known_default()
         {
-            return Err(PgError::VerificationFailed(format!("PCD_PAY_COFURL {cofurl} is not Payple's host")));
+            return Err(PgError::Mismatch(format!("PCD_PAY_COFURL {cofurl} is not Payple's host")));
         }
         let body = ConfirmRequest {
             auth: CallAuth {
@@ -457,6 +518,36 @@ impl PaypleClient {
     }
 }
 
+/// A looked-up payment as a first payment: paid the expected amount, with Payple's billing key.
+fn first_payment(
+    oid: &str,
+    state: PaymentState,
+    payer_id: Option<String>,
+    expected: Krw,
+) -> Result<FirstPayment, PgError> {
+    match state {
+        PaymentState::Paid { amount, paid_at, .. } if amount == expected => {
+            let Some(payer_id) = payer_id else {
+                return Err(PgError::NotPaid(format!("Payple's record of {oid} names no billing key")));
+            };
+            Ok(FirstPayment {
+                charged: Some(Charged {
+                    pg_payment_id: oid.to_string(),
+                    amount,
+                    approved_at: paid_at.unwrap_or_else(Timestamp::now),
+                }),
+                billing_key: Some(payer_id),
+            })
+        }
+        PaymentState::Paid { amount, .. } => Err(PgError::VerificationFailed(format!(
+            "Payple charged {amount} for {oid}, the checkout expects {expected}: tampered"
+        ))),
+        PaymentState::Refunded { .. } => Err(PgError::VerificationFailed(format!("{oid} was refunded"))),
+        PaymentState::Failed { code, message } => Err(PgError::VerificationFailed(format!("{code}: {message}"))),
+        PaymentState::Pending => Err(PgError::NotPaid(format!("{oid} is pending"))),
+    }
+}
+
 impl PaymentGateway for PaypleClient {
     async fn charge(&self, req: &ChargeRequest) -> Result<Charged, PgError> {
         self.repay(req).await
@@ -486,7 +577,10 @@ impl PaymentGateway for PaypleClient {
         expected: Krw,
     ) -> Result<FirstPayment, PgError> {
         match evidence {
-            FirstPaymentEvidence::PaypleResult(fields) => self.verify_window_result(fields, expected).await,
+            FirstPaymentEvidence::PaypleResult { fields, window } if window.expected == expected => {
+                self.verify_window_result(fields, window).await
+            }
+            FirstPaymentEvidence::PaypleResult { .. } => Err(PgError::Invalid("two different expected amounts".into())),
             _ => Err(PgError::Invalid("StepPay evidence sent to Payple".into())),
         }
     }

@@ -154,6 +154,18 @@ pub struct UserDeleteRequest<'a> {
     pub payer_no: Option<&'a str>,
 }
 
+/// Billing key info (`PCD_PAY_WORK=PUSERINFO`, PAYPLECORP/manual_card README "6. 등록카드 조회";
+/// PAYPLECORP/sample_php `cPayPayple/payUserInfo.php`): both fields are required by the manual.
+#[derive(Debug, Serialize)]
+pub struct UserInfoRequest<'a> {
+    #[serde(flatten)]
+    pub auth: CallAuth<'a>,
+    #[serde(rename = "PCD_PAYER_ID")]
+    pub payer_id: &'a str,
+    #[serde(rename = "PCD_PAYER_NO")]
+    pub payer_no: &'a str,
+}
+
 /// CERT confirm (seed 003 3-7): the partner's own `cst_id`/`custKey` with the window's
 /// `PCD_AUTH_KEY`, `PCD_PAY_REQKEY`, `PCD_PAYER_ID`.
 #[derive(Debug, Serialize)]

@@ -315,7 +315,9 @@ impl SteppayClient {
     }
 
     /// Verifies a self first payment by receipt: paid, `COMPLETE`, the expected amount. A
-    /// `*_BILL` payment's idKey is the billing key (seed 001).
+    /// `*_BILL` payment's idKey is the billing key (seed 001), so it appears in messages only
+    /// masked. With `partner_order_id` (the checkout), the receipt must name it: a payment of
+    /// another order, or a receipt that names none, is a mismatch — nothing changes.
     pub async fn verify_payment(
         &self,
         id_key: &str,
@@ -323,20 +325,27 @@ impl SteppayClient {
         expected: Krw,
     ) -> Result<FirstPayment, PgError> {
         let p = self.receipt(id_key).await?;
-        let status = PaymentStatus::parse(p.payment_status.as_deref().unwrap_or("STANDBY"))?;
-        if let (Some(want), Some(got)) = (partner_order_id, p.partner_order_id.as_deref()) {
-            if want != got {
-                return Err(PgError::VerificationFailed(format!(
-                    "payment {id_key} belongs to partnerOrderId {got}, not {want}"
-                )));
+        let shown = crate::pii::mask_reference(id_key);
+        if let Some(want) = partner_order_id {
+            match p.partner_order_id.as_deref() {
+                Some(got) if got == want => {}
+                Some(_) => {
+                    return Err(PgError::Mismatch(format!("payment {shown} belongs to another order, not {want}")));
+                }
+                None => {
+                    return Err(PgError::Mismatch(format!(
+                        "StepPay's receipt of payment {shown} names no partnerOrderId: it cannot be shown to be {want}'s"
+                    )));
+                }
             }
         }
+        let status = PaymentStatus::parse(p.payment_status.as_deref().unwrap_or("STANDBY"))?;
         match status {
             PaymentStatus::Complete if p.payment_date.is_some() => {}
             PaymentStatus::Standby | PaymentStatus::VirtualBankStandby | PaymentStatus::CmsStandby => {
-                return Err(PgError::NotPaid(format!("payment {id_key} is {status:?}")));
+                return Err(PgError::NotPaid(format!("payment {shown} is {status:?}")));
             }
-            _ => return Err(PgError::VerificationFailed(format!("payment {status:?}, not paid"))),
+            _ => return Err(PgError::VerificationFailed(format!("payment {shown} {status:?}, not paid"))),
         }
         let paid = amount(p.amount.as_deref(), "amount")?;
         if paid != expected {
@@ -386,7 +395,9 @@ impl PaymentGateway for SteppayClient {
             FirstPaymentEvidence::SteppayPayment { id_key, partner_order_id } => {
                 self.verify_payment(id_key, partner_order_id.as_deref(), expected).await
             }
-            FirstPaymentEvidence::PaypleResult(_) => Err(PgError::Invalid("Payple evidence sent to StepPay".into())),
+            FirstPaymentEvidence::PaypleResult { .. } => {
+                Err(PgError::Invalid("Payple evidence sent to StepPay".into()))
+            }
         }
     }
 }
