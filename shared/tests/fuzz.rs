@@ -275,3 +275,24 @@ fn the_generators_reach_past_the_first_checks() {
     eprintln!("of 300 generated bodies: StepPay {steppay_ok} parsed, Payple {payple_ok} parsed");
     assert!(steppay_ok >= 18 && payple_ok >= 30, "StepPay {steppay_ok}, Payple {payple_ok}");
 }
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Issue 20 item 11: `PCD_PAY_TIME` comes from a browser or a webhook body; the KST date
+    /// taken from it for a lookup is 8 ASCII digits or nothing — multi-byte, combining and
+    /// oversized values never panic (the old `t[..8]` sliced inside a character).
+    #[test]
+    fn the_lookup_date_of_any_pay_time_is_eight_digits_or_nothing(
+        t in prop_oneof![text(), "[0-9]{0,7}[가-힣😀é\u{301}][0-9]{0,20}", ".{0,3000}", "[0-9]{8,14}"]
+    ) {
+        match paycycle::pg::payple::pay_date(&t) {
+            Some(d) => {
+                prop_assert_eq!(d.len(), 8);
+                prop_assert!(d.bytes().all(|b| b.is_ascii_digit()));
+                prop_assert!(t.starts_with(&d));
+            }
+            None => prop_assert!(t.len() < 8 || !t.as_bytes()[..8].iter().all(u8::is_ascii_digit)),
+        }
+    }
+}
