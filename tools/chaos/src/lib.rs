@@ -118,6 +118,12 @@ pub struct Tally {
     pub steps: u64,
     pub ticks: u64,
     pub overlapping_ticks: u64,
+    /// Overlapping ticks whose billing `now` differ (by up to ±5 minutes).
+    pub skewed_ticks: u64,
+    /// Ticks that started late: an event time hours behind the scenario's billing time.
+    pub late_ticks: u64,
+    /// Scenarios whose billing time stays near the wall clock.
+    pub near_wall_clock: u64,
     pub crashes: u64,
     pub faults: BTreeMap<String, u64>,
     pub refund_requests: u64,
@@ -125,6 +131,8 @@ pub struct Tally {
     pub actions: u64,
     /// Lifecycle calls made while ticks ran.
     pub raced_actions: u64,
+    /// Full refunds with `cancel_subscription` sent while a tick ran (a charge held in flight).
+    pub raced_refund_cancels: u64,
     pub action_answers: BTreeMap<u16, u64>,
     pub pg_charges: u64,
     pub payments: u64,
@@ -153,6 +161,9 @@ impl Tally {
         self.steps += o.steps;
         self.ticks += o.ticks;
         self.overlapping_ticks += o.overlapping_ticks;
+        self.skewed_ticks += o.skewed_ticks;
+        self.late_ticks += o.late_ticks;
+        self.near_wall_clock += o.near_wall_clock;
         self.crashes += o.crashes;
         for (k, v) in &o.faults {
             *self.faults.entry(k.clone()).or_default() += v;
@@ -163,6 +174,7 @@ impl Tally {
         }
         self.actions += o.actions;
         self.raced_actions += o.raced_actions;
+        self.raced_refund_cancels += o.raced_refund_cancels;
         for (k, v) in &o.action_answers {
             *self.action_answers.entry(*k).or_default() += v;
         }
@@ -205,6 +217,17 @@ struct Sub {
     key: String,
 }
 
+type RaceCall = std::pin::Pin<Box<dyn std::future::Future<Output = (u16, String)> + Send>>;
+
+/// A call that races a set of ticks, sent `after_ms` after they start.
+struct Race {
+    what: &'static str,
+    sub: String,
+    body: Value,
+    after_ms: u64,
+    call: RaceCall,
+}
+
 struct Scenario {
     seed: u64,
     rng: Rng,
@@ -223,6 +246,8 @@ struct Scenario {
     log: Vec<String>,
     tally: Tally,
     requests: u64,
+    /// Billing time stays within days of the wall clock (ticks move hours, not weeks).
+    near_wall_clock: bool,
 }
 
 /// A broken promise planted in the PG's ledger just before reconciling, to prove the
@@ -269,7 +294,14 @@ pub async fn run_tampered(world: &World, seed: u64, tamper: Option<Tamper>) -> R
     result.map_err(|message| Failure { seed, message, log })
 }
 
-fn kst_start(rng: &mut Rng) -> Timestamp {
+fn kst_start(rng: &mut Rng, near_wall_clock: bool) -> Timestamp {
+    if near_wall_clock {
+        // Due within a day or two of the wall clock: billing time and lease time (the wall
+        // clock) are close, as in production, so a lease taken by a tick is live for the
+        // lifecycle API and the races below happen as they would in AWS.
+        let back = SignedDuration::from_hours(31 * 24 + rng.range(-24, 48));
+        return Timestamp::now().checked_sub(back).expect("in range");
+    }
     // 2027-01-01 00:00 KST plus up to 60 days and any hour: anchors land on month ends too.
     let base: Timestamp = "2026-12-31T15:00:00Z".parse().expect("timestamp");
     base.checked_add(SignedDuration::from_hours(rng.range(0, 60 * 24))).expect("in range")
@@ -321,6 +353,10 @@ async fn setup(world: &World, seed: u64, log: &mut Vec<String>) -> Result<Scenar
     let client = paycycle_dev::clients::Sandbox::new(sandbox.base_url());
     let mut subs = Vec::new();
     let mut earliest = None::<Timestamp>;
+    let near_wall_clock = rng.chance(25);
+    if near_wall_clock {
+        log.push("billing time near the wall clock".into());
+    }
     for i in 0..rng.range(1, 3) {
         let pg = *rng.pick(&[PgMode::SteppaySelf, PgMode::Payple]);
         let key = match pg {
@@ -351,7 +387,7 @@ async fn setup(world: &World, seed: u64, log: &mut Vec<String>) -> Result<Scenar
                 v["idKey"].as_str().ok_or("no idKey")?.to_string()
             }
         };
-        let anchor = kst_start(&mut rng);
+        let anchor = kst_start(&mut rng, near_wall_clock);
         let amount = rng.range(10, 1_000) * 100;
         let id = format!("sub_chaos{seed}n{i}");
         seed_subscription(&store, &id, pg, anchor, amount, &key).await?;
@@ -359,7 +395,12 @@ async fn setup(world: &World, seed: u64, log: &mut Vec<String>) -> Result<Scenar
         earliest = Some(earliest.map_or(anchor, |e| e.min(anchor)));
         subs.push(Sub { id: SubscriptionId::parse(&id).map_err(|e| e.to_string())?, key });
     }
-    let tally = Tally { scenarios: 1, subscriptions: subs.len() as u64, ..Tally::default() };
+    let tally = Tally {
+        scenarios: 1,
+        subscriptions: subs.len() as u64,
+        near_wall_clock: u64::from(near_wall_clock),
+        ..Tally::default()
+    };
     Ok(Scenario {
         seed,
         rng,
@@ -377,6 +418,7 @@ async fn setup(world: &World, seed: u64, log: &mut Vec<String>) -> Result<Scenar
         log: std::mem::take(log),
         tally,
         requests: 0,
+        near_wall_clock,
     })
 }
 
@@ -411,25 +453,32 @@ impl Scenario {
     }
 
     async fn tick(&mut self) -> Result<(), String> {
-        let hours = self.rng.range(0, 36 * 24);
+        let hours = if self.near_wall_clock { self.rng.range(0, 60) } else { self.rng.range(0, 36 * 24) };
         self.travel(SignedDuration::from_hours(hours)).await?;
         self.pump_webhooks().await?;
         let overlapping = self.rng.range(1, 3) as usize;
         let crash =
             self.rng.chance(30).then(|| (self.rng.below(overlapping as u64) as usize, *self.rng.pick(&CRASH_POINTS)));
-        // A quarter of the ticks race a cancel / pause / resume / plan change on the way.
-        let racing = self.rng.chance(25).then(|| {
-            let (what, sub, body, req) = self.draw_action();
-            let deps = self.subscriptions.clone();
-            (what, sub, body, tokio::spawn(async move { answer(subscriptions::handler(&deps, req).await) }))
-        });
+        // Overlapping ticks need not agree on the time: EventBridge's `time` of two schedule
+        // firings differs by the schedule's rate, and a retried or late event carries an old one.
+        let nows: Vec<Timestamp> = (0..overlapping).map(|i| self.tick_time(i)).collect();
+        // A quarter of the ticks race a cancel / pause / resume / plan change or a full refund
+        // that cancels the subscription; half of those hold the charge at the PG meanwhile, so
+        // the call lands while the charge is in flight.
+        let racing = if self.rng.chance(25) { Some(self.draw_race().await?) } else { None };
         let mut ticks = tokio::task::JoinSet::new();
-        for i in 0..overlapping {
+        for (i, now) in nows.iter().copied().enumerate() {
             let mut deps = self.renew.clone();
             deps.crash_at = crash.filter(|(which, _)| *which == i).map(|(_, at)| at);
-            let now = self.now;
             ticks.spawn(async move { renew::tick(&deps, now, None).await });
         }
+        let racing = racing.map(|race| {
+            let handle = tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(race.after_ms)).await;
+                race.call.await
+            });
+            (race.what, race.sub, race.body, handle)
+        });
         let mut charged = 0;
         while let Some(r) = ticks.join_next().await {
             let report = r.map_err(|e| format!("tick panicked: {e}"))?;
@@ -438,12 +487,21 @@ impl Scenario {
         if let Some((what, sub, body, call)) = racing {
             let answered = call.await.map_err(|e| format!("{what} panicked: {e}"))?;
             self.log.push(format!("racing the tick(s): {what} {sub}"));
-            self.record_action(what, &sub, &body, answered)?;
+            if what == "refund+cancel" {
+                self.tally.raced_refund_cancels += 1;
+                self.record_refund_answer(&sub, answered)?;
+            } else {
+                self.record_action(what, &sub, &body, answered)?;
+            }
             self.tally.raced_actions += 1;
         }
         self.tally.ticks += overlapping as u64;
         if overlapping > 1 {
             self.tally.overlapping_ticks += 1;
+        }
+        let skewed = |n: &Timestamp| *n != self.now && n.duration_since(self.now).abs() <= SignedDuration::from_mins(5);
+        if nows.iter().any(skewed) {
+            self.tally.skewed_ticks += 1;
         }
         if crash.is_some() {
             self.tally.crashes += 1;
@@ -451,9 +509,76 @@ impl Scenario {
         self.log.push(format!(
             "+{hours} h → {} tick(s) at {}{}: {charged} charged",
             overlapping,
-            self.now,
+            nows.iter().map(Timestamp::to_string).collect::<Vec<_>>().join(", "),
             crash.map(|(i, at)| format!(", #{i} crashes {at:?}")).unwrap_or_default()
         ));
+        Ok(())
+    }
+
+    /// The billing time of the `i`-th of a set of overlapping ticks: the first is the scenario's
+    /// time; another is up to five minutes off it, or (one in ten) a late tick hours behind.
+    fn tick_time(&mut self, i: usize) -> Timestamp {
+        if i == 0 {
+            return self.now;
+        }
+        let offset = if self.rng.chance(10) {
+            self.tally.late_ticks += 1;
+            SignedDuration::from_mins(-self.rng.range(60, 6 * 60))
+        } else {
+            SignedDuration::from_secs(self.rng.range(-300, 300))
+        };
+        self.now.checked_add(offset).unwrap_or(self.now)
+    }
+
+    /// A call to race a tick with: a lifecycle change, or a full refund of the subscription's
+    /// latest payment with `cancel_subscription: true`.
+    async fn draw_race(&mut self) -> Result<Race, String> {
+        let hold = self.rng.chance(50);
+        let after_ms = if hold { self.rng.range(5, 80) as u64 } else { 0 };
+        let refund_cancel = self.rng.chance(30);
+        let (what, sub, body, call): (&'static str, String, Value, RaceCall) = if refund_cancel {
+            let sub = self.subs[self.rng.below(self.subs.len() as u64) as usize].id.clone();
+            let payments = self.store.payments_of_subscription(&sub).await.map_err(|e| e.to_string())?;
+            match payments.iter().max_by_key(|p| p.paid_at) {
+                Some(latest) => {
+                    let body = json!({"reason": "chaos: refund and cancel", "cancel_subscription": true});
+                    let path = format!("/payments/{}/refunds", latest.payment_id);
+                    let req = self.request("POST", &path, &latest.payment_id, Some(body.clone()), true);
+                    let deps = self.refund.clone();
+                    let call: RaceCall = Box::pin(async move { answer(refund::handler(&deps, req).await) });
+                    ("refund+cancel", sub.as_str().to_string(), body, call)
+                }
+                None => self.draw_lifecycle_race(),
+            }
+        } else {
+            self.draw_lifecycle_race()
+        };
+        if hold && let Some(s) = self.subs.iter().find(|s| s.id.as_str() == sub) {
+            // The charge is held at the PG long enough for the call to land in the middle.
+            let fault = Fault::Delay { ms: self.rng.range(100, 250) as u64 };
+            self.add_fault(Some(s.key.clone()), None, fault);
+            *self.tally.faults.entry("charge: held while raced".into()).or_default() += 1;
+        }
+        Ok(Race { what, sub, body, after_ms, call })
+    }
+
+    fn draw_lifecycle_race(&mut self) -> (&'static str, String, Value, RaceCall) {
+        let (what, sub, body, req) = self.draw_action();
+        let deps = self.subscriptions.clone();
+        (what, sub, body, Box::pin(async move { answer(subscriptions::handler(&deps, req).await) }))
+    }
+
+    fn record_refund_answer(&mut self, sub: &str, (status, body): (u16, String)) -> Result<(), String> {
+        self.tally.refund_requests += 1;
+        *self.tally.refund_answers.entry(status).or_default() += 1;
+        if !acceptable(status) {
+            return Err(format!("refund+cancel of {sub}'s latest payment answered {status}: {body}"));
+        }
+        let code = serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|v| v["error"]["code"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        self.log.push(format!("refund+cancel {sub} → {status} {code}"));
         Ok(())
     }
 
