@@ -149,6 +149,10 @@ pub struct Tally {
     pub tampered: bool,
     /// The seeds of the scenarios that left such a charge (to replay them).
     pub review_seeds: Vec<u64>,
+    /// Payple checkouts paid in the window and verified by the partner (`POST /payments/verify`).
+    pub checkouts: u64,
+    /// Verify calls whose body the browser tampered with (work, billing key, total, a stale close).
+    pub tampered_verifies: u64,
     /// Webhooks verified (each delivery the PG made, duplicates included, once stored).
     pub webhooks: u64,
     pub final_states: BTreeMap<String, u64>,
@@ -186,6 +190,8 @@ impl Tally {
         self.refunds_unknown += o.refunds_unknown;
         self.needs_review += o.needs_review;
         self.webhooks += o.webhooks;
+        self.checkouts += o.checkouts;
+        self.tampered_verifies += o.tampered_verifies;
         self.flagged_for_review += o.flagged_for_review;
         self.review_seeds.extend(&o.review_seeds);
         for (k, v) in &o.final_states {
@@ -215,6 +221,7 @@ impl std::fmt::Display for Failure {
 struct Sub {
     id: SubscriptionId,
     key: String,
+    pg: PgMode,
 }
 
 type RaceCall = std::pin::Pin<Box<dyn std::future::Future<Output = (u16, String)> + Send>>;
@@ -238,6 +245,7 @@ struct Scenario {
     refund: refund::Deps,
     subscriptions: subscriptions::Deps,
     verify: verify::Deps,
+    checkout: checkout::Deps,
     /// Kept alive for the scenario (dropping it stops the endpoint).
     _webhooks: WebhookEndpoint,
     api_key: String,
@@ -248,6 +256,9 @@ struct Scenario {
     requests: u64,
     /// Billing time stays within days of the wall clock (ticks move hours, not weeks).
     near_wall_clock: bool,
+    /// Subscriptions started by a checkout: (subscription, checkout id = window OID, the window's
+    /// billing key), whether or not the checkout completed.
+    checkout_subs: Vec<(SubscriptionId, String, String)>,
 }
 
 /// A broken promise planted in the PG's ledger just before reconciling, to prove the
@@ -336,6 +347,7 @@ async fn setup(world: &World, seed: u64, log: &mut Vec<String>) -> Result<Scenar
     let subscriptions =
         subscriptions::Deps { store: store.clone(), gateways: gateways.clone(), publisher: publisher.clone() };
     let verify = verify::Deps { store: store.clone(), gateways: gateways.clone(), publisher };
+    let checkout = checkout::Deps { store: store.clone(), gateways: gateways.clone() };
     // The PGs deliver their webhooks to webhook-ingest's handler, as in AWS.
     let webhooks =
         WebhookEndpoint::start(webhook_ingest::Deps { store: store.clone(), steppay_signing_secrets: vec![] })
@@ -393,7 +405,7 @@ async fn setup(world: &World, seed: u64, log: &mut Vec<String>) -> Result<Scenar
         seed_subscription(&store, &id, pg, anchor, amount, &key).await?;
         log.push(format!("{id}: {pg:?}, {amount}원 monthly from {anchor}"));
         earliest = Some(earliest.map_or(anchor, |e| e.min(anchor)));
-        subs.push(Sub { id: SubscriptionId::parse(&id).map_err(|e| e.to_string())?, key });
+        subs.push(Sub { id: SubscriptionId::parse(&id).map_err(|e| e.to_string())?, key, pg });
     }
     let tally = Tally {
         scenarios: 1,
@@ -411,6 +423,7 @@ async fn setup(world: &World, seed: u64, log: &mut Vec<String>) -> Result<Scenar
         refund,
         subscriptions,
         verify,
+        checkout,
         _webhooks: webhooks,
         api_key,
         subs,
@@ -419,6 +432,7 @@ async fn setup(world: &World, seed: u64, log: &mut Vec<String>) -> Result<Scenar
         tally,
         requests: 0,
         near_wall_clock,
+        checkout_subs: Vec::new(),
     })
 }
 
@@ -434,7 +448,8 @@ impl Scenario {
                 0..=39 => self.tick().await?,
                 40..=59 => self.charge_fault(),
                 60..=74 => self.refunds().await?,
-                75..=89 => self.action().await?,
+                75..=84 => self.action().await?,
+                85..=89 => self.checkout().await?,
                 _ => {
                     let hours = self.rng.range(1, 72);
                     self.travel(SignedDuration::from_hours(hours)).await?;
@@ -580,6 +595,113 @@ impl Scenario {
             .unwrap_or_default();
         self.log.push(format!("refund+cancel {sub} → {status} {code}"));
         Ok(())
+    }
+
+    /// A customer subscribes through a Payple checkout (PAY, CERT or AUTH) and pays in the
+    /// window; the browser posts tampered copies of the result to `POST /payments/verify` (the
+    /// other work, another customer's billing key, another total, a stale close), before, beside
+    /// or instead of the genuine one. Whatever the browser says, the PG charges exactly what the
+    /// checkout asked, once, and every charge is recorded (the webhook completes the checkout
+    /// when the genuine verify never comes).
+    async fn checkout(&mut self) -> Result<(), String> {
+        let work = *self.rng.pick(&["PAY", "AUTH", "CERT"]);
+        let amount = self.rng.range(10, 1_000) * 100;
+        let n = self.requests;
+        let body = json!({"pg": "payple",
+            "customer": {"id": format!("cus_chk{}_{n}", self.seed), "name": "홍길동", "phone": "01012345678"},
+            "plan": {"name": "Pro", "amount": amount, "interval": "month", "interval_count": 1},
+            "return_url": "https://shop.example.com/return", "payple": {"work": work}});
+        let req = self.request("POST", "/checkouts", "", Some(body), true);
+        let (status, text) = answer(checkout::handler(&self.checkout, req).await);
+        if status != 201 {
+            return if acceptable(status) { Ok(()) } else { Err(format!("checkout answered {status}: {text}")) };
+        }
+        let c: Value = serde_json::from_str(&text).map_err(|e| format!("checkout body: {e}"))?;
+        let (Some(checkout_id), Some(sub)) = (c["id"].as_str(), c["subscription_id"].as_str()) else {
+            return Err(format!("checkout without id: {c}"));
+        };
+        let (checkout_id, sub) = (checkout_id.to_string(), sub.to_string());
+        let client = paycycle_dev::clients::Sandbox::new(self.sandbox.base_url());
+        let genuine = client.payple_window(&c["payple"], None).await.map_err(|e| format!("window: {e}"))?;
+        let payer_id = genuine.get("PCD_PAYER_ID").and_then(Value::as_str).unwrap_or_default().to_string();
+        let mut bodies = Vec::new();
+        for _ in 0..self.rng.range(1, 2) {
+            bodies.push(self.tampered(&genuine, work));
+        }
+        let send_genuine = self.rng.chance(80);
+        if send_genuine {
+            let at = self.rng.below(bodies.len() as u64 + 1) as usize;
+            bodies.insert(at, ("genuine", genuine.clone()));
+        }
+        let together = self.rng.chance(40);
+        let mut calls = tokio::task::JoinSet::new();
+        let mut answers = Vec::new();
+        for (what, mut fields) in bodies {
+            fields.insert("checkout_id".into(), json!(checkout_id));
+            let req = self.request("POST", "/payments/verify", "", Some(Value::Object(fields)), false);
+            if what != "genuine" {
+                self.tally.tampered_verifies += 1;
+            }
+            let deps = self.verify.clone();
+            let call = async move { (what, answer(verify::handler(&deps, req).await)) };
+            if together {
+                calls.spawn(call);
+            } else {
+                answers.push(call.await);
+            }
+        }
+        while let Some(r) = calls.join_next().await {
+            answers.push(r.map_err(|e| format!("verify panicked: {e}"))?);
+        }
+        for (what, (status, text)) in &answers {
+            if !acceptable(*status) {
+                return Err(format!("verify ({what}) of {checkout_id} answered {status}: {text}"));
+            }
+        }
+        let summary: Vec<String> = answers.iter().map(|(w, (s, _))| format!("{w} {s}")).collect();
+        self.log.push(format!("checkout {checkout_id} ({work}, {amount}원) for {sub}: verify {summary:?}"));
+        self.tally.checkouts += 1;
+        // The PG's webhook (sent with the window result) goes through the stream either way.
+        self.pump_webhooks().await?;
+        let id = SubscriptionId::parse(&sub).map_err(|e| e.to_string())?;
+        self.checkout_subs.push((id.clone(), checkout_id.clone(), payer_id.clone()));
+        if let Some(r) = self.store.get_subscription(&id).await.map_err(|e| e.to_string())? {
+            let key = r.billing_key.clone().unwrap_or(payer_id);
+            self.subs.push(Sub { id, key, pg: PgMode::Payple });
+        }
+        Ok(())
+    }
+
+    /// A copy of a window result the browser changed.
+    fn tampered(
+        &mut self,
+        genuine: &serde_json::Map<String, Value>,
+        work: &str,
+    ) -> (&'static str, serde_json::Map<String, Value>) {
+        let mut f = genuine.clone();
+        let other_key = self.subs.iter().find(|s| s.pg == PgMode::Payple).map(|s| s.key.clone());
+        let what = match self.rng.below(4) {
+            0 => {
+                let flipped = if work == "AUTH" { "PAY" } else { "AUTH" };
+                f.insert("PCD_PAY_WORK".into(), json!(flipped));
+                "work flipped"
+            }
+            1 if other_key.is_some() => {
+                f.insert("PCD_PAYER_ID".into(), json!(other_key));
+                f.insert("PCD_PAY_WORK".into(), json!("AUTH"));
+                "another customer's billing key"
+            }
+            2 => {
+                f.insert("PCD_PAY_TOTAL".into(), json!("100"));
+                "total"
+            }
+            _ => {
+                f.insert("PCD_PAY_RST".into(), json!(if self.rng.chance(50) { "close" } else { "error" }));
+                f.insert("PCD_PAY_CODE".into(), json!("PAYC9999"));
+                "stale close"
+            }
+        };
+        (what, f)
     }
 
     fn charge_fault(&mut self) {
@@ -825,7 +947,14 @@ impl Scenario {
             let state = self.sandbox.shared.state.lock().expect("sandbox state");
             (state.charges.clone(), state.refunds.clone())
         };
-        let keys: Vec<&str> = self.subs.iter().map(|s| s.key.as_str()).collect();
+        // Our customers' cards: the subscriptions' billing keys and every key a checkout's window
+        // issued (charged or not, activated or not).
+        let keys: Vec<&str> = self
+            .subs
+            .iter()
+            .map(|s| s.key.as_str())
+            .chain(self.checkout_subs.iter().map(|(_, _, key)| key.as_str()))
+            .collect();
         // Renewal charges: approved charges of our cards for an amount (the StepPay card
         // registration is a 0원 charge).
         let renewals: Vec<&pg_sandbox::state::Charge> = charges
@@ -875,12 +1004,19 @@ impl Scenario {
         let mut per_period: BTreeMap<(String, u32), u32> = BTreeMap::new();
         for c in &renewals {
             let order = c.partner_order_id.clone().unwrap_or_else(|| c.id.clone());
-            let charge: ChargeId = order.parse().map_err(|e| format!("PG order id {order}: {e:?}"))?;
-            *per_period.entry((charge.subscription().as_str().to_string(), charge.period())).or_default() += 1;
+            // A window payment's order is its checkout: period 0 of the checkout's subscription.
+            let (sub, period) = match self.checkout_subs.iter().find(|(_, checkout, _)| *checkout == order) {
+                Some((sub, _, _)) => (sub.clone(), 0),
+                None => {
+                    let charge: ChargeId = order.parse().map_err(|e| format!("PG order id {order}: {e:?}"))?;
+                    (charge.subscription().clone(), charge.period())
+                }
+            };
+            *per_period.entry((sub.as_str().to_string(), period)).or_default() += 1;
             let Some(p) = payments.iter().find(|p| p.pg_payment_id == c.id) else {
                 // Not lost if it is exactly the charge a `needs_review` subscription holds for a
                 // person (its outcome never became known to us).
-                if in_review.iter().any(|(sub, period)| sub == charge.subscription() && *period == charge.period()) {
+                if in_review.iter().any(|(s, p)| *s == sub && *p == period) {
                     self.tally.flagged_for_review += 1;
                     if !self.tally.review_seeds.contains(&self.seed) {
                         self.tally.review_seeds.push(self.seed);
