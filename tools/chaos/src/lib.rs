@@ -118,6 +118,12 @@ pub struct Tally {
     pub steps: u64,
     pub ticks: u64,
     pub overlapping_ticks: u64,
+    /// Overlapping ticks whose billing `now` differ (by up to ±5 minutes).
+    pub skewed_ticks: u64,
+    /// Ticks that started late: an event time hours behind the scenario's billing time.
+    pub late_ticks: u64,
+    /// Scenarios whose billing time stays near the wall clock.
+    pub near_wall_clock: u64,
     pub crashes: u64,
     pub faults: BTreeMap<String, u64>,
     pub refund_requests: u64,
@@ -125,6 +131,8 @@ pub struct Tally {
     pub actions: u64,
     /// Lifecycle calls made while ticks ran.
     pub raced_actions: u64,
+    /// Full refunds with `cancel_subscription` sent while a tick ran (a charge held in flight).
+    pub raced_refund_cancels: u64,
     pub action_answers: BTreeMap<u16, u64>,
     pub pg_charges: u64,
     pub payments: u64,
@@ -141,6 +149,10 @@ pub struct Tally {
     pub tampered: bool,
     /// The seeds of the scenarios that left such a charge (to replay them).
     pub review_seeds: Vec<u64>,
+    /// Payple checkouts paid in the window and verified by the partner (`POST /payments/verify`).
+    pub checkouts: u64,
+    /// Verify calls whose body the browser tampered with (work, billing key, total, a stale close).
+    pub tampered_verifies: u64,
     /// Webhooks verified (each delivery the PG made, duplicates included, once stored).
     pub webhooks: u64,
     pub final_states: BTreeMap<String, u64>,
@@ -153,6 +165,9 @@ impl Tally {
         self.steps += o.steps;
         self.ticks += o.ticks;
         self.overlapping_ticks += o.overlapping_ticks;
+        self.skewed_ticks += o.skewed_ticks;
+        self.late_ticks += o.late_ticks;
+        self.near_wall_clock += o.near_wall_clock;
         self.crashes += o.crashes;
         for (k, v) in &o.faults {
             *self.faults.entry(k.clone()).or_default() += v;
@@ -163,6 +178,7 @@ impl Tally {
         }
         self.actions += o.actions;
         self.raced_actions += o.raced_actions;
+        self.raced_refund_cancels += o.raced_refund_cancels;
         for (k, v) in &o.action_answers {
             *self.action_answers.entry(*k).or_default() += v;
         }
@@ -174,6 +190,8 @@ impl Tally {
         self.refunds_unknown += o.refunds_unknown;
         self.needs_review += o.needs_review;
         self.webhooks += o.webhooks;
+        self.checkouts += o.checkouts;
+        self.tampered_verifies += o.tampered_verifies;
         self.flagged_for_review += o.flagged_for_review;
         self.review_seeds.extend(&o.review_seeds);
         for (k, v) in &o.final_states {
@@ -203,6 +221,18 @@ impl std::fmt::Display for Failure {
 struct Sub {
     id: SubscriptionId,
     key: String,
+    pg: PgMode,
+}
+
+type RaceCall = std::pin::Pin<Box<dyn std::future::Future<Output = (u16, String)> + Send>>;
+
+/// A call that races a set of ticks, sent `after_ms` after they start.
+struct Race {
+    what: &'static str,
+    sub: String,
+    body: Value,
+    after_ms: u64,
+    call: RaceCall,
 }
 
 struct Scenario {
@@ -215,6 +245,7 @@ struct Scenario {
     refund: refund::Deps,
     subscriptions: subscriptions::Deps,
     verify: verify::Deps,
+    checkout: checkout::Deps,
     /// Kept alive for the scenario (dropping it stops the endpoint).
     _webhooks: WebhookEndpoint,
     api_key: String,
@@ -223,6 +254,11 @@ struct Scenario {
     log: Vec<String>,
     tally: Tally,
     requests: u64,
+    /// Billing time stays within days of the wall clock (ticks move hours, not weeks).
+    near_wall_clock: bool,
+    /// Subscriptions started by a checkout: (subscription, checkout id = window OID, the window's
+    /// billing key), whether or not the checkout completed.
+    checkout_subs: Vec<(SubscriptionId, String, String)>,
 }
 
 /// A broken promise planted in the PG's ledger just before reconciling, to prove the
@@ -269,7 +305,14 @@ pub async fn run_tampered(world: &World, seed: u64, tamper: Option<Tamper>) -> R
     result.map_err(|message| Failure { seed, message, log })
 }
 
-fn kst_start(rng: &mut Rng) -> Timestamp {
+fn kst_start(rng: &mut Rng, near_wall_clock: bool) -> Timestamp {
+    if near_wall_clock {
+        // Due within a day or two of the wall clock: billing time and lease time (the wall
+        // clock) are close, as in production, so a lease taken by a tick is live for the
+        // lifecycle API and the races below happen as they would in AWS.
+        let back = SignedDuration::from_hours(31 * 24 + rng.range(-24, 48));
+        return Timestamp::now().checked_sub(back).expect("in range");
+    }
     // 2027-01-01 00:00 KST plus up to 60 days and any hour: anchors land on month ends too.
     let base: Timestamp = "2026-12-31T15:00:00Z".parse().expect("timestamp");
     base.checked_add(SignedDuration::from_hours(rng.range(0, 60 * 24))).expect("in range")
@@ -304,6 +347,7 @@ async fn setup(world: &World, seed: u64, log: &mut Vec<String>) -> Result<Scenar
     let subscriptions =
         subscriptions::Deps { store: store.clone(), gateways: gateways.clone(), publisher: publisher.clone() };
     let verify = verify::Deps { store: store.clone(), gateways: gateways.clone(), publisher };
+    let checkout = checkout::Deps { store: store.clone(), gateways: gateways.clone() };
     // The PGs deliver their webhooks to webhook-ingest's handler, as in AWS.
     let webhooks =
         WebhookEndpoint::start(webhook_ingest::Deps { store: store.clone(), steppay_signing_secrets: vec![] })
@@ -321,6 +365,10 @@ async fn setup(world: &World, seed: u64, log: &mut Vec<String>) -> Result<Scenar
     let client = paycycle_dev::clients::Sandbox::new(sandbox.base_url());
     let mut subs = Vec::new();
     let mut earliest = None::<Timestamp>;
+    let near_wall_clock = rng.chance(25);
+    if near_wall_clock {
+        log.push("billing time near the wall clock".into());
+    }
     for i in 0..rng.range(1, 3) {
         let pg = *rng.pick(&[PgMode::SteppaySelf, PgMode::Payple]);
         let key = match pg {
@@ -351,15 +399,20 @@ async fn setup(world: &World, seed: u64, log: &mut Vec<String>) -> Result<Scenar
                 v["idKey"].as_str().ok_or("no idKey")?.to_string()
             }
         };
-        let anchor = kst_start(&mut rng);
+        let anchor = kst_start(&mut rng, near_wall_clock);
         let amount = rng.range(10, 1_000) * 100;
         let id = format!("sub_chaos{seed}n{i}");
         seed_subscription(&store, &id, pg, anchor, amount, &key).await?;
         log.push(format!("{id}: {pg:?}, {amount}원 monthly from {anchor}"));
         earliest = Some(earliest.map_or(anchor, |e| e.min(anchor)));
-        subs.push(Sub { id: SubscriptionId::parse(&id).map_err(|e| e.to_string())?, key });
+        subs.push(Sub { id: SubscriptionId::parse(&id).map_err(|e| e.to_string())?, key, pg });
     }
-    let tally = Tally { scenarios: 1, subscriptions: subs.len() as u64, ..Tally::default() };
+    let tally = Tally {
+        scenarios: 1,
+        subscriptions: subs.len() as u64,
+        near_wall_clock: u64::from(near_wall_clock),
+        ..Tally::default()
+    };
     Ok(Scenario {
         seed,
         rng,
@@ -370,6 +423,7 @@ async fn setup(world: &World, seed: u64, log: &mut Vec<String>) -> Result<Scenar
         refund,
         subscriptions,
         verify,
+        checkout,
         _webhooks: webhooks,
         api_key,
         subs,
@@ -377,6 +431,8 @@ async fn setup(world: &World, seed: u64, log: &mut Vec<String>) -> Result<Scenar
         log: std::mem::take(log),
         tally,
         requests: 0,
+        near_wall_clock,
+        checkout_subs: Vec::new(),
     })
 }
 
@@ -392,7 +448,8 @@ impl Scenario {
                 0..=39 => self.tick().await?,
                 40..=59 => self.charge_fault(),
                 60..=74 => self.refunds().await?,
-                75..=89 => self.action().await?,
+                75..=84 => self.action().await?,
+                85..=89 => self.checkout().await?,
                 _ => {
                     let hours = self.rng.range(1, 72);
                     self.travel(SignedDuration::from_hours(hours)).await?;
@@ -411,25 +468,32 @@ impl Scenario {
     }
 
     async fn tick(&mut self) -> Result<(), String> {
-        let hours = self.rng.range(0, 36 * 24);
+        let hours = if self.near_wall_clock { self.rng.range(0, 60) } else { self.rng.range(0, 36 * 24) };
         self.travel(SignedDuration::from_hours(hours)).await?;
         self.pump_webhooks().await?;
         let overlapping = self.rng.range(1, 3) as usize;
         let crash =
             self.rng.chance(30).then(|| (self.rng.below(overlapping as u64) as usize, *self.rng.pick(&CRASH_POINTS)));
-        // A quarter of the ticks race a cancel / pause / resume / plan change on the way.
-        let racing = self.rng.chance(25).then(|| {
-            let (what, sub, body, req) = self.draw_action();
-            let deps = self.subscriptions.clone();
-            (what, sub, body, tokio::spawn(async move { answer(subscriptions::handler(&deps, req).await) }))
-        });
+        // Overlapping ticks need not agree on the time: EventBridge's `time` of two schedule
+        // firings differs by the schedule's rate, and a retried or late event carries an old one.
+        let nows: Vec<Timestamp> = (0..overlapping).map(|i| self.tick_time(i)).collect();
+        // A quarter of the ticks race a cancel / pause / resume / plan change or a full refund
+        // that cancels the subscription; half of those hold the charge at the PG meanwhile, so
+        // the call lands while the charge is in flight.
+        let racing = if self.rng.chance(25) { Some(self.draw_race().await?) } else { None };
         let mut ticks = tokio::task::JoinSet::new();
-        for i in 0..overlapping {
+        for (i, now) in nows.iter().copied().enumerate() {
             let mut deps = self.renew.clone();
             deps.crash_at = crash.filter(|(which, _)| *which == i).map(|(_, at)| at);
-            let now = self.now;
             ticks.spawn(async move { renew::tick(&deps, now, None).await });
         }
+        let racing = racing.map(|race| {
+            let handle = tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(race.after_ms)).await;
+                race.call.await
+            });
+            (race.what, race.sub, race.body, handle)
+        });
         let mut charged = 0;
         while let Some(r) = ticks.join_next().await {
             let report = r.map_err(|e| format!("tick panicked: {e}"))?;
@@ -438,12 +502,21 @@ impl Scenario {
         if let Some((what, sub, body, call)) = racing {
             let answered = call.await.map_err(|e| format!("{what} panicked: {e}"))?;
             self.log.push(format!("racing the tick(s): {what} {sub}"));
-            self.record_action(what, &sub, &body, answered)?;
+            if what == "refund+cancel" {
+                self.tally.raced_refund_cancels += 1;
+                self.record_refund_answer(&sub, answered)?;
+            } else {
+                self.record_action(what, &sub, &body, answered)?;
+            }
             self.tally.raced_actions += 1;
         }
         self.tally.ticks += overlapping as u64;
         if overlapping > 1 {
             self.tally.overlapping_ticks += 1;
+        }
+        let skewed = |n: &Timestamp| *n != self.now && n.duration_since(self.now).abs() <= SignedDuration::from_mins(5);
+        if nows.iter().any(skewed) {
+            self.tally.skewed_ticks += 1;
         }
         if crash.is_some() {
             self.tally.crashes += 1;
@@ -451,10 +524,184 @@ impl Scenario {
         self.log.push(format!(
             "+{hours} h → {} tick(s) at {}{}: {charged} charged",
             overlapping,
-            self.now,
+            nows.iter().map(Timestamp::to_string).collect::<Vec<_>>().join(", "),
             crash.map(|(i, at)| format!(", #{i} crashes {at:?}")).unwrap_or_default()
         ));
         Ok(())
+    }
+
+    /// The billing time of the `i`-th of a set of overlapping ticks: the first is the scenario's
+    /// time; another is up to five minutes off it, or (one in ten) a late tick hours behind.
+    fn tick_time(&mut self, i: usize) -> Timestamp {
+        if i == 0 {
+            return self.now;
+        }
+        let offset = if self.rng.chance(10) {
+            self.tally.late_ticks += 1;
+            SignedDuration::from_mins(-self.rng.range(60, 6 * 60))
+        } else {
+            SignedDuration::from_secs(self.rng.range(-300, 300))
+        };
+        self.now.checked_add(offset).unwrap_or(self.now)
+    }
+
+    /// A call to race a tick with: a lifecycle change, or a full refund of the subscription's
+    /// latest payment with `cancel_subscription: true`.
+    async fn draw_race(&mut self) -> Result<Race, String> {
+        let hold = self.rng.chance(50);
+        let after_ms = if hold { self.rng.range(5, 80) as u64 } else { 0 };
+        let refund_cancel = self.rng.chance(30);
+        let (what, sub, body, call): (&'static str, String, Value, RaceCall) = if refund_cancel {
+            let sub = self.subs[self.rng.below(self.subs.len() as u64) as usize].id.clone();
+            let payments = self.store.payments_of_subscription(&sub).await.map_err(|e| e.to_string())?;
+            match payments.iter().max_by_key(|p| p.paid_at) {
+                Some(latest) => {
+                    let body = json!({"reason": "chaos: refund and cancel", "cancel_subscription": true});
+                    let path = format!("/payments/{}/refunds", latest.payment_id);
+                    let req = self.request("POST", &path, &latest.payment_id, Some(body.clone()), true);
+                    let deps = self.refund.clone();
+                    let call: RaceCall = Box::pin(async move { answer(refund::handler(&deps, req).await) });
+                    ("refund+cancel", sub.as_str().to_string(), body, call)
+                }
+                None => self.draw_lifecycle_race(),
+            }
+        } else {
+            self.draw_lifecycle_race()
+        };
+        if hold && let Some(s) = self.subs.iter().find(|s| s.id.as_str() == sub) {
+            // The charge is held at the PG long enough for the call to land in the middle.
+            let fault = Fault::Delay { ms: self.rng.range(100, 250) as u64 };
+            self.add_fault(Some(s.key.clone()), None, fault);
+            *self.tally.faults.entry("charge: held while raced".into()).or_default() += 1;
+        }
+        Ok(Race { what, sub, body, after_ms, call })
+    }
+
+    fn draw_lifecycle_race(&mut self) -> (&'static str, String, Value, RaceCall) {
+        let (what, sub, body, req) = self.draw_action();
+        let deps = self.subscriptions.clone();
+        (what, sub, body, Box::pin(async move { answer(subscriptions::handler(&deps, req).await) }))
+    }
+
+    fn record_refund_answer(&mut self, sub: &str, (status, body): (u16, String)) -> Result<(), String> {
+        self.tally.refund_requests += 1;
+        *self.tally.refund_answers.entry(status).or_default() += 1;
+        if !acceptable(status) {
+            return Err(format!("refund+cancel of {sub}'s latest payment answered {status}: {body}"));
+        }
+        let code = serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|v| v["error"]["code"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        self.log.push(format!("refund+cancel {sub} → {status} {code}"));
+        Ok(())
+    }
+
+    /// A customer subscribes through a Payple checkout (PAY, CERT or AUTH) and pays in the
+    /// window; the browser posts tampered copies of the result to `POST /payments/verify` (the
+    /// other work, another customer's billing key, another total, a stale close), before, beside
+    /// or instead of the genuine one. Whatever the browser says, the PG charges exactly what the
+    /// checkout asked, once, and every charge is recorded (the webhook completes the checkout
+    /// when the genuine verify never comes).
+    async fn checkout(&mut self) -> Result<(), String> {
+        let work = *self.rng.pick(&["PAY", "AUTH", "CERT"]);
+        let amount = self.rng.range(10, 1_000) * 100;
+        let n = self.requests;
+        let body = json!({"pg": "payple",
+            "customer": {"id": format!("cus_chk{}_{n}", self.seed), "name": "홍길동", "phone": "01012345678"},
+            "plan": {"name": "Pro", "amount": amount, "interval": "month", "interval_count": 1},
+            "return_url": "https://shop.example.com/return", "payple": {"work": work}});
+        let req = self.request("POST", "/checkouts", "", Some(body), true);
+        let (status, text) = answer(checkout::handler(&self.checkout, req).await);
+        if status != 201 {
+            return if acceptable(status) { Ok(()) } else { Err(format!("checkout answered {status}: {text}")) };
+        }
+        let c: Value = serde_json::from_str(&text).map_err(|e| format!("checkout body: {e}"))?;
+        let (Some(checkout_id), Some(sub)) = (c["id"].as_str(), c["subscription_id"].as_str()) else {
+            return Err(format!("checkout without id: {c}"));
+        };
+        let (checkout_id, sub) = (checkout_id.to_string(), sub.to_string());
+        let client = paycycle_dev::clients::Sandbox::new(self.sandbox.base_url());
+        let genuine = client.payple_window(&c["payple"], None).await.map_err(|e| format!("window: {e}"))?;
+        let payer_id = genuine.get("PCD_PAYER_ID").and_then(Value::as_str).unwrap_or_default().to_string();
+        let mut bodies = Vec::new();
+        for _ in 0..self.rng.range(1, 2) {
+            bodies.push(self.tampered(&genuine, work));
+        }
+        let send_genuine = self.rng.chance(80);
+        if send_genuine {
+            let at = self.rng.below(bodies.len() as u64 + 1) as usize;
+            bodies.insert(at, ("genuine", genuine.clone()));
+        }
+        let together = self.rng.chance(40);
+        let mut calls = tokio::task::JoinSet::new();
+        let mut answers = Vec::new();
+        for (what, mut fields) in bodies {
+            fields.insert("checkout_id".into(), json!(checkout_id));
+            let req = self.request("POST", "/payments/verify", "", Some(Value::Object(fields)), false);
+            if what != "genuine" {
+                self.tally.tampered_verifies += 1;
+            }
+            let deps = self.verify.clone();
+            let call = async move { (what, answer(verify::handler(&deps, req).await)) };
+            if together {
+                calls.spawn(call);
+            } else {
+                answers.push(call.await);
+            }
+        }
+        while let Some(r) = calls.join_next().await {
+            answers.push(r.map_err(|e| format!("verify panicked: {e}"))?);
+        }
+        for (what, (status, text)) in &answers {
+            if !acceptable(*status) {
+                return Err(format!("verify ({what}) of {checkout_id} answered {status}: {text}"));
+            }
+        }
+        let summary: Vec<String> = answers.iter().map(|(w, (s, _))| format!("{w} {s}")).collect();
+        self.log.push(format!("checkout {checkout_id} ({work}, {amount}원) for {sub}: verify {summary:?}"));
+        self.tally.checkouts += 1;
+        // The PG's webhook (sent with the window result) goes through the stream either way.
+        self.pump_webhooks().await?;
+        let id = SubscriptionId::parse(&sub).map_err(|e| e.to_string())?;
+        self.checkout_subs.push((id.clone(), checkout_id.clone(), payer_id.clone()));
+        if let Some(r) = self.store.get_subscription(&id).await.map_err(|e| e.to_string())? {
+            let key = r.billing_key.clone().unwrap_or(payer_id);
+            self.subs.push(Sub { id, key, pg: PgMode::Payple });
+        }
+        Ok(())
+    }
+
+    /// A copy of a window result the browser changed.
+    fn tampered(
+        &mut self,
+        genuine: &serde_json::Map<String, Value>,
+        work: &str,
+    ) -> (&'static str, serde_json::Map<String, Value>) {
+        let mut f = genuine.clone();
+        let other_key = self.subs.iter().find(|s| s.pg == PgMode::Payple).map(|s| s.key.clone());
+        let what = match self.rng.below(4) {
+            0 => {
+                let flipped = if work == "AUTH" { "PAY" } else { "AUTH" };
+                f.insert("PCD_PAY_WORK".into(), json!(flipped));
+                "work flipped"
+            }
+            1 if other_key.is_some() => {
+                f.insert("PCD_PAYER_ID".into(), json!(other_key));
+                f.insert("PCD_PAY_WORK".into(), json!("AUTH"));
+                "another customer's billing key"
+            }
+            2 => {
+                f.insert("PCD_PAY_TOTAL".into(), json!("100"));
+                "total"
+            }
+            _ => {
+                f.insert("PCD_PAY_RST".into(), json!(if self.rng.chance(50) { "close" } else { "error" }));
+                f.insert("PCD_PAY_CODE".into(), json!("PAYC9999"));
+                "stale close"
+            }
+        };
+        (what, f)
     }
 
     fn charge_fault(&mut self) {
@@ -700,7 +947,14 @@ impl Scenario {
             let state = self.sandbox.shared.state.lock().expect("sandbox state");
             (state.charges.clone(), state.refunds.clone())
         };
-        let keys: Vec<&str> = self.subs.iter().map(|s| s.key.as_str()).collect();
+        // Our customers' cards: the subscriptions' billing keys and every key a checkout's window
+        // issued (charged or not, activated or not).
+        let keys: Vec<&str> = self
+            .subs
+            .iter()
+            .map(|s| s.key.as_str())
+            .chain(self.checkout_subs.iter().map(|(_, _, key)| key.as_str()))
+            .collect();
         // Renewal charges: approved charges of our cards for an amount (the StepPay card
         // registration is a 0원 charge).
         let renewals: Vec<&pg_sandbox::state::Charge> = charges
@@ -750,12 +1004,19 @@ impl Scenario {
         let mut per_period: BTreeMap<(String, u32), u32> = BTreeMap::new();
         for c in &renewals {
             let order = c.partner_order_id.clone().unwrap_or_else(|| c.id.clone());
-            let charge: ChargeId = order.parse().map_err(|e| format!("PG order id {order}: {e:?}"))?;
-            *per_period.entry((charge.subscription().as_str().to_string(), charge.period())).or_default() += 1;
+            // A window payment's order is its checkout: period 0 of the checkout's subscription.
+            let (sub, period) = match self.checkout_subs.iter().find(|(_, checkout, _)| *checkout == order) {
+                Some((sub, _, _)) => (sub.clone(), 0),
+                None => {
+                    let charge: ChargeId = order.parse().map_err(|e| format!("PG order id {order}: {e:?}"))?;
+                    (charge.subscription().clone(), charge.period())
+                }
+            };
+            *per_period.entry((sub.as_str().to_string(), period)).or_default() += 1;
             let Some(p) = payments.iter().find(|p| p.pg_payment_id == c.id) else {
                 // Not lost if it is exactly the charge a `needs_review` subscription holds for a
                 // person (its outcome never became known to us).
-                if in_review.iter().any(|(sub, period)| sub == charge.subscription() && *period == charge.period()) {
+                if in_review.iter().any(|(s, p)| *s == sub && *p == period) {
                     self.tally.flagged_for_review += 1;
                     if !self.tally.review_seeds.contains(&self.seed) {
                         self.tally.review_seeds.push(self.seed);

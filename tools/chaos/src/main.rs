@@ -104,9 +104,11 @@ async fn main() {
 fn summary(t: &Tally, failures: &[u64], seed: u64, seconds: f64) -> String {
     format!(
         "chaos: {} scenarios passed, {} failed (seeds from {seed}{}) in {seconds:.0} s\n\
-         subscriptions {} · steps {} · ticks {} ({} overlapping sets, {} with a crash)\n\
+         subscriptions {} ({} scenarios near the wall clock) · steps {} · ticks {} ({} overlapping sets, \
+         {} at skewed times, {} late ticks, {} with a crash)\n\
          faults {:?}\n\
-         refund requests {} → {:?} · lifecycle calls {} ({} racing ticks) → {:?}\n\
+         refund requests {} → {:?} · lifecycle calls {} ({} racing ticks, {} of them full refunds with \
+         cancel_subscription) → {:?}\n\
          reconciled: {} PG charges = {} payments, {}원 charged; PG refunded {}원, we confirmed {}원 \
          ({} refunds left unknown); {} webhooks verified; needs_review {} ({} PG charges held there for a person); final states {:?}\n\
          double charges 0 · lost charges 0 · over-refunds 0 (a scenario with any fails the run)",
@@ -114,15 +116,19 @@ fn summary(t: &Tally, failures: &[u64], seed: u64, seconds: f64) -> String {
         failures.len(),
         if failures.is_empty() { String::new() } else { format!("; failed: {failures:?}") },
         t.subscriptions,
+        t.near_wall_clock,
         t.steps,
         t.ticks,
         t.overlapping_ticks,
+        t.skewed_ticks,
+        t.late_ticks,
         t.crashes,
         t.faults,
         t.refund_requests,
         t.refund_answers,
         t.actions,
         t.raced_actions,
+        t.raced_refund_cancels,
         t.action_answers,
         t.pg_charges,
         t.payments,

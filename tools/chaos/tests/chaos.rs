@@ -43,6 +43,9 @@ async fn twenty_four_seeded_scenarios_reconcile_with_the_pg_ledger() {
     assert!(total.crashes > 3 && total.overlapping_ticks > 3, "{total:?}");
     assert!(total.refund_requests > 5 && total.actions > 5 && total.faults.len() > 4, "{total:?}");
     assert!(total.raced_actions > 0, "some lifecycle calls race a tick: {total:?}");
+    assert!(total.raced_refund_cancels > 0, "some refunds with cancel_subscription race a tick: {total:?}");
+    assert!(total.skewed_ticks > 0 && total.late_ticks > 0, "ticks at different times overlap: {total:?}");
+    assert!(total.near_wall_clock > 0, "some scenarios bill near the wall clock: {total:?}");
     assert_eq!(total.pg_charges, total.payments + total.flagged_for_review);
 }
 
