@@ -304,10 +304,13 @@ pub async fn complete(
         CheckoutStatus::Open => {}
     }
     check_reference(&checkout, evidence, source)?;
-    if checkout.verifying_until > now.as_second() {
+    // The verify lease runs on the wall clock, never on `now`: a sweep run at a time-travelled
+    // (or late) `now` must not hold a checkout for a year, nor see a live lease as expired.
+    let wall = Timestamp::now();
+    if checkout.verifying_until > wall.as_second() {
         return Err(VerifyError::InProgress);
     }
-    let until = now.saturating_add(VERIFY_LEASE).unwrap_or(now).as_second();
+    let until = wall.saturating_add(VERIFY_LEASE).unwrap_or(wall).as_second();
     let mut current = CheckoutRecord { verifying_until: until, ..checkout.next() };
     match deps.store.update_checkout(&current).await {
         Ok(()) => {}

@@ -852,7 +852,7 @@ impl Scenario {
 
     /// No more faults; held-back webhooks are delivered; time moves past every lease and recheck
     /// window (11 minutes, twice) and then past the review window (25 hours), with the stream's
-    /// work and a tick each time. An outcome still unknown by then is `needs_review` (a StepPay
+    /// work, verify's sweep and a tick each time. An outcome still unknown by then is `needs_review` (a StepPay
     /// charge that failed with a 5xx is never confirmed either way by StepPay's API: a person
     /// must look), never charged again.
     async fn settle(&mut self) -> Result<(), String> {
@@ -862,6 +862,8 @@ impl Scenario {
         for step in [SignedDuration::from_mins(11), SignedDuration::from_mins(11), SignedDuration::from_hours(25)] {
             self.travel(step).await?;
             self.pump_webhooks().await?;
+            // verify's schedule: open first charges and webhooks the stream did not settle.
+            verify::sweep(&self.verify, self.now).await;
             renew::tick(&self.renew, self.now, None).await;
         }
         self.pump_webhooks().await?;
