@@ -216,7 +216,7 @@ async fn settle(
                     pg_payment_id: charged.pg_payment_id.clone(),
                     approved_at: charged.approved_at,
                 },
-                sub.charge_succeeded(&attempt.charge_id),
+                sub.charge_succeeded(&attempt.charge_id, now),
                 Some(payment),
                 if stored_status == "pending" { Outcome::Charged } else { Outcome::Resolved },
             )

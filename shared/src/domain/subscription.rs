@@ -104,6 +104,10 @@ pub const MIN_PLAN_AMOUNT: i64 = 100;
 /// every amount (and sums of a year of them) exact in JSON numbers (2^53) for partners' clients.
 pub const MAX_PLAN_AMOUNT: i64 = 100_000_000;
 
+/// The shortest time between two charges of one subscription: min(one period, 1 day). Every
+/// interval is at least a day, so it is one day.
+pub const MIN_CHARGE_GAP: SignedDuration = SignedDuration::from_hours(24);
+
 /// What is being sold: a price per interval.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
@@ -348,15 +352,26 @@ impl Subscription {
         Ok(c)
     }
 
-    /// The PG approved `charge_id` (directly, by lookup, or by webhook).
-    pub fn charge_succeeded(&self, charge_id: &ChargeId) -> Result<Transition> {
+    /// The PG approved `charge_id` (directly, by lookup, or by webhook); renew learned it at `now`.
+    ///
+    /// Missed periods are never caught up: a period paid less than [`MIN_CHARGE_GAP`] before its
+    /// end (a late dunning recovery, a late tick or resolution, a daily plan charged after its
+    /// start) starts at the payment instead, for one full interval, and the schedule follows from
+    /// there. So the next charge is never sooner than [`MIN_CHARGE_GAP`] after this one.
+    pub fn charge_succeeded(&self, charge_id: &ChargeId, now: Timestamp) -> Result<Transition> {
         self.require(
             &[SubscriptionState::Active, SubscriptionState::PastDue, SubscriptionState::NeedsReview],
             "record a successful charge for",
         )?;
         let c = self.check_charge(charge_id)?;
-        let period = self.schedule("renew")?.period(c.period)?;
+        let mut schedule = self.schedule("renew")?;
+        let mut period = schedule.period(c.period)?;
         let mut next = self.clone();
+        if period.end < now.saturating_add(MIN_CHARGE_GAP).unwrap_or(now) {
+            schedule = schedule.reanchored(now, c.period);
+            period = schedule.period(c.period)?;
+            next.schedule = Some(schedule);
+        }
         next.state = SubscriptionState::Active;
         next.current_period = Some(period);
         next.collection = None;
