@@ -199,6 +199,21 @@ impl Report {
     }
 }
 
+/// How late a scheduled tick may start: EventBridge (and Lambda's async queue) can hold an event
+/// for hours; a tick that old would bill with a stale `time`, and the next one is minutes away.
+pub const MAX_TICK_AGE: SignedDuration = SignedDuration::from_mins(10);
+
+/// Whether the event's `time` is older than [`MAX_TICK_AGE`] by the wall clock (`wall_now`). An
+/// explicit `now` under time travel (local stack and tests) is never stale; without the flag it
+/// is refused anyway.
+pub fn stale_event(payload: &Value, settings: &Settings, wall_now: Timestamp) -> bool {
+    if settings.allow_time_travel && payload.get("now").is_some_and(|v| !v.is_null()) {
+        return false;
+    }
+    let time = payload.get("time").and_then(Value::as_str).and_then(|s| s.parse::<Timestamp>().ok());
+    time.is_some_and(|t| wall_now.duration_since(t) > MAX_TICK_AGE)
+}
+
 /// The tick's `now`: the event's `time`, or (only with time travel allowed) its `now`.
 pub fn tick_time(payload: &Value, settings: &Settings) -> Result<Timestamp, RenewError> {
     let parse = |s: &str| s.parse::<Timestamp>().ok().or_else(|| s.parse::<jiff::Zoned>().ok().map(|z| z.timestamp()));
@@ -214,6 +229,11 @@ pub fn tick_time(payload: &Value, settings: &Settings) -> Result<Timestamp, Rene
 /// One scheduled tick.
 pub async fn handler(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, RenewError> {
     let now = tick_time(&event.payload, &deps.settings)?;
+    if stale_event(&event.payload, &deps.settings, Timestamp::now()) {
+        // Dropped, not failed: a retry would be as stale, and the next tick is minutes away.
+        tracing::warn!(time = %now, "renew tick event is stale; dropped");
+        return Ok(serde_json::json!({"now": now.to_string(), "dropped": "stale_event"}));
+    }
     // The Lambda deadline (epoch ms; 0 when not running in Lambda).
     let deadline = (event.context.deadline > 0)
         .then(|| Timestamp::from_millisecond(event.context.deadline as i64).ok())

@@ -426,7 +426,11 @@ proptest! {
                     prop_assert!(b.index >= a.index);
                     if b.index > a.index { prop_assert!(b.start >= a.start); }
                 }
-                prop_assert!(before.state != SubscriptionState::Canceled, "canceled is terminal");
+                if before.state == SubscriptionState::Canceled {
+                    // Only the outcome of a charge left unknown in review is still recorded.
+                    prop_assert_eq!(t.subscription.state, SubscriptionState::Canceled, "canceled is terminal");
+                    prop_assert!(before.collection.is_some() && t.subscription.collection.is_none());
+                }
                 s = t.subscription;
                 check_invariants(&s)?;
             }
@@ -647,4 +651,30 @@ fn a_daily_plan_recovering_on_the_seven_day_retry_is_not_charged_back_to_back() 
         assert_eq!(s.due_action(t).unwrap(), DueAction::Nothing, "{t}");
         t = t.checked_add(SignedDuration::from_mins(5)).unwrap();
     }
+}
+
+#[test]
+fn needs_review_can_be_canceled_and_a_later_hint_still_settles_its_charge() {
+    let s = active_from(kst(2027, 1, 31, 10));
+    let due = s.next_attempt_at.unwrap();
+    let (s, a) = s.begin_charge(due).unwrap();
+    let s = s.charge_unknown(&a.charge_id, due, SignedDuration::from_mins(5)).unwrap().subscription;
+    let review = s.require_review().unwrap().subscription;
+    // In review renew has stopped: a cancel is allowed, and the unknown charge stays on record.
+    let canceled = review.cancel(kst(2027, 3, 5, 0), false).unwrap().subscription;
+    assert_eq!(canceled.state, SubscriptionState::Canceled);
+    assert_eq!(canceled.next_charge_id(), Some(a.charge_id.clone()));
+    // A PG hint wakes renew to look it up; the payment is recorded, the subscription stays canceled.
+    let woken = canceled.hint_arrived().unwrap().subscription;
+    assert_eq!(
+        woken.due_action(kst(2027, 3, 6, 0)).unwrap(),
+        DueAction::ResolveUnknown { charge_id: a.charge_id.clone(), since: due }
+    );
+    let t = woken.charge_succeeded(&a.charge_id, kst(2027, 3, 6, 0)).unwrap();
+    assert_eq!((t.subscription.state, t.subscription.next_attempt_at), (SubscriptionState::Canceled, None));
+    assert_eq!(t.events, [EventKind::PaymentSucceeded]);
+    // In review, a hint resolves it back to active.
+    let woken = review.hint_arrived().unwrap().subscription;
+    let t = woken.charge_succeeded(&a.charge_id, kst(2027, 3, 6, 0)).unwrap();
+    assert_eq!(t.subscription.state, SubscriptionState::Active);
 }
