@@ -579,3 +579,67 @@ async fn an_approved_charge_is_recorded_even_when_its_commit_loses_a_race() {
     assert_eq!(e.store.payments_of_subscription(s.id()).await.unwrap().len(), 1, "recorded in the same tick");
     assert_eq!(e.get("sub_commitrace").await.subscription.current_period.unwrap().index, 1);
 }
+
+impl Env {
+    /// A StepPay self subscription whose renewal charged at the PG but whose answer was lost, left
+    /// unresolved past the review window: `needs_review`. Returns the PG's idKey of that charge.
+    async fn in_review(&self, id: &str) -> (SubscriptionRecord, String) {
+        let s = self.subscription(id, PgMode::SteppaySelf, kst(2027, 1, 15, 10), 9_900).await;
+        let due = s.subscription.next_attempt_at.unwrap();
+        // StepPay's PAYMENT webhook is held back: the hint comes later, in review.
+        self.admin("/__admin/config", json!({"timeout_after_charge_ms": 1_500, "steppay_webhook_url": null})).await;
+        self.admin(
+            "/__admin/scenarios",
+            json!({"operation": "charge", "count": 1, "fault": {"kind": "timeout_after_charge"}}),
+        )
+        .await;
+        let r = self.tick_at(due, &self.deps).await;
+        assert_eq!(r.unknown, 1, "{r:?}");
+        tokio::time::sleep(Duration::from_millis(700)).await; // let the held answer finish
+        // StepPay cannot be asked by our charge id: past the review window a person must look.
+        let r = self.tick_at(plus(due, SignedDuration::from_hours(25)), &self.deps).await;
+        assert_eq!(r.needs_review, 1, "{r:?}");
+        assert_eq!(self.get(id).await.subscription.state, SubscriptionState::NeedsReview);
+        let ledger = self.ledger().await;
+        let id_key = ledger["charges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["partner_order_id"] == format!("{id}-p1-a1"))
+            .map(|c| c["id"].as_str().unwrap().to_string())
+            .expect("the PG charged it");
+        (s, id_key)
+    }
+}
+
+#[tokio::test]
+async fn needs_review_is_resolved_by_a_later_steppay_hint_and_can_be_canceled() {
+    let e = env().await;
+    let partner = e.partner().await;
+    let later = kst(2027, 2, 20, 0);
+
+    // A verified StepPay webhook naming the payment arrives after review: renew records it.
+    let (s, id_key) = e.in_review("sub_rev").await;
+    let charge_id = paycycle::domain::attempt::ChargeId::new(s.id().clone(), 1, 1).unwrap();
+    e.store.hint_attempt(&charge_id, &id_key).await.unwrap();
+    let r = e.tick_at(later, &e.deps).await;
+    assert_eq!(r.resolved, 1, "{r:?}");
+    let after = e.get("sub_rev").await;
+    assert_eq!(
+        (after.subscription.state, after.subscription.current_period.unwrap().index),
+        (SubscriptionState::Active, 1)
+    );
+    assert_eq!(e.store.payments_of_subscription(s.id()).await.unwrap().len(), 1);
+    assert_eq!(e.pg_charges("sub_rev").await.len(), 1, "looked up, never charged again");
+
+    // In review, nothing is in flight: it can be canceled, and a later hint still records the payment.
+    let (s, id_key) = e.in_review("sub_revc").await;
+    let (status, v) = partner.post("/subscriptions/sub_revc/cancel", &json!({}), None).await;
+    assert_eq!((status, v["state"].as_str()), (200, Some("canceled")), "{v}");
+    let charge_id = paycycle::domain::attempt::ChargeId::new(s.id().clone(), 1, 1).unwrap();
+    e.store.hint_attempt(&charge_id, &id_key).await.unwrap();
+    let r = e.tick_at(later, &e.deps).await;
+    assert_eq!(r.resolved, 1, "{r:?}");
+    assert_eq!(e.get("sub_revc").await.subscription.state, SubscriptionState::Canceled);
+    assert_eq!(e.store.payments_of_subscription(s.id()).await.unwrap().len(), 1, "the approved charge is recorded");
+}
