@@ -57,7 +57,8 @@ async fn renew_deps(stack: &LocalStack, store: &Store, pg_timeout_ms: u64) -> De
         store: store.clone(),
         gateways: Gateways::new(&config, &paycycle_dev::local_secrets()),
         publisher: EventPublisher::new(&sdk, &config.event_bus),
-        settings: Settings { concurrency: 8, ..Settings::default() },
+        // The sandbox's clock follows the tests' time travel (see `tick_at`).
+        settings: Settings { concurrency: 8, allow_time_travel: true, ..Settings::default() },
         crash_at: None,
     }
 }
@@ -642,4 +643,45 @@ async fn needs_review_is_resolved_by_a_later_steppay_hint_and_can_be_canceled() 
     assert_eq!(r.resolved, 1, "{r:?}");
     assert_eq!(e.get("sub_revc").await.subscription.state, SubscriptionState::Canceled);
     assert_eq!(e.store.payments_of_subscription(s.id()).await.unwrap().len(), 1, "the approved charge is recorded");
+}
+
+#[tokio::test]
+async fn a_payple_lookup_uses_the_kst_date_the_charge_was_sent_not_the_ticks() {
+    let e = env().await;
+    // Production: the PG's clock is the wall clock; the tick's billing `now` is two KST days back.
+    let deps = Deps { settings: Settings { allow_time_travel: false, ..e.deps.settings.clone() }, ..e.deps.clone() };
+    let anchor = plus(wall_now(), SignedDuration::from_hours(-33 * 24));
+    let s = e.subscription("sub_sentdate", PgMode::Payple, anchor, 9_900).await;
+    let due = s.subscription.next_attempt_at.unwrap();
+    assert_ne!(paycycle::calendar::kst_yyyymmdd(due), paycycle::calendar::kst_yyyymmdd(wall_now()));
+    e.driver().inner.http.delete(e.driver().url("/__admin/clock")).send().await.unwrap();
+    e.admin("/__admin/config", json!({"timeout_after_charge_ms": 1_500})).await;
+    e.admin(
+        "/__admin/scenarios",
+        json!({"operation": "charge", "count": 1, "fault": {"kind": "timeout_after_charge"}}),
+    )
+    .await;
+    assert_eq!(tick(&deps, due, None).await.unknown, 1);
+    let attempt = &e.store.attempts_of(s.id()).await.unwrap()[0];
+    assert_eq!(attempt.request_date_kst, paycycle::calendar::kst_yyyymmdd(wall_now()), "dated when it was sent");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let r = tick(&deps, plus(due, SignedDuration::from_mins(6)), None).await;
+    assert_eq!(r.resolved, 1, "found under the send date: {r:?}");
+    assert_eq!(e.pg_charges("sub_sentdate").await.len(), 1);
+    assert_eq!(e.store.payments_of_subscription(s.id()).await.unwrap().len(), 1);
+}
+
+#[test]
+fn the_deadline_margin_covers_auth_lookup_auth_and_repay_at_the_pg_timeouts() {
+    for secs in [1, 5, 20, 60] {
+        let timeout = Duration::from_secs(secs);
+        let fitted = Settings::default().fitted_to(timeout);
+        let worst = SignedDuration::from_secs(4 * secs as i64).checked_add(renew::STORE_BUDGET).unwrap();
+        assert_eq!(renew::worst_renewal(timeout), worst);
+        assert!(fitted.deadline_margin >= worst, "{secs} s: margin {:?}", fitted.deadline_margin);
+        assert!(fitted.lease > worst, "{secs} s: the lease outlives the renewal");
+    }
+    // The defaults, as deployed (PG_TIMEOUT_MS 20000), are raised.
+    let deployed = Settings::default().fitted_to(Duration::from_millis(20_000));
+    assert!(deployed.deadline_margin >= SignedDuration::from_secs(90), "{:?}", deployed.deadline_margin);
 }

@@ -67,7 +67,29 @@ impl Default for Settings {
     }
 }
 
+/// PG calls on the longest renewal path: Payple's partner auth + result lookup of an unknown
+/// charge, then auth + re-pay when the PG has no record of it.
+pub const WORST_PATH_PG_CALLS: i32 = 4;
+/// The store's part of one renewal (claim, attempt, outcome commit with its retries, events).
+pub const STORE_BUDGET: SignedDuration = SignedDuration::from_secs(10);
+
+/// The longest one renewal can take when every PG call runs to the client timeout `pg_total`.
+pub fn worst_renewal(pg_total: std::time::Duration) -> SignedDuration {
+    let pg = SignedDuration::try_from(pg_total).unwrap_or(SignedDuration::MAX);
+    pg.checked_mul(WORST_PATH_PG_CALLS).and_then(|d| d.checked_add(STORE_BUDGET)).unwrap_or(SignedDuration::MAX)
+}
+
 impl Settings {
+    /// Raises the deadline margin (and the lease) to cover [`worst_renewal`] at the PG client's
+    /// timeout: a renewal started before the deadline finishes before Lambda stops it, and its
+    /// claim outlives it.
+    pub fn fitted_to(mut self, pg_total: std::time::Duration) -> Self {
+        let worst = worst_renewal(pg_total);
+        self.deadline_margin = self.deadline_margin.max(worst);
+        self.lease = self.lease.max(worst.checked_add(STORE_BUDGET).unwrap_or(worst));
+        self
+    }
+
     pub fn from_env() -> Self {
         let mut s = Self::default();
         let var = |k: &str| std::env::var(k).ok();
@@ -103,7 +125,7 @@ impl Deps {
             store: Store::new(&boot.sdk, &boot.config.table),
             gateways: Gateways::new(&boot.config, &boot.secrets),
             publisher: EventPublisher::new(&boot.sdk, &boot.config.event_bus),
-            settings: Settings::from_env(),
+            settings: Settings::from_env().fitted_to(std::time::Duration::from_millis(boot.config.pg_timeout_ms)),
             crash_at: None,
         }
     }

@@ -142,7 +142,7 @@ fn charge_request(claimed: &SubscriptionRecord, attempt: &Attempt) -> Option<Cha
 /// A first try or a dunning retry: attempt record first, then the PG, then one transaction.
 async fn charge(deps: &Deps, claimed: &SubscriptionRecord, now: Timestamp, owner: &str) -> Outcome {
     let (collecting, attempt) = match claimed.subscription.begin_charge(now) {
-        Ok(x) => x,
+        Ok((c, a)) => (c, a.sent_at(send_time(deps, now))),
         Err(e) => return log_err(claimed.id(), "begin charge failed", &e),
     };
     let mut tx = deps.store.tx();
@@ -435,8 +435,17 @@ async fn resolve(
             still_unknown(deps, claimed, now, owner).await
         }
         Err(PgError::NotFound) | Ok(PaymentState::Failed { .. }) => {
-            // Never reached the PG (or failed there): charge it now under the same id.
-            send_and_settle(deps, &collecting, claimed, attempt, stored_status, now, owner).await
+            // Never reached the PG (or failed there): charge it now under the same id, dated
+            // (and stored) as sent now, so a lost answer is looked up under the right date.
+            let resent = attempt.sent_at(send_time(deps, now));
+            if resent.request_date_kst != attempt.request_date_kst {
+                let mut tx = deps.store.tx();
+                tx.put_attempt_if_status(&resent, stored_status);
+                if let Err(e) = deps.store.commit(tx).await {
+                    return log_err(claimed.id(), "attempt re-date failed", &e);
+                }
+            }
+            send_and_settle(deps, &collecting, claimed, resent, stored_status, now, owner).await
         }
         Ok(PaymentState::Pending) | Err(_) => {
             if stored_status == "pending" {
@@ -448,6 +457,12 @@ async fn resolve(
             still_unknown(deps, claimed, now, owner).await
         }
     }
+}
+
+/// When a charge request goes out, for the PG's date: the wall clock, which is the PG's. Under
+/// time travel (local stack and tests) the local PG sandbox's clock follows billing time instead.
+fn send_time(deps: &Deps, now: Timestamp) -> Timestamp {
+    if deps.settings.allow_time_travel { now } else { Timestamp::now() }
 }
 
 /// In review, or canceled in review: renew only resolves the unknown charge, never charges.
