@@ -278,7 +278,14 @@ async fn settle(
             // The PG took the money: a lost race must not lose the payment.
             record_approved(deps, &next_attempt, &payment, now, outcome).await
         }
-        (Err(e), _) => log_err(claimed.id(), "outcome commit failed", &e),
+        (Err(e), _) => {
+            // Nothing moved money here (or it is unknown and looked up again): give the lease
+            // back so the next tick looks at once, with whatever changed meanwhile (e.g. a hint).
+            if let Err(release) = deps.store.release_lease(claimed).await {
+                tracing::warn!(subscription_id = %claimed.id(), error = %release, "lease not released");
+            }
+            log_err(claimed.id(), "outcome commit failed", &e)
+        }
     }
 }
 
