@@ -181,7 +181,7 @@ pub enum Keep {
 /// Runs `run` under an `Idempotency-Key` (DESIGN §2, Powertools semantics): the first request
 /// with `key` in `scope` claims it; a repeat with the same `request_hash` gets the saved answer
 /// again (with `idempotent-replayed: true`), with another hash a 422, while the first still runs
-/// a 409. `keep` decides per answer whether it is final.
+/// a 409. `keep` decides per answer whether it is final; a 409 never is.
 pub async fn idempotent<F, Fut>(
     store: &crate::store::Store,
     scope: &str,
@@ -226,7 +226,10 @@ where
         Ok((status, v)) => (status, v.to_string()),
         Err(e) => (e.status, e.body(request_id)),
     };
-    let settled = match keep(status) {
+    // A 409 says something is in the way right now (a renewal in flight, a concurrent change):
+    // never final, so a retry with the same key runs again once it clears.
+    let keep = if status == StatusCode::CONFLICT { Keep::Release } else { keep(status) };
+    let settled = match keep {
         Keep::Save => store.complete_idempotency(scope, key, request_hash, status.as_u16(), &body).await,
         Keep::Release => store.release_idempotency(scope, key, request_hash).await,
     };

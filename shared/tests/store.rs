@@ -153,7 +153,7 @@ async fn a_renewal_commits_attempt_payment_subscription_and_outbox_in_one_transa
     let approved = attempt
         .resolve(AttemptStatus::Approved { pg_payment_id: attempt.charge_id.to_string(), approved_at: due })
         .unwrap();
-    let t2 = collecting.charge_succeeded(&attempt.charge_id).unwrap();
+    let t2 = collecting.charge_succeeded(&attempt.charge_id, due).unwrap();
     let next = claimed.next(t2.subscription);
     let payment = PaymentRecord::paid(
         PgMode::Payple,

@@ -17,7 +17,7 @@ use paycycle::pg::{Gateways, Payer};
 use paycycle::store::Store;
 use paycycle::store::subscriptions::SubscriptionRecord;
 use paycycle_dev::{LocalStack, Options};
-use paycycle_e2e::SandboxDriver;
+use paycycle_e2e::{Partner, SandboxDriver};
 use renew::{CrashPoint, Deps, Settings, tick};
 use serde_json::{Value, json};
 
@@ -35,25 +35,32 @@ async fn env_with(options: Options) -> Env {
     let stack = LocalStack::start(options).await.unwrap();
     let sdk = paycycle_testkit::moto::sdk_config_for(stack.moto.endpoint()).await;
     let store = Store::new(&sdk, &stack.provisioned.table);
+    let deps = renew_deps(&stack, &store, 1_000).await;
+    Env { stack, store, deps }
+}
+
+/// renew's dependencies on the stack with a PG client timeout of `pg_timeout_ms`.
+async fn renew_deps(stack: &LocalStack, store: &Store, pg_timeout_ms: u64) -> Deps {
+    let sdk = paycycle_testkit::moto::sdk_config_for(stack.moto.endpoint()).await;
     let vars: BTreeMap<&str, String> = [
         ("PAYCYCLE_TABLE", stack.provisioned.table.clone()),
         ("PAYCYCLE_EVENT_BUS", stack.provisioned.buses.values().next().unwrap().clone()),
         ("STEPPAY_BASE_URL", stack.sandbox.base_url()),
         ("PAYPLE_BASE_URL", stack.sandbox.base_url()),
         ("PAYPLE_REFERER", "http://127.0.0.1:3000".to_string()),
-        ("PG_TIMEOUT_MS", "1000".to_string()),
+        ("PG_TIMEOUT_MS", pg_timeout_ms.to_string()),
     ]
     .into_iter()
     .collect();
     let config = Config::from_lookup(|k| vars.get(k).cloned()).unwrap();
-    let deps = Deps {
+    Deps {
         store: store.clone(),
         gateways: Gateways::new(&config, &paycycle_dev::local_secrets()),
         publisher: EventPublisher::new(&sdk, &config.event_bus),
-        settings: Settings { concurrency: 8, ..Settings::default() },
+        // The sandbox's clock follows the tests' time travel (see `tick_at`).
+        settings: Settings { concurrency: 8, allow_time_travel: true, ..Settings::default() },
         crash_at: None,
-    };
-    Env { stack, store, deps }
+    }
 }
 
 fn kst(y: i16, m: i8, d: i8, h: i8) -> Timestamp {
@@ -61,6 +68,11 @@ fn kst(y: i16, m: i8, d: i8, h: i8) -> Timestamp {
 }
 
 impl Env {
+    /// The partner that owns the seeded subscriptions, on the local stack's HTTP API.
+    async fn partner(&self) -> Partner {
+        Partner::new(self.stack.api_url(), self.stack.create_api_key("e2e", "default").await.unwrap())
+    }
+
     fn driver(&self) -> SandboxDriver {
         SandboxDriver::new(self.stack.sandbox.base_url())
     }
@@ -242,20 +254,25 @@ async fn a_timeout_after_the_pg_charged_is_resolved_on_the_next_tick_without_a_s
 #[tokio::test]
 async fn a_crash_at_any_step_still_charges_every_period_exactly_once() {
     let e = env().await;
+    // Leases run on the wall clock: a short one, waited for for real.
+    let lease = SignedDuration::from_secs(2);
+    let deps = Deps { settings: Settings { lease, ..e.deps.settings.clone() }, ..e.deps.clone() };
     let points =
         [CrashPoint::AfterClaim, CrashPoint::AfterAttemptWrite, CrashPoint::AfterPgCall, CrashPoint::BeforeCommit];
     for (i, point) in points.iter().enumerate() {
         let id = format!("sub_crash{i}");
         let s = e.subscription(&id, PgMode::Payple, kst(2027, 1, 20, 10), 5_000).await;
         let due = s.subscription.next_attempt_at.unwrap();
-        let crashing = Deps { crash_at: Some(*point), ..e.deps.clone() };
+        let crashing = Deps { crash_at: Some(*point), ..deps.clone() };
         let r = e.tick_at(due, &crashing).await;
         assert_eq!(r.errors, 1, "{point:?}: {r:?}");
-        // Ticks during the lease do nothing; after it, the period is settled exactly once.
-        let during = e.tick_at(due.checked_add(SignedDuration::from_mins(1)).unwrap(), &e.deps).await;
+        // Ticks during the lease do nothing, whatever their billing time; after it, the period is
+        // settled exactly once.
+        let during = e.tick_at(due.checked_add(SignedDuration::from_mins(10)).unwrap(), &deps).await;
         assert_eq!(during.charged + during.resolved, 0, "{point:?}: lease still held: {during:?}");
-        for minutes in [6, 12] {
-            e.tick_at(due.checked_add(SignedDuration::from_mins(minutes)).unwrap(), &e.deps).await;
+        tokio::time::sleep(Duration::from_millis(2_200)).await;
+        for minutes in [16, 22] {
+            e.tick_at(due.checked_add(SignedDuration::from_mins(minutes)).unwrap(), &deps).await;
         }
         assert_eq!(e.pg_charges(&id).await.len(), 1, "{point:?}: exactly one PG charge");
         let after = e.get(&id).await;
@@ -266,8 +283,9 @@ async fn a_crash_at_any_step_still_charges_every_period_exactly_once() {
     // StepPay self: a crash after the claim only delays the charge.
     let s = e.subscription("sub_crashsp", PgMode::SteppaySelf, kst(2027, 1, 20, 10), 5_000).await;
     let due = s.subscription.next_attempt_at.unwrap();
-    e.tick_at(due, &Deps { crash_at: Some(CrashPoint::AfterClaim), ..e.deps.clone() }).await;
-    e.tick_at(due.checked_add(SignedDuration::from_mins(6)).unwrap(), &e.deps).await;
+    e.tick_at(due, &Deps { crash_at: Some(CrashPoint::AfterClaim), ..deps.clone() }).await;
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    e.tick_at(due.checked_add(SignedDuration::from_mins(6)).unwrap(), &deps).await;
     assert_eq!(e.pg_charges("sub_crashsp").await.len(), 1);
 }
 
@@ -351,4 +369,319 @@ fn time_travel_needs_the_flag() {
         "2027-02-28T00:00:00Z"
     );
     assert!(renew::tick_time(&json!({}), &settings).is_err());
+}
+
+fn wall_now() -> Timestamp {
+    Timestamp::now()
+}
+
+fn plus(t: Timestamp, d: SignedDuration) -> Timestamp {
+    t.checked_add(d).unwrap()
+}
+
+/// Holds the next charge at the PG for `ms` before it is processed.
+async fn hold_next_charge(e: &Env, ms: u64) {
+    e.admin("/__admin/scenarios", json!({"operation": "charge", "count": 1, "fault": {"kind": "delay", "ms": ms}}))
+        .await;
+}
+
+#[tokio::test]
+async fn two_overlapping_ticks_whose_billing_times_differ_by_the_lease_charge_once() {
+    let e = env().await;
+    let slow = renew_deps(&e.stack, &e.store, 5_000).await;
+    let s = e.subscription("sub_ovnow", PgMode::Payple, kst(2027, 1, 15, 10), 9_900).await;
+    let due = s.subscription.next_attempt_at.unwrap();
+    hold_next_charge(&e, 2_000).await;
+    e.admin("/__admin/clock", json!({"now": due.to_string()})).await;
+    let first = tokio::spawn({
+        let deps = slow.clone();
+        async move { tick(&deps, due, None).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The next scheduled tick: its billing `now` is one lease later, its wall clock is not.
+    let second = tick(&slow, plus(due, SignedDuration::from_secs(300)), None).await;
+    let first = first.await.unwrap();
+    assert_eq!(second.claimed, 0, "the first tick's lease is live on the wall clock: {second:?}");
+    assert_eq!(first.charged, 1, "{first:?}");
+    assert_eq!(e.pg_charges("sub_ovnow").await.len(), 1, "one charge at the PG");
+    assert_eq!(e.store.payments_of_subscription(s.id()).await.unwrap().len(), 1, "and it is recorded");
+}
+
+#[tokio::test]
+async fn a_lease_taken_by_a_tick_behind_the_wall_clock_is_live_for_the_lifecycle_api() {
+    let e = env().await;
+    let slow = renew_deps(&e.stack, &e.store, 5_000).await;
+    let partner = e.partner().await;
+    // Anchored 40 days ago: its renewal was due 10 days ago, and a tick runs at that billing time.
+    let anchor = plus(wall_now(), SignedDuration::from_hours(-40 * 24));
+    let s = e.subscription("sub_behind", PgMode::Payple, anchor, 9_900).await;
+    let due = s.subscription.next_attempt_at.unwrap();
+    hold_next_charge(&e, 2_000).await;
+    e.admin("/__admin/clock", json!({"now": due.to_string()})).await;
+    let ticking = tokio::spawn({
+        let deps = slow.clone();
+        async move { tick(&deps, due, None).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, v) = partner.post("/subscriptions/sub_behind/cancel", &json!({}), None).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (409, Some("renewal_in_progress")), "{v}");
+    let r = ticking.await.unwrap();
+    assert_eq!(r.charged, 1, "{r:?}");
+    assert_eq!(e.store.payments_of_subscription(s.id()).await.unwrap().len(), 1, "the renewal is recorded");
+    let (status, v) = partner.post("/subscriptions/sub_behind/cancel", &json!({}), None).await;
+    assert_eq!((status, v["state"].as_str()), (200, Some("canceled")), "{v}");
+}
+
+#[tokio::test]
+async fn a_lease_expires_on_the_wall_clock_whatever_the_ticks_billing_time() {
+    let e = env().await;
+    let partner = e.partner().await;
+    let s = e.subscription("sub_ahead", PgMode::Payple, kst(2027, 1, 15, 10), 9_900).await;
+    let due = s.subscription.next_attempt_at.unwrap();
+    // A tick a year ahead of the wall clock claims it and dies there.
+    let lease = SignedDuration::from_secs(2);
+    let short = Deps {
+        crash_at: Some(CrashPoint::AfterClaim),
+        settings: Settings { lease, ..e.deps.settings.clone() },
+        ..e.deps.clone()
+    };
+    assert_eq!(e.tick_at(due, &short).await.errors, 1);
+    let (status, v) = partner.post("/subscriptions/sub_ahead/pause", &json!({}), None).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (409, Some("renewal_in_progress")), "{v}");
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    let (status, v) = partner.post("/subscriptions/sub_ahead/pause", &json!({}), None).await;
+    assert_eq!((status, v["state"].as_str()), (200, Some("paused")), "the dead tick's lease expired: {v}");
+}
+
+#[tokio::test]
+async fn a_stale_tick_event_does_nothing() {
+    let settings = Settings::default();
+    let late = plus(wall_now(), SignedDuration::from_mins(-30)).to_string();
+    let event = json!({"time": late});
+    assert!(renew::stale_event(&event, &settings, wall_now()), "a tick 30 minutes late is dropped");
+    let on_time = json!({"time": plus(wall_now(), SignedDuration::from_secs(-20)).to_string()});
+    assert!(!renew::stale_event(&on_time, &settings, wall_now()));
+    // Time travel (local stack and tests only) names its own `now`.
+    let travel = json!({"time": late, "now": "2030-01-01T00:00:00Z"});
+    let allowed = Settings { allow_time_travel: true, ..Settings::default() };
+    assert!(!renew::stale_event(&travel, &allowed, wall_now()));
+    assert!(renew::stale_event(&travel, &settings, wall_now()));
+}
+
+impl Env {
+    /// The subscription's first payment, charged at the PG and recorded (period 0).
+    async fn first_payment(&self, r: &SubscriptionRecord) -> paycycle::store::payments::PaymentRecord {
+        let charge_id = paycycle::domain::attempt::ChargeId::new(r.id().clone(), 0, 1).unwrap();
+        let req = paycycle::pg::ChargeRequest {
+            billing_key: r.billing_key.clone().unwrap(),
+            charge_id: charge_id.clone(),
+            amount: r.subscription.plan.amount,
+            goods: "Pro".into(),
+            payer: Payer {
+                customer_id: r.customer.id.clone(),
+                name: "홍길동".into(),
+                phone: None,
+                email: None,
+                payer_no: None,
+            },
+        };
+        let charged = self.deps.gateways.charge(r.pg, &req).await.unwrap();
+        let p = paycycle::store::payments::PaymentRecord::paid(
+            r.pg,
+            &charged.pg_payment_id,
+            &r.customer.id,
+            charged.amount,
+            charged.approved_at,
+            Some(r.id().clone()),
+            Some(charge_id),
+            None,
+        );
+        self.store.create_payment(&p).await.unwrap();
+        p
+    }
+}
+
+#[tokio::test]
+async fn an_approved_renewal_is_recorded_when_a_cancel_subscription_refund_races_it() {
+    let e = env().await;
+    let slow = renew_deps(&e.stack, &e.store, 5_000).await;
+    let partner = e.partner().await;
+    let anchor = plus(wall_now(), SignedDuration::from_hours(-40 * 24));
+    let s = e.subscription("sub_refrace", PgMode::Payple, anchor, 9_900).await;
+    let first = e.first_payment(&s).await;
+    let due = s.subscription.next_attempt_at.unwrap();
+    hold_next_charge(&e, 2_000).await;
+    e.admin("/__admin/clock", json!({"now": due.to_string()})).await;
+    let ticking = tokio::spawn({
+        let deps = slow.clone();
+        async move { tick(&deps, due, None).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, v) = partner
+        .post(
+            &format!("/payments/{}/refunds", first.payment_id),
+            &json!({"reason": "customer left", "cancel_subscription": true}),
+            Some("refund-cancel-race"),
+        )
+        .await;
+    let r = ticking.await.unwrap();
+    assert_eq!(r.charged, 1, "{r:?}");
+    assert_eq!(e.pg_charges("sub_refrace").await.len(), 2, "the first payment and the renewal");
+    let payments = e.store.payments_of_subscription(s.id()).await.unwrap();
+    assert_eq!(payments.len(), 2, "the renewal the PG approved is recorded");
+    // Refused up front: nothing was refunded, nothing canceled.
+    assert_eq!((status, v["error"]["code"].as_str()), (409, Some("renewal_in_progress")), "{v}");
+    assert_eq!(e.ledger().await["totals"]["refunded"], 0);
+    assert_eq!(e.get("sub_refrace").await.subscription.state, SubscriptionState::Active);
+}
+
+#[tokio::test]
+async fn a_charge_left_pending_by_a_dead_worker_blocks_lifecycle_changes_until_renew_records_it() {
+    let e = env().await;
+    let partner = e.partner().await;
+    let s = e.subscription("sub_pend", PgMode::Payple, kst(2027, 1, 15, 10), 9_900).await;
+    let due = s.subscription.next_attempt_at.unwrap();
+    let lease = SignedDuration::from_secs(2);
+    let settings = Settings { lease, ..e.deps.settings.clone() };
+    let dying = Deps { crash_at: Some(CrashPoint::AfterPgCall), settings: settings.clone(), ..e.deps.clone() };
+    assert_eq!(e.tick_at(due, &dying).await.errors, 1);
+    assert_eq!(e.pg_charges("sub_pend").await.len(), 1, "the PG charged");
+    tokio::time::sleep(Duration::from_millis(2_200)).await; // the dead worker's lease is over
+    for (action, body) in [("cancel", json!({})), ("pause", json!({})), ("plan", json!({"amount": 5_000}))] {
+        let (status, v) = partner.post(&format!("/subscriptions/sub_pend/{action}"), &body, None).await;
+        assert_eq!((status, v["error"]["code"].as_str()), (409, Some("renewal_in_progress")), "{action}: {v}");
+    }
+    let live = Deps { settings, ..e.deps.clone() };
+    let r = e.tick_at(plus(due, SignedDuration::from_mins(6)), &live).await;
+    assert_eq!(r.charged + r.resolved, 1, "{r:?}");
+    assert_eq!(e.store.payments_of_subscription(s.id()).await.unwrap().len(), 1, "recorded, once");
+    let (status, v) = partner.post("/subscriptions/sub_pend/cancel", &json!({}), None).await;
+    assert_eq!((status, v["state"].as_str()), (200, Some("canceled")), "{v}");
+}
+
+#[tokio::test]
+async fn an_approved_charge_is_recorded_even_when_its_commit_loses_a_race() {
+    let e = env().await;
+    let slow = renew_deps(&e.stack, &e.store, 5_000).await;
+    let s = e.subscription("sub_commitrace", PgMode::SteppaySelf, kst(2027, 1, 15, 10), 9_900).await;
+    let due = s.subscription.next_attempt_at.unwrap();
+    hold_next_charge(&e, 1_500).await;
+    e.admin("/__admin/clock", json!({"now": due.to_string()})).await;
+    let ticking = tokio::spawn({
+        let deps = slow.clone();
+        async move { tick(&deps, due, None).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // verify hears of the charge meanwhile and notes a payment id on the pending attempt.
+    let charge_id = paycycle::domain::attempt::ChargeId::new(s.id().clone(), 1, 1).unwrap();
+    e.store.hint_attempt(&charge_id, "hinted-by-a-webhook").await.unwrap();
+    let r = ticking.await.unwrap();
+    assert_eq!((r.charged, r.errors), (1, 0), "{r:?}");
+    assert_eq!(e.store.payments_of_subscription(s.id()).await.unwrap().len(), 1, "recorded in the same tick");
+    assert_eq!(e.get("sub_commitrace").await.subscription.current_period.unwrap().index, 1);
+}
+
+impl Env {
+    /// A StepPay self subscription whose renewal charged at the PG but whose answer was lost, left
+    /// unresolved past the review window: `needs_review`. Returns the PG's idKey of that charge.
+    async fn in_review(&self, id: &str) -> (SubscriptionRecord, String) {
+        let s = self.subscription(id, PgMode::SteppaySelf, kst(2027, 1, 15, 10), 9_900).await;
+        let due = s.subscription.next_attempt_at.unwrap();
+        // StepPay's PAYMENT webhook is held back: the hint comes later, in review.
+        self.admin("/__admin/config", json!({"timeout_after_charge_ms": 1_500, "steppay_webhook_url": null})).await;
+        self.admin(
+            "/__admin/scenarios",
+            json!({"operation": "charge", "count": 1, "fault": {"kind": "timeout_after_charge"}}),
+        )
+        .await;
+        let r = self.tick_at(due, &self.deps).await;
+        assert_eq!(r.unknown, 1, "{r:?}");
+        tokio::time::sleep(Duration::from_millis(700)).await; // let the held answer finish
+        // StepPay cannot be asked by our charge id: past the review window a person must look.
+        let r = self.tick_at(plus(due, SignedDuration::from_hours(25)), &self.deps).await;
+        assert_eq!(r.needs_review, 1, "{r:?}");
+        assert_eq!(self.get(id).await.subscription.state, SubscriptionState::NeedsReview);
+        let ledger = self.ledger().await;
+        let id_key = ledger["charges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["partner_order_id"] == format!("{id}-p1-a1"))
+            .map(|c| c["id"].as_str().unwrap().to_string())
+            .expect("the PG charged it");
+        (s, id_key)
+    }
+}
+
+#[tokio::test]
+async fn needs_review_is_resolved_by_a_later_steppay_hint_and_can_be_canceled() {
+    let e = env().await;
+    let partner = e.partner().await;
+    let later = kst(2027, 2, 20, 0);
+
+    // A verified StepPay webhook naming the payment arrives after review: renew records it.
+    let (s, id_key) = e.in_review("sub_rev").await;
+    let charge_id = paycycle::domain::attempt::ChargeId::new(s.id().clone(), 1, 1).unwrap();
+    e.store.hint_attempt(&charge_id, &id_key).await.unwrap();
+    let r = e.tick_at(later, &e.deps).await;
+    assert_eq!(r.resolved, 1, "{r:?}");
+    let after = e.get("sub_rev").await;
+    assert_eq!(
+        (after.subscription.state, after.subscription.current_period.unwrap().index),
+        (SubscriptionState::Active, 1)
+    );
+    assert_eq!(e.store.payments_of_subscription(s.id()).await.unwrap().len(), 1);
+    assert_eq!(e.pg_charges("sub_rev").await.len(), 1, "looked up, never charged again");
+
+    // In review, nothing is in flight: it can be canceled, and a later hint still records the payment.
+    let (s, id_key) = e.in_review("sub_revc").await;
+    let (status, v) = partner.post("/subscriptions/sub_revc/cancel", &json!({}), None).await;
+    assert_eq!((status, v["state"].as_str()), (200, Some("canceled")), "{v}");
+    let charge_id = paycycle::domain::attempt::ChargeId::new(s.id().clone(), 1, 1).unwrap();
+    e.store.hint_attempt(&charge_id, &id_key).await.unwrap();
+    let r = e.tick_at(later, &e.deps).await;
+    assert_eq!(r.resolved, 1, "{r:?}");
+    assert_eq!(e.get("sub_revc").await.subscription.state, SubscriptionState::Canceled);
+    assert_eq!(e.store.payments_of_subscription(s.id()).await.unwrap().len(), 1, "the approved charge is recorded");
+}
+
+#[tokio::test]
+async fn a_payple_lookup_uses_the_kst_date_the_charge_was_sent_not_the_ticks() {
+    let e = env().await;
+    // Production: the PG's clock is the wall clock; the tick's billing `now` is two KST days back.
+    let deps = Deps { settings: Settings { allow_time_travel: false, ..e.deps.settings.clone() }, ..e.deps.clone() };
+    let anchor = plus(wall_now(), SignedDuration::from_hours(-33 * 24));
+    let s = e.subscription("sub_sentdate", PgMode::Payple, anchor, 9_900).await;
+    let due = s.subscription.next_attempt_at.unwrap();
+    assert_ne!(paycycle::calendar::kst_yyyymmdd(due), paycycle::calendar::kst_yyyymmdd(wall_now()));
+    e.driver().inner.http.delete(e.driver().url("/__admin/clock")).send().await.unwrap();
+    e.admin("/__admin/config", json!({"timeout_after_charge_ms": 1_500})).await;
+    e.admin(
+        "/__admin/scenarios",
+        json!({"operation": "charge", "count": 1, "fault": {"kind": "timeout_after_charge"}}),
+    )
+    .await;
+    assert_eq!(tick(&deps, due, None).await.unknown, 1);
+    let attempt = &e.store.attempts_of(s.id()).await.unwrap()[0];
+    assert_eq!(attempt.request_date_kst, paycycle::calendar::kst_yyyymmdd(wall_now()), "dated when it was sent");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let r = tick(&deps, plus(due, SignedDuration::from_mins(6)), None).await;
+    assert_eq!(r.resolved, 1, "found under the send date: {r:?}");
+    assert_eq!(e.pg_charges("sub_sentdate").await.len(), 1);
+    assert_eq!(e.store.payments_of_subscription(s.id()).await.unwrap().len(), 1);
+}
+
+#[test]
+fn the_deadline_margin_covers_auth_lookup_auth_and_repay_at_the_pg_timeouts() {
+    for secs in [1, 5, 20, 60] {
+        let timeout = Duration::from_secs(secs);
+        let fitted = Settings::default().fitted_to(timeout);
+        let worst = SignedDuration::from_secs(4 * secs as i64).checked_add(renew::STORE_BUDGET).unwrap();
+        assert_eq!(renew::worst_renewal(timeout), worst);
+        assert!(fitted.deadline_margin >= worst, "{secs} s: margin {:?}", fitted.deadline_margin);
+        assert!(fitted.lease > worst, "{secs} s: the lease outlives the renewal");
+    }
+    // The defaults, as deployed (PG_TIMEOUT_MS 20000), are raised.
+    let deployed = Settings::default().fitted_to(Duration::from_millis(20_000));
+    assert!(deployed.deadline_margin >= SignedDuration::from_secs(90), "{:?}", deployed.deadline_margin);
 }

@@ -296,3 +296,20 @@ async fn steppay_managed_cancel_goes_to_steppay_and_pause_is_refused_with_why() 
     e.tick(hours(end, 1)).await;
     assert_eq!(e.get(&id).await["state"], "canceled", "renew ends it when the paid period ends");
 }
+
+#[tokio::test]
+async fn a_conflict_is_never_saved_under_an_idempotency_key_so_a_retry_succeeds() {
+    let e = env().await;
+    let sub = e.active("cus_idem409", 9_900).await;
+    let id = sub["id"].as_str().unwrap();
+    // renew is charging it: a live lease on the wall clock.
+    let record = e.store.get_subscription(&SubscriptionId::parse(id).unwrap()).await.unwrap().unwrap();
+    let claimed = e.store.claim(&record, "renew-test", Timestamp::now(), SignedDuration::from_secs(60)).await.unwrap();
+    let path = format!("/subscriptions/{id}/cancel");
+    let (status, v) = e.partner.post(&path, &json!({}), Some("cancel-409-then-ok")).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (409, Some("renewal_in_progress")), "{v}");
+    // The renewal is over: the same request with the same key now goes through.
+    e.store.release_lease(&claimed).await.unwrap();
+    let (status, v) = e.partner.post(&path, &json!({}), Some("cancel-409-then-ok")).await;
+    assert_eq!((status, v["state"].as_str()), (200, Some("canceled")), "{v}");
+}

@@ -356,48 +356,82 @@ async fn check_cancellable(deps: &Deps, payment: &PaymentRecord, amount: Krw) ->
             "only the subscription's latest payment can cancel it",
         ));
     }
+    // Refused before anything is refunded while renew is charging it: the cancel after the
+    // refund must not overtake (and orphan) a renewal charge.
+    if let Some(r) = deps.store.get_subscription(sub_id).await.map_err(store_error)? {
+        if deps.store.charge_in_flight(&r, Timestamp::now()).await.map_err(store_error)? {
+            return Err(renewal_in_progress());
+        }
+    }
     Ok(())
 }
 
+fn renewal_in_progress() -> ApiError {
+    ApiError::conflict(
+        "renewal_in_progress",
+        "renew is charging this subscription right now; nothing was refunded — retry in a few seconds",
+    )
+}
+
+/// How often the cancel after a refund is tried again when a renewal slipped in between the
+/// check and the cancel (it waits for that charge to be recorded, never overtakes it).
+const CANCEL_TRIES: u32 = 5;
+
+/// Cancels the refunded payment's subscription, with the lifecycle write's condition: never while
+/// a renewal charge is in flight (a renewal that started after the up-front check is waited for,
+/// recorded by renew, and then the subscription is canceled). What still cannot be canceled is
+/// reported for a person.
 async fn cancel_subscription(deps: &Deps, payment: &PaymentRecord, now: Timestamp) {
     let Some(sub_id) = &payment.subscription_id else { return };
-    let record = match deps.store.get_subscription(sub_id).await {
-        Ok(Some(r)) => r,
-        other => {
-            tracing::warn!(?other, "subscription to cancel not found");
-            return;
+    for attempt in 1..=CANCEL_TRIES {
+        let record = match deps.store.get_subscription(sub_id).await {
+            Ok(Some(r)) => r,
+            other => {
+                tracing::warn!(?other, "subscription to cancel not found");
+                return;
+            }
+        };
+        let transition = match record.subscription.cancel(now, false) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::info!(error = %e, "subscription not canceled");
+                return;
+            }
+        };
+        let next = record.next(transition.subscription);
+        let events: Vec<OutboxEvent> = transition
+            .events
+            .iter()
+            .map(|k| {
+                OutboxEvent::new(
+                    *k,
+                    sub_id.as_str(),
+                    next.version,
+                    now,
+                    json!({"subscription_id": sub_id, "reason": "refunded"}),
+                )
+            })
+            .collect();
+        let mut tx = deps.store.tx();
+        tx.put_subscription_change(&record, &next, Timestamp::now());
+        for e in &events {
+            tx.put_outbox(e);
         }
-    };
-    let transition = match record.subscription.cancel(now, false) {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::info!(error = %e, "subscription not canceled");
-            return;
+        match deps.store.commit(tx).await {
+            Ok(()) => {
+                let _ = deps.publisher.flush(&deps.store, &events).await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, "subscription cancel after refund did not commit; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt))).await;
+            }
         }
-    };
-    let next = record.next(transition.subscription);
-    let events: Vec<OutboxEvent> = transition
-        .events
-        .iter()
-        .map(|k| {
-            OutboxEvent::new(
-                *k,
-                sub_id.as_str(),
-                next.version,
-                now,
-                json!({"subscription_id": sub_id, "reason": "refunded"}),
-            )
-        })
-        .collect();
-    let mut tx = deps.store.tx();
-    tx.put_subscription_next(&next, None);
-    for e in &events {
-        tx.put_outbox(e);
     }
-    match deps.store.commit(tx).await {
-        Ok(()) => {
-            let _ = deps.publisher.flush(&deps.store, &events).await;
-        }
-        Err(e) => tracing::warn!(error = %e, "subscription cancel after refund did not commit"),
-    }
+    tracing::error!(
+        alarm = "paycycle_needs_review",
+        subscription_id = %sub_id,
+        payment_id = %payment.payment_id,
+        "refunded with cancel_subscription, but the subscription could not be canceled: needs review"
+    );
 }

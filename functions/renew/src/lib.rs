@@ -67,7 +67,29 @@ impl Default for Settings {
     }
 }
 
+/// PG calls on the longest renewal path: Payple's partner auth + result lookup of an unknown
+/// charge, then auth + re-pay when the PG has no record of it.
+pub const WORST_PATH_PG_CALLS: i32 = 4;
+/// The store's part of one renewal (claim, attempt, outcome commit with its retries, events).
+pub const STORE_BUDGET: SignedDuration = SignedDuration::from_secs(10);
+
+/// The longest one renewal can take when every PG call runs to the client timeout `pg_total`.
+pub fn worst_renewal(pg_total: std::time::Duration) -> SignedDuration {
+    let pg = SignedDuration::try_from(pg_total).unwrap_or(SignedDuration::MAX);
+    pg.checked_mul(WORST_PATH_PG_CALLS).and_then(|d| d.checked_add(STORE_BUDGET)).unwrap_or(SignedDuration::MAX)
+}
+
 impl Settings {
+    /// Raises the deadline margin (and the lease) to cover [`worst_renewal`] at the PG client's
+    /// timeout: a renewal started before the deadline finishes before Lambda stops it, and its
+    /// claim outlives it.
+    pub fn fitted_to(mut self, pg_total: std::time::Duration) -> Self {
+        let worst = worst_renewal(pg_total);
+        self.deadline_margin = self.deadline_margin.max(worst);
+        self.lease = self.lease.max(worst.checked_add(STORE_BUDGET).unwrap_or(worst));
+        self
+    }
+
     pub fn from_env() -> Self {
         let mut s = Self::default();
         let var = |k: &str| std::env::var(k).ok();
@@ -103,7 +125,7 @@ impl Deps {
             store: Store::new(&boot.sdk, &boot.config.table),
             gateways: Gateways::new(&boot.config, &boot.secrets),
             publisher: EventPublisher::new(&boot.sdk, &boot.config.event_bus),
-            settings: Settings::from_env(),
+            settings: Settings::from_env().fitted_to(std::time::Duration::from_millis(boot.config.pg_timeout_ms)),
             crash_at: None,
         }
     }
@@ -199,6 +221,21 @@ impl Report {
     }
 }
 
+/// How late a scheduled tick may start: EventBridge (and Lambda's async queue) can hold an event
+/// for hours; a tick that old would bill with a stale `time`, and the next one is minutes away.
+pub const MAX_TICK_AGE: SignedDuration = SignedDuration::from_mins(10);
+
+/// Whether the event's `time` is older than [`MAX_TICK_AGE`] by the wall clock (`wall_now`). An
+/// explicit `now` under time travel (local stack and tests) is never stale; without the flag it
+/// is refused anyway.
+pub fn stale_event(payload: &Value, settings: &Settings, wall_now: Timestamp) -> bool {
+    if settings.allow_time_travel && payload.get("now").is_some_and(|v| !v.is_null()) {
+        return false;
+    }
+    let time = payload.get("time").and_then(Value::as_str).and_then(|s| s.parse::<Timestamp>().ok());
+    time.is_some_and(|t| wall_now.duration_since(t) > MAX_TICK_AGE)
+}
+
 /// The tick's `now`: the event's `time`, or (only with time travel allowed) its `now`.
 pub fn tick_time(payload: &Value, settings: &Settings) -> Result<Timestamp, RenewError> {
     let parse = |s: &str| s.parse::<Timestamp>().ok().or_else(|| s.parse::<jiff::Zoned>().ok().map(|z| z.timestamp()));
@@ -214,6 +251,11 @@ pub fn tick_time(payload: &Value, settings: &Settings) -> Result<Timestamp, Rene
 /// One scheduled tick.
 pub async fn handler(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, RenewError> {
     let now = tick_time(&event.payload, &deps.settings)?;
+    if stale_event(&event.payload, &deps.settings, Timestamp::now()) {
+        // Dropped, not failed: a retry would be as stale, and the next tick is minutes away.
+        tracing::warn!(time = %now, "renew tick event is stale; dropped");
+        return Ok(serde_json::json!({"now": now.to_string(), "dropped": "stale_event"}));
+    }
     // The Lambda deadline (epoch ms; 0 when not running in Lambda).
     let deadline = (event.context.deadline > 0)
         .then(|| Timestamp::from_millisecond(event.context.deadline as i64).ok())

@@ -3,7 +3,7 @@
 
 use jiff::Timestamp;
 use paycycle::domain::attempt::{Attempt, AttemptStatus, ChargeId, SubscriptionId};
-use paycycle::domain::subscription::{DueAction, Transition};
+use paycycle::domain::subscription::{DueAction, SubscriptionState, Transition};
 use paycycle::pg::{ChargeRequest, Charged, Lookup, Payer, PaymentState, PgError};
 use paycycle::store::StoreError;
 use paycycle::store::outbox::{OutboxEvent, subscription_events};
@@ -60,7 +60,8 @@ pub async fn renew_one(deps: &Deps, id: &SubscriptionId, now: Timestamp, owner: 
         Ok(a) => a,
         Err(e) => return log_err(id, "due action failed", &e),
     };
-    let claimed = match deps.store.claim(&record, owner, now, deps.settings.lease).await {
+    // The lease runs on the wall clock: `now` is billing time and may be anywhere.
+    let claimed = match deps.store.claim(&record, owner, Timestamp::now(), deps.settings.lease).await {
         Ok(c) => c,
         Err(StoreError::Conflict(_)) => return Outcome::Skipped,
         Err(e) => return log_err(id, "claim failed", &e),
@@ -141,7 +142,7 @@ fn charge_request(claimed: &SubscriptionRecord, attempt: &Attempt) -> Option<Cha
 /// A first try or a dunning retry: attempt record first, then the PG, then one transaction.
 async fn charge(deps: &Deps, claimed: &SubscriptionRecord, now: Timestamp, owner: &str) -> Outcome {
     let (collecting, attempt) = match claimed.subscription.begin_charge(now) {
-        Ok(x) => x,
+        Ok((c, a)) => (c, a.sent_at(send_time(deps, now))),
         Err(e) => return log_err(claimed.id(), "begin charge failed", &e),
     };
     let mut tx = deps.store.tx();
@@ -216,7 +217,7 @@ async fn settle(
                     pg_payment_id: charged.pg_payment_id.clone(),
                     approved_at: charged.approved_at,
                 },
-                sub.charge_succeeded(&attempt.charge_id),
+                sub.charge_succeeded(&attempt.charge_id, now),
                 Some(payment),
                 if stored_status == "pending" { Outcome::Charged } else { Outcome::Resolved },
             )
@@ -268,7 +269,106 @@ async fn settle(
     for e in &events {
         tx.put_outbox(e);
     }
-    commit(deps, tx, &events, claimed.id(), outcome).await
+    match (deps.store.commit(tx).await, payment) {
+        (Ok(()), _) => {
+            deps.publisher.publish_committed(&deps.store, &events).await;
+            outcome
+        }
+        (Err(StoreError::Conflict(_) | StoreError::AlreadyExists(_)), Some(payment)) => {
+            // The PG took the money: a lost race must not lose the payment.
+            record_approved(deps, &next_attempt, &payment, now, outcome).await
+        }
+        (Err(e), _) => {
+            // Nothing moved money here (or it is unknown and looked up again): give the lease
+            // back so the next tick looks at once, with whatever changed meanwhile (e.g. a hint).
+            if let Err(release) = deps.store.release_lease(claimed).await {
+                tracing::warn!(subscription_id = %claimed.id(), error = %release, "lease not released");
+            }
+            log_err(claimed.id(), "outcome commit failed", &e)
+        }
+    }
+}
+
+/// How often an approved charge whose commit lost a race is recorded again before a person is
+/// called.
+const RECORD_TRIES: usize = 4;
+
+/// Records an approved charge against what is stored now, after its outcome commit lost a race
+/// (a webhook's hint noted on the attempt, the lease lost, the subscription changed meanwhile).
+/// The payment is create-only per PG transaction, so retrying can never record it twice; the
+/// subscription moves on only if it is still collecting this charge. Whatever cannot be recorded
+/// raises the needs-review alarm with everything a person needs.
+async fn record_approved(
+    deps: &Deps,
+    approved: &Attempt,
+    payment: &PaymentRecord,
+    now: Timestamp,
+    outcome: Outcome,
+) -> Outcome {
+    let charge_id = &approved.charge_id;
+    let id = charge_id.subscription();
+    let mut last_error = String::new();
+    for _ in 0..RECORD_TRIES {
+        let reads = tokio::try_join!(
+            deps.store.get_subscription(id),
+            deps.store.get_attempt(charge_id),
+            deps.store.get_payment(&payment.payment_id)
+        );
+        let (current, stored, recorded) = match reads {
+            Ok(r) => r,
+            Err(e) => {
+                last_error = e.to_string();
+                continue;
+            }
+        };
+        let mut tx = deps.store.tx();
+        if let Some(stored) = stored.filter(|a| !a.status.is_final()) {
+            let a = Attempt { status: approved.status.clone(), ..stored.clone() };
+            tx.put_attempt_if_status(&a, stored.status.name());
+        }
+        if recorded.is_none() {
+            tx.put_payment_new(payment);
+        }
+        let mut events = Vec::new();
+        if let Some(current) = current {
+            // The collection of a first try is written with its outcome: rebuild it if missing.
+            let sub = match &current.subscription.collection {
+                None if current.subscription.next_charge_id().as_ref() == Some(charge_id) => {
+                    current.subscription.begin_charge(now).map(|(s, _)| s).unwrap_or(current.subscription.clone())
+                }
+                _ => current.subscription.clone(),
+            };
+            if let Ok(t) = sub.charge_succeeded(charge_id, now) {
+                let next = current.next(t.subscription);
+                events = subscription_events(&next, &t.events, now, Some(payment));
+                tx.put_subscription_next(&next, None);
+            }
+        }
+        if tx.is_empty() {
+            return outcome; // recorded by someone else meanwhile
+        }
+        for e in &events {
+            tx.put_outbox(e);
+        }
+        match deps.store.commit(tx).await {
+            Ok(()) => {
+                deps.publisher.publish_committed(&deps.store, &events).await;
+                tracing::warn!(subscription_id = %id, %charge_id, "approved charge recorded after its commit lost a race");
+                return outcome;
+            }
+            Err(e) => last_error = e.to_string(),
+        }
+    }
+    tracing::error!(
+        alarm = "paycycle_needs_review",
+        subscription_id = %id,
+        %charge_id,
+        pg_payment_id = %payment.pg_payment_id,
+        amount = %payment.amounts.paid,
+        error = %last_error,
+        "the PG approved a charge that could not be recorded: needs review"
+    );
+    Outcome::Error
 }
 
 fn payment_for(claimed: &SubscriptionRecord, attempt: &Attempt, charged: &Charged) -> PaymentRecord {
@@ -317,7 +417,8 @@ async fn resolve(
         }
         None => Lookup::Charge { charge_id: charge_id.clone(), request_date_kst: attempt.request_date_kst.clone() },
     };
-    match deps.gateways.lookup(claimed.pg, &lookup).await {
+    let looked_up = deps.gateways.lookup(claimed.pg, &lookup).await;
+    match looked_up {
         Ok(PaymentState::Paid { pg_payment_id, amount, paid_at, .. }) => {
             let charged = Charged { pg_payment_id, amount, approved_at: paid_at.unwrap_or(now) };
             settle(deps, &collecting, claimed, &attempt, stored_status, Ok(charged), now, owner).await
@@ -326,9 +427,32 @@ async fn resolve(
             let charged = Charged { pg_payment_id, amount, approved_at: now };
             settle(deps, &collecting, claimed, &attempt, stored_status, Ok(charged), now, owner).await
         }
+        Err(PgError::NotFound) | Ok(PaymentState::Failed { .. }) if stopped(claimed) => {
+            // Woken by a hint in review (or canceled in review): a person stopped the charging, so
+            // nothing is charged again here. A failure at the PG is a decline; a payment the PG
+            // does not know goes back to the person.
+            if let Ok(PaymentState::Failed { .. }) = &looked_up {
+                let failed = PgError::Declined {
+                    hard: false,
+                    code: "failed_at_pg".into(),
+                    message: "the PG reports the payment failed".into(),
+                };
+                return settle(deps, &collecting, claimed, &attempt, stored_status, Err(failed), now, owner).await;
+            }
+            still_unknown(deps, claimed, now, owner).await
+        }
         Err(PgError::NotFound) | Ok(PaymentState::Failed { .. }) => {
-            // Never reached the PG (or failed there): charge it now under the same id.
-            send_and_settle(deps, &collecting, claimed, attempt, stored_status, now, owner).await
+            // Never reached the PG (or failed there): charge it now under the same id, dated
+            // (and stored) as sent now, so a lost answer is looked up under the right date.
+            let resent = attempt.sent_at(send_time(deps, now));
+            if resent.request_date_kst != attempt.request_date_kst {
+                let mut tx = deps.store.tx();
+                tx.put_attempt_if_status(&resent, stored_status);
+                if let Err(e) = deps.store.commit(tx).await {
+                    return log_err(claimed.id(), "attempt re-date failed", &e);
+                }
+            }
+            send_and_settle(deps, &collecting, claimed, resent, stored_status, now, owner).await
         }
         Ok(PaymentState::Pending) | Err(_) => {
             if stored_status == "pending" {
@@ -342,10 +466,21 @@ async fn resolve(
     }
 }
 
+/// When a charge request goes out, for the PG's date: the wall clock, which is the PG's. Under
+/// time travel (local stack and tests) the local PG sandbox's clock follows billing time instead.
+fn send_time(deps: &Deps, now: Timestamp) -> Timestamp {
+    if deps.settings.allow_time_travel { now } else { Timestamp::now() }
+}
+
+/// In review, or canceled in review: renew only resolves the unknown charge, never charges.
+fn stopped(claimed: &SubscriptionRecord) -> bool {
+    matches!(claimed.subscription.state, SubscriptionState::NeedsReview | SubscriptionState::Canceled)
+}
+
 /// Still unknown after a lookup: look again later, or hand it to a person past the window.
 async fn still_unknown(deps: &Deps, claimed: &SubscriptionRecord, now: Timestamp, owner: &str) -> Outcome {
     let sub = &claimed.subscription;
-    let (transition, outcome) = if sub.unknown_overdue(now, deps.settings.review_window) {
+    let (transition, outcome) = if stopped(claimed) || sub.unknown_overdue(now, deps.settings.review_window) {
         tracing::error!(
             subscription_id = %claimed.id(),
             alarm = "paycycle_needs_review",

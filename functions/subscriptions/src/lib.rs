@@ -11,7 +11,7 @@
 //! charge whose outcome renew is about to record. StepPay managed subscriptions are canceled at
 //! StepPay first (its subscription API); pause, resume and plan changes of those belong to
 //! StepPay's portal and answer 409 `managed_by_pg`. An `Idempotency-Key` is optional: with one, a
-//! retried change gets the first answer again.
+//! retried change gets the first success again (a 409 is never saved: a retry runs again).
 
 use base64::Engine;
 use http::{Method, StatusCode};
@@ -243,11 +243,29 @@ async fn change(
     let idem_key = api::idempotency_key(req)?;
     let scope = format!("subscription:{}", key.partner_id);
     let hash = sha256_hex(format!("{id}\n{action:?}\n{body}").as_bytes());
-    let keep = |status: StatusCode| {
-        if status.is_success() || status == StatusCode::CONFLICT { Keep::Save } else { Keep::Release }
-    };
+    // A 409 (renewal in progress, concurrent change) is never saved: a retry must be able to
+    // succeed once it clears.
+    let keep = |status: StatusCode| if status.is_success() { Keep::Save } else { Keep::Release };
     api::idempotent(&deps.store, &scope, &idem_key, &hash, request_id, keep, || apply(deps, key, id, action, &body))
         .await
+}
+
+fn renewal_in_progress() -> ApiError {
+    ApiError::conflict("renewal_in_progress", "renew is charging this subscription right now; retry in a few seconds")
+}
+
+/// Why a lifecycle write's condition failed: a charge in flight (renew claimed it after our read,
+/// or an attempt is still pending or unknown) or some other change.
+async fn change_conflict(deps: &Deps, read: &SubscriptionRecord, what: &str) -> ApiError {
+    let now = Timestamp::now().as_second();
+    let leased = match deps.store.get_subscription(read.id()).await {
+        Ok(Some(r)) => r.lease_owner.is_some() && r.lease_until > now,
+        _ => false,
+    };
+    if leased || what.contains("|ATT#") {
+        return renewal_in_progress();
+    }
+    ApiError::conflict("concurrent_change", "the subscription changed meanwhile; read it and retry")
 }
 
 fn transition_error(e: TransitionError) -> ApiError {
@@ -295,11 +313,8 @@ async fn apply(
 ) -> Result<(StatusCode, Value), ApiError> {
     let now = Timestamp::now();
     let r = owned(deps, key, id).await?;
-    if r.lease_owner.is_some() && r.lease_until > now.as_second() {
-        return Err(ApiError::conflict(
-            "renewal_in_progress",
-            "renew is charging this subscription right now; retry in a few seconds",
-        ));
+    if deps.store.charge_in_flight(&r, now).await.map_err(store_error)? {
+        return Err(renewal_in_progress());
     }
     let at_period_end = body.get("at_period_end").and_then(Value::as_bool).unwrap_or(false);
     let s = &r.subscription;
@@ -322,18 +337,13 @@ async fn apply(
     let next = r.next(t.subscription);
     let events = subscription_events(&next, &t.events, now, None);
     let mut tx = deps.store.tx();
-    tx.put_subscription_next(&next, None);
+    tx.put_subscription_change(&r, &next, now);
     for e in &events {
         tx.put_outbox(e);
     }
     match deps.store.commit(tx).await {
         Ok(()) => {}
-        Err(StoreError::Conflict(_)) => {
-            return Err(ApiError::conflict(
-                "concurrent_change",
-                "the subscription changed meanwhile; read it and retry",
-            ));
-        }
+        Err(StoreError::Conflict(what)) => return Err(change_conflict(deps, &r, &what).await),
         Err(e) => return Err(store_error(e)),
     }
     deps.publisher.publish_committed(&deps.store, &events).await;

@@ -197,7 +197,8 @@ pub struct Attempt {
     pub charge_id: ChargeId,
     pub amount: Krw,
     pub requested_at: Timestamp,
-    /// `YYYYMMDD` in KST of `requested_at`: Payple's result lookup needs the request date.
+    /// `YYYYMMDD` in KST of the moment the request was (last) sent — see [`Attempt::sent_at`]:
+    /// Payple's result lookup needs the date the PG received it.
     pub request_date_kst: String,
     #[serde(flatten)]
     pub status: AttemptStatus,
@@ -217,6 +218,12 @@ impl Attempt {
             status: AttemptStatus::Pending,
             pg_payment_hint: None,
         }
+    }
+
+    /// The request goes out (again) at `sent_at`: Payple's result lookup is by the KST date the
+    /// PG received it, so the date is the send moment's, not the tick's billing date.
+    pub fn sent_at(&self, sent_at: Timestamp) -> Attempt {
+        Attempt { request_date_kst: crate::calendar::kst_yyyymmdd(sent_at), ..self.clone() }
     }
 
     /// Moves to `next`: pending → any outcome; unknown → approved/declined (after a lookup);

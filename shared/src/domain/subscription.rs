@@ -92,9 +92,12 @@ pub const LEGAL_EDGES: &[(SubscriptionState, SubscriptionState)] = {
         (Paused, Canceled),
         (NeedsReview, Active),
         (NeedsReview, PastDue),
+        (NeedsReview, NeedsReview),
         (NeedsReview, Unpaid),
         (NeedsReview, Canceled),
         (Unpaid, Canceled),
+        // A charge left unknown when a subscription in review was canceled is still resolved.
+        (Canceled, Canceled),
     ]
 };
 
@@ -103,6 +106,10 @@ pub const MIN_PLAN_AMOUNT: i64 = 100;
 /// The largest plan amount: 100,000,000원 a period. Far above any subscription price, and it keeps
 /// every amount (and sums of a year of them) exact in JSON numbers (2^53) for partners' clients.
 pub const MAX_PLAN_AMOUNT: i64 = 100_000_000;
+
+/// The shortest time between two charges of one subscription: min(one period, 1 day). Every
+/// interval is at least a day, so it is one day.
+pub const MIN_CHARGE_GAP: SignedDuration = SignedDuration::from_hours(24);
 
 /// What is being sold: a price per interval.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -293,6 +300,16 @@ impl Subscription {
             let ends = self.state == SubscriptionState::Active && self.cancel_at_period_end;
             return Ok(if ends { DueAction::CancelAtPeriodEnd } else { DueAction::Nothing });
         }
+        if matches!(self.state, SubscriptionState::NeedsReview | SubscriptionState::Canceled) {
+            // Woken by a PG payment hint ([`Self::hint_arrived`]): look the unknown charge up.
+            return Ok(match &self.collection {
+                Some(Collection { period, attempt, unknown_since: Some(since), .. }) => DueAction::ResolveUnknown {
+                    charge_id: ChargeId::new(self.id.clone(), *period, *attempt)?,
+                    since: *since,
+                },
+                _ => DueAction::Nothing,
+            });
+        }
         if !matches!(self.state, SubscriptionState::Active | SubscriptionState::PastDue) {
             return Ok(DueAction::Nothing);
         }
@@ -348,15 +365,27 @@ impl Subscription {
         Ok(c)
     }
 
-    /// The PG approved `charge_id` (directly, by lookup, or by webhook).
-    pub fn charge_succeeded(&self, charge_id: &ChargeId) -> Result<Transition> {
-        self.require(
-            &[SubscriptionState::Active, SubscriptionState::PastDue, SubscriptionState::NeedsReview],
-            "record a successful charge for",
-        )?;
+    /// The PG approved `charge_id` (directly, by lookup, or by webhook); renew learned it at `now`.
+    ///
+    /// Missed periods are never caught up: a period paid less than [`MIN_CHARGE_GAP`] before its
+    /// end (a late dunning recovery, a late tick or resolution, a daily plan charged after its
+    /// start) starts at the payment instead, for one full interval, and the schedule follows from
+    /// there. So the next charge is never sooner than [`MIN_CHARGE_GAP`] after this one.
+    pub fn charge_succeeded(&self, charge_id: &ChargeId, now: Timestamp) -> Result<Transition> {
+        use SubscriptionState::*;
+        self.require(&[Active, PastDue, NeedsReview, Canceled], "record a successful charge for")?;
         let c = self.check_charge(charge_id)?;
-        let period = self.schedule("renew")?.period(c.period)?;
+        if self.state == Canceled {
+            return Ok(self.settled_after_cancel(EventKind::PaymentSucceeded));
+        }
+        let mut schedule = self.schedule("renew")?;
+        let mut period = schedule.period(c.period)?;
         let mut next = self.clone();
+        if period.end < now.saturating_add(MIN_CHARGE_GAP).unwrap_or(now) {
+            schedule = schedule.reanchored(now, c.period);
+            period = schedule.period(c.period)?;
+            next.schedule = Some(schedule);
+        }
         next.state = SubscriptionState::Active;
         next.current_period = Some(period);
         next.collection = None;
@@ -372,11 +401,12 @@ impl Subscription {
         now: Timestamp,
         policy: &DunningPolicy,
     ) -> Result<Transition> {
-        self.require(
-            &[SubscriptionState::Active, SubscriptionState::PastDue, SubscriptionState::NeedsReview],
-            "record a declined charge for",
-        )?;
+        use SubscriptionState::*;
+        self.require(&[Active, PastDue, NeedsReview, Canceled], "record a declined charge for")?;
         let c = self.check_charge(charge_id)?;
+        if self.state == Canceled {
+            return Ok(self.settled_after_cancel(EventKind::PaymentFailed));
+        }
         let mut next = self.clone();
         let mut events = vec![EventKind::PaymentFailed];
         match policy.after_decline(c.due_at, c.attempt, hard, now) {
@@ -429,15 +459,55 @@ impl Subscription {
     }
 
     /// The unknown outcome could not be resolved in time: a person must look. Renew stops.
+    /// In review already (or canceled while in review), a look that found nothing new hands it
+    /// back to the person: renew stops again.
     pub fn require_review(&self) -> Result<Transition> {
-        self.require(&[SubscriptionState::Active, SubscriptionState::PastDue], "send to review")?;
+        use SubscriptionState::*;
+        self.require(&[Active, PastDue, NeedsReview, Canceled], "send to review")?;
         if self.collection.as_ref().and_then(|c| c.unknown_since).is_none() {
             return Err(self.illegal("send to review without an unknown charge"));
         }
         let mut next = self.clone();
+        if matches!(self.state, NeedsReview | Canceled) {
+            next.next_attempt_at = None;
+            return next.done(vec![]);
+        }
         next.state = SubscriptionState::NeedsReview;
         next.next_attempt_at = None;
         next.done(vec![EventKind::SubscriptionNeedsReview])
+    }
+
+    /// A verified PG webhook named the payment of the charge whose outcome is unknown, on a
+    /// subscription renew no longer looks at (in review, or canceled while in review): renew is
+    /// woken to look it up by that payment (due since the charge went unknown).
+    pub fn hint_arrived(&self) -> Result<Transition> {
+        self.require(&[SubscriptionState::NeedsReview, SubscriptionState::Canceled], "resolve a hint for")?;
+        let since = self.collection.as_ref().and_then(|c| c.unknown_since).ok_or(self.illegal("resolve a hint for"))?;
+        let mut next = self.clone();
+        next.next_attempt_at = Some(since);
+        next.done(vec![])
+    }
+
+    /// The outcome of a charge left unknown by a subscription canceled in review: it stays
+    /// canceled; the caller records the payment (or the decline).
+    fn settled_after_cancel(&self, event: EventKind) -> Transition {
+        let mut next = self.clone();
+        next.collection = None;
+        next.next_attempt_at = None;
+        Transition { subscription: next, events: vec![event] }
+    }
+
+    /// The charge renew sends next, or has in flight: the collection's attempt, else the first try
+    /// of the period after the paid one. `None` when paycycle never charges it.
+    pub fn next_charge_id(&self) -> Option<ChargeId> {
+        if self.renewer == Renewer::Pg {
+            return None;
+        }
+        let (period, attempt) = match &self.collection {
+            Some(c) => (c.period, c.attempt),
+            None => (self.current_period?.index.checked_add(1)?, 1),
+        };
+        ChargeId::new(self.id.clone(), period, attempt).ok()
     }
 
     /// The PG renewed a PG-managed subscription (StepPay managed order webhook, verified by lookup).
@@ -577,7 +647,9 @@ impl Subscription {
     pub fn cancel(&self, now: Timestamp, at_period_end: bool) -> Result<Transition> {
         use SubscriptionState::*;
         self.require(&[Incomplete, Active, PastDue, Unpaid, Paused, NeedsReview], "cancel")?;
-        self.no_unknown_outcome()?;
+        if self.state != NeedsReview {
+            self.no_unknown_outcome()?;
+        }
         let mut next = self.clone();
         if at_period_end && self.state == Active {
             next.cancel_at_period_end = true;
@@ -590,7 +662,11 @@ impl Subscription {
         next.state = Canceled;
         next.canceled_at = Some(now);
         next.next_attempt_at = None;
-        next.collection = None;
+        // In review, renew has stopped and nothing is in flight, but the charge's outcome is still
+        // unknown: it stays on record, so a later PG hint (or a person) still settles it.
+        if self.state != NeedsReview {
+            next.collection = None;
+        }
         next.pause = None;
         next.pause_at_period_end = false;
         next.cancel_at_period_end = false;

@@ -10,7 +10,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use super::{Condition, Item, Store, StoreError, Tx, epoch, from_item, keys, n, s, sha256_hex, to_item, unavailable};
-use crate::domain::attempt::{Attempt, ChargeId, SubscriptionId};
+use crate::domain::attempt::{Attempt, AttemptStatus, ChargeId, SubscriptionId};
 use crate::domain::customer::{Customer, PgMode};
 use crate::domain::subscription::{Subscription, SubscriptionState};
 
@@ -81,7 +81,14 @@ fn subscription_item(r: &SubscriptionRecord) -> Item {
     let id = r.id();
     let mut item = to_item(r, &subscription_pk(id), SUB_SK, "subscription");
     item.insert("state".into(), s(r.subscription.state.as_str()));
-    let renew_looks = matches!(r.subscription.state, SubscriptionState::Active | SubscriptionState::PastDue);
+    // In review or canceled, only a PG hint sets `next_attempt_at` (renew looks the charge up).
+    let renew_looks = matches!(
+        r.subscription.state,
+        SubscriptionState::Active
+            | SubscriptionState::PastDue
+            | SubscriptionState::NeedsReview
+            | SubscriptionState::Canceled
+    );
     if let (Some(next), true) = (r.subscription.next_attempt_at, renew_looks) {
         item.insert(keys::DUE_SHARD.into(), s(&due_shard(id)));
         item.insert(keys::NEXT_ATTEMPT_AT.into(), n(epoch(next)));
@@ -116,6 +123,35 @@ impl Tx {
             c = c.value(":lease_owner", s(owner));
         }
         self.put_if(subscription_item(r), c)
+    }
+
+    /// A lifecycle change (cancel, pause, resume, plan; a refund's cancel): writes `next` over
+    /// `prev` only while no charge is in flight — the version is the one read, no renew lease is
+    /// live on the wall clock, and the attempt renew would send next is not `pending` (written
+    /// before the PG call, maybe by a worker that died after it) nor `unknown` (except for a
+    /// subscription in review, where renew has stopped). All in the write's condition, so a
+    /// renewal claimed after the read makes it fail instead of orphaning the charge.
+    pub fn put_subscription_change(
+        &mut self,
+        prev: &SubscriptionRecord,
+        next: &SubscriptionRecord,
+        wall_now: Timestamp,
+    ) -> &mut Self {
+        let mut c = Condition::version(next.version - 1);
+        c.expression.push_str(" AND (attribute_not_exists(lease_until) OR lease_until <= :wall_now)");
+        c = c.value(":wall_now", n(epoch(wall_now)));
+        if let Some(charge_id) = prev.subscription.next_charge_id() {
+            let check = match prev.subscription.state {
+                SubscriptionState::NeedsReview => Condition::new("attribute_not_exists(#pk) OR #status <> :pending"),
+                _ => Condition::new("attribute_not_exists(#pk) OR NOT (#status IN (:pending, :unknown))")
+                    .value(":unknown", s("unknown")),
+            }
+            .name("#pk", keys::PK)
+            .name("#status", "status")
+            .value(":pending", s("pending"));
+            self.check_if(&subscription_pk(prev.id()), &attempt_sk(&charge_id), check);
+        }
+        self.put_if(subscription_item(next), c)
     }
 
     /// Records a new attempt (it must not exist: a second writer of the same charge id loses).
@@ -224,18 +260,21 @@ impl Store {
         Ok(Page { items, next: out.last_evaluated_key })
     }
 
-    /// Claims `r` for `lease` at `now`: only one worker wins, and only while the subscription is
-    /// still as read (same version, active or past due, same due time, no live lease). Returns the
-    /// claimed record (its version is one higher).
+    /// Claims `r` for `lease` from `wall_now`: only one worker wins, and only while the
+    /// subscription is still as read (same version, same due time, no live lease). Leases run on
+    /// the wall clock (`Timestamp::now()`), never on a tick's billing time: a tick with another
+    /// `now` (late, or travelling in time) still sees a live lease, and so does the lifecycle
+    /// API. Returns the claimed record (its version is one higher).
     pub async fn claim(
         &self,
         r: &SubscriptionRecord,
         owner: &str,
-        now: Timestamp,
+        wall_now: Timestamp,
         lease: SignedDuration,
     ) -> Result<SubscriptionRecord, StoreError> {
         let due =
             r.subscription.next_attempt_at.ok_or_else(|| StoreError::Conflict(format!("{} is not due", r.id())))?;
+        let now = wall_now;
         let until = epoch(now.saturating_add(lease).unwrap_or(now));
         self.table
             .client
@@ -245,7 +284,8 @@ impl Store {
             .key(keys::SK, s(SUB_SK))
             .update_expression("SET lease_owner = :owner, lease_until = :until, #version = :next_version")
             .condition_expression(
-                "#version = :version AND lease_until <= :now AND #due = :due AND #state IN (:active, :past_due)",
+                "#version = :version AND lease_until <= :now AND #due = :due \
+                 AND #state IN (:active, :past_due, :needs_review, :canceled)",
             )
             .expression_attribute_names("#version", keys::VERSION)
             .expression_attribute_names("#due", keys::NEXT_ATTEMPT_AT)
@@ -258,6 +298,8 @@ impl Store {
             .expression_attribute_values(":due", n(epoch(due)))
             .expression_attribute_values(":active", s(SubscriptionState::Active.as_str()))
             .expression_attribute_values(":past_due", s(SubscriptionState::PastDue.as_str()))
+            .expression_attribute_values(":needs_review", s(SubscriptionState::NeedsReview.as_str()))
+            .expression_attribute_values(":canceled", s(SubscriptionState::Canceled.as_str()))
             .send()
             .await
             .map_err(|e| super::conditional(e, StoreError::Conflict(subscription_pk(r.id()))))?;
@@ -321,30 +363,52 @@ impl Store {
     }
 
     /// Notes the PG payment id a verified webhook named for a charge whose outcome is not
-    /// settled yet (pending or unknown), so renew can look it up. First hint wins.
+    /// settled yet (pending or unknown), so renew can look it up. First hint wins. A subscription
+    /// renew stopped looking at (in review, or canceled in review) is woken in the same
+    /// transaction ([`Subscription::hint_arrived`]): the hint resolves it.
     pub async fn hint_attempt(&self, charge_id: &ChargeId, pg_payment_id: &str) -> Result<(), StoreError> {
         let pk = subscription_pk(charge_id.subscription());
-        self.table
-            .client
-            .update_item()
-            .table_name(&self.table.name)
-            .key(keys::PK, s(&pk))
-            .key(keys::SK, s(&attempt_sk(charge_id)))
-            .update_expression("SET pg_payment_hint = :hint")
-            .condition_expression(
-                "attribute_exists(#pk) AND #status IN (:pending, :unknown) \
-                 AND (attribute_not_exists(pg_payment_hint) OR attribute_type(pg_payment_hint, :null_type))",
-            )
-            .expression_attribute_values(":null_type", s("NULL"))
-            .expression_attribute_names("#pk", keys::PK)
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":hint", s(pg_payment_id))
-            .expression_attribute_values(":pending", s("pending"))
-            .expression_attribute_values(":unknown", s("unknown"))
-            .send()
-            .await
-            .map_err(|e| super::conditional(e, StoreError::Conflict(charge_id.to_string())))?;
-        Ok(())
+        let condition = Condition::new(
+            "attribute_exists(#pk) AND #status IN (:pending, :unknown) \
+             AND (attribute_not_exists(pg_payment_hint) OR attribute_type(pg_payment_hint, :null_type))",
+        )
+        .name("#pk", keys::PK)
+        .name("#status", "status")
+        .value(":null_type", s("NULL"))
+        .value(":hint", s(pg_payment_id))
+        .value(":pending", s("pending"))
+        .value(":unknown", s("unknown"));
+        let mut tx = self.tx();
+        tx.update_if(&pk, &attempt_sk(charge_id), "SET pg_payment_hint = :hint", condition);
+        if let Some(r) = self.get_subscription(charge_id.subscription()).await? {
+            let ours = r
+                .subscription
+                .collection
+                .as_ref()
+                .is_some_and(|c| (c.period, c.attempt) == (charge_id.period(), charge_id.attempt()));
+            if let (true, Ok(t)) = (ours, r.subscription.hint_arrived()) {
+                tx.put_subscription_next(&r.next(t.subscription), None);
+            }
+        }
+        match self.commit(tx).await {
+            Err(StoreError::Conflict(_)) => Err(StoreError::Conflict(charge_id.to_string())),
+            other => other,
+        }
+    }
+
+    /// Whether a charge of `r` is in flight at `wall_now`, as [`Tx::put_subscription_change`]
+    /// checks it: a live renew lease, or the next attempt pending (or unknown, outside review).
+    /// A read check for a clear answer up front; the write's condition is what guarantees it.
+    pub async fn charge_in_flight(&self, r: &SubscriptionRecord, wall_now: Timestamp) -> Result<bool, StoreError> {
+        if r.lease_owner.is_some() && r.lease_until > epoch(wall_now) {
+            return Ok(true);
+        }
+        let Some(charge_id) = r.subscription.next_charge_id() else { return Ok(false) };
+        Ok(match self.get_attempt(&charge_id).await?.map(|a| a.status) {
+            Some(AttemptStatus::Pending) => true,
+            Some(AttemptStatus::Unknown { .. }) => r.subscription.state != SubscriptionState::NeedsReview,
+            _ => false,
+        })
     }
 
     pub async fn get_attempt(&self, charge_id: &ChargeId) -> Result<Option<Attempt>, StoreError> {

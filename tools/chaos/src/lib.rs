@@ -340,7 +340,15 @@ async fn setup(world: &World, seed: u64, log: &mut Vec<String>) -> Result<Scenar
         store: store.clone(),
         gateways: gateways.clone(),
         publisher: publisher.clone(),
-        settings: renew::Settings { concurrency: 4, emit_metrics: false, ..renew::Settings::default() },
+        // Leases run on the wall clock: a short one, waited out for real after a crash (settle).
+        // The sandbox's clock follows the scenario's time travel.
+        settings: renew::Settings {
+            concurrency: 4,
+            emit_metrics: false,
+            lease: CHAOS_LEASE,
+            allow_time_travel: true,
+            ..renew::Settings::default()
+        },
         crash_at: None,
     };
     let refund = refund::Deps { store: store.clone(), gateways: gateways.clone(), publisher: publisher.clone() };
@@ -435,6 +443,9 @@ async fn setup(world: &World, seed: u64, log: &mut Vec<String>) -> Result<Scenar
         checkout_subs: Vec::new(),
     })
 }
+
+/// A renew lease in chaos scenarios (wall clock): longer than any renewal there (PG timeout 300 ms).
+const CHAOS_LEASE: SignedDuration = SignedDuration::from_secs(2);
 
 const CRASH_POINTS: [CrashPoint; 4] =
     [CrashPoint::AfterClaim, CrashPoint::AfterAttemptWrite, CrashPoint::AfterPgCall, CrashPoint::BeforeCommit];
@@ -859,6 +870,10 @@ impl Scenario {
         self.sandbox.shared.state.lock().expect("sandbox state").scenarios.clear();
         let flush = format!("{}/__admin/webhooks/flush", self.sandbox.base_url());
         self.http.post(flush).send().await.map_err(|e| e.to_string())?;
+        if self.tally.crashes > 0 {
+            // A dead worker's lease ends on the wall clock, whatever the billing time.
+            tokio::time::sleep(CHAOS_LEASE.unsigned_abs()).await;
+        }
         for step in [SignedDuration::from_mins(11), SignedDuration::from_mins(11), SignedDuration::from_hours(25)] {
             self.travel(step).await?;
             self.pump_webhooks().await?;

@@ -24,7 +24,7 @@ fn active_from(anchor: Timestamp) -> Subscription {
 fn renew_ok(s: &Subscription) -> Subscription {
     let now = s.next_attempt_at.unwrap();
     let (s, attempt) = s.begin_charge(now).unwrap();
-    s.charge_succeeded(&attempt.charge_id).unwrap().subscription
+    s.charge_succeeded(&attempt.charge_id, now).unwrap().subscription
 }
 
 fn kst_day(t: Timestamp) -> (i16, i8, i8) {
@@ -89,7 +89,7 @@ fn soft_declines_retry_by_policy_then_recover_on_the_anchor_schedule() {
     assert_eq!(kst_day(s.next_attempt_at.unwrap()), (2027, 3, 3), "due + 3 days, from the due time");
 
     let (s, a3) = s.begin_charge(s.next_attempt_at.unwrap()).unwrap();
-    let t = s.charge_succeeded(&a3.charge_id).unwrap();
+    let t = s.charge_succeeded(&a3.charge_id, kst(2027, 3, 3, 10)).unwrap();
     assert_eq!(t.events, [EventKind::PaymentSucceeded, EventKind::SubscriptionRenewed]);
     let s = t.subscription;
     assert_eq!(s.state, SubscriptionState::Active);
@@ -146,7 +146,7 @@ fn unknown_outcomes_are_never_charged_again_and_go_to_review() {
     assert_eq!((s.state, s.next_attempt_at), (SubscriptionState::NeedsReview, None));
 
     // The PG's answer arrives (lookup or webhook): approved → active, on schedule.
-    let s = s.charge_succeeded(&a.charge_id).unwrap().subscription;
+    let s = s.charge_succeeded(&a.charge_id, day_later).unwrap().subscription;
     assert_eq!(s.state, SubscriptionState::Active);
     assert_eq!(kst_day(s.next_attempt_at.unwrap()), (2027, 3, 31));
 }
@@ -157,10 +157,10 @@ fn results_for_another_attempt_are_rejected() {
     let due = s.next_attempt_at.unwrap();
     let (s, a) = s.begin_charge(due).unwrap();
     let stale = ChargeId::new(s.id.clone(), 0, 1).unwrap();
-    assert!(matches!(s.charge_succeeded(&stale), Err(TransitionError::WrongCharge { .. })));
+    assert!(matches!(s.charge_succeeded(&stale, due), Err(TransitionError::WrongCharge { .. })));
     let other = ChargeId::new(SubscriptionId::parse("sub_other").unwrap(), 1, 1).unwrap();
-    assert!(matches!(s.charge_succeeded(&other), Err(TransitionError::WrongCharge { .. })));
-    assert!(s.charge_succeeded(&a.charge_id).is_ok());
+    assert!(matches!(s.charge_succeeded(&other, due), Err(TransitionError::WrongCharge { .. })));
+    assert!(s.charge_succeeded(&a.charge_id, due).is_ok());
 }
 
 #[test]
@@ -268,7 +268,7 @@ fn illegal_transitions_are_typed_errors() {
         canceled.cancel(now, false).unwrap_err(),
         canceled.pause(now, PauseWhen::Now).unwrap_err(),
         canceled.resume(now).unwrap_err(),
-        canceled.charge_succeeded(&c).unwrap_err(),
+        canceled.charge_succeeded(&c, now).unwrap_err(),
         canceled.begin_charge(now).unwrap_err(),
     ];
     for e in errors {
@@ -361,7 +361,7 @@ fn step(
                 DueAction::ResolveUnknown { .. } | DueAction::Nothing => return None,
             }
         }
-        Input::Approve => s.charge_succeeded(in_flight.as_ref()?),
+        Input::Approve => s.charge_succeeded(in_flight.as_ref()?, *now),
         Input::Decline { hard } => s.charge_declined(in_flight.as_ref()?, *hard, *now, &policy),
         Input::Unknown => s.charge_unknown(in_flight.as_ref()?, *now, SignedDuration::from_mins(5)),
         Input::Review => s.require_review(),
@@ -426,7 +426,11 @@ proptest! {
                     prop_assert!(b.index >= a.index);
                     if b.index > a.index { prop_assert!(b.start >= a.start); }
                 }
-                prop_assert!(before.state != SubscriptionState::Canceled, "canceled is terminal");
+                if before.state == SubscriptionState::Canceled {
+                    // Only the outcome of a charge left unknown in review is still recorded.
+                    prop_assert_eq!(t.subscription.state, SubscriptionState::Canceled, "canceled is terminal");
+                    prop_assert!(before.collection.is_some() && t.subscription.collection.is_none());
+                }
                 s = t.subscription;
                 check_invariants(&s)?;
             }
@@ -475,7 +479,7 @@ fn a_plan_change_applies_from_the_next_period_without_proration() {
     assert_eq!((charge_id.period(), amount), (1, yearly.amount));
     let (collecting, _) = next.begin_charge(kst(2027, 3, 1, 0)).unwrap();
     assert!(matches!(collecting.change_plan(yearly.clone()), Err(TransitionError::CollectionInProgress(_))));
-    let renewed = collecting.charge_succeeded(&charge_id).unwrap().subscription;
+    let renewed = collecting.charge_succeeded(&charge_id, kst(2027, 3, 1, 0)).unwrap().subscription;
     let p1 = renewed.current_period.unwrap();
     assert_eq!(
         (kst_day(p1.start), kst_day(p1.end)),
@@ -505,4 +509,172 @@ fn an_unknown_outcome_blocks_cancel_and_a_pg_renewed_cancel_at_period_end_is_fin
     assert_eq!(ending.due_action(end).unwrap(), DueAction::CancelAtPeriodEnd);
     assert_eq!(ending.period_end_cancel(end).unwrap().subscription.state, SubscriptionState::Canceled);
     assert_eq!(pg.pause(kst(2027, 1, 5, 0), PauseWhen::Now).unwrap_err(), TransitionError::RenewedByPg);
+}
+
+// ---- property: no two charges closer than min(period, 1 day) ----
+
+/// One step of a subscription's life as renew and the partner drive it: a tick at a random time
+/// whose charge is approved, declined or left unknown (resolved at a later tick as paid or never
+/// sent), or a pause, resume or plan change in between.
+#[derive(Debug, Clone)]
+enum Life {
+    Tick { minutes: u32, outcome: u8 },
+    Pause { now: bool },
+    Resume { minutes: u32 },
+    Review,
+}
+
+fn life() -> impl Strategy<Value = Life> {
+    prop_oneof![
+        6 => (0u32..(10 * 24 * 60), 0u8..6).prop_map(|(minutes, outcome)| Life::Tick { minutes, outcome }),
+        2 => (0u32..(3 * 24 * 60), 0u8..6).prop_map(|(minutes, outcome)| Life::Tick { minutes, outcome }),
+        1 => any::<bool>().prop_map(|now| Life::Pause { now }),
+        1 => (0u32..(20 * 24 * 60)).prop_map(|minutes| Life::Resume { minutes }),
+        1 => Just(Life::Review),
+    ]
+}
+
+/// The moments money moved at the PG over one random life (approved charges, at their send time).
+fn charges_over(unit: IntervalUnit, lives: &[Life]) -> Vec<Timestamp> {
+    let policy = DunningPolicy::default();
+    let plan = Plan { name: "P".into(), amount: Krw::new(1_000).unwrap(), interval: Interval::new(unit, 1).unwrap() };
+    let mut now = kst(2027, 1, 31, 10);
+    let mut s = Subscription::incomplete(SubscriptionId::parse("sub_life").unwrap(), plan, Renewer::Paycycle)
+        .activate(now)
+        .unwrap()
+        .subscription;
+    let mut charged = vec![now];
+    // The send time of a charge whose outcome is unknown.
+    let mut unknown_sent: Option<Timestamp> = None;
+    let after = |t: Timestamp, m: u32| t.checked_add(SignedDuration::from_mins(i64::from(m))).unwrap();
+    for l in lives {
+        match l {
+            Life::Tick { minutes, outcome } => {
+                now = after(now, *minutes);
+                let next = match s.due_action(now).unwrap() {
+                    DueAction::Charge { .. } => {
+                        let (collecting, a) = s.begin_charge(now).unwrap();
+                        match outcome {
+                            0..=2 => {
+                                charged.push(now);
+                                collecting.charge_succeeded(&a.charge_id, now)
+                            }
+                            3 | 4 => collecting.charge_declined(&a.charge_id, *outcome == 4, now, &policy),
+                            _ => {
+                                unknown_sent = Some(now);
+                                collecting.charge_unknown(&a.charge_id, now, SignedDuration::from_mins(5))
+                            }
+                        }
+                    }
+                    DueAction::ResolveUnknown { charge_id, .. } => match outcome {
+                        // The lookup finds it paid: the money moved when it was sent.
+                        0..=2 => {
+                            charged.push(unknown_sent.take().unwrap());
+                            s.charge_succeeded(&charge_id, now)
+                        }
+                        _ => s.charge_unknown(&charge_id, now, SignedDuration::from_mins(5)),
+                    },
+                    DueAction::CancelAtPeriodEnd => s.period_end_cancel(now),
+                    DueAction::PauseAtPeriodEnd => s.pause_at_period_end_reached(now),
+                    DueAction::Nothing => continue,
+                };
+                s = next.unwrap().subscription;
+            }
+            Life::Pause { now: at_once } => {
+                let when = if *at_once { PauseWhen::Now } else { PauseWhen::PeriodEnd };
+                if let Ok(t) = s.pause(now, when) {
+                    s = t.subscription;
+                }
+            }
+            Life::Resume { minutes } => {
+                now = after(now, *minutes);
+                if let Ok(t) = s.resume(now) {
+                    s = t.subscription;
+                }
+            }
+            Life::Review => {
+                if s.unknown_overdue(now, SignedDuration::from_hours(24)) && s.state != SubscriptionState::NeedsReview {
+                    s = s.require_review().unwrap().subscription;
+                }
+            }
+        }
+    }
+    charged
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    /// Late ticks, dunning recoveries, late resolutions and resumes never bring two charges of
+    /// one subscription closer than min(period, 1 day) (every interval is at least a day).
+    #[test]
+    fn never_two_charges_closer_than_min_period_or_one_day(
+        unit in prop_oneof![Just(IntervalUnit::Day), Just(IntervalUnit::Week), Just(IntervalUnit::Month)],
+        lives in proptest::collection::vec(life(), 1..80),
+    ) {
+        let charged = charges_over(unit, &lives);
+        for w in charged.windows(2) {
+            let gap = w[1].duration_since(w[0]);
+            prop_assert!(gap >= MIN_CHARGE_GAP, "charges at {} and {} are {:?} apart ({:?})", w[0], w[1], gap, unit);
+        }
+    }
+}
+
+#[test]
+fn a_daily_plan_recovering_on_the_seven_day_retry_is_not_charged_back_to_back() {
+    let policy = DunningPolicy::default();
+    let plan = Plan {
+        name: "D".into(),
+        amount: Krw::new(1_000).unwrap(),
+        interval: Interval::new(IntervalUnit::Day, 1).unwrap(),
+    };
+    let start = kst(2027, 1, 1, 10);
+    let mut s = Subscription::incomplete(SubscriptionId::parse("sub_daily").unwrap(), plan, Renewer::Paycycle)
+        .activate(start)
+        .unwrap()
+        .subscription;
+    // Declined on the due day and on every retry until the +7-day one, which succeeds.
+    loop {
+        let now = s.next_attempt_at.unwrap();
+        let (c, a) = s.begin_charge(now).unwrap();
+        if a.charge_id.attempt() == 5 {
+            s = c.charge_succeeded(&a.charge_id, now).unwrap().subscription;
+            break;
+        }
+        s = c.charge_declined(&a.charge_id, false, now, &policy).unwrap().subscription;
+    }
+    let recovered = kst(2027, 1, 9, 10);
+    assert_eq!(s.next_attempt_at, Some(recovered.checked_add(SignedDuration::from_hours(24)).unwrap()));
+    // The next ticks (every 5 minutes for a day) charge nothing.
+    let mut t = recovered;
+    while t < s.next_attempt_at.unwrap() {
+        assert_eq!(s.due_action(t).unwrap(), DueAction::Nothing, "{t}");
+        t = t.checked_add(SignedDuration::from_mins(5)).unwrap();
+    }
+}
+
+#[test]
+fn needs_review_can_be_canceled_and_a_later_hint_still_settles_its_charge() {
+    let s = active_from(kst(2027, 1, 31, 10));
+    let due = s.next_attempt_at.unwrap();
+    let (s, a) = s.begin_charge(due).unwrap();
+    let s = s.charge_unknown(&a.charge_id, due, SignedDuration::from_mins(5)).unwrap().subscription;
+    let review = s.require_review().unwrap().subscription;
+    // In review renew has stopped: a cancel is allowed, and the unknown charge stays on record.
+    let canceled = review.cancel(kst(2027, 3, 5, 0), false).unwrap().subscription;
+    assert_eq!(canceled.state, SubscriptionState::Canceled);
+    assert_eq!(canceled.next_charge_id(), Some(a.charge_id.clone()));
+    // A PG hint wakes renew to look it up; the payment is recorded, the subscription stays canceled.
+    let woken = canceled.hint_arrived().unwrap().subscription;
+    assert_eq!(
+        woken.due_action(kst(2027, 3, 6, 0)).unwrap(),
+        DueAction::ResolveUnknown { charge_id: a.charge_id.clone(), since: due }
+    );
+    let t = woken.charge_succeeded(&a.charge_id, kst(2027, 3, 6, 0)).unwrap();
+    assert_eq!((t.subscription.state, t.subscription.next_attempt_at), (SubscriptionState::Canceled, None));
+    assert_eq!(t.events, [EventKind::PaymentSucceeded]);
+    // In review, a hint resolves it back to active.
+    let woken = review.hint_arrived().unwrap().subscription;
+    let t = woken.charge_succeeded(&a.charge_id, kst(2027, 3, 6, 0)).unwrap();
+    assert_eq!(t.subscription.state, SubscriptionState::Active);
 }
