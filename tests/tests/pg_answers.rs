@@ -88,11 +88,11 @@ impl Env {
         self.store.get_subscription(&SubscriptionId::parse(id).unwrap()).await.unwrap().unwrap()
     }
 
-    /// The subscription's status as the partner sees it.
+    /// The subscription's state as the partner sees it.
     async fn status(&self, id: &str) -> String {
         let (code, v) = self.partner.get(&format!("/subscriptions/{id}")).await;
         assert_eq!(code, 200, "{v}");
-        v["status"].as_str().unwrap_or_default().to_string()
+        v["state"].as_str().unwrap_or_default().to_string()
     }
 
     /// The PG's charges for subscription `id` (our charge ids, as the PG recorded them).
@@ -226,8 +226,11 @@ async fn a_payple_refund_with_an_unknown_outcome_stays_reserved_and_cannot_be_re
     // Payple refunds, then holds its answer past our 1 s timeout. Its result lookup has no refund
     // fields (manual_card "결제결과 조회"): it shows the payment as paid, refunded or not.
     e.admin("/__admin/config", json!({"timeout_after_charge_ms": 2500})).await;
-    e.admin("/__admin/scenarios", json!({"operation": "refund", "count": 1, "fault": {"kind": "timeout_after_charge"}}))
-        .await;
+    e.admin(
+        "/__admin/scenarios",
+        json!({"operation": "refund", "count": 1, "fault": {"kind": "timeout_after_charge"}}),
+    )
+    .await;
     let (status, body) = e.refund(&p.payment_id, "pp-1", json!({"reason": "unknown outcome"})).await;
     assert_eq!((status, body["error"]["code"].as_str()), (504, Some("refund_outcome_unknown")), "{body}");
     assert_eq!(e.pg_refunds().await, (1, 10_000), "Payple did refund");
@@ -251,12 +254,18 @@ async fn a_steppay_refund_in_progress_stays_reserved_until_the_receipt_shows_it(
     let e = env().await;
     let p = e.payment(PgMode::SteppaySelf, "sub_sprefund", 10_000).await;
     e.admin("/__admin/config", json!({"timeout_after_charge_ms": 2500})).await;
-    e.admin("/__admin/scenarios", json!({"operation": "refund", "count": 1, "fault": {"kind": "timeout_after_charge"}}))
-        .await;
+    e.admin(
+        "/__admin/scenarios",
+        json!({"operation": "refund", "count": 1, "fault": {"kind": "timeout_after_charge"}}),
+    )
+    .await;
     // Every receipt taken meanwhile (ours, and verify's for StepPay's CANCELED webhook) still says
     // the cancel is in progress, without an amount.
-    e.admin("/__admin/scenarios", json!({"operation": "lookup", "count": 100, "fault": {"kind": "cancel_in_progress"}}))
-        .await;
+    e.admin(
+        "/__admin/scenarios",
+        json!({"operation": "lookup", "count": 100, "fault": {"kind": "cancel_in_progress"}}),
+    )
+    .await;
     let (status, body) = e.refund(&p.payment_id, "sp-1", json!({"amount": 4000, "reason": "lagging"})).await;
     assert_eq!((status, body["error"]["code"].as_str()), (504, Some("refund_outcome_unknown")), "{body}");
     let (_, ours) = e.partner.get(&format!("/payments/{}", p.payment_id)).await;

@@ -2,10 +2,14 @@
 //! one module per PG, wire types in `transformers` mirroring the PG's documents exactly).
 //!
 //! This module owns one rule above all: **an outcome is only what the PG explicitly said**. A
-//! charge is approved only on the PG's success code with its payment id; a known decline code is a
-//! decline; everything else after the request may have reached the PG — timeouts, 5xx, unreadable
-//! bodies, codes we do not know — is [`PgError::Unknown`] or [`PgError::Unrecognized`], which the
-//! callers resolve by lookup or webhook and never retry blind. Clients never persist anything.
+//! charge is approved only on the PG's success code with its payment id. An explicit failure answer
+//! (Payple `PCD_PAY_RST=error`, StepPay `FAILED` or its error body refusing the request) says no
+//! money moved: it is a decline — soft unless the code is known to be hard — confirmed by the PG's
+//! lookup where it has one. Only ambiguity after the request may have reached the PG — timeouts,
+//! 5xx, unreadable bodies, a success we cannot read — is [`PgError::Unknown`] or
+//! [`PgError::Unrecognized`], which the callers resolve by lookup or webhook and never retry
+//! blind. A request that never left (connection refused, partner auth refused) is
+//! [`PgError::Transient`]. Clients never persist anything.
 
 pub mod payple;
 pub mod steppay;

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -298,6 +298,22 @@ impl Tx {
             .expect("table, item and condition are set");
         self.items.push(TransactWriteItem::builder().put(put).build());
         self.labels.push(Expect::Existing(l));
+        self
+    }
+
+    /// Deletes the item at (`pk`, `sk`) if `condition` holds.
+    pub fn delete_if(&mut self, pk: &str, sk: &str, condition: Condition) -> &mut Self {
+        let delete = Delete::builder()
+            .table_name(&self.table)
+            .key(keys::PK, s(pk))
+            .key(keys::SK, s(sk))
+            .condition_expression(condition.expression)
+            .set_expression_attribute_names(Some(condition.names).filter(|m| !m.is_empty()))
+            .set_expression_attribute_values(Some(condition.values).filter(|m| !m.is_empty()))
+            .build()
+            .expect("table, key and condition are set");
+        self.items.push(TransactWriteItem::builder().delete(delete).build());
+        self.labels.push(Expect::Existing(format!("{pk}|{sk}")));
         self
     }
 
