@@ -122,6 +122,28 @@ pub struct Refunded {
     pub amount: Krw,
 }
 
+/// What a PG's own record says about the refunds of one payment. Only a definite answer releases
+/// or settles a refund whose outcome is unknown.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefundLookup {
+    /// The PG's definite refunded total for the payment (zero: nothing was refunded).
+    Settled { refunded: Krw },
+    /// A refund is still being processed at the PG (StepPay `CANCEL_PROGRESS`): no answer yet.
+    InProgress,
+}
+
+/// Whether a PG can show what was refunded of a payment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefundLookupCapability {
+    /// StepPay: the receipt (`GET /api/payment/receipt/{idKey}`) carries the payment's cancel
+    /// status and canceled amount.
+    Receipt,
+    /// Payple: the result lookup (`PayChkAct`) has no refund fields (manual_card README
+    /// "결제결과 조회", PG-FACTS) and no other refund lookup is published. An unknown refund there
+    /// is never guessed: it stays reserved and goes to a person.
+    None,
+}
+
 /// What to look up.
 #[derive(Clone, Debug)]
 pub enum Lookup {
@@ -240,6 +262,28 @@ impl Gateways {
         match mode {
             PgMode::Payple => self.payple.refund(req).await,
             PgMode::SteppaySelf | PgMode::SteppayManaged => self.steppay.refund(req).await,
+        }
+    }
+
+    /// Whether the PG of `mode` can show a payment's refunds.
+    pub fn refund_lookup_capability(&self, mode: crate::domain::customer::PgMode) -> RefundLookupCapability {
+        use crate::domain::customer::PgMode;
+        match mode {
+            PgMode::Payple => RefundLookupCapability::None,
+            PgMode::SteppaySelf | PgMode::SteppayManaged => RefundLookupCapability::Receipt,
+        }
+    }
+
+    /// What the PG of `mode` says was refunded of payment `pg_payment_id`; `Unsupported` where it
+    /// cannot show refunds (see [`Gateways::refund_lookup_capability`]).
+    pub async fn look_up_refunds(
+        &self,
+        mode: crate::domain::customer::PgMode,
+        pg_payment_id: &str,
+    ) -> Result<RefundLookup, PgError> {
+        match self.refund_lookup_capability(mode) {
+            RefundLookupCapability::Receipt => self.steppay.refund_state(pg_payment_id).await,
+            RefundLookupCapability::None => Err(PgError::Unsupported("this PG's lookup shows no refunds")),
         }
     }
 
