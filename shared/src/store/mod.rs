@@ -96,14 +96,21 @@ impl Table {
 pub struct Store {
     pub table: Table,
     pub counter: Arc<RequestCounter>,
+    /// The calls this store made, when `PAYCYCLE_RECORD_AWS_CALLS` is set (the IAM test).
+    pub calls: Option<Arc<crate::aws::calls::CallLog>>,
 }
 
 impl Store {
-    /// Builds the DynamoDB client with the request-counting interceptor.
+    /// Builds the DynamoDB client with the request-counting interceptor (and the call recorder
+    /// when recording is on).
     pub fn new(sdk: &aws_config::SdkConfig, table_name: impl Into<String>) -> Self {
         let counter = Arc::new(RequestCounter::default());
-        let config = aws_sdk_dynamodb::config::Builder::from(sdk).interceptor(counter.interceptor()).build();
-        Self { table: Table::from_client(Client::from_conf(config), table_name), counter }
+        let calls = crate::aws::calls::CallLog::from_env();
+        let mut config = aws_sdk_dynamodb::config::Builder::from(sdk).interceptor(counter.interceptor());
+        if let Some(log) = &calls {
+            config = config.interceptor(log.interceptor());
+        }
+        Self { table: Table::from_client(Client::from_conf(config.build()), table_name), counter, calls }
     }
 
     fn client(&self) -> &Client {
