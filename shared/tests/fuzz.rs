@@ -173,15 +173,39 @@ proptest! {
         if let Ok(r) = PaypleResult::parse(ct, body.as_bytes()) {
             let _ = r.status();
             let _ = r.message();
-            // Classifying any result never panics, and only Payple's decline codes decline.
-            if let PgError::Declined { code, .. } = classify_error(&r) {
-                prop_assert!(["SPCD0003", "PAYC0009", "SPCD0002", "SPCD0005", "PAYC0005", "PAYC0006"].contains(&code.as_str()));
+            // Classifying any result never panics. An explicit failure answer (`PCD_PAY_RST=error`)
+            // says no money moved: never an unknown outcome (but a repeated OID, SPCD0014). Only a
+            // known hard code is a hard decline; anything else that declines is soft.
+            let e = classify_error(&r);
+            let explicit_error = r.rst.as_deref() == Some("error");
+            if explicit_error && r.code() != "SPCD0014" {
+                prop_assert!(!e.outcome_unknown(), "{:?} → {e:?}", r.code());
+            }
+            if let PgError::Declined { code, hard, .. } = &e {
+                let known = ["SPCD0003", "PAYC0009", "SPCD0001", "SPCD0002", "SPCD0005", "PAYC0005", "PAYC0006"];
+                prop_assert!(explicit_error || known.contains(&code.as_str()), "{code}");
+                if *hard {
+                    prop_assert!(["SPCD0001", "SPCD0002", "SPCD0005", "PAYC0005", "PAYC0006"].contains(&code.as_str()), "{code}");
+                }
             }
             // When the body is encoded as its content type says, the OID is the one sent.
             let encoded_as_said = form == ct.starts_with("application/x-www-form-urlencoded");
             if let (true, Some(Value::String(oid))) = (encoded_as_said, fields.get("PCD_PAY_OID")) {
                 prop_assert!(r.dedupe_key().starts_with(oid.as_str()), "{} vs {oid}", r.dedupe_key());
             }
+        }
+    }
+
+    #[test]
+    fn an_explicit_payple_failure_is_a_decline_never_an_unknown_outcome(
+        code in prop_oneof!["[A-Z]{4}[0-9]{4}", prop::sample::select(&["SPCD0001", "SPCD0003", "SPCD0014", "PAYC0006", ""][..]).prop_map(str::to_string)],
+        msg in text(),
+    ) {
+        let r = PaypleResult { rst: Some("error".into()), code: Some(code.clone()), msg: Some(msg), ..Default::default() };
+        let e = classify_error(&r);
+        prop_assert!(code == "SPCD0014" || !e.outcome_unknown(), "{code} → {e:?}");
+        if let PgError::Declined { hard: true, .. } = e {
+            prop_assert!(["SPCD0001", "SPCD0002", "SPCD0005", "PAYC0005", "PAYC0006"].contains(&code.as_str()), "{code}");
         }
     }
 
@@ -250,9 +274,11 @@ proptest! {
         if moves_money && serde_json::from_str::<Value>(&body).is_err() && status != 401 && status != 403 {
             prop_assert!(matches!(e, PgError::Unknown { .. }), "unreadable {status} → {e:?}");
         }
-        if let PgError::Declined { code, .. } = &e {
-            prop_assert!(["PAYMENT_DECLINED", "CANCEL_FAILED", "BILLING_KEY_INVALID", "BILLING_KEY_NOT_FOUND",
-                "CARD_INVALID", "CANCEL_AMOUNT_EXCEEDED"].contains(&code.as_str()), "{code}");
+        if let PgError::Declined { code, hard, .. } = &e {
+            // A known code, or StepPay refusing a charge or refund with its error body: a soft decline.
+            let known = ["PAYMENT_DECLINED", "CANCEL_FAILED", "BILLING_KEY_INVALID", "BILLING_KEY_NOT_FOUND",
+                "CARD_INVALID", "CANCEL_AMOUNT_EXCEEDED"].contains(&code.as_str());
+            prop_assert!(known || (moves_money && !*hard && matches!(status, 400 | 402 | 422)), "{status} {code}");
             prop_assert!(status < 500);
         }
     }

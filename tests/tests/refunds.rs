@@ -234,16 +234,19 @@ async fn the_same_idempotency_key_refunds_once() {
 #[tokio::test]
 async fn a_pg_timeout_after_refunding_stays_reserved_then_resolves_without_a_second_refund() {
     let e = env().await;
-    let p = e.payple_payment("sub_to", 10_000).await;
-    // The refund reaches Payple and is done there, but the answer is held past our 1 s timeout;
-    // the immediate lookup fails too, so the outcome stays unknown.
+    // StepPay: its receipt shows refunds (Payple's lookup cannot: see pg_answers.rs).
+    let p = e.steppay_payment("sub_to", 10_000).await;
+    // The refund reaches StepPay and is done there, but the answer is held past our 1 s timeout;
+    // the receipt lookups fail meanwhile (ours, and verify's for the CANCELED webhook), so the
+    // outcome stays unknown.
     e.admin("/__admin/config", json!({"timeout_after_charge_ms": 2500})).await;
     e.admin(
         "/__admin/scenarios",
         json!({"operation": "refund", "count": 1, "fault": {"kind": "timeout_after_charge"}}),
     )
     .await;
-    e.admin("/__admin/scenarios", json!({"operation": "lookup", "count": 1, "fault": {"kind": "server_error"}})).await;
+    e.admin("/__admin/scenarios", json!({"operation": "lookup", "count": 100, "fault": {"kind": "server_error"}}))
+        .await;
     let (status, body) = e.refund(&p.payment_id, "to-1", json!({"amount": 4000, "reason": "timeout"})).await;
     assert_eq!((status, body["error"]["code"].as_str()), (504, Some("refund_outcome_unknown")), "{body}");
     let ours = e.payment(&p.payment_id).await;
@@ -254,6 +257,8 @@ async fn a_pg_timeout_after_refunding_stays_reserved_then_resolves_without_a_sec
     );
     assert_eq!(ours["refunds"][0]["status"], "unknown");
     assert_eq!(e.ledger().await["totals"]["refunded"], 4000, "the PG did refund");
+    let driver = e.driver();
+    driver.http.delete(driver.url("/__admin/scenarios")).send().await.unwrap().error_for_status().unwrap();
 
     // The client retries with the same key: resolved by lookup, not refunded again.
     let (status, body) = e.refund(&p.payment_id, "to-1", json!({"amount": 4000, "reason": "timeout"})).await;

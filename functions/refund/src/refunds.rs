@@ -7,7 +7,7 @@ use paycycle::api::{self, ApiError, Keep};
 use paycycle::domain::events::EventKind;
 use paycycle::domain::payment::RefundStatus;
 use paycycle::money::Krw;
-use paycycle::pg::{Lookup, PaymentState, PgError, RefundRequest};
+use paycycle::pg::{PgError, RefundLookup, RefundLookupCapability, RefundRequest};
 use paycycle::store::api_keys::ApiKeyRecord;
 use paycycle::store::outbox::OutboxEvent;
 use paycycle::store::payments::{PaymentRecord, RefundOutcome, RefundRecord};
@@ -268,11 +268,17 @@ async fn resolve_pending(deps: &Deps, payment: PaymentRecord) -> Result<PaymentR
     Ok(payment)
 }
 
-/// Looks the payment up at the PG to settle unknown refunds. The PG reports one refunded total,
-/// so it is decisive only when no refund of this payment is still in flight: if the PG refunded
-/// exactly our confirmed total plus every unknown refund, they all succeeded; if it refunded only
-/// our confirmed total, none did. Anything else stays unknown (and is reported, not guessed).
+/// Settles unknown refunds from the PG's own word. A reservation is released only when the PG
+/// positively says nothing was refunded; where it cannot show refunds (Payple), an unknown refund
+/// stays reserved and goes to a person. The PG reports one refunded total per payment, so it is
+/// decisive only when no refund of this payment is still in flight: if the PG refunded exactly our
+/// confirmed total plus every unknown refund, they all succeeded; if it refunded only our confirmed
+/// total, none did. Anything else stays unknown (and is reported, not guessed).
 async fn resolve(deps: &Deps, payment: &PaymentRecord, refund: &RefundRecord) -> Result<RefundRecord, ApiError> {
+    if deps.gateways.refund_lookup_capability(payment.pg) == RefundLookupCapability::None {
+        needs_review(payment, refund, "the PG offers no refund lookup");
+        return Ok(refund.clone());
+    }
     let refunds = deps.store.refunds_of(&payment.payment_id).await.map_err(store_error)?;
     let in_flight = refunds.iter().any(|r| r.status == RefundStatus::Reserved && r.refund_id != refund.refund_id);
     if in_flight {
@@ -285,22 +291,14 @@ async fn resolve(deps: &Deps, payment: &PaymentRecord, refund: &RefundRecord) ->
                 || (r.refund_id == refund.refund_id && r.status == RefundStatus::Reserved)
         })
         .collect();
-    let lookup = Lookup::PgPayment {
-        pg_payment_id: payment.pg_payment_id.clone(),
-        request_date_kst: Some(payment.pay_date_kst.clone()),
-    };
-    let state = match deps.gateways.lookup(payment.pg, &lookup).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(refund_id = %refund.refund_id, error = %e, "refund lookup failed; outcome stays unknown");
+    let pg_refunded = match deps.gateways.look_up_refunds(payment.pg, &payment.pg_payment_id).await {
+        Ok(RefundLookup::Settled { refunded }) => refunded,
+        Ok(RefundLookup::InProgress) => {
+            tracing::info!(refund_id = %refund.refund_id, "the PG is still processing a refund; outcome stays unknown");
             return Ok(refund.clone());
         }
-    };
-    let pg_refunded = match state {
-        PaymentState::Paid { refunded, .. } => refunded,
-        PaymentState::Refunded { amount, .. } => amount,
-        other => {
-            tracing::warn!(?other, "unexpected payment state while resolving a refund");
+        Err(e) => {
+            tracing::warn!(refund_id = %refund.refund_id, error = %e, "refund lookup failed; outcome stays unknown");
             return Ok(refund.clone());
         }
     };
@@ -317,7 +315,11 @@ async fn resolve(deps: &Deps, payment: &PaymentRecord, refund: &RefundRecord) ->
     } else if pg_refunded == ours {
         Some(RefundOutcome::Failed { code: "not_refunded".into(), message: "the PG shows no such refund".into() })
     } else {
-        tracing::error!(payment_id = %fresh.payment_id, %pg_refunded, %ours, %unknown_sum, "refund totals disagree; needs review");
+        needs_review(
+            &fresh,
+            refund,
+            &format!("refund totals disagree: the PG {pg_refunded}, ours {ours} + {unknown_sum} unknown"),
+        );
         None
     };
     let Some(verdict) = verdict else { return Ok(refund.clone()) };
@@ -335,6 +337,22 @@ async fn resolve(deps: &Deps, payment: &PaymentRecord, refund: &RefundRecord) ->
         }
     }
     Ok(this)
+}
+
+/// A refund whose outcome nobody can settle automatically: the amount stays reserved and a person
+/// checks the PG's records (Payple: by OID and payment date, its trade number on the receipt).
+fn needs_review(payment: &PaymentRecord, refund: &RefundRecord, why: &str) {
+    tracing::error!(
+        alarm = "paycycle_needs_review",
+        refund_id = %refund.refund_id,
+        payment_id = %payment.payment_id,
+        pg = ?payment.pg,
+        pg_payment_id = %payment.pg_payment_id,
+        pay_date_kst = %payment.pay_date_kst,
+        amount = %refund.amount,
+        why,
+        "refund outcome unknown and cannot be settled from the PG's answer: stays reserved, needs review"
+    );
 }
 
 /// `cancel_subscription: true` is only for a full refund of the subscription's latest payment.

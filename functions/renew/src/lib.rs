@@ -181,7 +181,7 @@ impl Report {
             Outcome::NeedsReview => self.needs_review += 1,
             Outcome::Canceled => self.canceled += 1,
             Outcome::Paused => self.paused += 1,
-            Outcome::Crashed | Outcome::Error => self.errors += 1,
+            Outcome::Crashed | Outcome::Error | Outcome::NotSent => self.errors += 1,
         }
         if !matches!(o, Outcome::Skipped) {
             self.claimed += 1;

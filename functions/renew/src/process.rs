@@ -23,6 +23,8 @@ pub enum Outcome {
     Unknown,
     /// An unknown outcome was resolved (paid or not) by lookup.
     Resolved,
+    /// The charge never reached the PG: sent again on a later tick.
+    NotSent,
     NeedsReview,
     Canceled,
     Paused,
@@ -228,6 +230,9 @@ async fn settle(
             None,
             Outcome::Declined,
         ),
+        Err(PgError::Transient { reason }) if stored_status == "pending" => {
+            return not_sent(deps, collecting, claimed, attempt, &reason, now, owner).await;
+        }
         Err(PgError::Invalid(reason)) => (
             // Our request cannot succeed as it is (e.g. below the PG's minimum): stop, loudly.
             AttemptStatus::Declined { code: "invalid_request".into(), message: reason, hard: true },
@@ -369,6 +374,30 @@ async fn record_approved(
         "the PG approved a charge that could not be recorded: needs review"
     );
     Outcome::Error
+}
+
+/// The charge never left (connection refused, Payple's partner auth refused): no money can have
+/// moved, so it is neither a decline nor an unknown outcome. The pending attempt goes (its next
+/// try writes it afresh and sends it), and renew comes back after `recheck_after`.
+async fn not_sent(
+    deps: &Deps,
+    collecting: &SubscriptionRecord,
+    claimed: &SubscriptionRecord,
+    attempt: &Attempt,
+    reason: &str,
+    now: Timestamp,
+    owner: &str,
+) -> Outcome {
+    tracing::warn!(subscription_id = %claimed.id(), charge_id = %attempt.charge_id, reason, "charge not sent; retried later");
+    let t = match collecting.subscription.charge_not_sent(&attempt.charge_id, now, deps.settings.recheck_after) {
+        Ok(t) => t,
+        Err(e) => return log_err(claimed.id(), "transition failed", &e),
+    };
+    let next = claimed.next(t.subscription);
+    let mut tx = deps.store.tx();
+    tx.delete_attempt_if_pending(attempt);
+    tx.put_subscription_next(&next, Some(owner));
+    commit(deps, tx, &[], claimed.id(), Outcome::NotSent).await
 }
 
 fn payment_for(claimed: &SubscriptionRecord, attempt: &Attempt, charged: &Charged) -> PaymentRecord {

@@ -453,6 +453,22 @@ impl Subscription {
         next.done(vec![])
     }
 
+    /// `charge_id` never reached the PG (connection refused, partner auth refused): nothing can have
+    /// moved, so it is neither a decline nor an unknown outcome. Renew sends it again after
+    /// `retry_after`; no review window starts.
+    pub fn charge_not_sent(
+        &self,
+        charge_id: &ChargeId,
+        now: Timestamp,
+        retry_after: SignedDuration,
+    ) -> Result<Transition> {
+        self.require(&[SubscriptionState::Active, SubscriptionState::PastDue], "record an unsent charge for")?;
+        self.check_charge(charge_id)?;
+        let mut next = self.clone();
+        next.next_attempt_at = Some(now.saturating_add(retry_after).unwrap_or(now));
+        next.done(vec![])
+    }
+
     /// Whether an unknown outcome has stayed unresolved for longer than `window` at `now`.
     pub fn unknown_overdue(&self, now: Timestamp, window: SignedDuration) -> bool {
         self.collection.as_ref().and_then(|c| c.unknown_since).is_some_and(|since| now.duration_since(since) > window)

@@ -17,6 +17,7 @@ const BATCH: usize = 10;
 pub struct EventPublisher {
     client: Client,
     bus: String,
+    calls: Option<std::sync::Arc<crate::aws::calls::CallLog>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -34,7 +35,17 @@ pub enum PublishError {
 
 impl EventPublisher {
     pub fn new(sdk: &aws_config::SdkConfig, bus: impl Into<String>) -> Self {
-        Self { client: Client::new(sdk), bus: bus.into() }
+        let calls = crate::aws::calls::CallLog::from_env();
+        let mut config = aws_sdk_eventbridge::config::Builder::from(sdk);
+        if let Some(log) = &calls {
+            config = config.interceptor(log.interceptor());
+        }
+        Self { client: Client::from_conf(config.build()), bus: bus.into(), calls }
+    }
+
+    /// The calls this publisher made, when `PAYCYCLE_RECORD_AWS_CALLS` is set (the IAM test).
+    pub fn calls(&self) -> Option<&std::sync::Arc<crate::aws::calls::CallLog>> {
+        self.calls.as_ref()
     }
 
     /// Sends `events`; returns which were accepted. A call that fails as a whole accepts none.

@@ -2,10 +2,14 @@
 //! one module per PG, wire types in `transformers` mirroring the PG's documents exactly).
 //!
 //! This module owns one rule above all: **an outcome is only what the PG explicitly said**. A
-//! charge is approved only on the PG's success code with its payment id; a known decline code is a
-//! decline; everything else after the request may have reached the PG — timeouts, 5xx, unreadable
-//! bodies, codes we do not know — is [`PgError::Unknown`] or [`PgError::Unrecognized`], which the
-//! callers resolve by lookup or webhook and never retry blind. Clients never persist anything.
+//! charge is approved only on the PG's success code with its payment id. An explicit failure answer
+//! (Payple `PCD_PAY_RST=error`, StepPay `FAILED` or its error body refusing the request) says no
+//! money moved: it is a decline — soft unless the code is known to be hard — confirmed by the PG's
+//! lookup where it has one. Only ambiguity after the request may have reached the PG — timeouts,
+//! 5xx, unreadable bodies, a success we cannot read — is [`PgError::Unknown`] or
+//! [`PgError::Unrecognized`], which the callers resolve by lookup or webhook and never retry
+//! blind. A request that never left (connection refused, partner auth refused) is
+//! [`PgError::Transient`]. Clients never persist anything.
 
 pub mod payple;
 pub mod steppay;
@@ -121,6 +125,28 @@ pub struct RefundRequest {
 pub struct Refunded {
     pub pg_refund_id: Option<String>,
     pub amount: Krw,
+}
+
+/// What a PG's own record says about the refunds of one payment. Only a definite answer releases
+/// or settles a refund whose outcome is unknown.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefundLookup {
+    /// The PG's definite refunded total for the payment (zero: nothing was refunded).
+    Settled { refunded: Krw },
+    /// A refund is still being processed at the PG (StepPay `CANCEL_PROGRESS`): no answer yet.
+    InProgress,
+}
+
+/// Whether a PG can show what was refunded of a payment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefundLookupCapability {
+    /// StepPay: the receipt (`GET /api/payment/receipt/{idKey}`) carries the payment's cancel
+    /// status and canceled amount.
+    Receipt,
+    /// Payple: the result lookup (`PayChkAct`) has no refund fields (manual_card README
+    /// "결제결과 조회", PG-FACTS) and no other refund lookup is published. An unknown refund there
+    /// is never guessed: it stays reserved and goes to a person.
+    None,
 }
 
 /// What to look up.
@@ -244,6 +270,28 @@ impl Gateways {
         match mode {
             PgMode::Payple => self.payple.refund(req).await,
             PgMode::SteppaySelf | PgMode::SteppayManaged => self.steppay.refund(req).await,
+        }
+    }
+
+    /// Whether the PG of `mode` can show a payment's refunds.
+    pub fn refund_lookup_capability(&self, mode: crate::domain::customer::PgMode) -> RefundLookupCapability {
+        use crate::domain::customer::PgMode;
+        match mode {
+            PgMode::Payple => RefundLookupCapability::None,
+            PgMode::SteppaySelf | PgMode::SteppayManaged => RefundLookupCapability::Receipt,
+        }
+    }
+
+    /// What the PG of `mode` says was refunded of payment `pg_payment_id`; `Unsupported` where it
+    /// cannot show refunds (see [`Gateways::refund_lookup_capability`]).
+    pub async fn look_up_refunds(
+        &self,
+        mode: crate::domain::customer::PgMode,
+        pg_payment_id: &str,
+    ) -> Result<RefundLookup, PgError> {
+        match self.refund_lookup_capability(mode) {
+            RefundLookupCapability::Receipt => self.steppay.refund_state(pg_payment_id).await,
+            RefundLookupCapability::None => Err(PgError::Unsupported("this PG's lookup shows no refunds")),
         }
     }
 

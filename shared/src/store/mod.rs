@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem, Update};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -96,14 +96,21 @@ impl Table {
 pub struct Store {
     pub table: Table,
     pub counter: Arc<RequestCounter>,
+    /// The calls this store made, when `PAYCYCLE_RECORD_AWS_CALLS` is set (the IAM test).
+    pub calls: Option<Arc<crate::aws::calls::CallLog>>,
 }
 
 impl Store {
-    /// Builds the DynamoDB client with the request-counting interceptor.
+    /// Builds the DynamoDB client with the request-counting interceptor (and the call recorder
+    /// when recording is on).
     pub fn new(sdk: &aws_config::SdkConfig, table_name: impl Into<String>) -> Self {
         let counter = Arc::new(RequestCounter::default());
-        let config = aws_sdk_dynamodb::config::Builder::from(sdk).interceptor(counter.interceptor()).build();
-        Self { table: Table::from_client(Client::from_conf(config), table_name), counter }
+        let calls = crate::aws::calls::CallLog::from_env();
+        let mut config = aws_sdk_dynamodb::config::Builder::from(sdk).interceptor(counter.interceptor());
+        if let Some(log) = &calls {
+            config = config.interceptor(log.interceptor());
+        }
+        Self { table: Table::from_client(Client::from_conf(config.build()), table_name), counter, calls }
     }
 
     fn client(&self) -> &Client {
@@ -314,6 +321,22 @@ impl Tx {
             .build()
             .expect("table, key and condition are set");
         self.items.push(TransactWriteItem::builder().condition_check(check).build());
+        self.labels.push(Expect::Existing(format!("{pk}|{sk}")));
+        self
+    }
+
+    /// Deletes the item at (`pk`, `sk`) if `condition` holds.
+    pub fn delete_if(&mut self, pk: &str, sk: &str, condition: Condition) -> &mut Self {
+        let delete = Delete::builder()
+            .table_name(&self.table)
+            .key(keys::PK, s(pk))
+            .key(keys::SK, s(sk))
+            .condition_expression(condition.expression)
+            .set_expression_attribute_names(Some(condition.names).filter(|m| !m.is_empty()))
+            .set_expression_attribute_values(Some(condition.values).filter(|m| !m.is_empty()))
+            .build()
+            .expect("table, key and condition are set");
+        self.items.push(TransactWriteItem::builder().delete(delete).build());
         self.labels.push(Expect::Existing(format!("{pk}|{sk}")));
         self
     }

@@ -159,6 +159,13 @@ impl Tx {
         self.put_new(attempt_item(a))
     }
 
+    /// Removes a `pending` attempt that never reached the PG, so the next try writes it afresh
+    /// and sends it (a pending attempt found later would have to be looked up first).
+    pub fn delete_attempt_if_pending(&mut self, a: &Attempt) -> &mut Self {
+        let c = Condition::new("#status = :pending").name("#status", "status").value(":pending", s("pending"));
+        self.delete_if(&subscription_pk(a.charge_id.subscription()), &attempt_sk(&a.charge_id), c)
+    }
+
     /// Replaces an attempt whose stored status is `expected` (`pending` or `unknown`) and whose
     /// PG payment hint is the one `a` carries: a hint verify added meanwhile makes this a
     /// `Conflict`, and renew's next look reads it instead of overwriting it.

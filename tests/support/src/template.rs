@@ -51,6 +51,74 @@ pub struct Route {
     pub function: String,
 }
 
+/// Where an IAM statement's resource points, read from the template's intrinsics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyResource {
+    /// `!GetAtt <table>.Arn`, or `!Sub "${<table>.Arn}/index/<name>"` (`index` may be `*`).
+    Table { logical_id: String, index: Option<String> },
+    /// `!GetAtt <bus>.Arn`.
+    Bus(String),
+    /// `!Ref <secret>`.
+    Secret(String),
+    /// Anything else, as written (a literal ARN, `*`).
+    Other(String),
+}
+
+/// One `Effect: Allow` statement of a function's inline policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyStatement {
+    /// `service:Action`, possibly with `*`.
+    pub actions: Vec<String>,
+    pub resources: Vec<PolicyResource>,
+}
+
+impl PolicyStatement {
+    /// Whether `action` is one of this statement's actions (`*` wildcards allowed).
+    pub fn allows_action(&self, action: &str) -> bool {
+        self.actions.iter().any(|a| wildcard_match(&a.to_ascii_lowercase(), &action.to_ascii_lowercase()))
+    }
+}
+
+/// IAM's `*` matching (any run of characters).
+pub fn wildcard_match(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((head, rest)) => {
+            text.starts_with(head)
+                && (0..=text.len() - head.len()).any(|i| wildcard_match(rest, &text[head.len() + i..]))
+        }
+    }
+}
+
+fn policy_resource(v: &Value) -> PolicyResource {
+    let Value::Tagged(t) = v else {
+        return PolicyResource::Other(v.as_str().unwrap_or_default().to_string());
+    };
+    let tag = t.tag.to_string();
+    let text = t.value.as_str().unwrap_or_default();
+    match tag.trim_start_matches('!') {
+        "GetAtt" => match text.strip_suffix(".Arn") {
+            Some(id) if id.ends_with("Table") => PolicyResource::Table { logical_id: id.into(), index: None },
+            Some(id) if id.ends_with("Bus") => PolicyResource::Bus(id.into()),
+            _ => PolicyResource::Other(format!("{tag} {text}")),
+        },
+        "Ref" => PolicyResource::Secret(text.into()),
+        "Sub" => match text.strip_prefix("${").and_then(|t| t.split_once(".Arn}/index/")) {
+            Some((id, index)) => PolicyResource::Table { logical_id: id.into(), index: Some(index.into()) },
+            None => PolicyResource::Other(format!("{tag} {text}")),
+        },
+        _ => PolicyResource::Other(format!("{tag} {text}")),
+    }
+}
+
+fn one_or_many(v: Option<&Value>) -> Vec<&Value> {
+    match v {
+        Some(Value::Sequence(seq)) => seq.iter().collect(),
+        Some(other) => vec![other],
+        None => vec![],
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionDef {
     pub logical_id: String,
@@ -214,6 +282,39 @@ impl Template {
                 .and_then(|m| str_at(m, "Binary"))
                 .ok_or_else(|| err(format!("{logical_id}: Metadata.BuildProperties.Binary missing")))?;
             out.push(FunctionDef { logical_id, binary });
+        }
+        Ok(out)
+    }
+
+    /// The `Effect: Allow` statements of the inline policies (`Properties.Policies`) of the
+    /// function `logical_id`. A SAM policy template or managed policy name is an error: the IAM
+    /// test reads only what it can check.
+    pub fn function_policy(&self, logical_id: &str) -> Result<Vec<PolicyStatement>, KitError> {
+        let resource = self.resource(logical_id)?;
+        let props = get(resource, "Properties").and_then(Value::as_mapping).cloned().unwrap_or_default();
+        let mut out = Vec::new();
+        for doc in one_or_many(get(&props, "Policies")) {
+            let doc = doc
+                .as_mapping()
+                .and_then(|d| get(d, "Statement"))
+                .ok_or_else(|| err(format!("{logical_id}: a policy that is not an inline document")))?;
+            for statement in one_or_many(Some(doc)) {
+                let st = statement.as_mapping().ok_or_else(|| err(format!("{logical_id}: statement")))?;
+                if str_at(st, "Effect").as_deref() != Some("Allow") {
+                    continue;
+                }
+                out.push(PolicyStatement {
+                    actions: one_or_many(get(st, "Action"))
+                        .iter()
+                        .filter_map(|a| a.as_str().map(str::to_string))
+                        .collect(),
+                    // Read with its tag: the intrinsic (`!GetAtt`, `!Sub`, `!Ref`) says what it is.
+                    resources: one_or_many(st.get(Value::String("Resource".into())))
+                        .into_iter()
+                        .map(policy_resource)
+                        .collect(),
+                });
+            }
         }
         Ok(out)
     }

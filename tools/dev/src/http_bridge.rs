@@ -85,6 +85,22 @@ impl Functions {
         )
     }
 
+    /// Every AWS call the function with logical id `function` made since it started, as IAM
+    /// authorizes them; empty unless `PAYCYCLE_RECORD_AWS_CALLS` was set before the stack started.
+    pub fn aws_calls(&self, function: &str) -> std::collections::BTreeSet<paycycle::aws::calls::AwsCall> {
+        let (store, publisher) = match function {
+            "WebhookIngestFunction" => (&self.webhook_ingest.store, None),
+            "VerifyFunction" => (&self.verify.store, Some(&self.verify.publisher)),
+            "RenewFunction" => (&self.renew.store, Some(&self.renew.publisher)),
+            "RefundFunction" => (&self.refund.store, Some(&self.refund.publisher)),
+            "CheckoutFunction" => (&self.checkout.store, None),
+            "SubscriptionsFunction" => (&self.subscriptions.store, Some(&self.subscriptions.publisher)),
+            _ => return Default::default(),
+        };
+        let logs = store.calls.iter().chain(publisher.and_then(|p| p.calls()));
+        logs.flat_map(|log| log.calls()).collect()
+    }
+
     /// webhook-ingest's dependencies (benchmarks call its handler directly).
     pub fn webhook_ingest_deps(&self) -> &webhook_ingest::Deps {
         &self.webhook_ingest

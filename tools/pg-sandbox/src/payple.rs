@@ -114,8 +114,15 @@ pub async fn auth(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Respons
             .into_response();
     }
     let fault = shared.state.lock().expect("state").take_fault(Operation::Auth, None);
-    if let Some(Fault::ServerError) = fault {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "sandbox fault: 500").into_response();
+    match fault {
+        Some(Fault::ServerError) => return (StatusCode::INTERNAL_SERVER_ERROR, "sandbox fault: 500").into_response(),
+        // Partner auth refused with a code no document lists (e.g. maintenance): seed 003 3-2's
+        // answer shape, `result` not success, the code inside `result_msg`.
+        Some(Fault::DeclineWithCode { code }) => {
+            return Json(json!({"result": "error", "result_msg": format!("[{code}] 인증 실패 (sandbox code)")}))
+                .into_response();
+        }
+        _ => {}
     }
     let flag = |k: &str| get(&f, k).as_deref() == Some("Y");
     let purpose = if flag("PCD_PAYCANCEL_FLAG") {
@@ -298,6 +305,9 @@ pub async fn repay(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Respon
             let (code, msg) = decline(hard);
             return fail(code, msg, &oid_echo);
         }
+        if let Some(Fault::DeclineWithCode { code }) = &fault {
+            return fail(code, "카드사 승인 거절 (sandbox: an issuer code no client lists)", &oid_echo);
+        }
         let charge = new_charge(&shared, now, oid, amount, &payer, &f);
         state.charges.push(charge.clone());
         (payment_fields(&charge, &payer, &f, "SPCD0000", "결제완료"), fault)
@@ -339,9 +349,10 @@ pub async fn lookup(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Respo
                 email: None,
                 deleted: false,
             });
-            let mut out = payment_fields(c, &payer, &f, "PCHK0000", "조회 성공");
-            out.insert("PCD_PAY_STATUS".into(), c.status.clone().into());
-            out.insert("PCD_REFUND_TOTAL".into(), c.refunded.to_string().into());
+            // Payple's manual (PAYPLECORP/manual_card README, "결제결과 조회") lists the lookup's
+            // answer fields: the payment's, and no refund or status field. A refunded payment
+            // looks exactly like a paid one here.
+            let out = payment_fields(c, &payer, &f, "PCHK0000", "조회 성공");
             Json(Value::Object(out)).into_response()
         }
         _ => fail("PCHK0001", "조회된 결제내역이 없습니다 (sandbox code)", &[("PCD_PAY_OID", oid.into())]),

@@ -222,6 +222,16 @@ pub enum Fault {
     Decline {
         hard: bool,
     },
+    /// An explicit failure answer carrying an issuer `code` the partner was never told about: card
+    /// issuers' decline codes are not published (PG-FACTS), so a real PG answers with codes no
+    /// client lists. Payple answers `PCD_PAY_RST=error` with it as `PCD_PAY_CODE`; StepPay a 400
+    /// error body with it as `errorCode`. Nothing is charged.
+    DeclineWithCode {
+        code: String,
+    },
+    /// A receipt lookup (StepPay) taken while a refund is still being processed: the payment
+    /// shows `CANCEL_PROGRESS` (a status StepPay's cancel answer documents) and no canceled amount yet.
+    CancelInProgress,
     /// The charge is recorded, then the answer is held back past any sane client timeout.
     TimeoutAfterCharge,
     /// 5xx before doing anything.

@@ -174,6 +174,10 @@ pub async fn billing(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Resp
         if let Some(Fault::Decline { hard }) = fault {
             return decline_response(hard);
         }
+        if let Some(Fault::DeclineWithCode { code }) = &fault {
+            // StepPay's documented error shape `{traceId, errorCode, errorMessage, details}` on 400.
+            return error(StatusCode::BAD_REQUEST, code, "카드사 승인 거절 (sandbox: an issuer code no client lists)");
+        }
         if let Some(poid) = &partner_order_id {
             if let Some(existing) =
                 state.charges.iter().find(|c| c.pg == Pg::Steppay && c.partner_order_id.as_deref() == Some(poid))
@@ -289,12 +293,18 @@ pub async fn receipt(State(shared): Sh, headers: HeaderMap, Path(id_key): Path<S
     if let Err(r) = authorized(&shared, &headers, "Secret-Token") {
         return r;
     }
-    if let Err(r) = pre_fault(&shared, Operation::Lookup, None).await {
-        return r;
-    }
+    let fault = match pre_fault(&shared, Operation::Lookup, None).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     let state = shared.state.lock().expect("state");
     if let Some(c) = state.charge(Pg::Steppay, &id_key) {
-        return Json(payment_json(c)).into_response();
+        let mut v = payment_json(c);
+        if fault == Some(Fault::CancelInProgress) {
+            v["paymentStatus"] = "CANCEL_PROGRESS".into();
+            v["canceledAmount"] = Value::Null;
+        }
+        return Json(v).into_response();
     }
     if let Some(o) = state.orders.iter().find(|o| o.id_key == id_key) {
         let status = if o.failed.is_some() { "FAILED" } else { "STANDBY" };

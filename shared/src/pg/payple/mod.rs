@@ -10,7 +10,7 @@ use url::Url;
 
 use self::transformers::{
     AuthRequest, AuthResponse, CallAuth, ConfirmRequest, LookupRequest, PaypleResult, RefundRequestBody, RepayRequest,
-    ResultStatus, UserDeleteRequest, UserInfoRequest, classify_auth, classify_error,
+    ResultStatus, UserDeleteRequest, UserInfoRequest, classify_auth, classify_error, classify_query_error,
 };
 use super::{
     ChargeRequest, Charged, FirstPayment, FirstPaymentEvidence, Lookup, Payer, PaymentGateway, PaymentState, PgError,
@@ -225,6 +225,8 @@ impl PaypleClient {
         let grant =
             self.auth(AuthRequest { pay_type: Some("card"), simple_flag: Some("Y"), ..Default::default() }).await?;
         let oid = req.charge_id.to_string();
+        // The lookup that confirms a failure needs the KST date the request was sent.
+        let sent_on = crate::calendar::kst_yyyymmdd(Timestamp::now());
         let body = RepayRequest {
             auth: grant.call_auth(),
             pay_type: "card",
@@ -243,7 +245,9 @@ impl PaypleClient {
         match r.status().map_err(|e| PgError::Unknown { reason: e.to_string() })? {
             ResultStatus::Success if r.code() == "SPCD0000" => {}
             ResultStatus::Success => return Err(PgError::Unrecognized { code: r.code().into(), message: r.message() }),
-            ResultStatus::Error | ResultStatus::Close => return Err(classify_error(&r)),
+            ResultStatus::Error | ResultStatus::Close => {
+                return Err(self.confirm_failure(classify_error(&r), &oid, &sent_on).await);
+            }
         }
         if r.oid.as_deref() != Some(oid.as_str()) {
             return Err(PgError::Unrecognized {
@@ -265,6 +269,21 @@ impl PaypleClient {
         })
     }
 
+    /// A payment's failure answer (`PCD_PAY_RST=error`) says no money moved; Payple's own record
+    /// confirms it (manual_card README "결제결과 조회": the lookup exists for answers that went
+    /// astray). A decline stands only if the lookup finds no payment under the OID; if it shows one,
+    /// or cannot answer, the outcome is unknown and renew resolves it by lookup later.
+    async fn confirm_failure(&self, failure: PgError, oid: &str, pay_date: &str) -> PgError {
+        let PgError::Declined { code, .. } = &failure else { return failure };
+        match self.lookup_oid(oid, pay_date).await {
+            Err(PgError::NotFound) | Ok(PaymentState::Failed { .. }) => failure,
+            Ok(state) => {
+                PgError::Unknown { reason: format!("declined ({code}) but Payple's record of {oid}: {state:?}") }
+            }
+            Err(e) => PgError::Unknown { reason: format!("declined ({code}), not confirmed by lookup: {e}") },
+        }
+    }
+
     /// Result lookup by OID and the KST date the payment was requested.
     pub async fn lookup_oid(&self, oid: &str, pay_date: &str) -> Result<PaymentState, PgError> {
         self.lookup_detail(oid, pay_date).await.map(|(state, _)| state)
@@ -279,21 +298,19 @@ impl PaypleClient {
         match r.status()? {
             ResultStatus::Success => {
                 let amount = krw(r.total.as_deref(), "PCD_PAY_TOTAL")?;
-                let refunded =
-                    r.refund_total.as_deref().map(Krw::parse_decimal).transpose().ok().flatten().unwrap_or(Krw::ZERO);
                 let payer_id = r.payer_id.clone().filter(|p| !p.is_empty());
-                if !refunded.is_zero() && refunded == amount {
-                    return Ok((PaymentState::Refunded { pg_payment_id: oid.to_string(), amount }, payer_id));
-                }
+                // The answer has no refund fields (manual_card "결제결과 조회", PG-FACTS): a refunded
+                // payment looks paid here, so `refunded` is never read from it — refunds are not
+                // looked up at Payple at all (`Gateways::refund_lookup`).
                 let state = PaymentState::Paid {
                     pg_payment_id: oid.to_string(),
                     amount,
-                    refunded,
+                    refunded: Krw::ZERO,
                     paid_at: pay_time(r.time.as_deref()),
                 };
                 Ok((state, payer_id))
             }
-            _ => Err(classify_error(&r)),
+            _ => Err(classify_query_error(&r)),
         }
     }
 
@@ -331,7 +348,7 @@ impl PaypleClient {
         let r = self.call(grant.return_url.clone(), &body, false).await?;
         match r.status()? {
             ResultStatus::Success => Ok(()),
-            _ => Err(classify_error(&r)),
+            _ => Err(classify_query_error(&r)),
         }
     }
 
@@ -496,11 +513,15 @@ impl PaypleClient {
             reqkey: r.reqkey.as_deref().unwrap_or_default(),
             payer_id,
         };
+        let sent_on = crate::calendar::kst_yyyymmdd(Timestamp::now());
         let c = self.call(cofurl, &body, true).await?;
         match c.status().map_err(|e| PgError::Unknown { reason: e.to_string() })? {
             ResultStatus::Success if c.code() == "PCCF0000" => {}
             ResultStatus::Success => return Err(PgError::Unrecognized { code: c.code().into(), message: c.message() }),
-            _ => return Err(classify_error(&c)),
+            _ => {
+                let oid = c.oid.clone().or(r.oid.clone()).unwrap_or_default();
+                return Err(self.confirm_failure(classify_error(&c), &oid, &sent_on).await);
+            }
         }
         let total = krw(c.total.as_deref(), "PCD_PAY_TOTAL")?;
         if total != expected {

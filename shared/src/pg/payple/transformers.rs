@@ -9,7 +9,7 @@
 //! | `PCCF0000` | CERT confirm approved | approved | seed 003 |
 //! | `PAYC0000` | refund done (환불성공) | refunded | Payple docs |
 //! | `SPCD0014` | 이미 처리된 거래입니다 (OID used) | `AlreadyProcessed` → lookup | Payple docs |
-//! | `SPCD0001` | below the 100원 card minimum | `Invalid` | unconfirmed (sandbox) |
+//! | `SPCD0001` | the billing key does not exist | `Declined { hard: true }` | reported on Payple's developer site (PG-FACTS), unconfirmed |
 //! | `SPCD0002` | unknown / deleted `PCD_PAYER_ID` | `Declined { hard: true }` | unconfirmed (sandbox) |
 //! | `SPCD0003` | insufficient funds / limit | `Declined { hard: false }` | unconfirmed (sandbox) |
 //! | `SPCD0005` | lost / suspended card | `Declined { hard: true }` | unconfirmed (sandbox) |
@@ -21,7 +21,17 @@
 //! | `PCHK0001` | lookup found nothing | `NotFound` | unconfirmed (sandbox) |
 //! | `AUTH0004`, `AUTH0007` | Referer missing / not the window's domain | `Config` | seed 003 |
 //! | `AUTH0003`, `AUTH0008`–`AUTH0010` | partner credentials / token refused | `Config` | unconfirmed (sandbox) |
-//! | anything else | — | `Unrecognized` | — |
+//! | any other code with `PCD_PAY_RST=error` | an explicit failure: no money moved | `Declined { hard: false }` | manual_card (below) |
+//! | anything else (`success` with a code we do not know, no `PCD_PAY_RST`) | — | `Unrecognized` | — |
+//!
+//! Why an unknown code with `PCD_PAY_RST=error` is a soft decline, not an unknown outcome: Payple's
+//! card manual (`PAYPLECORP/manual_card` README.md, "이후결제 - 정기결제" and "승인취소") documents
+//! `PCD_PAY_RST` as `success, error` — the request's result — and publishes no table of failure
+//! codes; card issuers' decline codes are not published at all (PG-FACTS). So an `error` answer is
+//! Payple saying the payment (or refund) was not made, whatever the code. The re-pay client still
+//! confirms a charge's failure with the result lookup (manual_card "결제결과 조회") before it reports
+//! a decline. Only a known hard code stops dunning; only ambiguity (timeout, 5xx, an unreadable
+//! body, a `success` we cannot read) is an unknown outcome.
 
 use serde::{Deserialize, Serialize};
 
@@ -270,31 +280,48 @@ impl PaypleResult {
     }
 }
 
-/// Maps an error result of a call.
+/// Maps the answer to a call that moves money (re-pay, CERT confirm, refund) when it is not the
+/// success the caller wanted. `PCD_PAY_RST=error` is Payple's explicit failure answer (module docs):
+/// a known code keeps its class, any other code is a soft decline.
 pub fn classify_error(r: &PaypleResult) -> PgError {
     let code = r.code().to_string();
     let message = r.message();
     let declined = |hard| PgError::Declined { hard, code: code.clone(), message: message.clone() };
     match code.as_str() {
         "SPCD0014" => PgError::AlreadyProcessed { pg_payment_id: r.oid.clone() },
-        "SPCD0001" => PgError::Invalid(format!("{code}: {message}")),
         "SPCD0003" | "PAYC0009" => declined(false),
-        "SPCD0002" | "SPCD0005" | "PAYC0005" | "PAYC0006" => declined(true),
+        "SPCD0001" | "SPCD0002" | "SPCD0005" | "PAYC0005" | "PAYC0006" => declined(true),
         "PAYC0001" | "PCHK0001" => PgError::NotFound,
         "PAYC0002" | "AUTH0003" | "AUTH0004" | "AUTH0007" | "AUTH0008" | "AUTH0009" | "AUTH0010" => {
             PgError::Config { code, message }
         }
+        _ if r.rst.as_deref() == Some("error") => declined(false),
         _ => PgError::Unrecognized { code, message },
     }
 }
 
-/// Maps a failed partner auth (`result` ≠ success): the code is inside `result_msg`.
+/// Maps the error answer of a call that moves no money (result lookup, `PUSERDEL`): credentials
+/// problems are `Config`; any other explicit `error` answer to a result lookup means Payple has no
+/// successful payment under that OID and date (manual_card "결제결과 조회": `PCD_PAY_RST` is
+/// `success / error`, `PCD_PAY_MSG` "… / 실패"), so it is `NotFound`; anything else is `Unrecognized`.
+pub fn classify_query_error(r: &PaypleResult) -> PgError {
+    match classify_error(r) {
+        e @ PgError::Config { .. } => e,
+        PgError::NotFound => PgError::NotFound,
+        _ if r.rst.as_deref() == Some("error") => PgError::NotFound,
+        _ => PgError::Unrecognized { code: r.code().to_string(), message: r.message() },
+    }
+}
+
+/// Maps a failed partner auth (`result` ≠ success): the code is inside `result_msg`. The auth
+/// step moves no money and nothing else was sent yet, so an auth failure is never an unknown
+/// outcome: bad credentials or Referer are `Config`, anything else `Transient` (safe to retry).
 pub fn classify_auth(r: &AuthResponse) -> PgError {
     let msg = r.result_msg.clone().unwrap_or_default();
     let code = ["AUTH0003", "AUTH0004", "AUTH0007"].into_iter().find(|c| msg.contains(c));
     match code {
         Some(code) => PgError::Config { code: code.into(), message: msg },
-        None => PgError::Unrecognized { code: "auth".into(), message: msg },
+        None => PgError::Transient { reason: format!("Payple auth refused, nothing sent: {msg}") },
     }
 }
 
@@ -348,7 +375,35 @@ mod tests {
         assert!(matches!(classify_error(&r("SPCD0005")), PgError::Declined { hard: true, .. }));
         assert!(matches!(classify_error(&r("SPCD0002")), PgError::Declined { hard: true, .. }));
         assert!(matches!(classify_error(&r("AUTH0007")), PgError::Config { .. }));
-        assert!(matches!(classify_error(&r("ZZZZ9999")), PgError::Unrecognized { .. }));
-        assert!(classify_error(&r("ZZZZ9999")).outcome_unknown(), "an unknown code is never taken as a decline");
+        assert!(matches!(classify_error(&r("SPCD0001")), PgError::Declined { hard: true, .. }));
+    }
+
+    #[test]
+    fn an_explicit_error_with_an_unknown_code_is_a_soft_decline_not_an_unknown_outcome() {
+        let r = |rst: &str, code: &str| PaypleResult {
+            rst: Some(rst.into()),
+            code: Some(code.into()),
+            oid: Some("o".into()),
+            ..Default::default()
+        };
+        let e = classify_error(&r("error", "CARD9134"));
+        assert!(matches!(e, PgError::Declined { hard: false, .. }), "{e:?}");
+        assert!(!e.outcome_unknown());
+        // A `success` we cannot read is still ambiguous.
+        assert!(classify_error(&r("success", "ZZZZ9999")).outcome_unknown());
+        // A lookup's explicit error is Payple's word that no such payment was made.
+        assert_eq!(classify_query_error(&r("error", "PCHK9999")), PgError::NotFound);
+        assert!(matches!(classify_query_error(&r("error", "AUTH0009")), PgError::Config { .. }));
+        let auth = AuthResponse {
+            result: "error".into(),
+            result_msg: Some("[AUTH0099] 점검중".into()),
+            cst_id: None,
+            cust_key: None,
+            auth_key: None,
+            pay_host: None,
+            pay_url: None,
+            return_url: None,
+        };
+        assert!(matches!(classify_auth(&auth), PgError::Transient { .. }), "nothing was sent");
     }
 }

@@ -15,7 +15,7 @@ use self::transformers::{
 };
 use super::{
     ChargeRequest, Charged, FirstPayment, FirstPaymentEvidence, Lookup, PaymentGateway, PaymentState, PgError,
-    RefundRequest, Refunded, transport_error,
+    RefundLookup, RefundRequest, Refunded, transport_error,
 };
 use crate::money::Krw;
 use crate::secret::Secret;
@@ -214,6 +214,32 @@ impl SteppayClient {
             }
             other => PaymentState::Failed { code: format!("{other:?}"), message: "no paymentDate".into() },
         })
+    }
+
+    /// What the receipt says was refunded: definite only for a paid payment whose status says where
+    /// its cancels stand. `CANCEL_PROGRESS` is no answer yet (step-api-spec `service/payment.json`
+    /// lists it among the cancel answer's statuses); a canceled status without a readable amount is
+    /// not guessed (receipt amounts are unconfirmed, PG-FACTS).
+    pub async fn refund_state(&self, id_key: &str) -> Result<RefundLookup, PgError> {
+        let p = self.receipt(id_key).await?;
+        let status = PaymentStatus::parse(p.payment_status.as_deref().unwrap_or("STANDBY"))?;
+        let canceled = p.canceled_amount.as_deref().map(|a| amount(Some(a), "canceledAmount")).transpose()?;
+        let unreadable = |why: &str| PgError::Unrecognized { code: format!("{status:?}"), message: why.into() };
+        if p.payment_date.is_none() {
+            return Err(unreadable("receipt of an unpaid payment"));
+        }
+        let refunded = match status {
+            // Paid and not canceled, or a cancel StepPay reports as failed: the payment stands.
+            PaymentStatus::Complete | PaymentStatus::CanceledFail => canceled.unwrap_or(Krw::ZERO),
+            PaymentStatus::PartialCanceled => canceled.ok_or_else(|| unreadable("no canceledAmount"))?,
+            PaymentStatus::Canceled => match canceled {
+                Some(c) => c,
+                None => amount(p.amount.as_deref(), "amount")?,
+            },
+            PaymentStatus::CancelProgress => return Ok(RefundLookup::InProgress),
+            _ => return Err(unreadable("no refund state in this status")),
+        };
+        Ok(RefundLookup::Settled { refunded })
     }
 
     /// `POST /api/v1/customers` (managed mode needs the customer first).

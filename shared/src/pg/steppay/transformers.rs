@@ -14,7 +14,15 @@
 //! | `INVALID_REQUEST`, `CUSTOMER_NOT_FOUND`, `PRICE_NOT_FOUND` | `Invalid` | unconfirmed (sandbox) |
 //! | HTTP 401/403 | `Config` | StepPay auth guide |
 //! | HTTP 5xx, unreadable body after sending | `Unknown` (money) / `Transient` (reads) | — |
+//! | any other `errorCode` in a 400/402/422 answer to a charge or refund | `Declined { hard: false }` | below |
 //! | anything else | `Unrecognized` | — |
+//!
+//! StepPay publishes no error codes (its error page is empty, PG-FACTS): an answer to a charge or a
+//! refund with StepPay's documented error body `{traceId, errorCode, errorMessage, details}` and a
+//! request-refused status (400, 402, 422) is StepPay's explicit failure answer — the request was
+//! refused and no money moved — whatever the code: a soft decline, never an unknown outcome. So is a
+//! payment in status `FAILED` (step-api-spec `service/payment.json` payment statuses). Only
+//! ambiguity — 5xx, an unreadable body, a timeout — is unknown.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -333,6 +341,9 @@ pub fn classify(status: u16, body: &str, moves_money: bool) -> PgError {
         "INVALID_REQUEST" | "CUSTOMER_NOT_FOUND" | "PRICE_NOT_FOUND" => {
             PgError::Invalid(format!("{}: {message}", b.error_code))
         }
+        other if moves_money && matches!(status, 400 | 402 | 422) => {
+            PgError::Declined { hard: false, code: other.to_string(), message }
+        }
         other => PgError::Unrecognized { code: other.to_string(), message },
     }
 }
@@ -397,7 +408,12 @@ mod tests {
         let err = |code: &str| format!(r#"{{"traceId":"t","errorCode":"{code}","errorMessage":"m","details":null}}"#);
         assert!(matches!(classify(400, &err("PAYMENT_DECLINED"), true), PgError::Declined { hard: false, .. }));
         assert!(matches!(classify(400, &err("BILLING_KEY_INVALID"), true), PgError::Declined { hard: true, .. }));
-        assert!(matches!(classify(400, &err("SOMETHING_NEW"), true), PgError::Unrecognized { .. }));
+        assert!(
+            matches!(classify(400, &err("SOMETHING_NEW"), true), PgError::Declined { hard: false, .. }),
+            "an explicit refusal of a charge with a code nobody publishes is a soft decline"
+        );
+        assert!(matches!(classify(400, &err("SOMETHING_NEW"), false), PgError::Unrecognized { .. }));
+        assert!(matches!(classify(409, &err("SOMETHING_NEW"), true), PgError::Unrecognized { .. }));
         assert!(matches!(classify(401, "", true), PgError::Config { .. }));
         assert!(matches!(classify(502, "<html>", true), PgError::Unknown { .. }));
         assert!(matches!(classify(502, "<html>", false), PgError::Transient { .. }));

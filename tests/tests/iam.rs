@@ -1,0 +1,81 @@
+//! Issue 20 item 12: moto enforces no IAM, so a function can work in every test and fail in AWS
+//! (the refund role could not query the `lookup` index). Here every function runs a representative
+//! journey on the local stack — checkout, verify (browser result and webhooks through the stream),
+//! webhook-ingest, renew, refund (including `cancel_subscription`), subscriptions — with an SDK
+//! interceptor recording each DynamoDB / EventBridge / Secrets Manager call as IAM authorizes it
+//! (action + table / index / bus / secret), and each call is checked against that function's
+//! policy in `template.yaml`.
+
+use std::collections::BTreeMap;
+
+use paycycle::aws::calls::{AwsCall, AwsResource, ENV};
+use paycycle_dev::http_bridge::BINARIES;
+use paycycle_dev::{LocalStack, Options, journey};
+use paycycle_testkit::Template;
+use paycycle_testkit::template::{PolicyResource, PolicyStatement, wildcard_match};
+use serde_json::json;
+
+/// Whether `statement` allows `call`, given the names the stack provisioned for the template's
+/// table and buses.
+fn allows(statement: &PolicyStatement, call: &AwsCall, table: (&str, &str), buses: &BTreeMap<String, String>) -> bool {
+    if !statement.allows_action(&call.action) {
+        return false;
+    }
+    statement.resources.iter().any(|r| match (r, &call.resource) {
+        (PolicyResource::Other(any), _) => any == "*",
+        (PolicyResource::Table { logical_id, index: None }, AwsResource::Table(name)) => {
+            logical_id == table.0 && name == table.1
+        }
+        (PolicyResource::Table { logical_id, index: Some(pattern) }, AwsResource::Index { table: name, index }) => {
+            logical_id == table.0 && name == table.1 && wildcard_match(pattern, index)
+        }
+        (PolicyResource::Bus(logical_id), AwsResource::Bus(name)) => buses.get(logical_id) == Some(name),
+        // The local stack reads no secret; a recorded one names the template's secret by its ARN.
+        (PolicyResource::Secret(logical_id), AwsResource::Secret(id)) => id.contains(logical_id.as_str()),
+        _ => false,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_aws_call_each_function_makes_is_allowed_by_its_policy_in_the_template() {
+    // SAFETY: set before the stack (and any other thread of this test process) starts; nextest
+    // runs each test in its own process.
+    unsafe { std::env::set_var(ENV, "1") };
+    let stack = LocalStack::start(Options { api_port: 0, ..Options::default() }).await.unwrap();
+    let mut sink = |_: String| {};
+    let report = journey::run(&stack, None, &mut sink).await.unwrap();
+
+    // A full refund that cancels the subscription (the journey refunds only partly): its latest
+    // payment, on the StepPay self customer.
+    let store = stack.store().await;
+    let sub = report.subscriptions.iter().find(|s| s.pg == paycycle::domain::customer::PgMode::SteppaySelf).unwrap();
+    let id = paycycle::domain::attempt::SubscriptionId::parse(&sub.subscription_id).unwrap();
+    let latest = store.payments_of_subscription(&id).await.unwrap().into_iter().max_by_key(|p| p.paid_at).unwrap();
+    let key = stack.create_api_key("iam", "default").await.unwrap();
+    let api = paycycle_e2e::Partner::new(stack.api_url(), key);
+    let (status, body) = api
+        .post(
+            &format!("/payments/{}/refunds", latest.payment_id),
+            &json!({"reason": "cancel", "cancel_subscription": true}),
+            Some("iam-cancel"),
+        )
+        .await;
+    assert!(status < 500, "{status} {body}");
+
+    let template = Template::load().unwrap();
+    let table_id = template.table().unwrap().logical_id;
+    let table = (table_id.as_str(), stack.provisioned.table.as_str());
+    let buses = stack.provisioned.buses.clone();
+    let mut denied = Vec::new();
+    for (function, _) in BINARIES {
+        let calls = stack.functions.aws_calls(function);
+        assert!(!calls.is_empty(), "{function} made no recorded call: is the recorder on?");
+        let policy = template.function_policy(function).unwrap();
+        for call in calls {
+            if !policy.iter().any(|s| allows(s, &call, table, &buses)) {
+                denied.push(format!("{function}: {} on {:?}", call.action, call.resource));
+            }
+        }
+    }
+    assert!(denied.is_empty(), "calls the template's IAM policies do not allow:\n{}", denied.join("\n"));
+}
