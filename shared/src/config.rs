@@ -212,10 +212,24 @@ impl Secrets {
 
     /// Loads from wherever `source` says.
     pub async fn load(source: &SecretsSource, sdk: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
+        Self::load_recorded(source, sdk, None).await
+    }
+
+    /// [`Secrets::load`], with the Secrets Manager call recorded in `log` (the IAM test checks
+    /// it against each function's policy).
+    pub async fn load_recorded(
+        source: &SecretsSource,
+        sdk: &aws_config::SdkConfig,
+        log: Option<&std::sync::Arc<crate::aws::calls::CallLog>>,
+    ) -> Result<Self, ConfigError> {
         match source {
             SecretsSource::Environment => Self::from_lookup(|name| std::env::var(name).ok()),
             SecretsSource::SecretsManager(id) => {
-                let client = aws_sdk_secretsmanager::Client::new(sdk);
+                let mut config = aws_sdk_secretsmanager::config::Builder::from(sdk);
+                if let Some(log) = log {
+                    config = config.interceptor(log.interceptor());
+                }
+                let client = aws_sdk_secretsmanager::Client::from_conf(config.build());
                 let out = client.get_secret_value().secret_id(id).send().await.map_err(|e| ConfigError::Secret {
                     source_name: id.clone(),
                     reason: format!("GetSecretValue failed: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(e)),

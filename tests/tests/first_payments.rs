@@ -767,3 +767,41 @@ async fn return_url_must_be_https_unless_the_host_is_loopback() {
         assert_eq!(status, 201, "{url}: {v}");
     }
 }
+
+/// A forgery posted before the payment, with the key the genuine result will have (same OID,
+/// result and code), is rejected — and must not shadow the genuine webhook: the genuine delivery
+/// replaces the rejected event and the sweep completes the checkout, with no partner verify.
+#[tokio::test]
+async fn a_rejected_forgery_never_shadows_the_genuine_webhook_with_the_same_key() {
+    let e = env().await;
+    let http = reqwest::Client::new();
+    let hook = format!("{}/webhooks/payple", e.stack.api_url());
+    let c = e.partner.checkout(&payple_checkout("PAY", 9_900)).await;
+    let id = c["id"].as_str().unwrap();
+    let before = e.deliveries().await;
+    // The genuine result's key, learned from a first genuine payment's webhook shape.
+    let forged = [
+        ("PCD_PAY_RST", "success"),
+        ("PCD_PAY_CODE", "PAYM0000"),
+        ("PCD_PAY_OID", id),
+        ("PCD_PAY_TOTAL", "9900"),
+        ("PCD_PAYER_ID", "attacker"),
+    ];
+    let r = http.post(&hook).form(&forged).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    e.stack.drain_stream().await;
+    let key = format!("{id}:success:PAYM0000");
+    let stored = e.store.get_webhook_event("payple", &key).await.unwrap().unwrap();
+    assert_eq!(stored.status, WebhookStatus::Rejected, "Payple has no such payment yet");
+
+    // The customer pays; Payple's webhook carries the same OID, result and code.
+    e.sandbox.payple_window(&c["payple"], None).await;
+    e.stack.settle_webhooks(before + 1).await;
+    let later = Timestamp::now().checked_add(jiff::SignedDuration::from_mins(10)).unwrap();
+    e.stack.functions.sweep(Some(&later.to_string())).await.unwrap();
+    let stored = e.store.get_webhook_event("payple", &key).await.unwrap().unwrap();
+    assert_eq!(stored.status, WebhookStatus::Verified, "{:?}", stored.outcome);
+    assert_eq!(e.checkout_status(id).await, CheckoutStatus::Completed);
+    assert_eq!(e.subscription_state(&c).await.as_deref(), Some("active"));
+    assert_eq!(e.charges().await.len(), 1);
+}

@@ -66,10 +66,28 @@ async fn every_aws_call_each_function_makes_is_allowed_by_its_policy_in_the_temp
     let table_id = template.table().unwrap().logical_id;
     let table = (table_id.as_str(), stack.provisioned.table.as_str());
     let buses = stack.provisioned.buses.clone();
+    // Every function reads the PG credentials once per cold start (the template's global
+    // PAYCYCLE_SECRETS): the same read, recorded per function, against moto's Secrets Manager.
+    let sdk = paycycle_testkit::moto::sdk_config_for(stack.moto.endpoint()).await;
+    let secret = aws_sdk_secretsmanager::Client::new(&sdk)
+        .create_secret()
+        .name(format!("{}-PgCredentials", stack.provisioned.table))
+        .secret_string(
+            r#"{"steppay_secret_token":"tok","payple_cst_id":"test","payple_cust_key":"k","payple_refund_key":"rk"}"#,
+        )
+        .send()
+        .await
+        .unwrap();
+    let source = paycycle::config::SecretsSource::SecretsManager(secret.arn().unwrap().to_string());
     let mut denied = Vec::new();
     for (function, _) in BINARIES {
-        let calls = stack.functions.aws_calls(function);
-        assert!(!calls.is_empty(), "{function} made no recorded call: is the recorder on?");
+        let boot_log = std::sync::Arc::new(paycycle::aws::calls::CallLog::default());
+        paycycle::config::Secrets::load_recorded(&source, &sdk, Some(&boot_log)).await.unwrap();
+        let boot_calls = boot_log.calls();
+        assert!(boot_calls.iter().any(|c| c.action == "secretsmanager:GetSecretValue"), "{boot_calls:?}");
+        let calls = stack.functions.aws_calls(function).into_iter().chain(boot_calls);
+        let calls: Vec<_> = calls.collect();
+        assert!(calls.len() > 1, "{function} made no recorded call: is the recorder on?");
         let policy = template.function_policy(function).unwrap();
         for call in calls {
             if !policy.iter().any(|s| allows(s, &call, table, &buses)) {

@@ -17,7 +17,7 @@ use paycycle::boot::Boot;
 use paycycle::pg::payple::transformers::PaypleResult;
 use paycycle::pg::steppay::webhook::{self as steppay_webhook, SteppayWebhook};
 use paycycle::secret::Secret;
-use paycycle::store::webhooks::WebhookEvent;
+use paycycle::store::webhooks::{Stored, WebhookEvent};
 use paycycle::store::{Store, StoreError};
 use serde_json::json;
 
@@ -147,7 +147,13 @@ async fn ingest(deps: &Deps, req: &Request, now: Timestamp) -> Result<Response<B
         .collect();
     let event = WebhookEvent::received(pg.name(), dedupe_key, &ct, text.to_string(), headers, now);
     let duplicate = match deps.store.put_webhook_event(&event).await {
-        Ok(()) => false,
+        Ok(Stored::New) => false,
+        Ok(Stored::Reopened) => {
+            // The stream announces only new items: verify's sweep checks this one (≤ 10 min).
+            tracing::warn!(pg = pg.name(), dedupe_key = %paycycle::pii::mask_reference(&event.dedupe_key),
+                "a delivery replaced a rejected webhook with the same key");
+            false
+        }
         Err(StoreError::AlreadyExists(_)) => true,
         Err(e) => {
             // Not stored: a non-2xx makes the PG deliver it again.

@@ -118,9 +118,22 @@ impl WebhookEvent {
     }
 }
 
+/// What storing a delivery did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stored {
+    /// A new event.
+    New,
+    /// The dedupe key was taken by an event verify had rejected (a forgery posted first, or a
+    /// result the PG did not confirm yet): this delivery replaced it and waits for a verdict of
+    /// its own, so a forgery can never shadow the genuine webhook that shares its key.
+    Reopened,
+}
+
 impl Store {
-    /// Stores a webhook event once. A repeat delivery → `AlreadyExists`.
-    pub async fn put_webhook_event(&self, event: &WebhookEvent) -> Result<(), StoreError> {
+    /// Stores a webhook event once. A repeat of an event that is received, verified or ignored →
+    /// `AlreadyExists`; a delivery whose key belongs to a rejected event replaces it
+    /// ([`Stored::Reopened`]; verify's sweep takes it, as the stream announces only new items).
+    pub async fn put_webhook_event(&self, event: &WebhookEvent) -> Result<Stored, StoreError> {
         let pk = event.pk();
         let mut item = to_item(event, &pk, "WH", "webhook_event");
         let expires = event.received_at.saturating_add(WEBHOOK_RETENTION).unwrap_or(event.received_at);
@@ -130,17 +143,21 @@ impl Store {
             item.insert(keys::LOOKUP_PK.into(), s(&open_shard(&pk)));
             item.insert(keys::LOOKUP_SK.into(), s(&sort_seconds(next)));
         }
-        self.table
+        let out = self
+            .table
             .client
             .put_item()
             .table_name(&self.table.name)
             .set_item(Some(item))
-            .condition_expression("attribute_not_exists(#pk)")
+            .condition_expression("attribute_not_exists(#pk) OR #status = :rejected")
             .expression_attribute_names("#pk", keys::PK)
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":rejected", s(WebhookStatus::Rejected.as_str()))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
             .send()
             .await
             .map_err(|e| super::conditional(e, StoreError::AlreadyExists(pk.clone())))?;
-        Ok(())
+        Ok(if out.attributes().is_some_and(|old| !old.is_empty()) { Stored::Reopened } else { Stored::New })
     }
 
     pub async fn get_webhook_event(&self, pg: &str, dedupe_key: &str) -> Result<Option<WebhookEvent>, StoreError> {
