@@ -1,10 +1,17 @@
 //! The chaos suite (DESIGN §5–§7 beyond the happy path). A scenario is drawn from a seed: one to
-//! three StepPay-self or Payple subscriptions with their own cards, then 4–14 random steps —
-//! renew ticks (up to three overlapping, one of them possibly crashing at any step of a renewal, a
-//! quarter of them raced by a cancel, pause, resume or plan change),
-//! PG faults on the next charge (soft or hard decline, timeout after the PG charged, 5xx, delay),
+//! three StepPay-self or Payple subscriptions with their own cards (a quarter of the scenarios
+//! bill within days of the wall clock, so leases taken by ticks are live for the API as in
+//! production), then 4–14 random steps — renew ticks (up to three overlapping, at billing times up
+//! to five minutes apart or hours late, one of them possibly crashing at any step of a renewal, a
+//! quarter of them raced by a cancel, pause, resume, plan change or a full refund with
+//! `cancel_subscription`, half of those while the charge is held in flight at the PG),
+//! PG faults on the next charge (soft or hard decline, a decline with an issuer code nobody
+//! listed, timeout after the PG charged, 5xx, delay), Payple checkouts (PAY, CERT, AUTH) whose
+//! browser posts tampered results to verify (the other work, another customer's billing key,
+//! another total, a stale close) beside or instead of the genuine one,
 //! bursts of up to three concurrent refunds of one payment (some asking more than is left, some
-//! hitting a refund fault), cancels, pauses, resumes and plan changes, and jumps in time. Then it
+//! hitting a refund fault, some whose answer is lost while the PG's lookup lags), cancels, pauses,
+//! resumes and plan changes, and jumps in time. Then it
 //! settles (faults cleared, ticks past every lease and recheck window) and reconciles the PG
 //! sandbox's ledger with our table:
 //!
@@ -717,8 +724,9 @@ impl Scenario {
 
     fn charge_fault(&mut self) {
         let sub = self.rng.below(self.subs.len() as u64) as usize;
-        let (name, fault) = match self.rng.below(13) {
+        let (name, fault) = match self.rng.below(14) {
             0..=2 => ("soft decline", Fault::Decline { hard: false }),
+            13 => ("decline with an unknown issuer code", Fault::DeclineWithCode { code: "ZZZZ7777".into() }),
             3 => ("hard decline", Fault::Decline { hard: true }),
             4..=5 => ("timeout after charge", Fault::TimeoutAfterCharge),
             6..=7 => ("5xx", Fault::ServerError),
@@ -778,9 +786,23 @@ impl Scenario {
         }
         let payment = payments[self.rng.below(payments.len() as u64) as usize].clone();
         if self.rng.chance(25) {
-            let fault = match self.rng.below(3) {
+            let fault = match self.rng.below(4) {
                 0 => Fault::ServerError,
                 1 => Fault::TimeoutAfterCharge,
+                2 => {
+                    // The refund went through but its answer was lost, and the PG's lookup lags:
+                    // StepPay's receipt says the cancel is in progress (Payple's shows no refunds
+                    // at all), so the reservation must stay until the PG says so.
+                    self.sandbox.shared.state.lock().expect("sandbox state").scenarios.push(
+                        pg_sandbox::state::Scenario {
+                            billing_key: None,
+                            operation: Some(pg_sandbox::state::Operation::Lookup),
+                            count: Some(self.rng.range(1, 3) as u32),
+                            fault: Fault::CancelInProgress,
+                        },
+                    );
+                    Fault::TimeoutAfterCharge
+                }
                 _ => Fault::Decline { hard: false },
             };
             *self.tally.faults.entry(format!("refund: {fault:?}")).or_default() += 1;
