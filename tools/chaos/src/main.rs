@@ -109,6 +109,7 @@ fn summary(t: &Tally, failures: &[u64], seed: u64, seconds: f64) -> String {
          faults {:?}\n\
          refund requests {} → {:?} · lifecycle calls {} ({} racing ticks, {} of them full refunds with \
          cancel_subscription) → {:?}\n\
+         checkouts {} (verify bodies tampered by the browser {})\n\
          reconciled: {} PG charges = {} payments, {}원 charged; PG refunded {}원, we confirmed {}원 \
          ({} refunds left unknown); {} webhooks verified; needs_review {} ({} PG charges held there for a person); final states {:?}\n\
          double charges 0 · lost charges 0 · over-refunds 0 (a scenario with any fails the run)",
@@ -130,6 +131,8 @@ fn summary(t: &Tally, failures: &[u64], seed: u64, seconds: f64) -> String {
         t.raced_actions,
         t.raced_refund_cancels,
         t.action_answers,
+        t.checkouts,
+        t.tampered_verifies,
         t.pg_charges,
         t.payments,
         t.charged_krw,

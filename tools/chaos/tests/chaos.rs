@@ -46,6 +46,7 @@ async fn twenty_four_seeded_scenarios_reconcile_with_the_pg_ledger() {
     assert!(total.raced_refund_cancels > 0, "some refunds with cancel_subscription race a tick: {total:?}");
     assert!(total.skewed_ticks > 0 && total.late_ticks > 0, "ticks at different times overlap: {total:?}");
     assert!(total.near_wall_clock > 0, "some scenarios bill near the wall clock: {total:?}");
+    assert!(total.checkouts > 0 && total.tampered_verifies > 0, "browsers tamper with verify: {total:?}");
     assert_eq!(total.pg_charges, total.payments + total.flagged_for_review);
 }
 
