@@ -268,6 +268,22 @@ fn label(item: &Item) -> String {
     format!("{}|{}", get(keys::PK), get(keys::SK))
 }
 
+/// One transaction item on an existing key under a condition: the SDK's ConditionCheck, Delete
+/// and Update builders have the same setters but no common trait.
+macro_rules! keyed_conditional {
+    ($builder:expr, $table:expr, $pk:expr, $sk:expr, $condition:expr) => {
+        $builder
+            .table_name($table)
+            .key(keys::PK, s($pk))
+            .key(keys::SK, s($sk))
+            .condition_expression($condition.expression)
+            .set_expression_attribute_names(Some($condition.names).filter(|m| !m.is_empty()))
+            .set_expression_attribute_values(Some($condition.values).filter(|m| !m.is_empty()))
+            .build()
+            .expect("table, key and condition are set")
+    };
+}
+
 impl Tx {
     pub fn len(&self) -> usize {
         self.items.len()
@@ -311,49 +327,25 @@ impl Tx {
     /// Writes nothing to the item at (`pk`, `sk`) but makes the transaction depend on `condition`
     /// holding there (a missing item has no attributes).
     pub fn check_if(&mut self, pk: &str, sk: &str, condition: Condition) -> &mut Self {
-        let check = ConditionCheck::builder()
-            .table_name(&self.table)
-            .key(keys::PK, s(pk))
-            .key(keys::SK, s(sk))
-            .condition_expression(condition.expression)
-            .set_expression_attribute_names(Some(condition.names).filter(|m| !m.is_empty()))
-            .set_expression_attribute_values(Some(condition.values).filter(|m| !m.is_empty()))
-            .build()
-            .expect("table, key and condition are set");
-        self.items.push(TransactWriteItem::builder().condition_check(check).build());
-        self.labels.push(Expect::Existing(format!("{pk}|{sk}")));
-        self
+        let check = keyed_conditional!(ConditionCheck::builder(), &self.table, pk, sk, condition);
+        self.push_keyed(TransactWriteItem::builder().condition_check(check).build(), pk, sk)
     }
 
     /// Deletes the item at (`pk`, `sk`) if `condition` holds.
     pub fn delete_if(&mut self, pk: &str, sk: &str, condition: Condition) -> &mut Self {
-        let delete = Delete::builder()
-            .table_name(&self.table)
-            .key(keys::PK, s(pk))
-            .key(keys::SK, s(sk))
-            .condition_expression(condition.expression)
-            .set_expression_attribute_names(Some(condition.names).filter(|m| !m.is_empty()))
-            .set_expression_attribute_values(Some(condition.values).filter(|m| !m.is_empty()))
-            .build()
-            .expect("table, key and condition are set");
-        self.items.push(TransactWriteItem::builder().delete(delete).build());
-        self.labels.push(Expect::Existing(format!("{pk}|{sk}")));
-        self
+        let delete = keyed_conditional!(Delete::builder(), &self.table, pk, sk, condition);
+        self.push_keyed(TransactWriteItem::builder().delete(delete).build(), pk, sk)
     }
 
     /// Updates the item at (`pk`, `sk`) with `set` (placeholders in `condition`) if `condition` holds.
     pub fn update_if(&mut self, pk: &str, sk: &str, update_expression: &str, condition: Condition) -> &mut Self {
-        let update = Update::builder()
-            .table_name(&self.table)
-            .key(keys::PK, s(pk))
-            .key(keys::SK, s(sk))
-            .update_expression(update_expression)
-            .condition_expression(condition.expression)
-            .set_expression_attribute_names(Some(condition.names).filter(|m| !m.is_empty()))
-            .set_expression_attribute_values(Some(condition.values).filter(|m| !m.is_empty()))
-            .build()
-            .expect("table, key, update and condition are set");
-        self.items.push(TransactWriteItem::builder().update(update).build());
+        let update =
+            keyed_conditional!(Update::builder().update_expression(update_expression), &self.table, pk, sk, condition);
+        self.push_keyed(TransactWriteItem::builder().update(update).build(), pk, sk)
+    }
+
+    fn push_keyed(&mut self, item: TransactWriteItem, pk: &str, sk: &str) -> &mut Self {
+        self.items.push(item);
         self.labels.push(Expect::Existing(format!("{pk}|{sk}")));
         self
     }
