@@ -385,39 +385,73 @@ async fn validation_declines_and_full_refund_with_cancel() {
     assert_eq!(e.ledger().await["totals"]["refunded"], 5000);
 }
 
+impl Env {
+    /// An active subscription whose latest payment is `p`.
+    async fn subscription_of(&self, id: &str, p: &PaymentRecord) -> paycycle::store::subscriptions::SubscriptionRecord {
+        use paycycle::calendar::Interval;
+        use paycycle::domain::customer::Customer;
+        use paycycle::domain::subscription::{Plan, Subscription};
+        use paycycle::store::subscriptions::SubscriptionRecord;
+        let sub = Subscription::incomplete(
+            SubscriptionId::parse(id).unwrap(),
+            Plan { name: "Pro".into(), amount: p.amounts.paid, interval: Interval::monthly() },
+            p.pg.renewer(),
+        )
+        .activate(p.paid_at)
+        .unwrap()
+        .subscription;
+        let record = SubscriptionRecord {
+            subscription: sub,
+            partner_id: "partner_a".into(),
+            customer: Customer { id: "cus_1".into(), name: "홍길동".into(), phone: None, email: None },
+            pg: p.pg,
+            billing_key: Some("payer".into()),
+            created_at: p.paid_at,
+            version: 1,
+            lease_owner: None,
+            lease_until: 0,
+        };
+        self.store.create_subscription(&record).await.unwrap();
+        record
+    }
+}
+
 #[tokio::test]
 async fn a_full_refund_of_the_latest_payment_can_cancel_the_subscription() {
-    use paycycle::calendar::Interval;
-    use paycycle::domain::customer::Customer;
-    use paycycle::domain::subscription::{Plan, Subscription, SubscriptionState};
-    use paycycle::store::subscriptions::SubscriptionRecord;
+    use paycycle::domain::subscription::SubscriptionState;
 
     let e = env().await;
     let p = e.payple_payment("sub_cancel", 9_900).await;
-    let sub = Subscription::incomplete(
-        SubscriptionId::parse("sub_cancel").unwrap(),
-        Plan { name: "Pro".into(), amount: Krw::new(9_900).unwrap(), interval: Interval::monthly() },
-        PgMode::Payple.renewer(),
-    )
-    .activate(p.paid_at)
-    .unwrap()
-    .subscription;
-    let record = SubscriptionRecord {
-        subscription: sub,
-        partner_id: "partner_a".into(),
-        customer: Customer { id: "cus_1".into(), name: "홍길동".into(), phone: None, email: None },
-        pg: PgMode::Payple,
-        billing_key: Some("payer".into()),
-        created_at: p.paid_at,
-        version: 1,
-        lease_owner: None,
-        lease_until: 0,
-    };
-    e.store.create_subscription(&record).await.unwrap();
+    let record = e.subscription_of("sub_cancel", &p).await;
     let (status, v) =
         e.refund(&p.payment_id, "full-cancel", json!({"reason": "customer left", "cancel_subscription": true})).await;
     assert_eq!(status, 201, "{v}");
     let after = e.store.get_subscription(record.id()).await.unwrap().unwrap();
     assert_eq!(after.subscription.state, SubscriptionState::Canceled);
     assert_eq!(after.subscription.next_attempt_at, None, "renew will not charge it again");
+}
+
+#[tokio::test]
+async fn a_declined_refund_with_cancel_subscription_leaves_the_subscription_canceled_and_says_so() {
+    use paycycle::domain::subscription::SubscriptionState;
+
+    let e = env().await;
+    let p = e.steppay_payment("sub_cdecl", 9_900).await;
+    let record = e.subscription_of("sub_cdecl", &p).await;
+    e.admin(
+        "/__admin/scenarios",
+        json!({"operation": "refund", "count": 1, "fault": {"kind": "decline", "hard": false}}),
+    )
+    .await;
+    let body = json!({"reason": "customer left", "cancel_subscription": true});
+    let (status, v) = e.refund(&p.payment_id, "cdecl", body.clone()).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (502, Some("refund_declined")), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("stays canceled"), "{v}");
+    let after = e.store.get_subscription(record.id()).await.unwrap().unwrap();
+    assert_eq!((after.subscription.state, after.subscription.next_attempt_at), (SubscriptionState::Canceled, None));
+    assert_eq!(e.payment(&p.payment_id).await["refundable"], 9_900, "the declined refund's reservation is released");
+    // The partner refunds again (new key) with cancel_subscription: the subscription stays canceled.
+    let (status, v) = e.refund(&p.payment_id, "cdecl-2", body).await;
+    assert_eq!((status, v["status"].as_str()), (201, Some("succeeded")), "{v}");
+    assert_eq!(e.ledger().await["totals"]["refunded"], 9_900);
 }

@@ -685,3 +685,53 @@ fn the_deadline_margin_covers_auth_lookup_auth_and_repay_at_the_pg_timeouts() {
     let deployed = Settings::default().fitted_to(Duration::from_millis(20_000));
     assert!(deployed.deadline_margin >= SignedDuration::from_secs(90), "{:?}", deployed.deadline_margin);
 }
+
+/// A renewal that would start while a `cancel_subscription` refund is at the PG (and end
+/// unknown): the refund answers 201 only if the subscription is canceled and nothing was charged
+/// after it. Found by review: the cancel ran after the refund and was silently skipped.
+#[tokio::test]
+async fn a_refund_with_cancel_subscription_answers_201_only_with_the_subscription_canceled_and_nothing_charged_after() {
+    let e = env().await;
+    let partner = e.partner().await;
+    let anchor = plus(wall_now(), SignedDuration::from_hours(-40 * 24));
+    let s = e.subscription("sub_refunk", PgMode::Payple, anchor, 9_900).await;
+    let first = e.first_payment(&s).await;
+    let due = s.subscription.next_attempt_at.unwrap();
+    e.admin("/__admin/scenarios", json!({"operation": "refund", "count": 1, "fault": {"kind": "delay", "ms": 4_000}}))
+        .await;
+    e.admin(
+        "/__admin/scenarios",
+        json!({"operation": "charge", "count": 1, "fault": {"kind": "timeout_after_charge"}}),
+    )
+    .await;
+    let refunding = tokio::spawn({
+        let path = format!("/payments/{}/refunds", first.payment_id);
+        async move {
+            partner
+                .post(&path, &json!({"reason": "customer left", "cancel_subscription": true}), Some("refund-unk"))
+                .await
+        }
+    });
+    // The refund has reserved its amount and is at the PG: a tick comes.
+    for _ in 0..100 {
+        let p = e.store.get_payment(&first.payment_id).await.unwrap().unwrap();
+        if !p.amounts.refund_pending.is_zero() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    e.admin("/__admin/clock", json!({"now": due.to_string()})).await;
+    let r = tick(&e.deps, due, None).await;
+    let (status, v) = refunding.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_500)).await; // a held charge answer finishes
+    e.tick_at(plus(due, SignedDuration::from_mins(10)), &e.deps).await;
+    let sub = e.get("sub_refunk").await;
+    let renewals = e.pg_charges("sub_refunk").await.into_iter().filter(|c| !c.contains("-p0-")).count();
+    assert_eq!(
+        (status, sub.subscription.state, renewals),
+        (201, SubscriptionState::Canceled, 0),
+        "refund answered {status} {v}; subscription left {:?} with next_attempt_at {:?}; tick {r:?}",
+        sub.subscription.state,
+        sub.subscription.next_attempt_at
+    );
+}

@@ -6,11 +6,13 @@ use lambda_http::{Body, Request, Response};
 use paycycle::api::{self, ApiError, Keep};
 use paycycle::domain::events::EventKind;
 use paycycle::domain::payment::RefundStatus;
+use paycycle::domain::subscription::{SubscriptionState, TransitionError};
 use paycycle::money::Krw;
 use paycycle::pg::{PgError, RefundLookup, RefundLookupCapability, RefundRequest};
 use paycycle::store::api_keys::ApiKeyRecord;
-use paycycle::store::outbox::OutboxEvent;
+use paycycle::store::outbox::{OutboxEvent, subscription_events};
 use paycycle::store::payments::{PaymentRecord, RefundOutcome, RefundRecord};
+use paycycle::store::subscriptions::SubscriptionRecord;
 use paycycle::store::{StoreError, sha256_hex};
 use paycycle::views::{payment_json, refund_json};
 use serde::{Deserialize, Serialize};
@@ -136,8 +138,7 @@ async fn run(
         } else {
             existing
         };
-        let (status, v) = answer(&current);
-        return v.map(|v| (status, v));
+        return answer_for(&current, body.cancel_subscription);
     }
     // Earlier unknown refunds of this payment are resolved first: they may free (or use) money.
     let payment = resolve_pending(deps, payment).await?;
@@ -150,9 +151,6 @@ async fn run(
     if amount > payment.refundable {
         return Err(exceeds(amount, payment.refundable));
     }
-    if body.cancel_subscription {
-        check_cancellable(deps, &payment, amount).await?;
-    }
     let refund = RefundRecord {
         refund_id: refund_id.to_string(),
         payment_id: payment_id.to_string(),
@@ -164,23 +162,16 @@ async fn run(
         failure_code: None,
         failure_message: None,
     };
-    match deps.store.reserve_refund(&refund).await {
-        Ok(()) => {}
-        Err(StoreError::Conflict(_)) => {
-            // Another refund took the money first: say how much is left now.
-            let left = deps
-                .store
-                .get_payment(payment_id)
-                .await
-                .map_err(store_error)?
-                .map(|p| p.refundable)
-                .unwrap_or(Krw::ZERO);
-            return Err(exceeds(amount, left));
+    if body.cancel_subscription {
+        // The subscription is canceled first, in the reservation's transaction: a refund that
+        // reaches the PG has always stopped the billing, whatever happens to it afterwards.
+        reserve_and_cancel(deps, &payment, &refund, now).await?;
+    } else {
+        let mut tx = deps.store.tx();
+        tx.reserve_refund(&refund);
+        if let Err(e) = deps.store.commit(tx).await {
+            return Err(reserve_failed(deps, &refund, e).await);
         }
-        Err(StoreError::AlreadyExists(_)) => {
-            return Err(ApiError::conflict("idempotency_in_progress", "this refund is already being processed"));
-        }
-        Err(e) => return Err(store_error(e)),
     }
     let pg_req = RefundRequest {
         pg_payment_id: payment.pg_payment_id.clone(),
@@ -206,11 +197,41 @@ async fn run(
     let settled = settle(deps, &refund, &outcome, &key.partner_id, now).await?;
     let settled =
         if settled.status == RefundStatus::Unknown { resolve(deps, &payment, &settled).await? } else { settled };
-    if settled.status == RefundStatus::Succeeded && body.cancel_subscription {
-        cancel_subscription(deps, &payment, now).await;
+    answer_for(&settled, body.cancel_subscription)
+}
+
+/// The answer for a refund; one with `cancel_subscription` canceled the subscription when it was
+/// reserved, so a decline or an unknown outcome says the subscription stays canceled.
+fn answer_for(r: &RefundRecord, canceled_subscription: bool) -> Result<(StatusCode, Value), ApiError> {
+    let (status, v) = answer(r);
+    match v {
+        Ok(v) => Ok((status, v)),
+        Err(mut e) if canceled_subscription => {
+            e.message.push_str(
+                " The subscription was canceled before the refund was sent (cancel_subscription) and stays \
+                 canceled: nothing more is charged.",
+            );
+            Err(e)
+        }
+        Err(e) => Err(e),
     }
-    let (status, v) = answer(&settled);
-    v.map(|v| (status, v))
+}
+
+/// Why a reservation did not commit, for the caller: not enough left, or the same refund racing.
+async fn reserve_failed(deps: &Deps, refund: &RefundRecord, e: StoreError) -> ApiError {
+    match e {
+        StoreError::Conflict(_) => {
+            // Another refund took the money first: say how much is left now.
+            match deps.store.get_payment(&refund.payment_id).await {
+                Ok(p) => exceeds(refund.amount, p.map(|p| p.refundable).unwrap_or(Krw::ZERO)),
+                Err(e) => store_error(e),
+            }
+        }
+        StoreError::AlreadyExists(_) => {
+            ApiError::conflict("idempotency_in_progress", "this refund is already being processed")
+        }
+        e => store_error(e),
+    }
 }
 
 fn exceeds(amount: Krw, refundable: Krw) -> ApiError {
@@ -355,33 +376,35 @@ fn needs_review(payment: &PaymentRecord, refund: &RefundRecord, why: &str) {
     );
 }
 
-/// `cancel_subscription: true` is only for a full refund of the subscription's latest payment.
-async fn check_cancellable(deps: &Deps, payment: &PaymentRecord, amount: Krw) -> Result<(), ApiError> {
+/// `cancel_subscription: true` is only for a full refund of the subscription's latest payment,
+/// and never while renew is charging it. Returns the subscription as read: the cancel's write is
+/// conditioned on exactly that record (its version), so what was checked here still holds when it
+/// commits.
+async fn cancellable(deps: &Deps, payment: &PaymentRecord, amount: Krw) -> Result<SubscriptionRecord, ApiError> {
+    let cannot = |why: &str| ApiError::unprocessable("cannot_cancel_subscription", why.to_string());
     let Some(sub_id) = &payment.subscription_id else {
-        return Err(ApiError::unprocessable("cannot_cancel_subscription", "this payment belongs to no subscription"));
+        return Err(cannot("this payment belongs to no subscription"));
     };
     if amount != payment.refundable {
-        return Err(ApiError::unprocessable(
-            "cannot_cancel_subscription",
-            "only a full refund can cancel the subscription",
-        ));
+        return Err(cannot("only a full refund can cancel the subscription"));
     }
+    let Some(record) = deps.store.get_subscription(sub_id).await.map_err(store_error)? else {
+        return Err(cannot("the payment's subscription does not exist"));
+    };
+    // The consistent read first: a later period paid (renewal charges carry their period, a
+    // checkout's payment is period 0); then the index, which names payments of any kind.
+    let period = payment.charge_id.as_ref().map(|c| c.period()).or(payment.checkout_id.as_ref().map(|_| 0));
+    let paid = record.subscription.current_period.map(|p| p.index);
+    let later_paid = matches!((period, paid), (Some(ours), Some(paid)) if paid > ours);
     let payments = deps.store.payments_of_subscription(sub_id).await.map_err(store_error)?;
     let latest = payments.iter().max_by_key(|p| p.paid_at).map(|p| p.payment_id.as_str());
-    if latest != Some(payment.payment_id.as_str()) {
-        return Err(ApiError::unprocessable(
-            "cannot_cancel_subscription",
-            "only the subscription's latest payment can cancel it",
-        ));
+    if later_paid || latest.is_some_and(|l| l != payment.payment_id) {
+        return Err(cannot("only the subscription's latest payment can cancel it"));
     }
-    // Refused before anything is refunded while renew is charging it: the cancel after the
-    // refund must not overtake (and orphan) a renewal charge.
-    if let Some(r) = deps.store.get_subscription(sub_id).await.map_err(store_error)? {
-        if deps.store.charge_in_flight(&r, Timestamp::now()).await.map_err(store_error)? {
-            return Err(renewal_in_progress());
-        }
+    if deps.store.charge_in_flight(&record, Timestamp::now()).await.map_err(store_error)? {
+        return Err(renewal_in_progress());
     }
-    Ok(())
+    Ok(record)
 }
 
 fn renewal_in_progress() -> ApiError {
@@ -391,65 +414,63 @@ fn renewal_in_progress() -> ApiError {
     )
 }
 
-/// How often the cancel after a refund is tried again when a renewal slipped in between the
-/// check and the cancel (it waits for that charge to be recorded, never overtakes it).
-const CANCEL_TRIES: u32 = 5;
-
-/// Cancels the refunded payment's subscription, with the lifecycle write's condition: never while
-/// a renewal charge is in flight (a renewal that started after the up-front check is waited for,
-/// recorded by renew, and then the subscription is canceled). What still cannot be canceled is
-/// reported for a person.
-async fn cancel_subscription(deps: &Deps, payment: &PaymentRecord, now: Timestamp) {
-    let Some(sub_id) = &payment.subscription_id else { return };
-    for attempt in 1..=CANCEL_TRIES {
-        let record = match deps.store.get_subscription(sub_id).await {
-            Ok(Some(r)) => r,
-            other => {
-                tracing::warn!(?other, "subscription to cancel not found");
-                return;
-            }
-        };
-        let transition = match record.subscription.cancel(now, false) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::info!(error = %e, "subscription not canceled");
-                return;
-            }
-        };
+/// Cancels the refunded payment's subscription and reserves the refund in one transaction. The
+/// cancel's condition is the lifecycle write's ([`paycycle::store::Tx::put_subscription_change`]):
+/// the subscription as read (so the payment is still its latest), no renew lease live, the next
+/// attempt neither pending nor unknown. A renewal claimed after the read makes the whole thing
+/// fail: nothing is refunded, nothing canceled, and the caller hears why. An already canceled
+/// subscription stays so (only its version is checked).
+async fn reserve_and_cancel(
+    deps: &Deps,
+    payment: &PaymentRecord,
+    refund: &RefundRecord,
+    now: Timestamp,
+) -> Result<(), ApiError> {
+    let record = cancellable(deps, payment, refund.amount).await?;
+    let mut tx = deps.store.tx();
+    let mut events = Vec::new();
+    if record.subscription.state == SubscriptionState::Canceled {
+        tx.check_subscription_unchanged(&record);
+    } else {
+        let transition = record.subscription.cancel(now, false).map_err(|e| match e {
+            TransitionError::UnknownOutcomePending(_) => renewal_in_progress(),
+            other => ApiError::unprocessable("cannot_cancel_subscription", other.to_string()),
+        })?;
         let next = record.next(transition.subscription);
-        let events: Vec<OutboxEvent> = transition
-            .events
-            .iter()
-            .map(|k| {
-                OutboxEvent::new(
-                    *k,
-                    sub_id.as_str(),
-                    next.version,
-                    now,
-                    json!({"subscription_id": sub_id, "reason": "refunded"}),
-                )
-            })
-            .collect();
-        let mut tx = deps.store.tx();
+        events = subscription_events(&next, &transition.events, now, None);
         tx.put_subscription_change(&record, &next, Timestamp::now());
         for e in &events {
             tx.put_outbox(e);
         }
-        match deps.store.commit(tx).await {
-            Ok(()) => {
-                let _ = deps.publisher.flush(&deps.store, &events).await;
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, attempt, "subscription cancel after refund did not commit; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt))).await;
-            }
-        }
     }
-    tracing::error!(
-        alarm = "paycycle_needs_review",
-        subscription_id = %sub_id,
-        payment_id = %payment.payment_id,
-        "refunded with cancel_subscription, but the subscription could not be canceled: needs review"
-    );
+    tx.reserve_refund(refund);
+    match deps.store.commit(tx).await {
+        Ok(()) => {
+            deps.publisher.publish_committed(&deps.store, &events).await;
+            Ok(())
+        }
+        Err(StoreError::Conflict(_)) => Err(cancel_conflict(deps, payment, refund).await),
+        Err(e) => Err(reserve_failed(deps, refund, e).await),
+    }
+}
+
+/// Names what stood in the way of a refund-and-cancel whose transaction failed: checked again on
+/// fresh reads (a renewal now in flight, a later payment, less left to refund), else a change
+/// that a retry will see.
+async fn cancel_conflict(deps: &Deps, payment: &PaymentRecord, refund: &RefundRecord) -> ApiError {
+    let fresh = match deps.store.get_payment(&payment.payment_id).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return ApiError::not_found("payment"),
+        Err(e) => return store_error(e),
+    };
+    if fresh.refundable < refund.amount {
+        return exceeds(refund.amount, fresh.refundable);
+    }
+    match cancellable(deps, &fresh, refund.amount).await {
+        Err(e) => e,
+        Ok(_) => ApiError::conflict(
+            "subscription_changed",
+            "the subscription changed while this refund was prepared; nothing was refunded — retry",
+        ),
+    }
 }

@@ -137,6 +137,22 @@ impl Tx {
     pub fn put_payment_new(&mut self, p: &PaymentRecord) -> &mut Self {
         self.put_new(payment_item(p))
     }
+
+    /// Reserves `refund.amount` on its payment (only while that much is refundable) and records
+    /// the refund as reserved (create-only), in this transaction — beside a subscription cancel,
+    /// for a refund with `cancel_subscription`.
+    pub fn reserve_refund(&mut self, refund: &RefundRecord) -> &mut Self {
+        self.update_if(
+            &payment_pk(&refund.payment_id),
+            "PAY",
+            "SET refund_pending = refund_pending + :amount, refundable = refundable - :amount, #version = #version + :one",
+            Condition::new("refundable >= :amount")
+                .name("#version", keys::VERSION)
+                .value(":amount", n(refund.amount.won()))
+                .value(":one", n(1)),
+        );
+        self.put_new(refund_item(&RefundRecord { status: RefundStatus::Reserved, ..refund.clone() }))
+    }
 }
 
 /// How a refund ended at the PG.
@@ -198,18 +214,8 @@ impl Store {
     /// Reserves `refund.amount` on its payment and records the refund, atomically. `Conflict` on
     /// the payment means there was not enough left to refund (re-read it to say how much).
     pub async fn reserve_refund(&self, refund: &RefundRecord) -> Result<(), StoreError> {
-        let amount = n(refund.amount.won());
         let mut tx = self.tx();
-        tx.update_if(
-            &payment_pk(&refund.payment_id),
-            "PAY",
-            "SET refund_pending = refund_pending + :amount, refundable = refundable - :amount, #version = #version + :one",
-            Condition::new("refundable >= :amount")
-                .name("#version", keys::VERSION)
-                .value(":amount", amount)
-                .value(":one", n(1)),
-        );
-        tx.put_new(refund_item(&RefundRecord { status: RefundStatus::Reserved, ..refund.clone() }));
+        tx.reserve_refund(refund);
         self.commit(tx).await
     }
 

@@ -154,6 +154,11 @@ impl Tx {
         self.put_if(subscription_item(next), c)
     }
 
+    /// Makes the transaction depend on the subscription being exactly as read (its version).
+    pub fn check_subscription_unchanged(&mut self, r: &SubscriptionRecord) -> &mut Self {
+        self.check_if(&subscription_pk(r.id()), SUB_SK, Condition::version(r.version))
+    }
+
     /// Records a new attempt (it must not exist: a second writer of the same charge id loses).
     pub fn put_attempt_new(&mut self, a: &Attempt) -> &mut Self {
         self.put_new(attempt_item(a))
