@@ -1,7 +1,9 @@
 //! The refund flow: claim the idempotency key, validate, reserve, call the PG, settle, publish.
 
 use http::StatusCode;
-use jiff::Timestamp;
+use std::sync::OnceLock;
+
+use jiff::{SignedDuration, Timestamp};
 use lambda_http::{Body, Request, Response};
 use paycycle::api::{self, ApiError, Keep};
 use paycycle::domain::events::EventKind;
@@ -331,17 +333,25 @@ async fn resolve(deps: &Deps, payment: &PaymentRecord, refund: &RefundRecord) ->
         .ok_or_else(|| ApiError::not_found("payment"))?;
     let ours = fresh.amounts.refunded;
     let unknown_sum = unknown.iter().try_fold(Krw::ZERO, |acc, r| acc.checked_add(r.amount)).unwrap_or(Krw::ZERO);
-    let verdict = if ours.checked_add(unknown_sum).ok() == Some(pg_refunded) {
-        Some(RefundOutcome::Succeeded { pg_refund_id: None })
-    } else if pg_refunded == ours {
-        Some(RefundOutcome::Failed { code: "not_refunded".into(), message: "the PG shows no such refund".into() })
-    } else {
-        needs_review(
-            &fresh,
-            refund,
-            &format!("refund totals disagree: the PG {pg_refunded}, ours {ours} + {unknown_sum} unknown"),
-        );
-        None
+    let youngest = unknown.iter().map(|r| r.requested_at).max().unwrap_or(refund.requested_at);
+    let totals = Totals { pg_refunded, ours, unknown_sum };
+    let verdict = match totals.verdict() {
+        Verdict::AllRefunded => Some(RefundOutcome::Succeeded { pg_refund_id: None }),
+        Verdict::NoneRefunded if settled_long_enough(youngest, Timestamp::now(), settle_age()) => {
+            Some(RefundOutcome::Failed { code: "not_refunded".into(), message: "the PG shows no such refund".into() })
+        }
+        Verdict::NoneRefunded => {
+            tracing::info!(refund_id = %refund.refund_id, "the PG shows no such refund yet; too soon to believe it");
+            None
+        }
+        Verdict::Disagree => {
+            needs_review(
+                &fresh,
+                refund,
+                &format!("refund totals disagree: the PG {pg_refunded}, ours {ours} + {unknown_sum} unknown"),
+            );
+            None
+        }
     };
     let Some(verdict) = verdict else { return Ok(refund.clone()) };
     let mut this = refund.clone();
@@ -358,6 +368,61 @@ async fn resolve(deps: &Deps, payment: &PaymentRecord, refund: &RefundRecord) ->
         }
     }
     Ok(this)
+}
+
+/// The PG's refunded total for a payment beside ours.
+#[derive(Clone, Copy, Debug)]
+struct Totals {
+    /// What the PG says was refunded of the payment.
+    pg_refunded: Krw,
+    /// What we recorded as refunded.
+    ours: Krw,
+    /// What our refunds of unknown outcome add up to.
+    unknown_sum: Krw,
+}
+
+/// What [`Totals`] say about the unknown refunds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    /// The PG refunded ours plus every unknown one.
+    AllRefunded,
+    /// The PG refunded only ours: none of the unknown ones — as far as this lookup shows.
+    NoneRefunded,
+    Disagree,
+}
+
+impl Totals {
+    fn verdict(self) -> Verdict {
+        if self.ours.checked_add(self.unknown_sum).ok() == Some(self.pg_refunded) {
+            Verdict::AllRefunded
+        } else if self.pg_refunded == self.ours {
+            Verdict::NoneRefunded
+        } else {
+            Verdict::Disagree
+        }
+    }
+}
+
+/// How long after a refund request a lookup that shows no trace of it is believed
+/// (`PAYCYCLE_REFUND_SETTLE_MINUTES`, default 10, 1..=1440): a receipt read seconds after an
+/// ambiguous cancel may not show it yet (StepPay promises no read-after-write on its receipt), and
+/// releasing on it would let the partner refund twice. Until then the refund stays unknown.
+fn settle_age() -> SignedDuration {
+    static AGE: OnceLock<SignedDuration> = OnceLock::new();
+    *AGE.get_or_init(|| {
+        let minutes = std::env::var("PAYCYCLE_REFUND_SETTLE_MINUTES")
+            .ok()
+            .and_then(|v| v.parse::<i64>().ok())
+            .filter(|m| (1..=1440).contains(m))
+            .unwrap_or(10);
+        SignedDuration::from_mins(minutes)
+    })
+}
+
+/// Whether a refund requested at `requested_at` (wall clock) is old enough at `wall_now` for a
+/// lookup without it to mean the PG did not refund it.
+fn settled_long_enough(requested_at: Timestamp, wall_now: Timestamp, age: SignedDuration) -> bool {
+    wall_now.duration_since(requested_at) >= age
 }
 
 /// A refund whose outcome nobody can settle automatically: the amount stays reserved and a person
@@ -472,5 +537,34 @@ async fn cancel_conflict(deps: &Deps, payment: &PaymentRecord, refund: &RefundRe
             "subscription_changed",
             "the subscription changed while this refund was prepared; nothing was refunded — retry",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn krw(n: i64) -> Krw {
+        Krw::new(n).unwrap()
+    }
+
+    #[test]
+    fn totals_name_all_none_or_a_disagreement() {
+        let t = |pg, ours, unknown| Totals { pg_refunded: krw(pg), ours: krw(ours), unknown_sum: krw(unknown) };
+        assert_eq!(t(7_000, 3_000, 4_000).verdict(), Verdict::AllRefunded);
+        assert_eq!(t(3_000, 3_000, 4_000).verdict(), Verdict::NoneRefunded);
+        assert_eq!(t(0, 0, 4_000).verdict(), Verdict::NoneRefunded);
+        assert_eq!(t(5_000, 3_000, 4_000).verdict(), Verdict::Disagree);
+    }
+
+    #[test]
+    fn a_lookup_without_the_refund_is_believed_only_past_the_settling_age() {
+        let requested: Timestamp = "2027-01-10T00:00:00Z".parse().unwrap();
+        let age = SignedDuration::from_mins(10);
+        let at = |secs| requested.checked_add(SignedDuration::from_secs(secs)).unwrap();
+        assert!(!settled_long_enough(requested, at(2), age), "seconds after the timeout: not StepPay's word");
+        assert!(!settled_long_enough(requested, at(599), age));
+        assert!(settled_long_enough(requested, at(600), age));
+        assert_eq!(settle_age(), SignedDuration::from_mins(10), "the default");
     }
 }
