@@ -251,13 +251,22 @@ async fn settle(
     partner_id: &str,
     now: Timestamp,
 ) -> Result<RefundRecord, ApiError> {
+    let events = refund_events(refund, outcome, partner_id, now);
+    let settled = deps.store.settle_refund(refund, outcome, &events).await.map_err(store_error)?;
+    if !events.is_empty() {
+        deps.publisher.publish_committed(&deps.store, &events).await;
+    }
+    Ok(settled)
+}
+
+/// The event a refund settled with `outcome` publishes (none while unknown).
+fn refund_events(refund: &RefundRecord, outcome: &RefundOutcome, partner_id: &str, now: Timestamp) -> Vec<OutboxEvent> {
     let kind = match outcome {
         RefundOutcome::Succeeded { .. } => Some(EventKind::RefundSucceeded),
         RefundOutcome::Failed { .. } => Some(EventKind::RefundFailed),
         RefundOutcome::Unknown => None,
     };
-    let events: Vec<OutboxEvent> = kind
-        .into_iter()
+    kind.into_iter()
         .map(|k| {
             OutboxEvent::new(
                 k,
@@ -268,12 +277,7 @@ async fn settle(
                        "partner_id": partner_id}),
             )
         })
-        .collect();
-    let settled = deps.store.settle_refund(refund, outcome, &events).await.map_err(store_error)?;
-    if !events.is_empty() {
-        deps.publisher.publish_committed(&deps.store, &events).await;
-    }
-    Ok(settled)
+        .collect()
 }
 
 /// Resolves the unknown refunds of `payment` by asking the PG, then returns the fresh payment.
@@ -297,45 +301,83 @@ async fn resolve_pending(deps: &Deps, payment: PaymentRecord) -> Result<PaymentR
 /// decisive only when no refund of this payment is still in flight: if the PG refunded exactly our
 /// confirmed total plus every unknown refund, they all succeeded; if it refunded only our confirmed
 /// total, none did. Anything else stays unknown (and is reported, not guessed).
+///
+/// The payment is read first, then its refunds, then the PG; the verdict is written only if the
+/// payment is still at the version read first. A refund reserved after that read (perhaps already
+/// at the PG, so in its total) or settled meanwhile makes the verdict a no-op: the refund stays
+/// unknown and the next retry asks again.
 async fn resolve(deps: &Deps, payment: &PaymentRecord, refund: &RefundRecord) -> Result<RefundRecord, ApiError> {
     if deps.gateways.refund_lookup_capability(payment.pg) == RefundLookupCapability::None {
         needs_review(payment, refund, "the PG offers no refund lookup");
         return Ok(refund.clone());
     }
-    let refunds = deps.store.refunds_of(&payment.payment_id).await.map_err(store_error)?;
-    let in_flight = refunds.iter().any(|r| r.status == RefundStatus::Reserved && r.refund_id != refund.refund_id);
-    if in_flight {
-        return Ok(refund.clone());
-    }
-    let unknown: Vec<&RefundRecord> = refunds
-        .iter()
-        .filter(|r| {
-            matches!(r.status, RefundStatus::Unknown)
-                || (r.refund_id == refund.refund_id && r.status == RefundStatus::Reserved)
-        })
-        .collect();
-    let pg_refunded = match deps.gateways.look_up_refunds(payment.pg, &payment.pg_payment_id).await {
-        Ok(RefundLookup::Settled { refunded }) => refunded,
-        Ok(RefundLookup::InProgress) => {
-            tracing::info!(refund_id = %refund.refund_id, "the PG is still processing a refund; outcome stays unknown");
-            return Ok(refund.clone());
-        }
-        Err(e) => {
-            tracing::warn!(refund_id = %refund.refund_id, error = %e, "refund lookup failed; outcome stays unknown");
-            return Ok(refund.clone());
-        }
-    };
-    let fresh = deps
+    let read = deps
         .store
         .get_payment(&payment.payment_id)
         .await
         .map_err(store_error)?
         .ok_or_else(|| ApiError::not_found("payment"))?;
-    let ours = fresh.amounts.refunded;
+    let refunds = deps.store.refunds_of(&payment.payment_id).await.map_err(store_error)?;
+    let in_flight = refunds.iter().any(|r| r.status == RefundStatus::Reserved && r.refund_id != refund.refund_id);
+    if in_flight {
+        return Ok(refund.clone());
+    }
+    let unknown: Vec<RefundRecord> = refunds
+        .into_iter()
+        .filter(|r| {
+            matches!(r.status, RefundStatus::Unknown)
+                || (r.refund_id == refund.refund_id && r.status == RefundStatus::Reserved)
+        })
+        .collect();
+    let Some(this) = unknown.iter().find(|r| r.refund_id == refund.refund_id).cloned() else {
+        // Settled meanwhile (by another request): its stored state is the answer.
+        return Ok(deps
+            .store
+            .get_refund(&refund.payment_id, &refund.refund_id)
+            .await
+            .map_err(store_error)?
+            .unwrap_or_else(|| refund.clone()));
+    };
+    let pg_refunded = match deps.gateways.look_up_refunds(payment.pg, &payment.pg_payment_id).await {
+        Ok(RefundLookup::Settled { refunded }) => refunded,
+        Ok(RefundLookup::InProgress) => {
+            tracing::info!(refund_id = %refund.refund_id, "the PG is still processing a refund; outcome stays unknown");
+            return Ok(this);
+        }
+        Err(e) => {
+            tracing::warn!(refund_id = %refund.refund_id, error = %e, "refund lookup failed; outcome stays unknown");
+            return Ok(this);
+        }
+    };
+    let Some(verdict) = verdict(&read, &unknown, refund, pg_refunded) else { return Ok(this) };
+    let now = Timestamp::now();
+    let events: Vec<OutboxEvent> =
+        unknown.iter().flat_map(|r| refund_events(r, &verdict, &read.partner_id, now)).collect();
+    match deps.store.settle_refunds(&unknown, &verdict, Some(read.version), &events).await {
+        Ok(settled) => {
+            deps.publisher.publish_committed(&deps.store, &events).await;
+            Ok(settled.into_iter().find(|r| r.refund_id == refund.refund_id).unwrap_or(this))
+        }
+        Err(StoreError::Conflict(why)) => {
+            tracing::info!(refund_id = %refund.refund_id, why, "the payment changed while the PG was asked; outcome stays unknown");
+            Ok(this)
+        }
+        Err(e) => Err(store_error(e)),
+    }
+}
+
+/// What the PG's refunded total says about the `unknown` refunds of `read` (the payment as read
+/// before the PG was asked), if it says anything yet.
+fn verdict(
+    read: &PaymentRecord,
+    unknown: &[RefundRecord],
+    refund: &RefundRecord,
+    pg_refunded: Krw,
+) -> Option<RefundOutcome> {
+    let ours = read.amounts.refunded;
     let unknown_sum = unknown.iter().try_fold(Krw::ZERO, |acc, r| acc.checked_add(r.amount)).unwrap_or(Krw::ZERO);
     let youngest = unknown.iter().map(|r| r.requested_at).max().unwrap_or(refund.requested_at);
-    let totals = Totals { pg_refunded, ours, unknown_sum };
-    let verdict = match totals.verdict() {
+    match (Totals { pg_refunded, ours, unknown_sum }).verdict() {
         Verdict::AllRefunded => Some(RefundOutcome::Succeeded { pg_refund_id: None }),
         Verdict::NoneRefunded if settled_long_enough(youngest, Timestamp::now(), settle_age()) => {
             Some(RefundOutcome::Failed { code: "not_refunded".into(), message: "the PG shows no such refund".into() })
@@ -345,29 +387,11 @@ async fn resolve(deps: &Deps, payment: &PaymentRecord, refund: &RefundRecord) ->
             None
         }
         Verdict::Disagree => {
-            needs_review(
-                &fresh,
-                refund,
-                &format!("refund totals disagree: the PG {pg_refunded}, ours {ours} + {unknown_sum} unknown"),
-            );
+            let why = format!("refund totals disagree: the PG {pg_refunded}, ours {ours} + {unknown_sum} unknown");
+            needs_review(read, refund, &why);
             None
         }
-    };
-    let Some(verdict) = verdict else { return Ok(refund.clone()) };
-    let mut this = refund.clone();
-    for r in unknown {
-        // A reserved refund whose request died is first marked unknown, then settled.
-        let current = if r.status == RefundStatus::Reserved {
-            deps.store.settle_refund(r, &RefundOutcome::Unknown, &[]).await.map_err(store_error)?
-        } else {
-            r.clone()
-        };
-        let settled = settle(deps, &current, &verdict, &fresh.partner_id, Timestamp::now()).await?;
-        if settled.refund_id == refund.refund_id {
-            this = settled;
-        }
     }
-    Ok(this)
 }
 
 /// The PG's refunded total for a payment beside ours.
