@@ -294,8 +294,7 @@ async fn a_steppay_refund_is_not_released_on_a_receipt_that_has_not_caught_up_wi
         json!({"operation": "refund", "count": 1, "fault": {"kind": "timeout_after_charge"}}),
     )
     .await;
-    e.admin("/__admin/scenarios", json!({"operation": "lookup", "count": 100, "fault": {"kind": "receipt_lags"}}))
-        .await;
+    e.admin("/__admin/scenarios", json!({"operation": "lookup", "count": 100, "fault": {"kind": "lookup_lags"}})).await;
     let body = json!({"amount": 4000, "reason": "lagging receipt"});
     let (status, v) = e.refund(&p.payment_id, "lag-1", body.clone()).await;
     assert_eq!(e.pg_refunds().await, (1, 4000), "StepPay did refund");

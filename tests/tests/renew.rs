@@ -735,3 +735,38 @@ async fn a_refund_with_cancel_subscription_answers_201_only_with_the_subscriptio
         sub.subscription.next_attempt_at
     );
 }
+
+/// Review: an unknown Payple charge whose lookup by its send date lagged (not found) was re-dated,
+/// re-sent, answered `SPCD0014` (the OID exists) and then looked up only under the new date: never
+/// found, `needs_review` although Payple approved it. Every date it was sent on is looked up, and a
+/// duplicate OID on a re-send means the first send exists.
+#[tokio::test]
+async fn a_payple_charge_resent_on_another_day_is_found_under_every_date_it_was_sent() {
+    let e = env().await;
+    let s = e.subscription("sub_redate", PgMode::Payple, kst(2027, 1, 15, 10), 9_900).await;
+    let due = s.subscription.next_attempt_at.unwrap();
+    e.admin("/__admin/config", json!({"timeout_after_charge_ms": 1_500})).await;
+    e.admin(
+        "/__admin/scenarios",
+        json!({"operation": "charge", "count": 1, "fault": {"kind": "timeout_after_charge"}}),
+    )
+    .await;
+    assert_eq!(e.tick_at(due, &e.deps).await.unknown, 1);
+    tokio::time::sleep(Duration::from_millis(700)).await; // let the held answer finish
+    // The next KST day, within the review window: the lookup by the send date lags (not found yet).
+    e.admin("/__admin/scenarios", json!({"operation": "lookup", "count": 1, "fault": {"kind": "lookup_lags"}})).await;
+    let next_day = plus(due, SignedDuration::from_hours(23));
+    assert_ne!(paycycle::calendar::kst_yyyymmdd(next_day), paycycle::calendar::kst_yyyymmdd(due));
+    let r2 = e.tick_at(next_day, &e.deps).await;
+    let r3 = e.tick_at(plus(next_day, SignedDuration::from_mins(10)), &e.deps).await;
+    let r4 = e.tick_at(plus(due, SignedDuration::from_hours(25)), &e.deps).await;
+    let after = e.get("sub_redate").await;
+    let payments = e.store.payments_of_subscription(s.id()).await.unwrap().len();
+    assert_eq!(e.pg_charges("sub_redate").await.len(), 1, "Payple charged once");
+    assert_eq!(
+        (after.subscription.state, payments),
+        (SubscriptionState::Active, 1),
+        "the approved charge is recorded: ticks {r2:?} {r3:?} {r4:?}; attempts {:?}",
+        e.store.attempts_of(s.id()).await.unwrap()
+    );
+}
