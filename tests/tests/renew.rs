@@ -854,3 +854,32 @@ async fn a_payple_charge_resent_on_another_day_is_found_under_every_date_it_was_
         e.store.attempts_of(s.id()).await.unwrap()
     );
 }
+
+/// Review: a worker whose lease ran out between its claim and its attempt write (a stalled
+/// Lambda) charged a subscription the partner had canceled meanwhile. The attempt is written only
+/// while the worker still holds the claim.
+#[tokio::test]
+async fn a_worker_whose_lease_expired_before_its_attempt_write_charges_nothing() {
+    let e = env().await;
+    let partner = e.partner().await;
+    let s = e.subscription("sub_stall", PgMode::Payple, kst(2027, 1, 15, 10), 9_900).await;
+    let due = s.subscription.next_attempt_at.unwrap();
+    let stalling = Deps {
+        crash_at: Some(CrashPoint::StallAfterClaim { ms: 3_500 }),
+        settings: Settings { lease: SignedDuration::from_secs(1), ..e.deps.settings.clone() },
+        ..e.deps.clone()
+    };
+    e.admin("/__admin/clock", json!({"now": due.to_string()})).await;
+    let ticking = tokio::spawn(async move { tick(&stalling, due, None).await });
+    tokio::time::sleep(Duration::from_millis(2_500)).await; // the stalled worker's lease is over
+    let (status, v) = partner.post("/subscriptions/sub_stall/cancel", &json!({}), None).await;
+    assert_eq!((status, v["state"].as_str()), (200, Some("canceled")), "{v}");
+    let r = ticking.await.unwrap();
+    let after = e.get("sub_stall").await;
+    assert_eq!(
+        (e.pg_charges("sub_stall").await.len(), after.subscription.state),
+        (0, SubscriptionState::Canceled),
+        "tick {r:?}; attempts {:?}",
+        e.store.attempts_of(s.id()).await.unwrap()
+    );
+}

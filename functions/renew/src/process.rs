@@ -41,6 +41,11 @@ pub enum CrashPoint {
     AfterAttemptWrite,
     AfterPgCall,
     BeforeCommit,
+    /// Not a crash: the worker stalls this long after its claim (a frozen or throttled Lambda),
+    /// then carries on — by then its lease may have expired.
+    StallAfterClaim {
+        ms: u64,
+    },
 }
 
 fn crashed(deps: &Deps, at: CrashPoint) -> bool {
@@ -71,6 +76,9 @@ pub async fn renew_one(deps: &Deps, id: &SubscriptionId, now: Timestamp, owner: 
     };
     if crashed(deps, CrashPoint::AfterClaim) {
         return Outcome::Crashed;
+    }
+    if let Some(CrashPoint::StallAfterClaim { ms }) = deps.crash_at {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
     match action {
         DueAction::Nothing => Outcome::Skipped,
@@ -148,13 +156,20 @@ async fn charge(deps: &Deps, claimed: &SubscriptionRecord, now: Timestamp, owner
         Ok((c, a)) => (c, a.sent_at(send_time(deps, now))),
         Err(e) => return log_err(claimed.id(), "begin charge failed", &e),
     };
+    // Only while this worker still holds the claim: a lease that ran out may have let a cancel
+    // (or another worker) in, and nothing may be charged on a claim no longer held.
     let mut tx = deps.store.tx();
+    tx.check_claim_held(claimed, Timestamp::now());
     tx.put_attempt_new(&attempt);
     match deps.store.commit(tx).await {
         Ok(()) => {}
         Err(StoreError::AlreadyExists(_)) => {
             // An earlier worker wrote this attempt and died: it may have charged. Look it up.
             return resolve(deps, claimed, &attempt.charge_id, now, owner).await;
+        }
+        Err(StoreError::Conflict(_)) => {
+            tracing::warn!(subscription_id = %claimed.id(), "claim lost before the attempt write; nothing charged");
+            return Outcome::Skipped;
         }
         Err(e) => return log_err(claimed.id(), "attempt write failed", &e),
     }
