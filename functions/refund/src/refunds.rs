@@ -175,9 +175,20 @@ async fn run(
             return Err(reserve_failed(deps, &refund, e).await);
         }
     }
+    let outcome = send_refund(deps, &payment, &refund).await;
+    let settled = settle(deps, &refund, &outcome, &key.partner_id, now).await?;
+    let settled =
+        if settled.status == RefundStatus::Unknown { resolve(deps, &payment, &settled).await? } else { settled };
+    answer_for(&settled, body.cancel_subscription)
+}
+
+/// Sends the reserved `refund` to the PG and reads its answer: success, a decline (nothing
+/// refunded), or unknown (sent, no trustworthy answer).
+async fn send_refund(deps: &Deps, payment: &PaymentRecord, refund: &RefundRecord) -> RefundOutcome {
+    let refund_id = refund.refund_id.as_str();
     let pg_req = RefundRequest {
         pg_payment_id: payment.pg_payment_id.clone(),
-        amount,
+        amount: refund.amount,
         pay_date_kst: payment.pay_date_kst.clone(),
         refund_id: refund_id.to_string(),
     };
@@ -196,10 +207,7 @@ async fn run(
     if let Err(e) = &result {
         tracing::warn!(refund_id, error = %e, "PG refund did not succeed");
     }
-    let settled = settle(deps, &refund, &outcome, &key.partner_id, now).await?;
-    let settled =
-        if settled.status == RefundStatus::Unknown { resolve(deps, &payment, &settled).await? } else { settled };
-    answer_for(&settled, body.cancel_subscription)
+    outcome
 }
 
 /// The answer for a refund; one with `cancel_subscription` canceled the subscription when it was
