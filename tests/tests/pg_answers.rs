@@ -281,3 +281,33 @@ async fn a_steppay_refund_in_progress_stays_reserved_until_the_receipt_shows_it(
     assert_eq!((status, body["status"].as_str()), (201, Some("succeeded")), "{body}");
     assert_eq!(e.pg_refunds().await, (1, 4000));
 }
+
+#[tokio::test]
+async fn a_steppay_refund_is_not_released_on_a_receipt_that_has_not_caught_up_with_it() {
+    let e = env().await;
+    let p = e.payment(PgMode::SteppaySelf, "sub_splag", 10_000).await;
+    // StepPay cancels, then holds its answer past our 1 s timeout; its receipt lags behind the
+    // cancel for a while (still COMPLETE, nothing canceled), then shows it.
+    e.admin("/__admin/config", json!({"timeout_after_charge_ms": 2500})).await;
+    e.admin(
+        "/__admin/scenarios",
+        json!({"operation": "refund", "count": 1, "fault": {"kind": "timeout_after_charge"}}),
+    )
+    .await;
+    e.admin("/__admin/scenarios", json!({"operation": "lookup", "count": 100, "fault": {"kind": "lookup_lags"}})).await;
+    let body = json!({"amount": 4000, "reason": "lagging receipt"});
+    let (status, v) = e.refund(&p.payment_id, "lag-1", body.clone()).await;
+    assert_eq!(e.pg_refunds().await, (1, 4000), "StepPay did refund");
+    assert_eq!((status, v["error"]["code"].as_str()), (504, Some("refund_outcome_unknown")), "{v}");
+    let (_, ours) = e.partner.get(&format!("/payments/{}", p.payment_id)).await;
+    assert_eq!((ours["refund_pending"].as_i64(), ours["refundable"].as_i64()), (Some(4000), Some(6000)), "{ours}");
+    // The same key while the receipt still lags: still unknown, still reserved.
+    let (status, v) = e.refund(&p.payment_id, "lag-1", body.clone()).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (504, Some("refund_outcome_unknown")), "{v}");
+    let driver = e.driver();
+    driver.http.delete(driver.url("/__admin/scenarios")).send().await.unwrap().error_for_status().unwrap();
+    // The receipt caught up: the refund succeeded, once.
+    let (status, v) = e.refund(&p.payment_id, "lag-1", body).await;
+    assert_eq!((status, v["status"].as_str()), (201, Some("succeeded")), "{v}");
+    assert_eq!(e.pg_refunds().await, (1, 4000), "exactly one PG refund");
+}

@@ -30,8 +30,12 @@ struct Env {
 }
 
 async fn env() -> Env {
+    env_with_pg_timeout(1_000).await
+}
+
+async fn env_with_pg_timeout(ms: u64) -> Env {
     let stack =
-        LocalStack::start(Options { api_port: 0, pg_timeout_ms: Some(1_000), ..Options::default() }).await.unwrap();
+        LocalStack::start(Options { api_port: 0, pg_timeout_ms: Some(ms), ..Options::default() }).await.unwrap();
     let sdk = paycycle_testkit::moto::sdk_config_for(stack.moto.endpoint()).await;
     let store = Store::new(&sdk, &stack.provisioned.table);
     let key = generate_api_key();
@@ -385,39 +389,122 @@ async fn validation_declines_and_full_refund_with_cancel() {
     assert_eq!(e.ledger().await["totals"]["refunded"], 5000);
 }
 
+impl Env {
+    /// An active subscription whose latest payment is `p`.
+    async fn subscription_of(&self, id: &str, p: &PaymentRecord) -> paycycle::store::subscriptions::SubscriptionRecord {
+        use paycycle::calendar::Interval;
+        use paycycle::domain::customer::Customer;
+        use paycycle::domain::subscription::{Plan, Subscription};
+        use paycycle::store::subscriptions::SubscriptionRecord;
+        let sub = Subscription::incomplete(
+            SubscriptionId::parse(id).unwrap(),
+            Plan { name: "Pro".into(), amount: p.amounts.paid, interval: Interval::monthly() },
+            p.pg.renewer(),
+        )
+        .activate(p.paid_at)
+        .unwrap()
+        .subscription;
+        let record = SubscriptionRecord {
+            subscription: sub,
+            partner_id: "partner_a".into(),
+            customer: Customer { id: "cus_1".into(), name: "홍길동".into(), phone: None, email: None },
+            pg: p.pg,
+            billing_key: Some("payer".into()),
+            created_at: p.paid_at,
+            version: 1,
+            lease_owner: None,
+            lease_until: 0,
+        };
+        self.store.create_subscription(&record).await.unwrap();
+        record
+    }
+}
+
 #[tokio::test]
 async fn a_full_refund_of_the_latest_payment_can_cancel_the_subscription() {
-    use paycycle::calendar::Interval;
-    use paycycle::domain::customer::Customer;
-    use paycycle::domain::subscription::{Plan, Subscription, SubscriptionState};
-    use paycycle::store::subscriptions::SubscriptionRecord;
+    use paycycle::domain::subscription::SubscriptionState;
 
     let e = env().await;
     let p = e.payple_payment("sub_cancel", 9_900).await;
-    let sub = Subscription::incomplete(
-        SubscriptionId::parse("sub_cancel").unwrap(),
-        Plan { name: "Pro".into(), amount: Krw::new(9_900).unwrap(), interval: Interval::monthly() },
-        PgMode::Payple.renewer(),
-    )
-    .activate(p.paid_at)
-    .unwrap()
-    .subscription;
-    let record = SubscriptionRecord {
-        subscription: sub,
-        partner_id: "partner_a".into(),
-        customer: Customer { id: "cus_1".into(), name: "홍길동".into(), phone: None, email: None },
-        pg: PgMode::Payple,
-        billing_key: Some("payer".into()),
-        created_at: p.paid_at,
-        version: 1,
-        lease_owner: None,
-        lease_until: 0,
-    };
-    e.store.create_subscription(&record).await.unwrap();
+    let record = e.subscription_of("sub_cancel", &p).await;
     let (status, v) =
         e.refund(&p.payment_id, "full-cancel", json!({"reason": "customer left", "cancel_subscription": true})).await;
     assert_eq!(status, 201, "{v}");
     let after = e.store.get_subscription(record.id()).await.unwrap().unwrap();
     assert_eq!(after.subscription.state, SubscriptionState::Canceled);
     assert_eq!(after.subscription.next_attempt_at, None, "renew will not charge it again");
+}
+
+#[tokio::test]
+async fn a_declined_refund_with_cancel_subscription_leaves_the_subscription_canceled_and_says_so() {
+    use paycycle::domain::subscription::SubscriptionState;
+
+    let e = env().await;
+    let p = e.steppay_payment("sub_cdecl", 9_900).await;
+    let record = e.subscription_of("sub_cdecl", &p).await;
+    e.admin(
+        "/__admin/scenarios",
+        json!({"operation": "refund", "count": 1, "fault": {"kind": "decline", "hard": false}}),
+    )
+    .await;
+    let body = json!({"reason": "customer left", "cancel_subscription": true});
+    let (status, v) = e.refund(&p.payment_id, "cdecl", body.clone()).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (502, Some("refund_declined")), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("stays canceled"), "{v}");
+    let after = e.store.get_subscription(record.id()).await.unwrap().unwrap();
+    assert_eq!((after.subscription.state, after.subscription.next_attempt_at), (SubscriptionState::Canceled, None));
+    assert_eq!(e.payment(&p.payment_id).await["refundable"], 9_900, "the declined refund's reservation is released");
+    // The partner refunds again (new key) with cancel_subscription: the subscription stays canceled.
+    let (status, v) = e.refund(&p.payment_id, "cdecl-2", body).await;
+    assert_eq!((status, v["status"].as_str()), (201, Some("succeeded")), "{v}");
+    assert_eq!(e.ledger().await["totals"]["refunded"], 9_900);
+}
+
+/// The race review found in `resolve`: our lookup is taken while another refund of the same amount
+/// is at the PG but not yet settled here, so the PG's total looks like ours plus the unknown one.
+/// The verdict is written only if the payment is still as it was read before the PG was asked.
+#[tokio::test]
+async fn an_unknown_refund_is_settled_only_against_the_payment_as_read_before_the_lookup() {
+    let e = env_with_pg_timeout(3_000).await;
+    let p = e.steppay_payment("sub_rrace", 10_000).await;
+    let (u, r2) = (json!({"amount": 3000, "reason": "u"}), json!({"amount": 3000, "reason": "r2"}));
+    e.admin("/__admin/config", json!({"steppay_webhook_url": null, "timeout_after_charge_ms": 5_000})).await;
+    // U: StepPay answers 500 before doing anything (ambiguous to us): unknown, never refunded.
+    e.admin("/__admin/scenarios", json!({"operation": "refund", "count": 1, "fault": {"kind": "server_error"}})).await;
+    let (status, v) = e.refund(&p.payment_id, "u", u.clone()).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (504, Some("refund_outcome_unknown")), "{v}");
+    assert_eq!(e.ledger().await["totals"]["refunded"], 0, "U never reached StepPay");
+    // U's retry asks StepPay (its lookup held 2 s); meanwhile R2's own lookup fails, R2 is reserved
+    // and refunded at StepPay, its answer held.
+    for fault in [json!({"kind": "delay", "ms": 2_000}), json!({"kind": "server_error"})] {
+        e.admin("/__admin/scenarios", json!({"operation": "lookup", "count": 1, "fault": fault})).await;
+    }
+    e.admin(
+        "/__admin/scenarios",
+        json!({"operation": "refund", "count": 1, "fault": {"kind": "timeout_after_charge"}}),
+    )
+    .await;
+    let retry = tokio::spawn({
+        let (http, url, key) = (e.http.clone(), e.api(&format!("/payments/{}/refunds", p.payment_id)), e.key.clone());
+        async move {
+            let r = http.post(url).bearer_auth(key).header("Idempotency-Key", "u").json(&u).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = tokio::spawn({
+        let (http, url, key) = (e.http.clone(), e.api(&format!("/payments/{}/refunds", p.payment_id)), e.key.clone());
+        async move {
+            let r = http.post(url).bearer_auth(key).header("Idempotency-Key", "r2").json(&r2).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    });
+    let (status, v) = retry.await.unwrap();
+    let _ = second.await.unwrap();
+    let pg_refunded = e.ledger().await["totals"]["refunded"].as_i64().unwrap();
+    let ours = e.payment(&p.payment_id).await;
+    let u_status = ours["refunds"].as_array().unwrap().iter().find(|r| r["reason"] == "u").unwrap()["status"].clone();
+    assert_eq!(pg_refunded, 3000, "StepPay refunded R2 only");
+    assert_ne!(u_status, "succeeded", "U answered {status} {v}; payment {ours}");
+    assert!(ours["refunded"].as_i64().unwrap() <= pg_refunded, "we never record more than StepPay refunded: {ours}");
 }

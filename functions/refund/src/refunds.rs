@@ -1,16 +1,20 @@
 //! The refund flow: claim the idempotency key, validate, reserve, call the PG, settle, publish.
 
 use http::StatusCode;
-use jiff::Timestamp;
+use std::sync::OnceLock;
+
+use jiff::{SignedDuration, Timestamp};
 use lambda_http::{Body, Request, Response};
 use paycycle::api::{self, ApiError, Keep};
 use paycycle::domain::events::EventKind;
 use paycycle::domain::payment::RefundStatus;
+use paycycle::domain::subscription::{SubscriptionState, TransitionError};
 use paycycle::money::Krw;
 use paycycle::pg::{PgError, RefundLookup, RefundLookupCapability, RefundRequest};
 use paycycle::store::api_keys::ApiKeyRecord;
-use paycycle::store::outbox::OutboxEvent;
+use paycycle::store::outbox::{OutboxEvent, subscription_events};
 use paycycle::store::payments::{PaymentRecord, RefundOutcome, RefundRecord};
+use paycycle::store::subscriptions::SubscriptionRecord;
 use paycycle::store::{StoreError, sha256_hex};
 use paycycle::views::{payment_json, refund_json};
 use serde::{Deserialize, Serialize};
@@ -136,8 +140,7 @@ async fn run(
         } else {
             existing
         };
-        let (status, v) = answer(&current);
-        return v.map(|v| (status, v));
+        return answer_for(&current, body.cancel_subscription);
     }
     // Earlier unknown refunds of this payment are resolved first: they may free (or use) money.
     let payment = resolve_pending(deps, payment).await?;
@@ -150,9 +153,6 @@ async fn run(
     if amount > payment.refundable {
         return Err(exceeds(amount, payment.refundable));
     }
-    if body.cancel_subscription {
-        check_cancellable(deps, &payment, amount).await?;
-    }
     let refund = RefundRecord {
         refund_id: refund_id.to_string(),
         payment_id: payment_id.to_string(),
@@ -164,27 +164,31 @@ async fn run(
         failure_code: None,
         failure_message: None,
     };
-    match deps.store.reserve_refund(&refund).await {
-        Ok(()) => {}
-        Err(StoreError::Conflict(_)) => {
-            // Another refund took the money first: say how much is left now.
-            let left = deps
-                .store
-                .get_payment(payment_id)
-                .await
-                .map_err(store_error)?
-                .map(|p| p.refundable)
-                .unwrap_or(Krw::ZERO);
-            return Err(exceeds(amount, left));
+    if body.cancel_subscription {
+        // The subscription is canceled first, in the reservation's transaction: a refund that
+        // reaches the PG has always stopped the billing, whatever happens to it afterwards.
+        reserve_and_cancel(deps, &payment, &refund, now).await?;
+    } else {
+        let mut tx = deps.store.tx();
+        tx.reserve_refund(&refund);
+        if let Err(e) = deps.store.commit(tx).await {
+            return Err(reserve_failed(deps, &refund, e).await);
         }
-        Err(StoreError::AlreadyExists(_)) => {
-            return Err(ApiError::conflict("idempotency_in_progress", "this refund is already being processed"));
-        }
-        Err(e) => return Err(store_error(e)),
     }
+    let outcome = send_refund(deps, &payment, &refund).await;
+    let settled = settle(deps, &refund, &outcome, &key.partner_id, now).await?;
+    let settled =
+        if settled.status == RefundStatus::Unknown { resolve(deps, &payment, &settled).await? } else { settled };
+    answer_for(&settled, body.cancel_subscription)
+}
+
+/// Sends the reserved `refund` to the PG and reads its answer: success, a decline (nothing
+/// refunded), or unknown (sent, no trustworthy answer).
+async fn send_refund(deps: &Deps, payment: &PaymentRecord, refund: &RefundRecord) -> RefundOutcome {
+    let refund_id = refund.refund_id.as_str();
     let pg_req = RefundRequest {
         pg_payment_id: payment.pg_payment_id.clone(),
-        amount,
+        amount: refund.amount,
         pay_date_kst: payment.pay_date_kst.clone(),
         refund_id: refund_id.to_string(),
     };
@@ -203,14 +207,41 @@ async fn run(
     if let Err(e) = &result {
         tracing::warn!(refund_id, error = %e, "PG refund did not succeed");
     }
-    let settled = settle(deps, &refund, &outcome, &key.partner_id, now).await?;
-    let settled =
-        if settled.status == RefundStatus::Unknown { resolve(deps, &payment, &settled).await? } else { settled };
-    if settled.status == RefundStatus::Succeeded && body.cancel_subscription {
-        cancel_subscription(deps, &payment, now).await;
+    outcome
+}
+
+/// The answer for a refund; one with `cancel_subscription` canceled the subscription when it was
+/// reserved, so a decline or an unknown outcome says the subscription stays canceled.
+fn answer_for(r: &RefundRecord, canceled_subscription: bool) -> Result<(StatusCode, Value), ApiError> {
+    let (status, v) = answer(r);
+    match v {
+        Ok(v) => Ok((status, v)),
+        Err(mut e) if canceled_subscription => {
+            e.message.push_str(
+                " The subscription was canceled before the refund was sent (cancel_subscription) and stays \
+                 canceled: nothing more is charged.",
+            );
+            Err(e)
+        }
+        Err(e) => Err(e),
     }
-    let (status, v) = answer(&settled);
-    v.map(|v| (status, v))
+}
+
+/// Why a reservation did not commit, for the caller: not enough left, or the same refund racing.
+async fn reserve_failed(deps: &Deps, refund: &RefundRecord, e: StoreError) -> ApiError {
+    match e {
+        StoreError::Conflict(_) => {
+            // Another refund took the money first: say how much is left now.
+            match deps.store.get_payment(&refund.payment_id).await {
+                Ok(p) => exceeds(refund.amount, p.map(|p| p.refundable).unwrap_or(Krw::ZERO)),
+                Err(e) => store_error(e),
+            }
+        }
+        StoreError::AlreadyExists(_) => {
+            ApiError::conflict("idempotency_in_progress", "this refund is already being processed")
+        }
+        e => store_error(e),
+    }
 }
 
 fn exceeds(amount: Krw, refundable: Krw) -> ApiError {
@@ -228,13 +259,22 @@ async fn settle(
     partner_id: &str,
     now: Timestamp,
 ) -> Result<RefundRecord, ApiError> {
+    let events = refund_events(refund, outcome, partner_id, now);
+    let settled = deps.store.settle_refund(refund, outcome, &events).await.map_err(store_error)?;
+    if !events.is_empty() {
+        deps.publisher.publish_committed(&deps.store, &events).await;
+    }
+    Ok(settled)
+}
+
+/// The event a refund settled with `outcome` publishes (none while unknown).
+fn refund_events(refund: &RefundRecord, outcome: &RefundOutcome, partner_id: &str, now: Timestamp) -> Vec<OutboxEvent> {
     let kind = match outcome {
         RefundOutcome::Succeeded { .. } => Some(EventKind::RefundSucceeded),
         RefundOutcome::Failed { .. } => Some(EventKind::RefundFailed),
         RefundOutcome::Unknown => None,
     };
-    let events: Vec<OutboxEvent> = kind
-        .into_iter()
+    kind.into_iter()
         .map(|k| {
             OutboxEvent::new(
                 k,
@@ -245,12 +285,7 @@ async fn settle(
                        "partner_id": partner_id}),
             )
         })
-        .collect();
-    let settled = deps.store.settle_refund(refund, outcome, &events).await.map_err(store_error)?;
-    if !events.is_empty() {
-        deps.publisher.publish_committed(&deps.store, &events).await;
-    }
-    Ok(settled)
+        .collect()
 }
 
 /// Resolves the unknown refunds of `payment` by asking the PG, then returns the fresh payment.
@@ -274,69 +309,152 @@ async fn resolve_pending(deps: &Deps, payment: PaymentRecord) -> Result<PaymentR
 /// decisive only when no refund of this payment is still in flight: if the PG refunded exactly our
 /// confirmed total plus every unknown refund, they all succeeded; if it refunded only our confirmed
 /// total, none did. Anything else stays unknown (and is reported, not guessed).
+///
+/// The payment is read first, then its refunds, then the PG; the verdict is written only if the
+/// payment is still at the version read first. A refund reserved after that read (perhaps already
+/// at the PG, so in its total) or settled meanwhile makes the verdict a no-op: the refund stays
+/// unknown and the next retry asks again.
 async fn resolve(deps: &Deps, payment: &PaymentRecord, refund: &RefundRecord) -> Result<RefundRecord, ApiError> {
     if deps.gateways.refund_lookup_capability(payment.pg) == RefundLookupCapability::None {
         needs_review(payment, refund, "the PG offers no refund lookup");
         return Ok(refund.clone());
     }
-    let refunds = deps.store.refunds_of(&payment.payment_id).await.map_err(store_error)?;
-    let in_flight = refunds.iter().any(|r| r.status == RefundStatus::Reserved && r.refund_id != refund.refund_id);
-    if in_flight {
-        return Ok(refund.clone());
-    }
-    let unknown: Vec<&RefundRecord> = refunds
-        .iter()
-        .filter(|r| {
-            matches!(r.status, RefundStatus::Unknown)
-                || (r.refund_id == refund.refund_id && r.status == RefundStatus::Reserved)
-        })
-        .collect();
-    let pg_refunded = match deps.gateways.look_up_refunds(payment.pg, &payment.pg_payment_id).await {
-        Ok(RefundLookup::Settled { refunded }) => refunded,
-        Ok(RefundLookup::InProgress) => {
-            tracing::info!(refund_id = %refund.refund_id, "the PG is still processing a refund; outcome stays unknown");
-            return Ok(refund.clone());
-        }
-        Err(e) => {
-            tracing::warn!(refund_id = %refund.refund_id, error = %e, "refund lookup failed; outcome stays unknown");
-            return Ok(refund.clone());
-        }
-    };
-    let fresh = deps
+    let read = deps
         .store
         .get_payment(&payment.payment_id)
         .await
         .map_err(store_error)?
         .ok_or_else(|| ApiError::not_found("payment"))?;
-    let ours = fresh.amounts.refunded;
-    let unknown_sum = unknown.iter().try_fold(Krw::ZERO, |acc, r| acc.checked_add(r.amount)).unwrap_or(Krw::ZERO);
-    let verdict = if ours.checked_add(unknown_sum).ok() == Some(pg_refunded) {
-        Some(RefundOutcome::Succeeded { pg_refund_id: None })
-    } else if pg_refunded == ours {
-        Some(RefundOutcome::Failed { code: "not_refunded".into(), message: "the PG shows no such refund".into() })
-    } else {
-        needs_review(
-            &fresh,
-            refund,
-            &format!("refund totals disagree: the PG {pg_refunded}, ours {ours} + {unknown_sum} unknown"),
-        );
-        None
+    let refunds = deps.store.refunds_of(&payment.payment_id).await.map_err(store_error)?;
+    let in_flight = refunds.iter().any(|r| r.status == RefundStatus::Reserved && r.refund_id != refund.refund_id);
+    if in_flight {
+        return Ok(refund.clone());
+    }
+    let unknown: Vec<RefundRecord> = refunds
+        .into_iter()
+        .filter(|r| {
+            matches!(r.status, RefundStatus::Unknown)
+                || (r.refund_id == refund.refund_id && r.status == RefundStatus::Reserved)
+        })
+        .collect();
+    let Some(this) = unknown.iter().find(|r| r.refund_id == refund.refund_id).cloned() else {
+        // Settled meanwhile (by another request): its stored state is the answer.
+        return Ok(deps
+            .store
+            .get_refund(&refund.payment_id, &refund.refund_id)
+            .await
+            .map_err(store_error)?
+            .unwrap_or_else(|| refund.clone()));
     };
-    let Some(verdict) = verdict else { return Ok(refund.clone()) };
-    let mut this = refund.clone();
-    for r in unknown {
-        // A reserved refund whose request died is first marked unknown, then settled.
-        let current = if r.status == RefundStatus::Reserved {
-            deps.store.settle_refund(r, &RefundOutcome::Unknown, &[]).await.map_err(store_error)?
-        } else {
-            r.clone()
-        };
-        let settled = settle(deps, &current, &verdict, &fresh.partner_id, Timestamp::now()).await?;
-        if settled.refund_id == refund.refund_id {
-            this = settled;
+    let pg_refunded = match deps.gateways.look_up_refunds(payment.pg, &payment.pg_payment_id).await {
+        Ok(RefundLookup::Settled { refunded }) => refunded,
+        Ok(RefundLookup::InProgress) => {
+            tracing::info!(refund_id = %refund.refund_id, "the PG is still processing a refund; outcome stays unknown");
+            return Ok(this);
+        }
+        Err(e) => {
+            tracing::warn!(refund_id = %refund.refund_id, error = %e, "refund lookup failed; outcome stays unknown");
+            return Ok(this);
+        }
+    };
+    let Some(verdict) = verdict(&read, &unknown, refund, pg_refunded) else { return Ok(this) };
+    let now = Timestamp::now();
+    let events: Vec<OutboxEvent> =
+        unknown.iter().flat_map(|r| refund_events(r, &verdict, &read.partner_id, now)).collect();
+    match deps.store.settle_refunds(&unknown, &verdict, Some(read.version), &events).await {
+        Ok(settled) => {
+            deps.publisher.publish_committed(&deps.store, &events).await;
+            Ok(settled.into_iter().find(|r| r.refund_id == refund.refund_id).unwrap_or(this))
+        }
+        Err(StoreError::Conflict(why)) => {
+            tracing::info!(refund_id = %refund.refund_id, why, "the payment changed while the PG was asked; outcome stays unknown");
+            Ok(this)
+        }
+        Err(e) => Err(store_error(e)),
+    }
+}
+
+/// What the PG's refunded total says about the `unknown` refunds of `read` (the payment as read
+/// before the PG was asked), if it says anything yet.
+fn verdict(
+    read: &PaymentRecord,
+    unknown: &[RefundRecord],
+    refund: &RefundRecord,
+    pg_refunded: Krw,
+) -> Option<RefundOutcome> {
+    let ours = read.amounts.refunded;
+    let unknown_sum = unknown.iter().try_fold(Krw::ZERO, |acc, r| acc.checked_add(r.amount)).unwrap_or(Krw::ZERO);
+    let youngest = unknown.iter().map(|r| r.requested_at).max().unwrap_or(refund.requested_at);
+    match (Totals { pg_refunded, ours, unknown_sum }).verdict() {
+        Verdict::AllRefunded => Some(RefundOutcome::Succeeded { pg_refund_id: None }),
+        Verdict::NoneRefunded if settled_long_enough(youngest, Timestamp::now(), settle_age()) => {
+            Some(RefundOutcome::Failed { code: "not_refunded".into(), message: "the PG shows no such refund".into() })
+        }
+        Verdict::NoneRefunded => {
+            tracing::info!(refund_id = %refund.refund_id, "the PG shows no such refund yet; too soon to believe it");
+            None
+        }
+        Verdict::Disagree => {
+            let why = format!("refund totals disagree: the PG {pg_refunded}, ours {ours} + {unknown_sum} unknown");
+            needs_review(read, refund, &why);
+            None
         }
     }
-    Ok(this)
+}
+
+/// The PG's refunded total for a payment beside ours.
+#[derive(Clone, Copy, Debug)]
+struct Totals {
+    /// What the PG says was refunded of the payment.
+    pg_refunded: Krw,
+    /// What we recorded as refunded.
+    ours: Krw,
+    /// What our refunds of unknown outcome add up to.
+    unknown_sum: Krw,
+}
+
+/// What [`Totals`] say about the unknown refunds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    /// The PG refunded ours plus every unknown one.
+    AllRefunded,
+    /// The PG refunded only ours: none of the unknown ones — as far as this lookup shows.
+    NoneRefunded,
+    Disagree,
+}
+
+impl Totals {
+    fn verdict(self) -> Verdict {
+        if self.ours.checked_add(self.unknown_sum).ok() == Some(self.pg_refunded) {
+            Verdict::AllRefunded
+        } else if self.pg_refunded == self.ours {
+            Verdict::NoneRefunded
+        } else {
+            Verdict::Disagree
+        }
+    }
+}
+
+/// How long after a refund request a lookup that shows no trace of it is believed
+/// (`PAYCYCLE_REFUND_SETTLE_MINUTES`, default 10, 1..=1440): a receipt read seconds after an
+/// ambiguous cancel may not show it yet (StepPay promises no read-after-write on its receipt), and
+/// releasing on it would let the partner refund twice. Until then the refund stays unknown.
+fn settle_age() -> SignedDuration {
+    static AGE: OnceLock<SignedDuration> = OnceLock::new();
+    *AGE.get_or_init(|| {
+        let minutes = std::env::var("PAYCYCLE_REFUND_SETTLE_MINUTES")
+            .ok()
+            .and_then(|v| v.parse::<i64>().ok())
+            .filter(|m| (1..=1440).contains(m))
+            .unwrap_or(10);
+        SignedDuration::from_mins(minutes)
+    })
+}
+
+/// Whether a refund requested at `requested_at` (wall clock) is old enough at `wall_now` for a
+/// lookup without it to mean the PG did not refund it.
+fn settled_long_enough(requested_at: Timestamp, wall_now: Timestamp, age: SignedDuration) -> bool {
+    wall_now.duration_since(requested_at) >= age
 }
 
 /// A refund whose outcome nobody can settle automatically: the amount stays reserved and a person
@@ -355,33 +473,35 @@ fn needs_review(payment: &PaymentRecord, refund: &RefundRecord, why: &str) {
     );
 }
 
-/// `cancel_subscription: true` is only for a full refund of the subscription's latest payment.
-async fn check_cancellable(deps: &Deps, payment: &PaymentRecord, amount: Krw) -> Result<(), ApiError> {
+/// `cancel_subscription: true` is only for a full refund of the subscription's latest payment,
+/// and never while renew is charging it. Returns the subscription as read: the cancel's write is
+/// conditioned on exactly that record (its version), so what was checked here still holds when it
+/// commits.
+async fn cancellable(deps: &Deps, payment: &PaymentRecord, amount: Krw) -> Result<SubscriptionRecord, ApiError> {
+    let cannot = |why: &str| ApiError::unprocessable("cannot_cancel_subscription", why.to_string());
     let Some(sub_id) = &payment.subscription_id else {
-        return Err(ApiError::unprocessable("cannot_cancel_subscription", "this payment belongs to no subscription"));
+        return Err(cannot("this payment belongs to no subscription"));
     };
     if amount != payment.refundable {
-        return Err(ApiError::unprocessable(
-            "cannot_cancel_subscription",
-            "only a full refund can cancel the subscription",
-        ));
+        return Err(cannot("only a full refund can cancel the subscription"));
     }
+    let Some(record) = deps.store.get_subscription(sub_id).await.map_err(store_error)? else {
+        return Err(cannot("the payment's subscription does not exist"));
+    };
+    // The consistent read first: a later period paid (renewal charges carry their period, a
+    // checkout's payment is period 0); then the index, which names payments of any kind.
+    let period = payment.charge_id.as_ref().map(|c| c.period()).or(payment.checkout_id.as_ref().map(|_| 0));
+    let paid = record.subscription.current_period.map(|p| p.index);
+    let later_paid = matches!((period, paid), (Some(ours), Some(paid)) if paid > ours);
     let payments = deps.store.payments_of_subscription(sub_id).await.map_err(store_error)?;
     let latest = payments.iter().max_by_key(|p| p.paid_at).map(|p| p.payment_id.as_str());
-    if latest != Some(payment.payment_id.as_str()) {
-        return Err(ApiError::unprocessable(
-            "cannot_cancel_subscription",
-            "only the subscription's latest payment can cancel it",
-        ));
+    if later_paid || latest.is_some_and(|l| l != payment.payment_id) {
+        return Err(cannot("only the subscription's latest payment can cancel it"));
     }
-    // Refused before anything is refunded while renew is charging it: the cancel after the
-    // refund must not overtake (and orphan) a renewal charge.
-    if let Some(r) = deps.store.get_subscription(sub_id).await.map_err(store_error)? {
-        if deps.store.charge_in_flight(&r, Timestamp::now()).await.map_err(store_error)? {
-            return Err(renewal_in_progress());
-        }
+    if deps.store.charge_in_flight(&record, Timestamp::now()).await.map_err(store_error)? {
+        return Err(renewal_in_progress());
     }
-    Ok(())
+    Ok(record)
 }
 
 fn renewal_in_progress() -> ApiError {
@@ -391,65 +511,92 @@ fn renewal_in_progress() -> ApiError {
     )
 }
 
-/// How often the cancel after a refund is tried again when a renewal slipped in between the
-/// check and the cancel (it waits for that charge to be recorded, never overtakes it).
-const CANCEL_TRIES: u32 = 5;
-
-/// Cancels the refunded payment's subscription, with the lifecycle write's condition: never while
-/// a renewal charge is in flight (a renewal that started after the up-front check is waited for,
-/// recorded by renew, and then the subscription is canceled). What still cannot be canceled is
-/// reported for a person.
-async fn cancel_subscription(deps: &Deps, payment: &PaymentRecord, now: Timestamp) {
-    let Some(sub_id) = &payment.subscription_id else { return };
-    for attempt in 1..=CANCEL_TRIES {
-        let record = match deps.store.get_subscription(sub_id).await {
-            Ok(Some(r)) => r,
-            other => {
-                tracing::warn!(?other, "subscription to cancel not found");
-                return;
-            }
-        };
-        let transition = match record.subscription.cancel(now, false) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::info!(error = %e, "subscription not canceled");
-                return;
-            }
-        };
+/// Cancels the refunded payment's subscription and reserves the refund in one transaction. The
+/// cancel's condition is the lifecycle write's ([`paycycle::store::Tx::put_subscription_change`]):
+/// the subscription as read (so the payment is still its latest), no renew lease live, the next
+/// attempt neither pending nor unknown. A renewal claimed after the read makes the whole thing
+/// fail: nothing is refunded, nothing canceled, and the caller hears why. An already canceled
+/// subscription stays so (only its version is checked).
+async fn reserve_and_cancel(
+    deps: &Deps,
+    payment: &PaymentRecord,
+    refund: &RefundRecord,
+    now: Timestamp,
+) -> Result<(), ApiError> {
+    let record = cancellable(deps, payment, refund.amount).await?;
+    let mut tx = deps.store.tx();
+    let mut events = Vec::new();
+    if record.subscription.state == SubscriptionState::Canceled {
+        tx.check_subscription_unchanged(&record);
+    } else {
+        let transition = record.subscription.cancel(now, false).map_err(|e| match e {
+            TransitionError::UnknownOutcomePending(_) => renewal_in_progress(),
+            other => ApiError::unprocessable("cannot_cancel_subscription", other.to_string()),
+        })?;
         let next = record.next(transition.subscription);
-        let events: Vec<OutboxEvent> = transition
-            .events
-            .iter()
-            .map(|k| {
-                OutboxEvent::new(
-                    *k,
-                    sub_id.as_str(),
-                    next.version,
-                    now,
-                    json!({"subscription_id": sub_id, "reason": "refunded"}),
-                )
-            })
-            .collect();
-        let mut tx = deps.store.tx();
+        events = subscription_events(&next, &transition.events, now, None);
         tx.put_subscription_change(&record, &next, Timestamp::now());
         for e in &events {
             tx.put_outbox(e);
         }
-        match deps.store.commit(tx).await {
-            Ok(()) => {
-                let _ = deps.publisher.flush(&deps.store, &events).await;
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, attempt, "subscription cancel after refund did not commit; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(attempt))).await;
-            }
-        }
     }
-    tracing::error!(
-        alarm = "paycycle_needs_review",
-        subscription_id = %sub_id,
-        payment_id = %payment.payment_id,
-        "refunded with cancel_subscription, but the subscription could not be canceled: needs review"
-    );
+    tx.reserve_refund(refund);
+    match deps.store.commit(tx).await {
+        Ok(()) => {
+            deps.publisher.publish_committed(&deps.store, &events).await;
+            Ok(())
+        }
+        Err(StoreError::Conflict(_)) => Err(cancel_conflict(deps, payment, refund).await),
+        Err(e) => Err(reserve_failed(deps, refund, e).await),
+    }
+}
+
+/// Names what stood in the way of a refund-and-cancel whose transaction failed: checked again on
+/// fresh reads (a renewal now in flight, a later payment, less left to refund), else a change
+/// that a retry will see.
+async fn cancel_conflict(deps: &Deps, payment: &PaymentRecord, refund: &RefundRecord) -> ApiError {
+    let fresh = match deps.store.get_payment(&payment.payment_id).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return ApiError::not_found("payment"),
+        Err(e) => return store_error(e),
+    };
+    if fresh.refundable < refund.amount {
+        return exceeds(refund.amount, fresh.refundable);
+    }
+    match cancellable(deps, &fresh, refund.amount).await {
+        Err(e) => e,
+        Ok(_) => ApiError::conflict(
+            "subscription_changed",
+            "the subscription changed while this refund was prepared; nothing was refunded — retry",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn krw(n: i64) -> Krw {
+        Krw::new(n).unwrap()
+    }
+
+    #[test]
+    fn totals_name_all_none_or_a_disagreement() {
+        let t = |pg, ours, unknown| Totals { pg_refunded: krw(pg), ours: krw(ours), unknown_sum: krw(unknown) };
+        assert_eq!(t(7_000, 3_000, 4_000).verdict(), Verdict::AllRefunded);
+        assert_eq!(t(3_000, 3_000, 4_000).verdict(), Verdict::NoneRefunded);
+        assert_eq!(t(0, 0, 4_000).verdict(), Verdict::NoneRefunded);
+        assert_eq!(t(5_000, 3_000, 4_000).verdict(), Verdict::Disagree);
+    }
+
+    #[test]
+    fn a_lookup_without_the_refund_is_believed_only_past_the_settling_age() {
+        let requested: Timestamp = "2027-01-10T00:00:00Z".parse().unwrap();
+        let age = SignedDuration::from_mins(10);
+        let at = |secs| requested.checked_add(SignedDuration::from_secs(secs)).unwrap();
+        assert!(!settled_long_enough(requested, at(2), age), "seconds after the timeout: not StepPay's word");
+        assert!(!settled_long_enough(requested, at(599), age));
+        assert!(settled_long_enough(requested, at(600), age));
+        assert_eq!(settle_age(), SignedDuration::from_mins(10), "the default");
+    }
 }

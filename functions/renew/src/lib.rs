@@ -67,9 +67,17 @@ impl Default for Settings {
     }
 }
 
-/// PG calls on the longest renewal path: Payple's partner auth + result lookup of an unknown
-/// charge, then auth + re-pay when the PG has no record of it.
-pub const WORST_PATH_PG_CALLS: i32 = 4;
+/// PG calls on the longest renewal path, each Payple call being a partner auth plus the call: an
+/// unknown charge looked up under up to [`process::MAX_LOOKUP_DATES`] send dates (auth + lookup
+/// each), not found, re-paid (auth + re-pay), then either the client's confirmation of a decline
+/// (auth + lookup) or, on a duplicate OID, the lookups under every date again (`already_sent`).
+pub const WORST_PATH_PG_CALLS: i32 = {
+    let lookups = 2 * process::MAX_LOOKUP_DATES as i32;
+    let repay = 2;
+    let confirm_decline = 2;
+    let after_duplicate = 2 * (process::MAX_LOOKUP_DATES as i32);
+    lookups + repay + if after_duplicate > confirm_decline { after_duplicate } else { confirm_decline }
+};
 /// The store's part of one renewal (claim, attempt, outcome commit with its retries, events).
 pub const STORE_BUDGET: SignedDuration = SignedDuration::from_secs(10);
 
@@ -298,6 +306,11 @@ pub async fn tick(deps: &Deps, now: Timestamp, deadline: Option<Timestamp>) -> R
                     continue;
                 }
                 let permit = semaphore.clone().acquire_owned().await.expect("semaphore is never closed");
+                // Waiting for a slot can take a renewal's whole length: look at the clock again.
+                if past_deadline() {
+                    report.deferred += 1;
+                    continue;
+                }
                 let (deps, owner) = (deps.clone(), owner.clone());
                 tasks.spawn(async move {
                     let outcome = process::renew_one(&deps, &id, now, &owner).await;

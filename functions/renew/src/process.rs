@@ -3,6 +3,7 @@
 
 use jiff::Timestamp;
 use paycycle::domain::attempt::{Attempt, AttemptStatus, ChargeId, SubscriptionId};
+use paycycle::domain::customer::PgMode;
 use paycycle::domain::subscription::{DueAction, SubscriptionState, Transition};
 use paycycle::pg::{ChargeRequest, Charged, Lookup, Payer, PaymentState, PgError};
 use paycycle::store::StoreError;
@@ -40,6 +41,11 @@ pub enum CrashPoint {
     AfterAttemptWrite,
     AfterPgCall,
     BeforeCommit,
+    /// Not a crash: the worker stalls this long after its claim (a frozen or throttled Lambda),
+    /// then carries on — by then its lease may have expired.
+    StallAfterClaim {
+        ms: u64,
+    },
 }
 
 fn crashed(deps: &Deps, at: CrashPoint) -> bool {
@@ -70,6 +76,9 @@ pub async fn renew_one(deps: &Deps, id: &SubscriptionId, now: Timestamp, owner: 
     };
     if crashed(deps, CrashPoint::AfterClaim) {
         return Outcome::Crashed;
+    }
+    if let Some(CrashPoint::StallAfterClaim { ms }) = deps.crash_at {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
     match action {
         DueAction::Nothing => Outcome::Skipped,
@@ -147,13 +156,20 @@ async fn charge(deps: &Deps, claimed: &SubscriptionRecord, now: Timestamp, owner
         Ok((c, a)) => (c, a.sent_at(send_time(deps, now))),
         Err(e) => return log_err(claimed.id(), "begin charge failed", &e),
     };
+    // Only while this worker still holds the claim: a lease that ran out may have let a cancel
+    // (or another worker) in, and nothing may be charged on a claim no longer held.
     let mut tx = deps.store.tx();
+    tx.check_claim_held(claimed, Timestamp::now());
     tx.put_attempt_new(&attempt);
     match deps.store.commit(tx).await {
         Ok(()) => {}
         Err(StoreError::AlreadyExists(_)) => {
             // An earlier worker wrote this attempt and died: it may have charged. Look it up.
             return resolve(deps, claimed, &attempt.charge_id, now, owner).await;
+        }
+        Err(StoreError::Conflict(_)) => {
+            tracing::warn!(subscription_id = %claimed.id(), "claim lost before the attempt write; nothing charged");
+            return Outcome::Skipped;
         }
         Err(e) => return log_err(claimed.id(), "attempt write failed", &e),
     }
@@ -188,7 +204,10 @@ async fn send_and_settle(
         )
         .await;
     };
-    let result = deps.gateways.charge(claimed.pg, &req).await;
+    let result = match deps.gateways.charge(claimed.pg, &req).await {
+        Err(PgError::AlreadyProcessed { .. }) => already_sent(deps, claimed, &attempt).await,
+        other => other,
+    };
     if crashed(deps, CrashPoint::AfterPgCall) {
         return Outcome::Crashed;
     }
@@ -438,15 +457,7 @@ async fn resolve(
             Err(e) => return log_err(claimed.id(), "cannot rebuild the collection", &e),
         },
     };
-    // A verified webhook may have named the PG's payment id for this charge (StepPay cannot be
-    // asked by our charge id); otherwise ask by the charge id.
-    let lookup = match &attempt.pg_payment_hint {
-        Some(id) => {
-            Lookup::PgPayment { pg_payment_id: id.clone(), request_date_kst: Some(attempt.request_date_kst.clone()) }
-        }
-        None => Lookup::Charge { charge_id: charge_id.clone(), request_date_kst: attempt.request_date_kst.clone() },
-    };
-    let looked_up = deps.gateways.lookup(claimed.pg, &lookup).await;
+    let looked_up = look_up(deps, claimed, &attempt).await;
     match looked_up {
         Ok(PaymentState::Paid { pg_payment_id, amount, paid_at, .. }) => {
             let charged = Charged { pg_payment_id, amount, approved_at: paid_at.unwrap_or(now) };
@@ -495,6 +506,74 @@ async fn resolve(
     }
 }
 
+/// Asks the PG about `attempt`: by the payment id a verified webhook named (StepPay cannot be
+/// asked by our charge id), else by the charge id — at Payple under every KST date it was sent on
+/// (its lookup is by OID and date, and a charge re-sent on another day may be known under the
+/// earlier one). Paid anywhere wins; then anything inconclusive (pending, no answer); then a
+/// failure; `NotFound` only when no date knows it.
+async fn look_up(deps: &Deps, claimed: &SubscriptionRecord, attempt: &Attempt) -> Result<PaymentState, PgError> {
+    let dates = match claimed.pg {
+        PgMode::Payple => lookup_dates(attempt),
+        _ => vec![attempt.request_date_kst.clone()],
+    };
+    let mut found = Err(PgError::NotFound);
+    for date in dates {
+        let q = match &attempt.pg_payment_hint {
+            Some(id) => Lookup::PgPayment { pg_payment_id: id.clone(), request_date_kst: Some(date) },
+            None => Lookup::Charge { charge_id: attempt.charge_id.clone(), request_date_kst: date },
+        };
+        match deps.gateways.lookup(claimed.pg, &q).await {
+            paid @ Ok(PaymentState::Paid { .. } | PaymentState::Refunded { .. }) => return paid,
+            Err(PgError::NotFound) => {}
+            failed @ Ok(PaymentState::Failed { .. }) => {
+                if matches!(found, Err(PgError::NotFound)) {
+                    found = failed;
+                }
+            }
+            inconclusive => found = inconclusive,
+        }
+    }
+    found
+}
+
+/// The most dates one look-up asks Payple under (each is a partner auth + a lookup): bounds the
+/// worst renewal path ([`crate::WORST_PATH_PG_CALLS`]). Within the default 24 h review window a
+/// charge is sent on at most two KST dates, so every date is asked; a longer window asks the
+/// latest ones and the original.
+pub const MAX_LOOKUP_DATES: usize = 3;
+
+/// The dates to look `attempt` up under: the latest sends first, and the original, at most
+/// [`MAX_LOOKUP_DATES`].
+fn lookup_dates(attempt: &Attempt) -> Vec<String> {
+    let mut dates: Vec<String> = attempt.request_dates_kst().into_iter().take(MAX_LOOKUP_DATES - 1).collect();
+    match attempt.earlier_request_dates_kst.first() {
+        Some(original) if !dates.contains(original) => dates.push(original.clone()),
+        _ => {}
+    }
+    dates
+}
+
+/// The PG answered a send of `attempt` with "this charge id was already processed" (Payple
+/// `SPCD0014` 이미 처리된 거래입니다, seed 003; StepPay's duplicate `partnerOrderId`): an earlier
+/// send of it exists, so it is never a decline. Looked up at once; until the PG shows it, it is
+/// an unknown outcome.
+async fn already_sent(deps: &Deps, claimed: &SubscriptionRecord, attempt: &Attempt) -> Result<Charged, PgError> {
+    match look_up(deps, claimed, attempt).await {
+        Ok(PaymentState::Paid { pg_payment_id, amount, paid_at, .. }) => {
+            Ok(Charged { pg_payment_id, amount, approved_at: paid_at.unwrap_or_else(Timestamp::now) })
+        }
+        Ok(PaymentState::Refunded { pg_payment_id, amount }) => {
+            Ok(Charged { pg_payment_id, amount, approved_at: Timestamp::now() })
+        }
+        other => Err(PgError::Unknown {
+            reason: format!(
+                "the PG already processed {}, its lookup does not show it yet ({other:?})",
+                attempt.charge_id
+            ),
+        }),
+    }
+}
+
 /// When a charge request goes out, for the PG's date: the wall clock, which is the PG's. Under
 /// time travel (local stack and tests) the local PG sandbox's clock follows billing time instead.
 fn send_time(deps: &Deps, now: Timestamp) -> Timestamp {
@@ -529,4 +608,24 @@ async fn still_unknown(deps: &Deps, claimed: &SubscriptionRecord, now: Timestamp
         Err(e) => return log_err(claimed.id(), "transition failed", &e),
     };
     finish(deps, claimed, Ok(t), now, owner, outcome).await
+}
+
+#[cfg(test)]
+mod tests {
+    use paycycle::money::Krw;
+
+    use super::*;
+
+    #[test]
+    fn a_charge_is_looked_up_under_its_latest_send_dates_and_the_original() {
+        let at: Timestamp = "2027-02-28T01:00:00Z".parse().unwrap();
+        let day = |d: i64| at.checked_add(jiff::SignedDuration::from_hours(24 * d)).unwrap();
+        let id = ChargeId::new(SubscriptionId::parse("sub_a").unwrap(), 1, 1).unwrap();
+        let a = Attempt::new(id, Krw::new(9_900).unwrap(), at);
+        assert_eq!(lookup_dates(&a), ["20270228"]);
+        assert_eq!(lookup_dates(&a.sent_at(day(1))), ["20270301", "20270228"]);
+        let many = a.sent_at(day(1)).sent_at(day(2)).sent_at(day(3));
+        assert_eq!(lookup_dates(&many), ["20270303", "20270302", "20270228"]);
+        assert!(lookup_dates(&many).len() <= MAX_LOOKUP_DATES);
+    }
 }

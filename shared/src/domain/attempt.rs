@@ -200,6 +200,11 @@ pub struct Attempt {
     /// `YYYYMMDD` in KST of the moment the request was (last) sent — see [`Attempt::sent_at`]:
     /// Payple's result lookup needs the date the PG received it.
     pub request_date_kst: String,
+    /// The KST dates it was sent on before the latest (a charge re-sent on another day): the PG
+    /// may know it under any of them — a re-send answered "OID already used" means an earlier
+    /// send went through — so each is looked up before it counts as not found.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_request_dates_kst: Vec<String>,
     #[serde(flatten)]
     pub status: AttemptStatus,
     /// The PG's payment id for this charge, when a verified webhook named it (StepPay has no
@@ -215,6 +220,7 @@ impl Attempt {
             amount,
             requested_at,
             request_date_kst: crate::calendar::kst_yyyymmdd(requested_at),
+            earlier_request_dates_kst: Vec::new(),
             status: AttemptStatus::Pending,
             pg_payment_hint: None,
         }
@@ -222,8 +228,26 @@ impl Attempt {
 
     /// The request goes out (again) at `sent_at`: Payple's result lookup is by the KST date the
     /// PG received it, so the date is the send moment's, not the tick's billing date.
+    /// The earlier date is kept ([`Attempt::request_dates_kst`]).
     pub fn sent_at(&self, sent_at: Timestamp) -> Attempt {
-        Attempt { request_date_kst: crate::calendar::kst_yyyymmdd(sent_at), ..self.clone() }
+        let date = crate::calendar::kst_yyyymmdd(sent_at);
+        let mut earlier = self.earlier_request_dates_kst.clone();
+        if date != self.request_date_kst && !earlier.contains(&self.request_date_kst) {
+            earlier.push(self.request_date_kst.clone());
+        }
+        earlier.retain(|d| *d != date);
+        Attempt { request_date_kst: date, earlier_request_dates_kst: earlier, ..self.clone() }
+    }
+
+    /// Every KST date this charge was sent on, the latest first.
+    pub fn request_dates_kst(&self) -> Vec<String> {
+        let mut dates = vec![self.request_date_kst.clone()];
+        for d in self.earlier_request_dates_kst.iter().rev() {
+            if !dates.contains(d) {
+                dates.push(d.clone());
+            }
+        }
+        dates
     }
 
     /// Moves to `next`: pending → any outcome; unknown → approved/declined (after a lookup);
@@ -284,6 +308,20 @@ mod tests {
         let a = Attempt::new(ChargeId::new(sub("sub_a"), 1, 1).unwrap(), Krw::new(9900).unwrap(), at);
         assert_eq!(a.request_date_kst, "20270301");
         assert_eq!(a.status, AttemptStatus::Pending);
+    }
+
+    #[test]
+    fn a_charge_resent_on_other_days_keeps_every_date_it_was_sent_on() {
+        let at: Timestamp = "2027-02-28T01:00:00Z".parse().unwrap();
+        let day = |d: i64| at.checked_add(jiff::SignedDuration::from_hours(24 * d)).unwrap();
+        let a = Attempt::new(ChargeId::new(sub("sub_a"), 1, 1).unwrap(), Krw::new(9900).unwrap(), at);
+        assert_eq!(a.request_dates_kst(), ["20270228"]);
+        assert_eq!(a.sent_at(at).request_dates_kst(), ["20270228"], "same day: nothing new");
+        let b = a.sent_at(day(1)).sent_at(day(2));
+        assert_eq!(b.request_date_kst, "20270302");
+        assert_eq!(b.request_dates_kst(), ["20270302", "20270301", "20270228"]);
+        // Back on a day it was sent before: still every date once, the latest send first.
+        assert_eq!(b.sent_at(day(0)).request_dates_kst(), ["20270228", "20270302", "20270301"]);
     }
 
     #[test]

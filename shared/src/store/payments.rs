@@ -137,6 +137,22 @@ impl Tx {
     pub fn put_payment_new(&mut self, p: &PaymentRecord) -> &mut Self {
         self.put_new(payment_item(p))
     }
+
+    /// Reserves `refund.amount` on its payment (only while that much is refundable) and records
+    /// the refund as reserved (create-only), in this transaction — beside a subscription cancel,
+    /// for a refund with `cancel_subscription`.
+    pub fn reserve_refund(&mut self, refund: &RefundRecord) -> &mut Self {
+        self.update_if(
+            &payment_pk(&refund.payment_id),
+            "PAY",
+            "SET refund_pending = refund_pending + :amount, refundable = refundable - :amount, #version = #version + :one",
+            Condition::new("refundable >= :amount")
+                .name("#version", keys::VERSION)
+                .value(":amount", n(refund.amount.won()))
+                .value(":one", n(1)),
+        );
+        self.put_new(refund_item(&RefundRecord { status: RefundStatus::Reserved, ..refund.clone() }))
+    }
 }
 
 /// How a refund ended at the PG.
@@ -198,18 +214,8 @@ impl Store {
     /// Reserves `refund.amount` on its payment and records the refund, atomically. `Conflict` on
     /// the payment means there was not enough left to refund (re-read it to say how much).
     pub async fn reserve_refund(&self, refund: &RefundRecord) -> Result<(), StoreError> {
-        let amount = n(refund.amount.won());
         let mut tx = self.tx();
-        tx.update_if(
-            &payment_pk(&refund.payment_id),
-            "PAY",
-            "SET refund_pending = refund_pending + :amount, refundable = refundable - :amount, #version = #version + :one",
-            Condition::new("refundable >= :amount")
-                .name("#version", keys::VERSION)
-                .value(":amount", amount)
-                .value(":one", n(1)),
-        );
-        tx.put_new(refund_item(&RefundRecord { status: RefundStatus::Reserved, ..refund.clone() }));
+        tx.reserve_refund(refund);
         self.commit(tx).await
     }
 
@@ -221,59 +227,103 @@ impl Store {
         outcome: &RefundOutcome,
         events: &[super::outbox::OutboxEvent],
     ) -> Result<RefundRecord, StoreError> {
-        let amount = n(refund.amount.won());
-        let mut next = refund.clone();
+        let mut settled = self.settle_refunds(std::slice::from_ref(refund), outcome, None, events).await?;
+        Ok(settled.remove(0))
+    }
+
+    /// Settles refunds of one payment with one outcome in one transaction. With
+    /// `payment_version`, only if the payment is still at that version: a verdict drawn from reads
+    /// of the payment (and the PG's total beside it) is written only while nothing else reserved
+    /// or settled a refund of it meanwhile — else `Conflict` and nothing changes.
+    pub async fn settle_refunds(
+        &self,
+        refunds: &[RefundRecord],
+        outcome: &RefundOutcome,
+        payment_version: Option<u64>,
+        events: &[super::outbox::OutboxEvent],
+    ) -> Result<Vec<RefundRecord>, StoreError> {
+        let Some(first) = refunds.first() else { return Ok(Vec::new()) };
         let mut tx = self.tx();
-        let payment_update = match outcome {
-            RefundOutcome::Succeeded { pg_refund_id } => {
-                next.status = RefundStatus::Succeeded;
-                next.pg_refund_id = pg_refund_id.clone();
-                Some(
-                    "SET refund_pending = refund_pending - :amount, refunded = refunded + :amount, #version = #version + :one",
-                )
+        let mut settled = Vec::with_capacity(refunds.len());
+        let mut total = Krw::ZERO;
+        for refund in refunds {
+            if refund.payment_id != first.payment_id {
+                return Err(StoreError::Conflict(format!("refund {} is of another payment", refund.refund_id)));
             }
-            RefundOutcome::Failed { code, message } => {
-                next.status = RefundStatus::Failed;
-                next.failure_code = Some(code.clone());
-                next.failure_message = Some(message.clone());
-                Some(
-                    "SET refund_pending = refund_pending - :amount, refundable = refundable + :amount, #version = #version + :one",
-                )
-            }
-            RefundOutcome::Unknown => {
-                next.status = RefundStatus::Unknown;
-                None
-            }
-        };
-        if !refund.status.can_become(next.status) {
-            return Err(StoreError::Conflict(format!(
-                "refund {} is {} and cannot become {}",
-                refund.refund_id,
-                status_str(refund.status),
-                status_str(next.status)
-            )));
-        }
-        if let Some(update) = payment_update {
-            tx.update_if(
-                &payment_pk(&refund.payment_id),
-                "PAY",
-                update,
-                Condition::new("refund_pending >= :amount")
-                    .name("#version", keys::VERSION)
-                    .value(":amount", amount)
-                    .value(":one", n(1)),
+            let next = settled_refund(refund, outcome)?;
+            tx.put_if(
+                refund_item(&next),
+                Condition::new("#status = :expected")
+                    .name("#status", "status")
+                    .value(":expected", s(status_str(refund.status))),
             );
+            total = total.checked_add(refund.amount).map_err(|e| StoreError::Conflict(e.to_string()))?;
+            settled.push(next);
         }
-        tx.put_if(
-            refund_item(&next),
-            Condition::new("#status = :expected")
-                .name("#status", "status")
-                .value(":expected", s(status_str(refund.status))),
-        );
+        let update = match outcome {
+            RefundOutcome::Succeeded { .. } => Some(
+                "SET refund_pending = refund_pending - :amount, refunded = refunded + :amount, #version = #version + :one",
+            ),
+            RefundOutcome::Failed { .. } => Some(
+                "SET refund_pending = refund_pending - :amount, refundable = refundable + :amount, #version = #version + :one",
+            ),
+            RefundOutcome::Unknown => None,
+        };
+        let read_version = |mut c: Condition| {
+            if let Some(version) = payment_version {
+                c.expression.push_str(" AND #version = :read_version");
+                c = c.name("#version", keys::VERSION).value(":read_version", n(version));
+            }
+            c
+        };
+        match update {
+            Some(update) => {
+                let c = Condition::new("refund_pending >= :amount")
+                    .name("#version", keys::VERSION)
+                    .value(":amount", n(total.won()))
+                    .value(":one", n(1));
+                tx.update_if(&payment_pk(&first.payment_id), "PAY", update, read_version(c));
+            }
+            // Nothing moves on the payment, but a version still guards the verdict.
+            None if payment_version.is_some() => {
+                tx.check_if(
+                    &payment_pk(&first.payment_id),
+                    "PAY",
+                    read_version(Condition::new("attribute_exists(pk)")),
+                );
+            }
+            None => {}
+        }
         for e in events {
             tx.put_outbox(e);
         }
         self.commit(tx).await?;
-        Ok(next)
+        Ok(settled)
     }
+}
+
+/// `refund` after `outcome`, if its status may become that.
+fn settled_refund(refund: &RefundRecord, outcome: &RefundOutcome) -> Result<RefundRecord, StoreError> {
+    let mut next = refund.clone();
+    match outcome {
+        RefundOutcome::Succeeded { pg_refund_id } => {
+            next.status = RefundStatus::Succeeded;
+            next.pg_refund_id = pg_refund_id.clone();
+        }
+        RefundOutcome::Failed { code, message } => {
+            next.status = RefundStatus::Failed;
+            next.failure_code = Some(code.clone());
+            next.failure_message = Some(message.clone());
+        }
+        RefundOutcome::Unknown => next.status = RefundStatus::Unknown,
+    }
+    if !refund.status.can_become(next.status) {
+        return Err(StoreError::Conflict(format!(
+            "refund {} is {} and cannot become {}",
+            refund.refund_id,
+            status_str(refund.status),
+            status_str(next.status)
+        )));
+    }
+    Ok(next)
 }

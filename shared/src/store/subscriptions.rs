@@ -154,6 +154,25 @@ impl Tx {
         self.put_if(subscription_item(next), c)
     }
 
+    /// Makes the transaction depend on the subscription being exactly as read (its version).
+    pub fn check_subscription_unchanged(&mut self, r: &SubscriptionRecord) -> &mut Self {
+        self.check_if(&subscription_pk(r.id()), SUB_SK, Condition::version(r.version))
+    }
+
+    /// Makes the transaction depend on `claimed` still being held by its renew worker: the
+    /// version the claim wrote, its owner, and a lease not yet expired by the wall clock. A worker
+    /// whose lease ran out (a lifecycle change may have committed since) writes nothing with it.
+    pub fn check_claim_held(&mut self, claimed: &SubscriptionRecord, wall_now: Timestamp) -> &mut Self {
+        let c = Condition::version(claimed.version)
+            .value(":owner", s(claimed.lease_owner.as_deref().unwrap_or_default()))
+            .value(":wall_now", n(epoch(wall_now)));
+        let c = Condition {
+            expression: format!("{} AND lease_owner = :owner AND lease_until > :wall_now", c.expression),
+            ..c
+        };
+        self.check_if(&subscription_pk(claimed.id()), SUB_SK, c)
+    }
+
     /// Records a new attempt (it must not exist: a second writer of the same charge id loses).
     pub fn put_attempt_new(&mut self, a: &Attempt) -> &mut Self {
         self.put_new(attempt_item(a))

@@ -327,9 +327,10 @@ pub async fn lookup(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Respo
     let Some(f) = fields(&headers, &body) else {
         return fail("PCHK0099", "잘못된 요청입니다 (sandbox code)", &[]);
     };
-    if let Err(r) = pre_fault(&shared, Operation::Lookup, None).await {
-        return r;
-    }
+    let fault = match pre_fault(&shared, Operation::Lookup, None).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     if let Err(r) = use_auth(&shared, &f, LOOKUP_PATH) {
         return r;
     }
@@ -339,8 +340,10 @@ pub async fn lookup(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Respo
     let oid = get(&f, "PCD_PAY_OID").unwrap_or_default();
     let date = get(&f, "PCD_PAY_DATE").unwrap_or_default();
     let state = shared.state.lock().expect("state");
+    // A lagging lookup has not seen the charge yet.
+    let lags = fault == Some(Fault::LookupLags);
     match state.charge(Pg::Payple, &oid) {
-        Some(c) if c.pay_date == date => {
+        Some(c) if c.pay_date == date && !lags => {
             let payer = state.payers.get(c.billing_key.as_deref().unwrap_or_default()).cloned().unwrap_or(Payer {
                 payer_id: String::new(),
                 payer_no: String::new(),

@@ -232,6 +232,12 @@ pub enum Fault {
     /// A receipt lookup (StepPay) taken while a refund is still being processed: the payment
     /// shows `CANCEL_PROGRESS` (a status StepPay's cancel answer documents) and no canceled amount yet.
     CancelInProgress,
+    /// A lookup taken before the PG's records caught up with what it already did. StepPay: the
+    /// receipt shows the payment as it was before its latest refund (`COMPLETE` if that was its
+    /// first). Payple: the result lookup does not find the charge yet (`PCHK0001`). Neither PG's
+    /// documents promise read-after-write on these lookups, so a snapshot right after an
+    /// ambiguous answer may lag like this.
+    LookupLags,
     /// The charge is recorded, then the answer is held back past any sane client timeout.
     TimeoutAfterCharge,
     /// 5xx before doing anything.

@@ -304,6 +304,12 @@ pub async fn receipt(State(shared): Sh, headers: HeaderMap, Path(id_key): Path<S
             v["paymentStatus"] = "CANCEL_PROGRESS".into();
             v["canceledAmount"] = Value::Null;
         }
+        if fault == Some(Fault::LookupLags) {
+            let latest = state.refunds.iter().rev().find(|r| r.pg == Pg::Steppay && r.charge_id == id_key);
+            let before = c.refunded - latest.map_or(0, |r| r.amount);
+            v["paymentStatus"] = if before == 0 { "COMPLETE" } else { "PARTIAL_CANCELED" }.into();
+            v["canceledAmount"] = before.into();
+        }
         return Json(v).into_response();
     }
     if let Some(o) = state.orders.iter().find(|o| o.id_key == id_key) {

@@ -219,7 +219,14 @@ impl SteppayClient {
     /// What the receipt says was refunded: definite only for a paid payment whose status says where
     /// its cancels stand. `CANCEL_PROGRESS` is no answer yet (step-api-spec `service/payment.json`
     /// lists it among the cancel answer's statuses); a canceled status without a readable amount is
-    /// not guessed (receipt amounts are unconfirmed, PG-FACTS).
+    /// not guessed (receipt amounts are unconfirmed, PG-FACTS: only `paymentDate` and
+    /// `paymentStatus` are documented, dev-docs `07-1`, `09-2`).
+    ///
+    /// A refund counts as done only on a canceled status (`CANCELED`, `PARTIAL_CANCELED`). `COMPLETE`
+    /// is a snapshot of a payment with nothing canceled *yet*: the receipt promises no
+    /// read-after-write, so the caller treats it as StepPay's word only once the refund request is
+    /// old enough to have shown (refund's settling age). A `COMPLETE` receipt naming a canceled
+    /// amount contradicts itself and is not read at all.
     pub async fn refund_state(&self, id_key: &str) -> Result<RefundLookup, PgError> {
         let p = self.receipt(id_key).await?;
         let status = PaymentStatus::parse(p.payment_status.as_deref().unwrap_or("STANDBY"))?;
@@ -229,8 +236,12 @@ impl SteppayClient {
             return Err(unreadable("receipt of an unpaid payment"));
         }
         let refunded = match status {
-            // Paid and not canceled, or a cancel StepPay reports as failed: the payment stands.
-            PaymentStatus::Complete | PaymentStatus::CanceledFail => canceled.unwrap_or(Krw::ZERO),
+            PaymentStatus::Complete => match canceled {
+                Some(c) if !c.is_zero() => return Err(unreadable("COMPLETE with a canceled amount")),
+                _ => Krw::ZERO,
+            },
+            // A cancel StepPay reports as failed: the payment stands with what was canceled before.
+            PaymentStatus::CanceledFail => canceled.unwrap_or(Krw::ZERO),
             PaymentStatus::PartialCanceled => canceled.ok_or_else(|| unreadable("no canceledAmount"))?,
             PaymentStatus::Canceled => match canceled {
                 Some(c) => c,
