@@ -805,3 +805,60 @@ async fn a_rejected_forgery_never_shadows_the_genuine_webhook_with_the_same_key(
     assert_eq!(e.subscription_state(&c).await.as_deref(), Some("active"));
     assert_eq!(e.charges().await.len(), 1);
 }
+
+// ---------------- review of issue 20's verify: first payments the PG kept ----------------
+
+/// A CERT checkout whose confirm answer was lost (and whose webhook never came) is resolved by
+/// the sweep under the OID its confirm charged — the checkout's own, not `{sub}-p0-a1` — and is
+/// never failed while Payple holds the money.
+#[tokio::test]
+async fn a_cert_confirm_whose_answer_was_lost_is_completed_by_the_sweep_never_failed() {
+    let e = env_with(Options { api_port: 0, pg_timeout_ms: Some(1_000), ..Options::default() }).await;
+    let c = e.partner.checkout(&payple_checkout("CERT", 15_000)).await;
+    let id = c["id"].as_str().unwrap().to_string();
+    let r = e.sandbox.payple_window(&c["payple"], None).await;
+    // Payple's webhook for the confirm is lost.
+    e.sandbox.admin("/__admin/config", json!({"payple_webhook_url": null})).await;
+    e.sandbox
+        .admin(
+            "/__admin/scenarios",
+            json!({"operation": "charge", "fault": {"kind": "timeout_after_charge"}, "count": 1}),
+        )
+        .await;
+    let (status, v) = e.verify(&id, r).await;
+    assert_eq!(status, 504, "{v}");
+    assert_eq!(e.charges().await.len(), 1, "Payple charged the CERT confirm");
+    let later = Timestamp::now().checked_add(jiff::SignedDuration::from_hours(2)).unwrap();
+    e.stack.functions.sweep(Some(&later.to_string())).await.unwrap();
+    let status = e.checkout_status(&id).await;
+    let sub_id = c["subscription_id"].as_str().unwrap().parse().unwrap();
+    let payments = e.store.payments_of_subscription(&sub_id).await.unwrap();
+    assert_eq!(
+        (status, payments.len()),
+        (CheckoutStatus::Completed, 1),
+        "Payple charged {} for {id}; checkout is {status:?} with {} payments recorded",
+        e.charges().await[0]["amount"],
+        payments.len()
+    );
+    assert_eq!(payments[0].pg_payment_id, id, "the CERT payment's OID is the checkout's");
+}
+
+/// A CERT confirm Payple declines (its lookup shows no payment) fails the checkout on Payple's
+/// word: it does not sit open in the sweep's index waiting for a payment that never was.
+#[tokio::test]
+async fn a_declined_cert_confirm_fails_the_checkout_on_payples_word() {
+    let e = env().await;
+    let c = e.partner.checkout(&payple_checkout("CERT", 15_000)).await;
+    let id = c["id"].as_str().unwrap().to_string();
+    let r = e.sandbox.payple_window(&c["payple"], None).await;
+    e.sandbox
+        .admin(
+            "/__admin/scenarios",
+            json!({"operation": "charge", "fault": {"kind": "decline", "hard": false}, "count": 1}),
+        )
+        .await;
+    let (status, v) = e.verify(&id, r).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (422, Some("payment_failed")), "{v}");
+    assert_eq!(e.checkout_status(&id).await, CheckoutStatus::Failed);
+    assert!(e.charges().await.is_empty());
+}

@@ -40,8 +40,9 @@ pub enum Evidence {
     SteppayOrder { order_code: String },
     /// StepPay self: the payment's idKey.
     SteppayPayment { id_key: String },
-    /// Payple AUTH: the first charge paycycle sent (`{sub}-p0-a1`), to be looked up — named by
-    /// its webhook or found by the sweep. Carries nothing to trust.
+    /// Payple AUTH or CERT: the first payment paycycle sent (AUTH's charge `{sub}-p0-a1`, CERT's
+    /// confirm of the checkout's OID), to be looked up under the OID that work charged — named
+    /// by its webhook or found by the sweep. Carries nothing to trust.
     FirstCharge,
 }
 
@@ -122,7 +123,12 @@ fn check_reference(c: &CheckoutRecord, evidence: &Evidence, source: Source) -> R
             Err(VerifyError::Mismatch(format!("order {order_code} is not this checkout's")))
         }
         (PgMode::SteppaySelf, Evidence::SteppayPayment { .. }) => Ok(()),
-        (PgMode::Payple, Evidence::FirstCharge) if c.first_charge_at.is_some() => Ok(()),
+        // Only work that sent a payment itself (AUTH's first charge, CERT's confirm) has one.
+        (PgMode::Payple, Evidence::FirstCharge)
+            if c.first_charge_at.is_some() && matches!(c.work.as_deref(), Some("AUTH" | "CERT")) =>
+        {
+            Ok(())
+        }
         (_, Evidence::FirstCharge) => Err(VerifyError::Mismatch("this checkout sent no first charge".into())),
         (mode, _) => Err(VerifyError::Mismatch(format!("this checkout is {}; the evidence is not", mode.as_str()))),
     }
@@ -160,17 +166,35 @@ fn window_check(c: &CheckoutRecord) -> Result<WindowCheck, PgError> {
     })
 }
 
-/// The first charge of an AUTH checkout, as Payple recorded it (looked up under the KST date
-/// it was sent, and the next minute's in case the send crossed midnight). Not found: not paid
-/// (yet) — and after an hour, for good: the charge never reached Payple.
+/// The OID the checkout's own work charged at Payple: an AUTH checkout's first charge is
+/// paycycle's re-pay under `{sub}-p0-a1`; a CERT confirm (and a PAY window) charges the OID
+/// the window was opened with — the checkout's.
+fn charged_oid(c: &CheckoutRecord) -> Result<String, PgError> {
+    match window_check(c)?.work {
+        WindowWork::Auth => {
+            Ok(ChargeId::new(c.subscription_id.clone(), 0, 1).map_err(|e| PgError::Invalid(e.to_string()))?.to_string())
+        }
+        WindowWork::Cert | WindowWork::Pay => Ok(window_check(c)?.oid),
+    }
+}
+
+/// The first payment a checkout sent (an AUTH first charge or a CERT confirm), as Payple
+/// recorded it under the OID that work charged, looked up under the KST date it was sent (and
+/// the next minute's, in case the send crossed midnight). Not found is not paid (yet). An AUTH
+/// charge still not found an hour after it was sent never reached Payple: failed for good. A
+/// CERT confirm is never failed on "not found" alone — its window authorization may still be
+/// confirmed, and the money may be at Payple: it stays open (the sweep raises the needs-review
+/// alarm if it stays unresolved).
 async fn first_charge_outcome(deps: &Deps, c: &CheckoutRecord, now: Timestamp) -> Result<FirstPayment, PgError> {
     let sent = c.first_charge_at.ok_or_else(|| PgError::Invalid("no first charge was sent".into()))?;
-    let oid = ChargeId::new(c.subscription_id.clone(), 0, 1).map_err(|e| PgError::Invalid(e.to_string()))?.to_string();
+    let oid = charged_oid(c)?;
     let mut check = window_check(c)?;
     check.opened_at = sent;
     let hint = sent.checked_add(SignedDuration::from_mins(1)).ok().map(kst_date);
     match deps.gateways.payple.paid_window(&oid, hint, &check).await {
-        Err(PgError::NotPaid(_)) if now.duration_since(sent) > SignedDuration::from_hours(1) => {
+        Err(PgError::NotPaid(_))
+            if check.work == WindowWork::Auth && now.duration_since(sent) > SignedDuration::from_hours(1) =>
+        {
             Err(PgError::VerificationFailed(format!("Payple has no first charge {oid}, an hour after it was sent")))
         }
         other => other,
@@ -264,7 +288,16 @@ async fn ask_pg(
                     *current = next;
                 }
             }
-            let fp = deps.gateways.payple.verify_window_result(fields, &check).await?;
+            let fp = match deps.gateways.payple.verify_window_result(fields, &check).await {
+                // The confirm's decline, confirmed by Payple's lookup: Payple's word that nothing
+                // was charged. Failed, so the sweep does not look for the payment forever.
+                Err(PgError::Declined { code, message, .. }) if check.work == WindowWork::Cert => {
+                    return Err(PgError::VerificationFailed(format!(
+                        "the CERT confirm was declined ({code}): {message}"
+                    )));
+                }
+                other => other?,
+            };
             match (check.work, fp.billing_key.clone()) {
                 (WindowWork::Auth, Some(key)) => first_charge(deps, current, key, now).await,
                 _ => Ok(fp),

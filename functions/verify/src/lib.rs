@@ -8,8 +8,9 @@
 //! - a schedule ([`sweep`], every few minutes): every stored webhook reaches a final verdict —
 //!   events still `received` (the stream gave up, the PG answered 5xx) are verified again with
 //!   backoff, and one older than a day logs the `WebhookUnverified` alarm line; and a Payple
-//!   AUTH checkout whose first charge was sent is resolved by lookup even if its verify lost
-//!   the answer and nobody calls again.
+//!   checkout whose own payment was sent (AUTH's first charge, CERT's confirm) is resolved by
+//!   lookup under the OID that payment charged even if its verify lost the answer and nobody
+//!   calls again.
 //!
 //! A checkout is completed at most once: it is held by one verify at a time (a conditional
 //! write), the payment is recorded once per PG transaction, and the completion, the payment, the
@@ -140,8 +141,9 @@ pub async fn sweep(deps: &Deps, now: Timestamp) -> Value {
     json!({"first_charges": first_charges, "webhooks_verified": verified, "webhooks_deferred": deferred})
 }
 
-/// Payple AUTH checkouts whose first charge was sent and whose verify is not running: looked up
-/// and completed (or failed on Payple's word). Returns how many were resolved.
+/// Payple checkouts whose own payment was sent (AUTH first charge, CERT confirm) and whose verify
+/// is not running: looked up under the OID that payment charged and completed (or failed on
+/// Payple's word). Returns how many were resolved.
 async fn sweep_first_charges(deps: &Deps, now: Timestamp) -> usize {
     let before = now.checked_sub(first::VERIFY_LEASE).unwrap_or(now);
     let open = match deps.store.open_first_charges(before, SWEEP_BATCH).await {
