@@ -862,3 +862,57 @@ async fn a_declined_cert_confirm_fails_the_checkout_on_payples_word() {
     assert_eq!(e.checkout_status(&id).await, CheckoutStatus::Failed);
     assert!(e.charges().await.is_empty());
 }
+
+/// The "not found an hour after it was sent → failed" rule counts from the latest send: an AUTH
+/// first charge re-sent by a partner's re-verify 59 minutes after the first send (which never
+/// reached Payple), whose answer is lost and which Payple's lookup does not show yet, is not
+/// failed by a sweep two minutes later — Payple holds the money — and is completed once it shows.
+#[tokio::test]
+async fn a_first_charge_resent_late_is_given_its_hour_from_the_resend() {
+    let e = env_with(Options { api_port: 0, pg_timeout_ms: Some(1_000), ..Options::default() }).await;
+    e.sandbox.admin("/__admin/config", json!({"payple_webhook_url": null})).await;
+    let c = e.partner.checkout(&payple_checkout("AUTH", 4_900)).await;
+    let id = c["id"].as_str().unwrap().to_string();
+    let r = e.sandbox.payple_window(&c["payple"], None).await;
+    // The first send never reaches Payple (5xx before anything is done): outcome unknown.
+    e.sandbox
+        .admin("/__admin/scenarios", json!({"operation": "charge", "fault": {"kind": "server_error"}, "count": 1}))
+        .await;
+    let (status, v) = e.verify(&id, r.clone()).await;
+    assert_eq!(status, 504, "{v}");
+    assert!(e.charges().await.is_empty());
+    // ... and that was 59 minutes ago.
+    let checkout = e.store.get_checkout(&id).await.unwrap().unwrap();
+    let first = Timestamp::now().checked_sub(jiff::SignedDuration::from_mins(59)).unwrap();
+    let aged = paycycle::store::checkouts::CheckoutRecord { first_charge_at: Some(first), ..checkout.next() };
+    e.store.update_checkout(&aged).await.unwrap();
+    // The partner verifies again: Payple has nothing, so the charge is sent again — and charged,
+    // but its answer is lost too.
+    e.sandbox
+        .admin(
+            "/__admin/scenarios",
+            json!({"operation": "charge", "fault": {"kind": "timeout_after_charge"}, "count": 1}),
+        )
+        .await;
+    let (status, v) = e.verify(&id, r).await;
+    assert_eq!(status, 504, "{v}");
+    assert_eq!(e.charges().await.len(), 1, "the re-send was charged");
+    // Two minutes later Payple's lookup does not show it yet.
+    e.sandbox
+        .admin(
+            "/__admin/scenarios",
+            json!({"operation": "lookup", "fault": {"kind": "decline_with_code", "code": "PCHK0001"}, "count": 20}),
+        )
+        .await;
+    let soon = Timestamp::now().checked_add(jiff::SignedDuration::from_mins(3)).unwrap();
+    e.stack.functions.sweep(Some(&soon.to_string())).await.unwrap();
+    assert_eq!(e.checkout_status(&id).await, CheckoutStatus::Open, "an hour counts from the re-send");
+    // Once Payple's lookup shows it, the sweep completes the checkout.
+    e.sandbox.http.delete(e.sandbox.url("/__admin/scenarios")).send().await.unwrap();
+    let later = soon.checked_add(jiff::SignedDuration::from_mins(5)).unwrap();
+    e.stack.functions.sweep(Some(&later.to_string())).await.unwrap();
+    assert_eq!(e.checkout_status(&id).await, CheckoutStatus::Completed);
+    let sub_id = c["subscription_id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(e.store.payments_of_subscription(&sub_id).await.unwrap().len(), 1);
+    assert_eq!(e.charges().await.len(), 1);
+}

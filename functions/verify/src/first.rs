@@ -8,7 +8,7 @@ use paycycle::domain::events::EventKind;
 use paycycle::domain::subscription::Subscription;
 use paycycle::pg::payple::transformers::PaypleResult;
 use paycycle::pg::payple::{WindowCheck, WindowWork};
-use paycycle::pg::{ChargeRequest, Charged, FirstPayment, Lookup, Payer, PaymentState, PgError};
+use paycycle::pg::{ChargeRequest, FirstPayment, Payer, PgError};
 use paycycle::store::StoreError;
 use paycycle::store::checkouts::{CheckoutRecord, CheckoutStatus};
 use paycycle::store::outbox::{OutboxEvent, subscription_events};
@@ -178,24 +178,55 @@ fn charged_oid(c: &CheckoutRecord) -> Result<String, PgError> {
     }
 }
 
+/// The KST dates the checkout's own payment was sent on, for Payple's lookup: the first send's,
+/// the latest re-send's, and the minute after the latest (a send that crossed midnight).
+fn send_dates(c: &CheckoutRecord) -> Vec<String> {
+    let latest = c.latest_send();
+    let after = latest.and_then(|t| t.checked_add(SignedDuration::from_mins(1)).ok());
+    let mut dates: Vec<String> = Vec::new();
+    for d in [c.first_charge_at, latest, after].into_iter().flatten().map(kst_date) {
+        if !dates.contains(&d) {
+            dates.push(d);
+        }
+    }
+    dates
+}
+
+/// The checkout's own payment (AUTH first charge, CERT confirm) as Payple recorded it, under
+/// the OID that work charged and the dates it was sent on. `NotPaid`: Payple shows none (yet).
+async fn sent_payment(deps: &Deps, c: &CheckoutRecord) -> Result<FirstPayment, PgError> {
+    let first = c.first_charge_at.ok_or_else(|| PgError::Invalid("no payment was sent".into()))?;
+    let mut check = window_check(c)?;
+    check.opened_at = first;
+    deps.gateways.payple.paid_window(&charged_oid(c)?, send_dates(c), &check).await
+}
+
+/// Records that the checkout's own payment is about to be sent (again), before it goes out:
+/// the first send, or the latest re-send — the lookup's dates and the hour count from it.
+async fn mark_sent(deps: &Deps, current: &mut CheckoutRecord, now: Timestamp) -> Result<(), PgError> {
+    let next = match current.first_charge_at {
+        None => CheckoutRecord { first_charge_at: Some(now), ..current.next() },
+        Some(_) => CheckoutRecord { last_sent_at: Some(now), ..current.next() },
+    };
+    deps.store.update_checkout(&next).await.map_err(|e| PgError::Transient { reason: e.to_string() })?;
+    *current = next;
+    Ok(())
+}
+
 /// The first payment a checkout sent (an AUTH first charge or a CERT confirm), as Payple
-/// recorded it under the OID that work charged, looked up under the KST date it was sent (and
-/// the next minute's, in case the send crossed midnight). Not found is not paid (yet). An AUTH
-/// charge still not found an hour after it was sent never reached Payple: failed for good. A
-/// CERT confirm is never failed on "not found" alone — its window authorization may still be
-/// confirmed, and the money may be at Payple: it stays open (the sweep raises the needs-review
+/// recorded it. Not found is not paid (yet). An AUTH charge still not found an hour after it was
+/// last sent never reached Payple: failed for good (a re-send restarts the hour, and a lookup
+/// that fails for any other reason is no "not found"). A CERT confirm is never failed on "not
+/// found" alone — the money may be at Payple: it stays open (the sweep raises the needs-review
 /// alarm if it stays unresolved).
 async fn first_charge_outcome(deps: &Deps, c: &CheckoutRecord, now: Timestamp) -> Result<FirstPayment, PgError> {
-    let sent = c.first_charge_at.ok_or_else(|| PgError::Invalid("no first charge was sent".into()))?;
-    let oid = charged_oid(c)?;
-    let mut check = window_check(c)?;
-    check.opened_at = sent;
-    let hint = sent.checked_add(SignedDuration::from_mins(1)).ok().map(kst_date);
-    match deps.gateways.payple.paid_window(&oid, hint, &check).await {
-        Err(PgError::NotPaid(_))
-            if check.work == WindowWork::Auth && now.duration_since(sent) > SignedDuration::from_hours(1) =>
+    let latest = c.latest_send().ok_or_else(|| PgError::Invalid("no first charge was sent".into()))?;
+    match sent_payment(deps, c).await {
+        Err(PgError::NotPaid(why))
+            if window_check(c)?.work == WindowWork::Auth
+                && now.duration_since(latest) > SignedDuration::from_hours(1) =>
         {
-            Err(PgError::VerificationFailed(format!("Payple has no first charge {oid}, an hour after it was sent")))
+            Err(PgError::VerificationFailed(format!("{why}, an hour after the first charge was last sent")))
         }
         other => other,
     }
@@ -221,23 +252,16 @@ async fn first_charge(
 ) -> Result<FirstPayment, PgError> {
     let charge_id =
         ChargeId::new(current.subscription_id.clone(), 0, 1).map_err(|e| PgError::Invalid(e.to_string()))?;
-    if let Some(sent) = current.first_charge_at {
-        let q = Lookup::Charge { charge_id: charge_id.clone(), request_date_kst: kst_date(sent) };
-        match deps.gateways.payple.lookup_detail(&charge_id.to_string(), &kst_date(sent)).await {
-            Ok((PaymentState::Paid { amount, paid_at, .. }, _)) => {
-                let charged =
-                    Charged { pg_payment_id: charge_id.to_string(), amount, approved_at: paid_at.unwrap_or(now) };
-                return Ok(FirstPayment { charged: Some(charged), billing_key: Some(billing_key) });
-            }
-            Err(PgError::NotFound) | Ok((PaymentState::Failed { .. }, _)) => {}
-            Ok(other) => return Err(PgError::Unknown { reason: format!("first charge {q:?}: {other:?}") }),
+    if current.first_charge_at.is_some() {
+        // Sent before: Payple's record decides; only "nothing there" sends it again (under the
+        // same OID, which Payple refuses to charge twice).
+        match sent_payment(deps, current).await {
+            Ok(fp) => return Ok(FirstPayment { charged: fp.charged, billing_key: Some(billing_key) }),
+            Err(PgError::NotPaid(_)) => {}
             Err(e) => return Err(e),
         }
-    } else {
-        let next = CheckoutRecord { first_charge_at: Some(now), ..current.next() };
-        deps.store.update_checkout(&next).await.map_err(|e| PgError::Transient { reason: e.to_string() })?;
-        *current = next;
     }
+    mark_sent(deps, current, now).await?;
     let req = ChargeRequest {
         billing_key: billing_key.clone(),
         charge_id: charge_id.clone(),
@@ -269,35 +293,31 @@ async fn ask_pg(
             if source == Source::Webhook {
                 // A webhook only points at our OID: Payple's lookup says what happened.
                 let hint = field(fields, "PCD_PAY_TIME").as_deref().and_then(paycycle::pg::payple::pay_date);
-                return deps.gateways.payple.paid_window(&check.oid, hint, &check).await;
+                return deps.gateways.payple.paid_window(&check.oid, hint.into_iter().collect(), &check).await;
             }
             if check.work == WindowWork::Cert {
                 // A confirm may have gone through before an earlier verify lost its answer.
-                if let Some(sent) = current.first_charge_at {
-                    match deps.gateways.payple.paid_window(&check.oid, Some(kst_date(sent)), &check).await {
+                if current.first_charge_at.is_some() {
+                    match sent_payment(deps, current).await {
                         Ok(fp) => return Ok(fp),
                         Err(PgError::NotPaid(_)) => {}
                         Err(e) => return Err(e),
                     }
-                } else {
-                    let next = CheckoutRecord { first_charge_at: Some(now), ..current.next() };
-                    deps.store
-                        .update_checkout(&next)
-                        .await
-                        .map_err(|e| PgError::Transient { reason: e.to_string() })?;
-                    *current = next;
                 }
+                // Checked before anything is sent: a result that is not this checkout's marks
+                // nothing (and keeps the checkout's TTL).
+                let confirm = deps.gateways.payple.cert_confirm(fields, &check)?;
+                mark_sent(deps, current, now).await?;
+                return match deps.gateways.payple.send_cert_confirm(&confirm).await {
+                    // The confirm's decline, confirmed by Payple's lookup: Payple's word that
+                    // nothing was charged. Failed, so the sweep does not look for it forever.
+                    Err(PgError::Declined { code, message, .. }) => {
+                        Err(PgError::VerificationFailed(format!("the CERT confirm was declined ({code}): {message}")))
+                    }
+                    other => other,
+                };
             }
-            let fp = match deps.gateways.payple.verify_window_result(fields, &check).await {
-                // The confirm's decline, confirmed by Payple's lookup: Payple's word that nothing
-                // was charged. Failed, so the sweep does not look for the payment forever.
-                Err(PgError::Declined { code, message, .. }) if check.work == WindowWork::Cert => {
-                    return Err(PgError::VerificationFailed(format!(
-                        "the CERT confirm was declined ({code}): {message}"
-                    )));
-                }
-                other => other?,
-            };
+            let fp = deps.gateways.payple.verify_window_result(fields, &check).await?;
             match (check.work, fp.billing_key.clone()) {
                 (WindowWork::Auth, Some(key)) => first_charge(deps, current, key, now).await,
                 _ => Ok(fp),

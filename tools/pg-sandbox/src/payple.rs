@@ -327,11 +327,20 @@ pub async fn lookup(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Respo
     let Some(f) = fields(&headers, &body) else {
         return fail("PCHK0099", "잘못된 요청입니다 (sandbox code)", &[]);
     };
-    if let Err(r) = pre_fault(&shared, Operation::Lookup, None).await {
-        return r;
-    }
+    let fault = match pre_fault(&shared, Operation::Lookup, None).await {
+        Ok(fault) => fault,
+        Err(r) => return r,
+    };
     if let Err(r) = use_auth(&shared, &f, LOOKUP_PATH) {
         return r;
+    }
+    // An explicit error answer with a code of the test's choosing: Payple's manual ("결제결과
+    // 조회") documents `PCD_PAY_RST` `success / error` and no codes, so a real lookup may answer
+    // `error` for reasons other than "no such payment" (maintenance, limits), and a payment may
+    // not show yet. `PCHK0001` (this sandbox's not-found code) simulates the latter.
+    if let Some(Fault::DeclineWithCode { code }) = fault {
+        let oid = get(&f, "PCD_PAY_OID").unwrap_or_default();
+        return fail(&code, "조회 실패 (sandbox fault)", &[("PCD_PAY_OID", oid.into())]);
     }
     if get(&f, "PCD_PAYCHK_FLAG").as_deref() != Some("Y") {
         return fail("PCHK0002", "PCD_PAYCHK_FLAG가 필요합니다 (sandbox code)", &[]);

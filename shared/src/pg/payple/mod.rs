@@ -423,63 +423,70 @@ impl PaypleClient {
     /// Checks a window result with Payple. The work, OID and amount are the checkout's
     /// (`check`), never the browser's: a PAY is Payple's lookup of our OID (the browser's
     /// `PCD_PAY_RST` changes nothing), a CERT counts only once the confirm succeeds, and an AUTH
-    /// key is returned only after Payple confirms it for this checkout's payer number (PUSERINFO).
+    /// key is returned only after Payple confirms it for this checkout's payer (PUSERINFO).
     /// AUTH answers without a charge: the caller charges the confirmed key.
     pub async fn verify_window_result(
         &self,
         fields: &serde_json::Map<String, serde_json::Value>,
         check: &WindowCheck,
     ) -> Result<FirstPayment, PgError> {
-        let r = PaypleResult::from_value(serde_json::Value::Object(fields.clone()))
-            .map_err(|e| PgError::Mismatch(format!("not a Payple result: {e}")))?;
-        if check.work == WindowWork::Pay {
-            let hint = r.time.as_deref().and_then(pay_date);
-            return self.paid_window(&check.oid, hint, check).await;
+        match check.work {
+            WindowWork::Pay => {
+                let r = window_result(fields)?;
+                let hint = r.time.as_deref().and_then(pay_date);
+                self.paid_window(&check.oid, hint.into_iter().collect(), check).await
+            }
+            WindowWork::Cert => {
+                let confirm = self.cert_confirm(fields, check)?;
+                self.send_cert_confirm(&confirm).await
+            }
+            WindowWork::Auth => {
+                let (_, payer_id) = window_success(fields)?;
+                let payer_no = check.payer_no.as_deref().ok_or_else(|| {
+                    PgError::Mismatch("this checkout has no payer number: open a new checkout".into())
+                })?;
+                self.confirm_billing_key(&payer_id, payer_no).await?;
+                Ok(FirstPayment { charged: None, billing_key: Some(payer_id) })
+            }
         }
-        // CERT and AUTH need the window's own answer; a close or error from the browser is no
-        // answer from Payple, so it changes nothing (the checkout stays open).
-        match r.status() {
-            Ok(ResultStatus::Success) => {}
-            _ => return Err(PgError::NotPaid(format!("the window reported {:?}: nothing to verify", r.rst))),
-        }
-        let payer_id = r
-            .payer_id
-            .clone()
-            .filter(|p| !p.is_empty() && p.len() <= 255)
-            .ok_or_else(|| PgError::Mismatch("no usable PCD_PAYER_ID".into()))?;
-        if check.work == WindowWork::Auth {
-            let payer_no = check
-                .payer_no
-                .as_deref()
-                .ok_or_else(|| PgError::Mismatch("this checkout has no payer number: open a new checkout".into()))?;
-            self.confirm_billing_key(&payer_id, payer_no).await?;
-            return Ok(FirstPayment { charged: None, billing_key: Some(payer_id) });
-        }
+    }
+
+    /// A CERT window result checked against the checkout (`check`) and ready to confirm: nothing
+    /// is sent, so a caller can record that the confirm goes out before it does.
+    pub fn cert_confirm(
+        &self,
+        fields: &serde_json::Map<String, serde_json::Value>,
+        check: &WindowCheck,
+    ) -> Result<CertConfirm, PgError> {
+        let (r, payer_id) = window_success(fields)?;
         if r.oid.as_deref() != Some(check.oid.as_str()) {
             return Err(PgError::Mismatch("the CERT result is not for this checkout's OID".into()));
         }
-        let charged = self.confirm(&r, &payer_id, check.expected).await?;
-        if charged.pg_payment_id != check.oid {
-            return Err(PgError::Unrecognized {
-                code: "oid".into(),
-                message: format!("Payple confirmed {}, not {}", charged.pg_payment_id, check.oid),
-            });
+        let cofurl = r.cofurl.as_deref().ok_or_else(|| PgError::Mismatch("CERT without PCD_PAY_COFURL".into()))?;
+        let cofurl = Url::parse(cofurl).map_err(|_| PgError::Mismatch("bad PCD_PAY_COFURL".into()))?;
+        if cofurl.host_str() != self.base.host_str()
+            || cofurl.port_or_known_default() != self.base.port_or_known_default()
+        {
+            return Err(PgError::Mismatch(format!("PCD_PAY_COFURL {cofurl} is not Payple's host")));
         }
-        Ok(FirstPayment { charged: Some(charged), billing_key: Some(payer_id) })
+        Ok(CertConfirm { result: r, payer_id, cofurl, oid: check.oid.clone(), expected: check.expected })
     }
 
     /// Payple's record of a window payment by our OID: paid the expected amount, with the
     /// billing key Payple has for it. Tried on the KST dates it can have been paid on (the
-    /// lookup needs the request date): `hint` (the result's `PCD_PAY_TIME`, only a guess), the
-    /// day the window opened, and today.
+    /// lookup needs the request date): `hints` (the KST dates it was sent on, or the result's
+    /// `PCD_PAY_TIME`, only a guess), the day the window opened, and today.
     pub async fn paid_window(
         &self,
         oid: &str,
-        hint: Option<String>,
+        hints: Vec<String>,
         check: &WindowCheck,
     ) -> Result<FirstPayment, PgError> {
-        let mut dates: Vec<String> = hint.into_iter().collect();
-        for d in [crate::calendar::kst_yyyymmdd(check.opened_at), crate::calendar::kst_yyyymmdd(Timestamp::now())] {
+        let mut dates: Vec<String> = Vec::new();
+        for d in hints
+            .into_iter()
+            .chain([crate::calendar::kst_yyyymmdd(check.opened_at), crate::calendar::kst_yyyymmdd(Timestamp::now())])
+        {
             if !dates.contains(&d) {
                 dates.push(d);
             }
@@ -494,16 +501,10 @@ impl PaypleClient {
         Err(PgError::NotPaid(format!("Payple has no payment {oid}")))
     }
 
-    /// CERT: POSTs the confirm to `PCD_PAY_COFURL` (which must be on Payple's host); only its
-    /// success counts.
-    async fn confirm(&self, r: &PaypleResult, payer_id: &str, expected: Krw) -> Result<Charged, PgError> {
-        let cofurl = r.cofurl.as_deref().ok_or_else(|| PgError::Mismatch("CERT without PCD_PAY_COFURL".into()))?;
-        let cofurl = Url::parse(cofurl).map_err(|_| PgError::Mismatch("bad PCD_PAY_COFURL".into()))?;
-        if cofurl.host_str() != self.base.host_str()
-            || cofurl.port_or_known_default() != self.base.port_or_known_default()
-        {
-            return Err(PgError::Mismatch(format!("PCD_PAY_COFURL {cofurl} is not Payple's host")));
-        }
+    /// CERT: POSTs the confirm to `PCD_PAY_COFURL` (checked to be on Payple's host); only its
+    /// `PCCF0000` for this checkout's OID counts.
+    pub async fn send_cert_confirm(&self, confirm: &CertConfirm) -> Result<FirstPayment, PgError> {
+        let (r, oid) = (&confirm.result, confirm.oid.as_str());
         let body = ConfirmRequest {
             auth: CallAuth {
                 cst_id: self.cst_id.expose(),
@@ -511,32 +512,67 @@ impl PaypleClient {
                 auth_key: r.auth_key.as_deref().unwrap_or_default(),
             },
             reqkey: r.reqkey.as_deref().unwrap_or_default(),
-            payer_id,
+            payer_id: &confirm.payer_id,
         };
         let sent_on = crate::calendar::kst_yyyymmdd(Timestamp::now());
-        let c = self.call(cofurl, &body, true).await?;
+        let c = self.call(confirm.cofurl.clone(), &body, true).await?;
         match c.status().map_err(|e| PgError::Unknown { reason: e.to_string() })? {
             ResultStatus::Success if c.code() == "PCCF0000" => {}
             ResultStatus::Success => return Err(PgError::Unrecognized { code: c.code().into(), message: c.message() }),
-            _ => {
-                let oid = c.oid.clone().or(r.oid.clone()).unwrap_or_default();
-                return Err(self.confirm_failure(classify_error(&c), &oid, &sent_on).await);
-            }
+            _ => return Err(self.confirm_failure(classify_error(&c), oid, &sent_on).await),
         }
-        let total = krw(c.total.as_deref(), "PCD_PAY_TOTAL")?;
-        if total != expected {
+        if c.oid.as_deref().is_some_and(|o| o != oid) {
             return Err(PgError::Unrecognized {
-                code: "total".into(),
-                message: format!("confirmed {total}, expected {expected}"),
+                code: "oid".into(),
+                message: format!("Payple confirmed {:?}, not {oid}", c.oid),
             });
         }
-        let oid = c.oid.clone().or(r.oid.clone()).unwrap_or_default();
-        Ok(Charged {
-            pg_payment_id: oid,
+        let total = krw(c.total.as_deref(), "PCD_PAY_TOTAL")?;
+        if total != confirm.expected {
+            return Err(PgError::Unrecognized {
+                code: "total".into(),
+                message: format!("confirmed {total}, expected {}", confirm.expected),
+            });
+        }
+        let charged = Charged {
+            pg_payment_id: oid.to_string(),
             amount: total,
             approved_at: pay_time(c.time.as_deref()).unwrap_or_else(Timestamp::now),
-        })
+        };
+        Ok(FirstPayment { charged: Some(charged), billing_key: Some(confirm.payer_id.clone()) })
     }
+}
+
+/// A CERT window result checked against its checkout, not yet confirmed.
+#[derive(Clone, Debug)]
+pub struct CertConfirm {
+    result: PaypleResult,
+    payer_id: String,
+    cofurl: Url,
+    oid: String,
+    expected: Krw,
+}
+
+/// The browser's window result, as Payple's result type (a mismatch if it is none).
+fn window_result(fields: &serde_json::Map<String, serde_json::Value>) -> Result<PaypleResult, PgError> {
+    PaypleResult::from_value(serde_json::Value::Object(fields.clone()))
+        .map_err(|e| PgError::Mismatch(format!("not a Payple result: {e}")))
+}
+
+/// A CERT or AUTH window result that says success, with its usable `PCD_PAYER_ID`. A close or
+/// error from the browser is no answer from Payple: it changes nothing (the checkout stays open).
+fn window_success(fields: &serde_json::Map<String, serde_json::Value>) -> Result<(PaypleResult, String), PgError> {
+    let r = window_result(fields)?;
+    match r.status() {
+        Ok(ResultStatus::Success) => {}
+        _ => return Err(PgError::NotPaid(format!("the window reported {:?}: nothing to verify", r.rst))),
+    }
+    let payer_id = r
+        .payer_id
+        .clone()
+        .filter(|p| !p.is_empty() && p.len() <= 255)
+        .ok_or_else(|| PgError::Mismatch("no usable PCD_PAYER_ID".into()))?;
+    Ok((r, payer_id))
 }
 
 /// A looked-up payment as a first payment: paid the expected amount, with Payple's billing key.
