@@ -916,3 +916,41 @@ async fn a_first_charge_resent_late_is_given_its_hour_from_the_resend() {
     assert_eq!(e.store.payments_of_subscription(&sub_id).await.unwrap().len(), 1);
     assert_eq!(e.charges().await.len(), 1);
 }
+
+/// Payple's manual documents no lookup error codes: an `error` answer to a result lookup that
+/// does not say "no such payment" (maintenance, a limit) is no "not found". An hour of them
+/// leaves an AUTH checkout whose first charge went through open, and it completes once Payple
+/// answers.
+#[tokio::test]
+async fn lookup_errors_that_do_not_say_not_found_never_fail_a_checkout_whose_charge_went_through() {
+    let e = env_with(Options { api_port: 0, pg_timeout_ms: Some(1_000), ..Options::default() }).await;
+    e.sandbox.admin("/__admin/config", json!({"payple_webhook_url": null})).await;
+    let c = e.partner.checkout(&payple_checkout("AUTH", 4_900)).await;
+    let id = c["id"].as_str().unwrap().to_string();
+    let r = e.sandbox.payple_window(&c["payple"], None).await;
+    e.sandbox
+        .admin(
+            "/__admin/scenarios",
+            json!({"operation": "charge", "fault": {"kind": "timeout_after_charge"}, "count": 1}),
+        )
+        .await;
+    let (status, v) = e.verify(&id, r).await;
+    assert_eq!(status, 504, "{v}");
+    assert_eq!(e.charges().await.len(), 1, "charged, answer lost");
+    // Payple's lookup answers `error` with a code no document lists, for over an hour.
+    e.sandbox
+        .admin(
+            "/__admin/scenarios",
+            json!({"operation": "lookup", "fault": {"kind": "decline_with_code", "code": "PCHK9999"}, "count": 50}),
+        )
+        .await;
+    let later = Timestamp::now().checked_add(jiff::SignedDuration::from_hours(2)).unwrap();
+    e.stack.functions.sweep(Some(&later.to_string())).await.unwrap();
+    assert_eq!(e.checkout_status(&id).await, CheckoutStatus::Open, "a lookup error is not Payple's 'not found'");
+    e.sandbox.http.delete(e.sandbox.url("/__admin/scenarios")).send().await.unwrap();
+    let much_later = later.checked_add(jiff::SignedDuration::from_hours(7)).unwrap();
+    e.stack.functions.sweep(Some(&much_later.to_string())).await.unwrap();
+    assert_eq!(e.checkout_status(&id).await, CheckoutStatus::Completed);
+    let sub_id = c["subscription_id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(e.store.payments_of_subscription(&sub_id).await.unwrap().len(), 1);
+}

@@ -274,6 +274,7 @@ async fn create(
         verifying_until: 0,
         first_charge_at: None,
         last_sent_at: None,
+        sweep_after: None,
         payment_id: None,
         payer_no: None,
     };

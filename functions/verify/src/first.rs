@@ -178,6 +178,11 @@ fn charged_oid(c: &CheckoutRecord) -> Result<String, PgError> {
     }
 }
 
+/// The OID for a log line or an alarm.
+pub(crate) fn charged_oid_or_unknown(c: &CheckoutRecord) -> String {
+    charged_oid(c).unwrap_or_else(|e| format!("unknown ({e})"))
+}
+
 /// The KST dates the checkout's own payment was sent on, for Payple's lookup: the first send's,
 /// the latest re-send's, and the minute after the latest (a send that crossed midnight).
 fn send_dates(c: &CheckoutRecord) -> Vec<String> {
@@ -206,7 +211,8 @@ async fn sent_payment(deps: &Deps, c: &CheckoutRecord) -> Result<FirstPayment, P
 async fn mark_sent(deps: &Deps, current: &mut CheckoutRecord, now: Timestamp) -> Result<(), PgError> {
     let next = match current.first_charge_at {
         None => CheckoutRecord { first_charge_at: Some(now), ..current.next() },
-        Some(_) => CheckoutRecord { last_sent_at: Some(now), ..current.next() },
+        // A fresh send is looked for at once: the sweep's backoff was for the old one.
+        Some(_) => CheckoutRecord { last_sent_at: Some(now), sweep_after: None, ..current.next() },
     };
     deps.store.update_checkout(&next).await.map_err(|e| PgError::Transient { reason: e.to_string() })?;
     *current = next;

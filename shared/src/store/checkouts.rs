@@ -6,7 +6,7 @@
 //! is open it sits in the lookup index under [`FIRST_CHARGE_OPEN`] for verify's sweep.
 //!
 //! Items: `pk = CHK#{checkout_id}`, `sk = CHK`, `lookup_pk = PGREF#{pg}#{reference}` (or
-//! `FIRST_CHARGE_OPEN`, `lookup_sk` = the latest send time); `pk = SUBCHK#{subscription_id}`, `sk = PTR`
+//! `FIRST_CHARGE_OPEN`, `lookup_sk` = the latest send time, or the sweep's backoff if later); `pk = SUBCHK#{subscription_id}`, `sk = PTR`
 //! naming the checkout that creates the subscription (a first charge's webhook names only it).
 
 use jiff::{SignedDuration, Timestamp};
@@ -62,6 +62,10 @@ pub struct CheckoutRecord {
     /// lookups try this KST date too, and "not found an hour after it was sent" counts from it.
     #[serde(default)]
     pub last_sent_at: Option<Timestamp>,
+    /// verify's sweep looks at this open payment again no earlier than this (backoff for one
+    /// it could not resolve, so a few stuck ones never starve the rest).
+    #[serde(default)]
+    pub sweep_after: Option<Timestamp>,
     /// The first payment, once completed.
     #[serde(default)]
     pub payment_id: Option<String>,
@@ -96,8 +100,9 @@ fn item(c: &CheckoutRecord) -> Item {
     let mut item = to_item(c, &format!("CHK#{}", c.checkout_id), "CHK", "checkout");
     match (c.status, c.latest_send(), &c.pg_reference) {
         (CheckoutStatus::Open, Some(sent), _) => {
+            let due = c.sweep_after.map_or(sent, |after| after.max(sent));
             item.insert(keys::LOOKUP_PK.into(), s(FIRST_CHARGE_OPEN));
-            item.insert(keys::LOOKUP_SK.into(), s(&sort_seconds(sent)));
+            item.insert(keys::LOOKUP_SK.into(), s(&sort_seconds(due)));
         }
         (_, _, Some(reference)) => {
             item.insert(keys::LOOKUP_PK.into(), s(&format!("PGREF#{}#{reference}", c.pg.pg())));
@@ -140,7 +145,8 @@ impl Store {
         self.get_checkout(&checkout_id).await
     }
 
-    /// Open checkouts whose first charge was sent before `before` (oldest first, one page).
+    /// Open checkouts whose own payment was sent (and whose sweep backoff ended) before `before`
+    /// (oldest first, one page).
     pub async fn open_first_charges(&self, before: Timestamp, limit: i32) -> Result<Vec<CheckoutRecord>, StoreError> {
         let out = self
             .table
