@@ -954,3 +954,61 @@ async fn lookup_errors_that_do_not_say_not_found_never_fail_a_checkout_whose_cha
     let sub_id = c["subscription_id"].as_str().unwrap().parse().unwrap();
     assert_eq!(e.store.payments_of_subscription(&sub_id).await.unwrap().len(), 1);
 }
+
+impl Env {
+    /// The checkout's payment, recorded so it can be refunded: refunds it in full through the API.
+    async fn refund_checkout_payment(&self, checkout_id: &str, amount: i64) -> (u16, Value) {
+        let checkout = self.store.get_checkout(checkout_id).await.unwrap().unwrap();
+        let payment_id = checkout.payment_id.unwrap_or_else(|| panic!("{checkout_id} names no payment"));
+        let path = format!("/payments/{payment_id}/refunds");
+        self.partner.post(&path, &json!({"amount": amount, "reason": "charged on a failed checkout"}), Some("r1")).await
+    }
+}
+
+/// Payple's success webhook for a first charge whose checkout was already failed (its lookup
+/// showed nothing for over an hour) is the PG's positive word against ours: it is looked up, and
+/// the payment Payple confirms is recorded on the failed checkout — refundable through the API —
+/// without activating a subscription.
+#[tokio::test]
+async fn a_payple_success_webhook_for_a_failed_checkout_records_the_payment_payple_confirms() {
+    let e = env_with(Options { api_port: 0, pg_timeout_ms: Some(1_000), ..Options::default() }).await;
+    e.sandbox.admin("/__admin/config", json!({"payple_webhook_url": null})).await;
+    let c = e.partner.checkout(&payple_checkout("AUTH", 4_900)).await;
+    let id = c["id"].as_str().unwrap().to_string();
+    let sub = c["subscription_id"].as_str().unwrap().to_string();
+    let r = e.sandbox.payple_window(&c["payple"], None).await;
+    e.sandbox
+        .admin(
+            "/__admin/scenarios",
+            json!({"operation": "charge", "fault": {"kind": "timeout_after_charge"}, "count": 1}),
+        )
+        .await;
+    let (status, v) = e.verify(&id, r).await;
+    assert_eq!(status, 504, "{v}");
+    // Payple's lookup shows nothing for over an hour: the sweep fails the checkout.
+    e.sandbox
+        .admin(
+            "/__admin/scenarios",
+            json!({"operation": "lookup", "fault": {"kind": "decline_with_code", "code": "PCHK0001"}, "count": 20}),
+        )
+        .await;
+    let later = Timestamp::now().checked_add(jiff::SignedDuration::from_hours(2)).unwrap();
+    e.stack.functions.sweep(Some(&later.to_string())).await.unwrap();
+    assert_eq!(e.checkout_status(&id).await, CheckoutStatus::Failed);
+    e.sandbox.http.delete(e.sandbox.url("/__admin/scenarios")).send().await.unwrap();
+    // Then Payple's webhook for the charge arrives.
+    let charge = e.charges().await[0].clone();
+    let hook = json!({"PCD_PAY_RST": "success", "PCD_PAY_CODE": "SPCD0000", "PCD_PAY_OID": format!("{sub}-p0-a1"),
+        "PCD_PAY_TOTAL": "4900", "PCD_USER_DEFINE1": sub});
+    let url = format!("{}/webhooks/payple", e.stack.api_url());
+    let r = reqwest::Client::new().post(url).json(&hook).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    e.stack.drain_stream().await;
+    let checkout = e.store.get_checkout(&id).await.unwrap().unwrap();
+    assert_eq!(checkout.status, CheckoutStatus::Failed, "no subscription is resurrected silently");
+    assert!(checkout.payment_id.is_some(), "Payple charged {} for {id}; nothing recorded", charge["amount"]);
+    assert_eq!(e.subscription_state(&c).await, None);
+    let (status, v) = e.refund_checkout_payment(&id, 4_900).await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(e.sandbox.ledger().await["refunds"].as_array().unwrap().len(), 1);
+}

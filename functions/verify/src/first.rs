@@ -8,7 +8,7 @@ use paycycle::domain::events::EventKind;
 use paycycle::domain::subscription::Subscription;
 use paycycle::pg::payple::transformers::PaypleResult;
 use paycycle::pg::payple::{WindowCheck, WindowWork};
-use paycycle::pg::{ChargeRequest, FirstPayment, Payer, PgError};
+use paycycle::pg::{ChargeRequest, Charged, FirstPayment, Payer, PaymentState, PgError};
 use paycycle::store::StoreError;
 use paycycle::store::checkouts::{CheckoutRecord, CheckoutStatus};
 use paycycle::store::outbox::{OutboxEvent, subscription_events};
@@ -414,36 +414,11 @@ async fn activate(
         release(deps, &current, None).await?;
         return Err(VerifyError::NotPaid("no payment was made".into()));
     };
-    let charge_id = if current.pg == PgMode::Payple && current.work.as_deref() == Some("AUTH") {
-        ChargeId::new(current.subscription_id.clone(), 0, 1).ok()
-    } else {
-        None
-    };
-    let payment = PaymentRecord::paid(
-        current.pg,
-        &charged.pg_payment_id,
-        &current.customer.id,
-        charged.amount,
-        charged.approved_at,
-        Some(current.subscription_id.clone()),
-        charge_id,
-        Some(current.checkout_id.clone()),
-    )
-    .for_partner(&current.partner_id);
+    let payment = payment_of(&current, &charged);
     let Some(billing_key) = fp.billing_key else {
-        // Money moved but nothing can renew it (StepPay self paid without a *_BILL method): the
-        // payment is recorded (so it can be refunded) and the checkout fails.
+        // Money moved but nothing can renew it (StepPay self paid without a *_BILL method).
         let why = "the first payment issued no billing key (StepPay self needs CARD_BILL or CMS_BILL)".to_string();
-        let next = CheckoutRecord {
-            status: CheckoutStatus::Failed,
-            failure: Some(why.clone()),
-            verifying_until: 0,
-            payment_id: Some(payment.payment_id.clone()),
-            ..current.next()
-        };
-        let mut tx = deps.store.tx();
-        tx.put_checkout_next(&next).put_payment_new(&payment);
-        deps.store.commit(tx).await.map_err(already_used)?;
+        keep_on_failed_checkout(deps, &current, &charged, why.clone()).await?;
         return Err(VerifyError::Failed(why));
     };
     let incomplete =
@@ -493,6 +468,97 @@ async fn activate(
     );
     deps.publisher.publish_committed(&deps.store, &events).await;
     Ok(Completed { checkout, subscription, payment: Some(payment) })
+}
+
+/// The payment record of a checkout's first payment: with its charge id when Payple's OID is
+/// one (an AUTH first charge, `{sub}-p0-a1`).
+fn payment_of(current: &CheckoutRecord, charged: &Charged) -> PaymentRecord {
+    let charge_id = charged.pg_payment_id.parse::<ChargeId>().ok().filter(|_| current.pg == PgMode::Payple);
+    PaymentRecord::paid(
+        current.pg,
+        &charged.pg_payment_id,
+        &current.customer.id,
+        charged.amount,
+        charged.approved_at,
+        Some(current.subscription_id.clone()),
+        charge_id,
+        Some(current.checkout_id.clone()),
+    )
+    .for_partner(&current.partner_id)
+}
+
+/// Money the PG kept on a checkout that does not activate — another amount than the checkout's,
+/// no billing key, a success Payple confirms after the checkout failed. An approved charge is
+/// always recorded: as the checkout's payment, so the partner can refund it through `POST
+/// /payments/{id}/refunds`; the checkout is (or stays) failed, with no subscription (nobody
+/// agreed to renew on these terms); and the needs-review alarm names what a person needs.
+async fn keep_on_failed_checkout(
+    deps: &Deps,
+    current: &CheckoutRecord,
+    charged: &Charged,
+    why: String,
+) -> Result<PaymentRecord, VerifyError> {
+    let payment = payment_of(current, charged);
+    let next = CheckoutRecord {
+        status: CheckoutStatus::Failed,
+        failure: Some(why.clone()),
+        verifying_until: 0,
+        payment_id: Some(payment.payment_id.clone()),
+        ..current.next()
+    };
+    let mut tx = deps.store.tx();
+    tx.put_checkout_next(&next).put_payment_new(&payment);
+    deps.store.commit(tx).await.map_err(already_used)?;
+    // Payple's OID is ours (`chk_…`, `sub_…-p0-a1`); a StepPay idKey may be a billing key.
+    let reference = match current.pg {
+        PgMode::Payple => charged.pg_payment_id.clone(),
+        _ => paycycle::pii::mask_reference(&charged.pg_payment_id),
+    };
+    tracing::error!(
+        alarm = "paycycle_needs_review",
+        checkout_id = %current.checkout_id,
+        pg = current.pg.as_str(),
+        oid = %reference,
+        amount = %charged.amount,
+        expected = %current.plan.amount,
+        payment_id = %payment.payment_id,
+        reason = %why,
+        "the PG kept money on a checkout that did not activate: recorded as its payment (refund it via POST /payments/{{id}}/refunds)"
+    );
+    Ok(payment)
+}
+
+/// Payple says `oid` (this checkout's OID, or its AUTH first charge) was paid, but the checkout
+/// is failed: the PG's positive word against ours. Payple's lookup decides; a payment it
+/// confirms is recorded on the failed checkout ([`keep_on_failed_checkout`]) — the subscription
+/// is not activated behind the partner's back: the partner was told the checkout failed, and a
+/// person decides (refund, or a new checkout). `Ok(None)`: already recorded.
+pub async fn paid_after_failure(
+    deps: &Deps,
+    c: CheckoutRecord,
+    oid: &str,
+    hint: Option<String>,
+    now: Timestamp,
+) -> Result<Option<PaymentRecord>, VerifyError> {
+    if c.status != CheckoutStatus::Failed || c.pg != PgMode::Payple {
+        return Err(VerifyError::Mismatch(format!("checkout {} is not a failed Payple checkout", c.checkout_id)));
+    }
+    if c.payment_id.is_some() {
+        return Ok(None);
+    }
+    let hints: Vec<String> = hint.into_iter().chain(send_dates(&c)).collect();
+    match deps.gateways.payple.find_payment(oid, hints, c.created_at).await.map_err(VerifyError::Pg)? {
+        Some((PaymentState::Paid { amount, paid_at, .. }, _)) => {
+            let charged = Charged { pg_payment_id: oid.to_string(), amount, approved_at: paid_at.unwrap_or(now) };
+            let why = format!(
+                "{}; then Payple confirmed {oid} paid {amount}: recorded for a refund",
+                c.failure.as_deref().unwrap_or("failed")
+            );
+            keep_on_failed_checkout(deps, &c, &charged, why).await.map(Some)
+        }
+        Some((other, _)) => Err(VerifyError::NotPaid(format!("Payple's record of {oid}: {other:?}"))),
+        None => Err(VerifyError::NotPaid(format!("Payple has no payment {oid}"))),
+    }
 }
 
 fn already_used(e: StoreError) -> VerifyError {

@@ -473,19 +473,33 @@ impl PaypleClient {
     }
 
     /// Payple's record of a window payment by our OID: paid the expected amount, with the
-    /// billing key Payple has for it. Tried on the KST dates it can have been paid on (the
-    /// lookup needs the request date): `hints` (the KST dates it was sent on, or the result's
-    /// `PCD_PAY_TIME`, only a guess), the day the window opened, and today.
+    /// billing key Payple has for it ([`Self::find_payment`]'s dates).
     pub async fn paid_window(
         &self,
         oid: &str,
         hints: Vec<String>,
         check: &WindowCheck,
     ) -> Result<FirstPayment, PgError> {
+        match self.find_payment(oid, hints, check.opened_at).await? {
+            Some((state, payer_id)) => first_payment(oid, state, payer_id, check.expected),
+            None => Err(PgError::NotPaid(format!("Payple has no payment {oid}"))),
+        }
+    }
+
+    /// Payple's record of `oid` with the billing key it names, tried on the KST dates it can
+    /// have been requested on (the lookup needs the request date): `hints` (the dates it was
+    /// sent on, or a result's `PCD_PAY_TIME`, only a guess), the day of `opened_at`, and today.
+    /// `None`: every date answered "no such payment".
+    pub async fn find_payment(
+        &self,
+        oid: &str,
+        hints: Vec<String>,
+        opened_at: Timestamp,
+    ) -> Result<Option<(PaymentState, Option<String>)>, PgError> {
         let mut dates: Vec<String> = Vec::new();
         for d in hints
             .into_iter()
-            .chain([crate::calendar::kst_yyyymmdd(check.opened_at), crate::calendar::kst_yyyymmdd(Timestamp::now())])
+            .chain([crate::calendar::kst_yyyymmdd(opened_at), crate::calendar::kst_yyyymmdd(Timestamp::now())])
         {
             if !dates.contains(&d) {
                 dates.push(d);
@@ -495,10 +509,10 @@ impl PaypleClient {
             match self.lookup_detail(oid, date).await {
                 Err(PgError::NotFound) => continue,
                 Err(e) => return Err(e),
-                Ok((state, payer_id)) => return first_payment(oid, state, payer_id, check.expected),
+                Ok(found) => return Ok(Some(found)),
             }
         }
-        Err(PgError::NotPaid(format!("Payple has no payment {oid}")))
+        Ok(None)
     }
 
     /// CERT: POSTs the confirm to `PCD_PAY_COFURL` (checked to be on Payple's host); only its
