@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use paycycle::domain::attempt::{ChargeId, SubscriptionId};
 use paycycle::money::Krw;
-use paycycle::pg::payple::{PaypleClient, WindowCheck, WindowWork};
+use paycycle::pg::payple::{KeyHolder, PaypleClient, WindowCheck, WindowWork};
 use paycycle::pg::steppay::SteppayClient;
 use paycycle::pg::{
     ChargeRequest, FirstPaymentEvidence, Lookup, Payer, PaymentGateway, PaymentState, PgError, RefundRequest, Timeouts,
@@ -298,6 +298,7 @@ fn check(work: WindowWork, oid: &str, amount: i64) -> WindowCheck {
         oid: oid.into(),
         expected: krw(amount),
         payer_no: payer().payer_no,
+        holder: KeyHolder { name: payer().name, phone: payer().phone },
         opened_at: jiff::Timestamp::now(),
     }
 }

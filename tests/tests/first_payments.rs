@@ -1012,3 +1012,28 @@ async fn a_payple_success_webhook_for_a_failed_checkout_records_the_payment_payp
     assert_eq!(status, 201, "{v}");
     assert_eq!(e.sandbox.ledger().await["refunds"].as_array().unwrap().len(), 1);
 }
+
+/// If Payple's PUSERINFO answers for any live key and echoes our `PCD_PAYER_NO` (the manual calls
+/// it a field that "comes back as is"; unconfirmed), the payer number proves nothing: the holder
+/// PUSERINFO names (name, masked phone) must match the checkout's customer, or another
+/// customer's key pasted into the result is refused and never charged.
+#[tokio::test]
+async fn a_key_whose_holder_is_another_customer_is_never_charged_even_if_payple_echoes_the_payer_number() {
+    let e = env().await;
+    e.sandbox.admin("/__admin/config", json!({"payple_userinfo_checks_payer_no": false})).await;
+    let mut victim = payple_checkout("AUTH", 4_900);
+    victim["customer"] = json!({"id": "cus_2", "name": "김철수", "phone": "01099998888"});
+    let victim = e.partner.checkout(&victim).await;
+    let r = e.sandbox.payple_window(&victim["payple"], None).await;
+    let (status, v) = e.verify(victim["id"].as_str().unwrap(), r).await;
+    assert_eq!(status, 200, "{v}");
+    let victims_key = e.charges().await[0]["billing_key"].as_str().unwrap().to_string();
+
+    let attacker = e.partner.checkout(&payple_checkout("AUTH", 4_900)).await;
+    let mut r = e.sandbox.payple_window(&attacker["payple"], None).await;
+    r.insert("PCD_PAYER_ID".into(), json!(victims_key));
+    let (status, v) = e.verify(attacker["id"].as_str().unwrap(), r).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (422, Some("evidence_mismatch")), "{v}");
+    assert_eq!(e.charges().await.len(), 1, "the victim's card is not charged again");
+    assert_eq!(e.checkout_status(attacker["id"].as_str().unwrap()).await, CheckoutStatus::Open);
+}

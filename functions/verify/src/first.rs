@@ -7,7 +7,7 @@ use paycycle::domain::customer::PgMode;
 use paycycle::domain::events::EventKind;
 use paycycle::domain::subscription::Subscription;
 use paycycle::pg::payple::transformers::PaypleResult;
-use paycycle::pg::payple::{WindowCheck, WindowWork};
+use paycycle::pg::payple::{KeyHolder, WindowCheck, WindowWork};
 use paycycle::pg::{ChargeRequest, Charged, FirstPayment, Payer, PaymentState, PgError};
 use paycycle::store::StoreError;
 use paycycle::store::checkouts::{CheckoutRecord, CheckoutStatus};
@@ -162,6 +162,7 @@ fn window_check(c: &CheckoutRecord) -> Result<WindowCheck, PgError> {
         oid: c.pg_reference.clone().unwrap_or_else(|| c.checkout_id.clone()),
         expected: c.plan.amount,
         payer_no: c.payer_no.clone(),
+        holder: KeyHolder { name: c.customer.name.clone(), phone: c.customer.phone.clone() },
         opened_at: c.created_at,
     })
 }

@@ -118,8 +118,76 @@ pub struct WindowCheck {
     /// The `PCD_PAYER_NO` we set for this checkout's payer; a billing key is charged only when
     /// Payple confirms it for this number (PUSERINFO).
     pub payer_no: Option<String>,
+    /// The checkout's customer, whom PUSERINFO's holder must not contradict.
+    pub holder: KeyHolder,
     /// When the window was opened (the payment's KST date is that day or later).
     pub opened_at: Timestamp,
+}
+
+/// Who a billing key must belong to: the checkout's customer as the partner named them (the
+/// window was opened with this `PCD_PAYER_NAME` / `PCD_PAYER_HP`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyHolder {
+    pub name: String,
+    pub phone: Option<String>,
+}
+
+impl KeyHolder {
+    /// Why PUSERINFO's holder (`name`, `phone` as Payple returns them, possibly masked) is
+    /// definitely someone else, or `None` when nothing contradicts ours. Masking is not
+    /// documented beyond the manual's sample (`010-****-3333`; the name unmasked), so any
+    /// character that is not a letter or digit is read as a mask covering one or more
+    /// characters, and only a visible character that differs is a mismatch. A field either
+    /// side leaves empty proves nothing.
+    pub fn contradiction(&self, name: Option<&str>, phone: Option<&str>) -> Option<String> {
+        let theirs = normalize_name(name.unwrap_or_default());
+        let ours = normalize_name(&self.name);
+        if theirs.chars().any(char::is_alphanumeric) && !ours.is_empty() && !masked_match(&theirs, &ours) {
+            return Some("PUSERINFO names another holder".into());
+        }
+        let theirs = phone_chars(phone.unwrap_or_default());
+        let ours: String = self.phone.as_deref().map(phone_chars).unwrap_or_default();
+        let visible = theirs.chars().filter(char::is_ascii_digit).count();
+        if visible >= 4 && ours.len() >= 4 && !masked_match(&theirs, &ours) {
+            return Some("PUSERINFO names another holder's phone".into());
+        }
+        None
+    }
+}
+
+fn normalize_name(s: &str) -> String {
+    s.chars().filter(|c| !c.is_whitespace()).flat_map(char::to_lowercase).collect()
+}
+
+/// A phone's digits and mask characters, without separators, with a leading Korean country code
+/// (`+82 10…`, `82-10…`) written as the national `010…`.
+fn phone_chars(s: &str) -> String {
+    let kept: String = s.chars().filter(|c| !matches!(c, '-' | ' ' | '.' | '(' | ')' | '+')).collect();
+    match kept.strip_prefix("82") {
+        Some(rest) if s.trim_start().starts_with('+') || s.trim_start().starts_with("82") => format!("0{rest}"),
+        _ => kept,
+    }
+}
+
+/// Whether `value` fits the possibly masked `pattern`: a run of non-alphanumeric characters in
+/// `pattern` stands for one or more characters; every other character must be equal.
+fn masked_match(pattern: &str, value: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let v: Vec<char> = value.chars().collect();
+    // fits[i][j]: p[i..] fits v[j..].
+    let mut fits = vec![vec![false; v.len() + 1]; p.len() + 1];
+    fits[p.len()][v.len()] = true;
+    for i in (0..p.len()).rev() {
+        for j in (0..=v.len()).rev() {
+            fits[i][j] = if p[i].is_alphanumeric() {
+                j < v.len() && p[i] == v[j] && fits[i + 1][j + 1]
+            } else {
+                // A mask covers v[j] and then either ends or goes on.
+                j < v.len() && (fits[i + 1][j + 1] || fits[i][j + 1])
+            };
+        }
+    }
+    fits[0][0]
 }
 
 /// The `YYYYMMDD` of a `PCD_PAY_TIME` (`YYYYMMDDhhmmss`), if it starts with 8 ASCII digits.
@@ -353,14 +421,20 @@ impl PaypleClient {
     }
 
     /// Confirms a billing key with Payple (`PCD_PAY_WORK=PUSERINFO`) for the payer number we
-    /// gave the window. Request and answer fields: PAYPLECORP/manual_card README "6. 등록카드
-    /// 조회" and PAYPLECORP/sample_php `cPayPayple/payUserInfo.php` — request `PCD_PAYER_ID` and
-    /// `PCD_PAYER_NO` (both required), answer `PCD_PAY_RST`, `PCD_PAY_CODE` (`0000` on success),
-    /// `PCD_PAYER_ID`, masked name / phone / card. Whether Payple refuses a key registered under
-    /// another `PCD_PAYER_NO` is unconfirmed (the manual calls the field one that comes back as
-    /// is): so an answer that names another payer number or another key is refused too, and an
-    /// error answer is a mismatch — nothing is charged on a key Payple does not vouch for.
-    pub async fn confirm_billing_key(&self, payer_id: &str, payer_no: &str) -> Result<(), PgError> {
+    /// gave the window and the checkout's customer. Request and answer fields: PAYPLECORP/
+    /// manual_card README "6. 등록카드 조회" and PAYPLECORP/sample_php `cPayPayple/payUserInfo.php`
+    /// — request `PCD_PAYER_ID` and `PCD_PAYER_NO` (both required), answer `PCD_PAY_RST`,
+    /// `PCD_PAY_CODE` (`0000` on success), `PCD_PAYER_ID`, `PCD_PAYER_NAME` (결제자명),
+    /// `PCD_PAYER_HP` (masked: `010-****-3333`), card fields.
+    ///
+    /// **Unconfirmed**: whether Payple refuses a key registered under another `PCD_PAYER_NO` (the
+    /// manual calls the field one that comes back as is — if Payple merely echoes it, comparing
+    /// it proves nothing). So the answer must also not contradict the checkout's customer: the
+    /// holder's name and masked phone are compared ([`KeyHolder::contradiction`]) and a definite
+    /// mismatch is refused. An error answer is a mismatch too: nothing is charged on a key
+    /// Payple does not vouch for. Residual risk, if Payple echoes the number: a key of another
+    /// customer with the same name and the same visible phone digits.
+    pub async fn confirm_billing_key(&self, payer_id: &str, payer_no: &str, holder: &KeyHolder) -> Result<(), PgError> {
         let grant = self.auth(AuthRequest { pay_work: Some("PUSERINFO"), ..Default::default() }).await?;
         let body = UserInfoRequest { auth: grant.call_auth(), payer_id, payer_no };
         let r = self.call(grant.return_url.clone(), &body, false).await?;
@@ -382,6 +456,9 @@ impl PaypleClient {
         }
         if r.payer_no.as_deref().is_some_and(|n| n != payer_no) {
             return Err(refused("the key belongs to another payer number".into()));
+        }
+        if let Some(why) = holder.contradiction(r.payer_name.as_deref(), r.payer_hp.as_deref()) {
+            return Err(refused(why));
         }
         Ok(())
     }
@@ -445,7 +522,7 @@ impl PaypleClient {
                 let payer_no = check.payer_no.as_deref().ok_or_else(|| {
                     PgError::Mismatch("this checkout has no payer number: open a new checkout".into())
                 })?;
-                self.confirm_billing_key(&payer_id, payer_no).await?;
+                self.confirm_billing_key(&payer_id, payer_no, &check.holder).await?;
                 Ok(FirstPayment { charged: None, billing_key: Some(payer_id) })
             }
         }
@@ -659,7 +736,38 @@ impl PaymentGateway for PaypleClient {
 
 #[cfg(test)]
 mod tests {
+    use super::KeyHolder;
     use super::transformers::AuthResponse;
+
+    #[test]
+    fn a_puserinfo_holder_is_refused_only_on_a_definite_mismatch() {
+        let ours = KeyHolder { name: "홍길동".into(), phone: Some("010-1234-5678".into()) };
+        // The manual's sample shapes, and masks we may meet: nothing contradicts ours.
+        for (name, hp) in [
+            (Some("홍길동"), Some("010-****-5678")),
+            (Some("홍*동"), Some("010****5678")),
+            (Some("홍**"), Some("+82-10-****-5678")),
+            (Some("*"), Some("")),
+            (None, None),
+            (Some(" 홍 길동 "), Some("01012345678")),
+        ] {
+            assert_eq!(ours.contradiction(name, hp), None, "{name:?} {hp:?}");
+        }
+        // A visible character that differs is another person.
+        for (name, hp) in [
+            (Some("김철수"), Some("010-****-5678")),
+            (Some("김*수"), None),
+            (Some("홍길동"), Some("010-****-8888")),
+            (Some("홍길동"), Some("01099998888")),
+            (Some("홍길동님"), None),
+        ] {
+            assert!(ours.contradiction(name, hp).is_some(), "{name:?} {hp:?}");
+        }
+        // A customer without a phone is checked by name alone.
+        let no_phone = KeyHolder { name: "Hong Gildong".into(), phone: None };
+        assert_eq!(no_phone.contradiction(Some("HONG GILDONG"), Some("010-****-1111")), None);
+        assert!(no_phone.contradiction(Some("Kim"), None).is_some());
+    }
 
     #[test]
     fn the_seed_auth_response_parses() {

@@ -209,6 +209,12 @@ pub struct PaypleResult {
     pub payer_id: Option<String>,
     #[serde(rename = "PCD_PAYER_NO", default, deserialize_with = "de_opt_string")]
     pub payer_no: Option<String>,
+    /// The key holder's name (PUSERINFO: "결제자명", unmasked in the manual's sample).
+    #[serde(rename = "PCD_PAYER_NAME", default, deserialize_with = "de_opt_string")]
+    pub payer_name: Option<String>,
+    /// The key holder's phone (PUSERINFO: masked, `010-****-3333` in the manual's sample).
+    #[serde(rename = "PCD_PAYER_HP", default, deserialize_with = "de_opt_string")]
+    pub payer_hp: Option<String>,
     #[serde(rename = "PCD_PAY_GOODS", default, deserialize_with = "de_opt_string")]
     pub goods: Option<String>,
     #[serde(rename = "PCD_PAY_TOTAL", default, deserialize_with = "de_opt_string")]
