@@ -961,7 +961,9 @@ impl Env {
         let checkout = self.store.get_checkout(checkout_id).await.unwrap().unwrap();
         let payment_id = checkout.payment_id.unwrap_or_else(|| panic!("{checkout_id} names no payment"));
         let path = format!("/payments/{payment_id}/refunds");
-        self.partner.post(&path, &json!({"amount": amount, "reason": "charged on a failed checkout"}), Some("r1")).await
+        self.partner
+            .post(&path, &json!({"amount": amount, "reason": "charged on a failed checkout"}), Some(checkout_id))
+            .await
     }
 }
 
@@ -1036,4 +1038,48 @@ async fn a_key_whose_holder_is_another_customer_is_never_charged_even_if_payple_
     assert_eq!((status, v["error"]["code"].as_str()), (422, Some("evidence_mismatch")), "{v}");
     assert_eq!(e.charges().await.len(), 1, "the victim's card is not charged again");
     assert_eq!(e.checkout_status(attacker["id"].as_str().unwrap()).await, CheckoutStatus::Open);
+}
+
+/// A first payment the PG charged at another amount than the checkout's — a tampered Payple
+/// window total, a CERT confirm of a tampered total, a StepPay self payment of another amount —
+/// fails the checkout (no subscription) but is recorded as its payment, so the partner can refund
+/// it through the API.
+#[tokio::test]
+async fn a_first_payment_of_another_amount_is_recorded_on_the_failed_checkout_and_refundable() {
+    let e = env().await;
+    let mut paid = Vec::new();
+    // PAY: the browser changed the window's total; Payple charged 100.
+    let c = e.partner.checkout(&payple_checkout("PAY", 9_900)).await;
+    let mut params = c["payple"].clone();
+    params["PCD_PAY_TOTAL"] = json!("100");
+    let r = e.sandbox.payple_window(&params, None).await;
+    paid.push((c["id"].as_str().unwrap().to_string(), r));
+    // CERT: the window authorized a tampered total; the confirm charges it.
+    let c = e.partner.checkout(&payple_checkout("CERT", 15_000)).await;
+    let mut params = c["payple"].clone();
+    params["PCD_PAY_TOTAL"] = json!("200");
+    let r = e.sandbox.payple_window(&params, None).await;
+    paid.push((c["id"].as_str().unwrap().to_string(), r));
+    // StepPay self: the SDK paid another amount for this checkout.
+    let c = e.partner.checkout(&steppay_self_checkout(12_000)).await;
+    let mut sdk = c["steppay"]["sdk"].clone();
+    sdk["amount"] = json!(300);
+    let stray = e.sandbox.steppay_sdk_pay(&sdk).await;
+    let fields = [("idKey".to_string(), stray["idKey"].clone())].into_iter().collect();
+    paid.push((c["id"].as_str().unwrap().to_string(), fields));
+
+    for ((id, fields), amount) in paid.into_iter().zip([100, 200, 300]) {
+        let (status, v) = e.verify(&id, fields).await;
+        assert_eq!((status, v["error"]["code"].as_str()), (422, Some("payment_failed")), "{id}: {v}");
+        let checkout = e.store.get_checkout(&id).await.unwrap().unwrap();
+        assert_eq!(checkout.status, CheckoutStatus::Failed);
+        let sub = checkout.subscription_id.clone();
+        assert!(e.store.get_subscription(&sub).await.unwrap().is_none(), "{id}: no subscription");
+        let payment_id = checkout.payment_id.clone().unwrap_or_else(|| panic!("{id}: {amount}원 charged, no payment"));
+        let payment = e.store.get_payment(&payment_id).await.unwrap().unwrap();
+        assert_eq!(payment.amounts.paid.won(), amount, "{id}");
+        let (status, v) = e.refund_checkout_payment(&id, amount).await;
+        assert_eq!(status, 201, "{id}: {v}");
+    }
+    assert_eq!(e.sandbox.ledger().await["refunds"].as_array().unwrap().len(), 3);
 }

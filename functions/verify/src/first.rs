@@ -385,6 +385,18 @@ pub async fn complete(
             release(deps, &current, Some(why.clone())).await?;
             return Err(VerifyError::Failed(why));
         }
+        Err(PgError::PaidOtherAmount { charged, expected }) => {
+            // A StepPay idKey may be a billing key: it stays out of the answer.
+            let what = if current.pg == PgMode::Payple { charged.pg_payment_id.as_str() } else { "the payment" };
+            let why =
+                format!("the PG charged {} for {what}, the checkout expects {expected}: tampered", charged.amount);
+            tracing::warn!(checkout_id = %current.checkout_id, reason = %why, "first payment of another amount");
+            if let Err(e) = keep_on_failed_checkout(deps, &current, &charged, why.clone()).await {
+                release(deps, &current, None).await?;
+                return Err(e);
+            }
+            return Err(VerifyError::Failed(why));
+        }
         Err(PgError::NotPaid(why)) => {
             release(deps, &current, None).await?;
             return Err(VerifyError::NotPaid(why));

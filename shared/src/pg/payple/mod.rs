@@ -619,17 +619,15 @@ impl PaypleClient {
             });
         }
         let total = krw(c.total.as_deref(), "PCD_PAY_TOTAL")?;
-        if total != confirm.expected {
-            return Err(PgError::Unrecognized {
-                code: "total".into(),
-                message: format!("confirmed {total}, expected {}", confirm.expected),
-            });
-        }
         let charged = Charged {
             pg_payment_id: oid.to_string(),
             amount: total,
             approved_at: pay_time(c.time.as_deref()).unwrap_or_else(Timestamp::now),
         };
+        if total != confirm.expected {
+            // The window authorized a tampered total and the confirm charged it.
+            return Err(PgError::PaidOtherAmount { charged, expected: confirm.expected });
+        }
         Ok(FirstPayment { charged: Some(charged), billing_key: Some(confirm.payer_id.clone()) })
     }
 }
@@ -687,9 +685,16 @@ fn first_payment(
                 billing_key: Some(payer_id),
             })
         }
-        PaymentState::Paid { amount, .. } => Err(PgError::VerificationFailed(format!(
-            "Payple charged {amount} for {oid}, the checkout expects {expected}: tampered"
-        ))),
+        // Payple charged another amount (the browser changed the window's total): recorded by
+        // the caller, never activated.
+        PaymentState::Paid { amount, paid_at, .. } => Err(PgError::PaidOtherAmount {
+            charged: Charged {
+                pg_payment_id: oid.to_string(),
+                amount,
+                approved_at: paid_at.unwrap_or_else(Timestamp::now),
+            },
+            expected,
+        }),
         PaymentState::Refunded { .. } => Err(PgError::VerificationFailed(format!("{oid} was refunded"))),
         PaymentState::Failed { code, message } => Err(PgError::VerificationFailed(format!("{code}: {message}"))),
         PaymentState::Pending => Err(PgError::NotPaid(format!("{oid} is pending"))),
