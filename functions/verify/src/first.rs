@@ -377,44 +377,40 @@ pub async fn complete(
         Err(StoreError::Conflict(_)) => return Err(VerifyError::InProgress),
         Err(e) => return Err(e.into()),
     }
-    let result = ask_pg(deps, &mut current, evidence, source, now).await;
-    let fp = match result {
-        Ok(fp) => fp,
-        Err(PgError::VerificationFailed(why)) => {
+    match ask_pg(deps, &mut current, evidence, source, now).await {
+        Ok(fp) => activate(deps, current, fp, now).await,
+        Err(e) => Err(not_completed(deps, &current, e).await),
+    }
+}
+
+/// What a PG answer other than a payment does to the held checkout: failed for good on the
+/// PG's word, money of another amount kept on it, or given back unchanged.
+async fn not_completed(deps: &Deps, current: &CheckoutRecord, e: PgError) -> VerifyError {
+    let (failure, answer) = match e {
+        PgError::VerificationFailed(why) => {
             tracing::warn!(checkout_id = %current.checkout_id, reason = %why, "first payment failed");
-            release(deps, &current, Some(why.clone())).await?;
-            return Err(VerifyError::Failed(why));
+            (Some(why.clone()), VerifyError::Failed(why))
         }
-        Err(PgError::PaidOtherAmount { charged, expected }) => {
+        PgError::PaidOtherAmount { charged, expected } => {
             // A StepPay idKey may be a billing key: it stays out of the answer.
             let what = if current.pg == PgMode::Payple { charged.pg_payment_id.as_str() } else { "the payment" };
             let why =
                 format!("the PG charged {} for {what}, the checkout expects {expected}: tampered", charged.amount);
             tracing::warn!(checkout_id = %current.checkout_id, reason = %why, "first payment of another amount");
-            if let Err(e) = keep_on_failed_checkout(deps, &current, &charged, why.clone()).await {
-                release(deps, &current, None).await?;
-                return Err(e);
+            match keep_on_failed_checkout(deps, current, &charged, why.clone()).await {
+                Ok(_) => return VerifyError::Failed(why),
+                Err(e) => (None, e),
             }
-            return Err(VerifyError::Failed(why));
         }
-        Err(PgError::NotPaid(why)) => {
-            release(deps, &current, None).await?;
-            return Err(VerifyError::NotPaid(why));
-        }
-        Err(PgError::NotFound) => {
-            release(deps, &current, None).await?;
-            return Err(VerifyError::NotPaid("the PG has no such payment".into()));
-        }
-        Err(PgError::Mismatch(why)) => {
-            release(deps, &current, None).await?;
-            return Err(VerifyError::Mismatch(why));
-        }
-        Err(e) => {
-            release(deps, &current, None).await?;
-            return Err(VerifyError::Pg(e));
-        }
+        PgError::NotPaid(why) => (None, VerifyError::NotPaid(why)),
+        PgError::NotFound => (None, VerifyError::NotPaid("the PG has no such payment".into())),
+        PgError::Mismatch(why) => (None, VerifyError::Mismatch(why)),
+        other => (None, VerifyError::Pg(other)),
     };
-    activate(deps, current, fp, now).await
+    match release(deps, current, failure).await {
+        Ok(()) => answer,
+        Err(e) => VerifyError::Store(e),
+    }
 }
 
 async fn activate(
