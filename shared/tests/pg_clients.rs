@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use paycycle::domain::attempt::{ChargeId, SubscriptionId};
 use paycycle::money::Krw;
-use paycycle::pg::payple::{PaypleClient, WindowCheck, WindowWork};
+use paycycle::pg::payple::{KeyHolder, PaypleClient, WindowCheck, WindowWork};
 use paycycle::pg::steppay::SteppayClient;
 use paycycle::pg::{
     ChargeRequest, FirstPaymentEvidence, Lookup, Payer, PaymentGateway, PaymentState, PgError, RefundRequest, Timeouts,
@@ -266,7 +266,10 @@ async fn steppay_managed_and_self_first_payments_verify_by_lookup() {
     let first = verify(19_900).await.unwrap();
     assert_eq!(first.charged.as_ref().unwrap().amount, krw(19_900));
     assert!(first.billing_key.is_some(), "StepPay's subscription id for a managed subscription");
-    assert!(matches!(verify(100).await, Err(PgError::VerificationFailed(_))), "amount must match the checkout");
+    assert!(
+        matches!(verify(100).await, Err(PgError::PaidOtherAmount { charged, .. }) if charged.amount == krw(19_900)),
+        "amount must match the checkout; what was paid is named so it can be recorded"
+    );
 
     let key = e.steppay_billing_key().await;
     let first = e
@@ -298,6 +301,7 @@ fn check(work: WindowWork, oid: &str, amount: i64) -> WindowCheck {
         oid: oid.into(),
         expected: krw(amount),
         payer_no: payer().payer_no,
+        holder: KeyHolder { name: payer().name, phone: payer().phone },
         opened_at: jiff::Timestamp::now(),
     }
 }
@@ -336,7 +340,7 @@ async fn payple_window_auth_pay_and_cert_verify_with_payple() {
     assert_eq!(first.charged.unwrap().amount, krw(9_900));
     assert!(matches!(
         verify(&pay, check(WindowWork::Pay, "sub_w2-p0-a1", 100)).await,
-        Err(PgError::VerificationFailed(m)) if m.contains("tampered")
+        Err(PgError::PaidOtherAmount { charged, expected }) if charged.amount == krw(9_900) && expected == krw(100)
     ));
     // An OID Payple never charged is not paid, whatever the browser says.
     assert!(matches!(verify(&pay, check(WindowWork::Pay, "sub_forged-p0-a1", 9_900)).await, Err(PgError::NotPaid(_))));

@@ -471,6 +471,8 @@ async fn checkouts_are_found_by_pg_reference_and_completed_once() {
         return_url: Some("https://shop.example.com/return".into()),
         verifying_until: 0,
         first_charge_at: None,
+        last_sent_at: None,
+        sweep_after: None,
         payment_id: None,
         payer_no: None,
     };

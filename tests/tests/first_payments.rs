@@ -805,3 +805,281 @@ async fn a_rejected_forgery_never_shadows_the_genuine_webhook_with_the_same_key(
     assert_eq!(e.subscription_state(&c).await.as_deref(), Some("active"));
     assert_eq!(e.charges().await.len(), 1);
 }
+
+// ---------------- review of issue 20's verify: first payments the PG kept ----------------
+
+/// A CERT checkout whose confirm answer was lost (and whose webhook never came) is resolved by
+/// the sweep under the OID its confirm charged — the checkout's own, not `{sub}-p0-a1` — and is
+/// never failed while Payple holds the money.
+#[tokio::test]
+async fn a_cert_confirm_whose_answer_was_lost_is_completed_by_the_sweep_never_failed() {
+    let e = env_with(Options { api_port: 0, pg_timeout_ms: Some(1_000), ..Options::default() }).await;
+    let c = e.partner.checkout(&payple_checkout("CERT", 15_000)).await;
+    let id = c["id"].as_str().unwrap().to_string();
+    let r = e.sandbox.payple_window(&c["payple"], None).await;
+    // Payple's webhook for the confirm is lost.
+    e.sandbox.admin("/__admin/config", json!({"payple_webhook_url": null})).await;
+    e.sandbox
+        .admin(
+            "/__admin/scenarios",
+            json!({"operation": "charge", "fault": {"kind": "timeout_after_charge"}, "count": 1}),
+        )
+        .await;
+    let (status, v) = e.verify(&id, r).await;
+    assert_eq!(status, 504, "{v}");
+    assert_eq!(e.charges().await.len(), 1, "Payple charged the CERT confirm");
+    let later = Timestamp::now().checked_add(jiff::SignedDuration::from_hours(2)).unwrap();
+    e.stack.functions.sweep(Some(&later.to_string())).await.unwrap();
+    let status = e.checkout_status(&id).await;
+    let sub_id = c["subscription_id"].as_str().unwrap().parse().unwrap();
+    let payments = e.store.payments_of_subscription(&sub_id).await.unwrap();
+    assert_eq!(
+        (status, payments.len()),
+        (CheckoutStatus::Completed, 1),
+        "Payple charged {} for {id}; checkout is {status:?} with {} payments recorded",
+        e.charges().await[0]["amount"],
+        payments.len()
+    );
+    assert_eq!(payments[0].pg_payment_id, id, "the CERT payment's OID is the checkout's");
+}
+
+/// A CERT confirm Payple declines (its lookup shows no payment) fails the checkout on Payple's
+/// word: it does not sit open in the sweep's index waiting for a payment that never was.
+#[tokio::test]
+async fn a_declined_cert_confirm_fails_the_checkout_on_payples_word() {
+    let e = env().await;
+    let c = e.partner.checkout(&payple_checkout("CERT", 15_000)).await;
+    let id = c["id"].as_str().unwrap().to_string();
+    let r = e.sandbox.payple_window(&c["payple"], None).await;
+    e.sandbox
+        .admin(
+            "/__admin/scenarios",
+            json!({"operation": "charge", "fault": {"kind": "decline", "hard": false}, "count": 1}),
+        )
+        .await;
+    let (status, v) = e.verify(&id, r).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (422, Some("payment_failed")), "{v}");
+    assert_eq!(e.checkout_status(&id).await, CheckoutStatus::Failed);
+    assert!(e.charges().await.is_empty());
+}
+
+/// The "not found an hour after it was sent → failed" rule counts from the latest send: an AUTH
+/// first charge re-sent by a partner's re-verify 59 minutes after the first send (which never
+/// reached Payple), whose answer is lost and which Payple's lookup does not show yet, is not
+/// failed by a sweep two minutes later — Payple holds the money — and is completed once it shows.
+#[tokio::test]
+async fn a_first_charge_resent_late_is_given_its_hour_from_the_resend() {
+    let e = env_with(Options { api_port: 0, pg_timeout_ms: Some(1_000), ..Options::default() }).await;
+    e.sandbox.admin("/__admin/config", json!({"payple_webhook_url": null})).await;
+    let c = e.partner.checkout(&payple_checkout("AUTH", 4_900)).await;
+    let id = c["id"].as_str().unwrap().to_string();
+    let r = e.sandbox.payple_window(&c["payple"], None).await;
+    // The first send never reaches Payple (5xx before anything is done): outcome unknown.
+    e.sandbox
+        .admin("/__admin/scenarios", json!({"operation": "charge", "fault": {"kind": "server_error"}, "count": 1}))
+        .await;
+    let (status, v) = e.verify(&id, r.clone()).await;
+    assert_eq!(status, 504, "{v}");
+    assert!(e.charges().await.is_empty());
+    // ... and that was 59 minutes ago.
+    let checkout = e.store.get_checkout(&id).await.unwrap().unwrap();
+    let first = Timestamp::now().checked_sub(jiff::SignedDuration::from_mins(59)).unwrap();
+    let aged = paycycle::store::checkouts::CheckoutRecord { first_charge_at: Some(first), ..checkout.next() };
+    e.store.update_checkout(&aged).await.unwrap();
+    // The partner verifies again: Payple has nothing, so the charge is sent again — and charged,
+    // but its answer is lost too.
+    e.sandbox
+        .admin(
+            "/__admin/scenarios",
+            json!({"operation": "charge", "fault": {"kind": "timeout_after_charge"}, "count": 1}),
+        )
+        .await;
+    let (status, v) = e.verify(&id, r).await;
+    assert_eq!(status, 504, "{v}");
+    assert_eq!(e.charges().await.len(), 1, "the re-send was charged");
+    // Two minutes later Payple's lookup does not show it yet.
+    e.sandbox
+        .admin(
+            "/__admin/scenarios",
+            json!({"operation": "lookup", "fault": {"kind": "decline_with_code", "code": "PCHK0001"}, "count": 20}),
+        )
+        .await;
+    let soon = Timestamp::now().checked_add(jiff::SignedDuration::from_mins(3)).unwrap();
+    e.stack.functions.sweep(Some(&soon.to_string())).await.unwrap();
+    assert_eq!(e.checkout_status(&id).await, CheckoutStatus::Open, "an hour counts from the re-send");
+    // Once Payple's lookup shows it, the sweep completes the checkout.
+    e.sandbox.http.delete(e.sandbox.url("/__admin/scenarios")).send().await.unwrap();
+    let later = soon.checked_add(jiff::SignedDuration::from_mins(5)).unwrap();
+    e.stack.functions.sweep(Some(&later.to_string())).await.unwrap();
+    assert_eq!(e.checkout_status(&id).await, CheckoutStatus::Completed);
+    let sub_id = c["subscription_id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(e.store.payments_of_subscription(&sub_id).await.unwrap().len(), 1);
+    assert_eq!(e.charges().await.len(), 1);
+}
+
+/// Payple's manual documents no lookup error codes: an `error` answer to a result lookup that
+/// does not say "no such payment" (maintenance, a limit) is no "not found". An hour of them
+/// leaves an AUTH checkout whose first charge went through open, and it completes once Payple
+/// answers.
+#[tokio::test]
+async fn lookup_errors_that_do_not_say_not_found_never_fail_a_checkout_whose_charge_went_through() {
+    let e = env_with(Options { api_port: 0, pg_timeout_ms: Some(1_000), ..Options::default() }).await;
+    e.sandbox.admin("/__admin/config", json!({"payple_webhook_url": null})).await;
+    let c = e.partner.checkout(&payple_checkout("AUTH", 4_900)).await;
+    let id = c["id"].as_str().unwrap().to_string();
+    let r = e.sandbox.payple_window(&c["payple"], None).await;
+    e.sandbox
+        .admin(
+            "/__admin/scenarios",
+            json!({"operation": "charge", "fault": {"kind": "timeout_after_charge"}, "count": 1}),
+        )
+        .await;
+    let (status, v) = e.verify(&id, r).await;
+    assert_eq!(status, 504, "{v}");
+    assert_eq!(e.charges().await.len(), 1, "charged, answer lost");
+    // Payple's lookup answers `error` with a code no document lists, for over an hour.
+    e.sandbox
+        .admin(
+            "/__admin/scenarios",
+            json!({"operation": "lookup", "fault": {"kind": "decline_with_code", "code": "PCHK9999"}, "count": 50}),
+        )
+        .await;
+    let later = Timestamp::now().checked_add(jiff::SignedDuration::from_hours(2)).unwrap();
+    e.stack.functions.sweep(Some(&later.to_string())).await.unwrap();
+    assert_eq!(e.checkout_status(&id).await, CheckoutStatus::Open, "a lookup error is not Payple's 'not found'");
+    e.sandbox.http.delete(e.sandbox.url("/__admin/scenarios")).send().await.unwrap();
+    let much_later = later.checked_add(jiff::SignedDuration::from_hours(7)).unwrap();
+    e.stack.functions.sweep(Some(&much_later.to_string())).await.unwrap();
+    assert_eq!(e.checkout_status(&id).await, CheckoutStatus::Completed);
+    let sub_id = c["subscription_id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(e.store.payments_of_subscription(&sub_id).await.unwrap().len(), 1);
+}
+
+impl Env {
+    /// The checkout's payment, recorded so it can be refunded: refunds it in full through the API.
+    async fn refund_checkout_payment(&self, checkout_id: &str, amount: i64) -> (u16, Value) {
+        let checkout = self.store.get_checkout(checkout_id).await.unwrap().unwrap();
+        let payment_id = checkout.payment_id.unwrap_or_else(|| panic!("{checkout_id} names no payment"));
+        let path = format!("/payments/{payment_id}/refunds");
+        self.partner
+            .post(&path, &json!({"amount": amount, "reason": "charged on a failed checkout"}), Some(checkout_id))
+            .await
+    }
+}
+
+/// Payple's success webhook for a first charge whose checkout was already failed (its lookup
+/// showed nothing for over an hour) is the PG's positive word against ours: it is looked up, and
+/// the payment Payple confirms is recorded on the failed checkout — refundable through the API —
+/// without activating a subscription.
+#[tokio::test]
+async fn a_payple_success_webhook_for_a_failed_checkout_records_the_payment_payple_confirms() {
+    let e = env_with(Options { api_port: 0, pg_timeout_ms: Some(1_000), ..Options::default() }).await;
+    e.sandbox.admin("/__admin/config", json!({"payple_webhook_url": null})).await;
+    let c = e.partner.checkout(&payple_checkout("AUTH", 4_900)).await;
+    let id = c["id"].as_str().unwrap().to_string();
+    let sub = c["subscription_id"].as_str().unwrap().to_string();
+    let r = e.sandbox.payple_window(&c["payple"], None).await;
+    e.sandbox
+        .admin(
+            "/__admin/scenarios",
+            json!({"operation": "charge", "fault": {"kind": "timeout_after_charge"}, "count": 1}),
+        )
+        .await;
+    let (status, v) = e.verify(&id, r).await;
+    assert_eq!(status, 504, "{v}");
+    // Payple's lookup shows nothing for over an hour: the sweep fails the checkout.
+    e.sandbox
+        .admin(
+            "/__admin/scenarios",
+            json!({"operation": "lookup", "fault": {"kind": "decline_with_code", "code": "PCHK0001"}, "count": 20}),
+        )
+        .await;
+    let later = Timestamp::now().checked_add(jiff::SignedDuration::from_hours(2)).unwrap();
+    e.stack.functions.sweep(Some(&later.to_string())).await.unwrap();
+    assert_eq!(e.checkout_status(&id).await, CheckoutStatus::Failed);
+    e.sandbox.http.delete(e.sandbox.url("/__admin/scenarios")).send().await.unwrap();
+    // Then Payple's webhook for the charge arrives.
+    let charge = e.charges().await[0].clone();
+    let hook = json!({"PCD_PAY_RST": "success", "PCD_PAY_CODE": "SPCD0000", "PCD_PAY_OID": format!("{sub}-p0-a1"),
+        "PCD_PAY_TOTAL": "4900", "PCD_USER_DEFINE1": sub});
+    let url = format!("{}/webhooks/payple", e.stack.api_url());
+    let r = reqwest::Client::new().post(url).json(&hook).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    e.stack.drain_stream().await;
+    let checkout = e.store.get_checkout(&id).await.unwrap().unwrap();
+    assert_eq!(checkout.status, CheckoutStatus::Failed, "no subscription is resurrected silently");
+    assert!(checkout.payment_id.is_some(), "Payple charged {} for {id}; nothing recorded", charge["amount"]);
+    assert_eq!(e.subscription_state(&c).await, None);
+    let (status, v) = e.refund_checkout_payment(&id, 4_900).await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(e.sandbox.ledger().await["refunds"].as_array().unwrap().len(), 1);
+}
+
+/// If Payple's PUSERINFO answers for any live key and echoes our `PCD_PAYER_NO` (the manual calls
+/// it a field that "comes back as is"; unconfirmed), the payer number proves nothing: the holder
+/// PUSERINFO names (name, masked phone) must match the checkout's customer, or another
+/// customer's key pasted into the result is refused and never charged.
+#[tokio::test]
+async fn a_key_whose_holder_is_another_customer_is_never_charged_even_if_payple_echoes_the_payer_number() {
+    let e = env().await;
+    e.sandbox.admin("/__admin/config", json!({"payple_userinfo_checks_payer_no": false})).await;
+    let mut victim = payple_checkout("AUTH", 4_900);
+    victim["customer"] = json!({"id": "cus_2", "name": "김철수", "phone": "01099998888"});
+    let victim = e.partner.checkout(&victim).await;
+    let r = e.sandbox.payple_window(&victim["payple"], None).await;
+    let (status, v) = e.verify(victim["id"].as_str().unwrap(), r).await;
+    assert_eq!(status, 200, "{v}");
+    let victims_key = e.charges().await[0]["billing_key"].as_str().unwrap().to_string();
+
+    let attacker = e.partner.checkout(&payple_checkout("AUTH", 4_900)).await;
+    let mut r = e.sandbox.payple_window(&attacker["payple"], None).await;
+    r.insert("PCD_PAYER_ID".into(), json!(victims_key));
+    let (status, v) = e.verify(attacker["id"].as_str().unwrap(), r).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (422, Some("evidence_mismatch")), "{v}");
+    assert_eq!(e.charges().await.len(), 1, "the victim's card is not charged again");
+    assert_eq!(e.checkout_status(attacker["id"].as_str().unwrap()).await, CheckoutStatus::Open);
+}
+
+/// A first payment the PG charged at another amount than the checkout's — a tampered Payple
+/// window total, a CERT confirm of a tampered total, a StepPay self payment of another amount —
+/// fails the checkout (no subscription) but is recorded as its payment, so the partner can refund
+/// it through the API.
+#[tokio::test]
+async fn a_first_payment_of_another_amount_is_recorded_on_the_failed_checkout_and_refundable() {
+    let e = env().await;
+    let mut paid = Vec::new();
+    // PAY: the browser changed the window's total; Payple charged 100.
+    let c = e.partner.checkout(&payple_checkout("PAY", 9_900)).await;
+    let mut params = c["payple"].clone();
+    params["PCD_PAY_TOTAL"] = json!("100");
+    let r = e.sandbox.payple_window(&params, None).await;
+    paid.push((c["id"].as_str().unwrap().to_string(), r));
+    // CERT: the window authorized a tampered total; the confirm charges it.
+    let c = e.partner.checkout(&payple_checkout("CERT", 15_000)).await;
+    let mut params = c["payple"].clone();
+    params["PCD_PAY_TOTAL"] = json!("200");
+    let r = e.sandbox.payple_window(&params, None).await;
+    paid.push((c["id"].as_str().unwrap().to_string(), r));
+    // StepPay self: the SDK paid another amount for this checkout.
+    let c = e.partner.checkout(&steppay_self_checkout(12_000)).await;
+    let mut sdk = c["steppay"]["sdk"].clone();
+    sdk["amount"] = json!(300);
+    let stray = e.sandbox.steppay_sdk_pay(&sdk).await;
+    let fields = [("idKey".to_string(), stray["idKey"].clone())].into_iter().collect();
+    paid.push((c["id"].as_str().unwrap().to_string(), fields));
+
+    for ((id, fields), amount) in paid.into_iter().zip([100, 200, 300]) {
+        let (status, v) = e.verify(&id, fields).await;
+        assert_eq!((status, v["error"]["code"].as_str()), (422, Some("payment_failed")), "{id}: {v}");
+        let checkout = e.store.get_checkout(&id).await.unwrap().unwrap();
+        assert_eq!(checkout.status, CheckoutStatus::Failed);
+        let sub = checkout.subscription_id.clone();
+        assert!(e.store.get_subscription(&sub).await.unwrap().is_none(), "{id}: no subscription");
+        let payment_id = checkout.payment_id.clone().unwrap_or_else(|| panic!("{id}: {amount}원 charged, no payment"));
+        let payment = e.store.get_payment(&payment_id).await.unwrap().unwrap();
+        assert_eq!(payment.amounts.paid.won(), amount, "{id}");
+        let (status, v) = e.refund_checkout_payment(&id, amount).await;
+        assert_eq!(status, 201, "{id}: {v}");
+    }
+    assert_eq!(e.sandbox.ledger().await["refunds"].as_array().unwrap().len(), 3);
+}

@@ -273,6 +273,8 @@ async fn create(
         return_url: body.return_url.clone(),
         verifying_until: 0,
         first_charge_at: None,
+        last_sent_at: None,
+        sweep_after: None,
         payment_id: None,
         payer_no: None,
     };

@@ -7,8 +7,8 @@ use paycycle::domain::customer::PgMode;
 use paycycle::domain::events::EventKind;
 use paycycle::domain::subscription::Subscription;
 use paycycle::pg::payple::transformers::PaypleResult;
-use paycycle::pg::payple::{WindowCheck, WindowWork};
-use paycycle::pg::{ChargeRequest, Charged, FirstPayment, Lookup, Payer, PaymentState, PgError};
+use paycycle::pg::payple::{KeyHolder, WindowCheck, WindowWork};
+use paycycle::pg::{ChargeRequest, Charged, FirstPayment, Payer, PaymentState, PgError};
 use paycycle::store::StoreError;
 use paycycle::store::checkouts::{CheckoutRecord, CheckoutStatus};
 use paycycle::store::outbox::{OutboxEvent, subscription_events};
@@ -40,8 +40,9 @@ pub enum Evidence {
     SteppayOrder { order_code: String },
     /// StepPay self: the payment's idKey.
     SteppayPayment { id_key: String },
-    /// Payple AUTH: the first charge paycycle sent (`{sub}-p0-a1`), to be looked up — named by
-    /// its webhook or found by the sweep. Carries nothing to trust.
+    /// Payple AUTH or CERT: the first payment paycycle sent (AUTH's charge `{sub}-p0-a1`, CERT's
+    /// confirm of the checkout's OID), to be looked up under the OID that work charged — named
+    /// by its webhook or found by the sweep. Carries nothing to trust.
     FirstCharge,
 }
 
@@ -122,7 +123,12 @@ fn check_reference(c: &CheckoutRecord, evidence: &Evidence, source: Source) -> R
             Err(VerifyError::Mismatch(format!("order {order_code} is not this checkout's")))
         }
         (PgMode::SteppaySelf, Evidence::SteppayPayment { .. }) => Ok(()),
-        (PgMode::Payple, Evidence::FirstCharge) if c.first_charge_at.is_some() => Ok(()),
+        // Only work that sent a payment itself (AUTH's first charge, CERT's confirm) has one.
+        (PgMode::Payple, Evidence::FirstCharge)
+            if c.first_charge_at.is_some() && matches!(c.work.as_deref(), Some("AUTH" | "CERT")) =>
+        {
+            Ok(())
+        }
         (_, Evidence::FirstCharge) => Err(VerifyError::Mismatch("this checkout sent no first charge".into())),
         (mode, _) => Err(VerifyError::Mismatch(format!("this checkout is {}; the evidence is not", mode.as_str()))),
     }
@@ -156,22 +162,78 @@ fn window_check(c: &CheckoutRecord) -> Result<WindowCheck, PgError> {
         oid: c.pg_reference.clone().unwrap_or_else(|| c.checkout_id.clone()),
         expected: c.plan.amount,
         payer_no: c.payer_no.clone(),
+        holder: KeyHolder { name: c.customer.name.clone(), phone: c.customer.phone.clone() },
         opened_at: c.created_at,
     })
 }
 
-/// The first charge of an AUTH checkout, as Payple recorded it (looked up under the KST date
-/// it was sent, and the next minute's in case the send crossed midnight). Not found: not paid
-/// (yet) — and after an hour, for good: the charge never reached Payple.
-async fn first_charge_outcome(deps: &Deps, c: &CheckoutRecord, now: Timestamp) -> Result<FirstPayment, PgError> {
-    let sent = c.first_charge_at.ok_or_else(|| PgError::Invalid("no first charge was sent".into()))?;
-    let oid = ChargeId::new(c.subscription_id.clone(), 0, 1).map_err(|e| PgError::Invalid(e.to_string()))?.to_string();
+/// The OID the checkout's own work charged at Payple: an AUTH checkout's first charge is
+/// paycycle's re-pay under `{sub}-p0-a1`; a CERT confirm (and a PAY window) charges the OID
+/// the window was opened with — the checkout's.
+fn charged_oid(c: &CheckoutRecord) -> Result<String, PgError> {
+    match window_check(c)?.work {
+        WindowWork::Auth => {
+            Ok(ChargeId::new(c.subscription_id.clone(), 0, 1).map_err(|e| PgError::Invalid(e.to_string()))?.to_string())
+        }
+        WindowWork::Cert | WindowWork::Pay => Ok(window_check(c)?.oid),
+    }
+}
+
+/// The OID for a log line or an alarm.
+pub(crate) fn charged_oid_or_unknown(c: &CheckoutRecord) -> String {
+    charged_oid(c).unwrap_or_else(|e| format!("unknown ({e})"))
+}
+
+/// The KST dates the checkout's own payment was sent on, for Payple's lookup: the first send's,
+/// the latest re-send's, and the minute after the latest (a send that crossed midnight).
+fn send_dates(c: &CheckoutRecord) -> Vec<String> {
+    let latest = c.latest_send();
+    let after = latest.and_then(|t| t.checked_add(SignedDuration::from_mins(1)).ok());
+    let mut dates: Vec<String> = Vec::new();
+    for d in [c.first_charge_at, latest, after].into_iter().flatten().map(kst_date) {
+        if !dates.contains(&d) {
+            dates.push(d);
+        }
+    }
+    dates
+}
+
+/// The checkout's own payment (AUTH first charge, CERT confirm) as Payple recorded it, under
+/// the OID that work charged and the dates it was sent on. `NotPaid`: Payple shows none (yet).
+async fn sent_payment(deps: &Deps, c: &CheckoutRecord) -> Result<FirstPayment, PgError> {
+    let first = c.first_charge_at.ok_or_else(|| PgError::Invalid("no payment was sent".into()))?;
     let mut check = window_check(c)?;
-    check.opened_at = sent;
-    let hint = sent.checked_add(SignedDuration::from_mins(1)).ok().map(kst_date);
-    match deps.gateways.payple.paid_window(&oid, hint, &check).await {
-        Err(PgError::NotPaid(_)) if now.duration_since(sent) > SignedDuration::from_hours(1) => {
-            Err(PgError::VerificationFailed(format!("Payple has no first charge {oid}, an hour after it was sent")))
+    check.opened_at = first;
+    deps.gateways.payple.paid_window(&charged_oid(c)?, send_dates(c), &check).await
+}
+
+/// Records that the checkout's own payment is about to be sent (again), before it goes out:
+/// the first send, or the latest re-send — the lookup's dates and the hour count from it.
+async fn mark_sent(deps: &Deps, current: &mut CheckoutRecord, now: Timestamp) -> Result<(), PgError> {
+    let next = match current.first_charge_at {
+        None => CheckoutRecord { first_charge_at: Some(now), ..current.next() },
+        // A fresh send is looked for at once: the sweep's backoff was for the old one.
+        Some(_) => CheckoutRecord { last_sent_at: Some(now), sweep_after: None, ..current.next() },
+    };
+    deps.store.update_checkout(&next).await.map_err(|e| PgError::Transient { reason: e.to_string() })?;
+    *current = next;
+    Ok(())
+}
+
+/// The first payment a checkout sent (an AUTH first charge or a CERT confirm), as Payple
+/// recorded it. Not found is not paid (yet). An AUTH charge still not found an hour after it was
+/// last sent never reached Payple: failed for good (a re-send restarts the hour, and a lookup
+/// that fails for any other reason is no "not found"). A CERT confirm is never failed on "not
+/// found" alone — the money may be at Payple: it stays open (the sweep raises the needs-review
+/// alarm if it stays unresolved).
+async fn first_charge_outcome(deps: &Deps, c: &CheckoutRecord, now: Timestamp) -> Result<FirstPayment, PgError> {
+    let latest = c.latest_send().ok_or_else(|| PgError::Invalid("no first charge was sent".into()))?;
+    match sent_payment(deps, c).await {
+        Err(PgError::NotPaid(why))
+            if window_check(c)?.work == WindowWork::Auth
+                && now.duration_since(latest) > SignedDuration::from_hours(1) =>
+        {
+            Err(PgError::VerificationFailed(format!("{why}, an hour after the first charge was last sent")))
         }
         other => other,
     }
@@ -197,23 +259,16 @@ async fn first_charge(
 ) -> Result<FirstPayment, PgError> {
     let charge_id =
         ChargeId::new(current.subscription_id.clone(), 0, 1).map_err(|e| PgError::Invalid(e.to_string()))?;
-    if let Some(sent) = current.first_charge_at {
-        let q = Lookup::Charge { charge_id: charge_id.clone(), request_date_kst: kst_date(sent) };
-        match deps.gateways.payple.lookup_detail(&charge_id.to_string(), &kst_date(sent)).await {
-            Ok((PaymentState::Paid { amount, paid_at, .. }, _)) => {
-                let charged =
-                    Charged { pg_payment_id: charge_id.to_string(), amount, approved_at: paid_at.unwrap_or(now) };
-                return Ok(FirstPayment { charged: Some(charged), billing_key: Some(billing_key) });
-            }
-            Err(PgError::NotFound) | Ok((PaymentState::Failed { .. }, _)) => {}
-            Ok(other) => return Err(PgError::Unknown { reason: format!("first charge {q:?}: {other:?}") }),
+    if current.first_charge_at.is_some() {
+        // Sent before: Payple's record decides; only "nothing there" sends it again (under the
+        // same OID, which Payple refuses to charge twice).
+        match sent_payment(deps, current).await {
+            Ok(fp) => return Ok(FirstPayment { charged: fp.charged, billing_key: Some(billing_key) }),
+            Err(PgError::NotPaid(_)) => {}
             Err(e) => return Err(e),
         }
-    } else {
-        let next = CheckoutRecord { first_charge_at: Some(now), ..current.next() };
-        deps.store.update_checkout(&next).await.map_err(|e| PgError::Transient { reason: e.to_string() })?;
-        *current = next;
     }
+    mark_sent(deps, current, now).await?;
     let req = ChargeRequest {
         billing_key: billing_key.clone(),
         charge_id: charge_id.clone(),
@@ -245,24 +300,29 @@ async fn ask_pg(
             if source == Source::Webhook {
                 // A webhook only points at our OID: Payple's lookup says what happened.
                 let hint = field(fields, "PCD_PAY_TIME").as_deref().and_then(paycycle::pg::payple::pay_date);
-                return deps.gateways.payple.paid_window(&check.oid, hint, &check).await;
+                return deps.gateways.payple.paid_window(&check.oid, hint.into_iter().collect(), &check).await;
             }
             if check.work == WindowWork::Cert {
                 // A confirm may have gone through before an earlier verify lost its answer.
-                if let Some(sent) = current.first_charge_at {
-                    match deps.gateways.payple.paid_window(&check.oid, Some(kst_date(sent)), &check).await {
+                if current.first_charge_at.is_some() {
+                    match sent_payment(deps, current).await {
                         Ok(fp) => return Ok(fp),
                         Err(PgError::NotPaid(_)) => {}
                         Err(e) => return Err(e),
                     }
-                } else {
-                    let next = CheckoutRecord { first_charge_at: Some(now), ..current.next() };
-                    deps.store
-                        .update_checkout(&next)
-                        .await
-                        .map_err(|e| PgError::Transient { reason: e.to_string() })?;
-                    *current = next;
                 }
+                // Checked before anything is sent: a result that is not this checkout's marks
+                // nothing (and keeps the checkout's TTL).
+                let confirm = deps.gateways.payple.cert_confirm(fields, &check)?;
+                mark_sent(deps, current, now).await?;
+                return match deps.gateways.payple.send_cert_confirm(&confirm).await {
+                    // The confirm's decline, confirmed by Payple's lookup: Payple's word that
+                    // nothing was charged. Failed, so the sweep does not look for it forever.
+                    Err(PgError::Declined { code, message, .. }) => {
+                        Err(PgError::VerificationFailed(format!("the CERT confirm was declined ({code}): {message}")))
+                    }
+                    other => other,
+                };
             }
             let fp = deps.gateways.payple.verify_window_result(fields, &check).await?;
             match (check.work, fp.billing_key.clone()) {
@@ -317,32 +377,40 @@ pub async fn complete(
         Err(StoreError::Conflict(_)) => return Err(VerifyError::InProgress),
         Err(e) => return Err(e.into()),
     }
-    let result = ask_pg(deps, &mut current, evidence, source, now).await;
-    let fp = match result {
-        Ok(fp) => fp,
-        Err(PgError::VerificationFailed(why)) => {
+    match ask_pg(deps, &mut current, evidence, source, now).await {
+        Ok(fp) => activate(deps, current, fp, now).await,
+        Err(e) => Err(not_completed(deps, &current, e).await),
+    }
+}
+
+/// What a PG answer other than a payment does to the held checkout: failed for good on the
+/// PG's word, money of another amount kept on it, or given back unchanged.
+async fn not_completed(deps: &Deps, current: &CheckoutRecord, e: PgError) -> VerifyError {
+    let (failure, answer) = match e {
+        PgError::VerificationFailed(why) => {
             tracing::warn!(checkout_id = %current.checkout_id, reason = %why, "first payment failed");
-            release(deps, &current, Some(why.clone())).await?;
-            return Err(VerifyError::Failed(why));
+            (Some(why.clone()), VerifyError::Failed(why))
         }
-        Err(PgError::NotPaid(why)) => {
-            release(deps, &current, None).await?;
-            return Err(VerifyError::NotPaid(why));
+        PgError::PaidOtherAmount { charged, expected } => {
+            // A StepPay idKey may be a billing key: it stays out of the answer.
+            let what = if current.pg == PgMode::Payple { charged.pg_payment_id.as_str() } else { "the payment" };
+            let why =
+                format!("the PG charged {} for {what}, the checkout expects {expected}: tampered", charged.amount);
+            tracing::warn!(checkout_id = %current.checkout_id, reason = %why, "first payment of another amount");
+            match keep_on_failed_checkout(deps, current, &charged, why.clone()).await {
+                Ok(_) => return VerifyError::Failed(why),
+                Err(e) => (None, e),
+            }
         }
-        Err(PgError::NotFound) => {
-            release(deps, &current, None).await?;
-            return Err(VerifyError::NotPaid("the PG has no such payment".into()));
-        }
-        Err(PgError::Mismatch(why)) => {
-            release(deps, &current, None).await?;
-            return Err(VerifyError::Mismatch(why));
-        }
-        Err(e) => {
-            release(deps, &current, None).await?;
-            return Err(VerifyError::Pg(e));
-        }
+        PgError::NotPaid(why) => (None, VerifyError::NotPaid(why)),
+        PgError::NotFound => (None, VerifyError::NotPaid("the PG has no such payment".into())),
+        PgError::Mismatch(why) => (None, VerifyError::Mismatch(why)),
+        other => (None, VerifyError::Pg(other)),
     };
-    activate(deps, current, fp, now).await
+    match release(deps, current, failure).await {
+        Ok(()) => answer,
+        Err(e) => VerifyError::Store(e),
+    }
 }
 
 async fn activate(
@@ -355,36 +423,11 @@ async fn activate(
         release(deps, &current, None).await?;
         return Err(VerifyError::NotPaid("no payment was made".into()));
     };
-    let charge_id = if current.pg == PgMode::Payple && current.work.as_deref() == Some("AUTH") {
-        ChargeId::new(current.subscription_id.clone(), 0, 1).ok()
-    } else {
-        None
-    };
-    let payment = PaymentRecord::paid(
-        current.pg,
-        &charged.pg_payment_id,
-        &current.customer.id,
-        charged.amount,
-        charged.approved_at,
-        Some(current.subscription_id.clone()),
-        charge_id,
-        Some(current.checkout_id.clone()),
-    )
-    .for_partner(&current.partner_id);
+    let payment = payment_of(&current, &charged);
     let Some(billing_key) = fp.billing_key else {
-        // Money moved but nothing can renew it (StepPay self paid without a *_BILL method): the
-        // payment is recorded (so it can be refunded) and the checkout fails.
+        // Money moved but nothing can renew it (StepPay self paid without a *_BILL method).
         let why = "the first payment issued no billing key (StepPay self needs CARD_BILL or CMS_BILL)".to_string();
-        let next = CheckoutRecord {
-            status: CheckoutStatus::Failed,
-            failure: Some(why.clone()),
-            verifying_until: 0,
-            payment_id: Some(payment.payment_id.clone()),
-            ..current.next()
-        };
-        let mut tx = deps.store.tx();
-        tx.put_checkout_next(&next).put_payment_new(&payment);
-        deps.store.commit(tx).await.map_err(already_used)?;
+        keep_on_failed_checkout(deps, &current, &charged, why.clone()).await?;
         return Err(VerifyError::Failed(why));
     };
     let incomplete =
@@ -434,6 +477,97 @@ async fn activate(
     );
     deps.publisher.publish_committed(&deps.store, &events).await;
     Ok(Completed { checkout, subscription, payment: Some(payment) })
+}
+
+/// The payment record of a checkout's first payment: with its charge id when Payple's OID is
+/// one (an AUTH first charge, `{sub}-p0-a1`).
+fn payment_of(current: &CheckoutRecord, charged: &Charged) -> PaymentRecord {
+    let charge_id = charged.pg_payment_id.parse::<ChargeId>().ok().filter(|_| current.pg == PgMode::Payple);
+    PaymentRecord::paid(
+        current.pg,
+        &charged.pg_payment_id,
+        &current.customer.id,
+        charged.amount,
+        charged.approved_at,
+        Some(current.subscription_id.clone()),
+        charge_id,
+        Some(current.checkout_id.clone()),
+    )
+    .for_partner(&current.partner_id)
+}
+
+/// Money the PG kept on a checkout that does not activate — another amount than the checkout's,
+/// no billing key, a success Payple confirms after the checkout failed. An approved charge is
+/// always recorded: as the checkout's payment, so the partner can refund it through `POST
+/// /payments/{id}/refunds`; the checkout is (or stays) failed, with no subscription (nobody
+/// agreed to renew on these terms); and the needs-review alarm names what a person needs.
+async fn keep_on_failed_checkout(
+    deps: &Deps,
+    current: &CheckoutRecord,
+    charged: &Charged,
+    why: String,
+) -> Result<PaymentRecord, VerifyError> {
+    let payment = payment_of(current, charged);
+    let next = CheckoutRecord {
+        status: CheckoutStatus::Failed,
+        failure: Some(why.clone()),
+        verifying_until: 0,
+        payment_id: Some(payment.payment_id.clone()),
+        ..current.next()
+    };
+    let mut tx = deps.store.tx();
+    tx.put_checkout_next(&next).put_payment_new(&payment);
+    deps.store.commit(tx).await.map_err(already_used)?;
+    // Payple's OID is ours (`chk_…`, `sub_…-p0-a1`); a StepPay idKey may be a billing key.
+    let reference = match current.pg {
+        PgMode::Payple => charged.pg_payment_id.clone(),
+        _ => paycycle::pii::mask_reference(&charged.pg_payment_id),
+    };
+    tracing::error!(
+        alarm = "paycycle_needs_review",
+        checkout_id = %current.checkout_id,
+        pg = current.pg.as_str(),
+        oid = %reference,
+        amount = %charged.amount,
+        expected = %current.plan.amount,
+        payment_id = %payment.payment_id,
+        reason = %why,
+        "the PG kept money on a checkout that did not activate: recorded as its payment (refund it via POST /payments/{{id}}/refunds)"
+    );
+    Ok(payment)
+}
+
+/// Payple says `oid` (this checkout's OID, or its AUTH first charge) was paid, but the checkout
+/// is failed: the PG's positive word against ours. Payple's lookup decides; a payment it
+/// confirms is recorded on the failed checkout ([`keep_on_failed_checkout`]) — the subscription
+/// is not activated behind the partner's back: the partner was told the checkout failed, and a
+/// person decides (refund, or a new checkout). `Ok(None)`: already recorded.
+pub async fn paid_after_failure(
+    deps: &Deps,
+    c: CheckoutRecord,
+    oid: &str,
+    hint: Option<String>,
+    now: Timestamp,
+) -> Result<Option<PaymentRecord>, VerifyError> {
+    if c.status != CheckoutStatus::Failed || c.pg != PgMode::Payple {
+        return Err(VerifyError::Mismatch(format!("checkout {} is not a failed Payple checkout", c.checkout_id)));
+    }
+    if c.payment_id.is_some() {
+        return Ok(None);
+    }
+    let hints: Vec<String> = hint.into_iter().chain(send_dates(&c)).collect();
+    match deps.gateways.payple.find_payment(oid, hints, c.created_at).await.map_err(VerifyError::Pg)? {
+        Some((PaymentState::Paid { amount, paid_at, .. }, _)) => {
+            let charged = Charged { pg_payment_id: oid.to_string(), amount, approved_at: paid_at.unwrap_or(now) };
+            let why = format!(
+                "{}; then Payple confirmed {oid} paid {amount}: recorded for a refund",
+                c.failure.as_deref().unwrap_or("failed")
+            );
+            keep_on_failed_checkout(deps, &c, &charged, why).await.map(Some)
+        }
+        Some((other, _)) => Err(VerifyError::NotPaid(format!("Payple's record of {oid}: {other:?}"))),
+        None => Err(VerifyError::NotPaid(format!("Payple has no payment {oid}"))),
+    }
 }
 
 fn already_used(e: StoreError) -> VerifyError {

@@ -8,8 +8,9 @@
 //! - a schedule ([`sweep`], every few minutes): every stored webhook reaches a final verdict —
 //!   events still `received` (the stream gave up, the PG answered 5xx) are verified again with
 //!   backoff, and one older than a day logs the `WebhookUnverified` alarm line; and a Payple
-//!   AUTH checkout whose first charge was sent is resolved by lookup even if its verify lost
-//!   the answer and nobody calls again.
+//!   checkout whose own payment was sent (AUTH's first charge, CERT's confirm) is resolved by
+//!   lookup under the OID that payment charged even if its verify lost the answer and nobody
+//!   calls again.
 //!
 //! A checkout is completed at most once: it is held by one verify at a time (a conditional
 //! write), the payment is recorded once per PG transaction, and the completion, the payment, the
@@ -140,8 +141,9 @@ pub async fn sweep(deps: &Deps, now: Timestamp) -> Value {
     json!({"first_charges": first_charges, "webhooks_verified": verified, "webhooks_deferred": deferred})
 }
 
-/// Payple AUTH checkouts whose first charge was sent and whose verify is not running: looked up
-/// and completed (or failed on Payple's word). Returns how many were resolved.
+/// Payple checkouts whose own payment was sent (AUTH first charge, CERT confirm) and whose verify
+/// is not running: looked up under the OID that payment charged and completed (or failed on
+/// Payple's word). Returns how many were resolved.
 async fn sweep_first_charges(deps: &Deps, now: Timestamp) -> usize {
     let before = now.checked_sub(first::VERIFY_LEASE).unwrap_or(now);
     let open = match deps.store.open_first_charges(before, SWEEP_BATCH).await {
@@ -156,10 +158,37 @@ async fn sweep_first_charges(deps: &Deps, now: Timestamp) -> usize {
         let id = checkout.checkout_id.clone();
         match first::complete(deps, checkout, &Evidence::FirstCharge, Source::Webhook, now).await {
             Ok(_) | Err(VerifyError::Failed(_)) => resolved += 1,
-            Err(e) => tracing::warn!(checkout_id = %id, error = ?e, "first charge not resolved yet"),
+            Err(VerifyError::InProgress) => {}
+            Err(e) => unresolved_first_charge(deps, &id, &e, now).await,
         }
     }
     resolved
+}
+
+/// How long a checkout's own payment may stay unresolved before a person is called.
+pub const FIRST_CHARGE_ALARM_AGE: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
+
+/// An open payment the sweep could not resolve (Payple shows none yet, a CERT never fails on
+/// "not found", the lookup could not answer): looked at again after a backoff of a quarter of its
+/// age (at most 6 h), and past a day the needs-review alarm names everything a person needs.
+async fn unresolved_first_charge(deps: &Deps, id: &str, error: &VerifyError, now: Timestamp) {
+    let Ok(Some(c)) = deps.store.get_checkout(id).await else { return };
+    let Some(sent) = c.latest_send().filter(|_| c.status == paycycle::store::checkouts::CheckoutStatus::Open) else {
+        return;
+    };
+    let age = now.duration_since(sent);
+    if age > FIRST_CHARGE_ALARM_AGE {
+        tracing::error!(alarm = "paycycle_needs_review", checkout_id = %id, oid = %first::charged_oid_or_unknown(&c),
+            amount = %c.plan.amount, first_sent_at = ?c.first_charge_at, last_sent_at = %sent, reason = ?error,
+            "a checkout's own Payple payment is unresolved after a day: check Payple for it");
+    } else {
+        tracing::warn!(checkout_id = %id, error = ?error, "first charge not resolved yet");
+    }
+    let backoff = (age / 4).clamp(jiff::SignedDuration::ZERO, jiff::SignedDuration::from_hours(6));
+    let next = paycycle::store::checkouts::CheckoutRecord { sweep_after: now.checked_add(backoff).ok(), ..c.next() };
+    if let Err(e) = deps.store.update_checkout(&next).await {
+        tracing::debug!(checkout_id = %id, error = %e, "sweep backoff not written (changed meanwhile)");
+    }
 }
 
 /// Webhook events still `received` whose next try is due: verified again; those that still

@@ -12,6 +12,7 @@ use paycycle::pg::PgError;
 use paycycle::pg::steppay::transformers::WebhookType;
 use paycycle::pg::steppay::webhook::{self as steppay_webhook, SteppayWebhook, V2Webhook};
 use paycycle::store::StoreError;
+use paycycle::store::checkouts::{CheckoutRecord, CheckoutStatus};
 use paycycle::store::outbox::{OutboxEvent, subscription_events};
 use paycycle::store::payments::{PaymentRecord, RefundOutcome, RefundRecord, payment_id_for};
 use paycycle::store::sha256_hex;
@@ -96,7 +97,8 @@ async fn payple(deps: &Deps, event: &WebhookEvent, now: Timestamp) -> Verdict {
     }
     let oid = fields.get("PCD_PAY_OID").and_then(Value::as_str).unwrap_or_default().to_string();
     if let Ok(charge_id) = oid.parse::<ChargeId>() {
-        return payple_charge(deps, &charge_id, now).await;
+        let hint = first::field(&fields, "PCD_PAY_TIME").as_deref().and_then(paycycle::pg::payple::pay_date);
+        return payple_charge(deps, &charge_id, hint, now).await;
     }
     if !oid.starts_with("chk_") {
         return rejected(format!("PCD_PAY_OID {oid:?} is not a paycycle checkout"));
@@ -106,21 +108,48 @@ async fn payple(deps: &Deps, event: &WebhookEvent, now: Timestamp) -> Verdict {
         Ok(_) => return rejected(format!("no Payple checkout {oid}")),
         Err(e) => return from_store(e),
     };
+    if checkout.status == CheckoutStatus::Failed {
+        let hint = first::field(&fields, "PCD_PAY_TIME").as_deref().and_then(paycycle::pg::payple::pay_date);
+        return paid_after_failure(deps, checkout, &oid, hint, now).await;
+    }
     from_verify(first::complete(deps, checkout, &Evidence::Payple(fields), Source::Webhook, now).await)
+}
+
+/// A Payple success for a checkout we failed: looked up, and what Payple confirms is recorded.
+async fn paid_after_failure(
+    deps: &Deps,
+    checkout: CheckoutRecord,
+    oid: &str,
+    hint: Option<String>,
+    now: Timestamp,
+) -> Verdict {
+    let id = checkout.checkout_id.clone();
+    match first::paid_after_failure(deps, checkout, oid, hint, now).await {
+        Ok(Some(p)) => verified(format!(
+            "checkout {id} had failed, but Payple confirms {oid} paid {}: recorded as payment {} for a refund (needs review)",
+            p.amounts.paid, p.payment_id
+        )),
+        Ok(None) => verified(format!("checkout {id} is failed and its payment is already recorded")),
+        Err(e) => from_verify(Err(e)),
+    }
 }
 
 /// A Payple charge we sent under a charge id: an AUTH checkout's first charge (`{sub}-p0-a1`)
 /// completes its checkout by lookup — its verify may have lost the answer, and nobody else
-/// would (issue 20 item 4); any other is a renewal, which renew settles by lookup itself.
-async fn payple_charge(deps: &Deps, charge_id: &ChargeId, now: Timestamp) -> Verdict {
+/// would (issue 20 item 4) — or, if the checkout was failed meanwhile, what Payple confirms is
+/// recorded on it; any other is a renewal, which renew settles by lookup itself.
+async fn payple_charge(deps: &Deps, charge_id: &ChargeId, hint: Option<String>, now: Timestamp) -> Verdict {
     let first = ChargeId::new(charge_id.subscription().clone(), 0, 1).ok();
     if first.as_ref() != Some(charge_id) {
         return ignored("a renewal charge: renew settles it by lookup");
     }
     let checkout = match deps.store.checkout_of_subscription(charge_id.subscription()).await {
-        Ok(Some(c)) if c.pg == PgMode::Payple && c.first_charge_at.is_some() => c,
-        Ok(Some(c)) if c.status != paycycle::store::checkouts::CheckoutStatus::Open => {
-            return verified(format!("checkout {} is already {:?}", c.checkout_id, c.status));
+        Ok(Some(c)) if c.pg == PgMode::Payple && c.status == CheckoutStatus::Failed => {
+            return paid_after_failure(deps, c, &charge_id.to_string(), hint, now).await;
+        }
+        Ok(Some(c)) if c.pg == PgMode::Payple && c.status == CheckoutStatus::Open && c.first_charge_at.is_some() => c,
+        Ok(Some(c)) if c.status == CheckoutStatus::Completed => {
+            return verified(format!("checkout {} is already completed", c.checkout_id));
         }
         Ok(_) => return ignored(format!("{charge_id} is not the first charge of an open Payple checkout")),
         Err(e) => return from_store(e),

@@ -62,6 +62,11 @@ pub enum PgError {
     /// customer has not paid the order. Not final.
     #[error("not paid (yet): {0}")]
     NotPaid(String),
+    /// A first payment went through at another amount than the checkout's (a tampered window
+    /// total the PG charged anyway, a confirm or receipt of another amount): money moved, so it
+    /// must be recorded — refundable — but nothing activates on it. Not an unknown outcome.
+    #[error("the PG charged {} for {}, the checkout expects {expected}", charged.amount, charged.pg_payment_id)]
+    PaidOtherAmount { charged: Charged, expected: Krw },
     /// The caller's evidence names something that is not this checkout's (another payment, a
     /// key Payple does not confirm for this payer, a confirm URL off Payple's host). Nothing the
     /// PG said fails the checkout: nothing changes.

@@ -6,7 +6,7 @@
 //! is open it sits in the lookup index under [`FIRST_CHARGE_OPEN`] for verify's sweep.
 //!
 //! Items: `pk = CHK#{checkout_id}`, `sk = CHK`, `lookup_pk = PGREF#{pg}#{reference}` (or
-//! `FIRST_CHARGE_OPEN`, `lookup_sk` = the send time); `pk = SUBCHK#{subscription_id}`, `sk = PTR`
+//! `FIRST_CHARGE_OPEN`, `lookup_sk` = the latest send time, or the sweep's backoff if later); `pk = SUBCHK#{subscription_id}`, `sk = PTR`
 //! naming the checkout that creates the subscription (a first charge's webhook names only it).
 
 use jiff::{SignedDuration, Timestamp};
@@ -53,10 +53,19 @@ pub struct CheckoutRecord {
     /// Epoch seconds until which one verify holds this checkout (0 = nobody).
     #[serde(default)]
     pub verifying_until: i64,
-    /// Payple AUTH: when the first charge on the new billing key was sent (its lookup needs the
-    /// date; a retry looks it up before charging again).
+    /// Payple AUTH / CERT: when the checkout's own payment (AUTH's first charge on the new
+    /// billing key, CERT's confirm) was first sent (its lookup needs the date; a retry looks it
+    /// up before sending again).
     #[serde(default)]
     pub first_charge_at: Option<Timestamp>,
+    /// When that payment was last sent again (a re-verify that found nothing re-sends it): the
+    /// lookups try this KST date too, and "not found an hour after it was sent" counts from it.
+    #[serde(default)]
+    pub last_sent_at: Option<Timestamp>,
+    /// verify's sweep looks at this open payment again no earlier than this (backoff for one
+    /// it could not resolve, so a few stuck ones never starve the rest).
+    #[serde(default)]
+    pub sweep_after: Option<Timestamp>,
     /// The first payment, once completed.
     #[serde(default)]
     pub payment_id: Option<String>,
@@ -71,6 +80,11 @@ impl CheckoutRecord {
     pub fn next(&self) -> CheckoutRecord {
         CheckoutRecord { version: self.version + 1, ..self.clone() }
     }
+
+    /// The latest time the checkout's own payment was sent (first send or re-send), if ever.
+    pub fn latest_send(&self) -> Option<Timestamp> {
+        self.last_sent_at.or(self.first_charge_at)
+    }
 }
 
 /// Lookup partition of open checkouts whose first charge was sent (few at any time: a first
@@ -84,10 +98,11 @@ fn sort_seconds(t: Timestamp) -> String {
 
 fn item(c: &CheckoutRecord) -> Item {
     let mut item = to_item(c, &format!("CHK#{}", c.checkout_id), "CHK", "checkout");
-    match (c.status, c.first_charge_at, &c.pg_reference) {
+    match (c.status, c.latest_send(), &c.pg_reference) {
         (CheckoutStatus::Open, Some(sent), _) => {
+            let due = c.sweep_after.map_or(sent, |after| after.max(sent));
             item.insert(keys::LOOKUP_PK.into(), s(FIRST_CHARGE_OPEN));
-            item.insert(keys::LOOKUP_SK.into(), s(&sort_seconds(sent)));
+            item.insert(keys::LOOKUP_SK.into(), s(&sort_seconds(due)));
         }
         (_, _, Some(reference)) => {
             item.insert(keys::LOOKUP_PK.into(), s(&format!("PGREF#{}#{reference}", c.pg.pg())));
@@ -130,7 +145,8 @@ impl Store {
         self.get_checkout(&checkout_id).await
     }
 
-    /// Open checkouts whose first charge was sent before `before` (oldest first, one page).
+    /// Open checkouts whose own payment was sent (and whose sweep backoff ended) before `before`
+    /// (oldest first, one page).
     pub async fn open_first_charges(&self, before: Timestamp, limit: i32) -> Result<Vec<CheckoutRecord>, StoreError> {
         let out = self
             .table

@@ -328,11 +328,19 @@ pub async fn lookup(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Respo
         return fail("PCHK0099", "잘못된 요청입니다 (sandbox code)", &[]);
     };
     let fault = match pre_fault(&shared, Operation::Lookup, None).await {
-        Ok(f) => f,
+        Ok(fault) => fault,
         Err(r) => return r,
     };
     if let Err(r) = use_auth(&shared, &f, LOOKUP_PATH) {
         return r;
+    }
+    // An explicit error answer with a code of the test's choosing: Payple's manual ("결제결과
+    // 조회") documents `PCD_PAY_RST` `success / error` and no codes, so a real lookup may answer
+    // `error` for reasons other than "no such payment" (maintenance, limits), and a payment may
+    // not show yet. `PCHK0001` (this sandbox's not-found code) simulates the latter.
+    if let Some(Fault::DeclineWithCode { code }) = fault {
+        let oid = get(&f, "PCD_PAY_OID").unwrap_or_default();
+        return fail(&code, "조회 실패 (sandbox fault)", &[("PCD_PAY_OID", oid.into())]);
     }
     if get(&f, "PCD_PAYCHK_FLAG").as_deref() != Some("Y") {
         return fail("PCHK0002", "PCD_PAYCHK_FLAG가 필요합니다 (sandbox code)", &[]);
@@ -445,9 +453,10 @@ pub async fn user_act(
 /// `PCD_PAY_WORK=PUSERINFO` — a billing key's registration (PAYPLECORP/manual_card README
 /// "6. 등록카드 조회", PAYPLECORP/sample_php `cPayPayple/payUserInfo.php`): request
 /// `PCD_PAYER_ID` and `PCD_PAYER_NO` (both required), answer `PCD_PAY_CODE` `0000`, the key,
-/// masked name / phone / card. Sandbox choice (unconfirmed): a key registered under another
-/// `PCD_PAYER_NO` is answered like an unknown key, and the request's `PCD_PAYER_NO` comes back
-/// as is (the manual: "결과에 그대로 리턴").
+/// name (unmasked in the manual's sample) / masked phone (`010-****-3333`) / card. Sandbox choice
+/// (unconfirmed): a key registered under another `PCD_PAYER_NO` is answered like an unknown key
+/// (`payple_userinfo_checks_payer_no: false` answers it anyway), and the request's `PCD_PAYER_NO`
+/// comes back as is (the manual: "결과에 그대로 리턴").
 pub async fn user_info(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Response {
     if let Some(r) = referer_error(&shared, &headers) {
         return r;
@@ -465,9 +474,10 @@ pub async fn user_info(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Re
     let Some(payer_no) = get(&f, "PCD_PAYER_NO") else {
         return fail("PUSR0002", "PCD_PAYER_NO가 필요합니다 (sandbox code)", &[]);
     };
+    let binds_payer_no = shared.config().payple_userinfo_checks_payer_no;
     let state = shared.state.lock().expect("state");
     match state.payers.get(&payer_id) {
-        Some(p) if !p.deleted && p.payer_no == payer_no => {
+        Some(p) if !p.deleted && (p.payer_no == payer_no || !binds_payer_no) => {
             let hp = p.hp.as_deref().map(|h| {
                 let d: String = h.chars().filter(char::is_ascii_digit).collect();
                 if d.len() >= 8 { format!("{}-****-{}", &d[..3], &d[d.len() - 4..]) } else { "***".into() }

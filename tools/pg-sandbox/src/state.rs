@@ -41,6 +41,11 @@ pub struct Config {
     pub payple_partial_refunds: bool,
     /// How long a "timeout after charge" holds the answer back.
     pub timeout_after_charge_ms: u64,
+    /// Whether PUSERINFO answers only for a key registered under the request's `PCD_PAYER_NO`
+    /// (the sandbox's default reading). Payple's manual only calls the field one that "comes
+    /// back as is" (unconfirmed): `false` emulates the other reading — any live key is answered,
+    /// the request's number echoed, with the key holder's own name and masked phone.
+    pub payple_userinfo_checks_payer_no: bool,
 }
 
 impl Default for Config {
@@ -58,6 +63,7 @@ impl Default for Config {
             payple_webhook_format: WebhookFormat::Json,
             payple_partial_refunds: true,
             timeout_after_charge_ms: 30_000,
+            payple_userinfo_checks_payer_no: true,
         }
     }
 }

@@ -118,8 +118,76 @@ pub struct WindowCheck {
     /// The `PCD_PAYER_NO` we set for this checkout's payer; a billing key is charged only when
     /// Payple confirms it for this number (PUSERINFO).
     pub payer_no: Option<String>,
+    /// The checkout's customer, whom PUSERINFO's holder must not contradict.
+    pub holder: KeyHolder,
     /// When the window was opened (the payment's KST date is that day or later).
     pub opened_at: Timestamp,
+}
+
+/// Who a billing key must belong to: the checkout's customer as the partner named them (the
+/// window was opened with this `PCD_PAYER_NAME` / `PCD_PAYER_HP`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyHolder {
+    pub name: String,
+    pub phone: Option<String>,
+}
+
+impl KeyHolder {
+    /// Why PUSERINFO's holder (`name`, `phone` as Payple returns them, possibly masked) is
+    /// definitely someone else, or `None` when nothing contradicts ours. Masking is not
+    /// documented beyond the manual's sample (`010-****-3333`; the name unmasked), so any
+    /// character that is not a letter or digit is read as a mask covering one or more
+    /// characters, and only a visible character that differs is a mismatch. A field either
+    /// side leaves empty proves nothing.
+    pub fn contradiction(&self, name: Option<&str>, phone: Option<&str>) -> Option<String> {
+        let theirs = normalize_name(name.unwrap_or_default());
+        let ours = normalize_name(&self.name);
+        if theirs.chars().any(char::is_alphanumeric) && !ours.is_empty() && !masked_match(&theirs, &ours) {
+            return Some("PUSERINFO names another holder".into());
+        }
+        let theirs = phone_chars(phone.unwrap_or_default());
+        let ours: String = self.phone.as_deref().map(phone_chars).unwrap_or_default();
+        let visible = theirs.chars().filter(char::is_ascii_digit).count();
+        if visible >= 4 && ours.len() >= 4 && !masked_match(&theirs, &ours) {
+            return Some("PUSERINFO names another holder's phone".into());
+        }
+        None
+    }
+}
+
+fn normalize_name(s: &str) -> String {
+    s.chars().filter(|c| !c.is_whitespace()).flat_map(char::to_lowercase).collect()
+}
+
+/// A phone's digits and mask characters, without separators, with a leading Korean country code
+/// (`+82 10…`, `82-10…`) written as the national `010…`.
+fn phone_chars(s: &str) -> String {
+    let kept: String = s.chars().filter(|c| !matches!(c, '-' | ' ' | '.' | '(' | ')' | '+')).collect();
+    match kept.strip_prefix("82") {
+        Some(rest) if s.trim_start().starts_with('+') || s.trim_start().starts_with("82") => format!("0{rest}"),
+        _ => kept,
+    }
+}
+
+/// Whether `value` fits the possibly masked `pattern`: a run of non-alphanumeric characters in
+/// `pattern` stands for one or more characters; every other character must be equal.
+fn masked_match(pattern: &str, value: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let v: Vec<char> = value.chars().collect();
+    // fits[i][j]: p[i..] fits v[j..].
+    let mut fits = vec![vec![false; v.len() + 1]; p.len() + 1];
+    fits[p.len()][v.len()] = true;
+    for i in (0..p.len()).rev() {
+        for j in (0..=v.len()).rev() {
+            fits[i][j] = if p[i].is_alphanumeric() {
+                j < v.len() && p[i] == v[j] && fits[i + 1][j + 1]
+            } else {
+                // A mask covers v[j] and then either ends or goes on.
+                j < v.len() && (fits[i + 1][j + 1] || fits[i][j + 1])
+            };
+        }
+    }
+    fits[0][0]
 }
 
 /// The `YYYYMMDD` of a `PCD_PAY_TIME` (`YYYYMMDDhhmmss`), if it starts with 8 ASCII digits.
@@ -353,14 +421,20 @@ impl PaypleClient {
     }
 
     /// Confirms a billing key with Payple (`PCD_PAY_WORK=PUSERINFO`) for the payer number we
-    /// gave the window. Request and answer fields: PAYPLECORP/manual_card README "6. 등록카드
-    /// 조회" and PAYPLECORP/sample_php `cPayPayple/payUserInfo.php` — request `PCD_PAYER_ID` and
-    /// `PCD_PAYER_NO` (both required), answer `PCD_PAY_RST`, `PCD_PAY_CODE` (`0000` on success),
-    /// `PCD_PAYER_ID`, masked name / phone / card. Whether Payple refuses a key registered under
-    /// another `PCD_PAYER_NO` is unconfirmed (the manual calls the field one that comes back as
-    /// is): so an answer that names another payer number or another key is refused too, and an
-    /// error answer is a mismatch — nothing is charged on a key Payple does not vouch for.
-    pub async fn confirm_billing_key(&self, payer_id: &str, payer_no: &str) -> Result<(), PgError> {
+    /// gave the window and the checkout's customer. Request and answer fields: PAYPLECORP/
+    /// manual_card README "6. 등록카드 조회" and PAYPLECORP/sample_php `cPayPayple/payUserInfo.php`
+    /// — request `PCD_PAYER_ID` and `PCD_PAYER_NO` (both required), answer `PCD_PAY_RST`,
+    /// `PCD_PAY_CODE` (`0000` on success), `PCD_PAYER_ID`, `PCD_PAYER_NAME` (결제자명),
+    /// `PCD_PAYER_HP` (masked: `010-****-3333`), card fields.
+    ///
+    /// **Unconfirmed**: whether Payple refuses a key registered under another `PCD_PAYER_NO` (the
+    /// manual calls the field one that comes back as is — if Payple merely echoes it, comparing
+    /// it proves nothing). So the answer must also not contradict the checkout's customer: the
+    /// holder's name and masked phone are compared ([`KeyHolder::contradiction`]) and a definite
+    /// mismatch is refused. An error answer is a mismatch too: nothing is charged on a key
+    /// Payple does not vouch for. Residual risk, if Payple echoes the number: a key of another
+    /// customer with the same name and the same visible phone digits.
+    pub async fn confirm_billing_key(&self, payer_id: &str, payer_no: &str, holder: &KeyHolder) -> Result<(), PgError> {
         let grant = self.auth(AuthRequest { pay_work: Some("PUSERINFO"), ..Default::default() }).await?;
         let body = UserInfoRequest { auth: grant.call_auth(), payer_id, payer_no };
         let r = self.call(grant.return_url.clone(), &body, false).await?;
@@ -382,6 +456,9 @@ impl PaypleClient {
         }
         if r.payer_no.as_deref().is_some_and(|n| n != payer_no) {
             return Err(refused("the key belongs to another payer number".into()));
+        }
+        if let Some(why) = holder.contradiction(r.payer_name.as_deref(), r.payer_hp.as_deref()) {
+            return Err(refused(why));
         }
         Ok(())
     }
@@ -423,63 +500,84 @@ impl PaypleClient {
     /// Checks a window result with Payple. The work, OID and amount are the checkout's
     /// (`check`), never the browser's: a PAY is Payple's lookup of our OID (the browser's
     /// `PCD_PAY_RST` changes nothing), a CERT counts only once the confirm succeeds, and an AUTH
-    /// key is returned only after Payple confirms it for this checkout's payer number (PUSERINFO).
+    /// key is returned only after Payple confirms it for this checkout's payer (PUSERINFO).
     /// AUTH answers without a charge: the caller charges the confirmed key.
     pub async fn verify_window_result(
         &self,
         fields: &serde_json::Map<String, serde_json::Value>,
         check: &WindowCheck,
     ) -> Result<FirstPayment, PgError> {
-        let r = PaypleResult::from_value(serde_json::Value::Object(fields.clone()))
-            .map_err(|e| PgError::Mismatch(format!("not a Payple result: {e}")))?;
-        if check.work == WindowWork::Pay {
-            let hint = r.time.as_deref().and_then(pay_date);
-            return self.paid_window(&check.oid, hint, check).await;
+        match check.work {
+            WindowWork::Pay => {
+                let r = window_result(fields)?;
+                let hint = r.time.as_deref().and_then(pay_date);
+                self.paid_window(&check.oid, hint.into_iter().collect(), check).await
+            }
+            WindowWork::Cert => {
+                let confirm = self.cert_confirm(fields, check)?;
+                self.send_cert_confirm(&confirm).await
+            }
+            WindowWork::Auth => {
+                let (_, payer_id) = window_success(fields)?;
+                let payer_no = check.payer_no.as_deref().ok_or_else(|| {
+                    PgError::Mismatch("this checkout has no payer number: open a new checkout".into())
+                })?;
+                self.confirm_billing_key(&payer_id, payer_no, &check.holder).await?;
+                Ok(FirstPayment { charged: None, billing_key: Some(payer_id) })
+            }
         }
-        // CERT and AUTH need the window's own answer; a close or error from the browser is no
-        // answer from Payple, so it changes nothing (the checkout stays open).
-        match r.status() {
-            Ok(ResultStatus::Success) => {}
-            _ => return Err(PgError::NotPaid(format!("the window reported {:?}: nothing to verify", r.rst))),
-        }
-        let payer_id = r
-            .payer_id
-            .clone()
-            .filter(|p| !p.is_empty() && p.len() <= 255)
-            .ok_or_else(|| PgError::Mismatch("no usable PCD_PAYER_ID".into()))?;
-        if check.work == WindowWork::Auth {
-            let payer_no = check
-                .payer_no
-                .as_deref()
-                .ok_or_else(|| PgError::Mismatch("this checkout has no payer number: open a new checkout".into()))?;
-            self.confirm_billing_key(&payer_id, payer_no).await?;
-            return Ok(FirstPayment { charged: None, billing_key: Some(payer_id) });
-        }
+    }
+
+    /// A CERT window result checked against the checkout (`check`) and ready to confirm: nothing
+    /// is sent, so a caller can record that the confirm goes out before it does.
+    pub fn cert_confirm(
+        &self,
+        fields: &serde_json::Map<String, serde_json::Value>,
+        check: &WindowCheck,
+    ) -> Result<CertConfirm, PgError> {
+        let (r, payer_id) = window_success(fields)?;
         if r.oid.as_deref() != Some(check.oid.as_str()) {
             return Err(PgError::Mismatch("the CERT result is not for this checkout's OID".into()));
         }
-        let charged = self.confirm(&r, &payer_id, check.expected).await?;
-        if charged.pg_payment_id != check.oid {
-            return Err(PgError::Unrecognized {
-                code: "oid".into(),
-                message: format!("Payple confirmed {}, not {}", charged.pg_payment_id, check.oid),
-            });
+        let cofurl = r.cofurl.as_deref().ok_or_else(|| PgError::Mismatch("CERT without PCD_PAY_COFURL".into()))?;
+        let cofurl = Url::parse(cofurl).map_err(|_| PgError::Mismatch("bad PCD_PAY_COFURL".into()))?;
+        if cofurl.host_str() != self.base.host_str()
+            || cofurl.port_or_known_default() != self.base.port_or_known_default()
+        {
+            return Err(PgError::Mismatch(format!("PCD_PAY_COFURL {cofurl} is not Payple's host")));
         }
-        Ok(FirstPayment { charged: Some(charged), billing_key: Some(payer_id) })
+        Ok(CertConfirm { result: r, payer_id, cofurl, oid: check.oid.clone(), expected: check.expected })
     }
 
     /// Payple's record of a window payment by our OID: paid the expected amount, with the
-    /// billing key Payple has for it. Tried on the KST dates it can have been paid on (the
-    /// lookup needs the request date): `hint` (the result's `PCD_PAY_TIME`, only a guess), the
-    /// day the window opened, and today.
+    /// billing key Payple has for it ([`Self::find_payment`]'s dates).
     pub async fn paid_window(
         &self,
         oid: &str,
-        hint: Option<String>,
+        hints: Vec<String>,
         check: &WindowCheck,
     ) -> Result<FirstPayment, PgError> {
-        let mut dates: Vec<String> = hint.into_iter().collect();
-        for d in [crate::calendar::kst_yyyymmdd(check.opened_at), crate::calendar::kst_yyyymmdd(Timestamp::now())] {
+        match self.find_payment(oid, hints, check.opened_at).await? {
+            Some((state, payer_id)) => first_payment(oid, state, payer_id, check.expected),
+            None => Err(PgError::NotPaid(format!("Payple has no payment {oid}"))),
+        }
+    }
+
+    /// Payple's record of `oid` with the billing key it names, tried on the KST dates it can
+    /// have been requested on (the lookup needs the request date): `hints` (the dates it was
+    /// sent on, or a result's `PCD_PAY_TIME`, only a guess), the day of `opened_at`, and today.
+    /// `None`: every date answered "no such payment".
+    pub async fn find_payment(
+        &self,
+        oid: &str,
+        hints: Vec<String>,
+        opened_at: Timestamp,
+    ) -> Result<Option<(PaymentState, Option<String>)>, PgError> {
+        let mut dates: Vec<String> = Vec::new();
+        for d in hints
+            .into_iter()
+            .chain([crate::calendar::kst_yyyymmdd(opened_at), crate::calendar::kst_yyyymmdd(Timestamp::now())])
+        {
             if !dates.contains(&d) {
                 dates.push(d);
             }
@@ -488,22 +586,16 @@ impl PaypleClient {
             match self.lookup_detail(oid, date).await {
                 Err(PgError::NotFound) => continue,
                 Err(e) => return Err(e),
-                Ok((state, payer_id)) => return first_payment(oid, state, payer_id, check.expected),
+                Ok(found) => return Ok(Some(found)),
             }
         }
-        Err(PgError::NotPaid(format!("Payple has no payment {oid}")))
+        Ok(None)
     }
 
-    /// CERT: POSTs the confirm to `PCD_PAY_COFURL` (which must be on Payple's host); only its
-    /// success counts.
-    async fn confirm(&self, r: &PaypleResult, payer_id: &str, expected: Krw) -> Result<Charged, PgError> {
-        let cofurl = r.cofurl.as_deref().ok_or_else(|| PgError::Mismatch("CERT without PCD_PAY_COFURL".into()))?;
-        let cofurl = Url::parse(cofurl).map_err(|_| PgError::Mismatch("bad PCD_PAY_COFURL".into()))?;
-        if cofurl.host_str() != self.base.host_str()
-            || cofurl.port_or_known_default() != self.base.port_or_known_default()
-        {
-            return Err(PgError::Mismatch(format!("PCD_PAY_COFURL {cofurl} is not Payple's host")));
-        }
+    /// CERT: POSTs the confirm to `PCD_PAY_COFURL` (checked to be on Payple's host); only its
+    /// `PCCF0000` for this checkout's OID counts.
+    pub async fn send_cert_confirm(&self, confirm: &CertConfirm) -> Result<FirstPayment, PgError> {
+        let (r, oid) = (&confirm.result, confirm.oid.as_str());
         let body = ConfirmRequest {
             auth: CallAuth {
                 cst_id: self.cst_id.expose(),
@@ -511,32 +603,65 @@ impl PaypleClient {
                 auth_key: r.auth_key.as_deref().unwrap_or_default(),
             },
             reqkey: r.reqkey.as_deref().unwrap_or_default(),
-            payer_id,
+            payer_id: &confirm.payer_id,
         };
         let sent_on = crate::calendar::kst_yyyymmdd(Timestamp::now());
-        let c = self.call(cofurl, &body, true).await?;
+        let c = self.call(confirm.cofurl.clone(), &body, true).await?;
         match c.status().map_err(|e| PgError::Unknown { reason: e.to_string() })? {
             ResultStatus::Success if c.code() == "PCCF0000" => {}
             ResultStatus::Success => return Err(PgError::Unrecognized { code: c.code().into(), message: c.message() }),
-            _ => {
-                let oid = c.oid.clone().or(r.oid.clone()).unwrap_or_default();
-                return Err(self.confirm_failure(classify_error(&c), &oid, &sent_on).await);
-            }
+            _ => return Err(self.confirm_failure(classify_error(&c), oid, &sent_on).await),
         }
-        let total = krw(c.total.as_deref(), "PCD_PAY_TOTAL")?;
-        if total != expected {
+        if c.oid.as_deref().is_some_and(|o| o != oid) {
             return Err(PgError::Unrecognized {
-                code: "total".into(),
-                message: format!("confirmed {total}, expected {expected}"),
+                code: "oid".into(),
+                message: format!("Payple confirmed {:?}, not {oid}", c.oid),
             });
         }
-        let oid = c.oid.clone().or(r.oid.clone()).unwrap_or_default();
-        Ok(Charged {
-            pg_payment_id: oid,
+        let total = krw(c.total.as_deref(), "PCD_PAY_TOTAL")?;
+        let charged = Charged {
+            pg_payment_id: oid.to_string(),
             amount: total,
             approved_at: pay_time(c.time.as_deref()).unwrap_or_else(Timestamp::now),
-        })
+        };
+        if total != confirm.expected {
+            // The window authorized a tampered total and the confirm charged it.
+            return Err(PgError::PaidOtherAmount { charged, expected: confirm.expected });
+        }
+        Ok(FirstPayment { charged: Some(charged), billing_key: Some(confirm.payer_id.clone()) })
     }
+}
+
+/// A CERT window result checked against its checkout, not yet confirmed.
+#[derive(Clone, Debug)]
+pub struct CertConfirm {
+    result: PaypleResult,
+    payer_id: String,
+    cofurl: Url,
+    oid: String,
+    expected: Krw,
+}
+
+/// The browser's window result, as Payple's result type (a mismatch if it is none).
+fn window_result(fields: &serde_json::Map<String, serde_json::Value>) -> Result<PaypleResult, PgError> {
+    PaypleResult::from_value(serde_json::Value::Object(fields.clone()))
+        .map_err(|e| PgError::Mismatch(format!("not a Payple result: {e}")))
+}
+
+/// A CERT or AUTH window result that says success, with its usable `PCD_PAYER_ID`. A close or
+/// error from the browser is no answer from Payple: it changes nothing (the checkout stays open).
+fn window_success(fields: &serde_json::Map<String, serde_json::Value>) -> Result<(PaypleResult, String), PgError> {
+    let r = window_result(fields)?;
+    match r.status() {
+        Ok(ResultStatus::Success) => {}
+        _ => return Err(PgError::NotPaid(format!("the window reported {:?}: nothing to verify", r.rst))),
+    }
+    let payer_id = r
+        .payer_id
+        .clone()
+        .filter(|p| !p.is_empty() && p.len() <= 255)
+        .ok_or_else(|| PgError::Mismatch("no usable PCD_PAYER_ID".into()))?;
+    Ok((r, payer_id))
 }
 
 /// A looked-up payment as a first payment: paid the expected amount, with Payple's billing key.
@@ -560,9 +685,16 @@ fn first_payment(
                 billing_key: Some(payer_id),
             })
         }
-        PaymentState::Paid { amount, .. } => Err(PgError::VerificationFailed(format!(
-            "Payple charged {amount} for {oid}, the checkout expects {expected}: tampered"
-        ))),
+        // Payple charged another amount (the browser changed the window's total): recorded by
+        // the caller, never activated.
+        PaymentState::Paid { amount, paid_at, .. } => Err(PgError::PaidOtherAmount {
+            charged: Charged {
+                pg_payment_id: oid.to_string(),
+                amount,
+                approved_at: paid_at.unwrap_or_else(Timestamp::now),
+            },
+            expected,
+        }),
         PaymentState::Refunded { .. } => Err(PgError::VerificationFailed(format!("{oid} was refunded"))),
         PaymentState::Failed { code, message } => Err(PgError::VerificationFailed(format!("{code}: {message}"))),
         PaymentState::Pending => Err(PgError::NotPaid(format!("{oid} is pending"))),
@@ -609,7 +741,38 @@ impl PaymentGateway for PaypleClient {
 
 #[cfg(test)]
 mod tests {
+    use super::KeyHolder;
     use super::transformers::AuthResponse;
+
+    #[test]
+    fn a_puserinfo_holder_is_refused_only_on_a_definite_mismatch() {
+        let ours = KeyHolder { name: "홍길동".into(), phone: Some("010-1234-5678".into()) };
+        // The manual's sample shapes, and masks we may meet: nothing contradicts ours.
+        for (name, hp) in [
+            (Some("홍길동"), Some("010-****-5678")),
+            (Some("홍*동"), Some("010****5678")),
+            (Some("홍**"), Some("+82-10-****-5678")),
+            (Some("*"), Some("")),
+            (None, None),
+            (Some(" 홍 길동 "), Some("01012345678")),
+        ] {
+            assert_eq!(ours.contradiction(name, hp), None, "{name:?} {hp:?}");
+        }
+        // A visible character that differs is another person.
+        for (name, hp) in [
+            (Some("김철수"), Some("010-****-5678")),
+            (Some("김*수"), None),
+            (Some("홍길동"), Some("010-****-8888")),
+            (Some("홍길동"), Some("01099998888")),
+            (Some("홍길동님"), None),
+        ] {
+            assert!(ours.contradiction(name, hp).is_some(), "{name:?} {hp:?}");
+        }
+        // A customer without a phone is checked by name alone.
+        let no_phone = KeyHolder { name: "Hong Gildong".into(), phone: None };
+        assert_eq!(no_phone.contradiction(Some("HONG GILDONG"), Some("010-****-1111")), None);
+        assert!(no_phone.contradiction(Some("Kim"), None).is_some());
+    }
 
     #[test]
     fn the_seed_auth_response_parses() {

@@ -18,7 +18,8 @@
 //! | `PAYC0005` | partial cancel not allowed (test account) | `Declined { hard: true }` | Payple card manual / sandbox code |
 //! | `PAYC0006` | more than remains | `Declined { hard: true }` | unconfirmed (sandbox) |
 //! | `PAYC0009` | refund refused | `Declined { hard: false }` | unconfirmed (sandbox) |
-//! | `PCHK0001` | lookup found nothing | `NotFound` | unconfirmed (sandbox) |
+//! | `PCHK0001` | lookup found nothing | `NotFound` — the only lookup answer that is | unconfirmed (sandbox); see [`classify_query_error`] |
+//! | any other `error` answer to a lookup | Payple could not answer (maintenance, a limit …) | `Transient` | manual_card documents no lookup codes |
 //! | `AUTH0004`, `AUTH0007` | Referer missing / not the window's domain | `Config` | seed 003 |
 //! | `AUTH0003`, `AUTH0008`–`AUTH0010` | partner credentials / token refused | `Config` | unconfirmed (sandbox) |
 //! | any other code with `PCD_PAY_RST=error` | an explicit failure: no money moved | `Declined { hard: false }` | manual_card (below) |
@@ -208,6 +209,12 @@ pub struct PaypleResult {
     pub payer_id: Option<String>,
     #[serde(rename = "PCD_PAYER_NO", default, deserialize_with = "de_opt_string")]
     pub payer_no: Option<String>,
+    /// The key holder's name (PUSERINFO: "결제자명", unmasked in the manual's sample).
+    #[serde(rename = "PCD_PAYER_NAME", default, deserialize_with = "de_opt_string")]
+    pub payer_name: Option<String>,
+    /// The key holder's phone (PUSERINFO: masked, `010-****-3333` in the manual's sample).
+    #[serde(rename = "PCD_PAYER_HP", default, deserialize_with = "de_opt_string")]
+    pub payer_hp: Option<String>,
     #[serde(rename = "PCD_PAY_GOODS", default, deserialize_with = "de_opt_string")]
     pub goods: Option<String>,
     #[serde(rename = "PCD_PAY_TOTAL", default, deserialize_with = "de_opt_string")]
@@ -300,15 +307,28 @@ pub fn classify_error(r: &PaypleResult) -> PgError {
     }
 }
 
-/// Maps the error answer of a call that moves no money (result lookup, `PUSERDEL`): credentials
-/// problems are `Config`; any other explicit `error` answer to a result lookup means Payple has no
-/// successful payment under that OID and date (manual_card "결제결과 조회": `PCD_PAY_RST` is
-/// `success / error`, `PCD_PAY_MSG` "… / 실패"), so it is `NotFound`; anything else is `Unrecognized`.
+/// The one lookup answer counted as "Payple has no such payment" (sandbox code, **unconfirmed**:
+/// Payple's card manual, `PAYPLECORP/manual_card` README "결제결과 조회", documents only `PCD_PAY_RST`
+/// `success / error` and `PCD_PAY_MSG` "… / 실패" — no error codes at all).
+pub const LOOKUP_NOT_FOUND: &str = "PCHK0001";
+
+/// Maps the error answer of a call that moves no money (result lookup, `PUSERDEL`). Credentials
+/// problems are `Config`; only [`LOOKUP_NOT_FOUND`] is `NotFound`. Any other `error` answer —
+/// maintenance, a rate limit, a code no document lists — says Payple could not answer, not that
+/// the payment does not exist, so it is `Transient` (ask again later): a "not found" decides
+/// real things (verify fails an AUTH checkout whose first charge stays unseen for an hour; renew
+/// charges again under the same OID), and only Payple's positive word may decide them. If the
+/// real not-found answer uses another code, it reads as `Transient` too: a checkout then stays
+/// open until a person looks (verify's sweep raises the needs-review alarm after a day) and a
+/// renewal's outcome stays unknown until renew's review window sends it to `needs_review` —
+/// never a checkout failed, or a renewal charged again, on a guess.
 pub fn classify_query_error(r: &PaypleResult) -> PgError {
     match classify_error(r) {
         e @ PgError::Config { .. } => e,
-        PgError::NotFound => PgError::NotFound,
-        _ if r.rst.as_deref() == Some("error") => PgError::NotFound,
+        _ if r.code() == LOOKUP_NOT_FOUND => PgError::NotFound,
+        _ if r.rst.as_deref() == Some("error") => {
+            PgError::Transient { reason: format!("Payple could not answer ({}): {}", r.code(), r.message()) }
+        }
         _ => PgError::Unrecognized { code: r.code().to_string(), message: r.message() },
     }
 }
@@ -379,6 +399,26 @@ mod tests {
     }
 
     #[test]
+    fn only_a_lookup_answer_that_says_no_such_payment_is_not_found() {
+        let r = |rst: &str, code: &str| PaypleResult {
+            rst: Some(rst.into()),
+            code: Some(code.into()),
+            oid: Some("o".into()),
+            ..Default::default()
+        };
+        assert_eq!(classify_query_error(&r("error", "PCHK0001")), PgError::NotFound);
+        // Maintenance, a limit, a code no document lists: Payple could not answer, which says
+        // nothing about the payment.
+        for code in ["PCHK9999", "SYS0001", ""] {
+            let e = classify_query_error(&r("error", code));
+            assert!(matches!(e, PgError::Transient { .. }), "{code}: {e:?}");
+        }
+        // Refund and re-pay codes in a lookup's answer are no "not found" either.
+        assert!(matches!(classify_query_error(&r("error", "SPCD0003")), PgError::Transient { .. }));
+        assert!(matches!(classify_query_error(&r("error", "PAYC0001")), PgError::Transient { .. }));
+    }
+
+    #[test]
     fn an_explicit_error_with_an_unknown_code_is_a_soft_decline_not_an_unknown_outcome() {
         let r = |rst: &str, code: &str| PaypleResult {
             rst: Some(rst.into()),
@@ -391,8 +431,6 @@ mod tests {
         assert!(!e.outcome_unknown());
         // A `success` we cannot read is still ambiguous.
         assert!(classify_error(&r("success", "ZZZZ9999")).outcome_unknown());
-        // A lookup's explicit error is Payple's word that no such payment was made.
-        assert_eq!(classify_query_error(&r("error", "PCHK9999")), PgError::NotFound);
         assert!(matches!(classify_query_error(&r("error", "AUTH0009")), PgError::Config { .. }));
         let auth = AuthResponse {
             result: "error".into(),

@@ -316,7 +316,7 @@ impl SteppayClient {
     }
 
     /// Verifies a managed first payment by order lookup: `paymentDate` non-null and the paid
-    /// amount equal to what the checkout expects.
+    /// amount equal to what the checkout expects (another amount paid is `PaidOtherAmount`).
     pub async fn verify_order(&self, order_code: &str, expected: Krw) -> Result<FirstPayment, PgError> {
         let o = self.order(order_code).await?;
         if o.payment_date.is_none() {
@@ -330,23 +330,21 @@ impl SteppayClient {
             });
         }
         let paid = amount(o.paid_amount.as_deref(), "paidAmount")?;
-        if paid != expected {
-            return Err(PgError::VerificationFailed(format!("order paid {paid}, checkout expects {expected}")));
-        }
         let id_key = o.id_key.clone().ok_or_else(|| PgError::Unrecognized {
             code: "idKey".into(),
             message: "paid order without idKey".into(),
         })?;
+        let approved_at = o.payment_date.as_deref().and_then(parse_time).unwrap_or_else(Timestamp::now);
+        if paid != expected {
+            let charged = Charged { pg_payment_id: id_key, amount: paid, approved_at };
+            return Err(PgError::PaidOtherAmount { charged, expected });
+        }
         let subscription = o.subscriptions.first().map(|v| match v {
             serde_json::Value::Object(m) => m.get("id").map(|id| id.to_string()).unwrap_or_default(),
             other => other.to_string().trim_matches('"').to_string(),
         });
         Ok(FirstPayment {
-            charged: Some(Charged {
-                pg_payment_id: id_key,
-                amount: paid,
-                approved_at: o.payment_date.as_deref().and_then(parse_time).unwrap_or_else(Timestamp::now),
-            }),
+            charged: Some(Charged { pg_payment_id: id_key, amount: paid, approved_at }),
             billing_key: subscription,
         })
     }
@@ -385,18 +383,16 @@ impl SteppayClient {
             _ => return Err(PgError::VerificationFailed(format!("payment {shown} {status:?}, not paid"))),
         }
         let paid = amount(p.amount.as_deref(), "amount")?;
+        let charged = Charged {
+            pg_payment_id: id_key.to_string(),
+            amount: paid,
+            approved_at: p.payment_date.as_deref().and_then(parse_time).unwrap_or_else(Timestamp::now),
+        };
         if paid != expected {
-            return Err(PgError::VerificationFailed(format!("paid {paid}, checkout expects {expected}")));
+            return Err(PgError::PaidOtherAmount { charged, expected });
         }
         let billing = p.payment_method.as_deref().is_some_and(|m| m.ends_with("_BILL"));
-        Ok(FirstPayment {
-            charged: Some(Charged {
-                pg_payment_id: id_key.to_string(),
-                amount: paid,
-                approved_at: p.payment_date.as_deref().and_then(parse_time).unwrap_or_else(Timestamp::now),
-            }),
-            billing_key: billing.then(|| id_key.to_string()),
-        })
+        Ok(FirstPayment { charged: Some(charged), billing_key: billing.then(|| id_key.to_string()) })
     }
 }
 
