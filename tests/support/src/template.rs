@@ -197,6 +197,32 @@ impl Template {
         Ok(out)
     }
 
+    /// Every log metric filter: (its log group's logical id, its pattern, the metric it counts).
+    pub fn metric_filters(&self) -> Result<Vec<(String, String, String)>, KitError> {
+        let mut out = Vec::new();
+        for (id, props) in self.resources_of_type("AWS::Logs::MetricFilter")? {
+            let metric = get(&props, "MetricTransformations")
+                .and_then(Value::as_sequence)
+                .and_then(|s| s.first())
+                .and_then(Value::as_mapping)
+                .and_then(|m| str_at(m, "MetricName"));
+            match (str_at(&props, "LogGroupName"), str_at(&props, "FilterPattern"), metric) {
+                (Some(group), Some(pattern), Some(metric)) => out.push((group, pattern, metric)),
+                _ => return Err(err(format!("{id}: LogGroupName, FilterPattern and a MetricName are needed"))),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The metrics some CloudWatch alarm watches.
+    pub fn alarmed_metrics(&self) -> Result<Vec<String>, KitError> {
+        Ok(self
+            .resources_of_type("AWS::CloudWatch::Alarm")?
+            .into_iter()
+            .filter_map(|(_, props)| str_at(&props, "MetricName"))
+            .collect())
+    }
+
     fn resource(&self, logical_id: &str) -> Result<&Mapping, KitError> {
         get(self.resources()?, logical_id)
             .and_then(Value::as_mapping)

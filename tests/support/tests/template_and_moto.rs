@@ -50,6 +50,55 @@ fn template_defines_the_design_table_routes_and_functions() {
     assert!(t.queues().unwrap().contains(&"VerifyDeadLetterQueue".to_string()));
 }
 
+/// The `alarm = "…"` names a crate's source logs (the functions' tracing lines that hand
+/// something to a person).
+fn alarm_names(dir: &std::path::Path) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            names.extend(alarm_names(&path));
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for (i, _) in text.match_indices("alarm = \"") {
+            let rest = &text[i + "alarm = \"".len()..];
+            if let Some(end) = rest.find('"') {
+                names.insert(rest[..end].to_string());
+            }
+        }
+    }
+    names
+}
+
+/// An alarm line in a log pages nobody by itself: every `alarm = "X"` a function logs has a
+/// metric filter on that function's log group and an alarm on the metric (found when the
+/// unknown-refund and kept-money lines of refund and verify had neither).
+#[test]
+fn every_alarm_line_a_function_logs_raises_a_cloudwatch_alarm() {
+    let t = Template::load().unwrap();
+    let filters = t.metric_filters().unwrap();
+    let alarmed = t.alarmed_metrics().unwrap();
+    let mut missing = Vec::new();
+    let mut seen = 0;
+    for f in t.functions().unwrap() {
+        let group = format!("{}LogGroup", f.logical_id.trim_end_matches("Function"));
+        let src = paycycle_testkit::repo_root().join("functions").join(&f.binary).join("src");
+        for name in alarm_names(&src) {
+            seen += 1;
+            let pattern = format!("$.alarm = \"{name}\"");
+            let filter = filters.iter().find(|(g, p, _)| *g == group && p.contains(&pattern));
+            match filter {
+                Some((_, _, metric)) if alarmed.contains(metric) => {}
+                Some((_, _, metric)) => missing.push(format!("{}: no alarm on metric {metric}", f.logical_id)),
+                None => missing.push(format!("{}: no metric filter on {group} for {name}", f.logical_id)),
+            }
+        }
+    }
+    assert!(seen >= 3, "the scan found the alarm lines ({seen})");
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+}
+
 #[test]
 fn a_template_without_a_table_is_an_error_not_a_panic() {
     let t = Template::parse("Resources:\n  Bus:\n    Type: AWS::Events::EventBus\n").unwrap();
