@@ -49,7 +49,7 @@ pub enum Evidence {
 #[derive(Debug)]
 pub enum VerifyError {
     NotFound(&'static str),
-    /// The evidence is not about this checkout (another OID/order, a tampered total in a webhook).
+    /// The evidence is not about this checkout (another OID, order or subscription).
     Mismatch(String),
     /// The first payment failed for good; the checkout is failed (no subscription).
     Failed(String),
@@ -105,17 +105,9 @@ fn check_reference(c: &CheckoutRecord, evidence: &Evidence, source: Source) -> R
                     return Err(VerifyError::Mismatch("PCD_USER_DEFINE1 is not this checkout's subscription".into()));
                 }
             }
-            if source == Source::Webhook {
-                // Nothing in a webhook is trusted; a total that differs is a forgery outright.
-                if let Some(total) = field(fields, "PCD_PAY_TOTAL") {
-                    if total != c.plan.amount.won().to_string() {
-                        return Err(VerifyError::Mismatch(format!(
-                            "PCD_PAY_TOTAL {total} differs from the checkout's {}: tampered",
-                            c.plan.amount
-                        )));
-                    }
-                }
-            }
+            // A webhook's total decides nothing either way: it only points at our OID, and
+            // Payple's lookup says what was charged (a tampered body is harmless; money a
+            // tampered window really charged is recorded, never dropped with the webhook).
             Ok(())
         }
         (PgMode::SteppayManaged, Evidence::SteppayOrder { order_code }) if order_code == reference => Ok(()),

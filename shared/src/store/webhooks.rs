@@ -118,24 +118,30 @@ impl WebhookEvent {
     }
 }
 
+/// The hash of the stored body: a verbatim repeat of a rejected event is still a duplicate.
+const BODY_SHA256: &str = "body_sha256";
+
 /// What storing a delivery did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stored {
     /// A new event.
     New,
-    /// The dedupe key was taken by an event verify had rejected (a forgery posted first, or a
-    /// result the PG did not confirm yet): this delivery replaced it and waits for a verdict of
-    /// its own, so a forgery can never shadow the genuine webhook that shares its key.
+    /// The dedupe key was taken by an event verify had rejected (a forgery posted first) and this
+    /// delivery's body is another: it replaced the rejected one and waits for a verdict of its
+    /// own, so a forgery can never shadow the genuine webhook that shares its key.
     Reopened,
 }
 
 impl Store {
-    /// Stores a webhook event once. A repeat of an event that is received, verified or ignored →
-    /// `AlreadyExists`; a delivery whose key belongs to a rejected event replaces it
-    /// ([`Stored::Reopened`]; verify's sweep takes it, as the stream announces only new items).
+    /// Stores a webhook event once. A repeat of an event that is received, verified or ignored,
+    /// or a verbatim repeat of a rejected one → `AlreadyExists`; another body under the key of a
+    /// rejected event replaces it ([`Stored::Reopened`]; verify's sweep takes it, as the stream
+    /// announces only new items).
     pub async fn put_webhook_event(&self, event: &WebhookEvent) -> Result<Stored, StoreError> {
         let pk = event.pk();
         let mut item = to_item(event, &pk, "WH", "webhook_event");
+        let body_sha256 = super::sha256_hex(event.body.as_bytes());
+        item.insert(BODY_SHA256.into(), s(&body_sha256));
         let expires = event.received_at.saturating_add(WEBHOOK_RETENTION).unwrap_or(event.received_at);
         item.insert(keys::EXPIRES_AT.into(), n(expires.as_second()));
         if event.status == WebhookStatus::Received {
@@ -149,10 +155,15 @@ impl Store {
             .put_item()
             .table_name(&self.table.name)
             .set_item(Some(item))
-            .condition_expression("attribute_not_exists(#pk) OR #status = :rejected")
+            .condition_expression(
+                "attribute_not_exists(#pk) OR (#status = :rejected AND \
+                 (attribute_not_exists(#body_sha256) OR #body_sha256 <> :body_sha256))",
+            )
             .expression_attribute_names("#pk", keys::PK)
             .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#body_sha256", BODY_SHA256)
             .expression_attribute_values(":rejected", s(WebhookStatus::Rejected.as_str()))
+            .expression_attribute_values(":body_sha256", s(&body_sha256))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
             .send()
             .await
