@@ -1096,3 +1096,36 @@ async fn a_first_payment_of_another_amount_is_recorded_on_the_failed_checkout_an
     }
     assert_eq!(e.sandbox.ledger().await["refunds"].as_array().unwrap().len(), 3);
 }
+
+/// A refund's `cancel_subscription` cancels only here; StepPay renews a managed subscription on its
+/// own, so a 201 would promise a cancel StepPay never heard of and the customer would go on paying.
+/// It is refused before anything is refunded: the lifecycle API cancels at StepPay first.
+#[tokio::test]
+async fn a_refund_never_cancels_a_steppay_managed_subscription_behind_steppays_back() {
+    let e = env().await;
+    e.sandbox.steppay_price("prod_pro", "price_monthly", 19_900).await;
+    let body = json!({"pg": "steppay_managed", "customer": customer(), "plan": plan(19_900),
+        "return_url": "https://shop.example.com/ok", "error_url": "https://shop.example.com/err",
+        "steppay": {"product_code": "prod_pro", "price_code": "price_monthly"}});
+    let c = e.partner.checkout(&body).await;
+    let redirect = e.sandbox.steppay_pay_page(c["steppay"]["pay_url"].as_str().unwrap()).await;
+    let (status, v) = e
+        .verify(
+            c["id"].as_str().unwrap(),
+            [("order_code".to_string(), json!(redirect["order_code"]))].into_iter().collect(),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let payment_id = v["payment"]["id"].as_str().unwrap().to_string();
+    let (status, r) = e
+        .partner
+        .post(
+            &format!("/payments/{payment_id}/refunds"),
+            &json!({"reason": "cancel", "cancel_subscription": true}),
+            Some("managed-cancel"),
+        )
+        .await;
+    assert_eq!((status, r["error"]["code"].as_str()), (422, Some("cannot_cancel_subscription")), "{r}");
+    assert!(e.sandbox.ledger().await["refunds"].as_array().unwrap().is_empty(), "nothing refunded");
+    assert_eq!(e.subscription_state(&c).await.as_deref(), Some("active"));
+}

@@ -8,7 +8,7 @@ use lambda_http::{Body, Request, Response};
 use paycycle::api::{self, ApiError, Keep};
 use paycycle::domain::events::EventKind;
 use paycycle::domain::payment::RefundStatus;
-use paycycle::domain::subscription::{SubscriptionState, TransitionError};
+use paycycle::domain::subscription::{Renewer, SubscriptionState, TransitionError};
 use paycycle::money::Krw;
 use paycycle::pg::{PgError, RefundLookup, RefundLookupCapability, RefundRequest};
 use paycycle::store::api_keys::ApiKeyRecord;
@@ -488,6 +488,14 @@ async fn cancellable(deps: &Deps, payment: &PaymentRecord, amount: Krw) -> Resul
     let Some(record) = deps.store.get_subscription(sub_id).await.map_err(store_error)? else {
         return Err(cannot("the payment's subscription does not exist"));
     };
+    // StepPay renews a managed subscription on its own: a cancel recorded only here would leave
+    // StepPay charging the customer. The lifecycle API cancels at StepPay first.
+    if record.subscription.renewer == Renewer::Pg && record.subscription.state != SubscriptionState::Canceled {
+        return Err(cannot(
+            "StepPay renews this subscription: cancel it with POST /subscriptions/{id}/cancel (which cancels at \
+             StepPay first), then refund; nothing was refunded",
+        ));
+    }
     // The consistent read first: a later period paid (renewal charges carry their period, a
     // checkout's payment is period 0); then the index, which names payments of any kind.
     let period = payment.charge_id.as_ref().map(|c| c.period()).or(payment.checkout_id.as_ref().map(|_| 0));
