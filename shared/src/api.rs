@@ -58,6 +58,11 @@ impl ApiError {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     }
 
+    /// The same Idempotency-Key with a different request body.
+    pub fn idempotency_key_reused() -> Self {
+        Self::unprocessable("idempotency_key_reused", "this Idempotency-Key was used with a different request")
+    }
+
     pub fn payload_too_large(limit: usize) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("request body is over {limit} bytes"))
     }
@@ -215,12 +220,7 @@ where
                 "a request with this Idempotency-Key is still being processed",
             ));
         }
-        Claim::Mismatch => {
-            return Err(ApiError::unprocessable(
-                "idempotency_key_reused",
-                "this Idempotency-Key was used with a different request",
-            ));
-        }
+        Claim::Mismatch => return Err(ApiError::idempotency_key_reused()),
     }
     let (status, body) = match run().await {
         Ok((status, v)) => (status, v.to_string()),

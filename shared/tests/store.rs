@@ -291,6 +291,8 @@ fn refund(payment_id: &str, id: &str, amount: i64) -> RefundRecord {
         pg_refund_id: None,
         failure_code: None,
         failure_message: None,
+        request_hash: None,
+        cancel_subscription: false,
     }
 }
 

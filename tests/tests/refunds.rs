@@ -508,3 +508,40 @@ async fn an_unknown_refund_is_settled_only_against_the_payment_as_read_before_th
     assert_ne!(u_status, "succeeded", "U answered {status} {v}; payment {ours}");
     assert!(ours["refunded"].as_i64().unwrap() <= pg_refunded, "we never record more than StepPay refunded: {ours}");
 }
+
+/// An unknown outcome gives the Idempotency-Key back so a retry can resolve it; a "retry" under
+/// that key with another body must not be answered from the first request's refund (its amount,
+/// or a subscription cancel it never did).
+#[tokio::test]
+async fn a_reused_key_with_another_body_after_an_unknown_refund_is_refused_not_answered_from_that_refund() {
+    let e = env().await;
+    let p = e.steppay_payment("sub_reuse", 10_000).await;
+    e.admin("/__admin/config", json!({"timeout_after_charge_ms": 2500})).await;
+    e.admin(
+        "/__admin/scenarios",
+        json!({"operation": "refund", "count": 1, "fault": {"kind": "timeout_after_charge"}}),
+    )
+    .await;
+    e.admin("/__admin/scenarios", json!({"operation": "lookup", "count": 100, "fault": {"kind": "server_error"}}))
+        .await;
+    let first = json!({"amount": 3000, "reason": "reuse"});
+    let (status, v) = e.refund(&p.payment_id, "reuse-1", first.clone()).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (504, Some("refund_outcome_unknown")), "{v}");
+
+    // Same key, the subscription cancel asked now: it was never done, and must not be claimed.
+    let cancel = json!({"amount": 3000, "reason": "reuse", "cancel_subscription": true});
+    let (status, v) = e.refund(&p.payment_id, "reuse-1", cancel).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (422, Some("idempotency_key_reused")), "{v}");
+
+    // Same key, another amount, once the PG can be asked: not a 201 for the 3,000 refund.
+    let driver = e.driver();
+    driver.http.delete(driver.url("/__admin/scenarios")).send().await.unwrap().error_for_status().unwrap();
+    let (status, v) = e.refund(&p.payment_id, "reuse-1", json!({"amount": 5000, "reason": "reuse"})).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (422, Some("idempotency_key_reused")), "{v}");
+
+    // The real retry still resolves the first refund, without a second PG refund.
+    let (status, v) = e.refund(&p.payment_id, "reuse-1", first).await;
+    assert_eq!((status, v["amount"].as_i64(), v["status"].as_str()), (201, Some(3000), Some("succeeded")), "{v}");
+    let ledger = e.ledger().await;
+    assert_eq!((ledger["refunds"].as_array().unwrap().len(), ledger["totals"]["refunded"].as_i64()), (1, Some(3000)));
+}

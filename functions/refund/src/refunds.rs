@@ -118,7 +118,7 @@ pub async fn create_refund(
         _ => Keep::Release,
     };
     api::idempotent(&deps.store, &scope, &idem_key, &request_hash, &request_id, keep, || {
-        run(deps, key, payment_id, &refund_id, &body, now)
+        run(deps, key, payment_id, &refund_id, &body, &request_hash, now)
     })
     .await
 }
@@ -130,17 +130,23 @@ async fn run(
     payment_id: &str,
     refund_id: &str,
     body: &RefundBody,
+    request_hash: &str,
     now: Timestamp,
 ) -> Result<(StatusCode, Value), ApiError> {
     let payment = owned_payment(deps, key, payment_id).await?;
-    // A retry of an earlier request: its refund exists already.
+    // The key's refund exists already. The idempotency record was given back (an unknown outcome
+    // or a 409), so this may be a retry of that request, or another request reusing the key: only
+    // the former is answered from it.
     if let Some(existing) = deps.store.get_refund(payment_id, refund_id).await.map_err(store_error)? {
+        if !asked_by(&existing, request_hash, body) {
+            return Err(ApiError::idempotency_key_reused());
+        }
         let current = if matches!(existing.status, RefundStatus::Unknown | RefundStatus::Reserved) {
             resolve(deps, &payment, &existing).await?
         } else {
             existing
         };
-        return answer_for(&current, body.cancel_subscription);
+        return answer_for(&current);
     }
     // Earlier unknown refunds of this payment are resolved first: they may free (or use) money.
     let payment = resolve_pending(deps, payment).await?;
@@ -163,6 +169,8 @@ async fn run(
         pg_refund_id: None,
         failure_code: None,
         failure_message: None,
+        request_hash: Some(request_hash.to_string()),
+        cancel_subscription: body.cancel_subscription,
     };
     if body.cancel_subscription {
         // The subscription is canceled first, in the reservation's transaction: a refund that
@@ -179,7 +187,17 @@ async fn run(
     let settled = settle(deps, &refund, &outcome, &key.partner_id, now).await?;
     let settled =
         if settled.status == RefundStatus::Unknown { resolve(deps, &payment, &settled).await? } else { settled };
-    answer_for(&settled, body.cancel_subscription)
+    answer_for(&settled)
+}
+
+/// Whether `existing`, the refund recorded under this request's Idempotency-Key, was asked for by
+/// this very request (same payment and body). A refund recorded before the request's hash was
+/// kept is judged by what it still shows: an amount asked explicitly must be its amount.
+fn asked_by(existing: &RefundRecord, request_hash: &str, body: &RefundBody) -> bool {
+    match &existing.request_hash {
+        Some(hash) => hash == request_hash,
+        None => body.amount.is_none_or(|a| a == existing.amount),
+    }
 }
 
 /// Sends the reserved `refund` to the PG and reads its answer: success, a decline (nothing
@@ -210,13 +228,14 @@ async fn send_refund(deps: &Deps, payment: &PaymentRecord, refund: &RefundRecord
     outcome
 }
 
-/// The answer for a refund; one with `cancel_subscription` canceled the subscription when it was
-/// reserved, so a decline or an unknown outcome says the subscription stays canceled.
-fn answer_for(r: &RefundRecord, canceled_subscription: bool) -> Result<(StatusCode, Value), ApiError> {
+/// The answer for a refund; one recorded with `cancel_subscription` canceled the subscription
+/// when it was reserved, so a decline or an unknown outcome says the subscription stays canceled.
+/// What the refund record says was done decides the wording, never the request at hand.
+fn answer_for(r: &RefundRecord) -> Result<(StatusCode, Value), ApiError> {
     let (status, v) = answer(r);
     match v {
         Ok(v) => Ok((status, v)),
-        Err(mut e) if canceled_subscription => {
+        Err(mut e) if r.cancel_subscription => {
             e.message.push_str(
                 " The subscription was canceled before the refund was sent (cancel_subscription) and stays \
                  canceled: nothing more is charged.",
@@ -606,5 +625,28 @@ mod tests {
         assert!(!settled_long_enough(requested, at(599), age));
         assert!(settled_long_enough(requested, at(600), age));
         assert_eq!(settle_age(), SignedDuration::from_mins(10), "the default");
+    }
+
+    #[test]
+    fn a_refund_is_the_answer_only_to_the_request_that_asked_for_it() {
+        let body = |amount: Option<i64>, cancel_subscription| RefundBody {
+            amount: amount.map(krw),
+            reason: "r".into(),
+            cancel_subscription,
+        };
+        // Recorded before requests were kept: no hash, no cancel flag (serde defaults).
+        let old: RefundRecord = serde_json::from_value(json!({
+            "refund_id": "ref_1", "payment_id": "pay_1", "amount": 3000, "reason": "r", "status": "unknown",
+            "requested_at": "2027-01-10T00:00:00Z", "pg_refund_id": null, "failure_code": null,
+            "failure_message": null,
+        }))
+        .unwrap();
+        assert_eq!((old.request_hash.as_deref(), old.cancel_subscription), (None, false));
+        assert!(asked_by(&old, "any", &body(Some(3000), false)));
+        assert!(asked_by(&old, "any", &body(None, false)));
+        assert!(!asked_by(&old, "any", &body(Some(5000), false)), "another amount is another request");
+        let new = RefundRecord { request_hash: Some("h1".into()), ..old };
+        assert!(asked_by(&new, "h1", &body(Some(3000), false)));
+        assert!(!asked_by(&new, "h2", &body(Some(3000), true)), "the hash decides once it is kept");
     }
 }

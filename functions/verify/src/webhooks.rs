@@ -245,6 +245,8 @@ async fn record_external_refund(
         pg_refund_id: None,
         failure_code: None,
         failure_message: None,
+        request_hash: None,
+        cancel_subscription: false,
     };
     let reserved = match deps.store.get_refund(&payment.payment_id, &refund_id).await {
         Ok(Some(r)) if r.status != RefundStatus::Reserved => return verified(format!("refund {refund_id} recorded")),

@@ -117,6 +117,16 @@ pub struct RefundRecord {
     pub pg_refund_id: Option<String>,
     pub failure_code: Option<String>,
     pub failure_message: Option<String>,
+    /// Hash of the request that asked for this refund (its payment and body, as the idempotency
+    /// record keeps it): a later request under the same Idempotency-Key finds this refund, and is
+    /// answered from it only if it is that request. `None` on refunds recorded before it was kept
+    /// and on refunds paycycle did not ask for (made at the PG).
+    #[serde(default)]
+    pub request_hash: Option<String>,
+    /// The request also canceled the subscription (in the reservation's transaction); answers
+    /// about this refund say so only then.
+    #[serde(default)]
+    pub cancel_subscription: bool,
 }
 
 fn refund_item(r: &RefundRecord) -> Item {
