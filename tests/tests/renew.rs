@@ -925,3 +925,34 @@ async fn a_worker_whose_lease_expired_while_resolving_an_unknown_charge_charges_
         e.store.attempts_of(s.id()).await.unwrap()
     );
 }
+
+/// Review: with the attempt still unknown (another worker's lookup got no answer and it committed
+/// "look again later"), a worker stalled past its lease re-paid it on a claim it no longer held.
+#[tokio::test]
+async fn a_worker_whose_lease_expired_while_resolving_an_unknown_charge_sends_nothing() {
+    let e = env().await;
+    let s = e.subscription("sub_stallunk", PgMode::Payple, kst(2027, 1, 15, 10), 9_900).await;
+    let due = s.subscription.next_attempt_at.unwrap();
+    e.admin("/__admin/scenarios", json!({"operation": "charge", "count": 1, "fault": {"kind": "server_error"}})).await;
+    assert_eq!(e.tick_at(due, &e.deps).await.unknown, 1);
+    let recheck = plus(due, SignedDuration::from_mins(6));
+    let stalling = Deps {
+        crash_at: Some(CrashPoint::StallAfterClaim { ms: 4_000 }),
+        settings: Settings { lease: SignedDuration::from_secs(1), ..e.deps.settings.clone() },
+        ..e.deps.clone()
+    };
+    e.admin("/__admin/clock", json!({"now": recheck.to_string()})).await;
+    let ticking = tokio::spawn(async move { tick(&stalling, recheck, None).await });
+    tokio::time::sleep(Duration::from_millis(2_000)).await; // the stalled worker's lease is over
+    // Another worker claims it; its lookup gets no answer, so the charge stays unknown.
+    e.admin("/__admin/scenarios", json!({"operation": "lookup", "count": 1, "fault": {"kind": "server_error"}})).await;
+    let r = e.tick_at(recheck, &e.deps).await;
+    assert_eq!(r.unknown, 1, "{r:?}");
+    let r = ticking.await.unwrap();
+    assert_eq!(
+        e.pg_charges("sub_stallunk").await,
+        Vec::<String>::new(),
+        "a worker without its claim sends nothing: tick {r:?}; attempts {:?}",
+        e.store.attempts_of(s.id()).await.unwrap()
+    );
+}
