@@ -883,3 +883,76 @@ async fn a_worker_whose_lease_expired_before_its_attempt_write_charges_nothing()
         e.store.attempts_of(s.id()).await.unwrap()
     );
 }
+
+/// Review: a worker stalled past its lease while resolving an unknown charge re-paid it after
+/// another worker had re-paid it (declined) and a cancel had committed — and the approval it got
+/// could not be recorded. A re-pay goes out only while the claim is held and the attempt is still
+/// pending or unknown.
+#[tokio::test]
+async fn a_worker_whose_lease_expired_while_resolving_an_unknown_charge_charges_nothing_after_another_settled_it() {
+    let e = env().await;
+    let partner = e.partner().await;
+    let s = e.subscription("sub_stallres", PgMode::Payple, kst(2027, 1, 15, 10), 9_900).await;
+    let due = s.subscription.next_attempt_at.unwrap();
+    // The first send never reaches Payple's books: the charge's outcome is unknown.
+    e.admin("/__admin/scenarios", json!({"operation": "charge", "count": 1, "fault": {"kind": "server_error"}})).await;
+    assert_eq!(e.tick_at(due, &e.deps).await.unknown, 1);
+    let recheck = plus(due, SignedDuration::from_mins(6));
+    let stalling = Deps {
+        crash_at: Some(CrashPoint::StallAfterClaim { ms: 4_000 }),
+        settings: Settings { lease: SignedDuration::from_secs(1), ..e.deps.settings.clone() },
+        ..e.deps.clone()
+    };
+    e.admin("/__admin/clock", json!({"now": recheck.to_string()})).await;
+    let ticking = tokio::spawn(async move { tick(&stalling, recheck, None).await });
+    tokio::time::sleep(Duration::from_millis(2_000)).await; // the stalled worker's lease is over
+    // Another worker looks it up (not found), re-pays it and is declined; then the partner cancels.
+    e.admin(
+        "/__admin/scenarios",
+        json!({"operation": "charge", "count": 1, "fault": {"kind": "decline", "hard": false}}),
+    )
+    .await;
+    let r = e.tick_at(recheck, &e.deps).await;
+    assert_eq!(r.declined, 1, "{r:?}");
+    let (status, v) = partner.post("/subscriptions/sub_stallres/cancel", &json!({}), None).await;
+    assert_eq!((status, v["state"].as_str()), (200, Some("canceled")), "{v}");
+    let r = ticking.await.unwrap();
+    let after = e.get("sub_stallres").await;
+    assert_eq!(
+        (e.pg_charges("sub_stallres").await, after.subscription.state),
+        (Vec::<String>::new(), SubscriptionState::Canceled),
+        "the stalled worker charged nothing: tick {r:?}; attempts {:?}",
+        e.store.attempts_of(s.id()).await.unwrap()
+    );
+}
+
+/// Review: with the attempt still unknown (another worker's lookup got no answer and it committed
+/// "look again later"), a worker stalled past its lease re-paid it on a claim it no longer held.
+#[tokio::test]
+async fn a_worker_whose_lease_expired_while_resolving_an_unknown_charge_sends_nothing() {
+    let e = env().await;
+    let s = e.subscription("sub_stallunk", PgMode::Payple, kst(2027, 1, 15, 10), 9_900).await;
+    let due = s.subscription.next_attempt_at.unwrap();
+    e.admin("/__admin/scenarios", json!({"operation": "charge", "count": 1, "fault": {"kind": "server_error"}})).await;
+    assert_eq!(e.tick_at(due, &e.deps).await.unknown, 1);
+    let recheck = plus(due, SignedDuration::from_mins(6));
+    let stalling = Deps {
+        crash_at: Some(CrashPoint::StallAfterClaim { ms: 4_000 }),
+        settings: Settings { lease: SignedDuration::from_secs(1), ..e.deps.settings.clone() },
+        ..e.deps.clone()
+    };
+    e.admin("/__admin/clock", json!({"now": recheck.to_string()})).await;
+    let ticking = tokio::spawn(async move { tick(&stalling, recheck, None).await });
+    tokio::time::sleep(Duration::from_millis(2_000)).await; // the stalled worker's lease is over
+    // Another worker claims it; its lookup gets no answer, so the charge stays unknown.
+    e.admin("/__admin/scenarios", json!({"operation": "lookup", "count": 1, "fault": {"kind": "server_error"}})).await;
+    let r = e.tick_at(recheck, &e.deps).await;
+    assert_eq!(r.unknown, 1, "{r:?}");
+    let r = ticking.await.unwrap();
+    assert_eq!(
+        e.pg_charges("sub_stallunk").await,
+        Vec::<String>::new(),
+        "a worker without its claim sends nothing: tick {r:?}; attempts {:?}",
+        e.store.attempts_of(s.id()).await.unwrap()
+    );
+}

@@ -274,13 +274,10 @@ async fn settle(
             )
         }
     };
-    let transition = match transition {
-        Ok(t) => t,
-        Err(e) => return log_err(claimed.id(), "transition failed", &e),
-    };
-    let next_attempt = match attempt.resolve(attempt_status) {
-        Ok(a) => a,
-        Err(e) => return log_err(claimed.id(), "attempt transition failed", &e),
+    let (transition, next_attempt) = match (transition, attempt.resolve(attempt_status.clone())) {
+        (Ok(t), Ok(a)) => (t, a),
+        (Err(e), _) => return untransitioned(deps, claimed, attempt, attempt_status, payment, now, outcome, &e).await,
+        (_, Err(e)) => return untransitioned(deps, claimed, attempt, attempt_status, payment, now, outcome, &e).await,
     };
     let next = claimed.next(transition.subscription);
     let events = subscription_events(&next, &transition.events, now, payment.as_ref());
@@ -311,6 +308,27 @@ async fn settle(
             log_err(claimed.id(), "outcome commit failed", &e)
         }
     }
+}
+
+/// An outcome that does not fit the subscription or attempt this worker read (someone settled or
+/// changed them meanwhile). Nothing is written from the stale read; but if the PG approved, the
+/// money moved: it is recorded against what is stored now, like a commit that lost a race, and
+/// raises the needs-review alarm if it cannot be.
+#[allow(clippy::too_many_arguments)]
+async fn untransitioned(
+    deps: &Deps,
+    claimed: &SubscriptionRecord,
+    attempt: &Attempt,
+    status: AttemptStatus,
+    payment: Option<PaymentRecord>,
+    now: Timestamp,
+    outcome: Outcome,
+    error: &(dyn std::fmt::Display + Sync),
+) -> Outcome {
+    let Some(payment) = payment else { return log_err(claimed.id(), "transition failed", error) };
+    tracing::warn!(subscription_id = %claimed.id(), charge_id = %attempt.charge_id, %error, "an approved charge does not fit the state read: recording it against the stored state");
+    let approved = Attempt { status, ..attempt.clone() };
+    record_approved(deps, &approved, &payment, now, outcome).await
 }
 
 /// How often an approved charge whose commit lost a race is recorded again before a person is
@@ -447,6 +465,11 @@ async fn resolve(
         Ok(None) => return log_err(claimed.id(), "unknown attempt has no record", &"missing attempt"),
         Err(e) => return log_err(claimed.id(), "attempt read failed", &e),
     };
+    if attempt.status.is_final() {
+        // Settled meanwhile by a worker that claimed it after this one's lease ran out.
+        tracing::warn!(subscription_id = %claimed.id(), %charge_id, status = attempt.status.name(), "attempt already settled; nothing re-sent");
+        return Outcome::Skipped;
+    }
     let stored_status = attempt.status.name();
     // A subscription whose attempt was written by a worker that died is still `collecting` from
     // the domain's view only if the collection was committed; rebuild it from the attempt.
@@ -485,12 +508,19 @@ async fn resolve(
             // Never reached the PG (or failed there): charge it now under the same id, dated
             // (and stored) as sent now, so a lost answer is looked up under the right date.
             let resent = attempt.sent_at(send_time(deps, now));
-            if resent.request_date_kst != attempt.request_date_kst {
-                let mut tx = deps.store.tx();
-                tx.put_attempt_if_status(&resent, stored_status);
-                if let Err(e) = deps.store.commit(tx).await {
-                    return log_err(claimed.id(), "attempt re-date failed", &e);
+            // Written (even when the date is unchanged) only while this worker holds the claim and
+            // the attempt is as it read it: a worker whose lease ran out may find it re-paid and
+            // settled by another, or the subscription canceled, and must send nothing.
+            let mut tx = deps.store.tx();
+            tx.check_claim_held(claimed, Timestamp::now());
+            tx.put_attempt_if_status(&resent, stored_status);
+            match deps.store.commit(tx).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict(_)) => {
+                    tracing::warn!(subscription_id = %claimed.id(), %charge_id, "claim lost or attempt changed before the re-pay; nothing sent");
+                    return Outcome::Skipped;
                 }
+                Err(e) => return log_err(claimed.id(), "attempt re-date failed", &e),
             }
             send_and_settle(deps, &collecting, claimed, resent, stored_status, now, owner).await
         }
