@@ -12,7 +12,7 @@
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use super::{Condition, Item, Store, StoreError, Tx, from_item, keys, n, s, to_item};
+use super::{Condition, Item, Store, StoreError, Tx, from_item, keys, n, s, sort_seconds, to_item};
 use crate::domain::attempt::SubscriptionId;
 use crate::domain::customer::{Customer, PgMode};
 use crate::domain::subscription::Plan;
@@ -90,11 +90,6 @@ impl CheckoutRecord {
 /// Lookup partition of open checkouts whose first charge was sent (few at any time: a first
 /// charge is resolved within seconds unless an answer was lost).
 pub const FIRST_CHARGE_OPEN: &str = "FIRSTCHARGE#open";
-
-/// Epoch seconds as a sort key that orders as text.
-fn sort_seconds(t: Timestamp) -> String {
-    format!("{:012}", t.as_second().max(0))
-}
 
 fn item(c: &CheckoutRecord) -> Item {
     let mut item = to_item(c, &format!("CHK#{}", c.checkout_id), "CHK", "checkout");

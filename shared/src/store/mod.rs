@@ -437,3 +437,9 @@ pub fn sha256_hex(data: &[u8]) -> String {
 pub(crate) fn epoch(t: jiff::Timestamp) -> i64 {
     t.as_second()
 }
+
+/// Epoch seconds as a lookup-index sort key that orders as text (open first charges, unsettled
+/// webhooks: "due at or before" is a `<=` on it).
+pub(crate) fn sort_seconds(t: jiff::Timestamp) -> String {
+    format!("{:012}", t.as_second().max(0))
+}

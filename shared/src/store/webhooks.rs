@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError, from_item, keys, n, s, to_item};
+use super::{Store, StoreError, from_item, keys, n, s, sort_seconds, to_item};
 
 pub const WEBHOOK_RETENTION: SignedDuration = SignedDuration::from_hours(180 * 24);
 
@@ -27,11 +27,6 @@ pub const WEBHOOK_SHARDS: u32 = 4;
 fn open_shard(pk: &str) -> String {
     let h = super::sha256_hex(pk.as_bytes());
     format!("WHOPEN#{}", u32::from_str_radix(&h[..8], 16).unwrap_or(0) % WEBHOOK_SHARDS)
-}
-
-/// Epoch seconds as a sort key that orders as text.
-fn sort_seconds(t: Timestamp) -> String {
-    format!("{:012}", t.as_second().max(0))
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
