@@ -368,8 +368,24 @@ pub struct Shared {
     /// Webhooks held back to be delivered out of order.
     pub held: Mutex<Vec<crate::webhooks::Webhook>>,
     pub http: reqwest::Client,
+    /// The PGs' documented shapes every body in and out is checked against (`pg-shapes/`), or
+    /// why they did not load (itself reported as a violation).
+    pub shapes: Result<pg_shapes::Shapes, String>,
+    /// What was checked and what did not have its documented shape (`GET /__admin/shapes`).
+    pub shape_log: Mutex<ShapeLog>,
     counter: AtomicU64,
     seed: u64,
+}
+
+/// Bodies checked against the documented shapes, per route, and the ones that failed.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ShapeLog {
+    /// `"steppay POST /api/internal/payment/cancel"` → bodies checked (requests and answers).
+    pub checked: BTreeMap<String, u64>,
+    pub violations: Vec<pg_shapes::Violation>,
+    /// A drift planted on purpose (`POST /__admin/shapes/drift`): every JSON answer has this
+    /// field renamed `(from, to)`, to prove the checks catch a sandbox that drifts.
+    pub drift: Option<(String, String)>,
 }
 
 const ALNUM: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -382,6 +398,8 @@ impl Shared {
             state: Mutex::new(State::default()),
             held: Mutex::new(Vec::new()),
             http: reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build().expect("http client"),
+            shapes: pg_shapes::Shapes::load_default().map_err(|e| e.to_string()),
+            shape_log: Mutex::new(ShapeLog::default()),
             counter: AtomicU64::new(1),
             seed,
         }
