@@ -368,9 +368,6 @@ pub struct Shared {
     /// Webhooks held back to be delivered out of order.
     pub held: Mutex<Vec<crate::webhooks::Webhook>>,
     pub http: reqwest::Client,
-    /// The PGs' documented shapes every body in and out is checked against (`pg-shapes/`), or
-    /// why they did not load (itself reported as a violation).
-    pub shapes: Result<pg_shapes::Shapes, String>,
     /// What was checked and what did not have its documented shape (`GET /__admin/shapes`).
     pub shape_log: Mutex<ShapeLog>,
     counter: AtomicU64,
@@ -398,7 +395,6 @@ impl Shared {
             state: Mutex::new(State::default()),
             held: Mutex::new(Vec::new()),
             http: reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build().expect("http client"),
-            shapes: pg_shapes::Shapes::load_default().map_err(|e| e.to_string()),
             shape_log: Mutex::new(ShapeLog::default()),
             counter: AtomicU64::new(1),
             seed,

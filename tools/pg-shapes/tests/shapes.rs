@@ -109,3 +109,11 @@ fn forms_are_objects_of_strings_and_json_is_json() {
     assert_eq!(pg_shapes::decode("application/json", br#"{"a":1}"#).unwrap(), serde_json::json!({"a": 1}));
     assert!(pg_shapes::decode("application/json", b"not json").is_err());
 }
+
+#[test]
+#[ignore = "a measurement: cargo nextest run -p pg-shapes --run-ignored only load_time"]
+fn load_time() {
+    let t = std::time::Instant::now();
+    let _ = shapes();
+    eprintln!("loaded in {:?}", t.elapsed());
+}
