@@ -221,7 +221,7 @@ pub fn mask_card_number(raw: &str) -> Option<String> {
         .map(|c| if c.is_ascii_digit() { c } else { '*' })
         .collect();
     let n = positions.len();
-    if n < 4 || n > 32 {
+    if !(4..=32).contains(&n) {
         return None;
     }
     let head = if n >= 12 { 4 } else { 0 };
