@@ -270,6 +270,34 @@ fn payment_fields(c: &Charge, payer: &Payer, f: &Fields, code: &str, msg: &str, 
     out
 }
 
+/// The fields of the result lookup's answer, exactly as PAYPLECORP/manual_card README "결제결과 조회"
+/// lists them (its response table), plus `PCD_PAY_CODE`, which PAYPLECORP/sample_php
+/// `cPayPayple/payInfo.php` reads: nothing else, so a client that relied on another field (a
+/// refund total, a status, the payer's name) would fail against the sandbox.
+const LOOKUP_FIELDS: &[&str] = &[
+    "PCD_PAY_RST",
+    "PCD_PAY_CODE",
+    "PCD_PAY_MSG",
+    "PCD_PAY_OID",
+    "PCD_PAY_TYPE",
+    "PCD_PAYER_NO",
+    "PCD_PAYER_ID",
+    "PCD_PAY_YEAR",
+    "PCD_PAY_MONTH",
+    "PCD_PAY_GOODS",
+    "PCD_PAY_TOTAL",
+    "PCD_PAY_ISTAX",
+    "PCD_PAY_TAXTOTAL",
+    "PCD_PAY_TIME",
+    "PCD_REGULER_FLAG",
+    "PCD_PAYER_EMAIL",
+    "PCD_PAY_CARDNUM",
+    "PCD_PAY_CARDNAME",
+    "PCD_PAY_CARDTRADENUM",
+    "PCD_PAY_CARDAUTHNO",
+    "PCD_PAY_CARDRECEIPT",
+];
+
 /// The code of a lookup that found the payment (sandbox code: manual_card's lookup sample shows
 /// no `PCD_PAY_CODE`; PAYPLECORP/sample_php `cPayPayple/payInfo.php` reads one).
 const LOOKUP_OK: &str = "PCHK0000";
@@ -392,7 +420,11 @@ pub async fn lookup(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Respo
             // Payple's manual (PAYPLECORP/manual_card README, "결제결과 조회") lists the lookup's
             // answer fields: the payment's, and no refund or status field. A refunded payment
             // looks exactly like a paid one here.
-            let out = payment_fields(c, &payer, &f, LOOKUP_OK, "조회 성공", Numbers::Json);
+            let mut out = payment_fields(c, &payer, &f, LOOKUP_OK, "조회 성공", Numbers::Json);
+            out.retain(|k, _| LOOKUP_FIELDS.contains(&k.as_str()));
+            out.insert("PCD_PAY_YEAR".into(), c.pay_date[..4].to_string().into());
+            out.insert("PCD_PAY_MONTH".into(), c.pay_date[4..6].to_string().into());
+            out.insert("PCD_REGULER_FLAG".into(), "N".into());
             Json(Value::Object(out)).into_response()
         }
         _ => fail("PCHK0001", "조회된 결제내역이 없습니다 (sandbox code)", &[("PCD_PAY_OID", oid.into())]),

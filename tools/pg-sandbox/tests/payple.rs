@@ -447,6 +447,32 @@ async fn the_result_lookup_answers_numbers_as_json_numbers_and_no_refund_fields(
     for k in ["PCD_PAY_CARDNAME", "PCD_PAY_CARDNUM", "PCD_PAY_CARDTRADENUM", "PCD_PAY_CARDRECEIPT", "PCD_PAY_TIME"] {
         assert!(found[k].as_str().is_some_and(|v| !v.is_empty()), "{k} in {found}");
     }
+    // Exactly the documented fields (+ PCD_PAY_CODE, read by sample_php payInfo.php).
+    let documented = [
+        "PCD_PAY_RST",
+        "PCD_PAY_CODE",
+        "PCD_PAY_MSG",
+        "PCD_PAY_OID",
+        "PCD_PAY_TYPE",
+        "PCD_PAYER_NO",
+        "PCD_PAYER_ID",
+        "PCD_PAY_YEAR",
+        "PCD_PAY_MONTH",
+        "PCD_PAY_GOODS",
+        "PCD_PAY_TOTAL",
+        "PCD_PAY_ISTAX",
+        "PCD_PAY_TAXTOTAL",
+        "PCD_PAY_TIME",
+        "PCD_REGULER_FLAG",
+        "PCD_PAYER_EMAIL",
+        "PCD_PAY_CARDNUM",
+        "PCD_PAY_CARDNAME",
+        "PCD_PAY_CARDTRADENUM",
+        "PCD_PAY_CARDAUTHNO",
+        "PCD_PAY_CARDRECEIPT",
+    ];
+    let keys: std::collections::BTreeSet<&str> = found.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, documented.into_iter().collect(), "{found}");
     let num = found["PCD_PAY_CARDNUM"].as_str().unwrap();
     assert!(num.contains('*') && num.chars().filter(char::is_ascii_digit).count() < 16, "masked: {num}");
 }
