@@ -42,6 +42,14 @@ pub fn payment_json(p: &PaymentRecord, refunds: &[RefundRecord]) -> Value {
         "customer_id": p.customer_id,
         "subscription_id": p.subscription_id,
         "charge_id": p.charge_id,
+        // The card and receipt the PG reported (Payple); `null` where it gave none. The number is
+        // masked when stored; masking it again here costs nothing and keeps a full one off the API.
+        "card": p.card.as_ref().map(|c| json!({
+            "name": c.name,
+            "number_masked": c.number_masked.as_deref().and_then(crate::pg::payple::mask_card_number),
+            "trade_number": c.trade_number,
+        })),
+        "receipt_url": p.receipt_url,
         "refunds": refunds.iter().map(refund_json).collect::<Vec<_>>(),
     })
 }

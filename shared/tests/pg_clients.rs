@@ -458,3 +458,44 @@ async fn payple_fault_classes() {
     let debug = format!("{:?}", e.payple);
     assert!(!debug.contains("abcd1234567890") && !debug.contains("local-payple-refund-key"), "{debug}");
 }
+
+/// The window parameters ask for Payple's recurring card window: `PCD_CARD_VER` `01` (정기)
+/// (PAYPLECORP/manual_card README "1. 최초결제 - 공통"; PAYPLECORP/sample_php `order_confirm.php`).
+#[tokio::test]
+async fn payple_window_params_ask_for_the_recurring_card_window() {
+    let e = env().await;
+    for work in [WindowWork::Auth, WindowWork::Pay, WindowWork::Cert] {
+        let total = (work != WindowWork::Auth).then(|| krw(9_900));
+        let params =
+            e.payple.window_params(work, "chk_v", "Pro", total, &payer(), "https://shop/r", "sub_v").await.unwrap();
+        let v = serde_json::to_value(&params).unwrap();
+        assert_eq!((v["PCD_PAY_TYPE"].as_str(), v["PCD_CARD_VER"].as_str()), (Some("card"), Some("01")), "{v}");
+    }
+}
+
+/// The re-pay's answer and the result lookup's both give the card (company, number, trade
+/// number) and the receipt URL (manual_card README "3. 이후결제 - 정기결제", "결제결과 조회"); the
+/// number is kept masked to at most its first and last four digits, whatever Payple shows (its
+/// lookup sample shows eight leading digits); the lookup's numbers arrive as JSON numbers.
+#[tokio::test]
+async fn payple_repay_and_lookup_report_the_masked_card_and_the_receipt() {
+    let e = env().await;
+    let auth = e.window(WindowWork::Auth, "reg-d", None).await;
+    let key = auth["PCD_PAYER_ID"].as_str().unwrap().to_string();
+    let (c, details) = e.payple.repay_detailed(&charge(&key, 1, 10_000)).await.unwrap();
+    let date = paycycle::calendar::kst_yyyymmdd(c.approved_at);
+    let (state, looked_up) = e
+        .payple
+        .lookup_with_details(&Lookup::Charge { charge_id: charge(&key, 1, 1).charge_id, request_date_kst: date })
+        .await
+        .unwrap();
+    assert!(matches!(state, PaymentState::Paid { amount, .. } if amount == krw(10_000)));
+    for d in [&details, &looked_up] {
+        let card = d.card.as_ref().expect("card");
+        assert_eq!(card.name.as_deref(), Some("NH"));
+        assert_eq!(card.number_masked.as_deref(), Some("2121********2031"), "{d:?}");
+        assert!(card.trade_number.as_deref().is_some_and(|t| !t.is_empty()));
+        assert!(d.receipt_url.as_deref().is_some_and(|u| u.starts_with("https://")));
+    }
+    assert_eq!(details, looked_up, "the same payment, the same details");
+}

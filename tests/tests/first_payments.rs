@@ -1129,3 +1129,61 @@ async fn a_refund_never_cancels_a_steppay_managed_subscription_behind_steppays_b
     assert!(e.sandbox.ledger().await["refunds"].as_array().unwrap().is_empty(), "nothing refunded");
     assert_eq!(e.subscription_state(&c).await.as_deref(), Some("active"));
 }
+
+/// Payple's window takes `PCD_CARD_VER` for card payments: `01` is the recurring (정기) window
+/// that issues a billing key, `02` the one-off (일반) one (PAYPLECORP/manual_card README "1. 최초결제
+/// - 공통"; PAYPLECORP/sample_php `order_confirm.php`, default `01`). paycycle renews, so `01`.
+#[tokio::test]
+async fn a_payple_checkout_opens_the_recurring_card_window_with_pcd_card_ver_01() {
+    let e = env().await;
+    for work in ["PAY", "CERT", "AUTH"] {
+        let c = e.partner.checkout(&payple_checkout(work, 9_900)).await;
+        assert_eq!(
+            (c["payple"]["PCD_PAY_TYPE"].as_str(), c["payple"]["PCD_CARD_VER"].as_str()),
+            (Some("card"), Some("01")),
+            "{work}: {c}"
+        );
+    }
+    let c = e.partner.checkout(&payple_checkout("PAY", 9_900)).await;
+    let result = e.sandbox.payple_window(&c["payple"], None).await;
+    assert_eq!(result["PCD_PAY_RST"], "success", "{result:?}");
+}
+
+/// Every Payple first payment (PAY by lookup, CERT by its confirm, AUTH by paycycle's first
+/// charge) shows the card it was paid with and its receipt on `GET /payments/{id}`: card company,
+/// the number masked (never a full number), trade number, receipt URL (manual_card README).
+#[tokio::test]
+async fn payple_first_payments_show_the_masked_card_and_the_receipt() {
+    let e = env().await;
+    for work in ["PAY", "CERT", "AUTH"] {
+        let c = e.partner.checkout(&payple_checkout(work, 9_900)).await;
+        let result = e.sandbox.payple_window(&c["payple"], None).await;
+        let (status, v) = e.verify(c["id"].as_str().unwrap(), result).await;
+        assert_eq!(status, 200, "{work}: {v}");
+        for p in [
+            v["payment"].clone(),
+            e.partner.get(&format!("/payments/{}", v["payment"]["id"].as_str().unwrap())).await.1,
+        ] {
+            assert_eq!(p["card"]["name"], "NH", "{work}: {p}");
+            let number = p["card"]["number_masked"].as_str().unwrap_or_default();
+            let digits = number.chars().filter(char::is_ascii_digit).count();
+            assert!(number.contains('*') && digits <= 8 && number.ends_with("2031"), "{work}: {number}");
+            assert!(p["card"]["trade_number"].as_str().is_some_and(|t| !t.is_empty()), "{work}: {p}");
+            assert!(p["receipt_url"].as_str().is_some_and(|u| u.starts_with("https://")), "{work}: {p}");
+        }
+    }
+}
+
+/// Payple checks a webhook URL before it uses it: `HEAD` on both webhook routes (the template's
+/// routes, as the local stack serves them) answers 200 with no body. That it stores nothing is
+/// checked on the handler (webhook-ingest's tests count its DynamoDB requests).
+#[tokio::test]
+async fn head_on_the_webhook_routes_answers_200_with_no_body_and_stores_nothing() {
+    let e = env().await;
+    let http = reqwest::Client::new();
+    for pg in ["payple", "steppay"] {
+        let r = http.head(format!("{}/webhooks/{pg}", e.stack.api_url())).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{pg}");
+        assert!(r.bytes().await.unwrap().is_empty(), "{pg}");
+    }
+}

@@ -12,10 +12,19 @@ async fn every_template_route_reaches_its_function_and_answers_json() {
     let client = reqwest::Client::new();
     let api = stack.api_url();
     assert!(api.starts_with("http://127.0.0.1:"));
-    assert_eq!(stack.routes.len(), 12);
+    assert_eq!(stack.routes.len(), 14);
+    // HEAD on the webhook routes (Payple checks the URL): 200, no body.
+    let heads: Vec<_> = stack.routes.iter().filter(|r| r.method == "HEAD").collect();
+    assert_eq!(heads.len(), 2);
+    for route in &heads {
+        assert_eq!(route.function, "WebhookIngestFunction");
+        let resp = client.head(format!("{api}{}", route.path)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "HEAD {}", route.path);
+        assert!(resp.bytes().await.unwrap().is_empty());
+    }
 
     let mut request_ids = std::collections::BTreeSet::new();
-    for route in &stack.routes {
+    for route in stack.routes.iter().filter(|r| r.method != "HEAD") {
         let url = format!("{api}{}?customer_id=c1", route.path.replace("{id}", "x_1"));
         let req = if route.method == "GET" { client.get(url) } else { client.post(url).body("{}") };
         let resp = req.send().await.unwrap();
@@ -33,7 +42,7 @@ async fn every_template_route_reaches_its_function_and_answers_json() {
         assert!(id.starts_with("local-"), "{id}");
         request_ids.insert(id);
     }
-    assert_eq!(request_ids.len(), stack.routes.len(), "each request gets its own id");
+    assert_eq!(request_ids.len(), stack.routes.len() - heads.len(), "each request gets its own id");
 
     let resp = client.get(format!("{api}/nope")).send().await.unwrap();
     assert_eq!(resp.status(), 404);

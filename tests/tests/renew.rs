@@ -956,3 +956,63 @@ async fn a_worker_whose_lease_expired_while_resolving_an_unknown_charge_sends_no
         e.store.attempts_of(s.id()).await.unwrap()
     );
 }
+
+/// `SPCD0001` is reported on Payple's developer site as "the billing key does not exist" (PG-FACTS;
+/// not in PAYPLECORP/manual_card or sample_php): a hard decline — dunning stops at once, nothing
+/// retried on a key that is gone.
+#[tokio::test]
+async fn a_payple_billing_key_that_no_longer_exists_is_a_hard_decline_that_stops_dunning() {
+    let e = env().await;
+    let s = e.subscription("sub_gone", PgMode::Payple, kst(2027, 1, 31, 10), 9_900).await;
+    e.deps.gateways.payple.delete_billing_key(s.billing_key.as_deref().unwrap(), None).await.unwrap();
+    let r = e.tick_at(s.subscription.next_attempt_at.unwrap(), &e.deps).await;
+    assert_eq!(r.declined, 1, "{r:?}");
+    let gone = e.get("sub_gone").await;
+    assert_eq!((gone.subscription.state, gone.subscription.next_attempt_at), (SubscriptionState::Unpaid, None));
+    let attempts = e.store.attempts_of(s.id()).await.unwrap();
+    assert_eq!(attempts.len(), 1, "no retry");
+    match &attempts[0].status {
+        paycycle::domain::attempt::AttemptStatus::Declined { code, hard, .. } => {
+            assert_eq!((code.as_str(), *hard), ("SPCD0001", true));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(e.pg_charges("sub_gone").await.is_empty());
+}
+
+/// What the customer's statement needs survives a renewal: the card company, the masked card
+/// number (never more than its first and last four digits, whatever Payple shows: its lookup's
+/// sample shows eight leading digits) and the trade number from the re-pay's answer, or from the
+/// result lookup that resolves a lost answer; and the receipt URL (`PCD_PAY_CARDNAME`,
+/// `PCD_PAY_CARDNUM`, `PCD_PAY_CARDTRADENUM`, `PCD_PAY_CARDRECEIPT`, manual_card README).
+#[tokio::test]
+async fn a_payple_renewal_payment_keeps_the_masked_card_and_the_receipt() {
+    let e = env().await;
+    let partner = e.partner().await;
+    let s = e.subscription("sub_card", PgMode::Payple, kst(2027, 1, 15, 10), 9_900).await;
+    let lost = e.subscription("sub_cardlost", PgMode::Payple, kst(2027, 1, 16, 10), 9_900).await;
+    e.tick_at(s.subscription.next_attempt_at.unwrap(), &e.deps).await;
+    e.admin("/__admin/config", json!({"timeout_after_charge_ms": 2500})).await;
+    e.admin(
+        "/__admin/scenarios",
+        json!({"billing_key": lost.billing_key, "fault": {"kind": "timeout_after_charge"}, "count": 1}),
+    )
+    .await;
+    let due = lost.subscription.next_attempt_at.unwrap();
+    assert_eq!(e.tick_at(due, &e.deps).await.unknown, 1);
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(e.tick_at(due.checked_add(SignedDuration::from_mins(6)).unwrap(), &e.deps).await.resolved, 1);
+    for id in [s.id(), lost.id()] {
+        let payments = e.store.payments_of_subscription(id).await.unwrap();
+        assert_eq!(payments.len(), 1, "{id}");
+        let (status, p) = partner.get(&format!("/payments/{}", payments[0].payment_id)).await;
+        assert_eq!(status, 200, "{p}");
+        assert_eq!(p["card"]["name"], "NH", "{p}");
+        let number = p["card"]["number_masked"].as_str().unwrap();
+        let digits: String = number.chars().filter(char::is_ascii_digit).collect();
+        assert!(number.contains('*') && digits.len() <= 8, "{id}: {number}");
+        assert!(number.ends_with("2031"), "{number}");
+        assert!(p["card"]["trade_number"].as_str().is_some_and(|t| !t.is_empty()), "{p}");
+        assert!(p["receipt_url"].as_str().is_some_and(|u| u.starts_with("https://")), "{p}");
+    }
+}

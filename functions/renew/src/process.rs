@@ -5,7 +5,7 @@ use jiff::Timestamp;
 use paycycle::domain::attempt::{Attempt, AttemptStatus, ChargeId, SubscriptionId};
 use paycycle::domain::customer::PgMode;
 use paycycle::domain::subscription::{DueAction, SubscriptionState, Transition};
-use paycycle::pg::{ChargeRequest, Charged, Lookup, Payer, PaymentState, PgError};
+use paycycle::pg::{ChargeRequest, Charged, Lookup, Payer, PaymentDetails, PaymentState, PgError};
 use paycycle::store::StoreError;
 use paycycle::store::outbox::{OutboxEvent, subscription_events};
 use paycycle::store::payments::PaymentRecord;
@@ -204,7 +204,7 @@ async fn send_and_settle(
         )
         .await;
     };
-    let result = match deps.gateways.charge(claimed.pg, &req).await {
+    let result = match deps.gateways.charge_detailed(claimed.pg, &req).await {
         Err(PgError::AlreadyProcessed { .. }) => already_sent(deps, claimed, &attempt).await,
         other => other,
     };
@@ -222,7 +222,7 @@ async fn settle(
     claimed: &SubscriptionRecord,
     attempt: &Attempt,
     stored_status: &str,
-    result: Result<Charged, PgError>,
+    result: Result<Approved, PgError>,
     now: Timestamp,
     owner: &str,
 ) -> Outcome {
@@ -231,8 +231,8 @@ async fn settle(
     }
     let sub = &collecting.subscription;
     let (attempt_status, transition, payment, outcome) = match result {
-        Ok(charged) => {
-            let payment = payment_for(claimed, attempt, &charged);
+        Ok((charged, details)) => {
+            let payment = payment_for(claimed, attempt, &charged).with_details(details);
             (
                 AttemptStatus::Approved {
                     pg_payment_id: charged.pg_payment_id.clone(),
@@ -437,6 +437,9 @@ async fn not_sent(
     commit(deps, tx, &[], claimed.id(), Outcome::NotSent).await
 }
 
+/// An approved charge with what the PG said about it for the customer (card, receipt).
+type Approved = (Charged, PaymentDetails);
+
 fn payment_for(claimed: &SubscriptionRecord, attempt: &Attempt, charged: &Charged) -> PaymentRecord {
     PaymentRecord::paid(
         claimed.pg,
@@ -482,19 +485,19 @@ async fn resolve(
     };
     let looked_up = look_up(deps, claimed, &attempt).await;
     match looked_up {
-        Ok(PaymentState::Paid { pg_payment_id, amount, paid_at, .. }) => {
+        Ok((PaymentState::Paid { pg_payment_id, amount, paid_at, .. }, details)) => {
             let charged = Charged { pg_payment_id, amount, approved_at: paid_at.unwrap_or(now) };
-            settle(deps, &collecting, claimed, &attempt, stored_status, Ok(charged), now, owner).await
+            settle(deps, &collecting, claimed, &attempt, stored_status, Ok((charged, details)), now, owner).await
         }
-        Ok(PaymentState::Refunded { pg_payment_id, amount }) => {
+        Ok((PaymentState::Refunded { pg_payment_id, amount }, details)) => {
             let charged = Charged { pg_payment_id, amount, approved_at: now };
-            settle(deps, &collecting, claimed, &attempt, stored_status, Ok(charged), now, owner).await
+            settle(deps, &collecting, claimed, &attempt, stored_status, Ok((charged, details)), now, owner).await
         }
-        Err(PgError::NotFound) | Ok(PaymentState::Failed { .. }) if stopped(claimed) => {
+        Err(PgError::NotFound) | Ok((PaymentState::Failed { .. }, _)) if stopped(claimed) => {
             // Woken by a hint in review (or canceled in review): a person stopped the charging, so
             // nothing is charged again here. A failure at the PG is a decline; a payment the PG
             // does not know goes back to the person.
-            if let Ok(PaymentState::Failed { .. }) = &looked_up {
+            if let Ok((PaymentState::Failed { .. }, _)) = &looked_up {
                 let failed = PgError::Declined {
                     hard: false,
                     code: "failed_at_pg".into(),
@@ -504,7 +507,7 @@ async fn resolve(
             }
             still_unknown(deps, claimed, now, owner).await
         }
-        Err(PgError::NotFound) | Ok(PaymentState::Failed { .. }) => {
+        Err(PgError::NotFound) | Ok((PaymentState::Failed { .. }, _)) => {
             // Never reached the PG (or failed there): charge it now under the same id, dated
             // (and stored) as sent now, so a lost answer is looked up under the right date.
             let resent = attempt.sent_at(send_time(deps, now));
@@ -524,7 +527,7 @@ async fn resolve(
             }
             send_and_settle(deps, &collecting, claimed, resent, stored_status, now, owner).await
         }
-        Ok(PaymentState::Pending) | Err(_) => {
+        Ok((PaymentState::Pending, _)) | Err(_) => {
             if stored_status == "pending" {
                 // A dead worker's attempt we cannot look up (StepPay has no lookup by our id):
                 // mark it unknown so the review window starts.
@@ -541,7 +544,11 @@ async fn resolve(
 /// (its lookup is by OID and date, and a charge re-sent on another day may be known under the
 /// earlier one). Paid anywhere wins; then anything inconclusive (pending, no answer); then a
 /// failure; `NotFound` only when no date knows it.
-async fn look_up(deps: &Deps, claimed: &SubscriptionRecord, attempt: &Attempt) -> Result<PaymentState, PgError> {
+async fn look_up(
+    deps: &Deps,
+    claimed: &SubscriptionRecord,
+    attempt: &Attempt,
+) -> Result<(PaymentState, PaymentDetails), PgError> {
     let dates = match claimed.pg {
         PgMode::Payple => lookup_dates(attempt),
         _ => vec![attempt.request_date_kst.clone()],
@@ -552,10 +559,10 @@ async fn look_up(deps: &Deps, claimed: &SubscriptionRecord, attempt: &Attempt) -
             Some(id) => Lookup::PgPayment { pg_payment_id: id.clone(), request_date_kst: Some(date) },
             None => Lookup::Charge { charge_id: attempt.charge_id.clone(), request_date_kst: date },
         };
-        match deps.gateways.lookup(claimed.pg, &q).await {
-            paid @ Ok(PaymentState::Paid { .. } | PaymentState::Refunded { .. }) => return paid,
+        match deps.gateways.lookup_detailed(claimed.pg, &q).await {
+            paid @ Ok((PaymentState::Paid { .. } | PaymentState::Refunded { .. }, _)) => return paid,
             Err(PgError::NotFound) => {}
-            failed @ Ok(PaymentState::Failed { .. }) => {
+            failed @ Ok((PaymentState::Failed { .. }, _)) => {
                 if matches!(found, Err(PgError::NotFound)) {
                     found = failed;
                 }
@@ -587,13 +594,13 @@ fn lookup_dates(attempt: &Attempt) -> Vec<String> {
 /// `SPCD0014` 이미 처리된 거래입니다, seed 003; StepPay's duplicate `partnerOrderId`): an earlier
 /// send of it exists, so it is never a decline. Looked up at once; until the PG shows it, it is
 /// an unknown outcome.
-async fn already_sent(deps: &Deps, claimed: &SubscriptionRecord, attempt: &Attempt) -> Result<Charged, PgError> {
+async fn already_sent(deps: &Deps, claimed: &SubscriptionRecord, attempt: &Attempt) -> Result<Approved, PgError> {
     match look_up(deps, claimed, attempt).await {
-        Ok(PaymentState::Paid { pg_payment_id, amount, paid_at, .. }) => {
-            Ok(Charged { pg_payment_id, amount, approved_at: paid_at.unwrap_or_else(Timestamp::now) })
+        Ok((PaymentState::Paid { pg_payment_id, amount, paid_at, .. }, details)) => {
+            Ok((Charged { pg_payment_id, amount, approved_at: paid_at.unwrap_or_else(Timestamp::now) }, details))
         }
-        Ok(PaymentState::Refunded { pg_payment_id, amount }) => {
-            Ok(Charged { pg_payment_id, amount, approved_at: Timestamp::now() })
+        Ok((PaymentState::Refunded { pg_payment_id, amount }, details)) => {
+            Ok((Charged { pg_payment_id, amount, approved_at: Timestamp::now() }, details))
         }
         other => Err(PgError::Unknown {
             reason: format!(

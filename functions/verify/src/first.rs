@@ -7,8 +7,8 @@ use paycycle::domain::customer::PgMode;
 use paycycle::domain::events::EventKind;
 use paycycle::domain::subscription::Subscription;
 use paycycle::pg::payple::transformers::PaypleResult;
-use paycycle::pg::payple::{KeyHolder, WindowCheck, WindowWork};
-use paycycle::pg::{ChargeRequest, Charged, FirstPayment, Payer, PaymentState, PgError};
+use paycycle::pg::payple::{Found, KeyHolder, WindowCheck, WindowWork};
+use paycycle::pg::{ChargeRequest, Charged, FirstPayment, Payer, PaymentDetails, PaymentState, PgError};
 use paycycle::store::StoreError;
 use paycycle::store::checkouts::{CheckoutRecord, CheckoutStatus};
 use paycycle::store::outbox::{OutboxEvent, subscription_events};
@@ -192,7 +192,7 @@ fn send_dates(c: &CheckoutRecord) -> Vec<String> {
 
 /// The checkout's own payment (AUTH first charge, CERT confirm) as Payple recorded it, under
 /// the OID that work charged and the dates it was sent on. `NotPaid`: Payple shows none (yet).
-async fn sent_payment(deps: &Deps, c: &CheckoutRecord) -> Result<FirstPayment, PgError> {
+async fn sent_payment(deps: &Deps, c: &CheckoutRecord) -> Result<Paid, PgError> {
     let first = c.first_charge_at.ok_or_else(|| PgError::Invalid("no payment was sent".into()))?;
     let mut check = window_check(c)?;
     check.opened_at = first;
@@ -218,7 +218,7 @@ async fn mark_sent(deps: &Deps, current: &mut CheckoutRecord, now: Timestamp) ->
 /// that fails for any other reason is no "not found"). A CERT confirm is never failed on "not
 /// found" alone — the money may be at Payple: it stays open (the sweep raises the needs-review
 /// alarm if it stays unresolved).
-async fn first_charge_outcome(deps: &Deps, c: &CheckoutRecord, now: Timestamp) -> Result<FirstPayment, PgError> {
+async fn first_charge_outcome(deps: &Deps, c: &CheckoutRecord, now: Timestamp) -> Result<Paid, PgError> {
     let latest = c.latest_send().ok_or_else(|| PgError::Invalid("no first charge was sent".into()))?;
     match sent_payment(deps, c).await {
         Err(PgError::NotPaid(why))
@@ -248,14 +248,16 @@ async fn first_charge(
     current: &mut CheckoutRecord,
     billing_key: String,
     now: Timestamp,
-) -> Result<FirstPayment, PgError> {
+) -> Result<Paid, PgError> {
     let charge_id =
         ChargeId::new(current.subscription_id.clone(), 0, 1).map_err(|e| PgError::Invalid(e.to_string()))?;
     if current.first_charge_at.is_some() {
         // Sent before: Payple's record decides; only "nothing there" sends it again (under the
         // same OID, which Payple refuses to charge twice).
         match sent_payment(deps, current).await {
-            Ok(fp) => return Ok(FirstPayment { charged: fp.charged, billing_key: Some(billing_key) }),
+            Ok((fp, details)) => {
+                return Ok((FirstPayment { charged: fp.charged, billing_key: Some(billing_key) }, details));
+            }
             Err(PgError::NotPaid(_)) => {}
             Err(e) => return Err(e),
         }
@@ -268,14 +270,19 @@ async fn first_charge(
         goods: current.plan.name.clone(),
         payer: payer(current),
     };
-    match deps.gateways.payple.repay(&req).await {
-        Ok(charged) => Ok(FirstPayment { charged: Some(charged), billing_key: Some(billing_key) }),
+    match deps.gateways.payple.repay_detailed(&req).await {
+        Ok((charged, details)) => {
+            Ok((FirstPayment { charged: Some(charged), billing_key: Some(billing_key) }, details))
+        }
         Err(PgError::Declined { code, message, .. }) => {
             Err(PgError::VerificationFailed(format!("the first charge was declined ({code}): {message}")))
         }
         Err(e) => Err(e),
     }
 }
+
+/// A verified first payment with what the PG said about it for the customer (card, receipt).
+type Paid = (FirstPayment, PaymentDetails);
 
 /// Asks the PG about the evidence.
 async fn ask_pg(
@@ -284,7 +291,7 @@ async fn ask_pg(
     evidence: &Evidence,
     source: Source,
     now: Timestamp,
-) -> Result<FirstPayment, PgError> {
+) -> Result<Paid, PgError> {
     let expected = current.plan.amount;
     match evidence {
         Evidence::Payple(fields) => {
@@ -316,17 +323,22 @@ async fn ask_pg(
                     other => other,
                 };
             }
-            let fp = deps.gateways.payple.verify_window_result(fields, &check).await?;
+            let (fp, details) = deps.gateways.payple.verify_window_result(fields, &check).await?;
             match (check.work, fp.billing_key.clone()) {
                 (WindowWork::Auth, Some(key)) => first_charge(deps, current, key, now).await,
-                _ => Ok(fp),
+                _ => Ok((fp, details)),
             }
         }
         Evidence::FirstCharge => first_charge_outcome(deps, current, now).await,
-        Evidence::SteppayOrder { order_code } => deps.gateways.steppay.verify_order(order_code, expected).await,
-        Evidence::SteppayPayment { id_key } => {
-            deps.gateways.steppay.verify_payment(id_key, Some(&current.checkout_id), expected).await
+        Evidence::SteppayOrder { order_code } => {
+            deps.gateways.steppay.verify_order(order_code, expected).await.map(|fp| (fp, PaymentDetails::default()))
         }
+        Evidence::SteppayPayment { id_key } => deps
+            .gateways
+            .steppay
+            .verify_payment(id_key, Some(&current.checkout_id), expected)
+            .await
+            .map(|fp| (fp, PaymentDetails::default())),
     }
 }
 
@@ -370,7 +382,7 @@ pub async fn complete(
         Err(e) => return Err(e.into()),
     }
     match ask_pg(deps, &mut current, evidence, source, now).await {
-        Ok(fp) => activate(deps, current, fp, now).await,
+        Ok((fp, details)) => activate(deps, current, fp, details, now).await,
         Err(e) => Err(not_completed(deps, &current, e).await),
     }
 }
@@ -389,7 +401,7 @@ async fn not_completed(deps: &Deps, current: &CheckoutRecord, e: PgError) -> Ver
             let why =
                 format!("the PG charged {} for {what}, the checkout expects {expected}: tampered", charged.amount);
             tracing::warn!(checkout_id = %current.checkout_id, reason = %why, "first payment of another amount");
-            match keep_on_failed_checkout(deps, current, &charged, why.clone()).await {
+            match keep_on_failed_checkout(deps, current, &charged, PaymentDetails::default(), why.clone()).await {
                 Ok(_) => return VerifyError::Failed(why),
                 Err(e) => (None, e),
             }
@@ -409,17 +421,18 @@ async fn activate(
     deps: &Deps,
     current: CheckoutRecord,
     fp: FirstPayment,
+    details: PaymentDetails,
     now: Timestamp,
 ) -> Result<Completed, VerifyError> {
     let Some(charged) = fp.charged else {
         release(deps, &current, None).await?;
         return Err(VerifyError::NotPaid("no payment was made".into()));
     };
-    let payment = payment_of(&current, &charged);
+    let payment = payment_of(&current, &charged).with_details(details.clone());
     let Some(billing_key) = fp.billing_key else {
         // Money moved but nothing can renew it (StepPay self paid without a *_BILL method).
         let why = "the first payment issued no billing key (StepPay self needs CARD_BILL or CMS_BILL)".to_string();
-        keep_on_failed_checkout(deps, &current, &charged, why.clone()).await?;
+        keep_on_failed_checkout(deps, &current, &charged, details, why.clone()).await?;
         return Err(VerifyError::Failed(why));
     };
     let incomplete =
@@ -497,9 +510,10 @@ async fn keep_on_failed_checkout(
     deps: &Deps,
     current: &CheckoutRecord,
     charged: &Charged,
+    details: PaymentDetails,
     why: String,
 ) -> Result<PaymentRecord, VerifyError> {
-    let payment = payment_of(current, charged);
+    let payment = payment_of(current, charged).with_details(details);
     let next = CheckoutRecord {
         status: CheckoutStatus::Failed,
         failure: Some(why.clone()),
@@ -549,15 +563,15 @@ pub async fn paid_after_failure(
     }
     let hints: Vec<String> = hint.into_iter().chain(send_dates(&c)).collect();
     match deps.gateways.payple.find_payment(oid, hints, c.created_at).await.map_err(VerifyError::Pg)? {
-        Some((PaymentState::Paid { amount, paid_at, .. }, _)) => {
+        Some(Found { state: PaymentState::Paid { amount, paid_at, .. }, details, .. }) => {
             let charged = Charged { pg_payment_id: oid.to_string(), amount, approved_at: paid_at.unwrap_or(now) };
             let why = format!(
                 "{}; then Payple confirmed {oid} paid {amount}: recorded for a refund",
                 c.failure.as_deref().unwrap_or("failed")
             );
-            keep_on_failed_checkout(deps, &c, &charged, why).await.map(Some)
+            keep_on_failed_checkout(deps, &c, &charged, details, why).await.map(Some)
         }
-        Some((other, _)) => Err(VerifyError::NotPaid(format!("Payple's record of {oid}: {other:?}"))),
+        Some(Found { state: other, .. }) => Err(VerifyError::NotPaid(format!("Payple's record of {oid}: {other:?}"))),
         None => Err(VerifyError::NotPaid(format!("Payple has no payment {oid}"))),
     }
 }

@@ -1,4 +1,5 @@
-//! `webhook-ingest`: `POST /webhooks/steppay` and `POST /webhooks/payple` (DESIGN §3).
+//! `webhook-ingest`: `POST /webhooks/steppay` and `POST /webhooks/payple` (DESIGN §3), and `HEAD`
+//! on both (200, no body, nothing stored: Payple checks a webhook URL before it uses it).
 //!
 //! Store first, verify later: the raw event is stored with one conditional `PutItem` keyed by
 //! its dedupe key, and the answer is a fast 200 — no PG is called here (Payple wants an answer
@@ -115,10 +116,14 @@ fn payple_key(ct: &str, body: &[u8]) -> Result<String, ApiError> {
     Ok(r.dedupe_key())
 }
 
+/// The answer to `HEAD` on a webhook route: 200 with no body.
+fn head_ok() -> Response<Body> {
+    let mut response = Response::new(Body::Empty);
+    *response.status_mut() = StatusCode::OK;
+    response
+}
+
 async fn ingest(deps: &Deps, req: &Request, now: Timestamp) -> Result<Response<Body>, ApiError> {
-    if req.method() != http::Method::POST {
-        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "webhooks are POSTed"));
-    }
     let path = req.uri().path().trim_end_matches('/');
     let pg = if path.ends_with("/webhooks/steppay") {
         Pg::Steppay
@@ -127,6 +132,14 @@ async fn ingest(deps: &Deps, req: &Request, now: Timestamp) -> Result<Response<B
     } else {
         return Err(ApiError::route_not_found());
     };
+    if req.method() == http::Method::HEAD {
+        // Payple checks a webhook URL (HEAD) before it delivers to it: 200, no body, nothing
+        // read or stored. Both routes answer alike.
+        return Ok(head_ok());
+    }
+    if req.method() != http::Method::POST {
+        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "webhooks are POSTed"));
+    }
     let body = api::body(req)?;
     let ct = content_type(req)?;
     let text = std::str::from_utf8(body)

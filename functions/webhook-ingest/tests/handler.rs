@@ -67,3 +67,31 @@ async fn form_bodies_are_accepted_and_bad_ones_are_json_4xx_with_the_request_id(
         assert_eq!(v["error"]["request_id"], "Xyz1AbCdEfGhIjK=");
     }
 }
+
+/// Payple checks a webhook URL with `HEAD` before it sends to it: both webhook routes answer 200
+/// with no body, and nothing is read or written.
+#[tokio::test]
+async fn head_on_a_webhook_route_answers_200_with_no_body_and_stores_nothing() {
+    let (_moto, deps) = deps().await;
+    for path in ["/webhooks/payple", "/webhooks/steppay"] {
+        let mut event: serde_json::Value = serde_json::from_str(FIXTURE).unwrap();
+        event["requestContext"]["http"]["method"] = "HEAD".into();
+        event["requestContext"]["http"]["path"] = path.into();
+        event["rawPath"] = path.into();
+        event["routeKey"] = format!("HEAD {path}").into();
+        event["body"] = serde_json::Value::Null;
+        event["headers"].as_object_mut().unwrap().remove("content-type");
+        let req = lambda_http::request::from_str(&event.to_string()).unwrap();
+        let before = deps.store.counter.snapshot();
+        let res = webhook_ingest::handler(&deps, req).await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        assert!(matches!(res.body(), lambda_http::Body::Empty), "{path}: {:?}", res.body());
+        assert_eq!(deps.store.counter.snapshot().since(&before).total_requests(), 0, "{path}");
+    }
+    // Other methods are still refused.
+    let mut event: serde_json::Value = serde_json::from_str(FIXTURE).unwrap();
+    event["requestContext"]["http"]["method"] = "GET".into();
+    let res =
+        webhook_ingest::handler(&deps, lambda_http::request::from_str(&event.to_string()).unwrap()).await.unwrap();
+    assert_eq!(res.status(), 405);
+}

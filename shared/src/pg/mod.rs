@@ -116,6 +116,29 @@ pub struct Charged {
     pub approved_at: Timestamp,
 }
 
+/// What the PG told about a payment that the customer's records need: the card it was paid with
+/// and the receipt (Payple `PCD_PAY_CARDNAME`, `PCD_PAY_CARDNUM`, `PCD_PAY_CARDTRADENUM`,
+/// `PCD_PAY_CARDRECEIPT`: PAYPLECORP/manual_card README "결제결과 조회" and the payment responses).
+/// Kept on the payment record and shown on the payments API. Never a full card number: the
+/// number is masked again by us whatever the PG sent ([`payple::mask_card_number`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PaymentDetails {
+    pub card: Option<CardInfo>,
+    /// The card slip (매출전표) URL, only when it is an `https` or `http` URL.
+    pub receipt_url: Option<String>,
+}
+
+/// The card a payment was made with, as far as the PG said.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CardInfo {
+    /// The card company (카드사명), e.g. `BC카드`.
+    pub name: Option<String>,
+    /// At most the first and the last four digits, every other digit `*`.
+    pub number_masked: Option<String>,
+    /// The card transaction number (카드거래번호 / 거래 키).
+    pub trade_number: Option<String>,
+}
+
 #[derive(Clone, Debug)]
 pub struct RefundRequest {
     pub pg_payment_id: String,
@@ -306,6 +329,37 @@ impl Gateways {
         match mode {
             PgMode::Payple => self.payple.lookup(q).await,
             PgMode::SteppaySelf | PgMode::SteppayManaged => self.steppay.lookup(q).await,
+        }
+    }
+
+    /// [`Gateways::lookup`] with what the PG's answer says for the customer's records (card,
+    /// receipt; Payple's result lookup carries them, StepPay's answers give none here).
+    pub async fn lookup_detailed(
+        &self,
+        mode: crate::domain::customer::PgMode,
+        q: &Lookup,
+    ) -> Result<(PaymentState, PaymentDetails), PgError> {
+        use crate::domain::customer::PgMode;
+        match mode {
+            PgMode::Payple => self.payple.lookup_with_details(q).await,
+            PgMode::SteppaySelf | PgMode::SteppayManaged => {
+                self.steppay.lookup(q).await.map(|s| (s, PaymentDetails::default()))
+            }
+        }
+    }
+
+    /// [`Gateways::charge`] with what the PG's approval says for the customer's records.
+    pub async fn charge_detailed(
+        &self,
+        mode: crate::domain::customer::PgMode,
+        req: &ChargeRequest,
+    ) -> Result<(Charged, PaymentDetails), PgError> {
+        use crate::domain::customer::PgMode;
+        match mode {
+            PgMode::Payple => self.payple.repay_detailed(req).await,
+            PgMode::SteppaySelf | PgMode::SteppayManaged => {
+                self.charge(mode, req).await.map(|c| (c, PaymentDetails::default()))
+            }
         }
     }
 

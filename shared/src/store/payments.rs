@@ -18,6 +18,7 @@ use crate::domain::attempt::{ChargeId, SubscriptionId};
 use crate::domain::customer::PgMode;
 use crate::domain::payment::{PaymentAmounts, RefundStatus};
 use crate::money::Krw;
+use crate::pg::{CardInfo, PaymentDetails};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentRecord {
@@ -39,6 +40,12 @@ pub struct PaymentRecord {
     pub paid_at: Timestamp,
     /// `YYYYMMDD` (KST) of the payment: Payple's refund needs `PCD_PAY_DATE`.
     pub pay_date_kst: String,
+    /// The card it was paid with, as the PG said (Payple's card fields; the number masked by us).
+    #[serde(default)]
+    pub card: Option<CardInfo>,
+    /// The card slip URL the PG gave (Payple `PCD_PAY_CARDRECEIPT`).
+    #[serde(default)]
+    pub receipt_url: Option<String>,
     pub version: u64,
 }
 
@@ -80,8 +87,15 @@ impl PaymentRecord {
             refundable: amount,
             paid_at,
             pay_date_kst: crate::calendar::kst_yyyymmdd(paid_at),
+            card: None,
+            receipt_url: None,
             version: 1,
         }
+    }
+
+    /// The same payment with what the PG said about it for the customer (card, receipt).
+    pub fn with_details(self, details: PaymentDetails) -> Self {
+        Self { card: details.card, receipt_url: details.receipt_url, ..self }
     }
 }
 

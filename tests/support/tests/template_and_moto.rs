@@ -32,6 +32,9 @@ fn template_defines_the_design_table_routes_and_functions() {
         ("POST", "/subscriptions/{id}/plan"),
         ("POST", "/webhooks/steppay"),
         ("POST", "/webhooks/payple"),
+        // Payple checks a webhook URL with HEAD before it uses it.
+        ("HEAD", "/webhooks/steppay"),
+        ("HEAD", "/webhooks/payple"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))

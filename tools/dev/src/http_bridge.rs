@@ -200,6 +200,7 @@ fn method_filter(method: &str) -> Option<MethodFilter> {
         "PUT" => MethodFilter::PUT,
         "PATCH" => MethodFilter::PATCH,
         "DELETE" => MethodFilter::DELETE,
+        "HEAD" => MethodFilter::HEAD,
         _ => return None,
     })
 }

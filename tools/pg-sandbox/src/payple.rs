@@ -215,11 +215,28 @@ fn decline(hard: bool) -> (&'static str, &'static str) {
     }
 }
 
-fn payment_fields(c: &Charge, payer: &Payer, f: &Fields, code: &str, msg: &str) -> Fields {
+/// How a result carries its numbers (`PCD_PAY_TOTAL`, `PCD_PAY_TAXTOTAL`): Payple's card manual
+/// (PAYPLECORP/manual_card README "3. 이후결제 - 정기결제" and "결제결과 조회" responses:
+/// `"PCD_PAY_TOTAL" => 1000`, type `N`) shows JSON numbers for re-pay and lookup; seed 003 3-7's
+/// CERT confirm response shows strings (`"PCD_PAY_TOTAL":"100"`) — the seed wins there.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Numbers {
+    Json,
+    Strings,
+}
+
+/// The sandbox's card: its number as the window / re-pay / confirm results show it (seed 003
+/// 3-7's sample: `2121-****-****-2031`) and as the result lookup shows it (manual_card README
+/// "결제결과 조회": `12345678 ** ** 1234`, the first eight digits visible).
+const CARD_MASKED: &str = "2121-****-****-2031";
+const CARD_MASKED_LOOKUP: &str = "21211234 ** ** 2031";
+
+fn payment_fields(c: &Charge, payer: &Payer, f: &Fields, code: &str, msg: &str, numbers: Numbers) -> Fields {
     let mut out = Fields::new();
     let mut put = |k: &str, v: Value| {
         out.insert(k.into(), v);
     };
+    let number = |n: i64| if numbers == Numbers::Json { Value::from(n) } else { Value::from(n.to_string()) };
     put("PCD_PAY_RST", "success".into());
     put("PCD_PAY_CODE", code.into());
     put("PCD_PAY_MSG", format!("[test] {msg}").into());
@@ -231,13 +248,19 @@ fn payment_fields(c: &Charge, payer: &Payer, f: &Fields, code: &str, msg: &str) 
     put("PCD_PAYER_HP", get(f, "PCD_PAYER_HP").or(payer.hp.clone()).unwrap_or_default().into());
     put("PCD_PAYER_EMAIL", get(f, "PCD_PAYER_EMAIL").or(payer.email.clone()).unwrap_or_default().into());
     put("PCD_PAY_GOODS", c.goods.clone().into());
-    put("PCD_PAY_AMOUNT", c.amount.to_string().into());
-    put("PCD_PAY_TOTAL", c.amount.to_string().into());
+    if numbers == Numbers::Strings {
+        // Seed 003 3-7 only.
+        put("PCD_PAY_AMOUNT", c.amount.to_string().into());
+    }
+    put("PCD_PAY_TOTAL", number(c.amount));
     put("PCD_PAY_ISTAX", get(f, "PCD_PAY_ISTAX").unwrap_or_else(|| "Y".into()).into());
-    put("PCD_PAY_TAXTOTAL", get(f, "PCD_PAY_TAXTOTAL").unwrap_or_else(|| "0".into()).into());
+    put("PCD_PAY_TAXTOTAL", number(int(f, "PCD_PAY_TAXTOTAL").unwrap_or(0)));
     put("PCD_PAY_TIME", c.pay_time.clone().into());
     put("PCD_PAY_CARDNAME", "NH".into());
-    put("PCD_PAY_CARDNUM", "2121-****-****-2031".into());
+    put(
+        "PCD_PAY_CARDNUM",
+        if numbers == Numbers::Json && code == LOOKUP_OK { CARD_MASKED_LOOKUP } else { CARD_MASKED }.into(),
+    );
     put("PCD_PAY_CARDTRADENUM", c.trade_no.clone().into());
     put("PCD_PAY_CARDAUTHNO", c.trade_no[..8].to_string().into());
     put("PCD_PAY_CARDRECEIPT", format!("https://sandbox.invalid/receipt/{}", c.id).into());
@@ -246,6 +269,38 @@ fn payment_fields(c: &Charge, payer: &Payer, f: &Fields, code: &str, msg: &str) 
     put("PCD_USER_DEFINE2", get(f, "PCD_USER_DEFINE2").unwrap_or_default().into());
     out
 }
+
+/// The fields of the result lookup's answer, exactly as PAYPLECORP/manual_card README "결제결과 조회"
+/// lists them (its response table), plus `PCD_PAY_CODE`, which PAYPLECORP/sample_php
+/// `cPayPayple/payInfo.php` reads: nothing else, so a client that relied on another field (a
+/// refund total, a status, the payer's name) would fail against the sandbox.
+const LOOKUP_FIELDS: &[&str] = &[
+    "PCD_PAY_RST",
+    "PCD_PAY_CODE",
+    "PCD_PAY_MSG",
+    "PCD_PAY_OID",
+    "PCD_PAY_TYPE",
+    "PCD_PAYER_NO",
+    "PCD_PAYER_ID",
+    "PCD_PAY_YEAR",
+    "PCD_PAY_MONTH",
+    "PCD_PAY_GOODS",
+    "PCD_PAY_TOTAL",
+    "PCD_PAY_ISTAX",
+    "PCD_PAY_TAXTOTAL",
+    "PCD_PAY_TIME",
+    "PCD_REGULER_FLAG",
+    "PCD_PAYER_EMAIL",
+    "PCD_PAY_CARDNUM",
+    "PCD_PAY_CARDNAME",
+    "PCD_PAY_CARDTRADENUM",
+    "PCD_PAY_CARDAUTHNO",
+    "PCD_PAY_CARDRECEIPT",
+];
+
+/// The code of a lookup that found the payment (sandbox code: manual_card's lookup sample shows
+/// no `PCD_PAY_CODE`; PAYPLECORP/sample_php `cPayPayple/payInfo.php` reads one).
+const LOOKUP_OK: &str = "PCHK0000";
 
 fn new_charge(shared: &Shared, now: jiff::Timestamp, oid: String, amount: i64, payer: &Payer, f: &Fields) -> Charge {
     Charge {
@@ -288,14 +343,16 @@ pub async fn repay(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Respon
         return fail("SPCD0099", "PCD_PAY_TOTAL이 없습니다 (sandbox code)", &oid_echo);
     };
     if amount < 100 {
-        return fail("SPCD0001", "카드 결제 최소 금액은 100원입니다 (sandbox code)", &oid_echo);
+        return fail("SPCD0098", "카드 결제 최소 금액은 100원입니다 (sandbox code)", &oid_echo);
     }
     let (result, fault) = {
         let mut state = shared.state.lock().expect("state");
         let now = state.now();
         let payer = match state.payers.get(&payer_id) {
             Some(p) if !p.deleted => p.clone(),
-            _ => return fail("SPCD0002", "등록되지 않았거나 해지된 빌링키입니다 (sandbox code)", &oid_echo),
+            // Reported on Payple's developer site as "the billing key does not exist" (PG-FACTS;
+            // not in PAYPLECORP/manual_card or sample_php: unconfirmed).
+            _ => return fail("SPCD0001", "빌링키가 존재하지 않습니다 (reported, unconfirmed)", &oid_echo),
         };
         let oid = get(&f, "PCD_PAY_OID").unwrap_or_else(|| format!("test{}", shared.random(12)));
         if state.charge(Pg::Payple, &oid).is_some() {
@@ -310,7 +367,7 @@ pub async fn repay(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Respon
         }
         let charge = new_charge(&shared, now, oid, amount, &payer, &f);
         state.charges.push(charge.clone());
-        (payment_fields(&charge, &payer, &f, "SPCD0000", "결제완료"), fault)
+        (payment_fields(&charge, &payer, &f, "SPCD0000", "결제완료", Numbers::Json), fault)
     };
     send_webhook(&shared, &result, webhook_fault(&fault));
     if matches!(fault, Some(Fault::TimeoutAfterCharge)) {
@@ -363,7 +420,11 @@ pub async fn lookup(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Respo
             // Payple's manual (PAYPLECORP/manual_card README, "결제결과 조회") lists the lookup's
             // answer fields: the payment's, and no refund or status field. A refunded payment
             // looks exactly like a paid one here.
-            let out = payment_fields(c, &payer, &f, "PCHK0000", "조회 성공");
+            let mut out = payment_fields(c, &payer, &f, LOOKUP_OK, "조회 성공", Numbers::Json);
+            out.retain(|k, _| LOOKUP_FIELDS.contains(&k.as_str()));
+            out.insert("PCD_PAY_YEAR".into(), c.pay_date[..4].to_string().into());
+            out.insert("PCD_PAY_MONTH".into(), c.pay_date[4..6].to_string().into());
+            out.insert("PCD_REGULER_FLAG".into(), "N".into());
             Json(Value::Object(out)).into_response()
         }
         _ => fail("PCHK0001", "조회된 결제내역이 없습니다 (sandbox code)", &[("PCD_PAY_OID", oid.into())]),
@@ -416,7 +477,7 @@ pub async fn refund(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Respo
         }
         c.refunded += total;
         c.status = if c.refunded == c.amount { "canceled" } else { "partial_canceled" }.into();
-        let left = c.amount - c.refunded;
+        let (c_payer, c_goods) = (c.billing_key.clone().unwrap_or_default(), c.goods.clone());
         let tid = shared.random(20);
         state.refunds.push(RefundEntry { pg: Pg::Payple, charge_id: oid.clone(), amount: total, tid, at: now });
         json!({
@@ -425,9 +486,10 @@ pub async fn refund(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Respo
             "PCD_PAY_MSG": "[test] 환불성공",
             "PCD_PAY_OID": oid,
             "PCD_PAY_TYPE": "card",
-            "PCD_REFUND_TOTAL": total.to_string(),
-            "PCD_REMAIN_TOTAL": left.to_string(),
-            "PCD_PAY_DATE": date,
+            "PCD_PAYER_ID": c_payer,
+            "PCD_PAY_GOODS": c_goods,
+            // A JSON number, as manual_card README "4. 승인취소" answers (`"PCD_REFUND_TOTAL" => 1000`).
+            "PCD_REFUND_TOTAL": total,
         })
     };
     if matches!(fault, Some(Fault::TimeoutAfterCharge)) {
@@ -569,6 +631,18 @@ pub async fn window(
             }
         }
     }
+    // `PCD_CARD_VER` is required for a card window: `01` 정기 (recurring, a billing key), `02`
+    // 일반 (PAYPLECORP/manual_card README "1. 최초결제 - 공통" parameter table; PAYPLECORP/sample_php
+    // `order_confirm.php` sets it for `card` only, default `01`). The refusal's code is sandbox code.
+    if get(&f, "PCD_PAY_TYPE").as_deref() == Some("card")
+        && !matches!(get(&f, "PCD_CARD_VER").as_deref(), Some("01" | "02"))
+    {
+        let mut r = Fields::new();
+        r.insert("PCD_PAY_RST".into(), "error".into());
+        r.insert("PCD_PAY_CODE".into(), "CARD0002".into());
+        r.insert("PCD_PAY_MSG".into(), "[test] PCD_CARD_VER(01|02)가 필요합니다 (sandbox code)".into());
+        return respond(r);
+    }
     let mut base = Fields::new();
     base.insert("PCD_PAY_WORK".into(), work.clone().into());
     base.insert("PCD_PAY_OID".into(), get(&f, "PCD_PAY_OID").unwrap_or_default().into());
@@ -600,7 +674,7 @@ pub async fn window(
     let amount = int(&f, "PCD_PAY_TOTAL");
     if work != "AUTH" && amount.is_none_or(|a| a < 100) {
         base.insert("PCD_PAY_RST".into(), "error".into());
-        base.insert("PCD_PAY_CODE".into(), "SPCD0001".into());
+        base.insert("PCD_PAY_CODE".into(), "SPCD0098".into());
         base.insert("PCD_PAY_MSG".into(), "[test] 카드 결제 최소 금액은 100원입니다 (sandbox code)".into());
         return respond(base);
     }
@@ -670,7 +744,7 @@ pub async fn window(
                 }
                 let charge = new_charge(&shared, now, oid, amount.unwrap_or(0), &payer, &f);
                 state.charges.push(charge.clone());
-                let mut r = payment_fields(&charge, &payer, &f, "PAYM0000", "결제완료");
+                let mut r = payment_fields(&charge, &payer, &f, "PAYM0000", "결제완료", Numbers::Strings);
                 r.insert("PCD_PAY_WORK".into(), work.clone().into());
                 (r, true)
             }
@@ -729,7 +803,7 @@ pub async fn confirm(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Resp
         charge.goods = pending.goods.clone();
         charge.payer_name = Some(pending.payer_name.clone());
         state.charges.push(charge.clone());
-        let mut r = payment_fields(&charge, &payer, &pending.fields, "PCCF0000", "카드결제완료");
+        let mut r = payment_fields(&charge, &payer, &pending.fields, "PCCF0000", "카드결제완료", Numbers::Strings);
         r.insert("PCD_PAY_REQKEY".into(), reqkey.into());
         r
     };

@@ -69,7 +69,7 @@ async fn register_then_repay_with_the_seed_body() {
     assert_eq!(v["PCD_PAY_RST"], "success", "{v}");
     assert_eq!(v["PCD_PAY_CODE"], "SPCD0000");
     assert!(v["PCD_PAY_MSG"].as_str().unwrap().starts_with("[test]"));
-    assert_eq!(v["PCD_PAY_TOTAL"], "100");
+    assert_eq!(v["PCD_PAY_TOTAL"], 100, "a JSON number (manual_card \"3. 이후결제 - 정기결제\")");
     assert!(v["PCD_PAY_OID"].is_string(), "an OID is generated when none is given");
     for k in [
         "PCD_PAY_TIME",
@@ -95,7 +95,7 @@ async fn register_then_repay_with_the_seed_body() {
     assert!(dup["PCD_PAY_MSG"].as_str().unwrap().contains("이미 처리된 거래입니다"));
     // Card minimum 100원.
     let small = e.payple_repay(&payer, "sub_x-p2-a1", json!(99)).await;
-    assert_eq!(small["PCD_PAY_CODE"], "SPCD0001");
+    assert_eq!(small["PCD_PAY_RST"], "error");
     let unknown = e.payple_repay("no-such-payer", "sub_x-p3-a1", json!(100)).await;
     assert_eq!(unknown["PCD_PAY_RST"], "error");
 
@@ -111,8 +111,8 @@ async fn window_pay_charges_and_posts_the_result_to_the_rst_url() {
     e.admin("/__admin/config", json!({"payple_webhook_url": hooks.url, "payple_webhook_format": "form"})).await;
     let v = e
         .payple_window(
-            json!({"PCD_PAY_WORK": "PAY", "PCD_PAY_TYPE": "card", "PCD_PAY_GOODS": "Pro", "PCD_PAY_TOTAL": 9900,
-            "PCD_PAY_OID": "sub_w-p0-a1", "PCD_RST_URL": "https://shop.example.com/r", "PCD_USER_DEFINE1": "sub_w"}),
+            json!({"PCD_PAY_WORK": "PAY", "PCD_PAY_TYPE": "card", "PCD_CARD_VER": "01", "PCD_PAY_GOODS": "Pro",
+            "PCD_PAY_TOTAL": 9900, "PCD_PAY_OID": "sub_w-p0-a1", "PCD_RST_URL": "https://shop.example.com/r", "PCD_USER_DEFINE1": "sub_w"}),
         )
         .await;
     assert_eq!(v["PCD_PAY_RST"], "success", "{v}");
@@ -156,7 +156,7 @@ async fn cert_is_charged_only_when_confirmed() {
     let e = env().await;
     let v = e
         .payple_window(
-            json!({"PCD_PAY_WORK": "CERT", "PCD_PAY_TYPE": "card", "PCD_PAY_GOODS": "Pro", "PCD_PAY_TOTAL": "100",
+            json!({"PCD_PAY_WORK": "CERT", "PCD_PAY_TYPE": "card", "PCD_CARD_VER": "01", "PCD_PAY_GOODS": "Pro", "PCD_PAY_TOTAL": "100",
             "PCD_PAY_OID": "test123456789", "PCD_RST_URL": "https://shop.example.com/r"}),
         )
         .await;
@@ -201,7 +201,7 @@ async fn lookup_by_oid_and_request_date() {
     };
     let found = lookup("20270228").await;
     assert_eq!(found["PCD_PAY_RST"], "success", "{found}");
-    assert_eq!(found["PCD_PAY_TOTAL"], "9900");
+    assert_eq!(found["PCD_PAY_TOTAL"], 9900);
     assert_eq!(found["PCD_PAY_OID"], "sub_l-p1-a1");
     let wrong_day = lookup("20270301").await;
     assert_eq!(wrong_day["PCD_PAY_RST"], "error");
@@ -230,7 +230,7 @@ async fn refunds_full_partial_and_never_more_than_paid() {
     assert_eq!(refund(json!(1000), "wrong-key").await["PCD_PAY_RST"], "error");
     let r = refund(json!("3000"), "local-payple-refund-key").await;
     assert_eq!((r["PCD_PAY_RST"].as_str(), r["PCD_PAY_CODE"].as_str()), (Some("success"), Some("PAYC0000")), "{r}");
-    assert_eq!(r["PCD_REFUND_TOTAL"], "3000");
+    assert_eq!(r["PCD_REFUND_TOTAL"], 3000);
     assert_eq!(refund(json!(7001), "local-payple-refund-key").await["PCD_PAY_RST"], "error");
 
     // Payple's test account cannot partially cancel card payments.
@@ -418,4 +418,109 @@ async fn refund_faults_decline_5xx_and_timeout_after_refund() {
         .await;
     assert_eq!(found["PCD_PAY_RST"], "success", "{found}");
     assert!(found.get("PCD_REFUND_TOTAL").is_none() && found.get("PCD_PAY_STATUS").is_none(), "{found}");
+}
+
+/// PAYPLECORP/manual_card README "결제결과 조회": the lookup's answer carries the payment's fields
+/// only — no refund field — and numbers as JSON numbers (`"PCD_PAY_TOTAL" => 1000`,
+/// `"PCD_PAY_TAXTOTAL" => 91`); the card fields (`PCD_PAY_CARDNAME`, `PCD_PAY_CARDNUM` masked,
+/// `PCD_PAY_CARDTRADENUM`, `PCD_PAY_CARDRECEIPT`) are there.
+#[tokio::test]
+async fn the_result_lookup_answers_numbers_as_json_numbers_and_no_refund_fields() {
+    let e = env().await;
+    let payer = e.payple_payer().await;
+    let paid = e.payple_repay(&payer, "sub_n-p1-a1", json!(9900)).await;
+    let date = paid["PCD_PAY_TIME"].as_str().unwrap()[..8].to_string();
+    let (cst, key, auth_key, url) = e.payple_auth(json!({"PCD_PAYCHK_FLAG": "Y"})).await;
+    let found = e
+        .payple_post(
+            &url,
+            &json!({"PCD_CST_ID": cst, "PCD_CUST_KEY": key, "PCD_AUTH_KEY": auth_key,
+            "PCD_PAYCHK_FLAG": "Y", "PCD_PAY_TYPE": "card", "PCD_PAY_OID": "sub_n-p1-a1", "PCD_PAY_DATE": date}),
+        )
+        .await;
+    assert_eq!(found["PCD_PAY_RST"], "success", "{found}");
+    assert_eq!(found["PCD_PAY_TOTAL"], json!(9900), "a JSON number: {found}");
+    assert!(found["PCD_PAY_TAXTOTAL"].is_number(), "{found}");
+    for k in ["PCD_REFUND_TOTAL", "PCD_REMAIN_TOTAL", "PCD_PAY_STATUS"] {
+        assert!(found.get(k).is_none(), "{k} is not in the documented answer: {found}");
+    }
+    for k in ["PCD_PAY_CARDNAME", "PCD_PAY_CARDNUM", "PCD_PAY_CARDTRADENUM", "PCD_PAY_CARDRECEIPT", "PCD_PAY_TIME"] {
+        assert!(found[k].as_str().is_some_and(|v| !v.is_empty()), "{k} in {found}");
+    }
+    // Exactly the documented fields (+ PCD_PAY_CODE, read by sample_php payInfo.php).
+    let documented = [
+        "PCD_PAY_RST",
+        "PCD_PAY_CODE",
+        "PCD_PAY_MSG",
+        "PCD_PAY_OID",
+        "PCD_PAY_TYPE",
+        "PCD_PAYER_NO",
+        "PCD_PAYER_ID",
+        "PCD_PAY_YEAR",
+        "PCD_PAY_MONTH",
+        "PCD_PAY_GOODS",
+        "PCD_PAY_TOTAL",
+        "PCD_PAY_ISTAX",
+        "PCD_PAY_TAXTOTAL",
+        "PCD_PAY_TIME",
+        "PCD_REGULER_FLAG",
+        "PCD_PAYER_EMAIL",
+        "PCD_PAY_CARDNUM",
+        "PCD_PAY_CARDNAME",
+        "PCD_PAY_CARDTRADENUM",
+        "PCD_PAY_CARDAUTHNO",
+        "PCD_PAY_CARDRECEIPT",
+    ];
+    let keys: std::collections::BTreeSet<&str> = found.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, documented.into_iter().collect(), "{found}");
+    let num = found["PCD_PAY_CARDNUM"].as_str().unwrap();
+    assert!(num.contains('*') && num.chars().filter(char::is_ascii_digit).count() < 16, "masked: {num}");
+}
+
+/// Payple's developer site reports `SPCD0001` as "the billing key does not exist" (PG-FACTS;
+/// reported, not in the repos): the sandbox answers a re-pay on an unknown or deleted
+/// `PCD_PAYER_ID` with it.
+#[tokio::test]
+async fn a_re_pay_on_a_billing_key_payple_does_not_have_is_answered_spcd0001() {
+    let e = env().await;
+    let unknown = e.payple_repay("no-such-payer", "sub_k-p1-a1", json!(1000)).await;
+    assert_eq!((unknown["PCD_PAY_RST"].as_str(), unknown["PCD_PAY_CODE"].as_str()), (Some("error"), Some("SPCD0001")));
+    let payer = e.payple_payer().await;
+    let (cst, key, auth_key, url) = e.payple_auth(json!({"PCD_PAY_WORK": "PUSERDEL"})).await;
+    let del = e
+        .payple_post(
+            &url,
+            &json!({"PCD_CST_ID": cst, "PCD_CUST_KEY": key, "PCD_AUTH_KEY": auth_key, "PCD_PAY_WORK": "PUSERDEL",
+            "PCD_PAYER_ID": payer}),
+        )
+        .await;
+    assert_eq!(del["PCD_PAY_RST"], "success", "{del}");
+    let deleted = e.payple_repay(&payer, "sub_k-p1-a2", json!(1000)).await;
+    assert_eq!((deleted["PCD_PAY_RST"].as_str(), deleted["PCD_PAY_CODE"].as_str()), (Some("error"), Some("SPCD0001")));
+    // The 100원 minimum is another answer (sandbox code), not "no such key".
+    let small = e.payple_repay(&payer, "sub_k-p1-a3", json!(99)).await;
+    assert_eq!(small["PCD_PAY_RST"], "error");
+    assert_ne!(small["PCD_PAY_CODE"], "SPCD0001");
+    assert_eq!(e.ledger().await["totals"]["charges"], 0);
+}
+
+/// `PCD_CARD_VER` is required for card windows (PAYPLECORP/manual_card README "1. 최초결제 - 공통":
+/// `PCD_CARD_VER | 일반/정기결제 | O | 01 : 정기, 02 : 일반`; PAYPLECORP/sample_php
+/// `order_confirm.php`: `if (pay_type == "card") obj.PCD_CARD_VER = card_ver; // Default: 01`).
+#[tokio::test]
+async fn a_card_window_needs_pcd_card_ver() {
+    let e = env().await;
+    let base = json!({"PCD_PAY_WORK": "PAY", "PCD_PAY_TYPE": "card", "PCD_PAY_GOODS": "Pro", "PCD_PAY_TOTAL": 9900,
+        "PCD_PAY_OID": "sub_v-p0-a1", "PCD_RST_URL": "https://shop.example.com/r"});
+    let missing = e.payple_window(base.clone()).await;
+    assert_eq!(missing["PCD_PAY_RST"], "error", "{missing}");
+    let mut bad = base.clone();
+    bad["PCD_CARD_VER"] = json!("03");
+    assert_eq!(e.payple_window(bad).await["PCD_PAY_RST"], "error");
+    assert_eq!(e.ledger().await["totals"]["charges"], 0);
+    let mut ok = base;
+    ok["PCD_CARD_VER"] = json!("01");
+    let v = e.payple_window(ok).await;
+    assert_eq!(v["PCD_PAY_RST"], "success", "{v}");
+    assert_eq!(e.ledger().await["totals"]["charges"], 1);
 }

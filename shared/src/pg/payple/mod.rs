@@ -13,8 +13,8 @@ use self::transformers::{
     ResultStatus, UserDeleteRequest, UserInfoRequest, classify_auth, classify_error, classify_query_error,
 };
 use super::{
-    ChargeRequest, Charged, FirstPayment, FirstPaymentEvidence, Lookup, Payer, PaymentGateway, PaymentState, PgError,
-    RefundRequest, Refunded, transport_error,
+    ChargeRequest, Charged, FirstPayment, FirstPaymentEvidence, Lookup, Payer, PaymentDetails, PaymentGateway,
+    PaymentState, PgError, RefundRequest, Refunded, transport_error,
 };
 use crate::money::Krw;
 use crate::secret::Secret;
@@ -57,6 +57,12 @@ pub struct WindowParams {
     pub work: String,
     #[serde(rename = "PCD_PAY_TYPE")]
     pub pay_type: String,
+    /// Required for card windows: `01` 정기 (recurring: the window issues a billing key), `02`
+    /// 일반 (PAYPLECORP/manual_card README "1. 최초결제 - 공통": `PCD_CARD_VER | 일반/정기결제 | O
+    /// | 01 : 정기, 02 : 일반`; PAYPLECORP/sample_php `order_confirm.php`: set for `card`,
+    /// default `01` "간편/정기결제"). paycycle renews with the key: always [`CARD_VER_RECURRING`].
+    #[serde(rename = "PCD_CARD_VER")]
+    pub card_ver: String,
     #[serde(rename = "PCD_PAY_GOODS")]
     pub goods: String,
     #[serde(rename = "PCD_PAY_TOTAL", skip_serializing_if = "Option::is_none")]
@@ -76,6 +82,9 @@ pub struct WindowParams {
     #[serde(rename = "PCD_USER_DEFINE1")]
     pub user_define1: String,
 }
+
+/// `PCD_CARD_VER` of a recurring card window (see [`WindowParams::card_ver`]).
+pub const CARD_VER_RECURRING: &str = "01";
 
 /// The window's work type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,6 +206,29 @@ pub fn pay_date(pay_time: &str) -> Option<String> {
     head.iter().all(u8::is_ascii_digit).then(|| String::from_utf8_lossy(head).into_owned())
 }
 
+/// A card number as paycycle keeps and shows it: at most the first four and the last four digits
+/// visible, every other position `*`, no separators. Payple sends it masked, but not always as
+/// tightly (PAYPLECORP/manual_card README: `1111********4444` in the payment responses,
+/// `12345678 ** ** 1234` — eight leading digits — in "결제결과 조회"), and nothing guarantees a
+/// future answer is masked at all: so it is masked again here, whatever came. Digits stay digits
+/// only where allowed; any other non-separator character counts as a masked position. The first
+/// four show only on numbers of 12 positions or more, the last four on 8 or more; `None` when
+/// nothing number-like is left (or more than 32 positions).
+pub fn mask_card_number(raw: &str) -> Option<String> {
+    let positions: Vec<char> = raw
+        .chars()
+        .filter(|c| !matches!(c, '-' | ' ' | '.'))
+        .map(|c| if c.is_ascii_digit() { c } else { '*' })
+        .collect();
+    let n = positions.len();
+    if !(4..=32).contains(&n) {
+        return None;
+    }
+    let head = if n >= 12 { 4 } else { 0 };
+    let tail = if n >= 8 { 4 } else { 0 };
+    Some(positions.iter().enumerate().map(|(i, c)| if i < head || i >= n - tail { *c } else { '*' }).collect())
+}
+
 fn krw(s: Option<&str>, what: &str) -> Result<Krw, PgError> {
     let s = s.ok_or_else(|| PgError::Unrecognized {
         code: "missing".into(),
@@ -287,6 +319,13 @@ impl PaypleClient {
 
     /// Re-pay with the billing key (seed 003 §4), the charge id as `PCD_PAY_OID`.
     pub async fn repay(&self, req: &ChargeRequest) -> Result<Charged, PgError> {
+        self.repay_detailed(req).await.map(|(charged, _)| charged)
+    }
+
+    /// [`Self::repay`] with the card and receipt of the approval (manual_card README "3. 이후결제 -
+    /// 정기결제" response: `PCD_PAY_CARDNAME`, `PCD_PAY_CARDNUM`, `PCD_PAY_CARDTRADENUM`,
+    /// `PCD_PAY_CARDRECEIPT`).
+    pub async fn repay_detailed(&self, req: &ChargeRequest) -> Result<(Charged, PaymentDetails), PgError> {
         if req.amount.won() < 100 {
             return Err(PgError::Invalid(format!("{} is below Payple's 100원 card minimum", req.amount)));
         }
@@ -330,11 +369,12 @@ impl PaypleClient {
                 message: format!("charged {total}, asked {}", req.amount),
             });
         }
-        Ok(Charged {
+        let charged = Charged {
             pg_payment_id: oid,
             amount: total,
             approved_at: pay_time(r.time.as_deref()).unwrap_or_else(Timestamp::now),
-        })
+        };
+        Ok((charged, r.details()))
     }
 
     /// A payment's failure answer (`PCD_PAY_RST=error`) says no money moved; Payple's own record
@@ -354,12 +394,27 @@ impl PaypleClient {
 
     /// Result lookup by OID and the KST date the payment was requested.
     pub async fn lookup_oid(&self, oid: &str, pay_date: &str) -> Result<PaymentState, PgError> {
-        self.lookup_detail(oid, pay_date).await.map(|(state, _)| state)
+        self.lookup_detail(oid, pay_date).await.map(|found| found.state)
+    }
+
+    /// [`PaymentGateway::lookup`] with the card and receipt of the payment found.
+    pub async fn lookup_with_details(&self, q: &Lookup) -> Result<(PaymentState, PaymentDetails), PgError> {
+        let (oid, date) = match q {
+            Lookup::Charge { charge_id, request_date_kst } => (charge_id.to_string(), request_date_kst.as_str()),
+            Lookup::PgPayment { pg_payment_id, request_date_kst: Some(date) } => (pg_payment_id.clone(), date.as_str()),
+            Lookup::PgPayment { request_date_kst: None, .. } => {
+                return Err(PgError::Invalid("Payple's lookup needs the request date (PCD_PAY_DATE)".into()));
+            }
+        };
+        self.lookup_detail(&oid, date).await.map(|found| (found.state, found.details))
     }
 
     /// The lookup with the billing key Payple has on record for the payment (`PCD_PAYER_ID`,
     /// when its answer carries one): what a webhook or a browser claims is checked against it.
-    pub async fn lookup_detail(&self, oid: &str, pay_date: &str) -> Result<(PaymentState, Option<String>), PgError> {
+    /// Read from the answer (manual_card README "결제결과 조회", JSON numbers or strings): the
+    /// payment's fields and its card fields; it has no refund field, so nothing refund-related is
+    /// read from it.
+    pub async fn lookup_detail(&self, oid: &str, pay_date: &str) -> Result<Found, PgError> {
         let grant = self.auth(AuthRequest { paychk_flag: Some("Y"), ..Default::default() }).await?;
         let body = LookupRequest { auth: grant.call_auth(), paychk_flag: "Y", pay_type: "card", oid, pay_date };
         let r = self.call(grant.return_url.clone(), &body, false).await?;
@@ -376,7 +431,7 @@ impl PaypleClient {
                     refunded: Krw::ZERO,
                     paid_at: pay_time(r.time.as_deref()),
                 };
-                Ok((state, payer_id))
+                Ok(Found { state, payer_id, details: r.details() })
             }
             _ => Err(classify_query_error(&r)),
         }
@@ -399,7 +454,13 @@ impl PaypleClient {
             ResultStatus::Success => return Err(PgError::Unrecognized { code: r.code().into(), message: r.message() }),
             _ => return Err(classify_error(&r)),
         }
-        let refunded = krw(r.refund_total.as_deref(), "PCD_REFUND_TOTAL").unwrap_or(req.amount);
+        // The refund answer's own `PCD_REFUND_TOTAL` (manual_card README "4. 승인취소" response,
+        // a JSON number there). `PAYC0000` 환불성공 already says the refund asked for was made; a
+        // total that says otherwise is not taken as a success.
+        let refunded = match r.refund_total.as_deref() {
+            None => req.amount,
+            some => krw(some, "PCD_REFUND_TOTAL")?,
+        };
         if refunded != req.amount {
             return Err(PgError::Unrecognized {
                 code: "total".into(),
@@ -485,6 +546,7 @@ impl PaypleClient {
             pay_url: grant.return_url.to_string(),
             work: work.as_str().into(),
             pay_type: "card".into(),
+            card_ver: CARD_VER_RECURRING.into(),
             goods: goods.into(),
             total: if work == WindowWork::Auth { None } else { total.map(|t| t.won().to_string()) },
             oid: oid.into(),
@@ -506,7 +568,7 @@ impl PaypleClient {
         &self,
         fields: &serde_json::Map<String, serde_json::Value>,
         check: &WindowCheck,
-    ) -> Result<FirstPayment, PgError> {
+    ) -> Result<(FirstPayment, PaymentDetails), PgError> {
         match check.work {
             WindowWork::Pay => {
                 let r = window_result(fields)?;
@@ -523,7 +585,7 @@ impl PaypleClient {
                     PgError::Mismatch("this checkout has no payer number: open a new checkout".into())
                 })?;
                 self.confirm_billing_key(&payer_id, payer_no, &check.holder).await?;
-                Ok(FirstPayment { charged: None, billing_key: Some(payer_id) })
+                Ok((FirstPayment { charged: None, billing_key: Some(payer_id) }, PaymentDetails::default()))
             }
         }
     }
@@ -550,15 +612,17 @@ impl PaypleClient {
     }
 
     /// Payple's record of a window payment by our OID: paid the expected amount, with the
-    /// billing key Payple has for it ([`Self::find_payment`]'s dates).
+    /// billing key Payple has for it ([`Self::find_payment`]'s dates), and its card and receipt.
     pub async fn paid_window(
         &self,
         oid: &str,
         hints: Vec<String>,
         check: &WindowCheck,
-    ) -> Result<FirstPayment, PgError> {
+    ) -> Result<(FirstPayment, PaymentDetails), PgError> {
         match self.find_payment(oid, hints, check.opened_at).await? {
-            Some((state, payer_id)) => first_payment(oid, state, payer_id, check.expected),
+            Some(found) => {
+                first_payment(oid, found.state, found.payer_id, check.expected).map(|fp| (fp, found.details))
+            }
             None => Err(PgError::NotPaid(format!("Payple has no payment {oid}"))),
         }
     }
@@ -572,7 +636,7 @@ impl PaypleClient {
         oid: &str,
         hints: Vec<String>,
         opened_at: Timestamp,
-    ) -> Result<Option<(PaymentState, Option<String>)>, PgError> {
+    ) -> Result<Option<Found>, PgError> {
         let mut dates: Vec<String> = Vec::new();
         for d in hints
             .into_iter()
@@ -594,7 +658,7 @@ impl PaypleClient {
 
     /// CERT: POSTs the confirm to `PCD_PAY_COFURL` (checked to be on Payple's host); only its
     /// `PCCF0000` for this checkout's OID counts.
-    pub async fn send_cert_confirm(&self, confirm: &CertConfirm) -> Result<FirstPayment, PgError> {
+    pub async fn send_cert_confirm(&self, confirm: &CertConfirm) -> Result<(FirstPayment, PaymentDetails), PgError> {
         let (r, oid) = (&confirm.result, confirm.oid.as_str());
         let body = ConfirmRequest {
             auth: CallAuth {
@@ -628,8 +692,17 @@ impl PaypleClient {
             // The window authorized a tampered total and the confirm charged it.
             return Err(PgError::PaidOtherAmount { charged, expected: confirm.expected });
         }
-        Ok(FirstPayment { charged: Some(charged), billing_key: Some(confirm.payer_id.clone()) })
+        Ok((FirstPayment { charged: Some(charged), billing_key: Some(confirm.payer_id.clone()) }, c.details()))
     }
+}
+
+/// What Payple's result lookup found: the payment's state, the billing key it names, and its
+/// card and receipt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    pub state: PaymentState,
+    pub payer_id: Option<String>,
+    pub details: PaymentDetails,
 }
 
 /// A CERT window result checked against its checkout, not yet confirmed.
@@ -711,17 +784,7 @@ impl PaymentGateway for PaypleClient {
     }
 
     async fn lookup(&self, q: &Lookup) -> Result<PaymentState, PgError> {
-        match q {
-            Lookup::Charge { charge_id, request_date_kst } => {
-                self.lookup_oid(&charge_id.to_string(), request_date_kst).await
-            }
-            Lookup::PgPayment { pg_payment_id, request_date_kst: Some(date) } => {
-                self.lookup_oid(pg_payment_id, date).await
-            }
-            Lookup::PgPayment { request_date_kst: None, .. } => {
-                Err(PgError::Invalid("Payple's lookup needs the request date (PCD_PAY_DATE)".into()))
-            }
-        }
+        self.lookup_with_details(q).await.map(|(state, _)| state)
     }
 
     async fn verify_first_payment(
@@ -731,7 +794,7 @@ impl PaymentGateway for PaypleClient {
     ) -> Result<FirstPayment, PgError> {
         match evidence {
             FirstPaymentEvidence::PaypleResult { fields, window } if window.expected == expected => {
-                self.verify_window_result(fields, window).await
+                self.verify_window_result(fields, window).await.map(|(fp, _)| fp)
             }
             FirstPaymentEvidence::PaypleResult { .. } => Err(PgError::Invalid("two different expected amounts".into())),
             _ => Err(PgError::Invalid("StepPay evidence sent to Payple".into())),
@@ -741,7 +804,31 @@ impl PaymentGateway for PaypleClient {
 
 #[cfg(test)]
 mod tests {
-    use super::KeyHolder;
+    use super::{KeyHolder, mask_card_number};
+
+    #[test]
+    fn a_card_number_is_never_kept_with_more_than_its_first_and_last_four_digits() {
+        for (raw, kept) in [
+            // manual_card README: the payment responses, the lookup's sample, seed 003's sample.
+            ("1111********4444", "1111********4444"),
+            ("12345678 ** ** 1234", "1234********1234"),
+            ("2121-****-****-2031", "2121********2031"),
+            ("1111 * * * * * * * * 4444", "1111********4444"),
+            // Not masked at all, or masked otherwise: masked here.
+            ("4111111111111111", "4111********1111"),
+            ("4111-1111-1111-1111", "4111********1111"),
+            ("378282246310005", "3782*******0005"),
+            ("4111XXXXXXXX1111", "4111********1111"),
+            ("****1234", "****1234"),
+            ("12345678", "****5678"),
+            ("1234", "****"),
+        ] {
+            assert_eq!(mask_card_number(raw).as_deref(), Some(kept), "{raw}");
+        }
+        for raw in ["", "12", "--", &"1".repeat(40)] {
+            assert_eq!(mask_card_number(raw), None, "{raw}");
+        }
+    }
     use super::transformers::AuthResponse;
 
     #[test]

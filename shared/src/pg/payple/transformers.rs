@@ -9,8 +9,8 @@
 //! | `PCCF0000` | CERT confirm approved | approved | seed 003 |
 //! | `PAYC0000` | refund done (환불성공) | refunded | Payple docs |
 //! | `SPCD0014` | 이미 처리된 거래입니다 (OID used) | `AlreadyProcessed` → lookup | Payple docs |
-//! | `SPCD0001` | the billing key does not exist | `Declined { hard: true }` | reported on Payple's developer site (PG-FACTS), unconfirmed |
-//! | `SPCD0002` | unknown / deleted `PCD_PAYER_ID` | `Declined { hard: true }` | unconfirmed (sandbox) |
+//! | `SPCD0001` | the billing key does not exist (the key is gone: dunning stops) | `Declined { hard: true }` | **reported** on Payple's developer site (PG-FACTS), not in `PAYPLECORP/manual_card` or `sample_php`: unconfirmed; the sandbox answers it for an unknown or deleted `PCD_PAYER_ID` |
+//! | `SPCD0002` | unknown / deleted `PCD_PAYER_ID` (an older sandbox code) | `Declined { hard: true }` | unconfirmed |
 //! | `SPCD0003` | insufficient funds / limit | `Declined { hard: false }` | unconfirmed (sandbox) |
 //! | `SPCD0005` | lost / suspended card | `Declined { hard: true }` | unconfirmed (sandbox) |
 //! | `PAYC0001` | no such payment to refund | `NotFound` | unconfirmed (sandbox) |
@@ -36,7 +36,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::pg::{PgError, de_opt_string};
+use crate::pg::{CardInfo, PaymentDetails, PgError, de_opt_string};
 
 /// Partner auth request (`POST /php/auth.php`): the partner's credentials plus the flag naming
 /// the call the AuthKey will serve.
@@ -221,8 +221,24 @@ pub struct PaypleResult {
     pub total: Option<String>,
     #[serde(rename = "PCD_PAY_TIME", default, deserialize_with = "de_opt_string")]
     pub time: Option<String>,
+    /// 카드사명 (PAYPLECORP/manual_card README: the payment responses and "결제결과 조회"; the
+    /// manual's "1-2" and "3." response samples spell it `PCD_PAY_CARDNANE`, accepted too).
+    #[serde(rename = "PCD_PAY_CARDNAME", alias = "PCD_PAY_CARDNANE", default, deserialize_with = "de_opt_string")]
+    pub card_name: Option<String>,
+    /// 카드번호, masked by Payple ("카드번호(중간 8자리 * 처리)": `1111********4444`; the lookup's
+    /// sample `12345678 ** ** 1234` shows eight leading digits) — masked again before it is kept
+    /// ([`super::mask_card_number`]).
+    #[serde(rename = "PCD_PAY_CARDNUM", default, deserialize_with = "de_opt_string")]
+    pub card_num: Option<String>,
+    /// 카드거래번호 / 거래 키 (manual_card README, same sections).
     #[serde(rename = "PCD_PAY_CARDTRADENUM", default, deserialize_with = "de_opt_string")]
     pub card_trade_num: Option<String>,
+    /// 카드전표URL / 매출전표 출력 링크 (manual_card README, same sections).
+    #[serde(rename = "PCD_PAY_CARDRECEIPT", default, deserialize_with = "de_opt_string")]
+    pub card_receipt: Option<String>,
+    /// The refunded amount — in the refund answer only (manual_card README "4. 승인취소" response:
+    /// `"PCD_REFUND_TOTAL" => 1000`). The result lookup ("결제결과 조회") has no refund field:
+    /// never read from a lookup.
     #[serde(rename = "PCD_REFUND_TOTAL", default, deserialize_with = "de_opt_string")]
     pub refund_total: Option<String>,
     #[serde(rename = "PCD_AUTH_KEY", default, deserialize_with = "de_opt_string")]
@@ -281,6 +297,22 @@ impl PaypleResult {
         serde_json::from_value(value).map_err(|e| PgError::Invalid(format!("Payple result: {e}")))
     }
 
+    /// What this result says for the customer's records: the card (its number masked again by
+    /// us) and the receipt URL (only an `http(s)` URL, at most the manual's 1024 characters).
+    pub fn details(&self) -> PaymentDetails {
+        let text = |v: &Option<String>, max: usize| {
+            v.as_deref().map(str::trim).filter(|s| !s.is_empty() && s.chars().count() <= max).map(str::to_string)
+        };
+        let card = CardInfo {
+            name: text(&self.card_name, 100),
+            number_masked: self.card_num.as_deref().and_then(super::mask_card_number),
+            trade_number: text(&self.card_trade_num, 128),
+        };
+        let receipt_url = text(&self.card_receipt, 1024)
+            .filter(|u| url::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "https" | "http")));
+        PaymentDetails { card: (card != CardInfo::default()).then_some(card), receipt_url }
+    }
+
     /// The DESIGN §3 dedupe key of a webhook: OID + RST + CODE.
     pub fn dedupe_key(&self) -> String {
         format!("{}:{}:{}", self.oid.as_deref().unwrap_or(""), self.rst.as_deref().unwrap_or(""), self.code())
@@ -297,7 +329,11 @@ pub fn classify_error(r: &PaypleResult) -> PgError {
     match code.as_str() {
         "SPCD0014" => PgError::AlreadyProcessed { pg_payment_id: r.oid.clone() },
         "SPCD0003" | "PAYC0009" => declined(false),
-        "SPCD0001" | "SPCD0002" | "SPCD0005" | "PAYC0005" | "PAYC0006" => declined(true),
+        // Reported on Payple's developer site as "the billing key does not exist" (PG-FACTS), in
+        // neither PAYPLECORP/manual_card nor sample_php: unconfirmed. A hard decline: the key is
+        // gone, so retrying cannot help and dunning stops.
+        "SPCD0001" => declined(true),
+        "SPCD0002" | "SPCD0005" | "PAYC0005" | "PAYC0006" => declined(true),
         "PAYC0001" | "PCHK0001" => PgError::NotFound,
         "PAYC0002" | "AUTH0003" | "AUTH0004" | "AUTH0007" | "AUTH0008" | "AUTH0009" | "AUTH0010" => {
             PgError::Config { code, message }

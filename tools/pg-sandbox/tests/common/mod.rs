@@ -173,8 +173,10 @@ impl Env {
     /// Registers a card (window AUTH) and returns its PCD_PAYER_ID.
     pub async fn payple_payer(&self) -> String {
         let v = self
-            .payple_window(json!({"PCD_PAY_WORK": "AUTH", "PCD_PAY_TYPE": "card", "PCD_PAYER_NO": "1",
-                "PCD_PAYER_NAME": "홍길동", "PCD_RST_URL": "https://shop.example.com/result"}))
+            .payple_window(
+                json!({"PCD_PAY_WORK": "AUTH", "PCD_PAY_TYPE": "card", "PCD_CARD_VER": "01", "PCD_PAYER_NO": "1",
+                "PCD_PAYER_NAME": "홍길동", "PCD_RST_URL": "https://shop.example.com/result"}),
+            )
             .await;
         assert_eq!(v["PCD_PAY_RST"], "success", "{v}");
         v["PCD_PAYER_ID"].as_str().unwrap().to_string()
