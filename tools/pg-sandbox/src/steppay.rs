@@ -802,6 +802,28 @@ pub async fn admin_price(State(shared): Sh, Json(price): Json<Price>) -> Respons
     (StatusCode::CREATED, Json(price)).into_response()
 }
 
+/// `POST /__admin/steppay/subscriptions/{id}/status {status}` — StepPay changes a managed
+/// subscription itself (its dunning gives up: EXPIRED; a manager cancels in the portal:
+/// CANCELED) and sends `subscription.updated` (dev-docs `08-1-1_Webhook-Events.md`).
+pub async fn admin_subscription_status(State(shared): Sh, Path(id): Path<u64>, Json(body): Json<Value>) -> Response {
+    const STATUSES: &[&str] =
+        &["ACTIVE", "INCOMPLETE", "UNPAID", "PENDING_PAUSE", "PAUSE", "PENDING_CANCEL", "EXPIRED", "CANCELED", "QUEUEING"];
+    let Some(status) = text(body.get("status")).filter(|s| STATUSES.contains(&s.as_str())) else {
+        return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "status must be a SubscriptionStatus");
+    };
+    let data = {
+        let mut state = shared.state.lock().expect("state");
+        let Some(s) = state.subscriptions.iter_mut().find(|s| s.id == id) else {
+            return error(StatusCode::NOT_FOUND, "SUBSCRIPTION_NOT_FOUND", "구독을 찾을 수 없습니다");
+        };
+        s.status = status;
+        let s = s.clone();
+        subscription_webhook_data(&state, &s)
+    };
+    v2_webhook(&shared, "subscription.updated", data.clone(), None);
+    Json(data).into_response()
+}
+
 /// `POST /__admin/steppay/subscriptions/{id}/renew` — StepPay renews a managed subscription now:
 /// a renewal order is charged (or declined by scenario) and an order webhook is sent.
 pub async fn admin_renew(State(shared): Sh, Path(id): Path<u64>) -> Response {
