@@ -102,7 +102,7 @@ fn steppay_body() -> impl Strategy<Value = Map<String, Value>> {
                 "order.paid",
             ][..]
         )
-            .prop_map(|k| json!(k)),
+        .prop_map(|k| json!(k)),
         json_value(),
     ];
     let self_hook =

@@ -166,7 +166,11 @@ async fn a_managed_subscription_follows_what_steppay_answers_for_it_not_the_webh
 
     // A validly signed subscription.updated claiming CANCELED while StepPay answers ACTIVE: the
     // lookup decides, nothing changes.
-    let lie = v2("subscription.updated", Timestamp::now().as_second(), json!({"subscriptionId": pg_sub.parse::<u64>().unwrap(), "status": "CANCELED"}));
+    let lie = v2(
+        "subscription.updated",
+        Timestamp::now().as_second(),
+        json!({"subscriptionId": pg_sub.parse::<u64>().unwrap(), "status": "CANCELED"}),
+    );
     assert_eq!(e.post(&lie).await.0, 200);
     e.stack.drain_stream().await;
     assert_eq!(e.state(&id).await, "active");
@@ -175,7 +179,10 @@ async fn a_managed_subscription_follows_what_steppay_answers_for_it_not_the_webh
     // StepPay's renewal is declined: subscription.updated (UNPAID) → past due.
     let mut n = e.deliveries();
     e.sandbox
-        .admin("/__admin/scenarios", json!({"operation": "charge", "fault": {"kind": "decline", "hard": false}, "count": 1}))
+        .admin(
+            "/__admin/scenarios",
+            json!({"operation": "charge", "fault": {"kind": "decline", "hard": false}, "count": 1}),
+        )
         .await;
     e.sandbox.admin(&format!("/__admin/steppay/subscriptions/{pg_sub}/renew"), json!({})).await;
     n += 1;
@@ -210,7 +217,10 @@ async fn a_steppay_self_renewal_left_unknown_is_settled_as_declined_by_its_payme
 
     // The renewal is declined at StepPay, but the answer never comes back: unknown.
     e.sandbox
-        .admin("/__admin/scenarios", json!({"operation": "charge", "fault": {"kind": "timeout_after_decline"}, "count": 1}))
+        .admin(
+            "/__admin/scenarios",
+            json!({"operation": "charge", "fault": {"kind": "timeout_after_decline"}, "count": 1}),
+        )
         .await;
     let at = due.checked_add(SignedDuration::from_hours(1)).unwrap();
     e.stack.functions.tick(Some(&at.to_string())).await.unwrap();

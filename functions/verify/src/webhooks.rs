@@ -16,9 +16,9 @@ use paycycle::pg::steppay::webhook::{self as steppay_webhook, SteppayWebhook, V2
 use paycycle::store::StoreError;
 use paycycle::store::checkouts::{CheckoutRecord, CheckoutStatus};
 use paycycle::store::outbox::{OutboxEvent, subscription_events};
-use paycycle::store::subscriptions::SubscriptionRecord;
 use paycycle::store::payments::{PaymentRecord, RefundOutcome, RefundRecord, payment_id_for};
 use paycycle::store::sha256_hex;
+use paycycle::store::subscriptions::SubscriptionRecord;
 use paycycle::store::webhooks::{WebhookEvent, WebhookStatus};
 use serde_json::{Map, Value};
 
@@ -221,7 +221,8 @@ async fn steppay_payment(deps: &Deps, kind: WebhookType, id_key: &str, now: Time
         // Paid, or failed for good: either settles a charge left unknown. StepPay cannot be asked
         // by our charge id; name the idKey so renew can ask by it (and a decline it confirms
         // there moves dunning on).
-        let failed = matches!(receipt.payment_status.as_deref().map(PaymentStatus::parse), Some(Ok(PaymentStatus::Failed)));
+        let failed =
+            matches!(receipt.payment_status.as_deref().map(PaymentStatus::parse), Some(Ok(PaymentStatus::Failed)));
         if receipt.payment_date.is_none() && !failed {
             return ignored(format!("renewal charge {charge_id} is neither paid nor failed at StepPay"));
         }
@@ -447,7 +448,9 @@ pub async fn reconcile_managed(
         SubscriptionStatus::Expired | SubscriptionStatus::Canceled if s.state == SubscriptionState::Canceled => {
             return verified("already canceled");
         }
-        SubscriptionStatus::Expired | SubscriptionStatus::Canceled => (s.cancel(now, false), "ended at StepPay: canceled"),
+        SubscriptionStatus::Expired | SubscriptionStatus::Canceled => {
+            (s.cancel(now, false), "ended at StepPay: canceled")
+        }
         SubscriptionStatus::Active => (s.recovered_at_pg(), "ACTIVE again: recovered"),
         other => return ignored(format!("StepPay subscription is {other:?}: nothing to mirror")),
     };

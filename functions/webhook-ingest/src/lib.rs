@@ -101,7 +101,10 @@ fn steppay_key(deps: &Deps, req: &Request, ct: &str, body: &[u8]) -> Result<Stri
                     .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", e.to_string()))?;
             }
             w.dedupe_key().ok_or_else(|| {
-                ApiError::bad_request("invalid_webhook", "the webhook's data names nothing to look up (order code or id, subscriptionId, idKey)")
+                ApiError::bad_request(
+                    "invalid_webhook",
+                    "the webhook's data names nothing to look up (order code or id, subscriptionId, idKey)",
+                )
             })
         }
     }

@@ -30,9 +30,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use jiff::{Span, Timestamp};
 use serde_json::{Map, Value, json};
 
-use crate::state::{
-    Charge, FailedPayment, Fault, Operation, Order, Pg, Price, RefundEntry, Shared, Subscription, kst,
-};
+use crate::state::{Charge, FailedPayment, Fault, Operation, Order, Pg, Price, RefundEntry, Shared, Subscription, kst};
 use crate::webhooks::{self, Webhook};
 
 type Sh = State<Arc<Shared>>;
@@ -806,8 +804,17 @@ pub async fn admin_price(State(shared): Sh, Json(price): Json<Price>) -> Respons
 /// subscription itself (its dunning gives up: EXPIRED; a manager cancels in the portal:
 /// CANCELED) and sends `subscription.updated` (dev-docs `08-1-1_Webhook-Events.md`).
 pub async fn admin_subscription_status(State(shared): Sh, Path(id): Path<u64>, Json(body): Json<Value>) -> Response {
-    const STATUSES: &[&str] =
-        &["ACTIVE", "INCOMPLETE", "UNPAID", "PENDING_PAUSE", "PAUSE", "PENDING_CANCEL", "EXPIRED", "CANCELED", "QUEUEING"];
+    const STATUSES: &[&str] = &[
+        "ACTIVE",
+        "INCOMPLETE",
+        "UNPAID",
+        "PENDING_PAUSE",
+        "PAUSE",
+        "PENDING_CANCEL",
+        "EXPIRED",
+        "CANCELED",
+        "QUEUEING",
+    ];
     let Some(status) = text(body.get("status")).filter(|s| STATUSES.contains(&s.as_str())) else {
         return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "status must be a SubscriptionStatus");
     };

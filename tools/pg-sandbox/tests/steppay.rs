@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine;
-use common::{Receiver, Received, TOKEN, env};
+use common::{Received, Receiver, TOKEN, env};
 use hmac::{Hmac, Mac};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -285,8 +285,14 @@ async fn managed_webhooks_have_the_documented_event_types_and_schemas() {
         assert!(v["timestamp"].is_i64() && v["version"].is_string(), "{v}");
     }
     let (first, renewed) = (&got[0]["data"], &got[2]["data"]);
-    assert_eq!((first["code"].as_str(), first["type"].as_str()), (Some(first_code.as_str()), Some("RECURRING_INITIAL")));
-    assert_eq!((renewed["code"].as_str(), renewed["type"].as_str()), (renewal["orderCode"].as_str(), Some("RECURRING")));
+    assert_eq!(
+        (first["code"].as_str(), first["type"].as_str()),
+        (Some(first_code.as_str()), Some("RECURRING_INITIAL"))
+    );
+    assert_eq!(
+        (renewed["code"].as_str(), renewed["type"].as_str()),
+        (renewal["orderCode"].as_str(), Some("RECURRING"))
+    );
     for o in [first, renewed] {
         assert!(o.get("orderCode").is_none(), "the Order schema has `code`, not `orderCode`: {o}");
         assert!(o["id"].is_u64() && o["idKey"].is_string() && o["paidAmount"].is_f64(), "{o}");

@@ -90,7 +90,9 @@ pub enum V2Data {
     Subscription(V2SubscriptionData),
     Payment(V2PaymentData),
     /// An event paycycle does not read: a digest of its data, so a literal re-send dedupes.
-    Other { digest: String },
+    Other {
+        digest: String,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -351,10 +353,7 @@ mod tests {
         let body = br#"{"event":"order.payment_completed"}"#;
         let header = sign(&new, 1_700_000_000, body);
         assert_eq!(verify_signature(Some(&header), body, &[old.clone(), new.clone()]), Ok(()));
-        assert_eq!(
-            verify_signature(Some(&header), body, std::slice::from_ref(&old)),
-            Err(SignatureError::Mismatch)
-        );
+        assert_eq!(verify_signature(Some(&header), body, std::slice::from_ref(&old)), Err(SignatureError::Mismatch));
         assert_eq!(
             verify_signature(Some(&header), b"{\"event\":\"order.payment_completedX\"}", std::slice::from_ref(&new)),
             Err(SignatureError::Mismatch)
