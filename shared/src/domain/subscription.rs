@@ -541,7 +541,7 @@ impl Subscription {
     }
 
     /// The PG's own renewal of a PG-managed subscription failed (StepPay managed
-    /// `order.payment_failed`, verified by lookup): past due until the PG's retry succeeds
+    /// `subscription.updated` to UNPAID, or a renewal order with a payment error, verified by lookup): past due until the PG's retry succeeds
     /// ([`Self::renewed_by_pg`]) or it gives up. Repeats are no-ops (`Ok` with no events).
     pub fn renewal_failed_at_pg(&self) -> Result<Transition> {
         if self.renewer != Renewer::Pg {
@@ -554,6 +554,20 @@ impl Subscription {
         }
         next.state = SubscriptionState::PastDue;
         next.done(vec![EventKind::PaymentFailed, EventKind::SubscriptionPastDue])
+    }
+
+    /// StepPay reports a PG-managed subscription ACTIVE again after UNPAID (`subscription.updated`,
+    /// confirmed by `GET /api/v1/subscriptions/{id}`): active, the paid period unchanged — the
+    /// renewal order that paid it moves the period when it is recorded ([`Self::renewed_by_pg`]).
+    /// Already active: a no-op.
+    pub fn recovered_at_pg(&self) -> Result<Transition> {
+        if self.renewer != Renewer::Pg {
+            return Err(TransitionError::RenewedByPaycycle);
+        }
+        self.require(&[SubscriptionState::Active, SubscriptionState::PastDue], "record a PG recovery for")?;
+        let mut next = self.clone();
+        next.state = SubscriptionState::Active;
+        next.done(vec![])
     }
 
     /// A charge whose outcome is unknown must be resolved before the subscription changes (else

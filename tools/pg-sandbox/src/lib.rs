@@ -68,6 +68,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/__admin/webhooks/send", post(send_webhook))
         .route("/__admin/steppay/prices", post(steppay::admin_price))
         .route("/__admin/steppay/subscriptions/{id}/renew", post(steppay::admin_renew))
+        .route("/__admin/steppay/subscriptions/{id}/status", post(steppay::admin_subscription_status))
         .fallback(|| async { (StatusCode::NOT_FOUND, Json(json!({"error": "no such sandbox route"}))) })
         .with_state(shared)
 }

@@ -6,9 +6,17 @@
 //! `{webHookType, orderId, idKey}` as JSON or form; the pay page redirects with `order_id`,
 //! `order_code`, `status`.
 //!
+//! v2 webhooks follow dev-docs `docs/08-1_웹훅_v2.md` (envelope `{timestamp, version, event,
+//! data}`), `docs/08-1-1_Webhook-Events.md` (event types) and `docs/08-1-2_Webhook-Schema.md`
+//! (`data` in the Order / Subscription / Payment schema): a paid order sends
+//! `order.payment_completed`; a renewal that changes the subscription's status (UNPAID after a
+//! decline, ACTIVE after a paid retry) sends `subscription.updated`; with
+//! `steppay_payment_events`, billing charges send `payment.completed` / `payment.failed`.
+//!
 //! Sandbox choices where StepPay publishes nothing (unconfirmed; clients must not depend on more
 //! than the documented fields): the billing charge's success body, the error codes of declines,
-//! the v2 webhook event names, and rejecting a repeated `partnerOrderId`.
+//! which events one renewal sends (and in which order: StepPay guarantees none), and rejecting a
+//! repeated `partnerOrderId`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,7 +30,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use jiff::{Span, Timestamp};
 use serde_json::{Map, Value, json};
 
-use crate::state::{Charge, Fault, Operation, Order, Pg, Price, RefundEntry, Shared, Subscription, kst};
+use crate::state::{Charge, FailedPayment, Fault, Operation, Order, Pg, Price, RefundEntry, Shared, Subscription, kst};
 use crate::webhooks::{self, Webhook};
 
 type Sh = State<Arc<Shared>>;
@@ -99,15 +107,17 @@ fn self_webhook(shared: &Arc<Shared>, kind: &str, order_id: u64, id_key: &str, f
     webhooks::deliver(shared.clone(), Webhook { pg: Pg::Steppay, url, content_type, body, headers: vec![] }, fault);
 }
 
-fn order_webhook(shared: &Arc<Shared>, event: &str, order: Value, fault: Option<Fault>) {
+/// Sends a v2 webhook `{timestamp, version, event, data}` (dev-docs `docs/08-1_웹훅_v2.md`),
+/// signed when a signing secret is set (`docs/08-1-3_Signature.md`).
+fn v2_webhook(shared: &Arc<Shared>, event: &str, data: Value, fault: Option<Fault>) {
     let config = shared.config();
     let Some(url) = config.steppay_webhook_url else { return };
     let now = shared.state.lock().expect("state").now();
-    let body = json!({"timestamp": now.as_second(), "version": "v2", "event": event, "data": order}).to_string();
+    // `version`: the API version the data's schema matches (the doc's example says "v1").
+    let body = json!({"timestamp": now.as_second(), "version": "v1", "event": event, "data": data}).to_string();
     let mut headers = vec![];
     if let Some(secret) = &config.steppay_signing_secret {
-        // Signed when sent, by the wall clock: the receiver's 5-minute tolerance is about
-        // transport, not about the billing time the sandbox may have travelled to.
+        // Signed when sent, by the wall clock (the header's `timestamp` is when it was sent).
         let sent = Timestamp::now().as_second();
         headers.push(("Steppay-Signature".to_string(), webhooks::steppay_signature(secret, sent, &body)));
     }
@@ -116,6 +126,101 @@ fn order_webhook(shared: &Arc<Shared>, event: &str, order: Value, fault: Option<
         Webhook { pg: Pg::Steppay, url, content_type: "application/json", body, headers },
         fault,
     );
+}
+
+/// A decimal amount as StepPay writes it (`19900.0`, dev-docs `08-1-2_Webhook-Schema.md` Decimal).
+fn decimal(won: i64) -> Value {
+    // Exact: KRW amounts are far below 2^53.
+    json!(won as f64)
+}
+
+/// `data` of an order event: the `Order` schema of dev-docs `docs/08-1-2_Webhook-Schema.md`
+/// (`id`, `code` — no `orderCode` —, `type`, Decimal amounts, `subscriptions` as ids).
+fn order_webhook_data(state: &crate::state::State, o: &Order) -> Value {
+    let charge = state.charge(Pg::Steppay, &o.id_key);
+    let paid = charge.map(|c| c.amount).unwrap_or(0);
+    let returned = charge.map(|c| c.refunded).unwrap_or(0);
+    json!({
+        "id": o.order_id,
+        "code": o.order_code,
+        "type": o.order_type,
+        "paidAmount": decimal(paid),
+        "returnedAmount": decimal(returned),
+        "leftAmount": decimal(if o.paid { 0 } else { o.price.amount }),
+        "discountedAmount": decimal(0),
+        "productName": o.price.product_name,
+        "paymentDate": o.payment_date.map(iso),
+        "createdAt": iso(o.created_at),
+        "idKey": o.id_key,
+        "customerId": o.customer_id,
+        "subscriptions": o.subscription_id.map(|id| vec![id]).unwrap_or_default(),
+    })
+}
+
+/// `data` of a subscription event: the `Subscription` schema of dev-docs
+/// `docs/08-1-2_Webhook-Schema.md` (`subscriptionId`, `status`, and the `orderId`/`orderCode` of
+/// the order that *created* it).
+fn subscription_webhook_data(state: &crate::state::State, s: &Subscription) -> Value {
+    let first = s.orders.first().and_then(|id| state.orders.iter().find(|o| o.order_id == *id));
+    json!({
+        "subscriptionId": s.id,
+        "status": s.status,
+        "createdAt": iso(s.start_date),
+        "lastPaymentDate": iso(s.last_payment_date),
+        "nextPaymentDate": iso(s.next_payment_date),
+        "orderId": first.map(|o| o.order_id),
+        "orderCode": first.map(|o| o.order_code.clone()),
+        "customerId": s.customer_id,
+        "intervalUnit": s.price.interval.clone().unwrap_or_else(|| "MONTH".into()),
+        "intervalCount": s.price.interval_count.max(1),
+        "currentPeriod": {"startDateTime": iso(s.last_payment_date), "endDateTime": iso(s.next_payment_date)},
+    })
+}
+
+/// `data` of a payment event: the `Payment` schema of dev-docs `docs/08-1-2_Webhook-Schema.md`
+/// (`orderId` is the partner's order id when `paymentOnly` is true — billing charges are).
+fn payment_webhook_data(c: &Charge) -> Value {
+    json!({
+        "paymentId": c.order_id,
+        "idKey": c.id,
+        "orderId": c.partner_order_id,
+        "productName": c.goods,
+        "paidAmount": decimal(c.amount),
+        "paidAt": iso(c.paid_at),
+        "status": c.status,
+        "paymentGateway": "UNKNOWN",
+        "paymentMethod": c.method,
+        "paymentOnly": c.partner_order_id.is_some(),
+        "errorMessage": null,
+        "cancel": (c.refunded > 0).then(|| json!({"canceledAmount": decimal(c.refunded)})),
+    })
+}
+
+fn failed_payment_webhook_data(f: &FailedPayment) -> Value {
+    json!({
+        "paymentId": f.payment_id,
+        "idKey": f.id_key,
+        "orderId": f.partner_order_id,
+        "productName": f.goods,
+        "paidAmount": decimal(0),
+        "paidAt": null,
+        "status": "FAILED",
+        "paymentGateway": "UNKNOWN",
+        "paymentMethod": "CARD_BILL",
+        "paymentOnly": true,
+        "errorMessage": "잔액이 부족합니다 (sandbox decline)",
+        "cancel": null,
+    })
+}
+
+/// A failed billing payment's webhook: `payment.failed` when the partner subscribed `payment.*`,
+/// else the self webhook `FAILED` (seeds 000/001).
+fn failed_payment_webhook(shared: &Arc<Shared>, f: &FailedPayment) {
+    if shared.config().steppay_payment_events {
+        v2_webhook(shared, "payment.failed", failed_payment_webhook_data(f), None);
+    } else {
+        self_webhook(shared, "FAILED", f.payment_id, &f.id_key, None);
+    }
 }
 
 fn decline_response(hard: bool) -> Response {
@@ -165,6 +270,28 @@ pub async fn billing(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Resp
         Ok(f) => f,
         Err(r) => return r,
     };
+    if let Some(Fault::TimeoutAfterDecline) = fault {
+        let failed = {
+            let mut state = shared.state.lock().expect("state");
+            if state.steppay_billing_keys.get(&id_key) != Some(&false) {
+                return error(StatusCode::BAD_REQUEST, "BILLING_KEY_NOT_FOUND", "빌링키를 찾을 수 없습니다");
+            }
+            let now = state.now();
+            let failed = FailedPayment {
+                id_key: shared.steppay_id_key(now),
+                payment_id: shared.next_number(),
+                partner_order_id: partner_order_id.clone(),
+                amount: total,
+                goods: item_name.clone(),
+                at: now,
+            };
+            state.steppay_failed_payments.push(failed.clone());
+            failed
+        };
+        failed_payment_webhook(&shared, &failed);
+        tokio::time::sleep(Duration::from_millis(shared.config().timeout_after_charge_ms)).await;
+        return decline_response(false);
+    }
     let (charge, webhook_fault) = {
         let mut state = shared.state.lock().expect("state");
         match state.steppay_billing_keys.get(&id_key) {
@@ -214,6 +341,9 @@ pub async fn billing(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Resp
         (charge, fault.clone().filter(is_webhook_fault))
     };
     self_webhook(&shared, "PAYMENT", charge.order_id.unwrap_or(0), &charge.id, webhook_fault);
+    if shared.config().steppay_payment_events {
+        v2_webhook(&shared, "payment.completed", payment_webhook_data(&charge), None);
+    }
     hold_if_timeout(&shared, &fault).await;
     (StatusCode::OK, Json(payment_json(&charge))).into_response()
 }
@@ -312,6 +442,12 @@ pub async fn receipt(State(shared): Sh, headers: HeaderMap, Path(id_key): Path<S
         }
         return Json(v).into_response();
     }
+    if let Some(f) = state.steppay_failed_payments.iter().find(|f| f.id_key == id_key) {
+        return Json(json!({"idKey": id_key, "orderId": f.payment_id, "paymentStatus": "FAILED", "paymentDate": null,
+            "amount": f.amount, "canceledAmount": 0, "paymentMethod": "CARD_BILL",
+            "partnerOrderId": f.partner_order_id, "productName": f.goods}))
+        .into_response();
+    }
     if let Some(o) = state.orders.iter().find(|o| o.id_key == id_key) {
         let status = if o.failed.is_some() { "FAILED" } else { "STANDBY" };
         return Json(json!({"idKey": id_key, "orderId": o.order_id, "paymentStatus": status, "paymentDate": null,
@@ -389,7 +525,9 @@ pub async fn create_order(State(shared): Sh, headers: HeaderMap, body: Bytes) ->
         order_id: shared.next_number(),
         order_code: format!("order_{}", shared.random(9)),
         id_key: shared.steppay_id_key(now),
-        order_type: if price.interval.is_some() { "RECURRING" } else { "ONE_TIME" }.into(),
+        // A subscription's first order is RECURRING_INITIAL, its renewals RECURRING (dev-docs
+        // `08-1-2_Webhook-Schema.md` OrderType).
+        order_type: if price.interval.is_some() { "RECURRING_INITIAL" } else { "ONE_TIME" }.into(),
         customer_id: customer.id,
         price,
         paid: false,
@@ -550,7 +688,7 @@ pub async fn pay_page(
             return Redirect::to(&with_query(error_url, &o, "error")).into_response();
         }
         let mut o = state.orders[index].clone();
-        let recurring = o.order_type == "RECURRING";
+        let recurring = o.order_type == "RECURRING_INITIAL";
         state.charges.push(Charge {
             pg: Pg::Steppay,
             id: o.id_key.clone(),
@@ -587,9 +725,9 @@ pub async fn pay_page(
             });
         }
         state.orders[index] = o.clone();
-        (o.clone(), order_json(&state, &o))
+        (o.clone(), order_webhook_data(&state, &o))
     };
-    order_webhook(&shared, "order.paid", webhook, fault.clone().filter(is_webhook_fault));
+    v2_webhook(&shared, "order.payment_completed", webhook, fault.clone().filter(is_webhook_fault));
     hold_if_timeout(&shared, &fault).await;
     Redirect::to(&with_query(success, &order, "success")).into_response()
 }
@@ -662,6 +800,37 @@ pub async fn admin_price(State(shared): Sh, Json(price): Json<Price>) -> Respons
     (StatusCode::CREATED, Json(price)).into_response()
 }
 
+/// `POST /__admin/steppay/subscriptions/{id}/status {status}` — StepPay changes a managed
+/// subscription itself (its dunning gives up: EXPIRED; a manager cancels in the portal:
+/// CANCELED) and sends `subscription.updated` (dev-docs `08-1-1_Webhook-Events.md`).
+pub async fn admin_subscription_status(State(shared): Sh, Path(id): Path<u64>, Json(body): Json<Value>) -> Response {
+    const STATUSES: &[&str] = &[
+        "ACTIVE",
+        "INCOMPLETE",
+        "UNPAID",
+        "PENDING_PAUSE",
+        "PAUSE",
+        "PENDING_CANCEL",
+        "EXPIRED",
+        "CANCELED",
+        "QUEUEING",
+    ];
+    let Some(status) = text(body.get("status")).filter(|s| STATUSES.contains(&s.as_str())) else {
+        return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "status must be a SubscriptionStatus");
+    };
+    let data = {
+        let mut state = shared.state.lock().expect("state");
+        let Some(s) = state.subscriptions.iter_mut().find(|s| s.id == id) else {
+            return error(StatusCode::NOT_FOUND, "SUBSCRIPTION_NOT_FOUND", "구독을 찾을 수 없습니다");
+        };
+        s.status = status;
+        let s = s.clone();
+        subscription_webhook_data(&state, &s)
+    };
+    v2_webhook(&shared, "subscription.updated", data.clone(), None);
+    Json(data).into_response()
+}
+
 /// `POST /__admin/steppay/subscriptions/{id}/renew` — StepPay renews a managed subscription now:
 /// a renewal order is charged (or declined by scenario) and an order webhook is sent.
 pub async fn admin_renew(State(shared): Sh, Path(id): Path<u64>) -> Response {
@@ -676,7 +845,7 @@ pub async fn admin_renew(State(shared): Sh, Path(id): Path<u64>) -> Response {
         }
     };
     let fault = shared.state.lock().expect("state").take_fault(Operation::Charge, Some(&billing_key));
-    let (order, event) = {
+    let (order, hooks) = {
         let mut state = shared.state.lock().expect("state");
         let now = state.now();
         let sub = state.subscriptions.iter().find(|s| s.id == id).cloned().expect("checked above");
@@ -694,14 +863,10 @@ pub async fn admin_renew(State(shared): Sh, Path(id): Path<u64>) -> Response {
             created_at: now,
             payment_date: None,
         };
-        let event = if let Some(Fault::Decline { hard }) = fault {
+        let declined = matches!(fault, Some(Fault::Decline { .. }));
+        if let Some(Fault::Decline { hard }) = fault {
             order.failed =
                 Some((if hard { "CARD_INVALID" } else { "PAYMENT_DECLINED" }.into(), "renewal declined".into()));
-            if let Some(s) = state.subscriptions.iter_mut().find(|s| s.id == id) {
-                s.status = "UNPAID".into();
-                s.orders.push(order.order_id);
-            }
-            "order.payment_failed"
         } else {
             order.paid = true;
             order.payment_date = Some(now);
@@ -722,18 +887,35 @@ pub async fn admin_renew(State(shared): Sh, Path(id): Path<u64>) -> Response {
                 pay_time: crate::state::yyyymmddhhmmss(now),
                 trade_no: shared.random(20),
             });
-            if let Some(s) = state.subscriptions.iter_mut().find(|s| s.id == id) {
-                s.status = "ACTIVE".into();
-                s.recurring_count += 1;
-                s.last_payment_date = now;
-                s.next_payment_date = add_interval(s.start_date, &s.price, s.recurring_count);
-                s.orders.push(order.order_id);
-            }
-            "order.paid"
-        };
+        }
+        let s = state.subscriptions.iter_mut().find(|s| s.id == id).expect("checked above");
+        let was = s.status.clone();
+        s.orders.push(order.order_id);
+        if declined {
+            s.status = "UNPAID".into();
+        } else {
+            s.status = "ACTIVE".into();
+            s.recurring_count += 1;
+            s.last_payment_date = now;
+            s.next_payment_date = add_interval(s.start_date, &s.price, s.recurring_count);
+        }
+        let changed = (was != s.status).then(|| s.clone());
         state.orders.push(order.clone());
-        (order_json(&state, &order), event)
+        // A paid renewal order: `order.payment_completed` (an order of type RECURRING naming the
+        // subscription). A status change (UNPAID after a decline, ACTIVE after a paid retry):
+        // `subscription.updated` (dev-docs 08-1-1_Webhook-Events.md).
+        let mut hooks = Vec::new();
+        if !declined {
+            hooks.push(("order.payment_completed", order_webhook_data(&state, &order)));
+        }
+        if let Some(s) = changed {
+            hooks.push(("subscription.updated", subscription_webhook_data(&state, &s)));
+        }
+        (order_json(&state, &order), hooks)
     };
-    order_webhook(&shared, event, order.clone(), fault.filter(is_webhook_fault));
+    let mut webhook_fault = fault.filter(is_webhook_fault);
+    for (event, data) in hooks {
+        v2_webhook(&shared, event, data, webhook_fault.take());
+    }
     Json(order).into_response()
 }

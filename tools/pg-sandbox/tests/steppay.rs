@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine;
-use common::{Receiver, TOKEN, env};
+use common::{Received, Receiver, TOKEN, env};
 use hmac::{Hmac, Mac};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -207,7 +207,7 @@ async fn managed_order_pay_page_redirect_lookup_and_renewal_webhook() {
     let code = order["orderCode"].as_str().unwrap();
     assert!(code.starts_with("order_") && code.len() == 15, "{code}");
     assert_eq!(order["idKey"].as_str().unwrap().len(), 29);
-    assert_eq!(order["type"], "RECURRING");
+    assert_eq!(order["type"], "RECURRING_INITIAL", "a subscription's first order (08-1-2 OrderType)");
     let (_, before) = e.steppay(Method::GET, &format!("/api/v1/orders/{code}"), None).await;
     assert!(before["paymentDate"].is_null());
 
@@ -240,14 +240,68 @@ async fn managed_order_pay_page_redirect_lookup_and_renewal_webhook() {
     let got = hooks.wait_for(2).await;
     assert_eq!(got.len(), 2, "first payment and renewal order webhooks");
     for hook in &got {
-        let v: Value = serde_json::from_str(&hook.body).unwrap();
-        assert_eq!(v["version"], "v2");
-        assert!(v["timestamp"].is_i64() && v["event"].is_string() && v["data"]["orderCode"].is_string());
         assert!(verify_signature("whsec", hook.signature.as_deref().unwrap(), &hook.body), "signature verifies");
         assert!(!verify_signature("other", hook.signature.as_deref().unwrap(), &hook.body));
     }
     let (_, sub) = e.steppay(Method::GET, &format!("/api/v1/subscriptions/{sub_id}"), None).await;
     assert_eq!(sub["recurringCount"], 2);
+}
+
+fn hook_bodies(got: &[Received]) -> Vec<Value> {
+    got.iter().map(|h| serde_json::from_str(&h.body).unwrap()).collect()
+}
+
+/// The managed journey's webhooks have StepPay's documented event types and schemas (dev-docs
+/// `08-1-1_Webhook-Events.md`, `08-1-2_Webhook-Schema.md`): `order.payment_completed` with an
+/// Order (`id`, `code` — no `orderCode` —, `type`, `subscriptions` ids, `idKey`, Decimal
+/// `paidAmount`), `subscription.updated` with a Subscription (`subscriptionId`, `status`, the
+/// `orderCode` of the order that created it) — never `order.paid` / `order.payment_failed`.
+#[tokio::test]
+async fn managed_webhooks_have_the_documented_event_types_and_schemas() {
+    let e = env().await;
+    let hooks = Receiver::start().await;
+    e.admin("/__admin/config", json!({"steppay_webhook_url": hooks.url})).await;
+    let order = managed_order(&e).await;
+    let first_code = order["orderCode"].as_str().unwrap().to_string();
+    let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    no_redirect
+        .get(format!("{}/api/public/orders/{first_code}/pay?successUrl=https://s/ok&errorUrl=https://s/err", e.base))
+        .send()
+        .await
+        .unwrap();
+    let (_, paid) = e.steppay(Method::GET, &format!("/api/v1/orders/{first_code}"), None).await;
+    let sub_id = paid["subscriptions"][0].as_u64().unwrap();
+    let renew = format!("/__admin/steppay/subscriptions/{sub_id}/renew");
+    e.scenario(json!({"operation": "charge", "count": 1, "fault": {"kind": "decline", "hard": false}})).await;
+    e.admin(&renew, json!({})).await; // declined: UNPAID
+    let renewal = e.admin(&renew, json!({})).await; // paid: ACTIVE again
+    let got = hook_bodies(&hooks.wait_for(4).await);
+    let events: Vec<&str> = got.iter().map(|v| v["event"].as_str().unwrap()).collect();
+    assert_eq!(
+        events,
+        ["order.payment_completed", "subscription.updated", "order.payment_completed", "subscription.updated"]
+    );
+    for v in &got {
+        assert!(v["timestamp"].is_i64() && v["version"].is_string(), "{v}");
+    }
+    let (first, renewed) = (&got[0]["data"], &got[2]["data"]);
+    assert_eq!(
+        (first["code"].as_str(), first["type"].as_str()),
+        (Some(first_code.as_str()), Some("RECURRING_INITIAL"))
+    );
+    assert_eq!(
+        (renewed["code"].as_str(), renewed["type"].as_str()),
+        (renewal["orderCode"].as_str(), Some("RECURRING"))
+    );
+    for o in [first, renewed] {
+        assert!(o.get("orderCode").is_none(), "the Order schema has `code`, not `orderCode`: {o}");
+        assert!(o["id"].is_u64() && o["idKey"].is_string() && o["paidAmount"].is_f64(), "{o}");
+        assert_eq!(o["subscriptions"], json!([sub_id]));
+    }
+    for (v, status) in [(&got[1]["data"], "UNPAID"), (&got[3]["data"], "ACTIVE")] {
+        assert_eq!((v["subscriptionId"].as_u64(), v["status"].as_str()), (Some(sub_id), Some(status)), "{v}");
+        assert_eq!(v["orderCode"].as_str(), Some(first_code.as_str()), "the order that created it");
+    }
 }
 
 #[tokio::test]

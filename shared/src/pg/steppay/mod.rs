@@ -11,7 +11,7 @@ use url::Url;
 
 use self::transformers::{
     BillingRequest, CancelRequest, CancelResponse, CustomerInfo, CustomerRequest, OrderBody, OrderItem, OrderRequest,
-    Partner, PaymentBody, PaymentStatus, Product, classify,
+    Partner, PaymentBody, PaymentStatus, Product, SubscriptionBody, SubscriptionStatus, classify,
 };
 use super::{
     ChargeRequest, Charged, FirstPayment, FirstPaymentEvidence, Lookup, PaymentGateway, PaymentState, PgError,
@@ -297,6 +297,22 @@ impl SteppayClient {
         let path = format!("/api/v1/orders/{}", urlencode(id_or_code));
         let text = self.send(Method::GET, &path, "Secret-Token", None, false).await?;
         Self::parse(&text, false)
+    }
+
+    /// `GET /api/v1/subscriptions/{id}` (step-api-spec `merge/v1.json` at 3ec8ceb9, dev-docs
+    /// `docs/06_구독.md`): the managed subscription's status as StepPay holds it — what a
+    /// `subscription.updated` webhook is checked against, and the reconcile when one is missing.
+    pub async fn subscription(&self, id: &str) -> Result<SubscriptionStatus, PgError> {
+        let path = format!("/api/v1/subscriptions/{}", urlencode(id));
+        let text = self.send(Method::GET, &path, "Secret-Token", None, false).await?;
+        let body: SubscriptionBody = Self::parse(&text, false)?;
+        if body.id.as_deref().is_some_and(|got| got != id) {
+            return Err(PgError::Unrecognized {
+                code: "id".into(),
+                message: format!("asked for subscription {id}, StepPay answered another"),
+            });
+        }
+        SubscriptionStatus::parse(&body.status)
     }
 
     /// `POST /api/v1/subscriptions/{id}/cancel {whenToCancel: NOW | END_OF_PERIOD}` (managed

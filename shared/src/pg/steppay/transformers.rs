@@ -297,7 +297,9 @@ pub struct SelfWebhookBody {
     pub id_key: String,
 }
 
-/// The v2 order/subscription webhook `{timestamp, version, event, data}`.
+/// The v2 webhook envelope `{timestamp (Long), version, event, data}` (dev-docs
+/// `docs/08-1_웹훅_v2.md` "Webhook Request"); `data` is the event's schema
+/// (`docs/08-1-1_Webhook-Events.md` names it per event).
 #[derive(Debug, Clone, Deserialize)]
 pub struct V2WebhookBody {
     #[serde(deserialize_with = "de_opt_string")]
@@ -307,6 +309,133 @@ pub struct V2WebhookBody {
     pub event: String,
     #[serde(default)]
     pub data: Value,
+}
+
+/// The v2 `Order` schema (dev-docs `docs/08-1-2_Webhook-Schema.md` "Order"): only what names
+/// the order is read — everything else is asked of StepPay (`GET /api/v1/orders/{idOrCode}`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct V2OrderData {
+    /// `id` (Long, not null) — dev-docs `08-1-2_Webhook-Schema.md` Order.
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub id: Option<String>,
+    /// `code` (String, not null; there is no `orderCode` in this schema) — same source.
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub code: Option<String>,
+    /// `type`: RECURRING | ONE_TIME | PAYMENT_METHOD | RECURRING_INITIAL | ADD_USAGE — same source.
+    #[serde(default, rename = "type")]
+    pub order_type: Option<String>,
+    /// `subscriptions` (List (Long), nullable): the subscriptions the order relates to — same source.
+    #[serde(default)]
+    pub subscriptions: Option<Vec<Value>>,
+    /// `idKey` (String, nullable) — same source.
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub id_key: Option<String>,
+    /// `paidAmount` (Decimal, e.g. `19900.0`) — same source. Never used for money: the order
+    /// lookup's amount is.
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub paid_amount: Option<String>,
+}
+
+/// The v2 `Subscription` schema (dev-docs `docs/08-1-2_Webhook-Schema.md` "Subscription").
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct V2SubscriptionData {
+    /// `subscriptionId` (Long, not null) — dev-docs `08-1-2_Webhook-Schema.md` Subscription.
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub subscription_id: Option<String>,
+    /// `status` (SubscriptionStatus, not null) — same source. A pointer only: verify asks
+    /// `GET /api/v1/subscriptions/{id}` for the status it acts on.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// `nextPaymentDate` (LocalDateTime, nullable) — same source; part of the dedupe key only.
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub next_payment_date: Option<String>,
+    /// `orderId` / `orderCode`: the order that *created* the subscription — same source.
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub order_id: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub order_code: Option<String>,
+}
+
+/// The v2 `Payment` schema (dev-docs `docs/08-1-2_Webhook-Schema.md` "Payment").
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct V2PaymentData {
+    /// `paymentId` (Long, not null) — dev-docs `08-1-2_Webhook-Schema.md` Payment.
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub payment_id: Option<String>,
+    /// `idKey` (String, not null): what the receipt lookup is asked by — same source.
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub id_key: Option<String>,
+    /// `orderId` (String): the partner's order id (our `partnerOrderId`) when `paymentOnly` is
+    /// true, else StepPay's order number — same source. Never trusted: the receipt names it.
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub order_id: Option<String>,
+    /// `paidAmount` (Decimal), `paidAt` (LocalDateTime), `status` — same source.
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub paid_amount: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub paid_at: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    /// `cancel{canceledAmount (Decimal), lastCanceledDate}` — same source.
+    #[serde(default)]
+    pub cancel: Option<V2PaymentCancel>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct V2PaymentCancel {
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub canceled_amount: Option<String>,
+}
+
+/// `GET /api/v1/subscriptions/{id}` (step-api-spec `merge/v1.json` at 3ec8ceb9; PG-FACTS
+/// "Subscriptions (managed mode)": `{id, status, …}`). Only `id` and `status` are read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionBody {
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub id: Option<String>,
+    pub status: String,
+}
+
+/// A StepPay subscription's status (dev-docs `docs/08-1-2_Webhook-Schema.md` SubscriptionStatus;
+/// the same list in PG-FACTS for `GET /api/v1/subscriptions/{id}`), exhaustive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubscriptionStatus {
+    Active,
+    Incomplete,
+    Unpaid,
+    PendingPause,
+    Pause,
+    PendingCancel,
+    Expired,
+    Canceled,
+    Queueing,
+}
+
+impl SubscriptionStatus {
+    pub fn parse(s: &str) -> Result<Self, PgError> {
+        Ok(match s {
+            "ACTIVE" => Self::Active,
+            "INCOMPLETE" => Self::Incomplete,
+            "UNPAID" => Self::Unpaid,
+            "PENDING_PAUSE" => Self::PendingPause,
+            "PAUSE" => Self::Pause,
+            "PENDING_CANCEL" => Self::PendingCancel,
+            "EXPIRED" => Self::Expired,
+            "CANCELED" => Self::Canceled,
+            "QUEUEING" => Self::Queueing,
+            other => {
+                return Err(PgError::Unrecognized {
+                    code: other.to_string(),
+                    message: "unknown StepPay subscription status".into(),
+                });
+            }
+        })
+    }
 }
 
 /// Maps an error answer. `moves_money`: the call could have charged or refunded.
