@@ -50,13 +50,28 @@ fn json_body(body: &Bytes) -> Result<Value, Response> {
         .map_err(|e| error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", &format!("malformed JSON: {e}")))
 }
 
-/// A number that may arrive as a JSON number or a numeric string (the seeds quote some).
+/// A whole amount that may arrive as a JSON number or a numeric string (the seeds quote some).
+/// StepPay's amounts are decimals (`CancelRequestDTO.requestPrice` and `Product.amount` are
+/// `number`, step-api-spec `service/payment.json` at 3ec8ceb9): `1000.0` is 1000; a fraction is
+/// no amount of won (`None`, answered 400).
 fn int(v: Option<&Value>) -> Option<i64> {
-    match v? {
-        Value::Number(n) => n.as_i64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
+    let s = match v? {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.trim().to_string(),
+        _ => return None,
+    };
+    let (whole, fraction) = s.split_once('.').unwrap_or((&s, ""));
+    if !fraction.bytes().all(|b| b == b'0') {
+        return None;
     }
+    whole.parse().ok()
+}
+
+/// An amount as StepPay writes it: a decimal number (`10000.0`, `0.0` in StepPay's examples,
+/// step-api-spec `service/payment.json` `number` fields, dev-docs `08-1-2_Webhook-Schema.md`
+/// `Decimal`). Sandbox amounts are far below 2^53, where an f64 holds every whole number exactly.
+pub fn decimal(won: i64) -> Value {
+    serde_json::Number::from_f64(won as f64).map_or(Value::Null, Value::Number)
 }
 
 fn text(v: Option<&Value>) -> Option<String> {
@@ -132,8 +147,8 @@ fn payment_json(c: &Charge) -> Value {
         "orderId": c.order_id,
         "paymentStatus": c.status,
         "paymentDate": iso(c.paid_at),
-        "amount": c.amount,
-        "canceledAmount": c.refunded,
+        "amount": decimal(c.amount),
+        "canceledAmount": decimal(c.refunded),
         "paymentMethod": c.method,
         "partnerOrderId": c.partner_order_id,
         "productName": c.goods,
@@ -157,10 +172,9 @@ pub async fn billing(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Resp
     let (Some(id_key), Some(amount)) = (id_key, amount) else {
         return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "idKey and product.amount are required");
     };
-    let total = amount.checked_mul(quantity).unwrap_or(0);
-    if total <= 0 {
-        return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "amount must be positive");
-    }
+    let Some(total) = amount.checked_mul(quantity).filter(|t| *t > 0) else {
+        return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "amount × quantity must be a positive amount");
+    };
     let fault = match pre_fault(&shared, Operation::Charge, Some(&id_key)).await {
         Ok(f) => f,
         Err(r) => return r,
@@ -244,6 +258,9 @@ pub async fn cancel(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Respo
     if let Some(Fault::Decline { .. }) = fault {
         return error(StatusCode::BAD_REQUEST, "CANCEL_FAILED", "취소에 실패했습니다 (sandbox decline)");
     }
+    // StepPay accepted the cancel and finishes it later: it answers `CANCEL_PROGRESS` now and
+    // the receipt shows the outcome once done (the ledger records the refund it will make).
+    let in_progress = fault == Some(Fault::CancelInProgress);
     let (response, order_id) = {
         let mut state = shared.state.lock().expect("state");
         let now = state.now();
@@ -261,7 +278,7 @@ pub async fn cancel(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Respo
         }
         charge.refunded += price;
         charge.status = if charge.refunded == charge.amount { "CANCELED" } else { "PARTIAL_CANCELED" }.into();
-        let status = charge.status.clone();
+        let status = if in_progress { "CANCEL_PROGRESS".to_string() } else { charge.status.clone() };
         let order_id = charge.order_id.unwrap_or(0);
         state.refunds.push(RefundEntry {
             pg: Pg::Steppay,
@@ -270,15 +287,21 @@ pub async fn cancel(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Respo
             tid: tid.clone(),
             at: now,
         });
+        // step-api-spec `service/payment.json` (3ec8ceb9) `ApiResponseCancelResponse`: `result`
+        // boolean, `code` int32, `message`, `id` string, `response` = `CancelResponse{tid,
+        // paymentReceiptUrl, cancelPayment: CancelPaymentDTO{canceledAmount number, tid,
+        // paymentStatus, canceledDate}}`. The values of `code` and `id` are not documented
+        // (unconfirmed): the sandbox sends 0 and the order id.
         let response = json!({
-            "result": "SUCCESS",
-            "code": "0000",
+            "result": true,
+            "code": 0,
             "message": "취소 성공",
-            "id": order_id,
+            "id": order_id.to_string(),
             "response": {
                 "tid": tid,
                 "paymentReceiptUrl": format!("https://sandbox.invalid/receipt/{id_key}"),
-                "cancelPayment": {"canceledAmount": price, "tid": tid, "paymentStatus": status, "canceledDate": iso(now)}
+                "cancelPayment": {"canceledAmount": decimal(price), "tid": tid, "paymentStatus": status,
+                                  "canceledDate": iso(now)}
             }
         });
         (response, order_id)
@@ -315,7 +338,7 @@ pub async fn receipt(State(shared): Sh, headers: HeaderMap, Path(id_key): Path<S
     if let Some(o) = state.orders.iter().find(|o| o.id_key == id_key) {
         let status = if o.failed.is_some() { "FAILED" } else { "STANDBY" };
         return Json(json!({"idKey": id_key, "orderId": o.order_id, "paymentStatus": status, "paymentDate": null,
-            "amount": o.price.amount, "canceledAmount": 0, "paymentMethod": null}))
+            "amount": decimal(o.price.amount), "canceledAmount": decimal(0), "paymentMethod": null}))
         .into_response();
     }
     error(StatusCode::NOT_FOUND, "PAYMENT_NOT_FOUND", "결제를 찾을 수 없습니다")
@@ -414,20 +437,20 @@ fn order_json(state: &crate::state::State, o: &Order) -> Value {
         "orderId": o.order_id,
         "orderCode": o.order_code,
         "type": o.order_type,
-        "paidAmount": paid,
-        "returnedAmount": returned,
-        "leftAmount": if o.paid { 0 } else { o.price.amount },
-        "discountedAmount": 0,
+        "paidAmount": decimal(paid),
+        "returnedAmount": decimal(returned),
+        "leftAmount": decimal(if o.paid { 0 } else { o.price.amount }),
+        "discountedAmount": decimal(0),
         "productName": o.price.product_name,
         "items": [{"productCode": o.price.product_code, "priceCode": o.price.price_code, "currency": "KRW",
-                   "minimumQuantity": 1, "price": o.price.amount}],
+                   "minimumQuantity": 1, "price": decimal(o.price.amount)}],
         "customer": customer,
         "paymentDate": o.payment_date.map(iso),
         "payment": charge.map(|c| json!({
-            "paymentMethod": c.method, "paymentDate": iso(c.paid_at), "amount": c.amount, "discount": 0,
+            "paymentMethod": c.method, "paymentDate": iso(c.paid_at), "amount": decimal(c.amount), "discount": decimal(0),
             "paymentReceiptUrl": format!("https://sandbox.invalid/receipt/{}", c.id), "paymentGateway": "SANDBOX",
             "cardNumber": "1234-****-****-5678", "errorCode": null, "errorMessage": null})).or_else(|| o.failed.as_ref().map(|(code, msg)| json!({
-            "paymentMethod": null, "paymentDate": null, "amount": o.price.amount, "errorCode": code, "errorMessage": msg}))),
+            "paymentMethod": null, "paymentDate": null, "amount": decimal(o.price.amount), "errorCode": code, "errorMessage": msg}))),
         "subscriptions": o.subscription_id.map(|id| vec![id]).unwrap_or_default(),
         "parentSubscription": o.parent_subscription,
         "idKey": o.id_key,
@@ -452,7 +475,7 @@ pub async fn get_order(State(shared): Sh, headers: HeaderMap, Path(id): Path<Str
 
 fn subscription_json(s: &Subscription) -> Value {
     json!({
-        "id": s.id, "status": s.status, "price": s.price.amount, "startDate": iso(s.start_date),
+        "id": s.id, "status": s.status, "price": decimal(s.price.amount), "startDate": iso(s.start_date),
         "lastPaymentDate": iso(s.last_payment_date), "nextPaymentDate": iso(s.next_payment_date),
         "interval": s.price.interval, "intervalCount": s.price.interval_count, "recurringCount": s.recurring_count,
         "currentPeriod": s.recurring_count, "orders": s.orders,
