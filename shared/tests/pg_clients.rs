@@ -179,6 +179,43 @@ async fn steppay_charge_receipt_and_refunds() {
     );
 }
 
+/// StepPay's refund answer is `ApiResponseCancelResponse` (step-api-spec `service/payment.json`
+/// at 3ec8ceb9): `result` a boolean, `code` an int32, the refund in `response.cancelPayment` with a
+/// decimal `canceledAmount`. A refund StepPay made is `Refunded`, never an unknown outcome.
+#[tokio::test]
+async fn a_successful_steppay_refund_is_refunded_not_unknown() {
+    let e = env().await;
+    let key = e.steppay_billing_key().await;
+    let paid = e.steppay.charge(&charge(&key, 1, 10_000)).await.unwrap();
+    let req = RefundRequest {
+        pg_payment_id: paid.pg_payment_id.clone(),
+        amount: krw(2_500),
+        pay_date_kst: String::new(),
+        refund_id: "ref_ok".into(),
+    };
+    let r = e.steppay.refund(&req).await;
+    assert!(matches!(&r, Ok(done) if done.amount == krw(2_500)), "{r:?}");
+}
+
+/// `CANCEL_PROGRESS` in the cancel answer: StepPay took the refund and has not finished it. It is
+/// neither succeeded nor failed: the client says unknown, so the refund stays reserved and is
+/// settled by the receipt lookup — never released, never retried blind.
+#[tokio::test]
+async fn a_steppay_refund_in_progress_is_neither_succeeded_nor_failed() {
+    let e = env().await;
+    let key = e.steppay_billing_key().await;
+    let paid = e.steppay.charge(&charge(&key, 1, 10_000)).await.unwrap();
+    e.next("refund", json!({"kind": "cancel_in_progress"})).await;
+    let req = RefundRequest {
+        pg_payment_id: paid.pg_payment_id.clone(),
+        amount: krw(1_000),
+        pay_date_kst: String::new(),
+        refund_id: "ref_prog".into(),
+    };
+    let err = e.steppay.refund(&req).await.unwrap_err();
+    assert!(matches!(err, PgError::Unknown { .. }) && err.outcome_unknown(), "{err:?}");
+}
+
 #[tokio::test]
 async fn steppay_fault_classes() {
     let e = env().await;

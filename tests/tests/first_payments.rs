@@ -250,7 +250,14 @@ async fn steppay_managed_first_order_and_renewal_webhooks_extend_the_period() {
     e.stack.settle_webhooks(before + 4).await;
     let sub = e.store.get_subscription(&sub_id).await.unwrap().unwrap();
     assert_eq!(sub.subscription.current_period.unwrap().index, 2, "two renewals, the repeated one counted once");
-    assert_eq!(e.store.payments_of_subscription(&sub_id).await.unwrap().len(), 3);
+    let payments = e.store.payments_of_subscription(&sub_id).await.unwrap();
+    assert_eq!(payments.len(), 3);
+    // StepPay writes amounts as decimals (`19900.0`): every renewal is recorded at what was paid.
+    assert!(
+        payments.iter().all(|p| p.amounts.paid.won() == 19_900),
+        "{:?}",
+        payments.iter().map(|p| p.amounts.paid).collect::<Vec<_>>()
+    );
 
     // A failed renewal makes it past due; StepPay's successful retry makes it active again.
     e.sandbox

@@ -22,6 +22,7 @@ use paycycle::domain::customer::{Customer, PgMode};
 use paycycle::domain::subscription::{MAX_PLAN_AMOUNT, MIN_PLAN_AMOUNT, Plan};
 use paycycle::money::Krw;
 use paycycle::pg::payple::WindowWork;
+use paycycle::pg::steppay::parse_amount;
 use paycycle::pg::{Gateways, Payer, PgError};
 use paycycle::store::api_keys::ApiKeyRecord;
 use paycycle::store::checkouts::{CHECKOUT_RETENTION, CheckoutRecord, CheckoutStatus};
@@ -322,7 +323,10 @@ async fn create(
                 tracing::info!(error = %e, "StepPay customer not created (may exist already)");
             }
             let order = steppay.create_order(&code, &opts.product_code, &opts.price_code).await.map_err(pg_error)?;
-            if let Some(left) = order.left_amount.as_deref().and_then(|a| Krw::parse_decimal(a).ok()) {
+            // StepPay's price, a decimal (`19900.0`): read exactly; an unreadable one is a PG
+            // answer we do not understand (502), never a check skipped.
+            let left = order.left_amount.as_deref().map(|a| parse_amount(a, "leftAmount")).transpose();
+            if let Some(left) = left.map_err(pg_error)? {
                 if left != plan.amount {
                     return Err(ApiError::unprocessable(
                         "plan_amount_mismatch",

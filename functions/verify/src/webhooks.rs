@@ -331,7 +331,18 @@ async fn steppay_order(deps: &Deps, w: &V2Webhook, now: Timestamp) -> Verdict {
         return commit(deps, tx, &events, format!("StepPay's renewal order {code} failed: past due"), None).await;
     }
     let Some(id_key) = order.id_key.clone() else { return rejected(format!("paid order {code} without idKey")) };
-    let paid = order.paid_amount.as_deref().and_then(|a| Krw::parse_decimal(a).ok()).unwrap_or(Krw::ZERO);
+    // What StepPay says was paid, a decimal (`19900.0`): read exactly, never defaulted — a renewal
+    // is not recorded at an amount StepPay did not state.
+    let paid = match order.paid_amount.as_deref().map(|a| paycycle::pg::steppay::parse_amount(a, "paidAmount")) {
+        Some(Ok(paid)) => paid,
+        Some(Err(e)) => return from_pg(e),
+        None => {
+            return from_pg(PgError::Unrecognized {
+                code: "paidAmount".into(),
+                message: format!("paid order {code} without paidAmount"),
+            });
+        }
+    };
     let paid_at = order.payment_date.as_deref().and_then(paycycle::pg::steppay::parse_time).unwrap_or(now);
     let payment = PaymentRecord::paid(
         PgMode::SteppayManaged,

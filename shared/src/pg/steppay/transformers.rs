@@ -96,15 +96,25 @@ pub struct CancelRequest<'a> {
     pub request_price: i64,
 }
 
+/// The cancel answer: step-api-spec `service/payment.json` (3ec8ceb9) `ApiResponseCancelResponse`
+/// `{result: boolean, code: int32, message, id: string, response: CancelResponse}`. The values of
+/// `code` and `id` are not documented (unconfirmed): read, never relied on.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CancelResponse {
     #[serde(default)]
-    pub result: Option<String>,
+    pub result: Option<bool>,
+    #[serde(default)]
+    pub code: Option<i64>,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub id: Option<String>,
     #[serde(default)]
     pub response: Option<CancelInner>,
 }
 
+/// step-api-spec `service/payment.json` `CancelResponse{tid, paymentReceiptUrl, cancelPayment}`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CancelInner {
@@ -114,15 +124,20 @@ pub struct CancelInner {
     pub cancel_payment: Option<CancelPayment>,
 }
 
+/// step-api-spec `service/payment.json` `CancelPaymentDTO{canceledAmount: number, tid,
+/// paymentStatus (… CANCEL_PROGRESS …), canceledDate: date-time}`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CancelPayment {
+    /// A decimal (`4000.0`): read with `Krw::parse_pg_decimal`.
     #[serde(default, deserialize_with = "de_opt_string")]
     pub canceled_amount: Option<String>,
     #[serde(default)]
     pub tid: Option<String>,
     #[serde(default)]
     pub payment_status: Option<String>,
+    #[serde(default)]
+    pub canceled_date: Option<String>,
 }
 
 /// StepPay's error body: `{traceId, errorCode, errorMessage, details}`.
