@@ -7,8 +7,9 @@
 //! `order_code`, `status`.
 //!
 //! Sandbox choices where StepPay publishes nothing (unconfirmed; clients must not depend on more
-//! than the documented fields): the billing charge's success body, the error codes of declines,
-//! the v2 webhook event names, and rejecting a repeated `partnerOrderId`.
+//! than the documented fields): the billing charge's success body, the error codes of declines
+//! (StepPay publishes none: the codes here are for people reading the sandbox; clients classify by
+//! HTTP status), the v2 webhook event names, and rejecting a repeated `partnerOrderId` with 409.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -198,8 +199,10 @@ pub async fn billing(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Resp
             {
                 let existing = existing.id.clone();
                 drop(state);
+                // Unconfirmed (StepPay documents no duplicate answer): a 409 Conflict in the
+                // documented error body, naming the existing payment in `details`.
                 return (
-                    StatusCode::BAD_REQUEST,
+                    StatusCode::CONFLICT,
                     Json(json!({"traceId": "sandbox", "errorCode": "DUPLICATE_PARTNER_ORDER_ID",
                         "errorMessage": "이미 처리된 주문번호입니다", "details": {"idKey": existing}})),
                 )

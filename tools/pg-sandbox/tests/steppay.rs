@@ -89,7 +89,7 @@ async fn bad_tokens_unknown_keys_and_repeated_order_ids_are_rejected() {
     assert_eq!(status, 200);
     let (status, v) =
         e.steppay(Method::POST, "/api/payment/billing", Some(seed_billing_body(&key, "o-dup", json!(100)))).await;
-    assert_eq!(status, 400);
+    assert_eq!(status, 409, "a repeated partnerOrderId conflicts (sandbox choice, unconfirmed)");
     assert_error_shape(&v, "DUPLICATE_PARTNER_ORDER_ID");
     assert_eq!(v["details"]["idKey"], first["idKey"], "the existing payment is named");
 
