@@ -216,6 +216,8 @@ pub enum Operation {
     Refund,
     Lookup,
     Auth,
+    /// StepPay managed subscription changes: pause, resume (`/active`), cancel.
+    Lifecycle,
     Any,
 }
 

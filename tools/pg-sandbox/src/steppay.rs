@@ -239,6 +239,40 @@ fn is_webhook_fault(f: &Fault) -> bool {
     matches!(f, Fault::WebhookTwice | Fault::WebhookLate { .. } | Fault::WebhookOutOfOrder)
 }
 
+/// Refunds `price` of StepPay payment `id_key` in the ledger: `(tid, payment status, order id)`,
+/// or StepPay's refusal (no such payment, more than remains).
+fn refund_charge(
+    shared: &Shared,
+    state: &mut crate::state::State,
+    id_key: &str,
+    price: i64,
+    now: Timestamp,
+) -> Result<(String, String, u64), Response> {
+    let tid = shared.random(20);
+    let Some(charge) = state.charge_mut(Pg::Steppay, id_key) else {
+        return Err(error(StatusCode::NOT_FOUND, "PAYMENT_NOT_FOUND", "결제를 찾을 수 없습니다"));
+    };
+    let remaining = charge.amount - charge.refunded;
+    if price > remaining {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "CANCEL_AMOUNT_EXCEEDED",
+            &format!("취소 가능 금액({remaining})을 초과했습니다"),
+        ));
+    }
+    charge.refunded += price;
+    charge.status = if charge.refunded == charge.amount { "CANCELED" } else { "PARTIAL_CANCELED" }.into();
+    let (status, order_id) = (charge.status.clone(), charge.order_id.unwrap_or(0));
+    state.refunds.push(RefundEntry {
+        pg: Pg::Steppay,
+        charge_id: id_key.to_string(),
+        amount: price,
+        tid: tid.clone(),
+        at: now,
+    });
+    Ok((tid, status, order_id))
+}
+
 /// `POST /api/internal/payment/cancel` — full or partial refund (`Secret-Key`).
 pub async fn cancel(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = authorized(&shared, &headers, "Secret-Key") {
@@ -267,29 +301,16 @@ pub async fn cancel(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Respo
     let (response, order_id) = {
         let mut state = shared.state.lock().expect("state");
         let now = state.now();
-        let tid = shared.random(20);
-        let Some(charge) = state.charge_mut(Pg::Steppay, &id_key) else {
-            return error(StatusCode::NOT_FOUND, "PAYMENT_NOT_FOUND", "결제를 찾을 수 없습니다");
-        };
-        let remaining = charge.amount - charge.refunded;
-        if price > remaining {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "CANCEL_AMOUNT_EXCEEDED",
-                &format!("취소 가능 금액({remaining})을 초과했습니다"),
-            );
+        if state.orders.iter().any(|o| o.id_key == id_key) {
+            // Sandbox choice: a managed order's payment is refunded through its order (merge/v1.json
+            // `v1_cancelOrder`), the way a partner of StepPay managed is told to.
+            return error(StatusCode::BAD_REQUEST, "ORDER_PAYMENT", "주문 결제는 주문 취소 API로 환불합니다 (sandbox)");
         }
-        charge.refunded += price;
-        charge.status = if charge.refunded == charge.amount { "CANCELED" } else { "PARTIAL_CANCELED" }.into();
-        let status = if in_progress { "CANCEL_PROGRESS".to_string() } else { charge.status.clone() };
-        let order_id = charge.order_id.unwrap_or(0);
-        state.refunds.push(RefundEntry {
-            pg: Pg::Steppay,
-            charge_id: id_key.clone(),
-            amount: price,
-            tid: tid.clone(),
-            at: now,
-        });
+        let (tid, status, order_id) = match refund_charge(&shared, &mut state, &id_key, price, now) {
+            Ok(done) => done,
+            Err(r) => return r,
+        };
+        let status = if in_progress { "CANCEL_PROGRESS".to_string() } else { status };
         // step-api-spec `service/payment.json` (3ec8ceb9) `ApiResponseCancelResponse`: `result`
         // boolean, `code` int32, `message`, `id` string, `response` = `CancelResponse{tid,
         // paymentReceiptUrl, cancelPayment: CancelPaymentDTO{canceledAmount number, tid,
@@ -512,6 +533,9 @@ pub async fn cancel_subscription(State(shared): Sh, headers: HeaderMap, Path(id)
         Some("END_OF_PERIOD") => "PENDING_CANCEL",
         _ => return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "whenToCancel must be NOW or END_OF_PERIOD"),
     };
+    if let Err(r) = pre_fault(&shared, Operation::Lifecycle, None).await {
+        return r;
+    }
     let mut state = shared.state.lock().expect("state");
     match state.subscriptions.iter_mut().find(|s| s.id == id) {
         Some(s) if s.status == "CANCELED" => {
@@ -523,6 +547,94 @@ pub async fn cancel_subscription(State(shared): Sh, headers: HeaderMap, Path(id)
         }
         None => error(StatusCode::NOT_FOUND, "SUBSCRIPTION_NOT_FOUND", "구독을 찾을 수 없습니다"),
     }
+}
+
+/// `PATCH /api/v1/orders/{orderIdOrCode}/cancel` `ReqV1{requestPrice*, reason}` (merge/v1.json at
+/// 3ec8ceb9, `v1_cancelOrder`: "결제가 완료된 주문건은 환불되며, 그렇지 않은 주문은 취소됩니다"). 200
+/// `ProductApiresponse`, whose fields are not shown (unconfirmed): the sandbox answers `{result,
+/// message}`; clients rely on the 2xx alone. Faults: `operation: refund`.
+pub async fn cancel_order(State(shared): Sh, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+    if let Err(r) = authorized(&shared, &headers, "Secret-Token") {
+        return r;
+    }
+    let v = match json_body(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let Some(price) = int(v.get("requestPrice")).filter(|p| *p > 0) else {
+        return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "requestPrice must be a positive amount");
+    };
+    let fault = match pre_fault(&shared, Operation::Refund, None).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    if let Some(Fault::Decline { .. }) = fault {
+        return error(StatusCode::BAD_REQUEST, "CANCEL_FAILED", "취소에 실패했습니다 (sandbox decline)");
+    }
+    {
+        let mut state = shared.state.lock().expect("state");
+        let now = state.now();
+        let Some(order) = state.orders.iter().find(|o| o.order_code == id || o.order_id.to_string() == id).cloned()
+        else {
+            return error(StatusCode::NOT_FOUND, "ORDER_NOT_FOUND", "주문을 찾을 수 없습니다");
+        };
+        if !order.paid {
+            return error(StatusCode::BAD_REQUEST, "ORDER_NOT_PAID", "결제되지 않은 주문입니다 (sandbox)");
+        }
+        if let Err(r) = refund_charge(&shared, &mut state, &order.id_key, price, now) {
+            return r;
+        }
+    }
+    hold_if_timeout(&shared, &fault).await;
+    Json(json!({"result": true, "message": "주문이 취소되었습니다"})).into_response()
+}
+
+/// Changes a managed subscription's status if it is in one of `from` (merge/v1.json at 3ec8ceb9).
+async fn lifecycle(shared: &Arc<Shared>, id: u64, from: &[&str], to: &str, ok: StatusCode) -> Response {
+    if let Err(r) = pre_fault(shared, Operation::Lifecycle, None).await {
+        return r;
+    }
+    let mut state = shared.state.lock().expect("state");
+    match state.subscriptions.iter_mut().find(|s| s.id == id) {
+        Some(s) if from.contains(&s.status.as_str()) => {
+            s.status = to.into();
+            (ok, Json(json!({"result": true, "message": to}))).into_response()
+        }
+        Some(s) => error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_SUBSCRIPTION_STATUS",
+            &format!("{} 상태의 구독은 변경할 수 없습니다 (sandbox code)", s.status),
+        ),
+        None => error(StatusCode::NOT_FOUND, "SUBSCRIPTION_NOT_FOUND", "구독을 찾을 수 없습니다"),
+    }
+}
+
+/// `POST /api/v1/subscriptions/{id}/pause` `SubscriptionPauseDTO{whenToPause, …}`: "활성화 상태의
+/// 구독만 일시정지 할 수 있습니다" (merge/v1.json `v1_pauseSubscription`), 200. `whenToPause` values
+/// are not listed in what we read (unconfirmed: `NOW`, `END_OF_PERIOD` as `whenToCancel`'s).
+pub async fn pause_subscription(State(shared): Sh, headers: HeaderMap, Path(id): Path<u64>, body: Bytes) -> Response {
+    if let Err(r) = authorized(&shared, &headers, "Secret-Token") {
+        return r;
+    }
+    let v = match json_body(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let to = match text(v.get("whenToPause")).as_deref() {
+        Some("NOW") => "PAUSE",
+        Some("END_OF_PERIOD") => "PENDING_PAUSE",
+        _ => return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "whenToPause must be NOW or END_OF_PERIOD"),
+    };
+    lifecycle(&shared, id, &["ACTIVE"], to, StatusCode::OK).await
+}
+
+/// `POST /api/v1/subscriptions/{id}/active`, no body: "일시정지 및 취소 대기중 상태만 변경가능합니다"
+/// (merge/v1.json `v1_activeSubscription`), 201.
+pub async fn activate_subscription(State(shared): Sh, headers: HeaderMap, Path(id): Path<u64>) -> Response {
+    if let Err(r) = authorized(&shared, &headers, "Secret-Token") {
+        return r;
+    }
+    lifecycle(&shared, id, &["PAUSE", "PENDING_PAUSE", "PENDING_CANCEL"], "ACTIVE", StatusCode::CREATED).await
 }
 
 fn add_interval(t: Timestamp, price: &Price, n: u32) -> Timestamp {
@@ -694,6 +806,9 @@ pub async fn admin_renew(State(shared): Sh, Path(id): Path<u64>) -> Response {
     let billing_key = {
         let state = shared.state.lock().expect("state");
         match state.subscriptions.iter().find(|s| s.id == id) {
+            Some(s) if s.status == "PAUSE" => {
+                return error(StatusCode::CONFLICT, "SUBSCRIPTION_PAUSED", "a paused subscription is not renewed");
+            }
             Some(s) if s.status == "CANCELED" || s.status == "PENDING_CANCEL" => {
                 return error(StatusCode::CONFLICT, "SUBSCRIPTION_CANCELED", "a canceled subscription is not renewed");
             }

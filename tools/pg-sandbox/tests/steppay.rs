@@ -509,3 +509,69 @@ async fn amounts_go_out_as_decimals_like_steppays_examples() {
         assert!(order[field].is_f64(), "{field}: {order}");
     }
 }
+
+/// merge/v1.json (3ec8ceb9): `POST /api/v1/subscriptions/{id}/pause` (only an ACTIVE one),
+/// `POST …/{id}/active` (201; PAUSE or PENDING_CANCEL), `PATCH /api/v1/orders/{orderIdOrCode}/cancel`
+/// `ReqV1{requestPrice*, reason}` (a paid order is refunded). A managed order's payment is refunded
+/// through its order, not the self API's cancel by idKey (sandbox choice).
+#[tokio::test]
+async fn managed_pause_resume_and_order_refunds_follow_merge_v1() {
+    let e = env().await;
+    let order = managed_order(&e).await;
+    let code = order["orderCode"].as_str().unwrap().to_string();
+    let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    no_redirect
+        .get(format!("{}/api/public/orders/{code}/pay?successUrl=https://s/ok&errorUrl=https://s/err", e.base))
+        .send()
+        .await
+        .unwrap();
+    let (_, paid) = e.steppay(Method::GET, &format!("/api/v1/orders/{code}"), None).await;
+    let sub = paid["subscriptions"][0].clone();
+    let sub_path = |action: &str| format!("/api/v1/subscriptions/{sub}/{action}");
+
+    let (status, v) = e.steppay(Method::POST, &sub_path("active"), None).await;
+    assert_eq!(status, 400, "an ACTIVE subscription cannot be activated: {v}");
+    let (status, v) = e.steppay(Method::POST, &sub_path("pause"), Some(json!({"whenToPause": "NOW"}))).await;
+    assert_eq!(status, 200, "{v}");
+    let (_, s) = e.steppay(Method::GET, &format!("/api/v1/subscriptions/{sub}"), None).await;
+    assert_eq!(s["status"], "PAUSE");
+    let (status, _) = e.steppay(Method::POST, &sub_path("pause"), Some(json!({"whenToPause": "NOW"}))).await;
+    assert_eq!(status, 400, "only an ACTIVE subscription pauses");
+    let (status, v) = e.steppay(Method::POST, &sub_path("active"), None).await;
+    assert_eq!(status, 201, "{v}");
+    let (_, s) = e.steppay(Method::GET, &format!("/api/v1/subscriptions/{sub}"), None).await;
+    assert_eq!(s["status"], "ACTIVE");
+
+    // The self API's cancel by idKey refuses a managed order's payment.
+    let id_key = paid["idKey"].as_str().unwrap();
+    let r = e
+        .http
+        .post(format!("{}/api/internal/payment/cancel", e.base))
+        .header("Secret-Key", TOKEN)
+        .json(&json!({"idKey": id_key, "requestPrice": 1000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let cancel = |price: Value| {
+        let http = e.http.clone();
+        let url = format!("{}/api/v1/orders/{code}/cancel", e.base);
+        async move {
+            let r = http
+                .patch(url)
+                .header("Secret-Token", TOKEN)
+                .json(&json!({"requestPrice": price, "reason": "test"}))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, v) = cancel(json!(5000.0)).await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = cancel(json!(20000)).await;
+    assert_eq!(status, 400, "more than remains: {v}");
+    let (_, after) = e.steppay(Method::GET, &format!("/api/v1/orders/{code}"), None).await;
+    assert_eq!(after["returnedAmount"].as_f64(), Some(5000.0));
+    assert_eq!(e.ledger().await["totals"]["refunded"], 5000);
+}
