@@ -150,6 +150,7 @@ async fn steppay_charge_receipt_and_refunds() {
         amount: krw(amount),
         pay_date_kst: String::new(),
         refund_id: "ref_1".into(),
+        pg_order: None,
     };
     let r = e.steppay.refund(&refund(4_000)).await.unwrap();
     assert_eq!(r.amount, krw(4_000));
@@ -192,6 +193,7 @@ async fn a_successful_steppay_refund_is_refunded_not_unknown() {
         amount: krw(2_500),
         pay_date_kst: String::new(),
         refund_id: "ref_ok".into(),
+        pg_order: None,
     };
     let r = e.steppay.refund(&req).await;
     assert!(matches!(&r, Ok(done) if done.amount == krw(2_500)), "{r:?}");
@@ -211,6 +213,7 @@ async fn a_steppay_refund_in_progress_is_neither_succeeded_nor_failed() {
         amount: krw(1_000),
         pay_date_kst: String::new(),
         refund_id: "ref_prog".into(),
+        pg_order: None,
     };
     let err = e.steppay.refund(&req).await.unwrap_err();
     assert!(matches!(err, PgError::Unknown { .. }) && err.outcome_unknown(), "{err:?}");
@@ -273,6 +276,7 @@ async fn steppay_fault_classes() {
         amount: krw(100),
         pay_date_kst: String::new(),
         refund_id: "r".into(),
+        pg_order: None,
     };
     assert!(e.steppay.refund(&r).await.unwrap_err().outcome_unknown());
     e.next("refund", json!({"kind": "decline", "hard": false})).await;
@@ -424,6 +428,7 @@ async fn payple_repay_lookup_refund_and_delete() {
         amount: krw(amount),
         pay_date_kst: date.clone(),
         refund_id: "r".into(),
+        pg_order: None,
     };
     assert_eq!(e.payple.refund(&refund(3_000)).await.unwrap().amount, krw(3_000));
     assert!(matches!(e.payple.refund(&refund(7_001)).await, Err(PgError::Declined { hard: true, .. })));

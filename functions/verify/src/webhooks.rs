@@ -354,7 +354,9 @@ async fn steppay_order(deps: &Deps, w: &V2Webhook, now: Timestamp) -> Verdict {
         None,
         None,
     )
-    .for_partner(&record.partner_id);
+    .for_partner(&record.partner_id)
+    // The renewal order, through which this payment is refunded.
+    .with_pg_order(Some(code.to_string()));
     if let Ok(Some(_)) = deps.store.get_payment(&payment.payment_id).await {
         return verified(format!("renewal order {code} is already recorded"));
     }

@@ -10,8 +10,8 @@ use reqwest::Method;
 use url::Url;
 
 use self::transformers::{
-    BillingRequest, CancelRequest, CancelResponse, CustomerInfo, CustomerRequest, OrderBody, OrderItem, OrderRequest,
-    Partner, PaymentBody, PaymentStatus, Product, classify,
+    BillingRequest, CancelRequest, CancelResponse, CustomerInfo, CustomerRequest, OrderBody, OrderCancelRequest,
+    OrderItem, OrderRequest, Partner, PauseRequest, PaymentBody, PaymentStatus, Product, classify,
 };
 use super::{
     ChargeRequest, Charged, FirstPayment, FirstPaymentEvidence, Lookup, PaymentGateway, PaymentState, PgError,
@@ -292,6 +292,37 @@ impl SteppayClient {
         let when = if at_period_end { "END_OF_PERIOD" } else { "NOW" };
         let body = serde_json::json!({"whenToCancel": when}).to_string();
         self.send(Method::POST, &path, "Secret-Token", Some(body), false).await.map(|_| ())
+    }
+
+    /// `POST /api/v1/subscriptions/{subscriptionId}/pause` (merge/v1.json `v1_pauseSubscription`:
+    /// only an ACTIVE subscription; 200). Success is the 2xx; the `ProductApiresponse` body is not read.
+    pub async fn pause_subscription(&self, id: &str, at_period_end: bool) -> Result<(), PgError> {
+        let path = format!("/api/v1/subscriptions/{}/pause", urlencode(id));
+        let when_to_pause = if at_period_end { "END_OF_PERIOD" } else { "NOW" };
+        let body =
+            serde_json::to_string(&PauseRequest { when_to_pause }).map_err(|e| PgError::Invalid(e.to_string()))?;
+        self.send(Method::POST, &path, "Secret-Token", Some(body), false).await.map(|_| ())
+    }
+
+    /// `POST /api/v1/subscriptions/{subscriptionId}/active`, no body (merge/v1.json
+    /// `v1_activeSubscription`: a paused or pending-cancel subscription becomes ACTIVE; 201).
+    pub async fn resume_subscription(&self, id: &str) -> Result<(), PgError> {
+        let path = format!("/api/v1/subscriptions/{}/active", urlencode(id));
+        self.send(Method::POST, &path, "Secret-Token", None, false).await.map(|_| ())
+    }
+
+    /// `PATCH /api/v1/orders/{orderIdOrCode}/cancel {requestPrice, reason}` — a managed payment's
+    /// refund (merge/v1.json `v1_cancelOrder`: "결제가 완료된 주문건은 환불되며"). The 200 answer
+    /// (`ProductApiresponse`) is StepPay's word that the order was refunded as asked ("정상적으로
+    /// 취소됨"); its fields are not documented and not read. StepPay refusing it (4xx) moved no
+    /// money; no answer, or a 5xx, is unknown and settled by the receipt lookup.
+    pub async fn cancel_order(&self, order: &str, req: &RefundRequest) -> Result<Refunded, PgError> {
+        let path = format!("/api/v1/orders/{}/cancel", urlencode(order));
+        let reason = format!("paycycle refund {}", req.refund_id);
+        let body = OrderCancelRequest { request_price: req.amount.won(), reason: &reason };
+        let body = serde_json::to_string(&body).map_err(|e| PgError::Invalid(e.to_string()))?;
+        self.send(Method::PATCH, &path, "Secret-Token", Some(body), true).await?;
+        Ok(Refunded { pg_refund_id: None, amount: req.amount })
     }
 
     /// The customer-facing pay page: `/api/public/orders/{orderCode}/pay?successUrl&errorUrl`.

@@ -138,6 +138,24 @@ pub struct CancelPayment {
     pub canceled_date: Option<String>,
 }
 
+/// `PATCH /api/v1/orders/{orderIdOrCode}/cancel` body: step-api-spec `merge/v1.json` (3ec8ceb9)
+/// `ReqV1{requestPrice*, reason}` (PG-FACTS).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderCancelRequest<'a> {
+    pub request_price: i64,
+    pub reason: &'a str,
+}
+
+/// `POST /api/v1/subscriptions/{subscriptionId}/pause` body: `SubscriptionPauseDTO` (merge/v1.json
+/// `v1_pauseSubscription`; fields `whenToPause`, `whenToResume`, `until`, PG-FACTS). The values of
+/// `whenToPause` are unconfirmed: `NOW` / `END_OF_PERIOD`, as `SubscriptionCancelDTO.whenToCancel`'s.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PauseRequest<'a> {
+    pub when_to_pause: &'a str,
+}
+
 /// StepPay's error body: `{traceId, errorCode, errorMessage, details}`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
