@@ -292,8 +292,10 @@ async fn steppay_managed_and_self_first_payments_verify_by_lookup() {
         json!({"product_code": "p", "price_code": "m", "product_name": "Pro", "amount": 19900, "interval": "MONTH"}),
     )
     .await;
-    e.steppay.create_customer("cus_1", "홍길동", "hong@example.com", Some("01012345678")).await.unwrap();
-    let order = e.steppay.create_order("cus_1", "p", "m").await.unwrap();
+    // StepPay gives the customer its own id and code (no code of ours goes in); orders name it.
+    let customer = e.steppay.create_customer("홍길동", "hong@example.com", Some("01012345678")).await.unwrap();
+    assert!(!customer.id.is_empty() && customer.code.starts_with("customer_"), "{customer:?}");
+    let order = e.steppay.create_order(&customer.code, "p", "m").await.unwrap();
     assert!(order.order_code.starts_with("order_"));
     let unpaid = e.steppay.verify_order(&order.order_code, krw(19_900)).await;
     assert!(matches!(unpaid, Err(PgError::NotPaid(_))), "not paid yet");

@@ -156,6 +156,13 @@ pub enum RefundLookupCapability {
     None,
 }
 
+/// A PG's own customer (StepPay managed: `CustomerV1DTO.id` and `.code`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PgCustomer {
+    pub id: String,
+    pub code: String,
+}
+
 /// What to look up.
 #[derive(Clone, Debug)]
 pub enum Lookup {

@@ -368,7 +368,10 @@ pub async fn receipt(State(shared): Sh, headers: HeaderMap, Path(id_key): Path<S
     error(StatusCode::NOT_FOUND, "PAYMENT_NOT_FOUND", "결제를 찾을 수 없습니다")
 }
 
-/// `POST /api/v1/customers`.
+/// `POST /api/v1/customers` — step-api-spec `service/account.json` (3ec8ceb9) `CustomerCreateDTO`
+/// `{name*, email*, phone, marketingSms*, marketingEmail*, marketingKakao*, attributes*}`: there is
+/// no `code` input (one sent is ignored); StepPay answers 201 `CustomerV1DTO` with its own `id` and
+/// `code` (the sandbox's code format `customer_` + 9 characters is unconfirmed).
 pub async fn create_customer(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = authorized(&shared, &headers, "Secret-Token") {
         return r;
@@ -380,10 +383,20 @@ pub async fn create_customer(State(shared): Sh, headers: HeaderMap, body: Bytes)
     let (Some(name), Some(email)) = (text(v.get("name")), text(v.get("email"))) else {
         return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "name and email are required");
     };
+    let flags = ["marketingSms", "marketingEmail", "marketingKakao"];
+    if !flags.iter().all(|f| v.get(*f).is_some_and(Value::is_boolean))
+        || !v.get("attributes").is_some_and(Value::is_object)
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "marketingSms, marketingEmail, marketingKakao (booleans) and attributes (object) are required",
+        );
+    }
     let id = shared.next_number();
     let customer = crate::state::Customer {
         id,
-        code: text(v.get("code")).unwrap_or_else(|| format!("customer_{}", shared.random(9))),
+        code: format!("customer_{}", shared.random(9)),
         uuid: shared.random(32),
         name,
         email,

@@ -575,3 +575,23 @@ async fn managed_pause_resume_and_order_refunds_follow_merge_v1() {
     assert_eq!(after["returnedAmount"].as_f64(), Some(5000.0));
     assert_eq!(e.ledger().await["totals"]["refunded"], 5000);
 }
+
+/// step-api-spec `service/account.json` (3ec8ceb9) `CustomerCreateDTO{name*, email*, phone,
+/// marketingSms*, marketingEmail*, marketingKakao*, attributes*}` has no `code`: StepPay gives the
+/// customer its own `id` and `code` (`CustomerV1DTO`).
+#[tokio::test]
+async fn customer_creation_takes_no_code_and_answers_steppays_own_id_and_code() {
+    let e = env().await;
+    let body = json!({"name": "홍길동", "email": "hong@example.com", "phone": "01012345678", "code": "mine",
+        "marketingSms": false, "marketingEmail": false, "marketingKakao": false, "attributes": {}});
+    let (status, c) = e.steppay(Method::POST, "/api/v1/customers", Some(body.clone())).await;
+    assert_eq!(status, 201, "{c}");
+    assert!(c["id"].is_i64(), "{c}");
+    assert!(c["code"].is_string() && c["code"] != "mine", "StepPay's own code, not ours: {c}");
+    for required in ["name", "email", "marketingSms", "marketingEmail", "marketingKakao", "attributes"] {
+        let mut missing = body.clone();
+        missing.as_object_mut().unwrap().remove(required);
+        let (status, v) = e.steppay(Method::POST, "/api/v1/customers", Some(missing)).await;
+        assert_eq!(status, 400, "{required} is required: {v}");
+    }
+}

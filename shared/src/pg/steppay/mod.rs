@@ -10,8 +10,8 @@ use reqwest::Method;
 use url::Url;
 
 use self::transformers::{
-    BillingRequest, CancelRequest, CancelResponse, CustomerInfo, CustomerRequest, OrderBody, OrderCancelRequest,
-    OrderItem, OrderRequest, Partner, PauseRequest, PaymentBody, PaymentStatus, Product, classify,
+    BillingRequest, CancelRequest, CancelResponse, CustomerBody, CustomerInfo, CustomerRequest, OrderBody,
+    OrderCancelRequest, OrderItem, OrderRequest, Partner, PauseRequest, PaymentBody, PaymentStatus, Product, classify,
 };
 use super::{
     ChargeRequest, Charged, FirstPayment, FirstPaymentEvidence, Lookup, PaymentGateway, PaymentState, PgError,
@@ -239,19 +239,18 @@ impl SteppayClient {
         Ok(RefundLookup::Settled { refunded })
     }
 
-    /// `POST /api/v1/customers` (managed mode needs the customer first).
+    /// `POST /api/v1/customers` (managed mode needs the customer first): StepPay's own `id` and
+    /// `code` of the new customer (`CustomerV1DTO`); an answer without them is not understood.
     pub async fn create_customer(
         &self,
-        code: &str,
         name: &str,
         email: &str,
         phone: Option<&str>,
-    ) -> Result<serde_json::Value, PgError> {
+    ) -> Result<super::PgCustomer, PgError> {
         let body = CustomerRequest {
             name,
             email,
             phone,
-            code,
             marketing_sms: false,
             marketing_email: false,
             marketing_kakao: false,
@@ -259,7 +258,13 @@ impl SteppayClient {
         };
         let body = serde_json::to_string(&body).map_err(|e| PgError::Invalid(e.to_string()))?;
         let text = self.send(Method::POST, "/api/v1/customers", "Secret-Token", Some(body), false).await?;
-        Self::parse(&text, false)
+        let c: CustomerBody = Self::parse(&text, false)?;
+        match (c.id.filter(|i| !i.is_empty()), c.code.filter(|c| !c.is_empty())) {
+            (Some(id), Some(code)) => Ok(super::PgCustomer { id, code }),
+            _ => {
+                Err(PgError::Unrecognized { code: "customer".into(), message: "a customer without id or code".into() })
+            }
+        }
     }
 
     /// `POST /api/v1/orders` for a StepPay product price plan.

@@ -186,7 +186,9 @@ pub struct OrderItem<'a> {
     pub minimum_quantity: i64,
 }
 
-/// `POST /api/v1/customers`.
+/// `POST /api/v1/customers`: step-api-spec `service/account.json` (3ec8ceb9) `CustomerCreateDTO`
+/// `{name*, email*, phone, marketingSms*, marketingEmail*, marketingKakao*, attributes*}` — no
+/// `code`: StepPay gives the customer its own.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CustomerRequest<'a> {
@@ -194,11 +196,20 @@ pub struct CustomerRequest<'a> {
     pub email: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub phone: Option<&'a str>,
-    pub code: &'a str,
     pub marketing_sms: bool,
     pub marketing_email: bool,
     pub marketing_kakao: bool,
     pub attributes: Value,
+}
+
+/// The created customer: step-api-spec `service/account.json` `CustomerV1DTO` — StepPay's own
+/// `id` (int64) and `code`; the rest is not read.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CustomerBody {
+    #[serde(default, deserialize_with = "de_opt_string")]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub code: Option<String>,
 }
 
 /// An order (`POST /api/v1/orders` 201, `GET /api/v1/orders/{idOrCode}`).
