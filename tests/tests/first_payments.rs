@@ -250,7 +250,14 @@ async fn steppay_managed_first_order_and_renewal_webhooks_extend_the_period() {
     e.stack.settle_webhooks(before + 4).await;
     let sub = e.store.get_subscription(&sub_id).await.unwrap().unwrap();
     assert_eq!(sub.subscription.current_period.unwrap().index, 2, "two renewals, the repeated one counted once");
-    assert_eq!(e.store.payments_of_subscription(&sub_id).await.unwrap().len(), 3);
+    let payments = e.store.payments_of_subscription(&sub_id).await.unwrap();
+    assert_eq!(payments.len(), 3);
+    // StepPay writes amounts as decimals (`19900.0`): every renewal is recorded at what was paid.
+    assert!(
+        payments.iter().all(|p| p.amounts.paid.won() == 19_900),
+        "{:?}",
+        payments.iter().map(|p| p.amounts.paid).collect::<Vec<_>>()
+    );
 
     // A failed renewal makes it past due (subscription.updated: UNPAID, confirmed by StepPay's
     // subscription lookup); StepPay's successful retry (order.payment_completed, and
@@ -272,6 +279,41 @@ async fn steppay_managed_first_order_and_renewal_webhooks_extend_the_period() {
     assert_eq!(types.iter().filter(|t| *t == "subscription.renewed").count(), 3);
     assert_eq!(types.iter().filter(|t| *t == "subscription.past_due").count(), 1);
     assert!(e.stack.feeder.dead_letters.lock().await.is_empty());
+}
+
+/// StepPay customer creation takes no code of ours and answers StepPay's own `id`/`code`
+/// (step-api-spec `service/account.json` `CustomerCreateDTO`, `CustomerV1DTO`): paycycle keeps them,
+/// so one paycycle customer is one StepPay customer — across checkouts, and across checkouts made
+/// at the same moment.
+#[tokio::test]
+async fn one_paycycle_customer_is_one_steppay_customer_even_with_concurrent_checkouts() {
+    let e = env().await;
+    e.sandbox.steppay_price("prod_pro", "price_monthly", 19_900).await;
+    let body = |customer: &str| {
+        json!({"pg": "steppay_managed", "customer": {"id": customer, "name": "홍길동", "email": "m@example.com"},
+            "plan": plan(19_900), "return_url": "https://shop.example.com/ok",
+            "steppay": {"product_code": "prod_pro", "price_code": "price_monthly"}})
+    };
+    let first = e.partner.checkout(&body("cus_one")).await;
+    let second = e.partner.checkout(&body("cus_one")).await;
+    let many = body("cus_many");
+    let post = |key: &'static str| e.partner.post("/checkouts", &many, Some(key));
+    let (a, b, c, d) = tokio::join!(post("many-1"), post("many-2"), post("many-3"), post("many-4"));
+    let together = [a, b, c, d];
+    for (status, v) in &together {
+        assert!(*status == 201 || *status == 409, "{status} {v}");
+    }
+    assert!(together.iter().any(|(status, _)| *status == 201));
+    let (customers, orders) = {
+        let state = e.stack.sandbox.shared.state.lock().unwrap();
+        (state.customers.clone(), state.orders.clone())
+    };
+    assert_eq!(customers.len(), 2, "one StepPay customer per paycycle customer: {customers:?}");
+    let order_customer = |c: &Value| {
+        let code = c["steppay"]["order_code"].as_str().unwrap();
+        orders.iter().find(|o| o.order_code == code).unwrap().customer_id
+    };
+    assert_eq!(order_customer(&first), order_customer(&second), "the same StepPay customer orders again");
 }
 
 #[tokio::test]

@@ -358,7 +358,18 @@ async fn steppay_order(deps: &Deps, code: &str, completed: bool, now: Timestamp)
         return apply(deps, &record, t, now, format!("StepPay's renewal order {code} failed: past due")).await;
     }
     let Some(id_key) = order.id_key.clone() else { return rejected(format!("paid order {code} without idKey")) };
-    let paid = order.paid_amount.as_deref().and_then(|a| Krw::parse_decimal(a).ok()).unwrap_or(Krw::ZERO);
+    // What StepPay says was paid, a decimal (`19900.0`): read exactly, never defaulted — a renewal
+    // is not recorded at an amount StepPay did not state.
+    let paid = match order.paid_amount.as_deref().map(|a| paycycle::pg::steppay::parse_amount(a, "paidAmount")) {
+        Some(Ok(paid)) => paid,
+        Some(Err(e)) => return from_pg(e),
+        None => {
+            return from_pg(PgError::Unrecognized {
+                code: "paidAmount".into(),
+                message: format!("paid order {code} without paidAmount"),
+            });
+        }
+    };
     let paid_at = order.payment_date.as_deref().and_then(paycycle::pg::steppay::parse_time).unwrap_or(now);
     let payment = PaymentRecord::paid(
         PgMode::SteppayManaged,
@@ -370,7 +381,9 @@ async fn steppay_order(deps: &Deps, code: &str, completed: bool, now: Timestamp)
         None,
         None,
     )
-    .for_partner(&record.partner_id);
+    .for_partner(&record.partner_id)
+    // The renewal order, through which this payment is refunded.
+    .with_pg_order(Some(code.to_string()));
     if let Ok(Some(_)) = deps.store.get_payment(&payment.payment_id).await {
         return verified(format!("renewal order {code} is already recorded"));
     }

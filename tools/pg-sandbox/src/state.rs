@@ -233,6 +233,8 @@ pub enum Operation {
     Refund,
     Lookup,
     Auth,
+    /// StepPay managed subscription changes: pause, resume (`/active`), cancel.
+    Lifecycle,
     Any,
 }
 
@@ -252,8 +254,10 @@ pub enum Fault {
     DeclineWithCode {
         code: String,
     },
-    /// A receipt lookup (StepPay) taken while a refund is still being processed: the payment
-    /// shows `CANCEL_PROGRESS` (a status StepPay's cancel answer documents) and no canceled amount yet.
+    /// A refund still being processed at StepPay. On a receipt lookup the payment shows
+    /// `CANCEL_PROGRESS` (a status StepPay's cancel answer documents) and no canceled amount yet;
+    /// on a cancel (`operation: refund`) the answer's `cancelPayment.paymentStatus` is
+    /// `CANCEL_PROGRESS` while the refund goes on to be made.
     CancelInProgress,
     /// A lookup taken before the PG's records caught up with what it already did. StepPay: the
     /// receipt shows the payment as it was before its latest refund (`COMPLETE` if that was its

@@ -14,9 +14,10 @@
 //! `steppay_payment_events`, billing charges send `payment.completed` / `payment.failed`.
 //!
 //! Sandbox choices where StepPay publishes nothing (unconfirmed; clients must not depend on more
-//! than the documented fields): the billing charge's success body, the error codes of declines,
-//! which events one renewal sends (and in which order: StepPay guarantees none), and rejecting a
-//! repeated `partnerOrderId`.
+//! than the documented fields): the billing charge's success body, the error codes of declines
+//! (StepPay publishes none: the codes here are for people reading the sandbox; clients classify by
+//! HTTP status), which events one renewal sends (and in which order: StepPay guarantees none), and
+//! rejecting a repeated `partnerOrderId` with 409.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -58,13 +59,28 @@ fn json_body(body: &Bytes) -> Result<Value, Response> {
         .map_err(|e| error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", &format!("malformed JSON: {e}")))
 }
 
-/// A number that may arrive as a JSON number or a numeric string (the seeds quote some).
+/// A whole amount that may arrive as a JSON number or a numeric string (the seeds quote some).
+/// StepPay's amounts are decimals (`CancelRequestDTO.requestPrice` and `Product.amount` are
+/// `number`, step-api-spec `service/payment.json` at 3ec8ceb9): `1000.0` is 1000; a fraction is
+/// no amount of won (`None`, answered 400).
 fn int(v: Option<&Value>) -> Option<i64> {
-    match v? {
-        Value::Number(n) => n.as_i64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
+    let s = match v? {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.trim().to_string(),
+        _ => return None,
+    };
+    let (whole, fraction) = s.split_once('.').unwrap_or((&s, ""));
+    if !fraction.bytes().all(|b| b == b'0') {
+        return None;
     }
+    whole.parse().ok()
+}
+
+/// An amount as StepPay writes it: a decimal number (`10000.0`, `0.0` in StepPay's examples,
+/// step-api-spec `service/payment.json` `number` fields, dev-docs `08-1-2_Webhook-Schema.md`
+/// `Decimal`). Sandbox amounts are far below 2^53, where an f64 holds every whole number exactly.
+pub fn decimal(won: i64) -> Value {
+    serde_json::Number::from_f64(won as f64).map_or(Value::Null, Value::Number)
 }
 
 fn text(v: Option<&Value>) -> Option<String> {
@@ -126,12 +142,6 @@ fn v2_webhook(shared: &Arc<Shared>, event: &str, data: Value, fault: Option<Faul
         Webhook { pg: Pg::Steppay, url, content_type: "application/json", body, headers },
         fault,
     );
-}
-
-/// A decimal amount as StepPay writes it (`19900.0`, dev-docs `08-1-2_Webhook-Schema.md` Decimal).
-fn decimal(won: i64) -> Value {
-    // Exact: KRW amounts are far below 2^53.
-    json!(won as f64)
 }
 
 /// `data` of an order event: the `Order` schema of dev-docs `docs/08-1-2_Webhook-Schema.md`
@@ -237,8 +247,8 @@ fn payment_json(c: &Charge) -> Value {
         "orderId": c.order_id,
         "paymentStatus": c.status,
         "paymentDate": iso(c.paid_at),
-        "amount": c.amount,
-        "canceledAmount": c.refunded,
+        "amount": decimal(c.amount),
+        "canceledAmount": decimal(c.refunded),
         "paymentMethod": c.method,
         "partnerOrderId": c.partner_order_id,
         "productName": c.goods,
@@ -262,10 +272,9 @@ pub async fn billing(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Resp
     let (Some(id_key), Some(amount)) = (id_key, amount) else {
         return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "idKey and product.amount are required");
     };
-    let total = amount.checked_mul(quantity).unwrap_or(0);
-    if total <= 0 {
-        return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "amount must be positive");
-    }
+    let Some(total) = amount.checked_mul(quantity).filter(|t| *t > 0) else {
+        return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "amount × quantity must be a positive amount");
+    };
     let fault = match pre_fault(&shared, Operation::Charge, Some(&id_key)).await {
         Ok(f) => f,
         Err(r) => return r,
@@ -311,8 +320,10 @@ pub async fn billing(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Resp
             {
                 let existing = existing.id.clone();
                 drop(state);
+                // Unconfirmed (StepPay documents no duplicate answer): a 409 Conflict in the
+                // documented error body, naming the existing payment in `details`.
                 return (
-                    StatusCode::BAD_REQUEST,
+                    StatusCode::CONFLICT,
                     Json(json!({"traceId": "sandbox", "errorCode": "DUPLICATE_PARTNER_ORDER_ID",
                         "errorMessage": "이미 처리된 주문번호입니다", "details": {"idKey": existing}})),
                 )
@@ -352,6 +363,40 @@ fn is_webhook_fault(f: &Fault) -> bool {
     matches!(f, Fault::WebhookTwice | Fault::WebhookLate { .. } | Fault::WebhookOutOfOrder)
 }
 
+/// Refunds `price` of StepPay payment `id_key` in the ledger: `(tid, payment status, order id)`,
+/// or StepPay's refusal (no such payment, more than remains).
+fn refund_charge(
+    shared: &Shared,
+    state: &mut crate::state::State,
+    id_key: &str,
+    price: i64,
+    now: Timestamp,
+) -> Result<(String, String, u64), Response> {
+    let tid = shared.random(20);
+    let Some(charge) = state.charge_mut(Pg::Steppay, id_key) else {
+        return Err(error(StatusCode::NOT_FOUND, "PAYMENT_NOT_FOUND", "결제를 찾을 수 없습니다"));
+    };
+    let remaining = charge.amount - charge.refunded;
+    if price > remaining {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "CANCEL_AMOUNT_EXCEEDED",
+            &format!("취소 가능 금액({remaining})을 초과했습니다"),
+        ));
+    }
+    charge.refunded += price;
+    charge.status = if charge.refunded == charge.amount { "CANCELED" } else { "PARTIAL_CANCELED" }.into();
+    let (status, order_id) = (charge.status.clone(), charge.order_id.unwrap_or(0));
+    state.refunds.push(RefundEntry {
+        pg: Pg::Steppay,
+        charge_id: id_key.to_string(),
+        amount: price,
+        tid: tid.clone(),
+        at: now,
+    });
+    Ok((tid, status, order_id))
+}
+
 /// `POST /api/internal/payment/cancel` — full or partial refund (`Secret-Key`).
 pub async fn cancel(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = authorized(&shared, &headers, "Secret-Key") {
@@ -374,41 +419,37 @@ pub async fn cancel(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Respo
     if let Some(Fault::Decline { .. }) = fault {
         return error(StatusCode::BAD_REQUEST, "CANCEL_FAILED", "취소에 실패했습니다 (sandbox decline)");
     }
+    // StepPay accepted the cancel and finishes it later: it answers `CANCEL_PROGRESS` now and
+    // the receipt shows the outcome once done (the ledger records the refund it will make).
+    let in_progress = fault == Some(Fault::CancelInProgress);
     let (response, order_id) = {
         let mut state = shared.state.lock().expect("state");
         let now = state.now();
-        let tid = shared.random(20);
-        let Some(charge) = state.charge_mut(Pg::Steppay, &id_key) else {
-            return error(StatusCode::NOT_FOUND, "PAYMENT_NOT_FOUND", "결제를 찾을 수 없습니다");
-        };
-        let remaining = charge.amount - charge.refunded;
-        if price > remaining {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "CANCEL_AMOUNT_EXCEEDED",
-                &format!("취소 가능 금액({remaining})을 초과했습니다"),
-            );
+        if state.orders.iter().any(|o| o.id_key == id_key) {
+            // Sandbox choice: a managed order's payment is refunded through its order (merge/v1.json
+            // `v1_cancelOrder`), the way a partner of StepPay managed is told to.
+            return error(StatusCode::BAD_REQUEST, "ORDER_PAYMENT", "주문 결제는 주문 취소 API로 환불합니다 (sandbox)");
         }
-        charge.refunded += price;
-        charge.status = if charge.refunded == charge.amount { "CANCELED" } else { "PARTIAL_CANCELED" }.into();
-        let status = charge.status.clone();
-        let order_id = charge.order_id.unwrap_or(0);
-        state.refunds.push(RefundEntry {
-            pg: Pg::Steppay,
-            charge_id: id_key.clone(),
-            amount: price,
-            tid: tid.clone(),
-            at: now,
-        });
+        let (tid, status, order_id) = match refund_charge(&shared, &mut state, &id_key, price, now) {
+            Ok(done) => done,
+            Err(r) => return r,
+        };
+        let status = if in_progress { "CANCEL_PROGRESS".to_string() } else { status };
+        // step-api-spec `service/payment.json` (3ec8ceb9) `ApiResponseCancelResponse`: `result`
+        // boolean, `code` int32, `message`, `id` string, `response` = `CancelResponse{tid,
+        // paymentReceiptUrl, cancelPayment: CancelPaymentDTO{canceledAmount number, tid,
+        // paymentStatus, canceledDate}}`. The values of `code` and `id` are not documented
+        // (unconfirmed): the sandbox sends 0 and the order id.
         let response = json!({
-            "result": "SUCCESS",
-            "code": "0000",
+            "result": true,
+            "code": 0,
             "message": "취소 성공",
-            "id": order_id,
+            "id": order_id.to_string(),
             "response": {
                 "tid": tid,
                 "paymentReceiptUrl": format!("https://sandbox.invalid/receipt/{id_key}"),
-                "cancelPayment": {"canceledAmount": price, "tid": tid, "paymentStatus": status, "canceledDate": iso(now)}
+                "cancelPayment": {"canceledAmount": decimal(price), "tid": tid, "paymentStatus": status,
+                                  "canceledDate": iso(now)}
             }
         });
         (response, order_id)
@@ -451,13 +492,16 @@ pub async fn receipt(State(shared): Sh, headers: HeaderMap, Path(id_key): Path<S
     if let Some(o) = state.orders.iter().find(|o| o.id_key == id_key) {
         let status = if o.failed.is_some() { "FAILED" } else { "STANDBY" };
         return Json(json!({"idKey": id_key, "orderId": o.order_id, "paymentStatus": status, "paymentDate": null,
-            "amount": o.price.amount, "canceledAmount": 0, "paymentMethod": null}))
+            "amount": decimal(o.price.amount), "canceledAmount": decimal(0), "paymentMethod": null}))
         .into_response();
     }
     error(StatusCode::NOT_FOUND, "PAYMENT_NOT_FOUND", "결제를 찾을 수 없습니다")
 }
 
-/// `POST /api/v1/customers`.
+/// `POST /api/v1/customers` — step-api-spec `service/account.json` (3ec8ceb9) `CustomerCreateDTO`
+/// `{name*, email*, phone, marketingSms*, marketingEmail*, marketingKakao*, attributes*}`: there is
+/// no `code` input (one sent is ignored); StepPay answers 201 `CustomerV1DTO` with its own `id` and
+/// `code` (the sandbox's code format `customer_` + 9 characters is unconfirmed).
 pub async fn create_customer(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = authorized(&shared, &headers, "Secret-Token") {
         return r;
@@ -469,10 +513,20 @@ pub async fn create_customer(State(shared): Sh, headers: HeaderMap, body: Bytes)
     let (Some(name), Some(email)) = (text(v.get("name")), text(v.get("email"))) else {
         return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "name and email are required");
     };
+    let flags = ["marketingSms", "marketingEmail", "marketingKakao"];
+    if !flags.iter().all(|f| v.get(*f).is_some_and(Value::is_boolean))
+        || !v.get("attributes").is_some_and(Value::is_object)
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "marketingSms, marketingEmail, marketingKakao (booleans) and attributes (object) are required",
+        );
+    }
     let id = shared.next_number();
     let customer = crate::state::Customer {
         id,
-        code: text(v.get("code")).unwrap_or_else(|| format!("customer_{}", shared.random(9))),
+        code: format!("customer_{}", shared.random(9)),
         uuid: shared.random(32),
         name,
         email,
@@ -552,20 +606,20 @@ fn order_json(state: &crate::state::State, o: &Order) -> Value {
         "orderId": o.order_id,
         "orderCode": o.order_code,
         "type": o.order_type,
-        "paidAmount": paid,
-        "returnedAmount": returned,
-        "leftAmount": if o.paid { 0 } else { o.price.amount },
-        "discountedAmount": 0,
+        "paidAmount": decimal(paid),
+        "returnedAmount": decimal(returned),
+        "leftAmount": decimal(if o.paid { 0 } else { o.price.amount }),
+        "discountedAmount": decimal(0),
         "productName": o.price.product_name,
         "items": [{"productCode": o.price.product_code, "priceCode": o.price.price_code, "currency": "KRW",
-                   "minimumQuantity": 1, "price": o.price.amount}],
+                   "minimumQuantity": 1, "price": decimal(o.price.amount)}],
         "customer": customer,
         "paymentDate": o.payment_date.map(iso),
         "payment": charge.map(|c| json!({
-            "paymentMethod": c.method, "paymentDate": iso(c.paid_at), "amount": c.amount, "discount": 0,
+            "paymentMethod": c.method, "paymentDate": iso(c.paid_at), "amount": decimal(c.amount), "discount": decimal(0),
             "paymentReceiptUrl": format!("https://sandbox.invalid/receipt/{}", c.id), "paymentGateway": "SANDBOX",
             "cardNumber": "1234-****-****-5678", "errorCode": null, "errorMessage": null})).or_else(|| o.failed.as_ref().map(|(code, msg)| json!({
-            "paymentMethod": null, "paymentDate": null, "amount": o.price.amount, "errorCode": code, "errorMessage": msg}))),
+            "paymentMethod": null, "paymentDate": null, "amount": decimal(o.price.amount), "errorCode": code, "errorMessage": msg}))),
         "subscriptions": o.subscription_id.map(|id| vec![id]).unwrap_or_default(),
         "parentSubscription": o.parent_subscription,
         "idKey": o.id_key,
@@ -590,7 +644,7 @@ pub async fn get_order(State(shared): Sh, headers: HeaderMap, Path(id): Path<Str
 
 fn subscription_json(s: &Subscription) -> Value {
     json!({
-        "id": s.id, "status": s.status, "price": s.price.amount, "startDate": iso(s.start_date),
+        "id": s.id, "status": s.status, "price": decimal(s.price.amount), "startDate": iso(s.start_date),
         "lastPaymentDate": iso(s.last_payment_date), "nextPaymentDate": iso(s.next_payment_date),
         "interval": s.price.interval, "intervalCount": s.price.interval_count, "recurringCount": s.recurring_count,
         "currentPeriod": s.recurring_count, "orders": s.orders,
@@ -624,6 +678,9 @@ pub async fn cancel_subscription(State(shared): Sh, headers: HeaderMap, Path(id)
         Some("END_OF_PERIOD") => "PENDING_CANCEL",
         _ => return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "whenToCancel must be NOW or END_OF_PERIOD"),
     };
+    if let Err(r) = pre_fault(&shared, Operation::Lifecycle, None).await {
+        return r;
+    }
     let mut state = shared.state.lock().expect("state");
     match state.subscriptions.iter_mut().find(|s| s.id == id) {
         Some(s) if s.status == "CANCELED" => {
@@ -635,6 +692,94 @@ pub async fn cancel_subscription(State(shared): Sh, headers: HeaderMap, Path(id)
         }
         None => error(StatusCode::NOT_FOUND, "SUBSCRIPTION_NOT_FOUND", "구독을 찾을 수 없습니다"),
     }
+}
+
+/// `PATCH /api/v1/orders/{orderIdOrCode}/cancel` `ReqV1{requestPrice*, reason}` (merge/v1.json at
+/// 3ec8ceb9, `v1_cancelOrder`: "결제가 완료된 주문건은 환불되며, 그렇지 않은 주문은 취소됩니다"). 200
+/// `ProductApiresponse`, whose fields are not shown (unconfirmed): the sandbox answers `{result,
+/// message}`; clients rely on the 2xx alone. Faults: `operation: refund`.
+pub async fn cancel_order(State(shared): Sh, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+    if let Err(r) = authorized(&shared, &headers, "Secret-Token") {
+        return r;
+    }
+    let v = match json_body(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let Some(price) = int(v.get("requestPrice")).filter(|p| *p > 0) else {
+        return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "requestPrice must be a positive amount");
+    };
+    let fault = match pre_fault(&shared, Operation::Refund, None).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    if let Some(Fault::Decline { .. }) = fault {
+        return error(StatusCode::BAD_REQUEST, "CANCEL_FAILED", "취소에 실패했습니다 (sandbox decline)");
+    }
+    {
+        let mut state = shared.state.lock().expect("state");
+        let now = state.now();
+        let Some(order) = state.orders.iter().find(|o| o.order_code == id || o.order_id.to_string() == id).cloned()
+        else {
+            return error(StatusCode::NOT_FOUND, "ORDER_NOT_FOUND", "주문을 찾을 수 없습니다");
+        };
+        if !order.paid {
+            return error(StatusCode::BAD_REQUEST, "ORDER_NOT_PAID", "결제되지 않은 주문입니다 (sandbox)");
+        }
+        if let Err(r) = refund_charge(&shared, &mut state, &order.id_key, price, now) {
+            return r;
+        }
+    }
+    hold_if_timeout(&shared, &fault).await;
+    Json(json!({"result": true, "message": "주문이 취소되었습니다"})).into_response()
+}
+
+/// Changes a managed subscription's status if it is in one of `from` (merge/v1.json at 3ec8ceb9).
+async fn lifecycle(shared: &Arc<Shared>, id: u64, from: &[&str], to: &str, ok: StatusCode) -> Response {
+    if let Err(r) = pre_fault(shared, Operation::Lifecycle, None).await {
+        return r;
+    }
+    let mut state = shared.state.lock().expect("state");
+    match state.subscriptions.iter_mut().find(|s| s.id == id) {
+        Some(s) if from.contains(&s.status.as_str()) => {
+            s.status = to.into();
+            (ok, Json(json!({"result": true, "message": to}))).into_response()
+        }
+        Some(s) => error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_SUBSCRIPTION_STATUS",
+            &format!("{} 상태의 구독은 변경할 수 없습니다 (sandbox code)", s.status),
+        ),
+        None => error(StatusCode::NOT_FOUND, "SUBSCRIPTION_NOT_FOUND", "구독을 찾을 수 없습니다"),
+    }
+}
+
+/// `POST /api/v1/subscriptions/{id}/pause` `SubscriptionPauseDTO{whenToPause, …}`: "활성화 상태의
+/// 구독만 일시정지 할 수 있습니다" (merge/v1.json `v1_pauseSubscription`), 200. `whenToPause` values
+/// are not listed in what we read (unconfirmed: `NOW`, `END_OF_PERIOD` as `whenToCancel`'s).
+pub async fn pause_subscription(State(shared): Sh, headers: HeaderMap, Path(id): Path<u64>, body: Bytes) -> Response {
+    if let Err(r) = authorized(&shared, &headers, "Secret-Token") {
+        return r;
+    }
+    let v = match json_body(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let to = match text(v.get("whenToPause")).as_deref() {
+        Some("NOW") => "PAUSE",
+        Some("END_OF_PERIOD") => "PENDING_PAUSE",
+        _ => return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "whenToPause must be NOW or END_OF_PERIOD"),
+    };
+    lifecycle(&shared, id, &["ACTIVE"], to, StatusCode::OK).await
+}
+
+/// `POST /api/v1/subscriptions/{id}/active`, no body: "일시정지 및 취소 대기중 상태만 변경가능합니다"
+/// (merge/v1.json `v1_activeSubscription`), 201.
+pub async fn activate_subscription(State(shared): Sh, headers: HeaderMap, Path(id): Path<u64>) -> Response {
+    if let Err(r) = authorized(&shared, &headers, "Secret-Token") {
+        return r;
+    }
+    lifecycle(&shared, id, &["PAUSE", "PENDING_PAUSE", "PENDING_CANCEL"], "ACTIVE", StatusCode::CREATED).await
 }
 
 fn add_interval(t: Timestamp, price: &Price, n: u32) -> Timestamp {
@@ -837,6 +982,9 @@ pub async fn admin_renew(State(shared): Sh, Path(id): Path<u64>) -> Response {
     let billing_key = {
         let state = shared.state.lock().expect("state");
         match state.subscriptions.iter().find(|s| s.id == id) {
+            Some(s) if s.status == "PAUSE" => {
+                return error(StatusCode::CONFLICT, "SUBSCRIPTION_PAUSED", "a paused subscription is not renewed");
+            }
             Some(s) if s.status == "CANCELED" || s.status == "PENDING_CANCEL" => {
                 return error(StatusCode::CONFLICT, "SUBSCRIPTION_CANCELED", "a canceled subscription is not renewed");
             }
