@@ -227,8 +227,11 @@ impl SteppayClient {
                 Some(c) if !c.is_zero() => return Err(unreadable("COMPLETE with a canceled amount")),
                 _ => Krw::ZERO,
             },
-            // A cancel StepPay reports as failed: the payment stands with what was canceled before.
-            PaymentStatus::CanceledFail => canceled.unwrap_or(Krw::ZERO),
+            // A cancel StepPay reports as failed: the payment stands with what was canceled before
+            // — which only a canceled amount says (none is not read as nothing).
+            PaymentStatus::CanceledFail => {
+                canceled.ok_or_else(|| unreadable("CANCELED_FAIL without canceledAmount"))?
+            }
             PaymentStatus::PartialCanceled => canceled.ok_or_else(|| unreadable("no canceledAmount"))?,
             PaymentStatus::Canceled => match canceled {
                 Some(c) => c,
