@@ -2,7 +2,8 @@
 //!
 //! [`Krw`] is never negative (a debt or a credit is a direction in the type that holds it, not a
 //! sign), arithmetic is checked (an overflow is an error, never a wrap), and JSON carries amounts as
-//! integers only: `9900` parses, `9900.0`, `"9900"`, `-1` and `1e4` do not.
+//! integers only: `9900` parses, `9900.0`, `"9900"`, `-1` and `1e4` do not. A PG that writes its
+//! amounts as decimals (StepPay: `10000.0`) is read with [`Krw::parse_pg_decimal`], exactly.
 
 use std::fmt;
 
@@ -85,6 +86,32 @@ impl Krw {
             return Err(MoneyError::NotAnInteger);
         }
         t.parse::<i64>().map(Krw).map_err(|_| MoneyError::TooLarge)
+    }
+
+    /// Parses a PG amount written as a decimal (`"10000.0"`, `"0.0"`: StepPay's amounts are
+    /// `number`/`Decimal` and its own examples write them so — step-api-spec `service/payment.json`,
+    /// dev-docs `08-1-2_Webhook-Schema.md`) or as a plain integer. Exact: a whole number of won with
+    /// an all-zero fraction is accepted; any fraction is `NotAnInteger` (KRW has no minor unit, so
+    /// `10000.5` is no amount we could have charged); exponents, signs and separators are refused.
+    /// A decimal beyond 2^53 is `TooLarge`: a JSON number there has been through a float and may
+    /// not be the amount the PG meant.
+    pub fn parse_pg_decimal(s: &str) -> Result<Krw, MoneyError> {
+        let t = s.trim();
+        let Some((whole, fraction)) = t.split_once('.') else {
+            return Self::parse_decimal(t);
+        };
+        if fraction.is_empty() || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(MoneyError::NotAnInteger);
+        }
+        let won = Self::parse_decimal(whole)?;
+        if fraction.bytes().any(|b| b != b'0') {
+            return Err(MoneyError::NotAnInteger);
+        }
+        const EXACT_IN_F64: i64 = 1 << 53;
+        if won.0 > EXACT_IN_F64 {
+            return Err(MoneyError::TooLarge);
+        }
+        Ok(won)
     }
 }
 
@@ -197,6 +224,25 @@ mod tests {
             assert_eq!(Krw::parse_decimal(bad), Err(MoneyError::NotAnInteger), "{bad:?}");
         }
         assert_eq!(Krw::parse_decimal("9223372036854775808"), Err(MoneyError::TooLarge));
+    }
+
+    #[test]
+    fn pg_decimals_parse_exactly_and_only_whole_won() {
+        // StepPay writes amounts as decimals (`10000.0`, `0.0` in its own examples).
+        assert_eq!(Krw::parse_pg_decimal("10000.0").unwrap().won(), 10_000);
+        assert_eq!(Krw::parse_pg_decimal("0.0").unwrap().won(), 0);
+        assert_eq!(Krw::parse_pg_decimal("9900").unwrap().won(), 9_900);
+        assert_eq!(Krw::parse_pg_decimal("9900.000").unwrap().won(), 9_900);
+        for fraction in ["10000.5", "0.01", "9900.0001"] {
+            assert_eq!(Krw::parse_pg_decimal(fraction), Err(MoneyError::NotAnInteger), "{fraction}");
+        }
+        for bad in ["", ".0", "1.", "1e4", "1.0e4", "1,000.0", "+5.0", "abc", "NaN"] {
+            assert!(Krw::parse_pg_decimal(bad).is_err(), "{bad:?}");
+        }
+        assert!(matches!(Krw::parse_pg_decimal("-1.0"), Err(MoneyError::Negative(_))));
+        // Beyond 2^53 a JSON decimal has been through a float and may not be what StepPay meant.
+        assert_eq!(Krw::parse_pg_decimal("9007199254740993.0"), Err(MoneyError::TooLarge));
+        assert_eq!(Krw::parse_pg_decimal("9007199254740993").unwrap().won(), 9_007_199_254_740_993);
     }
 
     #[test]

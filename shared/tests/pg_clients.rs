@@ -150,13 +150,14 @@ async fn steppay_charge_receipt_and_refunds() {
         amount: krw(amount),
         pay_date_kst: String::new(),
         refund_id: "ref_1".into(),
+        pg_order: None,
     };
     let r = e.steppay.refund(&refund(4_000)).await.unwrap();
     assert_eq!(r.amount, krw(4_000));
     assert!(r.pg_refund_id.is_some());
     assert!(
-        matches!(e.steppay.refund(&refund(6_000)).await, Err(PgError::Declined { hard: true, .. })),
-        "more than remains"
+        matches!(e.steppay.refund(&refund(6_000)).await, Err(PgError::Declined { hard: false, .. })),
+        "more than remains: refused, nothing refunded (StepPay publishes no codes, so never hard)"
     );
     e.steppay.refund(&refund(5_900)).await.unwrap();
     let state = e
@@ -179,17 +180,58 @@ async fn steppay_charge_receipt_and_refunds() {
     );
 }
 
+/// StepPay's refund answer is `ApiResponseCancelResponse` (step-api-spec `service/payment.json`
+/// at 3ec8ceb9): `result` a boolean, `code` an int32, the refund in `response.cancelPayment` with a
+/// decimal `canceledAmount`. A refund StepPay made is `Refunded`, never an unknown outcome.
+#[tokio::test]
+async fn a_successful_steppay_refund_is_refunded_not_unknown() {
+    let e = env().await;
+    let key = e.steppay_billing_key().await;
+    let paid = e.steppay.charge(&charge(&key, 1, 10_000)).await.unwrap();
+    let req = RefundRequest {
+        pg_payment_id: paid.pg_payment_id.clone(),
+        amount: krw(2_500),
+        pay_date_kst: String::new(),
+        refund_id: "ref_ok".into(),
+        pg_order: None,
+    };
+    let r = e.steppay.refund(&req).await;
+    assert!(matches!(&r, Ok(done) if done.amount == krw(2_500)), "{r:?}");
+}
+
+/// `CANCEL_PROGRESS` in the cancel answer: StepPay took the refund and has not finished it. It is
+/// neither succeeded nor failed: the client says unknown, so the refund stays reserved and is
+/// settled by the receipt lookup — never released, never retried blind.
+#[tokio::test]
+async fn a_steppay_refund_in_progress_is_neither_succeeded_nor_failed() {
+    let e = env().await;
+    let key = e.steppay_billing_key().await;
+    let paid = e.steppay.charge(&charge(&key, 1, 10_000)).await.unwrap();
+    e.next("refund", json!({"kind": "cancel_in_progress"})).await;
+    let req = RefundRequest {
+        pg_payment_id: paid.pg_payment_id.clone(),
+        amount: krw(1_000),
+        pay_date_kst: String::new(),
+        refund_id: "ref_prog".into(),
+        pg_order: None,
+    };
+    let err = e.steppay.refund(&req).await.unwrap_err();
+    assert!(matches!(err, PgError::Unknown { .. }) && err.outcome_unknown(), "{err:?}");
+}
+
 #[tokio::test]
 async fn steppay_fault_classes() {
     let e = env().await;
     let key = e.steppay_billing_key().await;
     e.next("charge", json!({"kind": "decline", "hard": false})).await;
     assert!(matches!(e.steppay.charge(&charge(&key, 1, 100)).await, Err(PgError::Declined { hard: false, .. })));
+    // StepPay publishes no error codes: whatever the sandbox's errorCode, a refused charge is a
+    // soft decline (classified by HTTP status).
     e.next("charge", json!({"kind": "decline", "hard": true})).await;
-    assert!(matches!(e.steppay.charge(&charge(&key, 2, 100)).await, Err(PgError::Declined { hard: true, .. })));
+    assert!(matches!(e.steppay.charge(&charge(&key, 2, 100)).await, Err(PgError::Declined { hard: false, .. })));
     assert!(matches!(
         e.steppay.charge(&charge("1600000000000unknownkey000000", 3, 100)).await,
-        Err(PgError::Declined { hard: true, .. })
+        Err(PgError::Declined { hard: false, .. })
     ));
     e.next("charge", json!({"kind": "server_error"})).await;
     let err = e.steppay.charge(&charge(&key, 4, 100)).await.unwrap_err();
@@ -234,6 +276,7 @@ async fn steppay_fault_classes() {
         amount: krw(100),
         pay_date_kst: String::new(),
         refund_id: "r".into(),
+        pg_order: None,
     };
     assert!(e.steppay.refund(&r).await.unwrap_err().outcome_unknown());
     e.next("refund", json!({"kind": "decline", "hard": false})).await;
@@ -249,8 +292,10 @@ async fn steppay_managed_and_self_first_payments_verify_by_lookup() {
         json!({"product_code": "p", "price_code": "m", "product_name": "Pro", "amount": 19900, "interval": "MONTH"}),
     )
     .await;
-    e.steppay.create_customer("cus_1", "홍길동", "hong@example.com", Some("01012345678")).await.unwrap();
-    let order = e.steppay.create_order("cus_1", "p", "m").await.unwrap();
+    // StepPay gives the customer its own id and code (no code of ours goes in); orders name it.
+    let customer = e.steppay.create_customer("홍길동", "hong@example.com", Some("01012345678")).await.unwrap();
+    assert!(!customer.id.is_empty() && customer.code.starts_with("customer_"), "{customer:?}");
+    let order = e.steppay.create_order(&customer.code, "p", "m").await.unwrap();
     assert!(order.order_code.starts_with("order_"));
     let unpaid = e.steppay.verify_order(&order.order_code, krw(19_900)).await;
     assert!(matches!(unpaid, Err(PgError::NotPaid(_))), "not paid yet");
@@ -385,6 +430,7 @@ async fn payple_repay_lookup_refund_and_delete() {
         amount: krw(amount),
         pay_date_kst: date.clone(),
         refund_id: "r".into(),
+        pg_order: None,
     };
     assert_eq!(e.payple.refund(&refund(3_000)).await.unwrap().amount, krw(3_000));
     assert!(matches!(e.payple.refund(&refund(7_001)).await, Err(PgError::Declined { hard: true, .. })));

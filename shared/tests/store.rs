@@ -597,3 +597,34 @@ async fn outbox_events_reach_an_sqs_queue_through_a_bus_rule() {
         events[3].event_id
     );
 }
+
+/// One partner customer, one PG customer: the first claim creates, others wait; a recorded mapping
+/// is never overwritten (a late creator gets the recorded one back); a dead claim is taken over.
+#[tokio::test]
+async fn a_recorded_pg_customer_is_never_overwritten_and_a_dead_claim_is_taken_over() {
+    use paycycle::store::pg_customers::{PgCustomer, PgCustomerClaim};
+    let e = env().await;
+    let now = t("2027-01-01T00:00:00Z");
+    let lease = SignedDuration::from_secs(30);
+    let claim = |at: Timestamp| e.store.claim_pg_customer("steppay", "p1", "cus_1", at, lease);
+    assert_eq!(claim(now).await.unwrap(), PgCustomerClaim::Claimed);
+    assert_eq!(claim(now).await.unwrap(), PgCustomerClaim::Busy, "another checkout is creating it");
+    let later = now.checked_add(SignedDuration::from_secs(31)).unwrap();
+    assert_eq!(claim(later).await.unwrap(), PgCustomerClaim::Claimed, "the first creator is gone");
+    let first = PgCustomer { id: "1".into(), code: "customer_a".into() };
+    let second = PgCustomer { id: "2".into(), code: "customer_b".into() };
+    assert_eq!(e.store.record_pg_customer("steppay", "p1", "cus_1", &first).await.unwrap(), first);
+    assert_eq!(
+        e.store.record_pg_customer("steppay", "p1", "cus_1", &second).await.unwrap(),
+        first,
+        "the recorded mapping stands"
+    );
+    assert_eq!(claim(later).await.unwrap(), PgCustomerClaim::Known(first.clone()));
+    e.store.release_pg_customer("steppay", "p1", "cus_1").await.unwrap();
+    assert_eq!(claim(later).await.unwrap(), PgCustomerClaim::Known(first), "a recorded mapping is never released");
+    assert_eq!(
+        e.store.claim_pg_customer("steppay", "p2", "cus_1", now, lease).await.unwrap(),
+        PgCustomerClaim::Claimed,
+        "per partner"
+    );
+}

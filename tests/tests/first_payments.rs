@@ -236,12 +236,12 @@ async fn steppay_managed_first_order_and_renewal_webhooks_extend_the_period() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["subscription"]["renewer"], "pg");
     assert_eq!(v["subscription"]["next_attempt_at"], Value::Null, "StepPay renews it, not paycycle");
-    e.stack.settle_webhooks(before + 1).await; // the first order's order.paid: already applied
+    e.stack.settle_webhooks(before + 1).await; // the first order's order.payment_completed: already applied
     let sub_id: paycycle::domain::attempt::SubscriptionId = c["subscription_id"].as_str().unwrap().parse().unwrap();
     let pg_sub = e.store.get_subscription(&sub_id).await.unwrap().unwrap().billing_key.unwrap();
     assert_eq!(order_code, redirect["order_code"]);
 
-    // StepPay renews twice (signed order.paid webhooks); one renewal is delivered twice.
+    // StepPay renews twice (signed order.payment_completed webhooks); one renewal is delivered twice.
     e.sandbox
         .admin("/__admin/scenarios", json!({"operation": "charge", "fault": {"kind": "webhook_twice"}, "count": 1}))
         .await;
@@ -250,9 +250,18 @@ async fn steppay_managed_first_order_and_renewal_webhooks_extend_the_period() {
     e.stack.settle_webhooks(before + 4).await;
     let sub = e.store.get_subscription(&sub_id).await.unwrap().unwrap();
     assert_eq!(sub.subscription.current_period.unwrap().index, 2, "two renewals, the repeated one counted once");
-    assert_eq!(e.store.payments_of_subscription(&sub_id).await.unwrap().len(), 3);
+    let payments = e.store.payments_of_subscription(&sub_id).await.unwrap();
+    assert_eq!(payments.len(), 3);
+    // StepPay writes amounts as decimals (`19900.0`): every renewal is recorded at what was paid.
+    assert!(
+        payments.iter().all(|p| p.amounts.paid.won() == 19_900),
+        "{:?}",
+        payments.iter().map(|p| p.amounts.paid).collect::<Vec<_>>()
+    );
 
-    // A failed renewal makes it past due; StepPay's successful retry makes it active again.
+    // A failed renewal makes it past due (subscription.updated: UNPAID, confirmed by StepPay's
+    // subscription lookup); StepPay's successful retry (order.payment_completed, and
+    // subscription.updated: ACTIVE) makes it active again.
     e.sandbox
         .admin(
             "/__admin/scenarios",
@@ -263,13 +272,48 @@ async fn steppay_managed_first_order_and_renewal_webhooks_extend_the_period() {
     e.stack.settle_webhooks(before + 5).await;
     assert_eq!(e.store.get_subscription(&sub_id).await.unwrap().unwrap().subscription.state.as_str(), "past_due");
     e.sandbox.admin(&format!("/__admin/steppay/subscriptions/{pg_sub}/renew"), json!({})).await;
-    e.stack.settle_webhooks(before + 6).await;
+    e.stack.settle_webhooks(before + 7).await;
     let sub = e.store.get_subscription(&sub_id).await.unwrap().unwrap();
     assert_eq!((sub.subscription.state.as_str(), sub.subscription.current_period.unwrap().index), ("active", 3));
     let types = e.event_types().await;
     assert_eq!(types.iter().filter(|t| *t == "subscription.renewed").count(), 3);
     assert_eq!(types.iter().filter(|t| *t == "subscription.past_due").count(), 1);
     assert!(e.stack.feeder.dead_letters.lock().await.is_empty());
+}
+
+/// StepPay customer creation takes no code of ours and answers StepPay's own `id`/`code`
+/// (step-api-spec `service/account.json` `CustomerCreateDTO`, `CustomerV1DTO`): paycycle keeps them,
+/// so one paycycle customer is one StepPay customer — across checkouts, and across checkouts made
+/// at the same moment.
+#[tokio::test]
+async fn one_paycycle_customer_is_one_steppay_customer_even_with_concurrent_checkouts() {
+    let e = env().await;
+    e.sandbox.steppay_price("prod_pro", "price_monthly", 19_900).await;
+    let body = |customer: &str| {
+        json!({"pg": "steppay_managed", "customer": {"id": customer, "name": "홍길동", "email": "m@example.com"},
+            "plan": plan(19_900), "return_url": "https://shop.example.com/ok",
+            "steppay": {"product_code": "prod_pro", "price_code": "price_monthly"}})
+    };
+    let first = e.partner.checkout(&body("cus_one")).await;
+    let second = e.partner.checkout(&body("cus_one")).await;
+    let many = body("cus_many");
+    let post = |key: &'static str| e.partner.post("/checkouts", &many, Some(key));
+    let (a, b, c, d) = tokio::join!(post("many-1"), post("many-2"), post("many-3"), post("many-4"));
+    let together = [a, b, c, d];
+    for (status, v) in &together {
+        assert!(*status == 201 || *status == 409, "{status} {v}");
+    }
+    assert!(together.iter().any(|(status, _)| *status == 201));
+    let (customers, orders) = {
+        let state = e.stack.sandbox.shared.state.lock().unwrap();
+        (state.customers.clone(), state.orders.clone())
+    };
+    assert_eq!(customers.len(), 2, "one StepPay customer per paycycle customer: {customers:?}");
+    let order_customer = |c: &Value| {
+        let code = c["steppay"]["order_code"].as_str().unwrap();
+        orders.iter().find(|o| o.order_code == code).unwrap().customer_id
+    };
+    assert_eq!(order_customer(&first), order_customer(&second), "the same StepPay customer orders again");
 }
 
 #[tokio::test]
@@ -343,8 +387,8 @@ async fn forged_webhooks_change_nothing_and_are_recorded_as_rejected() {
     e.sandbox.steppay_price("prod_pro", "price_monthly", 19_900).await;
     let m = e.partner.checkout(&json!({"pg": "steppay_managed", "customer": customer(), "plan": plan(19_900),
         "return_url": "https://shop.example.com/ok", "steppay": {"product_code": "prod_pro", "price_code": "price_monthly"}})).await;
-    let body = json!({"timestamp": Timestamp::now().as_second(), "version": "v2", "event": "order.paid",
-        "data": {"orderCode": m["steppay"]["order_code"]}})
+    let body = json!({"timestamp": Timestamp::now().as_second(), "version": "v1", "event": "order.payment_completed",
+        "data": {"id": 1, "code": m["steppay"]["order_code"]}})
     .to_string();
     let secret = paycycle::secret::Secret::new(paycycle_dev::LOCAL_STEPPAY_SIGNING_SECRET);
     let sig = paycycle::pg::steppay::webhook::sign(&secret, Timestamp::now().as_second(), body.as_bytes());
@@ -367,7 +411,7 @@ async fn forged_webhooks_change_nothing_and_are_recorded_as_rejected() {
         .post(hook("steppay"))
         .header("content-type", "application/json")
         .header("Steppay-Signature", bad)
-        .body(body.replace("order.paid", "order.updated"))
+        .body(body.replace("order.payment_completed", "order.updated"))
         .send()
         .await
         .unwrap();
@@ -380,14 +424,22 @@ async fn forged_webhooks_change_nothing_and_are_recorded_as_rejected() {
         ("steppay", "PAYMENT:1700000000000forgedforgedforg".to_string()),
         ("payple", format!("{id}:success:PAYM0000")),
         ("payple", format!("{id}:success:PAYM0001")),
-        ("steppay", format!("order.paid:{}", m["steppay"]["order_code"].as_str().unwrap())),
+        ("steppay", format!("order.payment_completed:{}", m["steppay"]["order_code"].as_str().unwrap())),
     ] {
         let ev = e.store.get_webhook_event(pg, &key).await.unwrap().unwrap_or_else(|| panic!("{key} stored"));
         assert_eq!(ev.status, WebhookStatus::Rejected, "{key}: {:?}", ev.outcome);
     }
     assert!(
         e.store
-            .get_webhook_event("steppay", &format!("order.updated:{}", m["steppay"]["order_code"].as_str().unwrap()))
+            .get_webhook_event("steppay", &{
+                let updated = body.replace("order.payment_completed", "order.updated");
+                let Ok(paycycle::pg::steppay::webhook::SteppayWebhook::V2(w)) =
+                    paycycle::pg::steppay::webhook::parse("application/json", updated.as_bytes())
+                else {
+                    panic!("a v2 body")
+                };
+                w.dedupe_key().unwrap()
+            })
             .await
             .unwrap()
             .is_none()

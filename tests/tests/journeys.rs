@@ -36,6 +36,15 @@ async fn a_year_on_all_three_pg_modes_reconciles_with_the_pg_ledger() {
     let managed = by_pg(PgMode::SteppayManaged);
     assert_eq!((managed.state.as_str(), managed.payments, managed.periods_paid), ("canceled", 13, 13), "{text}");
     assert!(lines.iter().any(|l| l.contains("soft decline → \"past_due\"")), "{lines:#?}");
-    assert!(lines.iter().any(|l| l.contains("order.payment_failed webhook → \"past_due\"")), "{lines:#?}");
+    // StepPay's documented events drive the managed journey (issue 21 §1): a declined renewal is
+    // subscription.updated (UNPAID → past due), the paid retry order.payment_completed and
+    // subscription.updated (ACTIVE again); never order.paid / order.payment_failed.
+    assert!(lines.iter().any(|l| l.contains("subscription.updated webhook (UNPAID")), "{lines:#?}");
+    assert!(lines.iter().any(|l| l.contains("→ \"past_due\"")), "{lines:#?}");
+    assert!(
+        lines.iter().any(|l| l.contains("order.payment_completed + subscription.updated webhook → period")),
+        "{lines:#?}"
+    );
+    assert!(!lines.iter().any(|l| l.contains("order.paid") || l.contains("order.payment_failed")), "{lines:#?}");
     assert!(stack.feeder.dead_letters.lock().await.is_empty());
 }

@@ -277,6 +277,42 @@ async fn a_pg_timeout_after_refunding_stays_reserved_then_resolves_without_a_sec
     assert_eq!(ledger["refunds"].as_array().unwrap().len(), 1, "exactly one PG refund");
 }
 
+/// StepPay answers a refund it has taken but not finished with `CANCEL_PROGRESS` (step-api-spec
+/// `service/payment.json` `CancelPaymentDTO.paymentStatus`). That is neither a success nor a
+/// failure: the refund stays reserved while StepPay's receipt still says `CANCEL_PROGRESS`, and is
+/// settled — once, without a second refund — only when StepPay's receipt shows it done.
+#[tokio::test]
+async fn a_refund_steppay_reports_in_progress_stays_reserved_until_steppay_shows_it_done() {
+    let e = env().await;
+    let p = e.steppay_payment("sub_prog", 10_000).await;
+    e.admin("/__admin/scenarios", json!({"operation": "refund", "count": 1, "fault": {"kind": "cancel_in_progress"}}))
+        .await;
+    e.admin(
+        "/__admin/scenarios",
+        json!({"operation": "lookup", "count": 100, "fault": {"kind": "cancel_in_progress"}}),
+    )
+    .await;
+    let (status, body) = e.refund(&p.payment_id, "prog-1", json!({"amount": 3000, "reason": "in progress"})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (504, Some("refund_outcome_unknown")), "{body}");
+    let ours = e.payment(&p.payment_id).await;
+    assert_eq!(
+        (ours["refunded"].as_i64(), ours["refund_pending"].as_i64(), ours["refundable"].as_i64()),
+        (Some(0), Some(3000), Some(7000)),
+        "neither succeeded nor released: {ours}"
+    );
+    let driver = e.driver();
+    driver.http.delete(driver.url("/__admin/scenarios")).send().await.unwrap().error_for_status().unwrap();
+
+    let (status, body) = e.refund(&p.payment_id, "prog-1", json!({"amount": 3000, "reason": "in progress"})).await;
+    assert_eq!((status, body["status"].as_str()), (201, Some("succeeded")), "{body}");
+    let ours = e.payment(&p.payment_id).await;
+    assert_eq!(
+        (ours["refunded"].as_i64(), ours["refund_pending"].as_i64(), ours["refundable"].as_i64()),
+        (Some(3000), Some(0), Some(7000))
+    );
+    assert_eq!(e.ledger().await["refunds"].as_array().unwrap().len(), 1, "exactly one PG refund");
+}
+
 #[tokio::test]
 async fn api_keys_and_partners() {
     let e = env().await;

@@ -315,8 +315,9 @@ async fn dunning_soft_decline_retry_hard_stop_and_exhaustion() {
     );
     assert_eq!(e.pg_charges("sub_soft").await, ["sub_soft-p1-a2"]);
 
-    // Hard decline: no retries.
-    let h = e.subscription("sub_hard", PgMode::SteppaySelf, kst(2027, 1, 31, 10), 9_900).await;
+    // Hard decline: no retries. (On Payple: StepPay publishes no error codes, so no StepPay
+    // answer is ever a hard decline.)
+    let h = e.subscription("sub_hard", PgMode::Payple, kst(2027, 1, 31, 10), 9_900).await;
     e.admin("/__admin/scenarios", json!({"billing_key": h.billing_key, "fault": {"kind": "decline", "hard": true}}))
         .await;
     e.tick_at(h.subscription.next_attempt_at.unwrap(), &e.deps).await;

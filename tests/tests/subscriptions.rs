@@ -256,8 +256,25 @@ async fn a_subscription_renew_is_charging_cannot_be_changed_and_keys_replay() {
     assert_eq!(status, 400, "unknown fields are refused");
 }
 
+/// StepPay's subscription of a managed customer, as StepPay shows it.
+async fn steppay_subscription(e: &Env, pg_sub: &str) -> Value {
+    reqwest::Client::new()
+        .get(e.sandbox.url(&format!("/api/v1/subscriptions/{pg_sub}")))
+        .header("Secret-Token", "local-steppay-secret-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// StepPay renews a managed subscription, so a pause, a resume or a cancel is StepPay's to make
+/// (merge/v1.json `/api/v1/subscriptions/{id}/pause`, `/active`, `/cancel`): each goes to StepPay
+/// first and changes the subscription here only on StepPay's yes. A refund of a managed payment
+/// goes through its order (`PATCH /api/v1/orders/{orderIdOrCode}/cancel`).
 #[tokio::test]
-async fn steppay_managed_cancel_goes_to_steppay_and_pause_is_refused_with_why() {
+async fn steppay_managed_pause_resume_cancel_and_refunds_go_to_steppay_first() {
     let e = env().await;
     e.sandbox.steppay_price("prod_pro", "price_monthly", 19_900).await;
     let c = e
@@ -275,16 +292,35 @@ async fn steppay_managed_cancel_goes_to_steppay_and_pause_is_refused_with_why() 
         .await;
     assert_eq!(status, 200, "{v}");
     let id = v["subscription"]["id"].as_str().unwrap().to_string();
+    let payment_id = v["payment"]["id"].as_str().unwrap().to_string();
     let end = ts(&v["subscription"]["current_period"]["end"]);
-    let (status, v) = e.act(&id, "pause", json!({})).await;
-    assert_eq!((status, v["error"]["code"].as_str()), (409, Some("managed_by_pg")));
-    assert_eq!(e.act(&id, "plan", json!({"amount": 1000})).await.0, 409);
-
-    let (status, v) = e.act(&id, "cancel", json!({"at_period_end": true})).await;
-    assert_eq!((status, v["cancel_at_period_end"].as_bool()), (200, Some(true)), "{v}");
     let pg_sub = e.store.get_subscription(&id.parse().unwrap()).await.unwrap().unwrap().billing_key.unwrap();
-    let steppay: Value = reqwest::Client::new()
-        .get(e.sandbox.url(&format!("/api/v1/subscriptions/{pg_sub}")))
+
+    // StepPay does not answer: nothing changes here.
+    e.sandbox
+        .admin("/__admin/scenarios", json!({"operation": "lifecycle", "count": 1, "fault": {"kind": "server_error"}}))
+        .await;
+    let (status, v) = e.act(&id, "pause", json!({})).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (502, Some("pg_error")), "{v}");
+    assert_eq!(e.get(&id).await["state"], "active", "no pause without StepPay's yes");
+    assert_eq!(steppay_subscription(&e, &pg_sub).await["status"], "ACTIVE");
+
+    let (status, v) = e.act(&id, "pause", json!({})).await;
+    assert_eq!((status, v["state"].as_str()), (200, Some("paused")), "{v}");
+    assert_eq!(steppay_subscription(&e, &pg_sub).await["status"], "PAUSE", "paused at StepPay");
+    let (status, v) = e.act(&id, "resume", json!({})).await;
+    assert_eq!((status, v["state"].as_str()), (200, Some("active")), "{v}");
+    assert_eq!(steppay_subscription(&e, &pg_sub).await["status"], "ACTIVE", "resumed at StepPay");
+    assert_eq!(e.act(&id, "plan", json!({"amount": 1000})).await.0, 409, "plans are StepPay's prices");
+
+    // A refund of the first payment goes through StepPay's order.
+    let (status, r) = e
+        .partner
+        .post(&format!("/payments/{payment_id}/refunds"), &json!({"amount": 5000, "reason": "goodwill"}), Some("m-ref"))
+        .await;
+    assert_eq!((status, r["status"].as_str()), (201, Some("succeeded")), "{r}");
+    let order: Value = reqwest::Client::new()
+        .get(e.sandbox.url(&format!("/api/v1/orders/{}", redirect["order_code"])))
         .header("Secret-Token", "local-steppay-secret-token")
         .send()
         .await
@@ -292,7 +328,11 @@ async fn steppay_managed_cancel_goes_to_steppay_and_pause_is_refused_with_why() 
         .json()
         .await
         .unwrap();
-    assert_eq!(steppay["status"], "PENDING_CANCEL", "StepPay stops renewing");
+    assert_eq!(order["returnedAmount"].as_f64(), Some(5000.0), "{order}");
+
+    let (status, v) = e.act(&id, "cancel", json!({"at_period_end": true})).await;
+    assert_eq!((status, v["cancel_at_period_end"].as_bool()), (200, Some(true)), "{v}");
+    assert_eq!(steppay_subscription(&e, &pg_sub).await["status"], "PENDING_CANCEL", "StepPay stops renewing");
     e.tick(hours(end, 1)).await;
     assert_eq!(e.get(&id).await["state"], "canceled", "renew ends it when the paid period ends");
 }

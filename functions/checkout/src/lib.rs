@@ -12,7 +12,7 @@
 //! `Idempotency-Key` is required: a retried request gets the same checkout back.
 
 use http::{Method, StatusCode};
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use lambda_http::{Body, Error, Request, Response};
 use paycycle::api::{self, ApiError, Keep};
 use paycycle::boot::Boot;
@@ -22,9 +22,11 @@ use paycycle::domain::customer::{Customer, PgMode};
 use paycycle::domain::subscription::{MAX_PLAN_AMOUNT, MIN_PLAN_AMOUNT, Plan};
 use paycycle::money::Krw;
 use paycycle::pg::payple::WindowWork;
-use paycycle::pg::{Gateways, Payer, PgError};
+use paycycle::pg::steppay::parse_amount;
+use paycycle::pg::{Gateways, Payer, PgCustomer, PgError};
 use paycycle::store::api_keys::ApiKeyRecord;
 use paycycle::store::checkouts::{CHECKOUT_RETENTION, CheckoutRecord, CheckoutStatus};
+use paycycle::store::pg_customers::PgCustomerClaim;
 use paycycle::store::{Store, sha256_hex};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -242,6 +244,63 @@ fn pg_error(e: PgError) -> ApiError {
     }
 }
 
+/// How long a checkout may take to create a customer at StepPay before another may try (wall clock).
+const PG_CUSTOMER_LEASE: SignedDuration = SignedDuration::from_secs(30);
+
+/// StepPay's customer for the partner's customer: the one recorded (StepPay's own `id`/`code`,
+/// step-api-spec `service/account.json` `CustomerV1DTO`), or a new one created once. Concurrent
+/// checkouts of one customer wait briefly for the one creating it, then answer 409 (retry); see
+/// `store::pg_customers`.
+async fn steppay_customer(deps: &Deps, partner_id: &str, customer: &Customer) -> Result<PgCustomer, ApiError> {
+    for _ in 0..20 {
+        let claim = deps
+            .store
+            .claim_pg_customer("steppay", partner_id, &customer.id, Timestamp::now(), PG_CUSTOMER_LEASE)
+            .await
+            .map_err(store_unavailable)?;
+        match claim {
+            PgCustomerClaim::Known(c) => return Ok(c),
+            PgCustomerClaim::Claimed => return create_steppay_customer(deps, partner_id, customer).await,
+            PgCustomerClaim::Busy => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+    Err(ApiError::conflict(
+        "customer_in_progress",
+        "another checkout is creating this customer at StepPay; retry in a few seconds",
+    ))
+}
+
+/// Creates the claimed customer at StepPay and records StepPay's ids. A refusal created nothing
+/// and gives the claim up; no answer keeps it until its lease ends (StepPay may have created it).
+async fn create_steppay_customer(deps: &Deps, partner_id: &str, customer: &Customer) -> Result<PgCustomer, ApiError> {
+    // StepPay requires an email (`CustomerCreateDTO.email*`): a stable placeholder when we have none.
+    let placeholder = || {
+        let h = sha256_hex(format!("{partner_id}:{}", customer.id).as_bytes());
+        format!("pc_{}@customers.invalid", &h[..20])
+    };
+    let email = customer.email.clone().unwrap_or_else(placeholder);
+    match deps.gateways.steppay.create_customer(&customer.name, &email, customer.phone.as_deref()).await {
+        Ok(created) => deps
+            .store
+            .record_pg_customer("steppay", partner_id, &customer.id, &created)
+            .await
+            .map_err(store_unavailable),
+        Err(e) => {
+            if matches!(e, PgError::Invalid(_) | PgError::Config { .. }) {
+                if let Err(release) = deps.store.release_pg_customer("steppay", partner_id, &customer.id).await {
+                    tracing::warn!(error = %release, "StepPay customer claim not released; its lease ends it");
+                }
+            }
+            Err(pg_error(e))
+        }
+    }
+}
+
+fn store_unavailable(e: paycycle::store::StoreError) -> ApiError {
+    tracing::error!(error = %e, "store failed");
+    ApiError::unavailable()
+}
+
 async fn create(
     deps: &Deps,
     key: &ApiKeyRecord,
@@ -314,15 +373,15 @@ async fn create(
         PgMode::SteppayManaged => {
             let opts = body.steppay.as_ref().ok_or_else(ApiError::internal)?;
             let steppay = &deps.gateways.steppay;
-            // One StepPay customer per partner customer (stable code); creating it again is
-            // harmless where StepPay allows it, and the order says if the customer is missing.
-            let code = format!("pc_{}", &sha256_hex(format!("{}:{}", key.partner_id, customer.id).as_bytes())[..20]);
-            let email = customer.email.clone().unwrap_or_else(|| format!("{code}@customers.invalid"));
-            if let Err(e) = steppay.create_customer(&code, &customer.name, &email, customer.phone.as_deref()).await {
-                tracing::info!(error = %e, "StepPay customer not created (may exist already)");
-            }
-            let order = steppay.create_order(&code, &opts.product_code, &opts.price_code).await.map_err(pg_error)?;
-            if let Some(left) = order.left_amount.as_deref().and_then(|a| Krw::parse_decimal(a).ok()) {
+            let steppay_customer = steppay_customer(deps, &key.partner_id, &customer).await?;
+            let order = steppay
+                .create_order(&steppay_customer.code, &opts.product_code, &opts.price_code)
+                .await
+                .map_err(pg_error)?;
+            // StepPay's price, a decimal (`19900.0`): read exactly; an unreadable one is a PG
+            // answer we do not understand (502), never a check skipped.
+            let left = order.left_amount.as_deref().map(|a| parse_amount(a, "leftAmount")).transpose();
+            if let Some(left) = left.map_err(pg_error)? {
                 if left != plan.amount {
                     return Err(ApiError::unprocessable(
                         "plan_amount_mismatch",

@@ -209,6 +209,7 @@ async fn send_refund(deps: &Deps, payment: &PaymentRecord, refund: &RefundRecord
         amount: refund.amount,
         pay_date_kst: payment.pay_date_kst.clone(),
         refund_id: refund_id.to_string(),
+        pg_order: payment.pg_order.clone(),
     };
     let result = deps.gateways.refund(payment.pg, &pg_req).await;
     let outcome = match &result {

@@ -493,6 +493,17 @@ async fn resolve(
             let charged = Charged { pg_payment_id, amount, approved_at: now };
             settle(deps, &collecting, claimed, &attempt, stored_status, Ok((charged, details)), now, owner).await
         }
+        Ok((PaymentState::Failed { .. }, _)) if attempt.pg_payment_hint.is_some() && !stopped(claimed) => {
+            // A verified PG webhook named this charge's payment (StepPay `payment.failed` /
+            // FAILED) and the lookup by it confirms the failure: the charge reached the PG and was
+            // declined there — dunning goes on; re-sending the same charge id is not a retry.
+            let failed = PgError::Declined {
+                hard: false,
+                code: "failed_at_pg".into(),
+                message: "the PG reports the payment failed".into(),
+            };
+            settle(deps, &collecting, claimed, &attempt, stored_status, Err(failed), now, owner).await
+        }
         Err(PgError::NotFound) | Ok((PaymentState::Failed { .. }, _)) if stopped(claimed) => {
             // Woken by a hint in review (or canceled in review): a person stopped the charging, so
             // nothing is charged again here. A failure at the PG is a decline; a payment the PG

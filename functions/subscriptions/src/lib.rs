@@ -8,9 +8,10 @@
 //! Every change goes through the domain state machine and is one conditional write on the
 //! version read; an illegal transition is a 409 with the reason. A subscription renew is charging
 //! right now (a live lease) answers 409 `renewal_in_progress`: a change must never overtake a
-//! charge whose outcome renew is about to record. StepPay managed subscriptions are canceled at
-//! StepPay first (its subscription API); pause, resume and plan changes of those belong to
-//! StepPay's portal and answer 409 `managed_by_pg`. An `Idempotency-Key` is optional: with one, a
+//! charge whose outcome renew is about to record. StepPay managed subscriptions are canceled,
+//! paused and resumed at StepPay first (its subscription API) and changed here only on StepPay's
+//! yes; their plan changes belong to StepPay (its prices) and answer 409 `managed_by_pg`. An
+//! `Idempotency-Key` is optional: with one, a
 //! retried change gets the first success again (a 409 is never saved: a retry runs again).
 
 use base64::Engine;
@@ -280,10 +281,39 @@ fn transition_error(e: TransitionError) -> ApiError {
         ),
         TransitionError::RenewedByPg => ApiError::conflict(
             "managed_by_pg",
-            "StepPay renews this subscription (managed mode): pause, resume and plan changes are made in StepPay",
+            "StepPay renews this subscription (managed mode): its plan is StepPay's price, changed in StepPay",
         ),
         other => ApiError::conflict("illegal_transition", other.to_string()),
     }
+}
+
+/// StepPay managed: StepPay renews the subscription, so a cancel, pause or resume is made at
+/// StepPay first (merge/v1.json `/api/v1/subscriptions/{id}/cancel`, `/pause`, `/active`) and is
+/// recorded here only on StepPay's yes (a 2xx). No answer or a refusal changes nothing here. A
+/// subscription StepPay never created (no first payment yet) has nothing there to change.
+async fn at_steppay_first(
+    deps: &Deps,
+    r: &SubscriptionRecord,
+    action: Action,
+    at_period_end: bool,
+) -> Result<(), ApiError> {
+    let Some(pg_sub) = r.billing_key.as_deref() else {
+        return match action {
+            Action::Cancel => Ok(()),
+            _ => Err(ApiError::conflict("illegal_transition", "StepPay has no subscription for this one yet")),
+        };
+    };
+    let steppay = &deps.gateways.steppay;
+    let (result, what) = match action {
+        Action::Cancel => (steppay.cancel_subscription(pg_sub, at_period_end).await, "cancel"),
+        Action::Pause => (steppay.pause_subscription(pg_sub, at_period_end).await, "pause"),
+        Action::Resume => (steppay.resume_subscription(pg_sub).await, "resume"),
+        Action::Plan => return Ok(()),
+    };
+    result.map_err(|e| {
+        tracing::warn!(error = %e, action = what, "StepPay did not change the subscription");
+        ApiError::new(StatusCode::BAD_GATEWAY, "pg_error", format!("StepPay did not {what} it, nothing changed: {e}"))
+    })
 }
 
 fn new_plan(current: &Plan, body: &Value) -> Result<Plan, ApiError> {
@@ -325,14 +355,8 @@ async fn apply(
         Action::Plan => s.change_plan(new_plan(&s.plan, body)?),
     }
     .map_err(transition_error)?;
-    // StepPay managed: StepPay stops renewing first; only then is it recorded here.
-    if action == Action::Cancel && r.pg == PgMode::SteppayManaged {
-        if let Some(pg_sub) = &r.billing_key {
-            deps.gateways.steppay.cancel_subscription(pg_sub, at_period_end).await.map_err(|e| {
-                tracing::warn!(error = %e, "StepPay did not cancel the subscription");
-                ApiError::new(StatusCode::BAD_GATEWAY, "pg_error", format!("StepPay did not cancel it: {e}"))
-            })?;
-        }
+    if r.pg == PgMode::SteppayManaged {
+        at_steppay_first(deps, &r, action, at_period_end).await?;
     }
     let next = r.next(t.subscription);
     let events = subscription_events(&next, &t.events, now, None);

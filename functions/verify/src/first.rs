@@ -499,6 +499,8 @@ fn payment_of(current: &CheckoutRecord, charged: &Charged) -> PaymentRecord {
         Some(current.checkout_id.clone()),
     )
     .for_partner(&current.partner_id)
+    // StepPay managed: the checkout's order, through which the payment is refunded.
+    .with_pg_order(current.pg_reference.clone().filter(|_| current.pg == PgMode::SteppayManaged))
 }
 
 /// Money the PG kept on a checkout that does not activate — another amount than the checkout's,

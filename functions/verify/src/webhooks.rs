@@ -7,15 +7,18 @@ use paycycle::domain::attempt::ChargeId;
 use paycycle::domain::customer::PgMode;
 use paycycle::domain::events::EventKind;
 use paycycle::domain::payment::RefundStatus;
+use paycycle::domain::subscription::{SubscriptionState, Transition};
 use paycycle::money::Krw;
 use paycycle::pg::PgError;
 use paycycle::pg::steppay::transformers::WebhookType;
-use paycycle::pg::steppay::webhook::{self as steppay_webhook, SteppayWebhook, V2Webhook};
+use paycycle::pg::steppay::transformers::{PaymentStatus, SubscriptionStatus};
+use paycycle::pg::steppay::webhook::{self as steppay_webhook, SteppayWebhook, V2Data, V2Event, V2Webhook};
 use paycycle::store::StoreError;
 use paycycle::store::checkouts::{CheckoutRecord, CheckoutStatus};
 use paycycle::store::outbox::{OutboxEvent, subscription_events};
 use paycycle::store::payments::{PaymentRecord, RefundOutcome, RefundRecord, payment_id_for};
 use paycycle::store::sha256_hex;
+use paycycle::store::subscriptions::SubscriptionRecord;
 use paycycle::store::webhooks::{WebhookEvent, WebhookStatus};
 use serde_json::{Map, Value};
 
@@ -160,8 +163,37 @@ async fn payple_charge(deps: &Deps, charge_id: &ChargeId, hint: Option<String>, 
 async fn steppay(deps: &Deps, event: &WebhookEvent, now: Timestamp) -> Verdict {
     match steppay_webhook::parse(&event.content_type, event.body.as_bytes()) {
         Ok(SteppayWebhook::Payment(w)) => steppay_payment(deps, w.kind, &w.id_key, now).await,
-        Ok(SteppayWebhook::Order(w)) => steppay_order(deps, &w, now).await,
+        Ok(SteppayWebhook::V2(w)) => steppay_v2(deps, &w, now).await,
         Err(e) => rejected(format!("not a StepPay webhook: {e}")),
+    }
+}
+
+/// A v2 webhook (dev-docs `docs/08-1-1_Webhook-Events.md`): each names what to look up; the
+/// lookup decides. Events paycycle does not use are ignored.
+async fn steppay_v2(deps: &Deps, w: &V2Webhook, now: Timestamp) -> Verdict {
+    match (&w.event, &w.data) {
+        (V2Event::OrderPaymentCompleted | V2Event::OrderUpdated, V2Data::Order(_)) => match w.order_ref() {
+            Some(code) => steppay_order(deps, code, w.event == V2Event::OrderPaymentCompleted, now).await,
+            None => ignored(format!("{} names no order", w.event.as_str())),
+        },
+        (V2Event::SubscriptionUpdated, V2Data::Subscription(d)) => match d.subscription_id.as_deref() {
+            Some(id) => steppay_subscription(deps, id, now).await,
+            None => ignored("subscription.updated names no subscription"),
+        },
+        // payment.* carry the idKey the receipt is asked by (08-1-2 Payment `idKey`): the same
+        // paths as the self webhook's PAYMENT / FAILED / CANCELED.
+        (V2Event::PaymentCompleted | V2Event::PaymentFailed | V2Event::PaymentCanceled, V2Data::Payment(d)) => {
+            let Some(id_key) = d.id_key.as_deref().filter(|k| !k.is_empty()) else {
+                return ignored(format!("{} names no idKey", w.event.as_str()));
+            };
+            let kind = match w.event {
+                V2Event::PaymentCompleted => WebhookType::Payment,
+                V2Event::PaymentFailed => WebhookType::Failed,
+                _ => WebhookType::Canceled,
+            };
+            steppay_payment(deps, kind, id_key, now).await
+        }
+        _ => ignored(format!("StepPay event {} changes nothing paycycle keeps", w.event.as_str())),
     }
 }
 
@@ -186,10 +218,14 @@ async fn steppay_payment(deps: &Deps, kind: WebhookType, id_key: &str, now: Time
         return from_verify(first::complete(deps, checkout, &evidence, Source::Webhook, now).await);
     }
     if let Ok(charge_id) = reference.parse::<ChargeId>() {
-        if receipt.payment_date.is_none() {
-            return ignored(format!("renewal charge {charge_id} is not paid at StepPay"));
+        // Paid, or failed for good: either settles a charge left unknown. StepPay cannot be asked
+        // by our charge id; name the idKey so renew can ask by it (and a decline it confirms
+        // there moves dunning on).
+        let failed =
+            matches!(receipt.payment_status.as_deref().map(PaymentStatus::parse), Some(Ok(PaymentStatus::Failed)));
+        if receipt.payment_date.is_none() && !failed {
+            return ignored(format!("renewal charge {charge_id} is neither paid nor failed at StepPay"));
         }
-        // StepPay cannot be asked by our charge id; name the idKey so renew can ask by it.
         return match deps.store.hint_attempt(&charge_id, id_key).await {
             Ok(()) => verified(format!("renewal charge {charge_id} is {} at StepPay; renew resolves it", mask(id_key))),
             Err(StoreError::Conflict(_)) => ignored(format!("renewal charge {charge_id} is already settled")),
@@ -272,9 +308,12 @@ async fn record_external_refund(
     }
 }
 
-/// A v2 order webhook (StepPay managed): the first order of a checkout, or a renewal StepPay made.
-async fn steppay_order(deps: &Deps, w: &V2Webhook, now: Timestamp) -> Verdict {
-    let Some(code) = w.order_code() else { return ignored(format!("{} names no order", w.event)) };
+/// A v2 order webhook (StepPay managed): the first order of a checkout, or a renewal StepPay made
+/// (an order of type RECURRING whose `subscriptions` names the StepPay subscription, dev-docs
+/// `08-1-2_Webhook-Schema.md` Order) — read from StepPay's order lookup, never from the webhook.
+/// `completed`: the webhook claims the order was paid (`order.payment_completed`), so an unpaid
+/// order is a forgery; an `order.updated` of an unpaid order is just not about a payment.
+async fn steppay_order(deps: &Deps, code: &str, completed: bool, now: Timestamp) -> Verdict {
     match deps.store.checkout_by_pg_reference(PgMode::SteppayManaged, code).await {
         Ok(Some(checkout)) => {
             let evidence = Evidence::SteppayOrder { order_code: code.to_string() };
@@ -299,39 +338,38 @@ async fn steppay_order(deps: &Deps, w: &V2Webhook, now: Timestamp) -> Verdict {
     let Some(pg_subscription) = pg_subscription else {
         return rejected(format!("order {code} is neither a checkout's nor a subscription's"));
     };
-    let id = match deps.store.subscription_by_pg_subscription(PgMode::SteppayManaged, &pg_subscription).await {
-        Ok(Some(id)) => id,
-        // The first order's verification may not be committed yet: try again later.
-        Ok(None) => return Verdict::Retry(format!("StepPay subscription {pg_subscription} is not known (yet)")),
-        Err(e) => return from_store(e),
+    let record = match managed_subscription(deps, &pg_subscription).await {
+        Ok(r) => r,
+        Err(v) => return v,
     };
-    let record = match deps.store.get_subscription(&id).await {
-        Ok(Some(r)) => r,
-        Ok(None) => return from_store(StoreError::NotFound(id.to_string())),
-        Err(e) => return from_store(e),
-    };
+    let id = record.id().clone();
     if order.payment_date.is_none() {
         if order.payment.as_ref().and_then(|p| p.error_code.as_ref()).is_none() {
-            return rejected(format!("StepPay says order {code} is not paid"));
+            return if completed {
+                rejected(format!("StepPay says order {code} is not paid"))
+            } else {
+                ignored(format!("order {code} is not paid (yet)"))
+            };
         }
         let t = match record.subscription.renewal_failed_at_pg() {
             Ok(t) => t,
             Err(e) => return ignored(format!("failed renewal not applicable: {e}")),
         };
-        if t.events.is_empty() {
-            return verified("the subscription is already past due");
-        }
-        let next = record.next(t.subscription);
-        let events = subscription_events(&next, &t.events, now, None);
-        let mut tx = deps.store.tx();
-        tx.put_subscription_next(&next, None);
-        for e in &events {
-            tx.put_outbox(e);
-        }
-        return commit(deps, tx, &events, format!("StepPay's renewal order {code} failed: past due"), None).await;
+        return apply(deps, &record, t, now, format!("StepPay's renewal order {code} failed: past due")).await;
     }
     let Some(id_key) = order.id_key.clone() else { return rejected(format!("paid order {code} without idKey")) };
-    let paid = order.paid_amount.as_deref().and_then(|a| Krw::parse_decimal(a).ok()).unwrap_or(Krw::ZERO);
+    // What StepPay says was paid, a decimal (`19900.0`): read exactly, never defaulted — a renewal
+    // is not recorded at an amount StepPay did not state.
+    let paid = match order.paid_amount.as_deref().map(|a| paycycle::pg::steppay::parse_amount(a, "paidAmount")) {
+        Some(Ok(paid)) => paid,
+        Some(Err(e)) => return from_pg(e),
+        None => {
+            return from_pg(PgError::Unrecognized {
+                code: "paidAmount".into(),
+                message: format!("paid order {code} without paidAmount"),
+            });
+        }
+    };
     let paid_at = order.payment_date.as_deref().and_then(paycycle::pg::steppay::parse_time).unwrap_or(now);
     let payment = PaymentRecord::paid(
         PgMode::SteppayManaged,
@@ -343,7 +381,9 @@ async fn steppay_order(deps: &Deps, w: &V2Webhook, now: Timestamp) -> Verdict {
         None,
         None,
     )
-    .for_partner(&record.partner_id);
+    .for_partner(&record.partner_id)
+    // The renewal order, through which this payment is refunded.
+    .with_pg_order(Some(code.to_string()));
     if let Ok(Some(_)) = deps.store.get_payment(&payment.payment_id).await {
         return verified(format!("renewal order {code} is already recorded"));
     }
@@ -360,6 +400,77 @@ async fn steppay_order(deps: &Deps, w: &V2Webhook, now: Timestamp) -> Verdict {
     }
     let already = format!("renewal order {code} is already recorded");
     commit(deps, tx, &events, format!("StepPay renewed {id}: order {code}, {paid}"), Some(already)).await
+}
+
+/// Our subscription for a StepPay managed subscription id.
+async fn managed_subscription(deps: &Deps, pg_subscription: &str) -> Result<SubscriptionRecord, Verdict> {
+    let id = match deps.store.subscription_by_pg_subscription(PgMode::SteppayManaged, pg_subscription).await {
+        Ok(Some(id)) => id,
+        // The first order's verification may not be committed yet: try again later.
+        Ok(None) => return Err(Verdict::Retry(format!("StepPay subscription {pg_subscription} is not known (yet)"))),
+        Err(e) => return Err(from_store(e)),
+    };
+    match deps.store.get_subscription(&id).await {
+        Ok(Some(r)) => Ok(r),
+        Ok(None) => Err(from_store(StoreError::NotFound(id.to_string()))),
+        Err(e) => Err(from_store(e)),
+    }
+}
+
+/// Commits a transition without a payment (no-op transitions are already so).
+async fn apply(deps: &Deps, record: &SubscriptionRecord, t: Transition, now: Timestamp, done: String) -> Verdict {
+    if t.events.is_empty() && t.subscription.state == record.subscription.state {
+        return verified(format!("already {}", record.subscription.state));
+    }
+    let next = record.next(t.subscription);
+    let events = subscription_events(&next, &t.events, now, None);
+    let mut tx = deps.store.tx();
+    tx.put_subscription_next(&next, None);
+    for e in &events {
+        tx.put_outbox(e);
+    }
+    commit(deps, tx, &events, done, None).await
+}
+
+/// `subscription.updated` (StepPay managed): the webhook's `status` is only a pointer — the status
+/// acted on is what `GET /api/v1/subscriptions/{id}` answers (step-api-spec `merge/v1.json`).
+async fn steppay_subscription(deps: &Deps, pg_subscription: &str, now: Timestamp) -> Verdict {
+    let status = match deps.gateways.steppay.subscription(pg_subscription).await {
+        Ok(s) => s,
+        Err(e) => return from_pg(e),
+    };
+    let record = match managed_subscription(deps, pg_subscription).await {
+        Ok(r) => r,
+        Err(v) => return v,
+    };
+    reconcile_managed(deps, &record, status, now).await
+}
+
+/// Brings a managed subscription to what StepPay says of it: UNPAID → past due, EXPIRED or
+/// CANCELED → canceled, ACTIVE after UNPAID → active again (the renewal order that paid it is
+/// recorded by its own `order.payment_completed`). Other statuses change nothing here.
+pub async fn reconcile_managed(
+    deps: &Deps,
+    record: &SubscriptionRecord,
+    status: SubscriptionStatus,
+    now: Timestamp,
+) -> Verdict {
+    let s = &record.subscription;
+    let (t, what) = match status {
+        SubscriptionStatus::Unpaid => (s.renewal_failed_at_pg(), "UNPAID: past due"),
+        SubscriptionStatus::Expired | SubscriptionStatus::Canceled if s.state == SubscriptionState::Canceled => {
+            return verified("already canceled");
+        }
+        SubscriptionStatus::Expired | SubscriptionStatus::Canceled => {
+            (s.cancel(now, false), "ended at StepPay: canceled")
+        }
+        SubscriptionStatus::Active => (s.recovered_at_pg(), "ACTIVE again: recovered"),
+        other => return ignored(format!("StepPay subscription is {other:?}: nothing to mirror")),
+    };
+    match t {
+        Ok(t) => apply(deps, record, t, now, format!("StepPay subscription {what}")).await,
+        Err(e) => ignored(format!("StepPay's status {status:?} does not apply to {}: {e}", s.state)),
+    }
 }
 
 async fn commit(

@@ -4,8 +4,10 @@
 //! Store first, verify later: the raw event is stored with one conditional `PutItem` keyed by
 //! its dedupe key, and the answer is a fast 200 — no PG is called here (Payple wants an answer
 //! within 10 s). Nothing in the body is trusted: it only tells verify what to look up. A repeat
-//! delivery is a no-op 200. Malformed bodies get a JSON 4xx; a StepPay v2 webhook with a bad or
-//! stale signature (when a signing secret is configured) gets 401 and is not stored. If the
+//! delivery is a no-op 200. Malformed bodies get a JSON 4xx; a StepPay v2 webhook with a bad
+//! signature (when a signing secret is configured) gets 401 and is not stored — a valid one is
+//! never refused for its age (StepPay's portal re-sends are not re-signed; verify asks StepPay).
+//! A v2 event type paycycle does not use is stored (verify marks it ignored), never refused. If the
 //! table cannot be written, the answer is 503 so the PG delivers again: nothing is lost.
 
 use std::collections::BTreeMap;
@@ -88,19 +90,22 @@ fn content_type(req: &Request) -> Result<String, ApiError> {
 }
 
 /// The dedupe key of a StepPay webhook, after its signature (v2, when configured) holds.
-fn steppay_key(deps: &Deps, req: &Request, ct: &str, body: &[u8], now: Timestamp) -> Result<String, ApiError> {
+fn steppay_key(deps: &Deps, req: &Request, ct: &str, body: &[u8]) -> Result<String, ApiError> {
     let parsed = steppay_webhook::parse(ct, body)
         .map_err(|e| ApiError::bad_request("invalid_webhook", format!("not a StepPay webhook: {e}")))?;
     match parsed {
         SteppayWebhook::Payment(w) => Ok(w.dedupe_key()),
-        SteppayWebhook::Order(w) => {
+        SteppayWebhook::V2(w) => {
             if !deps.steppay_signing_secrets.is_empty() {
                 let header = req.headers().get("steppay-signature").and_then(|v| v.to_str().ok());
-                steppay_webhook::verify_signature(header, body, &deps.steppay_signing_secrets, now)
+                steppay_webhook::verify_signature(header, body, &deps.steppay_signing_secrets)
                     .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", e.to_string()))?;
             }
             w.dedupe_key().ok_or_else(|| {
-                ApiError::bad_request("invalid_webhook", "the webhook's data names no order (idKey, orderCode or id)")
+                ApiError::bad_request(
+                    "invalid_webhook",
+                    "the webhook's data names nothing to look up (order code or id, subscriptionId, idKey)",
+                )
             })
         }
     }
@@ -148,7 +153,7 @@ async fn ingest(deps: &Deps, req: &Request, now: Timestamp) -> Result<Response<B
         return Err(ApiError::bad_request("invalid_webhook", "the webhook body is empty"));
     }
     let dedupe_key = match pg {
-        Pg::Steppay => steppay_key(deps, req, &ct, body, now)?,
+        Pg::Steppay => steppay_key(deps, req, &ct, body)?,
         Pg::Payple => payple_key(&ct, body)?,
     };
     if dedupe_key.len() > 1024 {

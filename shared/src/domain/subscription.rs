@@ -297,8 +297,13 @@ impl Subscription {
             return Ok(DueAction::Nothing);
         }
         if self.renewer == Renewer::Pg {
-            let ends = self.state == SubscriptionState::Active && self.cancel_at_period_end;
-            return Ok(if ends { DueAction::CancelAtPeriodEnd } else { DueAction::Nothing });
+            // The PG renews; paycycle only ends (or pauses) what the PG was told to stop.
+            let active = self.state == SubscriptionState::Active;
+            return Ok(match (active, self.cancel_at_period_end, self.pause_at_period_end) {
+                (true, true, _) => DueAction::CancelAtPeriodEnd,
+                (true, false, true) => DueAction::PauseAtPeriodEnd,
+                _ => DueAction::Nothing,
+            });
         }
         if matches!(self.state, SubscriptionState::NeedsReview | SubscriptionState::Canceled) {
             // Woken by a PG payment hint ([`Self::hint_arrived`]): look the unknown charge up.
@@ -541,7 +546,7 @@ impl Subscription {
     }
 
     /// The PG's own renewal of a PG-managed subscription failed (StepPay managed
-    /// `order.payment_failed`, verified by lookup): past due until the PG's retry succeeds
+    /// `subscription.updated` to UNPAID, or a renewal order with a payment error, verified by lookup): past due until the PG's retry succeeds
     /// ([`Self::renewed_by_pg`]) or it gives up. Repeats are no-ops (`Ok` with no events).
     pub fn renewal_failed_at_pg(&self) -> Result<Transition> {
         if self.renewer != Renewer::Pg {
@@ -554,6 +559,20 @@ impl Subscription {
         }
         next.state = SubscriptionState::PastDue;
         next.done(vec![EventKind::PaymentFailed, EventKind::SubscriptionPastDue])
+    }
+
+    /// StepPay reports a PG-managed subscription ACTIVE again after UNPAID (`subscription.updated`,
+    /// confirmed by `GET /api/v1/subscriptions/{id}`): active, the paid period unchanged — the
+    /// renewal order that paid it moves the period when it is recorded ([`Self::renewed_by_pg`]).
+    /// Already active: a no-op.
+    pub fn recovered_at_pg(&self) -> Result<Transition> {
+        if self.renewer != Renewer::Pg {
+            return Err(TransitionError::RenewedByPaycycle);
+        }
+        self.require(&[SubscriptionState::Active, SubscriptionState::PastDue], "record a PG recovery for")?;
+        let mut next = self.clone();
+        next.state = SubscriptionState::Active;
+        next.done(vec![])
     }
 
     /// A charge whose outcome is unknown must be resolved before the subscription changes (else
@@ -591,17 +610,19 @@ impl Subscription {
         next.done(vec![])
     }
 
-    /// Pause now (credit the unused paid time) or at the end of the paid period.
+    /// Pause now (credit the unused paid time) or at the end of the paid period. A PG-renewed
+    /// subscription is paused at the PG first (the caller's job); here it only stops being active:
+    /// at the end of the paid period renew's wake-up pauses it, as it ends a canceled one.
     pub fn pause(&self, now: Timestamp, when: PauseWhen) -> Result<Transition> {
         self.require(&[SubscriptionState::Active], "pause")?;
-        if self.renewer == Renewer::Pg {
-            return Err(TransitionError::RenewedByPg);
-        }
         self.no_unknown_outcome()?;
         let mut next = self.clone();
         match when {
             PauseWhen::PeriodEnd => {
                 next.pause_at_period_end = true;
+                if self.renewer == Renewer::Pg {
+                    next.next_attempt_at = self.paid_through();
+                }
                 next.done(vec![])
             }
             PauseWhen::Now => {
@@ -639,6 +660,10 @@ impl Subscription {
             SubscriptionState::Active if self.pause_at_period_end => {
                 let mut next = self.clone();
                 next.pause_at_period_end = false;
+                if self.renewer == Renewer::Pg && !self.cancel_at_period_end {
+                    // Nothing left for renew to end: the PG renews it.
+                    next.next_attempt_at = None;
+                }
                 next.done(vec![])
             }
             SubscriptionState::Paused => {
@@ -653,6 +678,10 @@ impl Subscription {
                 // The paid period now ends where the new schedule starts.
                 next.current_period = Some(Period { end: anchor, ..paid });
                 next.next_attempt_at = next.next_for_period(&Period { end: anchor, ..paid });
+                if self.renewer == Renewer::Pg && self.cancel_at_period_end {
+                    // Still ending: renew ends it when the (re-anchored) paid time is over.
+                    next.next_attempt_at = Some(anchor);
+                }
                 next.done(vec![EventKind::SubscriptionResumed])
             }
             _ => Err(self.illegal("resume")),

@@ -147,6 +147,8 @@ pub struct RefundRequest {
     pub pay_date_kst: String,
     /// Our refund id (for logs; neither PG takes one).
     pub refund_id: String,
+    /// StepPay managed: the order the payment paid; the refund goes through it.
+    pub pg_order: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -175,6 +177,13 @@ pub enum RefundLookupCapability {
     /// "결제결과 조회", PG-FACTS) and no other refund lookup is published. An unknown refund there
     /// is never guessed: it stays reserved and goes to a person.
     None,
+}
+
+/// A PG's own customer (StepPay managed: `CustomerV1DTO.id` and `.code`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PgCustomer {
+    pub id: String,
+    pub code: String,
 }
 
 /// What to look up.
@@ -297,7 +306,14 @@ impl Gateways {
         use crate::domain::customer::PgMode;
         match mode {
             PgMode::Payple => self.payple.refund(req).await,
-            PgMode::SteppaySelf | PgMode::SteppayManaged => self.steppay.refund(req).await,
+            PgMode::SteppaySelf => self.steppay.refund(req).await,
+            // StepPay managed payments are refunded through their order (merge/v1.json
+            // `v1_cancelOrder`). A payment recorded without its order is not guessed at: refused
+            // here, nothing sent — it is refunded in StepPay's portal.
+            PgMode::SteppayManaged => match &req.pg_order {
+                Some(order) => self.steppay.cancel_order(order, req).await,
+                None => Err(PgError::Invalid("no StepPay order is recorded for this managed payment".into())),
+            },
         }
     }
 

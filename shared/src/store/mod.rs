@@ -17,6 +17,7 @@ pub mod idempotency;
 pub mod metrics;
 pub mod outbox;
 pub mod payments;
+pub mod pg_customers;
 pub mod stream;
 pub mod subscriptions;
 pub mod webhooks;

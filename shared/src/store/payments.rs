@@ -33,6 +33,10 @@ pub struct PaymentRecord {
     pub subscription_id: Option<SubscriptionId>,
     pub charge_id: Option<ChargeId>,
     pub checkout_id: Option<String>,
+    /// StepPay managed: the order (its code) this payment paid. Managed refunds go through the
+    /// order (`PATCH /api/v1/orders/{orderIdOrCode}/cancel`, step-api-spec `merge/v1.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pg_order: Option<String>,
     #[serde(flatten)]
     pub amounts: PaymentAmounts,
     /// `paid - refunded - refund_pending`, kept in step by every write.
@@ -83,6 +87,7 @@ impl PaymentRecord {
             subscription_id,
             charge_id,
             checkout_id,
+            pg_order: None,
             amounts: PaymentAmounts::new(amount),
             refundable: amount,
             paid_at,
@@ -103,6 +108,11 @@ impl PaymentRecord {
     /// The same payment, owned by `partner_id`.
     pub fn for_partner(self, partner_id: &str) -> Self {
         Self { partner_id: partner_id.to_string(), ..self }
+    }
+
+    /// The same payment, paid through PG order `order` (StepPay managed).
+    pub fn with_pg_order(self, order: Option<String>) -> Self {
+        Self { pg_order: order, ..self }
     }
 }
 

@@ -149,17 +149,34 @@ impl Journey<'_> {
         Ok(v["report"].clone())
     }
 
-    /// StepPay's own renewal of a managed subscription (the sandbox's scheduler stand-in).
-    async fn steppay_renews(&self, order_code: &str) -> ClientResult<Value> {
-        let pg_sub = {
-            let state = self.stack.sandbox.shared.state.lock().map_err(|_| "sandbox state")?;
-            let order = state.orders.iter().find(|o| o.order_code == order_code).ok_or("no such StepPay order")?;
-            order.subscription_id.ok_or("the StepPay order has no subscription")?
-        };
+    /// StepPay's status of the managed subscription its first order created.
+    fn steppay_subscription(&self, order_code: &str) -> ClientResult<(u64, String)> {
+        let state = self.stack.sandbox.shared.state.lock().map_err(|_| "sandbox state")?;
+        let order = state.orders.iter().find(|o| o.order_code == order_code).ok_or("no such StepPay order")?;
+        let id = order.subscription_id.ok_or("the StepPay order has no subscription")?;
+        let sub = state.subscriptions.iter().find(|s| s.id == id).ok_or("no such StepPay subscription")?;
+        Ok((id, sub.status.clone()))
+    }
+
+    /// StepPay's own renewal of a managed subscription (the sandbox's scheduler stand-in), with
+    /// the webhooks StepPay documents for it (dev-docs `08-1-1_Webhook-Events.md`): a paid renewal
+    /// order's `order.payment_completed`, and `subscription.updated` when the subscription's
+    /// status changed (UNPAID after a decline, ACTIVE after a paid retry). Returns the order and
+    /// the events sent.
+    async fn steppay_renews(&self, order_code: &str) -> ClientResult<(Value, Vec<&'static str>)> {
+        let (pg_sub, was) = self.steppay_subscription(order_code)?;
         let before = self.stack.sandbox.shared.state.lock().map_err(|_| "sandbox state")?.deliveries.len();
         let order = self.sandbox.admin(&format!("/__admin/steppay/subscriptions/{pg_sub}/renew"), json!({})).await?;
-        self.stack.settle_webhooks(before + 1).await;
-        Ok(order)
+        let (_, now) = self.steppay_subscription(order_code)?;
+        let mut events = Vec::new();
+        if !order["paymentDate"].is_null() {
+            events.push("order.payment_completed");
+        }
+        if now != was {
+            events.push("subscription.updated");
+        }
+        self.stack.settle_webhooks(before + events.len()).await;
+        Ok((order, events))
     }
 
     async fn billing_key_of_first_charge(&self, pg: &str, nth: usize) -> ClientResult<String> {
@@ -320,18 +337,23 @@ pub async fn run(
                     json!({"billing_key": managed_key, "count": 1, "fault": {"kind": "decline", "hard": false}}),
                 )
                 .await?;
-            j.steppay_renews(&managed_order).await?;
+            let (_, events) = j.steppay_renews(&managed_order).await?;
             let s = j.subscription(&managed).await?;
             p.say(format!(
-                "  {}: StepPay's renewal failed → order.payment_failed webhook → {}",
-                customers[2].name, s["state"]
+                "  {}: StepPay's renewal failed → {} webhook (UNPAID, confirmed by StepPay's subscription lookup) → {}",
+                customers[2].name,
+                events.join(" + "),
+                s["state"]
             ));
         }
-        j.steppay_renews(&managed_order).await?;
+        let (_, events) = j.steppay_renews(&managed_order).await?;
         let s = j.subscription(&managed).await?;
         p.say(format!(
-            "  {}: StepPay renewed → order.paid webhook → period {} {}",
-            customers[2].name, s["current_period"]["index"], s["state"]
+            "  {}: StepPay renewed → {} webhook → period {} {}",
+            customers[2].name,
+            events.join(" + "),
+            s["current_period"]["index"],
+            s["state"]
         ));
     }
 

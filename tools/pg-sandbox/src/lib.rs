@@ -25,7 +25,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use jiff::Timestamp;
 use serde_json::{Value, json};
@@ -47,6 +47,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/orders/{id}", get(steppay::get_order))
         .route("/api/v1/subscriptions/{id}", get(steppay::get_subscription))
         .route("/api/v1/subscriptions/{id}/cancel", post(steppay::cancel_subscription))
+        .route("/api/v1/subscriptions/{id}/pause", post(steppay::pause_subscription))
+        .route("/api/v1/subscriptions/{id}/active", post(steppay::activate_subscription))
+        .route("/api/v1/orders/{id}/cancel", patch(steppay::cancel_order))
         .route("/api/public/orders/{code}/pay", get(steppay::pay_page))
         .route("/__sandbox/steppay/sdk/pay", post(steppay::sdk_pay))
         // Payple
@@ -71,6 +74,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/__admin/webhooks/send", post(send_webhook))
         .route("/__admin/steppay/prices", post(steppay::admin_price))
         .route("/__admin/steppay/subscriptions/{id}/renew", post(steppay::admin_renew))
+        .route("/__admin/steppay/subscriptions/{id}/status", post(steppay::admin_subscription_status))
         // Every PG route's bodies are checked against the documented shapes (after routing, so
         // the route's template is known).
         .route_layer(axum::middleware::from_fn_with_state(shared.clone(), shapes::check))

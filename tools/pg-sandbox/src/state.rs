@@ -27,8 +27,13 @@ pub struct Config {
     pub steppay_secret_token: String,
     pub steppay_webhook_url: Option<String>,
     pub steppay_webhook_format: WebhookFormat,
-    /// When set, v2 order webhooks carry `Steppay-Signature`.
+    /// When set, v2 webhooks carry `Steppay-Signature` (dev-docs `docs/08-1-3_Signature.md`).
     pub steppay_signing_secret: Option<String>,
+    /// Whether the partner subscribed StepPay's v2 `payment.*` events in the portal (dev-docs
+    /// `docs/08-1-1_Webhook-Events.md`): billing charges then also send `payment.completed` /
+    /// `payment.failed` (Payment schema, `08-1-2_Webhook-Schema.md`). Off by default: the self
+    /// webhook (seeds 000/001) is what a self partner gets without it.
+    pub steppay_payment_events: bool,
     pub payple_cst_id: String,
     pub payple_cust_key: String,
     pub payple_refund_key: String,
@@ -55,6 +60,7 @@ impl Default for Config {
             steppay_webhook_url: None,
             steppay_webhook_format: WebhookFormat::Json,
             steppay_signing_secret: None,
+            steppay_payment_events: false,
             payple_cst_id: "test".into(),
             payple_cust_key: "abcd1234567890".into(),
             payple_refund_key: "local-payple-refund-key".into(),
@@ -74,6 +80,17 @@ impl Default for Config {
 pub enum Pg {
     Steppay,
     Payple,
+}
+
+/// A StepPay payment that failed: it has an idKey and a receipt, but moved no money.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FailedPayment {
+    pub id_key: String,
+    pub payment_id: u64,
+    pub partner_order_id: Option<String>,
+    pub amount: i64,
+    pub goods: String,
+    pub at: Timestamp,
 }
 
 /// A charge the PG made (approved money movement).
@@ -216,6 +233,8 @@ pub enum Operation {
     Refund,
     Lookup,
     Auth,
+    /// StepPay managed subscription changes: pause, resume (`/active`), cancel.
+    Lifecycle,
     Any,
 }
 
@@ -235,8 +254,10 @@ pub enum Fault {
     DeclineWithCode {
         code: String,
     },
-    /// A receipt lookup (StepPay) taken while a refund is still being processed: the payment
-    /// shows `CANCEL_PROGRESS` (a status StepPay's cancel answer documents) and no canceled amount yet.
+    /// A refund still being processed at StepPay. On a receipt lookup the payment shows
+    /// `CANCEL_PROGRESS` (a status StepPay's cancel answer documents) and no canceled amount yet;
+    /// on a cancel (`operation: refund`) the answer's `cancelPayment.paymentStatus` is
+    /// `CANCEL_PROGRESS` while the refund goes on to be made.
     CancelInProgress,
     /// A lookup taken before the PG's records caught up with what it already did. StepPay: the
     /// receipt shows the payment as it was before its latest refund (`COMPLETE` if that was its
@@ -246,6 +267,9 @@ pub enum Fault {
     LookupLags,
     /// The charge is recorded, then the answer is held back past any sane client timeout.
     TimeoutAfterCharge,
+    /// The charge is declined (a FAILED payment with its own idKey, no money moved), then the
+    /// answer is held back past any sane client timeout: the client cannot know it was declined.
+    TimeoutAfterDecline,
     /// 5xx before doing anything.
     ServerError,
     /// Answer normally after a delay.
@@ -294,6 +318,8 @@ pub struct State {
     pub refunds: Vec<RefundEntry>,
     /// StepPay billing keys: idKey of a first *_BILL payment → deleted?
     pub steppay_billing_keys: BTreeMap<String, bool>,
+    /// StepPay billing payments that FAILED (no money moved): their receipts answer FAILED.
+    pub steppay_failed_payments: Vec<FailedPayment>,
     pub payers: BTreeMap<String, Payer>,
     pub auth_keys: HashMap<String, AuthGrant>,
     pub pending_certs: HashMap<String, PendingCert>,

@@ -6,9 +6,18 @@
 //! `{webHookType, orderId, idKey}` as JSON or form; the pay page redirects with `order_id`,
 //! `order_code`, `status`.
 //!
+//! v2 webhooks follow dev-docs `docs/08-1_웹훅_v2.md` (envelope `{timestamp, version, event,
+//! data}`), `docs/08-1-1_Webhook-Events.md` (event types) and `docs/08-1-2_Webhook-Schema.md`
+//! (`data` in the Order / Subscription / Payment schema): a paid order sends
+//! `order.payment_completed`; a renewal that changes the subscription's status (UNPAID after a
+//! decline, ACTIVE after a paid retry) sends `subscription.updated`; with
+//! `steppay_payment_events`, billing charges send `payment.completed` / `payment.failed`.
+//!
 //! Sandbox choices where StepPay publishes nothing (unconfirmed; clients must not depend on more
-//! than the documented fields): the billing charge's success body, the error codes of declines,
-//! the v2 webhook event names, and rejecting a repeated `partnerOrderId`.
+//! than the documented fields): the billing charge's success body, the error codes of declines
+//! (StepPay publishes none: the codes here are for people reading the sandbox; clients classify by
+//! HTTP status), which events one renewal sends (and in which order: StepPay guarantees none), and
+//! rejecting a repeated `partnerOrderId` with 409.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,7 +31,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use jiff::{Span, Timestamp};
 use serde_json::{Map, Value, json};
 
-use crate::state::{Charge, Fault, Operation, Order, Pg, Price, RefundEntry, Shared, Subscription, kst};
+use crate::state::{Charge, FailedPayment, Fault, Operation, Order, Pg, Price, RefundEntry, Shared, Subscription, kst};
 use crate::webhooks::{self, Webhook};
 
 type Sh = State<Arc<Shared>>;
@@ -50,13 +59,28 @@ fn json_body(body: &Bytes) -> Result<Value, Response> {
         .map_err(|e| error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", &format!("malformed JSON: {e}")))
 }
 
-/// A number that may arrive as a JSON number or a numeric string (the seeds quote some).
+/// A whole amount that may arrive as a JSON number or a numeric string (the seeds quote some).
+/// StepPay's amounts are decimals (`CancelRequestDTO.requestPrice` and `Product.amount` are
+/// `number`, step-api-spec `service/payment.json` at 3ec8ceb9): `1000.0` is 1000; a fraction is
+/// no amount of won (`None`, answered 400).
 fn int(v: Option<&Value>) -> Option<i64> {
-    match v? {
-        Value::Number(n) => n.as_i64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
+    let s = match v? {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.trim().to_string(),
+        _ => return None,
+    };
+    let (whole, fraction) = s.split_once('.').unwrap_or((&s, ""));
+    if !fraction.bytes().all(|b| b == b'0') {
+        return None;
     }
+    whole.parse().ok()
+}
+
+/// An amount as StepPay writes it: a decimal number (`10000.0`, `0.0` in StepPay's examples,
+/// step-api-spec `service/payment.json` `number` fields, dev-docs `08-1-2_Webhook-Schema.md`
+/// `Decimal`). Sandbox amounts are far below 2^53, where an f64 holds every whole number exactly.
+pub fn decimal(won: i64) -> Value {
+    serde_json::Number::from_f64(won as f64).map_or(Value::Null, Value::Number)
 }
 
 fn text(v: Option<&Value>) -> Option<String> {
@@ -99,15 +123,17 @@ fn self_webhook(shared: &Arc<Shared>, kind: &str, order_id: u64, id_key: &str, f
     webhooks::deliver(shared.clone(), Webhook { pg: Pg::Steppay, url, content_type, body, headers: vec![] }, fault);
 }
 
-fn order_webhook(shared: &Arc<Shared>, event: &str, order: Value, fault: Option<Fault>) {
+/// Sends a v2 webhook `{timestamp, version, event, data}` (dev-docs `docs/08-1_웹훅_v2.md`),
+/// signed when a signing secret is set (`docs/08-1-3_Signature.md`).
+fn v2_webhook(shared: &Arc<Shared>, event: &str, data: Value, fault: Option<Fault>) {
     let config = shared.config();
     let Some(url) = config.steppay_webhook_url else { return };
     let now = shared.state.lock().expect("state").now();
-    let body = json!({"timestamp": now.as_second(), "version": "v2", "event": event, "data": order}).to_string();
+    // `version`: the API version the data's schema matches (the doc's example says "v1").
+    let body = json!({"timestamp": now.as_second(), "version": "v1", "event": event, "data": data}).to_string();
     let mut headers = vec![];
     if let Some(secret) = &config.steppay_signing_secret {
-        // Signed when sent, by the wall clock: the receiver's 5-minute tolerance is about
-        // transport, not about the billing time the sandbox may have travelled to.
+        // Signed when sent, by the wall clock (the header's `timestamp` is when it was sent).
         let sent = Timestamp::now().as_second();
         headers.push(("Steppay-Signature".to_string(), webhooks::steppay_signature(secret, sent, &body)));
     }
@@ -116,6 +142,95 @@ fn order_webhook(shared: &Arc<Shared>, event: &str, order: Value, fault: Option<
         Webhook { pg: Pg::Steppay, url, content_type: "application/json", body, headers },
         fault,
     );
+}
+
+/// `data` of an order event: the `Order` schema of dev-docs `docs/08-1-2_Webhook-Schema.md`
+/// (`id`, `code` — no `orderCode` —, `type`, Decimal amounts, `subscriptions` as ids).
+fn order_webhook_data(state: &crate::state::State, o: &Order) -> Value {
+    let charge = state.charge(Pg::Steppay, &o.id_key);
+    let paid = charge.map(|c| c.amount).unwrap_or(0);
+    let returned = charge.map(|c| c.refunded).unwrap_or(0);
+    json!({
+        "id": o.order_id,
+        "code": o.order_code,
+        "type": o.order_type,
+        "paidAmount": decimal(paid),
+        "returnedAmount": decimal(returned),
+        "leftAmount": decimal(if o.paid { 0 } else { o.price.amount }),
+        "discountedAmount": decimal(0),
+        "productName": o.price.product_name,
+        "paymentDate": o.payment_date.map(iso),
+        "createdAt": iso(o.created_at),
+        "idKey": o.id_key,
+        "customerId": o.customer_id,
+        "subscriptions": o.subscription_id.map(|id| vec![id]).unwrap_or_default(),
+    })
+}
+
+/// `data` of a subscription event: the `Subscription` schema of dev-docs
+/// `docs/08-1-2_Webhook-Schema.md` (`subscriptionId`, `status`, and the `orderId`/`orderCode` of
+/// the order that *created* it).
+fn subscription_webhook_data(state: &crate::state::State, s: &Subscription) -> Value {
+    let first = s.orders.first().and_then(|id| state.orders.iter().find(|o| o.order_id == *id));
+    json!({
+        "subscriptionId": s.id,
+        "status": s.status,
+        "createdAt": iso(s.start_date),
+        "lastPaymentDate": iso(s.last_payment_date),
+        "nextPaymentDate": iso(s.next_payment_date),
+        "orderId": first.map(|o| o.order_id),
+        "orderCode": first.map(|o| o.order_code.clone()),
+        "customerId": s.customer_id,
+        "intervalUnit": s.price.interval.clone().unwrap_or_else(|| "MONTH".into()),
+        "intervalCount": s.price.interval_count.max(1),
+        "currentPeriod": {"startDateTime": iso(s.last_payment_date), "endDateTime": iso(s.next_payment_date)},
+    })
+}
+
+/// `data` of a payment event: the `Payment` schema of dev-docs `docs/08-1-2_Webhook-Schema.md`
+/// (`orderId` is the partner's order id when `paymentOnly` is true — billing charges are).
+fn payment_webhook_data(c: &Charge) -> Value {
+    json!({
+        "paymentId": c.order_id,
+        "idKey": c.id,
+        "orderId": c.partner_order_id,
+        "productName": c.goods,
+        "paidAmount": decimal(c.amount),
+        "paidAt": iso(c.paid_at),
+        "status": c.status,
+        "paymentGateway": "UNKNOWN",
+        "paymentMethod": c.method,
+        "paymentOnly": c.partner_order_id.is_some(),
+        "errorMessage": null,
+        "cancel": (c.refunded > 0).then(|| json!({"canceledAmount": decimal(c.refunded)})),
+    })
+}
+
+fn failed_payment_webhook_data(f: &FailedPayment) -> Value {
+    json!({
+        "paymentId": f.payment_id,
+        "idKey": f.id_key,
+        "orderId": f.partner_order_id,
+        "productName": f.goods,
+        "paidAmount": decimal(0),
+        "paidAt": null,
+        "status": "FAILED",
+        "paymentGateway": "UNKNOWN",
+        "paymentMethod": "CARD_BILL",
+        "paymentOnly": true,
+        "errorMessage": "잔액이 부족합니다 (sandbox decline)",
+        "cancel": null,
+    })
+}
+
+/// A failed billing payment's webhook: `payment.failed` when the partner subscribed `payment.*`,
+/// else the self webhook `FAILED` (seeds 000/001).
+fn failed_payment_webhook(shared: &Arc<Shared>, f: &FailedPayment) {
+    if shared.config().steppay_payment_events {
+        v2_webhook(shared, "payment.failed", failed_payment_webhook_data(f), None);
+    } else {
+        self_webhook(shared, "FAILED", f.payment_id, &f.id_key, None);
+    }
 }
 
 fn decline_response(hard: bool) -> Response {
@@ -132,8 +247,8 @@ fn payment_json(c: &Charge) -> Value {
         "orderId": c.order_id,
         "paymentStatus": c.status,
         "paymentDate": iso(c.paid_at),
-        "amount": c.amount,
-        "canceledAmount": c.refunded,
+        "amount": decimal(c.amount),
+        "canceledAmount": decimal(c.refunded),
         "paymentMethod": c.method,
         "partnerOrderId": c.partner_order_id,
         "productName": c.goods,
@@ -157,14 +272,35 @@ pub async fn billing(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Resp
     let (Some(id_key), Some(amount)) = (id_key, amount) else {
         return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "idKey and product.amount are required");
     };
-    let total = amount.checked_mul(quantity).unwrap_or(0);
-    if total <= 0 {
-        return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "amount must be positive");
-    }
+    let Some(total) = amount.checked_mul(quantity).filter(|t| *t > 0) else {
+        return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "amount × quantity must be a positive amount");
+    };
     let fault = match pre_fault(&shared, Operation::Charge, Some(&id_key)).await {
         Ok(f) => f,
         Err(r) => return r,
     };
+    if let Some(Fault::TimeoutAfterDecline) = fault {
+        let failed = {
+            let mut state = shared.state.lock().expect("state");
+            if state.steppay_billing_keys.get(&id_key) != Some(&false) {
+                return error(StatusCode::BAD_REQUEST, "BILLING_KEY_NOT_FOUND", "빌링키를 찾을 수 없습니다");
+            }
+            let now = state.now();
+            let failed = FailedPayment {
+                id_key: shared.steppay_id_key(now),
+                payment_id: shared.next_number(),
+                partner_order_id: partner_order_id.clone(),
+                amount: total,
+                goods: item_name.clone(),
+                at: now,
+            };
+            state.steppay_failed_payments.push(failed.clone());
+            failed
+        };
+        failed_payment_webhook(&shared, &failed);
+        tokio::time::sleep(Duration::from_millis(shared.config().timeout_after_charge_ms)).await;
+        return decline_response(false);
+    }
     let (charge, webhook_fault) = {
         let mut state = shared.state.lock().expect("state");
         match state.steppay_billing_keys.get(&id_key) {
@@ -184,8 +320,10 @@ pub async fn billing(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Resp
             {
                 let existing = existing.id.clone();
                 drop(state);
+                // Unconfirmed (StepPay documents no duplicate answer): a 409 Conflict in the
+                // documented error body, naming the existing payment in `details`.
                 return (
-                    StatusCode::BAD_REQUEST,
+                    StatusCode::CONFLICT,
                     Json(json!({"traceId": "sandbox", "errorCode": "DUPLICATE_PARTNER_ORDER_ID",
                         "errorMessage": "이미 처리된 주문번호입니다", "details": {"idKey": existing}})),
                 )
@@ -214,12 +352,49 @@ pub async fn billing(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Resp
         (charge, fault.clone().filter(is_webhook_fault))
     };
     self_webhook(&shared, "PAYMENT", charge.order_id.unwrap_or(0), &charge.id, webhook_fault);
+    if shared.config().steppay_payment_events {
+        v2_webhook(&shared, "payment.completed", payment_webhook_data(&charge), None);
+    }
     hold_if_timeout(&shared, &fault).await;
     (StatusCode::OK, Json(payment_json(&charge))).into_response()
 }
 
 fn is_webhook_fault(f: &Fault) -> bool {
     matches!(f, Fault::WebhookTwice | Fault::WebhookLate { .. } | Fault::WebhookOutOfOrder)
+}
+
+/// Refunds `price` of StepPay payment `id_key` in the ledger: `(tid, payment status, order id)`,
+/// or StepPay's refusal (no such payment, more than remains).
+fn refund_charge(
+    shared: &Shared,
+    state: &mut crate::state::State,
+    id_key: &str,
+    price: i64,
+    now: Timestamp,
+) -> Result<(String, String, u64), Response> {
+    let tid = shared.random(20);
+    let Some(charge) = state.charge_mut(Pg::Steppay, id_key) else {
+        return Err(error(StatusCode::NOT_FOUND, "PAYMENT_NOT_FOUND", "결제를 찾을 수 없습니다"));
+    };
+    let remaining = charge.amount - charge.refunded;
+    if price > remaining {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "CANCEL_AMOUNT_EXCEEDED",
+            &format!("취소 가능 금액({remaining})을 초과했습니다"),
+        ));
+    }
+    charge.refunded += price;
+    charge.status = if charge.refunded == charge.amount { "CANCELED" } else { "PARTIAL_CANCELED" }.into();
+    let (status, order_id) = (charge.status.clone(), charge.order_id.unwrap_or(0));
+    state.refunds.push(RefundEntry {
+        pg: Pg::Steppay,
+        charge_id: id_key.to_string(),
+        amount: price,
+        tid: tid.clone(),
+        at: now,
+    });
+    Ok((tid, status, order_id))
 }
 
 /// `POST /api/internal/payment/cancel` — full or partial refund (`Secret-Key`).
@@ -244,41 +419,37 @@ pub async fn cancel(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Respo
     if let Some(Fault::Decline { .. }) = fault {
         return error(StatusCode::BAD_REQUEST, "CANCEL_FAILED", "취소에 실패했습니다 (sandbox decline)");
     }
+    // StepPay accepted the cancel and finishes it later: it answers `CANCEL_PROGRESS` now and
+    // the receipt shows the outcome once done (the ledger records the refund it will make).
+    let in_progress = fault == Some(Fault::CancelInProgress);
     let (response, order_id) = {
         let mut state = shared.state.lock().expect("state");
         let now = state.now();
-        let tid = shared.random(20);
-        let Some(charge) = state.charge_mut(Pg::Steppay, &id_key) else {
-            return error(StatusCode::NOT_FOUND, "PAYMENT_NOT_FOUND", "결제를 찾을 수 없습니다");
-        };
-        let remaining = charge.amount - charge.refunded;
-        if price > remaining {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "CANCEL_AMOUNT_EXCEEDED",
-                &format!("취소 가능 금액({remaining})을 초과했습니다"),
-            );
+        if state.orders.iter().any(|o| o.id_key == id_key) {
+            // Sandbox choice: a managed order's payment is refunded through its order (merge/v1.json
+            // `v1_cancelOrder`), the way a partner of StepPay managed is told to.
+            return error(StatusCode::BAD_REQUEST, "ORDER_PAYMENT", "주문 결제는 주문 취소 API로 환불합니다 (sandbox)");
         }
-        charge.refunded += price;
-        charge.status = if charge.refunded == charge.amount { "CANCELED" } else { "PARTIAL_CANCELED" }.into();
-        let status = charge.status.clone();
-        let order_id = charge.order_id.unwrap_or(0);
-        state.refunds.push(RefundEntry {
-            pg: Pg::Steppay,
-            charge_id: id_key.clone(),
-            amount: price,
-            tid: tid.clone(),
-            at: now,
-        });
+        let (tid, status, order_id) = match refund_charge(&shared, &mut state, &id_key, price, now) {
+            Ok(done) => done,
+            Err(r) => return r,
+        };
+        let status = if in_progress { "CANCEL_PROGRESS".to_string() } else { status };
+        // step-api-spec `service/payment.json` (3ec8ceb9) `ApiResponseCancelResponse`: `result`
+        // boolean, `code` int32, `message`, `id` string, `response` = `CancelResponse{tid,
+        // paymentReceiptUrl, cancelPayment: CancelPaymentDTO{canceledAmount number, tid,
+        // paymentStatus, canceledDate}}`. The values of `code` and `id` are not documented
+        // (unconfirmed): the sandbox sends 0 and the order id.
         let response = json!({
-            "result": "SUCCESS",
-            "code": "0000",
+            "result": true,
+            "code": 0,
             "message": "취소 성공",
-            "id": order_id,
+            "id": order_id.to_string(),
             "response": {
                 "tid": tid,
                 "paymentReceiptUrl": format!("https://sandbox.invalid/receipt/{id_key}"),
-                "cancelPayment": {"canceledAmount": price, "tid": tid, "paymentStatus": status, "canceledDate": iso(now)}
+                "cancelPayment": {"canceledAmount": decimal(price), "tid": tid, "paymentStatus": status,
+                                  "canceledDate": iso(now)}
             }
         });
         (response, order_id)
@@ -312,16 +483,25 @@ pub async fn receipt(State(shared): Sh, headers: HeaderMap, Path(id_key): Path<S
         }
         return Json(v).into_response();
     }
+    if let Some(f) = state.steppay_failed_payments.iter().find(|f| f.id_key == id_key) {
+        return Json(json!({"idKey": id_key, "orderId": f.payment_id, "paymentStatus": "FAILED", "paymentDate": null,
+            "amount": f.amount, "canceledAmount": 0, "paymentMethod": "CARD_BILL",
+            "partnerOrderId": f.partner_order_id, "productName": f.goods}))
+        .into_response();
+    }
     if let Some(o) = state.orders.iter().find(|o| o.id_key == id_key) {
         let status = if o.failed.is_some() { "FAILED" } else { "STANDBY" };
         return Json(json!({"idKey": id_key, "orderId": o.order_id, "paymentStatus": status, "paymentDate": null,
-            "amount": o.price.amount, "canceledAmount": 0, "paymentMethod": null}))
+            "amount": decimal(o.price.amount), "canceledAmount": decimal(0), "paymentMethod": null}))
         .into_response();
     }
     error(StatusCode::NOT_FOUND, "PAYMENT_NOT_FOUND", "결제를 찾을 수 없습니다")
 }
 
-/// `POST /api/v1/customers`.
+/// `POST /api/v1/customers` — step-api-spec `service/account.json` (3ec8ceb9) `CustomerCreateDTO`
+/// `{name*, email*, phone, marketingSms*, marketingEmail*, marketingKakao*, attributes*}`: there is
+/// no `code` input (one sent is ignored); StepPay answers 201 `CustomerV1DTO` with its own `id` and
+/// `code` (the sandbox's code format `customer_` + 9 characters is unconfirmed).
 pub async fn create_customer(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = authorized(&shared, &headers, "Secret-Token") {
         return r;
@@ -333,10 +513,20 @@ pub async fn create_customer(State(shared): Sh, headers: HeaderMap, body: Bytes)
     let (Some(name), Some(email)) = (text(v.get("name")), text(v.get("email"))) else {
         return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "name and email are required");
     };
+    let flags = ["marketingSms", "marketingEmail", "marketingKakao"];
+    if !flags.iter().all(|f| v.get(*f).is_some_and(Value::is_boolean))
+        || !v.get("attributes").is_some_and(Value::is_object)
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "marketingSms, marketingEmail, marketingKakao (booleans) and attributes (object) are required",
+        );
+    }
     let id = shared.next_number();
     let customer = crate::state::Customer {
         id,
-        code: text(v.get("code")).unwrap_or_else(|| format!("customer_{}", shared.random(9))),
+        code: format!("customer_{}", shared.random(9)),
         uuid: shared.random(32),
         name,
         email,
@@ -389,7 +579,9 @@ pub async fn create_order(State(shared): Sh, headers: HeaderMap, body: Bytes) ->
         order_id: shared.next_number(),
         order_code: format!("order_{}", shared.random(9)),
         id_key: shared.steppay_id_key(now),
-        order_type: if price.interval.is_some() { "RECURRING" } else { "ONE_TIME" }.into(),
+        // A subscription's first order is RECURRING_INITIAL, its renewals RECURRING (dev-docs
+        // `08-1-2_Webhook-Schema.md` OrderType).
+        order_type: if price.interval.is_some() { "RECURRING_INITIAL" } else { "ONE_TIME" }.into(),
         customer_id: customer.id,
         price,
         paid: false,
@@ -414,20 +606,20 @@ fn order_json(state: &crate::state::State, o: &Order) -> Value {
         "orderId": o.order_id,
         "orderCode": o.order_code,
         "type": o.order_type,
-        "paidAmount": paid,
-        "returnedAmount": returned,
-        "leftAmount": if o.paid { 0 } else { o.price.amount },
-        "discountedAmount": 0,
+        "paidAmount": decimal(paid),
+        "returnedAmount": decimal(returned),
+        "leftAmount": decimal(if o.paid { 0 } else { o.price.amount }),
+        "discountedAmount": decimal(0),
         "productName": o.price.product_name,
         "items": [{"productCode": o.price.product_code, "priceCode": o.price.price_code, "currency": "KRW",
-                   "minimumQuantity": 1, "price": o.price.amount}],
+                   "minimumQuantity": 1, "price": decimal(o.price.amount)}],
         "customer": customer,
         "paymentDate": o.payment_date.map(iso),
         "payment": charge.map(|c| json!({
-            "paymentMethod": c.method, "paymentDate": iso(c.paid_at), "amount": c.amount, "discount": 0,
+            "paymentMethod": c.method, "paymentDate": iso(c.paid_at), "amount": decimal(c.amount), "discount": decimal(0),
             "paymentReceiptUrl": format!("https://sandbox.invalid/receipt/{}", c.id), "paymentGateway": "SANDBOX",
             "cardNumber": "1234-****-****-5678", "errorCode": null, "errorMessage": null})).or_else(|| o.failed.as_ref().map(|(code, msg)| json!({
-            "paymentMethod": null, "paymentDate": null, "amount": o.price.amount, "errorCode": code, "errorMessage": msg}))),
+            "paymentMethod": null, "paymentDate": null, "amount": decimal(o.price.amount), "errorCode": code, "errorMessage": msg}))),
         "subscriptions": o.subscription_id.map(|id| vec![id]).unwrap_or_default(),
         "parentSubscription": o.parent_subscription,
         "idKey": o.id_key,
@@ -452,7 +644,7 @@ pub async fn get_order(State(shared): Sh, headers: HeaderMap, Path(id): Path<Str
 
 fn subscription_json(s: &Subscription) -> Value {
     json!({
-        "id": s.id, "status": s.status, "price": s.price.amount, "startDate": iso(s.start_date),
+        "id": s.id, "status": s.status, "price": decimal(s.price.amount), "startDate": iso(s.start_date),
         "lastPaymentDate": iso(s.last_payment_date), "nextPaymentDate": iso(s.next_payment_date),
         "interval": s.price.interval, "intervalCount": s.price.interval_count, "recurringCount": s.recurring_count,
         "currentPeriod": s.recurring_count, "orders": s.orders,
@@ -486,6 +678,9 @@ pub async fn cancel_subscription(State(shared): Sh, headers: HeaderMap, Path(id)
         Some("END_OF_PERIOD") => "PENDING_CANCEL",
         _ => return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "whenToCancel must be NOW or END_OF_PERIOD"),
     };
+    if let Err(r) = pre_fault(&shared, Operation::Lifecycle, None).await {
+        return r;
+    }
     let mut state = shared.state.lock().expect("state");
     match state.subscriptions.iter_mut().find(|s| s.id == id) {
         Some(s) if s.status == "CANCELED" => {
@@ -497,6 +692,94 @@ pub async fn cancel_subscription(State(shared): Sh, headers: HeaderMap, Path(id)
         }
         None => error(StatusCode::NOT_FOUND, "SUBSCRIPTION_NOT_FOUND", "구독을 찾을 수 없습니다"),
     }
+}
+
+/// `PATCH /api/v1/orders/{orderIdOrCode}/cancel` `ReqV1{requestPrice*, reason}` (merge/v1.json at
+/// 3ec8ceb9, `v1_cancelOrder`: "결제가 완료된 주문건은 환불되며, 그렇지 않은 주문은 취소됩니다"). 200
+/// `ProductApiresponse`, whose fields are not shown (unconfirmed): the sandbox answers `{result,
+/// message}`; clients rely on the 2xx alone. Faults: `operation: refund`.
+pub async fn cancel_order(State(shared): Sh, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+    if let Err(r) = authorized(&shared, &headers, "Secret-Token") {
+        return r;
+    }
+    let v = match json_body(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let Some(price) = int(v.get("requestPrice")).filter(|p| *p > 0) else {
+        return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "requestPrice must be a positive amount");
+    };
+    let fault = match pre_fault(&shared, Operation::Refund, None).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    if let Some(Fault::Decline { .. }) = fault {
+        return error(StatusCode::BAD_REQUEST, "CANCEL_FAILED", "취소에 실패했습니다 (sandbox decline)");
+    }
+    {
+        let mut state = shared.state.lock().expect("state");
+        let now = state.now();
+        let Some(order) = state.orders.iter().find(|o| o.order_code == id || o.order_id.to_string() == id).cloned()
+        else {
+            return error(StatusCode::NOT_FOUND, "ORDER_NOT_FOUND", "주문을 찾을 수 없습니다");
+        };
+        if !order.paid {
+            return error(StatusCode::BAD_REQUEST, "ORDER_NOT_PAID", "결제되지 않은 주문입니다 (sandbox)");
+        }
+        if let Err(r) = refund_charge(&shared, &mut state, &order.id_key, price, now) {
+            return r;
+        }
+    }
+    hold_if_timeout(&shared, &fault).await;
+    Json(json!({"result": true, "message": "주문이 취소되었습니다"})).into_response()
+}
+
+/// Changes a managed subscription's status if it is in one of `from` (merge/v1.json at 3ec8ceb9).
+async fn lifecycle(shared: &Arc<Shared>, id: u64, from: &[&str], to: &str, ok: StatusCode) -> Response {
+    if let Err(r) = pre_fault(shared, Operation::Lifecycle, None).await {
+        return r;
+    }
+    let mut state = shared.state.lock().expect("state");
+    match state.subscriptions.iter_mut().find(|s| s.id == id) {
+        Some(s) if from.contains(&s.status.as_str()) => {
+            s.status = to.into();
+            (ok, Json(json!({"result": true, "message": to}))).into_response()
+        }
+        Some(s) => error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_SUBSCRIPTION_STATUS",
+            &format!("{} 상태의 구독은 변경할 수 없습니다 (sandbox code)", s.status),
+        ),
+        None => error(StatusCode::NOT_FOUND, "SUBSCRIPTION_NOT_FOUND", "구독을 찾을 수 없습니다"),
+    }
+}
+
+/// `POST /api/v1/subscriptions/{id}/pause` `SubscriptionPauseDTO{whenToPause, …}`: "활성화 상태의
+/// 구독만 일시정지 할 수 있습니다" (merge/v1.json `v1_pauseSubscription`), 200. `whenToPause` values
+/// are not listed in what we read (unconfirmed: `NOW`, `END_OF_PERIOD` as `whenToCancel`'s).
+pub async fn pause_subscription(State(shared): Sh, headers: HeaderMap, Path(id): Path<u64>, body: Bytes) -> Response {
+    if let Err(r) = authorized(&shared, &headers, "Secret-Token") {
+        return r;
+    }
+    let v = match json_body(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let to = match text(v.get("whenToPause")).as_deref() {
+        Some("NOW") => "PAUSE",
+        Some("END_OF_PERIOD") => "PENDING_PAUSE",
+        _ => return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "whenToPause must be NOW or END_OF_PERIOD"),
+    };
+    lifecycle(&shared, id, &["ACTIVE"], to, StatusCode::OK).await
+}
+
+/// `POST /api/v1/subscriptions/{id}/active`, no body: "일시정지 및 취소 대기중 상태만 변경가능합니다"
+/// (merge/v1.json `v1_activeSubscription`), 201.
+pub async fn activate_subscription(State(shared): Sh, headers: HeaderMap, Path(id): Path<u64>) -> Response {
+    if let Err(r) = authorized(&shared, &headers, "Secret-Token") {
+        return r;
+    }
+    lifecycle(&shared, id, &["PAUSE", "PENDING_PAUSE", "PENDING_CANCEL"], "ACTIVE", StatusCode::CREATED).await
 }
 
 fn add_interval(t: Timestamp, price: &Price, n: u32) -> Timestamp {
@@ -550,7 +833,7 @@ pub async fn pay_page(
             return Redirect::to(&with_query(error_url, &o, "error")).into_response();
         }
         let mut o = state.orders[index].clone();
-        let recurring = o.order_type == "RECURRING";
+        let recurring = o.order_type == "RECURRING_INITIAL";
         state.charges.push(Charge {
             pg: Pg::Steppay,
             id: o.id_key.clone(),
@@ -587,9 +870,9 @@ pub async fn pay_page(
             });
         }
         state.orders[index] = o.clone();
-        (o.clone(), order_json(&state, &o))
+        (o.clone(), order_webhook_data(&state, &o))
     };
-    order_webhook(&shared, "order.paid", webhook, fault.clone().filter(is_webhook_fault));
+    v2_webhook(&shared, "order.payment_completed", webhook, fault.clone().filter(is_webhook_fault));
     hold_if_timeout(&shared, &fault).await;
     Redirect::to(&with_query(success, &order, "success")).into_response()
 }
@@ -662,12 +945,46 @@ pub async fn admin_price(State(shared): Sh, Json(price): Json<Price>) -> Respons
     (StatusCode::CREATED, Json(price)).into_response()
 }
 
+/// `POST /__admin/steppay/subscriptions/{id}/status {status}` — StepPay changes a managed
+/// subscription itself (its dunning gives up: EXPIRED; a manager cancels in the portal:
+/// CANCELED) and sends `subscription.updated` (dev-docs `08-1-1_Webhook-Events.md`).
+pub async fn admin_subscription_status(State(shared): Sh, Path(id): Path<u64>, Json(body): Json<Value>) -> Response {
+    const STATUSES: &[&str] = &[
+        "ACTIVE",
+        "INCOMPLETE",
+        "UNPAID",
+        "PENDING_PAUSE",
+        "PAUSE",
+        "PENDING_CANCEL",
+        "EXPIRED",
+        "CANCELED",
+        "QUEUEING",
+    ];
+    let Some(status) = text(body.get("status")).filter(|s| STATUSES.contains(&s.as_str())) else {
+        return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "status must be a SubscriptionStatus");
+    };
+    let data = {
+        let mut state = shared.state.lock().expect("state");
+        let Some(s) = state.subscriptions.iter_mut().find(|s| s.id == id) else {
+            return error(StatusCode::NOT_FOUND, "SUBSCRIPTION_NOT_FOUND", "구독을 찾을 수 없습니다");
+        };
+        s.status = status;
+        let s = s.clone();
+        subscription_webhook_data(&state, &s)
+    };
+    v2_webhook(&shared, "subscription.updated", data.clone(), None);
+    Json(data).into_response()
+}
+
 /// `POST /__admin/steppay/subscriptions/{id}/renew` — StepPay renews a managed subscription now:
 /// a renewal order is charged (or declined by scenario) and an order webhook is sent.
 pub async fn admin_renew(State(shared): Sh, Path(id): Path<u64>) -> Response {
     let billing_key = {
         let state = shared.state.lock().expect("state");
         match state.subscriptions.iter().find(|s| s.id == id) {
+            Some(s) if s.status == "PAUSE" => {
+                return error(StatusCode::CONFLICT, "SUBSCRIPTION_PAUSED", "a paused subscription is not renewed");
+            }
             Some(s) if s.status == "CANCELED" || s.status == "PENDING_CANCEL" => {
                 return error(StatusCode::CONFLICT, "SUBSCRIPTION_CANCELED", "a canceled subscription is not renewed");
             }
@@ -676,7 +993,7 @@ pub async fn admin_renew(State(shared): Sh, Path(id): Path<u64>) -> Response {
         }
     };
     let fault = shared.state.lock().expect("state").take_fault(Operation::Charge, Some(&billing_key));
-    let (order, event) = {
+    let (order, hooks) = {
         let mut state = shared.state.lock().expect("state");
         let now = state.now();
         let sub = state.subscriptions.iter().find(|s| s.id == id).cloned().expect("checked above");
@@ -694,14 +1011,10 @@ pub async fn admin_renew(State(shared): Sh, Path(id): Path<u64>) -> Response {
             created_at: now,
             payment_date: None,
         };
-        let event = if let Some(Fault::Decline { hard }) = fault {
+        let declined = matches!(fault, Some(Fault::Decline { .. }));
+        if let Some(Fault::Decline { hard }) = fault {
             order.failed =
                 Some((if hard { "CARD_INVALID" } else { "PAYMENT_DECLINED" }.into(), "renewal declined".into()));
-            if let Some(s) = state.subscriptions.iter_mut().find(|s| s.id == id) {
-                s.status = "UNPAID".into();
-                s.orders.push(order.order_id);
-            }
-            "order.payment_failed"
         } else {
             order.paid = true;
             order.payment_date = Some(now);
@@ -722,18 +1035,35 @@ pub async fn admin_renew(State(shared): Sh, Path(id): Path<u64>) -> Response {
                 pay_time: crate::state::yyyymmddhhmmss(now),
                 trade_no: shared.random(20),
             });
-            if let Some(s) = state.subscriptions.iter_mut().find(|s| s.id == id) {
-                s.status = "ACTIVE".into();
-                s.recurring_count += 1;
-                s.last_payment_date = now;
-                s.next_payment_date = add_interval(s.start_date, &s.price, s.recurring_count);
-                s.orders.push(order.order_id);
-            }
-            "order.paid"
-        };
+        }
+        let s = state.subscriptions.iter_mut().find(|s| s.id == id).expect("checked above");
+        let was = s.status.clone();
+        s.orders.push(order.order_id);
+        if declined {
+            s.status = "UNPAID".into();
+        } else {
+            s.status = "ACTIVE".into();
+            s.recurring_count += 1;
+            s.last_payment_date = now;
+            s.next_payment_date = add_interval(s.start_date, &s.price, s.recurring_count);
+        }
+        let changed = (was != s.status).then(|| s.clone());
         state.orders.push(order.clone());
-        (order_json(&state, &order), event)
+        // A paid renewal order: `order.payment_completed` (an order of type RECURRING naming the
+        // subscription). A status change (UNPAID after a decline, ACTIVE after a paid retry):
+        // `subscription.updated` (dev-docs 08-1-1_Webhook-Events.md).
+        let mut hooks = Vec::new();
+        if !declined {
+            hooks.push(("order.payment_completed", order_webhook_data(&state, &order)));
+        }
+        if let Some(s) = changed {
+            hooks.push(("subscription.updated", subscription_webhook_data(&state, &s)));
+        }
+        (order_json(&state, &order), hooks)
     };
-    order_webhook(&shared, event, order.clone(), fault.filter(is_webhook_fault));
+    let mut webhook_fault = fault.filter(is_webhook_fault);
+    for (event, data) in hooks {
+        v2_webhook(&shared, event, data, webhook_fault.take());
+    }
     Json(order).into_response()
 }

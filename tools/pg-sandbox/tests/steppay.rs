@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine;
-use common::{Receiver, TOKEN, env};
+use common::{Received, Receiver, TOKEN, env};
 use hmac::{Hmac, Mac};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -38,7 +38,7 @@ async fn billing_charge_from_the_seed_body_then_receipt_and_ledger() {
         .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["paymentStatus"], "COMPLETE");
-    assert_eq!(v["amount"], 9900);
+    assert_eq!(v["amount"].as_f64(), Some(9900.0));
     let paid = v["idKey"].as_str().unwrap().to_string();
     assert_ne!(paid, key, "a charge has its own idKey");
 
@@ -89,7 +89,7 @@ async fn bad_tokens_unknown_keys_and_repeated_order_ids_are_rejected() {
     assert_eq!(status, 200);
     let (status, v) =
         e.steppay(Method::POST, "/api/payment/billing", Some(seed_billing_body(&key, "o-dup", json!(100)))).await;
-    assert_eq!(status, 400);
+    assert_eq!(status, 409, "a repeated partnerOrderId conflicts (sandbox choice, unconfirmed)");
     assert_error_shape(&v, "DUPLICATE_PARTNER_ORDER_ID");
     assert_eq!(v["details"]["idKey"], first["idKey"], "the existing payment is named");
 
@@ -138,7 +138,7 @@ async fn cancel_refunds_partially_and_fully_never_more_than_paid() {
     };
     let (status, v) = cancel(json!("3000")).await; // the seed sends a string
     assert_eq!(status, 200, "{v}");
-    assert_eq!(v["response"]["cancelPayment"]["canceledAmount"], 3000);
+    assert_eq!(v["response"]["cancelPayment"]["canceledAmount"].as_f64(), Some(3000.0));
     assert_eq!(v["response"]["cancelPayment"]["paymentStatus"], "PARTIAL_CANCELED");
     let (status, v) = cancel(json!(7001)).await;
     assert_eq!(status, 400);
@@ -153,7 +153,7 @@ async fn cancel_refunds_partially_and_fully_never_more_than_paid() {
     assert_eq!(ledger["totals"]["refunded"], 10000);
     let (_, receipt) = e.steppay(Method::GET, &format!("/api/payment/receipt/{id}"), None).await;
     assert_eq!(receipt["paymentStatus"], "CANCELED");
-    assert_eq!(receipt["canceledAmount"], 10000);
+    assert_eq!(receipt["canceledAmount"].as_f64(), Some(10000.0));
     let (status, v) = e.steppay(Method::GET, "/api/payment/receipt/nope", None).await;
     assert_eq!(status, 404);
     assert_error_shape(&v, "PAYMENT_NOT_FOUND");
@@ -207,7 +207,7 @@ async fn managed_order_pay_page_redirect_lookup_and_renewal_webhook() {
     let code = order["orderCode"].as_str().unwrap();
     assert!(code.starts_with("order_") && code.len() == 15, "{code}");
     assert_eq!(order["idKey"].as_str().unwrap().len(), 29);
-    assert_eq!(order["type"], "RECURRING");
+    assert_eq!(order["type"], "RECURRING_INITIAL", "a subscription's first order (08-1-2 OrderType)");
     let (_, before) = e.steppay(Method::GET, &format!("/api/v1/orders/{code}"), None).await;
     assert!(before["paymentDate"].is_null());
 
@@ -229,7 +229,7 @@ async fn managed_order_pay_page_redirect_lookup_and_renewal_webhook() {
 
     let (_, after) = e.steppay(Method::GET, &format!("/api/v1/orders/{}", order["orderId"]), None).await;
     assert!(after["paymentDate"].is_string(), "paid: {after}");
-    assert_eq!(after["paidAmount"], 19900);
+    assert_eq!(after["paidAmount"].as_f64(), Some(19900.0));
     let sub_id = after["subscriptions"][0].as_u64().unwrap();
     let (status, sub) = e.steppay(Method::GET, &format!("/api/v1/subscriptions/{sub_id}"), None).await;
     assert_eq!((status, sub["status"].as_str()), (200, Some("ACTIVE")));
@@ -240,14 +240,68 @@ async fn managed_order_pay_page_redirect_lookup_and_renewal_webhook() {
     let got = hooks.wait_for(2).await;
     assert_eq!(got.len(), 2, "first payment and renewal order webhooks");
     for hook in &got {
-        let v: Value = serde_json::from_str(&hook.body).unwrap();
-        assert_eq!(v["version"], "v2");
-        assert!(v["timestamp"].is_i64() && v["event"].is_string() && v["data"]["orderCode"].is_string());
         assert!(verify_signature("whsec", hook.signature.as_deref().unwrap(), &hook.body), "signature verifies");
         assert!(!verify_signature("other", hook.signature.as_deref().unwrap(), &hook.body));
     }
     let (_, sub) = e.steppay(Method::GET, &format!("/api/v1/subscriptions/{sub_id}"), None).await;
     assert_eq!(sub["recurringCount"], 2);
+}
+
+fn hook_bodies(got: &[Received]) -> Vec<Value> {
+    got.iter().map(|h| serde_json::from_str(&h.body).unwrap()).collect()
+}
+
+/// The managed journey's webhooks have StepPay's documented event types and schemas (dev-docs
+/// `08-1-1_Webhook-Events.md`, `08-1-2_Webhook-Schema.md`): `order.payment_completed` with an
+/// Order (`id`, `code` — no `orderCode` —, `type`, `subscriptions` ids, `idKey`, Decimal
+/// `paidAmount`), `subscription.updated` with a Subscription (`subscriptionId`, `status`, the
+/// `orderCode` of the order that created it) — never `order.paid` / `order.payment_failed`.
+#[tokio::test]
+async fn managed_webhooks_have_the_documented_event_types_and_schemas() {
+    let e = env().await;
+    let hooks = Receiver::start().await;
+    e.admin("/__admin/config", json!({"steppay_webhook_url": hooks.url})).await;
+    let order = managed_order(&e).await;
+    let first_code = order["orderCode"].as_str().unwrap().to_string();
+    let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    no_redirect
+        .get(format!("{}/api/public/orders/{first_code}/pay?successUrl=https://s/ok&errorUrl=https://s/err", e.base))
+        .send()
+        .await
+        .unwrap();
+    let (_, paid) = e.steppay(Method::GET, &format!("/api/v1/orders/{first_code}"), None).await;
+    let sub_id = paid["subscriptions"][0].as_u64().unwrap();
+    let renew = format!("/__admin/steppay/subscriptions/{sub_id}/renew");
+    e.scenario(json!({"operation": "charge", "count": 1, "fault": {"kind": "decline", "hard": false}})).await;
+    e.admin(&renew, json!({})).await; // declined: UNPAID
+    let renewal = e.admin(&renew, json!({})).await; // paid: ACTIVE again
+    let got = hook_bodies(&hooks.wait_for(4).await);
+    let events: Vec<&str> = got.iter().map(|v| v["event"].as_str().unwrap()).collect();
+    assert_eq!(
+        events,
+        ["order.payment_completed", "subscription.updated", "order.payment_completed", "subscription.updated"]
+    );
+    for v in &got {
+        assert!(v["timestamp"].is_i64() && v["version"].is_string(), "{v}");
+    }
+    let (first, renewed) = (&got[0]["data"], &got[2]["data"]);
+    assert_eq!(
+        (first["code"].as_str(), first["type"].as_str()),
+        (Some(first_code.as_str()), Some("RECURRING_INITIAL"))
+    );
+    assert_eq!(
+        (renewed["code"].as_str(), renewed["type"].as_str()),
+        (renewal["orderCode"].as_str(), Some("RECURRING"))
+    );
+    for o in [first, renewed] {
+        assert!(o.get("orderCode").is_none(), "the Order schema has `code`, not `orderCode`: {o}");
+        assert!(o["id"].is_u64() && o["idKey"].is_string() && o["paidAmount"].is_f64(), "{o}");
+        assert_eq!(o["subscriptions"], json!([sub_id]));
+    }
+    for (v, status) in [(&got[1]["data"], "UNPAID"), (&got[3]["data"], "ACTIVE")] {
+        assert_eq!((v["subscriptionId"].as_u64(), v["status"].as_str()), (Some(sub_id), Some(status)), "{v}");
+        assert_eq!(v["orderCode"].as_str(), Some(first_code.as_str()), "the order that created it");
+    }
 }
 
 #[tokio::test]
@@ -431,5 +485,167 @@ async fn refund_faults_decline_5xx_and_timeout_after_refund() {
     assert!(cancel(quick, 1000).await.unwrap_err().is_timeout());
     assert_eq!(e.ledger().await["totals"]["refunded"], 1000, "refunded despite the timeout");
     let (_, receipt) = e.steppay(Method::GET, &format!("/api/payment/receipt/{id}"), None).await;
-    assert_eq!(receipt["canceledAmount"], 1000, "the receipt tells what happened");
+    assert_eq!(receipt["canceledAmount"].as_f64(), Some(1000.0), "the receipt tells what happened");
+}
+
+/// step-api-spec `service/payment.json` (commit 3ec8ceb9) `ApiResponseCancelResponse`: `result`
+/// boolean, `code` int32, `message`, `id` string, `response` `CancelResponse{tid,
+/// paymentReceiptUrl, cancelPayment: CancelPaymentDTO{canceledAmount number, tid, paymentStatus,
+/// canceledDate date-time}}`; `CancelRequestDTO.requestPrice` is a number (`1000.0` accepted).
+#[tokio::test]
+async fn the_refund_answer_has_steppays_documented_shape() {
+    let e = env().await;
+    let key = e.steppay_billing_key().await;
+    let (_, paid) =
+        e.steppay(Method::POST, "/api/payment/billing", Some(seed_billing_body(&key, "shape1", json!(10000)))).await;
+    let id = paid["idKey"].as_str().unwrap().to_string();
+    let r = e
+        .http
+        .post(format!("{}/api/internal/payment/cancel", e.base))
+        .header("Secret-Key", TOKEN)
+        .json(&json!({"idKey": id, "requestPrice": 4000.0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["result"], json!(true), "result is a boolean: {v}");
+    assert!(v["code"].is_i64(), "code is an int32: {v}");
+    assert!(v["id"].is_string(), "id is a string: {v}");
+    let cp = &v["response"]["cancelPayment"];
+    assert!(cp["canceledAmount"].is_f64(), "canceledAmount is a decimal number like StepPay's: {v}");
+    assert_eq!(cp["canceledAmount"].as_f64(), Some(4000.0));
+    assert_eq!(cp["paymentStatus"], "PARTIAL_CANCELED");
+    assert!(cp["canceledDate"].is_string() && cp["tid"].is_string(), "{v}");
+    assert!(v["response"]["tid"].is_string() && v["response"]["paymentReceiptUrl"].is_string(), "{v}");
+}
+
+/// A refund StepPay has accepted but not finished: the cancel answer's `paymentStatus` is
+/// `CANCEL_PROGRESS` (one of `CancelPaymentDTO.paymentStatus`'s documented values).
+#[tokio::test]
+async fn a_refund_still_processing_is_answered_cancel_progress() {
+    let e = env().await;
+    let key = e.steppay_billing_key().await;
+    let (_, paid) =
+        e.steppay(Method::POST, "/api/payment/billing", Some(seed_billing_body(&key, "prog1", json!(5000)))).await;
+    let id = paid["idKey"].as_str().unwrap().to_string();
+    e.scenario(json!({"operation": "refund", "count": 1, "fault": {"kind": "cancel_in_progress"}})).await;
+    let r = e
+        .http
+        .post(format!("{}/api/internal/payment/cancel", e.base))
+        .header("Secret-Key", TOKEN)
+        .json(&json!({"idKey": id, "requestPrice": 1000}))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["result"], json!(true), "{v}");
+    assert_eq!(v["response"]["cancelPayment"]["paymentStatus"], "CANCEL_PROGRESS", "{v}");
+    assert_eq!(e.ledger().await["totals"]["refunded"], 1000, "StepPay goes on to refund it");
+}
+
+/// StepPay's own examples write amounts as decimals (`10000.0`, `0.0`; step-api-spec, dev-docs
+/// `08-1-2_Webhook-Schema.md`): the sandbox sends them so, in every body that carries one.
+#[tokio::test]
+async fn amounts_go_out_as_decimals_like_steppays_examples() {
+    let e = env().await;
+    let key = e.steppay_billing_key().await;
+    let (_, paid) =
+        e.steppay(Method::POST, "/api/payment/billing", Some(seed_billing_body(&key, "dec1", json!(9900)))).await;
+    assert!(paid["amount"].is_f64(), "{paid}");
+    assert_eq!(paid["amount"].as_f64(), Some(9900.0));
+    let id = paid["idKey"].as_str().unwrap();
+    let (_, receipt) = e.steppay(Method::GET, &format!("/api/payment/receipt/{id}"), None).await;
+    assert!(receipt["amount"].is_f64() && receipt["canceledAmount"].is_f64(), "{receipt}");
+    assert_eq!(receipt["canceledAmount"].as_f64(), Some(0.0));
+    let order = managed_order(&e).await;
+    for field in ["paidAmount", "returnedAmount", "leftAmount", "discountedAmount"] {
+        assert!(order[field].is_f64(), "{field}: {order}");
+    }
+}
+
+/// merge/v1.json (3ec8ceb9): `POST /api/v1/subscriptions/{id}/pause` (only an ACTIVE one),
+/// `POST …/{id}/active` (201; PAUSE or PENDING_CANCEL), `PATCH /api/v1/orders/{orderIdOrCode}/cancel`
+/// `ReqV1{requestPrice*, reason}` (a paid order is refunded). A managed order's payment is refunded
+/// through its order, not the self API's cancel by idKey (sandbox choice).
+#[tokio::test]
+async fn managed_pause_resume_and_order_refunds_follow_merge_v1() {
+    let e = env().await;
+    let order = managed_order(&e).await;
+    let code = order["orderCode"].as_str().unwrap().to_string();
+    let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    no_redirect
+        .get(format!("{}/api/public/orders/{code}/pay?successUrl=https://s/ok&errorUrl=https://s/err", e.base))
+        .send()
+        .await
+        .unwrap();
+    let (_, paid) = e.steppay(Method::GET, &format!("/api/v1/orders/{code}"), None).await;
+    let sub = paid["subscriptions"][0].clone();
+    let sub_path = |action: &str| format!("/api/v1/subscriptions/{sub}/{action}");
+
+    let (status, v) = e.steppay(Method::POST, &sub_path("active"), None).await;
+    assert_eq!(status, 400, "an ACTIVE subscription cannot be activated: {v}");
+    let (status, v) = e.steppay(Method::POST, &sub_path("pause"), Some(json!({"whenToPause": "NOW"}))).await;
+    assert_eq!(status, 200, "{v}");
+    let (_, s) = e.steppay(Method::GET, &format!("/api/v1/subscriptions/{sub}"), None).await;
+    assert_eq!(s["status"], "PAUSE");
+    let (status, _) = e.steppay(Method::POST, &sub_path("pause"), Some(json!({"whenToPause": "NOW"}))).await;
+    assert_eq!(status, 400, "only an ACTIVE subscription pauses");
+    let (status, v) = e.steppay(Method::POST, &sub_path("active"), None).await;
+    assert_eq!(status, 201, "{v}");
+    let (_, s) = e.steppay(Method::GET, &format!("/api/v1/subscriptions/{sub}"), None).await;
+    assert_eq!(s["status"], "ACTIVE");
+
+    // The self API's cancel by idKey refuses a managed order's payment.
+    let id_key = paid["idKey"].as_str().unwrap();
+    let r = e
+        .http
+        .post(format!("{}/api/internal/payment/cancel", e.base))
+        .header("Secret-Key", TOKEN)
+        .json(&json!({"idKey": id_key, "requestPrice": 1000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let cancel = |price: Value| {
+        let http = e.http.clone();
+        let url = format!("{}/api/v1/orders/{code}/cancel", e.base);
+        async move {
+            let r = http
+                .patch(url)
+                .header("Secret-Token", TOKEN)
+                .json(&json!({"requestPrice": price, "reason": "test"}))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, v) = cancel(json!(5000.0)).await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = cancel(json!(20000)).await;
+    assert_eq!(status, 400, "more than remains: {v}");
+    let (_, after) = e.steppay(Method::GET, &format!("/api/v1/orders/{code}"), None).await;
+    assert_eq!(after["returnedAmount"].as_f64(), Some(5000.0));
+    assert_eq!(e.ledger().await["totals"]["refunded"], 5000);
+}
+
+/// step-api-spec `service/account.json` (3ec8ceb9) `CustomerCreateDTO{name*, email*, phone,
+/// marketingSms*, marketingEmail*, marketingKakao*, attributes*}` has no `code`: StepPay gives the
+/// customer its own `id` and `code` (`CustomerV1DTO`).
+#[tokio::test]
+async fn customer_creation_takes_no_code_and_answers_steppays_own_id_and_code() {
+    let e = env().await;
+    let body = json!({"name": "홍길동", "email": "hong@example.com", "phone": "01012345678", "code": "mine",
+        "marketingSms": false, "marketingEmail": false, "marketingKakao": false, "attributes": {}});
+    let (status, c) = e.steppay(Method::POST, "/api/v1/customers", Some(body.clone())).await;
+    assert_eq!(status, 201, "{c}");
+    assert!(c["id"].is_i64(), "{c}");
+    assert!(c["code"].is_string() && c["code"] != "mine", "StepPay's own code, not ours: {c}");
+    for required in ["name", "email", "marketingSms", "marketingEmail", "marketingKakao", "attributes"] {
+        let mut missing = body.clone();
+        missing.as_object_mut().unwrap().remove(required);
+        let (status, v) = e.steppay(Method::POST, "/api/v1/customers", Some(missing)).await;
+        assert_eq!(status, 400, "{required} is required: {v}");
+    }
 }

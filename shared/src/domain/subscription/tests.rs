@@ -383,7 +383,10 @@ fn check_invariants(s: &Subscription) -> std::result::Result<(), TestCaseError> 
     use SubscriptionState::*;
     let renew_looks = s.next_attempt_at.is_some();
     match s.state {
-        Active => prop_assert_eq!(renew_looks, s.renewer == Renewer::Paycycle || s.cancel_at_period_end),
+        Active => prop_assert_eq!(
+            renew_looks,
+            s.renewer == Renewer::Paycycle || s.cancel_at_period_end || s.pause_at_period_end
+        ),
         PastDue => prop_assert!(renew_looks || s.renewer == Renewer::Pg),
         Incomplete | Unpaid | Canceled | Paused | NeedsReview => {
             prop_assert!(!renew_looks, "{:?} with next attempt", s.state)
@@ -513,7 +516,31 @@ fn an_unknown_outcome_blocks_cancel_and_a_pg_renewed_cancel_at_period_end_is_fin
     assert_eq!(ending.due_action(kst(2027, 1, 20, 0)).unwrap(), DueAction::Nothing);
     assert_eq!(ending.due_action(end).unwrap(), DueAction::CancelAtPeriodEnd);
     assert_eq!(ending.period_end_cancel(end).unwrap().subscription.state, SubscriptionState::Canceled);
-    assert_eq!(pg.pause(kst(2027, 1, 5, 0), PauseWhen::Now).unwrap_err(), TransitionError::RenewedByPg);
+    assert_eq!(
+        pg.change_plan(Plan { amount: Krw::new(1000).unwrap(), ..pg.plan.clone() }).unwrap_err(),
+        TransitionError::RenewedByPg
+    );
+}
+
+/// StepPay managed pause/resume: the PG is told first (the caller); here a PG-renewed subscription
+/// pauses and resumes without paycycle ever charging it.
+#[test]
+fn a_pg_renewed_subscription_pauses_and_resumes_without_paycycle_charging() {
+    let pg = fresh(Renewer::Pg).activate(kst(2027, 1, 1, 0)).unwrap().subscription;
+    let end = pg.paid_through().unwrap();
+    let paused = pg.pause(kst(2027, 1, 5, 0), PauseWhen::Now).unwrap();
+    assert_eq!(paused.subscription.state, SubscriptionState::Paused);
+    assert_eq!(paused.events, vec![EventKind::SubscriptionPaused]);
+    let resumed = paused.subscription.resume(kst(2027, 1, 10, 0)).unwrap().subscription;
+    assert_eq!((resumed.state, resumed.next_attempt_at), (SubscriptionState::Active, None), "the PG renews it");
+    assert!(matches!(resumed.begin_charge(kst(2030, 1, 1, 0)), Err(TransitionError::RenewedByPg)));
+
+    let later = pg.pause(kst(2027, 1, 5, 0), PauseWhen::PeriodEnd).unwrap().subscription;
+    assert_eq!(later.next_attempt_at, Some(end), "renew pauses it when the paid period ends");
+    assert_eq!(later.due_action(end).unwrap(), DueAction::PauseAtPeriodEnd);
+    assert_eq!(later.pause_at_period_end_reached(end).unwrap().subscription.state, SubscriptionState::Paused);
+    let kept = later.resume(kst(2027, 1, 6, 0)).unwrap().subscription;
+    assert_eq!((kept.pause_at_period_end, kept.next_attempt_at), (false, None));
 }
 
 // ---- property: no two charges closer than min(period, 1 day) ----

@@ -10,8 +10,9 @@ use reqwest::Method;
 use url::Url;
 
 use self::transformers::{
-    BillingRequest, CancelRequest, CancelResponse, CustomerInfo, CustomerRequest, OrderBody, OrderItem, OrderRequest,
-    Partner, PaymentBody, PaymentStatus, Product, classify,
+    BillingRequest, CancelRequest, CancelResponse, CustomerBody, CustomerInfo, CustomerRequest, OrderBody,
+    OrderCancelRequest, OrderItem, OrderRequest, Partner, PauseRequest, PaymentBody, PaymentStatus, Product,
+    SubscriptionBody, SubscriptionStatus, classify,
 };
 use super::{
     ChargeRequest, Charged, FirstPayment, FirstPaymentEvidence, Lookup, PaymentGateway, PaymentState, PgError,
@@ -27,13 +28,26 @@ pub struct SteppayClient {
     token: Secret,
 }
 
+/// A StepPay amount that must be there. StepPay's amounts are decimals (`10000.0`; step-api-spec
+/// `service/payment.json` `number`): read exactly, whole won only ([`Krw::parse_pg_decimal`]).
 fn amount(s: Option<&str>, what: &str) -> Result<Krw, PgError> {
     let s = s.ok_or_else(|| PgError::Unrecognized {
         code: "missing".into(),
         message: format!("no {what} in StepPay's answer"),
     })?;
-    Krw::parse_decimal(s)
+    parse_amount(s, what)
+}
+
+/// A StepPay amount, exactly; an unreadable one (a fraction, not a number) is an answer we do
+/// not understand — never zero, never a default.
+pub fn parse_amount(s: &str, what: &str) -> Result<Krw, PgError> {
+    Krw::parse_pg_decimal(s)
         .map_err(|e| PgError::Unrecognized { code: "amount".into(), message: format!("{what} {s:?}: {e}") })
+}
+
+/// An amount StepPay may leave out: absent is `None`, present must be readable.
+fn optional_amount(s: Option<&str>, what: &str) -> Result<Option<Krw>, PgError> {
+    s.map(|s| parse_amount(s, what)).transpose()
 }
 
 /// A StepPay time (ISO with offset, or Korean local time without one).
@@ -122,7 +136,9 @@ impl SteppayClient {
             .id_key
             .filter(|k| !k.is_empty())
             .ok_or_else(|| PgError::Unknown { reason: "COMPLETE without an idKey".into() })?;
-        let charged = amount(p.amount.as_deref(), "amount").unwrap_or(req.amount);
+        // The success body is unconfirmed (PG-FACTS): an answer without `amount` is taken as the
+        // amount asked; one with an amount we cannot read is not understood (looked up).
+        let charged = optional_amount(p.amount.as_deref(), "amount")?.unwrap_or(req.amount);
         if charged != req.amount {
             return Err(PgError::Unrecognized {
                 code: "amount".into(),
@@ -133,45 +149,15 @@ impl SteppayClient {
         Ok(Charged { pg_payment_id: id_key, amount: charged, approved_at })
     }
 
-    /// `POST /api/internal/payment/cancel` with `Secret-Key`.
+    /// `POST /api/internal/payment/cancel` with `Secret-Key` (self mode, and any payment by idKey).
     pub async fn cancel(&self, req: &RefundRequest) -> Result<Refunded, PgError> {
+        // step-api-spec `service/payment.json` (3ec8ceb9) `CancelRequestDTO{idKey*, requestPrice*}`.
         let body =
             serde_json::to_string(&CancelRequest { id_key: &req.pg_payment_id, request_price: req.amount.won() })
                 .map_err(|e| PgError::Invalid(e.to_string()))?;
         let text = self.send(Method::POST, "/api/internal/payment/cancel", "Secret-Key", Some(body), true).await?;
         let r: CancelResponse = Self::parse(&text, true)?;
-        let inner = r.response.ok_or_else(|| PgError::Unknown { reason: "cancel answer without `response`".into() })?;
-        let cp = inner
-            .cancel_payment
-            .ok_or_else(|| PgError::Unknown { reason: "cancel answer without cancelPayment".into() })?;
-        let canceled = amount(cp.canceled_amount.as_deref(), "canceledAmount")
-            .map_err(|_| PgError::Unknown { reason: "cancel answer without a canceledAmount".into() })?;
-        if let Some(status) = cp.payment_status.as_deref() {
-            match PaymentStatus::parse(status)? {
-                PaymentStatus::Canceled | PaymentStatus::PartialCanceled => {}
-                PaymentStatus::CancelProgress => return Err(PgError::Unknown { reason: "cancel in progress".into() }),
-                PaymentStatus::CanceledFail => {
-                    return Err(PgError::Declined {
-                        hard: false,
-                        code: "CANCELED_FAIL".into(),
-                        message: "StepPay could not cancel".into(),
-                    });
-                }
-                other => {
-                    return Err(PgError::Unrecognized {
-                        code: format!("{other:?}"),
-                        message: "unexpected status after cancel".into(),
-                    });
-                }
-            }
-        }
-        if canceled != req.amount {
-            return Err(PgError::Unrecognized {
-                code: "amount".into(),
-                message: format!("canceled {canceled}, asked {}", req.amount),
-            });
-        }
-        Ok(Refunded { pg_refund_id: cp.tid.or(inner.tid), amount: canceled })
+        refunded_from(r, req.amount)
     }
 
     /// `GET /api/payment/receipt/{idKey}`.
@@ -187,8 +173,9 @@ impl SteppayClient {
         let status = PaymentStatus::parse(p.payment_status.as_deref().unwrap_or("STANDBY"))?;
         let paid = p.payment_date.is_some();
         let total = if paid { amount(p.amount.as_deref(), "amount")? } else { Krw::ZERO };
-        let refunded =
-            p.canceled_amount.as_deref().map(Krw::parse_decimal).transpose().ok().flatten().unwrap_or(Krw::ZERO);
+        // No canceled amount on the receipt: nothing canceled that it shows (receipt amounts are
+        // unconfirmed, PG-FACTS); an unreadable one is not guessed.
+        let refunded = optional_amount(p.canceled_amount.as_deref(), "canceledAmount")?.unwrap_or(Krw::ZERO);
         Ok(match status {
             PaymentStatus::Complete
             | PaymentStatus::PartialCanceled
@@ -230,7 +217,7 @@ impl SteppayClient {
     pub async fn refund_state(&self, id_key: &str) -> Result<RefundLookup, PgError> {
         let p = self.receipt(id_key).await?;
         let status = PaymentStatus::parse(p.payment_status.as_deref().unwrap_or("STANDBY"))?;
-        let canceled = p.canceled_amount.as_deref().map(|a| amount(Some(a), "canceledAmount")).transpose()?;
+        let canceled = optional_amount(p.canceled_amount.as_deref(), "canceledAmount")?;
         let unreadable = |why: &str| PgError::Unrecognized { code: format!("{status:?}"), message: why.into() };
         if p.payment_date.is_none() {
             return Err(unreadable("receipt of an unpaid payment"));
@@ -240,8 +227,11 @@ impl SteppayClient {
                 Some(c) if !c.is_zero() => return Err(unreadable("COMPLETE with a canceled amount")),
                 _ => Krw::ZERO,
             },
-            // A cancel StepPay reports as failed: the payment stands with what was canceled before.
-            PaymentStatus::CanceledFail => canceled.unwrap_or(Krw::ZERO),
+            // A cancel StepPay reports as failed: the payment stands with what was canceled before
+            // — which only a canceled amount says (none is not read as nothing).
+            PaymentStatus::CanceledFail => {
+                canceled.ok_or_else(|| unreadable("CANCELED_FAIL without canceledAmount"))?
+            }
             PaymentStatus::PartialCanceled => canceled.ok_or_else(|| unreadable("no canceledAmount"))?,
             PaymentStatus::Canceled => match canceled {
                 Some(c) => c,
@@ -253,19 +243,18 @@ impl SteppayClient {
         Ok(RefundLookup::Settled { refunded })
     }
 
-    /// `POST /api/v1/customers` (managed mode needs the customer first).
+    /// `POST /api/v1/customers` (managed mode needs the customer first): StepPay's own `id` and
+    /// `code` of the new customer (`CustomerV1DTO`); an answer without them is not understood.
     pub async fn create_customer(
         &self,
-        code: &str,
         name: &str,
         email: &str,
         phone: Option<&str>,
-    ) -> Result<serde_json::Value, PgError> {
+    ) -> Result<super::PgCustomer, PgError> {
         let body = CustomerRequest {
             name,
             email,
             phone,
-            code,
             marketing_sms: false,
             marketing_email: false,
             marketing_kakao: false,
@@ -273,7 +262,13 @@ impl SteppayClient {
         };
         let body = serde_json::to_string(&body).map_err(|e| PgError::Invalid(e.to_string()))?;
         let text = self.send(Method::POST, "/api/v1/customers", "Secret-Token", Some(body), false).await?;
-        Self::parse(&text, false)
+        let c: CustomerBody = Self::parse(&text, false)?;
+        match (c.id.filter(|i| !i.is_empty()), c.code.filter(|c| !c.is_empty())) {
+            (Some(id), Some(code)) => Ok(super::PgCustomer { id, code }),
+            _ => {
+                Err(PgError::Unrecognized { code: "customer".into(), message: "a customer without id or code".into() })
+            }
+        }
     }
 
     /// `POST /api/v1/orders` for a StepPay product price plan.
@@ -299,6 +294,22 @@ impl SteppayClient {
         Self::parse(&text, false)
     }
 
+    /// `GET /api/v1/subscriptions/{id}` (step-api-spec `merge/v1.json` at 3ec8ceb9, dev-docs
+    /// `docs/06_구독.md`): the managed subscription's status as StepPay holds it — what a
+    /// `subscription.updated` webhook is checked against, and the reconcile when one is missing.
+    pub async fn subscription(&self, id: &str) -> Result<SubscriptionStatus, PgError> {
+        let path = format!("/api/v1/subscriptions/{}", urlencode(id));
+        let text = self.send(Method::GET, &path, "Secret-Token", None, false).await?;
+        let body: SubscriptionBody = Self::parse(&text, false)?;
+        if body.id.as_deref().is_some_and(|got| got != id) {
+            return Err(PgError::Unrecognized {
+                code: "id".into(),
+                message: format!("asked for subscription {id}, StepPay answered another"),
+            });
+        }
+        SubscriptionStatus::parse(&body.status)
+    }
+
     /// `POST /api/v1/subscriptions/{id}/cancel {whenToCancel: NOW | END_OF_PERIOD}` (managed
     /// mode, PG-FACTS). The answer's body is not relied on: success is the 2xx.
     pub async fn cancel_subscription(&self, id: &str, at_period_end: bool) -> Result<(), PgError> {
@@ -306,6 +317,37 @@ impl SteppayClient {
         let when = if at_period_end { "END_OF_PERIOD" } else { "NOW" };
         let body = serde_json::json!({"whenToCancel": when}).to_string();
         self.send(Method::POST, &path, "Secret-Token", Some(body), false).await.map(|_| ())
+    }
+
+    /// `POST /api/v1/subscriptions/{subscriptionId}/pause` (merge/v1.json `v1_pauseSubscription`:
+    /// only an ACTIVE subscription; 200). Success is the 2xx; the `ProductApiresponse` body is not read.
+    pub async fn pause_subscription(&self, id: &str, at_period_end: bool) -> Result<(), PgError> {
+        let path = format!("/api/v1/subscriptions/{}/pause", urlencode(id));
+        let when_to_pause = if at_period_end { "END_OF_PERIOD" } else { "NOW" };
+        let body =
+            serde_json::to_string(&PauseRequest { when_to_pause }).map_err(|e| PgError::Invalid(e.to_string()))?;
+        self.send(Method::POST, &path, "Secret-Token", Some(body), false).await.map(|_| ())
+    }
+
+    /// `POST /api/v1/subscriptions/{subscriptionId}/active`, no body (merge/v1.json
+    /// `v1_activeSubscription`: a paused or pending-cancel subscription becomes ACTIVE; 201).
+    pub async fn resume_subscription(&self, id: &str) -> Result<(), PgError> {
+        let path = format!("/api/v1/subscriptions/{}/active", urlencode(id));
+        self.send(Method::POST, &path, "Secret-Token", None, false).await.map(|_| ())
+    }
+
+    /// `PATCH /api/v1/orders/{orderIdOrCode}/cancel {requestPrice, reason}` — a managed payment's
+    /// refund (merge/v1.json `v1_cancelOrder`: "결제가 완료된 주문건은 환불되며"). The 200 answer
+    /// (`ProductApiresponse`) is StepPay's word that the order was refunded as asked ("정상적으로
+    /// 취소됨"); its fields are not documented and not read. StepPay refusing it (4xx) moved no
+    /// money; no answer, or a 5xx, is unknown and settled by the receipt lookup.
+    pub async fn cancel_order(&self, order: &str, req: &RefundRequest) -> Result<Refunded, PgError> {
+        let path = format!("/api/v1/orders/{}/cancel", urlencode(order));
+        let reason = format!("paycycle refund {}", req.refund_id);
+        let body = OrderCancelRequest { request_price: req.amount.won(), reason: &reason };
+        let body = serde_json::to_string(&body).map_err(|e| PgError::Invalid(e.to_string()))?;
+        self.send(Method::PATCH, &path, "Secret-Token", Some(body), true).await?;
+        Ok(Refunded { pg_refund_id: None, amount: req.amount })
     }
 
     /// The customer-facing pay page: `/api/public/orders/{orderCode}/pay?successUrl&errorUrl`.
@@ -396,6 +438,49 @@ impl SteppayClient {
     }
 }
 
+/// Reads StepPay's cancel answer (`ApiResponseCancelResponse`, step-api-spec `service/payment.json`
+/// at 3ec8ceb9): the refund is `response.cancelPayment{canceledAmount, paymentStatus, tid}`.
+///
+/// Only a canceled status (`CANCELED`, `PARTIAL_CANCELED`) with the amount asked is a refund done.
+/// `CANCEL_PROGRESS` is StepPay's word that it took the refund and has not finished it: neither
+/// succeeded nor failed, so `Unknown` — the refund stays reserved and is settled by the receipt
+/// lookup (`refund_state`), never released, never sent again. `CANCELED_FAIL` is StepPay's explicit
+/// failure (nothing refunded). `result: false` without a failure status is not guessed (unknown:
+/// StepPay documents no meaning for it); neither is an answer without `cancelPayment`.
+fn refunded_from(r: CancelResponse, asked: Krw) -> Result<Refunded, PgError> {
+    let unknown = |why: &str| PgError::Unknown { reason: why.into() };
+    let inner = r.response.ok_or_else(|| unknown("cancel answer without `response`"))?;
+    let cp = inner.cancel_payment.ok_or_else(|| unknown("cancel answer without cancelPayment"))?;
+    let status = cp.payment_status.as_deref().map(PaymentStatus::parse).transpose()?;
+    match status {
+        Some(PaymentStatus::CanceledFail) => {
+            return Err(PgError::Declined {
+                hard: false,
+                code: "CANCELED_FAIL".into(),
+                message: r.message.unwrap_or_else(|| "StepPay could not cancel".into()),
+            });
+        }
+        Some(PaymentStatus::CancelProgress) => return Err(unknown("StepPay is still processing the cancel")),
+        _ if r.result != Some(true) => return Err(unknown("cancel answer without result: true")),
+        Some(PaymentStatus::Canceled | PaymentStatus::PartialCanceled) => {}
+        None => return Err(unknown("cancel answer without a paymentStatus")),
+        Some(other) => {
+            return Err(PgError::Unrecognized {
+                code: format!("{other:?}"),
+                message: "unexpected status after cancel".into(),
+            });
+        }
+    }
+    let canceled = amount(cp.canceled_amount.as_deref(), "canceledAmount")?;
+    if canceled != asked {
+        return Err(PgError::Unrecognized {
+            code: "amount".into(),
+            message: format!("canceled {canceled}, asked {asked}"),
+        });
+    }
+    Ok(Refunded { pg_refund_id: cp.tid.or(inner.tid), amount: canceled })
+}
+
 fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
@@ -432,5 +517,39 @@ impl PaymentGateway for SteppayClient {
                 Err(PgError::Invalid("Payple evidence sent to StepPay".into()))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(v: serde_json::Value) -> Result<Refunded, PgError> {
+        refunded_from(serde_json::from_value(v).unwrap(), Krw::new(4000).unwrap())
+    }
+
+    fn cancel_answer(result: bool, status: &str, amount: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({"result": result, "code": 0, "message": "m", "id": "1",
+            "response": {"tid": "t", "paymentReceiptUrl": "u",
+                "cancelPayment": {"canceledAmount": amount, "tid": "t2", "paymentStatus": status,
+                                  "canceledDate": "2026-01-01T00:00:00+09:00"}}})
+    }
+
+    #[test]
+    fn the_documented_cancel_answer_is_read_exactly() {
+        let done = answer(cancel_answer(true, "PARTIAL_CANCELED", serde_json::json!(4000.0))).unwrap();
+        assert_eq!((done.amount.won(), done.pg_refund_id.as_deref()), (4000, Some("t2")));
+        assert!(answer(cancel_answer(true, "CANCELED", serde_json::json!(4000))).is_ok());
+        let progress = answer(cancel_answer(true, "CANCEL_PROGRESS", serde_json::json!(0.0))).unwrap_err();
+        assert!(progress.outcome_unknown(), "in progress is neither succeeded nor failed: {progress:?}");
+        assert!(matches!(
+            answer(cancel_answer(false, "CANCELED_FAIL", serde_json::json!(0.0))),
+            Err(PgError::Declined { hard: false, .. })
+        ));
+        assert!(answer(cancel_answer(false, "CANCELED", serde_json::json!(4000.0))).unwrap_err().outcome_unknown());
+        let fraction = answer(cancel_answer(true, "CANCELED", serde_json::json!(4000.5))).unwrap_err();
+        assert!(fraction.outcome_unknown(), "a fraction of a won is not an amount we asked for: {fraction:?}");
+        let other = answer(cancel_answer(true, "CANCELED", serde_json::json!(3000.0))).unwrap_err();
+        assert!(other.outcome_unknown(), "another amount than asked: {other:?}");
     }
 }
