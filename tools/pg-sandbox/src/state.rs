@@ -190,6 +190,8 @@ pub struct Customer {
     pub name: String,
     pub email: String,
     pub phone: Option<String>,
+    pub marketing: [bool; 3],
+    pub created_at: Timestamp,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
