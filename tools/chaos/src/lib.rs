@@ -16,6 +16,7 @@
 //! sandbox's ledger with our table:
 //!
 //! - no double charge: at most one approved PG charge per subscription and period;
+//! - every PG body, sent or answered, has the shape the PG documents (pg-shapes/);
 //! - no lost charge: every approved PG charge is a payment of ours, with the same amount;
 //! - no over-refund: the PG never refunded more than a charge, nor more than we reserved, and our
 //!   confirmed refunds never exceed what the PG refunded;
@@ -982,6 +983,15 @@ impl Scenario {
     }
 
     async fn reconcile(&mut self) -> Result<(), String> {
+        // Whatever the faults did, every body our client sent and the sandbox answered kept the
+        // shape the PG documents (pg-shapes/).
+        let off_shape: Vec<String> = {
+            let log = self.sandbox.shared.shape_log.lock().expect("shape log");
+            log.violations.iter().map(ToString::to_string).collect()
+        };
+        if !off_shape.is_empty() {
+            return Err(format!("bodies off their PG's documented shape:\n{}", off_shape.join("\n")));
+        }
         let (charges, pg_refunds) = {
             let state = self.sandbox.shared.state.lock().expect("sandbox state");
             (state.charges.clone(), state.refunds.clone())
