@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{REFERER, env};
+use common::env;
 use serde_json::{Value, json};
 
 async fn violations(e: &common::Env) -> Vec<Value> {
@@ -15,19 +15,7 @@ async fn violations(e: &common::Env) -> Vec<Value> {
 #[tokio::test]
 async fn a_documented_exchange_passes_and_is_counted() {
     let e = env().await;
-    let auth = json!({"cst_id": "test", "custKey": "abcd1234567890", "PCD_PAY_TYPE": "card", "PCD_SIMPLE_FLAG": "Y"});
-    let v: Value = e
-        .http
-        .post(format!("{}/php/auth.php", e.base))
-        .header("Referer", REFERER)
-        .json(&auth)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(v["result"], "success", "{v}");
+    e.payple_auth(json!({"PCD_PAY_TYPE": "card", "PCD_SIMPLE_FLAG": "Y"})).await;
     assert_eq!(violations(&e).await, Vec::<Value>::new());
     let log: Value = e.http.get(format!("{}/__admin/shapes", e.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(log["checked"]["payple POST /php/auth.php"], 2, "request and answer: {log}");
@@ -40,17 +28,7 @@ async fn a_sandbox_answer_with_a_renamed_field_is_a_violation() {
     let status = e.http.post(format!("{}/__admin/shapes/drift", e.base)).json(&drift).send().await.unwrap().status();
     assert_eq!(status, 204);
     let auth = json!({"cst_id": "test", "custKey": "abcd1234567890", "PCD_PAY_TYPE": "card", "PCD_SIMPLE_FLAG": "Y"});
-    let v: Value = e
-        .http
-        .post(format!("{}/php/auth.php", e.base))
-        .header("Referer", REFERER)
-        .json(&auth)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = e.payple_post(&format!("{}/php/auth.php", e.base), &auth).await;
     assert!(v.get("authKey").is_some() && v.get("AuthKey").is_none(), "the drift was planted: {v}");
     let found = violations(&e).await;
     assert_eq!(found.len(), 1, "{found:#?}");
@@ -64,7 +42,7 @@ async fn a_client_request_with_a_renamed_field_is_a_violation() {
     let e = env().await;
     // `custKey` → `cust_key`: what a client drifting from Payple's partner auth would send.
     let auth = json!({"cst_id": "test", "cust_key": "abcd1234567890", "PCD_PAY_TYPE": "card", "PCD_SIMPLE_FLAG": "Y"});
-    e.http.post(format!("{}/php/auth.php", e.base)).header("Referer", REFERER).json(&auth).send().await.unwrap();
+    e.payple_post(&format!("{}/php/auth.php", e.base), &auth).await;
     let found = violations(&e).await;
     let request: Vec<&Value> = found.iter().filter(|v| v["direction"] == "request").collect();
     assert_eq!(request.len(), 1, "{found:#?}");
