@@ -814,8 +814,8 @@ async fn lifecycle(shared: &Arc<Shared>, id: u64, from: &[&str], to: &str, ok: S
 }
 
 /// `POST /api/v1/subscriptions/{id}/pause` `SubscriptionPauseDTO{whenToPause, …}`: "활성화 상태의
-/// 구독만 일시정지 할 수 있습니다" (merge/v1.json `v1_pauseSubscription`), 200. `whenToPause` values
-/// are not listed in what we read (unconfirmed: `NOW`, `END_OF_PERIOD` as `whenToCancel`'s).
+/// 구독만 일시정지 할 수 있습니다" (merge/v1.json `v1_pauseSubscription`), 200; `whenToPause` and
+/// `whenToResume` as `SubscriptionPauseDTO` lists them (pg-shapes steppay/subscription-pause-request.json).
 pub async fn pause_subscription(State(shared): Sh, headers: HeaderMap, Path(id): Path<u64>, body: Bytes) -> Response {
     if let Err(r) = authorized(&shared, &headers, "Secret-Token") {
         return r;
