@@ -1,0 +1,111 @@
+//! Review of issue 21 (branch review21): failing tests that prove money moved wrongly by the
+//! merged diff. Each test is named after the invariant it guards.
+
+use jiff::Timestamp;
+use paycycle::domain::attempt::SubscriptionId;
+use paycycle::pg::steppay::webhook::{self as steppay_webhook};
+use paycycle::secret::Secret;
+use paycycle::store::Store;
+use paycycle_dev::{LOCAL_STEPPAY_SIGNING_SECRET, LocalStack, Options};
+use paycycle_e2e::{Partner, SandboxDriver};
+use serde_json::{Value, json};
+
+struct Env {
+    stack: LocalStack,
+    store: Store,
+    partner: Partner,
+    sandbox: SandboxDriver,
+    http: reqwest::Client,
+}
+
+async fn env() -> Env {
+    let stack = LocalStack::start(Options { api_port: 0, ..Options::default() }).await.unwrap();
+    let sdk = paycycle_testkit::moto::sdk_config_for(stack.moto.endpoint()).await;
+    let store = Store::new(&sdk, &stack.provisioned.table);
+    let key = stack.create_api_key("e2e", "partner_a").await.unwrap();
+    let partner = Partner::new(stack.api_url(), key);
+    let sandbox = SandboxDriver::new(stack.sandbox.base_url());
+    Env { stack, store, partner, sandbox, http: reqwest::Client::new() }
+}
+
+impl Env {
+    fn deliveries(&self) -> usize {
+        self.stack.sandbox.shared.state.lock().unwrap().deliveries.len()
+    }
+
+    #[allow(dead_code)]
+    async fn post_v2(&self, body: &str) -> (u16, Value) {
+        let sig = steppay_webhook::sign(
+            &Secret::new(LOCAL_STEPPAY_SIGNING_SECRET),
+            Timestamp::now().as_second(),
+            body.as_bytes(),
+        );
+        let r = self
+            .http
+            .post(format!("{}/webhooks/steppay", self.stack.api_url()))
+            .header("content-type", "application/json")
+            .header("Steppay-Signature", sig)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A StepPay managed subscription, paid and active: (ours, StepPay's id).
+    async fn managed_active(&self, customer_id: &str) -> (SubscriptionId, String) {
+        self.sandbox.steppay_price("prod_pro", "price_monthly", 19_900).await;
+        let c = self
+            .partner
+            .checkout(&json!({"pg": "steppay_managed",
+                "customer": {"id": customer_id, "name": "홍길동", "email": "hong@example.com"},
+                "plan": {"name": "Pro", "amount": 19_900, "interval": "month", "interval_count": 1},
+                "return_url": "https://shop.example.com/ok", "error_url": "https://shop.example.com/err",
+                "steppay": {"product_code": "prod_pro", "price_code": "price_monthly"}}))
+            .await;
+        let before = self.deliveries();
+        let redirect = self.sandbox.steppay_pay_page(c["steppay"]["pay_url"].as_str().unwrap()).await;
+        assert_eq!(redirect["status"], "success");
+        self.stack.settle_webhooks(before + 1).await;
+        let id: SubscriptionId = c["subscription_id"].as_str().unwrap().parse().unwrap();
+        let record = self.store.get_subscription(&id).await.unwrap().unwrap();
+        assert_eq!(record.subscription.state.as_str(), "active");
+        (id, record.billing_key.unwrap())
+    }
+}
+
+/// StepPay renewed (and charged) a managed subscription; its `order.payment_completed` webhook
+/// arrives after the partner paused the subscription (now) at StepPay and here. The approved
+/// renewal must still be recorded: `renewed_by_pg` refuses a paused subscription, so verify
+/// answers Retry forever and the charge StepPay took is never a payment here.
+#[tokio::test]
+async fn an_approved_managed_renewal_is_recorded_even_when_a_pause_overtakes_its_webhook() {
+    let e = env().await;
+    let (id, pg_sub) = e.managed_active("cus_pause_race").await;
+
+    // StepPay renews and charges; its webhook is held (delivered late).
+    e.sandbox
+        .admin(
+            "/__admin/scenarios",
+            json!({"operation": "charge", "fault": {"kind": "webhook_out_of_order"}, "count": 1}),
+        )
+        .await;
+    e.sandbox.admin(&format!("/__admin/steppay/subscriptions/{pg_sub}/renew"), json!({})).await;
+    let charges = e.sandbox.ledger().await["charges"].as_array().unwrap().len();
+    assert_eq!(charges, 2, "StepPay took the first payment and the renewal");
+
+    // The partner pauses now: StepPay says yes (its subscription is ACTIVE), so it is paused here.
+    let (status, v) = e.partner.post(&format!("/subscriptions/{id}/pause"), &json!({}), None).await;
+    assert_eq!((status, v["state"].as_str()), (200, Some("paused")), "{v}");
+
+    // The renewal's webhook arrives now.
+    let before = e.deliveries();
+    e.sandbox.admin("/__admin/webhooks/flush", json!({})).await;
+    e.stack.settle_webhooks(before + 1).await;
+    for _ in 0..20 {
+        e.stack.drain_stream().await;
+    }
+    let paid = e.store.payments_of_subscription(&id).await.unwrap().len();
+    assert_eq!(paid, 2, "StepPay charged the renewal: it must be a payment here (first + renewal)");
+}
