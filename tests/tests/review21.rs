@@ -109,3 +109,58 @@ async fn an_approved_managed_renewal_is_recorded_even_when_a_pause_overtakes_its
     let paid = e.store.payments_of_subscription(&id).await.unwrap().len();
     assert_eq!(paid, 2, "StepPay charged the renewal: it must be a payment here (first + renewal)");
 }
+
+/// A managed checkout's first order is declined once at StepPay; StepPay's `order.updated` for it
+/// (or a forged one: v2 signatures are off by default, `steppay_webhook_secrets: []`) is now
+/// verified against the order, which shows the payment error, and the checkout is failed for good.
+/// The customer then pays the same, still open, order on StepPay's pay page: StepPay took the
+/// money, its `order.payment_completed` arrives — and is "verified" against the failed checkout
+/// without recording anything. An approved charge must always be recorded.
+#[tokio::test]
+async fn an_approved_managed_first_payment_is_recorded_after_an_order_updated_for_an_earlier_decline() {
+    let e = env().await;
+    e.sandbox.steppay_price("prod_pro", "price_monthly", 19_900).await;
+    let c = e
+        .partner
+        .checkout(&json!({"pg": "steppay_managed",
+            "customer": {"id": "cus_retry", "name": "홍길동", "email": "hong@example.com"},
+            "plan": {"name": "Pro", "amount": 19_900, "interval": "month", "interval_count": 1},
+            "return_url": "https://shop.example.com/ok", "error_url": "https://shop.example.com/err",
+            "steppay": {"product_code": "prod_pro", "price_code": "price_monthly"}}))
+        .await;
+    let pay_url = c["steppay"]["pay_url"].as_str().unwrap().to_string();
+    let code = pay_url.split("/orders/").nth(1).unwrap().split('/').next().unwrap().to_string();
+
+    // First try: declined (no money moved); StepPay updates the order with the payment error.
+    e.sandbox
+        .admin("/__admin/scenarios", json!({"operation": "charge", "fault": {"kind": "decline", "hard": false}, "count": 1}))
+        .await;
+    let redirect = e.sandbox.steppay_pay_page(&pay_url).await;
+    assert_eq!(redirect["status"], "error");
+    let updated = json!({"timestamp": Timestamp::now().as_millisecond(), "version": "v1", "event": "order.updated",
+        "data": {"id": 1, "code": code, "type": "RECURRING_INITIAL"}})
+    .to_string();
+    assert_eq!(e.post_v2(&updated).await.0, 200);
+    for _ in 0..5 {
+        e.stack.drain_stream().await;
+    }
+
+    // Second try on the same order: paid at StepPay.
+    let before = e.deliveries();
+    let redirect = e.sandbox.steppay_pay_page(&pay_url).await;
+    assert_eq!(redirect["status"], "success");
+    e.stack.settle_webhooks(before + 1).await;
+    for _ in 0..5 {
+        e.stack.drain_stream().await;
+    }
+    assert_eq!(e.sandbox.ledger().await["charges"].as_array().unwrap().len(), 1, "StepPay took 19,900원 once");
+    let id: SubscriptionId = c["subscription_id"].as_str().unwrap().parse().unwrap();
+    let paid = e.store.payments_of_subscription(&id).await.unwrap().len();
+    let state = e.store.get_subscription(&id).await.unwrap().map(|r| r.subscription.state.as_str().to_string());
+    let checkout = e.store.get_checkout(c["id"].as_str().unwrap()).await.unwrap().unwrap();
+    assert_eq!(
+        paid, 1,
+        "the approved first payment is recorded (subscription {state:?}, checkout {:?}: {:?})",
+        checkout.status, checkout.failure
+    );
+}
