@@ -164,3 +164,47 @@ async fn an_approved_managed_first_payment_is_recorded_after_an_order_updated_fo
         checkout.status, checkout.failure
     );
 }
+
+/// StepPay's renewal of a managed subscription is declined (UNPAID → past due here), then its
+/// retry is paid on a new order (ACTIVE → active here, period 1 recorded). A replay of the old,
+/// failed renewal order's `order.updated` (a portal re-send, or any replay: signatures have no age
+/// and the key holds the timestamp, so it is processed again) must change nothing: the subscription
+/// is paid and ACTIVE at StepPay. Verify asks StepPay about the *order* (failed, as it always will
+/// be), never about the subscription, and sets a paid subscription past due again.
+#[tokio::test]
+async fn a_replayed_order_updated_of_an_old_failed_renewal_does_not_set_a_paid_managed_subscription_past_due() {
+    let e = env().await;
+    let (id, pg_sub) = e.managed_active("cus_replay").await;
+    let mut n = e.deliveries();
+    e.sandbox
+        .admin("/__admin/scenarios", json!({"operation": "charge", "fault": {"kind": "decline", "hard": false}, "count": 1}))
+        .await;
+    e.sandbox.admin(&format!("/__admin/steppay/subscriptions/{pg_sub}/renew"), json!({})).await;
+    n += 1;
+    e.stack.settle_webhooks(n).await;
+    assert_eq!(e.store.get_subscription(&id).await.unwrap().unwrap().subscription.state.as_str(), "past_due");
+    let failed_order = {
+        let state = e.stack.sandbox.shared.state.lock().unwrap();
+        let o = state.orders.iter().rev().find(|o| o.failed.is_some()).unwrap();
+        (o.order_id, o.order_code.clone())
+    };
+    e.sandbox.admin(&format!("/__admin/steppay/subscriptions/{pg_sub}/renew"), json!({})).await;
+    n += 2;
+    e.stack.settle_webhooks(n).await;
+    let record = e.store.get_subscription(&id).await.unwrap().unwrap();
+    assert_eq!((record.subscription.state.as_str(), record.subscription.current_period.unwrap().index), ("active", 1));
+
+    let replay = json!({"timestamp": Timestamp::now().as_millisecond(), "version": "v1", "event": "order.updated",
+        "data": {"id": failed_order.0, "code": failed_order.1, "type": "RECURRING", "subscriptions": [pg_sub.parse::<u64>().unwrap()]}})
+    .to_string();
+    assert_eq!(e.post_v2(&replay).await.0, 200);
+    for _ in 0..5 {
+        e.stack.drain_stream().await;
+    }
+    let record = e.store.get_subscription(&id).await.unwrap().unwrap();
+    assert_eq!(
+        record.subscription.state.as_str(),
+        "active",
+        "StepPay says the subscription is ACTIVE and paid; an old order's failure decides nothing"
+    );
+}
