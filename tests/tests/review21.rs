@@ -208,3 +208,29 @@ async fn a_replayed_order_updated_of_an_old_failed_renewal_does_not_set_a_paid_m
         "StepPay says the subscription is ACTIVE and paid; an old order's failure decides nothing"
     );
 }
+
+/// StepPay amounts arrive as JSON numbers (`19900.0`); `de_opt_string` turns them into text with
+/// `serde_json::Number::to_string` (no `arbitrary_precision`: through an f64) and
+/// `Krw::parse_pg_decimal` reads that text. A fraction below the float's resolution is gone
+/// before the exact parser sees it, and 2^53 + 1 written as a decimal becomes 2^53 and passes the
+/// `> 2^53` guard: neither is "parsed exactly".
+#[test]
+fn a_steppay_json_amount_is_read_exactly_or_refused() {
+    let as_steppay_sends = |json: &str| {
+        let v: Value = serde_json::from_str(json).unwrap();
+        let Value::Number(n) = v else { panic!("{json}") };
+        paycycle::pg::steppay::parse_amount(&n.to_string(), "paidAmount").map(|k| k.won())
+    };
+    assert_eq!(as_steppay_sends("19900.0"), Ok(19_900));
+    assert!(as_steppay_sends("19900.5").is_err());
+    assert!(
+        as_steppay_sends("19900.000000000000001").is_err(),
+        "a JSON amount with a fraction is not a whole number of won: {:?}",
+        as_steppay_sends("19900.000000000000001")
+    );
+    assert!(
+        as_steppay_sends("9007199254740993.0").is_err(),
+        "beyond 2^53 a decimal may not be the amount StepPay meant: {:?}",
+        as_steppay_sends("9007199254740993.0")
+    );
+}
