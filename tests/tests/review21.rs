@@ -234,3 +234,31 @@ fn a_steppay_json_amount_is_read_exactly_or_refused() {
         as_steppay_sends("9007199254740993.0")
     );
 }
+
+/// Paused here and at StepPay; StepPay then makes it ACTIVE again by itself (a `whenToResume`, or a
+/// resume in StepPay's portal: `subscription.updated`, confirmed by `GET /api/v1/subscriptions/{id}`)
+/// and renews it. Verify ignores ACTIVE for a paused subscription (`recovered_at_pg` wants active
+/// or past due) and then cannot apply the paid renewal (`renewed_by_pg` refuses paused): StepPay
+/// charged, nothing is recorded.
+#[tokio::test]
+async fn a_managed_renewal_steppay_charged_after_resuming_at_steppay_is_recorded() {
+    let e = env().await;
+    let (id, pg_sub) = e.managed_active("cus_resumed_at_pg").await;
+    let (status, v) = e.partner.post(&format!("/subscriptions/{id}/pause"), &json!({}), None).await;
+    assert_eq!((status, v["state"].as_str()), (200, Some("paused")), "{v}");
+
+    let mut n = e.deliveries();
+    e.sandbox.admin(&format!("/__admin/steppay/subscriptions/{pg_sub}/status"), json!({"status": "ACTIVE"})).await;
+    n += 1;
+    e.stack.settle_webhooks(n).await;
+    e.sandbox.admin(&format!("/__admin/steppay/subscriptions/{pg_sub}/renew"), json!({})).await;
+    n += 1;
+    e.stack.settle_webhooks(n).await;
+    for _ in 0..10 {
+        e.stack.drain_stream().await;
+    }
+    assert_eq!(e.sandbox.ledger().await["charges"].as_array().unwrap().len(), 2, "StepPay charged the renewal");
+    let paid = e.store.payments_of_subscription(&id).await.unwrap().len();
+    let state = e.store.get_subscription(&id).await.unwrap().unwrap().subscription.state;
+    assert_eq!(paid, 2, "the renewal StepPay charged is recorded (subscription {state})");
+}
