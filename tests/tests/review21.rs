@@ -133,7 +133,10 @@ async fn an_approved_managed_first_payment_is_recorded_after_an_order_updated_fo
 
     // First try: declined (no money moved); StepPay updates the order with the payment error.
     e.sandbox
-        .admin("/__admin/scenarios", json!({"operation": "charge", "fault": {"kind": "decline", "hard": false}, "count": 1}))
+        .admin(
+            "/__admin/scenarios",
+            json!({"operation": "charge", "fault": {"kind": "decline", "hard": false}, "count": 1}),
+        )
         .await;
     let redirect = e.sandbox.steppay_pay_page(&pay_url).await;
     assert_eq!(redirect["status"], "error");
@@ -177,7 +180,10 @@ async fn a_replayed_order_updated_of_an_old_failed_renewal_does_not_set_a_paid_m
     let (id, pg_sub) = e.managed_active("cus_replay").await;
     let mut n = e.deliveries();
     e.sandbox
-        .admin("/__admin/scenarios", json!({"operation": "charge", "fault": {"kind": "decline", "hard": false}, "count": 1}))
+        .admin(
+            "/__admin/scenarios",
+            json!({"operation": "charge", "fault": {"kind": "decline", "hard": false}, "count": 1}),
+        )
         .await;
     e.sandbox.admin(&format!("/__admin/steppay/subscriptions/{pg_sub}/renew"), json!({})).await;
     n += 1;
