@@ -268,3 +268,23 @@ async fn a_managed_renewal_steppay_charged_after_resuming_at_steppay_is_recorded
     let state = e.store.get_subscription(&id).await.unwrap().unwrap().subscription.state;
     assert_eq!(paid, 2, "the renewal StepPay charged is recorded (subscription {state})");
 }
+
+/// A StepPay customer created by a checkout whose claim was released meanwhile (its lease ran
+/// out, the next checkout took the claim over and released it after a refusal) is still recorded
+/// — `record_pg_customer` allows `attribute_not_exists` — but as an item without `lease_until`
+/// (and without what `to_item` writes), which no later read can decode: every later managed
+/// checkout of that customer fails on the store instead of using the customer.
+#[tokio::test]
+async fn a_recorded_steppay_customer_stays_readable_whatever_happened_to_its_claim() {
+    let e = env().await;
+    let lease = jiff::SignedDuration::from_secs(30);
+    let claim = e.store.claim_pg_customer("steppay", "partner_a", "cus_x", Timestamp::now(), lease).await.unwrap();
+    assert_eq!(claim, paycycle::store::pg_customers::PgCustomerClaim::Claimed);
+    // The claim is given up (the lease-holder that took it over was refused by StepPay) …
+    e.store.release_pg_customer("steppay", "partner_a", "cus_x").await.unwrap();
+    // … while the first creation, slower than the lease, succeeded at StepPay and is recorded.
+    let created = paycycle::pg::PgCustomer { id: "77".into(), code: "cust_77".into() };
+    assert_eq!(e.store.record_pg_customer("steppay", "partner_a", "cus_x", &created).await.unwrap(), created);
+    let again = e.store.claim_pg_customer("steppay", "partner_a", "cus_x", Timestamp::now(), lease).await;
+    assert_eq!(again, Ok(paycycle::store::pg_customers::PgCustomerClaim::Known(created)));
+}
