@@ -188,10 +188,24 @@ impl LocalStack {
     }
 }
 
+impl LocalStack {
+    /// Every body that crossed the sandbox off the shape its PG documents, so far (issue #21 §2).
+    pub fn shape_violations(&self) -> Vec<String> {
+        let log = self.sandbox.shared.shape_log.lock().expect("shape log");
+        log.violations.iter().map(ToString::to_string).collect()
+    }
+}
+
 impl Drop for LocalStack {
     fn drop(&mut self) {
         self.api_task.abort();
         self.feeder_task.abort();
+        // Every test that runs a local stack also checks that our client sent, and the sandbox
+        // answered, only what the PGs document: a drift on either side fails it here.
+        let violations = self.shape_violations();
+        if !violations.is_empty() && !std::thread::panicking() {
+            panic!("bodies off their PG's documented shape (pg-shapes/):\n{}", violations.join("\n"));
+        }
     }
 }
 

@@ -13,6 +13,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod payple;
+pub mod shapes;
 pub mod state;
 pub mod steppay;
 pub mod webhooks;
@@ -67,11 +68,16 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/__admin/config", get(get_config).post(set_config))
         .route("/__admin/clock", post(set_clock).delete(reset_clock))
         .route("/__admin/webhooks", get(deliveries))
+        .route("/__admin/shapes", get(shapes::report))
+        .route("/__admin/shapes/drift", post(shapes::set_drift).delete(shapes::clear_drift))
         .route("/__admin/webhooks/flush", post(flush))
         .route("/__admin/webhooks/send", post(send_webhook))
         .route("/__admin/steppay/prices", post(steppay::admin_price))
         .route("/__admin/steppay/subscriptions/{id}/renew", post(steppay::admin_renew))
         .route("/__admin/steppay/subscriptions/{id}/status", post(steppay::admin_subscription_status))
+        // Every PG route's bodies are checked against the documented shapes (after routing, so
+        // the route's template is known).
+        .route_layer(axum::middleware::from_fn_with_state(shared.clone(), shapes::check))
         .fallback(|| async { (StatusCode::NOT_FOUND, Json(json!({"error": "no such sandbox route"}))) })
         .with_state(shared)
 }
@@ -116,6 +122,7 @@ async fn clear_scenarios(State(shared): Sh) -> Response {
 async fn reset(State(shared): Sh) -> Response {
     *shared.state.lock().expect("state") = state::State::default();
     shared.held.lock().expect("held").clear();
+    *shared.shape_log.lock().expect("shape log") = state::ShapeLog::default();
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -187,7 +194,11 @@ async fn send_webhook(State(shared): Sh, Json(req): Json<Value>) -> Response {
     let format = req.get("format").and_then(|f| serde_json::from_value(f.clone()).ok()).unwrap_or(default_format);
     let fault: Option<Fault> = req.get("fault").and_then(|f| serde_json::from_value(f.clone()).ok());
     let (content_type, body) = webhooks::encode(fields, format);
-    webhooks::deliver(shared.clone(), webhooks::Webhook { pg, url, content_type, body, headers: vec![] }, fault);
+    webhooks::deliver_injected(
+        shared.clone(),
+        webhooks::Webhook { pg, url, content_type, body, headers: vec![] },
+        fault,
+    );
     (StatusCode::ACCEPTED, Json(json!({"queued": true}))).into_response()
 }
 

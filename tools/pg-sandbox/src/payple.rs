@@ -243,14 +243,21 @@ fn payment_fields(c: &Charge, payer: &Payer, f: &Fields, code: &str, msg: &str, 
     put("PCD_PAY_OID", c.id.clone().into());
     put("PCD_PAY_TYPE", "card".into());
     put("PCD_PAYER_ID", payer.payer_id.clone().into());
-    put("PCD_PAYER_NO", payer.payer_no.clone().into());
+    // A number in the result lookup's answer (manual_card "결제결과 조회" shows `PCD_PAYER_NO` as a
+    // JSON number), a string in the seeds' re-pay and CERT answers.
+    let payer_no = match (numbers == Numbers::Json && code == LOOKUP_OK, payer.payer_no.parse::<i64>()) {
+        (true, Ok(n)) => Value::from(n),
+        _ => payer.payer_no.clone().into(),
+    };
+    put("PCD_PAYER_NO", payer_no);
     put("PCD_PAYER_NAME", c.payer_name.clone().unwrap_or_else(|| payer.name.clone()).into());
     put("PCD_PAYER_HP", get(f, "PCD_PAYER_HP").or(payer.hp.clone()).unwrap_or_default().into());
     put("PCD_PAYER_EMAIL", get(f, "PCD_PAYER_EMAIL").or(payer.email.clone()).unwrap_or_default().into());
     put("PCD_PAY_GOODS", c.goods.clone().into());
     if numbers == Numbers::Strings {
-        // Seed 003 3-7 only.
+        // Seed 003 3-7 only (its CERT answer shows both; no discount here, so they are equal).
         put("PCD_PAY_AMOUNT", c.amount.to_string().into());
+        put("PCD_PAY_AMOUNT_REAL", c.amount.to_string().into());
     }
     put("PCD_PAY_TOTAL", number(c.amount));
     put("PCD_PAY_ISTAX", get(f, "PCD_PAY_ISTAX").unwrap_or_else(|| "Y".into()).into());

@@ -190,6 +190,8 @@ pub struct Customer {
     pub name: String,
     pub email: String,
     pub phone: Option<String>,
+    pub marketing: [bool; 3],
+    pub created_at: Timestamp,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -394,8 +396,21 @@ pub struct Shared {
     /// Webhooks held back to be delivered out of order.
     pub held: Mutex<Vec<crate::webhooks::Webhook>>,
     pub http: reqwest::Client,
+    /// What was checked and what did not have its documented shape (`GET /__admin/shapes`).
+    pub shape_log: Mutex<ShapeLog>,
     counter: AtomicU64,
     seed: u64,
+}
+
+/// Bodies checked against the documented shapes, per route, and the ones that failed.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ShapeLog {
+    /// `"steppay POST /api/internal/payment/cancel"` → bodies checked (requests and answers).
+    pub checked: BTreeMap<String, u64>,
+    pub violations: Vec<pg_shapes::Violation>,
+    /// A drift planted on purpose (`POST /__admin/shapes/drift`): every JSON answer has this
+    /// field renamed `(from, to)`, to prove the checks catch a sandbox that drifts.
+    pub drift: Option<(String, String)>,
 }
 
 const ALNUM: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -408,6 +423,7 @@ impl Shared {
             state: Mutex::new(State::default()),
             held: Mutex::new(Vec::new()),
             http: reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build().expect("http client"),
+            shape_log: Mutex::new(ShapeLog::default()),
             counter: AtomicU64::new(1),
             seed,
         }

@@ -531,13 +531,24 @@ pub async fn create_customer(State(shared): Sh, headers: HeaderMap, body: Bytes)
         name,
         email,
         phone: text(v.get("phone")),
+        marketing: flags.map(|f| v.get(f).and_then(Value::as_bool).unwrap_or(false)),
+        created_at: shared.state.lock().expect("state").now(),
     };
     shared.state.lock().expect("state").customers.push(customer.clone());
-    (StatusCode::CREATED, Json(customer_json(&customer))).into_response()
+    // CustomerV1DTO (step-api-spec `service/account.json`; pg-shapes steppay/customer-response.json).
+    let c = &customer;
+    let [sms, email, kakao] = c.marketing;
+    let answer = json!({"id": c.id, "code": c.code, "name": c.name, "email": c.email, "phone": c.phone,
+        "marketingSms": sms, "marketingEmail": email, "marketingKakao": kakao, "createdAt": iso(c.created_at)});
+    (StatusCode::CREATED, Json(answer)).into_response()
 }
 
-fn customer_json(c: &crate::state::Customer) -> Value {
-    json!({"id": c.id, "code": c.code, "uuid": c.uuid, "name": c.name, "email": c.email, "phone": c.phone})
+/// An order's `customer` (merge/v1.json `OrderCustomer`; pg-shapes steppay/order.json).
+fn order_customer_json(c: &crate::state::Customer) -> Value {
+    let [sms, email, kakao] = c.marketing;
+    json!({"id": c.id, "uuid": c.uuid, "code": c.code, "status": "NORMAL", "name": c.name, "email": c.email,
+        "phone": c.phone, "marketingSms": sms, "marketingEmail": email, "marketingKakao": kakao,
+        "attributes": {}, "createdAt": iso(c.created_at)})
 }
 
 /// `POST /api/v1/orders` (managed mode).
@@ -592,39 +603,74 @@ pub async fn create_order(State(shared): Sh, headers: HeaderMap, body: Bytes) ->
         payment_date: None,
     };
     state.orders.push(order.clone());
-    let body = order_json(&state, &order);
+    // The 201 answer is `OrderV1DTO` without `id` (merge/v1.json shows `id` only on GET).
+    let mut body = order_json(&state, &order);
+    body.as_object_mut().map(|m| m.remove("id"));
     (StatusCode::CREATED, Json(body)).into_response()
 }
 
 fn order_json(state: &crate::state::State, o: &Order) -> Value {
-    let customer = state.customers.iter().find(|c| c.id == o.customer_id).map(customer_json);
+    // merge/v1.json `OrderV1DTO` as transcribed in pg-shapes steppay/order.json: every required
+    // field, amounts as decimals, `subscriptions` and `parentSubscription` as subscription objects.
+    let customer = state.customers.iter().find(|c| c.id == o.customer_id).map(order_customer_json);
     let charge = state.charge(Pg::Steppay, &o.id_key);
     let paid = charge.map(|c| c.amount).unwrap_or(0);
     let returned = charge.map(|c| c.refunded).unwrap_or(0);
+    let subscription = |id: u64| state.subscriptions.iter().find(|s| s.id == id).map(order_subscription_json);
     json!({
         "id": o.order_id,
         "orderId": o.order_id,
         "orderCode": o.order_code,
+        "code": o.order_code,
         "type": o.order_type,
         "paidAmount": decimal(paid),
         "returnedAmount": decimal(returned),
         "leftAmount": decimal(if o.paid { 0 } else { o.price.amount }),
         "discountedAmount": decimal(0),
         "productName": o.price.product_name,
-        "items": [{"productCode": o.price.product_code, "priceCode": o.price.price_code, "currency": "KRW",
-                   "minimumQuantity": 1, "price": decimal(o.price.amount)}],
+        "items": [order_item_json(o, paid)],
         "customer": customer,
         "paymentDate": o.payment_date.map(iso),
         "payment": charge.map(|c| json!({
-            "paymentMethod": c.method, "paymentDate": iso(c.paid_at), "amount": decimal(c.amount), "discount": decimal(0),
-            "paymentReceiptUrl": format!("https://sandbox.invalid/receipt/{}", c.id), "paymentGateway": "SANDBOX",
+            "paymentMethod": c.method, "paymentDate": iso(c.paid_at), "amount": c.amount, "discount": 0,
+            "paymentReceiptUrl": format!("https://sandbox.invalid/receipt/{}", c.id), "paymentGateway": "PAYPLE",
             "cardNumber": "1234-****-****-5678", "errorCode": null, "errorMessage": null})).or_else(|| o.failed.as_ref().map(|(code, msg)| json!({
-            "paymentMethod": null, "paymentDate": null, "amount": decimal(o.price.amount), "errorCode": code, "errorMessage": msg}))),
-        "subscriptions": o.subscription_id.map(|id| vec![id]).unwrap_or_default(),
-        "parentSubscription": o.parent_subscription,
+            "paymentMethod": null, "paymentDate": null, "amount": o.price.amount, "discount": 0, "errorCode": code, "errorMessage": msg}))),
+        "orderLogs": [],
+        "subscriptions": o.subscription_id.and_then(subscription).into_iter().collect::<Vec<_>>(),
+        "parentSubscription": o.parent_subscription.and_then(subscription),
+        "relatedOrders": [],
         "idKey": o.id_key,
         "createdAt": iso(o.created_at),
+        "modifiedAt": iso(o.payment_date.unwrap_or(o.created_at)),
     })
+}
+
+/// The order's one item (merge/v1.json `OrderItemV1DTO`).
+fn order_item_json(o: &Order, paid: i64) -> Value {
+    let status = if o.paid { "PAID" } else { "CREATED" };
+    json!({
+        "id": o.order_id, "code": o.price.price_code, "orderItemCode": format!("{}-1", o.order_code),
+        "paidAmount": decimal(paid), "currency": "KRW", "quantity": 1, "minimumQuantity": 1, "status": status,
+        "orderedProductType": "SOFTWARE", "orderedProductName": o.price.product_name,
+        "orderedPlanName": o.price.price_code, "selectedProductOptionIds": [],
+        "createdAt": iso(o.created_at), "modifiedAt": iso(o.payment_date.unwrap_or(o.created_at)),
+    })
+}
+
+/// A subscription inside an order (merge/v1.json `SubscriptionV1DTO` as an order's `subscriptions`
+/// or `parentSubscription`; the price plan is an object StepPay defines and nothing of ours reads).
+fn order_subscription_json(s: &Subscription) -> Value {
+    json!({
+        "id": s.id, "status": s.status, "items": [], "price": price_json(&s.price),
+        "startDate": iso(s.start_date), "lastPaymentDate": iso(s.last_payment_date),
+        "nextPaymentDate": iso(s.next_payment_date), "interval": s.price.interval, "intervalCount": s.price.interval_count,
+    })
+}
+
+/// A price plan (merge/v1.json `PriceV1DTO`; pg-shapes leaves it untranscribed: an object).
+fn price_json(p: &crate::state::Price) -> Value {
+    json!({"code": p.price_code, "price": decimal(p.amount), "planName": p.price_code, "productCode": p.product_code})
 }
 
 /// `GET /api/v1/orders/{orderIdOrCode}`.
@@ -642,12 +688,20 @@ pub async fn get_order(State(shared): Sh, headers: HeaderMap, Path(id): Path<Str
     }
 }
 
-fn subscription_json(s: &Subscription) -> Value {
+/// `GET /api/v1/subscriptions/{id}` (merge/v1.json `SubscriptionV1DTO`; pg-shapes
+/// steppay/subscription.json): the customer, the price plan as an object, the current period.
+fn subscription_json(state: &crate::state::State, s: &Subscription) -> Value {
+    let customer = state.customers.iter().find(|c| c.id == s.customer_id).map(|c| {
+        let [sms, email, kakao] = c.marketing;
+        json!({"id": c.id, "uuid": c.uuid, "code": c.code, "status": "NORMAL", "name": c.name, "email": c.email,
+            "phone": c.phone, "marketingSms": sms, "marketingEmail": email, "marketingKakao": kakao, "attributes": {}})
+    });
     json!({
-        "id": s.id, "status": s.status, "price": decimal(s.price.amount), "startDate": iso(s.start_date),
+        "id": s.id, "status": s.status, "price": price_json(&s.price), "startDate": iso(s.start_date),
         "lastPaymentDate": iso(s.last_payment_date), "nextPaymentDate": iso(s.next_payment_date),
         "interval": s.price.interval, "intervalCount": s.price.interval_count, "recurringCount": s.recurring_count,
-        "currentPeriod": s.recurring_count, "orders": s.orders,
+        "currentPeriod": {"startDateTime": iso(s.last_payment_date), "endDateTime": iso(s.next_payment_date)},
+        "customer": customer, "relatedOrders": [],
     })
 }
 
@@ -658,7 +712,7 @@ pub async fn get_subscription(State(shared): Sh, headers: HeaderMap, Path(id): P
     }
     let state = shared.state.lock().expect("state");
     match state.subscriptions.iter().find(|s| s.id == id) {
-        Some(s) => Json(subscription_json(s)).into_response(),
+        Some(s) => Json(subscription_json(&state, s)).into_response(),
         None => error(StatusCode::NOT_FOUND, "SUBSCRIPTION_NOT_FOUND", "구독을 찾을 수 없습니다"),
     }
 }
@@ -688,7 +742,10 @@ pub async fn cancel_subscription(State(shared): Sh, headers: HeaderMap, Path(id)
         }
         Some(s) => {
             s.status = status.into();
-            Json(subscription_json(s)).into_response()
+            let s = s.clone();
+            // ProductApiresponse `{message, body}` (merge/v1.json, pg-shapes steppay/api-response.json).
+            let body = subscription_json(&state, &s);
+            Json(json!({"message": format!("구독이 {status} 상태가 되었습니다"), "body": body})).into_response()
         }
         None => error(StatusCode::NOT_FOUND, "SUBSCRIPTION_NOT_FOUND", "구독을 찾을 수 없습니다"),
     }
@@ -731,7 +788,8 @@ pub async fn cancel_order(State(shared): Sh, headers: HeaderMap, Path(id): Path<
         }
     }
     hold_if_timeout(&shared, &fault).await;
-    Json(json!({"result": true, "message": "주문이 취소되었습니다"})).into_response()
+    // ProductApiresponse `{message, body}` (merge/v1.json); `body`'s fields are not documented.
+    Json(json!({"message": "주문이 취소되었습니다", "body": null})).into_response()
 }
 
 /// Changes a managed subscription's status if it is in one of `from` (merge/v1.json at 3ec8ceb9).
@@ -743,7 +801,8 @@ async fn lifecycle(shared: &Arc<Shared>, id: u64, from: &[&str], to: &str, ok: S
     match state.subscriptions.iter_mut().find(|s| s.id == id) {
         Some(s) if from.contains(&s.status.as_str()) => {
             s.status = to.into();
-            (ok, Json(json!({"result": true, "message": to}))).into_response()
+            // ProductApiresponse `{message, body}` (merge/v1.json, pg-shapes steppay/api-response.json).
+            (ok, Json(json!({"message": format!("구독이 {to} 상태가 되었습니다"), "body": null}))).into_response()
         }
         Some(s) => error(
             StatusCode::BAD_REQUEST,
@@ -766,10 +825,23 @@ pub async fn pause_subscription(State(shared): Sh, headers: HeaderMap, Path(id):
         Err(r) => return r,
     };
     let to = match text(v.get("whenToPause")).as_deref() {
-        Some("NOW") => "PAUSE",
-        Some("END_OF_PERIOD") => "PENDING_PAUSE",
-        _ => return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "whenToPause must be NOW or END_OF_PERIOD"),
+        // merge/v1.json SubscriptionPauseDTO: whenToPause IMMEDIATE | LAZY (LAZY taken as "at the end
+        // of the period": the sandbox's reading, the document does not say).
+        Some("IMMEDIATE") => "PAUSE",
+        Some("LAZY") => "PENDING_PAUSE",
+        _ => return error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", "whenToPause must be IMMEDIATE or LAZY"),
     };
+    // whenToResume is required (NOTHING: until resumed by /active; PAUSED_UNTIL needs `until`).
+    match (text(v.get("whenToResume")).as_deref(), v.get("until")) {
+        (Some("NOTHING"), _) | (Some("PAUSED_UNTIL"), Some(Value::Object(_))) => {}
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_REQUEST",
+                "whenToResume must be NOTHING or PAUSED_UNTIL with until",
+            );
+        }
+    }
     lifecycle(&shared, id, &["ACTIVE"], to, StatusCode::OK).await
 }
 

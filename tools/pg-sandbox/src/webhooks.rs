@@ -69,9 +69,16 @@ async fn send_once(shared: &Shared, hook: &Webhook) {
     });
 }
 
-/// Sends `hook` in the background according to `fault` (only webhook faults matter here).
-/// Out-of-order webhooks wait for the next webhook and are sent after it.
+/// Sends a webhook of the sandbox's own (checked against its documented shape first) in the
+/// background according to `fault` (only webhook faults matter here). Out-of-order webhooks wait
+/// for the next webhook and are sent after it.
 pub fn deliver(shared: Arc<Shared>, hook: Webhook, fault: Option<Fault>) {
+    crate::shapes::check_webhook(&shared, hook.pg, hook.content_type, &hook.body);
+    deliver_injected(shared, hook, fault);
+}
+
+/// Sends a webhook a test wrote (`/__admin/webhooks/send`): not the PG's words, so not checked.
+pub fn deliver_injected(shared: Arc<Shared>, hook: Webhook, fault: Option<Fault>) {
     tokio::spawn(async move {
         match fault {
             Some(Fault::WebhookTwice) => {

@@ -230,12 +230,12 @@ async fn managed_order_pay_page_redirect_lookup_and_renewal_webhook() {
     let (_, after) = e.steppay(Method::GET, &format!("/api/v1/orders/{}", order["orderId"]), None).await;
     assert!(after["paymentDate"].is_string(), "paid: {after}");
     assert_eq!(after["paidAmount"].as_f64(), Some(19900.0));
-    let sub_id = after["subscriptions"][0].as_u64().unwrap();
+    let sub_id = after["subscriptions"][0]["id"].as_u64().unwrap();
     let (status, sub) = e.steppay(Method::GET, &format!("/api/v1/subscriptions/{sub_id}"), None).await;
     assert_eq!((status, sub["status"].as_str()), (200, Some("ACTIVE")));
 
     let renewal = e.admin(&format!("/__admin/steppay/subscriptions/{sub_id}/renew"), json!({})).await;
-    assert_eq!(renewal["parentSubscription"], sub_id);
+    assert_eq!(renewal["parentSubscription"]["id"], sub_id);
     assert!(renewal["paymentDate"].is_string());
     let got = hooks.wait_for(2).await;
     assert_eq!(got.len(), 2, "first payment and renewal order webhooks");
@@ -270,7 +270,7 @@ async fn managed_webhooks_have_the_documented_event_types_and_schemas() {
         .await
         .unwrap();
     let (_, paid) = e.steppay(Method::GET, &format!("/api/v1/orders/{first_code}"), None).await;
-    let sub_id = paid["subscriptions"][0].as_u64().unwrap();
+    let sub_id = paid["subscriptions"][0]["id"].as_u64().unwrap();
     let renew = format!("/__admin/steppay/subscriptions/{sub_id}/renew");
     e.scenario(json!({"operation": "charge", "count": 1, "fault": {"kind": "decline", "hard": false}})).await;
     e.admin(&renew, json!({})).await; // declined: UNPAID
@@ -580,16 +580,20 @@ async fn managed_pause_resume_and_order_refunds_follow_merge_v1() {
         .await
         .unwrap();
     let (_, paid) = e.steppay(Method::GET, &format!("/api/v1/orders/{code}"), None).await;
-    let sub = paid["subscriptions"][0].clone();
+    let sub = paid["subscriptions"][0]["id"].clone();
     let sub_path = |action: &str| format!("/api/v1/subscriptions/{sub}/{action}");
 
     let (status, v) = e.steppay(Method::POST, &sub_path("active"), None).await;
     assert_eq!(status, 400, "an ACTIVE subscription cannot be activated: {v}");
-    let (status, v) = e.steppay(Method::POST, &sub_path("pause"), Some(json!({"whenToPause": "NOW"}))).await;
+    let (status, v) = e
+        .steppay(Method::POST, &sub_path("pause"), Some(json!({"whenToPause": "IMMEDIATE", "whenToResume": "NOTHING"})))
+        .await;
     assert_eq!(status, 200, "{v}");
     let (_, s) = e.steppay(Method::GET, &format!("/api/v1/subscriptions/{sub}"), None).await;
     assert_eq!(s["status"], "PAUSE");
-    let (status, _) = e.steppay(Method::POST, &sub_path("pause"), Some(json!({"whenToPause": "NOW"}))).await;
+    let (status, _) = e
+        .steppay(Method::POST, &sub_path("pause"), Some(json!({"whenToPause": "IMMEDIATE", "whenToResume": "NOTHING"})))
+        .await;
     assert_eq!(status, 400, "only an ACTIVE subscription pauses");
     let (status, v) = e.steppay(Method::POST, &sub_path("active"), None).await;
     assert_eq!(status, 201, "{v}");

@@ -12,7 +12,7 @@ use url::Url;
 use self::transformers::{
     BillingRequest, CancelRequest, CancelResponse, CustomerBody, CustomerInfo, CustomerRequest, OrderBody,
     OrderCancelRequest, OrderItem, OrderRequest, Partner, PauseRequest, PaymentBody, PaymentStatus, Product,
-    SubscriptionBody, SubscriptionStatus, classify,
+    SubscriptionBody, SubscriptionStatus, WhenToPause, WhenToResume, classify,
 };
 use super::{
     ChargeRequest, Charged, FirstPayment, FirstPaymentEvidence, Lookup, PaymentGateway, PaymentState, PgError,
@@ -323,9 +323,9 @@ impl SteppayClient {
     /// only an ACTIVE subscription; 200). Success is the 2xx; the `ProductApiresponse` body is not read.
     pub async fn pause_subscription(&self, id: &str, at_period_end: bool) -> Result<(), PgError> {
         let path = format!("/api/v1/subscriptions/{}/pause", urlencode(id));
-        let when_to_pause = if at_period_end { "END_OF_PERIOD" } else { "NOW" };
-        let body =
-            serde_json::to_string(&PauseRequest { when_to_pause }).map_err(|e| PgError::Invalid(e.to_string()))?;
+        let when_to_pause = if at_period_end { WhenToPause::Lazy } else { WhenToPause::Immediate };
+        let pause = PauseRequest { when_to_pause, when_to_resume: WhenToResume::Nothing };
+        let body = serde_json::to_string(&pause).map_err(|e| PgError::Invalid(e.to_string()))?;
         self.send(Method::POST, &path, "Secret-Token", Some(body), false).await.map(|_| ())
     }
 

@@ -147,13 +147,30 @@ pub struct OrderCancelRequest<'a> {
     pub reason: &'a str,
 }
 
-/// `POST /api/v1/subscriptions/{subscriptionId}/pause` body: `SubscriptionPauseDTO` (merge/v1.json
-/// `v1_pauseSubscription`; fields `whenToPause`, `whenToResume`, `until`, PG-FACTS). The values of
-/// `whenToPause` are unconfirmed: `NOW` / `END_OF_PERIOD`, as `SubscriptionCancelDTO.whenToCancel`'s.
+/// `POST /api/v1/subscriptions/{subscriptionId}/pause` body: `SubscriptionPauseDTO` (step-api-spec
+/// at 3ec8ceb9 `merge/v1.json` `#/components/schemas/SubscriptionPauseDTO`, pg-shapes
+/// `steppay/subscription-pause-request.json`): `whenToPause` ∈ {`IMMEDIATE`, `LAZY`} and
+/// `whenToResume` ∈ {`NOTHING`, `PAUSED_UNTIL`}, both required. paycycle pauses until the partner
+/// resumes (`NOTHING`: resumed by `/active`). That `LAZY` means "at the end of the current period"
+/// is our reading of the name (the document describes it only as "언제 일시정지 시킬 지"): unconfirmed.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PauseRequest<'a> {
-    pub when_to_pause: &'a str,
+pub struct PauseRequest {
+    pub when_to_pause: WhenToPause,
+    pub when_to_resume: WhenToResume,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum WhenToPause {
+    Immediate,
+    Lazy,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum WhenToResume {
+    Nothing,
 }
 
 /// StepPay's error body: `{traceId, errorCode, errorMessage, details}`.
