@@ -33,7 +33,9 @@ pub struct PgCustomerRecord {
     pub pg_customer_id: Option<String>,
     /// The PG's customer code (StepPay `CustomerV1DTO.code`).
     pub pg_customer_code: Option<String>,
-    /// Epoch milliseconds after which a `CREATING` claim may be taken over.
+    /// Epoch milliseconds after which a `CREATING` claim may be taken over. Absent (an item an
+    /// older `record_pg_customer` wrote by update) reads as 0: no lease, nothing lost.
+    #[serde(default)]
     pub lease_until: i64,
 }
 
@@ -114,21 +116,25 @@ impl Store {
         created: &PgCustomer,
     ) -> Result<PgCustomer, StoreError> {
         let pk = pk(pg, partner_id, customer_id);
+        // The whole record, never a partial update: the claim may be gone (released, or taken
+        // over and released) by the time a slow creation is recorded, and an item written field
+        // by field would then miss what every read decodes.
+        let record = PgCustomerRecord {
+            status: PgCustomerStatus::Created,
+            pg_customer_id: Some(created.id.clone()),
+            pg_customer_code: Some(created.code.clone()),
+            lease_until: 0,
+        };
         let update = self
             .table
             .client
-            .update_item()
+            .put_item()
             .table_name(&self.table.name)
-            .key(keys::PK, s(&pk))
-            .key(keys::SK, s(SK))
-            .update_expression("SET #status = :created, pg_customer_id = :id, pg_customer_code = :code")
+            .set_item(Some(to_item(&record, &pk, SK, "pg_customer")))
             .condition_expression("attribute_not_exists(#pk) OR #status = :creating")
             .expression_attribute_names("#pk", keys::PK)
             .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":created", s("CREATED"))
             .expression_attribute_values(":creating", s("CREATING"))
-            .expression_attribute_values(":id", s(&created.id))
-            .expression_attribute_values(":code", s(&created.code))
             .send()
             .await;
         match update {
