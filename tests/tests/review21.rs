@@ -108,6 +108,9 @@ async fn an_approved_managed_renewal_is_recorded_even_when_a_pause_overtakes_its
     }
     let paid = e.store.payments_of_subscription(&id).await.unwrap().len();
     assert_eq!(paid, 2, "StepPay charged the renewal: it must be a payment here (first + renewal)");
+    // StepPay says PAUSE: it stays paused here, with the renewed period paid (credited on resume).
+    let s = e.store.get_subscription(&id).await.unwrap().unwrap().subscription;
+    assert_eq!((s.state.as_str(), s.current_period.map(|p| p.index)), ("paused", Some(1)));
 }
 
 /// A managed checkout's first order is declined once at StepPay; StepPay's `order.updated` for it
@@ -267,6 +270,30 @@ async fn a_managed_renewal_steppay_charged_after_resuming_at_steppay_is_recorded
     let paid = e.store.payments_of_subscription(&id).await.unwrap().len();
     let state = e.store.get_subscription(&id).await.unwrap().unwrap().subscription.state;
     assert_eq!(paid, 2, "the renewal StepPay charged is recorded (subscription {state})");
+    // StepPay says ACTIVE: active here again, the renewed period recorded.
+    let s = e.store.get_subscription(&id).await.unwrap().unwrap().subscription;
+    assert_eq!((s.state.as_str(), s.current_period.map(|p| p.index)), ("active", Some(1)));
+}
+
+/// A pause made at StepPay whose write here was lost (a concurrent change failed our conditional
+/// write after StepPay said yes): StepPay is PAUSE, we are still active, and StepPay refuses to
+/// pause a subscription that is not ACTIVE. The partner's retry must converge — StepPay's own
+/// status (`GET /api/v1/subscriptions/{id}`) shows the pause is made — instead of a 502 forever
+/// with the two sides disagreeing.
+#[tokio::test]
+async fn a_managed_pause_made_at_steppay_but_lost_here_converges_on_retry() {
+    let e = env().await;
+    let (id, pg_sub) = e.managed_active("cus_pause_lost").await;
+    {
+        // StepPay's side of the first try (no webhook: StepPay sends none for a pause it was asked).
+        let mut state = e.stack.sandbox.shared.state.lock().unwrap();
+        let sub = state.subscriptions.iter_mut().find(|s| s.id.to_string() == pg_sub).unwrap();
+        sub.status = "PAUSE".into();
+    }
+    let (status, v) = e.partner.post(&format!("/subscriptions/{id}/pause"), &json!({}), None).await;
+    assert_eq!((status, v["state"].as_str()), (200, Some("paused")), "{v}");
+    let (status, v) = e.partner.post(&format!("/subscriptions/{id}/resume"), &json!({}), None).await;
+    assert_eq!((status, v["state"].as_str()), (200, Some("active")), "{v}");
 }
 
 /// A StepPay customer created by a checkout whose claim was released meanwhile (its lease ran

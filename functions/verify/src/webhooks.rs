@@ -236,7 +236,9 @@ async fn steppay_payment(deps: &Deps, kind: WebhookType, id_key: &str, now: Time
         if receipt.payment_date.is_none() && !failed {
             return ignored(format!("renewal charge {charge_id} is neither paid nor failed at StepPay"));
         }
-        return match deps.store.hint_attempt(&charge_id, id_key).await {
+        // A paid payment's hint replaces a declined try's (one charge id may carry both).
+        let paid = receipt.payment_date.is_some() && !failed;
+        return match deps.store.hint_attempt(&charge_id, id_key, paid).await {
             Ok(()) => verified(format!("renewal charge {charge_id} is {} at StepPay; renew resolves it", mask(id_key))),
             Err(StoreError::Conflict(_)) => ignored(format!("renewal charge {charge_id} is already settled")),
             Err(e) => from_store(e),

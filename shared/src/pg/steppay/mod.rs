@@ -199,7 +199,17 @@ impl SteppayClient {
             PaymentStatus::Standby | PaymentStatus::VirtualBankStandby | PaymentStatus::CmsStandby => {
                 PaymentState::Pending
             }
-            other => PaymentState::Failed { code: format!("{other:?}"), message: "no paymentDate".into() },
+            // A paid status without `paymentDate` contradicts itself: no answer, never a decline
+            // (a decline would move dunning on, and re-charge, a payment that may have been taken).
+            other @ (PaymentStatus::Complete
+            | PaymentStatus::PartialCanceled
+            | PaymentStatus::CancelProgress
+            | PaymentStatus::CanceledFail) => {
+                return Err(PgError::Unrecognized {
+                    code: format!("{other:?}"),
+                    message: "StepPay's receipt says the payment went through but shows no paymentDate".into(),
+                });
+            }
         })
     }
 
