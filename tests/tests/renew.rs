@@ -658,7 +658,10 @@ async fn a_paid_steppay_hint_replaces_a_failed_one_so_the_approved_charge_is_rec
     e.store.hint_attempt(&charge_id, "idkey-of-a-declined-try", false).await.unwrap();
     e.store.hint_attempt(&charge_id, &id_key, true).await.expect("the paid payment's hint replaces the declined one's");
     assert!(
-        matches!(e.store.hint_attempt(&charge_id, "idkey-of-another-declined-try", false).await, Err(paycycle::store::StoreError::Conflict(_))),
+        matches!(
+            e.store.hint_attempt(&charge_id, "idkey-of-another-declined-try", false).await,
+            Err(paycycle::store::StoreError::Conflict(_))
+        ),
         "a failed hint never replaces a paid one"
     );
     let r = e.tick_at(kst(2027, 2, 20, 0), &e.deps).await;

@@ -411,7 +411,11 @@ impl Store {
                 .value(":hint", s(pg_payment_id))
                 .value(":pending", s("pending"))
                 .value(":unknown", s("unknown"));
-        let set = if paid { "SET pg_payment_hint = :hint, pg_payment_hint_paid = :paid" } else { "SET pg_payment_hint = :hint" };
+        let set = if paid {
+            "SET pg_payment_hint = :hint, pg_payment_hint_paid = :paid"
+        } else {
+            "SET pg_payment_hint = :hint"
+        };
         let condition = if paid { condition.value(":paid", AttributeValue::Bool(true)) } else { condition };
         let mut tx = self.tx();
         tx.update_if(&pk, &attempt_sk(charge_id), set, condition);
