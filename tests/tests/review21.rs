@@ -305,13 +305,62 @@ async fn a_managed_pause_made_at_steppay_but_lost_here_converges_on_retry() {
 async fn a_recorded_steppay_customer_stays_readable_whatever_happened_to_its_claim() {
     let e = env().await;
     let lease = jiff::SignedDuration::from_secs(30);
-    let claim = e.store.claim_pg_customer("steppay", "partner_a", "cus_x", Timestamp::now(), lease).await.unwrap();
-    assert_eq!(claim, paycycle::store::pg_customers::PgCustomerClaim::Claimed);
-    // The claim is given up (the lease-holder that took it over was refused by StepPay) …
-    e.store.release_pg_customer("steppay", "partner_a", "cus_x").await.unwrap();
-    // … while the first creation, slower than the lease, succeeded at StepPay and is recorded.
+    use paycycle::store::pg_customers::PgCustomerClaim;
+    let now = Timestamp::now();
+    let Ok(PgCustomerClaim::Claimed(first)) =
+        e.store.claim_pg_customer("steppay", "partner_a", "cus_x", now, lease).await
+    else {
+        panic!("claimed")
+    };
+    // The first creation is slower than the lease: another checkout takes the claim over …
+    let later = now.checked_add(jiff::SignedDuration::from_secs(31)).unwrap();
+    let Ok(PgCustomerClaim::Claimed(second)) =
+        e.store.claim_pg_customer("steppay", "partner_a", "cus_x", later, lease).await
+    else {
+        panic!("taken over")
+    };
+    // … is refused by StepPay and gives it up …
+    e.store.release_pg_customer("steppay", "partner_a", "cus_x", &second).await.unwrap();
+    // … while the first creation succeeded at StepPay and is recorded.
     let created = paycycle::pg::PgCustomer { id: "77".into(), code: "cust_77".into() };
-    assert_eq!(e.store.record_pg_customer("steppay", "partner_a", "cus_x", &created).await.unwrap(), created);
+    assert_eq!(e.store.record_pg_customer("steppay", "partner_a", "cus_x", &first, &created).await.unwrap(), created);
     let again = e.store.claim_pg_customer("steppay", "partner_a", "cus_x", Timestamp::now(), lease).await;
-    assert_eq!(again, Ok(paycycle::store::pg_customers::PgCustomerClaim::Known(created)));
+    assert_eq!(again, Ok(PgCustomerClaim::Known(created)));
+}
+
+/// StepPay's `order.payment_completed` can arrive before StepPay's own order lookup says paid
+/// (its lookup may lag; nothing promises read-after-write). The event's dedupe key has no
+/// timestamp, so refused then, it would never be processed again and the payment would be lost
+/// (here StepPay sends no other webhook for it). It is asked again later and recorded then.
+#[tokio::test]
+async fn an_order_payment_completed_before_steppay_shows_the_order_paid_is_retried_and_recorded() {
+    let e = env().await;
+    e.sandbox.steppay_price("prod_pro", "price_monthly", 19_900).await;
+    let c = e
+        .partner
+        .checkout(&json!({"pg": "steppay_managed",
+            "customer": {"id": "cus_lag", "name": "홍길동", "email": "hong@example.com"},
+            "plan": {"name": "Pro", "amount": 19_900, "interval": "month", "interval_count": 1},
+            "return_url": "https://shop.example.com/ok", "error_url": "https://shop.example.com/err",
+            "steppay": {"product_code": "prod_pro", "price_code": "price_monthly"}}))
+        .await;
+    let pay_url = c["steppay"]["pay_url"].as_str().unwrap().to_string();
+    let code = c["steppay"]["order_code"].as_str().unwrap().to_string();
+    // Only the early webhook reaches us: StepPay's own delivery of it is lost.
+    e.sandbox.admin("/__admin/config", json!({"steppay_webhook_url": null})).await;
+    let early =
+        json!({"timestamp": Timestamp::now().as_millisecond(), "version": "v1", "event": "order.payment_completed",
+        "data": {"id": 1, "code": code, "type": "RECURRING_INITIAL"}})
+        .to_string();
+    assert_eq!(e.post_v2(&early).await.0, 200);
+    e.stack.drain_stream().await;
+    let redirect = e.sandbox.steppay_pay_page(&pay_url).await;
+    assert_eq!(redirect["status"], "success");
+    assert_eq!(e.sandbox.ledger().await["charges"].as_array().unwrap().len(), 1, "StepPay took the money");
+
+    // verify's sweep asks again once the event's backoff is due.
+    let later = Timestamp::now().checked_add(jiff::SignedDuration::from_hours(1)).unwrap();
+    verify::sweep(&e.stack.functions.verify_deps(), later).await;
+    let id: SubscriptionId = c["subscription_id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(e.store.payments_of_subscription(&id).await.unwrap().len(), 1, "the approved first payment is recorded");
 }
