@@ -327,25 +327,7 @@ async fn record_external_refund(
 /// order is a forgery; an `order.updated` of an unpaid order is just not about a payment.
 async fn steppay_order(deps: &Deps, code: &str, completed: bool, now: Timestamp) -> Verdict {
     match deps.store.checkout_by_pg_reference(PgMode::SteppayManaged, code).await {
-        Ok(Some(checkout)) if checkout.status == CheckoutStatus::Failed => {
-            let id = checkout.checkout_id.clone();
-            return match first::paid_after_failure(deps, checkout, code, None, now).await {
-                Ok(Some(p)) => verified(format!(
-                    "checkout {id} had failed, but StepPay confirms order {code} paid {}: recorded as payment {} for a refund (needs review)",
-                    p.amounts.paid, p.payment_id
-                )),
-                Ok(None) => verified(format!("checkout {id} is failed and its payment is already recorded")),
-                Err(VerifyError::NotPaid(m)) if !completed => ignored(format!("checkout {id} is failed: {m}")),
-                Err(e) => paid_claim(completed, e),
-            };
-        }
-        Ok(Some(checkout)) => {
-            let evidence = Evidence::SteppayOrder { order_code: code.to_string() };
-            return match first::complete(deps, checkout, &evidence, Source::Webhook, now).await {
-                Err(e) => paid_claim(completed, e),
-                ok => from_verify(ok),
-            };
-        }
+        Ok(Some(checkout)) => return checkout_order(deps, checkout, code, completed, now).await,
         Ok(None) => {}
         Err(e) => return from_store(e),
     }
@@ -416,25 +398,61 @@ async fn steppay_order(deps: &Deps, code: &str, completed: bool, now: Timestamp)
     .for_partner(&record.partner_id)
     // The renewal order, through which this payment is refunded.
     .with_pg_order(Some(code.to_string()));
+    record_renewal(deps, &record, &payment, code, &pg_subscription, now).await
+}
+
+/// Records a renewal payment StepPay confirmed (once per order: the payment is keyed by its
+/// idKey), with the subscription as StepPay's status makes it ([`renewal_transition`]).
+async fn record_renewal(
+    deps: &Deps,
+    record: &SubscriptionRecord,
+    payment: &PaymentRecord,
+    code: &str,
+    pg_subscription: &str,
+    now: Timestamp,
+) -> Verdict {
     if let Ok(Some(_)) = deps.store.get_payment(&payment.payment_id).await {
         return verified(format!("renewal order {code} is already recorded"));
     }
     // What state the subscription is in is StepPay's to say (a pause or resume may have crossed
     // this webhook): asked before anything is written.
-    let status = match deps.gateways.steppay.subscription(&pg_subscription).await {
+    let status = match deps.gateways.steppay.subscription(pg_subscription).await {
         Ok(s) => s,
         Err(e) => return Verdict::Retry(format!("StepPay's subscription {pg_subscription}: {e}")),
     };
-    let (subscription, kinds) = renewal_transition(&record, status, &payment, now);
+    let (subscription, kinds) = renewal_transition(record, status, payment, now);
     let next = record.next(subscription);
-    let events = subscription_events(&next, &kinds, now, Some(&payment));
+    let events = subscription_events(&next, &kinds, now, Some(payment));
     let mut tx = deps.store.tx();
-    tx.put_payment_new(&payment).put_subscription_next(&next, None);
+    tx.put_payment_new(payment).put_subscription_next(&next, None);
     for e in &events {
         tx.put_outbox(e);
     }
     let already = format!("renewal order {code} is already recorded");
-    commit(deps, tx, &events, format!("StepPay renewed {id}: order {code}, {paid}"), Some(already)).await
+    let done = format!("StepPay renewed {}: order {code}, {}", record.id(), payment.amounts.paid);
+    commit(deps, tx, &events, done, Some(already)).await
+}
+
+/// The first order of a managed checkout: completes it by order lookup; on a checkout already
+/// failed, a payment StepPay confirms is still recorded (on the failed checkout, for a refund).
+async fn checkout_order(deps: &Deps, checkout: CheckoutRecord, code: &str, completed: bool, now: Timestamp) -> Verdict {
+    if checkout.status != CheckoutStatus::Failed {
+        let evidence = Evidence::SteppayOrder { order_code: code.to_string() };
+        return match first::complete(deps, checkout, &evidence, Source::Webhook, now).await {
+            Err(e) => paid_claim(completed, e),
+            ok => from_verify(ok),
+        };
+    }
+    let id = checkout.checkout_id.clone();
+    match first::paid_after_failure(deps, checkout, code, None, now).await {
+        Ok(Some(p)) => verified(format!(
+            "checkout {id} had failed, but StepPay confirms order {code} paid {}: recorded as payment {} for a refund (needs review)",
+            p.amounts.paid, p.payment_id
+        )),
+        Ok(None) => verified(format!("checkout {id} is failed and its payment is already recorded")),
+        Err(VerifyError::NotPaid(m)) if !completed => ignored(format!("checkout {id} is failed: {m}")),
+        Err(e) => paid_claim(completed, e),
+    }
 }
 
 /// Our subscription for a StepPay managed subscription id.
