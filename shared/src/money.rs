@@ -93,8 +93,9 @@ impl Krw {
     /// dev-docs `08-1-2_Webhook-Schema.md`) or as a plain integer. Exact: a whole number of won with
     /// an all-zero fraction is accepted; any fraction is `NotAnInteger` (KRW has no minor unit, so
     /// `10000.5` is no amount we could have charged); exponents, signs and separators are refused.
-    /// A decimal beyond 2^53 is `TooLarge`: a JSON number there has been through a float and may
-    /// not be the amount the PG meant.
+    /// A decimal at or beyond 2^53 is `TooLarge`: where a float is no longer exact, the PG's own
+    /// side may not have meant that amount. (serde_json's `arbitrary_precision` keeps a JSON
+    /// number's text, so what is parsed here is what the PG wrote.)
     pub fn parse_pg_decimal(s: &str) -> Result<Krw, MoneyError> {
         let t = s.trim();
         let Some((whole, fraction)) = t.split_once('.') else {
@@ -107,8 +108,9 @@ impl Krw {
         if fraction.bytes().any(|b| b != b'0') {
             return Err(MoneyError::NotAnInteger);
         }
+        // 2^53 itself is where an f64 stops being exact (2^53 + 1 reads as 2^53): refused too.
         const EXACT_IN_F64: i64 = 1 << 53;
-        if won.0 > EXACT_IN_F64 {
+        if won.0 >= EXACT_IN_F64 {
             return Err(MoneyError::TooLarge);
         }
         Ok(won)
@@ -242,6 +244,8 @@ mod tests {
         assert!(matches!(Krw::parse_pg_decimal("-1.0"), Err(MoneyError::Negative(_))));
         // Beyond 2^53 a JSON decimal has been through a float and may not be what StepPay meant.
         assert_eq!(Krw::parse_pg_decimal("9007199254740993.0"), Err(MoneyError::TooLarge));
+        assert_eq!(Krw::parse_pg_decimal("9007199254740992.0"), Err(MoneyError::TooLarge), "2^53 itself");
+        assert_eq!(Krw::parse_pg_decimal("9007199254740991.0").unwrap().won(), 9_007_199_254_740_991);
         assert_eq!(Krw::parse_pg_decimal("9007199254740993").unwrap().won(), 9_007_199_254_740_993);
     }
 

@@ -219,6 +219,21 @@ async fn a_steppay_refund_in_progress_is_neither_succeeded_nor_failed() {
     assert!(matches!(err, PgError::Unknown { .. }) && err.outcome_unknown(), "{err:?}");
 }
 
+/// A receipt saying COMPLETE without `paymentDate` contradicts itself: it is no answer
+/// (`Unrecognized`, looked up again), never a decline that would move dunning on and re-charge a
+/// payment that may have been taken.
+#[tokio::test]
+async fn a_steppay_receipt_complete_without_payment_date_is_unrecognized_not_failed() {
+    let e = env().await;
+    let key = e.steppay_billing_key().await;
+    let paid = e.steppay.charge(&charge(&key, 1, 10_000)).await.unwrap();
+    e.next("lookup", json!({"kind": "receipt_without_payment_date"})).await;
+    let state = e.steppay.payment_state(&paid.pg_payment_id).await;
+    assert!(matches!(state, Err(PgError::Unrecognized { .. })), "{state:?}");
+    let state = e.steppay.payment_state(&paid.pg_payment_id).await;
+    assert!(matches!(state, Ok(paycycle::pg::PaymentState::Paid { .. })), "{state:?}");
+}
+
 #[tokio::test]
 async fn steppay_fault_classes() {
     let e = env().await;

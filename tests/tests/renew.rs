@@ -575,7 +575,7 @@ async fn an_approved_charge_is_recorded_even_when_its_commit_loses_a_race() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     // verify hears of the charge meanwhile and notes a payment id on the pending attempt.
     let charge_id = paycycle::domain::attempt::ChargeId::new(s.id().clone(), 1, 1).unwrap();
-    e.store.hint_attempt(&charge_id, "hinted-by-a-webhook").await.unwrap();
+    e.store.hint_attempt(&charge_id, "hinted-by-a-webhook", false).await.unwrap();
     let r = ticking.await.unwrap();
     assert_eq!((r.charged, r.errors), (1, 0), "{r:?}");
     assert_eq!(e.store.payments_of_subscription(s.id()).await.unwrap().len(), 1, "recorded in the same tick");
@@ -623,7 +623,7 @@ async fn needs_review_is_resolved_by_a_later_steppay_hint_and_can_be_canceled() 
     // A verified StepPay webhook naming the payment arrives after review: renew records it.
     let (s, id_key) = e.in_review("sub_rev").await;
     let charge_id = paycycle::domain::attempt::ChargeId::new(s.id().clone(), 1, 1).unwrap();
-    e.store.hint_attempt(&charge_id, &id_key).await.unwrap();
+    e.store.hint_attempt(&charge_id, &id_key, true).await.unwrap();
     let r = e.tick_at(later, &e.deps).await;
     assert_eq!(r.resolved, 1, "{r:?}");
     let after = e.get("sub_rev").await;
@@ -639,10 +639,38 @@ async fn needs_review_is_resolved_by_a_later_steppay_hint_and_can_be_canceled() 
     let (status, v) = partner.post("/subscriptions/sub_revc/cancel", &json!({}), None).await;
     assert_eq!((status, v["state"].as_str()), (200, Some("canceled")), "{v}");
     let charge_id = paycycle::domain::attempt::ChargeId::new(s.id().clone(), 1, 1).unwrap();
-    e.store.hint_attempt(&charge_id, &id_key).await.unwrap();
+    e.store.hint_attempt(&charge_id, &id_key, true).await.unwrap();
     let r = e.tick_at(later, &e.deps).await;
     assert_eq!(r.resolved, 1, "{r:?}");
     assert_eq!(e.get("sub_revc").await.subscription.state, SubscriptionState::Canceled);
+    assert_eq!(e.store.payments_of_subscription(s.id()).await.unwrap().len(), 1, "the approved charge is recorded");
+}
+
+/// One StepPay charge id can carry a declined try and then the payment that took the money: the
+/// declined one's hint (`payment.failed`) must not keep the paid one's out — renew would look up
+/// the declined payment and settle an approved charge as declined. A paid hint replaces a failed
+/// one; a failed hint never replaces a paid one.
+#[tokio::test]
+async fn a_paid_steppay_hint_replaces_a_failed_one_so_the_approved_charge_is_recorded() {
+    let e = env().await;
+    let (s, id_key) = e.in_review("sub_hintpaid").await;
+    let charge_id = paycycle::domain::attempt::ChargeId::new(s.id().clone(), 1, 1).unwrap();
+    e.store.hint_attempt(&charge_id, "idkey-of-a-declined-try", false).await.unwrap();
+    e.store.hint_attempt(&charge_id, &id_key, true).await.expect("the paid payment's hint replaces the declined one's");
+    assert!(
+        matches!(
+            e.store.hint_attempt(&charge_id, "idkey-of-another-declined-try", false).await,
+            Err(paycycle::store::StoreError::Conflict(_))
+        ),
+        "a failed hint never replaces a paid one"
+    );
+    let r = e.tick_at(kst(2027, 2, 20, 0), &e.deps).await;
+    assert_eq!(r.resolved, 1, "{r:?}");
+    let after = e.get("sub_hintpaid").await;
+    assert_eq!(
+        (after.subscription.state, after.subscription.current_period.unwrap().index),
+        (SubscriptionState::Active, 1)
+    );
     assert_eq!(e.store.payments_of_subscription(s.id()).await.unwrap().len(), 1, "the approved charge is recorded");
 }
 

@@ -26,7 +26,7 @@ use paycycle::pg::steppay::parse_amount;
 use paycycle::pg::{Gateways, Payer, PgCustomer, PgError};
 use paycycle::store::api_keys::ApiKeyRecord;
 use paycycle::store::checkouts::{CHECKOUT_RETENTION, CheckoutRecord, CheckoutStatus};
-use paycycle::store::pg_customers::PgCustomerClaim;
+use paycycle::store::pg_customers::{ClaimToken, PgCustomerClaim};
 use paycycle::store::{Store, sha256_hex};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -260,19 +260,30 @@ async fn steppay_customer(deps: &Deps, partner_id: &str, customer: &Customer) ->
             .map_err(store_unavailable)?;
         match claim {
             PgCustomerClaim::Known(c) => return Ok(c),
-            PgCustomerClaim::Claimed => return create_steppay_customer(deps, partner_id, customer).await,
+            PgCustomerClaim::Claimed(token) => {
+                return create_steppay_customer(deps, partner_id, customer, &token).await;
+            }
             PgCustomerClaim::Busy => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
         }
     }
-    Err(ApiError::conflict(
+    Err(customer_in_progress())
+}
+
+fn customer_in_progress() -> ApiError {
+    ApiError::conflict(
         "customer_in_progress",
         "another checkout is creating this customer at StepPay; retry in a few seconds",
-    ))
+    )
 }
 
 /// Creates the claimed customer at StepPay and records StepPay's ids. A refusal created nothing
 /// and gives the claim up; no answer keeps it until its lease ends (StepPay may have created it).
-async fn create_steppay_customer(deps: &Deps, partner_id: &str, customer: &Customer) -> Result<PgCustomer, ApiError> {
+async fn create_steppay_customer(
+    deps: &Deps,
+    partner_id: &str,
+    customer: &Customer,
+    claim: &ClaimToken,
+) -> Result<PgCustomer, ApiError> {
     // StepPay requires an email (`CustomerCreateDTO.email*`): a stable placeholder when we have none.
     let placeholder = || {
         let h = sha256_hex(format!("{partner_id}:{}", customer.id).as_bytes());
@@ -280,14 +291,19 @@ async fn create_steppay_customer(deps: &Deps, partner_id: &str, customer: &Custo
     };
     let email = customer.email.clone().unwrap_or_else(placeholder);
     match deps.gateways.steppay.create_customer(&customer.name, &email, customer.phone.as_deref()).await {
-        Ok(created) => deps
-            .store
-            .record_pg_customer("steppay", partner_id, &customer.id, &created)
-            .await
-            .map_err(store_unavailable),
+        Ok(created) => {
+            deps.store.record_pg_customer("steppay", partner_id, &customer.id, claim, &created).await.map_err(|e| {
+                match e {
+                    // Our claim was taken over (slower than its lease): the other request records
+                    // its customer; this checkout is retried and uses it.
+                    paycycle::store::StoreError::Conflict(_) => customer_in_progress(),
+                    e => store_unavailable(e),
+                }
+            })
+        }
         Err(e) => {
             if matches!(e, PgError::Invalid(_) | PgError::Config { .. }) {
-                if let Err(release) = deps.store.release_pg_customer("steppay", partner_id, &customer.id).await {
+                if let Err(release) = deps.store.release_pg_customer("steppay", partner_id, &customer.id, claim).await {
                     tracing::warn!(error = %release, "StepPay customer claim not released; its lease ends it");
                 }
             }

@@ -29,6 +29,7 @@ use paycycle::domain::subscription::{
 use paycycle::events::EventPublisher;
 use paycycle::money::Krw;
 use paycycle::pg::Gateways;
+use paycycle::pg::steppay::transformers::SubscriptionStatus;
 use paycycle::store::api_keys::ApiKeyRecord;
 use paycycle::store::outbox::subscription_events;
 use paycycle::store::stream::{item_from_json, item_to_json};
@@ -310,10 +311,32 @@ async fn at_steppay_first(
         Action::Resume => (steppay.resume_subscription(pg_sub).await, "resume"),
         Action::Plan => return Ok(()),
     };
-    result.map_err(|e| {
-        tracing::warn!(error = %e, action = what, "StepPay did not change the subscription");
-        ApiError::new(StatusCode::BAD_GATEWAY, "pg_error", format!("StepPay did not {what} it, nothing changed: {e}"))
-    })
+    let Err(e) = result else { return Ok(()) };
+    // StepPay may already be where we ask it to go: an earlier try of this same change was made
+    // at StepPay and then lost its write here (a concurrent change, a crash). StepPay's own
+    // status says so, and the retry then only records it here — it converges.
+    if let Ok(status) = steppay.subscription(pg_sub).await {
+        if already_at_steppay(action, at_period_end, status) {
+            tracing::info!(action = what, ?status, "StepPay is already where this change asks: recorded here");
+            return Ok(());
+        }
+    }
+    tracing::warn!(error = %e, action = what, "StepPay did not change the subscription");
+    Err(ApiError::new(StatusCode::BAD_GATEWAY, "pg_error", format!("StepPay did not {what} it, nothing changed: {e}")))
+}
+
+/// Whether StepPay's subscription status (`GET /api/v1/subscriptions/{id}`, merge/v1.json) is
+/// already the one `action` asks for: the change was made there before.
+fn already_at_steppay(action: Action, at_period_end: bool, status: SubscriptionStatus) -> bool {
+    use SubscriptionStatus as Pg;
+    match (action, at_period_end) {
+        (Action::Pause, false) => status == Pg::Pause,
+        (Action::Pause, true) => status == Pg::PendingPause,
+        (Action::Resume, _) => status == Pg::Active,
+        (Action::Cancel, false) => matches!(status, Pg::Canceled | Pg::Expired),
+        (Action::Cancel, true) => status == Pg::PendingCancel,
+        (Action::Plan, _) => false,
+    }
 }
 
 fn new_plan(current: &Plan, body: &Value) -> Result<Plan, ApiError> {

@@ -557,11 +557,14 @@ pub async fn paid_after_failure(
     hint: Option<String>,
     now: Timestamp,
 ) -> Result<Option<PaymentRecord>, VerifyError> {
-    if c.status != CheckoutStatus::Failed || c.pg != PgMode::Payple {
+    if c.status != CheckoutStatus::Failed || !matches!(c.pg, PgMode::Payple | PgMode::SteppayManaged) {
         return Err(VerifyError::Mismatch(format!("checkout {} is not a failed Payple checkout", c.checkout_id)));
     }
     if c.payment_id.is_some() {
         return Ok(None);
+    }
+    if c.pg == PgMode::SteppayManaged {
+        return steppay_order_after_failure(deps, &c, oid).await.map(Some);
     }
     let hints: Vec<String> = hint.into_iter().chain(send_dates(&c)).collect();
     match deps.gateways.payple.find_payment(oid, hints, c.created_at).await.map_err(VerifyError::Pg)? {
@@ -576,6 +579,28 @@ pub async fn paid_after_failure(
         Some(Found { state: other, .. }) => Err(VerifyError::NotPaid(format!("Payple's record of {oid}: {other:?}"))),
         None => Err(VerifyError::NotPaid(format!("Payple has no payment {oid}"))),
     }
+}
+
+/// StepPay managed: the failed checkout's order (`oid`, its code) was paid after all — the
+/// customer can pay the same order again on StepPay's pay page. StepPay's order lookup decides;
+/// what it confirms paid (of any amount) is kept on the failed checkout.
+async fn steppay_order_after_failure(deps: &Deps, c: &CheckoutRecord, oid: &str) -> Result<PaymentRecord, VerifyError> {
+    if c.pg_reference.as_deref() != Some(oid) {
+        return Err(VerifyError::Mismatch(format!("order {oid} is not checkout {}'s", c.checkout_id)));
+    }
+    let charged = match deps.gateways.steppay.verify_order(oid, c.plan.amount).await {
+        Ok(FirstPayment { charged: Some(charged), .. }) | Err(PgError::PaidOtherAmount { charged, .. }) => charged,
+        Ok(FirstPayment { charged: None, .. }) => return Err(VerifyError::NotPaid(format!("order {oid} is not paid"))),
+        Err(PgError::NotPaid(why)) => return Err(VerifyError::NotPaid(why)),
+        Err(PgError::NotFound) => return Err(VerifyError::NotPaid(format!("StepPay has no order {oid}"))),
+        Err(e) => return Err(VerifyError::Pg(e)),
+    };
+    let why = format!(
+        "{}; then StepPay confirmed order {oid} paid {}: recorded for a refund",
+        c.failure.as_deref().unwrap_or("failed"),
+        charged.amount
+    );
+    keep_on_failed_checkout(deps, c, &charged, PaymentDetails::default(), why).await
 }
 
 fn already_used(e: StoreError) -> VerifyError {

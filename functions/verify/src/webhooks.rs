@@ -7,7 +7,7 @@ use paycycle::domain::attempt::ChargeId;
 use paycycle::domain::customer::PgMode;
 use paycycle::domain::events::EventKind;
 use paycycle::domain::payment::RefundStatus;
-use paycycle::domain::subscription::{SubscriptionState, Transition};
+use paycycle::domain::subscription::{PauseWhen, Subscription, SubscriptionState, Transition, TransitionError};
 use paycycle::money::Krw;
 use paycycle::pg::PgError;
 use paycycle::pg::steppay::transformers::WebhookType;
@@ -67,6 +67,16 @@ fn from_verify(r: Result<first::Completed, VerifyError>) -> Verdict {
         Err(VerifyError::InProgress) => Verdict::Retry("another verify holds the checkout".into()),
         Err(VerifyError::Pg(e)) => from_pg(e),
         Err(VerifyError::Store(e)) => from_store(e),
+    }
+}
+
+/// `order.payment_completed` claims a payment: StepPay's lookup saying "not paid" or "no such
+/// order" may be lag, and the event's dedupe key has no timestamp — refused now, a genuine payment
+/// would be lost for good. Asked again instead (backoff, alarmed after a day like every retry).
+fn paid_claim(completed: bool, e: VerifyError) -> Verdict {
+    match e {
+        VerifyError::NotPaid(m) if completed => Verdict::Retry(format!("order.payment_completed, not paid (yet): {m}")),
+        e => from_verify(Err(e)),
     }
 }
 
@@ -226,7 +236,9 @@ async fn steppay_payment(deps: &Deps, kind: WebhookType, id_key: &str, now: Time
         if receipt.payment_date.is_none() && !failed {
             return ignored(format!("renewal charge {charge_id} is neither paid nor failed at StepPay"));
         }
-        return match deps.store.hint_attempt(&charge_id, id_key).await {
+        // A paid payment's hint replaces a declined try's (one charge id may carry both).
+        let paid = receipt.payment_date.is_some() && !failed;
+        return match deps.store.hint_attempt(&charge_id, id_key, paid).await {
             Ok(()) => verified(format!("renewal charge {charge_id} is {} at StepPay; renew resolves it", mask(id_key))),
             Err(StoreError::Conflict(_)) => ignored(format!("renewal charge {charge_id} is already settled")),
             Err(e) => from_store(e),
@@ -315,15 +327,17 @@ async fn record_external_refund(
 /// order is a forgery; an `order.updated` of an unpaid order is just not about a payment.
 async fn steppay_order(deps: &Deps, code: &str, completed: bool, now: Timestamp) -> Verdict {
     match deps.store.checkout_by_pg_reference(PgMode::SteppayManaged, code).await {
-        Ok(Some(checkout)) => {
-            let evidence = Evidence::SteppayOrder { order_code: code.to_string() };
-            return from_verify(first::complete(deps, checkout, &evidence, Source::Webhook, now).await);
-        }
+        Ok(Some(checkout)) => return checkout_order(deps, checkout, code, completed, now).await,
         Ok(None) => {}
         Err(e) => return from_store(e),
     }
     let order = match deps.gateways.steppay.order(code).await {
         Ok(o) => o,
+        Err(PgError::NotFound) if completed => {
+            return Verdict::Retry(format!(
+                "StepPay has no order {code} (yet): order.payment_completed is asked again"
+            ));
+        }
         Err(e) => return from_pg(e),
     };
     let pg_subscription = order
@@ -344,18 +358,18 @@ async fn steppay_order(deps: &Deps, code: &str, completed: bool, now: Timestamp)
     };
     let id = record.id().clone();
     if order.payment_date.is_none() {
-        if order.payment.as_ref().and_then(|p| p.error_code.as_ref()).is_none() {
-            return if completed {
-                rejected(format!("StepPay says order {code} is not paid"))
-            } else {
-                ignored(format!("order {code} is not paid (yet)"))
-            };
+        if completed {
+            // StepPay's lookup may lag its own webhook; the event's dedupe key has no timestamp,
+            // so a refusal now would lose a genuine payment for good. Asked again (with backoff,
+            // alarmed after a day) until StepPay says paid.
+            return Verdict::Retry(format!("StepPay does not say order {code} is paid (yet)"));
         }
-        let t = match record.subscription.renewal_failed_at_pg() {
-            Ok(t) => t,
-            Err(e) => return ignored(format!("failed renewal not applicable: {e}")),
-        };
-        return apply(deps, &record, t, now, format!("StepPay's renewal order {code} failed: past due")).await;
+        if order.payment.as_ref().and_then(|p| p.error_code.as_ref()).is_none() {
+            return ignored(format!("order {code} is not paid (yet)"));
+        }
+        // A failed renewal order says nothing about the subscription now (a replay of an old one
+        // must not set a paid subscription past due): StepPay's subscription status decides.
+        return steppay_subscription(deps, &pg_subscription, now).await;
     }
     let Some(id_key) = order.id_key.clone() else { return rejected(format!("paid order {code} without idKey")) };
     // What StepPay says was paid, a decimal (`19900.0`): read exactly, never defaulted — a renewal
@@ -384,22 +398,61 @@ async fn steppay_order(deps: &Deps, code: &str, completed: bool, now: Timestamp)
     .for_partner(&record.partner_id)
     // The renewal order, through which this payment is refunded.
     .with_pg_order(Some(code.to_string()));
+    record_renewal(deps, &record, &payment, code, &pg_subscription, now).await
+}
+
+/// Records a renewal payment StepPay confirmed (once per order: the payment is keyed by its
+/// idKey), with the subscription as StepPay's status makes it ([`renewal_transition`]).
+async fn record_renewal(
+    deps: &Deps,
+    record: &SubscriptionRecord,
+    payment: &PaymentRecord,
+    code: &str,
+    pg_subscription: &str,
+    now: Timestamp,
+) -> Verdict {
     if let Ok(Some(_)) = deps.store.get_payment(&payment.payment_id).await {
         return verified(format!("renewal order {code} is already recorded"));
     }
-    let t = match record.subscription.renewed_by_pg() {
-        Ok(t) => t,
-        Err(e) => return Verdict::Retry(format!("renewal not applicable yet: {e}")),
+    // What state the subscription is in is StepPay's to say (a pause or resume may have crossed
+    // this webhook): asked before anything is written.
+    let status = match deps.gateways.steppay.subscription(pg_subscription).await {
+        Ok(s) => s,
+        Err(e) => return Verdict::Retry(format!("StepPay's subscription {pg_subscription}: {e}")),
     };
-    let next = record.next(t.subscription);
-    let events = subscription_events(&next, &t.events, now, Some(&payment));
+    let (subscription, kinds) = renewal_transition(record, status, payment, now);
+    let next = record.next(subscription);
+    let events = subscription_events(&next, &kinds, now, Some(payment));
     let mut tx = deps.store.tx();
-    tx.put_payment_new(&payment).put_subscription_next(&next, None);
+    tx.put_payment_new(payment).put_subscription_next(&next, None);
     for e in &events {
         tx.put_outbox(e);
     }
     let already = format!("renewal order {code} is already recorded");
-    commit(deps, tx, &events, format!("StepPay renewed {id}: order {code}, {paid}"), Some(already)).await
+    let done = format!("StepPay renewed {}: order {code}, {}", record.id(), payment.amounts.paid);
+    commit(deps, tx, &events, done, Some(already)).await
+}
+
+/// The first order of a managed checkout: completes it by order lookup; on a checkout already
+/// failed, a payment StepPay confirms is still recorded (on the failed checkout, for a refund).
+async fn checkout_order(deps: &Deps, checkout: CheckoutRecord, code: &str, completed: bool, now: Timestamp) -> Verdict {
+    if checkout.status != CheckoutStatus::Failed {
+        let evidence = Evidence::SteppayOrder { order_code: code.to_string() };
+        return match first::complete(deps, checkout, &evidence, Source::Webhook, now).await {
+            Err(e) => paid_claim(completed, e),
+            ok => from_verify(ok),
+        };
+    }
+    let id = checkout.checkout_id.clone();
+    match first::paid_after_failure(deps, checkout, code, None, now).await {
+        Ok(Some(p)) => verified(format!(
+            "checkout {id} had failed, but StepPay confirms order {code} paid {}: recorded as payment {} for a refund (needs review)",
+            p.amounts.paid, p.payment_id
+        )),
+        Ok(None) => verified(format!("checkout {id} is failed and its payment is already recorded")),
+        Err(VerifyError::NotPaid(m)) if !completed => ignored(format!("checkout {id} is failed: {m}")),
+        Err(e) => paid_claim(completed, e),
+    }
 }
 
 /// Our subscription for a StepPay managed subscription id.
@@ -446,30 +499,70 @@ async fn steppay_subscription(deps: &Deps, pg_subscription: &str, now: Timestamp
     reconcile_managed(deps, &record, status, now).await
 }
 
-/// Brings a managed subscription to what StepPay says of it: UNPAID → past due, EXPIRED or
-/// CANCELED → canceled, ACTIVE after UNPAID → active again (the renewal order that paid it is
-/// recorded by its own `order.payment_completed`). Other statuses change nothing here.
+/// Brings a managed subscription to what StepPay says of it ([`follow_steppay`]).
 pub async fn reconcile_managed(
     deps: &Deps,
     record: &SubscriptionRecord,
     status: SubscriptionStatus,
     now: Timestamp,
 ) -> Verdict {
-    let s = &record.subscription;
-    let (t, what) = match status {
-        SubscriptionStatus::Unpaid => (s.renewal_failed_at_pg(), "UNPAID: past due"),
-        SubscriptionStatus::Expired | SubscriptionStatus::Canceled if s.state == SubscriptionState::Canceled => {
-            return verified("already canceled");
-        }
-        SubscriptionStatus::Expired | SubscriptionStatus::Canceled => {
-            (s.cancel(now, false), "ended at StepPay: canceled")
-        }
-        SubscriptionStatus::Active => (s.recovered_at_pg(), "ACTIVE again: recovered"),
-        other => return ignored(format!("StepPay subscription is {other:?}: nothing to mirror")),
+    match follow_steppay(&record.subscription, status, now) {
+        Ok(Some((t, what))) => apply(deps, record, t, now, format!("StepPay subscription {what}")).await,
+        Ok(None) => ignored(format!("StepPay subscription is {status:?}: nothing to mirror")),
+        Err(e) => ignored(format!("StepPay's status {status:?} does not apply to {}: {e}", record.subscription.state)),
+    }
+}
+
+/// What StepPay's status (`GET /api/v1/subscriptions/{id}`, merge/v1.json) makes of a managed
+/// subscription here — StepPay renews it, so its state is StepPay's: UNPAID → past due, EXPIRED
+/// or CANCELED → canceled, ACTIVE → active (after UNPAID: recovered; paused here: resumed, e.g.
+/// by a `whenToResume` or in StepPay's portal), PAUSE while active here → paused now. The renewal
+/// order that paid it is recorded by its own `order.payment_completed`. `None`: nothing to mirror.
+fn follow_steppay(
+    s: &Subscription,
+    status: SubscriptionStatus,
+    now: Timestamp,
+) -> Result<Option<(Transition, &'static str)>, TransitionError> {
+    use SubscriptionStatus as Pg;
+    let t = match (status, s.state) {
+        (Pg::Unpaid, _) => (s.renewal_failed_at_pg()?, "UNPAID: past due"),
+        (Pg::Expired | Pg::Canceled, SubscriptionState::Canceled) => return Ok(None),
+        (Pg::Expired | Pg::Canceled, _) => (s.cancel(now, false)?, "ended at StepPay: canceled"),
+        (Pg::Active, SubscriptionState::Paused) => (s.resume(now)?, "ACTIVE at StepPay: resumed"),
+        (Pg::Active, _) => (s.recovered_at_pg()?, "ACTIVE again: recovered"),
+        (Pg::Pause, SubscriptionState::Active) => (s.pause(now, PauseWhen::Now)?, "PAUSE at StepPay: paused"),
+        _ => return Ok(None),
     };
-    match t {
-        Ok(t) => apply(deps, record, t, now, format!("StepPay subscription {what}")).await,
-        Err(e) => ignored(format!("StepPay's status {status:?} does not apply to {}: {e}", s.state)),
+    Ok(Some(t))
+}
+
+/// A renewal StepPay charged, as it applies here: always a payment (an approved charge is always
+/// recorded); the period it paid is added in every state that has one (paused included); then
+/// the state follows StepPay's `status`. Where no renewal applies (canceled here, …) only the
+/// payment is recorded, the subscription unchanged, and the needs-review alarm names it.
+fn renewal_transition(
+    record: &SubscriptionRecord,
+    status: SubscriptionStatus,
+    payment: &PaymentRecord,
+    now: Timestamp,
+) -> (Subscription, Vec<EventKind>) {
+    let renewed = match record.subscription.renewed_by_pg() {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(alarm = "paycycle_needs_review", subscription_id = %record.id(),
+                payment_id = %payment.payment_id, amount = %payment.amounts.paid, reason = %e,
+                "StepPay charged a renewal of a subscription that cannot renew here: recorded as a payment (refund it via POST /payments/{{id}}/refunds if due)");
+            return (record.subscription.clone(), vec![EventKind::PaymentSucceeded]);
+        }
+    };
+    let mut kinds = renewed.events;
+    match follow_steppay(&renewed.subscription, status, now) {
+        Ok(Some((t, _))) => {
+            let more: Vec<EventKind> = t.events.into_iter().filter(|k| !kinds.contains(k)).collect();
+            kinds.extend(more);
+            (t.subscription, kinds)
+        }
+        Ok(None) | Err(_) => (renewed.subscription, kinds),
     }
 }
 

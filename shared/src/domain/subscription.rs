@@ -532,16 +532,28 @@ impl Subscription {
     }
 
     /// The PG renewed a PG-managed subscription (StepPay managed order webhook, verified by lookup).
+    /// The PG took the money, so the renewal is recorded in every state that has a paid period to
+    /// extend. Paused here (a pause overtook the renewal's webhook, or the PG renewed a
+    /// subscription it resumed itself): the period is paid and stays paused, its unused time
+    /// credited on resume; whether it is active again is the PG's status to say, applied by the
+    /// caller after this.
     pub fn renewed_by_pg(&self) -> Result<Transition> {
+        use SubscriptionState::{Active, PastDue, Paused};
         if self.renewer != Renewer::Pg {
             return Err(TransitionError::RenewedByPaycycle);
         }
-        self.require(&[SubscriptionState::Active, SubscriptionState::PastDue], "record a PG renewal for")?;
+        self.require(&[Active, PastDue, Paused], "record a PG renewal for")?;
         let paid = self.current_period.ok_or(self.illegal("renew"))?;
         let period = self.schedule("renew")?.period(paid.index + 1)?;
         let mut next = self.clone();
-        next.state = SubscriptionState::Active;
         next.current_period = Some(period);
+        if self.state == Paused {
+            if let Some(p) = next.pause.as_mut() {
+                p.credit = unused_time(period.end, p.at);
+            }
+        } else {
+            next.state = Active;
+        }
         next.done(vec![EventKind::PaymentSucceeded, EventKind::SubscriptionRenewed])
     }
 

@@ -33,8 +33,13 @@ pub struct PgCustomerRecord {
     pub pg_customer_id: Option<String>,
     /// The PG's customer code (StepPay `CustomerV1DTO.code`).
     pub pg_customer_code: Option<String>,
-    /// Epoch milliseconds after which a `CREATING` claim may be taken over.
+    /// Epoch milliseconds after which a `CREATING` claim may be taken over. Absent (an item an
+    /// older `record_pg_customer` wrote by update) reads as 0: no lease, nothing lost.
+    #[serde(default)]
     pub lease_until: i64,
+    /// The claimant's token while `CREATING`: only it records over or releases its claim.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 /// The outcome of [`Store::claim_pg_customer`].
@@ -42,11 +47,17 @@ pub struct PgCustomerRecord {
 pub enum PgCustomerClaim {
     /// Already created at the PG: use it.
     Known(PgCustomer),
-    /// Ours to create at the PG, then [`Store::record_pg_customer`].
-    Claimed,
+    /// Ours to create at the PG, then [`Store::record_pg_customer`] (or
+    /// [`Store::release_pg_customer`]) with this claim's token.
+    Claimed(ClaimToken),
     /// Another request is creating it right now.
     Busy,
 }
+
+/// Who holds a `CREATING` claim: a claim taken over (its lease ran out) is no longer the first
+/// claimant's to record over or release.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimToken(String);
 
 fn pk(pg: &str, partner_id: &str, customer_id: &str) -> String {
     format!("PGCUS#{pg}#{partner_id}#{}", sha256_hex(customer_id.as_bytes()))
@@ -73,11 +84,13 @@ impl Store {
         if let Some(found) = self.pg_customer(&pk).await? {
             return Ok(PgCustomerClaim::Known(found));
         }
+        let token = ClaimToken(crate::ids::random_base32(26));
         let record = PgCustomerRecord {
             status: PgCustomerStatus::Creating,
             pg_customer_id: None,
             pg_customer_code: None,
             lease_until: now.saturating_add(lease).unwrap_or(now).as_millisecond(),
+            owner: Some(token.0.clone()),
         };
         let put = self
             .table
@@ -94,7 +107,7 @@ impl Store {
             .send()
             .await;
         match put {
-            Ok(_) => Ok(PgCustomerClaim::Claimed),
+            Ok(_) => Ok(PgCustomerClaim::Claimed(token)),
             Err(e) => match super::conditional(e, StoreError::AlreadyExists(pk.clone())) {
                 StoreError::AlreadyExists(_) => {
                     Ok(self.pg_customer(&pk).await?.map_or(PgCustomerClaim::Busy, PgCustomerClaim::Known))
@@ -104,31 +117,41 @@ impl Store {
         }
     }
 
-    /// Records the PG's ids of a customer this request claimed. If another request recorded first,
-    /// its mapping stands and is returned (ours is then a duplicate at the PG, never a lost one).
+    /// Records the PG's ids of a customer this request claimed (`claim`): over its own claim, or
+    /// where no item is left (the claim was released meanwhile). If another request recorded
+    /// first, its mapping stands and is returned (ours is then a duplicate at the PG, never a lost
+    /// one); a claim another request took over is `Conflict` (that request records its own).
     pub async fn record_pg_customer(
         &self,
         pg: &str,
         partner_id: &str,
         customer_id: &str,
+        claim: &ClaimToken,
         created: &PgCustomer,
     ) -> Result<PgCustomer, StoreError> {
         let pk = pk(pg, partner_id, customer_id);
+        // The whole record, never a partial update: the claim may be gone (released, or taken
+        // over and released) by the time a slow creation is recorded, and an item written field
+        // by field would then miss what every read decodes.
+        let record = PgCustomerRecord {
+            status: PgCustomerStatus::Created,
+            pg_customer_id: Some(created.id.clone()),
+            pg_customer_code: Some(created.code.clone()),
+            lease_until: 0,
+            owner: None,
+        };
         let update = self
             .table
             .client
-            .update_item()
+            .put_item()
             .table_name(&self.table.name)
-            .key(keys::PK, s(&pk))
-            .key(keys::SK, s(SK))
-            .update_expression("SET #status = :created, pg_customer_id = :id, pg_customer_code = :code")
-            .condition_expression("attribute_not_exists(#pk) OR #status = :creating")
+            .set_item(Some(to_item(&record, &pk, SK, "pg_customer")))
+            .condition_expression("attribute_not_exists(#pk) OR (#status = :creating AND #owner = :owner)")
             .expression_attribute_names("#pk", keys::PK)
             .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":created", s("CREATED"))
+            .expression_attribute_names("#owner", "owner")
             .expression_attribute_values(":creating", s("CREATING"))
-            .expression_attribute_values(":id", s(&created.id))
-            .expression_attribute_values(":code", s(&created.code))
+            .expression_attribute_values(":owner", s(&claim.0))
             .send()
             .await;
         match update {
@@ -140,8 +163,15 @@ impl Store {
         }
     }
 
-    /// Gives a claim up after a PG answer that created nothing, so the next request may try.
-    pub async fn release_pg_customer(&self, pg: &str, partner_id: &str, customer_id: &str) -> Result<(), StoreError> {
+    /// Gives this request's claim up after a PG answer that created nothing, so the next request
+    /// may try. A claim another request took over is not ours to release (a no-op).
+    pub async fn release_pg_customer(
+        &self,
+        pg: &str,
+        partner_id: &str,
+        customer_id: &str,
+        claim: &ClaimToken,
+    ) -> Result<(), StoreError> {
         let pk = pk(pg, partner_id, customer_id);
         let delete = self
             .table
@@ -150,9 +180,11 @@ impl Store {
             .table_name(&self.table.name)
             .key(keys::PK, s(&pk))
             .key(keys::SK, s(SK))
-            .condition_expression("#status = :creating")
+            .condition_expression("#status = :creating AND #owner = :owner")
             .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#owner", "owner")
             .expression_attribute_values(":creating", s("CREATING"))
+            .expression_attribute_values(":owner", s(&claim.0))
             .send()
             .await;
         match delete {

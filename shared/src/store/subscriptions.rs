@@ -389,23 +389,36 @@ impl Store {
     }
 
     /// Notes the PG payment id a verified webhook named for a charge whose outcome is not
-    /// settled yet (pending or unknown), so renew can look it up. First hint wins. A subscription
-    /// renew stopped looking at (in review, or canceled in review) is woken in the same
-    /// transaction ([`Subscription::hint_arrived`]): the hint resolves it.
-    pub async fn hint_attempt(&self, charge_id: &ChargeId, pg_payment_id: &str) -> Result<(), StoreError> {
+    /// settled yet (pending or unknown), so renew can look it up. A failed payment's hint is kept
+    /// only if there is none yet; a `paid` one replaces any hint not itself paid — one charge id
+    /// may carry a declined try and then the paid one, and renew must look up the payment that
+    /// took the money, never settle the charge as declined by the other. A subscription renew
+    /// stopped looking at (in review, or canceled in review) is woken in the same transaction
+    /// ([`Subscription::hint_arrived`]): the hint resolves it.
+    pub async fn hint_attempt(&self, charge_id: &ChargeId, pg_payment_id: &str, paid: bool) -> Result<(), StoreError> {
         let pk = subscription_pk(charge_id.subscription());
-        let condition = Condition::new(
-            "attribute_exists(#pk) AND #status IN (:pending, :unknown) \
-             AND (attribute_not_exists(pg_payment_hint) OR attribute_type(pg_payment_hint, :null_type))",
-        )
-        .name("#pk", keys::PK)
-        .name("#status", "status")
-        .value(":null_type", s("NULL"))
-        .value(":hint", s(pg_payment_id))
-        .value(":pending", s("pending"))
-        .value(":unknown", s("unknown"));
+        let none_yet = "attribute_not_exists(pg_payment_hint) OR attribute_type(pg_payment_hint, :null_type)";
+        let which = if paid {
+            format!("({none_yet} OR (attribute_not_exists(pg_payment_hint_paid) AND pg_payment_hint <> :hint))")
+        } else {
+            format!("({none_yet})")
+        };
+        let condition =
+            Condition::new(format!("attribute_exists(#pk) AND #status IN (:pending, :unknown) AND {which}"))
+                .name("#pk", keys::PK)
+                .name("#status", "status")
+                .value(":null_type", s("NULL"))
+                .value(":hint", s(pg_payment_id))
+                .value(":pending", s("pending"))
+                .value(":unknown", s("unknown"));
+        let set = if paid {
+            "SET pg_payment_hint = :hint, pg_payment_hint_paid = :paid"
+        } else {
+            "SET pg_payment_hint = :hint"
+        };
+        let condition = if paid { condition.value(":paid", AttributeValue::Bool(true)) } else { condition };
         let mut tx = self.tx();
-        tx.update_if(&pk, &attempt_sk(charge_id), "SET pg_payment_hint = :hint", condition);
+        tx.update_if(&pk, &attempt_sk(charge_id), set, condition);
         if let Some(r) = self.get_subscription(charge_id.subscription()).await? {
             let ours = r
                 .subscription

@@ -267,6 +267,10 @@ pub enum Fault {
     /// documents promise read-after-write on these lookups, so a snapshot right after an
     /// ambiguous answer may lag like this.
     LookupLags,
+    /// A StepPay receipt that contradicts itself: `paymentStatus` COMPLETE with `paymentDate`
+    /// null. Only those two fields are documented (dev-docs `07-1`, `09-2`) and nothing promises
+    /// they agree at every moment; a client must not read it as a decline.
+    ReceiptWithoutPaymentDate,
     /// The charge is recorded, then the answer is held back past any sane client timeout.
     TimeoutAfterCharge,
     /// The charge is declined (a FAILED payment with its own idKey, no money moved), then the

@@ -475,6 +475,9 @@ pub async fn receipt(State(shared): Sh, headers: HeaderMap, Path(id_key): Path<S
             v["paymentStatus"] = "CANCEL_PROGRESS".into();
             v["canceledAmount"] = Value::Null;
         }
+        if fault == Some(Fault::ReceiptWithoutPaymentDate) {
+            v["paymentDate"] = Value::Null;
+        }
         if fault == Some(Fault::LookupLags) {
             let latest = state.refunds.iter().rev().find(|r| r.pg == Pg::Steppay && r.charge_id == id_key);
             let before = c.refunded - latest.map_or(0, |r| r.amount);

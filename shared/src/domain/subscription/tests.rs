@@ -258,6 +258,24 @@ fn pg_managed_subscriptions_are_never_charged_by_paycycle() {
     assert_eq!(active_from(kst(2027, 1, 1, 0)).renewal_failed_at_pg().unwrap_err(), TransitionError::RenewedByPaycycle);
 }
 
+/// A renewal the PG charged is recorded on a paused PG-managed subscription too (a pause overtook
+/// its webhook): the period is paid, it stays paused, and the whole new period is credited on
+/// resume.
+#[test]
+fn a_pg_renewal_of_a_paused_subscription_extends_the_paid_period_and_its_credit() {
+    let s = fresh(Renewer::Pg).activate(kst(2027, 1, 31, 10)).unwrap().subscription;
+    let paused = s.pause(kst(2027, 2, 27, 10), PauseWhen::Now).unwrap().subscription;
+    let credit = paused.pause.as_ref().unwrap().credit;
+    let t = paused.renewed_by_pg().unwrap();
+    assert_eq!(t.events, [EventKind::PaymentSucceeded, EventKind::SubscriptionRenewed]);
+    assert_eq!(t.subscription.state, SubscriptionState::Paused);
+    let period = t.subscription.current_period.unwrap();
+    assert_eq!(period.index, 1);
+    let more = t.subscription.pause.as_ref().unwrap().credit;
+    assert_eq!(more, period.end.duration_since(kst(2027, 2, 27, 10)), "the new period's time is credited");
+    assert!(more > credit);
+}
+
 #[test]
 fn illegal_transitions_are_typed_errors() {
     let canceled = active_from(kst(2027, 1, 1, 0)).cancel(kst(2027, 1, 2, 0), false).unwrap().subscription;

@@ -199,7 +199,17 @@ impl SteppayClient {
             PaymentStatus::Standby | PaymentStatus::VirtualBankStandby | PaymentStatus::CmsStandby => {
                 PaymentState::Pending
             }
-            other => PaymentState::Failed { code: format!("{other:?}"), message: "no paymentDate".into() },
+            // A paid status without `paymentDate` contradicts itself: no answer, never a decline
+            // (a decline would move dunning on, and re-charge, a payment that may have been taken).
+            other @ (PaymentStatus::Complete
+            | PaymentStatus::PartialCanceled
+            | PaymentStatus::CancelProgress
+            | PaymentStatus::CanceledFail) => {
+                return Err(PgError::Unrecognized {
+                    code: format!("{other:?}"),
+                    message: "StepPay's receipt says the payment went through but shows no paymentDate".into(),
+                });
+            }
         })
     }
 
@@ -362,14 +372,16 @@ impl SteppayClient {
     pub async fn verify_order(&self, order_code: &str, expected: Krw) -> Result<FirstPayment, PgError> {
         let o = self.order(order_code).await?;
         if o.payment_date.is_none() {
-            return Err(match o.payment.filter(|p| p.error_code.is_some()) {
-                Some(p) => PgError::VerificationFailed(format!(
-                    "order payment failed ({}): {}",
+            // Never a failure for good: a declined try leaves the order open, and the customer can
+            // pay the same order again on StepPay's pay page (`/api/public/orders/{code}/pay`).
+            return Err(PgError::NotPaid(match o.payment.filter(|p| p.error_code.is_some()) {
+                Some(p) => format!(
+                    "order {order_code} is not paid; its last try failed ({}): {}",
                     p.error_code.unwrap_or_default(),
                     p.error_message.unwrap_or_default()
-                )),
-                None => PgError::NotPaid(format!("order {order_code} is not paid")),
-            });
+                ),
+                None => format!("order {order_code} is not paid"),
+            }));
         }
         let paid = amount(o.paid_amount.as_deref(), "paidAmount")?;
         let id_key = o.id_key.clone().ok_or_else(|| PgError::Unrecognized {
