@@ -1,5 +1,8 @@
-//! Review of issue 21 (branch review21): failing tests that prove money moved wrongly by the
-//! merged diff. Each test is named after the invariant it guards.
+//! StepPay managed mode against a hostile order of events (issue 21's review): a renewal StepPay
+//! confirms is recorded whatever our state, our state follows StepPay's subscription and never an
+//! order alone, a declined try keeps the checkout open, lifecycle retries converge, the StepPay
+//! customer mapping survives its claim, and amounts are read exactly. Each test was written failing
+//! first, by a reviewer, and is named after the invariant it guards.
 
 use jiff::Timestamp;
 use paycycle::domain::attempt::SubscriptionId;
