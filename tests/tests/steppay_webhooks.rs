@@ -4,6 +4,12 @@
 //! signature is never refused for its age, two updates of one subscription are two events, a
 //! managed subscription follows what StepPay answers for it (never the webhook's body), and a self
 //! renewal left unknown is settled by its `payment.failed` webhook — declined, and dunning goes on.
+//!
+//! Then managed mode against a hostile order of events (issue 21's review, each test written
+//! failing first): a renewal StepPay confirms is recorded whatever our state, our state follows
+//! StepPay's subscription and never an order alone, a declined try keeps the checkout open,
+//! lifecycle retries converge, the StepPay customer mapping survives its claim, and amounts are
+//! read exactly.
 
 use jiff::{SignedDuration, Timestamp};
 use paycycle::domain::attempt::SubscriptionId;
@@ -81,12 +87,14 @@ impl Env {
         self.store.get_subscription(id).await.unwrap().unwrap().subscription.state.as_str().to_string()
     }
 
-    /// A StepPay managed subscription, paid and active: (ours, StepPay's id).
-    async fn managed_active(&self) -> (SubscriptionId, String) {
+    /// A StepPay managed subscription of customer `customer_id`, paid and active: (ours, StepPay's id).
+    async fn managed_active(&self, customer_id: &str) -> (SubscriptionId, String) {
         self.sandbox.steppay_price("prod_pro", "price_monthly", 19_900).await;
+        let mut customer = customer();
+        customer["id"] = json!(customer_id);
         let c = self
             .partner
-            .checkout(&json!({"pg": "steppay_managed", "customer": customer(), "plan": plan(19_900),
+            .checkout(&json!({"pg": "steppay_managed", "customer": customer, "plan": plan(19_900),
                 "return_url": "https://shop.example.com/ok", "error_url": "https://shop.example.com/err",
                 "steppay": {"product_code": "prod_pro", "price_code": "price_monthly"}}))
             .await;
@@ -162,7 +170,7 @@ async fn two_updates_of_one_steppay_subscription_are_two_events_and_a_resend_is_
 #[tokio::test]
 async fn a_managed_subscription_follows_what_steppay_answers_for_it_not_the_webhook_body() {
     let e = env().await;
-    let (id, pg_sub) = e.managed_active().await;
+    let (id, pg_sub) = e.managed_active("cus_1").await;
 
     // A validly signed subscription.updated claiming CANCELED while StepPay answers ACTIVE: the
     // lookup decides, nothing changes.
@@ -242,4 +250,294 @@ async fn a_steppay_self_renewal_left_unknown_is_settled_as_declined_by_its_payme
     assert_eq!(attempt.status.name(), "declined", "{:?}", attempt.status);
     assert_eq!(e.sandbox.ledger().await["charges"].as_array().unwrap().len(), 1, "only the first payment");
     assert_eq!(e.store.payments_of_subscription(&id).await.unwrap().len(), 1);
+}
+
+/// StepPay renewed (and charged) a managed subscription; its `order.payment_completed` webhook
+/// arrives after the partner paused the subscription (now) at StepPay and here. The approved
+/// renewal must still be recorded: `renewed_by_pg` refuses a paused subscription, so verify
+/// answers Retry forever and the charge StepPay took is never a payment here.
+#[tokio::test]
+async fn an_approved_managed_renewal_is_recorded_even_when_a_pause_overtakes_its_webhook() {
+    let e = env().await;
+    let (id, pg_sub) = e.managed_active("cus_pause_race").await;
+
+    // StepPay renews and charges; its webhook is held (delivered late).
+    e.sandbox
+        .admin(
+            "/__admin/scenarios",
+            json!({"operation": "charge", "fault": {"kind": "webhook_out_of_order"}, "count": 1}),
+        )
+        .await;
+    e.sandbox.admin(&format!("/__admin/steppay/subscriptions/{pg_sub}/renew"), json!({})).await;
+    let charges = e.sandbox.ledger().await["charges"].as_array().unwrap().len();
+    assert_eq!(charges, 2, "StepPay took the first payment and the renewal");
+
+    // The partner pauses now: StepPay says yes (its subscription is ACTIVE), so it is paused here.
+    let (status, v) = e.partner.post(&format!("/subscriptions/{id}/pause"), &json!({}), None).await;
+    assert_eq!((status, v["state"].as_str()), (200, Some("paused")), "{v}");
+
+    // The renewal's webhook arrives now.
+    let before = e.deliveries();
+    e.sandbox.admin("/__admin/webhooks/flush", json!({})).await;
+    e.stack.settle_webhooks(before + 1).await;
+    for _ in 0..20 {
+        e.stack.drain_stream().await;
+    }
+    let paid = e.store.payments_of_subscription(&id).await.unwrap().len();
+    assert_eq!(paid, 2, "StepPay charged the renewal: it must be a payment here (first + renewal)");
+    // StepPay says PAUSE: it stays paused here, with the renewed period paid (credited on resume).
+    let s = e.store.get_subscription(&id).await.unwrap().unwrap().subscription;
+    assert_eq!((s.state.as_str(), s.current_period.map(|p| p.index)), ("paused", Some(1)));
+}
+
+/// A managed checkout's first order is declined once at StepPay; StepPay's `order.updated` for it
+/// (or a forged one: v2 signatures are off by default, `steppay_webhook_secrets: []`) is now
+/// verified against the order, which shows the payment error, and the checkout is failed for good.
+/// The customer then pays the same, still open, order on StepPay's pay page: StepPay took the
+/// money, its `order.payment_completed` arrives — and is "verified" against the failed checkout
+/// without recording anything. An approved charge must always be recorded.
+#[tokio::test]
+async fn an_approved_managed_first_payment_is_recorded_after_an_order_updated_for_an_earlier_decline() {
+    let e = env().await;
+    e.sandbox.steppay_price("prod_pro", "price_monthly", 19_900).await;
+    let c = e
+        .partner
+        .checkout(&json!({"pg": "steppay_managed",
+            "customer": {"id": "cus_retry", "name": "홍길동", "email": "hong@example.com"},
+            "plan": {"name": "Pro", "amount": 19_900, "interval": "month", "interval_count": 1},
+            "return_url": "https://shop.example.com/ok", "error_url": "https://shop.example.com/err",
+            "steppay": {"product_code": "prod_pro", "price_code": "price_monthly"}}))
+        .await;
+    let pay_url = c["steppay"]["pay_url"].as_str().unwrap().to_string();
+    let code = pay_url.split("/orders/").nth(1).unwrap().split('/').next().unwrap().to_string();
+
+    // First try: declined (no money moved); StepPay updates the order with the payment error.
+    e.sandbox
+        .admin(
+            "/__admin/scenarios",
+            json!({"operation": "charge", "fault": {"kind": "decline", "hard": false}, "count": 1}),
+        )
+        .await;
+    let redirect = e.sandbox.steppay_pay_page(&pay_url).await;
+    assert_eq!(redirect["status"], "error");
+    let updated = json!({"timestamp": Timestamp::now().as_millisecond(), "version": "v1", "event": "order.updated",
+        "data": {"id": 1, "code": code, "type": "RECURRING_INITIAL"}})
+    .to_string();
+    assert_eq!(e.post(&updated).await.0, 200);
+    for _ in 0..5 {
+        e.stack.drain_stream().await;
+    }
+
+    // Second try on the same order: paid at StepPay.
+    let before = e.deliveries();
+    let redirect = e.sandbox.steppay_pay_page(&pay_url).await;
+    assert_eq!(redirect["status"], "success");
+    e.stack.settle_webhooks(before + 1).await;
+    for _ in 0..5 {
+        e.stack.drain_stream().await;
+    }
+    assert_eq!(e.sandbox.ledger().await["charges"].as_array().unwrap().len(), 1, "StepPay took 19,900원 once");
+    let id: SubscriptionId = c["subscription_id"].as_str().unwrap().parse().unwrap();
+    let paid = e.store.payments_of_subscription(&id).await.unwrap().len();
+    let state = e.store.get_subscription(&id).await.unwrap().map(|r| r.subscription.state.as_str().to_string());
+    let checkout = e.store.get_checkout(c["id"].as_str().unwrap()).await.unwrap().unwrap();
+    assert_eq!(
+        paid, 1,
+        "the approved first payment is recorded (subscription {state:?}, checkout {:?}: {:?})",
+        checkout.status, checkout.failure
+    );
+}
+
+/// StepPay's renewal of a managed subscription is declined (UNPAID → past due here), then its
+/// retry is paid on a new order (ACTIVE → active here, period 1 recorded). A replay of the old,
+/// failed renewal order's `order.updated` (a portal re-send, or any replay: signatures have no age
+/// and the key holds the timestamp, so it is processed again) must change nothing: the subscription
+/// is paid and ACTIVE at StepPay. Verify asks StepPay about the *order* (failed, as it always will
+/// be), never about the subscription, and sets a paid subscription past due again.
+#[tokio::test]
+async fn a_replayed_order_updated_of_an_old_failed_renewal_does_not_set_a_paid_managed_subscription_past_due() {
+    let e = env().await;
+    let (id, pg_sub) = e.managed_active("cus_replay").await;
+    let mut n = e.deliveries();
+    e.sandbox
+        .admin(
+            "/__admin/scenarios",
+            json!({"operation": "charge", "fault": {"kind": "decline", "hard": false}, "count": 1}),
+        )
+        .await;
+    e.sandbox.admin(&format!("/__admin/steppay/subscriptions/{pg_sub}/renew"), json!({})).await;
+    n += 1;
+    e.stack.settle_webhooks(n).await;
+    assert_eq!(e.store.get_subscription(&id).await.unwrap().unwrap().subscription.state.as_str(), "past_due");
+    let failed_order = {
+        let state = e.stack.sandbox.shared.state.lock().unwrap();
+        let o = state.orders.iter().rev().find(|o| o.failed.is_some()).unwrap();
+        (o.order_id, o.order_code.clone())
+    };
+    e.sandbox.admin(&format!("/__admin/steppay/subscriptions/{pg_sub}/renew"), json!({})).await;
+    n += 2;
+    e.stack.settle_webhooks(n).await;
+    let record = e.store.get_subscription(&id).await.unwrap().unwrap();
+    assert_eq!((record.subscription.state.as_str(), record.subscription.current_period.unwrap().index), ("active", 1));
+
+    let replay = json!({"timestamp": Timestamp::now().as_millisecond(), "version": "v1", "event": "order.updated",
+        "data": {"id": failed_order.0, "code": failed_order.1, "type": "RECURRING", "subscriptions": [pg_sub.parse::<u64>().unwrap()]}})
+    .to_string();
+    assert_eq!(e.post(&replay).await.0, 200);
+    for _ in 0..5 {
+        e.stack.drain_stream().await;
+    }
+    let record = e.store.get_subscription(&id).await.unwrap().unwrap();
+    assert_eq!(
+        record.subscription.state.as_str(),
+        "active",
+        "StepPay says the subscription is ACTIVE and paid; an old order's failure decides nothing"
+    );
+}
+
+/// StepPay amounts arrive as JSON numbers (`19900.0`); `de_opt_string` turns them into text with
+/// `serde_json::Number::to_string` (no `arbitrary_precision`: through an f64) and
+/// `Krw::parse_pg_decimal` reads that text. A fraction below the float's resolution is gone
+/// before the exact parser sees it, and 2^53 + 1 written as a decimal becomes 2^53 and passes the
+/// `> 2^53` guard: neither is "parsed exactly".
+#[test]
+fn a_steppay_json_amount_is_read_exactly_or_refused() {
+    let as_steppay_sends = |json: &str| {
+        let v: Value = serde_json::from_str(json).unwrap();
+        let Value::Number(n) = v else { panic!("{json}") };
+        paycycle::pg::steppay::parse_amount(&n.to_string(), "paidAmount").map(|k| k.won())
+    };
+    assert_eq!(as_steppay_sends("19900.0"), Ok(19_900));
+    assert!(as_steppay_sends("19900.5").is_err());
+    assert!(
+        as_steppay_sends("19900.000000000000001").is_err(),
+        "a JSON amount with a fraction is not a whole number of won: {:?}",
+        as_steppay_sends("19900.000000000000001")
+    );
+    assert!(
+        as_steppay_sends("9007199254740993.0").is_err(),
+        "beyond 2^53 a decimal may not be the amount StepPay meant: {:?}",
+        as_steppay_sends("9007199254740993.0")
+    );
+}
+
+/// Paused here and at StepPay; StepPay then makes it ACTIVE again by itself (a `whenToResume`, or a
+/// resume in StepPay's portal: `subscription.updated`, confirmed by `GET /api/v1/subscriptions/{id}`)
+/// and renews it. Verify ignores ACTIVE for a paused subscription (`recovered_at_pg` wants active
+/// or past due) and then cannot apply the paid renewal (`renewed_by_pg` refuses paused): StepPay
+/// charged, nothing is recorded.
+#[tokio::test]
+async fn a_managed_renewal_steppay_charged_after_resuming_at_steppay_is_recorded() {
+    let e = env().await;
+    let (id, pg_sub) = e.managed_active("cus_resumed_at_pg").await;
+    let (status, v) = e.partner.post(&format!("/subscriptions/{id}/pause"), &json!({}), None).await;
+    assert_eq!((status, v["state"].as_str()), (200, Some("paused")), "{v}");
+
+    let mut n = e.deliveries();
+    e.sandbox.admin(&format!("/__admin/steppay/subscriptions/{pg_sub}/status"), json!({"status": "ACTIVE"})).await;
+    n += 1;
+    e.stack.settle_webhooks(n).await;
+    e.sandbox.admin(&format!("/__admin/steppay/subscriptions/{pg_sub}/renew"), json!({})).await;
+    n += 1;
+    e.stack.settle_webhooks(n).await;
+    for _ in 0..10 {
+        e.stack.drain_stream().await;
+    }
+    assert_eq!(e.sandbox.ledger().await["charges"].as_array().unwrap().len(), 2, "StepPay charged the renewal");
+    let paid = e.store.payments_of_subscription(&id).await.unwrap().len();
+    let state = e.store.get_subscription(&id).await.unwrap().unwrap().subscription.state;
+    assert_eq!(paid, 2, "the renewal StepPay charged is recorded (subscription {state})");
+    // StepPay says ACTIVE: active here again, the renewed period recorded.
+    let s = e.store.get_subscription(&id).await.unwrap().unwrap().subscription;
+    assert_eq!((s.state.as_str(), s.current_period.map(|p| p.index)), ("active", Some(1)));
+}
+
+/// A pause made at StepPay whose write here was lost (a concurrent change failed our conditional
+/// write after StepPay said yes): StepPay is PAUSE, we are still active, and StepPay refuses to
+/// pause a subscription that is not ACTIVE. The partner's retry must converge — StepPay's own
+/// status (`GET /api/v1/subscriptions/{id}`) shows the pause is made — instead of a 502 forever
+/// with the two sides disagreeing.
+#[tokio::test]
+async fn a_managed_pause_made_at_steppay_but_lost_here_converges_on_retry() {
+    let e = env().await;
+    let (id, pg_sub) = e.managed_active("cus_pause_lost").await;
+    {
+        // StepPay's side of the first try (no webhook: StepPay sends none for a pause it was asked).
+        let mut state = e.stack.sandbox.shared.state.lock().unwrap();
+        let sub = state.subscriptions.iter_mut().find(|s| s.id.to_string() == pg_sub).unwrap();
+        sub.status = "PAUSE".into();
+    }
+    let (status, v) = e.partner.post(&format!("/subscriptions/{id}/pause"), &json!({}), None).await;
+    assert_eq!((status, v["state"].as_str()), (200, Some("paused")), "{v}");
+    let (status, v) = e.partner.post(&format!("/subscriptions/{id}/resume"), &json!({}), None).await;
+    assert_eq!((status, v["state"].as_str()), (200, Some("active")), "{v}");
+}
+
+/// A StepPay customer created by a checkout whose claim was released meanwhile (its lease ran
+/// out, the next checkout took the claim over and released it after a refusal) is still recorded
+/// — `record_pg_customer` allows `attribute_not_exists` — but as an item without `lease_until`
+/// (and without what `to_item` writes), which no later read can decode: every later managed
+/// checkout of that customer fails on the store instead of using the customer.
+#[tokio::test]
+async fn a_recorded_steppay_customer_stays_readable_whatever_happened_to_its_claim() {
+    let e = env().await;
+    let lease = jiff::SignedDuration::from_secs(30);
+    use paycycle::store::pg_customers::PgCustomerClaim;
+    let now = Timestamp::now();
+    let Ok(PgCustomerClaim::Claimed(first)) =
+        e.store.claim_pg_customer("steppay", "partner_a", "cus_x", now, lease).await
+    else {
+        panic!("claimed")
+    };
+    // The first creation is slower than the lease: another checkout takes the claim over …
+    let later = now.checked_add(jiff::SignedDuration::from_secs(31)).unwrap();
+    let Ok(PgCustomerClaim::Claimed(second)) =
+        e.store.claim_pg_customer("steppay", "partner_a", "cus_x", later, lease).await
+    else {
+        panic!("taken over")
+    };
+    // … is refused by StepPay and gives it up …
+    e.store.release_pg_customer("steppay", "partner_a", "cus_x", &second).await.unwrap();
+    // … while the first creation succeeded at StepPay and is recorded.
+    let created = paycycle::pg::PgCustomer { id: "77".into(), code: "cust_77".into() };
+    assert_eq!(e.store.record_pg_customer("steppay", "partner_a", "cus_x", &first, &created).await.unwrap(), created);
+    let again = e.store.claim_pg_customer("steppay", "partner_a", "cus_x", Timestamp::now(), lease).await;
+    assert_eq!(again, Ok(PgCustomerClaim::Known(created)));
+}
+
+/// StepPay's `order.payment_completed` can arrive before StepPay's own order lookup says paid
+/// (its lookup may lag; nothing promises read-after-write). The event's dedupe key has no
+/// timestamp, so refused then, it would never be processed again and the payment would be lost
+/// (here StepPay sends no other webhook for it). It is asked again later and recorded then.
+#[tokio::test]
+async fn an_order_payment_completed_before_steppay_shows_the_order_paid_is_retried_and_recorded() {
+    let e = env().await;
+    e.sandbox.steppay_price("prod_pro", "price_monthly", 19_900).await;
+    let c = e
+        .partner
+        .checkout(&json!({"pg": "steppay_managed",
+            "customer": {"id": "cus_lag", "name": "홍길동", "email": "hong@example.com"},
+            "plan": {"name": "Pro", "amount": 19_900, "interval": "month", "interval_count": 1},
+            "return_url": "https://shop.example.com/ok", "error_url": "https://shop.example.com/err",
+            "steppay": {"product_code": "prod_pro", "price_code": "price_monthly"}}))
+        .await;
+    let pay_url = c["steppay"]["pay_url"].as_str().unwrap().to_string();
+    let code = c["steppay"]["order_code"].as_str().unwrap().to_string();
+    // Only the early webhook reaches us: StepPay's own delivery of it is lost.
+    e.sandbox.admin("/__admin/config", json!({"steppay_webhook_url": null})).await;
+    let early =
+        json!({"timestamp": Timestamp::now().as_millisecond(), "version": "v1", "event": "order.payment_completed",
+        "data": {"id": 1, "code": code, "type": "RECURRING_INITIAL"}})
+        .to_string();
+    assert_eq!(e.post(&early).await.0, 200);
+    e.stack.drain_stream().await;
+    let redirect = e.sandbox.steppay_pay_page(&pay_url).await;
+    assert_eq!(redirect["status"], "success");
+    assert_eq!(e.sandbox.ledger().await["charges"].as_array().unwrap().len(), 1, "StepPay took the money");
+
+    // verify's sweep asks again once the event's backoff is due.
+    let later = Timestamp::now().checked_add(jiff::SignedDuration::from_hours(1)).unwrap();
+    verify::sweep(&e.stack.functions.verify_deps(), later).await;
+    let id: SubscriptionId = c["subscription_id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(e.store.payments_of_subscription(&id).await.unwrap().len(), 1, "the approved first payment is recorded");
 }
