@@ -746,18 +746,22 @@ pub async fn cancel_subscription(State(shared): Sh, headers: HeaderMap, Path(id)
         Some(s) => {
             s.status = status.into();
             let s = s.clone();
-            // ProductApiresponse `{message, body}` (merge/v1.json, pg-shapes steppay/api-response.json).
-            let body = subscription_json(&state, &s);
-            Json(json!({"message": format!("구독이 {status} 상태가 되었습니다"), "body": body})).into_response()
+            api_response(StatusCode::OK, format!("구독이 {status} 상태가 되었습니다"), subscription_json(&state, &s))
         }
         None => error(StatusCode::NOT_FOUND, "SUBSCRIPTION_NOT_FOUND", "구독을 찾을 수 없습니다"),
     }
 }
 
+/// merge/v1.json `ProductApiresponse{message, body}` (pg-shapes steppay/api-response.json), the
+/// answer of subscription cancel/pause/active and order cancel; `body`'s fields are not documented.
+fn api_response(status: StatusCode, message: String, body: Value) -> Response {
+    (status, Json(json!({"message": message, "body": body}))).into_response()
+}
+
 /// `PATCH /api/v1/orders/{orderIdOrCode}/cancel` `ReqV1{requestPrice*, reason}` (merge/v1.json at
 /// 3ec8ceb9, `v1_cancelOrder`: "결제가 완료된 주문건은 환불되며, 그렇지 않은 주문은 취소됩니다"). 200
-/// `ProductApiresponse`, whose fields are not shown (unconfirmed): the sandbox answers `{result,
-/// message}`; clients rely on the 2xx alone. Faults: `operation: refund`.
+/// `ProductApiresponse{message, body}` ([`api_response`]); clients rely on the 2xx alone.
+/// Faults: `operation: refund`.
 pub async fn cancel_order(State(shared): Sh, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
     if let Err(r) = authorized(&shared, &headers, "Secret-Token") {
         return r;
@@ -791,8 +795,7 @@ pub async fn cancel_order(State(shared): Sh, headers: HeaderMap, Path(id): Path<
         }
     }
     hold_if_timeout(&shared, &fault).await;
-    // ProductApiresponse `{message, body}` (merge/v1.json); `body`'s fields are not documented.
-    Json(json!({"message": "주문이 취소되었습니다", "body": null})).into_response()
+    api_response(StatusCode::OK, "주문이 취소되었습니다".into(), Value::Null)
 }
 
 /// Changes a managed subscription's status if it is in one of `from` (merge/v1.json at 3ec8ceb9).
@@ -804,8 +807,7 @@ async fn lifecycle(shared: &Arc<Shared>, id: u64, from: &[&str], to: &str, ok: S
     match state.subscriptions.iter_mut().find(|s| s.id == id) {
         Some(s) if from.contains(&s.status.as_str()) => {
             s.status = to.into();
-            // ProductApiresponse `{message, body}` (merge/v1.json, pg-shapes steppay/api-response.json).
-            (ok, Json(json!({"message": format!("구독이 {to} 상태가 되었습니다"), "body": null}))).into_response()
+            api_response(ok, format!("구독이 {to} 상태가 되었습니다"), Value::Null)
         }
         Some(s) => error(
             StatusCode::BAD_REQUEST,
