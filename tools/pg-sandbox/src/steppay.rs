@@ -694,10 +694,11 @@ pub async fn get_order(State(shared): Sh, headers: HeaderMap, Path(id): Path<Str
 /// `GET /api/v1/subscriptions/{id}` (merge/v1.json `SubscriptionV1DTO`; pg-shapes
 /// steppay/subscription.json): the customer, the price plan as an object, the current period.
 fn subscription_json(state: &crate::state::State, s: &Subscription) -> Value {
+    // `SubscriptionCustomerV1DTO`: an order's customer without `createdAt`.
     let customer = state.customers.iter().find(|c| c.id == s.customer_id).map(|c| {
-        let [sms, email, kakao] = c.marketing;
-        json!({"id": c.id, "uuid": c.uuid, "code": c.code, "status": "NORMAL", "name": c.name, "email": c.email,
-            "phone": c.phone, "marketingSms": sms, "marketingEmail": email, "marketingKakao": kakao, "attributes": {}})
+        let mut customer = order_customer_json(c);
+        customer.as_object_mut().map(|m| m.remove("createdAt"));
+        customer
     });
     json!({
         "id": s.id, "status": s.status, "price": price_json(&s.price), "startDate": iso(s.start_date),
