@@ -671,7 +671,8 @@ fn order_subscription_json(s: &Subscription) -> Value {
     })
 }
 
-/// A price plan (merge/v1.json `PriceV1DTO`; pg-shapes leaves it untranscribed: an object).
+/// A price plan: merge/v1.json `PriceV1DTO`, an object pg-shapes does not transcribe (nothing of
+/// ours reads it), so the fields inside are the sandbox's own choice, not StepPay's.
 fn price_json(p: &crate::state::Price) -> Value {
     json!({"code": p.price_code, "price": decimal(p.amount), "planName": p.price_code, "productCode": p.product_code})
 }
