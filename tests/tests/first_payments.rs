@@ -199,7 +199,7 @@ async fn steppay_self_completes_from_its_webhook_alone() {
     let (status, v) =
         e.verify(c["id"].as_str().unwrap(), [("idKey".to_string(), json!(id_key))].into_iter().collect()).await;
     assert_eq!(status, 200);
-    assert_eq!(v["payment"]["id"], payment_id_for(paycycle::domain::customer::PgMode::SteppaySelf, &id_key));
+    assert_eq!(v["payment"]["id"], payment_id_for(paycycle::pg::PgMode::SteppaySelf, &id_key));
 }
 
 #[tokio::test]
@@ -624,7 +624,7 @@ async fn the_window_work_is_the_checkouts_so_a_pay_posted_as_auth_is_charged_onc
     let (status, v) = e.verify(id, result).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(e.charges().await.len(), 1, "one charge at the PG: the window's");
-    assert_eq!(v["payment"]["id"], payment_id_for(paycycle::domain::customer::PgMode::Payple, id));
+    assert_eq!(v["payment"]["id"], payment_id_for(paycycle::pg::PgMode::Payple, id));
     assert_eq!(v["payment"]["amount"], 9_900);
 }
 

@@ -48,7 +48,7 @@ async fn every_aws_call_each_function_makes_is_allowed_by_its_policy_in_the_temp
     // A full refund that cancels the subscription (the journey refunds only partly): its latest
     // payment, on the StepPay self customer.
     let store = stack.store().await;
-    let sub = report.subscriptions.iter().find(|s| s.pg == paycycle::domain::customer::PgMode::SteppaySelf).unwrap();
+    let sub = report.subscriptions.iter().find(|s| s.pg == paycycle::pg::PgMode::SteppaySelf).unwrap();
     let id = paycycle::domain::attempt::SubscriptionId::parse(&sub.subscription_id).unwrap();
     let latest = store.payments_of_subscription(&id).await.unwrap().into_iter().max_by_key(|p| p.paid_at).unwrap();
     let key = stack.create_api_key("iam", "default").await.unwrap();

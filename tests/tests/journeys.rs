@@ -4,7 +4,7 @@
 //! and cancels at period end, every API answer checked against openapi.yaml, and the sandbox's
 //! ledger reconciled with our table: zero differences.
 
-use paycycle::domain::customer::PgMode;
+use paycycle::pg::PgMode;
 use paycycle_dev::journey;
 use paycycle_dev::{LocalStack, Options};
 

@@ -11,9 +11,9 @@ use jiff::civil::date;
 use jiff::{SignedDuration, Timestamp};
 use paycycle::calendar::seoul;
 use paycycle::domain::attempt::SubscriptionId;
-use paycycle::domain::customer::PgMode;
+use paycycle::pg::PgMode;
 use paycycle::domain::subscription::SubscriptionState;
-use paycycle::pg::{Gateways, Payer};
+use paycycle::pg::{Registry, Payer};
 use paycycle::store::Store;
 use paycycle::store::subscriptions::SubscriptionRecord;
 use paycycle_dev::{LocalStack, Options};
@@ -24,7 +24,7 @@ struct Env {
     stack: LocalStack,
     store: Store,
     partner: Partner,
-    gateways: Gateways,
+    pgs: Registry,
 }
 
 async fn env() -> Env {
@@ -36,8 +36,8 @@ async fn env() -> Env {
     let bus = stack.provisioned.buses.values().next().unwrap().clone();
     let config =
         paycycle_dev::local_config(&stack.provisioned.table, &bus, &stack.sandbox.base_url(), Some(1_000)).unwrap();
-    let gateways = Gateways::new(&config, &paycycle_dev::local_secrets());
-    Env { stack, store, partner, gateways }
+    let pgs = Registry::new(&config, &paycycle_dev::local_secrets());
+    Env { stack, store, partner, pgs }
 }
 
 fn kst(y: i16, m: i8, d: i8, h: i8) -> Timestamp {
@@ -59,7 +59,7 @@ impl Env {
 
     async fn billing_key(&self, pg: PgMode) -> String {
         match pg {
-            PgMode::Payple => self.driver().payple_billing_key(&self.gateways.payple, &payer()).await,
+            PgMode::Payple => self.driver().payple_billing_key(&self.pgs.payple, &payer()).await,
             _ => self.driver().steppay_billing_key().await,
         }
     }
@@ -193,7 +193,7 @@ impl Env {
             goods: "Pro".into(),
             payer: payer(),
         };
-        let charged = self.gateways.charge(pg, &req).await.unwrap();
+        let charged = self.pgs.adapter(pg).charge(&req).await.unwrap().0;
         let p = paycycle::store::payments::PaymentRecord::paid(
             pg,
             &charged.pg_payment_id,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use paycycle::domain::attempt::{ChargeId, SubscriptionId};
-use paycycle::domain::customer::PgMode;
+use paycycle::pg::PgMode;
 use paycycle::money::Krw;
 use paycycle::pg::payple::PaypleClient;
 use paycycle::pg::steppay::SteppayClient;

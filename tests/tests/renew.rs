@@ -9,11 +9,12 @@ use jiff::{SignedDuration, Timestamp};
 use paycycle::calendar::{Interval, in_seoul, seoul};
 use paycycle::config::Config;
 use paycycle::domain::attempt::SubscriptionId;
-use paycycle::domain::customer::{Customer, PgMode};
+use paycycle::domain::customer::Customer;
+use paycycle::pg::PgMode;
 use paycycle::domain::subscription::{Plan, Subscription, SubscriptionState};
 use paycycle::events::EventPublisher;
 use paycycle::money::Krw;
-use paycycle::pg::{Gateways, Payer};
+use paycycle::pg::{Registry, Payer};
 use paycycle::store::Store;
 use paycycle::store::subscriptions::SubscriptionRecord;
 use paycycle_dev::{LocalStack, Options};
@@ -55,7 +56,7 @@ async fn renew_deps(stack: &LocalStack, store: &Store, pg_timeout_ms: u64) -> De
     let config = Config::from_lookup(|k| vars.get(k).cloned()).unwrap();
     Deps {
         store: store.clone(),
-        gateways: Gateways::new(&config, &paycycle_dev::local_secrets()),
+        pgs: Registry::new(&config, &paycycle_dev::local_secrets()),
         publisher: EventPublisher::new(&sdk, &config.event_bus),
         // The sandbox's clock follows the tests' time travel (see `tick_at`).
         settings: Settings { concurrency: 8, allow_time_travel: true, ..Settings::default() },
@@ -98,7 +99,7 @@ impl Env {
                     Payer {
                         customer_id: "c".into(), name: "홍길동".into(), phone: None, email: None, payer_no: None
                     };
-                self.driver().payple_billing_key(&self.deps.gateways.payple, &payer).await
+                self.driver().payple_billing_key(&self.deps.pgs.payple, &payer).await
             }
             _ => self.driver().steppay_billing_key().await,
         }
@@ -486,7 +487,7 @@ impl Env {
                 payer_no: None,
             },
         };
-        let charged = self.deps.gateways.charge(r.pg, &req).await.unwrap();
+        let charged = self.deps.pgs.adapter(r.pg).charge(&req).await.unwrap().0;
         let p = paycycle::store::payments::PaymentRecord::paid(
             r.pg,
             &charged.pg_payment_id,
@@ -993,7 +994,7 @@ async fn a_worker_whose_lease_expired_while_resolving_an_unknown_charge_sends_no
 async fn a_payple_billing_key_that_no_longer_exists_is_a_hard_decline_that_stops_dunning() {
     let e = env().await;
     let s = e.subscription("sub_gone", PgMode::Payple, kst(2027, 1, 31, 10), 9_900).await;
-    e.deps.gateways.payple.delete_billing_key(s.billing_key.as_deref().unwrap(), None).await.unwrap();
+    e.deps.pgs.payple.delete_billing_key(s.billing_key.as_deref().unwrap(), None).await.unwrap();
     let r = e.tick_at(s.subscription.next_attempt_at.unwrap(), &e.deps).await;
     assert_eq!(r.declined, 1, "{r:?}");
     let gone = e.get("sub_gone").await;

@@ -18,12 +18,13 @@ use paycycle::api::{self, ApiError, Keep};
 use paycycle::boot::Boot;
 use paycycle::calendar::{Interval, IntervalUnit};
 use paycycle::domain::attempt::SubscriptionId;
-use paycycle::domain::customer::{Customer, PgMode};
+use paycycle::domain::customer::Customer;
+use paycycle::pg::PgMode;
 use paycycle::domain::subscription::{MAX_PLAN_AMOUNT, MIN_PLAN_AMOUNT, Plan};
 use paycycle::money::Krw;
 use paycycle::pg::payple::WindowWork;
 use paycycle::pg::steppay::parse_amount;
-use paycycle::pg::{Gateways, Payer, PgCustomer, PgError};
+use paycycle::pg::{Registry, Payer, PgCustomer, PgError};
 use paycycle::store::api_keys::ApiKeyRecord;
 use paycycle::store::checkouts::{CHECKOUT_RETENTION, CheckoutRecord, CheckoutStatus};
 use paycycle::store::pg_customers::{ClaimToken, PgCustomerClaim};
@@ -35,12 +36,12 @@ use serde_json::{Value, json};
 #[derive(Clone, Debug)]
 pub struct Deps {
     pub store: Store,
-    pub gateways: Gateways,
+    pub pgs: Registry,
 }
 
 impl Deps {
     pub fn new(boot: Boot) -> Self {
-        Self { store: Store::new(&boot.sdk, &boot.config.table), gateways: Gateways::new(&boot.config, &boot.secrets) }
+        Self { store: Store::new(&boot.sdk, &boot.config.table), pgs: Registry::new(&boot.config, &boot.secrets) }
     }
 }
 
@@ -290,7 +291,7 @@ async fn create_steppay_customer(
         format!("pc_{}@customers.invalid", &h[..20])
     };
     let email = customer.email.clone().unwrap_or_else(placeholder);
-    match deps.gateways.steppay.create_customer(&customer.name, &email, customer.phone.as_deref()).await {
+    match deps.pgs.steppay.create_customer(&customer.name, &email, customer.phone.as_deref()).await {
         Ok(created) => {
             deps.store.record_pg_customer("steppay", partner_id, &customer.id, claim, &created).await.map_err(|e| {
                 match e {
@@ -369,7 +370,7 @@ async fn create(
                 payer_no: Some(payer_no(&checkout_id)),
             };
             let params = deps
-                .gateways
+                .pgs
                 .payple
                 .window_params(
                     work,
@@ -388,7 +389,7 @@ async fn create(
         }
         PgMode::SteppayManaged => {
             let opts = body.steppay.as_ref().ok_or_else(ApiError::internal)?;
-            let steppay = &deps.gateways.steppay;
+            let steppay = &deps.pgs.steppay;
             let steppay_customer = steppay_customer(deps, &key.partner_id, &customer).await?;
             let order = steppay
                 .create_order(&steppay_customer.code, &opts.product_code, &opts.price_code)

@@ -14,14 +14,14 @@ use lambda_http::{Body, Error, Request, Response};
 use paycycle::api::{self, ApiError};
 use paycycle::boot::Boot;
 use paycycle::events::EventPublisher;
-use paycycle::pg::Gateways;
+use paycycle::pg::Registry;
 use paycycle::store::Store;
 
 /// Everything the handler needs, built once per cold start.
 #[derive(Clone, Debug)]
 pub struct Deps {
     pub store: Store,
-    pub gateways: Gateways,
+    pub pgs: Registry,
     pub publisher: EventPublisher,
 }
 
@@ -29,7 +29,7 @@ impl Deps {
     pub fn new(boot: Boot) -> Self {
         Self {
             store: Store::new(&boot.sdk, &boot.config.table),
-            gateways: Gateways::new(&boot.config, &boot.secrets),
+            pgs: Registry::new(&boot.config, &boot.secrets),
             publisher: EventPublisher::new(&boot.sdk, &boot.config.event_bus),
         }
     }

@@ -211,7 +211,7 @@ async fn send_refund(deps: &Deps, payment: &PaymentRecord, refund: &RefundRecord
         refund_id: refund_id.to_string(),
         pg_order: payment.pg_order.clone(),
     };
-    let result = deps.gateways.refund(payment.pg, &pg_req).await;
+    let result = deps.pgs.adapter(payment.pg).refund(&pg_req).await;
     let outcome = match &result {
         Ok(r) => RefundOutcome::Succeeded { pg_refund_id: r.pg_refund_id.clone() },
         Err(e) if e.outcome_unknown() => RefundOutcome::Unknown,
@@ -335,7 +335,7 @@ async fn resolve_pending(deps: &Deps, payment: PaymentRecord) -> Result<PaymentR
 /// at the PG, so in its total) or settled meanwhile makes the verdict a no-op: the refund stays
 /// unknown and the next retry asks again.
 async fn resolve(deps: &Deps, payment: &PaymentRecord, refund: &RefundRecord) -> Result<RefundRecord, ApiError> {
-    if deps.gateways.refund_lookup_capability(payment.pg) == RefundLookupCapability::None {
+    if deps.pgs.adapter(payment.pg).capabilities().refund_lookup == RefundLookupCapability::None {
         needs_review(payment, refund, "the PG offers no refund lookup");
         return Ok(refund.clone());
     }
@@ -366,7 +366,7 @@ async fn resolve(deps: &Deps, payment: &PaymentRecord, refund: &RefundRecord) ->
             .map_err(store_error)?
             .unwrap_or_else(|| refund.clone()));
     };
-    let pg_refunded = match deps.gateways.look_up_refunds(payment.pg, &payment.pg_payment_id).await {
+    let pg_refunded = match deps.pgs.adapter(payment.pg).look_up_refunds(&payment.pg_payment_id).await {
         Ok(RefundLookup::Settled { refunded }) => refunded,
         Ok(RefundLookup::InProgress) => {
             tracing::info!(refund_id = %refund.refund_id, "the PG is still processing a refund; outcome stays unknown");

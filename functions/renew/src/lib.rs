@@ -18,7 +18,7 @@ use lambda_runtime::LambdaEvent;
 use paycycle::boot::Boot;
 use paycycle::domain::dunning::DunningPolicy;
 use paycycle::events::EventPublisher;
-use paycycle::pg::Gateways;
+use paycycle::pg::Registry;
 use paycycle::store::Store;
 use paycycle::store::subscriptions::due_shards;
 use serde::Serialize;
@@ -120,7 +120,7 @@ impl Settings {
 #[derive(Clone, Debug)]
 pub struct Deps {
     pub store: Store,
-    pub gateways: Gateways,
+    pub pgs: Registry,
     pub publisher: EventPublisher,
     pub settings: Settings,
     /// Test hook: stop processing at this step as if the Lambda died there.
@@ -131,7 +131,7 @@ impl Deps {
     pub fn new(boot: Boot) -> Self {
         Self {
             store: Store::new(&boot.sdk, &boot.config.table),
-            gateways: Gateways::new(&boot.config, &boot.secrets),
+            pgs: Registry::new(&boot.config, &boot.secrets),
             publisher: EventPublisher::new(&boot.sdk, &boot.config.event_bus),
             settings: Settings::from_env().fitted_to(std::time::Duration::from_millis(boot.config.pg_timeout_ms)),
             crash_at: None,

@@ -3,7 +3,6 @@
 
 use jiff::Timestamp;
 use paycycle::domain::attempt::{Attempt, AttemptStatus, ChargeId, SubscriptionId};
-use paycycle::domain::customer::PgMode;
 use paycycle::domain::subscription::{DueAction, SubscriptionState, Transition};
 use paycycle::pg::{ChargeRequest, Charged, Lookup, Payer, PaymentDetails, PaymentState, PgError};
 use paycycle::store::StoreError;
@@ -204,7 +203,7 @@ async fn send_and_settle(
         )
         .await;
     };
-    let result = match deps.gateways.charge_detailed(claimed.pg, &req).await {
+    let result = match deps.pgs.adapter(claimed.pg).charge(&req).await {
         Err(PgError::AlreadyProcessed { .. }) => already_sent(deps, claimed, &attempt).await,
         other => other,
     };
@@ -560,9 +559,11 @@ async fn look_up(
     claimed: &SubscriptionRecord,
     attempt: &Attempt,
 ) -> Result<(PaymentState, PaymentDetails), PgError> {
-    let dates = match claimed.pg {
-        PgMode::Payple => lookup_dates(attempt),
-        _ => vec![attempt.request_date_kst.clone()],
+    let adapter = deps.pgs.adapter(claimed.pg);
+    let dates = if adapter.capabilities().lookup_by_date {
+        lookup_dates(attempt)
+    } else {
+        vec![attempt.request_date_kst.clone()]
     };
     let mut found = Err(PgError::NotFound);
     for date in dates {
@@ -570,7 +571,7 @@ async fn look_up(
             Some(id) => Lookup::PgPayment { pg_payment_id: id.clone(), request_date_kst: Some(date) },
             None => Lookup::Charge { charge_id: attempt.charge_id.clone(), request_date_kst: date },
         };
-        match deps.gateways.lookup_detailed(claimed.pg, &q).await {
+        match adapter.lookup(&q).await {
             paid @ Ok((PaymentState::Paid { .. } | PaymentState::Refunded { .. }, _)) => return paid,
             Err(PgError::NotFound) => {}
             failed @ Ok((PaymentState::Failed { .. }, _)) => {

@@ -22,14 +22,12 @@ use paycycle::api::{self, ApiError, Keep};
 use paycycle::boot::Boot;
 use paycycle::calendar::{Interval, IntervalUnit};
 use paycycle::domain::attempt::{AttemptStatus, SubscriptionId};
-use paycycle::domain::customer::PgMode;
 use paycycle::domain::subscription::{
     MAX_PLAN_AMOUNT, MIN_PLAN_AMOUNT, PauseWhen, Plan, Renewer, SubscriptionState, Transition, TransitionError,
 };
 use paycycle::events::EventPublisher;
 use paycycle::money::Krw;
-use paycycle::pg::Gateways;
-use paycycle::pg::steppay::transformers::SubscriptionStatus;
+use paycycle::pg::{PgChange, PgError, Registry};
 use paycycle::store::api_keys::ApiKeyRecord;
 use paycycle::store::outbox::subscription_events;
 use paycycle::store::stream::{item_from_json, item_to_json};
@@ -43,7 +41,7 @@ use serde_json::{Value, json};
 #[derive(Clone, Debug)]
 pub struct Deps {
     pub store: Store,
-    pub gateways: Gateways,
+    pub pgs: Registry,
     pub publisher: EventPublisher,
 }
 
@@ -51,7 +49,7 @@ impl Deps {
     pub fn new(boot: Boot) -> Self {
         Self {
             store: Store::new(&boot.sdk, &boot.config.table),
-            gateways: Gateways::new(&boot.config, &boot.secrets),
+            pgs: Registry::new(&boot.config, &boot.secrets),
             publisher: EventPublisher::new(&boot.sdk, &boot.config.event_bus),
         }
     }
@@ -288,54 +286,27 @@ fn transition_error(e: TransitionError) -> ApiError {
     }
 }
 
-/// StepPay managed: StepPay renews the subscription, so a cancel, pause or resume is made at
-/// StepPay first (merge/v1.json `/api/v1/subscriptions/{id}/cancel`, `/pause`, `/active`) and is
-/// recorded here only on StepPay's yes (a 2xx). No answer or a refusal changes nothing here. A
-/// subscription StepPay never created (no first payment yet) has nothing there to change.
-async fn at_steppay_first(
-    deps: &Deps,
-    r: &SubscriptionRecord,
-    action: Action,
-    at_period_end: bool,
-) -> Result<(), ApiError> {
-    let Some(pg_sub) = r.billing_key.as_deref() else {
-        return match action {
-            Action::Cancel => Ok(()),
-            _ => Err(ApiError::conflict("illegal_transition", "StepPay has no subscription for this one yet")),
-        };
-    };
-    let steppay = &deps.gateways.steppay;
-    let (result, what) = match action {
-        Action::Cancel => (steppay.cancel_subscription(pg_sub, at_period_end).await, "cancel"),
-        Action::Pause => (steppay.pause_subscription(pg_sub, at_period_end).await, "pause"),
-        Action::Resume => (steppay.resume_subscription(pg_sub).await, "resume"),
+/// Where the PG owns the subscription's lifecycle (StepPay managed: StepPay renews it), a cancel,
+/// pause or resume is made at the PG first and recorded here only on its yes; no answer or a
+/// refusal changes nothing here ([`paycycle::pg::Adapter::change_at_pg`]).
+async fn at_pg_first(deps: &Deps, r: &SubscriptionRecord, action: Action, at_period_end: bool) -> Result<(), ApiError> {
+    let change = match action {
+        Action::Cancel => PgChange::Cancel { at_period_end },
+        Action::Pause => PgChange::Pause { at_period_end },
+        Action::Resume => PgChange::Resume,
         Action::Plan => return Ok(()),
     };
-    let Err(e) = result else { return Ok(()) };
-    // StepPay may already be where we ask it to go: an earlier try of this same change was made
-    // at StepPay and then lost its write here (a concurrent change, a crash). StepPay's own
-    // status says so, and the retry then only records it here — it converges.
-    if let Ok(status) = steppay.subscription(pg_sub).await {
-        if already_at_steppay(action, at_period_end, status) {
-            tracing::info!(action = what, ?status, "StepPay is already where this change asks: recorded here");
-            return Ok(());
+    match deps.pgs.adapter(r.pg).change_at_pg(r.billing_key.as_deref(), change).await {
+        Ok(()) => Ok(()),
+        Err(PgError::Unsupported(why)) => Err(ApiError::conflict("illegal_transition", why)),
+        Err(e) => {
+            tracing::warn!(error = %e, ?change, pg = %r.pg, "the PG did not change the subscription");
+            Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "pg_error",
+                format!("the PG ({}) did not make this change, nothing changed: {e}", r.pg.pg()),
+            ))
         }
-    }
-    tracing::warn!(error = %e, action = what, "StepPay did not change the subscription");
-    Err(ApiError::new(StatusCode::BAD_GATEWAY, "pg_error", format!("StepPay did not {what} it, nothing changed: {e}")))
-}
-
-/// Whether StepPay's subscription status (`GET /api/v1/subscriptions/{id}`, merge/v1.json) is
-/// already the one `action` asks for: the change was made there before.
-fn already_at_steppay(action: Action, at_period_end: bool, status: SubscriptionStatus) -> bool {
-    use SubscriptionStatus as Pg;
-    match (action, at_period_end) {
-        (Action::Pause, false) => status == Pg::Pause,
-        (Action::Pause, true) => status == Pg::PendingPause,
-        (Action::Resume, _) => status == Pg::Active,
-        (Action::Cancel, false) => matches!(status, Pg::Canceled | Pg::Expired),
-        (Action::Cancel, true) => status == Pg::PendingCancel,
-        (Action::Plan, _) => false,
     }
 }
 
@@ -378,9 +349,7 @@ async fn apply(
         Action::Plan => s.change_plan(new_plan(&s.plan, body)?),
     }
     .map_err(transition_error)?;
-    if r.pg == PgMode::SteppayManaged {
-        at_steppay_first(deps, &r, action, at_period_end).await?;
-    }
+    at_pg_first(deps, &r, action, at_period_end).await?;
     let next = r.next(t.subscription);
     let events = subscription_events(&next, &t.events, now, None);
     let mut tx = deps.store.tx();

@@ -3,7 +3,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 use paycycle::domain::attempt::ChargeId;
-use paycycle::domain::customer::PgMode;
+use paycycle::pg::PgMode;
 use paycycle::domain::events::EventKind;
 use paycycle::domain::subscription::Subscription;
 use paycycle::pg::payple::transformers::PaypleResult;
@@ -196,7 +196,7 @@ async fn sent_payment(deps: &Deps, c: &CheckoutRecord) -> Result<Paid, PgError> 
     let first = c.first_charge_at.ok_or_else(|| PgError::Invalid("no payment was sent".into()))?;
     let mut check = window_check(c)?;
     check.opened_at = first;
-    deps.gateways.payple.paid_window(&charged_oid(c)?, send_dates(c), &check).await
+    deps.pgs.payple.paid_window(&charged_oid(c)?, send_dates(c), &check).await
 }
 
 /// Records that the checkout's own payment is about to be sent (again), before it goes out:
@@ -270,7 +270,7 @@ async fn first_charge(
         goods: current.plan.name.clone(),
         payer: payer(current),
     };
-    match deps.gateways.payple.repay_detailed(&req).await {
+    match deps.pgs.payple.repay_detailed(&req).await {
         Ok((charged, details)) => {
             Ok((FirstPayment { charged: Some(charged), billing_key: Some(billing_key) }, details))
         }
@@ -299,7 +299,7 @@ async fn ask_pg(
             if source == Source::Webhook {
                 // A webhook only points at our OID: Payple's lookup says what happened.
                 let hint = field(fields, "PCD_PAY_TIME").as_deref().and_then(paycycle::pg::payple::pay_date);
-                return deps.gateways.payple.paid_window(&check.oid, hint.into_iter().collect(), &check).await;
+                return deps.pgs.payple.paid_window(&check.oid, hint.into_iter().collect(), &check).await;
             }
             if check.work == WindowWork::Cert {
                 // A confirm may have gone through before an earlier verify lost its answer.
@@ -312,9 +312,9 @@ async fn ask_pg(
                 }
                 // Checked before anything is sent: a result that is not this checkout's marks
                 // nothing (and keeps the checkout's TTL).
-                let confirm = deps.gateways.payple.cert_confirm(fields, &check)?;
+                let confirm = deps.pgs.payple.cert_confirm(fields, &check)?;
                 mark_sent(deps, current, now).await?;
-                return match deps.gateways.payple.send_cert_confirm(&confirm).await {
+                return match deps.pgs.payple.send_cert_confirm(&confirm).await {
                     // The confirm's decline, confirmed by Payple's lookup: Payple's word that
                     // nothing was charged. Failed, so the sweep does not look for it forever.
                     Err(PgError::Declined { code, message, .. }) => {
@@ -323,7 +323,7 @@ async fn ask_pg(
                     other => other,
                 };
             }
-            let (fp, details) = deps.gateways.payple.verify_window_result(fields, &check).await?;
+            let (fp, details) = deps.pgs.payple.verify_window_result(fields, &check).await?;
             match (check.work, fp.billing_key.clone()) {
                 (WindowWork::Auth, Some(key)) => first_charge(deps, current, key, now).await,
                 _ => Ok((fp, details)),
@@ -331,10 +331,10 @@ async fn ask_pg(
         }
         Evidence::FirstCharge => first_charge_outcome(deps, current, now).await,
         Evidence::SteppayOrder { order_code } => {
-            deps.gateways.steppay.verify_order(order_code, expected).await.map(|fp| (fp, PaymentDetails::default()))
+            deps.pgs.steppay.verify_order(order_code, expected).await.map(|fp| (fp, PaymentDetails::default()))
         }
         Evidence::SteppayPayment { id_key } => deps
-            .gateways
+            .pgs
             .steppay
             .verify_payment(id_key, Some(&current.checkout_id), expected)
             .await
@@ -567,7 +567,7 @@ pub async fn paid_after_failure(
         return steppay_order_after_failure(deps, &c, oid).await.map(Some);
     }
     let hints: Vec<String> = hint.into_iter().chain(send_dates(&c)).collect();
-    match deps.gateways.payple.find_payment(oid, hints, c.created_at).await.map_err(VerifyError::Pg)? {
+    match deps.pgs.payple.find_payment(oid, hints, c.created_at).await.map_err(VerifyError::Pg)? {
         Some(Found { state: PaymentState::Paid { amount, paid_at, .. }, details, .. }) => {
             let charged = Charged { pg_payment_id: oid.to_string(), amount, approved_at: paid_at.unwrap_or(now) };
             let why = format!(
@@ -588,7 +588,7 @@ async fn steppay_order_after_failure(deps: &Deps, c: &CheckoutRecord, oid: &str)
     if c.pg_reference.as_deref() != Some(oid) {
         return Err(VerifyError::Mismatch(format!("order {oid} is not checkout {}'s", c.checkout_id)));
     }
-    let charged = match deps.gateways.steppay.verify_order(oid, c.plan.amount).await {
+    let charged = match deps.pgs.steppay.verify_order(oid, c.plan.amount).await {
         Ok(FirstPayment { charged: Some(charged), .. }) | Err(PgError::PaidOtherAmount { charged, .. }) => charged,
         Ok(FirstPayment { charged: None, .. }) => return Err(VerifyError::NotPaid(format!("order {oid} is not paid"))),
         Err(PgError::NotPaid(why)) => return Err(VerifyError::NotPaid(why)),

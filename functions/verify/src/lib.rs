@@ -25,9 +25,9 @@ use jiff::Timestamp;
 use lambda_http::{Body, Error, Request, RequestExt, Response};
 use paycycle::api::{self, ApiError};
 use paycycle::boot::Boot;
-use paycycle::domain::customer::PgMode;
+use paycycle::pg::PgMode;
 use paycycle::events::EventPublisher;
-use paycycle::pg::{Gateways, PgError};
+use paycycle::pg::{Registry, PgError};
 use paycycle::store::Store;
 use paycycle::store::stream::{entity, item_from_json, record_from_image};
 use paycycle::store::webhooks::WebhookEvent;
@@ -41,7 +41,7 @@ use crate::webhooks::Verdict;
 #[derive(Clone, Debug)]
 pub struct Deps {
     pub store: Store,
-    pub gateways: Gateways,
+    pub pgs: Registry,
     pub publisher: EventPublisher,
 }
 
@@ -49,7 +49,7 @@ impl Deps {
     pub fn new(boot: Boot) -> Self {
         Self {
             store: Store::new(&boot.sdk, &boot.config.table),
-            gateways: Gateways::new(&boot.config, &boot.secrets),
+            pgs: Registry::new(&boot.config, &boot.secrets),
             publisher: EventPublisher::new(&boot.sdk, &boot.config.event_bus),
         }
     }

@@ -4,7 +4,7 @@
 
 use jiff::Timestamp;
 use paycycle::domain::attempt::ChargeId;
-use paycycle::domain::customer::PgMode;
+use paycycle::pg::PgMode;
 use paycycle::domain::events::EventKind;
 use paycycle::domain::payment::RefundStatus;
 use paycycle::domain::subscription::{PauseWhen, Subscription, SubscriptionState, Transition, TransitionError};
@@ -213,7 +213,7 @@ async fn steppay_payment(deps: &Deps, kind: WebhookType, id_key: &str, now: Time
         // Looks the payment up itself (as a PaymentState); no receipt needed here.
         return steppay_canceled(deps, id_key, now).await;
     }
-    let receipt = match deps.gateways.steppay.receipt(id_key).await {
+    let receipt = match deps.pgs.steppay.receipt(id_key).await {
         Ok(r) => r,
         Err(e) => return from_pg(e),
     };
@@ -250,7 +250,7 @@ async fn steppay_payment(deps: &Deps, kind: WebhookType, id_key: &str, now: Time
 /// A StepPay payment canceled at StepPay: if StepPay refunded more than paycycle knows (a refund
 /// made in StepPay's dashboard), the difference is recorded as a refund that succeeded.
 async fn steppay_canceled(deps: &Deps, id_key: &str, now: Timestamp) -> Verdict {
-    let state = match deps.gateways.steppay.payment_state(id_key).await {
+    let state = match deps.pgs.steppay.payment_state(id_key).await {
         Ok(s) => s,
         Err(e) => return from_pg(e),
     };
@@ -331,7 +331,7 @@ async fn steppay_order(deps: &Deps, code: &str, completed: bool, now: Timestamp)
         Ok(None) => {}
         Err(e) => return from_store(e),
     }
-    let order = match deps.gateways.steppay.order(code).await {
+    let order = match deps.pgs.steppay.order(code).await {
         Ok(o) => o,
         Err(PgError::NotFound) if completed => {
             return Verdict::Retry(format!(
@@ -416,7 +416,7 @@ async fn record_renewal(
     }
     // What state the subscription is in is StepPay's to say (a pause or resume may have crossed
     // this webhook): asked before anything is written.
-    let status = match deps.gateways.steppay.subscription(pg_subscription).await {
+    let status = match deps.pgs.steppay.subscription(pg_subscription).await {
         Ok(s) => s,
         Err(e) => return Verdict::Retry(format!("StepPay's subscription {pg_subscription}: {e}")),
     };
@@ -488,7 +488,7 @@ async fn apply(deps: &Deps, record: &SubscriptionRecord, t: Transition, now: Tim
 /// `subscription.updated` (StepPay managed): the webhook's `status` is only a pointer — the status
 /// acted on is what `GET /api/v1/subscriptions/{id}` answers (step-api-spec `merge/v1.json`).
 async fn steppay_subscription(deps: &Deps, pg_subscription: &str, now: Timestamp) -> Verdict {
-    let status = match deps.gateways.steppay.subscription(pg_subscription).await {
+    let status = match deps.pgs.steppay.subscription(pg_subscription).await {
         Ok(s) => s,
         Err(e) => return from_pg(e),
     };

@@ -1,10 +1,9 @@
-//! The paying customer and the PG mode a subscription runs on.
+//! The paying customer.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::subscription::Renewer;
 use crate::pii::{mask_email, mask_phone};
 
 /// The partner's customer. Name, phone and email go to the PG on re-payment (Payple sends the
@@ -32,44 +31,6 @@ impl fmt::Debug for Customer {
     }
 }
 
-/// The three PG modes of the source documents.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PgMode {
-    /// Payple recurring: we schedule and re-pay with `PCD_PAYER_ID`.
-    Payple,
-    /// StepPay self (비관리형): we schedule and charge the billing idKey.
-    SteppaySelf,
-    /// StepPay managed (관리형): StepPay renews; we verify its order webhooks.
-    SteppayManaged,
-}
-
-impl PgMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PgMode::Payple => "payple",
-            PgMode::SteppaySelf => "steppay_self",
-            PgMode::SteppayManaged => "steppay_managed",
-        }
-    }
-
-    /// Who renews subscriptions in this mode.
-    pub fn renewer(self) -> Renewer {
-        match self {
-            PgMode::SteppayManaged => Renewer::Pg,
-            PgMode::Payple | PgMode::SteppaySelf => Renewer::Paycycle,
-        }
-    }
-
-    /// The PG (for keys that identify a PG transaction: both StepPay modes share StepPay's ids).
-    pub fn pg(self) -> &'static str {
-        match self {
-            PgMode::Payple => "payple",
-            PgMode::SteppaySelf | PgMode::SteppayManaged => "steppay",
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,12 +46,5 @@ mod tests {
         let d = format!("{c:?}");
         assert!(!d.contains("12345678") && !d.contains("hong@") && !d.contains("길동"), "{d}");
         assert!(d.contains("cus_1"));
-    }
-
-    #[test]
-    fn modes() {
-        assert_eq!(PgMode::SteppayManaged.renewer(), Renewer::Pg);
-        assert_eq!(serde_json::to_value(PgMode::SteppaySelf).unwrap(), "steppay_self");
-        assert_eq!(PgMode::SteppaySelf.pg(), PgMode::SteppayManaged.pg());
     }
 }

@@ -12,7 +12,10 @@
 //! [`PgError::Transient`]. Clients never persist anything.
 
 pub mod payple;
+mod registry;
 pub mod steppay;
+
+pub use registry::{Adapter, Capabilities, Pg, PgChange, PgMode, Registry};
 
 use std::time::Duration;
 
@@ -262,131 +265,6 @@ impl Default for Timeouts {
         // Payple answers within seconds; a renew tick has minutes. A charge that takes longer
         // than `total` becomes Unknown and is looked up, never retried.
         Self { connect: Duration::from_secs(3), total: Duration::from_secs(20) }
-    }
-}
-
-/// Both PG clients, built once per cold start over one HTTP client.
-#[derive(Clone, Debug)]
-pub struct Gateways {
-    pub steppay: steppay::SteppayClient,
-    pub payple: payple::PaypleClient,
-}
-
-impl Gateways {
-    pub fn new(config: &crate::config::Config, secrets: &crate::config::Secrets) -> Self {
-        let http = http_client(Timeouts {
-            connect: Duration::from_millis(config.pg_connect_timeout_ms),
-            total: Duration::from_millis(config.pg_timeout_ms),
-        });
-        Self {
-            steppay: steppay::SteppayClient::new(
-                http.clone(),
-                config.steppay_base_url.clone(),
-                secrets.steppay_secret_token.clone(),
-            ),
-            payple: payple::PaypleClient::new(
-                http,
-                config.payple_base_url.clone(),
-                &config.payple_referer,
-                secrets.payple_cst_id.clone(),
-                secrets.payple_cust_key.clone(),
-                secrets.payple_refund_key.clone(),
-            ),
-        }
-    }
-}
-
-impl Gateways {
-    /// Refunds through the PG of `mode`.
-    pub async fn refund(
-        &self,
-        mode: crate::domain::customer::PgMode,
-        req: &RefundRequest,
-    ) -> Result<Refunded, PgError> {
-        use crate::domain::customer::PgMode;
-        match mode {
-            PgMode::Payple => self.payple.refund(req).await,
-            PgMode::SteppaySelf => self.steppay.refund(req).await,
-            // StepPay managed payments are refunded through their order (merge/v1.json
-            // `v1_cancelOrder`). A payment recorded without its order is not guessed at: refused
-            // here, nothing sent — it is refunded in StepPay's portal.
-            PgMode::SteppayManaged => match &req.pg_order {
-                Some(order) => self.steppay.cancel_order(order, req).await,
-                None => Err(PgError::Invalid("no StepPay order is recorded for this managed payment".into())),
-            },
-        }
-    }
-
-    /// Whether the PG of `mode` can show a payment's refunds.
-    pub fn refund_lookup_capability(&self, mode: crate::domain::customer::PgMode) -> RefundLookupCapability {
-        use crate::domain::customer::PgMode;
-        match mode {
-            PgMode::Payple => RefundLookupCapability::None,
-            PgMode::SteppaySelf | PgMode::SteppayManaged => RefundLookupCapability::Receipt,
-        }
-    }
-
-    /// What the PG of `mode` says was refunded of payment `pg_payment_id`; `Unsupported` where it
-    /// cannot show refunds (see [`Gateways::refund_lookup_capability`]).
-    pub async fn look_up_refunds(
-        &self,
-        mode: crate::domain::customer::PgMode,
-        pg_payment_id: &str,
-    ) -> Result<RefundLookup, PgError> {
-        match self.refund_lookup_capability(mode) {
-            RefundLookupCapability::Receipt => self.steppay.refund_state(pg_payment_id).await,
-            RefundLookupCapability::None => Err(PgError::Unsupported("this PG's lookup shows no refunds")),
-        }
-    }
-
-    /// Looks a payment up at the PG of `mode`.
-    pub async fn lookup(&self, mode: crate::domain::customer::PgMode, q: &Lookup) -> Result<PaymentState, PgError> {
-        use crate::domain::customer::PgMode;
-        match mode {
-            PgMode::Payple => self.payple.lookup(q).await,
-            PgMode::SteppaySelf | PgMode::SteppayManaged => self.steppay.lookup(q).await,
-        }
-    }
-
-    /// [`Gateways::lookup`] with what the PG's answer says for the customer's records (card,
-    /// receipt; Payple's result lookup carries them, StepPay's answers give none here).
-    pub async fn lookup_detailed(
-        &self,
-        mode: crate::domain::customer::PgMode,
-        q: &Lookup,
-    ) -> Result<(PaymentState, PaymentDetails), PgError> {
-        use crate::domain::customer::PgMode;
-        match mode {
-            PgMode::Payple => self.payple.lookup_with_details(q).await,
-            PgMode::SteppaySelf | PgMode::SteppayManaged => {
-                self.steppay.lookup(q).await.map(|s| (s, PaymentDetails::default()))
-            }
-        }
-    }
-
-    /// [`Gateways::charge`] with what the PG's approval says for the customer's records.
-    pub async fn charge_detailed(
-        &self,
-        mode: crate::domain::customer::PgMode,
-        req: &ChargeRequest,
-    ) -> Result<(Charged, PaymentDetails), PgError> {
-        use crate::domain::customer::PgMode;
-        match mode {
-            PgMode::Payple => self.payple.repay_detailed(req).await,
-            PgMode::SteppaySelf | PgMode::SteppayManaged => {
-                self.charge(mode, req).await.map(|c| (c, PaymentDetails::default()))
-            }
-        }
-    }
-
-    /// Charges a billing key at the PG of `mode` (never StepPay managed: StepPay renews those).
-    pub async fn charge(&self, mode: crate::domain::customer::PgMode, req: &ChargeRequest) -> Result<Charged, PgError> {
-        use crate::domain::customer::PgMode;
-        match mode {
-            PgMode::Payple => self.payple.charge(req).await,
-            PgMode::SteppaySelf => self.steppay.charge(req).await,
-            PgMode::SteppayManaged => Err(PgError::Unsupported("StepPay renews managed subscriptions itself")),
-        }
     }
 }
 

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{Condition, Item, Store, StoreError, Tx, from_item, keys, n, s, sort_seconds, to_item};
 use crate::domain::attempt::SubscriptionId;
-use crate::domain::customer::{Customer, PgMode};
+use crate::domain::customer::Customer;
+use crate::pg::PgMode;
 use crate::domain::subscription::Plan;
 
 /// How long an unfinished checkout is kept.

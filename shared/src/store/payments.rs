@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Condition, Item, Store, StoreError, Tx, from_item, keys, n, s, sha256_hex, to_item};
 use crate::domain::attempt::{ChargeId, SubscriptionId};
-use crate::domain::customer::PgMode;
+use crate::pg::PgMode;
 use crate::domain::payment::{PaymentAmounts, RefundStatus};
 use crate::money::Krw;
 use crate::pg::{CardInfo, PaymentDetails};

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{Condition, Item, Store, StoreError, Tx, epoch, from_item, keys, n, s, sha256_hex, to_item, unavailable};
 use crate::domain::attempt::{Attempt, AttemptStatus, ChargeId, SubscriptionId};
-use crate::domain::customer::{Customer, PgMode};
+use crate::domain::customer::Customer;
+use crate::pg::PgMode;
 use crate::domain::subscription::{Subscription, SubscriptionState};
 
 /// Number of due-GSI partitions. A morning of renewals spreads over all of them; renew queries

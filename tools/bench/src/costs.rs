@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use jiff::{SignedDuration, Timestamp};
 use paycycle::domain::attempt::SubscriptionId;
-use paycycle::domain::customer::PgMode;
+use paycycle::pg::PgMode;
 use paycycle::store::Counts;
 use paycycle_dev::clients::{Api, Sandbox};
 use paycycle_dev::{LocalStack, seed_subscription};

@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use jiff::{SignedDuration, Timestamp};
-use paycycle::domain::customer::PgMode;
+use paycycle::pg::PgMode;
 use paycycle::events::EventPublisher;
-use paycycle::pg::Gateways;
+use paycycle::pg::Registry;
 use paycycle::store::Store;
 use paycycle_dev::clients::Sandbox as SandboxClient;
 use paycycle_testkit::Template;
@@ -119,7 +119,7 @@ impl Bench {
         let events_sdk = paycycle_testkit::moto::sdk_config_for(&self.sink.url).await;
         let deps = renew::Deps {
             store,
-            gateways: Gateways::new(&config, &paycycle_dev::local_secrets()),
+            pgs: Registry::new(&config, &paycycle_dev::local_secrets()),
             publisher: EventPublisher::new(&events_sdk, "bench-bus"),
             settings: renew::Settings { concurrency, emit_metrics: false, ..renew::Settings::default() },
             crash_at: None,

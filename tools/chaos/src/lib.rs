@@ -34,11 +34,11 @@ use std::sync::Arc;
 use jiff::{SignedDuration, Timestamp};
 use lambda_http::RequestExt;
 use paycycle::domain::attempt::{ChargeId, SubscriptionId};
-use paycycle::domain::customer::PgMode;
+use paycycle::pg::PgMode;
 use paycycle::domain::subscription::SubscriptionState;
 use paycycle::events::EventPublisher;
 use paycycle::pg::payple::WindowWork;
-use paycycle::pg::{Gateways, Payer};
+use paycycle::pg::{Registry, Payer};
 use paycycle::store::Store;
 use paycycle_dev::event_sink::EventSink;
 use paycycle_dev::{local_secrets, seed_subscription};
@@ -338,15 +338,15 @@ async fn setup(world: &World, seed: u64, log: &mut Vec<String>) -> Result<Scenar
     sandbox.shared.config.lock().expect("sandbox config").timeout_after_charge_ms = 600;
     let config =
         paycycle_dev::local_config(&table, "chaos-bus", &sandbox.base_url(), Some(300)).map_err(|e| e.to_string())?;
-    let gateways = Gateways::new(&config, &local_secrets());
+    let pgs = Registry::new(&config, &local_secrets());
     // Setup (card registration) is not under test: it gets the default PG timeout.
     let setup_config =
         paycycle_dev::local_config(&table, "chaos-bus", &sandbox.base_url(), None).map_err(|e| e.to_string())?;
-    let setup_gateways = Gateways::new(&setup_config, &local_secrets());
+    let setup_gateways = Registry::new(&setup_config, &local_secrets());
     let publisher = EventPublisher::new(&world.events, "chaos-bus");
     let renew = renew::Deps {
         store: store.clone(),
-        gateways: gateways.clone(),
+        pgs: pgs.clone(),
         publisher: publisher.clone(),
         // Leases run on the wall clock: a short one, waited out for real after a crash (settle).
         // The sandbox's clock follows the scenario's time travel.
@@ -359,11 +359,11 @@ async fn setup(world: &World, seed: u64, log: &mut Vec<String>) -> Result<Scenar
         },
         crash_at: None,
     };
-    let refund = refund::Deps { store: store.clone(), gateways: gateways.clone(), publisher: publisher.clone() };
+    let refund = refund::Deps { store: store.clone(), pgs: pgs.clone(), publisher: publisher.clone() };
     let subscriptions =
-        subscriptions::Deps { store: store.clone(), gateways: gateways.clone(), publisher: publisher.clone() };
-    let verify = verify::Deps { store: store.clone(), gateways: gateways.clone(), publisher };
-    let checkout = checkout::Deps { store: store.clone(), gateways: gateways.clone() };
+        subscriptions::Deps { store: store.clone(), pgs: pgs.clone(), publisher: publisher.clone() };
+    let verify = verify::Deps { store: store.clone(), pgs: pgs.clone(), publisher };
+    let checkout = checkout::Deps { store: store.clone(), pgs: pgs.clone() };
     // The PGs deliver their webhooks to webhook-ingest's handler, as in AWS.
     let webhooks =
         WebhookEndpoint::start(webhook_ingest::Deps { store: store.clone(), steppay_signing_secrets: vec![] })

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use paycycle::domain::customer::PgMode;
+use paycycle::pg::PgMode;
 use paycycle::store::payments::payment_id_for;
 use reqwest::Method;
 use serde_json::{Value, json};

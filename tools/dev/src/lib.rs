@@ -214,7 +214,7 @@ impl Drop for LocalStack {
 pub async fn seed_subscription(
     store: &paycycle::store::Store,
     id: &str,
-    pg: paycycle::domain::customer::PgMode,
+    pg: paycycle::pg::PgMode,
     anchor: jiff::Timestamp,
     amount: i64,
     billing_key: &str,

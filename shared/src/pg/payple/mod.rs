@@ -424,7 +424,7 @@ impl PaypleClient {
                 let payer_id = r.payer_id.clone().filter(|p| !p.is_empty());
                 // The answer has no refund fields (manual_card "결제결과 조회", PG-FACTS): a refunded
                 // payment looks paid here, so `refunded` is never read from it — refunds are not
-                // looked up at Payple at all (`Gateways::refund_lookup`).
+                // looked up at Payple at all (`Registry::refund_lookup`).
                 let state = PaymentState::Paid {
                     pg_payment_id: oid.to_string(),
                     amount,
