@@ -8,12 +8,12 @@ use jiff::{SignedDuration, Timestamp};
 use paycycle::calendar::Interval;
 use paycycle::domain::attempt::{AttemptStatus, SubscriptionId};
 use paycycle::domain::customer::Customer;
-use paycycle::pg::PgMode;
 use paycycle::domain::events::EventKind;
 use paycycle::domain::payment::RefundStatus;
 use paycycle::domain::subscription::{Plan, Subscription, SubscriptionState};
 use paycycle::events::EventPublisher;
 use paycycle::money::Krw;
+use paycycle::pg::PgMode;
 use paycycle::store::checkouts::{CheckoutRecord, CheckoutStatus};
 use paycycle::store::idempotency::{Claim, IdempotencyConfig};
 use paycycle::store::outbox::OutboxEvent;
@@ -425,7 +425,7 @@ async fn idempotency_records_follow_powertools_semantics() {
 async fn webhook_events_are_stored_once_with_a_ttl() {
     let e = env().await;
     let event = WebhookEvent::received(
-        "steppay",
+        paycycle::pg::Pg::Steppay,
         "PAYMENT:16057932413479698c8vqQG0kMix9".into(),
         "application/json",
         r#"{"webHookType":"PAYMENT","orderId":1,"idKey":"16057932413479698c8vqQG0kMix9"}"#.into(),
@@ -437,7 +437,7 @@ async fn webhook_events_are_stored_once_with_a_ttl() {
     let used = e.store.counter.snapshot().since(&before);
     assert_eq!((used.total_requests(), used.written_items), (1, 1), "exactly one write per webhook");
     assert!(matches!(e.store.put_webhook_event(&event).await, Err(StoreError::AlreadyExists(_))));
-    assert_eq!(e.store.get_webhook_event("steppay", &event.dedupe_key).await.unwrap().unwrap(), event);
+    assert_eq!(e.store.get_webhook_event(paycycle::pg::Pg::Steppay, &event.dedupe_key).await.unwrap().unwrap(), event);
     let raw = e
         .store
         .table

@@ -109,7 +109,8 @@ async fn payple_pay_window_to_active_subscription_with_its_webhook() {
     // The PG's webhook (sent with the window result) is stored and verified: nothing changes.
     e.stack.settle_webhooks(1).await;
     let oid = id.to_string();
-    let hooks = e.store.get_webhook_event("payple", &format!("{oid}:success:PAYM0000")).await.unwrap().unwrap();
+    let hooks =
+        e.store.get_webhook_event(paycycle::pg::Pg::Payple, &format!("{oid}:success:PAYM0000")).await.unwrap().unwrap();
     assert_eq!(hooks.status, WebhookStatus::Verified, "{:?}", hooks.outcome);
     let sub =
         e.store.get_subscription(&c["subscription_id"].as_str().unwrap().parse().unwrap()).await.unwrap().unwrap();
@@ -421,9 +422,9 @@ async fn forged_webhooks_change_nothing_and_are_recorded_as_rejected() {
 
     e.stack.drain_stream().await;
     for (pg, key) in [
-        ("steppay", "PAYMENT:1700000000000forgedforgedforg".to_string()),
-        ("payple", format!("{id}:success:PAYM0000")),
-        ("payple", format!("{id}:success:PAYM0001")),
+        (paycycle::pg::Pg::Steppay, "PAYMENT:1700000000000forgedforgedforg".to_string()),
+        (paycycle::pg::Pg::Payple, format!("{id}:success:PAYM0000")),
+        (paycycle::pg::Pg::Payple, format!("{id}:success:PAYM0001")),
     ] {
         let ev = e.store.get_webhook_event(pg, &key).await.unwrap().unwrap_or_else(|| panic!("{key} stored"));
         assert_eq!(ev.status, WebhookStatus::Rejected, "{key}: {:?}", ev.outcome);
@@ -432,13 +433,18 @@ async fn forged_webhooks_change_nothing_and_are_recorded_as_rejected() {
     // the event's key has no timestamp, so it is asked again later (never verified, alarmed after a
     // day) rather than refused for good — and it changes nothing meanwhile.
     let key = format!("order.payment_completed:{}", m["steppay"]["order_code"].as_str().unwrap());
-    let ev = e.store.get_webhook_event("steppay", &key).await.unwrap().unwrap_or_else(|| panic!("{key} stored"));
+    let ev = e
+        .store
+        .get_webhook_event(paycycle::pg::Pg::Steppay, &key)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{key} stored"));
     assert_eq!(ev.status, WebhookStatus::Received, "{key}: {:?}", ev.outcome);
     let open = e.store.get_checkout(m["id"].as_str().unwrap()).await.unwrap().unwrap();
     assert_eq!((open.status, open.payment_id), (CheckoutStatus::Open, None));
     assert!(
         e.store
-            .get_webhook_event("steppay", &{
+            .get_webhook_event(paycycle::pg::Pg::Steppay, &{
                 let updated = body.replace("order.payment_completed", "order.updated");
                 let Ok(paycycle::pg::steppay::webhook::SteppayWebhook::V2(w)) =
                     paycycle::pg::steppay::webhook::parse("application/json", updated.as_bytes())
@@ -863,7 +869,7 @@ async fn a_rejected_forgery_never_shadows_the_genuine_webhook_with_the_same_key(
     assert_eq!(r.status(), 200);
     e.stack.drain_stream().await;
     let key = format!("{id}:success:PAYM0000");
-    let stored = e.store.get_webhook_event("payple", &key).await.unwrap().unwrap();
+    let stored = e.store.get_webhook_event(paycycle::pg::Pg::Payple, &key).await.unwrap().unwrap();
     assert_eq!(stored.status, WebhookStatus::Rejected, "Payple has no such payment yet");
 
     // The customer pays; Payple's webhook carries the same OID, result and code.
@@ -871,7 +877,7 @@ async fn a_rejected_forgery_never_shadows_the_genuine_webhook_with_the_same_key(
     e.stack.settle_webhooks(before + 1).await;
     let later = Timestamp::now().checked_add(jiff::SignedDuration::from_mins(10)).unwrap();
     e.stack.functions.sweep(Some(&later.to_string())).await.unwrap();
-    let stored = e.store.get_webhook_event("payple", &key).await.unwrap().unwrap();
+    let stored = e.store.get_webhook_event(paycycle::pg::Pg::Payple, &key).await.unwrap().unwrap();
     assert_eq!(stored.status, WebhookStatus::Verified, "{:?}", stored.outcome);
     assert_eq!(e.checkout_status(id).await, CheckoutStatus::Completed);
     assert_eq!(e.subscription_state(&c).await.as_deref(), Some("active"));

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use paycycle::domain::attempt::{ChargeId, SubscriptionId};
-use paycycle::pg::PgMode;
 use paycycle::money::Krw;
+use paycycle::pg::PgMode;
 use paycycle::pg::payple::PaypleClient;
 use paycycle::pg::steppay::SteppayClient;
 use paycycle::pg::{ChargeRequest, Payer, PaymentGateway, Timeouts, http_client};

@@ -80,7 +80,7 @@ impl Env {
         let Ok(SteppayWebhook::V2(w)) = steppay_webhook::parse("application/json", body.as_bytes()) else {
             panic!("a v2 body")
         };
-        self.store.get_webhook_event("steppay", &w.dedupe_key().unwrap()).await.unwrap()
+        self.store.get_webhook_event(paycycle::pg::Pg::Steppay, &w.dedupe_key().unwrap()).await.unwrap()
     }
 
     async fn state(&self, id: &SubscriptionId) -> String {

@@ -19,12 +19,10 @@ use paycycle::boot::Boot;
 use paycycle::calendar::{Interval, IntervalUnit};
 use paycycle::domain::attempt::SubscriptionId;
 use paycycle::domain::customer::Customer;
-use paycycle::pg::PgMode;
 use paycycle::domain::subscription::{MAX_PLAN_AMOUNT, MIN_PLAN_AMOUNT, Plan};
 use paycycle::money::Krw;
-use paycycle::pg::payple::WindowWork;
-use paycycle::pg::steppay::parse_amount;
-use paycycle::pg::{Registry, Payer, PgCustomer, PgError};
+use paycycle::pg::checkout::{CheckoutStart, PrepareError};
+use paycycle::pg::{Adapter, Pg, PgCustomer, PgError, PgMode, Registry};
 use paycycle::store::api_keys::ApiKeyRecord;
 use paycycle::store::checkouts::{CHECKOUT_RETENTION, CheckoutRecord, CheckoutStatus};
 use paycycle::store::pg_customers::{ClaimToken, PgCustomerClaim};
@@ -70,22 +68,6 @@ fn one() -> u32 {
     1
 }
 
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct PaypleOptions {
-    /// `PAY` (default: register and pay in the window), `CERT` (register, authorize; paycycle
-    /// confirms at verify) or `AUTH` (register only; paycycle charges the first period at verify).
-    #[serde(default)]
-    work: Option<String>,
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct SteppayOptions {
-    product_code: String,
-    price_code: String,
-}
-
 /// `POST /checkouts` body.
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -99,11 +81,28 @@ struct CheckoutBody {
     /// StepPay managed errorUrl (defaults to `return_url`).
     #[serde(default)]
     error_url: Option<String>,
-    #[serde(default)]
-    payple: Option<PaypleOptions>,
-    /// StepPay managed: the product and price plan at StepPay (its amount must be the plan's).
-    #[serde(default)]
-    steppay: Option<SteppayOptions>,
+    /// The PG's options, under the PG's name (`payple: {work}`, `steppay: {product_code,
+    /// price_code}`): checked by the PG's adapter. Taken out of the body before the rest is read.
+    #[serde(skip_deserializing, default)]
+    options: std::collections::BTreeMap<Pg, Value>,
+}
+
+/// Reads the body: the PG options objects (one field per PG of the registry) apart, the rest
+/// strictly (an unknown field is a 400).
+fn parse_body(req: &Request) -> Result<CheckoutBody, ApiError> {
+    let mut value: Value = api::parse_json(req)?;
+    let mut options = std::collections::BTreeMap::new();
+    if let Some(fields) = value.as_object_mut() {
+        for pg in Pg::ALL {
+            if let Some(v) = fields.remove(pg.as_str()).filter(|v| !v.is_null()) {
+                options.insert(pg, v);
+            }
+        }
+    }
+    let mut body: CheckoutBody =
+        serde_json::from_value(value).map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
+    body.options = options;
+    Ok(body)
 }
 
 pub async fn handler(deps: &Deps, req: Request) -> Result<Response<Body>, Error> {
@@ -119,8 +118,8 @@ async fn route(deps: &Deps, req: &Request, request_id: &str) -> Result<Response<
     let key = api::authenticate(&deps.store, req).await?;
     api::body(req)?; // 413 before anything else about the body
     let idem_key = api::idempotency_key(req)?;
-    let body: CheckoutBody = api::parse_json(req)?;
-    let plan = validate(&body)?;
+    let body = parse_body(req)?;
+    let plan = validate(&body, deps.pgs.adapter(body.pg))?;
     let scope = format!("checkout:{}", key.partner_id);
     let request_hash = sha256_hex(serde_json::to_string(&body).unwrap_or_default().as_bytes());
     let keep = |status| if status == StatusCode::CREATED { Keep::Save } else { Keep::Release };
@@ -149,16 +148,8 @@ fn is_secure_return_url(s: &str) -> bool {
     }
 }
 
-/// The Payple `PCD_PAYER_NO` of a checkout: a 10-digit number (the window takes up to 10) that
-/// only this checkout's window registers a card under.
-fn payer_no(checkout_id: &str) -> String {
-    let h = sha256_hex(checkout_id.as_bytes());
-    let n = u64::from_str_radix(&h[..15], 16).unwrap_or(0) % 9_000_000_000 + 1_000_000_000;
-    n.to_string()
-}
-
 /// Checks everything a PG would otherwise reject later, and builds the plan.
-fn validate(b: &CheckoutBody) -> Result<Plan, ApiError> {
+fn validate(b: &CheckoutBody, adapter: Adapter<'_>) -> Result<Plan, ApiError> {
     let c = &b.customer;
     if c.id.is_empty() || c.id.len() > 64 || !c.id.bytes().all(|ch| ch.is_ascii_alphanumeric() || b"_-.@".contains(&ch))
     {
@@ -200,33 +191,14 @@ fn validate(b: &CheckoutBody) -> Result<Plan, ApiError> {
             ));
         }
     }
-    match b.pg {
-        PgMode::Payple | PgMode::SteppayManaged if b.return_url.is_none() => {
-            return Err(invalid("invalid_url", "return_url is required for this PG mode"));
-        }
-        PgMode::SteppayManaged if b.steppay.is_none() => {
-            return Err(invalid("invalid_request", "steppay.product_code and steppay.price_code are required"));
-        }
-        _ => {}
+    // Options of another PG than the checkout's, then the PG's own part, by its adapter.
+    if let Some(other) = b.options.keys().find(|pg| **pg != b.pg.pg()) {
+        let modes: Vec<&str> = other.modes().iter().map(|m| m.as_str()).collect();
+        return Err(invalid("invalid_request", format!("{other} options only apply to pg={}", modes.join("|"))));
     }
-    if b.pg != PgMode::Payple && b.payple.is_some() {
-        return Err(invalid("invalid_request", "payple options only apply to pg=payple"));
-    }
-    if b.pg != PgMode::SteppayManaged && b.steppay.is_some() {
-        return Err(invalid("invalid_request", "steppay options only apply to pg=steppay_managed"));
-    }
-    if let Some(s) = &b.steppay {
-        for (name, v) in [("product_code", &s.product_code), ("price_code", &s.price_code)] {
-            if v.is_empty() || v.len() > 100 {
-                return Err(invalid("invalid_request", format!("steppay.{name} must be 1-100 characters")));
-            }
-        }
-    }
-    if let Some(w) = b.payple.as_ref().and_then(|p| p.work.as_deref()) {
-        if !["PAY", "CERT", "AUTH"].contains(&w) {
-            return Err(invalid("invalid_request", "payple.work must be PAY, CERT or AUTH"));
-        }
-    }
+    adapter
+        .check_checkout(b.return_url.is_some(), b.options.get(&b.pg.pg()))
+        .map_err(|r| invalid(r.code, r.message))?;
     Ok(Plan { name: b.plan.name.trim().to_string(), amount: b.plan.amount, interval })
 }
 
@@ -248,64 +220,68 @@ fn pg_error(e: PgError) -> ApiError {
 /// How long a checkout may take to create a customer at StepPay before another may try (wall clock).
 const PG_CUSTOMER_LEASE: SignedDuration = SignedDuration::from_secs(30);
 
-/// StepPay's customer for the partner's customer: the one recorded (StepPay's own `id`/`code`,
-/// step-api-spec `service/account.json` `CustomerV1DTO`), or a new one created once. Concurrent
-/// checkouts of one customer wait briefly for the one creating it, then answer 409 (retry); see
+/// The PG's customer for the partner's customer, where the PG keeps customers
+/// ([`Adapter::needs_pg_customer`]): the one recorded (StepPay's own `id`/`code`, step-api-spec
+/// `service/account.json` `CustomerV1DTO`), or a new one created once. Concurrent checkouts of
+/// one customer wait briefly for the one creating it, then answer 409 (retry); see
 /// `store::pg_customers`.
-async fn steppay_customer(deps: &Deps, partner_id: &str, customer: &Customer) -> Result<PgCustomer, ApiError> {
+async fn pg_customer(
+    deps: &Deps,
+    adapter: Adapter<'_>,
+    partner_id: &str,
+    customer: &Customer,
+) -> Result<PgCustomer, ApiError> {
+    let pg = adapter.mode().pg();
     for _ in 0..20 {
         let claim = deps
             .store
-            .claim_pg_customer("steppay", partner_id, &customer.id, Timestamp::now(), PG_CUSTOMER_LEASE)
+            .claim_pg_customer(pg.as_str(), partner_id, &customer.id, Timestamp::now(), PG_CUSTOMER_LEASE)
             .await
             .map_err(store_unavailable)?;
         match claim {
             PgCustomerClaim::Known(c) => return Ok(c),
             PgCustomerClaim::Claimed(token) => {
-                return create_steppay_customer(deps, partner_id, customer, &token).await;
+                return create_pg_customer(deps, adapter, partner_id, customer, &token).await;
             }
             PgCustomerClaim::Busy => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
         }
     }
-    Err(customer_in_progress())
+    Err(customer_in_progress(pg))
 }
 
-fn customer_in_progress() -> ApiError {
+fn customer_in_progress(pg: Pg) -> ApiError {
     ApiError::conflict(
         "customer_in_progress",
-        "another checkout is creating this customer at StepPay; retry in a few seconds",
+        format!("another checkout is creating this customer at the PG ({pg}); retry in a few seconds"),
     )
 }
 
-/// Creates the claimed customer at StepPay and records StepPay's ids. A refusal created nothing
-/// and gives the claim up; no answer keeps it until its lease ends (StepPay may have created it).
-async fn create_steppay_customer(
+/// Creates the claimed customer at the PG and records the PG's ids. A refusal created nothing
+/// and gives the claim up; no answer keeps it until its lease ends (the PG may have created it).
+async fn create_pg_customer(
     deps: &Deps,
+    adapter: Adapter<'_>,
     partner_id: &str,
     customer: &Customer,
     claim: &ClaimToken,
 ) -> Result<PgCustomer, ApiError> {
-    // StepPay requires an email (`CustomerCreateDTO.email*`): a stable placeholder when we have none.
-    let placeholder = || {
-        let h = sha256_hex(format!("{partner_id}:{}", customer.id).as_bytes());
-        format!("pc_{}@customers.invalid", &h[..20])
-    };
-    let email = customer.email.clone().unwrap_or_else(placeholder);
-    match deps.pgs.steppay.create_customer(&customer.name, &email, customer.phone.as_deref()).await {
+    let pg = adapter.mode().pg();
+    match adapter.create_customer(partner_id, customer).await {
         Ok(created) => {
-            deps.store.record_pg_customer("steppay", partner_id, &customer.id, claim, &created).await.map_err(|e| {
+            deps.store.record_pg_customer(pg.as_str(), partner_id, &customer.id, claim, &created).await.map_err(|e| {
                 match e {
                     // Our claim was taken over (slower than its lease): the other request records
                     // its customer; this checkout is retried and uses it.
-                    paycycle::store::StoreError::Conflict(_) => customer_in_progress(),
+                    paycycle::store::StoreError::Conflict(_) => customer_in_progress(pg),
                     e => store_unavailable(e),
                 }
             })
         }
         Err(e) => {
             if matches!(e, PgError::Invalid(_) | PgError::Config { .. }) {
-                if let Err(release) = deps.store.release_pg_customer("steppay", partner_id, &customer.id, claim).await {
-                    tracing::warn!(error = %release, "StepPay customer claim not released; its lease ends it");
+                if let Err(release) = deps.store.release_pg_customer(pg.as_str(), partner_id, &customer.id, claim).await
+                {
+                    tracing::warn!(error = %release, "PG customer claim not released; its lease ends it");
                 }
             }
             Err(pg_error(e))
@@ -354,79 +330,32 @@ async fn create(
         payment_id: None,
         payer_no: None,
     };
-    let (pg_field, pg_json) = match body.pg {
-        PgMode::Payple => {
-            let work_name = body.payple.as_ref().and_then(|p| p.work.clone()).unwrap_or_else(|| "PAY".into());
-            let work = match work_name.as_str() {
-                "AUTH" => WindowWork::Auth,
-                "CERT" => WindowWork::Cert,
-                _ => WindowWork::Pay,
-            };
-            let payer = Payer {
-                customer_id: customer.id.clone(),
-                name: customer.name.clone(),
-                phone: customer.phone.clone(),
-                email: customer.email.clone(),
-                payer_no: Some(payer_no(&checkout_id)),
-            };
-            let params = deps
-                .pgs
-                .payple
-                .window_params(
-                    work,
-                    &checkout_id,
-                    &plan.name,
-                    Some(plan.amount),
-                    &payer,
-                    body.return_url.as_deref().unwrap_or_default(),
-                    subscription_id.as_str(),
-                )
-                .await
-                .map_err(pg_error)?;
-            record.work = Some(work_name);
-            record.payer_no = payer.payer_no.clone();
-            ("payple", serde_json::to_value(&params).map_err(|_| ApiError::internal())?)
-        }
-        PgMode::SteppayManaged => {
-            let opts = body.steppay.as_ref().ok_or_else(ApiError::internal)?;
-            let steppay = &deps.pgs.steppay;
-            let steppay_customer = steppay_customer(deps, &key.partner_id, &customer).await?;
-            let order = steppay
-                .create_order(&steppay_customer.code, &opts.product_code, &opts.price_code)
-                .await
-                .map_err(pg_error)?;
-            // StepPay's price, a decimal (`19900.0`): read exactly; an unreadable one is a PG
-            // answer we do not understand (502), never a check skipped.
-            let left = order.left_amount.as_deref().map(|a| parse_amount(a, "leftAmount")).transpose();
-            if let Some(left) = left.map_err(pg_error)? {
-                if left != plan.amount {
-                    return Err(ApiError::unprocessable(
-                        "plan_amount_mismatch",
-                        format!("StepPay's price {} is {left}, the plan says {}", opts.price_code, plan.amount),
-                    ));
-                }
-            }
-            let success = body.return_url.clone().unwrap_or_default();
-            let error = body.error_url.clone().unwrap_or_else(|| success.clone());
-            let pay_url = steppay.pay_url(&order.order_code, &success, &error).map_err(pg_error)?;
-            record.pg_reference = Some(order.order_code.clone());
-            ("steppay", json!({"order_code": order.order_code, "pay_url": pay_url.as_str()}))
-        }
-        PgMode::SteppaySelf => (
-            "steppay",
-            // What the StepPay SDK's payment request takes (seed 000 shows the method only as a
-            // screenshot; field names follow the billing API's, unconfirmed). A *_BILL method
-            // issues the billing key renewals charge.
-            json!({"sdk": {
-                "amount": plan.amount,
-                "method": "CARD_BILL",
-                "productName": plan.name,
-                "partnerOrderId": checkout_id,
-                "partnerUserId": customer.id,
-                "customerName": customer.name,
-            }}),
-        ),
+    let adapter = deps.pgs.adapter(body.pg);
+    let pg_customer = match adapter.needs_pg_customer() {
+        true => Some(pg_customer(deps, adapter, &key.partner_id, &customer).await?),
+        false => None,
     };
+    let start = CheckoutStart {
+        checkout_id: &checkout_id,
+        subscription_id: &subscription_id,
+        plan_name: &plan.name,
+        amount: plan.amount,
+        customer: &customer,
+        return_url: body.return_url.as_deref(),
+        error_url: body.error_url.as_deref(),
+        options: body.options.get(&body.pg.pg()),
+        pg_customer: pg_customer.as_ref(),
+    };
+    let prepared = match adapter.prepare_checkout(&start).await {
+        Ok(p) => p,
+        Err(PrepareError::Pg(e)) => return Err(pg_error(e)),
+        Err(PrepareError::PlanMismatch(why)) => return Err(ApiError::unprocessable("plan_amount_mismatch", why)),
+    };
+    if let Some(reference) = prepared.reference {
+        record.pg_reference = Some(reference);
+    }
+    record.work = prepared.work;
+    record.payer_no = prepared.payer_no;
     deps.store.create_checkout(&record).await.map_err(|e| {
         tracing::error!(error = %e, "checkout not stored");
         ApiError::unavailable()
@@ -445,6 +374,6 @@ async fn create(
         "created_at": now.to_string(),
         "expires_at": expires_at.to_string(),
     });
-    out[pg_field] = pg_json;
+    out[adapter.options_field()] = prepared.answer;
     Ok((StatusCode::CREATED, out))
 }

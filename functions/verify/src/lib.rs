@@ -25,17 +25,17 @@ use jiff::Timestamp;
 use lambda_http::{Body, Error, Request, RequestExt, Response};
 use paycycle::api::{self, ApiError};
 use paycycle::boot::Boot;
-use paycycle::pg::PgMode;
 use paycycle::events::EventPublisher;
-use paycycle::pg::{Registry, PgError};
+use paycycle::pg::{PgError, Registry};
 use paycycle::store::Store;
 use paycycle::store::stream::{entity, item_from_json, record_from_image};
 use paycycle::store::webhooks::WebhookEvent;
 use paycycle::views::{checkout_json, payment_json, subscription_json};
 use serde_json::{Map, Value, json};
 
-use crate::first::{Evidence, Source, VerifyError};
+use crate::first::VerifyError;
 use crate::webhooks::Verdict;
+use paycycle::pg::{Evidence, Source};
 
 /// Everything the handler needs, built once per cold start.
 #[derive(Clone, Debug)]
@@ -156,7 +156,7 @@ async fn sweep_first_charges(deps: &Deps, now: Timestamp) -> usize {
     let mut resolved = 0;
     for checkout in open {
         let id = checkout.checkout_id.clone();
-        match first::complete(deps, checkout, &Evidence::FirstCharge, Source::Webhook, now).await {
+        match first::complete(deps, checkout, &Evidence::OwnSend, Source::Webhook, now).await {
             Ok(_) | Err(VerifyError::Failed(_)) => resolved += 1,
             Err(VerifyError::InProgress) => {}
             Err(e) => unresolved_first_charge(deps, &id, &e, now).await,
@@ -178,7 +178,7 @@ async fn unresolved_first_charge(deps: &Deps, id: &str, error: &VerifyError, now
     };
     let age = now.duration_since(sent);
     if age > FIRST_CHARGE_ALARM_AGE {
-        tracing::error!(alarm = "paycycle_needs_review", checkout_id = %id, oid = %first::charged_oid_or_unknown(&c),
+        tracing::error!(alarm = "paycycle_needs_review", checkout_id = %id, oid = %first::own_send_reference(deps, &c),
             amount = %c.plan.amount, first_sent_at = ?c.first_charge_at, last_sent_at = %sent, reason = ?error,
             "a checkout's own Payple payment is unresolved after a day: check Payple for it");
     } else {
@@ -233,7 +233,7 @@ pub async fn verify_event(deps: &Deps, event: &WebhookEvent, now: Timestamp) -> 
         Verdict::Final(status, outcome) => {
             tracing::info!(pg = %event.pg, dedupe_key = %paycycle::pii::mask_reference(&event.dedupe_key), status = status.as_str(), outcome = %outcome, "webhook verified");
             deps.store
-                .mark_webhook_event(&event.pg, &event.dedupe_key, status, &outcome, now)
+                .mark_webhook_event(event.pg, &event.dedupe_key, status, &outcome, now)
                 .await
                 .map_err(|e| format!("verdict not recorded: {e}"))
         }
@@ -266,7 +266,7 @@ fn body_fields(req: &Request) -> Result<Map<String, Value>, ApiError> {
 }
 
 fn text(fields: &Map<String, Value>, names: &[&str]) -> Option<String> {
-    names.iter().find_map(|n| first::field(fields, n))
+    names.iter().find_map(|n| paycycle::pg::first::field(fields, n))
 }
 
 async fn route(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
@@ -286,25 +286,11 @@ async fn route(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
             return Err(ApiError::unavailable());
         }
     };
-    let evidence = match checkout.pg {
-        PgMode::Payple => {
-            let mut pcd = fields.clone();
-            pcd.retain(|k, _| k.starts_with("PCD_"));
-            if pcd.is_empty() {
-                return Err(ApiError::bad_request("invalid_request", "send the PCD_* fields Payple returned"));
-            }
-            Evidence::Payple(pcd)
-        }
-        PgMode::SteppayManaged => Evidence::SteppayOrder {
-            order_code: text(&fields, &["order_code", "orderCode"])
-                .ok_or_else(|| ApiError::bad_request("invalid_request", "order_code is required"))?,
-        },
-        PgMode::SteppaySelf => Evidence::SteppayPayment {
-            id_key: text(&fields, &["idKey", "id_key"])
-                .filter(|k| k.len() <= 64)
-                .ok_or_else(|| ApiError::bad_request("invalid_request", "idKey is required"))?,
-        },
-    };
+    let evidence = deps
+        .pgs
+        .adapter(checkout.pg)
+        .evidence_from_partner(&fields)
+        .map_err(|why| ApiError::bad_request("invalid_request", why))?;
     // A webhook's verify may hold the checkout for a moment (Payple sends its webhook with the
     // window result): wait for it briefly and answer with its outcome rather than a 409.
     let mut checkout = checkout;

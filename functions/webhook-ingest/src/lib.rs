@@ -17,9 +17,8 @@ use jiff::Timestamp;
 use lambda_http::{Body, Error, Request, Response};
 use paycycle::api::{self, ApiError};
 use paycycle::boot::Boot;
-use paycycle::pg::payple::transformers::PaypleResult;
-use paycycle::pg::steppay::webhook::{self as steppay_webhook, SteppayWebhook};
-use paycycle::secret::Secret;
+use paycycle::config::Secrets;
+use paycycle::pg::{IntakeError, Pg};
 use paycycle::store::webhooks::{Stored, WebhookEvent};
 use paycycle::store::{Store, StoreError};
 use serde_json::json;
@@ -28,35 +27,13 @@ use serde_json::json;
 #[derive(Clone, Debug)]
 pub struct Deps {
     pub store: Store,
-    /// StepPay v2 signing secrets; empty = signatures are not checked.
-    pub steppay_signing_secrets: Vec<Secret>,
+    /// The PGs' webhook signing secrets (StepPay v2; none configured = signatures not checked).
+    pub secrets: Secrets,
 }
 
 impl Deps {
     pub fn new(boot: Boot) -> Self {
-        Self {
-            store: Store::new(&boot.sdk, &boot.config.table),
-            steppay_signing_secrets: boot.secrets.steppay_webhook_secrets.clone(),
-        }
-    }
-}
-
-/// The request headers worth keeping with the event.
-const KEPT_HEADERS: &[&str] = &["user-agent", "steppay-signature", "x-amzn-trace-id", "x-forwarded-for"];
-
-/// Which PG a webhook route serves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Pg {
-    Steppay,
-    Payple,
-}
-
-impl Pg {
-    fn name(self) -> &'static str {
-        match self {
-            Pg::Steppay => "steppay",
-            Pg::Payple => "payple",
-        }
+        Self { store: Store::new(&boot.sdk, &boot.config.table), secrets: boot.secrets.clone() }
     }
 }
 
@@ -89,38 +66,6 @@ fn content_type(req: &Request) -> Result<String, ApiError> {
     }
 }
 
-/// The dedupe key of a StepPay webhook, after its signature (v2, when configured) holds.
-fn steppay_key(deps: &Deps, req: &Request, ct: &str, body: &[u8]) -> Result<String, ApiError> {
-    let parsed = steppay_webhook::parse(ct, body)
-        .map_err(|e| ApiError::bad_request("invalid_webhook", format!("not a StepPay webhook: {e}")))?;
-    match parsed {
-        SteppayWebhook::Payment(w) => Ok(w.dedupe_key()),
-        SteppayWebhook::V2(w) => {
-            if !deps.steppay_signing_secrets.is_empty() {
-                let header = req.headers().get("steppay-signature").and_then(|v| v.to_str().ok());
-                steppay_webhook::verify_signature(header, body, &deps.steppay_signing_secrets)
-                    .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", e.to_string()))?;
-            }
-            w.dedupe_key().ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_webhook",
-                    "the webhook's data names nothing to look up (order code or id, subscriptionId, idKey)",
-                )
-            })
-        }
-    }
-}
-
-fn payple_key(ct: &str, body: &[u8]) -> Result<String, ApiError> {
-    let r = PaypleResult::parse(ct, body)
-        .map_err(|e| ApiError::bad_request("invalid_webhook", format!("not a Payple result: {e}")))?;
-    let has = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
-    if !has(&r.oid) || !has(&r.rst) {
-        return Err(ApiError::bad_request("invalid_webhook", "a Payple webhook needs PCD_PAY_OID and PCD_PAY_RST"));
-    }
-    Ok(r.dedupe_key())
-}
-
 /// The answer to `HEAD` on a webhook route: 200 with no body.
 fn head_ok() -> Response<Body> {
     let mut response = Response::new(Body::Empty);
@@ -129,12 +74,8 @@ fn head_ok() -> Response<Body> {
 }
 
 async fn ingest(deps: &Deps, req: &Request, now: Timestamp) -> Result<Response<Body>, ApiError> {
-    let path = req.uri().path().trim_end_matches('/');
-    let pg = if path.ends_with("/webhooks/steppay") {
-        Pg::Steppay
-    } else if path.ends_with("/webhooks/payple") {
-        Pg::Payple
-    } else {
+    // The route of every PG in the registry (`/webhooks/{pg}`); any other name is no route.
+    let Some(pg) = Pg::of_webhook_path(req.uri().path()) else {
         return Err(ApiError::route_not_found());
     };
     if req.method() == http::Method::HEAD {
@@ -152,30 +93,32 @@ async fn ingest(deps: &Deps, req: &Request, now: Timestamp) -> Result<Response<B
     if text.trim().is_empty() {
         return Err(ApiError::bad_request("invalid_webhook", "the webhook body is empty"));
     }
-    let dedupe_key = match pg {
-        Pg::Steppay => steppay_key(deps, req, &ct, body)?,
-        Pg::Payple => payple_key(&ct, body)?,
-    };
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let dedupe_key = pg.webhook_key(&ct, body, header, &deps.secrets).map_err(|e| match e {
+        IntakeError::Malformed(m) => ApiError::bad_request("invalid_webhook", m),
+        IntakeError::Unauthorized(m) => ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", m),
+    })?;
     if dedupe_key.len() > 1024 {
         return Err(ApiError::bad_request("invalid_webhook", "the webhook's identifiers are too long"));
     }
-    let headers: BTreeMap<String, String> = KEPT_HEADERS
+    let headers: BTreeMap<String, String> = pg
+        .webhook_headers()
         .iter()
         .filter_map(|h| req.headers().get(*h).and_then(|v| v.to_str().ok()).map(|v| (h.to_string(), v.to_string())))
         .collect();
-    let event = WebhookEvent::received(pg.name(), dedupe_key, &ct, text.to_string(), headers, now);
+    let event = WebhookEvent::received(pg, dedupe_key, &ct, text.to_string(), headers, now);
     let duplicate = match deps.store.put_webhook_event(&event).await {
         Ok(Stored::New) => false,
         Ok(Stored::Reopened) => {
             // The stream announces only new items: verify's sweep checks this one (≤ 10 min).
-            tracing::warn!(pg = pg.name(), dedupe_key = %paycycle::pii::mask_reference(&event.dedupe_key),
+            tracing::warn!(pg = pg.as_str(), dedupe_key = %paycycle::pii::mask_reference(&event.dedupe_key),
                 "a delivery replaced a rejected webhook with the same key");
             false
         }
         Err(StoreError::AlreadyExists(_)) => true,
         Err(e) => {
             // Not stored: a non-2xx makes the PG deliver it again.
-            tracing::error!(error = %e, pg = pg.name(), "webhook not stored");
+            tracing::error!(error = %e, pg = pg.as_str(), "webhook not stored");
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "service_unavailable",
@@ -183,6 +126,6 @@ async fn ingest(deps: &Deps, req: &Request, now: Timestamp) -> Result<Response<B
             ));
         }
     };
-    tracing::info!(pg = pg.name(), dedupe_key = %paycycle::pii::mask_reference(&event.dedupe_key), duplicate, "webhook stored");
+    tracing::info!(pg = pg.as_str(), dedupe_key = %paycycle::pii::mask_reference(&event.dedupe_key), duplicate, "webhook stored");
     Ok(api::json(StatusCode::OK, &json!({"received": true, "duplicate": duplicate})))
 }

@@ -12,7 +12,13 @@ async fn deps() -> (MotoServer, webhook_ingest::Deps) {
     let sdk = moto.sdk_config().await;
     let provisioned =
         provision(&sdk, &Template::load().unwrap(), &paycycle_testkit::provision::unique_prefix()).await.unwrap();
-    let deps = webhook_ingest::Deps { store: Store::new(&sdk, &provisioned.table), steppay_signing_secrets: vec![] };
+    // No signing secret configured: StepPay v2 signatures are not checked here.
+    let secrets = paycycle::config::Secrets::from_lookup(|k| match k {
+        "STEPPAY_SECRET_TOKEN" | "PAYPLE_CST_ID" | "PAYPLE_CUST_KEY" | "PAYPLE_REFUND_KEY" => Some("x".into()),
+        _ => None,
+    })
+    .unwrap();
+    let deps = webhook_ingest::Deps { store: Store::new(&sdk, &provisioned.table), secrets };
     (moto, deps)
 }
 
@@ -42,7 +48,8 @@ async fn the_seed_webhook_is_stored_once_with_one_write() {
     assert_eq!((used.total_requests(), used.written_items), (1, 1), "one conditional PutItem");
     let again = webhook_ingest::handler(&deps, lambda_http::request::from_str(FIXTURE).unwrap()).await.unwrap();
     assert_eq!((again.status().as_u16(), json(&again)["duplicate"].as_bool()), (200, Some(true)));
-    let stored = deps.store.get_webhook_event("steppay", "PAYMENT:16057932413479698c8vqQG0kMix9").await.unwrap();
+    let stored =
+        deps.store.get_webhook_event(paycycle::pg::Pg::Steppay, "PAYMENT:16057932413479698c8vqQG0kMix9").await.unwrap();
     let stored = stored.unwrap();
     assert_eq!(stored.headers.get("user-agent").map(String::as_str), None, "only kept headers");
     assert_eq!(stored.body, r#"{"webHookType":"PAYMENT","orderId":1,"idKey":"16057932413479698c8vqQG0kMix9"}"#);

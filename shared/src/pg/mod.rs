@@ -11,10 +11,15 @@
 //! blind. A request that never left (connection refused, partner auth refused) is
 //! [`PgError::Transient`]. Clients never persist anything.
 
+pub mod checkout;
+pub mod first;
+pub mod notice;
 pub mod payple;
 mod registry;
 pub mod steppay;
 
+pub use first::{CheckoutTerms, Evidence, HeldCheckout, Source};
+pub use notice::{IntakeError, Notice, OrderReport, PgSubscriptionState};
 pub use registry::{Adapter, Capabilities, Pg, PgChange, PgMode, Registry};
 
 use std::time::Duration;

@@ -114,6 +114,7 @@ impl PgMode {
                 lookup_by_date: true,
                 lifecycle_at_pg: false,
                 references_are_ours: true,
+                refunds_through_order: false,
             },
             PgMode::SteppaySelf => Capabilities {
                 renewer: Renewer::Paycycle,
@@ -121,6 +122,7 @@ impl PgMode {
                 lookup_by_date: false,
                 lifecycle_at_pg: false,
                 references_are_ours: false,
+                refunds_through_order: false,
             },
             PgMode::SteppayManaged => Capabilities {
                 renewer: Renewer::Pg,
@@ -128,8 +130,15 @@ impl PgMode {
                 lookup_by_date: false,
                 lifecycle_at_pg: true,
                 references_are_ours: false,
+                refunds_through_order: true,
             },
         }
+    }
+}
+
+impl From<PgMode> for Pg {
+    fn from(mode: PgMode) -> Pg {
+        mode.pg()
     }
 }
 
@@ -155,6 +164,10 @@ pub struct Capabilities {
     /// The PG's payment references are ids paycycle chose (Payple's OID = our checkout or charge
     /// id) and may be shown; otherwise they may be billing keys (a StepPay idKey) and are masked.
     pub references_are_ours: bool,
+    /// A payment is refunded through the PG order it paid (StepPay managed: `PATCH
+    /// /api/v1/orders/{id}/cancel`), so the order is recorded with it: a checkout's first payment
+    /// keeps the checkout's PG reference (its order code).
+    pub refunds_through_order: bool,
 }
 
 /// A change to a subscription made at the PG before it is recorded here.

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use super::{Condition, Item, Store, StoreError, Tx, from_item, keys, n, s, sort_seconds, to_item};
 use crate::domain::attempt::SubscriptionId;
 use crate::domain::customer::Customer;
-use crate::pg::PgMode;
 use crate::domain::subscription::Plan;
+use crate::pg::PgMode;
 
 /// How long an unfinished checkout is kept.
 pub const CHECKOUT_RETENTION: SignedDuration = SignedDuration::from_hours(7 * 24);

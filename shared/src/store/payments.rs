@@ -15,10 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{Condition, Item, Store, StoreError, Tx, from_item, keys, n, s, sha256_hex, to_item};
 use crate::domain::attempt::{ChargeId, SubscriptionId};
-use crate::pg::PgMode;
 use crate::domain::payment::{PaymentAmounts, RefundStatus};
 use crate::money::Krw;
 use crate::pg::{CardInfo, PaymentDetails};
+use crate::pg::{Pg, PgMode};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentRecord {
@@ -61,8 +61,8 @@ pub(crate) fn default_partner() -> String {
 }
 
 /// `pay_` + 24 hex of SHA-256(pg ":" pg id): one payment id per PG transaction.
-pub fn payment_id_for(pg: PgMode, pg_payment_id: &str) -> String {
-    format!("pay_{}", &sha256_hex(format!("{}:{pg_payment_id}", pg.pg()).as_bytes())[..24])
+pub fn payment_id_for(pg: impl Into<Pg>, pg_payment_id: &str) -> String {
+    format!("pay_{}", &sha256_hex(format!("{}:{pg_payment_id}", pg.into()).as_bytes())[..24])
 }
 
 impl PaymentRecord {

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use super::{Condition, Item, Store, StoreError, Tx, epoch, from_item, keys, n, s, sha256_hex, to_item, unavailable};
 use crate::domain::attempt::{Attempt, AttemptStatus, ChargeId, SubscriptionId};
 use crate::domain::customer::Customer;
-use crate::pg::PgMode;
 use crate::domain::subscription::{Subscription, SubscriptionState};
+use crate::pg::PgMode;
 
 /// Number of due-GSI partitions. A morning of renewals spreads over all of them; renew queries
 /// each (and, at scale, fans them out to workers, one message per shard).

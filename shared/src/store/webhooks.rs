@@ -15,6 +15,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError, from_item, keys, n, s, sort_seconds, to_item};
+use crate::pg::Pg;
 
 pub const WEBHOOK_RETENTION: SignedDuration = SignedDuration::from_hours(180 * 24);
 
@@ -31,8 +32,8 @@ fn open_shard(pk: &str) -> String {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WebhookEvent {
-    /// `steppay` or `payple`.
-    pub pg: String,
+    /// The PG whose route received it.
+    pub pg: Pg,
     /// e.g. StepPay `PAYMENT:{idKey}`, Payple `{OID}:{RST}:{CODE}`.
     pub dedupe_key: String,
     pub content_type: String,
@@ -86,7 +87,7 @@ impl WebhookStatus {
 impl WebhookEvent {
     /// A webhook as it arrived.
     pub fn received(
-        pg: &str,
+        pg: Pg,
         dedupe_key: String,
         content_type: &str,
         body: String,
@@ -94,7 +95,7 @@ impl WebhookEvent {
         received_at: Timestamp,
     ) -> Self {
         Self {
-            pg: pg.to_string(),
+            pg,
             dedupe_key,
             content_type: content_type.to_string(),
             body,
@@ -166,7 +167,7 @@ impl Store {
         Ok(if out.attributes().is_some_and(|old| !old.is_empty()) { Stored::Reopened } else { Stored::New })
     }
 
-    pub async fn get_webhook_event(&self, pg: &str, dedupe_key: &str) -> Result<Option<WebhookEvent>, StoreError> {
+    pub async fn get_webhook_event(&self, pg: Pg, dedupe_key: &str) -> Result<Option<WebhookEvent>, StoreError> {
         match self.get(&format!("WH#{pg}#{dedupe_key}"), "WH").await? {
             Some(item) => from_item(item).map(Some),
             None => Ok(None),
@@ -177,7 +178,7 @@ impl Store {
     /// stream mapping only passes inserts, so this does not feed verify again.
     pub async fn mark_webhook_event(
         &self,
-        pg: &str,
+        pg: Pg,
         dedupe_key: &str,
         status: WebhookStatus,
         outcome: &str,

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use jiff::{SignedDuration, Timestamp};
-use paycycle::pg::PgMode;
 use paycycle::events::EventPublisher;
+use paycycle::pg::PgMode;
 use paycycle::pg::Registry;
 use paycycle::store::Store;
 use paycycle_dev::clients::Sandbox as SandboxClient;

@@ -34,11 +34,11 @@ use std::sync::Arc;
 use jiff::{SignedDuration, Timestamp};
 use lambda_http::RequestExt;
 use paycycle::domain::attempt::{ChargeId, SubscriptionId};
-use paycycle::pg::PgMode;
 use paycycle::domain::subscription::SubscriptionState;
 use paycycle::events::EventPublisher;
+use paycycle::pg::PgMode;
 use paycycle::pg::payple::WindowWork;
-use paycycle::pg::{Registry, Payer};
+use paycycle::pg::{Payer, Registry};
 use paycycle::store::Store;
 use paycycle_dev::event_sink::EventSink;
 use paycycle_dev::{local_secrets, seed_subscription};
@@ -360,15 +360,17 @@ async fn setup(world: &World, seed: u64, log: &mut Vec<String>) -> Result<Scenar
         crash_at: None,
     };
     let refund = refund::Deps { store: store.clone(), pgs: pgs.clone(), publisher: publisher.clone() };
-    let subscriptions =
-        subscriptions::Deps { store: store.clone(), pgs: pgs.clone(), publisher: publisher.clone() };
+    let subscriptions = subscriptions::Deps { store: store.clone(), pgs: pgs.clone(), publisher: publisher.clone() };
     let verify = verify::Deps { store: store.clone(), pgs: pgs.clone(), publisher };
     let checkout = checkout::Deps { store: store.clone(), pgs: pgs.clone() };
     // The PGs deliver their webhooks to webhook-ingest's handler, as in AWS.
-    let webhooks =
-        WebhookEndpoint::start(webhook_ingest::Deps { store: store.clone(), steppay_signing_secrets: vec![] })
-            .await
-            .map_err(|e| e.to_string())?;
+    let webhooks = WebhookEndpoint::start(webhook_ingest::Deps {
+        store: store.clone(),
+        // The chaos sandbox signs nothing: signatures are not checked here.
+        secrets: paycycle::config::Secrets { steppay_webhook_secrets: vec![], ..local_secrets() },
+    })
+    .await
+    .map_err(|e| e.to_string())?;
     {
         let mut config = sandbox.shared.config.lock().expect("sandbox config");
         config.steppay_webhook_url = Some(format!("{}/webhooks/steppay", webhooks.url));
