@@ -9,16 +9,24 @@ use std::fmt;
 
 use url::Url;
 
+use crate::pg::Pg;
 use crate::secret::Secret;
 
-/// The variables of DESIGN §8, with what each one is for (used in error messages).
-pub const VARIABLES: &[(&str, &str)] = &[
-    ("PAYCYCLE_TABLE", "the DynamoDB table name"),
-    ("PAYCYCLE_EVENT_BUS", "the EventBridge bus name"),
-    ("STEPPAY_BASE_URL", "StepPay's API base URL, e.g. https://api.steppay.kr"),
-    ("PAYPLE_BASE_URL", "Payple's API base URL, e.g. https://cpay.payple.kr"),
-    ("PAYPLE_REFERER", "the Referer registered with Payple, e.g. https://shop.example.com"),
-];
+/// The variables of DESIGN §8 every function reads, besides each PG's ([`variables`]).
+pub const COMMON_VARIABLES: &[(&str, &str)] =
+    &[("PAYCYCLE_TABLE", "the DynamoDB table name"), ("PAYCYCLE_EVENT_BUS", "the EventBridge bus name")];
+
+/// Every required variable with what it is for (used in error messages): the common ones and
+/// those of every PG in the registry ([`Pg::config`]).
+pub fn variables() -> Vec<(&'static str, &'static str)> {
+    let pgs = Pg::ALL.into_iter().flat_map(|pg| pg.config().variables.iter().copied());
+    COMMON_VARIABLES.iter().copied().chain(pgs).collect()
+}
+
+/// Every key of the PG-credentials secret, of every PG in the registry ([`Pg::config`]).
+pub fn secret_keys() -> Vec<&'static str> {
+    Pg::ALL.into_iter().flat_map(|pg| pg.config().secret_keys.iter().copied()).collect()
+}
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -64,7 +72,7 @@ impl fmt::Debug for ConfigError {
 }
 
 fn what(var: &'static str) -> &'static str {
-    VARIABLES.iter().find(|(name, _)| *name == var).map(|(_, what)| *what).unwrap_or("required")
+    variables().into_iter().find(|(name, _)| *name == var).map(|(_, what)| what).unwrap_or("required")
 }
 
 fn required(lookup: &impl Fn(&str) -> Option<String>, var: &'static str) -> Result<String, ConfigError> {
@@ -271,10 +279,36 @@ mod tests {
         assert_eq!(c.secrets_source, SecretsSource::Environment);
     }
 
+    /// The registry's secret keys are the ones read: from the secret's JSON, and upper-cased from
+    /// the environment for local runs. A missing key is named; only a list (webhook signing
+    /// secrets) may be absent.
+    #[test]
+    fn every_secret_key_of_every_pg_is_read() {
+        let value = |k: &str| if k.ends_with("_secrets") { serde_json::json!(["s"]) } else { serde_json::json!("v") };
+        let full: serde_json::Map<String, serde_json::Value> =
+            secret_keys().into_iter().map(|k| (k.to_string(), value(k))).collect();
+        Secrets::from_json("arn:x", &serde_json::Value::Object(full.clone()).to_string()).unwrap();
+        let upper: Vec<(String, String)> = secret_keys().into_iter().map(|k| (k.to_uppercase(), "v".into())).collect();
+        Secrets::from_lookup(|n| upper.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone())).unwrap();
+        for key in secret_keys() {
+            let mut doc = full.clone();
+            doc.remove(key);
+            match Secrets::from_json("arn:x", &serde_json::Value::Object(doc).to_string()) {
+                Err(e) => assert!(e.to_string().contains(key), "{e} does not name {key}"),
+                Ok(_) => assert!(key.ends_with("_secrets"), "{key} is required but its absence passed"),
+            }
+            let env: Vec<_> = upper.iter().filter(|(k, _)| *k != key.to_uppercase()).cloned().collect();
+            match Secrets::from_lookup(|n| env.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone())) {
+                Err(e) => assert!(e.to_string().contains(&key.to_uppercase()), "{e} does not name {key}"),
+                Ok(_) => assert!(key.ends_with("_secrets"), "{key} is required but its absence passed"),
+            }
+        }
+    }
+
     #[test]
     fn every_missing_variable_is_named() {
-        for (var, _) in VARIABLES {
-            let pairs: Vec<_> = GOOD.iter().copied().filter(|(k, _)| k != var).collect();
+        for (var, _) in variables() {
+            let pairs: Vec<_> = GOOD.iter().copied().filter(|(k, _)| *k != var).collect();
             let err = Config::from_lookup(env(&pairs)).unwrap_err();
             assert!(err.to_string().contains(var), "{err} does not name {var}");
             assert!(format!("{err:?}").contains(var), "Debug must stay readable: {err:?}");

@@ -46,7 +46,7 @@ pub fn payment_json(p: &PaymentRecord, refunds: &[RefundRecord]) -> Value {
         // masked when stored; masking it again here costs nothing and keeps a full one off the API.
         "card": p.card.as_ref().map(|c| json!({
             "name": c.name,
-            "number_masked": c.number_masked.as_deref().and_then(crate::pg::payple::mask_card_number),
+            "number_masked": c.number_masked.as_deref().and_then(crate::pg::mask_card_number),
             "trade_number": c.trade_number,
         })),
         "receipt_url": p.receipt_url,

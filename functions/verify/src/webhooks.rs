@@ -464,14 +464,14 @@ fn follow_pg(
     state: PgSubscriptionState,
     now: Timestamp,
 ) -> Result<Option<(Transition, &'static str)>, TransitionError> {
-    use PgSubscriptionState as Pg;
+    use PgSubscriptionState as S;
     let t = match (state, s.state) {
-        (Pg::Unpaid, _) => (s.renewal_failed_at_pg()?, "UNPAID: past due"),
-        (Pg::Ended, SubscriptionState::Canceled) => return Ok(None),
-        (Pg::Ended, _) => (s.cancel(now, false)?, "ended at the PG: canceled"),
-        (Pg::Active, SubscriptionState::Paused) => (s.resume(now)?, "ACTIVE at the PG: resumed"),
-        (Pg::Active, _) => (s.recovered_at_pg()?, "ACTIVE again: recovered"),
-        (Pg::Paused, SubscriptionState::Active) => (s.pause(now, PauseWhen::Now)?, "PAUSE at the PG: paused"),
+        (S::Unpaid, _) => (s.renewal_failed_at_pg()?, "UNPAID: past due"),
+        (S::Ended, SubscriptionState::Canceled) => return Ok(None),
+        (S::Ended, _) => (s.cancel(now, false)?, "ended at the PG: canceled"),
+        (S::Active, SubscriptionState::Paused) => (s.resume(now)?, "ACTIVE at the PG: resumed"),
+        (S::Active, _) => (s.recovered_at_pg()?, "ACTIVE again: recovered"),
+        (S::Paused, SubscriptionState::Active) => (s.pause(now, PauseWhen::Now)?, "PAUSE at the PG: paused"),
         _ => return Ok(None),
     };
     Ok(Some(t))

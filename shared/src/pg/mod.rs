@@ -20,7 +20,8 @@ pub mod steppay;
 
 pub use first::{CheckoutTerms, Evidence, HeldCheckout, Source};
 pub use notice::{IntakeError, Notice, OrderReport, PgSubscriptionState};
-pub use registry::{Adapter, Capabilities, Pg, PgChange, PgMode, Registry};
+pub use payple::mask_card_number;
+pub use registry::{Adapter, Capabilities, Pg, PgChange, PgConfig, PgMode, Registry};
 
 use std::time::Duration;
 

@@ -53,6 +53,25 @@ impl Pg {
         Pg::ALL.into_iter().find(|pg| path.ends_with(&pg.webhook_path()))
     }
 
+    /// What this PG needs configured: the environment variables every function reads (in the
+    /// template's `Globals`), and the keys of the PG-credentials secret (`PAYCYCLE_SECRETS`; the
+    /// same names upper-cased as variables for local runs). `config.rs` reads them.
+    pub fn config(self) -> PgConfig {
+        match self {
+            Pg::Steppay => PgConfig {
+                variables: &[("STEPPAY_BASE_URL", "StepPay's API base URL, e.g. https://api.steppay.kr")],
+                secret_keys: &["steppay_secret_token", "steppay_webhook_secrets"],
+            },
+            Pg::Payple => PgConfig {
+                variables: &[
+                    ("PAYPLE_BASE_URL", "Payple's API base URL, e.g. https://cpay.payple.kr"),
+                    ("PAYPLE_REFERER", "the Referer registered with Payple, e.g. https://shop.example.com"),
+                ],
+                secret_keys: &["payple_cst_id", "payple_cust_key", "payple_refund_key"],
+            },
+        }
+    }
+
     /// The modes this PG runs subscriptions in.
     pub fn modes(self) -> Vec<PgMode> {
         PgMode::ALL.into_iter().filter(|m| m.pg() == self).collect()
@@ -63,6 +82,15 @@ impl fmt::Display for Pg {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// A PG's configuration ([`Pg::config`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PgConfig {
+    /// Environment variables, with what each is for (named in error messages).
+    pub variables: &'static [(&'static str, &'static str)],
+    /// Keys of the PG-credentials secret.
+    pub secret_keys: &'static [&'static str],
 }
 
 /// The three PG modes of the source documents: a PG and who renews on it.

@@ -532,6 +532,20 @@ impl PaymentGateway for SteppayClient {
     }
 }
 
+/// Whether StepPay's subscription status (`GET /api/v1/subscriptions/{id}`, merge/v1.json) is
+/// already the one `change` asks for: the change was made there before.
+pub(crate) fn already_changed(change: super::PgChange, status: SubscriptionStatus) -> bool {
+    use super::PgChange;
+    use SubscriptionStatus as S;
+    match change {
+        PgChange::Pause { at_period_end: false } => status == S::Pause,
+        PgChange::Pause { at_period_end: true } => status == S::PendingPause,
+        PgChange::Resume => status == S::Active,
+        PgChange::Cancel { at_period_end: false } => matches!(status, S::Canceled | S::Expired),
+        PgChange::Cancel { at_period_end: true } => status == S::PendingCancel,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -563,19 +577,5 @@ mod tests {
         assert!(fraction.outcome_unknown(), "a fraction of a won is not an amount we asked for: {fraction:?}");
         let other = answer(cancel_answer(true, "CANCELED", serde_json::json!(3000.0))).unwrap_err();
         assert!(other.outcome_unknown(), "another amount than asked: {other:?}");
-    }
-}
-
-/// Whether StepPay's subscription status (`GET /api/v1/subscriptions/{id}`, merge/v1.json) is
-/// already the one `change` asks for: the change was made there before.
-pub(crate) fn already_changed(change: super::PgChange, status: SubscriptionStatus) -> bool {
-    use super::PgChange;
-    use SubscriptionStatus as S;
-    match change {
-        PgChange::Pause { at_period_end: false } => status == S::Pause,
-        PgChange::Pause { at_period_end: true } => status == S::PendingPause,
-        PgChange::Resume => status == S::Active,
-        PgChange::Cancel { at_period_end: false } => matches!(status, S::Canceled | S::Expired),
-        PgChange::Cancel { at_period_end: true } => status == S::PendingCancel,
     }
 }
