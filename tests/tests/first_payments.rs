@@ -203,6 +203,38 @@ async fn steppay_self_completes_from_its_webhook_alone() {
     assert_eq!(v["payment"]["id"], payment_id_for(paycycle::pg::PgMode::SteppaySelf, &id_key));
 }
 
+/// A retried `POST /checkouts` is the same request however its client orders the PG options' keys
+/// or spells an absent option: it gets the first checkout back, never `idempotency_key_reused`
+/// (which would leave the first checkout orphaned and invite a second one).
+#[tokio::test]
+async fn a_retried_checkout_is_the_same_request_whatever_the_order_of_its_pg_options() {
+    let e = env().await;
+    e.sandbox.steppay_price("prod_pro", "price_monthly", 19_900).await;
+    let managed = |options: Value| {
+        json!({"pg": "steppay_managed", "customer": customer(), "plan": plan(19_900),
+            "return_url": "https://shop.example.com/ok", "steppay": options})
+    };
+    let first = managed(json!({"product_code": "prod_pro", "price_code": "price_monthly"}));
+    let reordered = managed(json!({"price_code": "price_monthly", "product_code": "prod_pro"}));
+    assert_ne!(first.to_string(), reordered.to_string(), "the bodies differ in key order");
+    let (status, a) = e.partner.post("/checkouts", &first, Some("retry-order")).await;
+    assert_eq!(status, 201, "{a}");
+    let (status, b) = e.partner.post("/checkouts", &reordered, Some("retry-order")).await;
+    assert_eq!((status, &b["id"]), (201, &a["id"]), "{b}");
+
+    let payple = |options: Value| {
+        json!({"pg": "payple", "customer": customer(), "plan": plan(9_900),
+            "return_url": "https://shop.example.com/ok", "payple": options})
+    };
+    let (status, a) = e.partner.post("/checkouts", &payple(json!({})), Some("retry-null")).await;
+    assert_eq!(status, 201, "{a}");
+    let (status, b) = e.partner.post("/checkouts", &payple(json!({"work": null})), Some("retry-null")).await;
+    assert_eq!((status, &b["id"]), (201, &a["id"]), "{b}");
+    // A different option is a different request.
+    let (status, c) = e.partner.post("/checkouts", &payple(json!({"work": "AUTH"})), Some("retry-null")).await;
+    assert_eq!((status, c["error"]["code"].as_str()), (422, Some("idempotency_key_reused")), "{c}");
+}
+
 #[tokio::test]
 async fn steppay_managed_first_order_and_renewal_webhooks_extend_the_period() {
     let e = env().await;

@@ -118,8 +118,8 @@ async fn route(deps: &Deps, req: &Request, request_id: &str) -> Result<Response<
     let key = api::authenticate(&deps.store, req).await?;
     api::body(req)?; // 413 before anything else about the body
     let idem_key = api::idempotency_key(req)?;
-    let body = parse_body(req)?;
-    let plan = validate(&body, deps.pgs.adapter(body.pg))?;
+    let mut body = parse_body(req)?;
+    let plan = validate(&mut body, &deps.pgs)?;
     let scope = format!("checkout:{}", key.partner_id);
     let request_hash = sha256_hex(serde_json::to_string(&body).unwrap_or_default().as_bytes());
     let keep = |status| if status == StatusCode::CREATED { Keep::Save } else { Keep::Release };
@@ -149,7 +149,7 @@ fn is_secure_return_url(s: &str) -> bool {
 }
 
 /// Checks everything a PG would otherwise reject later, and builds the plan.
-fn validate(b: &CheckoutBody, adapter: Adapter<'_>) -> Result<Plan, ApiError> {
+fn validate(b: &mut CheckoutBody, pgs: &Registry) -> Result<Plan, ApiError> {
     let c = &b.customer;
     if c.id.is_empty() || c.id.len() > 64 || !c.id.bytes().all(|ch| ch.is_ascii_alphanumeric() || b"_-.@".contains(&ch))
     {
@@ -191,14 +191,21 @@ fn validate(b: &CheckoutBody, adapter: Adapter<'_>) -> Result<Plan, ApiError> {
             ));
         }
     }
-    // Options of another PG than the checkout's, then the PG's own part, by its adapter.
+    // Options of another PG than the checkout's, then the PG's own part, by its adapter; the
+    // options are kept in the adapter's canonical form (the request hash compares them).
     if let Some(other) = b.options.keys().find(|pg| **pg != b.pg.pg()) {
-        let modes: Vec<&str> = other.modes().iter().map(|m| m.as_str()).collect();
+        let modes: Vec<&str> =
+            other.modes().into_iter().filter(|m| pgs.adapter(*m).takes_options()).map(PgMode::as_str).collect();
         return Err(invalid("invalid_request", format!("{other} options only apply to pg={}", modes.join("|"))));
     }
-    adapter
-        .check_checkout(b.return_url.is_some(), b.options.get(&b.pg.pg()))
-        .map_err(|r| invalid(r.code, r.message))?;
+    let pg = b.pg.pg();
+    match pgs.adapter(b.pg).check_checkout(b.return_url.is_some(), b.options.get(&pg)) {
+        Ok(Some(canonical)) => {
+            b.options.insert(pg, canonical);
+        }
+        Ok(None) => {}
+        Err(r) => return Err(invalid(r.code, r.message)),
+    }
     Ok(Plan { name: b.plan.name.trim().to_string(), amount: b.plan.amount, interval })
 }
 

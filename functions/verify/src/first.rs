@@ -348,8 +348,11 @@ pub async fn paid_after_failure(
     hint: Option<String>,
     now: Timestamp,
 ) -> Result<Option<PaymentRecord>, VerifyError> {
-    if c.status != CheckoutStatus::Failed {
-        return Err(VerifyError::Mismatch(format!("checkout {} is not failed", c.checkout_id)));
+    if c.status != CheckoutStatus::Failed || !c.pg.capabilities().late_payments {
+        return Err(VerifyError::Mismatch(format!(
+            "checkout {} is not a failed checkout of a PG that pays late",
+            c.checkout_id
+        )));
     }
     if c.payment_id.is_some() {
         return Ok(None);

@@ -136,7 +136,7 @@ async fn checkout_payment(
         Ok(_) => return rejected(format!("no {mode} checkout {checkout_id}")),
         Err(e) => return from_store(e),
     };
-    if checkout.status == CheckoutStatus::Failed && mode.capabilities().references_are_ours {
+    if checkout.status == CheckoutStatus::Failed && mode.capabilities().late_payments {
         return paid_after_failure(deps, checkout, checkout_id, date_hint, now).await;
     }
     from_verify(first::complete(deps, checkout, &evidence, Source::Webhook, now).await)

@@ -4,7 +4,7 @@
 //! SDK parameters — with the reference the payment will carry, which verify compares with the PG's
 //! answer later.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::payple::WindowWork;
@@ -27,7 +27,7 @@ fn refuse(code: &'static str, message: impl Into<String>) -> CheckoutRefusal {
 /// Payple's options: `work` is `PAY` (default: register and pay in the window), `CERT`
 /// (register, authorize; paycycle confirms at verify) or `AUTH` (register only; paycycle charges
 /// the first period at verify).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct PaypleOptions {
     #[serde(default)]
@@ -35,7 +35,7 @@ struct PaypleOptions {
 }
 
 /// StepPay managed's options: the product and price plan at StepPay (its amount must be the plan's).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct SteppayOptions {
     product_code: String,
@@ -112,8 +112,31 @@ impl Adapter<'_> {
     }
 
     /// Checks a checkout request's PG part before anything is sent: whether the mode needs a
-    /// return URL, and the PG's options.
-    pub fn check_checkout(&self, has_return_url: bool, options: Option<&Value>) -> Result<(), CheckoutRefusal> {
+    /// return URL, and the PG's options. Answers the options in one canonical form (the PG's own
+    /// fields in their order, absent ones `null`), so that a retried request is the same request
+    /// however its client wrote them (the `Idempotency-Key` compares requests).
+    pub fn check_checkout(
+        &self,
+        has_return_url: bool,
+        options: Option<&Value>,
+    ) -> Result<Option<Value>, CheckoutRefusal> {
+        self.check_options(has_return_url, options)?;
+        let canonical = match self {
+            Adapter::Payple(_) => read_options::<PaypleOptions>(self.options_field(), options)?.map(|o| json!(o)),
+            Adapter::SteppayManaged(_) => {
+                read_options::<SteppayOptions>(self.options_field(), options)?.map(|o| json!(o))
+            }
+            Adapter::SteppaySelf(_) => None,
+        };
+        Ok(canonical)
+    }
+
+    /// Whether this mode takes an options object (`payple`, `steppay`) at all.
+    pub fn takes_options(&self) -> bool {
+        !matches!(self, Adapter::SteppaySelf(_))
+    }
+
+    fn check_options(&self, has_return_url: bool, options: Option<&Value>) -> Result<(), CheckoutRefusal> {
         let name = self.options_field();
         match self {
             Adapter::Payple(_) => {

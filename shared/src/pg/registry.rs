@@ -143,6 +143,7 @@ impl PgMode {
                 lifecycle_at_pg: false,
                 references_are_ours: true,
                 refunds_through_order: false,
+                late_payments: true,
             },
             PgMode::SteppaySelf => Capabilities {
                 renewer: Renewer::Paycycle,
@@ -151,6 +152,7 @@ impl PgMode {
                 lifecycle_at_pg: false,
                 references_are_ours: false,
                 refunds_through_order: false,
+                late_payments: false,
             },
             PgMode::SteppayManaged => Capabilities {
                 renewer: Renewer::Pg,
@@ -159,6 +161,7 @@ impl PgMode {
                 lifecycle_at_pg: true,
                 references_are_ours: false,
                 refunds_through_order: true,
+                late_payments: true,
             },
         }
     }
@@ -196,6 +199,10 @@ pub struct Capabilities {
     /// /api/v1/orders/{id}/cancel`), so the order is recorded with it: a checkout's first payment
     /// keeps the checkout's PG reference (its order code).
     pub refunds_through_order: bool,
+    /// The PG can report a checkout's payment after the checkout failed (Payple: a window
+    /// result's or the first charge's webhook; StepPay managed: the order can be paid again on
+    /// StepPay's pay page). What it confirms then is recorded on the failed checkout for a refund.
+    pub late_payments: bool,
 }
 
 /// A change to a subscription made at the PG before it is recorded here.

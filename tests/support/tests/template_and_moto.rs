@@ -30,10 +30,11 @@ fn template_defines_the_design_table_routes_and_functions() {
         ("POST", "/subscriptions/{id}/pause"),
         ("POST", "/subscriptions/{id}/resume"),
         ("POST", "/subscriptions/{id}/plan"),
-        // One webhook route for every PG of the registry (`paycycle::pg::Pg::ALL`).
-        ("POST", "/webhooks/{pg}"),
+        ("POST", "/webhooks/steppay"),
+        ("POST", "/webhooks/payple"),
         // Payple checks a webhook URL with HEAD before it uses it.
-        ("HEAD", "/webhooks/{pg}"),
+        ("HEAD", "/webhooks/steppay"),
+        ("HEAD", "/webhooks/payple"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
