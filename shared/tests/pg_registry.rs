@@ -31,6 +31,8 @@ fn pg_names() -> Vec<String> {
         names.push(format!("Pg::{variant}"));
         names.push(format!("pg::{}", pg.as_str()));
         names.push(format!("\"{}\"", pg.as_str()));
+        // A PG's client reached past the registry's adapters (`deps.pgs.payple.…`).
+        names.push(format!(".{}", pg.as_str()));
     }
     for mode in PgMode::ALL {
         let variant = format!("{mode:?}");
@@ -59,7 +61,12 @@ fn naming_a_pg(source: &str) -> Vec<(usize, String, String)> {
             while let Some(at) = line[from..].find(name.as_str()) {
                 let start = from + at;
                 let before = line[..start].chars().next_back();
-                if !before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                let after = line[start + name.len()..].chars().next();
+                let ident = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+                // A field (`.payple`) ends where the identifier does; a path or a name starts
+                // where one does.
+                let whole = if name.starts_with('.') { !ident(after) } else { !ident(before) };
+                if whole {
                     found.push((i + 1, name.clone(), line.trim().to_string()));
                     break;
                 }
@@ -96,7 +103,9 @@ fn the_guard_finds_a_match_on_a_pg() {
     assert_eq!(naming_a_pg(matched).len(), 1, "{:?}", naming_a_pg(matched));
     let compared = r#"if event.pg == "steppay" { Adapter::SteppayManaged(c) } else { paycycle::pg::payple::x() }"#;
     assert_eq!(naming_a_pg(compared).len(), 3, "{:?}", naming_a_pg(compared));
-    let neutral = "let adapter = deps.pgs.adapter(c.pg);\n// Payple's lookup: PgMode::Payple\nlet p = SomePg::Payple;";
+    let bypassed = "let found = deps.pgs.payple.find_payment(oid).await;\nlet s = &deps.pgs.steppay;";
+    assert_eq!(naming_a_pg(bypassed).len(), 2, "{:?}", naming_a_pg(bypassed));
+    let neutral = "let adapter = deps.pgs.adapter(c.pg);\n// Payple's lookup: PgMode::Payple\nlet p = SomePg::Payple;\nx.payple_no";
     assert!(naming_a_pg(neutral).is_empty(), "{:?}", naming_a_pg(neutral));
 }
 
