@@ -607,32 +607,35 @@ async fn a_recorded_pg_customer_is_never_overwritten_and_a_dead_claim_is_taken_o
     let e = env().await;
     let now = t("2027-01-01T00:00:00Z");
     let lease = SignedDuration::from_secs(30);
-    let claim = |at: Timestamp| e.store.claim_pg_customer("steppay", "p1", "cus_1", at, lease);
+    let claim = |at: Timestamp| e.store.claim_pg_customer(paycycle::pg::Pg::Steppay, "p1", "cus_1", at, lease);
     let PgCustomerClaim::Claimed(dead) = claim(now).await.unwrap() else { panic!("claimed") };
     assert_eq!(claim(now).await.unwrap(), PgCustomerClaim::Busy, "another checkout is creating it");
     let later = now.checked_add(SignedDuration::from_secs(31)).unwrap();
     let PgCustomerClaim::Claimed(taken_over) = claim(later).await.unwrap() else { panic!("the first creator is gone") };
     // The first claimant's claim was taken over: it neither releases nor records over it.
-    e.store.release_pg_customer("steppay", "p1", "cus_1", &dead).await.unwrap();
+    e.store.release_pg_customer(paycycle::pg::Pg::Steppay, "p1", "cus_1", &dead).await.unwrap();
     assert_eq!(claim(later).await.unwrap(), PgCustomerClaim::Busy, "the live claim was not released by another");
     let first = PgCustomer { id: "1".into(), code: "customer_a".into() };
     let second = PgCustomer { id: "2".into(), code: "customer_b".into() };
     assert!(matches!(
-        e.store.record_pg_customer("steppay", "p1", "cus_1", &dead, &second).await,
+        e.store.record_pg_customer(paycycle::pg::Pg::Steppay, "p1", "cus_1", &dead, &second).await,
         Err(paycycle::store::StoreError::Conflict(_))
     ));
-    assert_eq!(e.store.record_pg_customer("steppay", "p1", "cus_1", &taken_over, &first).await.unwrap(), first);
     assert_eq!(
-        e.store.record_pg_customer("steppay", "p1", "cus_1", &dead, &second).await.unwrap(),
+        e.store.record_pg_customer(paycycle::pg::Pg::Steppay, "p1", "cus_1", &taken_over, &first).await.unwrap(),
+        first
+    );
+    assert_eq!(
+        e.store.record_pg_customer(paycycle::pg::Pg::Steppay, "p1", "cus_1", &dead, &second).await.unwrap(),
         first,
         "the recorded mapping stands"
     );
     assert_eq!(claim(later).await.unwrap(), PgCustomerClaim::Known(first.clone()));
-    e.store.release_pg_customer("steppay", "p1", "cus_1", &taken_over).await.unwrap();
+    e.store.release_pg_customer(paycycle::pg::Pg::Steppay, "p1", "cus_1", &taken_over).await.unwrap();
     assert_eq!(claim(later).await.unwrap(), PgCustomerClaim::Known(first), "a recorded mapping is never released");
     assert!(
         matches!(
-            e.store.claim_pg_customer("steppay", "p2", "cus_1", now, lease).await.unwrap(),
+            e.store.claim_pg_customer(paycycle::pg::Pg::Steppay, "p2", "cus_1", now, lease).await.unwrap(),
             PgCustomerClaim::Claimed(_)
         ),
         "per partner"

@@ -485,23 +485,27 @@ async fn a_recorded_steppay_customer_stays_readable_whatever_happened_to_its_cla
     use paycycle::store::pg_customers::PgCustomerClaim;
     let now = Timestamp::now();
     let Ok(PgCustomerClaim::Claimed(first)) =
-        e.store.claim_pg_customer("steppay", "partner_a", "cus_x", now, lease).await
+        e.store.claim_pg_customer(paycycle::pg::Pg::Steppay, "partner_a", "cus_x", now, lease).await
     else {
         panic!("claimed")
     };
     // The first creation is slower than the lease: another checkout takes the claim over …
     let later = now.checked_add(jiff::SignedDuration::from_secs(31)).unwrap();
     let Ok(PgCustomerClaim::Claimed(second)) =
-        e.store.claim_pg_customer("steppay", "partner_a", "cus_x", later, lease).await
+        e.store.claim_pg_customer(paycycle::pg::Pg::Steppay, "partner_a", "cus_x", later, lease).await
     else {
         panic!("taken over")
     };
     // … is refused by StepPay and gives it up …
-    e.store.release_pg_customer("steppay", "partner_a", "cus_x", &second).await.unwrap();
+    e.store.release_pg_customer(paycycle::pg::Pg::Steppay, "partner_a", "cus_x", &second).await.unwrap();
     // … while the first creation succeeded at StepPay and is recorded.
     let created = paycycle::pg::PgCustomer { id: "77".into(), code: "cust_77".into() };
-    assert_eq!(e.store.record_pg_customer("steppay", "partner_a", "cus_x", &first, &created).await.unwrap(), created);
-    let again = e.store.claim_pg_customer("steppay", "partner_a", "cus_x", Timestamp::now(), lease).await;
+    assert_eq!(
+        e.store.record_pg_customer(paycycle::pg::Pg::Steppay, "partner_a", "cus_x", &first, &created).await.unwrap(),
+        created
+    );
+    let again =
+        e.store.claim_pg_customer(paycycle::pg::Pg::Steppay, "partner_a", "cus_x", Timestamp::now(), lease).await;
     assert_eq!(again, Ok(PgCustomerClaim::Known(created)));
 }
 

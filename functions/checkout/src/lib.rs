@@ -242,7 +242,7 @@ async fn pg_customer(
     for _ in 0..20 {
         let claim = deps
             .store
-            .claim_pg_customer(pg.as_str(), partner_id, &customer.id, Timestamp::now(), PG_CUSTOMER_LEASE)
+            .claim_pg_customer(pg, partner_id, &customer.id, Timestamp::now(), PG_CUSTOMER_LEASE)
             .await
             .map_err(store_unavailable)?;
         match claim {
@@ -275,7 +275,7 @@ async fn create_pg_customer(
     let pg = adapter.mode().pg();
     match adapter.create_customer(partner_id, customer).await {
         Ok(created) => {
-            deps.store.record_pg_customer(pg.as_str(), partner_id, &customer.id, claim, &created).await.map_err(|e| {
+            deps.store.record_pg_customer(pg, partner_id, &customer.id, claim, &created).await.map_err(|e| {
                 match e {
                     // Our claim was taken over (slower than its lease): the other request records
                     // its customer; this checkout is retried and uses it.
@@ -286,8 +286,7 @@ async fn create_pg_customer(
         }
         Err(e) => {
             if matches!(e, PgError::Invalid(_) | PgError::Config { .. }) {
-                if let Err(release) = deps.store.release_pg_customer(pg.as_str(), partner_id, &customer.id, claim).await
-                {
+                if let Err(release) = deps.store.release_pg_customer(pg, partner_id, &customer.id, claim).await {
                     tracing::warn!(error = %release, "PG customer claim not released; its lease ends it");
                 }
             }

@@ -15,6 +15,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError, from_item, keys, n, s, sha256_hex, to_item};
+use crate::pg::Pg;
 pub use crate::pg::PgCustomer;
 
 const SK: &str = "PGCUS";
@@ -59,7 +60,7 @@ pub enum PgCustomerClaim {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClaimToken(String);
 
-fn pk(pg: &str, partner_id: &str, customer_id: &str) -> String {
+fn pk(pg: Pg, partner_id: &str, customer_id: &str) -> String {
     format!("PGCUS#{pg}#{partner_id}#{}", sha256_hex(customer_id.as_bytes()))
 }
 
@@ -74,7 +75,7 @@ impl Store {
     /// The PG customer of `customer_id`, or the claim to create it (for `lease`, wall clock).
     pub async fn claim_pg_customer(
         &self,
-        pg: &str,
+        pg: Pg,
         partner_id: &str,
         customer_id: &str,
         now: Timestamp,
@@ -123,7 +124,7 @@ impl Store {
     /// one); a claim another request took over is `Conflict` (that request records its own).
     pub async fn record_pg_customer(
         &self,
-        pg: &str,
+        pg: Pg,
         partner_id: &str,
         customer_id: &str,
         claim: &ClaimToken,
@@ -167,7 +168,7 @@ impl Store {
     /// may try. A claim another request took over is not ours to release (a no-op).
     pub async fn release_pg_customer(
         &self,
-        pg: &str,
+        pg: Pg,
         partner_id: &str,
         customer_id: &str,
         claim: &ClaimToken,
