@@ -166,13 +166,7 @@ async fn a_renewal_commits_attempt_payment_subscription_and_outbox_in_one_transa
         Some(attempt.charge_id.clone()),
         None,
     );
-    let events: Vec<OutboxEvent> = t2
-        .events
-        .iter()
-        .map(|k| {
-            OutboxEvent::new(*k, r.id().as_str(), next.version, due, serde_json::json!({"subscription_id": r.id()}))
-        })
-        .collect();
+    let events: Vec<OutboxEvent> = paycycle::store::outbox::subscription_events(&next, &t2.events, due, Some(&payment));
     let mut tx = e.store.tx();
     tx.put_attempt_if_status(&approved, "pending");
     tx.put_payment_new(&payment);
@@ -217,7 +211,7 @@ async fn a_transaction_with_one_failing_condition_writes_nothing() {
     let payment =
         PaymentRecord::paid(PgMode::Payple, "oid-1", "cus_1", krw(9_900), t("2027-01-31T01:00:00Z"), None, None, None);
     let event =
-        OutboxEvent::new(EventKind::PaymentSucceeded, &payment.payment_id, 1, payment.paid_at, serde_json::json!({}));
+        OutboxEvent::new(EventKind::RefundSucceeded, &payment.payment_id, 1, payment.paid_at, refund_data("ref_p"));
     let mut tx = e.store.tx();
     tx.put_payment_new(&payment);
     tx.put_outbox(&event);
@@ -358,7 +352,7 @@ async fn refunds_settle_success_failure_and_unknown() {
     assert!(matches!(e.store.reserve_refund(&refund(&pid, "ref_d", 1)).await, Err(StoreError::Conflict(_))));
     assert!(e.store.reserve_refund(&a).await.is_err(), "a refund id is reserved once");
 
-    let ev = OutboxEvent::new(EventKind::RefundSucceeded, "ref_a", 1, t("2027-02-01T00:00:00Z"), serde_json::json!({}));
+    let ev = OutboxEvent::new(EventKind::RefundSucceeded, "ref_a", 1, t("2027-02-01T00:00:00Z"), refund_data("ref_a"));
     let a2 = e
         .store
         .settle_refund(&a, &RefundOutcome::Succeeded { pg_refund_id: Some("tid-1".into()) }, &[ev])
@@ -554,7 +548,7 @@ async fn outbox_events_reach_an_sqs_queue_through_a_bus_rule() {
     // Committed with a state change, then flushed.
     let at = t("2027-02-01T00:00:00Z");
     let events: Vec<OutboxEvent> = (0..12)
-        .map(|v| OutboxEvent::new(EventKind::SubscriptionRenewed, "sub_ob1", v, at, serde_json::json!({"n": v})))
+        .map(|v| OutboxEvent::new(EventKind::RefundSucceeded, "sub_ob1", v, at, refund_data(&format!("ref_{v}"))))
         .collect();
     let mut tx = e.store.tx();
     for ev in &events {
@@ -581,7 +575,7 @@ async fn outbox_events_reach_an_sqs_queue_through_a_bus_rule() {
         for m in out.messages() {
             let body: serde_json::Value = serde_json::from_str(m.body().unwrap()).unwrap();
             assert_eq!(body["source"], "paycycle");
-            assert_eq!(body["detail-type"], "subscription.renewed");
+            assert_eq!(body["detail-type"], "refund.succeeded");
             received.push(body["detail"]["id"].as_str().unwrap().to_string());
         }
         if received.len() >= 12 {
@@ -594,7 +588,7 @@ async fn outbox_events_reach_an_sqs_queue_through_a_bus_rule() {
     assert_eq!(received, want, "every event once, with its stable id");
     // Stable: the same change yields the same id.
     assert_eq!(
-        OutboxEvent::new(EventKind::SubscriptionRenewed, "sub_ob1", 3, at, serde_json::json!({})).event_id,
+        OutboxEvent::new(EventKind::RefundSucceeded, "sub_ob1", 3, at, refund_data("ref_3")).event_id,
         events[3].event_id
     );
 }
@@ -640,4 +634,15 @@ async fn a_recorded_pg_customer_is_never_overwritten_and_a_dead_claim_is_taken_o
         ),
         "per partner"
     );
+}
+
+/// Event data for the outbox's own tests (what the event says does not matter to them).
+fn refund_data(refund_id: &str) -> paycycle::domain::events::EventData {
+    paycycle::domain::events::EventData::Refund(paycycle::domain::events::RefundEventData {
+        refund_id: refund_id.into(),
+        payment_id: "pay_x".into(),
+        amount: paycycle::money::Krw::new(1_000).unwrap(),
+        partner_id: "p1".into(),
+        external: false,
+    })
 }

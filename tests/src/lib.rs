@@ -259,4 +259,52 @@ impl OpenApi {
             validator.iter_errors(body).map(|e| format!("{} at {}", e, e.instance_path)).collect();
         if errors.is_empty() { Ok(()) } else { Err(format!("{method} {template} {status}: {}", errors.join("; "))) }
     }
+
+    /// Checks an event as published on the bus (the EventBridge envelope: `detail-type` and the
+    /// `detail` paycycle wrote) against the schema `openapi.yaml` publishes for its type under
+    /// `webhooks` (OpenAPI 3.1's catalog of what paycycle sends).
+    pub fn check_event(&self, envelope: &Value) -> Result<(), String> {
+        let kind = envelope["detail-type"].as_str().ok_or("an event without detail-type")?;
+        if envelope["detail"]["type"].as_str() != Some(kind) {
+            return Err(format!("{kind}: detail.type is {}", envelope["detail"]["type"]));
+        }
+        if self.doc["webhooks"].get(kind).is_none() {
+            return Err(format!("{kind} is not in openapi.yaml's webhooks"));
+        }
+        let escape = |s: &str| s.replace('~', "~0").replace('/', "~1");
+        let pointer = format!("#/webhooks/{}/post/requestBody/content/application~1json/schema", escape(kind));
+        let mut root = self.doc.clone();
+        root["$ref"] = json!(pointer);
+        root["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .build(&root)
+            .map_err(|e| format!("schema of event {kind}: {e}"))?;
+        let errors: Vec<String> =
+            validator.iter_errors(&envelope["detail"]).map(|e| format!("{} at {}", e, e.instance_path)).collect();
+        if errors.is_empty() { Ok(()) } else { Err(format!("event {kind}: {}", errors.join("; "))) }
+    }
+}
+
+/// Every event of `events` (EventBridge envelopes) matches its documented schema, and all the
+/// events of one type carry the same fields, whichever code path produced them.
+pub fn check_events(events: &[Value]) -> Result<(), String> {
+    let mut shapes: std::collections::BTreeMap<String, (Vec<String>, String)> = Default::default();
+    for e in events {
+        OpenApi::get().check_event(e)?;
+        let kind = e["detail-type"].as_str().unwrap_or_default().to_string();
+        let mut fields: Vec<String> =
+            e["detail"]["data"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        fields.sort();
+        match shapes.get(&kind) {
+            Some((first, example)) if *first != fields => {
+                return Err(format!("{kind} has two shapes: {first:?} ({example}) and {fields:?} ({})", e["detail"]));
+            }
+            Some(_) => {}
+            None => {
+                shapes.insert(kind, (fields, e["detail"].to_string()));
+            }
+        }
+    }
+    Ok(())
 }

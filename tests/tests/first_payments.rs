@@ -63,10 +63,12 @@ impl Env {
         self.store.get_checkout(id).await.unwrap().unwrap().status
     }
 
-    /// Event types published so far (drains the tap).
+    /// Event types published so far (drains the tap), each checked against its documented schema.
     async fn event_types(&self) -> Vec<String> {
+        let events = self.events.drain().await;
+        paycycle_e2e::check_events(&events).unwrap();
         let mut types: Vec<String> =
-            self.events.drain().await.iter().map(|e| e["detail-type"].as_str().unwrap_or("?").to_string()).collect();
+            events.iter().map(|e| e["detail-type"].as_str().unwrap_or("?").to_string()).collect();
         types.sort();
         types
     }

@@ -11,6 +11,8 @@ use paycycle_dev::{LocalStack, Options};
 #[tokio::test]
 async fn a_year_on_all_three_pg_modes_reconciles_with_the_pg_ledger() {
     let stack = LocalStack::start(Options { api_port: 0, ..Options::default() }).await.unwrap();
+    let bus = stack.provisioned.buses.values().next().unwrap().clone();
+    let tap = paycycle_e2e::EventTap::attach(&stack.moto.sdk_config().await, &bus, "journeys-tap").await;
     let mut lines = Vec::new();
     let mut sink = |line: String| lines.push(line);
     let report = journey::run(&stack, Some(paycycle_e2e::contract_checker()), &mut sink).await.unwrap();
@@ -47,4 +49,11 @@ async fn a_year_on_all_three_pg_modes_reconciles_with_the_pg_ledger() {
     );
     assert!(!lines.iter().any(|l| l.contains("order.paid") || l.contains("order.payment_failed")), "{lines:#?}");
     assert!(stack.feeder.dead_letters.lock().await.is_empty());
+
+    // Every event the journeys published is in openapi.yaml's catalog, in its documented shape,
+    // and one type has one shape whichever path produced it (issue 22 §3).
+    let events = tap.drain().await;
+    let kinds: std::collections::BTreeSet<&str> = events.iter().filter_map(|e| e["detail-type"].as_str()).collect();
+    assert!(kinds.len() >= 8, "the journeys publish most kinds: {kinds:?}");
+    paycycle_e2e::check_events(&events).unwrap();
 }

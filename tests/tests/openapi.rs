@@ -46,3 +46,43 @@ fn a_payment_shows_its_masked_card_and_receipt_and_never_a_full_card_number() {
     p.as_object_mut().unwrap().remove("card");
     assert!(spec.check("GET", "/payments/pay_1", 200, &p).is_err(), "card is always there (null when unknown)");
 }
+
+/// The event catalog (`webhooks` in openapi.yaml) names exactly the kinds paycycle publishes, and
+/// its check catches an event of another shape: a missing field, an extra one, a wrong type, a
+/// kind it does not list, data of the other subject.
+#[test]
+fn the_event_catalog_lists_every_kind_and_the_event_check_catches_other_shapes() {
+    use paycycle::domain::events::EventKind;
+    let text = std::fs::read_to_string(paycycle_testkit::repo_root().join("openapi.yaml")).unwrap();
+    let doc: serde_json::Value = serde_norway::from_str(&text).unwrap();
+    let mut listed: Vec<&str> = doc["webhooks"].as_object().unwrap().keys().map(String::as_str).collect();
+    listed.sort();
+    let mut kinds: Vec<&str> = EventKind::ALL.iter().map(|k| k.detail_type()).collect();
+    kinds.sort();
+    assert_eq!(listed, kinds);
+
+    let spec = OpenApi::get();
+    let data = json!({"subscription_id": "sub_1", "partner_id": "p", "customer_id": "c", "state": "active",
+        "period": 1, "next_attempt_at": "2027-03-01T00:00:00Z", "payment_id": "pay_1", "amount": 9900});
+    let event = |kind: &str, data: serde_json::Value| {
+        json!({"detail-type": kind, "detail": {"id": "evt_0123456789abcdef01234567", "type": kind,
+            "occurred_at": "2027-02-01T00:00:00Z", "data": data}})
+    };
+    spec.check_event(&event("subscription.renewed", data.clone())).unwrap();
+    let mut missing = data.clone();
+    missing.as_object_mut().unwrap().remove("amount");
+    assert!(spec.check_event(&event("subscription.renewed", missing)).is_err());
+    let mut extra = data.clone();
+    extra["external"] = json!(false);
+    assert!(spec.check_event(&event("subscription.canceled", extra)).is_err());
+    let mut wrong = data.clone();
+    wrong["amount"] = json!("9900");
+    assert!(spec.check_event(&event("payment.succeeded", wrong)).is_err());
+    assert!(spec.check_event(&event("subscription.exploded", data.clone())).is_err());
+    assert!(spec.check_event(&event("refund.succeeded", data)).is_err());
+    let refund = json!({"refund_id": "ref_1", "payment_id": "pay_1", "amount": 1000, "partner_id": "p"});
+    assert!(spec.check_event(&event("refund.succeeded", refund.clone())).is_err(), "external is required");
+    let mut refund = refund;
+    refund["external"] = json!(true);
+    spec.check_event(&event("refund.succeeded", refund)).unwrap();
+}

@@ -7,18 +7,19 @@ use jiff::{SignedDuration, Timestamp};
 use lambda_http::{Body, Request, Response};
 use paycycle::api::{self, ApiError, Keep};
 use paycycle::domain::events::EventKind;
+use paycycle::domain::events::RefundEventData;
 use paycycle::domain::payment::RefundStatus;
 use paycycle::domain::subscription::{Renewer, SubscriptionState, TransitionError};
 use paycycle::money::Krw;
 use paycycle::pg::{PgError, RefundLookup, RefundLookupCapability, RefundRequest};
 use paycycle::store::api_keys::ApiKeyRecord;
-use paycycle::store::outbox::{OutboxEvent, subscription_events};
+use paycycle::store::outbox::{OutboxEvent, refund_event, subscription_events};
 use paycycle::store::payments::{PaymentRecord, RefundOutcome, RefundRecord};
 use paycycle::store::subscriptions::SubscriptionRecord;
 use paycycle::store::{StoreError, sha256_hex};
 use paycycle::views::{payment_json, refund_json};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::Deps;
 
@@ -296,14 +297,14 @@ fn refund_events(refund: &RefundRecord, outcome: &RefundOutcome, partner_id: &st
     };
     kind.into_iter()
         .map(|k| {
-            OutboxEvent::new(
-                k,
-                &refund.refund_id,
-                1,
-                now,
-                json!({"refund_id": refund.refund_id, "payment_id": refund.payment_id, "amount": refund.amount,
-                       "partner_id": partner_id}),
-            )
+            let data = RefundEventData {
+                refund_id: refund.refund_id.clone(),
+                payment_id: refund.payment_id.clone(),
+                amount: refund.amount,
+                partner_id: partner_id.to_string(),
+                external: false,
+            };
+            refund_event(k, data, now)
         })
         .collect()
 }
@@ -636,7 +637,7 @@ mod tests {
             cancel_subscription,
         };
         // Recorded before requests were kept: no hash, no cancel flag (serde defaults).
-        let old: RefundRecord = serde_json::from_value(json!({
+        let old: RefundRecord = serde_json::from_value(serde_json::json!({
             "refund_id": "ref_1", "payment_id": "pay_1", "amount": 3000, "reason": "r", "status": "unknown",
             "requested_at": "2027-01-10T00:00:00Z", "pg_refund_id": null, "failure_code": null,
             "failure_message": null,

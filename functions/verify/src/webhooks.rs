@@ -5,13 +5,14 @@
 use jiff::Timestamp;
 use paycycle::domain::attempt::ChargeId;
 use paycycle::domain::events::EventKind;
+use paycycle::domain::events::RefundEventData;
 use paycycle::domain::payment::RefundStatus;
 use paycycle::domain::subscription::{PauseWhen, Subscription, SubscriptionState, Transition, TransitionError};
 use paycycle::money::Krw;
 use paycycle::pg::{Evidence, Notice, OrderReport, Pg, PgError, PgMode, PgSubscriptionState, Source};
 use paycycle::store::StoreError;
 use paycycle::store::checkouts::{CheckoutRecord, CheckoutStatus};
-use paycycle::store::outbox::{OutboxEvent, subscription_events};
+use paycycle::store::outbox::{OutboxEvent, refund_event, subscription_events};
 use paycycle::store::payments::{PaymentRecord, RefundOutcome, RefundRecord, payment_id_for};
 use paycycle::store::sha256_hex;
 use paycycle::store::subscriptions::SubscriptionRecord;
@@ -235,11 +236,14 @@ async fn record_external_refund(
         },
         Err(e) => return from_store(e),
     };
-    let data = serde_json::json!({
-        "refund_id": refund_id, "payment_id": payment.payment_id, "amount": delta,
-        "partner_id": payment.partner_id, "external": true,
-    });
-    let events = vec![OutboxEvent::new(EventKind::RefundSucceeded, &refund_id, 1, now, data)];
+    let data = RefundEventData {
+        refund_id: refund_id.clone(),
+        payment_id: payment.payment_id.clone(),
+        amount: delta,
+        partner_id: payment.partner_id.clone(),
+        external: true,
+    };
+    let events = vec![refund_event(EventKind::RefundSucceeded, data, now)];
     match deps.store.settle_refund(&reserved, &RefundOutcome::Succeeded { pg_refund_id: None }, &events).await {
         Ok(_) => {
             deps.publisher.publish_committed(&deps.store, &events).await;

@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::{Item, Store, StoreError, Tx, from_item, keys, s, sha256_hex, to_item, unavailable};
-use crate::domain::events::EventKind;
+use crate::domain::events::{EventData, EventKind, RefundEventData, SubscriptionEventData};
 
 const OUTBOX_SHARDS: u32 = 4;
 
@@ -25,14 +25,11 @@ pub struct OutboxEvent {
 
 impl OutboxEvent {
     /// An event about `aggregate_id` at its `version` (a write bumps the version, so the pair is
-    /// unique per change and the same on a retried commit).
-    pub fn new(
-        kind: EventKind,
-        aggregate_id: &str,
-        version: u64,
-        occurred_at: Timestamp,
-        data: serde_json::Value,
-    ) -> Self {
+    /// unique per change and the same on a retried commit). `data` is of the type `kind` names
+    /// ([`EventKind::subject`]).
+    pub fn new(kind: EventKind, aggregate_id: &str, version: u64, occurred_at: Timestamp, data: EventData) -> Self {
+        debug_assert_eq!(kind.subject(), data.subject(), "{kind:?} carries the other data type");
+        let data = data.to_json();
         let detail_type = kind.detail_type().to_string();
         let event_id =
             format!("evt_{}", &sha256_hex(format!("{aggregate_id}:{version}:{detail_type}").as_bytes())[..24]);
@@ -67,19 +64,26 @@ pub fn subscription_events(
     kinds
         .iter()
         .map(|k| {
-            let data = serde_json::json!({
-                "subscription_id": next.id(),
-                "partner_id": next.partner_id,
-                "customer_id": next.customer.id,
-                "state": next.subscription.state,
-                "period": next.subscription.current_period.map(|p| p.index),
-                "next_attempt_at": next.subscription.next_attempt_at.map(|t| t.to_string()),
-                "payment_id": payment.map(|p| p.payment_id.clone()),
-                "amount": payment.map(|p| p.amounts.paid),
-            });
-            OutboxEvent::new(*k, next.id().as_str(), next.version, now, data)
+            let data = SubscriptionEventData {
+                subscription_id: next.id().clone(),
+                partner_id: next.partner_id.clone(),
+                customer_id: next.customer.id.clone(),
+                state: next.subscription.state,
+                period: next.subscription.current_period.map(|p| p.index),
+                next_attempt_at: next.subscription.next_attempt_at.map(|t| t.to_string()),
+                payment_id: payment.map(|p| p.payment_id.clone()),
+                amount: payment.map(|p| p.amounts.paid),
+            };
+            OutboxEvent::new(*k, next.id().as_str(), next.version, now, EventData::Subscription(data))
         })
         .collect()
+}
+
+/// The event of a refund settled as `kind` (`refund.succeeded` or `refund.failed`): the one way
+/// every producer builds it.
+pub fn refund_event(kind: EventKind, data: RefundEventData, now: Timestamp) -> OutboxEvent {
+    let id = data.refund_id.clone();
+    OutboxEvent::new(kind, &id, 1, now, EventData::Refund(data))
 }
 
 impl Tx {
