@@ -10,10 +10,11 @@ use paycycle::domain::events::EventKind;
 use paycycle::domain::events::RefundEventData;
 use paycycle::domain::payment::RefundStatus;
 use paycycle::domain::subscription::{Renewer, SubscriptionState, TransitionError};
+use paycycle::events::{SubscriptionWrite, TransitionCommit};
 use paycycle::money::Krw;
 use paycycle::pg::{PgError, RefundLookup, RefundLookupCapability, RefundRequest};
 use paycycle::store::api_keys::ApiKeyRecord;
-use paycycle::store::outbox::{OutboxEvent, refund_event, subscription_events};
+use paycycle::store::outbox::{OutboxEvent, refund_event};
 use paycycle::store::payments::{PaymentRecord, RefundOutcome, RefundRecord};
 use paycycle::store::subscriptions::SubscriptionRecord;
 use paycycle::store::{StoreError, sha256_hex};
@@ -553,28 +554,24 @@ async fn reserve_and_cancel(
     now: Timestamp,
 ) -> Result<(), ApiError> {
     let record = cancellable(deps, payment, refund.amount).await?;
-    let mut tx = deps.store.tx();
-    let mut events = Vec::new();
-    if record.subscription.state == SubscriptionState::Canceled {
-        tx.check_subscription_unchanged(&record);
+    let committed = if record.subscription.state == SubscriptionState::Canceled {
+        // Already canceled: it stays so; the refund is reserved against the subscription as read.
+        let mut tx = deps.store.tx();
+        tx.check_subscription_unchanged(&record).reserve_refund(refund);
+        deps.store.commit(tx).await
     } else {
         let transition = record.subscription.cancel(now, false).map_err(|e| match e {
             TransitionError::UnknownOutcomePending(_) => renewal_in_progress(),
             other => ApiError::unprocessable("cannot_cancel_subscription", other.to_string()),
         })?;
         let next = record.next(transition.subscription);
-        events = subscription_events(&next, &transition.events, now, None);
-        tx.put_subscription_change(&record, &next, Timestamp::now());
-        for e in &events {
-            tx.put_outbox(e);
-        }
-    }
-    tx.reserve_refund(refund);
-    match deps.store.commit(tx).await {
-        Ok(()) => {
-            deps.publisher.publish_committed(&deps.store, &events).await;
-            Ok(())
-        }
+        let write = SubscriptionWrite::Change { read: &record, at: Timestamp::now() };
+        let mut change = TransitionCommit::new(&next, write, &transition.events, now);
+        change.refund = Some(refund);
+        deps.publisher.commit_transition(&deps.store, &change, |_| {}).await.map(|_| ())
+    };
+    match committed {
+        Ok(()) => Ok(()),
         Err(StoreError::Conflict(_)) => Err(cancel_conflict(deps, payment, refund).await),
         Err(e) => Err(reserve_failed(deps, refund, e).await),
     }

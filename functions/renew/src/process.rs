@@ -4,9 +4,9 @@
 use jiff::Timestamp;
 use paycycle::domain::attempt::{Attempt, AttemptStatus, ChargeId, SubscriptionId};
 use paycycle::domain::subscription::{DueAction, SubscriptionState, Transition};
+use paycycle::events::{SubscriptionWrite, TransitionCommit};
 use paycycle::pg::{ChargeRequest, Charged, Lookup, Payer, PaymentDetails, PaymentState, PgError};
 use paycycle::store::StoreError;
-use paycycle::store::outbox::{OutboxEvent, subscription_events};
 use paycycle::store::payments::PaymentRecord;
 use paycycle::store::subscriptions::SubscriptionRecord;
 
@@ -108,28 +108,14 @@ async fn finish(
         Err(e) => return log_err(claimed.id(), "transition failed", &e),
     };
     let next = claimed.next(t.subscription);
-    let events = subscription_events(&next, &t.events, now, None);
-    let mut tx = deps.store.tx();
-    tx.put_subscription_next(&next, Some(owner));
-    for e in &events {
-        tx.put_outbox(e);
-    }
-    commit(deps, tx, &events, claimed.id(), outcome).await
-}
-
-async fn commit(
-    deps: &Deps,
-    tx: paycycle::store::Tx,
-    events: &[OutboxEvent],
-    id: &SubscriptionId,
-    outcome: Outcome,
-) -> Outcome {
-    match deps.store.commit(tx).await {
-        Ok(()) => {
-            deps.publisher.publish_committed(&deps.store, events).await;
-            outcome
-        }
-        Err(e) => log_err(id, "outcome commit failed", &e),
+    let write = SubscriptionWrite::Next { lease_owner: Some(owner) };
+    match deps
+        .publisher
+        .commit_transition(&deps.store, &TransitionCommit::new(&next, write, &t.events, now), |_| {})
+        .await
+    {
+        Ok(_) => outcome,
+        Err(e) => log_err(claimed.id(), "outcome commit failed", &e),
     }
 }
 
@@ -279,21 +265,15 @@ async fn settle(
         (_, Err(e)) => return untransitioned(deps, claimed, attempt, attempt_status, payment, now, outcome, &e).await,
     };
     let next = claimed.next(transition.subscription);
-    let events = subscription_events(&next, &transition.events, now, payment.as_ref());
-    let mut tx = deps.store.tx();
-    tx.put_attempt_if_status(&next_attempt, stored_status);
+    let write = SubscriptionWrite::Next { lease_owner: Some(owner) };
+    let mut change = TransitionCommit::new(&next, write, &transition.events, now);
     if let Some(p) = &payment {
-        tx.put_payment_new(p);
+        change = change.paid(p);
     }
-    tx.put_subscription_next(&next, Some(owner));
-    for e in &events {
-        tx.put_outbox(e);
-    }
-    match (deps.store.commit(tx).await, payment) {
-        (Ok(()), _) => {
-            deps.publisher.publish_committed(&deps.store, &events).await;
-            outcome
-        }
+    change.attempt = Some((&next_attempt, stored_status));
+    let committed = deps.publisher.commit_transition(&deps.store, &change, |_| {}).await;
+    match (committed, payment) {
+        (Ok(_), _) => outcome,
         (Err(StoreError::Conflict(_) | StoreError::AlreadyExists(_)), Some(payment)) => {
             // The PG took the money: a lost race must not lose the payment.
             record_approved(deps, &next_attempt, &payment, now, outcome).await
@@ -362,38 +342,45 @@ async fn record_approved(
                 continue;
             }
         };
-        let mut tx = deps.store.tx();
-        if let Some(stored) = stored.filter(|a| !a.status.is_final()) {
-            let a = Attempt { status: approved.status.clone(), ..stored.clone() };
-            tx.put_attempt_if_status(&a, stored.status.name());
-        }
-        if recorded.is_none() {
-            tx.put_payment_new(payment);
-        }
-        let mut events = Vec::new();
-        if let Some(current) = current {
-            // The collection of a first try is written with its outcome: rebuild it if missing.
+        let attempt = stored.filter(|a| !a.status.is_final()).map(|stored| {
+            let expected = stored.status.name();
+            (Attempt { status: approved.status.clone(), ..stored }, expected)
+        });
+        // The subscription moves on only if it is still collecting this charge. The collection
+        // of a first try is written with its outcome: rebuild it if missing.
+        let moved_on = current.as_ref().and_then(|current| {
             let sub = match &current.subscription.collection {
                 None if current.subscription.next_charge_id().as_ref() == Some(charge_id) => {
                     current.subscription.begin_charge(now).map(|(s, _)| s).unwrap_or(current.subscription.clone())
                 }
                 _ => current.subscription.clone(),
             };
-            if let Ok(t) = sub.charge_succeeded(charge_id, now) {
-                let next = current.next(t.subscription);
-                events = subscription_events(&next, &t.events, now, Some(payment));
-                tx.put_subscription_next(&next, None);
+            let t = sub.charge_succeeded(charge_id, now).ok()?;
+            Some((current.next(t.subscription), t.events))
+        });
+        let committed = match &moved_on {
+            Some((next, kinds)) => {
+                let write = SubscriptionWrite::Next { lease_owner: None };
+                let mut change = TransitionCommit::new(next, write, kinds, now);
+                change.payment = Some(payment);
+                change.payment_is_new = recorded.is_none();
+                change.attempt = attempt.as_ref().map(|(a, expected)| (a, *expected));
+                deps.publisher.commit_transition(&deps.store, &change, |_| {}).await.map(|_| ())
             }
-        }
-        if tx.is_empty() {
-            return outcome; // recorded by someone else meanwhile
-        }
-        for e in &events {
-            tx.put_outbox(e);
-        }
-        match deps.store.commit(tx).await {
+            None if attempt.is_none() && recorded.is_some() => return outcome, // recorded by someone else meanwhile
+            None => {
+                let mut tx = deps.store.tx();
+                if let Some((a, expected)) = &attempt {
+                    tx.put_attempt_if_status(a, expected);
+                }
+                if recorded.is_none() {
+                    tx.put_payment_new(payment);
+                }
+                deps.store.commit(tx).await
+            }
+        };
+        match committed {
             Ok(()) => {
-                deps.publisher.publish_committed(&deps.store, &events).await;
                 tracing::warn!(subscription_id = %id, %charge_id, "approved charge recorded after its commit lost a race");
                 return outcome;
             }
@@ -430,10 +417,13 @@ async fn not_sent(
         Err(e) => return log_err(claimed.id(), "transition failed", &e),
     };
     let next = claimed.next(t.subscription);
-    let mut tx = deps.store.tx();
-    tx.delete_attempt_if_pending(attempt);
-    tx.put_subscription_next(&next, Some(owner));
-    commit(deps, tx, &[], claimed.id(), Outcome::NotSent).await
+    let write = SubscriptionWrite::Next { lease_owner: Some(owner) };
+    // Nothing was sent: the attempt goes, and nothing happened that an event would tell.
+    let change = TransitionCommit::new(&next, write, &[], now);
+    match deps.publisher.commit_transition(&deps.store, &change, |tx| _ = tx.delete_attempt_if_pending(attempt)).await {
+        Ok(_) => Outcome::NotSent,
+        Err(e) => log_err(claimed.id(), "outcome commit failed", &e),
+    }
 }
 
 /// An approved charge with what the PG said about it for the customer (card, receipt).

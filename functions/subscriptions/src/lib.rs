@@ -25,11 +25,10 @@ use paycycle::domain::attempt::{AttemptStatus, SubscriptionId};
 use paycycle::domain::subscription::{
     MAX_PLAN_AMOUNT, MIN_PLAN_AMOUNT, PauseWhen, Plan, Renewer, SubscriptionState, Transition, TransitionError,
 };
-use paycycle::events::EventPublisher;
+use paycycle::events::{EventPublisher, SubscriptionWrite, TransitionCommit};
 use paycycle::money::Krw;
 use paycycle::pg::{PgChange, PgError, Registry};
 use paycycle::store::api_keys::ApiKeyRecord;
-use paycycle::store::outbox::subscription_events;
 use paycycle::store::stream::{item_from_json, item_to_json};
 use paycycle::store::subscriptions::SubscriptionRecord;
 use paycycle::store::{Store, StoreError, sha256_hex};
@@ -351,18 +350,12 @@ async fn apply(
     .map_err(transition_error)?;
     at_pg_first(deps, &r, action, at_period_end).await?;
     let next = r.next(t.subscription);
-    let events = subscription_events(&next, &t.events, now, None);
-    let mut tx = deps.store.tx();
-    tx.put_subscription_change(&r, &next, now);
-    for e in &events {
-        tx.put_outbox(e);
-    }
-    match deps.store.commit(tx).await {
-        Ok(()) => {}
+    let change = TransitionCommit::new(&next, SubscriptionWrite::Change { read: &r, at: now }, &t.events, now);
+    match deps.publisher.commit_transition(&deps.store, &change, |_| {}).await {
+        Ok(_) => {}
         Err(StoreError::Conflict(what)) => return Err(change_conflict(deps, &r, &what).await),
         Err(e) => return Err(store_error(e)),
     }
-    deps.publisher.publish_committed(&deps.store, &events).await;
     tracing::info!(subscription_id = %next.id(), action = ?action, state = %next.subscription.state, "subscription changed");
     let mut v = subscription_json(&next);
     v["next_charge"] = next_charge(&next);

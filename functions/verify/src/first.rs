@@ -5,12 +5,12 @@ use jiff::{SignedDuration, Timestamp};
 use paycycle::domain::attempt::ChargeId;
 use paycycle::domain::events::EventKind;
 use paycycle::domain::subscription::{Renewer, Subscription};
+use paycycle::events::{SubscriptionWrite, TransitionCommit};
 use paycycle::pg::{
     Adapter, Charged, CheckoutTerms, Evidence, FirstPayment, HeldCheckout, PaymentDetails, PgError, Source,
 };
 use paycycle::store::StoreError;
 use paycycle::store::checkouts::{CheckoutRecord, CheckoutStatus};
-use paycycle::store::outbox::{OutboxEvent, subscription_events};
 use paycycle::store::payments::PaymentRecord;
 use paycycle::store::subscriptions::SubscriptionRecord;
 
@@ -244,17 +244,18 @@ async fn activate(
     };
     let mut kinds = vec![EventKind::CheckoutCompleted, EventKind::PaymentSucceeded];
     kinds.extend(t.events);
-    let events: Vec<OutboxEvent> = subscription_events(&subscription, &kinds, now, Some(&payment));
-    let mut tx = deps.store.tx();
-    tx.put_checkout_next(&checkout).put_payment_new(&payment).put_subscription_new(&subscription);
-    if current.pg.renewer() == Renewer::Pg {
-        // The PG renews: its subscription (the billing key) points at ours for its webhooks.
-        tx.put_pg_subscription_pointer(current.pg, &billing_key, subscription.id());
-    }
-    for e in &events {
-        tx.put_outbox(e);
-    }
-    if let Err(e) = deps.store.commit(tx).await {
+    let change = TransitionCommit::new(&subscription, SubscriptionWrite::New, &kinds, now).paid(&payment);
+    let committed = deps
+        .publisher
+        .commit_transition(&deps.store, &change, |tx| {
+            tx.put_checkout_next(&checkout);
+            if current.pg.renewer() == Renewer::Pg {
+                // The PG renews: its subscription (the billing key) points at ours for its webhooks.
+                tx.put_pg_subscription_pointer(current.pg, &billing_key, subscription.id());
+            }
+        })
+        .await;
+    if let Err(e) = committed {
         let e = already_used(e);
         if let VerifyError::AlreadyUsed(_) = e {
             // The payment belongs to something else: this checkout stays open, untouched.
@@ -268,7 +269,6 @@ async fn activate(
         payment_id = %payment.payment_id,
         "checkout completed, subscription active"
     );
-    deps.publisher.publish_committed(&deps.store, &events).await;
     Ok(Completed { checkout, subscription, payment: Some(payment) })
 }
 

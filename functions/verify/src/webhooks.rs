@@ -8,11 +8,12 @@ use paycycle::domain::events::EventKind;
 use paycycle::domain::events::RefundEventData;
 use paycycle::domain::payment::RefundStatus;
 use paycycle::domain::subscription::{PauseWhen, Subscription, SubscriptionState, Transition, TransitionError};
+use paycycle::events::{SubscriptionWrite, TransitionCommit};
 use paycycle::money::Krw;
 use paycycle::pg::{Evidence, Notice, OrderReport, Pg, PgError, PgMode, PgSubscriptionState, Source};
 use paycycle::store::StoreError;
 use paycycle::store::checkouts::{CheckoutRecord, CheckoutStatus};
-use paycycle::store::outbox::{OutboxEvent, refund_event, subscription_events};
+use paycycle::store::outbox::refund_event;
 use paycycle::store::payments::{PaymentRecord, RefundOutcome, RefundRecord, payment_id_for};
 use paycycle::store::sha256_hex;
 use paycycle::store::subscriptions::SubscriptionRecord;
@@ -341,15 +342,10 @@ async fn record_renewal(
     };
     let (subscription, kinds) = renewal_transition(record, state, payment, now);
     let next = record.next(subscription);
-    let events = subscription_events(&next, &kinds, now, Some(payment));
-    let mut tx = deps.store.tx();
-    tx.put_payment_new(payment).put_subscription_next(&next, None);
-    for e in &events {
-        tx.put_outbox(e);
-    }
+    let change = TransitionCommit::new(&next, SubscriptionWrite::Next { lease_owner: None }, &kinds, now).paid(payment);
     let already = format!("renewal order {code} is already recorded");
     let done = format!("the PG ({}) renewed {}: order {code}, {}", mode.pg(), record.id(), payment.amounts.paid);
-    commit(deps, tx, &events, done, Some(already)).await
+    commit(deps, &change, done, Some(already)).await
 }
 
 /// The first order of a checkout (where the PG renews): completes it by order lookup; on a
@@ -407,13 +403,8 @@ async fn apply(deps: &Deps, record: &SubscriptionRecord, t: Transition, now: Tim
         return verified(format!("already {}", record.subscription.state));
     }
     let next = record.next(t.subscription);
-    let events = subscription_events(&next, &t.events, now, None);
-    let mut tx = deps.store.tx();
-    tx.put_subscription_next(&next, None);
-    for e in &events {
-        tx.put_outbox(e);
-    }
-    commit(deps, tx, &events, done, None).await
+    let change = TransitionCommit::new(&next, SubscriptionWrite::Next { lease_owner: None }, &t.events, now);
+    commit(deps, &change, done, None).await
 }
 
 /// A PG subscription changed (StepPay `subscription.updated`): the webhook's status is only a
@@ -511,18 +502,9 @@ fn renewal_transition(
     }
 }
 
-async fn commit(
-    deps: &Deps,
-    tx: paycycle::store::Tx,
-    events: &[OutboxEvent],
-    done: String,
-    already_recorded: Option<String>,
-) -> Verdict {
-    match deps.store.commit(tx).await {
-        Ok(()) => {
-            deps.publisher.publish_committed(&deps.store, events).await;
-            verified(done)
-        }
+async fn commit(deps: &Deps, change: &TransitionCommit<'_>, done: String, already_recorded: Option<String>) -> Verdict {
+    match deps.publisher.commit_transition(&deps.store, change, |_| {}).await {
+        Ok(_) => verified(done),
         // The payment of this PG transaction was recorded by an earlier delivery.
         Err(StoreError::AlreadyExists(key)) if key.starts_with("PAY#") && already_recorded.is_some() => {
             verified(already_recorded.unwrap_or_default())

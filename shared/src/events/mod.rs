@@ -5,8 +5,62 @@
 use aws_sdk_eventbridge::Client;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 
-use crate::store::outbox::OutboxEvent;
-use crate::store::{Store, StoreError};
+use crate::domain::attempt::Attempt;
+use crate::domain::events::EventKind;
+use crate::store::outbox::{OutboxEvent, subscription_events};
+use crate::store::payments::{PaymentRecord, RefundRecord};
+use crate::store::subscriptions::SubscriptionRecord;
+use crate::store::{Store, StoreError, Tx};
+
+/// How a transition writes the subscription.
+#[derive(Clone, Copy, Debug)]
+pub enum SubscriptionWrite<'a> {
+    /// A subscription that did not exist (a checkout's activation).
+    New,
+    /// The next version of the record as read, under the lease of `lease_owner` when one is held
+    /// (renew), else on the version alone.
+    Next { lease_owner: Option<&'a str> },
+    /// A lifecycle change of `read` (cancel, pause, resume, plan): no renewal may be in flight
+    /// (`Tx::put_subscription_change`); `at` is the wall clock its lease check uses.
+    Change { read: &'a SubscriptionRecord, at: jiff::Timestamp },
+}
+
+/// One subscription transition to commit ([`EventPublisher::commit_transition`]).
+#[derive(Clone, Copy, Debug)]
+pub struct TransitionCommit<'a> {
+    /// The subscription as the transition leaves it.
+    pub next: &'a SubscriptionRecord,
+    pub write: SubscriptionWrite<'a>,
+    /// The transition's events (domain `Transition::events`, plus any the caller adds).
+    pub kinds: &'a [EventKind],
+    /// The payment the transition is about: named by its events, and written new with it when
+    /// `payment_is_new` (not when it was recorded before).
+    pub payment: Option<&'a PaymentRecord>,
+    pub payment_is_new: bool,
+    /// The renewal attempt's next state, written only if its stored status is still the one read.
+    pub attempt: Option<(&'a Attempt, &'a str)>,
+    /// A refund reserved with the change (a refund that cancels the subscription).
+    pub refund: Option<&'a RefundRecord>,
+    /// Billing time: when the events occurred.
+    pub now: jiff::Timestamp,
+}
+
+impl<'a> TransitionCommit<'a> {
+    /// A transition of `next` written as `write`, with nothing else.
+    pub fn new(
+        next: &'a SubscriptionRecord,
+        write: SubscriptionWrite<'a>,
+        kinds: &'a [EventKind],
+        now: jiff::Timestamp,
+    ) -> Self {
+        Self { next, write, kinds, payment: None, payment_is_new: false, attempt: None, refund: None, now }
+    }
+
+    /// With the payment it records (new).
+    pub fn paid(self, payment: &'a PaymentRecord) -> Self {
+        Self { payment: Some(payment), payment_is_new: true, ..self }
+    }
+}
 
 pub const SOURCE: &str = "paycycle";
 
@@ -106,6 +160,42 @@ impl EventPublisher {
         if let Err(e) = self.flush(store, events).await {
             tracing::warn!(error = %e, "events stay in the outbox for the next drain");
         }
+    }
+
+    /// Commits one subscription transition — the subscription as `change` writes it, the
+    /// payment, attempt or refund that go with it, anything `extra` adds (a checkout's
+    /// completion), and the transition's events in the outbox — as one transaction, then
+    /// publishes the events. The one way every function commits a transition, so the same kind of
+    /// event always carries the same data. Returns the events committed.
+    pub async fn commit_transition(
+        &self,
+        store: &Store,
+        change: &TransitionCommit<'_>,
+        extra: impl FnOnce(&mut Tx),
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
+        let events = subscription_events(change.next, change.kinds, change.now, change.payment);
+        let mut tx = store.tx();
+        if let Some((attempt, expected)) = change.attempt {
+            tx.put_attempt_if_status(attempt, expected);
+        }
+        if let Some(p) = change.payment.filter(|_| change.payment_is_new) {
+            tx.put_payment_new(p);
+        }
+        match change.write {
+            SubscriptionWrite::New => tx.put_subscription_new(change.next),
+            SubscriptionWrite::Next { lease_owner } => tx.put_subscription_next(change.next, lease_owner),
+            SubscriptionWrite::Change { read, at } => tx.put_subscription_change(read, change.next, at),
+        };
+        if let Some(refund) = change.refund {
+            tx.reserve_refund(refund);
+        }
+        extra(&mut tx);
+        for e in &events {
+            tx.put_outbox(e);
+        }
+        store.commit(tx).await?;
+        self.publish_committed(store, &events).await;
+        Ok(events)
     }
 
     /// Publishes up to `limit` leftovers (from crashed or partly failed flushes).
