@@ -80,6 +80,30 @@ impl ApiError {
         )
     }
 
+    /// The one answer for a PG call that did not give what was asked, in every function:
+    /// `504 pg_unavailable` when the PG did not answer or may have acted (retry: nothing is
+    /// charged twice, the retry looks it up first), `502 pg_configuration` when the PG refused
+    /// paycycle's credentials, `502 pg_error` when the PG refused the request. A failure of our
+    /// own store is never one of these ([`ApiError::unavailable`]).
+    pub fn pg(e: &crate::pg::PgError) -> Self {
+        use crate::pg::PgError;
+        match e {
+            PgError::Transient { .. } | PgError::Unknown { .. } | PgError::AlreadyProcessed { .. } => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "pg_unavailable",
+                "the PG did not answer in time; retry (nothing is charged twice)",
+            ),
+            PgError::Config { .. } => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "pg_configuration",
+                "the PG refused paycycle's credentials; check the PG settings",
+            ),
+            // Our store, not the PG: nothing was sent.
+            PgError::NotRecorded(_) => ApiError::unavailable(),
+            other => ApiError::new(StatusCode::BAD_GATEWAY, "pg_error", format!("the PG answered: {other}")),
+        }
+    }
+
     /// Our storage is unavailable: the request changed nothing and may be retried.
     pub fn unavailable() -> Self {
         Self::new(

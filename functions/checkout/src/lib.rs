@@ -211,17 +211,7 @@ fn validate(b: &mut CheckoutBody, pgs: &Registry) -> Result<Plan, ApiError> {
 
 fn pg_error(e: PgError) -> ApiError {
     tracing::warn!(error = %e, "PG call for a checkout failed");
-    match e {
-        PgError::Transient { .. } | PgError::Unknown { .. } => {
-            ApiError::new(StatusCode::GATEWAY_TIMEOUT, "pg_unavailable", "the PG did not answer; retry")
-        }
-        PgError::Config { .. } => ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "pg_configuration",
-            "the PG refused paycycle's credentials; check the PG settings",
-        ),
-        other => ApiError::new(StatusCode::BAD_GATEWAY, "pg_error", format!("the PG refused the checkout: {other}")),
-    }
+    ApiError::pg(&e)
 }
 
 /// How long a checkout may take to create a customer at StepPay before another may try (wall clock).

@@ -63,10 +63,12 @@ fn answer(r: &RefundRecord) -> (StatusCode, Result<Value, ApiError>) {
         RefundStatus::Failed => {
             let code = r.failure_code.clone().unwrap_or_default();
             let e = if code == "pg_unavailable" {
+                // Final (the refund is failed and its key saved), unlike `504 pg_unavailable`
+                // elsewhere, which asks for a retry: its own code.
                 ApiError::new(
                     StatusCode::BAD_GATEWAY,
-                    "pg_unavailable",
-                    "the PG could not be reached; nothing was refunded",
+                    "refund_not_sent",
+                    "the PG could not be reached; nothing was refunded (a new refund needs a new Idempotency-Key)",
                 )
             } else {
                 ApiError::new(

@@ -299,12 +299,8 @@ async fn at_pg_first(deps: &Deps, r: &SubscriptionRecord, action: Action, at_per
         Ok(()) => Ok(()),
         Err(PgError::Unsupported(why)) => Err(ApiError::conflict("illegal_transition", why)),
         Err(e) => {
-            tracing::warn!(error = %e, ?change, pg = %r.pg, "the PG did not change the subscription");
-            Err(ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "pg_error",
-                format!("the PG ({}) did not make this change, nothing changed: {e}", r.pg.pg()),
-            ))
+            tracing::warn!(error = %e, ?change, pg = %r.pg, "the PG did not change the subscription; nothing changed here");
+            Err(ApiError::pg(&e))
         }
     }
 }

@@ -102,7 +102,7 @@ impl HeldCheckout for Held<'_> {
             // A fresh send is looked for at once: the sweep's backoff was for the old one.
             Some(_) => CheckoutRecord { last_sent_at: Some(now), sweep_after: None, ..self.current.next() },
         };
-        self.deps.store.update_checkout(&next).await.map_err(|e| PgError::Transient { reason: e.to_string() })?;
+        self.deps.store.update_checkout(&next).await.map_err(|e| PgError::NotRecorded(e.to_string()))?;
         *self.current = next;
         self.terms = terms(self.current);
         Ok(())

@@ -26,7 +26,7 @@ use lambda_http::{Body, Error, Request, RequestExt, Response};
 use paycycle::api::{self, ApiError};
 use paycycle::boot::Boot;
 use paycycle::events::EventPublisher;
-use paycycle::pg::{PgError, Registry};
+use paycycle::pg::Registry;
 use paycycle::store::Store;
 use paycycle::store::stream::{entity, item_from_json, record_from_image};
 use paycycle::store::webhooks::WebhookEvent;
@@ -334,16 +334,7 @@ fn api_error(e: VerifyError) -> ApiError {
         VerifyError::AlreadyUsed(m) => ApiError::conflict("payment_already_used", m),
         VerifyError::Pg(e) => {
             tracing::warn!(error = %e, "PG verification call failed");
-            match e {
-                PgError::Unknown { .. } | PgError::Transient { .. } | PgError::AlreadyProcessed { .. } => {
-                    ApiError::new(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "pg_unavailable",
-                        "the PG did not answer in time; retry (nothing is charged twice)",
-                    )
-                }
-                other => ApiError::new(StatusCode::BAD_GATEWAY, "pg_error", format!("the PG answered: {other}")),
-            }
+            ApiError::pg(&e)
         }
         VerifyError::Store(e) => {
             tracing::error!(error = %e, "store failed");

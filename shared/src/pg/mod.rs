@@ -57,6 +57,11 @@ pub enum PgError {
     /// for money movements: never as paid, never as failed.
     #[error("unrecognized PG answer ({code}): {message}")]
     Unrecognized { code: String, message: String },
+    /// paycycle could not record, before sending it, that a payment of its own is about to be
+    /// sent (its store failed): nothing was sent. Not the PG's doing — answered as paycycle
+    /// being unavailable, never as a PG error.
+    #[error("not sent: the send could not be recorded first ({0})")]
+    NotRecorded(String),
     /// A lookup found nothing.
     #[error("not found at the PG")]
     NotFound,
@@ -91,7 +96,7 @@ impl PgError {
 
     /// Whether the same request may simply be sent again.
     pub fn retryable(&self) -> bool {
-        matches!(self, PgError::Transient { .. })
+        matches!(self, PgError::Transient { .. } | PgError::NotRecorded(_))
     }
 }
 
