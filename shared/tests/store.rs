@@ -168,7 +168,7 @@ async fn a_renewal_commits_attempt_payment_subscription_and_outbox_in_one_transa
     );
     let events: Vec<OutboxEvent> = paycycle::store::outbox::subscription_events(&next, &t2.events, due, Some(&payment));
     let mut tx = e.store.tx();
-    tx.put_attempt_if_status(&approved, "pending");
+    tx.put_attempt_if_status(&approved, paycycle::domain::attempt::AttemptStatusKind::Pending);
     tx.put_payment_new(&payment);
     tx.put_subscription_next(&next, Some("w1"));
     for ev in &events {
@@ -196,7 +196,7 @@ async fn a_renewal_commits_attempt_payment_subscription_and_outbox_in_one_transa
 
     // Replaying the same outcome (a retried Lambda) changes nothing: every condition fails.
     let mut tx = e.store.tx();
-    tx.put_attempt_if_status(&approved, "pending");
+    tx.put_attempt_if_status(&approved, paycycle::domain::attempt::AttemptStatusKind::Pending);
     tx.put_payment_new(&payment);
     tx.put_subscription_next(&next, Some("w1"));
     assert!(e.store.commit(tx).await.is_err());

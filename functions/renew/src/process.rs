@@ -2,7 +2,7 @@
 //! and everything it changes are one transaction.
 
 use jiff::Timestamp;
-use paycycle::domain::attempt::{Attempt, AttemptStatus, ChargeId, SubscriptionId};
+use paycycle::domain::attempt::{Attempt, AttemptStatus, AttemptStatusKind, ChargeId, SubscriptionId};
 use paycycle::domain::subscription::{DueAction, SubscriptionState, Transition};
 use paycycle::events::{SubscriptionWrite, TransitionCommit};
 use paycycle::pg::{ChargeRequest, Charged, Lookup, Payer, PaymentDetails, PaymentState, PgError};
@@ -162,7 +162,7 @@ async fn charge(deps: &Deps, claimed: &SubscriptionRecord, now: Timestamp, owner
         return Outcome::Crashed;
     }
     let collecting_record = SubscriptionRecord { subscription: collecting, ..claimed.clone() };
-    send_and_settle(deps, &collecting_record, claimed, attempt, "pending", now, owner).await
+    send_and_settle(deps, &collecting_record, claimed, attempt, AttemptStatusKind::Pending, now, owner).await
 }
 
 /// Sends the charge of `attempt` (stored with status `stored_status`) and commits the outcome.
@@ -171,7 +171,7 @@ async fn send_and_settle(
     collecting: &SubscriptionRecord,
     claimed: &SubscriptionRecord,
     attempt: Attempt,
-    stored_status: &str,
+    stored_status: AttemptStatusKind,
     now: Timestamp,
     owner: &str,
 ) -> Outcome {
@@ -206,7 +206,7 @@ async fn settle(
     collecting: &SubscriptionRecord,
     claimed: &SubscriptionRecord,
     attempt: &Attempt,
-    stored_status: &str,
+    stored_status: AttemptStatusKind,
     result: Result<Approved, PgError>,
     now: Timestamp,
     owner: &str,
@@ -225,7 +225,7 @@ async fn settle(
                 },
                 sub.charge_succeeded(&attempt.charge_id, now),
                 Some(payment),
-                if stored_status == "pending" { Outcome::Charged } else { Outcome::Resolved },
+                if stored_status == AttemptStatusKind::Pending { Outcome::Charged } else { Outcome::Resolved },
             )
         }
         Err(PgError::Declined { hard, code, message }) => (
@@ -234,7 +234,7 @@ async fn settle(
             None,
             Outcome::Declined,
         ),
-        Err(PgError::Transient { reason }) if stored_status == "pending" => {
+        Err(PgError::Transient { reason }) if stored_status == AttemptStatusKind::Pending => {
             return not_sent(deps, collecting, claimed, attempt, &reason, now, owner).await;
         }
         Err(PgError::Invalid(reason)) => (
@@ -248,7 +248,7 @@ async fn settle(
             // Unknown, unrecognized, already processed, or not sent (transient/config): the
             // outcome is looked up on a later tick before anything is charged again.
             tracing::warn!(subscription_id = %claimed.id(), charge_id = %attempt.charge_id, error = %e, "charge outcome unknown");
-            if stored_status == "unknown" {
+            if stored_status == AttemptStatusKind::Unknown {
                 return still_unknown(deps, claimed, now, owner).await;
             }
             (
@@ -343,7 +343,7 @@ async fn record_approved(
             }
         };
         let attempt = stored.filter(|a| !a.status.is_final()).map(|stored| {
-            let expected = stored.status.name();
+            let expected = stored.status.kind();
             (Attempt { status: approved.status.clone(), ..stored }, expected)
         });
         // The subscription moves on only if it is still collecting this charge. The collection
@@ -371,7 +371,7 @@ async fn record_approved(
             None => {
                 let mut tx = deps.store.tx();
                 if let Some((a, expected)) = &attempt {
-                    tx.put_attempt_if_status(a, expected);
+                    tx.put_attempt_if_status(a, *expected);
                 }
                 if recorded.is_none() {
                     tx.put_payment_new(payment);
@@ -462,7 +462,7 @@ async fn resolve(
         tracing::warn!(subscription_id = %claimed.id(), %charge_id, status = attempt.status.name(), "attempt already settled; nothing re-sent");
         return Outcome::Skipped;
     }
-    let stored_status = attempt.status.name();
+    let stored_status = attempt.status.kind();
     // A subscription whose attempt was written by a worker that died is still `collecting` from
     // the domain's view only if the collection was committed; rebuild it from the attempt.
     let collecting = match &claimed.subscription.collection {
@@ -528,7 +528,7 @@ async fn resolve(
             send_and_settle(deps, &collecting, claimed, resent, stored_status, now, owner).await
         }
         Ok((PaymentState::Pending, _)) | Err(_) => {
-            if stored_status == "pending" {
+            if stored_status == AttemptStatusKind::Pending {
                 // A dead worker's attempt we cannot look up (StepPay has no lookup by our id):
                 // mark it unknown so the review window starts.
                 let unknown = PgError::Unknown { reason: "attempt left pending by a stopped worker".into() };

@@ -376,9 +376,7 @@ pub async fn paid_after_failure(
 
 fn already_used(e: StoreError) -> VerifyError {
     match e {
-        StoreError::AlreadyExists(key) if key.starts_with("PAY#") => {
-            VerifyError::AlreadyUsed(format!("this PG payment is already recorded ({key})"))
-        }
+        e if e.payment_exists() => VerifyError::AlreadyUsed(format!("this PG payment is already recorded ({e})")),
         StoreError::Conflict(_) => VerifyError::InProgress,
         other => VerifyError::Store(other),
     }

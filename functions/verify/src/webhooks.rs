@@ -506,9 +506,7 @@ async fn commit(deps: &Deps, change: &TransitionCommit<'_>, done: String, alread
     match deps.publisher.commit_transition(&deps.store, change, |_| {}).await {
         Ok(_) => verified(done),
         // The payment of this PG transaction was recorded by an earlier delivery.
-        Err(StoreError::AlreadyExists(key)) if key.starts_with("PAY#") && already_recorded.is_some() => {
-            verified(already_recorded.unwrap_or_default())
-        }
+        Err(e) if e.payment_exists() && already_recorded.is_some() => verified(already_recorded.unwrap_or_default()),
         Err(e) => from_store(e),
     }
 }

@@ -176,14 +176,46 @@ pub struct AttemptTransitionError {
     pub to: &'static str,
 }
 
-impl AttemptStatus {
-    pub fn name(&self) -> &'static str {
+/// Which [`AttemptStatus`] an attempt is in, without its details: what a conditional write
+/// expects to find stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AttemptStatusKind {
+    Pending,
+    Approved,
+    Declined,
+    Unknown,
+}
+
+impl AttemptStatusKind {
+    /// The stored `status` attribute.
+    pub fn as_str(self) -> &'static str {
         match self {
-            AttemptStatus::Pending => "pending",
-            AttemptStatus::Approved { .. } => "approved",
-            AttemptStatus::Declined { .. } => "declined",
-            AttemptStatus::Unknown { .. } => "unknown",
+            AttemptStatusKind::Pending => "pending",
+            AttemptStatusKind::Approved => "approved",
+            AttemptStatusKind::Declined => "declined",
+            AttemptStatusKind::Unknown => "unknown",
         }
+    }
+}
+
+impl std::fmt::Display for AttemptStatusKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl AttemptStatus {
+    pub fn kind(&self) -> AttemptStatusKind {
+        match self {
+            AttemptStatus::Pending => AttemptStatusKind::Pending,
+            AttemptStatus::Approved { .. } => AttemptStatusKind::Approved,
+            AttemptStatus::Declined { .. } => AttemptStatusKind::Declined,
+            AttemptStatus::Unknown { .. } => AttemptStatusKind::Unknown,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.kind().as_str()
     }
 
     pub fn is_final(&self) -> bool {

@@ -5,7 +5,7 @@
 use aws_sdk_eventbridge::Client;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 
-use crate::domain::attempt::Attempt;
+use crate::domain::attempt::{Attempt, AttemptStatusKind};
 use crate::domain::events::EventKind;
 use crate::store::outbox::{OutboxEvent, subscription_events};
 use crate::store::payments::{PaymentRecord, RefundRecord};
@@ -38,7 +38,7 @@ pub struct TransitionCommit<'a> {
     pub payment: Option<&'a PaymentRecord>,
     pub payment_is_new: bool,
     /// The renewal attempt's next state, written only if its stored status is still the one read.
-    pub attempt: Option<(&'a Attempt, &'a str)>,
+    pub attempt: Option<(&'a Attempt, AttemptStatusKind)>,
     /// A refund reserved with the change (a refund that cancels the subscription).
     pub refund: Option<&'a RefundRecord>,
     /// Billing time: when the events occurred.

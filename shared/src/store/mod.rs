@@ -75,6 +75,15 @@ pub enum StoreError {
     Unavailable(String),
 }
 
+impl StoreError {
+    /// Whether a create-only write found a payment already recorded (one payment per PG
+    /// transaction: the PG payment is another charge's or checkout's, or a repeat). The one place
+    /// that knows a payment's key; handlers ask this instead of reading key prefixes.
+    pub fn payment_exists(&self) -> bool {
+        matches!(self, StoreError::AlreadyExists(key) if payments::is_payment_key(key))
+    }
+}
+
 /// A handle on the table: the SDK client (built once per cold start) and the table name.
 #[derive(Clone, Debug)]
 pub struct Table {

@@ -120,6 +120,11 @@ fn payment_pk(payment_id: &str) -> String {
     format!("PAY#{payment_id}")
 }
 
+/// Whether `key` (as a store error names it) is a payment's.
+pub(crate) fn is_payment_key(key: &str) -> bool {
+    key.starts_with("PAY#")
+}
+
 fn payment_item(p: &PaymentRecord) -> Item {
     let mut item = to_item(p, &payment_pk(&p.payment_id), "PAY", "payment");
     if let Some(sub) = &p.subscription_id {

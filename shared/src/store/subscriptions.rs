@@ -10,7 +10,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use super::{Condition, Item, Store, StoreError, Tx, epoch, from_item, keys, n, s, sha256_hex, to_item, unavailable};
-use crate::domain::attempt::{Attempt, AttemptStatus, ChargeId, SubscriptionId};
+use crate::domain::attempt::{Attempt, AttemptStatus, AttemptStatusKind, ChargeId, SubscriptionId};
 use crate::domain::customer::Customer;
 use crate::domain::subscription::{Subscription, SubscriptionState};
 use crate::pg::PgMode;
@@ -189,10 +189,10 @@ impl Tx {
     /// Replaces an attempt whose stored status is `expected` (`pending` or `unknown`) and whose
     /// PG payment hint is the one `a` carries: a hint verify added meanwhile makes this a
     /// `Conflict`, and renew's next look reads it instead of overwriting it.
-    pub fn put_attempt_if_status(&mut self, a: &Attempt, expected: &str) -> &mut Self {
+    pub fn put_attempt_if_status(&mut self, a: &Attempt, expected: AttemptStatusKind) -> &mut Self {
         let c = Condition::new("#status = :expected_status")
             .name("#status", "status")
-            .value(":expected_status", s(expected));
+            .value(":expected_status", s(expected.as_str()));
         let c = match &a.pg_payment_hint {
             Some(hint) => Condition { expression: format!("{} AND pg_payment_hint = :hint", c.expression), ..c }
                 .value(":hint", s(hint)),
