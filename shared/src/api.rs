@@ -88,18 +88,19 @@ impl ApiError {
     pub fn pg(e: &crate::pg::PgError) -> Self {
         use crate::pg::PgError;
         match e {
-            PgError::Transient { .. } | PgError::Unknown { .. } | PgError::AlreadyProcessed { .. } => ApiError::new(
+            // Our store, not the PG: nothing was sent.
+            PgError::NotRecorded(_) => ApiError::unavailable(),
+            e if e.retryable() || e.outcome_unknown() => ApiError::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 "pg_unavailable",
-                "the PG did not answer in time; retry (nothing is charged twice)",
+                "the PG did not answer, or not in a way paycycle can read; retry (a retry looks the outcome up first: \
+                 nothing is done twice)",
             ),
             PgError::Config { .. } => ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "pg_configuration",
                 "the PG refused paycycle's credentials; check the PG settings",
             ),
-            // Our store, not the PG: nothing was sent.
-            PgError::NotRecorded(_) => ApiError::unavailable(),
             other => ApiError::new(StatusCode::BAD_GATEWAY, "pg_error", format!("the PG answered: {other}")),
         }
     }

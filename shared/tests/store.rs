@@ -646,3 +646,53 @@ fn refund_data(refund_id: &str) -> paycycle::domain::events::EventData {
         external: false,
     })
 }
+
+/// Two verifies of one checkout whose lease changed hands: the slower one's commit fails on the
+/// checkout it no longer holds (a conflict: verify waits and answers the completed checkout), not
+/// on the payment the faster one recorded (which would read as "this PG payment is another
+/// checkout's"). The commit helper writes the checkout first.
+#[tokio::test]
+async fn a_stale_checkout_completion_fails_on_the_checkout_not_on_the_payment() {
+    use paycycle::events::{SubscriptionWrite, TransitionCommit};
+    let e = env().await;
+    let at = t("2027-02-01T00:00:00Z");
+    let c = CheckoutRecord {
+        checkout_id: "chk_race".into(),
+        partner_id: "partner_a".into(),
+        pg: PgMode::Payple,
+        customer: Customer { id: "cus_9".into(), name: "홍길동".into(), phone: None, email: None },
+        plan: Plan { name: "Pro".into(), amount: krw(9_900), interval: Interval::monthly() },
+        status: CheckoutStatus::Open,
+        pg_reference: Some("chk_race".into()),
+        subscription_id: SubscriptionId::parse("sub_race").unwrap(),
+        created_at: at,
+        failure: None,
+        version: 1,
+        work: Some("PAY".into()),
+        return_url: None,
+        verifying_until: 0,
+        first_charge_at: None,
+        last_sent_at: None,
+        sweep_after: None,
+        payment_id: None,
+        payer_no: None,
+    };
+    e.store.create_checkout(&c).await.unwrap();
+    // A holds it (v2); its lease runs out and B takes it over (v3) and completes it (v4).
+    e.store.update_checkout(&CheckoutRecord { version: 2, ..c.clone() }).await.unwrap();
+    e.store.update_checkout(&CheckoutRecord { version: 3, ..c.clone() }).await.unwrap();
+    let sub = record("sub_race", at);
+    let p =
+        PaymentRecord::paid(PgMode::Payple, "chk_race", "cus_9", krw(9_900), at, Some(sub.id().clone()), None, None);
+    let kinds = [EventKind::CheckoutCompleted, EventKind::PaymentSucceeded];
+    let publisher = EventPublisher::new(&e.sdk, "no-such-bus");
+    let done = |version| CheckoutRecord { status: CheckoutStatus::Completed, version, ..c.clone() };
+    let change = TransitionCommit::new(&sub, SubscriptionWrite::New, &kinds, at).paid(&p);
+    let b = TransitionCommit { checkout: Some(&done(4)), ..change };
+    publisher.commit_transition(&e.store, &b, |_| {}).await.unwrap();
+    // A commits from its stale hold.
+    let a = TransitionCommit { checkout: Some(&done(3)), ..change };
+    let err = publisher.commit_transition(&e.store, &a, |_| {}).await.unwrap_err();
+    assert!(matches!(&err, StoreError::Conflict(key) if key.starts_with("CHK#")), "{err:?}");
+    assert!(!err.payment_exists());
+}

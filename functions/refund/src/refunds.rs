@@ -56,13 +56,17 @@ pub async fn get_payment(deps: &Deps, key: &ApiKeyRecord, payment_id: &str) -> R
     Ok(api::json(StatusCode::OK, &payment_json(&payment, &refunds)))
 }
 
+/// The failure code of a refund the PG never got (it could not be reached): nothing was refunded.
+const NOT_SENT: &str = "refund_not_sent";
+
 /// The answer for a refund in its current state.
 fn answer(r: &RefundRecord) -> (StatusCode, Result<Value, ApiError>) {
     match r.status {
         RefundStatus::Succeeded => (StatusCode::CREATED, Ok(refund_json(r))),
         RefundStatus::Failed => {
             let code = r.failure_code.clone().unwrap_or_default();
-            let e = if code == "pg_unavailable" {
+            // Records from before the code was renamed say `pg_unavailable`.
+            let e = if code == NOT_SENT || code == "pg_unavailable" {
                 // Final (the refund is failed and its key saved), unlike `504 pg_unavailable`
                 // elsewhere, which asks for a retry: its own code.
                 ApiError::new(
@@ -219,9 +223,7 @@ async fn send_refund(deps: &Deps, payment: &PaymentRecord, refund: &RefundRecord
     let outcome = match &result {
         Ok(r) => RefundOutcome::Succeeded { pg_refund_id: r.pg_refund_id.clone() },
         Err(e) if e.outcome_unknown() => RefundOutcome::Unknown,
-        Err(PgError::Transient { reason }) => {
-            RefundOutcome::Failed { code: "pg_unavailable".into(), message: reason.clone() }
-        }
+        Err(PgError::Transient { reason }) => RefundOutcome::Failed { code: NOT_SENT.into(), message: reason.clone() },
         Err(PgError::Declined { code, message, .. }) => {
             RefundOutcome::Failed { code: code.clone(), message: message.clone() }
         }

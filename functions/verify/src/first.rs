@@ -244,11 +244,13 @@ async fn activate(
     };
     let mut kinds = vec![EventKind::CheckoutCompleted, EventKind::PaymentSucceeded];
     kinds.extend(t.events);
-    let change = TransitionCommit::new(&subscription, SubscriptionWrite::New, &kinds, now).paid(&payment);
+    let change = TransitionCommit {
+        checkout: Some(&checkout),
+        ..TransitionCommit::new(&subscription, SubscriptionWrite::New, &kinds, now).paid(&payment)
+    };
     let committed = deps
         .publisher
         .commit_transition(&deps.store, &change, |tx| {
-            tx.put_checkout_next(&checkout);
             if current.pg.renewer() == Renewer::Pg {
                 // The PG renews: its subscription (the billing key) points at ours for its webhooks.
                 tx.put_pg_subscription_pointer(current.pg, &billing_key, subscription.id());

@@ -7,6 +7,7 @@ use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 
 use crate::domain::attempt::{Attempt, AttemptStatusKind};
 use crate::domain::events::EventKind;
+use crate::store::checkouts::CheckoutRecord;
 use crate::store::outbox::{OutboxEvent, subscription_events};
 use crate::store::payments::{PaymentRecord, RefundRecord};
 use crate::store::subscriptions::SubscriptionRecord;
@@ -41,6 +42,8 @@ pub struct TransitionCommit<'a> {
     pub attempt: Option<(&'a Attempt, AttemptStatusKind)>,
     /// A refund reserved with the change (a refund that cancels the subscription).
     pub refund: Option<&'a RefundRecord>,
+    /// The checkout the transition completes (its next version), written first.
+    pub checkout: Option<&'a CheckoutRecord>,
     /// Billing time: when the events occurred.
     pub now: jiff::Timestamp,
 }
@@ -53,7 +56,17 @@ impl<'a> TransitionCommit<'a> {
         kinds: &'a [EventKind],
         now: jiff::Timestamp,
     ) -> Self {
-        Self { next, write, kinds, payment: None, payment_is_new: false, attempt: None, refund: None, now }
+        Self {
+            next,
+            write,
+            kinds,
+            payment: None,
+            payment_is_new: false,
+            attempt: None,
+            refund: None,
+            checkout: None,
+            now,
+        }
     }
 
     /// With the payment it records (new).
@@ -175,6 +188,12 @@ impl EventPublisher {
     ) -> Result<Vec<OutboxEvent>, StoreError> {
         let events = subscription_events(change.next, change.kinds, change.now, change.payment);
         let mut tx = store.tx();
+        // First: a transaction that fails names its first failed item, and a checkout completed
+        // from a hold that changed hands must fail as a conflict on the checkout (the other
+        // verify completed it), not as its payment "already recorded".
+        if let Some(checkout) = change.checkout {
+            tx.put_checkout_next(checkout);
+        }
         if let Some((attempt, expected)) = change.attempt {
             tx.put_attempt_if_status(attempt, expected);
         }
