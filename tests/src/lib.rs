@@ -257,16 +257,22 @@ impl OpenApi {
             pointer = r.to_string();
         }
         pointer.push_str("/content/application~1json/schema");
+        self.validate(&pointer, body, &format!("{method} {template} {status}"))
+    }
+
+    /// Validates `instance` against the schema at `pointer` (a `#/…` reference into the spec, so
+    /// the schema's own `$ref`s resolve); errors start with `what`.
+    fn validate(&self, pointer: &str, instance: &Value, what: &str) -> Result<(), String> {
         let mut root = self.doc.clone();
         root["$ref"] = json!(pointer);
         root["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
         let validator = jsonschema::options()
             .with_draft(jsonschema::Draft::Draft202012)
             .build(&root)
-            .map_err(|e| format!("schema for {method} {template} {status}: {e}"))?;
+            .map_err(|e| format!("schema for {what}: {e}"))?;
         let errors: Vec<String> =
-            validator.iter_errors(body).map(|e| format!("{} at {}", e, e.instance_path)).collect();
-        if errors.is_empty() { Ok(()) } else { Err(format!("{method} {template} {status}: {}", errors.join("; "))) }
+            validator.iter_errors(instance).map(|e| format!("{} at {}", e, e.instance_path)).collect();
+        if errors.is_empty() { Ok(()) } else { Err(format!("{what}: {}", errors.join("; "))) }
     }
 
     /// Checks an event as published on the bus (the EventBridge envelope: `detail-type` and the
@@ -282,16 +288,7 @@ impl OpenApi {
         }
         let escape = |s: &str| s.replace('~', "~0").replace('/', "~1");
         let pointer = format!("#/webhooks/{}/post/requestBody/content/application~1json/schema", escape(kind));
-        let mut root = self.doc.clone();
-        root["$ref"] = json!(pointer);
-        root["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
-        let validator = jsonschema::options()
-            .with_draft(jsonschema::Draft::Draft202012)
-            .build(&root)
-            .map_err(|e| format!("schema of event {kind}: {e}"))?;
-        let errors: Vec<String> =
-            validator.iter_errors(&envelope["detail"]).map(|e| format!("{} at {}", e, e.instance_path)).collect();
-        if errors.is_empty() { Ok(()) } else { Err(format!("event {kind}: {}", errors.join("; "))) }
+        self.validate(&pointer, &envelope["detail"], &format!("event {kind}"))
     }
 }
 
