@@ -6,7 +6,6 @@ use std::sync::OnceLock;
 use jiff::{SignedDuration, Timestamp};
 use lambda_http::{Body, Request, Response};
 use paycycle::api::{self, ApiError, Keep};
-use paycycle::domain::events::EventKind;
 use paycycle::domain::events::RefundEventData;
 use paycycle::domain::payment::RefundStatus;
 use paycycle::domain::subscription::{Renewer, SubscriptionState, TransitionError};
@@ -14,7 +13,7 @@ use paycycle::events::{SubscriptionWrite, TransitionCommit};
 use paycycle::money::Krw;
 use paycycle::pg::{PgError, RefundLookup, RefundLookupCapability, RefundRequest};
 use paycycle::store::api_keys::ApiKeyRecord;
-use paycycle::store::outbox::{OutboxEvent, refund_event};
+use paycycle::store::outbox::{OutboxEvent, RefundSettled, refund_event};
 use paycycle::store::payments::{PaymentRecord, RefundOutcome, RefundRecord};
 use paycycle::store::subscriptions::SubscriptionRecord;
 use paycycle::store::{StoreError, sha256_hex};
@@ -296,8 +295,8 @@ async fn settle(
 /// The event a refund settled with `outcome` publishes (none while unknown).
 fn refund_events(refund: &RefundRecord, outcome: &RefundOutcome, partner_id: &str, now: Timestamp) -> Vec<OutboxEvent> {
     let kind = match outcome {
-        RefundOutcome::Succeeded { .. } => Some(EventKind::RefundSucceeded),
-        RefundOutcome::Failed { .. } => Some(EventKind::RefundFailed),
+        RefundOutcome::Succeeded { .. } => Some(RefundSettled::Succeeded),
+        RefundOutcome::Failed { .. } => Some(RefundSettled::Failed),
         RefundOutcome::Unknown => None,
     };
     kind.into_iter()

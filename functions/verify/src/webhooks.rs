@@ -13,7 +13,7 @@ use paycycle::money::Krw;
 use paycycle::pg::{Evidence, Notice, OrderReport, Pg, PgError, PgMode, PgSubscriptionState, Source};
 use paycycle::store::StoreError;
 use paycycle::store::checkouts::{CheckoutRecord, CheckoutStatus};
-use paycycle::store::outbox::refund_event;
+use paycycle::store::outbox::{RefundSettled, refund_event};
 use paycycle::store::payments::{PaymentRecord, RefundOutcome, RefundRecord, payment_id_for};
 use paycycle::store::sha256_hex;
 use paycycle::store::subscriptions::SubscriptionRecord;
@@ -244,7 +244,7 @@ async fn record_external_refund(
         partner_id: payment.partner_id.clone(),
         external: true,
     };
-    let events = vec![refund_event(EventKind::RefundSucceeded, data, now)];
+    let events = vec![refund_event(RefundSettled::Succeeded, data, now)];
     match deps.store.settle_refund(&reserved, &RefundOutcome::Succeeded { pg_refund_id: None }, &events).await {
         Ok(_) => {
             deps.publisher.publish_committed(&deps.store, &events).await;

@@ -79,9 +79,20 @@ pub fn subscription_events(
         .collect()
 }
 
-/// The event of a refund settled as `kind` (`refund.succeeded` or `refund.failed`): the one way
-/// every producer builds it.
-pub fn refund_event(kind: EventKind, data: RefundEventData, now: Timestamp) -> OutboxEvent {
+/// How a refund settled, for its event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefundSettled {
+    Succeeded,
+    Failed,
+}
+
+/// The event of a refund settled (`refund.succeeded` or `refund.failed`): the one way every
+/// producer builds it.
+pub fn refund_event(settled: RefundSettled, data: RefundEventData, now: Timestamp) -> OutboxEvent {
+    let kind = match settled {
+        RefundSettled::Succeeded => EventKind::RefundSucceeded,
+        RefundSettled::Failed => EventKind::RefundFailed,
+    };
     let id = data.refund_id.clone();
     OutboxEvent::new(kind, &id, 1, now, EventData::Refund(data))
 }
