@@ -305,27 +305,6 @@ async fn create(
         phone: body.customer.phone.clone(),
         email: body.customer.email.clone(),
     };
-    let mut record = CheckoutRecord {
-        checkout_id: checkout_id.clone(),
-        partner_id: key.partner_id.clone(),
-        pg: body.pg,
-        customer: customer.clone(),
-        plan: plan.clone(),
-        status: CheckoutStatus::Open,
-        pg_reference: Some(checkout_id.clone()),
-        subscription_id: subscription_id.clone(),
-        created_at: now,
-        failure: None,
-        version: 1,
-        work: None,
-        return_url: body.return_url.clone(),
-        verifying_until: 0,
-        first_charge_at: None,
-        last_sent_at: None,
-        sweep_after: None,
-        payment_id: None,
-        payer_no: None,
-    };
     let adapter = deps.pgs.adapter(body.pg);
     let pg_customer = match adapter.needs_pg_customer() {
         true => Some(pg_customer(deps, adapter, &key.partner_id, &customer).await?),
@@ -347,29 +326,68 @@ async fn create(
         Err(PrepareError::Pg(e)) => return Err(pg_error(e)),
         Err(PrepareError::PlanMismatch(why)) => return Err(ApiError::unprocessable("plan_amount_mismatch", why)),
     };
-    if let Some(reference) = prepared.reference {
-        record.pg_reference = Some(reference);
-    }
-    record.work = prepared.work;
-    record.payer_no = prepared.payer_no;
+    let record = CheckoutRecord {
+        pg_reference: Some(prepared.reference.unwrap_or_else(|| checkout_id.clone())),
+        work: prepared.work,
+        payer_no: prepared.payer_no,
+        ..open_record(key, body, &checkout_id, subscription_id, customer, plan, now)
+    };
     deps.store.create_checkout(&record).await.map_err(|e| {
         tracing::error!(error = %e, "checkout not stored");
         ApiError::unavailable()
     })?;
-    tracing::info!(checkout_id = %checkout_id, pg = body.pg.as_str(), amount = %plan.amount, "checkout created");
-    let expires_at = now.saturating_add(CHECKOUT_RETENTION).unwrap_or(now);
-    let mut out = json!({
-        "id": checkout_id,
-        "pg": body.pg,
-        "status": "open",
-        "subscription_id": subscription_id,
-        "customer_id": customer.id,
-        "amount": plan.amount,
-        "currency": "KRW",
-        "plan": {"name": plan.name, "interval": plan.interval.unit(), "interval_count": plan.interval.count()},
-        "created_at": now.to_string(),
-        "expires_at": expires_at.to_string(),
-    });
+    tracing::info!(checkout_id = %checkout_id, pg = body.pg.as_str(), amount = %record.plan.amount, "checkout created");
+    let mut out = created_json(&record);
     out[adapter.options_field()] = prepared.answer;
     Ok((StatusCode::CREATED, out))
+}
+
+/// A new open checkout, before its PG part is known.
+fn open_record(
+    key: &ApiKeyRecord,
+    body: &CheckoutBody,
+    checkout_id: &str,
+    subscription_id: SubscriptionId,
+    customer: Customer,
+    plan: Plan,
+    now: Timestamp,
+) -> CheckoutRecord {
+    CheckoutRecord {
+        checkout_id: checkout_id.to_string(),
+        partner_id: key.partner_id.clone(),
+        pg: body.pg,
+        customer,
+        plan,
+        status: CheckoutStatus::Open,
+        pg_reference: Some(checkout_id.to_string()),
+        subscription_id,
+        created_at: now,
+        failure: None,
+        version: 1,
+        work: None,
+        return_url: body.return_url.clone(),
+        verifying_until: 0,
+        first_charge_at: None,
+        last_sent_at: None,
+        sweep_after: None,
+        payment_id: None,
+        payer_no: None,
+    }
+}
+
+/// The `201` answer for a created checkout, without its PG part.
+fn created_json(c: &CheckoutRecord) -> Value {
+    let expires_at = c.created_at.saturating_add(CHECKOUT_RETENTION).unwrap_or(c.created_at);
+    json!({
+        "id": c.checkout_id,
+        "pg": c.pg,
+        "status": "open",
+        "subscription_id": c.subscription_id,
+        "customer_id": c.customer.id,
+        "amount": c.plan.amount,
+        "currency": "KRW",
+        "plan": {"name": c.plan.name, "interval": c.plan.interval.unit(), "interval_count": c.plan.interval.count()},
+        "created_at": c.created_at.to_string(),
+        "expires_at": expires_at.to_string(),
+    })
 }
