@@ -120,23 +120,6 @@ impl Adapter<'_> {
         has_return_url: bool,
         options: Option<&Value>,
     ) -> Result<Option<Value>, CheckoutRefusal> {
-        self.check_options(has_return_url, options)?;
-        let canonical = match self {
-            Adapter::Payple(_) => read_options::<PaypleOptions>(self.options_field(), options)?.map(|o| json!(o)),
-            Adapter::SteppayManaged(_) => {
-                read_options::<SteppayOptions>(self.options_field(), options)?.map(|o| json!(o))
-            }
-            Adapter::SteppaySelf(_) => None,
-        };
-        Ok(canonical)
-    }
-
-    /// Whether this mode takes an options object (`payple`, `steppay`) at all.
-    pub fn takes_options(&self) -> bool {
-        !matches!(self, Adapter::SteppaySelf(_))
-    }
-
-    fn check_options(&self, has_return_url: bool, options: Option<&Value>) -> Result<(), CheckoutRefusal> {
         let name = self.options_field();
         match self {
             Adapter::Payple(_) => {
@@ -144,12 +127,12 @@ impl Adapter<'_> {
                     return Err(refuse("invalid_url", "return_url is required for this PG mode"));
                 }
                 let o: Option<PaypleOptions> = read_options(name, options)?;
-                if let Some(w) = o.and_then(|o| o.work) {
-                    if WindowWork::parse(&w).is_none() {
+                if let Some(w) = o.as_ref().and_then(|o| o.work.as_deref()) {
+                    if WindowWork::parse(w).is_none() {
                         return Err(refuse("invalid_request", "payple.work must be PAY, CERT or AUTH"));
                     }
                 }
-                Ok(())
+                Ok(o.map(|o| json!(o)))
             }
             Adapter::SteppayManaged(_) => {
                 if !has_return_url {
@@ -163,13 +146,18 @@ impl Adapter<'_> {
                         return Err(refuse("invalid_request", format!("steppay.{field} must be 1-100 characters")));
                     }
                 }
-                Ok(())
+                Ok(Some(json!(o)))
             }
             Adapter::SteppaySelf(_) if options.is_some() => {
                 Err(refuse("invalid_request", "steppay options only apply to pg=steppay_managed"))
             }
-            Adapter::SteppaySelf(_) => Ok(()),
+            Adapter::SteppaySelf(_) => Ok(None),
         }
+    }
+
+    /// Whether this mode takes an options object (`payple`, `steppay`) at all.
+    pub fn takes_options(&self) -> bool {
+        !matches!(self, Adapter::SteppaySelf(_))
     }
 
     /// Creates the partner's customer at the PG ([`Self::needs_pg_customer`]). StepPay requires
