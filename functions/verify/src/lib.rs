@@ -265,17 +265,13 @@ fn body_fields(req: &Request) -> Result<Map<String, Value>, ApiError> {
     webhooks::fields(&ct, bytes).ok_or_else(|| ApiError::bad_request("invalid_json", "the body must be a JSON object"))
 }
 
-fn text(fields: &Map<String, Value>, names: &[&str]) -> Option<String> {
-    names.iter().find_map(|n| paycycle::pg::first::field(fields, n))
-}
-
 async fn route(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
     if req.method() != Method::POST {
         return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST /payments/verify"));
     }
     let key = api::authenticate(&deps.store, req).await?;
     let fields = body_fields(req)?;
-    let checkout_id = text(&fields, &["checkout_id"])
+    let checkout_id = paycycle::pg::first::text(&fields, &["checkout_id"])
         .filter(|id| id.len() <= 64)
         .ok_or_else(|| ApiError::bad_request("invalid_request", "checkout_id is required"))?;
     let checkout = match deps.store.get_checkout(&checkout_id).await {

@@ -10,7 +10,7 @@ use paycycle::domain::payment::RefundStatus;
 use paycycle::domain::subscription::{PauseWhen, Subscription, SubscriptionState, Transition, TransitionError};
 use paycycle::events::{SubscriptionWrite, TransitionCommit};
 use paycycle::money::Krw;
-use paycycle::pg::{Evidence, Notice, OrderReport, Pg, PgError, PgMode, PgSubscriptionState, Source};
+use paycycle::pg::{Evidence, Notice, OrderReport, Pg, PgError, PgMode, PgSubscriptionState, RenewalOutcome, Source};
 use paycycle::store::StoreError;
 use paycycle::store::checkouts::{CheckoutRecord, CheckoutStatus};
 use paycycle::store::outbox::{RefundSettled, refund_event};
@@ -152,16 +152,30 @@ async fn paid_after_failure(
     hint: Option<String>,
     now: Timestamp,
 ) -> Verdict {
+    recorded_after_failure(deps, checkout, reference, reference, hint, now)
+        .await
+        .unwrap_or_else(|e| from_verify(Err(e)))
+}
+
+/// What [`first::paid_after_failure`] made of a failed checkout's payment (`what`, for the
+/// verdict): recorded for a refund, or recorded before. The caller decides on its errors.
+async fn recorded_after_failure(
+    deps: &Deps,
+    checkout: CheckoutRecord,
+    reference: &str,
+    what: &str,
+    hint: Option<String>,
+    now: Timestamp,
+) -> Result<Verdict, VerifyError> {
     let id = checkout.checkout_id.clone();
     let pg = checkout.pg.pg();
-    match first::paid_after_failure(deps, checkout, reference, hint, now).await {
-        Ok(Some(p)) => verified(format!(
-            "checkout {id} had failed, but the PG ({pg}) confirms {reference} paid {}: recorded as payment {} for a refund (needs review)",
+    Ok(match first::paid_after_failure(deps, checkout, reference, hint, now).await? {
+        Some(p) => verified(format!(
+            "checkout {id} had failed, but the PG ({pg}) confirms {what} paid {}: recorded as payment {} for a refund (needs review)",
             p.amounts.paid, p.payment_id
         )),
-        Ok(None) => verified(format!("checkout {id} is failed and its payment is already recorded")),
-        Err(e) => from_verify(Err(e)),
-    }
+        None => verified(format!("checkout {id} is failed and its payment is already recorded")),
+    })
 }
 
 /// A payment we sent under a charge id: a checkout's first charge (`{sub}-p0-a1`, Payple AUTH)
@@ -278,31 +292,28 @@ async fn pg_order(
         }
         Err(e) => return from_pg(e),
     };
-    let (pg_subscription, charged, pg_order) = match report {
+    let (pg_subscription, outcome) = match report {
         OrderReport::Unusable(why) => return rejected(why),
-        OrderReport::Unpaid { pg_subscription, failed } => {
-            let record = match pg_subscription_record(deps, mode, &pg_subscription).await {
-                Ok(r) => r,
-                Err(v) => return v,
-            };
-            if paid_claim {
-                // The PG's lookup may lag its own webhook; the event's dedupe key has no
-                // timestamp, so a refusal now would lose a genuine payment for good. Asked again
-                // (with backoff, alarmed after a day) until the PG says paid.
-                return Verdict::Retry(format!("the PG does not say order {code} is paid (yet)"));
-            }
-            if !failed {
-                return ignored(format!("order {code} is not paid (yet)"));
-            }
-            // A failed renewal order says nothing about the subscription now (a replay of an old
-            // one must not set a paid subscription past due): the PG's subscription state decides.
-            return follow_pg_subscription(deps, mode, &record, &pg_subscription, now).await;
-        }
-        OrderReport::Paid { pg_subscription, charged, pg_order } => (pg_subscription, charged, pg_order),
+        OrderReport::Renewal { pg_subscription, outcome } => (pg_subscription, outcome),
     };
     let record = match pg_subscription_record(deps, mode, &pg_subscription).await {
         Ok(r) => r,
         Err(v) => return v,
+    };
+    let (charged, pg_order) = match outcome {
+        RenewalOutcome::Paid { charged, pg_order } => (charged, pg_order),
+        // The PG's lookup may lag its own webhook; the event's dedupe key has no timestamp, so a
+        // refusal now would lose a genuine payment for good. Asked again (with backoff, alarmed
+        // after a day) until the PG says paid.
+        RenewalOutcome::Unpaid { .. } if paid_claim => {
+            return Verdict::Retry(format!("the PG does not say order {code} is paid (yet)"));
+        }
+        RenewalOutcome::Unpaid { failed: false } => return ignored(format!("order {code} is not paid (yet)")),
+        // A failed renewal order says nothing about the subscription now (a replay of an old one
+        // must not set a paid subscription past due): the PG's subscription state decides.
+        RenewalOutcome::Unpaid { failed: true } => {
+            return follow_pg_subscription(deps, mode, &record, &pg_subscription, now).await;
+        }
     };
     let payment = PaymentRecord::paid(
         mode,
@@ -366,13 +377,8 @@ async fn checkout_order(
         };
     }
     let id = checkout.checkout_id.clone();
-    let pg = checkout.pg.pg();
-    match first::paid_after_failure(deps, checkout, code, None, now).await {
-        Ok(Some(p)) => verified(format!(
-            "checkout {id} had failed, but the PG ({pg}) confirms order {code} paid {}: recorded as payment {} for a refund (needs review)",
-            p.amounts.paid, p.payment_id
-        )),
-        Ok(None) => verified(format!("checkout {id} is failed and its payment is already recorded")),
+    match recorded_after_failure(deps, checkout, code, &format!("order {code}"), None, now).await {
+        Ok(verdict) => verdict,
         Err(VerifyError::NotPaid(m)) if !completed => ignored(format!("checkout {id} is failed: {m}")),
         Err(e) => paid_claim(completed, e),
     }

@@ -100,7 +100,8 @@ pub fn field(fields: &Map<String, Value>, name: &str) -> Option<String> {
     }
 }
 
-fn text(fields: &Map<String, Value>, names: &[&str]) -> Option<String> {
+/// The first of `names` that [`field`] finds.
+pub fn text(fields: &Map<String, Value>, names: &[&str]) -> Option<String> {
     names.iter().find_map(|n| field(fields, n))
 }
 

@@ -19,7 +19,7 @@ mod registry;
 pub mod steppay;
 
 pub use first::{CheckoutTerms, Evidence, HeldCheckout, Source};
-pub use notice::{IntakeError, Notice, OrderReport, PgSubscriptionState};
+pub use notice::{IntakeError, Notice, OrderReport, PgSubscriptionState, RenewalOutcome};
 pub use payple::mask_card_number;
 pub use registry::{Adapter, Capabilities, Pg, PgChange, PgConfig, PgMode, Registry};
 

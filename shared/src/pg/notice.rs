@@ -120,12 +120,19 @@ pub enum Notice {
 /// A PG order that is not a checkout's, as the PG's order lookup tells it.
 #[derive(Clone, Debug)]
 pub enum OrderReport {
-    /// A renewal the PG charged for its subscription `pg_subscription`, refunded through `pg_order`.
-    Paid { pg_subscription: String, charged: Charged, pg_order: String },
-    /// Not paid (yet), or its payment failed (`failed`): the PG's subscription state decides.
-    Unpaid { pg_subscription: String, failed: bool },
+    /// An order of the PG's subscription `pg_subscription`.
+    Renewal { pg_subscription: String, outcome: RenewalOutcome },
     /// The PG's answer does not hold a renewal paycycle can record (why, for the verdict).
     Unusable(String),
+}
+
+/// What became of a renewal order.
+#[derive(Clone, Debug)]
+pub enum RenewalOutcome {
+    /// The PG charged it; the payment is refunded through `pg_order`.
+    Paid { charged: Charged, pg_order: String },
+    /// Not paid (yet), or its payment failed (`failed`): the PG's subscription state decides.
+    Unpaid { failed: bool },
 }
 
 /// A PG subscription's state, as the PG reports it.
@@ -299,7 +306,7 @@ impl Adapter<'_> {
         };
         if order.payment_date.is_none() {
             let failed = order.payment.as_ref().and_then(|p| p.error_code.as_ref()).is_some();
-            return Ok(OrderReport::Unpaid { pg_subscription, failed });
+            return Ok(OrderReport::Renewal { pg_subscription, outcome: RenewalOutcome::Unpaid { failed } });
         }
         let Some(id_key) = order.id_key.clone() else {
             return Ok(OrderReport::Unusable(format!("paid order {code} without idKey")));
@@ -316,10 +323,10 @@ impl Adapter<'_> {
             }
         };
         let approved_at = order.payment_date.as_deref().and_then(super::steppay::parse_time).unwrap_or(now);
-        Ok(OrderReport::Paid {
+        let charged = Charged { pg_payment_id: id_key, amount, approved_at };
+        Ok(OrderReport::Renewal {
             pg_subscription,
-            charged: Charged { pg_payment_id: id_key, amount, approved_at },
-            pg_order: code.to_string(),
+            outcome: RenewalOutcome::Paid { charged, pg_order: code.to_string() },
         })
     }
 
