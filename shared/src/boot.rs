@@ -32,6 +32,6 @@ pub async fn start(function: &'static str) -> Result<Boot, ConfigError> {
 async fn load() -> Result<Boot, ConfigError> {
     let config = Config::from_env()?;
     let sdk = crate::aws::load().await;
-    let secrets = Secrets::load(&config.secrets_source, &sdk).await?;
+    let secrets = crate::config::load_secrets(&config.secrets_source, &sdk).await?;
     Ok(Boot { config, sdk, secrets })
 }

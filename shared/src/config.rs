@@ -2,45 +2,31 @@
 //!
 //! Every variable is required and validated here, so a mistake in the template or the local
 //! stack fails the function at start with a message that names the variable, not at 3 a.m. on
-//! the first renewal. Secrets come from Secrets Manager (`PAYCYCLE_SECRETS`, an ARN) in AWS and
-//! from plain variables locally; see [`Secrets`]. Nothing here ever prints a secret.
+//! the first renewal. The PG variables and credentials are the `pg` crate's
+//! ([`paycycle_pg::config`]); this module adds the table and the bus, and loads the credentials
+//! from Secrets Manager (`PAYCYCLE_SECRETS`, an ARN) in AWS or from plain variables locally.
+//! Nothing here ever prints a secret.
 
-use std::fmt;
-
-use url::Url;
-
-use crate::pg::Pg;
-use crate::secret::Secret;
+use paycycle_pg::config::required;
+pub use paycycle_pg::config::{ConfigError, PgSettings, Secrets, secret_keys};
 
 /// The variables of DESIGN §8 every function reads, besides each PG's ([`variables`]).
 pub const COMMON_VARIABLES: &[(&str, &str)] =
     &[("PAYCYCLE_TABLE", "the DynamoDB table name"), ("PAYCYCLE_EVENT_BUS", "the EventBridge bus name")];
 
 /// Every required variable with what it is for (used in error messages): the common ones and
-/// those of every PG in the registry ([`Pg::config`]).
+/// those of every PG in the registry.
 pub fn variables() -> Vec<(&'static str, &'static str)> {
-    let pgs = Pg::ALL.into_iter().flat_map(|pg| pg.config().variables.iter().copied());
-    COMMON_VARIABLES.iter().copied().chain(pgs).collect()
-}
-
-/// Every key of the PG-credentials secret, of every PG in the registry ([`Pg::config`]).
-pub fn secret_keys() -> Vec<&'static str> {
-    Pg::ALL.into_iter().flat_map(|pg| pg.config().secret_keys.iter().copied()).collect()
+    COMMON_VARIABLES.iter().copied().chain(paycycle_pg::config::variables()).collect()
 }
 
 #[derive(Clone, Debug)]
 pub struct Config {
     pub table: String,
     pub event_bus: String,
-    pub steppay_base_url: Url,
-    pub payple_base_url: Url,
-    /// Payple rejects calls whose `Referer` is not the registered domain (AUTH0004/AUTH0007).
-    pub payple_referer: Url,
+    /// The PGs' base URLs, Referer and timeouts.
+    pub pg: PgSettings,
     pub secrets_source: SecretsSource,
-    /// `PG_CONNECT_TIMEOUT_MS` (default 3000) and `PG_TIMEOUT_MS` (default 20000): a PG call that
-    /// takes longer becomes an unknown outcome and is looked up, never retried blind.
-    pub pg_connect_timeout_ms: u64,
-    pub pg_timeout_ms: u64,
 }
 
 /// Where the PG credentials live.
@@ -53,52 +39,6 @@ pub enum SecretsSource {
     Environment,
 }
 
-#[derive(thiserror::Error, PartialEq, Eq)]
-pub enum ConfigError {
-    #[error("missing environment variable {var} ({what})")]
-    Missing { var: &'static str, what: &'static str },
-    #[error("invalid environment variable {var}: {reason}")]
-    Invalid { var: &'static str, reason: String },
-    #[error("secret {source_name}: {reason}")]
-    Secret { source_name: String, reason: String },
-}
-
-// `main` returns this through `lambda_runtime`, which prints errors with `Debug`: keep the readable
-// message there too.
-impl fmt::Debug for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-fn what(var: &'static str) -> &'static str {
-    variables().into_iter().find(|(name, _)| *name == var).map(|(_, what)| what).unwrap_or("required")
-}
-
-fn required(lookup: &impl Fn(&str) -> Option<String>, var: &'static str) -> Result<String, ConfigError> {
-    match lookup(var) {
-        Some(value) if !value.trim().is_empty() => Ok(value.trim().to_string()),
-        Some(_) => Err(ConfigError::Invalid { var, reason: "is empty".into() }),
-        None => Err(ConfigError::Missing { var, what: what(var) }),
-    }
-}
-
-fn http_url(lookup: &impl Fn(&str) -> Option<String>, var: &'static str) -> Result<Url, ConfigError> {
-    let raw = required(lookup, var)?;
-    let url =
-        Url::parse(&raw).map_err(|e| ConfigError::Invalid { var, reason: format!("not a URL ({e}): {raw:?}") })?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(ConfigError::Invalid {
-            var,
-            reason: format!("scheme must be http or https, got {:?}", url.scheme()),
-        });
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(ConfigError::Invalid { var, reason: "has no host".into() });
-    }
-    Ok(url)
-}
-
 impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -107,147 +47,44 @@ impl Config {
 
     /// Reads from any lookup (tests pass a map; the process environment is never mutated).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let table = required(&lookup, "PAYCYCLE_TABLE")?;
-        let event_bus = required(&lookup, "PAYCYCLE_EVENT_BUS")?;
-        let steppay_base_url = http_url(&lookup, "STEPPAY_BASE_URL")?;
-        let payple_base_url = http_url(&lookup, "PAYPLE_BASE_URL")?;
-        let payple_referer = http_url(&lookup, "PAYPLE_REFERER")?;
-        let millis =
-            |var: &'static str, default: u64| -> Result<u64, ConfigError> {
-                match lookup(var) {
-                    None => Ok(default),
-                    Some(v) => v.trim().parse::<u64>().ok().filter(|ms| (100..=900_000).contains(ms)).ok_or(
-                        ConfigError::Invalid { var, reason: format!("milliseconds between 100 and 900000, got {v:?}") },
-                    ),
-                }
-            };
-        let pg_connect_timeout_ms = millis("PG_CONNECT_TIMEOUT_MS", 3_000)?;
-        let pg_timeout_ms = millis("PG_TIMEOUT_MS", 20_000)?;
+        let table = required(&lookup, "PAYCYCLE_TABLE", COMMON_VARIABLES)?;
+        let event_bus = required(&lookup, "PAYCYCLE_EVENT_BUS", COMMON_VARIABLES)?;
+        let pg = PgSettings::from_lookup(&lookup)?;
         let secrets_source = match lookup("PAYCYCLE_SECRETS") {
             Some(arn) if !arn.trim().is_empty() => SecretsSource::SecretsManager(arn.trim().to_string()),
             _ => SecretsSource::Environment,
         };
-        Ok(Self {
-            table,
-            event_bus,
-            steppay_base_url,
-            payple_base_url,
-            payple_referer,
-            secrets_source,
-            pg_connect_timeout_ms,
-            pg_timeout_ms,
-        })
+        Ok(Self { table, event_bus, pg, secrets_source })
     }
 }
 
-/// The PG credentials. Loaded once per cold start by [`Secrets::load`].
-#[derive(Clone, Debug)]
-pub struct Secrets {
-    /// StepPay `Secret-Token` (also sent as `Secret-Key` on refunds).
-    pub steppay_secret_token: Secret,
-    /// StepPay v2 webhook signing secrets; empty = signatures are not checked (DESIGN §3).
-    /// More than one during key rotation.
-    pub steppay_webhook_secrets: Vec<Secret>,
-    /// Payple partner id (`cst_id`).
-    pub payple_cst_id: Secret,
-    /// Payple partner key (`custKey`).
-    pub payple_cust_key: Secret,
-    /// Payple `PCD_REFUND_KEY`.
-    pub payple_refund_key: Secret,
+/// Loads the PG credentials from wherever `source` says.
+pub async fn load_secrets(source: &SecretsSource, sdk: &aws_config::SdkConfig) -> Result<Secrets, ConfigError> {
+    load_secrets_recorded(source, sdk, None).await
 }
 
-/// The JSON object stored in Secrets Manager.
-#[derive(serde::Deserialize)]
-struct SecretDocument {
-    steppay_secret_token: Option<Secret>,
-    #[serde(default)]
-    steppay_webhook_secrets: Option<WebhookSecrets>,
-    payple_cst_id: Option<Secret>,
-    payple_cust_key: Option<Secret>,
-    payple_refund_key: Option<Secret>,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(untagged)]
-enum WebhookSecrets {
-    List(Vec<Secret>),
-    Joined(Secret),
-}
-
-fn split_keys(joined: &str) -> Vec<Secret> {
-    joined.split([',', ';']).map(str::trim).filter(|k| !k.is_empty()).map(Secret::new).collect()
-}
-
-impl Secrets {
-    /// Local runs: from plain environment variables.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let secret = |var: &'static str| -> Result<Secret, ConfigError> {
-            match lookup(var) {
-                Some(v) if !v.trim().is_empty() => Ok(Secret::new(v.trim())),
-                _ => Err(ConfigError::Missing { var, what: "a PG credential (set PAYCYCLE_SECRETS in AWS)" }),
+/// [`load_secrets`], recording the AWS call in `log` (the IAM test).
+pub async fn load_secrets_recorded(
+    source: &SecretsSource,
+    sdk: &aws_config::SdkConfig,
+    log: Option<&std::sync::Arc<paycycle_store::aws::calls::CallLog>>,
+) -> Result<Secrets, ConfigError> {
+    match source {
+        SecretsSource::Environment => Secrets::from_lookup(|name| std::env::var(name).ok()),
+        SecretsSource::SecretsManager(id) => {
+            let mut config = aws_sdk_secretsmanager::config::Builder::from(sdk);
+            if let Some(log) = log {
+                config = config.interceptor(log.interceptor());
             }
-        };
-        Ok(Self {
-            steppay_secret_token: secret("STEPPAY_SECRET_TOKEN")?,
-            steppay_webhook_secrets: lookup("STEPPAY_WEBHOOK_SECRETS").as_deref().map(split_keys).unwrap_or_default(),
-            payple_cst_id: secret("PAYPLE_CST_ID")?,
-            payple_cust_key: secret("PAYPLE_CUST_KEY")?,
-            payple_refund_key: secret("PAYPLE_REFUND_KEY")?,
-        })
-    }
-
-    /// Parses the Secrets Manager document. `source_name` is the ARN, used in error messages.
-    pub fn from_json(source_name: &str, json: &str) -> Result<Self, ConfigError> {
-        let err = |reason: String| ConfigError::Secret { source_name: source_name.to_string(), reason };
-        // serde_json's error text never contains the input's values, only positions.
-        let doc: SecretDocument =
-            serde_json::from_str(json).map_err(|e| err(format!("not the expected JSON object: {e}")))?;
-        let need = |field: Option<Secret>, key: &str| {
-            field.filter(|s| !s.is_empty()).ok_or_else(|| err(format!("missing key {key:?}")))
-        };
-        Ok(Self {
-            steppay_secret_token: need(doc.steppay_secret_token, "steppay_secret_token")?,
-            steppay_webhook_secrets: match doc.steppay_webhook_secrets {
-                None => Vec::new(),
-                Some(WebhookSecrets::List(keys)) => keys.into_iter().filter(|k| !k.is_empty()).collect(),
-                Some(WebhookSecrets::Joined(joined)) => split_keys(joined.expose()),
-            },
-            payple_cst_id: need(doc.payple_cst_id, "payple_cst_id")?,
-            payple_cust_key: need(doc.payple_cust_key, "payple_cust_key")?,
-            payple_refund_key: need(doc.payple_refund_key, "payple_refund_key")?,
-        })
-    }
-
-    /// Loads from wherever `source` says.
-    pub async fn load(source: &SecretsSource, sdk: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
-        Self::load_recorded(source, sdk, None).await
-    }
-
-    /// [`Secrets::load`], with the Secrets Manager call recorded in `log` (the IAM test checks
-    /// it against each function's policy).
-    pub async fn load_recorded(
-        source: &SecretsSource,
-        sdk: &aws_config::SdkConfig,
-        log: Option<&std::sync::Arc<crate::aws::calls::CallLog>>,
-    ) -> Result<Self, ConfigError> {
-        match source {
-            SecretsSource::Environment => Self::from_lookup(|name| std::env::var(name).ok()),
-            SecretsSource::SecretsManager(id) => {
-                let mut config = aws_sdk_secretsmanager::config::Builder::from(sdk);
-                if let Some(log) = log {
-                    config = config.interceptor(log.interceptor());
-                }
-                let client = aws_sdk_secretsmanager::Client::from_conf(config.build());
-                let out = client.get_secret_value().secret_id(id).send().await.map_err(|e| ConfigError::Secret {
-                    source_name: id.clone(),
-                    reason: format!("GetSecretValue failed: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(e)),
-                })?;
-                let json = out.secret_string().ok_or_else(|| ConfigError::Secret {
-                    source_name: id.clone(),
-                    reason: "has no SecretString".into(),
-                })?;
-                Self::from_json(id, json)
-            }
+            let client = aws_sdk_secretsmanager::Client::from_conf(config.build());
+            let out = client.get_secret_value().secret_id(id).send().await.map_err(|e| ConfigError::Secret {
+                source_name: id.clone(),
+                reason: format!("GetSecretValue failed: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(e)),
+            })?;
+            let json = out
+                .secret_string()
+                .ok_or_else(|| ConfigError::Secret { source_name: id.clone(), reason: "has no SecretString".into() })?;
+            Secrets::from_json(id, json)
         }
     }
 }
@@ -275,7 +112,7 @@ mod tests {
     fn loads_a_complete_environment() {
         let c = Config::from_lookup(env(GOOD)).unwrap();
         assert_eq!(c.table, "paycycle");
-        assert_eq!(c.steppay_base_url.as_str(), "http://127.0.0.1:4010/");
+        assert_eq!(c.pg.steppay_base_url.as_str(), "http://127.0.0.1:4010/");
         assert_eq!(c.secrets_source, SecretsSource::Environment);
     }
 
@@ -329,10 +166,10 @@ mod tests {
     #[test]
     fn pg_timeouts_default_and_validate() {
         let c = Config::from_lookup(env(GOOD)).unwrap();
-        assert_eq!((c.pg_connect_timeout_ms, c.pg_timeout_ms), (3_000, 20_000));
+        assert_eq!((c.pg.pg_connect_timeout_ms, c.pg.pg_timeout_ms), (3_000, 20_000));
         let mut pairs = GOOD.to_vec();
         pairs.push(("PG_TIMEOUT_MS", "5000"));
-        assert_eq!(Config::from_lookup(env(&pairs)).unwrap().pg_timeout_ms, 5_000);
+        assert_eq!(Config::from_lookup(env(&pairs)).unwrap().pg.pg_timeout_ms, 5_000);
         pairs.push(("PG_CONNECT_TIMEOUT_MS", "fast"));
         let err = Config::from_lookup(env(&pairs)).unwrap_err();
         assert!(err.to_string().contains("PG_CONNECT_TIMEOUT_MS"), "{err}");

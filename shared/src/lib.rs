@@ -1,24 +1,27 @@
-//! paycycle's common crate: everything the six Lambda functions share.
+//! paycycle's facade crate: what the six Lambda functions share, in one import.
 //!
-//! Dependencies run one way (see STYLE in the docs): functions → `api`, `store`, `pg`, `domain`;
-//! `store` and `pg` may use `domain`; the domain (`money`, `calendar`, `domain`) never imports AWS or
-//! HTTP types. Modules not here yet are built by their own issues (PG clients, store, events).
+//! The code lives in three crates beside this one, and dependencies run one way (README "Layout"):
+//!
+//! - [`paycycle_domain`] (`shared/domain`): money, calendar, state machines, events. No AWS, HTTP
+//!   or PG dependency: its `Cargo.toml` has none to import.
+//! - [`paycycle_pg`] (`shared/pg`): the PG adapters and their registry. Depends on the domain only.
+//! - [`paycycle_store`] (`shared/store`): DynamoDB, the outbox and its EventBridge publisher.
+//!   Depends on the domain only.
+//! - this crate: HTTP plumbing ([`api`]), configuration ([`config`]), the cold start ([`boot`]),
+//!   logging ([`telemetry`]) and the API's JSON views ([`views`]). It re-exports the others under
+//!   the paths the functions use (`paycycle::domain`, `paycycle::pg`, `paycycle::store`, …).
 
 pub mod api;
-pub mod aws;
 pub mod boot;
-pub mod calendar;
 pub mod config;
-pub mod domain;
-pub mod events;
-pub mod ids;
-pub mod money;
-pub mod pg;
-pub mod pii;
-pub mod secret;
-pub mod store;
 pub mod telemetry;
 pub mod views;
+
+pub use paycycle_domain as domain;
+pub use paycycle_domain::{calendar, ids, money, pii, secret};
+pub use paycycle_pg as pg;
+pub use paycycle_store as store;
+pub use paycycle_store::{aws, events};
 
 pub use config::{Config, ConfigError};
 pub use money::Krw;

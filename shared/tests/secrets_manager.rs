@@ -1,6 +1,6 @@
 //! PG credentials load from a real Secrets Manager API (moto) through the SDK, as in AWS.
 
-use paycycle::config::{Secrets, SecretsSource};
+use paycycle::config::SecretsSource;
 use paycycle_testkit::MotoServer;
 
 #[tokio::test]
@@ -21,11 +21,13 @@ async fn secrets_load_from_secrets_manager_and_missing_ones_are_named() {
         .unwrap();
     let arn = created.arn().unwrap().to_string();
 
-    let secrets = Secrets::load(&SecretsSource::SecretsManager(arn.clone()), &sdk).await.unwrap();
+    let secrets = paycycle::config::load_secrets(&SecretsSource::SecretsManager(arn.clone()), &sdk).await.unwrap();
     assert_eq!(secrets.steppay_secret_token.expose(), "tok");
     assert_eq!(secrets.steppay_webhook_secrets.len(), 1);
     assert_eq!(secrets.payple_cst_id.expose(), "test");
 
-    let missing = Secrets::load(&SecretsSource::SecretsManager(format!("{name}-absent")), &sdk).await.unwrap_err();
+    let missing = paycycle::config::load_secrets(&SecretsSource::SecretsManager(format!("{name}-absent")), &sdk)
+        .await
+        .unwrap_err();
     assert!(missing.to_string().contains(&format!("{name}-absent")), "{missing}");
 }

@@ -82,7 +82,7 @@ async fn every_aws_call_each_function_makes_is_allowed_by_its_policy_in_the_temp
     let mut denied = Vec::new();
     for (function, _) in BINARIES {
         let boot_log = std::sync::Arc::new(paycycle::aws::calls::CallLog::default());
-        paycycle::config::Secrets::load_recorded(&source, &sdk, Some(&boot_log)).await.unwrap();
+        paycycle::config::load_secrets_recorded(&source, &sdk, Some(&boot_log)).await.unwrap();
         let boot_calls = boot_log.calls();
         assert!(boot_calls.iter().any(|c| c.action == "secretsmanager:GetSecretValue"), "{boot_calls:?}");
         let calls = stack.functions.aws_calls(function).into_iter().chain(boot_calls);

@@ -36,7 +36,7 @@ async fn env() -> Env {
     let bus = stack.provisioned.buses.values().next().unwrap().clone();
     let config =
         paycycle_dev::local_config(&stack.provisioned.table, &bus, &stack.sandbox.base_url(), Some(1_000)).unwrap();
-    let pgs = Registry::new(&config, &paycycle_dev::local_secrets());
+    let pgs = Registry::new(&config.pg, &paycycle_dev::local_secrets());
     Env { stack, store, partner, pgs }
 }
 

@@ -56,7 +56,7 @@ async fn renew_deps(stack: &LocalStack, store: &Store, pg_timeout_ms: u64) -> De
     let config = Config::from_lookup(|k| vars.get(k).cloned()).unwrap();
     Deps {
         store: store.clone(),
-        pgs: Registry::new(&config, &paycycle_dev::local_secrets()),
+        pgs: Registry::new(&config.pg, &paycycle_dev::local_secrets()),
         publisher: EventPublisher::new(&sdk, &config.event_bus),
         // The sandbox's clock follows the tests' time travel (see `tick_at`).
         settings: Settings { concurrency: 8, allow_time_travel: true, ..Settings::default() },

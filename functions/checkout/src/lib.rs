@@ -39,7 +39,7 @@ pub struct Deps {
 
 impl Deps {
     pub fn new(boot: Boot) -> Self {
-        Self { store: Store::new(&boot.sdk, &boot.config.table), pgs: Registry::new(&boot.config, &boot.secrets) }
+        Self { store: Store::new(&boot.sdk, &boot.config.table), pgs: Registry::new(&boot.config.pg, &boot.secrets) }
     }
 }
 

@@ -131,9 +131,9 @@ impl Deps {
     pub fn new(boot: Boot) -> Self {
         Self {
             store: Store::new(&boot.sdk, &boot.config.table),
-            pgs: Registry::new(&boot.config, &boot.secrets),
+            pgs: Registry::new(&boot.config.pg, &boot.secrets),
             publisher: EventPublisher::new(&boot.sdk, &boot.config.event_bus),
-            settings: Settings::from_env().fitted_to(std::time::Duration::from_millis(boot.config.pg_timeout_ms)),
+            settings: Settings::from_env().fitted_to(std::time::Duration::from_millis(boot.config.pg.pg_timeout_ms)),
             crash_at: None,
         }
     }

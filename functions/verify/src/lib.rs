@@ -49,7 +49,7 @@ impl Deps {
     pub fn new(boot: Boot) -> Self {
         Self {
             store: Store::new(&boot.sdk, &boot.config.table),
-            pgs: Registry::new(&boot.config, &boot.secrets),
+            pgs: Registry::new(&boot.config.pg, &boot.secrets),
             publisher: EventPublisher::new(&boot.sdk, &boot.config.event_bus),
         }
     }

@@ -18,7 +18,7 @@ use lambda_http::{Body, Error, Request, Response};
 use paycycle::api::{self, ApiError};
 use paycycle::boot::Boot;
 use paycycle::config::Secrets;
-use paycycle::pg::{IntakeError, Pg};
+use paycycle::pg::{IntakeError, Pg, WebhookIntake};
 use paycycle::store::webhooks::{Stored, WebhookEvent};
 use paycycle::store::{Store, StoreError};
 use serde_json::json;

@@ -119,7 +119,7 @@ impl Bench {
         let events_sdk = paycycle_testkit::moto::sdk_config_for(&self.sink.url).await;
         let deps = renew::Deps {
             store,
-            pgs: Registry::new(&config, &paycycle_dev::local_secrets()),
+            pgs: Registry::new(&config.pg, &paycycle_dev::local_secrets()),
             publisher: EventPublisher::new(&events_sdk, "bench-bus"),
             settings: renew::Settings { concurrency, emit_metrics: false, ..renew::Settings::default() },
             crash_at: None,

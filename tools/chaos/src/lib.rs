@@ -338,11 +338,11 @@ async fn setup(world: &World, seed: u64, log: &mut Vec<String>) -> Result<Scenar
     sandbox.shared.config.lock().expect("sandbox config").timeout_after_charge_ms = 600;
     let config =
         paycycle_dev::local_config(&table, "chaos-bus", &sandbox.base_url(), Some(300)).map_err(|e| e.to_string())?;
-    let pgs = Registry::new(&config, &local_secrets());
+    let pgs = Registry::new(&config.pg, &local_secrets());
     // Setup (card registration) is not under test: it gets the default PG timeout.
     let setup_config =
         paycycle_dev::local_config(&table, "chaos-bus", &sandbox.base_url(), None).map_err(|e| e.to_string())?;
-    let setup_gateways = Registry::new(&setup_config, &local_secrets());
+    let setup_gateways = Registry::new(&setup_config.pg, &local_secrets());
     let publisher = EventPublisher::new(&world.events, "chaos-bus");
     let renew = renew::Deps {
         store: store.clone(),

@@ -1,0 +1,368 @@
+//! Payments and refunds (DESIGN §6).
+//!
+//! Payment item: `pk = PAY#{payment_id}`, `sk = PAY`, with `paid`, `refunded`, `refund_pending`
+//! and `refundable` at the top level so that a refund reservation is one conditional update:
+//! `refundable >= :amount` then `refundable -= amount, refund_pending += amount`. DynamoDB
+//! conditions cannot do arithmetic, so `refundable` is stored and every update keeps
+//! `refundable = paid - refunded - refund_pending`.
+//!
+//! The payment id is derived from the PG and its transaction id, so the create-only put records a
+//! PG transaction at most once, however many webhooks, redirects and lookups report it.
+//! Refund item: `pk = PAY#{payment_id}`, `sk = REF#{refund_id}`.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::{Condition, Item, Store, StoreError, Tx, from_item, keys, n, s, sha256_hex, to_item};
+use paycycle_domain::attempt::{ChargeId, SubscriptionId};
+use paycycle_domain::gateway::{CardInfo, PaymentDetails};
+use paycycle_domain::gateway::{Pg, PgMode};
+use paycycle_domain::money::Krw;
+use paycycle_domain::payment::{PaymentAmounts, RefundStatus};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRecord {
+    pub payment_id: String,
+    /// The partner (tenant) the payment belongs to; API keys of other partners cannot see it.
+    #[serde(default = "default_partner")]
+    pub partner_id: String,
+    pub pg: PgMode,
+    /// StepPay `idKey`, or Payple's `PCD_PAY_OID`.
+    pub pg_payment_id: String,
+    pub customer_id: String,
+    pub subscription_id: Option<SubscriptionId>,
+    pub charge_id: Option<ChargeId>,
+    pub checkout_id: Option<String>,
+    /// StepPay managed: the order (its code) this payment paid. Managed refunds go through the
+    /// order (`PATCH /api/v1/orders/{orderIdOrCode}/cancel`, step-api-spec `merge/v1.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pg_order: Option<String>,
+    #[serde(flatten)]
+    pub amounts: PaymentAmounts,
+    /// `paid - refunded - refund_pending`, kept in step by every write.
+    pub refundable: Krw,
+    pub paid_at: Timestamp,
+    /// `YYYYMMDD` (KST) of the payment: Payple's refund needs `PCD_PAY_DATE`.
+    pub pay_date_kst: String,
+    /// The card it was paid with, as the PG said (Payple's card fields; the number masked by us).
+    #[serde(default)]
+    pub card: Option<CardInfo>,
+    /// The card slip URL the PG gave (Payple `PCD_PAY_CARDRECEIPT`).
+    #[serde(default)]
+    pub receipt_url: Option<String>,
+    pub version: u64,
+}
+
+/// The partner of records made before partners existed, and of single-partner deployments.
+pub const DEFAULT_PARTNER: &str = "default";
+
+pub(crate) fn default_partner() -> String {
+    DEFAULT_PARTNER.to_string()
+}
+
+/// `pay_` + 24 hex of SHA-256(pg ":" pg id): one payment id per PG transaction.
+pub fn payment_id_for(pg: impl Into<Pg>, pg_payment_id: &str) -> String {
+    format!("pay_{}", &sha256_hex(format!("{}:{pg_payment_id}", pg.into()).as_bytes())[..24])
+}
+
+impl PaymentRecord {
+    /// A newly paid payment.
+    #[allow(clippy::too_many_arguments)]
+    pub fn paid(
+        pg: PgMode,
+        pg_payment_id: &str,
+        customer_id: &str,
+        amount: Krw,
+        paid_at: Timestamp,
+        subscription_id: Option<SubscriptionId>,
+        charge_id: Option<ChargeId>,
+        checkout_id: Option<String>,
+    ) -> Self {
+        Self {
+            payment_id: payment_id_for(pg, pg_payment_id),
+            partner_id: default_partner(),
+            pg,
+            pg_payment_id: pg_payment_id.to_string(),
+            customer_id: customer_id.to_string(),
+            subscription_id,
+            charge_id,
+            checkout_id,
+            pg_order: None,
+            amounts: PaymentAmounts::new(amount),
+            refundable: amount,
+            paid_at,
+            pay_date_kst: paycycle_domain::calendar::kst_yyyymmdd(paid_at),
+            card: None,
+            receipt_url: None,
+            version: 1,
+        }
+    }
+
+    /// The same payment with what the PG said about it for the customer (card, receipt).
+    pub fn with_details(self, details: PaymentDetails) -> Self {
+        Self { card: details.card, receipt_url: details.receipt_url, ..self }
+    }
+}
+
+impl PaymentRecord {
+    /// The same payment, owned by `partner_id`.
+    pub fn for_partner(self, partner_id: &str) -> Self {
+        Self { partner_id: partner_id.to_string(), ..self }
+    }
+
+    /// The same payment, paid through PG order `order` (StepPay managed).
+    pub fn with_pg_order(self, order: Option<String>) -> Self {
+        Self { pg_order: order, ..self }
+    }
+}
+
+fn payment_pk(payment_id: &str) -> String {
+    format!("PAY#{payment_id}")
+}
+
+/// Whether `key` (as a store error names it) is a payment's.
+pub(crate) fn is_payment_key(key: &str) -> bool {
+    key.starts_with("PAY#")
+}
+
+fn payment_item(p: &PaymentRecord) -> Item {
+    let mut item = to_item(p, &payment_pk(&p.payment_id), "PAY", "payment");
+    if let Some(sub) = &p.subscription_id {
+        item.insert(keys::LOOKUP_PK.into(), s(&format!("SUBPAY#{sub}")));
+        item.insert(keys::LOOKUP_SK.into(), s(&format!("{}#{}", p.paid_at, p.payment_id)));
+    }
+    item
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundRecord {
+    pub refund_id: String,
+    pub payment_id: String,
+    pub amount: Krw,
+    pub reason: String,
+    pub status: RefundStatus,
+    pub requested_at: Timestamp,
+    /// The PG's id for the cancellation, once known.
+    pub pg_refund_id: Option<String>,
+    pub failure_code: Option<String>,
+    pub failure_message: Option<String>,
+    /// Hash of the request that asked for this refund (its payment and body, as the idempotency
+    /// record keeps it): a later request under the same Idempotency-Key finds this refund, and is
+    /// answered from it only if it is that request. `None` on refunds recorded before it was kept
+    /// and on refunds paycycle did not ask for (made at the PG).
+    #[serde(default)]
+    pub request_hash: Option<String>,
+    /// The request also canceled the subscription (in the reservation's transaction); answers
+    /// about this refund say so only then.
+    #[serde(default)]
+    pub cancel_subscription: bool,
+}
+
+fn refund_item(r: &RefundRecord) -> Item {
+    to_item(r, &payment_pk(&r.payment_id), &format!("REF#{}", r.refund_id), "refund")
+}
+
+fn status_str(status: RefundStatus) -> &'static str {
+    match status {
+        RefundStatus::Reserved => "reserved",
+        RefundStatus::Succeeded => "succeeded",
+        RefundStatus::Failed => "failed",
+        RefundStatus::Unknown => "unknown",
+    }
+}
+
+impl Tx {
+    /// Records a payment; `AlreadyExists` if this PG transaction was recorded before.
+    pub fn put_payment_new(&mut self, p: &PaymentRecord) -> &mut Self {
+        self.put_new(payment_item(p))
+    }
+
+    /// Reserves `refund.amount` on its payment (only while that much is refundable) and records
+    /// the refund as reserved (create-only), in this transaction — beside a subscription cancel,
+    /// for a refund with `cancel_subscription`.
+    pub fn reserve_refund(&mut self, refund: &RefundRecord) -> &mut Self {
+        self.update_if(
+            &payment_pk(&refund.payment_id),
+            "PAY",
+            "SET refund_pending = refund_pending + :amount, refundable = refundable - :amount, #version = #version + :one",
+            Condition::new("refundable >= :amount")
+                .name("#version", keys::VERSION)
+                .value(":amount", n(refund.amount.won()))
+                .value(":one", n(1)),
+        );
+        self.put_new(refund_item(&RefundRecord { status: RefundStatus::Reserved, ..refund.clone() }))
+    }
+}
+
+/// How a refund ended at the PG.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefundOutcome {
+    Succeeded {
+        pg_refund_id: Option<String>,
+    },
+    Failed {
+        code: String,
+        message: String,
+    },
+    /// Sent, no trustworthy answer: the reservation stays.
+    Unknown,
+}
+
+impl Store {
+    pub async fn get_payment(&self, payment_id: &str) -> Result<Option<PaymentRecord>, StoreError> {
+        match self.get(&payment_pk(payment_id), "PAY").await? {
+            Some(item) => from_item(item).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Records one payment alone (first payments are usually recorded in a transaction with the
+    /// subscription; this is for the rest).
+    pub async fn create_payment(&self, p: &PaymentRecord) -> Result<(), StoreError> {
+        let mut tx = self.tx();
+        tx.put_payment_new(p);
+        self.commit(tx).await
+    }
+
+    /// A subscription's payments, oldest first.
+    pub async fn payments_of_subscription(&self, id: &SubscriptionId) -> Result<Vec<PaymentRecord>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let (items, next) = self.lookup_page(&format!("SUBPAY#{id}"), None, None, start).await?;
+            out.extend(items);
+            match next {
+                Some(k) => start = Some(k),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Every refund of a payment.
+    pub async fn refunds_of(&self, payment_id: &str) -> Result<Vec<RefundRecord>, StoreError> {
+        self.items_with_prefix(&payment_pk(payment_id), "REF#").await
+    }
+
+    pub async fn get_refund(&self, payment_id: &str, refund_id: &str) -> Result<Option<RefundRecord>, StoreError> {
+        match self.get(&payment_pk(payment_id), &format!("REF#{refund_id}")).await? {
+            Some(item) => from_item(item).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Reserves `refund.amount` on its payment and records the refund, atomically. `Conflict` on
+    /// the payment means there was not enough left to refund (re-read it to say how much).
+    pub async fn reserve_refund(&self, refund: &RefundRecord) -> Result<(), StoreError> {
+        let mut tx = self.tx();
+        tx.reserve_refund(refund);
+        self.commit(tx).await
+    }
+
+    /// Settles a reserved (or unknown) refund: success moves the amount to `refunded`, failure
+    /// releases it, unknown keeps it reserved. The refund's events go in the same transaction.
+    pub async fn settle_refund(
+        &self,
+        refund: &RefundRecord,
+        outcome: &RefundOutcome,
+        events: &[super::outbox::OutboxEvent],
+    ) -> Result<RefundRecord, StoreError> {
+        let mut settled = self.settle_refunds(std::slice::from_ref(refund), outcome, None, events).await?;
+        Ok(settled.remove(0))
+    }
+
+    /// Settles refunds of one payment with one outcome in one transaction. With
+    /// `payment_version`, only if the payment is still at that version: a verdict drawn from reads
+    /// of the payment (and the PG's total beside it) is written only while nothing else reserved
+    /// or settled a refund of it meanwhile — else `Conflict` and nothing changes.
+    pub async fn settle_refunds(
+        &self,
+        refunds: &[RefundRecord],
+        outcome: &RefundOutcome,
+        payment_version: Option<u64>,
+        events: &[super::outbox::OutboxEvent],
+    ) -> Result<Vec<RefundRecord>, StoreError> {
+        let Some(first) = refunds.first() else { return Ok(Vec::new()) };
+        let mut tx = self.tx();
+        let mut settled = Vec::with_capacity(refunds.len());
+        let mut total = Krw::ZERO;
+        for refund in refunds {
+            if refund.payment_id != first.payment_id {
+                return Err(StoreError::Conflict(format!("refund {} is of another payment", refund.refund_id)));
+            }
+            let next = settled_refund(refund, outcome)?;
+            tx.put_if(
+                refund_item(&next),
+                Condition::new("#status = :expected")
+                    .name("#status", "status")
+                    .value(":expected", s(status_str(refund.status))),
+            );
+            total = total.checked_add(refund.amount).map_err(|e| StoreError::Conflict(e.to_string()))?;
+            settled.push(next);
+        }
+        let update = match outcome {
+            RefundOutcome::Succeeded { .. } => Some(
+                "SET refund_pending = refund_pending - :amount, refunded = refunded + :amount, #version = #version + :one",
+            ),
+            RefundOutcome::Failed { .. } => Some(
+                "SET refund_pending = refund_pending - :amount, refundable = refundable + :amount, #version = #version + :one",
+            ),
+            RefundOutcome::Unknown => None,
+        };
+        let read_version = |mut c: Condition| {
+            if let Some(version) = payment_version {
+                c.expression.push_str(" AND #version = :read_version");
+                c = c.name("#version", keys::VERSION).value(":read_version", n(version));
+            }
+            c
+        };
+        match update {
+            Some(update) => {
+                let c = Condition::new("refund_pending >= :amount")
+                    .name("#version", keys::VERSION)
+                    .value(":amount", n(total.won()))
+                    .value(":one", n(1));
+                tx.update_if(&payment_pk(&first.payment_id), "PAY", update, read_version(c));
+            }
+            // Nothing moves on the payment, but a version still guards the verdict.
+            None if payment_version.is_some() => {
+                tx.check_if(
+                    &payment_pk(&first.payment_id),
+                    "PAY",
+                    read_version(Condition::new("attribute_exists(pk)")),
+                );
+            }
+            None => {}
+        }
+        for e in events {
+            tx.put_outbox(e);
+        }
+        self.commit(tx).await?;
+        Ok(settled)
+    }
+}
+
+/// `refund` after `outcome`, if its status may become that.
+fn settled_refund(refund: &RefundRecord, outcome: &RefundOutcome) -> Result<RefundRecord, StoreError> {
+    let mut next = refund.clone();
+    match outcome {
+        RefundOutcome::Succeeded { pg_refund_id } => {
+            next.status = RefundStatus::Succeeded;
+            next.pg_refund_id = pg_refund_id.clone();
+        }
+        RefundOutcome::Failed { code, message } => {
+            next.status = RefundStatus::Failed;
+            next.failure_code = Some(code.clone());
+            next.failure_message = Some(message.clone());
+        }
+        RefundOutcome::Unknown => next.status = RefundStatus::Unknown,
+    }
+    if !refund.status.can_become(next.status) {
+        return Err(StoreError::Conflict(format!(
+            "refund {} is {} and cannot become {}",
+            refund.refund_id,
+            status_str(refund.status),
+            status_str(next.status)
+        )));
+    }
+    Ok(next)
+}

@@ -1,0 +1,465 @@
+//! Subscriptions and their charge attempts.
+//!
+//! Subscription item: `pk = SUB#{id}`, `sk = SUB`; top-level `state`, `version`, `lease_owner`,
+//! `lease_until` (conditions), `due_shard` + `next_attempt_at` (the sparse due GSI, present only
+//! while renew must look), `lookup_pk = CUS#{partner}#{customer}` (listing by customer, per partner).
+//! Attempt item: `pk = SUB#{id}`, `sk = ATT#{period:010}#{attempt:02}`.
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use super::{Condition, Item, Store, StoreError, Tx, epoch, from_item, keys, n, s, sha256_hex, to_item, unavailable};
+use paycycle_domain::attempt::{Attempt, AttemptStatus, AttemptStatusKind, ChargeId, SubscriptionId};
+use paycycle_domain::customer::Customer;
+use paycycle_domain::gateway::PgMode;
+use paycycle_domain::subscription::{Subscription, SubscriptionState};
+
+/// Number of due-GSI partitions. A morning of renewals spreads over all of them; renew queries
+/// each (and, at scale, fans them out to workers, one message per shard).
+pub const DUE_SHARDS: u32 = 16;
+
+/// A stored subscription: the domain value plus what the store and the PG need.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionRecord {
+    pub subscription: Subscription,
+    /// The partner (tenant) that created it (through its API key).
+    #[serde(default = "super::payments::default_partner")]
+    pub partner_id: String,
+    pub customer: Customer,
+    pub pg: PgMode,
+    /// Payple `PCD_PAYER_ID`, or StepPay's billing idKey; StepPay managed: its subscription id.
+    pub billing_key: Option<String>,
+    pub created_at: Timestamp,
+    /// Incremented by every write; conditions compare it.
+    pub version: u64,
+    /// Set while a renew worker holds the subscription (see [`Store::claim`]).
+    pub lease_owner: Option<String>,
+    /// Epoch seconds; 0 = no lease.
+    pub lease_until: i64,
+}
+
+impl SubscriptionRecord {
+    pub fn id(&self) -> &SubscriptionId {
+        &self.subscription.id
+    }
+
+    /// The record after a transition: next version, lease released.
+    pub fn next(&self, subscription: Subscription) -> SubscriptionRecord {
+        SubscriptionRecord {
+            subscription,
+            version: self.version + 1,
+            lease_owner: None,
+            lease_until: 0,
+            ..self.clone()
+        }
+    }
+}
+
+pub fn subscription_pk(id: &SubscriptionId) -> String {
+    format!("SUB#{id}")
+}
+
+const SUB_SK: &str = "SUB";
+
+/// The due-GSI shard of a subscription: stable, evenly spread.
+pub fn due_shard(id: &SubscriptionId) -> String {
+    let h = sha256_hex(id.as_str().as_bytes());
+    let v = u32::from_str_radix(&h[..8], 16).unwrap_or(0) % DUE_SHARDS;
+    format!("due#{v:02}")
+}
+
+/// Every shard key, for renew's fan-out.
+pub fn due_shards() -> Vec<String> {
+    (0..DUE_SHARDS).map(|v| format!("due#{v:02}")).collect()
+}
+
+fn customer_key(partner_id: &str, customer_id: &str) -> String {
+    format!("CUS#{partner_id}#{customer_id}")
+}
+
+fn subscription_item(r: &SubscriptionRecord) -> Item {
+    let id = r.id();
+    let mut item = to_item(r, &subscription_pk(id), SUB_SK, "subscription");
+    item.insert("state".into(), s(r.subscription.state.as_str()));
+    // In review or canceled, only a PG hint sets `next_attempt_at` (renew looks the charge up).
+    let renew_looks = matches!(
+        r.subscription.state,
+        SubscriptionState::Active
+            | SubscriptionState::PastDue
+            | SubscriptionState::NeedsReview
+            | SubscriptionState::Canceled
+    );
+    if let (Some(next), true) = (r.subscription.next_attempt_at, renew_looks) {
+        item.insert(keys::DUE_SHARD.into(), s(&due_shard(id)));
+        item.insert(keys::NEXT_ATTEMPT_AT.into(), n(epoch(next)));
+    }
+    item.insert(keys::LOOKUP_PK.into(), s(&customer_key(&r.partner_id, &r.customer.id)));
+    item.insert(keys::LOOKUP_SK.into(), s(&format!("SUB#{}#{id}", r.created_at)));
+    item
+}
+
+pub fn attempt_sk(charge_id: &ChargeId) -> String {
+    format!("ATT#{:010}#{:02}", charge_id.period(), charge_id.attempt())
+}
+
+fn attempt_item(a: &Attempt) -> Item {
+    let mut item = to_item(a, &subscription_pk(a.charge_id.subscription()), &attempt_sk(&a.charge_id), "attempt");
+    item.insert("charge_id".into(), s(&a.charge_id.to_string()));
+    item
+}
+
+impl Tx {
+    /// Creates a subscription (it must not exist).
+    pub fn put_subscription_new(&mut self, r: &SubscriptionRecord) -> &mut Self {
+        self.put_new(subscription_item(r))
+    }
+
+    /// Writes `r` (the result of [`SubscriptionRecord::next`]) if the stored version is
+    /// `r.version - 1` and, when `lease_owner` is given, that worker still holds the lease.
+    pub fn put_subscription_next(&mut self, r: &SubscriptionRecord, lease_owner: Option<&str>) -> &mut Self {
+        let mut c = Condition::version(r.version - 1);
+        if let Some(owner) = lease_owner {
+            c.expression.push_str(" AND lease_owner = :lease_owner");
+            c = c.value(":lease_owner", s(owner));
+        }
+        self.put_if(subscription_item(r), c)
+    }
+
+    /// A lifecycle change (cancel, pause, resume, plan; a refund's cancel): writes `next` over
+    /// `prev` only while no charge is in flight — the version is the one read, no renew lease is
+    /// live on the wall clock, and the attempt renew would send next is not `pending` (written
+    /// before the PG call, maybe by a worker that died after it) nor `unknown` (except for a
+    /// subscription in review, where renew has stopped). All in the write's condition, so a
+    /// renewal claimed after the read makes it fail instead of orphaning the charge.
+    pub fn put_subscription_change(
+        &mut self,
+        prev: &SubscriptionRecord,
+        next: &SubscriptionRecord,
+        wall_now: Timestamp,
+    ) -> &mut Self {
+        let mut c = Condition::version(next.version - 1);
+        c.expression.push_str(" AND (attribute_not_exists(lease_until) OR lease_until <= :wall_now)");
+        c = c.value(":wall_now", n(epoch(wall_now)));
+        if let Some(charge_id) = prev.subscription.next_charge_id() {
+            let check = match prev.subscription.state {
+                SubscriptionState::NeedsReview => Condition::new("attribute_not_exists(#pk) OR #status <> :pending"),
+                _ => Condition::new("attribute_not_exists(#pk) OR NOT (#status IN (:pending, :unknown))")
+                    .value(":unknown", s("unknown")),
+            }
+            .name("#pk", keys::PK)
+            .name("#status", "status")
+            .value(":pending", s("pending"));
+            self.check_if(&subscription_pk(prev.id()), &attempt_sk(&charge_id), check);
+        }
+        self.put_if(subscription_item(next), c)
+    }
+
+    /// Makes the transaction depend on the subscription being exactly as read (its version).
+    pub fn check_subscription_unchanged(&mut self, r: &SubscriptionRecord) -> &mut Self {
+        self.check_if(&subscription_pk(r.id()), SUB_SK, Condition::version(r.version))
+    }
+
+    /// Makes the transaction depend on `claimed` still being held by its renew worker: the
+    /// version the claim wrote, its owner, and a lease not yet expired by the wall clock. A worker
+    /// whose lease ran out (a lifecycle change may have committed since) writes nothing with it.
+    pub fn check_claim_held(&mut self, claimed: &SubscriptionRecord, wall_now: Timestamp) -> &mut Self {
+        let c = Condition::version(claimed.version)
+            .value(":owner", s(claimed.lease_owner.as_deref().unwrap_or_default()))
+            .value(":wall_now", n(epoch(wall_now)));
+        let c = Condition {
+            expression: format!("{} AND lease_owner = :owner AND lease_until > :wall_now", c.expression),
+            ..c
+        };
+        self.check_if(&subscription_pk(claimed.id()), SUB_SK, c)
+    }
+
+    /// Records a new attempt (it must not exist: a second writer of the same charge id loses).
+    pub fn put_attempt_new(&mut self, a: &Attempt) -> &mut Self {
+        self.put_new(attempt_item(a))
+    }
+
+    /// Removes a `pending` attempt that never reached the PG, so the next try writes it afresh
+    /// and sends it (a pending attempt found later would have to be looked up first).
+    pub fn delete_attempt_if_pending(&mut self, a: &Attempt) -> &mut Self {
+        let c = Condition::new("#status = :pending").name("#status", "status").value(":pending", s("pending"));
+        self.delete_if(&subscription_pk(a.charge_id.subscription()), &attempt_sk(&a.charge_id), c)
+    }
+
+    /// Replaces an attempt whose stored status is `expected` (`pending` or `unknown`) and whose
+    /// PG payment hint is the one `a` carries: a hint verify added meanwhile makes this a
+    /// `Conflict`, and renew's next look reads it instead of overwriting it.
+    pub fn put_attempt_if_status(&mut self, a: &Attempt, expected: AttemptStatusKind) -> &mut Self {
+        let c = Condition::new("#status = :expected_status")
+            .name("#status", "status")
+            .value(":expected_status", s(expected.as_str()));
+        let c = match &a.pg_payment_hint {
+            Some(hint) => Condition { expression: format!("{} AND pg_payment_hint = :hint", c.expression), ..c }
+                .value(":hint", s(hint)),
+            None => Condition {
+                expression: format!(
+                    "{} AND (attribute_not_exists(pg_payment_hint) OR attribute_type(pg_payment_hint, :null_type))",
+                    c.expression
+                ),
+                ..c
+            }
+            .value(":null_type", s("NULL")),
+        };
+        self.put_if(attempt_item(a), c)
+    }
+}
+
+fn pg_subscription_pk(pg: PgMode, pg_subscription_id: &str) -> String {
+    format!("PGSUB#{}#{pg_subscription_id}", pg.pg())
+}
+
+impl Tx {
+    /// Points the PG's own subscription id (StepPay managed) at ours; once only.
+    pub fn put_pg_subscription_pointer(
+        &mut self,
+        pg: PgMode,
+        pg_subscription_id: &str,
+        id: &SubscriptionId,
+    ) -> &mut Self {
+        let mut item = Item::new();
+        item.insert(keys::PK.into(), s(&pg_subscription_pk(pg, pg_subscription_id)));
+        item.insert(keys::SK.into(), s("PTR"));
+        item.insert(keys::ENTITY.into(), s("pg_subscription"));
+        item.insert("subscription_id".into(), s(id.as_str()));
+        self.put_new(item)
+    }
+}
+
+/// A page of ids and where to continue.
+#[derive(Debug, Clone, Default)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<Item>,
+}
+
+impl Store {
+    pub async fn get_subscription(&self, id: &SubscriptionId) -> Result<Option<SubscriptionRecord>, StoreError> {
+        match self.get(&subscription_pk(id), SUB_SK).await? {
+            Some(item) => from_item(item).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Creates a subscription with no other change.
+    pub async fn create_subscription(&self, r: &SubscriptionRecord) -> Result<(), StoreError> {
+        let mut tx = self.tx();
+        tx.put_subscription_new(r);
+        self.commit(tx).await
+    }
+
+    /// Subscriptions of one shard due at or before `now`, earliest first.
+    pub async fn due_subscriptions(
+        &self,
+        shard: &str,
+        now: Timestamp,
+        limit: i32,
+        start: Option<Item>,
+    ) -> Result<Page<SubscriptionId>, StoreError> {
+        let out = self
+            .table
+            .client
+            .query()
+            .table_name(&self.table.name)
+            .index_name(keys::DUE_INDEX)
+            .key_condition_expression("#shard = :shard AND #due <= :now")
+            .expression_attribute_names("#shard", keys::DUE_SHARD)
+            .expression_attribute_names("#due", keys::NEXT_ATTEMPT_AT)
+            .expression_attribute_values(":shard", s(shard))
+            .expression_attribute_values(":now", n(epoch(now)))
+            .limit(limit)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let mut items = Vec::new();
+        for item in out.items() {
+            let pk = item.get(keys::PK).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+            let id = pk.strip_prefix("SUB#").and_then(|id| SubscriptionId::parse(id).ok()).ok_or_else(|| {
+                StoreError::Corrupt { key: pk.clone(), message: "due index entry is not a subscription".into() }
+            })?;
+            items.push(id);
+        }
+        Ok(Page { items, next: out.last_evaluated_key })
+    }
+
+    /// Claims `r` for `lease` from `wall_now`: only one worker wins, and only while the
+    /// subscription is still as read (same version, same due time, no live lease). Leases run on
+    /// the wall clock (`Timestamp::now()`), never on a tick's billing time: a tick with another
+    /// `now` (late, or travelling in time) still sees a live lease, and so does the lifecycle
+    /// API. Returns the claimed record (its version is one higher).
+    pub async fn claim(
+        &self,
+        r: &SubscriptionRecord,
+        owner: &str,
+        wall_now: Timestamp,
+        lease: SignedDuration,
+    ) -> Result<SubscriptionRecord, StoreError> {
+        let due =
+            r.subscription.next_attempt_at.ok_or_else(|| StoreError::Conflict(format!("{} is not due", r.id())))?;
+        let now = wall_now;
+        let until = epoch(now.saturating_add(lease).unwrap_or(now));
+        self.table
+            .client
+            .update_item()
+            .table_name(&self.table.name)
+            .key(keys::PK, s(&subscription_pk(r.id())))
+            .key(keys::SK, s(SUB_SK))
+            .update_expression("SET lease_owner = :owner, lease_until = :until, #version = :next_version")
+            .condition_expression(
+                "#version = :version AND lease_until <= :now AND #due = :due \
+                 AND #state IN (:active, :past_due, :needs_review, :canceled)",
+            )
+            .expression_attribute_names("#version", keys::VERSION)
+            .expression_attribute_names("#due", keys::NEXT_ATTEMPT_AT)
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":owner", s(owner))
+            .expression_attribute_values(":until", n(until))
+            .expression_attribute_values(":next_version", n(r.version + 1))
+            .expression_attribute_values(":version", n(r.version))
+            .expression_attribute_values(":now", n(epoch(now)))
+            .expression_attribute_values(":due", n(epoch(due)))
+            .expression_attribute_values(":active", s(SubscriptionState::Active.as_str()))
+            .expression_attribute_values(":past_due", s(SubscriptionState::PastDue.as_str()))
+            .expression_attribute_values(":needs_review", s(SubscriptionState::NeedsReview.as_str()))
+            .expression_attribute_values(":canceled", s(SubscriptionState::Canceled.as_str()))
+            .send()
+            .await
+            .map_err(|e| super::conditional(e, StoreError::Conflict(subscription_pk(r.id()))))?;
+        Ok(SubscriptionRecord {
+            version: r.version + 1,
+            lease_owner: Some(owner.to_string()),
+            lease_until: until,
+            ..r.clone()
+        })
+    }
+
+    /// Gives a lease back without other changes (a worker that claimed and then found nothing to
+    /// do, or stops before its deadline).
+    pub async fn release_lease(&self, claimed: &SubscriptionRecord) -> Result<(), StoreError> {
+        let owner = claimed.lease_owner.clone().unwrap_or_default();
+        self.table
+            .client
+            .update_item()
+            .table_name(&self.table.name)
+            .key(keys::PK, s(&subscription_pk(claimed.id())))
+            .key(keys::SK, s(SUB_SK))
+            .update_expression("SET lease_owner = :none, lease_until = :zero, #version = :next_version")
+            .condition_expression("#version = :version AND lease_owner = :owner")
+            .expression_attribute_names("#version", keys::VERSION)
+            .expression_attribute_values(":none", AttributeValue::Null(true))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":next_version", n(claimed.version + 1))
+            .expression_attribute_values(":version", n(claimed.version))
+            .expression_attribute_values(":owner", s(&owner))
+            .send()
+            .await
+            .map_err(|e| super::conditional(e, StoreError::Conflict(subscription_pk(claimed.id()))))?;
+        Ok(())
+    }
+
+    /// A partner's customer's subscriptions, oldest first.
+    pub async fn subscriptions_of_customer(
+        &self,
+        partner_id: &str,
+        customer_id: &str,
+        limit: i32,
+        start: Option<Item>,
+    ) -> Result<Page<SubscriptionRecord>, StoreError> {
+        let (items, next) =
+            self.lookup_page(&customer_key(partner_id, customer_id), Some("SUB#"), Some(limit), start).await?;
+        Ok(Page { items, next })
+    }
+
+    /// Our subscription behind a PG-managed subscription id.
+    pub async fn subscription_by_pg_subscription(
+        &self,
+        pg: PgMode,
+        pg_subscription_id: &str,
+    ) -> Result<Option<SubscriptionId>, StoreError> {
+        let pk = pg_subscription_pk(pg, pg_subscription_id);
+        let Some(item) = self.get(&pk, "PTR").await? else { return Ok(None) };
+        let id = item.get("subscription_id").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+        SubscriptionId::parse(&id)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt { key: pk, message: format!("pointer to a bad id: {e}") })
+    }
+
+    /// Notes the PG payment id a verified webhook named for a charge whose outcome is not
+    /// settled yet (pending or unknown), so renew can look it up. A failed payment's hint is kept
+    /// only if there is none yet; a `paid` one replaces any hint not itself paid — one charge id
+    /// may carry a declined try and then the paid one, and renew must look up the payment that
+    /// took the money, never settle the charge as declined by the other. A subscription renew
+    /// stopped looking at (in review, or canceled in review) is woken in the same transaction
+    /// ([`Subscription::hint_arrived`]): the hint resolves it.
+    pub async fn hint_attempt(&self, charge_id: &ChargeId, pg_payment_id: &str, paid: bool) -> Result<(), StoreError> {
+        let pk = subscription_pk(charge_id.subscription());
+        let none_yet = "attribute_not_exists(pg_payment_hint) OR attribute_type(pg_payment_hint, :null_type)";
+        let which = if paid {
+            format!("({none_yet} OR (attribute_not_exists(pg_payment_hint_paid) AND pg_payment_hint <> :hint))")
+        } else {
+            format!("({none_yet})")
+        };
+        let condition =
+            Condition::new(format!("attribute_exists(#pk) AND #status IN (:pending, :unknown) AND {which}"))
+                .name("#pk", keys::PK)
+                .name("#status", "status")
+                .value(":null_type", s("NULL"))
+                .value(":hint", s(pg_payment_id))
+                .value(":pending", s("pending"))
+                .value(":unknown", s("unknown"));
+        let set = if paid {
+            "SET pg_payment_hint = :hint, pg_payment_hint_paid = :paid"
+        } else {
+            "SET pg_payment_hint = :hint"
+        };
+        let condition = if paid { condition.value(":paid", AttributeValue::Bool(true)) } else { condition };
+        let mut tx = self.tx();
+        tx.update_if(&pk, &attempt_sk(charge_id), set, condition);
+        if let Some(r) = self.get_subscription(charge_id.subscription()).await? {
+            let ours = r
+                .subscription
+                .collection
+                .as_ref()
+                .is_some_and(|c| (c.period, c.attempt) == (charge_id.period(), charge_id.attempt()));
+            if let (true, Ok(t)) = (ours, r.subscription.hint_arrived()) {
+                tx.put_subscription_next(&r.next(t.subscription), None);
+            }
+        }
+        match self.commit(tx).await {
+            Err(StoreError::Conflict(_)) => Err(StoreError::Conflict(charge_id.to_string())),
+            other => other,
+        }
+    }
+
+    /// Whether a charge of `r` is in flight at `wall_now`, as [`Tx::put_subscription_change`]
+    /// checks it: a live renew lease, or the next attempt pending (or unknown, outside review).
+    /// A read check for a clear answer up front; the write's condition is what guarantees it.
+    pub async fn charge_in_flight(&self, r: &SubscriptionRecord, wall_now: Timestamp) -> Result<bool, StoreError> {
+        if r.lease_owner.is_some() && r.lease_until > epoch(wall_now) {
+            return Ok(true);
+        }
+        let Some(charge_id) = r.subscription.next_charge_id() else { return Ok(false) };
+        Ok(match self.get_attempt(&charge_id).await?.map(|a| a.status) {
+            Some(AttemptStatus::Pending) => true,
+            Some(AttemptStatus::Unknown { .. }) => r.subscription.state != SubscriptionState::NeedsReview,
+            _ => false,
+        })
+    }
+
+    pub async fn get_attempt(&self, charge_id: &ChargeId) -> Result<Option<Attempt>, StoreError> {
+        match self.get(&subscription_pk(charge_id.subscription()), &attempt_sk(charge_id)).await? {
+            Some(item) => from_item(item).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Every attempt of a subscription, by period and attempt number.
+    pub async fn attempts_of(&self, id: &SubscriptionId) -> Result<Vec<Attempt>, StoreError> {
+        self.items_with_prefix(&subscription_pk(id), "ATT#").await
+    }
+}
