@@ -161,130 +161,147 @@ async fn charge(deps: &Deps, claimed: &SubscriptionRecord, now: Timestamp, owner
     if crashed(deps, CrashPoint::AfterAttemptWrite) {
         return Outcome::Crashed;
     }
-    let collecting_record = SubscriptionRecord { subscription: collecting, ..claimed.clone() };
-    send_and_settle(deps, &collecting_record, claimed, attempt, AttemptStatusKind::Pending, now, owner).await
+    let collecting = SubscriptionRecord { subscription: collecting, ..claimed.clone() };
+    let stored_status = AttemptStatusKind::Pending;
+    Settling { deps, collecting: &collecting, claimed, attempt: &attempt, stored_status, now, owner }.send().await
 }
 
-/// Sends the charge of `attempt` (stored with status `stored_status`) and commits the outcome.
-async fn send_and_settle(
-    deps: &Deps,
-    collecting: &SubscriptionRecord,
-    claimed: &SubscriptionRecord,
-    attempt: Attempt,
+/// One charge this worker settles: the subscription it claimed, that subscription collecting the
+/// charge, the attempt as stored (with `stored_status`), billing time and the lease owner.
+#[derive(Clone, Copy)]
+struct Settling<'a> {
+    deps: &'a Deps,
+    collecting: &'a SubscriptionRecord,
+    claimed: &'a SubscriptionRecord,
+    attempt: &'a Attempt,
     stored_status: AttemptStatusKind,
     now: Timestamp,
-    owner: &str,
-) -> Outcome {
-    let Some(req) = charge_request(claimed, &attempt) else {
-        tracing::error!(subscription_id = %claimed.id(), "no billing key: needs review");
-        return settle(
-            deps,
-            collecting,
-            claimed,
-            &attempt,
-            stored_status,
-            Err(PgError::Invalid("no billing key".into())),
-            now,
-            owner,
-        )
-        .await;
-    };
-    let result = match deps.pgs.adapter(claimed.pg).charge(&req).await {
-        Err(PgError::AlreadyProcessed { .. }) => already_sent(deps, claimed, &attempt).await,
-        other => other,
-    };
-    if crashed(deps, CrashPoint::AfterPgCall) {
-        return Outcome::Crashed;
-    }
-    settle(deps, collecting, claimed, &attempt, stored_status, result, now, owner).await
+    owner: &'a str,
 }
 
-/// Commits one charge outcome: attempt + payment + subscription + events.
-#[allow(clippy::too_many_arguments)]
-async fn settle(
-    deps: &Deps,
-    collecting: &SubscriptionRecord,
-    claimed: &SubscriptionRecord,
-    attempt: &Attempt,
-    stored_status: AttemptStatusKind,
-    result: Result<Approved, PgError>,
-    now: Timestamp,
-    owner: &str,
-) -> Outcome {
-    if crashed(deps, CrashPoint::BeforeCommit) {
-        return Outcome::Crashed;
+/// What a charge's result means for the records ([`Settling::verdict`]).
+enum Verdict {
+    /// Record the attempt's new status, the subscription's transition and the payment, if any.
+    Record { status: AttemptStatus, transition: TransitionResult, payment: Option<PaymentRecord>, outcome: Outcome },
+    /// The charge never left: the pending attempt goes ([`not_sent`]).
+    NotSent(String),
+    /// Still unknown after a look-up: the claim waits for the next one ([`still_unknown`]).
+    StillUnknown,
+}
+
+type TransitionResult = Result<Transition, paycycle::domain::subscription::TransitionError>;
+
+impl Settling<'_> {
+    /// Sends the charge of the attempt and commits the outcome.
+    async fn send(&self) -> Outcome {
+        let Some(req) = charge_request(self.claimed, self.attempt) else {
+            tracing::error!(subscription_id = %self.claimed.id(), "no billing key: needs review");
+            return self.settle(Err(PgError::Invalid("no billing key".into()))).await;
+        };
+        let result = match self.deps.pgs.adapter(self.claimed.pg).charge(&req).await {
+            Err(PgError::AlreadyProcessed { .. }) => already_sent(self.deps, self.claimed, self.attempt).await,
+            other => other,
+        };
+        if crashed(self.deps, CrashPoint::AfterPgCall) {
+            return Outcome::Crashed;
+        }
+        self.settle(result).await
     }
-    let sub = &collecting.subscription;
-    let (attempt_status, transition, payment, outcome) = match result {
-        Ok((charged, details)) => {
-            let payment = payment_for(claimed, attempt, &charged).with_details(details);
-            (
-                AttemptStatus::Approved {
+
+    /// Commits one charge outcome: attempt + payment + subscription + events.
+    async fn settle(&self, result: Result<Approved, PgError>) -> Outcome {
+        if crashed(self.deps, CrashPoint::BeforeCommit) {
+            return Outcome::Crashed;
+        }
+        let (status, transition, payment, outcome) = match self.verdict(result) {
+            Verdict::Record { status, transition, payment, outcome } => (status, transition, payment, outcome),
+            Verdict::NotSent(reason) => return not_sent(self, &reason).await,
+            Verdict::StillUnknown => return still_unknown(self.deps, self.claimed, self.now, self.owner).await,
+        };
+        match (transition, self.attempt.resolve(status.clone())) {
+            (Ok(t), Ok(next_attempt)) => self.commit(t, &next_attempt, payment, outcome).await,
+            (Err(e), _) => untransitioned(self, status, payment, outcome, &e).await,
+            (_, Err(e)) => untransitioned(self, status, payment, outcome, &e).await,
+        }
+    }
+
+    fn verdict(&self, result: Result<Approved, PgError>) -> Verdict {
+        let (sub, charge_id, now) = (&self.collecting.subscription, &self.attempt.charge_id, self.now);
+        let dunning = &self.deps.settings.dunning;
+        let pending = self.stored_status == AttemptStatusKind::Pending;
+        match result {
+            Ok((charged, details)) => Verdict::Record {
+                status: AttemptStatus::Approved {
                     pg_payment_id: charged.pg_payment_id.clone(),
                     approved_at: charged.approved_at,
                 },
-                sub.charge_succeeded(&attempt.charge_id, now),
-                Some(payment),
-                if stored_status == AttemptStatusKind::Pending { Outcome::Charged } else { Outcome::Resolved },
-            )
-        }
-        Err(PgError::Declined { hard, code, message }) => (
-            AttemptStatus::Declined { code, message, hard },
-            sub.charge_declined(&attempt.charge_id, hard, now, &deps.settings.dunning),
-            None,
-            Outcome::Declined,
-        ),
-        Err(PgError::Transient { reason }) if stored_status == AttemptStatusKind::Pending => {
-            return not_sent(deps, collecting, claimed, attempt, &reason, now, owner).await;
-        }
-        Err(PgError::Invalid(reason)) => (
-            // Our request cannot succeed as it is (e.g. below the PG's minimum): stop, loudly.
-            AttemptStatus::Declined { code: "invalid_request".into(), message: reason, hard: true },
-            sub.charge_declined(&attempt.charge_id, true, now, &deps.settings.dunning),
-            None,
-            Outcome::Declined,
-        ),
-        Err(e) => {
-            // Unknown, unrecognized, already processed, or not sent (transient/config): the
-            // outcome is looked up on a later tick before anything is charged again.
-            tracing::warn!(subscription_id = %claimed.id(), charge_id = %attempt.charge_id, error = %e, "charge outcome unknown");
-            if stored_status == AttemptStatusKind::Unknown {
-                return still_unknown(deps, claimed, now, owner).await;
+                transition: sub.charge_succeeded(charge_id, now),
+                payment: Some(payment_for(self.claimed, self.attempt, &charged).with_details(details)),
+                outcome: if pending { Outcome::Charged } else { Outcome::Resolved },
+            },
+            Err(PgError::Declined { hard, code, message }) => Verdict::Record {
+                status: AttemptStatus::Declined { code, message, hard },
+                transition: sub.charge_declined(charge_id, hard, now, dunning),
+                payment: None,
+                outcome: Outcome::Declined,
+            },
+            Err(PgError::Transient { reason }) if pending => Verdict::NotSent(reason),
+            Err(PgError::Invalid(reason)) => Verdict::Record {
+                // Our request cannot succeed as it is (e.g. below the PG's minimum): stop, loudly.
+                status: AttemptStatus::Declined { code: "invalid_request".into(), message: reason, hard: true },
+                transition: sub.charge_declined(charge_id, true, now, dunning),
+                payment: None,
+                outcome: Outcome::Declined,
+            },
+            Err(e) => {
+                // Unknown, unrecognized, already processed, or not sent (transient/config): the
+                // outcome is looked up on a later tick before anything is charged again.
+                tracing::warn!(subscription_id = %self.claimed.id(), %charge_id, error = %e, "charge outcome unknown");
+                if self.stored_status == AttemptStatusKind::Unknown {
+                    return Verdict::StillUnknown;
+                }
+                Verdict::Record {
+                    status: AttemptStatus::Unknown { since: now },
+                    transition: sub.charge_unknown(charge_id, now, self.deps.settings.recheck_after),
+                    payment: None,
+                    outcome: Outcome::Unknown,
+                }
             }
-            (
-                AttemptStatus::Unknown { since: now },
-                sub.charge_unknown(&attempt.charge_id, now, deps.settings.recheck_after),
-                None,
-                Outcome::Unknown,
-            )
         }
-    };
-    let (transition, next_attempt) = match (transition, attempt.resolve(attempt_status.clone())) {
-        (Ok(t), Ok(a)) => (t, a),
-        (Err(e), _) => return untransitioned(deps, claimed, attempt, attempt_status, payment, now, outcome, &e).await,
-        (_, Err(e)) => return untransitioned(deps, claimed, attempt, attempt_status, payment, now, outcome, &e).await,
-    };
-    let next = claimed.next(transition.subscription);
-    let write = SubscriptionWrite::Next { lease_owner: Some(owner) };
-    let mut change = TransitionCommit::new(&next, write, &transition.events, now);
-    if let Some(p) = &payment {
-        change = change.paid(p);
     }
-    change.attempt = Some((&next_attempt, stored_status));
-    let committed = deps.publisher.commit_transition(&deps.store, &change, |_| {}).await;
-    match (committed, payment) {
-        (Ok(_), _) => outcome,
-        (Err(StoreError::Conflict(_) | StoreError::AlreadyExists(_)), Some(payment)) => {
-            // The PG took the money: a lost race must not lose the payment.
-            record_approved(deps, &next_attempt, &payment, now, outcome).await
+
+    /// One transaction under this worker's lease; an approved charge that loses a race is still
+    /// recorded ([`record_approved`]).
+    async fn commit(
+        &self,
+        t: Transition,
+        next_attempt: &Attempt,
+        payment: Option<PaymentRecord>,
+        outcome: Outcome,
+    ) -> Outcome {
+        let (deps, claimed) = (self.deps, self.claimed);
+        let next = claimed.next(t.subscription);
+        let write = SubscriptionWrite::Next { lease_owner: Some(self.owner) };
+        let mut change = TransitionCommit::new(&next, write, &t.events, self.now);
+        if let Some(p) = &payment {
+            change = change.paid(p);
         }
-        (Err(e), _) => {
-            // Nothing moved money here (or it is unknown and looked up again): give the lease
-            // back so the next tick looks at once, with whatever changed meanwhile (e.g. a hint).
-            if let Err(release) = deps.store.release_lease(claimed).await {
-                tracing::warn!(subscription_id = %claimed.id(), error = %release, "lease not released");
+        change.attempt = Some((next_attempt, self.stored_status));
+        let committed = deps.publisher.commit_transition(&deps.store, &change, |_| {}).await;
+        match (committed, payment) {
+            (Ok(_), _) => outcome,
+            (Err(StoreError::Conflict(_) | StoreError::AlreadyExists(_)), Some(payment)) => {
+                // The PG took the money: a lost race must not lose the payment.
+                record_approved(deps, next_attempt, &payment, self.now, outcome).await
             }
-            log_err(claimed.id(), "outcome commit failed", &e)
+            (Err(e), _) => {
+                // Nothing moved money here (or it is unknown and looked up again): give the lease
+                // back so the next tick looks at once, with whatever changed meanwhile (e.g. a hint).
+                if let Err(release) = deps.store.release_lease(claimed).await {
+                    tracing::warn!(subscription_id = %claimed.id(), error = %release, "lease not released");
+                }
+                log_err(claimed.id(), "outcome commit failed", &e)
+            }
         }
     }
 }
@@ -293,21 +310,17 @@ async fn settle(
 /// changed them meanwhile). Nothing is written from the stale read; but if the PG approved, the
 /// money moved: it is recorded against what is stored now, like a commit that lost a race, and
 /// raises the needs-review alarm if it cannot be.
-#[allow(clippy::too_many_arguments)]
 async fn untransitioned(
-    deps: &Deps,
-    claimed: &SubscriptionRecord,
-    attempt: &Attempt,
+    s: &Settling<'_>,
     status: AttemptStatus,
     payment: Option<PaymentRecord>,
-    now: Timestamp,
     outcome: Outcome,
     error: &(dyn std::fmt::Display + Sync),
 ) -> Outcome {
-    let Some(payment) = payment else { return log_err(claimed.id(), "transition failed", error) };
-    tracing::warn!(subscription_id = %claimed.id(), charge_id = %attempt.charge_id, %error, "an approved charge does not fit the state read: recording it against the stored state");
-    let approved = Attempt { status, ..attempt.clone() };
-    record_approved(deps, &approved, &payment, now, outcome).await
+    let Some(payment) = payment else { return log_err(s.claimed.id(), "transition failed", error) };
+    tracing::warn!(subscription_id = %s.claimed.id(), charge_id = %s.attempt.charge_id, %error, "an approved charge does not fit the state read: recording it against the stored state");
+    let approved = Attempt { status, ..s.attempt.clone() };
+    record_approved(s.deps, &approved, &payment, s.now, outcome).await
 }
 
 /// How often an approved charge whose commit lost a race is recorded again before a person is
@@ -330,60 +343,12 @@ async fn record_approved(
     let id = charge_id.subscription();
     let mut last_error = String::new();
     for _ in 0..RECORD_TRIES {
-        let reads = tokio::try_join!(
-            deps.store.get_subscription(id),
-            deps.store.get_attempt(charge_id),
-            deps.store.get_payment(&payment.payment_id)
-        );
-        let (current, stored, recorded) = match reads {
-            Ok(r) => r,
-            Err(e) => {
-                last_error = e.to_string();
-                continue;
-            }
-        };
-        let attempt = stored.filter(|a| !a.status.is_final()).map(|stored| {
-            let expected = stored.status.kind();
-            (Attempt { status: approved.status.clone(), ..stored }, expected)
-        });
-        // The subscription moves on only if it is still collecting this charge. The collection
-        // of a first try is written with its outcome: rebuild it if missing.
-        let moved_on = current.as_ref().and_then(|current| {
-            let sub = match &current.subscription.collection {
-                None if current.subscription.next_charge_id().as_ref() == Some(charge_id) => {
-                    current.subscription.begin_charge(now).map(|(s, _)| s).unwrap_or(current.subscription.clone())
-                }
-                _ => current.subscription.clone(),
-            };
-            let t = sub.charge_succeeded(charge_id, now).ok()?;
-            Some((current.next(t.subscription), t.events))
-        });
-        let committed = match &moved_on {
-            Some((next, kinds)) => {
-                let write = SubscriptionWrite::Next { lease_owner: None };
-                let mut change = TransitionCommit::new(next, write, kinds, now);
-                change.payment = Some(payment);
-                change.payment_is_new = recorded.is_none();
-                change.attempt = attempt.as_ref().map(|(a, expected)| (a, *expected));
-                deps.publisher.commit_transition(&deps.store, &change, |_| {}).await.map(|_| ())
-            }
-            None if attempt.is_none() && recorded.is_some() => return outcome, // recorded by someone else meanwhile
-            None => {
-                let mut tx = deps.store.tx();
-                if let Some((a, expected)) = &attempt {
-                    tx.put_attempt_if_status(a, *expected);
-                }
-                if recorded.is_none() {
-                    tx.put_payment_new(payment);
-                }
-                deps.store.commit(tx).await
-            }
-        };
-        match committed {
-            Ok(()) => {
+        match record_once(deps, approved, payment, now).await {
+            Ok(true) => {
                 tracing::warn!(subscription_id = %id, %charge_id, "approved charge recorded after its commit lost a race");
                 return outcome;
             }
+            Ok(false) => return outcome, // recorded by someone else meanwhile
             Err(e) => last_error = e.to_string(),
         }
     }
@@ -399,18 +364,70 @@ async fn record_approved(
     Outcome::Error
 }
 
+/// One try of [`record_approved`] against what is stored now: `Ok(true)` when this try recorded
+/// it, `Ok(false)` when it was already recorded.
+async fn record_once(
+    deps: &Deps,
+    approved: &Attempt,
+    payment: &PaymentRecord,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let charge_id = &approved.charge_id;
+    let (current, stored, recorded) = tokio::try_join!(
+        deps.store.get_subscription(charge_id.subscription()),
+        deps.store.get_attempt(charge_id),
+        deps.store.get_payment(&payment.payment_id)
+    )?;
+    let attempt = stored.filter(|a| !a.status.is_final()).map(|stored| {
+        let expected = stored.status.kind();
+        (Attempt { status: approved.status.clone(), ..stored }, expected)
+    });
+    match current.and_then(|current| still_collecting(&current, charge_id, now)) {
+        Some((next, kinds)) => {
+            let write = SubscriptionWrite::Next { lease_owner: None };
+            let mut change = TransitionCommit::new(&next, write, &kinds, now);
+            change.payment = Some(payment);
+            change.payment_is_new = recorded.is_none();
+            change.attempt = attempt.as_ref().map(|(a, expected)| (a, *expected));
+            deps.publisher.commit_transition(&deps.store, &change, |_| {}).await?;
+        }
+        None if attempt.is_none() && recorded.is_some() => return Ok(false),
+        None => {
+            let mut tx = deps.store.tx();
+            if let Some((a, expected)) = &attempt {
+                tx.put_attempt_if_status(a, *expected);
+            }
+            if recorded.is_none() {
+                tx.put_payment_new(payment);
+            }
+            deps.store.commit(tx).await?;
+        }
+    }
+    Ok(true)
+}
+
+/// The subscription as it moves on with `charge_id` paid, if it is still collecting that charge
+/// (the collection of a first try is written with its outcome: rebuilt if missing).
+fn still_collecting(
+    current: &SubscriptionRecord,
+    charge_id: &ChargeId,
+    now: Timestamp,
+) -> Option<(SubscriptionRecord, Vec<paycycle::domain::events::EventKind>)> {
+    let sub = match &current.subscription.collection {
+        None if current.subscription.next_charge_id().as_ref() == Some(charge_id) => {
+            current.subscription.begin_charge(now).map(|(s, _)| s).unwrap_or(current.subscription.clone())
+        }
+        _ => current.subscription.clone(),
+    };
+    let t = sub.charge_succeeded(charge_id, now).ok()?;
+    Some((current.next(t.subscription), t.events))
+}
+
 /// The charge never left (connection refused, Payple's partner auth refused): no money can have
 /// moved, so it is neither a decline nor an unknown outcome. The pending attempt goes (its next
 /// try writes it afresh and sends it), and renew comes back after `recheck_after`.
-async fn not_sent(
-    deps: &Deps,
-    collecting: &SubscriptionRecord,
-    claimed: &SubscriptionRecord,
-    attempt: &Attempt,
-    reason: &str,
-    now: Timestamp,
-    owner: &str,
-) -> Outcome {
+async fn not_sent(s: &Settling<'_>, reason: &str) -> Outcome {
+    let Settling { deps, collecting, claimed, attempt, now, owner, .. } = *s;
     tracing::warn!(subscription_id = %claimed.id(), charge_id = %attempt.charge_id, reason, "charge not sent; retried later");
     let t = match collecting.subscription.charge_not_sent(&attempt.charge_id, now, deps.settings.recheck_after) {
         Ok(t) => t,
@@ -452,17 +469,10 @@ async fn resolve(
     now: Timestamp,
     owner: &str,
 ) -> Outcome {
-    let attempt = match deps.store.get_attempt(charge_id).await {
-        Ok(Some(a)) => a,
-        Ok(None) => return log_err(claimed.id(), "unknown attempt has no record", &"missing attempt"),
-        Err(e) => return log_err(claimed.id(), "attempt read failed", &e),
+    let attempt = match unsettled_attempt(deps, claimed, charge_id).await {
+        Ok(a) => a,
+        Err(outcome) => return outcome,
     };
-    if attempt.status.is_final() {
-        // Settled meanwhile by a worker that claimed it after this one's lease ran out.
-        tracing::warn!(subscription_id = %claimed.id(), %charge_id, status = attempt.status.name(), "attempt already settled; nothing re-sent");
-        return Outcome::Skipped;
-    }
-    let stored_status = attempt.status.kind();
     // A subscription whose attempt was written by a worker that died is still `collecting` from
     // the domain's view only if the collection was committed; rebuild it from the attempt.
     let collecting = match &claimed.subscription.collection {
@@ -472,70 +482,77 @@ async fn resolve(
             Err(e) => return log_err(claimed.id(), "cannot rebuild the collection", &e),
         },
     };
-    let looked_up = look_up(deps, claimed, &attempt).await;
-    match looked_up {
+    let stored_status = attempt.status.kind();
+    let s = Settling { deps, collecting: &collecting, claimed, attempt: &attempt, stored_status, now, owner };
+    match look_up(deps, claimed, &attempt).await {
         Ok((PaymentState::Paid { pg_payment_id, amount, paid_at, .. }, details)) => {
             let charged = Charged { pg_payment_id, amount, approved_at: paid_at.unwrap_or(now) };
-            settle(deps, &collecting, claimed, &attempt, stored_status, Ok((charged, details)), now, owner).await
+            s.settle(Ok((charged, details))).await
         }
         Ok((PaymentState::Refunded { pg_payment_id, amount }, details)) => {
-            let charged = Charged { pg_payment_id, amount, approved_at: now };
-            settle(deps, &collecting, claimed, &attempt, stored_status, Ok((charged, details)), now, owner).await
+            s.settle(Ok((Charged { pg_payment_id, amount, approved_at: now }, details))).await
         }
-        Ok((PaymentState::Failed { .. }, _)) if attempt.pg_payment_hint.is_some() && !stopped(claimed) => {
-            // A verified PG webhook named this charge's payment (StepPay `payment.failed` /
-            // FAILED) and the lookup by it confirms the failure: the charge reached the PG and was
-            // declined there — dunning goes on; re-sending the same charge id is not a retry.
-            let failed = PgError::Declined {
+        // A verified PG webhook named this charge's payment (StepPay `payment.failed` / FAILED) and
+        // the lookup by it confirms the failure: the charge reached the PG and was declined there
+        // — dunning goes on; re-sending the same charge id is not a retry. Woken by a hint in
+        // review (or canceled in review), a person stopped the charging: a failure at the PG is a
+        // decline there too.
+        Ok((PaymentState::Failed { .. }, _)) if attempt.pg_payment_hint.is_some() || stopped(claimed) => {
+            s.settle(Err(PgError::Declined {
                 hard: false,
                 code: "failed_at_pg".into(),
                 message: "the PG reports the payment failed".into(),
-            };
-            settle(deps, &collecting, claimed, &attempt, stored_status, Err(failed), now, owner).await
+            }))
+            .await
         }
-        Err(PgError::NotFound) | Ok((PaymentState::Failed { .. }, _)) if stopped(claimed) => {
-            // Woken by a hint in review (or canceled in review): a person stopped the charging, so
-            // nothing is charged again here. A failure at the PG is a decline; a payment the PG
-            // does not know goes back to the person.
-            if let Ok((PaymentState::Failed { .. }, _)) = &looked_up {
-                let failed = PgError::Declined {
-                    hard: false,
-                    code: "failed_at_pg".into(),
-                    message: "the PG reports the payment failed".into(),
-                };
-                return settle(deps, &collecting, claimed, &attempt, stored_status, Err(failed), now, owner).await;
-            }
-            still_unknown(deps, claimed, now, owner).await
+        // Stopped by a person: a payment the PG does not know goes back to the person.
+        Err(PgError::NotFound) if stopped(claimed) => still_unknown(deps, claimed, now, owner).await,
+        Err(PgError::NotFound) | Ok((PaymentState::Failed { .. }, _)) => resend(&s).await,
+        Ok((PaymentState::Pending, _)) | Err(_) if stored_status == AttemptStatusKind::Pending => {
+            // A dead worker's attempt we cannot look up (StepPay has no lookup by our id): mark it
+            // unknown so the review window starts.
+            s.settle(Err(PgError::Unknown { reason: "attempt left pending by a stopped worker".into() })).await
         }
-        Err(PgError::NotFound) | Ok((PaymentState::Failed { .. }, _)) => {
-            // Never reached the PG (or failed there): charge it now under the same id, dated
-            // (and stored) as sent now, so a lost answer is looked up under the right date.
-            let resent = attempt.sent_at(send_time(deps, now));
-            // Written (even when the date is unchanged) only while this worker holds the claim and
-            // the attempt is as it read it: a worker whose lease ran out may find it re-paid and
-            // settled by another, or the subscription canceled, and must send nothing.
-            let mut tx = deps.store.tx();
-            tx.check_claim_held(claimed, Timestamp::now());
-            tx.put_attempt_if_status(&resent, stored_status);
-            match deps.store.commit(tx).await {
-                Ok(()) => {}
-                Err(StoreError::Conflict(_)) => {
-                    tracing::warn!(subscription_id = %claimed.id(), %charge_id, "claim lost or attempt changed before the re-pay; nothing sent");
-                    return Outcome::Skipped;
-                }
-                Err(e) => return log_err(claimed.id(), "attempt re-date failed", &e),
-            }
-            send_and_settle(deps, &collecting, claimed, resent, stored_status, now, owner).await
+        Ok((PaymentState::Pending, _)) | Err(_) => still_unknown(deps, claimed, now, owner).await,
+    }
+}
+
+/// The attempt of `charge_id` if it is not settled yet; otherwise what renew does instead.
+async fn unsettled_attempt(
+    deps: &Deps,
+    claimed: &SubscriptionRecord,
+    charge_id: &ChargeId,
+) -> Result<Attempt, Outcome> {
+    let attempt = match deps.store.get_attempt(charge_id).await {
+        Ok(Some(a)) => a,
+        Ok(None) => return Err(log_err(claimed.id(), "unknown attempt has no record", &"missing attempt")),
+        Err(e) => return Err(log_err(claimed.id(), "attempt read failed", &e)),
+    };
+    if attempt.status.is_final() {
+        // Settled meanwhile by a worker that claimed it after this one's lease ran out.
+        tracing::warn!(subscription_id = %claimed.id(), %charge_id, status = attempt.status.name(), "attempt already settled; nothing re-sent");
+        return Err(Outcome::Skipped);
+    }
+    Ok(attempt)
+}
+
+/// A charge that never reached the PG (or failed there) is charged now under the same id, dated
+/// (and stored) as sent now, so a lost answer is looked up under the right date.
+async fn resend(s: &Settling<'_>) -> Outcome {
+    let resent = s.attempt.sent_at(send_time(s.deps, s.now));
+    // Written (even when the date is unchanged) only while this worker holds the claim and the
+    // attempt is as it read it: a worker whose lease ran out may find it re-paid and settled by
+    // another, or the subscription canceled, and must send nothing.
+    let mut tx = s.deps.store.tx();
+    tx.check_claim_held(s.claimed, Timestamp::now());
+    tx.put_attempt_if_status(&resent, s.stored_status);
+    match s.deps.store.commit(tx).await {
+        Ok(()) => Settling { attempt: &resent, ..*s }.send().await,
+        Err(StoreError::Conflict(_)) => {
+            tracing::warn!(subscription_id = %s.claimed.id(), charge_id = %s.attempt.charge_id, "claim lost or attempt changed before the re-pay; nothing sent");
+            Outcome::Skipped
         }
-        Ok((PaymentState::Pending, _)) | Err(_) => {
-            if stored_status == AttemptStatusKind::Pending {
-                // A dead worker's attempt we cannot look up (StepPay has no lookup by our id):
-                // mark it unknown so the review window starts.
-                let unknown = PgError::Unknown { reason: "attempt left pending by a stopped worker".into() };
-                return settle(deps, &collecting, claimed, &attempt, stored_status, Err(unknown), now, owner).await;
-            }
-            still_unknown(deps, claimed, now, owner).await
-        }
+        Err(e) => log_err(s.claimed.id(), "attempt re-date failed", &e),
     }
 }
 
