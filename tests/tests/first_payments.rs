@@ -232,6 +232,11 @@ async fn a_retried_checkout_is_the_same_request_whatever_the_order_of_its_pg_opt
     assert_eq!(status, 201, "{a}");
     let (status, b) = e.partner.post("/checkouts", &payple(json!({"work": null})), Some("retry-null")).await;
     assert_eq!((status, &b["id"]), (201, &a["id"]), "{b}");
+    // A work Payple does not have is refused, naming the three it has.
+    let (status, bad) = e.partner.post("/checkouts", &payple(json!({"work": "REFUND"})), Some("bad-work")).await;
+    assert_eq!((status, bad["error"]["code"].as_str()), (400, Some("invalid_request")), "{bad}");
+    let message = bad["error"]["message"].as_str().unwrap();
+    assert!(["AUTH", "PAY", "CERT"].iter().all(|w| message.contains(w)), "{message}");
     // A different option is a different request.
     let (status, c) = e.partner.post("/checkouts", &payple(json!({"work": "AUTH"})), Some("retry-null")).await;
     assert_eq!((status, c["error"]["code"].as_str()), (422, Some("idempotency_key_reused")), "{c}");

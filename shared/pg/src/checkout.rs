@@ -31,7 +31,7 @@ fn refuse(code: &'static str, message: impl Into<String>) -> CheckoutRefusal {
 #[serde(deny_unknown_fields)]
 struct PaypleOptions {
     #[serde(default)]
-    work: Option<String>,
+    work: Option<WindowWork>,
 }
 
 /// StepPay managed's options: the product and price plan at StepPay (its amount must be the plan's).
@@ -126,12 +126,8 @@ impl Adapter<'_> {
                 if !has_return_url {
                     return Err(refuse("invalid_url", "return_url is required for this PG mode"));
                 }
+                // `work` is PAY, CERT or AUTH (serde refuses anything else, naming the three).
                 let o: Option<PaypleOptions> = read_options(name, options)?;
-                if let Some(w) = o.as_ref().and_then(|o| o.work.as_deref()) {
-                    if WindowWork::parse(w).is_none() {
-                        return Err(refuse("invalid_request", "payple.work must be PAY, CERT or AUTH"));
-                    }
-                }
                 Ok(o.map(|o| json!(o)))
             }
             Adapter::SteppayManaged(_) => {
@@ -181,60 +177,13 @@ impl Adapter<'_> {
             Adapter::Payple(client) => {
                 let o: PaypleOptions =
                     read_options(name, start.options).map_err(|r| PgError::Invalid(r.message))?.unwrap_or_default();
-                let work_name = o.work.unwrap_or_else(|| "PAY".into());
-                let work = WindowWork::parse(&work_name).unwrap_or(WindowWork::Pay);
-                let payer = Payer {
-                    customer_id: start.customer.id.clone(),
-                    name: start.customer.name.clone(),
-                    phone: start.customer.phone.clone(),
-                    email: start.customer.email.clone(),
-                    payer_no: Some(payer_no(start.checkout_id)),
-                };
-                let params = client
-                    .window_params(
-                        work,
-                        start.checkout_id,
-                        start.plan_name,
-                        Some(start.amount),
-                        &payer,
-                        start.return_url.unwrap_or_default(),
-                        start.subscription_id.as_str(),
-                    )
-                    .await?;
-                Ok(Prepared {
-                    answer: serde_json::to_value(&params).map_err(|e| PgError::Invalid(e.to_string()))?,
-                    reference: None,
-                    work: Some(work_name),
-                    payer_no: payer.payer_no,
-                })
+                open_payple_window(client, o.work.unwrap_or(WindowWork::Pay), start).await
             }
             Adapter::SteppayManaged(client) => {
                 let o: SteppayOptions = read_options(name, start.options)
                     .map_err(|r| PgError::Invalid(r.message))?
                     .ok_or_else(|| PgError::Invalid("steppay options are required".into()))?;
-                let customer =
-                    start.pg_customer.ok_or_else(|| PgError::Invalid("no StepPay customer for the order".into()))?;
-                let order = client.create_order(&customer.code, &o.product_code, &o.price_code).await?;
-                // StepPay's price, a decimal (`19900.0`): read exactly; an unreadable one is a PG
-                // answer we do not understand (502), never a check skipped.
-                if let Some(left) = order.left_amount.as_deref() {
-                    let left = super::steppay::parse_amount(left, "leftAmount")?;
-                    if left != start.amount {
-                        return Err(PrepareError::PlanMismatch(format!(
-                            "StepPay's price {} is {left}, the plan says {}",
-                            o.price_code, start.amount
-                        )));
-                    }
-                }
-                let success = start.return_url.unwrap_or_default();
-                let error = start.error_url.unwrap_or(success);
-                let pay_url = client.pay_url(&order.order_code, success, error)?;
-                Ok(Prepared {
-                    answer: json!({"order_code": order.order_code, "pay_url": pay_url.as_str()}),
-                    reference: Some(order.order_code),
-                    work: None,
-                    payer_no: None,
-                })
+                create_steppay_order(client, &o, start).await
             }
             // What the StepPay SDK's payment request takes (seed 000 shows the method only as a
             // screenshot; field names follow the billing API's, unconfirmed). A *_BILL method
@@ -254,4 +203,68 @@ impl Adapter<'_> {
             }),
         }
     }
+}
+
+/// The Payple window's parameters for `work`, under a payer number only this checkout registers.
+async fn open_payple_window(
+    client: &crate::payple::PaypleClient,
+    work: WindowWork,
+    start: &CheckoutStart<'_>,
+) -> Result<Prepared, PrepareError> {
+    let payer = Payer {
+        customer_id: start.customer.id.clone(),
+        name: start.customer.name.clone(),
+        phone: start.customer.phone.clone(),
+        email: start.customer.email.clone(),
+        payer_no: Some(payer_no(start.checkout_id)),
+    };
+    let return_url = start.return_url.unwrap_or_default();
+    let params = client
+        .window_params(
+            work,
+            start.checkout_id,
+            start.plan_name,
+            Some(start.amount),
+            &payer,
+            return_url,
+            start.subscription_id.as_str(),
+        )
+        .await?;
+    Ok(Prepared {
+        answer: serde_json::to_value(&params).map_err(|e| PgError::Invalid(e.to_string()))?,
+        reference: None,
+        work: Some(work.as_str().to_string()),
+        payer_no: payer.payer_no,
+    })
+}
+
+/// StepPay managed: an order for the customer at StepPay's price, whose amount must be the plan's,
+/// and the pay page's URL.
+async fn create_steppay_order(
+    client: &crate::steppay::SteppayClient,
+    o: &SteppayOptions,
+    start: &CheckoutStart<'_>,
+) -> Result<Prepared, PrepareError> {
+    let customer = start.pg_customer.ok_or_else(|| PgError::Invalid("no StepPay customer for the order".into()))?;
+    let order = client.create_order(&customer.code, &o.product_code, &o.price_code).await?;
+    // StepPay's price, a decimal (`19900.0`): read exactly; an unreadable one is a PG answer we do
+    // not understand (502), never a check skipped.
+    if let Some(left) = order.left_amount.as_deref() {
+        let left = super::steppay::parse_amount(left, "leftAmount")?;
+        if left != start.amount {
+            return Err(PrepareError::PlanMismatch(format!(
+                "StepPay's price {} is {left}, the plan says {}",
+                o.price_code, start.amount
+            )));
+        }
+    }
+    let success = start.return_url.unwrap_or_default();
+    let error = start.error_url.unwrap_or(success);
+    let pay_url = client.pay_url(&order.order_code, success, error)?;
+    Ok(Prepared {
+        answer: json!({"order_code": order.order_code, "pay_url": pay_url.as_str()}),
+        reference: Some(order.order_code),
+        work: None,
+        payer_no: None,
+    })
 }

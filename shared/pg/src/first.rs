@@ -157,7 +157,8 @@ impl Adapter<'_> {
             (Adapter::SteppaySelf(_), Evidence::SteppayPayment { .. }) => Ok(()),
             // Only work that sent a payment itself (AUTH's first charge, CERT's confirm) has one.
             (Adapter::Payple(_), Evidence::OwnSend)
-                if c.first_sent_at.is_some() && matches!(c.work.as_deref(), Some("AUTH" | "CERT")) =>
+                if c.first_sent_at.is_some()
+                    && WindowWork::stored(c.work.as_deref()).is_ok_and(WindowWork::sends_its_own_payment) =>
             {
                 Ok(())
             }
@@ -256,11 +257,8 @@ mod payple {
     /// What the checkout stored about its Payple window: the work, our OID, the amount and the
     /// payer number. The browser's `PCD_PAY_WORK` chooses nothing.
     pub(super) fn window_check(c: &CheckoutTerms) -> Result<WindowCheck, PgError> {
-        let work = c.work.as_deref().map_or(Some(WindowWork::Pay), WindowWork::parse);
-        let work =
-            work.ok_or_else(|| PgError::Invalid(format!("checkout work {:?} is not PAY, CERT or AUTH", c.work)))?;
         Ok(WindowCheck {
-            work,
+            work: WindowWork::stored(c.work.as_deref())?,
             oid: c.reference.clone(),
             expected: c.amount,
             payer_no: c.payer_no.clone(),

@@ -87,7 +87,8 @@ pub struct WindowParams {
 pub const CARD_VER_RECURRING: &str = "01";
 
 /// The window's work type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum WindowWork {
     /// Register a card without paying (no `PCD_PAY_TOTAL`).
     Auth,
@@ -113,6 +114,18 @@ impl WindowWork {
             "CERT" => Some(WindowWork::Cert),
             _ => None,
         }
+    }
+
+    /// The work a checkout stored when it opened its window (none stored: `PAY`, the default).
+    /// Anything else is a record this code did not write: refused, never guessed.
+    pub fn stored(work: Option<&str>) -> Result<Self, PgError> {
+        work.map_or(Some(WindowWork::Pay), WindowWork::parse)
+            .ok_or_else(|| PgError::Invalid(format!("checkout work {work:?} is not PAY, CERT or AUTH")))
+    }
+
+    /// Whether paycycle sends this work's payment itself (AUTH's first charge, CERT's confirm).
+    pub fn sends_its_own_payment(self) -> bool {
+        matches!(self, WindowWork::Auth | WindowWork::Cert)
     }
 }
 
