@@ -179,7 +179,9 @@ struct Settling<'a> {
     owner: &'a str,
 }
 
-/// What a charge's result means for the records ([`Settling::verdict`]).
+/// What a charge's result means for the records ([`Settling::verdict`]). One per charge, moved
+/// once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Verdict {
     /// Record the attempt's new status, the subscription's transition and the payment, if any.
     Record { status: AttemptStatus, transition: TransitionResult, payment: Option<PaymentRecord>, outcome: Outcome },
