@@ -9,7 +9,7 @@ use paycycle::calendar::Interval;
 use paycycle::domain::attempt::{AttemptStatus, SubscriptionId};
 use paycycle::domain::customer::Customer;
 use paycycle::domain::events::EventKind;
-use paycycle::domain::payment::RefundStatus;
+use paycycle::domain::payment::{RefundFailure, RefundStatus};
 use paycycle::domain::subscription::{Plan, Subscription, SubscriptionState};
 use paycycle::events::EventPublisher;
 use paycycle::money::Krw;
@@ -53,22 +53,14 @@ fn record(id: &str, anchor: Timestamp) -> SubscriptionRecord {
         .activate(anchor)
         .unwrap()
         .subscription;
-    SubscriptionRecord {
-        subscription: sub,
-        partner_id: "partner_a".into(),
-        customer: Customer {
-            id: "cus_1".into(),
-            name: "홍길동".into(),
-            phone: Some("01012345678".into()),
-            email: None,
-        },
-        pg: PgMode::Payple,
-        billing_key: Some("payer-id-1".into()),
-        created_at: anchor,
-        version: 1,
-        lease_owner: None,
-        lease_until: 0,
-    }
+    SubscriptionRecord::new(
+        sub,
+        "partner_a",
+        Customer { id: "cus_1".into(), name: "홍길동".into(), phone: Some("01012345678".into()), email: None },
+        PgMode::Payple,
+        Some("payer-id-1".into()),
+        anchor,
+    )
 }
 
 #[tokio::test]
@@ -361,7 +353,11 @@ async fn refunds_settle_success_failure_and_unknown() {
     assert_eq!(a2.status, RefundStatus::Succeeded);
     let b2 = e
         .store
-        .settle_refund(&b, &RefundOutcome::Failed { code: "PAYC0001".into(), message: "x".into() }, &[])
+        .settle_refund(
+            &b,
+            &RefundOutcome::Failed(RefundFailure::Declined { code: "PAYC0001".into(), message: "x".into() }),
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(b2.status, RefundStatus::Failed);

@@ -440,17 +440,14 @@ impl Env {
         .activate(p.paid_at)
         .unwrap()
         .subscription;
-        let record = SubscriptionRecord {
-            subscription: sub,
-            partner_id: "partner_a".into(),
-            customer: Customer { id: "cus_1".into(), name: "홍길동".into(), phone: None, email: None },
-            pg: p.pg,
-            billing_key: Some("payer".into()),
-            created_at: p.paid_at,
-            version: 1,
-            lease_owner: None,
-            lease_until: 0,
-        };
+        let record = SubscriptionRecord::new(
+            sub,
+            "partner_a",
+            Customer { id: "cus_1".into(), name: "홍길동".into(), phone: None, email: None },
+            p.pg,
+            Some("payer".into()),
+            p.paid_at,
+        );
         self.store.create_subscription(&record).await.unwrap();
         record
     }

@@ -127,22 +127,16 @@ impl Env {
         .activate(anchor)
         .unwrap()
         .subscription;
-        let r = SubscriptionRecord {
-            subscription: sub,
-            partner_id: "default".into(),
-            customer: Customer {
-                id: format!("cus_{id}"),
-                name: "홍길동".into(),
-                phone: Some("01012345678".into()),
-                email: None,
+        let r = SubscriptionRecord::new(
+            sub,
+            "default",
+            Customer {
+                id: format!("cus_{id}"), name: "홍길동".into(), phone: Some("01012345678".into()), email: None
             },
             pg,
-            billing_key: Some(billing_key),
-            created_at: anchor,
-            version: 1,
-            lease_owner: None,
-            lease_until: 0,
-        };
+            Some(billing_key),
+            anchor,
+        );
         self.store.create_subscription(&r).await.unwrap();
         r
     }

@@ -7,7 +7,7 @@ use jiff::{SignedDuration, Timestamp};
 use lambda_http::{Body, Request, Response};
 use paycycle::api::{self, ApiError, Keep};
 use paycycle::domain::events::RefundEventData;
-use paycycle::domain::payment::RefundStatus;
+use paycycle::domain::payment::{RefundFailure, RefundStatus};
 use paycycle::domain::subscription::{Renewer, SubscriptionState, TransitionError};
 use paycycle::events::{SubscriptionWrite, TransitionCommit};
 use paycycle::money::Krw;
@@ -55,30 +55,25 @@ pub async fn get_payment(deps: &Deps, key: &ApiKeyRecord, payment_id: &str) -> R
     Ok(api::json(StatusCode::OK, &payment_json(&payment, &refunds)))
 }
 
-/// The failure code of a refund the PG never got (it could not be reached): nothing was refunded.
-const NOT_SENT: &str = "refund_not_sent";
-
 /// The answer for a refund in its current state.
 fn answer(r: &RefundRecord) -> (StatusCode, Result<Value, ApiError>) {
     match r.status {
         RefundStatus::Succeeded => (StatusCode::CREATED, Ok(refund_json(r))),
         RefundStatus::Failed => {
-            let code = r.failure_code.clone().unwrap_or_default();
-            // Records from before the code was renamed say `pg_unavailable`.
-            let e = if code == NOT_SENT || code == "pg_unavailable" {
+            let failure = r.failure().unwrap_or(RefundFailure::Refused { message: "no failure recorded".into() });
+            let e = match failure {
                 // Final (the refund is failed and its key saved), unlike `504 pg_unavailable`
                 // elsewhere, which asks for a retry: its own code.
-                ApiError::new(
+                RefundFailure::NotSent { .. } => ApiError::new(
                     StatusCode::BAD_GATEWAY,
-                    "refund_not_sent",
+                    RefundFailure::NOT_SENT,
                     "the PG could not be reached; nothing was refunded (a new refund needs a new Idempotency-Key)",
-                )
-            } else {
-                ApiError::new(
+                ),
+                other => ApiError::new(
                     StatusCode::BAD_GATEWAY,
                     "refund_declined",
-                    format!("the PG declined the refund ({code}): {}", r.failure_message.clone().unwrap_or_default()),
-                )
+                    format!("the PG declined the refund ({}): {}", other.code(), other.message()),
+                ),
             };
             (e.status, Err(e))
         }
@@ -166,7 +161,25 @@ async fn run(
     if amount > payment.refundable {
         return Err(exceeds(amount, payment.refundable));
     }
-    let refund = RefundRecord {
+    let refund = reserved_refund(refund_id, payment_id, amount, body, request_hash, now);
+    reserve(deps, &payment, &refund, now).await?;
+    let outcome = send_refund(deps, &payment, &refund).await;
+    let settled = settle(deps, &refund, &outcome, &key.partner_id, now).await?;
+    let settled =
+        if settled.status == RefundStatus::Unknown { resolve(deps, &payment, &settled).await? } else { settled };
+    answer_for(&settled)
+}
+
+/// The refund a request reserves.
+fn reserved_refund(
+    refund_id: &str,
+    payment_id: &str,
+    amount: Krw,
+    body: &RefundBody,
+    request_hash: &str,
+    now: Timestamp,
+) -> RefundRecord {
+    RefundRecord {
         refund_id: refund_id.to_string(),
         payment_id: payment_id.to_string(),
         amount,
@@ -178,23 +191,22 @@ async fn run(
         failure_message: None,
         request_hash: Some(request_hash.to_string()),
         cancel_subscription: body.cancel_subscription,
-    };
-    if body.cancel_subscription {
+    }
+}
+
+/// Reserves the refund's amount on the payment (one conditional update).
+async fn reserve(deps: &Deps, payment: &PaymentRecord, refund: &RefundRecord, now: Timestamp) -> Result<(), ApiError> {
+    if refund.cancel_subscription {
         // The subscription is canceled first, in the reservation's transaction: a refund that
         // reaches the PG has always stopped the billing, whatever happens to it afterwards.
-        reserve_and_cancel(deps, &payment, &refund, now).await?;
-    } else {
-        let mut tx = deps.store.tx();
-        tx.reserve_refund(&refund);
-        if let Err(e) = deps.store.commit(tx).await {
-            return Err(reserve_failed(deps, &refund, e).await);
-        }
+        return reserve_and_cancel(deps, payment, refund, now).await;
     }
-    let outcome = send_refund(deps, &payment, &refund).await;
-    let settled = settle(deps, &refund, &outcome, &key.partner_id, now).await?;
-    let settled =
-        if settled.status == RefundStatus::Unknown { resolve(deps, &payment, &settled).await? } else { settled };
-    answer_for(&settled)
+    let mut tx = deps.store.tx();
+    tx.reserve_refund(refund);
+    match deps.store.commit(tx).await {
+        Ok(()) => Ok(()),
+        Err(e) => Err(reserve_failed(deps, refund, e).await),
+    }
 }
 
 /// Whether `existing`, the refund recorded under this request's Idempotency-Key, was asked for by
@@ -222,11 +234,11 @@ async fn send_refund(deps: &Deps, payment: &PaymentRecord, refund: &RefundRecord
     let outcome = match &result {
         Ok(r) => RefundOutcome::Succeeded { pg_refund_id: r.pg_refund_id.clone() },
         Err(e) if e.outcome_unknown() => RefundOutcome::Unknown,
-        Err(PgError::Transient { reason }) => RefundOutcome::Failed { code: NOT_SENT.into(), message: reason.clone() },
+        Err(PgError::Transient { reason }) => RefundOutcome::Failed(RefundFailure::NotSent { reason: reason.clone() }),
         Err(PgError::Declined { code, message, .. }) => {
-            RefundOutcome::Failed { code: code.clone(), message: message.clone() }
+            RefundOutcome::Failed(RefundFailure::Declined { code: code.clone(), message: message.clone() })
         }
-        Err(other) => RefundOutcome::Failed { code: "pg_refused".into(), message: other.to_string() },
+        Err(other) => RefundOutcome::Failed(RefundFailure::Refused { message: other.to_string() }),
     };
     if let Err(e) = &result {
         tracing::warn!(refund_id, error = %e, "PG refund did not succeed");
@@ -296,7 +308,7 @@ async fn settle(
 fn refund_events(refund: &RefundRecord, outcome: &RefundOutcome, partner_id: &str, now: Timestamp) -> Vec<OutboxEvent> {
     let kind = match outcome {
         RefundOutcome::Succeeded { .. } => Some(RefundSettled::Succeeded),
-        RefundOutcome::Failed { .. } => Some(RefundSettled::Failed),
+        RefundOutcome::Failed(_) => Some(RefundSettled::Failed),
         RefundOutcome::Unknown => None,
     };
     kind.into_iter()
@@ -413,7 +425,7 @@ fn verdict(
     match (Totals { pg_refunded, ours, unknown_sum }).verdict() {
         Verdict::AllRefunded => Some(RefundOutcome::Succeeded { pg_refund_id: None }),
         Verdict::NoneRefunded if settled_long_enough(youngest, Timestamp::now(), settle_age()) => {
-            Some(RefundOutcome::Failed { code: "not_refunded".into(), message: "the PG shows no such refund".into() })
+            Some(RefundOutcome::Failed(RefundFailure::NotAtPg))
         }
         Verdict::NoneRefunded => {
             tracing::info!(refund_id = %refund.refund_id, "the PG shows no such refund yet; too soon to believe it");

@@ -222,28 +222,13 @@ async fn activate(
         keep_on_failed_checkout(deps, &current, &charged, details, why.clone()).await?;
         return Err(VerifyError::Failed(why));
     };
-    let incomplete =
-        Subscription::incomplete(current.subscription_id.clone(), current.plan.clone(), current.pg.renewer());
-    let t = incomplete.activate(charged.approved_at).map_err(|e| VerifyError::Failed(e.to_string()))?;
-    let subscription = SubscriptionRecord {
-        subscription: t.subscription,
-        partner_id: current.partner_id.clone(),
-        customer: current.customer.clone(),
-        pg: current.pg,
-        billing_key: Some(billing_key.clone()),
-        created_at: now,
-        version: 1,
-        lease_owner: None,
-        lease_until: 0,
-    };
+    let (subscription, kinds) = first_subscription(&current, &billing_key, charged.approved_at, now)?;
     let checkout = CheckoutRecord {
         status: CheckoutStatus::Completed,
         verifying_until: 0,
         payment_id: Some(payment.payment_id.clone()),
         ..current.next()
     };
-    let mut kinds = vec![EventKind::CheckoutCompleted, EventKind::PaymentSucceeded];
-    kinds.extend(t.events);
     let change = TransitionCommit {
         checkout: Some(&checkout),
         ..TransitionCommit::new(&subscription, SubscriptionWrite::New, &kinds, now).paid(&payment)
@@ -272,6 +257,29 @@ async fn activate(
         "checkout completed, subscription active"
     );
     Ok(Completed { checkout, subscription, payment: Some(payment) })
+}
+
+/// The subscription a checkout's first payment starts (its period from the payment's approval),
+/// and the events of its activation.
+fn first_subscription(
+    current: &CheckoutRecord,
+    billing_key: &str,
+    approved_at: Timestamp,
+    now: Timestamp,
+) -> Result<(SubscriptionRecord, Vec<EventKind>), VerifyError> {
+    let incomplete =
+        Subscription::incomplete(current.subscription_id.clone(), current.plan.clone(), current.pg.renewer());
+    let t = incomplete.activate(approved_at).map_err(|e| VerifyError::Failed(e.to_string()))?;
+    let record = SubscriptionRecord::new(
+        t.subscription,
+        &current.partner_id,
+        current.customer.clone(),
+        current.pg,
+        Some(billing_key.to_string()),
+        now,
+    );
+    let kinds = [EventKind::CheckoutCompleted, EventKind::PaymentSucceeded].into_iter().chain(t.events).collect();
+    Ok((record, kinds))
 }
 
 /// The payment record of a checkout's first payment: with its charge id when Payple's OID is

@@ -17,6 +17,58 @@ pub struct PaymentAmounts {
     pub refund_pending: Krw,
 }
 
+/// Why a refund failed: nothing was refunded and its reservation was given back. Stored as a code
+/// and a message (`failure_code`, `failure_message`); [`RefundFailure::code`] is the one spelling
+/// of each kind, and [`RefundFailure::from_stored`] reads every code ever stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefundFailure {
+    /// The PG could not be reached (connection refused, partner auth refused): it never got the
+    /// refund.
+    NotSent { reason: String },
+    /// The PG declined the refund, with its own code (e.g. Payple `PAYC0001`).
+    Declined { code: String, message: String },
+    /// The PG refused the request for another reason (configuration, a request it calls invalid).
+    Refused { message: String },
+    /// The PG's own record shows no such refund, long enough after it was asked for.
+    NotAtPg,
+}
+
+impl RefundFailure {
+    pub const NOT_SENT: &str = "refund_not_sent";
+    /// What [`RefundFailure::NotSent`] was stored as before it had its own code.
+    const NOT_SENT_BEFORE: &str = "pg_unavailable";
+    pub const REFUSED: &str = "pg_refused";
+    pub const NOT_AT_PG: &str = "not_refunded";
+
+    /// The stored code: the PG's own for a decline, ours otherwise.
+    pub fn code(&self) -> &str {
+        match self {
+            RefundFailure::NotSent { .. } => Self::NOT_SENT,
+            RefundFailure::Declined { code, .. } => code,
+            RefundFailure::Refused { .. } => Self::REFUSED,
+            RefundFailure::NotAtPg => Self::NOT_AT_PG,
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            RefundFailure::NotSent { reason } => reason,
+            RefundFailure::Declined { message, .. } | RefundFailure::Refused { message } => message,
+            RefundFailure::NotAtPg => "the PG shows no such refund",
+        }
+    }
+
+    /// Reads a stored code and message back. Any code that is not one of ours is the PG's decline.
+    pub fn from_stored(code: &str, message: &str) -> RefundFailure {
+        match code {
+            Self::NOT_SENT | Self::NOT_SENT_BEFORE => RefundFailure::NotSent { reason: message.to_string() },
+            Self::REFUSED => RefundFailure::Refused { message: message.to_string() },
+            Self::NOT_AT_PG => RefundFailure::NotAtPg,
+            _ => RefundFailure::Declined { code: code.to_string(), message: message.to_string() },
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RefundError {
     #[error("refund amount must be more than 0원")]
@@ -116,6 +168,24 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn every_refund_failure_reads_back_as_stored() {
+        let kinds = [
+            RefundFailure::NotSent { reason: "connection refused".into() },
+            RefundFailure::Declined { code: "PAYC0001".into(), message: "이미 취소된 거래".into() },
+            RefundFailure::Refused { message: "invalid request".into() },
+            RefundFailure::NotAtPg,
+        ];
+        for kind in kinds {
+            assert_eq!(RefundFailure::from_stored(kind.code(), kind.message()), kind);
+        }
+        assert_eq!(
+            RefundFailure::from_stored("pg_unavailable", "timeout"),
+            RefundFailure::NotSent { reason: "timeout".into() },
+            "records from before refund_not_sent are still read as not sent"
+        );
+    }
 
     fn krw(n: i64) -> Krw {
         Krw::new(n).unwrap()

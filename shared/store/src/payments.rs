@@ -18,7 +18,7 @@ use paycycle_domain::attempt::{ChargeId, SubscriptionId};
 use paycycle_domain::gateway::{CardInfo, PaymentDetails};
 use paycycle_domain::gateway::{Pg, PgMode};
 use paycycle_domain::money::Krw;
-use paycycle_domain::payment::{PaymentAmounts, RefundStatus};
+use paycycle_domain::payment::{PaymentAmounts, RefundFailure, RefundStatus};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentRecord {
@@ -144,6 +144,7 @@ pub struct RefundRecord {
     pub requested_at: Timestamp,
     /// The PG's id for the cancellation, once known.
     pub pg_refund_id: Option<String>,
+    /// A failed refund's [`RefundFailure`], as stored ([`RefundRecord::failure`] reads it).
     pub failure_code: Option<String>,
     pub failure_message: Option<String>,
     /// Hash of the request that asked for this refund (its payment and body, as the idempotency
@@ -156,6 +157,14 @@ pub struct RefundRecord {
     /// about this refund say so only then.
     #[serde(default)]
     pub cancel_subscription: bool,
+}
+
+impl RefundRecord {
+    /// Why this refund failed, if it did.
+    pub fn failure(&self) -> Option<RefundFailure> {
+        let code = self.failure_code.as_deref()?;
+        Some(RefundFailure::from_stored(code, self.failure_message.as_deref().unwrap_or_default()))
+    }
 }
 
 fn refund_item(r: &RefundRecord) -> Item {
@@ -172,6 +181,49 @@ fn status_str(status: RefundStatus) -> &'static str {
 }
 
 impl Tx {
+    /// Moves `total` of a payment's reserved refunds by `outcome` (refunded, or given back to the
+    /// refundable amount); an unknown outcome moves nothing. With `payment_version`, only while the
+    /// payment is still at that version.
+    fn settle_refund_amounts(
+        &mut self,
+        payment_id: &str,
+        outcome: &RefundOutcome,
+        total: Krw,
+        payment_version: Option<u64>,
+    ) -> &mut Self {
+        let update = match outcome {
+            RefundOutcome::Succeeded { .. } => Some(
+                "SET refund_pending = refund_pending - :amount, refunded = refunded + :amount, #version = #version + :one",
+            ),
+            RefundOutcome::Failed(_) => Some(
+                "SET refund_pending = refund_pending - :amount, refundable = refundable + :amount, #version = #version + :one",
+            ),
+            RefundOutcome::Unknown => None,
+        };
+        let read_version = |mut c: Condition| {
+            if let Some(version) = payment_version {
+                c.expression.push_str(" AND #version = :read_version");
+                c = c.name("#version", keys::VERSION).value(":read_version", n(version));
+            }
+            c
+        };
+        match update {
+            Some(update) => {
+                let c = Condition::new("refund_pending >= :amount")
+                    .name("#version", keys::VERSION)
+                    .value(":amount", n(total.won()))
+                    .value(":one", n(1));
+                self.update_if(&payment_pk(payment_id), "PAY", update, read_version(c));
+            }
+            // Nothing moves on the payment, but a version still guards the verdict.
+            None if payment_version.is_some() => {
+                self.check_if(&payment_pk(payment_id), "PAY", read_version(Condition::new("attribute_exists(pk)")));
+            }
+            None => {}
+        }
+        self
+    }
+
     /// Records a payment; `AlreadyExists` if this PG transaction was recorded before.
     pub fn put_payment_new(&mut self, p: &PaymentRecord) -> &mut Self {
         self.put_new(payment_item(p))
@@ -200,10 +252,7 @@ pub enum RefundOutcome {
     Succeeded {
         pg_refund_id: Option<String>,
     },
-    Failed {
-        code: String,
-        message: String,
-    },
+    Failed(RefundFailure),
     /// Sent, no trustworthy answer: the reservation stays.
     Unknown,
 }
@@ -299,40 +348,7 @@ impl Store {
             total = total.checked_add(refund.amount).map_err(|e| StoreError::Conflict(e.to_string()))?;
             settled.push(next);
         }
-        let update = match outcome {
-            RefundOutcome::Succeeded { .. } => Some(
-                "SET refund_pending = refund_pending - :amount, refunded = refunded + :amount, #version = #version + :one",
-            ),
-            RefundOutcome::Failed { .. } => Some(
-                "SET refund_pending = refund_pending - :amount, refundable = refundable + :amount, #version = #version + :one",
-            ),
-            RefundOutcome::Unknown => None,
-        };
-        let read_version = |mut c: Condition| {
-            if let Some(version) = payment_version {
-                c.expression.push_str(" AND #version = :read_version");
-                c = c.name("#version", keys::VERSION).value(":read_version", n(version));
-            }
-            c
-        };
-        match update {
-            Some(update) => {
-                let c = Condition::new("refund_pending >= :amount")
-                    .name("#version", keys::VERSION)
-                    .value(":amount", n(total.won()))
-                    .value(":one", n(1));
-                tx.update_if(&payment_pk(&first.payment_id), "PAY", update, read_version(c));
-            }
-            // Nothing moves on the payment, but a version still guards the verdict.
-            None if payment_version.is_some() => {
-                tx.check_if(
-                    &payment_pk(&first.payment_id),
-                    "PAY",
-                    read_version(Condition::new("attribute_exists(pk)")),
-                );
-            }
-            None => {}
-        }
+        tx.settle_refund_amounts(&first.payment_id, outcome, total, payment_version);
         for e in events {
             tx.put_outbox(e);
         }
@@ -349,10 +365,10 @@ fn settled_refund(refund: &RefundRecord, outcome: &RefundOutcome) -> Result<Refu
             next.status = RefundStatus::Succeeded;
             next.pg_refund_id = pg_refund_id.clone();
         }
-        RefundOutcome::Failed { code, message } => {
+        RefundOutcome::Failed(failure) => {
             next.status = RefundStatus::Failed;
-            next.failure_code = Some(code.clone());
-            next.failure_message = Some(message.clone());
+            next.failure_code = Some(failure.code().to_string());
+            next.failure_message = Some(failure.message().to_string());
         }
         RefundOutcome::Unknown => next.status = RefundStatus::Unknown,
     }

@@ -44,6 +44,28 @@ impl SubscriptionRecord {
         &self.subscription.id
     }
 
+    /// A subscription as first stored: version 1, no lease.
+    pub fn new(
+        subscription: Subscription,
+        partner_id: &str,
+        customer: Customer,
+        pg: PgMode,
+        billing_key: Option<String>,
+        created_at: Timestamp,
+    ) -> SubscriptionRecord {
+        SubscriptionRecord {
+            subscription,
+            partner_id: partner_id.to_string(),
+            customer,
+            pg,
+            billing_key,
+            created_at,
+            version: 1,
+            lease_owner: None,
+            lease_until: 0,
+        }
+    }
+
     /// The record after a transition: next version, lease released.
     pub fn next(&self, subscription: Subscription) -> SubscriptionRecord {
         SubscriptionRecord {

@@ -234,22 +234,19 @@ pub async fn seed_subscription(
         .activate(anchor)
         .map_err(|e| e.to_string())?
         .subscription;
-    let record = paycycle::store::subscriptions::SubscriptionRecord {
+    let record = paycycle::store::subscriptions::SubscriptionRecord::new(
         subscription,
-        partner_id: "default".into(),
-        customer: Customer {
+        "default",
+        Customer {
             id: format!("cus_{}", id.as_str()),
             name: "홍길동".into(),
             phone: Some("01012345678".into()),
             email: None,
         },
         pg,
-        billing_key: Some(billing_key.to_string()),
-        created_at: anchor,
-        version: 1,
-        lease_owner: None,
-        lease_until: 0,
-    };
+        Some(billing_key.to_string()),
+        anchor,
+    );
     store.create_subscription(&record).await.map_err(|e| e.to_string())?;
     Ok(record)
 }
