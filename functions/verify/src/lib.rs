@@ -20,6 +20,8 @@
 pub mod first;
 pub mod webhooks;
 
+pub use aws_lambda_events::dynamodb::{Event as StreamEvent, EventRecord as StreamRecord};
+use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse as StreamResponse};
 use http::{Method, StatusCode};
 use jiff::Timestamp;
 use lambda_http::{Body, Error, Request, RequestExt, Response};
@@ -27,8 +29,9 @@ use paycycle::api::{self, ApiError};
 use paycycle::boot::Boot;
 use paycycle::events::EventPublisher;
 use paycycle::pg::Registry;
+use paycycle::store::Item;
 use paycycle::store::Store;
-use paycycle::store::stream::{entity, item_from_json, record_from_image};
+use paycycle::store::stream::{entity, record_from_image};
 use paycycle::store::webhooks::WebhookEvent;
 use paycycle::views::{checkout_json, payment_json, subscription_json};
 use serde_json::{Map, Value, json};
@@ -59,7 +62,10 @@ impl Deps {
 pub async fn dispatch(deps: &Deps, event: lambda_runtime::LambdaEvent<Value>) -> Result<Value, Error> {
     let (payload, context) = event.into_parts();
     if payload.get("Records").is_some() {
-        return Ok(stream(deps, &payload, Timestamp::now()).await);
+        // A batch that is not a DynamoDB stream event is a function error: the event source
+        // mapping retries it, bisects it and sends what keeps failing to the DLQ.
+        let batch: StreamEvent = serde_json::from_value(payload)?;
+        return Ok(serde_json::to_value(stream(deps, &batch, Timestamp::now()).await)?);
     }
     if payload.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event") {
         return Ok(sweep(deps, sweep_now(&payload)?).await);
@@ -89,27 +95,29 @@ fn gateway_response(response: Response<Body>) -> Value {
     json!({"statusCode": parts.status.as_u16(), "headers": headers, "body": body, "isBase64Encoded": base64})
 }
 
-/// A stream batch: each new webhook event verified; failures reported for retry.
-pub async fn stream(deps: &Deps, batch: &Value, now: Timestamp) -> Value {
-    let mut failures = Vec::new();
-    for record in batch.get("Records").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
-        let sequence = record.pointer("/dynamodb/SequenceNumber").and_then(Value::as_str).unwrap_or_default();
+/// A stream batch: each new webhook event verified; failures reported for retry
+/// (`ReportBatchItemFailures`: the first failed record's sequence number).
+pub async fn stream(deps: &Deps, batch: &StreamEvent, now: Timestamp) -> StreamResponse {
+    let mut response = StreamResponse::default();
+    for record in &batch.records {
         if let Err(reason) = stream_record(deps, record, now).await {
-            tracing::warn!(sequence, reason = %reason, "webhook event not verified yet; it will be retried");
-            failures.push(json!({"itemIdentifier": sequence}));
+            let sequence = record.change.sequence_number.clone();
+            tracing::warn!(sequence = sequence.as_deref().unwrap_or_default(), reason = %reason, "webhook event not verified yet; it will be retried");
+            let mut failure = DynamoDbBatchItemFailure::default();
+            failure.item_identifier = sequence;
+            response.batch_item_failures.push(failure);
             // Lambda retries from the first reported record; later ones come again anyway.
             break;
         }
     }
-    json!({"batchItemFailures": failures})
+    response
 }
 
-async fn stream_record(deps: &Deps, record: &Value, now: Timestamp) -> Result<(), String> {
-    if record.get("eventName").and_then(Value::as_str) != Some("INSERT") {
+async fn stream_record(deps: &Deps, record: &StreamRecord, now: Timestamp) -> Result<(), String> {
+    if record.event_name != "INSERT" || record.change.new_image.is_empty() {
         return Ok(());
     }
-    let Some(image) = record.pointer("/dynamodb/NewImage") else { return Ok(()) };
-    let item = item_from_json(image).map_err(|e| format!("unreadable stream image: {e}"))?;
+    let item: Item = record.change.new_image.clone().into();
     if entity(&item) != Some("webhook_event") {
         return Ok(());
     }

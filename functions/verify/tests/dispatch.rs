@@ -58,17 +58,25 @@ async fn an_http_api_request_gets_an_http_api_response() {
 #[tokio::test]
 async fn a_stream_batch_reports_the_record_that_cannot_be_read_and_skips_other_entities() {
     let (_moto, deps) = deps().await;
+    // Records as Lambda delivers them (aws_lambda_events' DynamoDB stream event).
     let record = |seq: &str, image: serde_json::Value| {
-        json!({"eventName": "INSERT", "eventSource": "aws:dynamodb",
-               "dynamodb": {"SequenceNumber": seq, "NewImage": image, "StreamViewType": "NEW_IMAGE"}})
+        json!({"eventID": seq, "eventName": "INSERT", "eventSource": "aws:dynamodb", "awsRegion": "ap-northeast-2",
+               "dynamodb": {"SequenceNumber": seq, "NewImage": image, "SizeBytes": 100, "StreamViewType": "NEW_IMAGE"}})
     };
+    // A webhook event whose item is not one (no PG, no body) is reported alone: the records
+    // before it were handled, the ones after it come again with it.
     let batch = json!({"Records": [
         record("100", json!({"pk": {"S": "SUB#sub_1"}, "sk": {"S": "SUB"}, "entity": {"S": "subscription"}})),
-        record("200", json!({"pk": {"S": "WH#steppay#x"}, "sk": {"S": "WH"}, "entity": {"S": "webhook_event"}, "pg": {"Q": "?"}})),
+        record("200", json!({"pk": {"S": "WH#steppay#x"}, "sk": {"S": "WH"}, "entity": {"S": "webhook_event"}})),
         record("300", json!({"pk": {"S": "WH#steppay#y"}, "sk": {"S": "WH"}, "entity": {"S": "webhook_event"}})),
     ]});
     let out = verify::dispatch(&deps, event(batch)).await.unwrap();
     assert_eq!(out, json!({"batchItemFailures": [{"itemIdentifier": "200"}]}));
-    let modify = json!({"Records": [{"eventName": "MODIFY", "dynamodb": {"SequenceNumber": "1", "NewImage": {}}}]});
+    // A batch that is not a stream event (an attribute type DynamoDB does not have) is a function
+    // error: the event source mapping retries and bisects it; nothing is skipped silently.
+    let corrupt = json!({"Records": [record("400", json!({"pk": {"Q": "?"}}))]});
+    assert!(verify::dispatch(&deps, event(corrupt)).await.is_err());
+    let modify = json!({"Records": [{"eventID": "1", "eventName": "MODIFY", "awsRegion": "ap-northeast-2",
+        "dynamodb": {"SequenceNumber": "1", "NewImage": {}, "SizeBytes": 1}}]});
     assert_eq!(verify::dispatch(&deps, event(modify)).await.unwrap(), json!({"batchItemFailures": []}));
 }

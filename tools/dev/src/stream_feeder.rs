@@ -66,7 +66,7 @@ fn lambda_record(r: &aws_sdk_dynamodbstreams::types::Record, stream_arn: &str) -
             "Keys": d.keys().map(image_json),
             "NewImage": d.new_image().map(image_json),
             "SequenceNumber": d.sequence_number(),
-            "SizeBytes": d.size_bytes(),
+            "SizeBytes": d.size_bytes().unwrap_or_default(),
             "StreamViewType": "NEW_IMAGE",
         },
         "eventSourceARN": stream_arn,
@@ -155,12 +155,11 @@ async fn deliver(verify: &verify::Deps, batch: &[Value], state: &FeederState) {
     let mut pending: Vec<Value> = batch.to_vec();
     let mut attempts = 0u32;
     while !pending.is_empty() {
-        let response = verify::stream(verify, &json!({"Records": pending}), jiff::Timestamp::now()).await;
-        let failed = response["batchItemFailures"]
-            .as_array()
-            .and_then(|f| f.first())
-            .and_then(|f| f["itemIdentifier"].as_str())
-            .map(str::to_string);
+        // What Lambda would deliver: a record it cannot read as a stream event is not delivered.
+        let event: verify::StreamEvent =
+            serde_json::from_value(json!({"Records": pending})).expect("the feeder builds stream events Lambda's way");
+        let response = verify::stream(verify, &event, jiff::Timestamp::now()).await;
+        let failed = response.batch_item_failures.first().and_then(|f| f.item_identifier.clone());
         let Some(failed) = failed else {
             state.delivered.fetch_add(pending.len() as u64, Ordering::SeqCst);
             return;
