@@ -23,11 +23,18 @@ use paycycle::store::webhooks::WebhookEvent;
 use paycycle::store::{Store, StoreError, sha256_hex};
 use paycycle_testkit::{MotoServer, Provisioned, Template, provision};
 
+/// A fresh store, on moto's DynamoDB or in memory: every case below runs on both (`on_both!`), so
+/// the in-memory table the orchestration tests use is held to what DynamoDB does.
 struct Env {
+    store: Store,
+    /// moto's side, for what only DynamoDB shows (request counts, raw items, the bus).
+    aws: Option<Aws>,
+}
+
+struct Aws {
     _moto: MotoServer,
     sdk: aws_config::SdkConfig,
     provisioned: Provisioned,
-    store: Store,
 }
 
 async fn env() -> Env {
@@ -36,7 +43,46 @@ async fn env() -> Env {
     let provisioned =
         provision(&sdk, &Template::load().unwrap(), &paycycle_testkit::provision::unique_prefix()).await.unwrap();
     let store = Store::new(&sdk, &provisioned.table);
-    Env { _moto: moto, sdk, provisioned, store }
+    Env { store, aws: Some(Aws { _moto: moto, sdk, provisioned }) }
+}
+
+fn in_memory() -> Env {
+    Env { store: Store::in_memory(), aws: None }
+}
+
+impl Env {
+    /// A publisher on `bus` (moto), or in memory.
+    fn publisher(&self, bus: &str) -> EventPublisher {
+        match &self.aws {
+            Some(aws) => EventPublisher::new(&aws.sdk, bus),
+            None => EventPublisher::in_memory(),
+        }
+    }
+
+    /// Every item of the table.
+    async fn all_items(&self) -> Vec<paycycle::store::Item> {
+        match self.store.dynamo() {
+            Some(t) => t.client.scan().table_name(&t.name).send().await.unwrap().items.unwrap_or_default(),
+            None => self.store.memory_items().unwrap(),
+        }
+    }
+}
+
+/// Each case as two tests: `<case>::dynamodb` (moto) and `<case>::in_memory`.
+macro_rules! on_both {
+    ($($case:ident),* $(,)?) => {$(
+        mod $case {
+            #[tokio::test]
+            async fn dynamodb() {
+                super::$case(super::env().await).await
+            }
+
+            #[tokio::test]
+            async fn in_memory() {
+                super::$case(super::in_memory()).await
+            }
+        }
+    )*};
 }
 
 fn t(s: &str) -> Timestamp {
@@ -63,9 +109,7 @@ fn record(id: &str, anchor: Timestamp) -> SubscriptionRecord {
     )
 }
 
-#[tokio::test]
-async fn subscriptions_round_trip_and_are_created_once() {
-    let e = env().await;
+async fn subscriptions_round_trip_and_are_created_once(e: Env) {
     let r = record("sub_rt1", t("2027-01-31T01:00:00Z"));
     e.store.create_subscription(&r).await.unwrap();
     assert_eq!(e.store.get_subscription(r.id()).await.unwrap().unwrap(), r);
@@ -100,9 +144,7 @@ async fn two_concurrent_claimers_never_both_win() {
     }
 }
 
-#[tokio::test]
-async fn a_lease_blocks_other_claims_until_it_expires() {
-    let e = env().await;
+async fn a_lease_blocks_other_claims_until_it_expires(e: Env) {
     let r = record("sub_lease", t("2027-01-31T01:00:00Z"));
     e.store.create_subscription(&r).await.unwrap();
     let now = t("2027-03-01T00:00:00Z");
@@ -127,9 +169,7 @@ async fn a_lease_blocks_other_claims_until_it_expires() {
     assert_eq!((released.lease_owner, released.lease_until, released.version), (None, 0, 4));
 }
 
-#[tokio::test]
-async fn a_renewal_commits_attempt_payment_subscription_and_outbox_in_one_transaction() {
-    let e = env().await;
+async fn a_renewal_commits_attempt_payment_subscription_and_outbox_in_one_transaction(e: Env) {
     let r = record("sub_renew1", t("2027-01-31T01:00:00Z"));
     e.store.create_subscription(&r).await.unwrap();
     let due = r.subscription.next_attempt_at.unwrap();
@@ -167,10 +207,12 @@ async fn a_renewal_commits_attempt_payment_subscription_and_outbox_in_one_transa
         tx.put_outbox(ev);
     }
     e.store.commit(tx).await.unwrap();
-    let used = e.store.counter.snapshot().since(&before);
-    assert_eq!(used.requests_of("UpdateItem"), 1, "claim");
-    assert_eq!(used.requests_of("TransactWriteItems"), 2, "attempt, then outcome");
-    assert_eq!(used.written_items, 1 + 1 + 5, "claim + attempt + (attempt, payment, subscription, 2 events)");
+    if e.aws.is_some() {
+        let used = e.store.counter.snapshot().since(&before);
+        assert_eq!(used.requests_of("UpdateItem"), 1, "claim");
+        assert_eq!(used.requests_of("TransactWriteItems"), 2, "attempt, then outcome");
+        assert_eq!(used.written_items, 1 + 1 + 5, "claim + attempt + (attempt, payment, subscription, 2 events)");
+    }
 
     let stored = e.store.get_subscription(r.id()).await.unwrap().unwrap();
     assert_eq!(stored, next);
@@ -195,9 +237,7 @@ async fn a_renewal_commits_attempt_payment_subscription_and_outbox_in_one_transa
     assert_eq!(e.store.get_subscription(r.id()).await.unwrap().unwrap(), next);
 }
 
-#[tokio::test]
-async fn a_transaction_with_one_failing_condition_writes_nothing() {
-    let e = env().await;
+async fn a_transaction_with_one_failing_condition_writes_nothing(e: Env) {
     let r = record("sub_tx1", t("2027-01-31T01:00:00Z"));
     e.store.create_subscription(&r).await.unwrap();
     let payment =
@@ -234,9 +274,7 @@ async fn a_transaction_with_one_failing_condition_writes_nothing() {
     );
 }
 
-#[tokio::test]
-async fn the_due_index_pages_across_shards() {
-    let e = env().await;
+async fn the_due_index_pages_across_shards(e: Env) {
     let anchor = t("2027-01-10T01:00:00Z");
     for i in 0..40 {
         e.store.create_subscription(&record(&format!("sub_due{i}"), anchor)).await.unwrap();
@@ -330,9 +368,7 @@ async fn refund_reservations_never_exceed_the_payment() {
     assert!(reserved >= krw(9_300), "reservations fill up what is refundable: {reserved}");
 }
 
-#[tokio::test]
-async fn refunds_settle_success_failure_and_unknown() {
-    let e = env().await;
+async fn refunds_settle_success_failure_and_unknown(e: Env) {
     let payment =
         PaymentRecord::paid(PgMode::Payple, "oid-r", "cus_1", krw(10_000), t("2027-01-31T01:00:00Z"), None, None, None);
     e.store.create_payment(&payment).await.unwrap();
@@ -379,9 +415,7 @@ async fn refunds_settle_success_failure_and_unknown() {
     assert_eq!(e.store.get_refund(&pid, "ref_c").await.unwrap().unwrap().status, RefundStatus::Succeeded);
 }
 
-#[tokio::test]
-async fn idempotency_records_follow_powertools_semantics() {
-    let e = env().await;
+async fn idempotency_records_follow_powertools_semantics(e: Env) {
     let cfg = IdempotencyConfig::default();
     let now = t("2027-02-01T00:00:00Z");
     let h1 = sha256_hex(b"{\"amount\":1000}");
@@ -411,9 +445,7 @@ async fn idempotency_records_follow_powertools_semantics() {
     assert_eq!(e.store.claim_idempotency("s", "crashed", &h1, next_week, cfg).await.unwrap(), Claim::Claimed);
 }
 
-#[tokio::test]
-async fn webhook_events_are_stored_once_with_a_ttl() {
-    let e = env().await;
+async fn webhook_events_are_stored_once_with_a_ttl(e: Env) {
     let event = WebhookEvent::received(
         paycycle::pg::Pg::Steppay,
         "PAYMENT:16057932413479698c8vqQG0kMix9".into(),
@@ -424,30 +456,21 @@ async fn webhook_events_are_stored_once_with_a_ttl() {
     );
     let before = e.store.counter.snapshot();
     e.store.put_webhook_event(&event).await.unwrap();
-    let used = e.store.counter.snapshot().since(&before);
-    assert_eq!((used.total_requests(), used.written_items), (1, 1), "exactly one write per webhook");
+    if e.aws.is_some() {
+        let used = e.store.counter.snapshot().since(&before);
+        assert_eq!((used.total_requests(), used.written_items), (1, 1), "exactly one write per webhook");
+    }
     assert!(matches!(e.store.put_webhook_event(&event).await, Err(StoreError::AlreadyExists(_))));
     assert_eq!(e.store.get_webhook_event(paycycle::pg::Pg::Steppay, &event.dedupe_key).await.unwrap().unwrap(), event);
-    let raw = e
-        .store
-        .table
-        .client
-        .get_item()
-        .table_name(&e.store.table.name)
-        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(event.pk()))
-        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("WH".into()))
-        .send()
-        .await
-        .unwrap();
-    let item = raw.item().unwrap();
+    let items = e.all_items().await;
+    let pk = aws_sdk_dynamodb::types::AttributeValue::S(event.pk());
+    let item = items.iter().find(|i| i.get("pk") == Some(&pk)).unwrap();
     assert_eq!(item["entity"].as_s().unwrap(), "webhook_event");
     let expires: i64 = item["expires_at"].as_n().unwrap().parse().unwrap();
     assert_eq!(expires - event.received_at.as_second(), 180 * 24 * 3600);
 }
 
-#[tokio::test]
-async fn checkouts_are_found_by_pg_reference_and_completed_once() {
-    let e = env().await;
+async fn checkouts_are_found_by_pg_reference_and_completed_once(e: Env) {
     let c = CheckoutRecord {
         checkout_id: "chk_1".into(),
         partner_id: "partner_a".into(),
@@ -483,15 +506,12 @@ async fn checkouts_are_found_by_pg_reference_and_completed_once() {
     assert_eq!(e.store.get_checkout("chk_1").await.unwrap().unwrap().status, CheckoutStatus::Completed);
 }
 
-#[tokio::test]
-async fn api_keys_are_stored_as_hashes_and_can_be_revoked() {
-    let e = env().await;
+async fn api_keys_are_stored_as_hashes_and_can_be_revoked(e: Env) {
     let now = t("2027-02-01T00:00:00Z");
     let key = "pc_live_4f9a0c1d2e3b";
     let r = e.store.create_api_key(key, "partner backend", "partner_a", now).await.unwrap();
     assert_eq!(r.key_hash, sha256_hex(key.as_bytes()));
-    let scan = e.store.table.client.scan().table_name(&e.store.table.name).send().await.unwrap();
-    assert!(!format!("{:?}", scan.items()).contains(key), "the key itself is never stored");
+    assert!(!format!("{:?}", e.all_items().await).contains(key), "the key itself is never stored");
     assert!(e.store.find_api_key(key).await.unwrap().unwrap().is_active());
     assert_eq!(e.store.find_api_key("pc_live_wrong").await.unwrap(), None);
     e.store.revoke_api_key(&r, now).await.unwrap();
@@ -502,11 +522,12 @@ async fn api_keys_are_stored_as_hashes_and_can_be_revoked() {
 #[tokio::test]
 async fn outbox_events_reach_an_sqs_queue_through_a_bus_rule() {
     let e = env().await;
-    let bus = e.provisioned.buses["PaycycleBus"].clone();
-    let sqs = aws_sdk_sqs::Client::new(&e.sdk);
+    let aws = e.aws.as_ref().unwrap();
+    let bus = aws.provisioned.buses["PaycycleBus"].clone();
+    let sqs = aws_sdk_sqs::Client::new(&aws.sdk);
     let queue_url = sqs
         .create_queue()
-        .queue_name(format!("{}-events", e.provisioned.table))
+        .queue_name(format!("{}-events", aws.provisioned.table))
         .send()
         .await
         .unwrap()
@@ -523,7 +544,7 @@ async fn outbox_events_reach_an_sqs_queue_through_a_bus_rule() {
         .attributes()
         .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
         .clone();
-    let events_client = aws_sdk_eventbridge::Client::new(&e.sdk);
+    let events_client = aws_sdk_eventbridge::Client::new(&aws.sdk);
     events_client
         .put_rule()
         .name("all-paycycle")
@@ -553,14 +574,14 @@ async fn outbox_events_reach_an_sqs_queue_through_a_bus_rule() {
     e.store.commit(tx).await.unwrap();
 
     // A bus that does not exist accepts nothing: everything stays in the outbox.
-    let broken = EventPublisher::new(&e.sdk, "no-such-bus");
+    let broken = EventPublisher::new(&aws.sdk, "no-such-bus");
     let report = broken.flush(&e.store, &events).await.unwrap();
     assert_eq!(report.published, 0);
     assert_eq!(report.failed.len(), 12);
     assert_eq!(e.store.pending_outbox(100).await.unwrap().len(), 12);
 
     // The next drain publishes the leftovers (more than one PutEvents batch) and empties it.
-    let publisher = EventPublisher::new(&e.sdk, &bus);
+    let publisher = EventPublisher::new(&aws.sdk, &bus);
     let report = publisher.drain(&e.store, 100).await.unwrap();
     assert_eq!((report.published, report.failed.len()), (12, 0));
     assert!(e.store.pending_outbox(100).await.unwrap().is_empty());
@@ -591,10 +612,8 @@ async fn outbox_events_reach_an_sqs_queue_through_a_bus_rule() {
 
 /// One partner customer, one PG customer: the first claim creates, others wait; a recorded mapping
 /// is never overwritten (a late creator gets the recorded one back); a dead claim is taken over.
-#[tokio::test]
-async fn a_recorded_pg_customer_is_never_overwritten_and_a_dead_claim_is_taken_over() {
+async fn a_recorded_pg_customer_is_never_overwritten_and_a_dead_claim_is_taken_over(e: Env) {
     use paycycle::store::pg_customers::{PgCustomer, PgCustomerClaim};
-    let e = env().await;
     let now = t("2027-01-01T00:00:00Z");
     let lease = SignedDuration::from_secs(30);
     let claim = |at: Timestamp| e.store.claim_pg_customer(paycycle::pg::Pg::Steppay, "p1", "cus_1", at, lease);
@@ -647,10 +666,8 @@ fn refund_data(refund_id: &str) -> paycycle::domain::events::EventData {
 /// checkout it no longer holds (a conflict: verify waits and answers the completed checkout), not
 /// on the payment the faster one recorded (which would read as "this PG payment is another
 /// checkout's"). The commit helper writes the checkout first.
-#[tokio::test]
-async fn a_stale_checkout_completion_fails_on_the_checkout_not_on_the_payment() {
+async fn a_stale_checkout_completion_fails_on_the_checkout_not_on_the_payment(e: Env) {
     use paycycle::events::{SubscriptionWrite, TransitionCommit};
-    let e = env().await;
     let at = t("2027-02-01T00:00:00Z");
     let c = CheckoutRecord {
         checkout_id: "chk_race".into(),
@@ -681,7 +698,7 @@ async fn a_stale_checkout_completion_fails_on_the_checkout_not_on_the_payment() 
     let p =
         PaymentRecord::paid(PgMode::Payple, "chk_race", "cus_9", krw(9_900), at, Some(sub.id().clone()), None, None);
     let kinds = [EventKind::CheckoutCompleted, EventKind::PaymentSucceeded];
-    let publisher = EventPublisher::new(&e.sdk, "no-such-bus");
+    let publisher = e.publisher("no-such-bus");
     let done = |version| CheckoutRecord { status: CheckoutStatus::Completed, version, ..c.clone() };
     let change = TransitionCommit::new(&sub, SubscriptionWrite::New, &kinds, at).paid(&p);
     let b = TransitionCommit { checkout: Some(&done(4)), ..change };
@@ -692,3 +709,18 @@ async fn a_stale_checkout_completion_fails_on_the_checkout_not_on_the_payment() 
     assert!(matches!(&err, StoreError::Conflict(key) if key.starts_with("CHK#")), "{err:?}");
     assert!(!err.payment_exists());
 }
+
+on_both!(
+    subscriptions_round_trip_and_are_created_once,
+    a_lease_blocks_other_claims_until_it_expires,
+    a_renewal_commits_attempt_payment_subscription_and_outbox_in_one_transaction,
+    a_transaction_with_one_failing_condition_writes_nothing,
+    the_due_index_pages_across_shards,
+    refunds_settle_success_failure_and_unknown,
+    idempotency_records_follow_powertools_semantics,
+    webhook_events_are_stored_once_with_a_ttl,
+    checkouts_are_found_by_pg_reference_and_completed_once,
+    api_keys_are_stored_as_hashes_and_can_be_revoked,
+    a_recorded_pg_customer_is_never_overwritten_and_a_dead_claim_is_taken_over,
+    a_stale_checkout_completion_fails_on_the_checkout_not_on_the_payment,
+);

@@ -7,7 +7,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::{Condition, Store, StoreError, from_item, sha256_hex, to_item};
+use super::{Cond, Store, StoreError, Write, from_item, sha256_hex, to_item};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKeyRecord {
@@ -71,7 +71,7 @@ impl Store {
     pub async fn revoke_api_key(&self, record: &ApiKeyRecord, now: Timestamp) -> Result<ApiKeyRecord, StoreError> {
         let next = ApiKeyRecord { revoked_at: Some(now), version: record.version + 1, ..record.clone() };
         let mut tx = self.tx();
-        tx.put_if(to_item(&next, &pk(&next.key_hash), "KEY", "api_key"), Condition::version(record.version));
+        tx.push(Write::put_if(to_item(&next, &pk(&next.key_hash), "KEY", "api_key"), Cond::version(record.version)));
         self.commit(tx).await?;
         Ok(next)
     }

@@ -12,7 +12,7 @@
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use super::{Condition, Item, Store, StoreError, Tx, from_item, keys, n, s, sort_seconds, to_item};
+use super::{Cond, Item, Query, Range, Store, StoreError, Tx, Write, from_item, keys, n, s, sort_seconds, to_item};
 use paycycle_domain::attempt::SubscriptionId;
 use paycycle_domain::customer::Customer;
 use paycycle_domain::gateway::PgMode;
@@ -116,7 +116,7 @@ fn item(c: &CheckoutRecord) -> Item {
 impl Tx {
     /// Moves a checkout on (e.g. to completed, in the transaction that activates its subscription).
     pub fn put_checkout_next(&mut self, next: &CheckoutRecord) -> &mut Self {
-        self.put_if(item(next), Condition::version(next.version - 1))
+        self.push(Write::put_if(item(next), Cond::version(next.version - 1)))
     }
 }
 
@@ -144,22 +144,10 @@ impl Store {
     /// Open checkouts whose own payment was sent (and whose sweep backoff ended) before `before`
     /// (oldest first, one page).
     pub async fn open_first_charges(&self, before: Timestamp, limit: i32) -> Result<Vec<CheckoutRecord>, StoreError> {
-        let out = self
-            .table
-            .client
-            .query()
-            .table_name(&self.table.name)
-            .index_name(keys::LOOKUP_INDEX)
-            .key_condition_expression("#lpk = :lpk AND #lsk <= :before")
-            .expression_attribute_names("#lpk", keys::LOOKUP_PK)
-            .expression_attribute_names("#lsk", keys::LOOKUP_SK)
-            .expression_attribute_values(":lpk", s(FIRST_CHARGE_OPEN))
-            .expression_attribute_values(":before", s(&sort_seconds(before)))
-            .limit(limit)
-            .send()
-            .await
-            .map_err(super::unavailable)?;
-        out.items().iter().cloned().map(from_item).collect()
+        let q = Query::index(keys::LOOKUP_INDEX, keys::LOOKUP_PK, FIRST_CHARGE_OPEN)
+            .range(keys::LOOKUP_SK, Range::AtMost(s(&sort_seconds(before))))
+            .limit(Some(limit));
+        Ok(self.query_records(&q).await?.0)
     }
 
     /// Writes the next version of a checkout on its own (claims, failures).

@@ -82,9 +82,15 @@ const BATCH: usize = 10;
 
 #[derive(Clone, Debug)]
 pub struct EventPublisher {
-    client: Client,
-    bus: String,
+    bus: Bus,
     calls: Option<std::sync::Arc<crate::aws::calls::CallLog>>,
+}
+
+/// Where events go: an EventBridge bus, or a list in memory (beside [`Store::in_memory`]).
+#[derive(Clone, Debug)]
+enum Bus {
+    EventBridge { client: Client, name: String },
+    Memory(std::sync::Arc<std::sync::Mutex<Vec<OutboxEvent>>>),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -107,7 +113,20 @@ impl EventPublisher {
         if let Some(log) = &calls {
             config = config.interceptor(log.interceptor());
         }
-        Self { client: Client::from_conf(config.build()), bus: bus.into(), calls }
+        Self { bus: Bus::EventBridge { client: Client::from_conf(config.build()), name: bus.into() }, calls }
+    }
+
+    /// A publisher that keeps what it publishes in memory ([`EventPublisher::published`]).
+    pub fn in_memory() -> Self {
+        Self { bus: Bus::Memory(std::sync::Arc::default()), calls: None }
+    }
+
+    /// Everything an in-memory publisher published, in order (empty for EventBridge).
+    pub fn published(&self) -> Vec<OutboxEvent> {
+        match &self.bus {
+            Bus::Memory(sent) => sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
+            Bus::EventBridge { .. } => Vec::new(),
+        }
     }
 
     /// The calls this publisher made, when `PAYCYCLE_RECORD_AWS_CALLS` is set (the IAM test).
@@ -117,6 +136,13 @@ impl EventPublisher {
 
     /// Sends `events`; returns which were accepted. A call that fails as a whole accepts none.
     pub async fn send(&self, events: &[OutboxEvent]) -> (Vec<OutboxEvent>, Vec<(String, String)>) {
+        let (client, bus) = match &self.bus {
+            Bus::Memory(sent) => {
+                sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(events);
+                return (events.to_vec(), Vec::new());
+            }
+            Bus::EventBridge { client, name } => (client, name),
+        };
         let mut accepted = Vec::new();
         let mut failed = Vec::new();
         for batch in events.chunks(BATCH) {
@@ -127,12 +153,12 @@ impl EventPublisher {
                         .source(SOURCE)
                         .detail_type(&e.detail_type)
                         .detail(&e.detail)
-                        .event_bus_name(&self.bus)
+                        .event_bus_name(bus)
                         .time(aws_sdk_eventbridge::primitives::DateTime::from_millis(e.occurred_at.as_millisecond()))
                         .build()
                 })
                 .collect();
-            match self.client.put_events().set_entries(Some(entries)).send().await {
+            match client.put_events().set_entries(Some(entries)).send().await {
                 Ok(out) => {
                     // Results are in request order; an entry with an error code was not accepted.
                     for (event, result) in batch.iter().zip(out.entries()) {

@@ -6,11 +6,10 @@
 //!
 //! Item: `pk = IDEM#{scope}#{sha256(key)}`, `sk = IDEM`. The key itself is never stored.
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError, from_item, keys, n, s, sha256_hex, to_item};
+use super::{Cond, Op, Set, Store, StoreError, Write, from_item, keys, n, s, sha256_hex, to_item};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -59,6 +58,12 @@ impl Default for IdempotencyConfig {
     }
 }
 
+const STATUS: &str = "status";
+const REQUEST_HASH: &str = "request_hash";
+const IN_PROGRESS_EXPIRES_AT: &str = "in_progress_expires_at";
+const INPROGRESS: &str = "INPROGRESS";
+const COMPLETED: &str = "COMPLETED";
+
 fn pk(scope: &str, key: &str) -> String {
     format!("IDEM#{scope}#{}", sha256_hex(key.as_bytes()))
 }
@@ -84,32 +89,15 @@ impl Store {
             response_body: None,
         };
         let item = to_item(&record, &pk, "IDEM", "idempotency");
-        let put = self
-            .table
-            .client
-            .put_item()
-            .table_name(&self.table.name)
-            .set_item(Some(item))
-            // Free, expired (TTL deletes lazily), or an abandoned claim: take it.
-            .condition_expression(
-                "attribute_not_exists(#pk) OR #exp < :now_s OR (#status = :inprogress AND in_progress_expires_at < :now_ms)",
-            )
-            .expression_attribute_names("#pk", keys::PK)
-            .expression_attribute_names("#exp", keys::EXPIRES_AT)
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":now_s", n(now.as_second()))
-            .expression_attribute_values(":now_ms", n(now.as_millisecond()))
-            .expression_attribute_values(":inprogress", s("INPROGRESS"))
-            .send()
-            .await;
-        match put {
-            Ok(_) => return Ok(Claim::Claimed),
-            Err(e) => {
-                let err = super::conditional(e, StoreError::AlreadyExists(pk.clone()));
-                if !matches!(err, StoreError::AlreadyExists(_)) {
-                    return Err(err);
-                }
-            }
+        // Free, expired (TTL deletes lazily), or an abandoned claim: take it.
+        let abandoned =
+            Cond::eq(STATUS, s(INPROGRESS)).and(Cond::Cmp(IN_PROGRESS_EXPIRES_AT, Op::Lt, n(now.as_millisecond())));
+        let takeable = Cond::Absent.or(Cond::Cmp(keys::EXPIRES_AT, Op::Lt, n(now.as_second()))).or(abandoned);
+        let put = Write::put_if(item, takeable).failing_with(StoreError::AlreadyExists(pk.clone()));
+        match self.write(put).await {
+            Ok(()) => return Ok(Claim::Claimed),
+            Err(StoreError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e),
         }
         let Some(item) = self.get(&pk, "IDEM").await? else {
             // Deleted between our put and get (released by its runner): the caller may retry.
@@ -135,23 +123,13 @@ impl Store {
         body: &str,
     ) -> Result<(), StoreError> {
         let pk = pk(scope, key);
-        self.table
-            .client
-            .update_item()
-            .table_name(&self.table.name)
-            .key(keys::PK, s(&pk))
-            .key(keys::SK, s("IDEM"))
-            .update_expression("SET #status = :completed, response_status = :rs, response_body = :rb")
-            .condition_expression("#status = :inprogress AND request_hash = :hash")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":completed", s("COMPLETED"))
-            .expression_attribute_values(":inprogress", s("INPROGRESS"))
-            .expression_attribute_values(":rs", n(status))
-            .expression_attribute_values(":rb", AttributeValue::S(body.to_string()))
-            .expression_attribute_values(":hash", s(request_hash))
-            .send()
-            .await
-            .map_err(|e| super::conditional(e, StoreError::Conflict(pk.clone())))?;
+        let sets = vec![
+            Set::Value(STATUS, s(COMPLETED)),
+            Set::Value("response_status", n(status)),
+            Set::Value("response_body", s(body)),
+        ];
+        let ours = Cond::eq(STATUS, s(INPROGRESS)).and(Cond::eq(REQUEST_HASH, s(request_hash)));
+        self.write(Write::update_if(&pk, "IDEM", sets, ours)).await?;
         Ok(())
     }
 
@@ -159,19 +137,8 @@ impl Store {
     /// nothing, e.g. a validation error before any PG call).
     pub async fn release_idempotency(&self, scope: &str, key: &str, request_hash: &str) -> Result<(), StoreError> {
         let pk = pk(scope, key);
-        self.table
-            .client
-            .delete_item()
-            .table_name(&self.table.name)
-            .key(keys::PK, s(&pk))
-            .key(keys::SK, s("IDEM"))
-            .condition_expression("#status = :inprogress AND request_hash = :hash")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":inprogress", s("INPROGRESS"))
-            .expression_attribute_values(":hash", s(request_hash))
-            .send()
-            .await
-            .map_err(|e| super::conditional(e, StoreError::Conflict(pk.clone())))?;
+        let ours = Cond::eq(STATUS, s(INPROGRESS)).and(Cond::eq(REQUEST_HASH, s(request_hash)));
+        self.write(Write::delete_if(&pk, "IDEM", Some(ours))).await?;
         Ok(())
     }
 }

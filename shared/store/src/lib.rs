@@ -22,6 +22,7 @@ pub mod payments;
 pub mod pg_customers;
 pub mod stream;
 pub mod subscriptions;
+pub mod table;
 pub mod webhooks;
 
 use std::collections::HashMap;
@@ -29,11 +30,13 @@ use std::sync::Arc;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::AttributeValue;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use metrics::{Counts, RequestCounter, item_size};
+use table::Backend;
+pub use table::{Cond, Op, Query, Range, Set, Write};
 
 /// Attribute names fixed by the template's table definition.
 pub mod keys {
@@ -102,10 +105,11 @@ impl Table {
     }
 }
 
-/// The repository: the table plus a counter of the requests it made.
+/// The repository: the table (DynamoDB, or in memory for fast tests: [`table`]) plus a counter of
+/// the requests it made to DynamoDB.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pub table: Table,
+    backend: Backend,
     pub counter: Arc<RequestCounter>,
     /// The calls this store made, when `PAYCYCLE_RECORD_AWS_CALLS` is set (the IAM test).
     pub calls: Option<Arc<crate::aws::calls::CallLog>>,
@@ -121,30 +125,55 @@ impl Store {
         if let Some(log) = &calls {
             config = config.interceptor(log.interceptor());
         }
-        Self { table: Table::from_client(Client::from_conf(config.build()), table_name), counter, calls }
+        let table = Table::from_client(Client::from_conf(config.build()), table_name);
+        Self { backend: Backend::Dynamo(table), counter, calls }
     }
 
-    fn client(&self) -> &Client {
-        &self.table.client
+    /// A store whose table lives in this process's memory: the same repository, for orchestration
+    /// tests that need no DynamoDB (conditions and transactions hold as they do there).
+    pub fn in_memory() -> Self {
+        Self { backend: Backend::Memory(table::Memory::default()), counter: Arc::default(), calls: None }
     }
 
-    fn name(&self) -> &str {
-        &self.table.name
+    /// The DynamoDB table, for tests that read it with the SDK (`None` in memory).
+    pub fn dynamo(&self) -> Option<&Table> {
+        match &self.backend {
+            Backend::Dynamo(t) => Some(t),
+            Backend::Memory(_) => None,
+        }
+    }
+
+    /// Every item of an in-memory store (`None` on DynamoDB: scan it with the SDK).
+    pub fn memory_items(&self) -> Option<Vec<Item>> {
+        match &self.backend {
+            Backend::Dynamo(_) => None,
+            Backend::Memory(m) => Some(m.all()),
+        }
     }
 
     /// A consistent read of one item.
     pub(crate) async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
-        let out = self
-            .client()
-            .get_item()
-            .table_name(self.name())
-            .key(keys::PK, s(pk))
-            .key(keys::SK, s(sk))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(out.item)
+        match &self.backend {
+            Backend::Dynamo(t) => table::dynamo::get(t, pk, sk).await,
+            Backend::Memory(m) => Ok(m.get(pk, sk)),
+        }
+    }
+
+    /// One page of `q` (consistent on the table; a GSI lags writes briefly on DynamoDB).
+    pub(crate) async fn query(&self, q: &Query) -> Result<(Vec<Item>, Option<Item>), StoreError> {
+        match &self.backend {
+            Backend::Dynamo(t) => table::dynamo::query(t, q).await,
+            Backend::Memory(m) => Ok(m.query(q)),
+        }
+    }
+
+    /// One page of `q`, parsed.
+    pub(crate) async fn query_records<T: DeserializeOwned>(
+        &self,
+        q: &Query,
+    ) -> Result<(Vec<T>, Option<Item>), StoreError> {
+        let (items, next) = self.query(q).await?;
+        Ok((items.into_iter().map(from_item).collect::<Result<_, _>>()?, next))
     }
 
     /// Every item of partition `pk` whose sort key starts with `prefix` (consistent, all pages).
@@ -156,24 +185,10 @@ impl Store {
         let mut out = Vec::new();
         let mut start = None;
         loop {
-            let page = self
-                .client()
-                .query()
-                .table_name(self.name())
-                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
-                .expression_attribute_names("#pk", keys::PK)
-                .expression_attribute_names("#sk", keys::SK)
-                .expression_attribute_values(":pk", s(pk))
-                .expression_attribute_values(":prefix", s(prefix))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(unavailable)?;
-            for item in page.items() {
-                out.push(from_item(item.clone())?);
-            }
-            match page.last_evaluated_key {
+            let q = Query::partition(pk).range(keys::SK, Range::BeginsWith(prefix.to_string())).start(start);
+            let (items, next) = self.query_records(&q).await?;
+            out.extend(items);
+            match next {
                 Some(k) => start = Some(k),
                 None => return Ok(out),
             }
@@ -188,183 +203,135 @@ impl Store {
         limit: Option<i32>,
         start: Option<Item>,
     ) -> Result<(Vec<T>, Option<Item>), StoreError> {
-        let mut q = self
-            .client()
-            .query()
-            .table_name(self.name())
-            .index_name(keys::LOOKUP_INDEX)
-            .expression_attribute_names("#lpk", keys::LOOKUP_PK)
-            .expression_attribute_values(":lpk", s(lookup_pk))
-            .set_limit(limit)
-            .set_exclusive_start_key(start);
-        q = match prefix {
-            Some(prefix) => q
-                .key_condition_expression("#lpk = :lpk AND begins_with(#lsk, :prefix)")
-                .expression_attribute_names("#lsk", keys::LOOKUP_SK)
-                .expression_attribute_values(":prefix", s(prefix)),
-            None => q.key_condition_expression("#lpk = :lpk"),
+        let mut q = Query::index(keys::LOOKUP_INDEX, keys::LOOKUP_PK, lookup_pk).limit(limit).start(start);
+        if let Some(prefix) = prefix {
+            q = q.range(keys::LOOKUP_SK, Range::BeginsWith(prefix.to_string()));
+        }
+        self.query_records(&q).await
+    }
+
+    /// One conditional write on its own; its condition failing is the write's `failure`.
+    pub(crate) async fn write(&self, w: Write) -> Result<(), StoreError> {
+        self.write_returning_old(w, false).await.map(|_| ())
+    }
+
+    /// [`Store::write`], answering the item as it was before (when `return_old`).
+    pub(crate) async fn write_returning_old(&self, w: Write, return_old: bool) -> Result<Option<Item>, StoreError> {
+        match &self.backend {
+            Backend::Dynamo(t) => table::dynamo::write(t, &w, return_old).await,
+            Backend::Memory(m) => Ok(m.apply(std::slice::from_ref(&w))?.pop().flatten().filter(|_| return_old)),
+        }
+    }
+
+    /// Deletes items by key, no condition (a missing one is fine): one DeleteItem for a single
+    /// key, else BatchWriteItem in chunks of 25. Items DynamoDB leaves unprocessed are retried a
+    /// few times; the number still left is returned.
+    pub(crate) async fn delete_keys(&self, keys_to_delete: &[(String, String)]) -> Result<usize, StoreError> {
+        let table = match &self.backend {
+            Backend::Memory(m) => {
+                let writes: Vec<Write> = keys_to_delete.iter().map(|(pk, sk)| Write::delete_if(pk, sk, None)).collect();
+                m.apply(&writes)?;
+                return Ok(0);
+            }
+            Backend::Dynamo(t) => t,
         };
-        let out = q.send().await.map_err(unavailable)?;
-        let items = out.items().iter().cloned().map(from_item).collect::<Result<Vec<T>, _>>()?;
-        Ok((items, out.last_evaluated_key))
+        if let [(pk, sk)] = keys_to_delete {
+            self.write(Write::delete_if(pk, sk, None)).await?;
+            return Ok(0);
+        }
+        let mut left = 0;
+        for chunk in keys_to_delete.chunks(25) {
+            left += batch_delete(table, chunk).await?;
+        }
+        Ok(left)
     }
 
     /// A new transaction on this table.
     pub fn tx(&self) -> Tx {
-        Tx { table: self.name().to_string(), items: Vec::new(), labels: Vec::new() }
+        Tx { writes: Vec::new() }
     }
 
     /// Commits `tx` atomically: all of it or none of it.
     pub async fn commit(&self, tx: Tx) -> Result<(), StoreError> {
-        if tx.items.is_empty() {
+        if tx.writes.is_empty() {
             return Ok(());
         }
-        let Tx { items, labels, .. } = tx;
-        let result = self.client().transact_write_items().set_transact_items(Some(items)).send().await;
+        let table = match &self.backend {
+            Backend::Memory(m) => return m.apply(&tx.writes).map(|_| ()),
+            Backend::Dynamo(t) => t,
+        };
+        let items = tx.writes.iter().map(|w| table::dynamo::transact_item(table, w)).collect();
+        let result = table.client.transact_write_items().set_transact_items(Some(items)).send().await;
         match result {
             Ok(_) => Ok(()),
-            Err(err) => Err(transaction_error(err, &labels)),
+            Err(err) => Err(transaction_error(err, &tx.writes)),
         }
     }
 }
 
-/// What a transaction item expects, to name the failure when its condition does not hold.
-#[derive(Debug, Clone)]
-enum Expect {
-    New(String),
-    Existing(String),
+/// One BatchWriteItem of deletes, retried while DynamoDB leaves some unprocessed; the number left.
+async fn batch_delete(table: &Table, chunk: &[(String, String)]) -> Result<usize, StoreError> {
+    use aws_sdk_dynamodb::types::{DeleteRequest, WriteRequest};
+    let mut requests: Vec<WriteRequest> = chunk
+        .iter()
+        .map(|(pk, sk)| {
+            let delete = DeleteRequest::builder()
+                .key(keys::PK, s(pk))
+                .key(keys::SK, s(sk))
+                .build()
+                .map_err(|err| StoreError::Corrupt { key: format!("{pk}|{sk}"), message: err.to_string() })?;
+            Ok(WriteRequest::builder().delete_request(delete).build())
+        })
+        .collect::<Result<_, StoreError>>()?;
+    for attempt in 0..4u32 {
+        if requests.is_empty() {
+            break;
+        }
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(25 << attempt)).await;
+        }
+        let out = table
+            .client
+            .batch_write_item()
+            .request_items(&table.name, std::mem::take(&mut requests))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        requests = out.unprocessed_items().and_then(|m| m.get(&table.name)).cloned().unwrap_or_default();
+    }
+    Ok(requests.len())
 }
 
-/// A `TransactWriteItems` under construction. Every item carries a condition.
-#[derive(Debug)]
+/// A transaction under construction: conditional writes, committed all or none.
+#[derive(Debug, Default)]
 pub struct Tx {
-    table: String,
-    items: Vec<TransactWriteItem>,
-    labels: Vec<Expect>,
-}
-
-/// A condition with its placeholders.
-#[derive(Debug, Clone, Default)]
-pub struct Condition {
-    pub expression: String,
-    pub names: HashMap<String, String>,
-    pub values: HashMap<String, AttributeValue>,
-}
-
-impl Condition {
-    pub fn new(expression: impl Into<String>) -> Self {
-        Self { expression: expression.into(), ..Default::default() }
-    }
-
-    pub fn name(mut self, placeholder: &str, attribute: &str) -> Self {
-        self.names.insert(placeholder.into(), attribute.into());
-        self
-    }
-
-    pub fn value(mut self, placeholder: &str, value: AttributeValue) -> Self {
-        self.values.insert(placeholder.into(), value);
-        self
-    }
-
-    /// `version = expected`.
-    pub fn version(expected: u64) -> Self {
-        Self::new("#version = :expected_version")
-            .name("#version", keys::VERSION)
-            .value(":expected_version", n(expected))
-    }
-}
-
-fn label(item: &Item) -> String {
-    let get = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str).unwrap_or("?");
-    format!("{}|{}", get(keys::PK), get(keys::SK))
-}
-
-/// One transaction item on an existing key under a condition: the SDK's ConditionCheck, Delete
-/// and Update builders have the same setters but no common trait.
-macro_rules! keyed_conditional {
-    ($builder:expr, $table:expr, $pk:expr, $sk:expr, $condition:expr) => {
-        $builder
-            .table_name($table)
-            .key(keys::PK, s($pk))
-            .key(keys::SK, s($sk))
-            .condition_expression($condition.expression)
-            .set_expression_attribute_names(Some($condition.names).filter(|m| !m.is_empty()))
-            .set_expression_attribute_values(Some($condition.values).filter(|m| !m.is_empty()))
-            .build()
-            .expect("table, key and condition are set")
-    };
+    writes: Vec<Write>,
 }
 
 impl Tx {
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.writes.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.writes.is_empty()
+    }
+
+    /// Adds one conditional write.
+    pub(crate) fn push(&mut self, w: Write) -> &mut Self {
+        self.writes.push(w);
+        self
     }
 
     /// Creates an item that must not exist yet.
-    pub fn put_new(&mut self, item: Item) -> &mut Self {
-        let l = label(&item);
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(#pk)")
-            .expression_attribute_names("#pk", keys::PK)
-            .build()
-            .expect("table, item and condition are set");
-        self.items.push(TransactWriteItem::builder().put(put).build());
-        self.labels.push(Expect::New(l));
-        self
-    }
-
-    /// Replaces an item whose current value satisfies `condition`.
-    pub fn put_if(&mut self, item: Item, condition: Condition) -> &mut Self {
-        let l = label(&item);
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression(condition.expression)
-            .set_expression_attribute_names(Some(condition.names).filter(|m| !m.is_empty()))
-            .set_expression_attribute_values(Some(condition.values).filter(|m| !m.is_empty()))
-            .build()
-            .expect("table, item and condition are set");
-        self.items.push(TransactWriteItem::builder().put(put).build());
-        self.labels.push(Expect::Existing(l));
-        self
-    }
-
-    /// Writes nothing to the item at (`pk`, `sk`) but makes the transaction depend on `condition`
-    /// holding there (a missing item has no attributes).
-    pub fn check_if(&mut self, pk: &str, sk: &str, condition: Condition) -> &mut Self {
-        let check = keyed_conditional!(ConditionCheck::builder(), &self.table, pk, sk, condition);
-        self.push_keyed(TransactWriteItem::builder().condition_check(check).build(), pk, sk)
-    }
-
-    /// Deletes the item at (`pk`, `sk`) if `condition` holds.
-    pub fn delete_if(&mut self, pk: &str, sk: &str, condition: Condition) -> &mut Self {
-        let delete = keyed_conditional!(Delete::builder(), &self.table, pk, sk, condition);
-        self.push_keyed(TransactWriteItem::builder().delete(delete).build(), pk, sk)
-    }
-
-    /// Updates the item at (`pk`, `sk`) with `set` (placeholders in `condition`) if `condition` holds.
-    pub fn update_if(&mut self, pk: &str, sk: &str, update_expression: &str, condition: Condition) -> &mut Self {
-        let update =
-            keyed_conditional!(Update::builder().update_expression(update_expression), &self.table, pk, sk, condition);
-        self.push_keyed(TransactWriteItem::builder().update(update).build(), pk, sk)
-    }
-
-    fn push_keyed(&mut self, item: TransactWriteItem, pk: &str, sk: &str) -> &mut Self {
-        self.items.push(item);
-        self.labels.push(Expect::Existing(format!("{pk}|{sk}")));
-        self
+    pub(crate) fn put_new(&mut self, item: Item) -> &mut Self {
+        self.push(Write::create(item))
     }
 }
 
 fn transaction_error(
     err: SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError>,
-    labels: &[Expect],
+    writes: &[Write],
 ) -> StoreError {
     use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
     if let SdkError::ServiceError(service) = &err {
@@ -374,11 +341,7 @@ fn transaction_error(
             // emulators), the first create-only item is the most likely culprit.
             for (i, reason) in reasons.iter().enumerate() {
                 if reason.code() == Some("ConditionalCheckFailed") {
-                    return match labels.get(i) {
-                        Some(Expect::New(l)) => StoreError::AlreadyExists(l.clone()),
-                        Some(Expect::Existing(l)) => StoreError::Conflict(l.clone()),
-                        None => StoreError::Conflict("transaction".into()),
-                    };
+                    return writes.get(i).map_or(StoreError::Conflict("transaction".into()), |w| w.failure.clone());
                 }
             }
             if reasons.iter().any(|r| r.code() == Some("TransactionConflict")) {
@@ -426,6 +389,12 @@ pub(crate) fn to_item<T: Serialize>(record: &T, pk: &str, sk: &str, entity: &str
     item.insert(keys::SK.into(), s(sk));
     item.insert(keys::ENTITY.into(), s(entity));
     item
+}
+
+/// `pk|sk` of an item, to name it in errors.
+fn label(item: &Item) -> String {
+    let get = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str).unwrap_or("?");
+    format!("{}|{}", get(keys::PK), get(keys::SK))
 }
 
 /// Parses a record, naming the item if it does not parse.

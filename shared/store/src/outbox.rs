@@ -7,7 +7,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::{Item, Store, StoreError, Tx, from_item, keys, s, sha256_hex, to_item, unavailable};
+use super::{Item, Query, Store, StoreError, Tx, from_item, sha256_hex, to_item};
 use paycycle_domain::events::{EventData, EventKind, RefundEventData, SubscriptionEventData};
 
 const OUTBOX_SHARDS: u32 = 4;
@@ -113,20 +113,10 @@ impl Store {
             if out.len() >= limit {
                 break;
             }
-            let page = self
-                .table
-                .client
-                .query()
-                .table_name(&self.table.name)
-                .key_condition_expression("#pk = :pk")
-                .expression_attribute_names("#pk", keys::PK)
-                .expression_attribute_values(":pk", s(&format!("OUTBOX#{shard}")))
-                .limit(i32::try_from(limit - out.len()).unwrap_or(i32::MAX))
-                .send()
-                .await
-                .map_err(unavailable)?;
-            for item in page.items() {
-                out.push(from_item(item.clone())?);
+            let left = i32::try_from(limit - out.len()).unwrap_or(i32::MAX);
+            let (page, _) = self.query(&Query::partition(&format!("OUTBOX#{shard}")).limit(Some(left))).await?;
+            for item in page {
+                out.push(from_item(item)?);
             }
         }
         Ok(out)
@@ -137,55 +127,10 @@ impl Store {
     /// cost one write request, not two). Items DynamoDB leaves unprocessed are retried a few times;
     /// any still left are published again by a later drain (delivery is at-least-once, ids stable).
     pub async fn delete_outbox(&self, events: &[OutboxEvent]) -> Result<(), StoreError> {
-        use aws_sdk_dynamodb::types::{DeleteRequest, WriteRequest};
-        if let [e] = events {
-            self.table
-                .client
-                .delete_item()
-                .table_name(&self.table.name)
-                .key(keys::PK, s(&e.pk()))
-                .key(keys::SK, s(&e.sk()))
-                .send()
-                .await
-                .map_err(unavailable)?;
-            return Ok(());
-        }
-        for chunk in events.chunks(25) {
-            let mut requests: Vec<WriteRequest> = chunk
-                .iter()
-                .map(|e| {
-                    let delete =
-                        DeleteRequest::builder()
-                            .key(keys::PK, s(&e.pk()))
-                            .key(keys::SK, s(&e.sk()))
-                            .build()
-                            .map_err(|err| StoreError::Corrupt { key: e.event_id.clone(), message: err.to_string() })?;
-                    Ok(WriteRequest::builder().delete_request(delete).build())
-                })
-                .collect::<Result<_, StoreError>>()?;
-            for attempt in 0..4u32 {
-                if requests.is_empty() {
-                    break;
-                }
-                if attempt > 0 {
-                    tokio::time::sleep(std::time::Duration::from_millis(25 << attempt)).await;
-                }
-                let out = self
-                    .table
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.table.name, std::mem::take(&mut requests))
-                    .send()
-                    .await
-                    .map_err(unavailable)?;
-                requests = out.unprocessed_items().and_then(|m| m.get(&self.table.name)).cloned().unwrap_or_default();
-            }
-            if !requests.is_empty() {
-                tracing::warn!(
-                    left = requests.len(),
-                    "outbox deletes left unprocessed; a later drain republishes them"
-                );
-            }
+        let keys: Vec<(String, String)> = events.iter().map(|e| (e.pk(), e.sk())).collect();
+        let left = self.delete_keys(&keys).await?;
+        if left > 0 {
+            tracing::warn!(left, "outbox deletes left unprocessed; a later drain republishes them");
         }
         Ok(())
     }

@@ -13,7 +13,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::{Condition, Item, Store, StoreError, Tx, from_item, keys, n, s, sha256_hex, to_item};
+use super::{Cond, Item, Op, Set, Store, StoreError, Tx, Write, from_item, keys, n, s, sha256_hex, to_item};
 use paycycle_domain::attempt::{ChargeId, SubscriptionId};
 use paycycle_domain::gateway::{CardInfo, PaymentDetails};
 use paycycle_domain::gateway::{Pg, PgMode};
@@ -180,6 +180,11 @@ fn status_str(status: RefundStatus) -> &'static str {
     }
 }
 
+/// The payment's amounts as stored (top-level numbers, so conditions and updates reach them).
+const REFUNDABLE: &str = "refundable";
+const REFUND_PENDING: &str = "refund_pending";
+const REFUNDED: &str = "refunded";
+
 impl Tx {
     /// Moves `total` of a payment's reserved refunds by `outcome` (refunded, or given back to the
     /// refundable amount); an unknown outcome moves nothing. With `payment_version`, only while the
@@ -191,33 +196,25 @@ impl Tx {
         total: Krw,
         payment_version: Option<u64>,
     ) -> &mut Self {
-        let update = match outcome {
-            RefundOutcome::Succeeded { .. } => Some(
-                "SET refund_pending = refund_pending - :amount, refunded = refunded + :amount, #version = #version + :one",
-            ),
-            RefundOutcome::Failed(_) => Some(
-                "SET refund_pending = refund_pending - :amount, refundable = refundable + :amount, #version = #version + :one",
-            ),
+        let amount = total.won();
+        let moves = match outcome {
+            RefundOutcome::Succeeded { .. } => Some(REFUNDED),
+            RefundOutcome::Failed(_) => Some(REFUNDABLE),
             RefundOutcome::Unknown => None,
         };
-        let read_version = |mut c: Condition| {
-            if let Some(version) = payment_version {
-                c.expression.push_str(" AND #version = :read_version");
-                c = c.name("#version", keys::VERSION).value(":read_version", n(version));
-            }
-            c
+        let read_version = |c: Cond| match payment_version {
+            Some(version) => c.and(Cond::version(version)),
+            None => c,
         };
-        match update {
-            Some(update) => {
-                let c = Condition::new("refund_pending >= :amount")
-                    .name("#version", keys::VERSION)
-                    .value(":amount", n(total.won()))
-                    .value(":one", n(1));
-                self.update_if(&payment_pk(payment_id), "PAY", update, read_version(c));
+        match moves {
+            Some(to) => {
+                let sets = vec![Set::Add(REFUND_PENDING, -amount), Set::Add(to, amount), Set::Add(keys::VERSION, 1)];
+                let c = read_version(Cond::Cmp(REFUND_PENDING, Op::Ge, n(amount)));
+                self.push(Write::update_if(&payment_pk(payment_id), "PAY", sets, c));
             }
             // Nothing moves on the payment, but a version still guards the verdict.
             None if payment_version.is_some() => {
-                self.check_if(&payment_pk(payment_id), "PAY", read_version(Condition::new("attribute_exists(pk)")));
+                self.push(Write::check(&payment_pk(payment_id), "PAY", read_version(Cond::Exists)));
             }
             None => {}
         }
@@ -233,15 +230,14 @@ impl Tx {
     /// the refund as reserved (create-only), in this transaction — beside a subscription cancel,
     /// for a refund with `cancel_subscription`.
     pub fn reserve_refund(&mut self, refund: &RefundRecord) -> &mut Self {
-        self.update_if(
+        let amount = refund.amount.won();
+        let sets = vec![Set::Add(REFUND_PENDING, amount), Set::Add(REFUNDABLE, -amount), Set::Add(keys::VERSION, 1)];
+        self.push(Write::update_if(
             &payment_pk(&refund.payment_id),
             "PAY",
-            "SET refund_pending = refund_pending + :amount, refundable = refundable - :amount, #version = #version + :one",
-            Condition::new("refundable >= :amount")
-                .name("#version", keys::VERSION)
-                .value(":amount", n(refund.amount.won()))
-                .value(":one", n(1)),
-        );
+            sets,
+            Cond::Cmp(REFUNDABLE, Op::Ge, n(amount)),
+        ));
         self.put_new(refund_item(&RefundRecord { status: RefundStatus::Reserved, ..refund.clone() }))
     }
 }
@@ -339,12 +335,7 @@ impl Store {
                 return Err(StoreError::Conflict(format!("refund {} is of another payment", refund.refund_id)));
             }
             let next = settled_refund(refund, outcome)?;
-            tx.put_if(
-                refund_item(&next),
-                Condition::new("#status = :expected")
-                    .name("#status", "status")
-                    .value(":expected", s(status_str(refund.status))),
-            );
+            tx.push(Write::put_if(refund_item(&next), Cond::eq("status", s(status_str(refund.status)))));
             total = total.checked_add(refund.amount).map_err(|e| StoreError::Conflict(e.to_string()))?;
             settled.push(next);
         }

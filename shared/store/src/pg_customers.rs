@@ -14,7 +14,7 @@
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError, from_item, keys, n, s, sha256_hex, to_item};
+use super::{Cond, Op, Store, StoreError, Write, from_item, n, s, sha256_hex, to_item};
 use paycycle_domain::gateway::Pg;
 pub use paycycle_domain::gateway::PgCustomer;
 
@@ -60,6 +60,11 @@ pub enum PgCustomerClaim {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClaimToken(String);
 
+const STATUS: &str = "status";
+const OWNER: &str = "owner";
+const LEASE_UNTIL: &str = "lease_until";
+const CREATING: &str = "CREATING";
+
 fn pk(pg: Pg, partner_id: &str, customer_id: &str) -> String {
     format!("PGCUS#{pg}#{partner_id}#{}", sha256_hex(customer_id.as_bytes()))
 }
@@ -93,28 +98,16 @@ impl Store {
             lease_until: now.saturating_add(lease).unwrap_or(now).as_millisecond(),
             owner: Some(token.0.clone()),
         };
-        let put = self
-            .table
-            .client
-            .put_item()
-            .table_name(&self.table.name)
-            .set_item(Some(to_item(&record, &pk, SK, "pg_customer")))
-            // Free, or a claim whose creator is gone: never a recorded mapping.
-            .condition_expression("attribute_not_exists(#pk) OR (#status = :creating AND lease_until < :now)")
-            .expression_attribute_names("#pk", keys::PK)
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":creating", s("CREATING"))
-            .expression_attribute_values(":now", n(now.as_millisecond()))
-            .send()
-            .await;
-        match put {
-            Ok(_) => Ok(PgCustomerClaim::Claimed(token)),
-            Err(e) => match super::conditional(e, StoreError::AlreadyExists(pk.clone())) {
-                StoreError::AlreadyExists(_) => {
-                    Ok(self.pg_customer(&pk).await?.map_or(PgCustomerClaim::Busy, PgCustomerClaim::Known))
-                }
-                other => Err(other),
-            },
+        // Free, or a claim whose creator is gone: never a recorded mapping.
+        let gone = Cond::eq(STATUS, s(CREATING)).and(Cond::Cmp(LEASE_UNTIL, Op::Lt, n(now.as_millisecond())));
+        let put = Write::put_if(to_item(&record, &pk, SK, "pg_customer"), Cond::Absent.or(gone))
+            .failing_with(StoreError::AlreadyExists(pk.clone()));
+        match self.write(put).await {
+            Ok(()) => Ok(PgCustomerClaim::Claimed(token)),
+            Err(StoreError::AlreadyExists(_)) => {
+                Ok(self.pg_customer(&pk).await?.map_or(PgCustomerClaim::Busy, PgCustomerClaim::Known))
+            }
+            Err(other) => Err(other),
         }
     }
 
@@ -141,26 +134,13 @@ impl Store {
             lease_until: 0,
             owner: None,
         };
-        let update = self
-            .table
-            .client
-            .put_item()
-            .table_name(&self.table.name)
-            .set_item(Some(to_item(&record, &pk, SK, "pg_customer")))
-            .condition_expression("attribute_not_exists(#pk) OR (#status = :creating AND #owner = :owner)")
-            .expression_attribute_names("#pk", keys::PK)
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#owner", "owner")
-            .expression_attribute_values(":creating", s("CREATING"))
-            .expression_attribute_values(":owner", s(&claim.0))
-            .send()
-            .await;
-        match update {
-            Ok(_) => Ok(created.clone()),
-            Err(e) => match super::conditional(e, StoreError::Conflict(pk.clone())) {
-                StoreError::Conflict(_) => self.pg_customer(&pk).await?.ok_or(StoreError::Conflict(pk)),
-                other => Err(other),
-            },
+        let ours = Cond::eq(STATUS, s(CREATING)).and(Cond::eq(OWNER, s(&claim.0)));
+        let update = Write::put_if(to_item(&record, &pk, SK, "pg_customer"), Cond::Absent.or(ours))
+            .failing_with(StoreError::Conflict(pk.clone()));
+        match self.write(update).await {
+            Ok(()) => Ok(created.clone()),
+            Err(StoreError::Conflict(_)) => self.pg_customer(&pk).await?.ok_or(StoreError::Conflict(pk)),
+            Err(other) => Err(other),
         }
     }
 
@@ -174,26 +154,10 @@ impl Store {
         claim: &ClaimToken,
     ) -> Result<(), StoreError> {
         let pk = pk(pg, partner_id, customer_id);
-        let delete = self
-            .table
-            .client
-            .delete_item()
-            .table_name(&self.table.name)
-            .key(keys::PK, s(&pk))
-            .key(keys::SK, s(SK))
-            .condition_expression("#status = :creating AND #owner = :owner")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#owner", "owner")
-            .expression_attribute_values(":creating", s("CREATING"))
-            .expression_attribute_values(":owner", s(&claim.0))
-            .send()
-            .await;
-        match delete {
-            Ok(_) => Ok(()),
-            Err(e) => match super::conditional(e, StoreError::Conflict(pk)) {
-                StoreError::Conflict(_) => Ok(()),
-                other => Err(other),
-            },
+        let ours = Cond::eq(STATUS, s(CREATING)).and(Cond::eq(OWNER, s(&claim.0)));
+        match self.write(Write::delete_if(&pk, SK, Some(ours))).await {
+            Ok(()) | Err(StoreError::Conflict(_)) => Ok(()),
+            Err(other) => Err(other),
         }
     }
 

@@ -9,7 +9,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use super::{Condition, Item, Store, StoreError, Tx, epoch, from_item, keys, n, s, sha256_hex, to_item, unavailable};
+use super::{
+    Cond, Item, Op, Query, Range, Set, Store, StoreError, Tx, Write, epoch, from_item, keys, n, s, sha256_hex, to_item,
+};
 use paycycle_domain::attempt::{Attempt, AttemptStatus, AttemptStatusKind, ChargeId, SubscriptionId};
 use paycycle_domain::customer::Customer;
 use paycycle_domain::gateway::PgMode;
@@ -140,12 +142,11 @@ impl Tx {
     /// Writes `r` (the result of [`SubscriptionRecord::next`]) if the stored version is
     /// `r.version - 1` and, when `lease_owner` is given, that worker still holds the lease.
     pub fn put_subscription_next(&mut self, r: &SubscriptionRecord, lease_owner: Option<&str>) -> &mut Self {
-        let mut c = Condition::version(r.version - 1);
+        let mut c = Cond::version(r.version - 1);
         if let Some(owner) = lease_owner {
-            c.expression.push_str(" AND lease_owner = :lease_owner");
-            c = c.value(":lease_owner", s(owner));
+            c = c.and(Cond::eq(LEASE_OWNER, s(owner)));
         }
-        self.put_if(subscription_item(r), c)
+        self.push(Write::put_if(subscription_item(r), c))
     }
 
     /// A lifecycle change (cancel, pause, resume, plan; a refund's cancel): writes `next` over
@@ -160,40 +161,33 @@ impl Tx {
         next: &SubscriptionRecord,
         wall_now: Timestamp,
     ) -> &mut Self {
-        let mut c = Condition::version(next.version - 1);
-        c.expression.push_str(" AND (attribute_not_exists(lease_until) OR lease_until <= :wall_now)");
-        c = c.value(":wall_now", n(epoch(wall_now)));
+        let no_live_lease = Cond::missing(LEASE_UNTIL).or(Cond::Cmp(LEASE_UNTIL, Op::Le, n(epoch(wall_now))));
+        let c = Cond::version(next.version - 1).and(no_live_lease);
         if let Some(charge_id) = prev.subscription.next_charge_id() {
-            let check = match prev.subscription.state {
-                SubscriptionState::NeedsReview => Condition::new("attribute_not_exists(#pk) OR #status <> :pending"),
-                _ => Condition::new("attribute_not_exists(#pk) OR NOT (#status IN (:pending, :unknown))")
-                    .value(":unknown", s("unknown")),
-            }
-            .name("#pk", keys::PK)
-            .name("#status", "status")
-            .value(":pending", s("pending"));
-            self.check_if(&subscription_pk(prev.id()), &attempt_sk(&charge_id), check);
+            let pending = s(AttemptStatusKind::Pending.as_str());
+            let in_flight = match prev.subscription.state {
+                SubscriptionState::NeedsReview => Cond::eq(STATUS, pending),
+                _ => Cond::In(STATUS, vec![pending, s(AttemptStatusKind::Unknown.as_str())]),
+            };
+            let check = Cond::Absent.or(Cond::Not(Box::new(in_flight)));
+            self.push(Write::check(&subscription_pk(prev.id()), &attempt_sk(&charge_id), check));
         }
-        self.put_if(subscription_item(next), c)
+        self.push(Write::put_if(subscription_item(next), c))
     }
 
     /// Makes the transaction depend on the subscription being exactly as read (its version).
     pub fn check_subscription_unchanged(&mut self, r: &SubscriptionRecord) -> &mut Self {
-        self.check_if(&subscription_pk(r.id()), SUB_SK, Condition::version(r.version))
+        self.push(Write::check(&subscription_pk(r.id()), SUB_SK, Cond::version(r.version)))
     }
 
     /// Makes the transaction depend on `claimed` still being held by its renew worker: the
     /// version the claim wrote, its owner, and a lease not yet expired by the wall clock. A worker
     /// whose lease ran out (a lifecycle change may have committed since) writes nothing with it.
     pub fn check_claim_held(&mut self, claimed: &SubscriptionRecord, wall_now: Timestamp) -> &mut Self {
-        let c = Condition::version(claimed.version)
-            .value(":owner", s(claimed.lease_owner.as_deref().unwrap_or_default()))
-            .value(":wall_now", n(epoch(wall_now)));
-        let c = Condition {
-            expression: format!("{} AND lease_owner = :owner AND lease_until > :wall_now", c.expression),
-            ..c
-        };
-        self.check_if(&subscription_pk(claimed.id()), SUB_SK, c)
+        let c = Cond::version(claimed.version)
+            .and(Cond::eq(LEASE_OWNER, s(claimed.lease_owner.as_deref().unwrap_or_default())))
+            .and(Cond::Cmp(LEASE_UNTIL, Op::Gt, n(epoch(wall_now))));
+        self.push(Write::check(&subscription_pk(claimed.id()), SUB_SK, c))
     }
 
     /// Records a new attempt (it must not exist: a second writer of the same charge id loses).
@@ -204,30 +198,19 @@ impl Tx {
     /// Removes a `pending` attempt that never reached the PG, so the next try writes it afresh
     /// and sends it (a pending attempt found later would have to be looked up first).
     pub fn delete_attempt_if_pending(&mut self, a: &Attempt) -> &mut Self {
-        let c = Condition::new("#status = :pending").name("#status", "status").value(":pending", s("pending"));
-        self.delete_if(&subscription_pk(a.charge_id.subscription()), &attempt_sk(&a.charge_id), c)
+        let c = Cond::eq(STATUS, s(AttemptStatusKind::Pending.as_str()));
+        self.push(Write::delete_if(&subscription_pk(a.charge_id.subscription()), &attempt_sk(&a.charge_id), Some(c)))
     }
 
     /// Replaces an attempt whose stored status is `expected` (`pending` or `unknown`) and whose
     /// PG payment hint is the one `a` carries: a hint verify added meanwhile makes this a
     /// `Conflict`, and renew's next look reads it instead of overwriting it.
     pub fn put_attempt_if_status(&mut self, a: &Attempt, expected: AttemptStatusKind) -> &mut Self {
-        let c = Condition::new("#status = :expected_status")
-            .name("#status", "status")
-            .value(":expected_status", s(expected.as_str()));
-        let c = match &a.pg_payment_hint {
-            Some(hint) => Condition { expression: format!("{} AND pg_payment_hint = :hint", c.expression), ..c }
-                .value(":hint", s(hint)),
-            None => Condition {
-                expression: format!(
-                    "{} AND (attribute_not_exists(pg_payment_hint) OR attribute_type(pg_payment_hint, :null_type))",
-                    c.expression
-                ),
-                ..c
-            }
-            .value(":null_type", s("NULL")),
+        let hint = match &a.pg_payment_hint {
+            Some(hint) => Cond::eq(HINT, s(hint)),
+            None => Cond::Unset(HINT),
         };
-        self.put_if(attempt_item(a), c)
+        self.push(Write::put_if(attempt_item(a), Cond::eq(STATUS, s(expected.as_str())).and(hint)))
     }
 }
 
@@ -251,6 +234,13 @@ impl Tx {
         self.put_new(item)
     }
 }
+
+const LEASE_OWNER: &str = "lease_owner";
+const LEASE_UNTIL: &str = "lease_until";
+const STATUS: &str = "status";
+const STATE: &str = "state";
+const HINT: &str = "pg_payment_hint";
+const HINT_PAID: &str = "pg_payment_hint_paid";
 
 /// A page of ids and where to continue.
 #[derive(Debug, Clone, Default)]
@@ -282,31 +272,20 @@ impl Store {
         limit: i32,
         start: Option<Item>,
     ) -> Result<Page<SubscriptionId>, StoreError> {
-        let out = self
-            .table
-            .client
-            .query()
-            .table_name(&self.table.name)
-            .index_name(keys::DUE_INDEX)
-            .key_condition_expression("#shard = :shard AND #due <= :now")
-            .expression_attribute_names("#shard", keys::DUE_SHARD)
-            .expression_attribute_names("#due", keys::NEXT_ATTEMPT_AT)
-            .expression_attribute_values(":shard", s(shard))
-            .expression_attribute_values(":now", n(epoch(now)))
-            .limit(limit)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(unavailable)?;
+        let q = Query::index(keys::DUE_INDEX, keys::DUE_SHARD, shard)
+            .range(keys::NEXT_ATTEMPT_AT, Range::AtMost(n(epoch(now))))
+            .limit(Some(limit))
+            .start(start);
+        let (found, next) = self.query(&q).await?;
         let mut items = Vec::new();
-        for item in out.items() {
+        for item in &found {
             let pk = item.get(keys::PK).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
             let id = pk.strip_prefix("SUB#").and_then(|id| SubscriptionId::parse(id).ok()).ok_or_else(|| {
                 StoreError::Corrupt { key: pk.clone(), message: "due index entry is not a subscription".into() }
             })?;
             items.push(id);
         }
-        Ok(Page { items, next: out.last_evaluated_key })
+        Ok(Page { items, next })
     }
 
     /// Claims `r` for `lease` from `wall_now`: only one worker wins, and only while the
@@ -325,33 +304,22 @@ impl Store {
             r.subscription.next_attempt_at.ok_or_else(|| StoreError::Conflict(format!("{} is not due", r.id())))?;
         let now = wall_now;
         let until = epoch(now.saturating_add(lease).unwrap_or(now));
-        self.table
-            .client
-            .update_item()
-            .table_name(&self.table.name)
-            .key(keys::PK, s(&subscription_pk(r.id())))
-            .key(keys::SK, s(SUB_SK))
-            .update_expression("SET lease_owner = :owner, lease_until = :until, #version = :next_version")
-            .condition_expression(
-                "#version = :version AND lease_until <= :now AND #due = :due \
-                 AND #state IN (:active, :past_due, :needs_review, :canceled)",
-            )
-            .expression_attribute_names("#version", keys::VERSION)
-            .expression_attribute_names("#due", keys::NEXT_ATTEMPT_AT)
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_values(":owner", s(owner))
-            .expression_attribute_values(":until", n(until))
-            .expression_attribute_values(":next_version", n(r.version + 1))
-            .expression_attribute_values(":version", n(r.version))
-            .expression_attribute_values(":now", n(epoch(now)))
-            .expression_attribute_values(":due", n(epoch(due)))
-            .expression_attribute_values(":active", s(SubscriptionState::Active.as_str()))
-            .expression_attribute_values(":past_due", s(SubscriptionState::PastDue.as_str()))
-            .expression_attribute_values(":needs_review", s(SubscriptionState::NeedsReview.as_str()))
-            .expression_attribute_values(":canceled", s(SubscriptionState::Canceled.as_str()))
-            .send()
-            .await
-            .map_err(|e| super::conditional(e, StoreError::Conflict(subscription_pk(r.id()))))?;
+        let renew_looks = [
+            SubscriptionState::Active,
+            SubscriptionState::PastDue,
+            SubscriptionState::NeedsReview,
+            SubscriptionState::Canceled,
+        ];
+        let c = Cond::version(r.version)
+            .and(Cond::Cmp(LEASE_UNTIL, Op::Le, n(epoch(now))))
+            .and(Cond::eq(keys::NEXT_ATTEMPT_AT, n(epoch(due))))
+            .and(Cond::In(STATE, renew_looks.iter().map(|st| s(st.as_str())).collect()));
+        let sets = vec![
+            Set::Value(LEASE_OWNER, s(owner)),
+            Set::Value(LEASE_UNTIL, n(until)),
+            Set::Value(keys::VERSION, n(r.version + 1)),
+        ];
+        self.write(Write::update_if(&subscription_pk(r.id()), SUB_SK, sets, c)).await?;
         Ok(SubscriptionRecord {
             version: r.version + 1,
             lease_owner: Some(owner.to_string()),
@@ -364,23 +332,13 @@ impl Store {
     /// do, or stops before its deadline).
     pub async fn release_lease(&self, claimed: &SubscriptionRecord) -> Result<(), StoreError> {
         let owner = claimed.lease_owner.clone().unwrap_or_default();
-        self.table
-            .client
-            .update_item()
-            .table_name(&self.table.name)
-            .key(keys::PK, s(&subscription_pk(claimed.id())))
-            .key(keys::SK, s(SUB_SK))
-            .update_expression("SET lease_owner = :none, lease_until = :zero, #version = :next_version")
-            .condition_expression("#version = :version AND lease_owner = :owner")
-            .expression_attribute_names("#version", keys::VERSION)
-            .expression_attribute_values(":none", AttributeValue::Null(true))
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":next_version", n(claimed.version + 1))
-            .expression_attribute_values(":version", n(claimed.version))
-            .expression_attribute_values(":owner", s(&owner))
-            .send()
-            .await
-            .map_err(|e| super::conditional(e, StoreError::Conflict(subscription_pk(claimed.id()))))?;
+        let c = Cond::version(claimed.version).and(Cond::eq(LEASE_OWNER, s(&owner)));
+        let sets = vec![
+            Set::Value(LEASE_OWNER, AttributeValue::Null(true)),
+            Set::Value(LEASE_UNTIL, n(0)),
+            Set::Value(keys::VERSION, n(claimed.version + 1)),
+        ];
+        self.write(Write::update_if(&subscription_pk(claimed.id()), SUB_SK, sets, c)).await?;
         Ok(())
     }
 
@@ -420,28 +378,18 @@ impl Store {
     /// ([`Subscription::hint_arrived`]): the hint resolves it.
     pub async fn hint_attempt(&self, charge_id: &ChargeId, pg_payment_id: &str, paid: bool) -> Result<(), StoreError> {
         let pk = subscription_pk(charge_id.subscription());
-        let none_yet = "attribute_not_exists(pg_payment_hint) OR attribute_type(pg_payment_hint, :null_type)";
-        let which = if paid {
-            format!("({none_yet} OR (attribute_not_exists(pg_payment_hint_paid) AND pg_payment_hint <> :hint))")
-        } else {
-            format!("({none_yet})")
+        let unsettled = [AttemptStatusKind::Pending, AttemptStatusKind::Unknown].map(|k| s(k.as_str())).to_vec();
+        let replaces = match paid {
+            true => Cond::Unset(HINT).or(Cond::missing(HINT_PAID).and(Cond::Cmp(HINT, Op::Ne, s(pg_payment_id)))),
+            false => Cond::Unset(HINT),
         };
-        let condition =
-            Condition::new(format!("attribute_exists(#pk) AND #status IN (:pending, :unknown) AND {which}"))
-                .name("#pk", keys::PK)
-                .name("#status", "status")
-                .value(":null_type", s("NULL"))
-                .value(":hint", s(pg_payment_id))
-                .value(":pending", s("pending"))
-                .value(":unknown", s("unknown"));
-        let set = if paid {
-            "SET pg_payment_hint = :hint, pg_payment_hint_paid = :paid"
-        } else {
-            "SET pg_payment_hint = :hint"
-        };
-        let condition = if paid { condition.value(":paid", AttributeValue::Bool(true)) } else { condition };
+        let condition = Cond::Exists.and(Cond::In(STATUS, unsettled)).and(replaces);
+        let mut sets = vec![Set::Value(HINT, s(pg_payment_id))];
+        if paid {
+            sets.push(Set::Value(HINT_PAID, AttributeValue::Bool(true)));
+        }
         let mut tx = self.tx();
-        tx.update_if(&pk, &attempt_sk(charge_id), set, condition);
+        tx.push(Write::update_if(&pk, &attempt_sk(charge_id), sets, condition));
         if let Some(r) = self.get_subscription(charge_id.subscription()).await? {
             let ours = r
                 .subscription

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError, from_item, keys, n, s, sort_seconds, to_item};
+use super::{Cond, Op, Query, Range, Set, Store, StoreError, Write, from_item, keys, n, s, sort_seconds, to_item};
 use paycycle_domain::gateway::Pg;
 
 pub const WEBHOOK_RETENTION: SignedDuration = SignedDuration::from_hours(180 * 24);
@@ -117,6 +117,8 @@ impl WebhookEvent {
 /// The hash of the stored body: a verbatim repeat of a rejected event is still a duplicate.
 const BODY_SHA256: &str = "body_sha256";
 
+const STATUS: &str = "status";
+
 /// What storing a delivery did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stored {
@@ -145,26 +147,12 @@ impl Store {
             item.insert(keys::LOOKUP_PK.into(), s(&open_shard(&pk)));
             item.insert(keys::LOOKUP_SK.into(), s(&sort_seconds(next)));
         }
-        let out = self
-            .table
-            .client
-            .put_item()
-            .table_name(&self.table.name)
-            .set_item(Some(item))
-            .condition_expression(
-                "attribute_not_exists(#pk) OR (#status = :rejected AND \
-                 (attribute_not_exists(#body_sha256) OR #body_sha256 <> :body_sha256))",
-            )
-            .expression_attribute_names("#pk", keys::PK)
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#body_sha256", BODY_SHA256)
-            .expression_attribute_values(":rejected", s(WebhookStatus::Rejected.as_str()))
-            .expression_attribute_values(":body_sha256", s(&body_sha256))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
-            .send()
-            .await
-            .map_err(|e| super::conditional(e, StoreError::AlreadyExists(pk.clone())))?;
-        Ok(if out.attributes().is_some_and(|old| !old.is_empty()) { Stored::Reopened } else { Stored::New })
+        // A rejected event with another body (or one stored before bodies were hashed) gives way.
+        let other_body = Cond::missing(BODY_SHA256).or(Cond::Cmp(BODY_SHA256, Op::Ne, s(&body_sha256)));
+        let free = Cond::Absent.or(Cond::eq(STATUS, s(WebhookStatus::Rejected.as_str())).and(other_body));
+        let put = Write::put_if(item, free).failing_with(StoreError::AlreadyExists(pk.clone()));
+        let old = self.write_returning_old(put, true).await?;
+        Ok(if old.is_some_and(|old| !old.is_empty()) { Stored::Reopened } else { Stored::New })
     }
 
     pub async fn get_webhook_event(&self, pg: Pg, dedupe_key: &str) -> Result<Option<WebhookEvent>, StoreError> {
@@ -186,24 +174,15 @@ impl Store {
     ) -> Result<(), StoreError> {
         let pk = format!("WH#{pg}#{dedupe_key}");
         let outcome: String = outcome.chars().take(500).collect();
-        self.table
-            .client
-            .update_item()
-            .table_name(&self.table.name)
-            .key(keys::PK, s(&pk))
-            .key(keys::SK, s("WH"))
-            .update_expression("SET #status = :status, outcome = :outcome, processed_at = :at REMOVE #lpk, #lsk")
-            .expression_attribute_names("#lpk", keys::LOOKUP_PK)
-            .expression_attribute_names("#lsk", keys::LOOKUP_SK)
-            .condition_expression("attribute_exists(#pk)")
-            .expression_attribute_names("#pk", keys::PK)
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":status", s(status.as_str()))
-            .expression_attribute_values(":outcome", s(&outcome))
-            .expression_attribute_values(":at", s(&at.to_string()))
-            .send()
-            .await
-            .map_err(|e| super::conditional(e, StoreError::NotFound(pk.clone())))?;
+        let sets = vec![
+            Set::Value(STATUS, s(status.as_str())),
+            Set::Value("outcome", s(&outcome)),
+            Set::Value("processed_at", s(&at.to_string())),
+            Set::Remove(keys::LOOKUP_PK),
+            Set::Remove(keys::LOOKUP_SK),
+        ];
+        let mark = Write::update_if(&pk, "WH", sets, Cond::Exists).failing_with(StoreError::NotFound(pk.clone()));
+        self.write(mark).await?;
         Ok(())
     }
 
@@ -216,26 +195,14 @@ impl Store {
         next_try_at: Timestamp,
     ) -> Result<(), StoreError> {
         let pk = event.pk();
-        self.table
-            .client
-            .update_item()
-            .table_name(&self.table.name)
-            .key(keys::PK, s(&pk))
-            .key(keys::SK, s("WH"))
-            .update_expression("SET attempts = :attempts, next_try_at = :next, #lpk = :lpk, #lsk = :lsk")
-            .condition_expression("attribute_exists(#pk) AND #status = :received")
-            .expression_attribute_names("#pk", keys::PK)
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#lpk", keys::LOOKUP_PK)
-            .expression_attribute_names("#lsk", keys::LOOKUP_SK)
-            .expression_attribute_values(":attempts", n(attempts))
-            .expression_attribute_values(":next", s(&next_try_at.to_string()))
-            .expression_attribute_values(":lpk", s(&open_shard(&pk)))
-            .expression_attribute_values(":lsk", s(&sort_seconds(next_try_at)))
-            .expression_attribute_values(":received", s(WebhookStatus::Received.as_str()))
-            .send()
-            .await
-            .map_err(|e| super::conditional(e, StoreError::Conflict(pk.clone())))?;
+        let sets = vec![
+            Set::Value("attempts", n(attempts)),
+            Set::Value("next_try_at", s(&next_try_at.to_string())),
+            Set::Value(keys::LOOKUP_PK, s(&open_shard(&pk))),
+            Set::Value(keys::LOOKUP_SK, s(&sort_seconds(next_try_at))),
+        ];
+        let received = Cond::Exists.and(Cond::eq(STATUS, s(WebhookStatus::Received.as_str())));
+        self.write(Write::update_if(&pk, "WH", sets, received).failing_with(StoreError::Conflict(pk.clone()))).await?;
         Ok(())
     }
 
@@ -245,23 +212,12 @@ impl Store {
     pub async fn due_webhook_events(&self, now: Timestamp, limit: i32) -> Result<Vec<WebhookEvent>, StoreError> {
         let mut out = Vec::new();
         for shard in 0..WEBHOOK_SHARDS {
-            let page = self
-                .table
-                .client
-                .query()
-                .table_name(&self.table.name)
-                .index_name(keys::LOOKUP_INDEX)
-                .key_condition_expression("#lpk = :lpk AND #lsk <= :now")
-                .expression_attribute_names("#lpk", keys::LOOKUP_PK)
-                .expression_attribute_names("#lsk", keys::LOOKUP_SK)
-                .expression_attribute_values(":lpk", s(&format!("WHOPEN#{shard}")))
-                .expression_attribute_values(":now", s(&sort_seconds(now)))
-                .limit(limit)
-                .send()
-                .await
-                .map_err(super::unavailable)?;
-            for item in page.items() {
-                let event: WebhookEvent = from_item(item.clone())?;
+            let q = Query::index(keys::LOOKUP_INDEX, keys::LOOKUP_PK, &format!("WHOPEN#{shard}"))
+                .range(keys::LOOKUP_SK, Range::AtMost(s(&sort_seconds(now))))
+                .limit(Some(limit));
+            let (page, _) = self.query(&q).await?;
+            for item in page {
+                let event: WebhookEvent = from_item(item)?;
                 if event.status == WebhookStatus::Received {
                     out.push(event);
                 }

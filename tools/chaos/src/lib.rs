@@ -914,13 +914,14 @@ impl Scenario {
     /// The table stream's job in AWS: every stored webhook not yet verified goes to verify (the
     /// stream delivers each new event once; verify records a verdict on each).
     async fn pump_webhooks(&mut self) -> Result<(), String> {
-        let client = &self.store.table.client;
+        let table = self.store.dynamo().ok_or("chaos runs on DynamoDB")?;
+        let client = &table.client;
         let mut start = None;
         let mut events = Vec::new();
         loop {
             let out = client
                 .scan()
-                .table_name(&self.store.table.name)
+                .table_name(&table.name)
                 .filter_expression("#e = :e AND #s = :s")
                 .expression_attribute_names("#e", paycycle::store::keys::ENTITY)
                 .expression_attribute_names("#s", "status")

@@ -2,11 +2,9 @@
 //! the OpenAPI contract check) by the end-to-end tests: the partner API with an API key, and the
 //! PG sandbox as its admin and as the customer in the PG's window or pay page.
 
-use std::collections::HashMap;
+use serde_json::Value;
 
-use serde_json::{Map, Value, json};
-
-pub type ClientResult<T> = Result<T, String>;
+pub use paycycle_fixtures::sandbox_client::{ClientResult, Sandbox};
 
 /// Checks one answer (method, path, status, body); the tests plug the OpenAPI contract in here.
 pub type Checker = Box<dyn Fn(&str, &str, u16, &Value) -> Result<(), String> + Send + Sync>;
@@ -81,84 +79,5 @@ impl Api {
     pub async fn checkout(&self, body: &Value) -> ClientResult<Value> {
         let key = format!("chk-{}", paycycle::ids::random_base32(12));
         self.expect(201, reqwest::Method::POST, "/checkouts", Some(body), Some(&key)).await
-    }
-}
-
-/// The PG sandbox: its admin API and the customer's side of a first payment.
-pub struct Sandbox {
-    pub base: String,
-    pub http: reqwest::Client,
-}
-
-impl Sandbox {
-    pub fn new(base: impl Into<String>) -> Self {
-        Self { base: base.into(), http: reqwest::Client::new() }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// POSTs to an admin route; a non-2xx is an error.
-    pub async fn admin(&self, path: &str, body: Value) -> ClientResult<Value> {
-        let r = self.http.post(self.url(path)).json(&body).send().await.map_err(|e| format!("sandbox {path}: {e}"))?;
-        let status = r.status();
-        let v = r.json::<Value>().await.unwrap_or(Value::Null);
-        if status.is_success() { Ok(v) } else { Err(format!("sandbox {path}: {status} {v}")) }
-    }
-
-    /// What the PG believes happened: charges, refunds, billing keys.
-    pub async fn ledger(&self) -> ClientResult<Value> {
-        let r = self.http.get(self.url("/__admin/ledger")).send().await.map_err(|e| format!("sandbox ledger: {e}"))?;
-        r.json().await.map_err(|e| format!("sandbox ledger: {e}"))
-    }
-
-    pub async fn post_json(&self, path: &str, body: &impl serde::Serialize) -> ClientResult<Value> {
-        let r = self.http.post(self.url(path)).json(body).send().await.map_err(|e| format!("sandbox {path}: {e}"))?;
-        r.json().await.map_err(|e| format!("sandbox {path}: {e}"))
-    }
-
-    /// The customer in Payple's window with a checkout's parameters; the result fields
-    /// (`action` = `Some("close")` closes the window instead).
-    pub async fn payple_window(&self, params: &Value, action: Option<&str>) -> ClientResult<Map<String, Value>> {
-        let mut params = params.clone();
-        if let Some(a) = action {
-            params["SANDBOX_ACTION"] = json!(a);
-        }
-        match self.post_json("/__sandbox/payple/window?format=json", &params).await? {
-            Value::Object(m) => Ok(m),
-            other => Err(format!("Payple's window answered {other}")),
-        }
-    }
-
-    /// The StepPay SDK's payment in the customer's browser with a checkout's parameters.
-    pub async fn steppay_sdk_pay(&self, sdk: &Value) -> ClientResult<Value> {
-        self.post_json("/__sandbox/steppay/sdk/pay", sdk).await
-    }
-
-    /// Defines a monthly StepPay price plan for managed orders.
-    pub async fn steppay_price(&self, product: &str, price: &str, amount: i64) -> ClientResult<()> {
-        self.admin(
-            "/__admin/steppay/prices",
-            json!({"product_code": product, "price_code": price, "amount": amount, "product_name": "Pro",
-                   "interval": "MONTH", "interval_count": 1}),
-        )
-        .await
-        .map(|_| ())
-    }
-
-    /// The customer on StepPay's pay page; the redirect's query (`order_id`, `order_code`, `status`).
-    pub async fn steppay_pay_page(&self, pay_url: &str) -> ClientResult<HashMap<String, String>> {
-        let no_redirect =
-            reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client builds");
-        let r = no_redirect.get(pay_url).send().await.map_err(|e| format!("pay page: {e}"))?;
-        let location = r
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .ok_or("the pay page did not redirect")?
-            .to_string();
-        let url = url::Url::parse(&location).map_err(|e| format!("redirect {location}: {e}"))?;
-        Ok(url.query_pairs().into_owned().collect())
     }
 }

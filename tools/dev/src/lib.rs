@@ -12,12 +12,10 @@ pub mod http_bridge;
 pub mod journey;
 pub mod stream_feeder;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use paycycle::boot::Boot;
-use paycycle::config::{Config, Secrets};
 use paycycle_testkit::template::Route;
 use paycycle_testkit::{MotoServer, Provisioned, Template};
 
@@ -69,42 +67,7 @@ pub enum StackError {
 /// The StepPay v2 webhook signing secret of the local stack (the sandbox signs with it).
 pub const LOCAL_STEPPAY_SIGNING_SECRET: &str = "local-steppay-webhook-secret";
 
-/// The functions' configuration for a table, a bus and the sandbox at `sandbox_url` (both PGs),
-/// with an optional `PG_TIMEOUT_MS`.
-pub fn local_config(
-    table: &str,
-    bus: &str,
-    sandbox_url: &str,
-    pg_timeout_ms: Option<u64>,
-) -> Result<Config, paycycle::ConfigError> {
-    let mut vars: BTreeMap<&str, String> = [
-        ("PAYCYCLE_TABLE", table.to_string()),
-        ("PAYCYCLE_EVENT_BUS", bus.to_string()),
-        ("STEPPAY_BASE_URL", sandbox_url.to_string()),
-        ("PAYPLE_BASE_URL", sandbox_url.to_string()),
-        ("PAYPLE_REFERER", "http://127.0.0.1:3000".to_string()),
-    ]
-    .into_iter()
-    .collect();
-    if let Some(ms) = pg_timeout_ms {
-        vars.insert("PG_TIMEOUT_MS", ms.to_string());
-    }
-    Config::from_lookup(|k| vars.get(k).cloned())
-}
-
-/// The PG credentials the sandbox accepts (Payple's published test partner; made-up StepPay keys).
-pub fn local_secrets() -> Secrets {
-    let env: BTreeMap<&str, &str> = [
-        ("STEPPAY_SECRET_TOKEN", "local-steppay-secret-token"),
-        ("STEPPAY_WEBHOOK_SECRETS", "local-steppay-webhook-secret"),
-        ("PAYPLE_CST_ID", "test"),
-        ("PAYPLE_CUST_KEY", "abcd1234567890"),
-        ("PAYPLE_REFUND_KEY", "local-payple-refund-key"),
-    ]
-    .into_iter()
-    .collect();
-    Secrets::from_lookup(|k| env.get(k).map(|v| v.to_string())).expect("local secrets are complete")
-}
+pub use paycycle_fixtures::{local_config, local_secrets};
 
 impl LocalStack {
     /// Starts moto (shared with `PAYCYCLE_MOTO_ENDPOINT` if set), provisions it from the template,

@@ -33,7 +33,7 @@ async fn create_prints_the_key_once_and_revoke_disables_it() {
     let record = store.find_api_key(&key).await.unwrap().unwrap();
     assert_eq!((record.partner_id.as_str(), record.name.as_str()), ("shop_1", "backend"));
     assert!(record.is_active());
-    let scan = store.table.client.scan().table_name(&store.table.name).send().await.unwrap();
+    let scan = store.dynamo().unwrap().client.scan().table_name(&store.dynamo().unwrap().name).send().await.unwrap();
     assert!(!format!("{:?}", scan.items()).contains(&key), "only the hash is stored");
 
     let (ok, _, err) = cli(&stack, &["api-key", "revoke", "--key", &key]);
