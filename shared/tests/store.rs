@@ -10,7 +10,7 @@ use paycycle::domain::attempt::{AttemptStatus, SubscriptionId};
 use paycycle::domain::customer::Customer;
 use paycycle::domain::events::EventKind;
 use paycycle::domain::payment::{RefundFailure, RefundStatus};
-use paycycle::domain::subscription::{Plan, Subscription, SubscriptionState};
+use paycycle::domain::subscription::{Plan, SubscriptionState};
 use paycycle::events::EventPublisher;
 use paycycle::money::Krw;
 use paycycle::pg::PgMode;
@@ -21,39 +21,34 @@ use paycycle::store::payments::{PaymentRecord, RefundOutcome, RefundRecord, paym
 use paycycle::store::subscriptions::{SubscriptionRecord, due_shard, due_shards};
 use paycycle::store::webhooks::WebhookEvent;
 use paycycle::store::{Store, StoreError, sha256_hex};
-use paycycle_testkit::{MotoServer, Provisioned, Template, provision};
+use paycycle_fixtures::Fresh;
 
 /// A fresh store, on moto's DynamoDB or in memory: every case below runs on both (`on_both!`), so
 /// the in-memory table the orchestration tests use is held to what DynamoDB does.
 struct Env {
     store: Store,
-    /// moto's side, for what only DynamoDB shows (request counts, raw items, the bus).
-    aws: Option<Aws>,
-}
-
-struct Aws {
-    _moto: MotoServer,
-    sdk: aws_config::SdkConfig,
-    provisioned: Provisioned,
+    fresh: Fresh,
 }
 
 async fn env() -> Env {
-    let moto = MotoServer::shared_or_start().unwrap();
-    let sdk = moto.sdk_config().await;
-    let provisioned =
-        provision(&sdk, &Template::load().unwrap(), &paycycle_testkit::provision::unique_prefix()).await.unwrap();
-    let store = Store::new(&sdk, &provisioned.table);
-    Env { store, aws: Some(Aws { _moto: moto, sdk, provisioned }) }
+    let fresh = Fresh::dynamodb().await;
+    Env { store: fresh.store.clone(), fresh }
 }
 
 fn in_memory() -> Env {
-    Env { store: Store::in_memory(), aws: None }
+    let fresh = Fresh::in_memory();
+    Env { store: fresh.store.clone(), fresh }
 }
 
 impl Env {
+    /// moto's side, for what only DynamoDB shows (request counts, raw items, the bus).
+    fn aws(&self) -> Option<&paycycle_fixtures::Aws> {
+        self.fresh.aws.as_ref()
+    }
+
     /// A publisher on `bus` (moto), or in memory.
     fn publisher(&self, bus: &str) -> EventPublisher {
-        match &self.aws {
+        match self.aws() {
             Some(aws) => EventPublisher::new(&aws.sdk, bus),
             None => EventPublisher::in_memory(),
         }
@@ -94,19 +89,10 @@ fn krw(n: i64) -> Krw {
 }
 
 fn record(id: &str, anchor: Timestamp) -> SubscriptionRecord {
-    let plan = Plan { name: "Pro".into(), amount: krw(9_900), interval: Interval::monthly() };
-    let sub = Subscription::incomplete(SubscriptionId::parse(id).unwrap(), plan, PgMode::Payple.renewer())
-        .activate(anchor)
-        .unwrap()
-        .subscription;
-    SubscriptionRecord::new(
-        sub,
-        "partner_a",
-        Customer { id: "cus_1".into(), name: "홍길동".into(), phone: Some("01012345678".into()), email: None },
-        PgMode::Payple,
-        Some("payer-id-1".into()),
-        anchor,
-    )
+    let customer =
+        Customer { id: "cus_1".into(), name: "홍길동".into(), phone: Some("01012345678".into()), email: None };
+    let s = paycycle_fixtures::subscription(id).plan_name("Pro").partner("partner_a").customer(customer);
+    s.billing_key(Some("payer-id-1")).anchor(anchor).build()
 }
 
 async fn subscriptions_round_trip_and_are_created_once(e: Env) {
@@ -207,7 +193,7 @@ async fn a_renewal_commits_attempt_payment_subscription_and_outbox_in_one_transa
         tx.put_outbox(ev);
     }
     e.store.commit(tx).await.unwrap();
-    if e.aws.is_some() {
+    if e.aws().is_some() {
         let used = e.store.counter.snapshot().since(&before);
         assert_eq!(used.requests_of("UpdateItem"), 1, "claim");
         assert_eq!(used.requests_of("TransactWriteItems"), 2, "attempt, then outcome");
@@ -456,7 +442,7 @@ async fn webhook_events_are_stored_once_with_a_ttl(e: Env) {
     );
     let before = e.store.counter.snapshot();
     e.store.put_webhook_event(&event).await.unwrap();
-    if e.aws.is_some() {
+    if e.aws().is_some() {
         let used = e.store.counter.snapshot().since(&before);
         assert_eq!((used.total_requests(), used.written_items), (1, 1), "exactly one write per webhook");
     }
@@ -522,7 +508,7 @@ async fn api_keys_are_stored_as_hashes_and_can_be_revoked(e: Env) {
 #[tokio::test]
 async fn outbox_events_reach_an_sqs_queue_through_a_bus_rule() {
     let e = env().await;
-    let aws = e.aws.as_ref().unwrap();
+    let aws = e.aws().unwrap();
     let bus = aws.provisioned.buses["PaycycleBus"].clone();
     let sqs = aws_sdk_sqs::Client::new(&aws.sdk);
     let queue_url = sqs

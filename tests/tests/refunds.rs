@@ -428,26 +428,20 @@ async fn validation_declines_and_full_refund_with_cancel() {
 impl Env {
     /// An active subscription whose latest payment is `p`.
     async fn subscription_of(&self, id: &str, p: &PaymentRecord) -> paycycle::store::subscriptions::SubscriptionRecord {
-        use paycycle::calendar::Interval;
-        use paycycle::domain::customer::Customer;
-        use paycycle::domain::subscription::{Plan, Subscription};
-        use paycycle::store::subscriptions::SubscriptionRecord;
-        let sub = Subscription::incomplete(
-            SubscriptionId::parse(id).unwrap(),
-            Plan { name: "Pro".into(), amount: p.amounts.paid, interval: Interval::monthly() },
-            p.pg.renewer(),
-        )
-        .activate(p.paid_at)
-        .unwrap()
-        .subscription;
-        let record = SubscriptionRecord::new(
-            sub,
-            "partner_a",
-            Customer { id: "cus_1".into(), name: "홍길동".into(), phone: None, email: None },
-            p.pg,
-            Some("payer".into()),
-            p.paid_at,
-        );
+        let record = paycycle_fixtures::subscription(id)
+            .pg(p.pg)
+            .anchor(p.paid_at)
+            .amount(p.amounts.paid.won())
+            .plan_name("Pro")
+            .partner("partner_a")
+            .customer(paycycle::domain::customer::Customer {
+                id: "cus_1".into(),
+                name: "홍길동".into(),
+                phone: None,
+                email: None,
+            })
+            .billing_key(Some("payer"))
+            .build();
         self.store.create_subscription(&record).await.unwrap();
         record
     }

@@ -6,13 +6,11 @@ use std::time::Duration;
 
 use jiff::civil::date;
 use jiff::{SignedDuration, Timestamp};
-use paycycle::calendar::{Interval, in_seoul, seoul};
+use paycycle::calendar::{in_seoul, seoul};
 use paycycle::config::Config;
 use paycycle::domain::attempt::SubscriptionId;
-use paycycle::domain::customer::Customer;
-use paycycle::domain::subscription::{Plan, Subscription, SubscriptionState};
+use paycycle::domain::subscription::SubscriptionState;
 use paycycle::events::EventPublisher;
-use paycycle::money::Krw;
 use paycycle::pg::PgMode;
 use paycycle::pg::{Payer, Registry};
 use paycycle::store::Store;
@@ -119,24 +117,12 @@ impl Env {
         amount: i64,
         billing_key: String,
     ) -> SubscriptionRecord {
-        let sub = Subscription::incomplete(
-            SubscriptionId::parse(id).unwrap(),
-            Plan { name: "Pro 월간".into(), amount: Krw::new(amount).unwrap(), interval: Interval::monthly() },
-            pg.renewer(),
-        )
-        .activate(anchor)
-        .unwrap()
-        .subscription;
-        let r = SubscriptionRecord::new(
-            sub,
-            "default",
-            Customer {
-                id: format!("cus_{id}"), name: "홍길동".into(), phone: Some("01012345678".into()), email: None
-            },
-            pg,
-            Some(billing_key),
-            anchor,
-        );
+        let r = paycycle_fixtures::subscription(id)
+            .pg(pg)
+            .anchor(anchor)
+            .amount(amount)
+            .billing_key(Some(&billing_key))
+            .build();
         self.store.create_subscription(&r).await.unwrap();
         r
     }

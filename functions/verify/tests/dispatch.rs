@@ -2,33 +2,15 @@
 //! DynamoDB stream batch (answered with `batchItemFailures`). Against moto's DynamoDB; no PG call
 //! is needed for these cases.
 
-use paycycle::config::{Config, Secrets};
-use paycycle_testkit::{MotoServer, Template, provision};
 use serde_json::json;
 
-async fn deps() -> (MotoServer, verify::Deps) {
-    let moto = MotoServer::shared_or_start().unwrap();
-    let sdk = moto.sdk_config().await;
-    let provisioned =
-        provision(&sdk, &Template::load().unwrap(), &paycycle_testkit::provision::unique_prefix()).await.unwrap();
-    let table = provisioned.table.clone();
-    let env = move |k: &str| {
-        Some(match k {
-            "PAYCYCLE_TABLE" => table.clone(),
-            "PAYCYCLE_EVENT_BUS" => "bus".into(),
-            // Nothing listens there: a PG call would fail, and none must be made.
-            "STEPPAY_BASE_URL" | "PAYPLE_BASE_URL" => "http://127.0.0.1:9".into(),
-            "PAYPLE_REFERER" => "https://shop.example.com".into(),
-            "STEPPAY_SECRET_TOKEN" | "PAYPLE_CST_ID" | "PAYPLE_CUST_KEY" | "PAYPLE_REFUND_KEY" => "x".into(),
-            _ => return None,
-        })
-    };
-    let boot = paycycle::boot::Boot {
-        config: Config::from_lookup(&env).unwrap(),
-        sdk,
-        secrets: Secrets::from_lookup(&env).unwrap(),
-    };
-    (moto, verify::Deps::new(boot))
+async fn deps() -> (paycycle_fixtures::Fresh, verify::Deps) {
+    let fresh = paycycle_fixtures::Fresh::dynamodb().await;
+    // Nothing listens there: a PG call would fail, and none must be made.
+    let config = fresh.config("http://127.0.0.1:9", None);
+    let pgs = paycycle::pg::Registry::new(&config.pg, &paycycle_fixtures::local_secrets());
+    let deps = verify::Deps { store: fresh.store.clone(), pgs, publisher: fresh.publisher.clone() };
+    (fresh, deps)
 }
 
 fn event(payload: serde_json::Value) -> lambda_runtime::LambdaEvent<serde_json::Value> {

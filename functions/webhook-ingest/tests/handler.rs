@@ -2,24 +2,18 @@
 //! against moto's DynamoDB: one conditional write per webhook, repeats are no-op 200s, and bad
 //! input is a JSON 4xx carrying the gateway's request id.
 
-use paycycle::store::Store;
-use paycycle_testkit::{MotoServer, Template, provision};
-
 const FIXTURE: &str = include_str!("fixtures/apigw_v2_steppay_webhook.json");
 
-async fn deps() -> (MotoServer, webhook_ingest::Deps) {
-    let moto = MotoServer::shared_or_start().unwrap();
-    let sdk = moto.sdk_config().await;
-    let provisioned =
-        provision(&sdk, &Template::load().unwrap(), &paycycle_testkit::provision::unique_prefix()).await.unwrap();
+async fn deps() -> (paycycle_fixtures::Fresh, webhook_ingest::Deps) {
+    let fresh = paycycle_fixtures::Fresh::dynamodb().await;
     // No signing secret configured: StepPay v2 signatures are not checked here.
     let secrets = paycycle::config::Secrets::from_lookup(|k| match k {
         "STEPPAY_SECRET_TOKEN" | "PAYPLE_CST_ID" | "PAYPLE_CUST_KEY" | "PAYPLE_REFUND_KEY" => Some("x".into()),
         _ => None,
     })
     .unwrap();
-    let deps = webhook_ingest::Deps { store: Store::new(&sdk, &provisioned.table), secrets };
-    (moto, deps)
+    let deps = webhook_ingest::Deps { store: fresh.store.clone(), secrets };
+    (fresh, deps)
 }
 
 fn request(body: &str, content_type: &str) -> lambda_http::Request {

@@ -28,11 +28,10 @@
 //! Each scenario gets its own table and its own PG sandbox, so scenarios run side by side and one
 //! seed reproduces exactly what it did (`make chaos SEED=… COUNT=1`). Nothing leaves 127.0.0.1.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
-use lambda_http::RequestExt;
 use paycycle::domain::attempt::{ChargeId, SubscriptionId};
 use paycycle::domain::subscription::SubscriptionState;
 use paycycle::events::EventPublisher;
@@ -761,21 +760,16 @@ impl Scenario {
         idempotency: bool,
     ) -> lambda_http::Request {
         self.requests += 1;
-        let body = body.map(|b| lambda_http::Body::Text(b.to_string())).unwrap_or(lambda_http::Body::Empty);
-        let (mut parts, body) = lambda_http::Request::new(body).into_parts();
-        parts.method = method.parse().expect("method");
-        parts.uri = path.parse().expect("path");
-        let header = |v: String| http::HeaderValue::from_str(&v).expect("header");
-        parts.headers.insert(http::header::AUTHORIZATION, header(format!("Bearer {}", self.api_key)));
-        parts.headers.insert(http::header::CONTENT_TYPE, header("application/json".into()));
+        let request_id = format!("chaos-{}-{}", self.seed, self.requests);
+        let mut req = paycycle_fixtures::request(method, path).bearer(&self.api_key).path_param("id", id);
+        req = match body {
+            Some(b) => req.json(&b),
+            None => req.header("content-type", "application/json"),
+        };
         if idempotency {
-            parts.headers.insert("idempotency-key", header(format!("chaos-{}-{}", self.seed, self.requests)));
+            req = req.idempotency_key(&request_id);
         }
-        let mut context = lambda_http::Context::default();
-        context.request_id = format!("chaos-{}-{}", self.seed, self.requests);
-        lambda_http::Request::from_parts(parts, body)
-            .with_path_parameters(HashMap::from([("id".to_string(), id.to_string())]))
-            .with_lambda_context(context)
+        req.request_id(&request_id).build()
     }
 
     async fn refunds(&mut self) -> Result<(), String> {

@@ -182,34 +182,8 @@ pub async fn seed_subscription(
     amount: i64,
     billing_key: &str,
 ) -> Result<paycycle::store::subscriptions::SubscriptionRecord, String> {
-    use paycycle::calendar::Interval;
-    use paycycle::domain::attempt::SubscriptionId;
-    use paycycle::domain::customer::Customer;
-    use paycycle::domain::subscription::{Plan, Subscription};
-    use paycycle::money::Krw;
-    let plan = Plan {
-        name: "Pro 월간".into(),
-        amount: Krw::new(amount).map_err(|e| e.to_string())?,
-        interval: Interval::monthly(),
-    };
-    let id = SubscriptionId::parse(id).map_err(|e| e.to_string())?;
-    let subscription = Subscription::incomplete(id.clone(), plan, pg.renewer())
-        .activate(anchor)
-        .map_err(|e| e.to_string())?
-        .subscription;
-    let record = paycycle::store::subscriptions::SubscriptionRecord::new(
-        subscription,
-        "default",
-        Customer {
-            id: format!("cus_{}", id.as_str()),
-            name: "홍길동".into(),
-            phone: Some("01012345678".into()),
-            email: None,
-        },
-        pg,
-        Some(billing_key.to_string()),
-        anchor,
-    );
+    let record =
+        paycycle_fixtures::subscription(id).pg(pg).anchor(anchor).amount(amount).billing_key(Some(billing_key)).build();
     store.create_subscription(&record).await.map_err(|e| e.to_string())?;
     Ok(record)
 }
