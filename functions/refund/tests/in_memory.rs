@@ -3,7 +3,6 @@
 //! DynamoDB side — fifty concurrent refunds on moto, the HTTP API end to end — is
 //! `tests/tests/refunds.rs`.
 
-use jiff::Timestamp;
 use paycycle::domain::attempt::ChargeId;
 use paycycle::money::Krw;
 use paycycle::pg::{ChargeRequest, Payer, PgMode};
@@ -25,8 +24,7 @@ async fn env() -> Env {
     let fresh = Fresh::in_memory();
     let pgs = Pgs::start().await;
     let deps = Deps { store: fresh.store.clone(), pgs: pgs.registry.clone(), publisher: fresh.publisher.clone() };
-    let key = paycycle::store::api_keys::generate_api_key();
-    fresh.store.create_api_key(&key, "tests", PARTNER, Timestamp::now()).await.unwrap();
+    let key = fresh.api_key(PARTNER).await;
     Env { fresh, pgs, deps, key }
 }
 
@@ -128,8 +126,7 @@ async fn a_declined_refund_gives_its_reservation_back() {
 async fn another_partners_payment_is_not_found() {
     let e = env().await;
     let p = e.payment("sub_rf4", 5_000).await;
-    let other = paycycle::store::api_keys::generate_api_key();
-    e.fresh.store.create_api_key(&other, "other", "partner_b", Timestamp::now()).await.unwrap();
+    let other = e.fresh.api_key("partner_b").await;
     let req = request("POST", &format!("/payments/{}/refunds", p.payment_id))
         .bearer(&other)
         .idempotency_key("k")

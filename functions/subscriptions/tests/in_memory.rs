@@ -22,8 +22,7 @@ async fn env() -> Env {
     let fresh = Fresh::in_memory();
     let pgs = Pgs::start().await;
     let deps = Deps { store: fresh.store.clone(), pgs: pgs.registry.clone(), publisher: fresh.publisher.clone() };
-    let key = paycycle::store::api_keys::generate_api_key();
-    fresh.store.create_api_key(&key, "tests", PARTNER, Timestamp::now()).await.unwrap();
+    let key = fresh.api_key(PARTNER).await;
     Env { fresh, _pgs: pgs, deps, key }
 }
 
@@ -91,8 +90,7 @@ async fn a_partner_sees_only_its_own_subscriptions() {
     let id = r.id().as_str();
     let (status, mine) = e.call("GET", &format!("/subscriptions/{id}"), id, None, &e.key).await;
     assert_eq!((status, mine["id"].as_str()), (200, Some(id)), "{mine}");
-    let other = paycycle::store::api_keys::generate_api_key();
-    e.fresh.store.create_api_key(&other, "other", "partner_b", Timestamp::now()).await.unwrap();
+    let other = e.fresh.api_key("partner_b").await;
     let (status, _) = e.call("GET", &format!("/subscriptions/{id}"), id, None, &other).await;
     assert_eq!(status, 404);
     let (status, _) = e.call("POST", &format!("/subscriptions/{id}/cancel"), id, Some(json!({})), &other).await;

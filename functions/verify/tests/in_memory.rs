@@ -3,7 +3,6 @@
 //! `POST /payments/verify` through verify's handler — each case in milliseconds (issue 22 §2). The
 //! webhooks, the stream and the DynamoDB side are `tests/tests/first_payments.rs`.
 
-use jiff::Timestamp;
 use paycycle::domain::events::EventKind;
 use paycycle::store::checkouts::CheckoutStatus;
 use paycycle_fixtures::{Fresh, Pgs, json_body, request};
@@ -23,8 +22,7 @@ async fn env() -> Env {
     let deps =
         verify::Deps { store: fresh.store.clone(), pgs: pgs.registry.clone(), publisher: fresh.publisher.clone() };
     let checkout = checkout::Deps { store: fresh.store.clone(), pgs: pgs.registry.clone() };
-    let key = paycycle::store::api_keys::generate_api_key();
-    fresh.store.create_api_key(&key, "tests", "partner_a", Timestamp::now()).await.unwrap();
+    let key = fresh.api_key("partner_a").await;
     Env { fresh, pgs, deps, checkout, key }
 }
 

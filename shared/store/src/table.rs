@@ -534,55 +534,52 @@ pub(crate) mod dynamo {
         Ok((out.items.unwrap_or_default(), out.last_evaluated_key))
     }
 
+    /// The setters every conditional request of a [`Write`] shares: the SDK's builders all have
+    /// them, but no common trait.
+    macro_rules! conditioned {
+        ($builder:expr, $table:expr, $condition:expr, $p:expr) => {
+            $builder
+                .table_name(&$table.name)
+                .set_condition_expression($condition)
+                .set_expression_attribute_names(some($p.names))
+                .set_expression_attribute_values(some($p.values))
+        };
+    }
+
+    /// [`conditioned!`] on the write's key.
+    macro_rules! keyed {
+        ($builder:expr, $table:expr, $w:expr, $condition:expr, $p:expr) => {
+            conditioned!($builder, $table, $condition, $p).key(keys::PK, s(&$w.pk)).key(keys::SK, s(&$w.sk))
+        };
+    }
+
     /// One write alone, with the single-item API its action calls for (what IAM authorizes and
     /// the request counter counts). Returns the item as it was when `return_old`.
     pub(crate) async fn write(table: &Table, w: &Write, return_old: bool) -> Result<Option<Item>, StoreError> {
         let (condition, update, p) = w.expressions();
-        let (names, values) = (some(p.names), some(p.values));
-        let old = if return_old { Some(ReturnValue::AllOld) } else { None };
-        let on_condition = || w.failure.clone();
-        let key = |pk: &str, sk: &str| HashMap::from([(keys::PK.to_string(), s(pk)), (keys::SK.to_string(), s(sk))]);
+        let old = return_old.then_some(ReturnValue::AllOld);
+        let c = &table.client;
         match &w.action {
-            Action::Put(item) => table
-                .client
-                .put_item()
-                .table_name(&table.name)
+            Action::Put(item) => conditioned!(c.put_item(), table, condition, p)
                 .set_item(Some(item.clone()))
-                .set_condition_expression(condition)
-                .set_expression_attribute_names(names)
-                .set_expression_attribute_values(values)
                 .set_return_values(old)
                 .send()
                 .await
                 .map(|o| o.attributes)
-                .map_err(|e| super::super::conditional(e, on_condition())),
-            Action::Update(_) => table
-                .client
-                .update_item()
-                .table_name(&table.name)
-                .set_key(Some(key(&w.pk, &w.sk)))
+                .map_err(|e| super::super::conditional(e, w.failure.clone())),
+            Action::Update(_) => keyed!(c.update_item(), table, w, condition, p)
                 .set_update_expression(update)
-                .set_condition_expression(condition)
-                .set_expression_attribute_names(names)
-                .set_expression_attribute_values(values)
                 .set_return_values(old)
                 .send()
                 .await
                 .map(|o| o.attributes)
-                .map_err(|e| super::super::conditional(e, on_condition())),
-            Action::Delete => table
-                .client
-                .delete_item()
-                .table_name(&table.name)
-                .set_key(Some(key(&w.pk, &w.sk)))
-                .set_condition_expression(condition)
-                .set_expression_attribute_names(names)
-                .set_expression_attribute_values(values)
+                .map_err(|e| super::super::conditional(e, w.failure.clone())),
+            Action::Delete => keyed!(c.delete_item(), table, w, condition, p)
                 .set_return_values(old)
                 .send()
                 .await
                 .map(|o| o.attributes)
-                .map_err(|e| super::super::conditional(e, on_condition())),
+                .map_err(|e| super::super::conditional(e, w.failure.clone())),
             Action::Check => {
                 Err(StoreError::Conflict(format!("{}|{}: a check is only part of a transaction", w.pk, w.sk)))
             }
@@ -592,54 +589,19 @@ pub(crate) mod dynamo {
     /// The transaction item of a write.
     pub(crate) fn transact_item(table: &Table, w: &Write) -> TransactWriteItem {
         let (condition, update, p) = w.expressions();
-        let (names, values) = (some(p.names), some(p.values));
         let built = "table, key and condition are set";
         let item = TransactWriteItem::builder();
         match &w.action {
             Action::Put(put) => item.put(
-                Put::builder()
-                    .table_name(&table.name)
-                    .set_item(Some(put.clone()))
-                    .set_condition_expression(condition)
-                    .set_expression_attribute_names(names)
-                    .set_expression_attribute_values(values)
-                    .build()
-                    .expect(built),
+                conditioned!(Put::builder(), table, condition, p).set_item(Some(put.clone())).build().expect(built),
             ),
             Action::Update(_) => item.update(
-                Update::builder()
-                    .table_name(&table.name)
-                    .key(keys::PK, s(&w.pk))
-                    .key(keys::SK, s(&w.sk))
-                    .set_update_expression(update)
-                    .set_condition_expression(condition)
-                    .set_expression_attribute_names(names)
-                    .set_expression_attribute_values(values)
-                    .build()
-                    .expect(built),
+                keyed!(Update::builder(), table, w, condition, p).set_update_expression(update).build().expect(built),
             ),
-            Action::Delete => item.delete(
-                Delete::builder()
-                    .table_name(&table.name)
-                    .key(keys::PK, s(&w.pk))
-                    .key(keys::SK, s(&w.sk))
-                    .set_condition_expression(condition)
-                    .set_expression_attribute_names(names)
-                    .set_expression_attribute_values(values)
-                    .build()
-                    .expect(built),
-            ),
-            Action::Check => item.condition_check(
-                ConditionCheck::builder()
-                    .table_name(&table.name)
-                    .key(keys::PK, s(&w.pk))
-                    .key(keys::SK, s(&w.sk))
-                    .set_condition_expression(condition)
-                    .set_expression_attribute_names(names)
-                    .set_expression_attribute_values(values)
-                    .build()
-                    .expect(built),
-            ),
+            Action::Delete => item.delete(keyed!(Delete::builder(), table, w, condition, p).build().expect(built)),
+            Action::Check => {
+                item.condition_check(keyed!(ConditionCheck::builder(), table, w, condition, p).build().expect(built))
+            }
         }
         .build()
     }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aws_sdk_dynamodbstreams::types::{AttributeValue, ShardIteratorType};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 /// Retries of a failing record before it goes to the dead letters (the template's value).
@@ -26,31 +26,11 @@ pub struct FeederState {
     pub dead_letters: Mutex<Vec<Value>>,
 }
 
-fn attribute_json(v: &AttributeValue) -> Value {
-    use base64::Engine;
-    let b64 = |b: &aws_sdk_dynamodbstreams::primitives::Blob| {
-        Value::String(base64::engine::general_purpose::STANDARD.encode(b.as_ref()))
-    };
-    let (tag, inner) = match v {
-        AttributeValue::S(s) => ("S", Value::String(s.clone())),
-        AttributeValue::N(n) => ("N", Value::String(n.clone())),
-        AttributeValue::Bool(b) => ("BOOL", Value::Bool(*b)),
-        AttributeValue::Null(_) => ("NULL", Value::Bool(true)),
-        AttributeValue::B(b) => ("B", b64(b)),
-        AttributeValue::Ss(ss) => ("SS", ss.iter().cloned().map(Value::String).collect()),
-        AttributeValue::Ns(ns) => ("NS", ns.iter().cloned().map(Value::String).collect()),
-        AttributeValue::Bs(bs) => ("BS", bs.iter().map(b64).collect()),
-        AttributeValue::L(l) => ("L", l.iter().map(attribute_json).collect()),
-        AttributeValue::M(m) => ("M", image_json(m)),
-        _ => ("NULL", Value::Bool(true)),
-    };
-    let mut m = Map::new();
-    m.insert(tag.into(), inner);
-    Value::Object(m)
-}
-
+/// A stream image in DynamoDB JSON, as Lambda delivers it (serde_dynamo's conversion, the same
+/// `Item` type `aws_lambda_events` reads it back into).
 fn image_json(item: &std::collections::HashMap<String, AttributeValue>) -> Value {
-    Value::Object(item.iter().map(|(k, v)| (k.clone(), attribute_json(v))).collect())
+    let item: serde_dynamo::Item = item.clone().into();
+    serde_json::to_value(item).expect("a DynamoDB item serializes")
 }
 
 /// The Lambda stream event record for a stream record.
