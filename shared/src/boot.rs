@@ -3,6 +3,9 @@
 //! handler's dependencies; an error here stops the function with a message naming the variable.
 
 use crate::config::{Config, ConfigError, Secrets};
+use crate::events::EventPublisher;
+use crate::pg::Registry;
+use crate::store::Store;
 
 /// What a function needs from the environment, built once per cold start.
 #[derive(Clone, Debug)]
@@ -34,4 +37,24 @@ async fn load() -> Result<Boot, ConfigError> {
     let sdk = crate::aws::load().await;
     let secrets = crate::config::load_secrets(&config.secrets_source, &sdk).await?;
     Ok(Boot { config, sdk, secrets })
+}
+
+/// What the functions that move money share, built once per cold start from [`Boot`]: the store,
+/// the PG registry and the event publisher. refund, verify and subscriptions take exactly this as
+/// their dependencies; renew adds its settings.
+#[derive(Clone, Debug)]
+pub struct Services {
+    pub store: Store,
+    pub pgs: Registry,
+    pub publisher: EventPublisher,
+}
+
+impl Services {
+    pub fn new(boot: &Boot) -> Self {
+        Self {
+            store: Store::new(&boot.sdk, &boot.config.table),
+            pgs: Registry::new(&boot.config.pg, &boot.secrets),
+            publisher: EventPublisher::new(&boot.sdk, &boot.config.event_bus),
+        }
+    }
 }

@@ -12,28 +12,9 @@ mod refunds;
 use http::{Method, StatusCode};
 use lambda_http::{Body, Error, Request, Response};
 use paycycle::api::{self, ApiError};
-use paycycle::boot::Boot;
-use paycycle::events::EventPublisher;
-use paycycle::pg::Registry;
-use paycycle::store::Store;
 
-/// Everything the handler needs, built once per cold start.
-#[derive(Clone, Debug)]
-pub struct Deps {
-    pub store: Store,
-    pub pgs: Registry,
-    pub publisher: EventPublisher,
-}
-
-impl Deps {
-    pub fn new(boot: Boot) -> Self {
-        Self {
-            store: Store::new(&boot.sdk, &boot.config.table),
-            pgs: Registry::new(&boot.config.pg, &boot.secrets),
-            publisher: EventPublisher::new(&boot.sdk, &boot.config.event_bus),
-        }
-    }
-}
+/// Everything the handler needs, built once per cold start ([`Services::new`]).
+pub type Deps = paycycle::boot::Services;
 
 pub async fn handler(deps: &Deps, req: Request) -> Result<Response<Body>, Error> {
     let request_id = api::request_id(&req);

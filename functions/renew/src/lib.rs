@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
 use lambda_runtime::LambdaEvent;
-use paycycle::boot::Boot;
+use paycycle::boot::{Boot, Services};
 use paycycle::domain::dunning::DunningPolicy;
 use paycycle::events::EventPublisher;
 use paycycle::pg::Registry;
@@ -129,13 +129,9 @@ pub struct Deps {
 
 impl Deps {
     pub fn new(boot: Boot) -> Self {
-        Self {
-            store: Store::new(&boot.sdk, &boot.config.table),
-            pgs: Registry::new(&boot.config.pg, &boot.secrets),
-            publisher: EventPublisher::new(&boot.sdk, &boot.config.event_bus),
-            settings: Settings::from_env().fitted_to(std::time::Duration::from_millis(boot.config.pg.pg_timeout_ms)),
-            crash_at: None,
-        }
+        let Services { store, pgs, publisher } = Services::new(&boot);
+        let pg_timeout = std::time::Duration::from_millis(boot.config.pg.pg_timeout_ms);
+        Self { store, pgs, publisher, settings: Settings::from_env().fitted_to(pg_timeout), crash_at: None }
     }
 }
 

@@ -19,40 +19,24 @@ use http::{Method, StatusCode};
 use jiff::Timestamp;
 use lambda_http::{Body, Error, Request, RequestExt, Response};
 use paycycle::api::{self, ApiError, Keep};
-use paycycle::boot::Boot;
 use paycycle::calendar::{Interval, IntervalUnit};
 use paycycle::domain::attempt::{AttemptStatus, SubscriptionId};
 use paycycle::domain::subscription::{
     MAX_PLAN_AMOUNT, MIN_PLAN_AMOUNT, PauseWhen, Plan, Renewer, SubscriptionState, Transition, TransitionError,
 };
-use paycycle::events::{EventPublisher, SubscriptionWrite, TransitionCommit};
+use paycycle::events::{SubscriptionWrite, TransitionCommit};
 use paycycle::money::Krw;
-use paycycle::pg::{PgChange, PgError, Registry};
+use paycycle::pg::{PgChange, PgError};
 use paycycle::store::api_keys::ApiKeyRecord;
 use paycycle::store::stream::{item_from_json, item_to_json};
 use paycycle::store::subscriptions::SubscriptionRecord;
-use paycycle::store::{Store, StoreError, sha256_hex};
+use paycycle::store::{StoreError, sha256_hex};
 use paycycle::views::{payment_json, subscription_json};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-/// Everything the handler needs, built once per cold start.
-#[derive(Clone, Debug)]
-pub struct Deps {
-    pub store: Store,
-    pub pgs: Registry,
-    pub publisher: EventPublisher,
-}
-
-impl Deps {
-    pub fn new(boot: Boot) -> Self {
-        Self {
-            store: Store::new(&boot.sdk, &boot.config.table),
-            pgs: Registry::new(&boot.config.pg, &boot.secrets),
-            publisher: EventPublisher::new(&boot.sdk, &boot.config.event_bus),
-        }
-    }
-}
+/// Everything the handler needs, built once per cold start ([`Services::new`]).
+pub type Deps = paycycle::boot::Services;
 
 pub async fn handler(deps: &Deps, req: Request) -> Result<Response<Body>, Error> {
     let request_id = api::request_id(&req);

@@ -26,11 +26,7 @@ use http::{Method, StatusCode};
 use jiff::Timestamp;
 use lambda_http::{Body, Error, Request, RequestExt, Response};
 use paycycle::api::{self, ApiError};
-use paycycle::boot::Boot;
-use paycycle::events::EventPublisher;
-use paycycle::pg::Registry;
 use paycycle::store::Item;
-use paycycle::store::Store;
 use paycycle::store::stream::{entity, record_from_image};
 use paycycle::store::webhooks::WebhookEvent;
 use paycycle::views::{checkout_json, payment_json, subscription_json};
@@ -40,23 +36,8 @@ use crate::first::VerifyError;
 use crate::webhooks::Verdict;
 use paycycle::pg::{Evidence, Source};
 
-/// Everything the handler needs, built once per cold start.
-#[derive(Clone, Debug)]
-pub struct Deps {
-    pub store: Store,
-    pub pgs: Registry,
-    pub publisher: EventPublisher,
-}
-
-impl Deps {
-    pub fn new(boot: Boot) -> Self {
-        Self {
-            store: Store::new(&boot.sdk, &boot.config.table),
-            pgs: Registry::new(&boot.config.pg, &boot.secrets),
-            publisher: EventPublisher::new(&boot.sdk, &boot.config.event_bus),
-        }
-    }
-}
+/// Everything the handler needs, built once per cold start ([`Services::new`]).
+pub type Deps = paycycle::boot::Services;
 
 /// The Lambda entry: a DynamoDB stream batch (`Records`) or an HTTP API (v2) request.
 pub async fn dispatch(deps: &Deps, event: lambda_runtime::LambdaEvent<Value>) -> Result<Value, Error> {

@@ -56,11 +56,11 @@ impl Functions {
         renew.settings.emit_metrics = false;
         Self {
             webhook_ingest: webhook_ingest::Deps::new(boot.clone()),
-            verify: verify::Deps::new(boot.clone()),
+            verify: verify::Deps::new(&boot),
             renew,
-            refund: refund::Deps::new(boot.clone()),
+            refund: refund::Deps::new(&boot),
             checkout: checkout::Deps::new(boot.clone()),
-            subscriptions: subscriptions::Deps::new(boot),
+            subscriptions: subscriptions::Deps::new(&boot),
             request_counter: AtomicU64::new(0),
             sandbox_url,
             http: reqwest::Client::new(),
