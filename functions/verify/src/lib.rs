@@ -94,7 +94,7 @@ pub async fn stream(deps: &Deps, batch: &StreamEvent, now: Timestamp) -> StreamR
     response
 }
 
-async fn stream_record(deps: &Deps, record: &StreamRecord, now: Timestamp) -> Result<(), String> {
+async fn stream_record(deps: &Deps, record: &StreamRecord, now: Timestamp) -> Result<(), NotVerified> {
     if record.event_name != "INSERT" || record.change.new_image.is_empty() {
         return Ok(());
     }
@@ -102,7 +102,7 @@ async fn stream_record(deps: &Deps, record: &StreamRecord, now: Timestamp) -> Re
     if entity(&item) != Some("webhook_event") {
         return Ok(());
     }
-    let event: WebhookEvent = record_from_image(item).map_err(|e| format!("unreadable webhook event: {e}"))?;
+    let event: WebhookEvent = record_from_image(item).map_err(NotVerified::Unreadable)?;
     verify_event(deps, &event, now).await
 }
 
@@ -215,8 +215,23 @@ async fn sweep_webhooks(deps: &Deps, now: Timestamp) -> (usize, usize) {
     (verified, deferred)
 }
 
+/// Why a stored webhook event has no verdict yet: it is tried again (the stream's retry, then the
+/// sweep), never dropped.
+#[derive(Debug, thiserror::Error)]
+pub enum NotVerified {
+    /// The stream image is not a webhook event this code can read.
+    #[error("unreadable webhook event: {0}")]
+    Unreadable(paycycle::store::StoreError),
+    /// The PG could not be asked, or its answer is not final yet (the reason says which).
+    #[error("{0}")]
+    NoVerdictYet(String),
+    /// The verdict was reached but could not be written.
+    #[error("verdict not recorded: {0}")]
+    NotRecorded(paycycle::store::StoreError),
+}
+
 /// Verifies one stored webhook event and records the verdict on it. `Err` = retry later.
-pub async fn verify_event(deps: &Deps, event: &WebhookEvent, now: Timestamp) -> Result<(), String> {
+pub async fn verify_event(deps: &Deps, event: &WebhookEvent, now: Timestamp) -> Result<(), NotVerified> {
     tracing::debug!(pg = %event.pg, dedupe_key = %paycycle::pii::mask_reference(&event.dedupe_key), "verifying webhook event");
     match webhooks::process(deps, event, now).await {
         Verdict::Final(status, outcome) => {
@@ -224,9 +239,9 @@ pub async fn verify_event(deps: &Deps, event: &WebhookEvent, now: Timestamp) -> 
             deps.store
                 .mark_webhook_event(event.pg, &event.dedupe_key, status, &outcome, now)
                 .await
-                .map_err(|e| format!("verdict not recorded: {e}"))
+                .map_err(NotVerified::NotRecorded)
         }
-        Verdict::Retry(reason) => Err(reason),
+        Verdict::Retry(reason) => Err(NotVerified::NoVerdictYet(reason)),
     }
 }
 

@@ -163,7 +163,7 @@ impl Store {
     pub(crate) async fn query(&self, q: &Query) -> Result<(Vec<Item>, Option<Item>), StoreError> {
         match &self.backend {
             Backend::Dynamo(t) => table::dynamo::query(t, q).await,
-            Backend::Memory(m) => Ok(m.query(q)),
+            Backend::Memory(m) => m.query(q),
         }
     }
 

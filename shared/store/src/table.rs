@@ -23,7 +23,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use super::{Item, StoreError, keys};
 
 /// A condition on one item, as DynamoDB's condition expressions state it. A comparison with an
-/// attribute the item lacks is false, whatever the operator (DynamoDB's rule).
+/// attribute the item lacks (or of another type) is false, except `<>`, which is true (DynamoDB's
+/// rule).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Cond {
     /// The item exists (its partition key is there).
@@ -120,6 +121,9 @@ impl Cond {
             Cond::Absent => item.is_none(),
             Cond::Has(a) => attr(a).is_some(),
             Cond::Unset(a) => matches!(attr(a), None | Some(AttributeValue::Null(_))),
+            // `<>` holds on a missing attribute or another type (DynamoDB's rule); every other
+            // comparison needs the attribute, of the same type.
+            Cond::Cmp(a, Op::Ne, value) => attr(a).and_then(|v| compare(v, value)) != Some(Ordering::Equal),
             Cond::Cmp(a, op, value) => attr(a).and_then(|v| compare(v, value)).is_some_and(|o| op.holds(o)),
             Cond::In(a, values) => {
                 attr(a).is_some_and(|v| values.iter().any(|x| compare(v, x) == Some(Ordering::Equal)))
@@ -385,62 +389,80 @@ impl Memory {
         self.lock().get(&(pk.to_string(), sk.to_string())).cloned()
     }
 
-    pub(crate) fn query(&self, q: &Query) -> (Vec<Item>, Option<Item>) {
+    /// One page of `q`, in the order DynamoDB gives: by the table's or the index's sort key (an
+    /// index holds only the items that carry its keys), pages continuing after `start` wherever it
+    /// would sort.
+    pub(crate) fn query(&self, q: &Query) -> Result<(Vec<Item>, Option<Item>), StoreError> {
+        let limit = match q.limit {
+            None => usize::MAX,
+            Some(l) => usize::try_from(l).ok().filter(|l| *l > 0).ok_or_else(|| {
+                StoreError::Unavailable(format!("ValidationException: Limit must be at least 1, got {l}"))
+            })?,
+        };
         let items = self.lock();
         let (part_attr, part_value) = &q.partition;
-        let mut found: Vec<&Item> = items
-            .values()
-            .filter(|i| i.get(*part_attr).is_some_and(|v| compare(v, part_value) == Some(Ordering::Equal)))
-            .filter(|i| match &q.range {
-                None => true,
-                Some((attr, Range::BeginsWith(prefix))) => {
-                    i.get(*attr).and_then(|v| v.as_s().ok()).is_some_and(|s| s.starts_with(prefix.as_str()))
-                }
-                Some((attr, Range::AtMost(max))) => {
-                    i.get(*attr).and_then(|v| compare(v, max)).is_some_and(|o| o != Ordering::Greater)
-                }
-            })
-            .collect();
-        let sort_attr = q.range.as_ref().map(|(a, _)| *a).unwrap_or(keys::SK);
-        // A GSI holds only items that have its sort key; ties keep the table's key order.
-        if q.index.is_some() {
-            found.retain(|i| i.contains_key(sort_attr));
-        }
-        found.sort_by(|a, b| {
+        let sort_attr = match q.index {
+            None => keys::SK,
+            Some(index) => index_sort_key(index)?,
+        };
+        let in_range = |i: &Item| match &q.range {
+            None => true,
+            Some((attr, Range::BeginsWith(prefix))) => {
+                i.get(*attr).and_then(|v| v.as_s().ok()).is_some_and(|s| s.starts_with(prefix.as_str()))
+            }
+            Some((attr, Range::AtMost(max))) => {
+                i.get(*attr).and_then(|v| compare(v, max)).is_some_and(|o| o != Ordering::Greater)
+            }
+        };
+        let order = |a: &Item, b: &Item| {
             let by_sort = match (a.get(sort_attr), b.get(sort_attr)) {
                 (Some(x), Some(y)) => compare(x, y).unwrap_or(Ordering::Equal),
                 _ => Ordering::Equal,
             };
             by_sort.then_with(|| key_of(a).cmp(&key_of(b)))
-        });
-        if let Some(start) = &q.start {
-            let after = key_of(start);
-            if let Some(at) = found.iter().position(|i| key_of(i) == after) {
-                found.drain(..=at);
-            }
-        }
-        let limit = q.limit.and_then(|l| usize::try_from(l).ok()).unwrap_or(usize::MAX);
-        let next = (found.len() > limit).then(|| {
+        };
+        let mut found: Vec<&Item> = items
+            .values()
+            .filter(|i| i.get(*part_attr).is_some_and(|v| compare(v, part_value) == Some(Ordering::Equal)))
+            .filter(|i| i.contains_key(sort_attr) && in_range(i))
+            .filter(|i| q.start.as_ref().is_none_or(|start| order(i, start) == Ordering::Greater))
+            .collect();
+        found.sort_by(|a, b| order(a, b));
+        // Like DynamoDB, a page that reaches the limit says where to go on (the next page may be
+        // empty).
+        let next = (found.len() >= limit).then(|| {
             let last = found[limit - 1];
-            let mut key = Item::new();
-            for attr in [keys::PK, keys::SK, part_attr, sort_attr] {
-                if let Some(v) = last.get(attr) {
-                    key.insert(attr.to_string(), v.clone());
-                }
-            }
-            key
+            [keys::PK, keys::SK, part_attr, sort_attr]
+                .into_iter()
+                .filter_map(|attr| last.get(attr).map(|v| (attr.to_string(), v.clone())))
+                .collect::<Item>()
         });
-        (found.into_iter().take(limit).cloned().collect(), next)
+        Ok((found.into_iter().take(limit).cloned().collect(), next))
     }
 
     /// Applies `writes` all or none: every condition is checked first, on the items as they are.
     /// Returns what each write's item was before.
     pub(crate) fn apply(&self, writes: &[Write]) -> Result<Vec<Option<Item>>, StoreError> {
         let mut items = self.lock();
+        let invalid = |why: String| StoreError::Unavailable(format!("ValidationException: {why}"));
+        let mut keys_written = std::collections::BTreeSet::new();
         for w in writes {
+            if !keys_written.insert((w.pk.as_str(), w.sk.as_str())) {
+                return Err(invalid(format!("two operations on {}|{} in one transaction", w.pk, w.sk)));
+            }
             let current = items.get(&(w.pk.clone(), w.sk.clone()));
             if w.condition.as_ref().is_some_and(|c| !c.holds(current)) {
                 return Err(w.failure.clone());
+            }
+            // `SET a = a + :n` needs `a` there and a number.
+            if let Action::Update(sets) = &w.action {
+                for set in sets {
+                    if let Set::Add(a, _) = set {
+                        if !current.and_then(|i| i.get(*a)).is_some_and(|v| v.as_n().is_ok()) {
+                            return Err(invalid(format!("{a} of {}|{} is not a number to add to", w.pk, w.sk)));
+                        }
+                    }
+                }
             }
         }
         let mut before = Vec::with_capacity(writes.len());
@@ -471,6 +493,16 @@ impl Memory {
     /// Every item, for tests that look at the whole table.
     pub(crate) fn all(&self) -> Vec<Item> {
         self.lock().values().cloned().collect()
+    }
+}
+
+/// The sort key of a GSI, as `template.yaml` defines it (the moto-backed tests provision from it
+/// and hold `keys` to it).
+fn index_sort_key(index: &str) -> Result<&'static str, StoreError> {
+    match index {
+        keys::LOOKUP_INDEX => Ok(keys::LOOKUP_SK),
+        keys::DUE_INDEX => Ok(keys::NEXT_ATTEMPT_AT),
+        other => Err(StoreError::Unavailable(format!("ValidationException: no index {other}"))),
     }
 }
 
@@ -640,8 +672,10 @@ mod tests {
         assert!(!c.holds(Some(&live)));
         assert!(!c.holds(None), "a comparison on a missing item is false");
         assert!(Cond::Absent.holds(None) && !Cond::Exists.holds(None));
-        // Any comparison with a missing attribute is false, `<>` included.
-        assert!(!Cond::Cmp("status", Op::Ne, str_value("x")).holds(Some(&item(&[]))));
+        // A comparison with a missing attribute is false, except `<>`.
+        assert!(Cond::Cmp("status", Op::Ne, str_value("x")).holds(Some(&item(&[]))));
+        assert!(!Cond::Cmp("status", Op::Eq, str_value("x")).holds(Some(&item(&[]))));
+        assert!(!Cond::Cmp("n", Op::Le, num(1)).holds(Some(&item(&[]))));
         // Numbers compare by value, not as text.
         assert!(Cond::Cmp("n", Op::Lt, num(10)).holds(Some(&item(&[("n", num(9))]))));
         assert!(Cond::In("s", vec![str_value("a"), str_value("b")]).holds(Some(&item(&[("s", str_value("b"))]))));
@@ -670,6 +704,15 @@ mod tests {
         assert!(m.get("B", "1").is_none(), "nothing of a failed transaction is written");
         let stale = Write::put_if(a.clone(), Cond::version(2));
         assert_eq!(m.apply(&[stale]).unwrap_err(), StoreError::Conflict("A|1".into()));
+        // What DynamoDB refuses as invalid, memory refuses too (and writes nothing).
+        let twice = [
+            Write::check("A", "1", Cond::Exists),
+            Write::update_if("A", "1", vec![Set::Add("version", 1)], Cond::Exists),
+        ];
+        assert!(matches!(m.apply(&twice), Err(StoreError::Unavailable(_))), "two operations on one item");
+        let add_to_nothing = Write::update_if("A", "1", vec![Set::Add("refunded", 5)], Cond::Exists);
+        assert!(matches!(m.apply(&[add_to_nothing]), Err(StoreError::Unavailable(_))), "adding to a missing attribute");
+        assert_eq!(m.get("A", "1").unwrap(), a, "untouched");
     }
 
     #[test]
@@ -687,10 +730,16 @@ mod tests {
         let q = Query::index(keys::DUE_INDEX, keys::DUE_SHARD, "due#00")
             .range(keys::NEXT_ATTEMPT_AT, Range::AtMost(num(30)))
             .limit(Some(2));
-        let (first, next) = m.query(&q);
+        let (first, next) = m.query(&q).unwrap();
         let pks = |items: &[Item]| items.iter().map(|i| key_of(i).0).collect::<Vec<_>>();
         assert_eq!(pks(&first), ["SUB#b", "SUB#c"]);
-        let (second, last) = m.query(&q.clone().start(next));
+        let (second, last) = m.query(&q.clone().start(next)).unwrap();
         assert_eq!((pks(&second), last), (vec!["SUB#a".to_string()], None));
+        // A start key that is no longer there (a deleted item, a cursor from elsewhere) goes on
+        // from where it would sort.
+        let gone =
+            item(&[(keys::PK, str_value("SUB#bb")), (keys::SK, str_value("SUB")), (keys::NEXT_ATTEMPT_AT, num(15))]);
+        assert_eq!(pks(&m.query(&q.clone().start(Some(gone))).unwrap().0), ["SUB#c", "SUB#a"]);
+        assert!(m.query(&q.clone().limit(Some(0))).is_err(), "DynamoDB refuses a limit of 0");
     }
 }
