@@ -458,7 +458,7 @@ impl Memory {
             if let Action::Update(sets) = &w.action {
                 for set in sets {
                     if let Set::Add(a, _) = set {
-                        if !current.and_then(|i| i.get(*a)).is_some_and(|v| v.as_n().is_ok()) {
+                        if current.and_then(|i| i.get(*a)).is_none_or(|v| v.as_n().is_err()) {
                             return Err(invalid(format!("{a} of {}|{} is not a number to add to", w.pk, w.sk)));
                         }
                     }
