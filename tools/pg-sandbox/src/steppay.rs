@@ -54,6 +54,12 @@ fn authorized(shared: &Shared, headers: &HeaderMap, header: &str) -> Result<(), 
     }
 }
 
+/// A `Secret-Token` request's JSON body: 401 without the token, 400 for malformed JSON.
+fn authorized_json(shared: &Shared, headers: &HeaderMap, body: &Bytes) -> Result<Value, Response> {
+    authorized(shared, headers, "Secret-Token")?;
+    json_body(body)
+}
+
 fn json_body(body: &Bytes) -> Result<Value, Response> {
     serde_json::from_slice(body)
         .map_err(|e| error(StatusCode::BAD_REQUEST, "INVALID_REQUEST", &format!("malformed JSON: {e}")))
@@ -257,10 +263,7 @@ fn payment_json(c: &Charge) -> Value {
 
 /// `POST /api/payment/billing` — charge a billing key (seeds 000/001).
 pub async fn billing(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = authorized(&shared, &headers, "Secret-Token") {
-        return r;
-    }
-    let v = match json_body(&body) {
+    let v = match authorized_json(&shared, &headers, &body) {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -506,10 +509,7 @@ pub async fn receipt(State(shared): Sh, headers: HeaderMap, Path(id_key): Path<S
 /// no `code` input (one sent is ignored); StepPay answers 201 `CustomerV1DTO` with its own `id` and
 /// `code` (the sandbox's code format `customer_` + 9 characters is unconfirmed).
 pub async fn create_customer(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = authorized(&shared, &headers, "Secret-Token") {
-        return r;
-    }
-    let v = match json_body(&body) {
+    let v = match authorized_json(&shared, &headers, &body) {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -556,10 +556,7 @@ fn order_customer_json(c: &crate::state::Customer) -> Value {
 
 /// `POST /api/v1/orders` (managed mode).
 pub async fn create_order(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = authorized(&shared, &headers, "Secret-Token") {
-        return r;
-    }
-    let v = match json_body(&body) {
+    let v = match authorized_json(&shared, &headers, &body) {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -725,10 +722,7 @@ pub async fn get_subscription(State(shared): Sh, headers: HeaderMap, Path(id): P
 /// `POST /api/v1/subscriptions/{id}/cancel {whenToCancel: NOW | END_OF_PERIOD}`: CANCELED at
 /// once, or PENDING_CANCEL (no more renewals) until the period ends.
 pub async fn cancel_subscription(State(shared): Sh, headers: HeaderMap, Path(id): Path<u64>, body: Bytes) -> Response {
-    if let Err(r) = authorized(&shared, &headers, "Secret-Token") {
-        return r;
-    }
-    let v = match json_body(&body) {
+    let v = match authorized_json(&shared, &headers, &body) {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -765,10 +759,7 @@ fn api_response(status: StatusCode, message: String, body: Value) -> Response {
 /// `ProductApiresponse{message, body}` ([`api_response`]); clients rely on the 2xx alone.
 /// Faults: `operation: refund`.
 pub async fn cancel_order(State(shared): Sh, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
-    if let Err(r) = authorized(&shared, &headers, "Secret-Token") {
-        return r;
-    }
-    let v = match json_body(&body) {
+    let v = match authorized_json(&shared, &headers, &body) {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -824,10 +815,7 @@ async fn lifecycle(shared: &Arc<Shared>, id: u64, from: &[&str], to: &str, ok: S
 /// 구독만 일시정지 할 수 있습니다" (merge/v1.json `v1_pauseSubscription`), 200; `whenToPause` and
 /// `whenToResume` as `SubscriptionPauseDTO` lists them (pg-shapes steppay/subscription-pause-request.json).
 pub async fn pause_subscription(State(shared): Sh, headers: HeaderMap, Path(id): Path<u64>, body: Bytes) -> Response {
-    if let Err(r) = authorized(&shared, &headers, "Secret-Token") {
-        return r;
-    }
-    let v = match json_body(&body) {
+    let v = match authorized_json(&shared, &headers, &body) {
         Ok(v) => v,
         Err(r) => return r,
     };
