@@ -34,3 +34,6 @@ async fn route(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
         }
     }
 }
+
+#[cfg(test)]
+mod in_memory_tests;

@@ -328,3 +328,6 @@ pub async fn tick(deps: &Deps, now: Timestamp, deadline: Option<Timestamp>) -> R
     }
     report
 }
+
+#[cfg(test)]
+mod in_memory_tests;

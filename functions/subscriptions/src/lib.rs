@@ -341,3 +341,6 @@ async fn apply(
     v["next_charge"] = next_charge(&next);
     Ok((StatusCode::OK, v))
 }
+
+#[cfg(test)]
+mod in_memory_tests;

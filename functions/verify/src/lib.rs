@@ -342,3 +342,6 @@ fn api_error(e: VerifyError) -> ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod in_memory_tests;

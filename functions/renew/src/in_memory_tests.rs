@@ -2,13 +2,13 @@
 //! HTTP: each case runs in milliseconds (issue 22 §2). The DynamoDB side of the same flows —
 //! conditions on moto, overlapping ticks, leases on the wall clock — is `tests/tests/renew.rs`.
 
+use crate::{CrashPoint, Deps, Settings, tick};
 use jiff::{SignedDuration, Timestamp};
 use paycycle::domain::events::EventKind;
 use paycycle::domain::subscription::SubscriptionState;
 use paycycle::pg::PgMode;
 use paycycle::store::subscriptions::SubscriptionRecord;
 use paycycle_fixtures::{Fresh, Pgs, subscription};
-use renew::{CrashPoint, Deps, Settings, tick};
 use serde_json::json;
 
 struct Env {
@@ -40,7 +40,7 @@ impl Env {
     }
 
     /// One tick at `now`, the PG's clock set to it first.
-    async fn tick_at(&self, now: Timestamp, deps: &Deps) -> renew::Report {
+    async fn tick_at(&self, now: Timestamp, deps: &Deps) -> crate::Report {
         self.pgs.client.set_clock(now).await.unwrap();
         tick(deps, now, None).await
     }

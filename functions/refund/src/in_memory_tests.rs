@@ -3,12 +3,12 @@
 //! DynamoDB side — fifty concurrent refunds on moto, the HTTP API end to end — is
 //! `tests/tests/refunds.rs`.
 
+use crate::Deps;
 use paycycle::domain::attempt::ChargeId;
 use paycycle::money::Krw;
 use paycycle::pg::{ChargeRequest, Payer, PgMode};
 use paycycle::store::payments::PaymentRecord;
 use paycycle_fixtures::{Fresh, Pgs, json_body, request};
-use refund::Deps;
 use serde_json::{Value, json};
 
 const PARTNER: &str = "partner_a";
@@ -61,7 +61,7 @@ impl Env {
             .path_param("id", &p.payment_id)
             .json(&body)
             .build();
-        let res = refund::handler(&self.deps, req).await.unwrap();
+        let res = crate::handler(&self.deps, req).await.unwrap();
         (res.status().as_u16(), json_body(&res))
     }
 
@@ -133,7 +133,7 @@ async fn another_partners_payment_is_not_found() {
         .path_param("id", &p.payment_id)
         .json(&json!({"reason": "x"}))
         .build();
-    let res = refund::handler(&e.deps, req).await.unwrap();
+    let res = crate::handler(&e.deps, req).await.unwrap();
     assert_eq!(res.status().as_u16(), 404, "{}", json_body(&res));
     assert_eq!(e.pg_refunded().await, 0);
 }

@@ -2,12 +2,12 @@
 //! PG sandbox in this process for what asks a PG): each case runs in milliseconds (issue 22 §2).
 //! The DynamoDB side and StepPay managed's changes at the PG are `tests/tests/subscriptions.rs`.
 
+use crate::Deps;
 use jiff::{SignedDuration, Timestamp};
 use paycycle::domain::events::EventKind;
 use paycycle::store::subscriptions::SubscriptionRecord;
 use paycycle_fixtures::{Fresh, Pgs, json_body, request, subscription};
 use serde_json::{Value, json};
-use subscriptions::Deps;
 
 const PARTNER: &str = "partner_a";
 
@@ -38,7 +38,7 @@ impl Env {
         if let Some(body) = body {
             req = req.json(&body);
         }
-        let res = subscriptions::handler(&self.deps, req.build()).await.unwrap();
+        let res = crate::handler(&self.deps, req.build()).await.unwrap();
         (res.status().as_u16(), json_body(&res))
     }
 

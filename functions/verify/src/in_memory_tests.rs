@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 struct Env {
     fresh: Fresh,
     pgs: Pgs,
-    deps: verify::Deps,
+    deps: crate::Deps,
     checkout: checkout::Deps,
     key: String,
 }
@@ -20,7 +20,7 @@ async fn env() -> Env {
     let fresh = Fresh::in_memory();
     let pgs = Pgs::start().await;
     let deps =
-        verify::Deps { store: fresh.store.clone(), pgs: pgs.registry.clone(), publisher: fresh.publisher.clone() };
+        crate::Deps { store: fresh.store.clone(), pgs: pgs.registry.clone(), publisher: fresh.publisher.clone() };
     let checkout = checkout::Deps { store: fresh.store.clone(), pgs: pgs.registry.clone() };
     let key = fresh.api_key("partner_a").await;
     Env { fresh, pgs, deps, checkout, key }
@@ -47,7 +47,7 @@ impl Env {
     async fn verify(&self, checkout_id: &str, mut fields: Map<String, Value>) -> (u16, Value) {
         fields.insert("checkout_id".into(), json!(checkout_id));
         let req = request("POST", "/payments/verify").bearer(&self.key).json(&Value::Object(fields)).build();
-        let res = verify::handler(&self.deps, req).await.unwrap();
+        let res = crate::handler(&self.deps, req).await.unwrap();
         (res.status().as_u16(), json_body(&res))
     }
 
