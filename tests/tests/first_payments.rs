@@ -633,7 +633,7 @@ async fn a_steppay_renewal_whose_answer_was_lost_is_resolved_through_its_payment
     let attempt = e.store.get_attempt(&attempt.charge_id).await.unwrap().unwrap();
     let charges = e.charges().await;
 
-    assert_eq!(attempt.pg_payment_hint.as_deref(), charges.last().unwrap()["id"].as_str());
+    assert_eq!(attempt.pg.pg_payment_hint.as_deref(), charges.last().unwrap()["id"].as_str());
     // The next tick looks the idKey up and records the payment: one charge at the PG.
     let later = at.checked_add(jiff::SignedDuration::from_mins(10)).unwrap();
     e.stack.functions.tick(Some(&later.to_string())).await.unwrap();

@@ -673,7 +673,7 @@ async fn a_payple_lookup_uses_the_kst_date_the_charge_was_sent_not_the_ticks() {
     .await;
     assert_eq!(tick(&deps, due, None).await.unknown, 1);
     let attempt = &e.store.attempts_of(s.id()).await.unwrap()[0];
-    assert_eq!(attempt.request_date_kst, paycycle::calendar::kst_yyyymmdd(wall_now()), "dated when it was sent");
+    assert_eq!(attempt.pg.request_date_kst, paycycle::calendar::kst_yyyymmdd(wall_now()), "dated when it was sent");
     tokio::time::sleep(Duration::from_millis(700)).await;
     let r = tick(&deps, plus(due, SignedDuration::from_mins(6)), None).await;
     assert_eq!(r.resolved, 1, "found under the send date: {r:?}");

@@ -238,7 +238,7 @@ async fn a_steppay_self_renewal_left_unknown_is_settled_as_declined_by_its_payme
     // verify looks the receipt up (FAILED, this charge) and notes the idKey on the attempt.
     e.stack.settle_webhooks(before + 2).await;
     let attempt = e.store.get_attempt(&attempt.charge_id).await.unwrap().unwrap();
-    assert!(attempt.pg_payment_hint.is_some(), "the payment.failed webhook's idKey is noted");
+    assert!(attempt.pg.pg_payment_hint.is_some(), "the payment.failed webhook's idKey is noted");
 
     // The next tick asks StepPay by that idKey: FAILED → declined, dunning goes on; nothing re-sent.
     let later = at.checked_add(SignedDuration::from_mins(10)).unwrap();

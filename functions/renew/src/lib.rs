@@ -68,14 +68,14 @@ impl Default for Settings {
 }
 
 /// PG calls on the longest renewal path, each Payple call being a partner auth plus the call: an
-/// unknown charge looked up under up to [`process::MAX_LOOKUP_DATES`] send dates (auth + lookup
+/// unknown charge looked up under up to [`paycycle::pg::trace::MAX_LOOKUP_DATES`] send dates (auth + lookup
 /// each), not found, re-paid (auth + re-pay), then either the client's confirmation of a decline
 /// (auth + lookup) or, on a duplicate OID, the lookups under every date again (`already_sent`).
 pub const WORST_PATH_PG_CALLS: i32 = {
-    let lookups = 2 * process::MAX_LOOKUP_DATES as i32;
+    let lookups = 2 * paycycle::pg::trace::MAX_LOOKUP_DATES as i32;
     let repay = 2;
     let confirm_decline = 2;
-    let after_duplicate = 2 * (process::MAX_LOOKUP_DATES as i32);
+    let after_duplicate = 2 * (paycycle::pg::trace::MAX_LOOKUP_DATES as i32);
     lookups + repay + if after_duplicate > confirm_decline { after_duplicate } else { confirm_decline }
 };
 /// The store's part of one renewal (claim, attempt, outcome commit with its retries, events).

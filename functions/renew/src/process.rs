@@ -5,7 +5,7 @@ use jiff::Timestamp;
 use paycycle::domain::attempt::{Attempt, AttemptStatus, AttemptStatusKind, ChargeId, SubscriptionId};
 use paycycle::domain::subscription::{DueAction, SubscriptionState, Transition};
 use paycycle::events::{SubscriptionWrite, TransitionCommit};
-use paycycle::pg::{ChargeRequest, Charged, Lookup, Payer, PaymentDetails, PaymentState, PgError};
+use paycycle::pg::{ChargeRequest, Charged, Payer, PaymentDetails, PaymentState, PgError, trace};
 use paycycle::store::StoreError;
 use paycycle::store::payments::PaymentRecord;
 use paycycle::store::subscriptions::SubscriptionRecord;
@@ -138,7 +138,7 @@ fn charge_request(claimed: &SubscriptionRecord, attempt: &Attempt) -> Option<Cha
 /// A first try or a dunning retry: attempt record first, then the PG, then one transaction.
 async fn charge(deps: &Deps, claimed: &SubscriptionRecord, now: Timestamp, owner: &str) -> Outcome {
     let (collecting, attempt) = match claimed.subscription.begin_charge(now) {
-        Ok((c, a)) => (c, a.sent_at(send_time(deps, now))),
+        Ok((c, a)) => (c, trace::sent(&a, send_time(deps, now))),
         Err(e) => return log_err(claimed.id(), "begin charge failed", &e),
     };
     // Only while this worker still holds the claim: a lease that ran out may have let a cancel
@@ -486,7 +486,7 @@ async fn resolve(
     };
     let stored_status = attempt.status.kind();
     let s = Settling { deps, collecting: &collecting, claimed, attempt: &attempt, stored_status, now, owner };
-    match look_up(deps, claimed, &attempt).await {
+    match deps.pgs.adapter(claimed.pg).find_charge(&attempt).await {
         Ok((PaymentState::Paid { pg_payment_id, amount, paid_at, .. }, details)) => {
             let charged = Charged { pg_payment_id, amount, approved_at: paid_at.unwrap_or(now) };
             s.settle(Ok((charged, details))).await
@@ -499,7 +499,7 @@ async fn resolve(
         // — dunning goes on; re-sending the same charge id is not a retry. Woken by a hint in
         // review (or canceled in review), a person stopped the charging: a failure at the PG is a
         // decline there too.
-        Ok((PaymentState::Failed { .. }, _)) if attempt.pg_payment_hint.is_some() || stopped(claimed) => {
+        Ok((PaymentState::Failed { .. }, _)) if trace::named_by_webhook(&attempt) || stopped(claimed) => {
             s.settle(Err(PgError::Declined {
                 hard: false,
                 code: "failed_at_pg".into(),
@@ -541,7 +541,7 @@ async fn unsettled_attempt(
 /// A charge that never reached the PG (or failed there) is charged now under the same id, dated
 /// (and stored) as sent now, so a lost answer is looked up under the right date.
 async fn resend(s: &Settling<'_>) -> Outcome {
-    let resent = s.attempt.sent_at(send_time(s.deps, s.now));
+    let resent = trace::sent(s.attempt, send_time(s.deps, s.now));
     // Written (even when the date is unchanged) only while this worker holds the claim and the
     // attempt is as it read it: a worker whose lease ran out may find it re-paid and settled by
     // another, or the subscription canceled, and must send nothing.
@@ -558,65 +558,12 @@ async fn resend(s: &Settling<'_>) -> Outcome {
     }
 }
 
-/// Asks the PG about `attempt`: by the payment id a verified webhook named (StepPay cannot be
-/// asked by our charge id), else by the charge id — at Payple under every KST date it was sent on
-/// (its lookup is by OID and date, and a charge re-sent on another day may be known under the
-/// earlier one). Paid anywhere wins; then anything inconclusive (pending, no answer); then a
-/// failure; `NotFound` only when no date knows it.
-async fn look_up(
-    deps: &Deps,
-    claimed: &SubscriptionRecord,
-    attempt: &Attempt,
-) -> Result<(PaymentState, PaymentDetails), PgError> {
-    let adapter = deps.pgs.adapter(claimed.pg);
-    let dates = if adapter.capabilities().lookup_by_date {
-        lookup_dates(attempt)
-    } else {
-        vec![attempt.request_date_kst.clone()]
-    };
-    let mut found = Err(PgError::NotFound);
-    for date in dates {
-        let q = match &attempt.pg_payment_hint {
-            Some(id) => Lookup::PgPayment { pg_payment_id: id.clone(), request_date_kst: Some(date) },
-            None => Lookup::Charge { charge_id: attempt.charge_id.clone(), request_date_kst: date },
-        };
-        match adapter.lookup(&q).await {
-            paid @ Ok((PaymentState::Paid { .. } | PaymentState::Refunded { .. }, _)) => return paid,
-            Err(PgError::NotFound) => {}
-            failed @ Ok((PaymentState::Failed { .. }, _)) => {
-                if matches!(found, Err(PgError::NotFound)) {
-                    found = failed;
-                }
-            }
-            inconclusive => found = inconclusive,
-        }
-    }
-    found
-}
-
-/// The most dates one look-up asks Payple under (each is a partner auth + a lookup): bounds the
-/// worst renewal path ([`crate::WORST_PATH_PG_CALLS`]). Within the default 24 h review window a
-/// charge is sent on at most two KST dates, so every date is asked; a longer window asks the
-/// latest ones and the original.
-pub const MAX_LOOKUP_DATES: usize = 3;
-
-/// The dates to look `attempt` up under: the latest sends first, and the original, at most
-/// [`MAX_LOOKUP_DATES`].
-fn lookup_dates(attempt: &Attempt) -> Vec<String> {
-    let mut dates: Vec<String> = attempt.request_dates_kst().into_iter().take(MAX_LOOKUP_DATES - 1).collect();
-    match attempt.earlier_request_dates_kst.first() {
-        Some(original) if !dates.contains(original) => dates.push(original.clone()),
-        _ => {}
-    }
-    dates
-}
-
 /// The PG answered a send of `attempt` with "this charge id was already processed" (Payple
 /// `SPCD0014` 이미 처리된 거래입니다, seed 003; StepPay's duplicate `partnerOrderId`): an earlier
 /// send of it exists, so it is never a decline. Looked up at once; until the PG shows it, it is
 /// an unknown outcome.
 async fn already_sent(deps: &Deps, claimed: &SubscriptionRecord, attempt: &Attempt) -> Result<Approved, PgError> {
-    match look_up(deps, claimed, attempt).await {
+    match deps.pgs.adapter(claimed.pg).find_charge(attempt).await {
         Ok((PaymentState::Paid { pg_payment_id, amount, paid_at, .. }, details)) => {
             Ok((Charged { pg_payment_id, amount, approved_at: paid_at.unwrap_or_else(Timestamp::now) }, details))
         }
@@ -666,24 +613,4 @@ async fn still_unknown(deps: &Deps, claimed: &SubscriptionRecord, now: Timestamp
         Err(e) => return log_err(claimed.id(), "transition failed", &e),
     };
     finish(deps, claimed, Ok(t), now, owner, outcome).await
-}
-
-#[cfg(test)]
-mod tests {
-    use paycycle::money::Krw;
-
-    use super::*;
-
-    #[test]
-    fn a_charge_is_looked_up_under_its_latest_send_dates_and_the_original() {
-        let at: Timestamp = "2027-02-28T01:00:00Z".parse().unwrap();
-        let day = |d: i64| at.checked_add(jiff::SignedDuration::from_hours(24 * d)).unwrap();
-        let id = ChargeId::new(SubscriptionId::parse("sub_a").unwrap(), 1, 1).unwrap();
-        let a = Attempt::new(id, Krw::new(9_900).unwrap(), at);
-        assert_eq!(lookup_dates(&a), ["20270228"]);
-        assert_eq!(lookup_dates(&a.sent_at(day(1))), ["20270301", "20270228"]);
-        let many = a.sent_at(day(1)).sent_at(day(2)).sent_at(day(3));
-        assert_eq!(lookup_dates(&many), ["20270303", "20270302", "20270228"]);
-        assert!(lookup_dates(&many).len() <= MAX_LOOKUP_DATES);
-    }
 }

@@ -229,57 +229,35 @@ pub struct Attempt {
     pub charge_id: ChargeId,
     pub amount: Krw,
     pub requested_at: Timestamp,
-    /// `YYYYMMDD` in KST of the moment the request was (last) sent — see [`Attempt::sent_at`]:
-    /// Payple's result lookup needs the date the PG received it.
-    pub request_date_kst: String,
-    /// The KST dates it was sent on before the latest (a charge re-sent on another day): the PG
-    /// may know it under any of them — a re-send answered "OID already used" means an earlier
-    /// send went through — so each is looked up before it counts as not found.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub earlier_request_dates_kst: Vec<String>,
     #[serde(flatten)]
     pub status: AttemptStatus,
+    /// What the PG needs to find this charge again: the PG adapter's reference data.
+    #[serde(flatten)]
+    pub pg: PgTrace,
+}
+
+/// The PG adapter's reference data for finding a charge again (`paycycle_pg::trace` writes and
+/// reads it; the store keeps it with the attempt, its attributes at the item's top level). The
+/// domain carries it and never reads it: no rule here depends on a PG.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PgTrace {
+    /// `YYYYMMDD` in KST of the moment the request was (last) sent: Payple's result lookup needs
+    /// the date the PG received it. Empty until the charge is first sent.
+    #[serde(default)]
+    pub request_date_kst: String,
+    /// The KST dates it was sent on before the latest (a charge re-sent on another day): the PG
+    /// may know it under any of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_request_dates_kst: Vec<String>,
     /// The PG's payment id for this charge, when a verified webhook named it (StepPay has no
-    /// lookup by our charge id; its PAYMENT webhook gives the idKey). Renew looks that up.
+    /// lookup by our charge id; its PAYMENT webhook gives the idKey).
     #[serde(default)]
     pub pg_payment_hint: Option<String>,
 }
 
 impl Attempt {
     pub fn new(charge_id: ChargeId, amount: Krw, requested_at: Timestamp) -> Self {
-        Self {
-            charge_id,
-            amount,
-            requested_at,
-            request_date_kst: crate::calendar::kst_yyyymmdd(requested_at),
-            earlier_request_dates_kst: Vec::new(),
-            status: AttemptStatus::Pending,
-            pg_payment_hint: None,
-        }
-    }
-
-    /// The request goes out (again) at `sent_at`: Payple's result lookup is by the KST date the
-    /// PG received it, so the date is the send moment's, not the tick's billing date.
-    /// The earlier date is kept ([`Attempt::request_dates_kst`]).
-    pub fn sent_at(&self, sent_at: Timestamp) -> Attempt {
-        let date = crate::calendar::kst_yyyymmdd(sent_at);
-        let mut earlier = self.earlier_request_dates_kst.clone();
-        if date != self.request_date_kst && !earlier.contains(&self.request_date_kst) {
-            earlier.push(self.request_date_kst.clone());
-        }
-        earlier.retain(|d| *d != date);
-        Attempt { request_date_kst: date, earlier_request_dates_kst: earlier, ..self.clone() }
-    }
-
-    /// Every KST date this charge was sent on, the latest first.
-    pub fn request_dates_kst(&self) -> Vec<String> {
-        let mut dates = vec![self.request_date_kst.clone()];
-        for d in self.earlier_request_dates_kst.iter().rev() {
-            if !dates.contains(d) {
-                dates.push(d.clone());
-            }
-        }
-        dates
+        Self { charge_id, amount, requested_at, status: AttemptStatus::Pending, pg: PgTrace::default() }
     }
 
     /// Moves to `next`: pending → any outcome; unknown → approved/declined (after a lookup);
@@ -335,25 +313,22 @@ mod tests {
     }
 
     #[test]
-    fn attempt_records_the_kst_request_date() {
-        let at: Timestamp = "2027-02-28T15:30:00Z".parse().unwrap();
-        let a = Attempt::new(ChargeId::new(sub("sub_a"), 1, 1).unwrap(), Krw::new(9900).unwrap(), at);
-        assert_eq!(a.request_date_kst, "20270301");
-        assert_eq!(a.status, AttemptStatus::Pending);
-    }
-
-    #[test]
-    fn a_charge_resent_on_other_days_keeps_every_date_it_was_sent_on() {
-        let at: Timestamp = "2027-02-28T01:00:00Z".parse().unwrap();
-        let day = |d: i64| at.checked_add(jiff::SignedDuration::from_hours(24 * d)).unwrap();
-        let a = Attempt::new(ChargeId::new(sub("sub_a"), 1, 1).unwrap(), Krw::new(9900).unwrap(), at);
-        assert_eq!(a.request_dates_kst(), ["20270228"]);
-        assert_eq!(a.sent_at(at).request_dates_kst(), ["20270228"], "same day: nothing new");
-        let b = a.sent_at(day(1)).sent_at(day(2));
-        assert_eq!(b.request_date_kst, "20270302");
-        assert_eq!(b.request_dates_kst(), ["20270302", "20270301", "20270228"]);
-        // Back on a day it was sent before: still every date once, the latest send first.
-        assert_eq!(b.sent_at(day(0)).request_dates_kst(), ["20270228", "20270302", "20270301"]);
+    fn the_pg_trace_is_stored_at_the_top_level_as_before_it_was_grouped() {
+        // An attempt item as it was stored before `PgTrace`: its fields at the top level.
+        let stored = serde_json::json!({
+            "charge_id": "sub_a-p1-a1", "amount": 9900, "requested_at": "2027-02-28T01:00:00Z",
+            "status": "unknown", "since": "2027-02-28T01:00:05Z",
+            "request_date_kst": "20270301", "earlier_request_dates_kst": ["20270228"], "pg_payment_hint": "idkey-1"
+        });
+        let a: Attempt = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(a.pg.request_date_kst, "20270301");
+        assert_eq!(a.pg.earlier_request_dates_kst, ["20270228"]);
+        assert_eq!(a.pg.pg_payment_hint.as_deref(), Some("idkey-1"));
+        assert!(matches!(a.status, AttemptStatus::Unknown { .. }));
+        let again = serde_json::to_value(&a).unwrap();
+        for field in ["request_date_kst", "earlier_request_dates_kst", "pg_payment_hint", "status"] {
+            assert_eq!(again[field], stored[field], "{field} stays where the store's conditions read it");
+        }
     }
 
     #[test]

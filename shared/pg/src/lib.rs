@@ -18,6 +18,7 @@ pub mod notice;
 pub mod payple;
 mod registry;
 pub mod steppay;
+pub mod trace;
 
 pub use config::{PgConfig, PgConfigured};
 pub use first::{CheckoutTerms, Evidence, HeldCheckout, Source};

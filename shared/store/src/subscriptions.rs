@@ -206,7 +206,7 @@ impl Tx {
     /// PG payment hint is the one `a` carries: a hint verify added meanwhile makes this a
     /// `Conflict`, and renew's next look reads it instead of overwriting it.
     pub fn put_attempt_if_status(&mut self, a: &Attempt, expected: AttemptStatusKind) -> &mut Self {
-        let hint = match &a.pg_payment_hint {
+        let hint = match &a.pg.pg_payment_hint {
             Some(hint) => Cond::eq(HINT, s(hint)),
             None => Cond::Unset(HINT),
         };
