@@ -86,7 +86,7 @@ fn production_sources() -> Vec<(String, Vec<String>)> {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 dirs.push(path);
-            } else if path.extension().is_some_and(|x| x == "rs") && !path.ends_with("tests.rs") {
+            } else if path.extension().is_some_and(|x| x == "rs") && !super::pg_registry::is_test_file(&path) {
                 files.push(path);
             }
         }

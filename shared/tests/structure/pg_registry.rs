@@ -15,10 +15,15 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
         let path = entry.unwrap().path();
         if path.is_dir() {
             rust_files(&path, out);
-        } else if path.extension().is_some_and(|x| x == "rs") {
+        } else if path.extension().is_some_and(|x| x == "rs") && !is_test_file(&path) {
             out.push(path);
         }
     }
+}
+
+/// A test module kept in `src/` (`tests.rs`, `*_tests.rs`): tests may name the PGs they run on.
+pub(crate) fn is_test_file(path: &Path) -> bool {
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n == "tests.rs" || n.ends_with("_tests.rs"))
 }
 
 /// What names a particular PG or mode in code: a variant of the registry's enums or an adapter,
