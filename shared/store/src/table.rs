@@ -8,7 +8,7 @@
 //! primitives: a consistent read ([`Query`], `get`), a conditional write ([`Write`]) and a
 //! transaction of them. Conditions and updates are typed ([`Cond`], [`Set`]): DynamoDB gets them
 //! rendered as expressions with placeholders, the in-memory table evaluates the same values, so
-//! the two cannot drift apart by a hand-copied string. `shared/tests/store.rs` runs its cases
+//! the two cannot drift apart by a hand-copied string. `shared/tests/moto/store.rs` runs its cases
 //! against both.
 //!
 //! What only a real DynamoDB shows — the SDK's error shapes, transaction cancellation reasons, GSI

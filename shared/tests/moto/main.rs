@@ -1,0 +1,7 @@
+//! The shared crates against moto through the real AWS SDK (one test binary): the repository on
+//! both of its tables ([`store`]: DynamoDB and in memory), items through the SDK and back
+//! ([`store_roundtrip`]), and the PG credentials from Secrets Manager ([`secrets_manager`]).
+
+mod secrets_manager;
+mod store;
+mod store_roundtrip;
