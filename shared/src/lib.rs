@@ -17,6 +17,7 @@ pub mod config;
 pub mod standard_webhooks;
 pub mod telemetry;
 pub mod views;
+pub mod webhook_targets;
 
 pub use paycycle_domain as domain;
 pub use paycycle_domain::{calendar, ids, money, pii, secret};
