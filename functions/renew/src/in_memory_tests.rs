@@ -20,10 +20,11 @@ struct Env {
 async fn env() -> Env {
     let fresh = Fresh::in_memory();
     let pgs = Pgs::start().await;
+    let paycycle::boot::Services { store, pgs: registry, publisher } = fresh.services(&pgs);
     let deps = Deps {
-        store: fresh.store.clone(),
-        pgs: pgs.registry.clone(),
-        publisher: fresh.publisher.clone(),
+        store,
+        pgs: registry,
+        publisher,
         settings: Settings { concurrency: 4, allow_time_travel: true, ..Settings::default() },
         crash_at: None,
     };

@@ -21,7 +21,7 @@ struct Env {
 async fn env() -> Env {
     let fresh = Fresh::in_memory();
     let pgs = Pgs::start().await;
-    let deps = Deps { store: fresh.store.clone(), pgs: pgs.registry.clone(), publisher: fresh.publisher.clone() };
+    let deps = fresh.services(&pgs);
     let key = fresh.api_key(PARTNER).await;
     Env { fresh, _pgs: pgs, deps, key }
 }

@@ -19,8 +19,7 @@ struct Env {
 async fn env() -> Env {
     let fresh = Fresh::in_memory();
     let pgs = Pgs::start().await;
-    let deps =
-        crate::Deps { store: fresh.store.clone(), pgs: pgs.registry.clone(), publisher: fresh.publisher.clone() };
+    let deps = fresh.services(&pgs);
     let checkout = checkout::Deps { store: fresh.store.clone(), pgs: pgs.registry.clone() };
     let key = fresh.api_key("partner_a").await;
     Env { fresh, pgs, deps, checkout, key }

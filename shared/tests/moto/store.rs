@@ -88,6 +88,31 @@ fn krw(n: i64) -> Krw {
     Krw::new(n).unwrap()
 }
 
+/// An open Payple checkout of 9,900원 for subscription `sub`, known at the PG as `reference`.
+fn open_checkout(id: &str, sub: &str, reference: &str, at: Timestamp) -> CheckoutRecord {
+    CheckoutRecord {
+        checkout_id: id.into(),
+        partner_id: "partner_a".into(),
+        pg: PgMode::Payple,
+        customer: Customer { id: "cus_9".into(), name: "홍길동".into(), phone: None, email: None },
+        plan: Plan { name: "Pro".into(), amount: krw(9_900), interval: Interval::monthly() },
+        status: CheckoutStatus::Open,
+        pg_reference: Some(reference.into()),
+        subscription_id: SubscriptionId::parse(sub).unwrap(),
+        created_at: at,
+        failure: None,
+        version: 1,
+        work: Some("PAY".into()),
+        return_url: None,
+        verifying_until: 0,
+        first_charge_at: None,
+        last_sent_at: None,
+        sweep_after: None,
+        payment_id: None,
+        payer_no: None,
+    }
+}
+
 fn record(id: &str, anchor: Timestamp) -> SubscriptionRecord {
     let customer =
         Customer { id: "cus_1".into(), name: "홍길동".into(), phone: Some("01012345678".into()), email: None };
@@ -458,25 +483,8 @@ async fn webhook_events_are_stored_once_with_a_ttl(e: Env) {
 
 async fn checkouts_are_found_by_pg_reference_and_completed_once(e: Env) {
     let c = CheckoutRecord {
-        checkout_id: "chk_1".into(),
-        partner_id: "partner_a".into(),
-        pg: PgMode::Payple,
-        customer: Customer { id: "cus_9".into(), name: "김철수".into(), phone: None, email: None },
-        plan: Plan { name: "Pro".into(), amount: krw(9_900), interval: Interval::monthly() },
-        status: CheckoutStatus::Open,
-        pg_reference: Some("sub_c1-p0-a1".into()),
-        subscription_id: SubscriptionId::parse("sub_c1").unwrap(),
-        created_at: t("2027-02-01T00:00:00Z"),
-        failure: None,
-        version: 1,
-        work: Some("PAY".into()),
         return_url: Some("https://shop.example.com/return".into()),
-        verifying_until: 0,
-        first_charge_at: None,
-        last_sent_at: None,
-        sweep_after: None,
-        payment_id: None,
-        payer_no: None,
+        ..open_checkout("chk_1", "sub_c1", "sub_c1-p0-a1", t("2027-02-01T00:00:00Z"))
     };
     e.store.create_checkout(&c).await.unwrap();
     assert!(matches!(e.store.create_checkout(&c).await, Err(StoreError::AlreadyExists(_))));
@@ -655,27 +663,7 @@ fn refund_data(refund_id: &str) -> paycycle::domain::events::EventData {
 async fn a_stale_checkout_completion_fails_on_the_checkout_not_on_the_payment(e: Env) {
     use paycycle::events::{SubscriptionWrite, TransitionCommit};
     let at = t("2027-02-01T00:00:00Z");
-    let c = CheckoutRecord {
-        checkout_id: "chk_race".into(),
-        partner_id: "partner_a".into(),
-        pg: PgMode::Payple,
-        customer: Customer { id: "cus_9".into(), name: "홍길동".into(), phone: None, email: None },
-        plan: Plan { name: "Pro".into(), amount: krw(9_900), interval: Interval::monthly() },
-        status: CheckoutStatus::Open,
-        pg_reference: Some("chk_race".into()),
-        subscription_id: SubscriptionId::parse("sub_race").unwrap(),
-        created_at: at,
-        failure: None,
-        version: 1,
-        work: Some("PAY".into()),
-        return_url: None,
-        verifying_until: 0,
-        first_charge_at: None,
-        last_sent_at: None,
-        sweep_after: None,
-        payment_id: None,
-        payer_no: None,
-    };
+    let c = open_checkout("chk_race", "sub_race", "chk_race", at);
     e.store.create_checkout(&c).await.unwrap();
     // A holds it (v2); its lease runs out and B takes it over (v3) and completes it (v4).
     e.store.update_checkout(&CheckoutRecord { version: 2, ..c.clone() }).await.unwrap();
