@@ -58,3 +58,22 @@ impl Services {
         }
     }
 }
+
+/// The cold start of the partner-webhook functions: logs, [`WebhookConfig`], the SDK config. They
+/// call no PG, so they load no PG settings or credentials.
+pub async fn start_webhooks(
+    function: &'static str,
+) -> Result<(crate::config::WebhookConfig, aws_config::SdkConfig), ConfigError> {
+    crate::telemetry::init();
+    match crate::config::WebhookConfig::from_env() {
+        Ok(config) => {
+            tracing::info!(function, table = %config.table, "started");
+            Ok((config, crate::aws::load().await))
+        }
+        Err(e) => {
+            tracing::error!(function, error = %e, "bad configuration");
+            eprintln!("{function}: {e}");
+            Err(e)
+        }
+    }
+}

@@ -58,6 +58,41 @@ impl Config {
     }
 }
 
+/// What the partner-webhook functions (`deliver`, `webhook-endpoints`) read: no PG, no bus.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookConfig {
+    pub table: String,
+    /// `PAYCYCLE_DELIVERY_QUEUE_URL`: one message per (event, endpoint) to attempt.
+    pub delivery_queue_url: String,
+    /// `PAYCYCLE_WEBHOOK_DLQ_URL`: where a delivery that ran out of retries is dead-lettered
+    /// (`deliver` only).
+    pub dead_letter_queue_url: Option<String>,
+    /// `PAYCYCLE_ALLOW_TIME_TRAVEL=true` (local stack and tests only): a scheduled sweep may carry
+    /// `{"now": ...}`, and endpoints may be `http://127.0.0.1` (the local receiver).
+    pub allow_time_travel: bool,
+}
+
+/// The variables of [`WebhookConfig`].
+pub const WEBHOOK_VARIABLES: &[(&str, &str)] = &[
+    ("PAYCYCLE_TABLE", "the DynamoDB table name"),
+    ("PAYCYCLE_DELIVERY_QUEUE_URL", "the SQS queue of partner webhook deliveries"),
+];
+
+impl WebhookConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            table: required(&lookup, "PAYCYCLE_TABLE", WEBHOOK_VARIABLES)?,
+            delivery_queue_url: required(&lookup, "PAYCYCLE_DELIVERY_QUEUE_URL", WEBHOOK_VARIABLES)?,
+            dead_letter_queue_url: lookup("PAYCYCLE_WEBHOOK_DLQ_URL").filter(|v| !v.trim().is_empty()),
+            allow_time_travel: lookup("PAYCYCLE_ALLOW_TIME_TRAVEL").as_deref() == Some("true"),
+        })
+    }
+}
+
 /// Loads the PG credentials from wherever `source` says.
 pub async fn load_secrets(source: &SecretsSource, sdk: &aws_config::SdkConfig) -> Result<Secrets, ConfigError> {
     load_secrets_recorded(source, sdk, None).await

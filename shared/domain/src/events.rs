@@ -109,6 +109,9 @@ pub struct SubscriptionEventData {
     pub next_attempt_at: Option<String>,
     pub payment_id: Option<String>,
     pub amount: Option<Krw>,
+    /// The subscription's version after the change. Deliveries are not ordered: a receiver that
+    /// has seen a higher version of this subscription drops the event as stale.
+    pub version: u64,
 }
 
 /// The data of every refund event, whether the partner asked paycycle for the refund or the PG

@@ -14,10 +14,12 @@
 pub mod api_keys;
 pub mod aws;
 pub mod checkouts;
+pub mod delivery_queue;
 pub mod events;
 pub mod idempotency;
 pub mod metrics;
 pub mod outbox;
+pub mod partner_webhooks;
 pub mod payments;
 pub mod pg_customers;
 pub mod stream;

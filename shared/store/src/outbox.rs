@@ -73,6 +73,7 @@ pub fn subscription_events(
                 next_attempt_at: next.subscription.next_attempt_at.map(|t| t.to_string()),
                 payment_id: payment.map(|p| p.payment_id.clone()),
                 amount: payment.map(|p| p.amounts.paid),
+                version: next.version,
             };
             OutboxEvent::new(*k, next.id().as_str(), next.version, now, EventData::Subscription(data))
         })

@@ -329,6 +329,7 @@ fn key_of(item: &Item) -> (String, String) {
 pub enum Range {
     BeginsWith(String),
     AtMost(AttributeValue),
+    AtLeast(AttributeValue),
 }
 
 /// One page of a query, on the table or a GSI, in sort-key order.
@@ -339,17 +340,33 @@ pub struct Query {
     pub range: Option<(&'static str, Range)>,
     pub limit: Option<i32>,
     pub start: Option<Item>,
+    /// Highest sort key first (DynamoDB's `ScanIndexForward = false`).
+    pub backward: bool,
 }
 
 impl Query {
     /// Items of partition `pk` on the table.
     pub fn partition(pk: &str) -> Query {
-        Query { index: None, partition: (keys::PK, str_value(pk)), range: None, limit: None, start: None }
+        Query {
+            index: None,
+            partition: (keys::PK, str_value(pk)),
+            range: None,
+            limit: None,
+            start: None,
+            backward: false,
+        }
     }
 
     /// Items of the GSI `index` whose `attr` is `value`.
     pub fn index(index: &'static str, attr: &'static str, value: &str) -> Query {
-        Query { index: Some(index), partition: (attr, str_value(value)), range: None, limit: None, start: None }
+        Query {
+            index: Some(index),
+            partition: (attr, str_value(value)),
+            range: None,
+            limit: None,
+            start: None,
+            backward: false,
+        }
     }
 
     pub fn range(self, attr: &'static str, range: Range) -> Query {
@@ -362,6 +379,11 @@ impl Query {
 
     pub fn start(self, start: Option<Item>) -> Query {
         Query { start, ..self }
+    }
+
+    /// Highest sort key first.
+    pub fn backward(self) -> Query {
+        Query { backward: true, ..self }
     }
 }
 
@@ -413,13 +435,17 @@ impl Memory {
             Some((attr, Range::AtMost(max))) => {
                 i.get(*attr).and_then(|v| compare(v, max)).is_some_and(|o| o != Ordering::Greater)
             }
+            Some((attr, Range::AtLeast(min))) => {
+                i.get(*attr).and_then(|v| compare(v, min)).is_some_and(|o| o != Ordering::Less)
+            }
         };
         let order = |a: &Item, b: &Item| {
             let by_sort = match (a.get(sort_attr), b.get(sort_attr)) {
                 (Some(x), Some(y)) => compare(x, y).unwrap_or(Ordering::Equal),
                 _ => Ordering::Equal,
             };
-            by_sort.then_with(|| key_of(a).cmp(&key_of(b)))
+            let forward = by_sort.then_with(|| key_of(a).cmp(&key_of(b)));
+            if q.backward { forward.reverse() } else { forward }
         };
         let mut found: Vec<&Item> = items
             .values()
@@ -546,6 +572,9 @@ pub(crate) mod dynamo {
             Some((attr, Range::AtMost(max))) => {
                 expression.push_str(&format!(" AND {} <= {}", p.name(attr), p.value(max.clone())));
             }
+            Some((attr, Range::AtLeast(min))) => {
+                expression.push_str(&format!(" AND {} >= {}", p.name(attr), p.value(min.clone())));
+            }
             None => {}
         }
         let out = table
@@ -559,6 +588,7 @@ pub(crate) mod dynamo {
             // A GSI cannot be read consistently; the table always is.
             .set_consistent_read(q.index.is_none().then_some(true))
             .set_limit(q.limit)
+            .set_scan_index_forward(q.backward.then_some(false))
             .set_exclusive_start_key(q.start.clone())
             .send()
             .await

@@ -1,0 +1,9 @@
+use lambda_runtime::{Error, run, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let (config, sdk) = paycycle::boot::start_webhooks("deliver").await?;
+    let deps = deliver::Deps::new(&config, &sdk);
+    let deps = &deps;
+    run(service_fn(move |event| deliver::handler(deps, event))).await
+}
