@@ -4,9 +4,13 @@
 
 use std::borrow::Cow;
 
+use base64::Engine;
 use http::StatusCode;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::Serialize;
+use serde_json::Value;
+
+use crate::store::stream::{item_from_json, item_to_json};
 
 /// An error a partner or PG sees: `{"error":{"code","message","request_id"}}`.
 ///
@@ -321,6 +325,22 @@ pub fn request_id(req: &Request) -> String {
         }
     }
     "local".to_string()
+}
+
+/// A page cursor: the index's last key, base64url JSON. Checked against the customer asked for,
+/// so a cursor cannot wander into another partner's keys.
+pub fn encode_cursor(item: &crate::store::Item) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(item_to_json(item).to_string())
+}
+
+pub fn decode_cursor(cursor: &str, expected_lookup: &str) -> Result<crate::store::Item, ApiError> {
+    let bad = || ApiError::bad_request("invalid_cursor", "cursor is not one this API returned");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    let item = item_from_json(&v).map_err(|_| bad())?;
+    let keys_ok = item.keys().all(|k| ["pk", "sk", "lookup_pk", "lookup_sk"].contains(&k.as_str()));
+    let lookup_ok = item.get("lookup_pk").and_then(|v| v.as_s().ok()).is_some_and(|s| s == expected_lookup);
+    if keys_ok && lookup_ok { Ok(item) } else { Err(bad()) }
 }
 
 #[cfg(test)]

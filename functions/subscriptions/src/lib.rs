@@ -14,7 +14,6 @@
 //! `Idempotency-Key` is optional: with one, a
 //! retried change gets the first success again (a 409 is never saved: a retry runs again).
 
-use base64::Engine;
 use http::{Method, StatusCode};
 use jiff::Timestamp;
 use lambda_http::{Body, Error, Request, RequestExt, Response};
@@ -28,7 +27,6 @@ use paycycle::events::{SubscriptionWrite, TransitionCommit};
 use paycycle::money::Krw;
 use paycycle::pg::{PgChange, PgError};
 use paycycle::store::api_keys::ApiKeyRecord;
-use paycycle::store::stream::{item_from_json, item_to_json};
 use paycycle::store::subscriptions::SubscriptionRecord;
 use paycycle::store::{StoreError, sha256_hex};
 use paycycle::views::{payment_json, subscription_json};
@@ -131,22 +129,6 @@ async fn get(deps: &Deps, key: &ApiKeyRecord, id: &str) -> Result<Response<Body>
     Ok(api::json(StatusCode::OK, &v))
 }
 
-/// A page cursor: the index's last key, base64url JSON. Checked against the customer asked for,
-/// so a cursor cannot wander into another partner's keys.
-fn encode_cursor(item: &paycycle::store::Item) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(item_to_json(item).to_string())
-}
-
-fn decode_cursor(cursor: &str, expected_lookup: &str) -> Result<paycycle::store::Item, ApiError> {
-    let bad = || ApiError::bad_request("invalid_cursor", "cursor is not one this API returned");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
-    let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
-    let item = item_from_json(&v).map_err(|_| bad())?;
-    let keys_ok = item.keys().all(|k| ["pk", "sk", "lookup_pk", "lookup_sk"].contains(&k.as_str()));
-    let lookup_ok = item.get("lookup_pk").and_then(|v| v.as_s().ok()).is_some_and(|s| s == expected_lookup);
-    if keys_ok && lookup_ok { Ok(item) } else { Err(bad()) }
-}
-
 async fn list(deps: &Deps, key: &ApiKeyRecord, req: &Request) -> Result<Response<Body>, ApiError> {
     let params = req.query_string_parameters();
     let customer_id = params
@@ -163,11 +145,11 @@ async fn list(deps: &Deps, key: &ApiKeyRecord, req: &Request) -> Result<Response
             .ok_or_else(|| ApiError::bad_request("invalid_request", "limit must be 1-100"))?,
     };
     let lookup = format!("CUS#{}#{customer_id}", key.partner_id);
-    let start = params.first("cursor").map(|c| decode_cursor(c, &lookup)).transpose()?;
+    let start = params.first("cursor").map(|c| api::decode_cursor(c, &lookup)).transpose()?;
     let page =
         deps.store.subscriptions_of_customer(&key.partner_id, &customer_id, limit, start).await.map_err(store_error)?;
     let data: Vec<Value> = page.items.iter().map(subscription_json).collect();
-    let next_cursor = page.next.as_ref().map(encode_cursor);
+    let next_cursor = page.next.as_ref().map(api::encode_cursor);
     Ok(api::json(StatusCode::OK, &json!({"data": data, "has_more": next_cursor.is_some(), "next_cursor": next_cursor})))
 }
 

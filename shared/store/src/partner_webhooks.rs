@@ -227,7 +227,8 @@ fn event_pk(partner: &str, event_id: &str) -> String {
     format!("WHEVT#{partner}#{event_id}")
 }
 
-fn events_lookup(partner: &str) -> String {
+/// The lookup-index partition of a partner's events (page cursors are checked against it).
+pub fn events_lookup(partner: &str) -> String {
     format!("WHEVTS#{partner}")
 }
 
@@ -235,7 +236,8 @@ fn delivery_pk(endpoint_id: &str, event_id: &str) -> String {
     format!("WHDEL#{endpoint_id}#{event_id}")
 }
 
-fn deliveries_lookup(endpoint_id: &str) -> String {
+/// The lookup-index partition of an endpoint's deliveries.
+pub fn deliveries_lookup(endpoint_id: &str) -> String {
     format!("WHDELS#{endpoint_id}")
 }
 
