@@ -314,3 +314,26 @@ pub fn check_events(events: &[Value]) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Which of `secrets` verifies each delivery, by the independent `standardwebhooks` package from
+/// PyPI (`tests/verify_webhooks.py`, run with the `.venv` that `make bootstrap` installs).
+pub fn pypi_verify(secrets: &[&str], deliveries: &[paycycle_dev::receiver::Received]) -> Vec<Vec<bool>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join("../.venv/bin/python");
+    let input = json!({
+        "secrets": secrets,
+        "deliveries": deliveries.iter().map(|d| json!({
+            "id": d.id, "timestamp": d.timestamp, "signature": d.signature, "body": d.body,
+        })).collect::<Vec<_>>(),
+    });
+    let mut child = std::process::Command::new(&python)
+        .arg(root.join("verify_webhooks.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{} (run `make bootstrap`): {e}", python.display()));
+    std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), input.to_string().as_bytes()).expect("write");
+    let out = child.wait_with_output().expect("the verifier runs");
+    assert!(out.status.success(), "the PyPI verifier failed: {}", String::from_utf8_lossy(&out.stdout));
+    serde_json::from_slice(&out.stdout).expect("the verifier answers JSON")
+}

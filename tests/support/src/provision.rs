@@ -152,5 +152,63 @@ pub async fn provision(
         queues.insert(logical, out.queue_url().unwrap_or_default().to_string());
     }
 
+    provision_rules(sdk, template, prefix, &buses, &queues).await?;
     Ok(Provisioned { table, table_def: def, stream_arn, buses, queues })
+}
+
+/// Creates the template's rules on their buses with their queue targets (moto's EventBridge
+/// sends matching events to SQS targets, as EventBridge does).
+async fn provision_rules(
+    sdk: &aws_config::SdkConfig,
+    template: &Template,
+    prefix: &str,
+    buses: &BTreeMap<String, String>,
+    queues: &BTreeMap<String, String>,
+) -> Result<(), KitError> {
+    let events = aws_sdk_eventbridge::Client::new(sdk);
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    for rule in template.event_rules()? {
+        let bus =
+            buses.get(&rule.bus).ok_or_else(|| perr("PutRule", format!("{}: no bus {}", rule.logical_id, rule.bus)))?;
+        let name = format!("{prefix}-{}", rule.logical_id);
+        events
+            .put_rule()
+            .name(&name)
+            .event_bus_name(bus)
+            .event_pattern(&rule.pattern)
+            .send()
+            .await
+            .map_err(|e| perr("PutRule", aws_sdk_eventbridge::error::DisplayErrorContext(e)))?;
+        let mut targets = Vec::new();
+        for (i, queue) in rule.queues.iter().enumerate() {
+            let url = queues.get(queue).ok_or_else(|| perr("PutTargets", format!("no queue {queue}")))?;
+            let attrs = sqs
+                .get_queue_attributes()
+                .queue_url(url)
+                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .send()
+                .await
+                .map_err(|e| perr("GetQueueAttributes", aws_sdk_sqs::error::DisplayErrorContext(e)))?;
+            let arn = attrs
+                .attributes()
+                .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+                .cloned()
+                .unwrap_or_default();
+            let target = aws_sdk_eventbridge::types::Target::builder()
+                .id(format!("t{i}"))
+                .arn(arn)
+                .build()
+                .map_err(|e| perr("PutTargets", e))?;
+            targets.push(target);
+        }
+        events
+            .put_targets()
+            .rule(&name)
+            .event_bus_name(bus)
+            .set_targets(Some(targets))
+            .send()
+            .await
+            .map_err(|e| perr("PutTargets", aws_sdk_eventbridge::error::DisplayErrorContext(e)))?;
+    }
+    Ok(())
 }

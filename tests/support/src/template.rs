@@ -119,6 +119,16 @@ fn one_or_many(v: Option<&Value>) -> Vec<&Value> {
     }
 }
 
+/// An EventBridge rule routing a bus's events to queues (logical ids).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRule {
+    pub logical_id: String,
+    pub bus: String,
+    /// The event pattern, as JSON.
+    pub pattern: String,
+    pub queues: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionDef {
     pub logical_id: String,
@@ -294,6 +304,24 @@ impl Template {
     /// Logical ids of the SQS queues.
     pub fn queues(&self) -> Result<Vec<String>, KitError> {
         Ok(self.resources_of_type("AWS::SQS::Queue")?.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// Every `AWS::Events::Rule` on a bus of the template with SQS queues of the template as
+    /// targets (the partner-webhook rule): what the local stack creates in moto.
+    pub fn event_rules(&self) -> Result<Vec<EventRule>, KitError> {
+        let mut out = Vec::new();
+        for (id, props) in self.resources_of_type("AWS::Events::Rule")? {
+            let Some(bus) = str_at(&props, "EventBusName") else { continue };
+            let pattern = get(&props, "EventPattern").ok_or_else(|| err(format!("{id}: EventPattern missing")))?;
+            let pattern = serde_json::to_string(pattern).map_err(|e| err(format!("{id}: EventPattern: {e}")))?;
+            let queues = one_or_many(get(&props, "Targets"))
+                .into_iter()
+                .filter_map(|target| target.as_mapping().and_then(|m| str_at(m, "Arn")))
+                .filter_map(|arn| arn.strip_suffix(".Arn").map(str::to_string))
+                .collect();
+            out.push(EventRule { logical_id: id, bus, pattern, queues });
+        }
+        Ok(out)
     }
 
     /// Every `AWS::Serverless::Function` with its cargo binary.

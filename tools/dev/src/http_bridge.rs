@@ -1,8 +1,9 @@
 //! Turns local HTTP requests into the `lambda_http::Request`s API Gateway's HTTP API (payload v2)
 //! would hand each function — path parameters, query parameters, a Lambda context with a request
 //! id — and calls the very handler the Lambda binary runs. Also turns `POST /__dev/tick` into the
-//! EventBridge scheduled event renew receives, and `POST /__dev/sweep` into verify's scheduled
-//! sweep (both accept `{"now": ...}` to travel in time).
+//! EventBridge scheduled event renew receives, `POST /__dev/sweep` into verify's scheduled sweep
+//! and `POST /__dev/deliver` into deliver's retry sweep (each accepts `{"now": ...}` to travel in
+//! time).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -31,6 +32,8 @@ pub struct Functions {
     refund: refund::Deps,
     checkout: checkout::Deps,
     subscriptions: subscriptions::Deps,
+    deliver: deliver::Deps,
+    webhook_endpoints: webhook_endpoints::Deps,
     request_counter: AtomicU64,
     /// The PG sandbox, whose clock follows `tick`'s time travel.
     sandbox_url: Option<String>,
@@ -45,10 +48,14 @@ pub const BINARIES: &[(&str, &str)] = &[
     ("RefundFunction", "refund"),
     ("CheckoutFunction", "checkout"),
     ("SubscriptionsFunction", "subscriptions"),
+    ("DeliverFunction", "deliver"),
+    ("WebhookEndpointsFunction", "webhook-endpoints"),
 ];
 
 impl Functions {
-    pub fn new(boot: Boot, sandbox_url: Option<String>) -> Self {
+    /// `webhooks`: the partner-webhook functions' config (its queues are the stack's; time travel
+    /// allowed, so endpoints on loopback are too).
+    pub fn new(boot: Boot, sandbox_url: Option<String>, webhooks: &paycycle::config::WebhookConfig) -> Self {
         // The local stack travels in time: renew accepts `{"now": ...}` here, never in AWS.
         let mut renew = renew::Deps::new(boot.clone());
         renew.settings.allow_time_travel = true;
@@ -61,6 +68,8 @@ impl Functions {
             refund: refund::Deps::new(&boot),
             checkout: checkout::Deps::new(boot.clone()),
             subscriptions: subscriptions::Deps::new(&boot),
+            deliver: deliver::Deps::new(webhooks, &boot.sdk),
+            webhook_endpoints: webhook_endpoints::Deps::new(webhooks, &boot.sdk),
             request_counter: AtomicU64::new(0),
             sandbox_url,
             http: reqwest::Client::new(),
@@ -78,6 +87,8 @@ impl Functions {
                 "RefundFunction" => &self.refund.store,
                 "CheckoutFunction" => &self.checkout.store,
                 "SubscriptionsFunction" => &self.subscriptions.store,
+                "DeliverFunction" => &self.deliver.store,
+                "WebhookEndpointsFunction" => &self.webhook_endpoints.store,
                 _ => return None,
             }
             .counter
@@ -95,6 +106,8 @@ impl Functions {
             "RefundFunction" => (&self.refund.store, Some(&self.refund.publisher)),
             "CheckoutFunction" => (&self.checkout.store, None),
             "SubscriptionsFunction" => (&self.subscriptions.store, Some(&self.subscriptions.publisher)),
+            "DeliverFunction" => (&self.deliver.store, None),
+            "WebhookEndpointsFunction" => (&self.webhook_endpoints.store, None),
             _ => return Default::default(),
         };
         let logs = store.calls.iter().chain(publisher.and_then(|p| p.calls()));
@@ -104,6 +117,11 @@ impl Functions {
     /// webhook-ingest's dependencies (benchmarks call its handler directly).
     pub fn webhook_ingest_deps(&self) -> &webhook_ingest::Deps {
         &self.webhook_ingest
+    }
+
+    /// deliver's dependencies (the SQS feeder calls deliver like the event source mappings).
+    pub fn deliver_deps(&self) -> deliver::Deps {
+        self.deliver.clone()
     }
 
     /// verify's dependencies (the stream feeder calls verify like the event source mapping).
@@ -135,6 +153,7 @@ impl Functions {
             "RefundFunction" => refund::handler(&self.refund, req).await,
             "CheckoutFunction" => checkout::handler(&self.checkout, req).await,
             "SubscriptionsFunction" => subscriptions::handler(&self.subscriptions, req).await,
+            "WebhookEndpointsFunction" => webhook_endpoints::handler(&self.webhook_endpoints, req).await,
             other => {
                 return ApiError::new(StatusCode::NOT_FOUND, "route_not_found", format!("{other} has no HTTP handler"))
                     .into_response(&request_id);
@@ -190,6 +209,24 @@ impl Functions {
             None => jiff::Timestamp::now(),
         };
         Ok(verify::sweep(&self.verify, now).await)
+    }
+
+    /// Runs deliver's scheduled retry sweep as EventBridge would, optionally travelling to `now`.
+    pub async fn deliver_sweep(&self, now: Option<&str>) -> Result<Value, String> {
+        let mut event = json!({
+            "version": "0",
+            "id": self.next_request_id(),
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "time": jiff::Timestamp::now().to_string(),
+            "detail": {}
+        });
+        if let Some(now) = now {
+            event["now"] = json!(now);
+        }
+        deliver::handler(&self.deliver, lambda_runtime::LambdaEvent::new(event, self.context()))
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -251,6 +288,19 @@ pub fn router(routes: &[Route], functions: Arc<Functions>) -> Result<Router, pay
                 .ok()
                 .and_then(|v| v.get("now").and_then(Value::as_str).map(str::to_string));
             match fns.sweep(now.as_deref()).await {
+                Ok(report) => (StatusCode::OK, axum::Json(json!({"ok": true, "report": report}))).into_response(),
+                Err(e) => (StatusCode::OK, axum::Json(json!({"ok": false, "error": e}))).into_response(),
+            }
+        }),
+    );
+    let fns = functions.clone();
+    app = app.route(
+        "/__dev/deliver",
+        post(move |body: Bytes| async move {
+            let now = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("now").and_then(Value::as_str).map(str::to_string));
+            match fns.deliver_sweep(now.as_deref()).await {
                 Ok(report) => (StatusCode::OK, axum::Json(json!({"ok": true, "report": report}))).into_response(),
                 Err(e) => (StatusCode::OK, axum::Json(json!({"ok": false, "error": e}))).into_response(),
             }

@@ -10,6 +10,8 @@ pub mod clients;
 pub mod event_sink;
 pub mod http_bridge;
 pub mod journey;
+pub mod receiver;
+pub mod sqs_feeder;
 pub mod stream_feeder;
 
 use std::net::SocketAddr;
@@ -48,8 +50,11 @@ pub struct LocalStack {
     pub sandbox: pg_sandbox::Sandbox,
     /// The stream → verify feeder's progress and dead letters.
     pub feeder: Arc<stream_feeder::FeederState>,
+    /// The webhook queues → deliver feeder's progress.
+    pub sqs_feeder: Arc<sqs_feeder::SqsFeederState>,
     api_task: tokio::task::JoinHandle<()>,
     feeder_task: tokio::task::JoinHandle<()>,
+    sqs_feeder_task: tokio::task::JoinHandle<()>,
     // Dropped last: the functions above may still be finishing a call.
     pub moto: MotoServer,
 }
@@ -86,7 +91,14 @@ impl LocalStack {
 
         let routes = template.http_routes()?;
         let feeder_sdk = boot.sdk.clone();
-        let functions = Arc::new(Functions::new(boot, Some(sandbox.base_url())));
+        let queue = |id: &str| provisioned.queues.get(id).cloned().unwrap_or_default();
+        let webhooks = paycycle::config::WebhookConfig {
+            table: provisioned.table.clone(),
+            delivery_queue_url: queue("WebhookDeliveriesQueue"),
+            dead_letter_queue_url: Some(queue("WebhookDeadLetterQueue")),
+            allow_time_travel: true,
+        };
+        let functions = Arc::new(Functions::new(boot, Some(sandbox.base_url()), &webhooks));
         let app = http_bridge::router(&routes, functions.clone())?;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.api_port)).await?;
         let api_addr = listener.local_addr()?;
@@ -103,12 +115,29 @@ impl LocalStack {
         let feeder = Arc::new(stream_feeder::FeederState::default());
         let (verify_deps, table, state) =
             (Arc::new(functions.verify_deps()), provisioned.table.clone(), feeder.clone());
+        let stream_sdk = feeder_sdk.clone();
         let feeder_task = tokio::spawn(async move {
-            if let Err(e) = stream_feeder::run(feeder_sdk, table, verify_deps, state).await {
+            if let Err(e) = stream_feeder::run(stream_sdk, table, verify_deps, state).await {
                 tracing::error!(error = %e, "the stream feeder stopped: webhooks will not be verified");
             }
         });
-        Ok(Self { api_addr, provisioned, routes, functions, sandbox, feeder, api_task, feeder_task, moto })
+        let sqs_feeder = Arc::new(sqs_feeder::SqsFeederState::default());
+        let (deliver_deps, state, sdk) = (Arc::new(functions.deliver_deps()), sqs_feeder.clone(), feeder_sdk.clone());
+        let queues = vec![queue("WebhookEventsQueue"), queue("WebhookDeliveriesQueue")];
+        let sqs_feeder_task = tokio::spawn(sqs_feeder::run(sdk, queues, deliver_deps, state));
+        Ok(Self {
+            api_addr,
+            provisioned,
+            routes,
+            functions,
+            sandbox,
+            feeder,
+            sqs_feeder,
+            api_task,
+            feeder_task,
+            sqs_feeder_task,
+            moto,
+        })
     }
 
     /// A store on the stack's table (for setup and inspection).
@@ -146,6 +175,17 @@ impl LocalStack {
         }
     }
 
+    /// Waits until the webhook queues have been empty for two polls after the call (every event
+    /// published before it fanned out, every queued delivery attempted).
+    pub async fn drain_webhooks(&self) {
+        use std::sync::atomic::Ordering;
+        let start = self.sqs_feeder.empty_polls.load(Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self.sqs_feeder.empty_polls.load(Ordering::SeqCst) < start + 2 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn api_url(&self) -> String {
         format!("http://{}", self.api_addr)
     }
@@ -163,6 +203,7 @@ impl Drop for LocalStack {
     fn drop(&mut self) {
         self.api_task.abort();
         self.feeder_task.abort();
+        self.sqs_feeder_task.abort();
         // Every test that runs a local stack also checks that our client sent, and the sandbox
         // answered, only what the PGs document: a drift on either side fails it here.
         let violations = self.shape_violations();
