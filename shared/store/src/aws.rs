@@ -26,6 +26,8 @@ pub mod calls {
     };
     use aws_sdk_eventbridge::operation::put_events::PutEventsInput;
     use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueInput;
+    use aws_sdk_sqs::operation::send_message::SendMessageInput;
+    use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchInput;
     use aws_smithy_runtime_api::box_error::BoxError;
     use aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef;
     use aws_smithy_runtime_api::client::interceptors::{Intercept, SharedInterceptor};
@@ -45,6 +47,8 @@ pub mod calls {
         },
         Bus(String),
         Secret(String),
+        /// An SQS queue, by URL.
+        Queue(String),
         /// A call whose resource this recorder does not read (it fails the IAM test loudly).
         Unknown(String),
     }
@@ -178,6 +182,11 @@ pub mod calls {
                     .iter()
                     .map(|e| call("events", &op, AwsResource::Bus(e.event_bus_name().unwrap_or("default").into())))
                     .collect()
+            } else if let Some(m) = input.downcast_ref::<SendMessageBatchInput>() {
+                // IAM authorizes SendMessageBatch as sqs:SendMessage.
+                vec![call("sqs", "SendMessage", AwsResource::Queue(m.queue_url().unwrap_or_default().into()))]
+            } else if let Some(m) = input.downcast_ref::<SendMessageInput>() {
+                vec![call("sqs", "SendMessage", AwsResource::Queue(m.queue_url().unwrap_or_default().into()))]
             } else if let Some(s) = input.downcast_ref::<GetSecretValueInput>() {
                 vec![call("secretsmanager", &op, AwsResource::Secret(s.secret_id().unwrap_or_default().into()))]
             } else {

@@ -15,6 +15,7 @@ const BATCH: usize = 10;
 #[derive(Clone, Debug)]
 pub struct DeliveryQueue {
     target: Target,
+    calls: Option<std::sync::Arc<crate::aws::calls::CallLog>>,
 }
 
 #[derive(Clone, Debug)]
@@ -25,12 +26,22 @@ enum Target {
 
 impl DeliveryQueue {
     pub fn new(sdk: &aws_config::SdkConfig, url: impl Into<String>) -> Self {
-        Self { target: Target::Sqs { client: Client::new(sdk), url: url.into() } }
+        let calls = crate::aws::calls::CallLog::from_env();
+        let mut config = aws_sdk_sqs::config::Builder::from(sdk);
+        if let Some(log) = &calls {
+            config = config.interceptor(log.interceptor());
+        }
+        Self { target: Target::Sqs { client: Client::from_conf(config.build()), url: url.into() }, calls }
+    }
+
+    /// The calls this queue made, when `PAYCYCLE_RECORD_AWS_CALLS` is set (the IAM test).
+    pub fn calls(&self) -> Option<&std::sync::Arc<crate::aws::calls::CallLog>> {
+        self.calls.as_ref()
     }
 
     /// A queue that keeps what it is sent in memory ([`DeliveryQueue::sent`]).
     pub fn in_memory() -> Self {
-        Self { target: Target::Memory(std::sync::Arc::default()) }
+        Self { target: Target::Memory(std::sync::Arc::default()), calls: None }
     }
 
     /// What an in-memory queue was sent, in order (empty for SQS).

@@ -60,6 +60,8 @@ pub enum PolicyResource {
     Bus(String),
     /// `!Ref <secret>`.
     Secret(String),
+    /// `!GetAtt <queue>.Arn`.
+    Queue(String),
     /// Anything else, as written (a literal ARN, `*`).
     Other(String),
 }
@@ -100,6 +102,7 @@ fn policy_resource(v: &Value) -> PolicyResource {
         "GetAtt" => match text.strip_suffix(".Arn") {
             Some(id) if id.ends_with("Table") => PolicyResource::Table { logical_id: id.into(), index: None },
             Some(id) if id.ends_with("Bus") => PolicyResource::Bus(id.into()),
+            Some(id) if id.ends_with("Queue") => PolicyResource::Queue(id.into()),
             _ => PolicyResource::Other(format!("{tag} {text}")),
         },
         "Ref" => PolicyResource::Secret(text.into()),

@@ -35,6 +35,15 @@ fn template_defines_the_design_table_routes_and_functions() {
         // Payple checks a webhook URL with HEAD before it uses it.
         ("HEAD", "/webhooks/steppay"),
         ("HEAD", "/webhooks/payple"),
+        // Webhooks to the partner (issue 23).
+        ("POST", "/webhook-endpoints"),
+        ("GET", "/webhook-endpoints"),
+        ("GET", "/webhook-endpoints/{id}"),
+        ("DELETE", "/webhook-endpoints/{id}"),
+        ("POST", "/webhook-endpoints/{id}/rotate"),
+        ("GET", "/webhook-endpoints/{id}/deliveries"),
+        ("GET", "/events"),
+        ("POST", "/events/{id}/redeliver"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
@@ -44,13 +53,22 @@ fn template_defines_the_design_table_routes_and_functions() {
     let binaries: BTreeSet<_> = t.functions().unwrap().into_iter().map(|f| f.binary).collect();
     assert_eq!(
         binaries,
-        ["checkout", "refund", "renew", "subscriptions", "verify", "webhook-ingest"]
+        ["checkout", "deliver", "refund", "renew", "subscriptions", "verify", "webhook-endpoints", "webhook-ingest"]
             .into_iter()
             .map(String::from)
             .collect()
     );
     assert_eq!(t.event_buses().unwrap(), ["PaycycleBus"]);
-    assert!(t.queues().unwrap().contains(&"VerifyDeadLetterQueue".to_string()));
+    for queue in ["VerifyDeadLetterQueue", "WebhookEventsQueue", "WebhookDeliveriesQueue", "WebhookDeadLetterQueue"] {
+        assert!(t.queues().unwrap().contains(&queue.to_string()), "{queue}");
+    }
+    let rules = t.event_rules().unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(
+        (rules[0].bus.as_str(), rules[0].queues.clone()),
+        ("PaycycleBus", vec!["WebhookEventsQueue".to_string()])
+    );
+    assert_eq!(rules[0].pattern, r#"{"source":["paycycle"]}"#);
 }
 
 /// The `alarm = "…"` names a crate's source logs (the functions' tracing lines that hand

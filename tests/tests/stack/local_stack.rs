@@ -12,7 +12,7 @@ async fn every_template_route_reaches_its_function_and_answers_json() {
     let client = reqwest::Client::new();
     let api = stack.api_url();
     assert!(api.starts_with("http://127.0.0.1:"));
-    assert_eq!(stack.routes.len(), 14);
+    assert_eq!(stack.routes.len(), 22);
     // HEAD on the webhook routes (Payple checks the URL): 200, no body.
     let heads: Vec<_> = stack.routes.iter().filter(|r| r.method == "HEAD").collect();
     assert_eq!(heads.len(), paycycle::pg::Pg::ALL.len());
@@ -36,7 +36,8 @@ async fn every_template_route_reaches_its_function_and_answers_json() {
     let mut request_ids = std::collections::BTreeSet::new();
     for route in stack.routes.iter().filter(|r| r.method != "HEAD") {
         let url = format!("{api}{}?customer_id=c1", route.path.replace("{id}", "x_1"));
-        let req = if route.method == "GET" { client.get(url) } else { client.post(url).body("{}") };
+        let method = reqwest::Method::from_bytes(route.method.as_bytes()).unwrap();
+        let req = if route.method == "GET" { client.get(url) } else { client.request(method, url).body("{}") };
         let resp = req.send().await.unwrap();
         // Partner routes demand an API key first; webhooks (no key) want JSON or a form.
         let (status, code) = if route.function == "WebhookIngestFunction" {

@@ -63,7 +63,7 @@ fn the_event_catalog_lists_every_kind_and_the_event_check_catches_other_shapes()
 
     let spec = OpenApi::get();
     let data = json!({"subscription_id": "sub_1", "partner_id": "p", "customer_id": "c", "state": "active",
-        "period": 1, "next_attempt_at": "2027-03-01T00:00:00Z", "payment_id": "pay_1", "amount": 9900});
+        "period": 1, "next_attempt_at": "2027-03-01T00:00:00Z", "payment_id": "pay_1", "amount": 9900, "version": 3});
     let event = |kind: &str, data: serde_json::Value| {
         json!({"detail-type": kind, "detail": {"id": "evt_0123456789abcdef01234567", "type": kind,
             "occurred_at": "2027-02-01T00:00:00Z", "data": data}})

@@ -99,19 +99,31 @@ impl Functions {
     /// Every AWS call the function with logical id `function` made since it started, as IAM
     /// authorizes them; empty unless `PAYCYCLE_RECORD_AWS_CALLS` was set before the stack started.
     pub fn aws_calls(&self, function: &str) -> std::collections::BTreeSet<paycycle::aws::calls::AwsCall> {
-        let (store, publisher) = match function {
-            "WebhookIngestFunction" => (&self.webhook_ingest.store, None),
-            "VerifyFunction" => (&self.verify.store, Some(&self.verify.publisher)),
-            "RenewFunction" => (&self.renew.store, Some(&self.renew.publisher)),
-            "RefundFunction" => (&self.refund.store, Some(&self.refund.publisher)),
-            "CheckoutFunction" => (&self.checkout.store, None),
-            "SubscriptionsFunction" => (&self.subscriptions.store, Some(&self.subscriptions.publisher)),
-            "DeliverFunction" => (&self.deliver.store, None),
-            "WebhookEndpointsFunction" => (&self.webhook_endpoints.store, None),
+        let none = None;
+        let (store, publisher, queues) = match function {
+            "WebhookIngestFunction" => (&self.webhook_ingest.store, None, [&none, &none]),
+            "VerifyFunction" => (&self.verify.store, Some(&self.verify.publisher), [&none, &none]),
+            "RenewFunction" => (&self.renew.store, Some(&self.renew.publisher), [&none, &none]),
+            "RefundFunction" => (&self.refund.store, Some(&self.refund.publisher), [&none, &none]),
+            "CheckoutFunction" => (&self.checkout.store, None, [&none, &none]),
+            "SubscriptionsFunction" => (&self.subscriptions.store, Some(&self.subscriptions.publisher), [&none, &none]),
+            "DeliverFunction" => {
+                (&self.deliver.store, None, [&Some(self.deliver.queue.clone()), &self.deliver.dead_letters])
+            }
+            "WebhookEndpointsFunction" => {
+                (&self.webhook_endpoints.store, None, [&Some(self.webhook_endpoints.queue.clone()), &none])
+            }
             _ => return Default::default(),
         };
-        let logs = store.calls.iter().chain(publisher.and_then(|p| p.calls()));
+        let queue_logs: Vec<_> = queues.into_iter().flatten().filter_map(|q| q.calls().cloned()).collect();
+        let logs = store.calls.iter().chain(publisher.and_then(|p| p.calls())).chain(queue_logs.iter());
         logs.flat_map(|log| log.calls()).collect()
+    }
+
+    /// Whether the function reads the PG credentials at its cold start (the partner-webhook
+    /// functions call no PG and load none).
+    pub fn reads_pg_secrets(function: &str) -> bool {
+        !matches!(function, "DeliverFunction" | "WebhookEndpointsFunction")
     }
 
     /// webhook-ingest's dependencies (benchmarks call its handler directly).

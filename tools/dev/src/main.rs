@@ -128,6 +128,22 @@ async fn serve(port: u16, ready_file: Option<String>, signals: &mut Signals) -> 
         }
     };
     println!("  API key  {key}   (partner \"default\"; shown once)");
+    // A partner's webhook receiver beside the API, registered for every event type: each delivery
+    // is printed with its signature check.
+    let receiver = match paycycle_dev::receiver::Receiver::start(if port == 0 { 0 } else { port + 1 }, true).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("could not start the webhook receiver: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match paycycle_dev::receiver::register(&api, &key, &receiver).await {
+        Ok(endpoint) => println!("  webhooks {}   (endpoint {endpoint}; deliveries print below)", receiver.url()),
+        Err(e) => {
+            eprintln!("could not register the webhook receiver: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     if let Some(path) = ready_file {
         let ready = serde_json::json!({"api": api, "api_key": key, "sandbox": stack.sandbox.base_url()});
         if let Err(e) = write_private(&path, &ready.to_string()) {
@@ -146,6 +162,7 @@ async fn serve(port: u16, ready_file: Option<String>, signals: &mut Signals) -> 
     println!(
         "       -H 'idempotency-key: demo-1' -H 'content-type: application/json' -d '{{\"amount\": 1000, \"reason\": \"demo\"}}'"
     );
+    println!("  curl -s '{api}/events?limit=5' -H 'authorization: Bearer {key}'");
     println!("  make tick NOW=2027-02-28T00:00:00+09:00");
     signals.recv().await;
     println!("\nstopping ...");
@@ -228,6 +245,13 @@ async fn api_key(args: &[String]) -> ExitCode {
     }
 }
 
+/// Reports `why`, stops the stack, fails.
+fn fail(stack: LocalStack, why: String) -> ExitCode {
+    eprintln!("{why}");
+    drop(stack);
+    ExitCode::FAILURE
+}
+
 async fn tick(api: String, now: Option<String>) -> ExitCode {
     let client = reqwest::Client::new();
     let body = serde_json::json!({ "now": now });
@@ -249,6 +273,17 @@ async fn demo(port: u16, signals: &mut Signals) -> ExitCode {
     let Some(stack) = start(port, signals).await else {
         return ExitCode::FAILURE;
     };
+    // The partner's webhook receiver: every event of the year must reach it.
+    let receiver = paycycle_dev::receiver::Receiver::start(0, false).await;
+    let key = stack.create_api_key("make demo webhooks", "default").await;
+    let (receiver, key) = match (receiver, key) {
+        (Ok(r), Ok(k)) => (r, k),
+        (Err(e), _) => return fail(stack, format!("could not start the webhook receiver: {e}")),
+        (_, Err(e)) => return fail(stack, format!("could not create an API key: {e}")),
+    };
+    if let Err(e) = paycycle_dev::receiver::register(&stack.api_url(), &key, &receiver).await {
+        return fail(stack, e);
+    }
     println!("==> three customers, one per PG mode, through the HTTP API and the PG sandbox:");
     // Ctrl-C stops the journeys; dropping `stack` then stops what it started.
     let mut print = |line: String| println!("    {line}");
@@ -268,7 +303,25 @@ async fn demo(port: u16, signals: &mut Signals) -> ExitCode {
                 stack.provisioned.table,
                 stack.provisioned.buses.values().cloned().collect::<Vec<_>>().join(", ")
             );
-            report.reconciliation.differences.is_empty()
+            stack.drain_webhooks().await;
+            let webhooks_ok = match paycycle_dev::receiver::tally(&stack.api_url(), &key, &receiver).await {
+                Ok(tally) => {
+                    println!(
+                        "\n  webhooks: {} events, {} deliveries to the local receiver, {} distinct after dedupe on webhook-id, {} missing, {} bad signatures",
+                        tally.events,
+                        tally.deliveries,
+                        tally.distinct,
+                        tally.missing.len(),
+                        tally.bad_signatures
+                    );
+                    tally.complete()
+                }
+                Err(e) => {
+                    eprintln!("could not tally the webhooks: {e}");
+                    false
+                }
+            };
+            report.reconciliation.differences.is_empty() && webhooks_ok
         }
         Some(Err(e)) => {
             eprintln!("\nthe demo failed: {e}");

@@ -201,3 +201,83 @@ fn futures_stream() -> impl futures_core::Stream<Item = Result<Bytes, std::io::E
     }
     Endless
 }
+
+/// Registers `receiver` as a webhook endpoint of the API key's partner (every event type) through
+/// the HTTP API, and has it trust the endpoint's secret. Returns the endpoint id.
+pub async fn register(api: &str, key: &str, receiver: &Receiver) -> Result<String, String> {
+    let http = reqwest::Client::new();
+    let response = http
+        .post(format!("{api}/webhook-endpoints"))
+        .bearer_auth(key)
+        .json(&serde_json::json!({"url": receiver.url(), "description": "the local receiver"}))
+        .send()
+        .await
+        .map_err(|e| format!("POST /webhook-endpoints: {e}"))?;
+    let status = response.status();
+    let v: serde_json::Value = response.json().await.map_err(|e| format!("POST /webhook-endpoints: {e}"))?;
+    if status != reqwest::StatusCode::CREATED {
+        return Err(format!("POST /webhook-endpoints answered {status}: {v}"));
+    }
+    let secret = v["secret"].as_str().and_then(|s| SigningSecret::parse(s).ok()).ok_or("no secret in the answer")?;
+    receiver.trust(vec![secret]);
+    Ok(v["id"].as_str().unwrap_or_default().to_string())
+}
+
+/// What the receiver got, against the partner's event log (`GET /events`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Events in the partner's log.
+    pub events: usize,
+    /// Deliveries that arrived (repeats included).
+    pub deliveries: usize,
+    /// Distinct events received (after dedupe on `webhook-id`).
+    pub distinct: usize,
+    /// Logged events that never arrived.
+    pub missing: Vec<String>,
+    /// Deliveries whose signature did not verify.
+    pub bad_signatures: usize,
+}
+
+impl Tally {
+    /// Every logged event arrived, with good signatures.
+    pub fn complete(&self) -> bool {
+        self.missing.is_empty() && self.bad_signatures == 0 && self.distinct == self.events
+    }
+}
+
+/// Compares what `receiver` got with every event in the partner's log.
+pub async fn tally(api: &str, key: &str, receiver: &Receiver) -> Result<Tally, String> {
+    let http = reqwest::Client::new();
+    let mut logged = std::collections::BTreeSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{api}/events?limit=100");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let page: serde_json::Value = http
+            .get(url)
+            .bearer_auth(key)
+            .send()
+            .await
+            .map_err(|e| format!("GET /events: {e}"))?
+            .json()
+            .await
+            .map_err(|e| format!("GET /events: {e}"))?;
+        let data = page["data"].as_array().ok_or_else(|| format!("GET /events answered {page}"))?;
+        logged.extend(data.iter().filter_map(|e| e["id"].as_str().map(str::to_string)));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    let received = receiver.received();
+    let distinct: std::collections::BTreeSet<String> = received.iter().map(|r| r.id.clone()).collect();
+    Ok(Tally {
+        events: logged.len(),
+        deliveries: received.len(),
+        distinct: distinct.len(),
+        missing: logged.difference(&distinct).cloned().collect(),
+        bad_signatures: received.iter().filter(|r| !r.verified).count(),
+    })
+}

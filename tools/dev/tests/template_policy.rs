@@ -14,8 +14,9 @@ fn get<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
 fn the_feeder_mirrors_the_stream_mapping_and_every_role_is_least_privilege() {
     let template = Template::load().unwrap();
     let functions = template.resources_of_type("AWS::Serverless::Function").unwrap();
-    assert_eq!(functions.len(), 6);
+    assert_eq!(functions.len(), 8);
     let mut saw_mapping = false;
+    let mut sqs_sources = 0;
     for (name, props) in &functions {
         let resource = Value::Mapping(props.clone());
         let props = match resource.get("Properties") {
@@ -33,6 +34,15 @@ fn the_feeder_mirrors_the_stream_mapping_and_every_role_is_least_privilege() {
                 let filter =
                     get(p, &["FilterCriteria", "Filters"]).as_sequence().unwrap()[0]["Pattern"].as_str().unwrap();
                 assert!(filter.contains("webhook_event") && filter.contains("INSERT"), "{filter}");
+            }
+            // The SQS feeder hands deliver batches as the SQS event sources do.
+            if get(event, &["Type"]).as_str() == Some("SQS") {
+                sqs_sources += 1;
+                assert_eq!(name, "DeliverFunction");
+                let p = get(event, &["Properties"]);
+                assert_eq!(get(p, &["BatchSize"]).as_u64(), Some(paycycle_dev::sqs_feeder::BATCH_SIZE as u64));
+                let types = format!("{:?}", get(p, &["FunctionResponseTypes"]));
+                assert!(types.contains("ReportBatchItemFailures"), "{types}");
             }
         }
         let policies = get(props, &["Policies"]).as_sequence().unwrap_or_else(|| panic!("{name} has policies"));
@@ -53,6 +63,7 @@ fn the_feeder_mirrors_the_stream_mapping_and_every_role_is_least_privilege() {
         }
     }
     assert!(saw_mapping, "verify has a stream mapping");
+    assert_eq!(sqs_sources, 2, "deliver reads the events and the deliveries queues");
     // webhook-ingest writes one item per webhook and does nothing else with the table.
     let ingest = functions.iter().find(|(n, _)| n == "WebhookIngestFunction").unwrap();
     let text = format!("{:?}", ingest.1);
