@@ -11,7 +11,8 @@ const USAGE: &str = "usage:
   paycycle-dev demo                 start the local stack, run a year of billing on all three PG modes
                                     through the HTTP API, reconcile with the PG's ledger, print a summary, stop
   paycycle-dev serve                start the local stack on http://127.0.0.1:3000 and keep it up
-  paycycle-dev tick [--now TIME]    run one renew tick on a running `serve` stack (time travel with --now)
+  paycycle-dev tick [--now TIME]    run one renew tick and the webhook retry sweep on a running `serve` stack
+                                    (time travel with --now)
   paycycle-dev api-key create --name NAME [--partner ID]
                                     create a partner API key in PAYCYCLE_TABLE (AWS credentials from the
                                     environment); prints the key once, stores only its SHA-256
@@ -255,17 +256,22 @@ fn fail(stack: LocalStack, why: String) -> ExitCode {
 async fn tick(api: String, now: Option<String>) -> ExitCode {
     let client = reqwest::Client::new();
     let body = serde_json::json!({ "now": now });
-    match client.post(format!("{api}/__dev/tick")).json(&body).send().await {
-        Ok(resp) => {
-            let v: Value = resp.json().await.unwrap_or(Value::Null);
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-            if v["ok"] == Value::Bool(true) { ExitCode::SUCCESS } else { ExitCode::FAILURE }
-        }
-        Err(e) => {
-            eprintln!("no local stack at {api} ({e}); start one with `make dev`");
-            ExitCode::FAILURE
+    // The renew tick, then the webhook retries due at the same time.
+    let mut ok = true;
+    for route in ["/__dev/tick", "/__dev/deliver"] {
+        match client.post(format!("{api}{route}")).json(&body).send().await {
+            Ok(resp) => {
+                let v: Value = resp.json().await.unwrap_or(Value::Null);
+                println!("{route}: {}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                ok &= v["ok"] == Value::Bool(true);
+            }
+            Err(e) => {
+                eprintln!("no local stack at {api} ({e}); start one with `make dev`");
+                return ExitCode::FAILURE;
+            }
         }
     }
+    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 async fn demo(port: u16, signals: &mut Signals) -> ExitCode {
