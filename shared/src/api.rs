@@ -327,20 +327,25 @@ pub fn request_id(req: &Request) -> String {
     "local".to_string()
 }
 
-/// A page cursor: the index's last key, base64url JSON. Checked against the customer asked for,
+/// A page cursor: the index's last key, base64url JSON. Checked against the partition asked for,
 /// so a cursor cannot wander into another partner's keys.
 pub fn encode_cursor(item: &crate::store::Item) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(item_to_json(item).to_string())
 }
 
-pub fn decode_cursor(cursor: &str, expected_lookup: &str) -> Result<crate::store::Item, ApiError> {
+/// A cursor [`encode_cursor`] made for the lookup-index partition `expected_lookup`, over items
+/// whose `pk` starts with `pk_prefix`: exactly the four key attributes, all strings. Anything else
+/// is `400 invalid_cursor` (never a store error).
+pub fn decode_cursor(cursor: &str, expected_lookup: &str, pk_prefix: &str) -> Result<crate::store::Item, ApiError> {
     let bad = || ApiError::bad_request("invalid_cursor", "cursor is not one this API returned");
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
     let item = item_from_json(&v).map_err(|_| bad())?;
-    let keys_ok = item.keys().all(|k| ["pk", "sk", "lookup_pk", "lookup_sk"].contains(&k.as_str()));
-    let lookup_ok = item.get("lookup_pk").and_then(|v| v.as_s().ok()).is_some_and(|s| s == expected_lookup);
-    if keys_ok && lookup_ok { Ok(item) } else { Err(bad()) }
+    let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str);
+    let keys_ok = item.len() == 4 && ["pk", "sk", "lookup_pk", "lookup_sk"].iter().all(|k| text(k).is_some());
+    let lookup_ok = text("lookup_pk") == Some(expected_lookup);
+    let pk_ok = text("pk").is_some_and(|pk| pk.starts_with(pk_prefix));
+    if keys_ok && lookup_ok && pk_ok { Ok(item) } else { Err(bad()) }
 }
 
 #[cfg(test)]

@@ -87,13 +87,20 @@ fn public_v6(ip: Ipv6Addr) -> bool {
     if let Some(v4) = ip.to_ipv4_mapped() {
         return public_v4(v4);
     }
-    let first = ip.segments()[0];
+    let s = ip.segments();
+    let first = s[0];
     !(ip.is_loopback()
         || ip.is_unspecified()
         || ip.is_multicast()
         || (first & 0xfe00) == 0xfc00 // unique local, fc00::/7
         || (first & 0xffc0) == 0xfe80 // link-local, fe80::/10
-        || first == 0x2001 && ip.segments()[1] == 0x0db8) // documentation
+        || first == 0x2001 && s[1] == 0x0db8 // documentation
+        // Forms that carry an IPv4 address a gateway forwards to: NAT64 (64:ff9b::/96 and the
+        // local-use 64:ff9b:1::/48), 6to4 (2002::/16), Teredo (2001::/32), IPv4-compatible (::/96).
+        || (first == 0x64 && s[1] == 0xff9b)
+        || first == 0x2002
+        || (first == 0x2001 && s[1] == 0)
+        || s[..6] == [0; 6])
 }
 
 #[cfg(test)]
@@ -153,5 +160,17 @@ mod tests {
         assert!(public_address("93.184.216.34".parse().unwrap()));
         assert!(!public_address("169.254.169.254".parse().unwrap()));
         assert!(!public_address("::ffff:192.168.0.1".parse().unwrap()));
+    }
+
+    /// IPv6 forms that carry an IPv4 address a gateway may forward to: NAT64 (64:ff9b::/96 and
+    /// the local-use 64:ff9b:1::/48), 6to4 (2002::/16), Teredo (2001::/32) and IPv4-compatible
+    /// (::/96). A dual-stack VPC with NAT64 would turn `[64:ff9b::a00:5]` into 10.0.0.5.
+    #[test]
+    fn ipv6_addresses_that_embed_an_ipv4_address_are_not_public() {
+        for bad in ["64:ff9b::a00:5", "64:ff9b:1::a00:5", "2002:a00:5::1", "2001:0:4136:e378::1", "::a00:5"] {
+            assert!(!public_address(bad.parse().unwrap()), "{bad}");
+            assert!(check_endpoint_url(&format!("https://[{bad}]/h"), false).is_err(), "{bad}");
+        }
+        assert!(public_address("2606:4700::1111".parse().unwrap()));
     }
 }

@@ -43,6 +43,8 @@ pub const FIRST_DELAY: SignedDuration = SignedDuration::from_secs(30);
 pub const MAX_DELAY: SignedDuration = SignedDuration::from_hours(6);
 /// How long an attempt holds its delivery (wall clock): more than the HTTP timeout and the writes.
 pub const LEASE: SignedDuration = SignedDuration::from_secs(60);
+/// What an attempt may take at most: the HTTP timeout and the writes around it.
+pub const ATTEMPT_BUDGET: SignedDuration = SignedDuration::from_secs(20);
 
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -109,6 +111,8 @@ pub struct Report {
     pub failed_attempts: u64,
     pub dead_lettered: u64,
     pub skipped: u64,
+    /// Due but left to the next sweep (the Lambda deadline was near).
+    pub deferred: u64,
     pub errors: u64,
 }
 
@@ -122,6 +126,7 @@ impl Report {
         self.failed_attempts += other.failed_attempts;
         self.dead_lettered += other.dead_lettered;
         self.skipped += other.skipped;
+        self.deferred += other.deferred;
         self.errors += other.errors;
     }
 }
@@ -141,7 +146,13 @@ pub async fn handler(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, De
         return Ok(serde_json::to_value(response).unwrap_or_default());
     }
     let now = tick_time(&event.payload, &deps.settings)?;
-    let report = sweep(deps, now).await;
+    // No attempt starts unless it can finish (its whole HTTP timeout and the writes) before the
+    // Lambda deadline (epoch ms; 0 when not running in Lambda).
+    let deadline = (event.context.deadline > 0)
+        .then(|| Timestamp::from_millisecond(event.context.deadline as i64).ok())
+        .flatten()
+        .and_then(|d| d.checked_sub(ATTEMPT_BUDGET).ok());
+    let report = sweep(deps, now, deadline).await;
     tracing::info!(report = %serde_json::to_string(&report).unwrap_or_default(), "deliver sweep");
     Ok(serde_json::to_value(&report).unwrap_or_default())
 }
@@ -323,6 +334,12 @@ pub async fn attempt(deps: &Deps, key: &DeliveryKey, now: Timestamp) -> Result<R
     };
     let result = send(deps, &endpoint, &claimed, now, wall).await;
     let next = after_attempt(&claimed, result, now, random_u32());
+    // Dead-lettered and flagged before the delivery is written `failed`: if this fails, the
+    // message is retried and the delivery (still pending, its lease lapsing) is attempted again —
+    // a second dead letter is harmless, a lost one is not.
+    if next.status == DeliveryStatus::Failed {
+        dead_letter(deps, key, &endpoint, now).await?;
+    }
     deps.store.put_delivery_next(claimed.version, &next).await?;
     let mut report = Report { attempted: 1, ..Report::default() };
     match next.status {
@@ -335,7 +352,6 @@ pub async fn attempt(deps: &Deps, key: &DeliveryKey, now: Timestamp) -> Result<R
         DeliveryStatus::Failed => {
             report.failed_attempts = 1;
             report.dead_lettered = 1;
-            dead_letter(deps, key, &endpoint, now).await?;
         }
         _ => report.failed_attempts = 1,
     }
@@ -393,34 +409,68 @@ async fn dead_letter(
     Ok(())
 }
 
-/// Sets (`Some`) or clears (`None`) an endpoint's failing flag; a lost race leaves it to the
-/// next delivery.
-async fn flag_endpoint(deps: &Deps, endpoint: &EndpointRecord, failing_since: Option<Timestamp>) {
+/// Sets (`Some`) or clears (`None`) an endpoint's failing flag, on the endpoint as it is now: a
+/// change made meanwhile (a rotation during the attempt) is read again, not overwritten, and the
+/// flag not dropped. A deleted endpoint needs no flag.
+async fn flag_endpoint(deps: &Deps, read: &EndpointRecord, failing_since: Option<Timestamp>) {
     let status = if failing_since.is_some() { EndpointStatus::Failing } else { EndpointStatus::Enabled };
-    let next = EndpointRecord { status, failing_since, version: endpoint.version + 1, ..endpoint.clone() };
-    if let Err(e) = deps.store.put_endpoint_next(endpoint.version, &next).await {
-        tracing::warn!(endpoint_id = %endpoint.endpoint_id, error = %e, "endpoint flag not written");
+    let mut current = read.clone();
+    for _ in 0..3 {
+        if current.status == status {
+            return;
+        }
+        let next = EndpointRecord { status, failing_since, version: current.version + 1, ..current.clone() };
+        match deps.store.put_endpoint_next(current.version, &next).await {
+            Ok(()) => return,
+            Err(StoreError::Conflict(_)) => match deps.store.get_endpoint(&read.partner_id, &read.endpoint_id).await {
+                Ok(Some(fresh)) => current = fresh,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(endpoint_id = %read.endpoint_id, error = %e, "endpoint flag not written");
+                    return;
+                }
+            },
+            Err(e) => {
+                tracing::warn!(endpoint_id = %read.endpoint_id, error = %e, "endpoint flag not written");
+                return;
+            }
+        }
     }
+    tracing::warn!(endpoint_id = %read.endpoint_id, "endpoint flag not written: it kept changing");
 }
 
-/// Attempts every delivery due at `now`, [`Settings::concurrency`] at a time.
-pub async fn sweep(deps: &Deps, now: Timestamp) -> Report {
+/// Attempts every delivery due at `now`, [`Settings::concurrency`] at a time, the shards taken in
+/// turn (one busy shard cannot starve the others), starting none after `deadline` (wall clock):
+/// what is left is the next sweep's.
+pub async fn sweep(deps: &Deps, now: Timestamp, deadline: Option<Timestamp>) -> Report {
     let mut report = Report::default();
     let semaphore = Arc::new(Semaphore::new(deps.settings.concurrency.max(1)));
     let mut tasks: JoinSet<Result<Report, StoreError>> = JoinSet::new();
-    for shard in delivery_shards() {
-        let mut start = None;
-        loop {
-            let page = match deps.store.due_deliveries(&shard, now, 100, start).await {
+    let past_deadline = || deadline.is_some_and(|d| Timestamp::now() >= d);
+    let mut shards: Vec<(String, Option<paycycle::store::Item>)> =
+        delivery_shards().into_iter().map(|s| (s, None)).collect();
+    while !shards.is_empty() {
+        let mut next_round = Vec::new();
+        for (shard, start) in shards {
+            let page = match deps.store.due_deliveries(&shard, now, 25, start).await {
                 Ok(page) => page,
                 Err(e) => {
                     tracing::error!(shard, error = %e, "due deliveries query failed");
                     report.errors += 1;
-                    break;
+                    continue;
                 }
             };
             for key in page.items {
+                if past_deadline() {
+                    report.deferred += 1;
+                    continue;
+                }
                 let permit = semaphore.clone().acquire_owned().await.expect("semaphore is never closed");
+                // Waiting for a slot can take an attempt's whole length: look at the clock again.
+                if past_deadline() {
+                    report.deferred += 1;
+                    continue;
+                }
                 let deps = deps.clone();
                 tasks.spawn(async move {
                     let done = attempt(&deps, &key, now).await;
@@ -428,11 +478,11 @@ pub async fn sweep(deps: &Deps, now: Timestamp) -> Report {
                     done
                 });
             }
-            match page.next {
-                Some(next) => start = Some(next),
-                None => break,
+            if let Some(next) = page.next {
+                next_round.push((shard, Some(next)));
             }
         }
+        shards = next_round;
     }
     while let Some(done) = tasks.join_next().await {
         match done {

@@ -62,6 +62,9 @@ impl Sender {
     pub fn with_timeout(allow_loopback: bool, timeout: Duration) -> Self {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy from the environment (HTTPS_PROXY, ALL_PROXY) would be the address the
+            // resolver checks, not the partner's: never use one.
+            .no_proxy()
             .timeout(timeout.min(TIMEOUT))
             .connect_timeout(CONNECT_TIMEOUT.min(timeout))
             .dns_resolver(Arc::new(PublicOnly { allow_loopback }))

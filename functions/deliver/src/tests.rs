@@ -193,12 +193,12 @@ async fn a_failing_endpoint_is_retried_by_the_sweep_and_dead_lettered_after_the_
     let key = deps.queue.sent().remove(0);
     attempt(&deps, &key, start).await.unwrap();
     // Nothing is due before the first backoff.
-    assert_eq!(sweep(&deps, start).await.attempted, 0);
+    assert_eq!(sweep(&deps, start, None).await.attempted, 0);
     let mut now = start;
     let mut sweeps = 0;
     while deps.store.get_delivery(&key).await.unwrap().unwrap().status == DeliveryStatus::Pending {
         now = now.checked_add(SignedDuration::from_mins(30)).unwrap();
-        sweep(&deps, now).await;
+        sweep(&deps, now, None).await;
         sweeps += 1;
         assert!(sweeps < 400);
     }
@@ -224,4 +224,38 @@ async fn a_deleted_endpoint_gets_no_more_attempts() {
     attempt(&deps, &key, now).await.unwrap();
     assert!(rx.got.lock().unwrap().is_empty());
     assert_eq!(deps.store.get_delivery(&key).await.unwrap().unwrap().status, DeliveryStatus::Canceled);
+}
+
+/// A flag written over an endpoint read before a rotation is not lost: it is written on the
+/// endpoint as it is now.
+#[tokio::test]
+async fn an_endpoint_flag_survives_a_concurrent_change_of_the_endpoint() {
+    let deps = deps();
+    let stale = endpoint(&deps, "https://hooks.example.com/x", &SigningSecret::generate(), &[]).await;
+    let rotated =
+        stale.rotated(StoredSecret::new(SigningSecret::generate().expose()), Timestamp::now(), SignedDuration::ZERO);
+    deps.store.put_endpoint_next(stale.version, &rotated).await.unwrap();
+    let now = Timestamp::now();
+    flag_endpoint(&deps, &stale, Some(now)).await;
+    let stored = deps.store.get_endpoint("partner_a", &stale.endpoint_id).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.failing_since), (EndpointStatus::Failing, Some(now)));
+    assert_eq!(stored.secrets, rotated.secrets, "the rotation stays");
+}
+
+/// A sweep starts no attempt it could not finish before the Lambda deadline: what is left is
+/// deferred to the next sweep, not killed mid-POST (a POST sent but never recorded).
+#[tokio::test]
+async fn a_sweep_starts_nothing_past_its_deadline() {
+    let deps = deps();
+    let rx = receiver(StatusCode::INTERNAL_SERVER_ERROR).await;
+    endpoint(&deps, &rx.url, &SigningSecret::generate(), &[]).await;
+    let start = Timestamp::now();
+    for i in 0..3 {
+        fan_out(&deps, &envelope(&format!("evt_d{i}"), "payment.failed"), start).await.unwrap();
+    }
+    let later = start.checked_add(SignedDuration::from_mins(5)).unwrap();
+    let report = sweep(&deps, later, Some(Timestamp::now())).await;
+    assert_eq!((report.attempted, report.deferred), (0, 3));
+    let report = sweep(&deps, later, None).await;
+    assert_eq!(report.attempted, 3);
 }

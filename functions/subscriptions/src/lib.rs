@@ -145,7 +145,7 @@ async fn list(deps: &Deps, key: &ApiKeyRecord, req: &Request) -> Result<Response
             .ok_or_else(|| ApiError::bad_request("invalid_request", "limit must be 1-100"))?,
     };
     let lookup = format!("CUS#{}#{customer_id}", key.partner_id);
-    let start = params.first("cursor").map(|c| api::decode_cursor(c, &lookup)).transpose()?;
+    let start = params.first("cursor").map(|c| api::decode_cursor(c, &lookup, "SUB#")).transpose()?;
     let page =
         deps.store.subscriptions_of_customer(&key.partner_id, &customer_id, limit, start).await.map_err(store_error)?;
     let data: Vec<Value> = page.items.iter().map(subscription_json).collect();

@@ -174,3 +174,81 @@ async fn a_rotation_keeps_the_old_secret_signing_for_the_overlap_only() {
         e.call("POST", &format!("/webhook-endpoints/{id}/rotate"), Some(json!({"overlap_seconds": 999_999_999}))).await;
     assert_eq!(status, 400);
 }
+
+/// Rotating again during an overlap ends the secret already on its way out: at most two secrets
+/// ever sign (a partner rotating in a loop cannot grow the signature header or the item).
+#[tokio::test]
+async fn at_most_two_secrets_sign_however_often_the_partner_rotates() {
+    let e = env(false).await;
+    let (_, created) = e.call("POST", "/webhook-endpoints", Some(json!({"url": "https://hooks.example.com/x"}))).await;
+    let id = created["id"].as_str().unwrap();
+    let mut last = String::new();
+    for _ in 0..5 {
+        let (status, v) =
+            e.call("POST", &format!("/webhook-endpoints/{id}/rotate"), Some(json!({"overlap_seconds": 604800}))).await;
+        assert_eq!(status, 200, "{v}");
+        last = v["secret"].as_str().unwrap().to_string();
+    }
+    let stored = e.store().get_endpoint("partner_a", id).await.unwrap().unwrap();
+    let signing = stored.signing_secrets(jiff::Timestamp::now());
+    assert_eq!(signing.len(), 2, "the newest and the one before it");
+    assert_eq!(signing[1].expose(), last);
+    assert!(stored.secrets.len() <= 2, "{} stored", stored.secrets.len());
+}
+
+async fn log_events(e: &Env, kind: &str, from: usize, n: usize) {
+    for i in from..from + n {
+        let at = jiff::Timestamp::from_second(1_800_000_000 + i as i64).unwrap();
+        let event = PartnerEvent {
+            event_id: format!("evt_{i:024x}"),
+            partner_id: "partner_a".into(),
+            event_type: kind.into(),
+            occurred_at: at,
+            payload: "{}".into(),
+            received_at: jiff::Timestamp::now(),
+        };
+        e.store().record_partner_event(&event).await.unwrap();
+    }
+}
+
+/// A type filter reads a bounded number of events per request: past the bound it answers what it
+/// found with a cursor, and never more than `limit`.
+#[tokio::test]
+async fn a_type_filter_scans_a_bounded_number_of_events_per_request() {
+    let e = env(false).await;
+    log_events(&e, "payment.failed", 0, 1_200).await;
+    log_events(&e, "refund.failed", 1_200, 3).await;
+    let mut path = "/events?type=refund.failed&limit=2".to_string();
+    let mut pages = Vec::new();
+    loop {
+        let (status, page) = e.call("GET", &path, None).await;
+        assert_eq!(status, 200, "{page}");
+        let data = page["data"].as_array().unwrap().clone();
+        assert!(data.len() <= 2, "{page}");
+        assert!(data.iter().all(|d| d["type"] == "refund.failed"));
+        pages.push(data.len());
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("/events?type=refund.failed&limit=2&cursor={c}"),
+            None => break,
+        }
+        assert!(pages.len() < 10);
+    }
+    assert_eq!(pages.iter().sum::<usize>(), 3, "{pages:?}");
+    assert_eq!(pages[0], 0, "the first 1,000 events hold none: an empty page with a cursor ({pages:?})");
+}
+
+/// A cursor this API did not hand out is a 400, never a store error (503).
+#[tokio::test]
+async fn a_forged_or_mismatched_cursor_is_a_bad_request() {
+    use base64::Engine;
+    let e = env(false).await;
+    log_events(&e, "payment.failed", 0, 3).await;
+    let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(json!({"lookup_pk": {"S": "WHEVTS#partner_a"}}).to_string());
+    let (status, v) = e.call("GET", &format!("/events?cursor={forged}"), None).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (400, Some("invalid_cursor")), "{v}");
+    let (_, page) = e.call("GET", "/events?limit=1", None).await;
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let (status, v) = e.call("GET", &format!("/events?limit=1&since=2030-01-01T00:00:00Z&cursor={cursor}"), None).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (400, Some("invalid_cursor")), "{v}");
+}

@@ -24,7 +24,7 @@ use paycycle::store::api_keys::ApiKeyRecord;
 use paycycle::store::delivery_queue::DeliveryQueue;
 use paycycle::store::partner_webhooks::{
     DeliveryKey, DeliveryRecord, DeliveryStatus, EndpointRecord, EndpointSecret, EndpointStatus,
-    MAX_ENDPOINTS_PER_PARTNER, PartnerEvent, StoredSecret, deliveries_lookup, events_lookup,
+    MAX_ENDPOINTS_PER_PARTNER, PartnerEvent, StoredSecret, deliveries_lookup, events_lookup, partner_event_position,
 };
 use paycycle::store::{Store, StoreError};
 use paycycle::webhook_targets::check_endpoint_url;
@@ -282,7 +282,9 @@ fn delivery_json(d: &DeliveryRecord) -> Value {
 async fn deliveries(deps: &Deps, key: &ApiKeyRecord, id: &str, req: &Request) -> Result<Response<Body>, ApiError> {
     let r = owned(deps, key, id).await?;
     let lookup = deliveries_lookup(&r.endpoint_id);
-    let start = req.query_string_parameters().first("cursor").map(|c| api::decode_cursor(c, &lookup)).transpose()?;
+    let prefix = format!("WHDEL#{}#", r.endpoint_id);
+    let start =
+        req.query_string_parameters().first("cursor").map(|c| api::decode_cursor(c, &lookup, &prefix)).transpose()?;
     let page = deps.store.deliveries_of(&r.endpoint_id, limit(req)?, start).await.map_err(store_error)?;
     let data: Vec<Value> = page.items.iter().map(delivery_json).collect();
     let next_cursor = page.next.as_ref().map(api::encode_cursor);
@@ -294,6 +296,10 @@ fn event_json(e: &PartnerEvent) -> Value {
     let payload: Value = serde_json::from_str(&e.payload).unwrap_or_else(|_| json!(e.payload));
     json!({"id": e.event_id, "type": e.event_type, "occurred_at": e.occurred_at.to_string(), "payload": payload})
 }
+
+/// How many events one `GET /events?type=` reads at most: past it, the answer carries what it
+/// found and a cursor (a filter over a busy month must not read the whole month in one request).
+const TYPE_FILTER_SCAN: usize = 1_000;
 
 async fn events(deps: &Deps, key: &ApiKeyRecord, req: &Request) -> Result<Response<Body>, ApiError> {
     let params = req.query_string_parameters();
@@ -307,21 +313,63 @@ async fn events(deps: &Deps, key: &ApiKeyRecord, req: &Request) -> Result<Respon
         .transpose()
         .map_err(|_| ApiError::bad_request("invalid_request", "since must be an RFC 3339 instant"))?;
     let lookup = events_lookup(&key.partner_id);
-    let mut start = params.first("cursor").map(|c| api::decode_cursor(c, &lookup)).transpose()?;
+    let start = params
+        .first("cursor")
+        .map(|c| api::decode_cursor(c, &lookup, &format!("WHEVT#{}#", key.partner_id)))
+        .transpose()?;
+    // A cursor from before `since` would page outside the range asked for.
+    let floor = since.map(|s| format!("{:015}", s.as_millisecond().max(0)));
+    let cursor_sk = start.as_ref().and_then(|s| s.get("lookup_sk")).and_then(|v| v.as_s().ok());
+    if let (Some(floor), Some(at)) = (&floor, cursor_sk)
+        && at.as_str() < floor.as_str()
+    {
+        return Err(ApiError::bad_request("invalid_cursor", "the cursor is from before `since`"));
+    }
     let limit = limit(req)?;
-    // A type filter skips events of other types: read on until a page is full or the log ends.
-    let mut data = Vec::new();
-    let next = loop {
-        let page = deps.store.partner_events(&key.partner_id, since, limit, start).await.map_err(store_error)?;
-        let wanted = page.items.iter().filter(|e| kind.as_ref().is_none_or(|k| *k == e.event_type || k == "*"));
-        data.extend(wanted.map(event_json));
-        match page.next {
-            Some(next) if data.len() < limit as usize => start = Some(next),
-            other => break other,
+    let (data, next) = match kind {
+        None => {
+            let page = deps.store.partner_events(&key.partner_id, since, limit, start).await.map_err(store_error)?;
+            (page.items, page.next)
         }
+        Some(kind) => filtered_events(deps, &key.partner_id, &kind, since, limit, start).await?,
     };
+    let data: Vec<Value> = data.iter().map(event_json).collect();
     let next_cursor = next.as_ref().map(api::encode_cursor);
     Ok(api::json(StatusCode::OK, &json!({"data": data, "has_more": next_cursor.is_some(), "next_cursor": next_cursor})))
+}
+
+/// Up to `limit` events of type `kind`, reading at most [`TYPE_FILTER_SCAN`] events; the position
+/// to go on from, if the log goes on.
+async fn filtered_events(
+    deps: &Deps,
+    partner: &str,
+    kind: &str,
+    since: Option<Timestamp>,
+    limit: i32,
+    mut start: Option<paycycle::store::Item>,
+) -> Result<(Vec<PartnerEvent>, Option<paycycle::store::Item>), ApiError> {
+    let want = usize::try_from(limit).unwrap_or(1);
+    let (mut found, mut scanned) = (Vec::new(), 0usize);
+    loop {
+        let page = deps.store.partner_events(partner, since, 100, start).await.map_err(store_error)?;
+        let read = page.items.len();
+        for (i, event) in page.items.into_iter().enumerate() {
+            if event.event_type != kind {
+                continue;
+            }
+            found.push(event);
+            if found.len() == want {
+                let more = i + 1 < read || page.next.is_some();
+                let next = more.then(|| partner_event_position(&found[want - 1]));
+                return Ok((found, next));
+            }
+        }
+        scanned += read;
+        match page.next {
+            Some(next) if scanned < TYPE_FILTER_SCAN => start = Some(next),
+            other => return Ok((found, other)),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -28,6 +28,8 @@ pub const EVENT_RETENTION: SignedDuration = SignedDuration::from_hours(30 * 24);
 /// The attempts a delivery keeps (the newest); the count keeps counting.
 pub const ATTEMPTS_KEPT: usize = 30;
 const DELIVERY_SHARDS: u32 = 8;
+/// How long after its next attempt a pending delivery is kept at the least.
+const PENDING_GRACE: SignedDuration = SignedDuration::from_hours(7 * 24);
 const COUNT_SK: &str = "COUNT";
 
 /// A signing secret as stored (`whsec_…`). Never printed.
@@ -96,17 +98,17 @@ impl EndpointRecord {
         self.secrets.iter().filter(|s| s.expires_at.is_none_or(|e| e > wall_now)).map(|s| &s.secret).collect()
     }
 
-    /// The record after a rotation at `wall_now`: `new` signs from now on, the secrets still
-    /// signing keep signing until `wall_now + overlap` (or until they expire, if sooner), and
-    /// expired ones are dropped.
+    /// The record after a rotation at `wall_now`: `new` signs from now on, the current secret
+    /// keeps signing beside it until `wall_now + overlap`, and a secret already on its way out
+    /// (an earlier rotation's overlap) stops now — so at most two secrets ever sign, however often
+    /// a partner rotates.
     pub fn rotated(&self, new: StoredSecret, wall_now: Timestamp, overlap: SignedDuration) -> EndpointRecord {
         let until = wall_now.checked_add(overlap).unwrap_or(wall_now);
         let mut secrets: Vec<EndpointSecret> = self
             .secrets
             .iter()
-            .filter(|s| s.expires_at.is_none_or(|e| e > wall_now))
-            .map(|s| EndpointSecret { expires_at: Some(s.expires_at.map_or(until, |e| e.min(until))), ..s.clone() })
-            .filter(|s| s.expires_at.is_some_and(|e| e > wall_now))
+            .filter(|s| s.expires_at.is_none() && until > wall_now)
+            .map(|s| EndpointSecret { expires_at: Some(until), ..s.clone() })
             .collect();
         secrets.push(EndpointSecret { secret: new, created_at: wall_now, expires_at: None });
         EndpointRecord { secrets, version: self.version + 1, ..self.clone() }
@@ -278,8 +280,24 @@ fn delivery_item(d: &DeliveryRecord) -> Item {
         item.insert(keys::DUE_SHARD.into(), s(&delivery_shard(&d.endpoint_id, &d.event_id)));
         item.insert(keys::NEXT_ATTEMPT_AT.into(), n(epoch(due)));
     }
-    let expires = d.created_at.checked_add(EVENT_RETENTION).unwrap_or(d.created_at);
+    // Kept for the retention, and while pending at least a week past its next attempt (a
+    // redelivery late in the retention starts a schedule of days).
+    let mut expires = d.created_at.checked_add(EVENT_RETENTION).unwrap_or(d.created_at);
+    if let (DeliveryStatus::Pending, Some(due)) = (d.status, d.due_at) {
+        expires = expires.max(due.checked_add(PENDING_GRACE).unwrap_or(due));
+    }
     item.insert(keys::EXPIRES_AT.into(), n(epoch(expires)));
+    item
+}
+
+/// The item key of an event in the lookup index, as a page cursor names it (a page cut short
+/// after this event goes on after it).
+pub fn partner_event_position(e: &PartnerEvent) -> Item {
+    let mut item = Item::new();
+    item.insert(keys::PK.into(), s(&event_pk(&e.partner_id, &e.event_id)));
+    item.insert(keys::SK.into(), s("EVENT"));
+    item.insert(keys::LOOKUP_PK.into(), s(&events_lookup(&e.partner_id)));
+    item.insert(keys::LOOKUP_SK.into(), s(&time_key(e.occurred_at, &e.event_id)));
     item
 }
 
@@ -447,5 +465,32 @@ impl Store {
             })?);
         }
         Ok(Page { items, next })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A delivery put back on a retry schedule late in its 30 days (a redelivery on day 29) is
+    /// not removed by TTL while it is still pending: it expires a week after it is next due at the
+    /// earliest.
+    #[test]
+    fn a_pending_delivery_outlives_its_next_attempt_by_a_week() {
+        let created: Timestamp = "2027-01-01T00:00:00Z".parse().unwrap();
+        let event = PartnerEvent {
+            event_id: "evt_1".into(),
+            partner_id: "p".into(),
+            event_type: "payment.failed".into(),
+            occurred_at: created,
+            payload: "{}".into(),
+            received_at: created,
+        };
+        let mut d = DeliveryRecord::new(&event, "we_1", created);
+        d.due_at = Some("2027-01-30T12:00:00Z".parse().unwrap());
+        let item = delivery_item(&d);
+        let expires: i64 = item[keys::EXPIRES_AT].as_n().unwrap().parse().unwrap();
+        let floor: Timestamp = "2027-02-06T12:00:00Z".parse().unwrap();
+        assert!(expires >= floor.as_second(), "expires {expires}");
     }
 }

@@ -42,6 +42,7 @@ impl FunctionEnv {
             ("AWS_EC2_METADATA_DISABLED", "true"),
             ("PAYCYCLE_TABLE", table),
             ("PAYCYCLE_EVENT_BUS", bus),
+            ("PAYCYCLE_DELIVERY_QUEUE_URL", "http://127.0.0.1:1/000000000000/bench-deliveries"),
             ("STEPPAY_BASE_URL", sandbox_url),
             ("PAYPLE_BASE_URL", sandbox_url),
             ("PAYPLE_REFERER", "http://127.0.0.1:3000"),
@@ -109,6 +110,9 @@ pub fn first_event(function: &str, n: usize) -> Value {
         "refund" => http_event("POST", "/payments/pay_bench/refunds", bogus_key, Some(r#"{"amount": 1000}"#)),
         "checkout" => http_event("POST", "/checkouts", bogus_key, Some("{}")),
         "subscriptions" => http_event("GET", "/subscriptions/sub_bench", bogus_key, None),
+        "webhook-endpoints" => http_event("GET", "/webhook-endpoints", bogus_key, None),
+        // An empty SQS batch: deliver answers with no failures.
+        "deliver" => json!({"Records": []}),
         other => panic!("no first event for {other}"),
     }
 }

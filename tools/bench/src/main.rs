@@ -5,6 +5,7 @@
 
 mod cold_start;
 mod costs;
+mod deliveries;
 mod renew_throughput;
 mod report;
 mod runtime_api;
@@ -16,14 +17,15 @@ use std::time::{Duration, Instant};
 
 use paycycle_dev::{LocalStack, Options};
 
-pub const FUNCTIONS: [&str; 6] = ["webhook-ingest", "verify", "renew", "refund", "checkout", "subscriptions"];
+pub const FUNCTIONS: [&str; 8] =
+    ["webhook-ingest", "verify", "renew", "refund", "checkout", "subscriptions", "webhook-endpoints", "deliver"];
 
 struct Args {
     dynoxide: PathBuf,
     bin_dir: PathBuf,
     out: PathBuf,
     quick: bool,
-    /// `--only renew|costs|cold`: one section (for working on it; the report says what ran).
+    /// `--only renew|costs|cold|webhooks`: one section (for working on it; the report says what ran).
     only: Option<String>,
 }
 
@@ -159,6 +161,22 @@ async fn run() -> Result<(), String> {
             report.renew.push(run);
         }
         drop(dynoxide);
+    }
+
+    // 4. Webhooks to partners: one deliver instance's throughput (Dynoxide) and commit → delivery
+    // latency on the local stack (moto).
+    if runs("webhooks") {
+        eprintln!("bench: webhook deliveries");
+        let dynoxide = Dynoxide::start(&args.dynoxide).await?;
+        let plan: Vec<(usize, usize)> =
+            if args.quick { vec![(100, 1), (25, 4)] } else { vec![(1_000, 1), (250, 4), (100, 10)] };
+        for (events, endpoints) in plan {
+            let run = deliveries::throughput(&dynoxide.endpoint, events, endpoints).await?;
+            eprintln!("  {events} events × {endpoints} endpoints: {:.0} deliveries/s", run.per_second);
+            report.deliveries.push(run);
+        }
+        drop(dynoxide);
+        report.delivery_latency = Some(deliveries::latency(if args.quick { 20 } else { 100 }).await?);
     }
 
     report.total_seconds = started.elapsed().as_secs_f64();

@@ -6,6 +6,7 @@ pub struct Summary {
     pub min: f64,
     pub median: f64,
     pub p90: f64,
+    pub p99: f64,
     pub max: f64,
 }
 
@@ -17,7 +18,7 @@ impl Summary {
         let mut v = values.to_vec();
         v.sort_by(f64::total_cmp);
         let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-        Self { n: v.len(), min: v[0], median: at(0.5), p90: at(0.9), max: v[v.len() - 1] }
+        Self { n: v.len(), min: v[0], median: at(0.5), p90: at(0.9), p99: at(0.99), max: v[v.len() - 1] }
     }
 }
 
