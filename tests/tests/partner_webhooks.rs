@@ -218,3 +218,25 @@ async fn private_targets_are_refused_and_a_misbehaving_endpoint_cannot_stall_the
     assert_eq!(attempts[3]["response_body"].as_str().unwrap().len(), 1024, "only the first KiB is read");
     assert_eq!(log[0]["status"], "delivered");
 }
+
+/// Every event any test publishes on the local stack is checked against its catalog schema on its
+/// way to the partners (the stack fails on drop otherwise): an event off its schema is caught.
+#[tokio::test]
+async fn an_event_off_its_catalog_schema_is_caught_on_the_local_stack() {
+    let stack = stack().await;
+    let bus = stack.provisioned.buses.values().next().unwrap().clone();
+    let events = aws_sdk_eventbridge::Client::new(&stack.moto.sdk_config().await);
+    let detail = json!({"id": "evt_0123456789abcdef01234567", "type": "subscription.renewed",
+        "occurred_at": "2027-02-01T00:00:00Z", "data": {"partner_id": "p_schema", "subscription_id": "sub_1"}});
+    let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
+        .source("paycycle")
+        .detail_type("subscription.renewed")
+        .detail(detail.to_string())
+        .event_bus_name(&bus)
+        .build();
+    events.put_events().entries(entry).send().await.unwrap();
+    stack.drain_webhooks().await;
+    let caught = std::mem::take(&mut *stack.sqs_feeder.catalog_violations.lock().unwrap());
+    assert_eq!(caught.len(), 1, "{caught:?}");
+    assert!(caught[0].contains("subscription.renewed") && caught[0].contains("required"), "{caught:?}");
+}

@@ -7,6 +7,7 @@
 //! the PID it spawned (on drop), the servers by aborting their tasks.
 
 pub mod clients;
+pub mod contract;
 pub mod event_sink;
 pub mod http_bridge;
 pub mod journey;
@@ -209,6 +210,11 @@ impl Drop for LocalStack {
         let violations = self.shape_violations();
         if !violations.is_empty() && !std::thread::panicking() {
             panic!("bodies off their PG's documented shape (pg-shapes/):\n{}", violations.join("\n"));
+        }
+        // And every event it published matched its schema in openapi.yaml's catalog.
+        let events = self.sqs_feeder.catalog_violations.lock().map(|v| v.clone()).unwrap_or_default();
+        if !events.is_empty() && !std::thread::panicking() {
+            panic!("events off their catalog schema (openapi.yaml webhooks):\n{}", events.join("\n"));
         }
     }
 }

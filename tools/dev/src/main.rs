@@ -131,7 +131,14 @@ async fn serve(port: u16, ready_file: Option<String>, signals: &mut Signals) -> 
     println!("  API key  {key}   (partner \"default\"; shown once)");
     // A partner's webhook receiver beside the API, registered for every event type: each delivery
     // is printed with its signature check.
-    let receiver = match paycycle_dev::receiver::Receiver::start(if port == 0 { 0 } else { port + 1 }, true).await {
+    // Beside the API (3001 for `make dev`), or any free port when that one is taken.
+    let beside = if port == 0 { 0 } else { port.wrapping_add(1) };
+    let receiver = match paycycle_dev::receiver::Receiver::start(beside, true).await {
+        Ok(r) => Ok(r),
+        Err(_) if beside != 0 => paycycle_dev::receiver::Receiver::start(0, true).await,
+        Err(e) => Err(e),
+    };
+    let receiver = match receiver {
         Ok(r) => r,
         Err(e) => {
             eprintln!("could not start the webhook receiver: {e}");

@@ -18,6 +18,21 @@ pub struct SqsFeederState {
     /// Polls of every queue that found nothing: two after a send mean it was handled.
     pub empty_polls: AtomicU64,
     pub handled: AtomicU64,
+    /// Events off their catalog schema in `openapi.yaml` (issue 23 §5): the stack fails on drop.
+    pub catalog_violations: std::sync::Mutex<Vec<String>>,
+}
+
+/// Checks each event of the events queue against its catalog entry.
+fn check_catalog(messages: &[aws_sdk_sqs::types::Message], state: &SqsFeederState) {
+    for m in messages {
+        let Some(envelope) = m.body().and_then(|b| serde_json::from_str::<Value>(b).ok()) else { continue };
+        if envelope.get("detail-type").is_none() {
+            continue;
+        }
+        if let Err(e) = crate::contract::OpenApi::get().check_event(&envelope) {
+            state.catalog_violations.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(e);
+        }
+    }
 }
 
 /// The Lambda SQS event for received messages.
@@ -64,6 +79,7 @@ pub async fn run(
                 continue;
             }
             found += messages.len();
+            check_catalog(messages, &state);
             let event: aws_lambda_events::event::sqs::SqsEvent =
                 serde_json::from_value(lambda_event(messages, url)).expect("the feeder builds SQS events Lambda's way");
             let response = deliver::on_batch(&deliver, event, jiff::Timestamp::now()).await;
