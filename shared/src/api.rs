@@ -145,6 +145,8 @@ pub fn respond(result: Result<Response<Body>, ApiError>, request_id: &str, what:
         Err(e) => {
             if e.status.is_server_error() {
                 tracing::warn!(status = e.status.as_u16(), code = %e.code, "{what} request failed");
+            } else {
+                tracing::debug!(status = e.status.as_u16(), code = %e.code, message = %e.message, "{what} request refused");
             }
             e.into_response(request_id)
         }

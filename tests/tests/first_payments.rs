@@ -242,6 +242,21 @@ async fn a_retried_checkout_is_the_same_request_whatever_the_order_of_its_pg_opt
     assert_eq!((status, c["error"]["code"].as_str()), (422, Some("idempotency_key_reused")), "{c}");
 }
 
+/// A StepPay price the partner names that StepPay does not have is the partner's mistake: a 422
+/// naming it, not a 5xx that reads as paycycle's or StepPay's outage (make fuzz-api found the 502).
+#[tokio::test]
+async fn a_steppay_price_steppay_does_not_have_is_refused_as_the_partners_input() {
+    let e = env().await;
+    let body = json!({"pg": "steppay_managed", "customer": customer(), "plan": plan(19_900),
+        "return_url": "https://shop.example.com/ok", "steppay": {"product_code": "prod_none", "price_code": "price_none"}});
+    let (status, v) = e.partner.post("/checkouts", &body, Some("unknown-price")).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (422, Some("pg_refused")), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("PRICE_NOT_FOUND"), "{v}");
+    // The same key and body again: the same answer, nothing created meanwhile.
+    let (status, _) = e.partner.post("/checkouts", &body, Some("unknown-price")).await;
+    assert_eq!(status, 422);
+}
+
 #[tokio::test]
 async fn steppay_managed_first_order_and_renewal_webhooks_extend_the_period() {
     let e = env().await;

@@ -211,7 +211,12 @@ fn validate(b: &mut CheckoutBody, pgs: &Registry) -> Result<Plan, ApiError> {
 
 fn pg_error(e: PgError) -> ApiError {
     tracing::warn!(error = %e, "PG call for a checkout failed");
-    ApiError::pg(&e)
+    match e {
+        // What a checkout sends the PG is the partner's (its StepPay product and price, the
+        // customer, the amount): the PG refusing it is the partner's to fix, not an outage.
+        PgError::Invalid(why) => ApiError::unprocessable("pg_refused", format!("the PG refused the checkout: {why}")),
+        e => ApiError::pg(&e),
+    }
 }
 
 /// How long a checkout may take to create a customer at StepPay before another may try (wall clock).

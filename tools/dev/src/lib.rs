@@ -12,6 +12,7 @@ pub mod event_sink;
 pub mod http_bridge;
 pub mod journey;
 pub mod receiver;
+pub mod seed;
 pub mod sqs_feeder;
 pub mod stream_feeder;
 

@@ -19,7 +19,9 @@ const USAGE: &str = "usage:
   paycycle-dev api-key revoke --key KEY
 options:
   --port N     API port for demo/serve (default 3000; 0 = any free port)
-  --ready-file PATH   serve: once up, write {\"api\", \"api_key\", \"sandbox\"} as JSON to PATH (mode 600)
+  --ready-file PATH   serve: once up, write {\"api\", \"api_key\", \"sandbox\", \"seeded\"} as JSON to PATH (mode 600)
+  --seed       serve: create paid subscriptions, payments, an open checkout, webhook endpoints and
+               events for partner \"default\" (make fuzz-api fuzzes every operation on them)
   --api URL    API of the running stack for tick (default http://127.0.0.1:3000)";
 
 /// SIGINT and SIGTERM, listened for from the first line of `main`: a signal during start-up must
@@ -70,7 +72,10 @@ async fn main() -> ExitCode {
     };
     match args.first().map(String::as_str) {
         Some("demo") => demo(port, &mut signals).await,
-        Some("serve") => serve(port, arg_value(&args, "--ready-file"), &mut signals).await,
+        Some("serve") => {
+            let seed = args.iter().any(|a| a == "--seed");
+            serve(port, arg_value(&args, "--ready-file"), seed, &mut signals).await
+        }
         Some("api-key") => api_key(&args).await,
         Some("tick") => {
             tick(arg_value(&args, "--api").unwrap_or_else(|| "http://127.0.0.1:3000".into()), arg_value(&args, "--now"))
@@ -112,7 +117,7 @@ async fn start(port: u16, signals: &mut Signals) -> Option<LocalStack> {
     }
 }
 
-async fn serve(port: u16, ready_file: Option<String>, signals: &mut Signals) -> ExitCode {
+async fn serve(port: u16, ready_file: Option<String>, seed: bool, signals: &mut Signals) -> ExitCode {
     let Some(stack) = start(port, signals).await else {
         return ExitCode::FAILURE;
     };
@@ -152,8 +157,23 @@ async fn serve(port: u16, ready_file: Option<String>, signals: &mut Signals) -> 
             return ExitCode::FAILURE;
         }
     }
+    let seeded = if seed {
+        match paycycle_dev::seed::fuzz_fixtures(&stack, &key).await {
+            Ok(ids) => {
+                println!("  seeded   {ids}");
+                ids
+            }
+            Err(e) => {
+                eprintln!("could not seed: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        Value::Null
+    };
     if let Some(path) = ready_file {
-        let ready = serde_json::json!({"api": api, "api_key": key, "sandbox": stack.sandbox.base_url()});
+        let ready =
+            serde_json::json!({"api": api, "api_key": key, "sandbox": stack.sandbox.base_url(), "seeded": seeded});
         if let Err(e) = write_private(&path, &ready.to_string()) {
             eprintln!("could not write {path}: {e}");
             return ExitCode::FAILURE;
