@@ -117,7 +117,17 @@ async fn a_receiver_down_for_two_days_gets_every_event_after_it_recovers() {
     let (endpoint, secret) = register(&partner, &receiver).await;
     receiver.go_down();
     let start = Timestamp::now();
-    let n = make_events(&stack, &partner, "p_outage", 4).await;
+    let mut n = make_events(&stack, &partner, "p_outage", 4).await;
+    // One subscription changed three times while the receiver is down: its events come back in
+    // no particular order, and a receiver that keeps the highest version ends where paycycle is.
+    let store = stack.store().await;
+    let r = paycycle_fixtures::subscription(&paycycle::ids::new_id("sub")).partner("p_outage").build();
+    store.create_subscription(&r).await.unwrap();
+    for action in ["pause", "resume", "cancel"] {
+        let (status, v) = partner.post(&format!("/subscriptions/{}/{action}", r.id().as_str()), &json!({}), None).await;
+        assert_eq!(status, 200, "{v}");
+        n += 1;
+    }
     stack.drain_webhooks().await;
     // Down for two days: each sweep tries what is due, and every try finds the port closed.
     for hours in [1, 3, 6, 12, 18, 24, 30, 36, 42, 48] {
@@ -146,6 +156,19 @@ async fn a_receiver_down_for_two_days_gets_every_event_after_it_recovers() {
     );
     let (_, ep) = partner.get(&format!("/webhook-endpoints/{endpoint}")).await;
     assert_eq!(ep["status"], "enabled", "two days is inside the retry window: {ep}");
+    let mut latest: Option<(u64, String)> = None;
+    for got in receiver.received() {
+        let body: Value = serde_json::from_str(&got.body).unwrap();
+        if body["data"]["subscription_id"] != r.id().as_str() {
+            continue;
+        }
+        let version = body["data"]["version"].as_u64().unwrap();
+        if latest.as_ref().is_none_or(|(v, _)| version > *v) {
+            latest = Some((version, body["data"]["state"].as_str().unwrap().to_string()));
+        }
+    }
+    let stored = store.get_subscription(r.id()).await.unwrap().unwrap();
+    assert_eq!(latest, Some((stored.version, "canceled".to_string())), "highest version wins, whatever the order");
 }
 
 #[tokio::test]
