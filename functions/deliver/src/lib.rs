@@ -159,14 +159,10 @@ pub async fn handler(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, De
 
 /// The sweep's `now`: the event's `time`, or (only with time travel allowed) its `now`.
 pub fn tick_time(payload: &Value, settings: &Settings) -> Result<Timestamp, DeliverError> {
-    let parse = |s: &str| s.parse::<Timestamp>().ok().or_else(|| s.parse::<jiff::Zoned>().ok().map(|z| z.timestamp()));
-    if let Some(now) = payload.get("now").filter(|v| !v.is_null()) {
-        if !settings.allow_time_travel {
-            return Err(DeliverError::TimeTravelNotAllowed);
-        }
-        return now.as_str().and_then(parse).ok_or(DeliverError::BadTime);
-    }
-    payload.get("time").and_then(Value::as_str).and_then(parse).ok_or(DeliverError::BadTime)
+    paycycle::schedule::tick_time(payload, settings.allow_time_travel).map_err(|e| match e {
+        paycycle::schedule::TickTimeError::TimeTravelNotAllowed => DeliverError::TimeTravelNotAllowed,
+        paycycle::schedule::TickTimeError::BadTime => DeliverError::BadTime,
+    })
 }
 
 /// One SQS batch: each message is an EventBridge event (fan out) or a delivery (attempt). A

@@ -242,14 +242,10 @@ pub fn stale_event(payload: &Value, settings: &Settings, wall_now: Timestamp) ->
 
 /// The tick's `now`: the event's `time`, or (only with time travel allowed) its `now`.
 pub fn tick_time(payload: &Value, settings: &Settings) -> Result<Timestamp, RenewError> {
-    let parse = |s: &str| s.parse::<Timestamp>().ok().or_else(|| s.parse::<jiff::Zoned>().ok().map(|z| z.timestamp()));
-    if let Some(now) = payload.get("now").filter(|v| !v.is_null()) {
-        if !settings.allow_time_travel {
-            return Err(RenewError::TimeTravelNotAllowed);
-        }
-        return now.as_str().and_then(parse).ok_or(RenewError::BadTime);
-    }
-    payload.get("time").and_then(Value::as_str).and_then(parse).ok_or(RenewError::BadTime)
+    paycycle::schedule::tick_time(payload, settings.allow_time_travel).map_err(|e| match e {
+        paycycle::schedule::TickTimeError::TimeTravelNotAllowed => RenewError::TimeTravelNotAllowed,
+        paycycle::schedule::TickTimeError::BadTime => RenewError::BadTime,
+    })
 }
 
 /// One scheduled tick.

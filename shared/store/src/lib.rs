@@ -212,6 +212,24 @@ impl Store {
         self.query_records(&q).await
     }
 
+    /// One page of shard `shard` of the due index at or before `now`, earliest first: the items'
+    /// `pk`s (subscriptions renew charges, partner webhook deliveries to retry).
+    pub(crate) async fn due_page(
+        &self,
+        shard: &str,
+        now: jiff::Timestamp,
+        limit: i32,
+        start: Option<Item>,
+    ) -> Result<(Vec<String>, Option<Item>), StoreError> {
+        let q = Query::index(keys::DUE_INDEX, keys::DUE_SHARD, shard)
+            .range(keys::NEXT_ATTEMPT_AT, Range::AtMost(n(epoch(now))))
+            .limit(Some(limit))
+            .start(start);
+        let (found, next) = self.query(&q).await?;
+        let pks = found.iter().map(|item| item.get(keys::PK).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default());
+        Ok((pks.collect(), next))
+    }
+
     /// One conditional write on its own; its condition failing is the write's `failure`.
     pub(crate) async fn write(&self, w: Write) -> Result<(), StoreError> {
         self.write_returning_old(w, false).await.map(|_| ())

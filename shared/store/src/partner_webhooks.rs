@@ -451,14 +451,9 @@ impl Store {
         limit: i32,
         start: Option<Item>,
     ) -> Result<Page<DeliveryKey>, StoreError> {
-        let q = Query::index(keys::DUE_INDEX, keys::DUE_SHARD, shard)
-            .range(keys::NEXT_ATTEMPT_AT, Range::AtMost(n(epoch(now))))
-            .limit(Some(limit))
-            .start(start);
-        let (found, next) = self.query(&q).await?;
+        let (pks, next) = self.due_page(shard, now, limit, start).await?;
         let mut items = Vec::new();
-        for item in &found {
-            let pk = item.get(keys::PK).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+        for pk in pks {
             items.push(DeliveryKey::from_pk(&pk).ok_or_else(|| StoreError::Corrupt {
                 key: pk.clone(),
                 message: "delivery due index entry is not a delivery".into(),

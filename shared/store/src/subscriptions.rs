@@ -9,9 +9,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use super::{
-    Cond, Item, Op, Query, Range, Set, Store, StoreError, Tx, Write, epoch, from_item, keys, n, s, sha256_hex, to_item,
-};
+use super::{Cond, Item, Op, Set, Store, StoreError, Tx, Write, epoch, from_item, keys, n, s, sha256_hex, to_item};
 use paycycle_domain::attempt::{Attempt, AttemptStatus, AttemptStatusKind, ChargeId, SubscriptionId};
 use paycycle_domain::customer::Customer;
 use paycycle_domain::gateway::PgMode;
@@ -272,14 +270,9 @@ impl Store {
         limit: i32,
         start: Option<Item>,
     ) -> Result<Page<SubscriptionId>, StoreError> {
-        let q = Query::index(keys::DUE_INDEX, keys::DUE_SHARD, shard)
-            .range(keys::NEXT_ATTEMPT_AT, Range::AtMost(n(epoch(now))))
-            .limit(Some(limit))
-            .start(start);
-        let (found, next) = self.query(&q).await?;
+        let (pks, next) = self.due_page(shard, now, limit, start).await?;
         let mut items = Vec::new();
-        for item in &found {
-            let pk = item.get(keys::PK).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+        for pk in pks {
             let id = pk.strip_prefix("SUB#").and_then(|id| SubscriptionId::parse(id).ok()).ok_or_else(|| {
                 StoreError::Corrupt { key: pk.clone(), message: "due index entry is not a subscription".into() }
             })?;

@@ -279,50 +279,36 @@ pub fn router(routes: &[Route], functions: Arc<Functions>) -> Result<Router, pay
     for (path, methods) in by_path {
         app = app.route(&path, methods);
     }
-    let fns = functions.clone();
-    app = app.route(
-        "/__dev/tick",
-        post(move |body: Bytes| async move {
-            let now = serde_json::from_slice::<Value>(&body)
-                .ok()
-                .and_then(|v| v.get("now").and_then(Value::as_str).map(str::to_string));
-            match fns.tick(now.as_deref()).await {
-                Ok(report) => (StatusCode::OK, axum::Json(json!({"ok": true, "report": report}))).into_response(),
-                Err(e) => (StatusCode::OK, axum::Json(json!({"ok": false, "error": e}))).into_response(),
-            }
-        }),
-    );
-    let fns = functions.clone();
-    app = app.route(
-        "/__dev/sweep",
-        post(move |body: Bytes| async move {
-            let now = serde_json::from_slice::<Value>(&body)
-                .ok()
-                .and_then(|v| v.get("now").and_then(Value::as_str).map(str::to_string));
-            match fns.sweep(now.as_deref()).await {
-                Ok(report) => (StatusCode::OK, axum::Json(json!({"ok": true, "report": report}))).into_response(),
-                Err(e) => (StatusCode::OK, axum::Json(json!({"ok": false, "error": e}))).into_response(),
-            }
-        }),
-    );
-    let fns = functions.clone();
-    app = app.route(
-        "/__dev/deliver",
-        post(move |body: Bytes| async move {
-            let now = serde_json::from_slice::<Value>(&body)
-                .ok()
-                .and_then(|v| v.get("now").and_then(Value::as_str).map(str::to_string));
-            match fns.deliver_sweep(now.as_deref()).await {
-                Ok(report) => (StatusCode::OK, axum::Json(json!({"ok": true, "report": report}))).into_response(),
-                Err(e) => (StatusCode::OK, axum::Json(json!({"ok": false, "error": e}))).into_response(),
-            }
-        }),
-    );
+    app = app
+        .route("/__dev/tick", dev_job(functions.clone(), |f, now| async move { f.tick(now.as_deref()).await }))
+        .route("/__dev/sweep", dev_job(functions.clone(), |f, now| async move { f.sweep(now.as_deref()).await }))
+        .route(
+            "/__dev/deliver",
+            dev_job(functions.clone(), |f, now| async move { f.deliver_sweep(now.as_deref()).await }),
+        );
     let fallback_fns = functions;
     Ok(app.fallback(move || async move {
         let id = fallback_fns.next_request_id();
         to_axum(ApiError::route_not_found().into_response(&id))
     }))
+}
+
+/// A `POST /__dev/…` route that runs `job` with the body's `{"now": …}` (time travel) and answers
+/// `{"ok": true, "report"}` or `{"ok": false, "error"}`.
+fn dev_job<F, Fut>(functions: Arc<Functions>, job: F) -> MethodRouter
+where
+    F: Fn(Arc<Functions>, Option<String>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Value, String>> + Send + 'static,
+{
+    post(move |body: Bytes| async move {
+        let now = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v.get("now").and_then(Value::as_str).map(str::to_string));
+        match job(functions, now).await {
+            Ok(report) => (StatusCode::OK, axum::Json(json!({"ok": true, "report": report}))).into_response(),
+            Err(e) => (StatusCode::OK, axum::Json(json!({"ok": false, "error": e}))).into_response(),
+        }
+    })
 }
 
 async fn forward(functions: &Functions, function: &str, params: HashMap<String, String>, req: Request) -> Response {
