@@ -7,6 +7,7 @@
 //! the PID it spawned (on drop), the servers by aborting their tasks.
 
 pub mod clients;
+#[cfg(feature = "contract")]
 pub mod contract;
 pub mod event_sink;
 pub mod http_bridge;
