@@ -329,6 +329,18 @@ pub fn request_id(req: &Request) -> String {
     "local".to_string()
 }
 
+/// The `limit` query parameter of a paged list: 1-100, 20 when absent.
+pub fn page_limit(req: &Request) -> Result<i32, ApiError> {
+    match req.query_string_parameters().first("limit") {
+        None => Ok(20),
+        Some(l) => l
+            .parse::<i32>()
+            .ok()
+            .filter(|l| (1..=100).contains(l))
+            .ok_or_else(|| ApiError::bad_request("invalid_request", "limit must be 1-100")),
+    }
+}
+
 /// A page cursor: the index's last key, base64url JSON. Checked against the partition asked for,
 /// so a cursor cannot wander into another partner's keys.
 pub fn encode_cursor(item: &crate::store::Item) -> String {

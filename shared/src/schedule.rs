@@ -12,6 +12,23 @@ pub enum TickTimeError {
     BadTime,
 }
 
+impl TickTimeError {
+    /// The name a function's Lambda error type is built from.
+    pub fn kind(self) -> &'static str {
+        match self {
+            TickTimeError::TimeTravelNotAllowed => "TimeTravelNotAllowed",
+            TickTimeError::BadTime => "BadTime",
+        }
+    }
+}
+
+/// When a scheduled invocation must stop starting work: the Lambda deadline (`deadline_ms`,
+/// epoch milliseconds from the invocation's context; 0 outside Lambda = none) less `margin`.
+pub fn stop_by(deadline_ms: u64, margin: jiff::SignedDuration) -> Option<Timestamp> {
+    let deadline = Timestamp::from_millisecond(i64::try_from(deadline_ms).ok().filter(|ms| *ms > 0)?).ok()?;
+    deadline.checked_sub(margin).ok()
+}
+
 /// The event's `now` (with `allow_time_travel`) or `time`, as RFC 3339 or a zoned time.
 pub fn tick_time(payload: &Value, allow_time_travel: bool) -> Result<Timestamp, TickTimeError> {
     let parse = |s: &str| s.parse::<Timestamp>().ok().or_else(|| s.parse::<jiff::Zoned>().ok().map(|z| z.timestamp()));

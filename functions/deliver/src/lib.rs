@@ -82,21 +82,14 @@ impl Deps {
     }
 }
 
+/// Why a scheduled sweep could not run: its event's time ([`paycycle::schedule::tick_time`]).
 #[derive(Debug, thiserror::Error)]
-pub enum DeliverError {
-    #[error("`now` in the event is time travel, allowed only with PAYCYCLE_ALLOW_TIME_TRAVEL=true")]
-    TimeTravelNotAllowed,
-    #[error("the event has no usable time")]
-    BadTime,
-}
+#[error(transparent)]
+pub struct DeliverError(#[from] pub paycycle::schedule::TickTimeError);
 
 impl From<DeliverError> for lambda_runtime::Diagnostic {
     fn from(e: DeliverError) -> Self {
-        let error_type = match e {
-            DeliverError::TimeTravelNotAllowed => "TimeTravelNotAllowed",
-            DeliverError::BadTime => "BadTime",
-        };
-        lambda_runtime::Diagnostic { error_type: error_type.into(), error_message: e.to_string() }
+        lambda_runtime::Diagnostic { error_type: e.0.kind().into(), error_message: e.to_string() }
     }
 }
 
@@ -147,11 +140,8 @@ pub async fn handler(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, De
     }
     let now = tick_time(&event.payload, &deps.settings)?;
     // No attempt starts unless it can finish (its whole HTTP timeout and the writes) before the
-    // Lambda deadline (epoch ms; 0 when not running in Lambda).
-    let deadline = (event.context.deadline > 0)
-        .then(|| Timestamp::from_millisecond(event.context.deadline as i64).ok())
-        .flatten()
-        .and_then(|d| d.checked_sub(ATTEMPT_BUDGET).ok());
+    // Lambda deadline.
+    let deadline = paycycle::schedule::stop_by(event.context.deadline, ATTEMPT_BUDGET);
     let report = sweep(deps, now, deadline).await;
     tracing::info!(report = %serde_json::to_string(&report).unwrap_or_default(), "deliver sweep");
     Ok(serde_json::to_value(&report).unwrap_or_default())
@@ -159,10 +149,7 @@ pub async fn handler(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, De
 
 /// The sweep's `now`: the event's `time`, or (only with time travel allowed) its `now`.
 pub fn tick_time(payload: &Value, settings: &Settings) -> Result<Timestamp, DeliverError> {
-    paycycle::schedule::tick_time(payload, settings.allow_time_travel).map_err(|e| match e {
-        paycycle::schedule::TickTimeError::TimeTravelNotAllowed => DeliverError::TimeTravelNotAllowed,
-        paycycle::schedule::TickTimeError::BadTime => DeliverError::BadTime,
-    })
+    Ok(paycycle::schedule::tick_time(payload, settings.allow_time_travel)?)
 }
 
 /// One SQS batch: each message is an EventBridge event (fan out) or a delivery (attempt). A

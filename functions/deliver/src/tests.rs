@@ -5,7 +5,7 @@ use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use paycycle::standard_webhooks::verify;
-use paycycle::store::partner_webhooks::{EndpointSecret, StoredSecret};
+use paycycle::store::partner_webhooks::StoredSecret;
 use std::sync::Mutex;
 
 #[test]
@@ -119,19 +119,14 @@ fn deps() -> Deps {
 }
 
 async fn endpoint(deps: &Deps, url: &str, secret: &SigningSecret, types: &[&str]) -> EndpointRecord {
-    let now = Timestamp::now();
-    let r = EndpointRecord {
-        endpoint_id: format!("we_{}", paycycle::ids::random_base32(8)),
-        partner_id: "partner_a".into(),
-        url: url.into(),
-        description: None,
-        event_types: types.iter().map(ToString::to_string).collect(),
-        secrets: vec![EndpointSecret { secret: StoredSecret::new(secret.expose()), created_at: now, expires_at: None }],
-        status: EndpointStatus::Enabled,
-        failing_since: None,
-        created_at: now,
-        version: 1,
-    };
+    let r = EndpointRecord::new(
+        format!("we_{}", paycycle::ids::random_base32(8)),
+        "partner_a",
+        url,
+        types.iter().map(ToString::to_string).collect(),
+        StoredSecret::new(secret.expose()),
+        Timestamp::now(),
+    );
     deps.store.create_endpoint(&r).await.unwrap();
     r
 }

@@ -256,11 +256,7 @@ pub async fn handler(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Re
         tracing::warn!(time = %now, "renew tick event is stale; dropped");
         return Ok(serde_json::json!({"now": now.to_string(), "dropped": "stale_event"}));
     }
-    // The Lambda deadline (epoch ms; 0 when not running in Lambda).
-    let deadline = (event.context.deadline > 0)
-        .then(|| Timestamp::from_millisecond(event.context.deadline as i64).ok())
-        .flatten()
-        .and_then(|d| d.checked_sub(deps.settings.deadline_margin).ok());
+    let deadline = paycycle::schedule::stop_by(event.context.deadline, deps.settings.deadline_margin);
     let report = tick(deps, now, deadline).await;
     tracing::info!(report = %serde_json::to_string(&report).unwrap_or_default(), "renew tick");
     if deps.settings.emit_metrics {

@@ -136,14 +136,7 @@ async fn list(deps: &Deps, key: &ApiKeyRecord, req: &Request) -> Result<Response
         .filter(|c| !c.is_empty() && c.len() <= 64)
         .ok_or_else(|| ApiError::bad_request("invalid_request", "customer_id is required (1-64 characters)"))?
         .to_string();
-    let limit = match params.first("limit") {
-        None => 20,
-        Some(l) => l
-            .parse::<i32>()
-            .ok()
-            .filter(|l| (1..=100).contains(l))
-            .ok_or_else(|| ApiError::bad_request("invalid_request", "limit must be 1-100"))?,
-    };
+    let limit = api::page_limit(req)?;
     let lookup = format!("CUS#{}#{customer_id}", key.partner_id);
     let start = params.first("cursor").map(|c| api::decode_cursor(c, &lookup, "SUB#")).transpose()?;
     let page =

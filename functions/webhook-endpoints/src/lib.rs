@@ -23,8 +23,8 @@ use paycycle::standard_webhooks::SigningSecret;
 use paycycle::store::api_keys::ApiKeyRecord;
 use paycycle::store::delivery_queue::DeliveryQueue;
 use paycycle::store::partner_webhooks::{
-    DeliveryKey, DeliveryRecord, DeliveryStatus, EndpointRecord, EndpointSecret, EndpointStatus,
-    MAX_ENDPOINTS_PER_PARTNER, PartnerEvent, StoredSecret, deliveries_lookup, events_lookup, partner_event_position,
+    DeliveryKey, DeliveryRecord, DeliveryStatus, EndpointRecord, MAX_ENDPOINTS_PER_PARTNER, PartnerEvent, StoredSecret,
+    deliveries_lookup, events_lookup, partner_event_position,
 };
 use paycycle::store::{Store, StoreError};
 use paycycle::webhook_targets::check_endpoint_url;
@@ -151,16 +151,15 @@ async fn create(deps: &Deps, key: &ApiKeyRecord, req: &Request) -> Result<Respon
     let now = Timestamp::now();
     let secret = SigningSecret::generate();
     let record = EndpointRecord {
-        endpoint_id: paycycle::ids::new_id("we"),
-        partner_id: key.partner_id.clone(),
-        url: url.to_string(),
         description,
-        event_types: event_types(body.event_types)?,
-        secrets: vec![EndpointSecret { secret: StoredSecret::new(secret.expose()), created_at: now, expires_at: None }],
-        status: EndpointStatus::Enabled,
-        failing_since: None,
-        created_at: now,
-        version: 1,
+        ..EndpointRecord::new(
+            paycycle::ids::new_id("we"),
+            &key.partner_id,
+            url,
+            event_types(body.event_types)?,
+            StoredSecret::new(secret.expose()),
+            now,
+        )
     };
     match deps.store.create_endpoint(&record).await {
         Ok(()) => {}
@@ -251,17 +250,6 @@ async fn rotate(deps: &Deps, key: &ApiKeyRecord, id: &str, req: &Request) -> Res
     Ok(api::json(StatusCode::OK, &v))
 }
 
-fn limit(req: &Request) -> Result<i32, ApiError> {
-    match req.query_string_parameters().first("limit") {
-        None => Ok(20),
-        Some(l) => l
-            .parse::<i32>()
-            .ok()
-            .filter(|l| (1..=100).contains(l))
-            .ok_or_else(|| ApiError::bad_request("invalid_request", "limit must be 1-100")),
-    }
-}
-
 fn delivery_json(d: &DeliveryRecord) -> Value {
     json!({
         "event_id": d.event_id,
@@ -285,7 +273,7 @@ async fn deliveries(deps: &Deps, key: &ApiKeyRecord, id: &str, req: &Request) ->
     let prefix = format!("WHDEL#{}#", r.endpoint_id);
     let start =
         req.query_string_parameters().first("cursor").map(|c| api::decode_cursor(c, &lookup, &prefix)).transpose()?;
-    let page = deps.store.deliveries_of(&r.endpoint_id, limit(req)?, start).await.map_err(store_error)?;
+    let page = deps.store.deliveries_of(&r.endpoint_id, api::page_limit(req)?, start).await.map_err(store_error)?;
     let data: Vec<Value> = page.items.iter().map(delivery_json).collect();
     let next_cursor = page.next.as_ref().map(api::encode_cursor);
     Ok(api::json(StatusCode::OK, &json!({"data": data, "has_more": next_cursor.is_some(), "next_cursor": next_cursor})))
@@ -325,7 +313,7 @@ async fn events(deps: &Deps, key: &ApiKeyRecord, req: &Request) -> Result<Respon
     {
         return Err(ApiError::bad_request("invalid_cursor", "the cursor is from before `since`"));
     }
-    let limit = limit(req)?;
+    let limit = api::page_limit(req)?;
     let (data, next) = match kind {
         None => {
             let page = deps.store.partner_events(&key.partner_id, since, limit, start).await.map_err(store_error)?;

@@ -88,6 +88,30 @@ pub struct EndpointRecord {
 }
 
 impl EndpointRecord {
+    /// A new endpoint (version 1, enabled) signing with `secret` from `now`; `event_types` empty =
+    /// every type.
+    pub fn new(
+        endpoint_id: impl Into<String>,
+        partner_id: impl Into<String>,
+        url: impl Into<String>,
+        event_types: Vec<String>,
+        secret: StoredSecret,
+        now: Timestamp,
+    ) -> EndpointRecord {
+        EndpointRecord {
+            endpoint_id: endpoint_id.into(),
+            partner_id: partner_id.into(),
+            url: url.into(),
+            description: None,
+            event_types,
+            secrets: vec![EndpointSecret { secret, created_at: now, expires_at: None }],
+            status: EndpointStatus::Enabled,
+            failing_since: None,
+            created_at: now,
+            version: 1,
+        }
+    }
+
     /// Whether it receives events of `event_type`.
     pub fn wants(&self, event_type: &str) -> bool {
         self.event_types.is_empty() || self.event_types.iter().any(|t| t == event_type)

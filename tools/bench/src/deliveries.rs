@@ -18,7 +18,7 @@ use jiff::Timestamp;
 use paycycle::standard_webhooks::SigningSecret;
 use paycycle::store::Store;
 use paycycle::store::delivery_queue::DeliveryQueue;
-use paycycle::store::partner_webhooks::{EndpointRecord, EndpointSecret, EndpointStatus, StoredSecret};
+use paycycle::store::partner_webhooks::{EndpointRecord, StoredSecret};
 use paycycle_dev::receiver::Receiver;
 use paycycle_dev::{LocalStack, Options};
 use paycycle_testkit::Template;
@@ -81,23 +81,14 @@ pub async fn throughput(dynamodb_endpoint: &str, events: usize, endpoints: usize
     };
     let partner = "bench_partner";
     for i in 0..endpoints {
-        let now = Timestamp::now();
-        let endpoint = EndpointRecord {
-            endpoint_id: format!("we_bench{i:04}"),
-            partner_id: partner.into(),
-            url: receiver.url(),
-            description: None,
-            event_types: Vec::new(),
-            secrets: vec![EndpointSecret {
-                secret: StoredSecret::new(secret.expose()),
-                created_at: now,
-                expires_at: None,
-            }],
-            status: EndpointStatus::Enabled,
-            failing_since: None,
-            created_at: now,
-            version: 1,
-        };
+        let endpoint = EndpointRecord::new(
+            format!("we_bench{i:04}"),
+            partner,
+            receiver.url(),
+            Vec::new(),
+            StoredSecret::new(secret.expose()),
+            Timestamp::now(),
+        );
         deps.store.create_endpoint(&endpoint).await.map_err(|e| e.to_string())?;
     }
     let counted = deps.store.counter.snapshot();

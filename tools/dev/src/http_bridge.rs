@@ -178,22 +178,30 @@ impl Functions {
         })
     }
 
-    /// Runs one renew tick as EventBridge would, optionally travelling to `now`.
-    pub async fn tick(&self, now: Option<&str>) -> Result<Value, String> {
-        let real_now = jiff::Timestamp::now().to_string();
+    /// The EventBridge scheduled event of `rule`, at the wall clock, carrying `now` when travelling
+    /// in time.
+    fn scheduled_event(&self, rule: &str, now: Option<&str>) -> Value {
         let mut event = json!({
             "version": "0",
             "id": self.next_request_id(),
             "detail-type": "Scheduled Event",
             "source": "aws.events",
             "account": "000000000000",
-            "time": real_now,
+            "time": jiff::Timestamp::now().to_string(),
             "region": "ap-northeast-2",
-            "resources": ["arn:aws:events:ap-northeast-2:000000000000:rule/paycycle-local-renew"],
+            "resources": [format!("arn:aws:events:ap-northeast-2:000000000000:rule/{rule}")],
             "detail": {}
         });
         if let Some(now) = now {
             event["now"] = json!(now);
+        }
+        event
+    }
+
+    /// Runs one renew tick as EventBridge would, optionally travelling to `now`.
+    pub async fn tick(&self, now: Option<&str>) -> Result<Value, String> {
+        let event = self.scheduled_event("paycycle-local-renew", now);
+        if let Some(now) = now {
             // The PG's clock travels too (payment dates, Payple's PCD_PAY_DATE lookups).
             if let Some(url) = &self.sandbox_url {
                 let _ = self.http.post(format!("{url}/__admin/clock")).json(&json!({"now": now})).send().await;
@@ -225,17 +233,7 @@ impl Functions {
 
     /// Runs deliver's scheduled retry sweep as EventBridge would, optionally travelling to `now`.
     pub async fn deliver_sweep(&self, now: Option<&str>) -> Result<Value, String> {
-        let mut event = json!({
-            "version": "0",
-            "id": self.next_request_id(),
-            "detail-type": "Scheduled Event",
-            "source": "aws.events",
-            "time": jiff::Timestamp::now().to_string(),
-            "detail": {}
-        });
-        if let Some(now) = now {
-            event["now"] = json!(now);
-        }
+        let event = self.scheduled_event("paycycle-local-deliver", now);
         deliver::handler(&self.deliver, lambda_runtime::LambdaEvent::new(event, self.context()))
             .await
             .map_err(|e| e.to_string())

@@ -170,23 +170,13 @@ impl LocalStack {
 
     /// Waits until the stream feeder has caught up with every write made before the call.
     pub async fn drain_stream(&self) {
-        use std::sync::atomic::Ordering;
-        let start = self.feeder.empty_polls.load(Ordering::SeqCst);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while self.feeder.empty_polls.load(Ordering::SeqCst) < start + 2 && std::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        two_more_empty_polls(&self.feeder.empty_polls, 30).await;
     }
 
     /// Waits until the webhook queues have been empty for two polls after the call (every event
     /// published before it fanned out, every queued delivery attempted).
     pub async fn drain_webhooks(&self) {
-        use std::sync::atomic::Ordering;
-        let start = self.sqs_feeder.empty_polls.load(Ordering::SeqCst);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while self.sqs_feeder.empty_polls.load(Ordering::SeqCst) < start + 2 && std::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        two_more_empty_polls(&self.sqs_feeder.empty_polls, 60).await;
     }
 
     pub fn api_url(&self) -> String {
@@ -218,6 +208,17 @@ impl Drop for LocalStack {
         if !events.is_empty() && !std::thread::panicking() {
             panic!("events off their catalog schema (openapi.yaml webhooks):\n{}", events.join("\n"));
         }
+    }
+}
+
+/// Waits (at most `timeout_s`) until a feeder counted two more polls that found nothing: what
+/// was written before the call has been handled.
+async fn two_more_empty_polls(empty_polls: &std::sync::atomic::AtomicU64, timeout_s: u64) {
+    use std::sync::atomic::Ordering;
+    let start = empty_polls.load(Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout_s);
+    while empty_polls.load(Ordering::SeqCst) < start + 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 
