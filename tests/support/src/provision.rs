@@ -27,9 +27,15 @@ pub struct Provisioned {
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// A name prefix unique to this process and call: `pc<pid>x<n>`.
+/// A name prefix unique to this process and call: `pc<pid>x<n><random>`. The pid alone is not
+/// enough: nextest runs each test in its own process, and a long run reuses pids while an earlier
+/// test's tables still live in the shared moto server (CI once failed with "Table already exists").
 pub fn unique_prefix() -> String {
-    format!("pc{}x{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut bytes = [0u8; 6];
+    getrandom::fill(&mut bytes).expect("the OS random source is available");
+    let salt: String = bytes.iter().map(|b| ALPHABET[usize::from(b & 31)] as char).collect();
+    format!("pc{}x{}{salt}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 fn perr(what: &str, e: impl std::fmt::Display) -> KitError {
