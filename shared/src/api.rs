@@ -348,18 +348,39 @@ pub fn encode_cursor(item: &crate::store::Item) -> String {
 }
 
 /// A cursor [`encode_cursor`] made for the lookup-index partition `expected_lookup`, over items
-/// whose `pk` starts with `pk_prefix`: exactly the four key attributes, all strings. Anything else
-/// is `400 invalid_cursor` (never a store error).
+/// whose `pk` starts with `pk_prefix` ([`decode_index_cursor`]).
 pub fn decode_cursor(cursor: &str, expected_lookup: &str, pk_prefix: &str) -> Result<crate::store::Item, ApiError> {
+    let scope = CursorScope { hash: ("lookup_pk", expected_lookup), range: "lookup_sk", pk_prefixes: &[pk_prefix] };
+    decode_index_cursor(cursor, &scope)
+}
+
+/// The index partition a cursor must stay in.
+#[derive(Clone, Copy, Debug)]
+pub struct CursorScope<'a> {
+    /// The index's hash attribute and the partition's value.
+    pub hash: (&'a str, &'a str),
+    /// The index's range attribute (a string or a number).
+    pub range: &'a str,
+    /// What the items' `pk` may start with.
+    pub pk_prefixes: &'a [&'a str],
+}
+
+/// A cursor [`encode_cursor`] made in `scope`: exactly the four key attributes — `pk` and `sk`
+/// strings, the partition asked for, a range value — and a `pk` of the kinds listed. Anything
+/// else is `400 invalid_cursor` (never a store error), so a cursor cannot wander into another
+/// partner's keys.
+pub fn decode_index_cursor(cursor: &str, scope: &CursorScope<'_>) -> Result<crate::store::Item, ApiError> {
     let bad = || ApiError::bad_request("invalid_cursor", "cursor is not one this API returned");
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
     let item = item_from_json(&v).map_err(|_| bad())?;
     let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str);
-    let keys_ok = item.len() == 4 && ["pk", "sk", "lookup_pk", "lookup_sk"].iter().all(|k| text(k).is_some());
-    let lookup_ok = text("lookup_pk") == Some(expected_lookup);
-    let pk_ok = text("pk").is_some_and(|pk| pk.starts_with(pk_prefix));
-    if keys_ok && lookup_ok && pk_ok { Ok(item) } else { Err(bad()) }
+    let (hash, expected) = scope.hash;
+    let range_ok = item.get(scope.range).is_some_and(|v| v.is_s() || v.is_n());
+    let keys_ok = item.len() == 4 && text("pk").is_some() && text("sk").is_some() && range_ok;
+    let partition_ok = text(hash) == Some(expected);
+    let pk_ok = text("pk").is_some_and(|pk| scope.pk_prefixes.iter().any(|p| pk.starts_with(p)));
+    if keys_ok && partition_ok && pk_ok { Ok(item) } else { Err(bad()) }
 }
 
 #[cfg(test)]

@@ -240,6 +240,8 @@ async fn record_external_refund(
         failure_message: None,
         request_hash: None,
         cancel_subscription: false,
+        partner_id: payment.partner_id.clone(),
+        resolution: None,
     };
     let reserved = match deps.store.get_refund(&payment.payment_id, &refund_id).await {
         Ok(Some(r)) if r.status != RefundStatus::Reserved => return verified(format!("refund {refund_id} recorded")),

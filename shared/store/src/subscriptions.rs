@@ -116,6 +116,11 @@ fn subscription_item(r: &SubscriptionRecord) -> Item {
         item.insert(keys::DUE_SHARD.into(), s(&due_shard(id)));
         item.insert(keys::NEXT_ATTEMPT_AT.into(), n(epoch(next)));
     }
+    // A charge in review waits for a person (renew has stopped: no due time above).
+    if let Some(since) = r.subscription.awaiting_review() {
+        item.insert(keys::DUE_SHARD.into(), s(&super::reviews::review_shard(&r.partner_id)));
+        item.insert(keys::NEXT_ATTEMPT_AT.into(), n(epoch(since)));
+    }
     item.insert(keys::LOOKUP_PK.into(), s(&customer_key(&r.partner_id, &r.customer.id)));
     item.insert(keys::LOOKUP_SK.into(), s(&format!("SUB#{}#{id}", r.created_at)));
     item
@@ -171,6 +176,20 @@ impl Tx {
             self.push(Write::check(&subscription_pk(prev.id()), &attempt_sk(&charge_id), check));
         }
         self.push(Write::put_if(subscription_item(next), c))
+    }
+
+    /// A person's resolution of the charge in review: writes `next` over `prev` on the version
+    /// read while no renew lease is live at `wall_now` (a hint may have woken renew to look the
+    /// charge up). The caller settles the attempt in the same transaction, on its stored status.
+    pub fn put_subscription_resolved(
+        &mut self,
+        prev: &SubscriptionRecord,
+        next: &SubscriptionRecord,
+        wall_now: Timestamp,
+    ) -> &mut Self {
+        let no_live_lease = Cond::missing(LEASE_UNTIL).or(Cond::Cmp(LEASE_UNTIL, Op::Le, n(epoch(wall_now))));
+        debug_assert_eq!(next.version, prev.version + 1);
+        self.push(Write::put_if(subscription_item(next), Cond::version(prev.version).and(no_live_lease)))
     }
 
     /// Makes the transaction depend on the subscription being exactly as read (its version).

@@ -329,6 +329,8 @@ fn refund(payment_id: &str, id: &str, amount: i64) -> RefundRecord {
         failure_message: None,
         request_hash: None,
         cancel_subscription: false,
+        partner_id: "default".into(),
+        resolution: None,
     }
 }
 
