@@ -645,6 +645,14 @@ async fn a_refund_left_unknown_is_resolved_only_as_the_pgs_refunded_total_allows
     assert!(!e.reviews().await["data"].as_array().unwrap().iter().any(|r| r["refund_id"] == refund_id.as_str()));
     assert_eq!(e.ledger().await["refunds"].as_array().unwrap().len(), 1, "one PG refund");
 
+    // StepPay's receipt may lag a cancel: a refund that never reached StepPay (a 500) cannot be
+    // called not made until it is old enough for the receipt to show it.
+    let young = e.steppay_payment("sub_rrevy", 10_000).await;
+    let refund_id = e.unknown_refund(&young, 2_000, "server_error").await;
+    let path = format!("/payments/{}/refunds/{refund_id}/resolve", young.payment_id);
+    let (status, v) = e.post(&path, json!({"verdict": "not_refunded", "reason": "not in the admin"})).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (409, Some("too_soon")), "{v}");
+
     // Payple: no refund lookup. The refund never reached it (a 500); the person finds no cancel
     // in Payple's admin and says so: on their word, the amount is refundable again.
     let p = e.payple_payment("sub_rrevp", 10_000).await;

@@ -1112,8 +1112,8 @@ async fn a_charge_in_review_is_recorded_paid_only_when_the_pg_confirms_that_paym
 
 /// A charge in review is recorded not paid only when the PG's lookup does not show it paid: a
 /// Payple charge the PG took is refused as `not_paid` (and recorded once as paid by its OID); one
-/// the PG never took is settled not paid and, as the person asked, retried at once as a new
-/// attempt — one charge at the PG in all.
+/// the PG never took is settled not paid and, as the person asked, sent again at once under its
+/// own id — one charge at the PG in all.
 #[tokio::test]
 async fn a_charge_in_review_is_recorded_not_paid_only_when_the_pg_does_not_show_it_paid() {
     let e = env().await;
@@ -1125,13 +1125,8 @@ async fn a_charge_in_review_is_recorded_not_paid_only_when_the_pg_does_not_show_
     let oid = oid.expect("Payple charged it");
     let (status, v) = partner.post("/subscriptions/sub_rvtook/resolve", &not_paid("retry"), None).await;
     assert_eq!((status, v["error"]["code"].as_str()), (409, Some("pg_shows_paid")), "{v}");
-    let (status, v) = partner
-        .post(
-            "/subscriptions/sub_rvtook/resolve",
-            &json!({"verdict": "paid", "pg_payment_id": "sub_rvtook-p1-a9", "reason": "r"}),
-            None,
-        )
-        .await;
+    let other_oid = json!({"verdict": "paid", "pg_payment_id": "sub_rvtook-p1-a9", "reason": "r"});
+    let (status, v) = partner.post("/subscriptions/sub_rvtook/resolve", &other_oid, None).await;
     assert_eq!((status, v["error"]["code"].as_str()), (422, Some("pg_payment_mismatch")), "another OID: {v}");
     let paid = json!({"verdict": "paid", "pg_payment_id": oid, "reason": "approved in Payple's admin"});
     let (status, v) = partner.post("/subscriptions/sub_rvtook/resolve", &paid, None).await;
@@ -1141,43 +1136,60 @@ async fn a_charge_in_review_is_recorded_not_paid_only_when_the_pg_does_not_show_
     // Never taken at Payple (a 500 before anything), its lookups failed all window long.
     let (s, taken) = e.in_review_with("sub_rvnot", PgMode::Payple, "server_error").await;
     assert_eq!(taken, None);
-    let (status, v) = partner
-        .post(
-            "/subscriptions/sub_rvnot/resolve",
-            &json!({"verdict": "paid", "pg_payment_id": "sub_rvnot-p1-a1", "reason": "r"}),
-            None,
-        )
-        .await;
+    let false_paid = json!({"verdict": "paid", "pg_payment_id": "sub_rvnot-p1-a1", "reason": "r"});
+    let (status, v) = partner.post("/subscriptions/sub_rvnot/resolve", &false_paid, None).await;
     assert_eq!((status, v["error"]["code"].as_str()), (422, Some("pg_does_not_confirm")), "a false paid: {v}");
     let (status, v) = partner.post("/subscriptions/sub_rvnot/resolve", &not_paid("retry"), None).await;
-    assert_eq!(
-        (status, v["state"].as_str(), v["resolution"]["pg"].as_str()),
-        (200, Some("past_due"), Some("confirmed")),
-        "{v}"
-    );
-    assert_eq!(v["next_charge"]["attempt"], 2, "{v}");
+    let got = (status, v["state"].as_str(), v["resolution"]["pg"].as_str());
+    assert_eq!(got, (200, Some("past_due"), Some("confirmed")), "{v}");
+    assert_eq!(v["next_charge"]["attempt"], 1, "sent again under its own id: {v}");
     let now = e.get("sub_rvnot").await.subscription.next_attempt_at.unwrap();
     let r = e.tick_at(now, &e.deps).await;
-    assert_eq!(r.charged, 1, "{r:?}");
+    assert_eq!(r.resolved, 1, "looked up, not there, sent again: {r:?}");
     let after = e.get("sub_rvnot").await;
+    let got = (after.subscription.state, after.subscription.current_period.unwrap().index);
+    assert_eq!(got, (SubscriptionState::Active, 1));
+    assert_eq!(e.pg_charges("sub_rvnot").await, ["sub_rvnot-p1-a1"], "one charge at the PG");
+    let payments = e.store.payments_of_subscription(s.id()).await.unwrap();
+    assert_eq!(payments.len(), 1);
+    let attempt = &e.store.attempts_of(s.id()).await.unwrap()[0];
+    assert_eq!(attempt.status.name(), "approved");
+    assert_eq!(attempt.resolution.as_ref().map(|r| r.verdict), Some(paycycle::domain::review::Verdict::NotPaid));
+}
+
+/// A person who wrongly says `not_paid` cannot make paycycle charge twice: StepPay cannot be asked
+/// by our charge id, so the verdict stands on their word (`operator_only`) and the charge is sent
+/// again under its own id — StepPay refuses the repeat of an order it took, the outcome is unknown
+/// again, and the PG's webhook later records the one payment. A cancel instead ends it now.
+#[tokio::test]
+async fn a_wrong_not_paid_on_the_persons_word_never_charges_twice() {
+    let e = env().await;
+    let partner = e.partner().await;
+    let (s, id_key) = e.in_review("sub_rvword").await;
+    let body = json!({"verdict": "not_paid", "next": "retry", "reason": "not found in StepPay's admin"});
+    let (status, v) = partner.post("/subscriptions/sub_rvword/resolve", &body, None).await;
+    let got = (status, v["state"].as_str(), v["resolution"]["pg"].as_str());
+    assert_eq!(got, (200, Some("past_due"), Some("operator_only")), "{v}");
+    let now = e.get("sub_rvword").await.subscription.next_attempt_at.unwrap();
+    let r = e.tick_at(now, &e.deps).await;
+    assert_eq!((r.charged, r.unknown), (0, 1), "StepPay refused the repeat: {r:?}");
+    assert_eq!(e.pg_charges("sub_rvword").await.len(), 1, "never charged twice");
+    let charge_id = paycycle::domain::attempt::ChargeId::new(s.id().clone(), 1, 1).unwrap();
+    e.store.hint_attempt(&charge_id, &id_key, true).await.unwrap();
+    let r = e.tick_at(plus(now, SignedDuration::from_mins(10)), &e.deps).await;
+    assert_eq!(r.resolved, 1, "{r:?}");
+    let after = e.get("sub_rvword").await;
     assert_eq!(
         (after.subscription.state, after.subscription.current_period.unwrap().index),
         (SubscriptionState::Active, 1)
     );
-    assert_eq!(e.pg_charges("sub_rvnot").await, ["sub_rvnot-p1-a2"], "one charge, as a new attempt");
-    assert_eq!(e.store.payments_of_subscription(s.id()).await.unwrap().len(), 1);
-    let attempts = e.store.attempts_of(s.id()).await.unwrap();
-    assert_eq!(attempts[0].resolution.as_ref().map(|r| r.verdict), Some(paycycle::domain::review::Verdict::NotPaid));
+    assert_eq!(e.store.payments_of_subscription(s.id()).await.unwrap().len(), 1, "the one payment is recorded");
 
-    // StepPay cannot be asked by our charge id: the person's word stands, and says so; cancel.
-    let (_, _) = e.in_review("sub_rvword").await;
-    let (status, v) = partner.post("/subscriptions/sub_rvword/resolve", &not_paid("cancel"), None).await;
-    assert_eq!(
-        (status, v["state"].as_str(), v["resolution"]["pg"].as_str()),
-        (200, Some("canceled"), Some("operator_only")),
-        "{v}"
-    );
-    let (status, v) =
-        partner.post("/subscriptions/sub_rvword/resolve", &json!({"verdict": "not_paid", "reason": "r"}), None).await;
+    let (_, _) = e.in_review("sub_rvgone").await;
+    let cancel = json!({"verdict": "not_paid", "next": "cancel", "reason": "customer asked to stop"});
+    let (status, v) = partner.post("/subscriptions/sub_rvgone/resolve", &cancel, None).await;
+    assert_eq!((status, v["state"].as_str()), (200, Some("canceled")), "{v}");
+    let no_next = json!({"verdict": "not_paid", "reason": "r"});
+    let (status, v) = partner.post("/subscriptions/sub_rvgone/resolve", &no_next, None).await;
     assert_eq!((status, v["error"]["code"].as_str()), (400, Some("invalid_resolution")), "{v}");
 }

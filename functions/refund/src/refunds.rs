@@ -487,7 +487,7 @@ impl Totals {
 /// (`PAYCYCLE_REFUND_SETTLE_MINUTES`, default 10, 1..=1440): a receipt read seconds after an
 /// ambiguous cancel may not show it yet (StepPay promises no read-after-write on its receipt), and
 /// releasing on it would let the partner refund twice. Until then the refund stays unknown.
-fn settle_age() -> SignedDuration {
+pub(crate) fn settle_age() -> SignedDuration {
     static AGE: OnceLock<SignedDuration> = OnceLock::new();
     *AGE.get_or_init(|| {
         let minutes = std::env::var("PAYCYCLE_REFUND_SETTLE_MINUTES")
@@ -501,7 +501,7 @@ fn settle_age() -> SignedDuration {
 
 /// Whether a refund requested at `requested_at` (wall clock) is old enough at `wall_now` for a
 /// lookup without it to mean the PG did not refund it.
-fn settled_long_enough(requested_at: Timestamp, wall_now: Timestamp, age: SignedDuration) -> bool {
+pub(crate) fn settled_long_enough(requested_at: Timestamp, wall_now: Timestamp, age: SignedDuration) -> bool {
     wall_now.duration_since(requested_at) >= age
 }
 

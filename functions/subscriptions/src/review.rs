@@ -18,7 +18,7 @@ use paycycle::api::ApiError;
 use paycycle::domain::attempt::{Attempt, AttemptStatus, AttemptStatusKind};
 use paycycle::domain::dunning::DunningPolicy;
 use paycycle::domain::events::EventKind;
-use paycycle::domain::review::{MAX_REASON_CHARS, PgConfirmation, Resolution, ReviewNext, Verdict};
+use paycycle::domain::review::{MAX_REASON_CHARS, NOT_PAID_ON_REVIEW, PgConfirmation, Resolution, ReviewNext, Verdict};
 use paycycle::domain::subscription::SubscriptionState;
 use paycycle::events::{SubscriptionWrite, TransitionCommit};
 use paycycle::pg::{PaymentDetails, PaymentState, PgError};
@@ -102,9 +102,55 @@ pub(crate) async fn resolve(
         },
         pg_payment_id: b.pg_payment_id.clone(),
     };
-    let s = &r.subscription;
-    let charge_id = &attempt.charge_id;
-    let (transition, status, payment) = match word {
+    let verdict = apply_verdict(&r, &attempt, word, b.next, now)?;
+    let settled = Attempt { resolution: Some(resolution), ..verdict.attempt };
+    commit(deps, &r, &settled, &verdict.transition, verdict.payment.as_ref(), now).await?;
+    let next = r.next(verdict.transition.subscription);
+    tracing::warn!(
+        subscription_id = %next.id(),
+        charge_id = %settled.charge_id,
+        verdict = b.verdict.as_str(),
+        by = %key.name,
+        state = %next.subscription.state,
+        "charge in review resolved by a person"
+    );
+    let mut v = subscription_json(&next);
+    v["next_charge"] = next_charge(&next);
+    v["resolution"] = json!({
+        "charge_id": settled.charge_id,
+        "verdict": b.verdict,
+        "next": b.next,
+        "by": key.name,
+        "at": now.to_string(),
+        "reason": b.reason,
+        "pg": settled.resolution.as_ref().map(|r| r.pg),
+        "payment_id": verdict.payment.as_ref().map(|p| p.payment_id.clone()),
+    });
+    Ok((StatusCode::OK, v))
+}
+
+/// What a verdict writes: the subscription's transition, the attempt as it settles, the payment.
+struct Applied {
+    transition: paycycle::domain::subscription::Transition,
+    attempt: Attempt,
+    payment: Option<PaymentRecord>,
+}
+
+/// The verdict, as the domain and the attempt take it. Paid: an approved charge, with its payment.
+/// Not paid and charged again (`retry`, or `past_due` while dunning retries): the attempt stays as
+/// it is — renew sends it again under its own id, which the PG refuses if it did take it. Not
+/// paid and not charged again: the attempt is declined.
+fn apply_verdict(
+    r: &SubscriptionRecord,
+    attempt: &Attempt,
+    word: PgWord,
+    next: Option<ReviewNext>,
+    now: Timestamp,
+) -> Result<Applied, ApiError> {
+    let (s, charge_id) = (&r.subscription, &attempt.charge_id);
+    let settle =
+        |status: AttemptStatus| attempt.resolve(status).map_err(|e| ApiError::conflict("not_in_review", e.to_string()));
+    match word {
         PgWord::Paid { pg_payment_id, paid_at, details } => {
             let paid_at = paid_at.unwrap_or(now);
             let payment = PaymentRecord::paid(
@@ -119,64 +165,62 @@ pub(crate) async fn resolve(
             )
             .for_partner(&r.partner_id)
             .with_details(details);
-            let t = s.review_paid(charge_id, now, b.next == Some(ReviewNext::Cancel));
-            (t, AttemptStatus::Approved { pg_payment_id, approved_at: paid_at }, Some(payment))
+            let transition =
+                s.review_paid(charge_id, now, next == Some(ReviewNext::Cancel)).map_err(transition_error)?;
+            let attempt = settle(AttemptStatus::Approved { pg_payment_id, approved_at: paid_at })?;
+            Ok(Applied { transition, attempt, payment: Some(payment) })
         }
         PgWord::NotPaid(_) => {
             // Renew's policy (its `Settings::dunning`): the default.
-            let next = b.next.unwrap_or(ReviewNext::PastDue);
-            let t = s.review_not_paid(charge_id, next, now, &DunningPolicy::default());
-            let status =
-                AttemptStatus::Declined { code: "not_paid_on_review".into(), message: b.reason.clone(), hard: false };
-            (t, status, None)
+            let next = next.unwrap_or(ReviewNext::PastDue);
+            let transition =
+                s.review_not_paid(charge_id, next, now, &DunningPolicy::default()).map_err(transition_error)?;
+            let sent_again = transition.subscription.next_charge_id().as_ref() == Some(charge_id)
+                && transition.subscription.state == SubscriptionState::PastDue;
+            let attempt = if sent_again {
+                attempt.clone()
+            } else {
+                let reason = "a person found it not paid".to_string();
+                settle(AttemptStatus::Declined { code: NOT_PAID_ON_REVIEW.into(), message: reason, hard: false })?
+            };
+            Ok(Applied { transition, attempt, payment: None })
         }
-    };
-    let t = transition.map_err(transition_error)?;
-    let settled = attempt.resolve(status).map_err(|e| ApiError::conflict("not_in_review", e.to_string()))?;
-    let settled = Attempt { resolution: Some(resolution), ..settled };
-    let payment_is_new = match &payment {
+    }
+}
+
+/// One transaction: the subscription (version read, no live renew lease), the attempt (still
+/// `unknown`), the payment (new, or this charge's already), the events.
+async fn commit(
+    deps: &Deps,
+    r: &SubscriptionRecord,
+    settled: &Attempt,
+    t: &paycycle::domain::subscription::Transition,
+    payment: Option<&PaymentRecord>,
+    now: Timestamp,
+) -> Result<(), ApiError> {
+    let payment_is_new = match payment {
         Some(p) => new_payment(deps, p).await?,
         None => false,
     };
     let mut kinds = t.events.clone();
     kinds.push(EventKind::SubscriptionReviewResolved);
-    let next = r.next(t.subscription);
-    let mut change = TransitionCommit::new(&next, SubscriptionWrite::Resolve { read: &r, at: now }, &kinds, now);
-    change.payment = payment.as_ref();
+    let next = r.next(t.subscription.clone());
+    let mut change = TransitionCommit::new(&next, SubscriptionWrite::Resolve { read: r, at: now }, &kinds, now);
+    change.payment = payment;
     change.payment_is_new = payment_is_new;
-    change.attempt = Some((&settled, AttemptStatusKind::Unknown));
+    change.attempt = Some((settled, AttemptStatusKind::Unknown));
     match deps.publisher.commit_transition(&deps.store, &change, |_| {}).await {
-        Ok(_) => {}
-        Err(StoreError::Conflict(what)) => return Err(change_conflict(deps, &r, &what).await),
+        Ok(_) => Ok(()),
+        Err(StoreError::Conflict(what)) if what.contains("|ATT#") => Err(ApiError::conflict(
+            "concurrent_change",
+            "the charge was settled meanwhile (by renew, or a PG webhook): read the subscription",
+        )),
+        Err(StoreError::Conflict(what)) => Err(change_conflict(deps, r, &what).await),
         Err(StoreError::AlreadyExists(_)) => {
-            return Err(ApiError::conflict(
-                "concurrent_change",
-                "the payment was recorded meanwhile; read it and retry",
-            ));
+            Err(ApiError::conflict("concurrent_change", "the payment was recorded meanwhile; read it and retry"))
         }
-        Err(e) => return Err(store_error(e)),
+        Err(e) => Err(store_error(e)),
     }
-    tracing::warn!(
-        subscription_id = %next.id(),
-        %charge_id,
-        verdict = b.verdict.as_str(),
-        by = %key.name,
-        state = %next.subscription.state,
-        "charge in review resolved by a person"
-    );
-    let mut v = subscription_json(&next);
-    v["next_charge"] = next_charge(&next);
-    v["resolution"] = json!({
-        "charge_id": charge_id,
-        "verdict": b.verdict,
-        "next": b.next,
-        "by": key.name,
-        "at": now.to_string(),
-        "reason": b.reason,
-        "pg": settled.resolution.as_ref().map(|r| r.pg),
-        "payment_id": payment.as_ref().map(|p| p.payment_id.clone()),
-    });
-    Ok((StatusCode::OK, v))
 }
 
 /// The attempt a person can settle: the subscription is in review (or canceled in review) and
@@ -276,11 +320,15 @@ async fn new_payment(deps: &Deps, p: &PaymentRecord) -> Result<bool, ApiError> {
 pub(crate) async fn list(deps: &Deps, key: &ApiKeyRecord, req: &lambda_http::Request) -> Result<Value, ApiError> {
     use lambda_http::RequestExt;
     use paycycle::api;
+    use paycycle::store::keys;
     use paycycle::store::reviews::{Review, review_shard};
     let limit = api::page_limit(req)?;
     let shard = review_shard(&key.partner_id);
-    let scope =
-        api::CursorScope { hash: ("due_shard", &shard), range: "next_attempt_at", pk_prefixes: &["SUB#", "PAY#"] };
+    let scope = api::CursorScope {
+        partition: (keys::DUE_SHARD, &shard),
+        sort: (keys::NEXT_ATTEMPT_AT, api::SortKind::Number),
+        pk_prefixes: &["SUB#", "PAY#"],
+    };
     let params = req.query_string_parameters();
     let start = params.first("cursor").map(|c| api::decode_index_cursor(c, &scope)).transpose()?;
     let page = deps.store.reviews(&key.partner_id, limit, start, Timestamp::now()).await.map_err(store_error)?;

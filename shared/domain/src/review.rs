@@ -72,5 +72,9 @@ pub struct Resolution {
     pub pg_payment_id: Option<String>,
 }
 
+/// The decline code of a charge a person settled not paid and did not have charged again (its
+/// subscription canceled, or dunning over).
+pub const NOT_PAID_ON_REVIEW: &str = "not_paid_on_review";
+
 /// The longest reason kept (characters).
 pub const MAX_REASON_CHARS: usize = 500;

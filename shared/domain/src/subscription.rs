@@ -548,9 +548,12 @@ impl Subscription {
     }
 
     /// A person settled the charge in review as not paid (the PG's lookup does not show it paid,
-    /// or the PG has none): the period is still unpaid, and `next` says what follows — charged
-    /// again now as a new attempt, left to dunning as after a soft decline, or canceled. A
-    /// subscription canceled in review stays canceled whatever `next` says.
+    /// or the PG has none): the period is still unpaid, and `next` says what follows. `Retry` (now)
+    /// and `PastDue` (at dunning's next retry, as after a soft decline) send **the same charge
+    /// again**, under the same charge id: if the person was wrong and the PG did take it, the PG
+    /// refuses the repeat of that order id (Payple `SPCD0014`, StepPay's duplicate
+    /// `partnerOrderId`) and renew looks it up instead — a verdict can never cause a second charge.
+    /// `Cancel` cancels now. A subscription canceled in review stays canceled whatever `next` says.
     pub fn review_not_paid(
         &self,
         charge_id: &ChargeId,
@@ -562,16 +565,19 @@ impl Subscription {
         if self.state == SubscriptionState::Canceled {
             return Ok(self.settled_after_cancel(EventKind::PaymentFailed));
         }
+        let again_at = |at: Timestamp| {
+            let mut next = self.clone();
+            next.state = SubscriptionState::PastDue;
+            next.collection = Some(Collection { unknown_since: None, ..c });
+            next.next_attempt_at = Some(at);
+            next.done(vec![EventKind::PaymentFailed, EventKind::SubscriptionPastDue])
+        };
         match next {
-            ReviewNext::PastDue => self.charge_declined(charge_id, false, now, policy),
-            ReviewNext::Retry => {
-                let retry = charge_id.next_attempt()?;
-                let mut next = self.clone();
-                next.state = SubscriptionState::PastDue;
-                next.collection = Some(Collection { attempt: retry.attempt(), unknown_since: None, ..c });
-                next.next_attempt_at = Some(now);
-                next.done(vec![EventKind::PaymentFailed, EventKind::SubscriptionPastDue])
-            }
+            ReviewNext::Retry => again_at(now),
+            ReviewNext::PastDue => match policy.after_decline(c.due_at, c.attempt, false, now) {
+                DunningDecision::Retry { at, .. } => again_at(at),
+                DunningDecision::GiveUp(_) => self.charge_declined(charge_id, false, now, policy),
+            },
             ReviewNext::Cancel => {
                 let mut next = self.clone();
                 next.state = SubscriptionState::Canceled;

@@ -170,7 +170,11 @@ impl Tx {
             let pending = s(AttemptStatusKind::Pending.as_str());
             let in_flight = match prev.subscription.state {
                 SubscriptionState::NeedsReview => Cond::eq(STATUS, pending),
-                _ => Cond::In(STATUS, vec![pending, s(AttemptStatusKind::Unknown.as_str())]),
+                // An unknown charge is in flight — unless a person settled it not paid and renew is
+                // to send it again under its own id (it holds a lease while it does, and records
+                // the outcome unknown again if the PG does not answer).
+                _ => Cond::eq(STATUS, pending)
+                    .or(Cond::eq(STATUS, s(AttemptStatusKind::Unknown.as_str())).and(Cond::missing(RESOLUTION))),
             };
             let check = Cond::Absent.or(Cond::Not(Box::new(in_flight)));
             self.push(Write::check(&subscription_pk(prev.id()), &attempt_sk(&charge_id), check));
@@ -257,6 +261,8 @@ const LEASE_UNTIL: &str = "lease_until";
 const STATUS: &str = "status";
 const STATE: &str = "state";
 const HINT: &str = "pg_payment_hint";
+/// A person's resolution of the attempt (`Attempt::resolution`).
+const RESOLUTION: &str = "resolution";
 const HINT_PAID: &str = "pg_payment_hint_paid";
 
 /// A page of ids and where to continue.
@@ -426,9 +432,11 @@ impl Store {
             return Ok(true);
         }
         let Some(charge_id) = r.subscription.next_charge_id() else { return Ok(false) };
-        Ok(match self.get_attempt(&charge_id).await?.map(|a| a.status) {
-            Some(AttemptStatus::Pending) => true,
-            Some(AttemptStatus::Unknown { .. }) => r.subscription.state != SubscriptionState::NeedsReview,
+        Ok(match self.get_attempt(&charge_id).await? {
+            Some(Attempt { status: AttemptStatus::Pending, .. }) => true,
+            Some(Attempt { status: AttemptStatus::Unknown { .. }, resolution, .. }) => {
+                r.subscription.state != SubscriptionState::NeedsReview && resolution.is_none()
+            }
             _ => false,
         })
     }

@@ -771,18 +771,23 @@ fn a_charge_resolved_paid_renews_and_can_then_be_canceled() {
 }
 
 #[test]
-fn a_charge_resolved_not_paid_is_retried_as_a_new_attempt_dunned_or_canceled() {
+fn a_charge_resolved_not_paid_is_sent_again_under_its_own_id_or_canceled() {
     let (review, charge, _) = in_review();
     let at = kst(2027, 3, 2, 0);
     let policy = DunningPolicy::default();
     let retry = review.review_not_paid(&charge, ReviewNext::Retry, at, &policy).unwrap();
     assert_eq!(retry.subscription.state, SubscriptionState::PastDue);
     assert_eq!(retry.subscription.next_attempt_at, Some(at));
-    assert_eq!(retry.subscription.next_charge_id(), Some(charge.next_attempt().unwrap()), "a new charge id");
+    assert_eq!(
+        retry.subscription.next_charge_id(),
+        Some(charge.clone()),
+        "the same charge id: the PG refuses a repeat"
+    );
     assert_eq!(
         retry.subscription.due_action(at).unwrap(),
-        DueAction::Charge { charge_id: charge.next_attempt().unwrap(), amount: plan().amount }
+        DueAction::Charge { charge_id: charge.clone(), amount: plan().amount }
     );
+    assert_eq!(retry.events, [EventKind::PaymentFailed, EventKind::SubscriptionPastDue]);
     let same_day = kst(2027, 2, 28, 12);
     let dunned = review.review_not_paid(&charge, ReviewNext::PastDue, same_day, &policy).unwrap();
     assert_eq!(dunned.subscription.state, SubscriptionState::PastDue);
@@ -791,18 +796,22 @@ fn a_charge_resolved_not_paid_is_retried_as_a_new_attempt_dunned_or_canceled() {
         Some(kst(2027, 3, 1, 10)),
         "dunning's own schedule: a day after due"
     );
+    assert_eq!(dunned.subscription.next_charge_id(), Some(charge.clone()));
     assert_eq!(dunned.subscription.collection.as_ref().unwrap().unknown_since, None);
+    let exhausted = DunningPolicy::new(vec![], FinalAction::Unpaid).unwrap();
+    let gone = review.review_not_paid(&charge, ReviewNext::PastDue, at, &exhausted).unwrap();
+    assert_eq!((gone.subscription.state, gone.subscription.next_attempt_at), (SubscriptionState::Unpaid, None));
     let canceled = review.review_not_paid(&charge, ReviewNext::Cancel, at, &policy).unwrap();
     assert_eq!(canceled.subscription.state, SubscriptionState::Canceled);
     assert_eq!(canceled.events, [EventKind::PaymentFailed, EventKind::SubscriptionCanceled]);
     // Canceled in review: it stays canceled, whatever follows was asked.
-    let gone = review.cancel(at, false).unwrap().subscription;
-    let t = gone.review_not_paid(&charge, ReviewNext::Retry, at, &policy).unwrap();
+    let was = review.cancel(at, false).unwrap().subscription;
+    let t = was.review_not_paid(&charge, ReviewNext::Retry, at, &policy).unwrap();
     assert_eq!(
         (t.subscription.state, t.subscription.collection, t.subscription.next_attempt_at),
         (SubscriptionState::Canceled, None, None)
     );
-    for t in [retry, dunned, canceled] {
+    for t in [retry, dunned, gone, canceled] {
         assert!(LEGAL_EDGES.contains(&(review.state, t.subscription.state)));
     }
 }
