@@ -126,6 +126,11 @@ fn subscription_item(r: &SubscriptionRecord) -> Item {
     item
 }
 
+/// No renew lease is live at `wall_now`.
+fn no_live_lease(wall_now: Timestamp) -> Cond {
+    Cond::missing(LEASE_UNTIL).or(Cond::Cmp(LEASE_UNTIL, Op::Le, n(epoch(wall_now))))
+}
+
 pub fn attempt_sk(charge_id: &ChargeId) -> String {
     format!("ATT#{:010}#{:02}", charge_id.period(), charge_id.attempt())
 }
@@ -169,8 +174,7 @@ impl Tx {
         next: &SubscriptionRecord,
         wall_now: Timestamp,
     ) -> &mut Self {
-        let no_live_lease = Cond::missing(LEASE_UNTIL).or(Cond::Cmp(LEASE_UNTIL, Op::Le, n(epoch(wall_now))));
-        let c = Cond::version(next.version - 1).and(no_live_lease);
+        let c = Cond::version(next.version - 1).and(no_live_lease(wall_now));
         if let Some(charge_id) = prev.subscription.next_charge_id() {
             let pending = s(AttemptStatusKind::Pending.as_str());
             let in_flight = match prev.subscription.state {
@@ -196,9 +200,8 @@ impl Tx {
         next: &SubscriptionRecord,
         wall_now: Timestamp,
     ) -> &mut Self {
-        let no_live_lease = Cond::missing(LEASE_UNTIL).or(Cond::Cmp(LEASE_UNTIL, Op::Le, n(epoch(wall_now))));
         debug_assert_eq!(next.version, prev.version + 1);
-        self.push(Write::put_if(subscription_item(next), Cond::version(prev.version).and(no_live_lease)))
+        self.push(Write::put_if(subscription_item(next), Cond::version(prev.version).and(no_live_lease(wall_now))))
     }
 
     /// Makes the transaction depend on the subscription being exactly as read (its version).
