@@ -1250,3 +1250,53 @@ async fn a_charge_planted_at_the_pg_is_reported_by_the_days_reconciliation() {
         (Some(2), Some(1))
     );
 }
+
+/// A canceled customer's billing key is deleted at Payple (`PUSERDEL`) by the next tick — unless
+/// another live subscription of the customer uses it: then it is only dropped from the canceled
+/// one, and deleted when the last one ends. A StepPay key stays (StepPay publishes no deletion).
+#[tokio::test]
+async fn a_canceled_customers_billing_key_is_deleted_at_the_pg_unless_another_live_subscription_uses_it() {
+    let e = env().await;
+    let partner = e.partner().await;
+    let anchor = kst(2027, 1, 15, 10);
+    let key = e.billing_key(PgMode::Payple).await;
+    let same_customer = |id: &str| {
+        paycycle_fixtures::subscription(id)
+            .pg(PgMode::Payple)
+            .anchor(anchor)
+            .billing_key(Some(&key))
+            .customer(paycycle::domain::customer::Customer {
+                id: "cus_shared".into(),
+                name: "홍길동".into(),
+                phone: None,
+                email: None,
+            })
+            .build()
+    };
+    for id in ["sub_keya", "sub_keyb"] {
+        e.store.create_subscription(&same_customer(id)).await.unwrap();
+    }
+    let steppay = e.subscription("sub_keysp", PgMode::SteppaySelf, anchor, 9_900).await;
+    let deleted = |e: &Env| e.stack.sandbox.shared.state.lock().unwrap().payers.get(&key).map(|p| p.deleted);
+    let day_later = plus(anchor, SignedDuration::from_hours(24));
+
+    for id in ["sub_keya", "sub_keysp"] {
+        let (status, v) = partner.post(&format!("/subscriptions/{id}/cancel"), &json!({}), None).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    let r = e.tick_at(day_later, &e.deps).await;
+    assert_eq!(r.keys_released, 1, "{r:?}");
+    let a = e.get("sub_keya").await;
+    assert_eq!((a.billing_key.as_deref(), a.billing_key_released_at.is_some()), (None, true));
+    assert_eq!(deleted(&e), Some(false), "sub_keyb still charges it");
+    assert_eq!(e.get("sub_keysp").await.billing_key, steppay.billing_key, "StepPay keeps its key");
+
+    let (status, v) = partner.post("/subscriptions/sub_keyb/cancel", &json!({}), None).await;
+    assert_eq!(status, 200, "{v}");
+    let r = e.tick_at(plus(day_later, SignedDuration::from_mins(5)), &e.deps).await;
+    assert_eq!(r.keys_released, 1, "{r:?}");
+    assert_eq!(deleted(&e), Some(true), "deleted at Payple with the last subscription that used it");
+    assert_eq!(e.get("sub_keyb").await.billing_key, None);
+    let r = e.tick_at(plus(day_later, SignedDuration::from_mins(10)), &e.deps).await;
+    assert_eq!(r.keys_released, 0, "released once");
+}

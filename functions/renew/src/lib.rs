@@ -9,6 +9,7 @@
 //! it up (Payple by OID), and one unresolved past the review window goes to `needs_review`.
 //! StepPay managed subscriptions are never charged here (StepPay renews them).
 
+mod keys;
 mod process;
 
 use std::sync::Arc;
@@ -172,6 +173,8 @@ pub struct Report {
     pub outbox_published: u64,
     /// Due subscriptions left for the next tick because the deadline came.
     pub deferred: u64,
+    /// Billing keys of canceled subscriptions released ([`keys`]).
+    pub keys_released: u64,
 }
 
 impl Report {
@@ -318,6 +321,7 @@ pub async fn tick(deps: &Deps, now: Timestamp, deadline: Option<Timestamp>) -> R
     while let Some(done) = tasks.join_next().await {
         report.add(&done.unwrap_or(Outcome::Error));
     }
+    report.keys_released = keys::release_keys(deps, now, deadline).await;
     report
 }
 

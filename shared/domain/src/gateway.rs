@@ -107,6 +107,7 @@ impl PgMode {
                 references_are_ours: true,
                 refunds_through_order: false,
                 late_payments: true,
+                deletes_billing_keys: true,
             },
             PgMode::SteppaySelf => Capabilities {
                 renewer: Renewer::Paycycle,
@@ -116,6 +117,7 @@ impl PgMode {
                 references_are_ours: false,
                 refunds_through_order: false,
                 late_payments: false,
+                deletes_billing_keys: false,
             },
             PgMode::SteppayManaged => Capabilities {
                 renewer: Renewer::Pg,
@@ -125,6 +127,7 @@ impl PgMode {
                 references_are_ours: false,
                 refunds_through_order: true,
                 late_payments: true,
+                deletes_billing_keys: false,
             },
         }
     }
@@ -166,6 +169,10 @@ pub struct Capabilities {
     /// result's or the first charge's webhook; StepPay managed: the order can be paid again on
     /// StepPay's pay page). What it confirms then is recorded on the failed checkout for a refund.
     pub late_payments: bool,
+    /// A billing key can be deleted at the PG (Payple `PCD_PAY_WORK=PUSERDEL`, PAYPLECORP/
+    /// manual_card README "5. 등록카드 해지(정기결제)"): a canceled customer's key is, unless another live
+    /// subscription uses it. StepPay publishes no billing key deletion.
+    pub deletes_billing_keys: bool,
 }
 
 /// Whether a PG can show what was refunded of a payment.

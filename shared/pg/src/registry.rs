@@ -122,6 +122,18 @@ impl<'a> Adapter<'a> {
         }
     }
 
+    /// Deletes billing key `key` at the PG ([`Capabilities::deletes_billing_keys`]; Payple
+    /// `PUSERDEL`, PAYPLECORP/manual_card README "5. 등록카드 해지(정기결제)": `PCD_PAYER_ID`
+    /// required, `PCD_PAYER_NO` optional); `Unsupported` where the PG has no such call.
+    pub async fn delete_billing_key(&self, key: &str) -> Result<(), PgError> {
+        match self {
+            Adapter::Payple(c) => c.delete_billing_key(key, None).await,
+            Adapter::SteppaySelf(_) | Adapter::SteppayManaged(_) => {
+                Err(PgError::Unsupported("this PG publishes no billing key deletion"))
+            }
+        }
+    }
+
     /// What the PG says was refunded of payment `pg_payment_id`; `Unsupported` where it cannot
     /// show refunds ([`Capabilities::refund_lookup`]).
     pub async fn look_up_refunds(&self, pg_payment_id: &str) -> Result<RefundLookup, PgError> {

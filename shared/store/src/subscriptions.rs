@@ -37,6 +37,17 @@ pub struct SubscriptionRecord {
     pub lease_owner: Option<String>,
     /// Epoch seconds; 0 = no lease.
     pub lease_until: i64,
+    /// When the billing key of this ended subscription was released: deleted at the PG, or only
+    /// dropped here because another live subscription of the customer still uses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing_key_released_at: Option<Timestamp>,
+    /// How often the PG refused to delete the key of this ended subscription.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub key_delete_failures: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl SubscriptionRecord {
@@ -63,7 +74,20 @@ impl SubscriptionRecord {
             version: 1,
             lease_owner: None,
             lease_until: 0,
+            billing_key_released_at: None,
+            key_delete_failures: 0,
         }
+    }
+
+    /// Whether this subscription's billing key is to be released: it is canceled, nothing about
+    /// it waits for renew or a person, and its PG can delete keys.
+    pub fn key_to_release(&self) -> bool {
+        let s = &self.subscription;
+        s.state == SubscriptionState::Canceled
+            && self.billing_key.is_some()
+            && s.next_attempt_at.is_none()
+            && s.awaiting_review().is_none()
+            && self.pg.capabilities().deletes_billing_keys
     }
 
     /// The record after a transition: next version, lease released.
@@ -96,6 +120,19 @@ pub fn due_shards() -> Vec<String> {
     (0..DUE_SHARDS).map(|v| format!("due#{v:02}")).collect()
 }
 
+/// Partitions of canceled subscriptions whose billing key renew releases.
+const KEY_RELEASE_SHARDS: u32 = 4;
+
+fn key_release_shard(id: &SubscriptionId) -> String {
+    let h = sha256_hex(id.as_str().as_bytes());
+    format!("keyrel#{:02}", u32::from_str_radix(&h[..8], 16).unwrap_or(0) % KEY_RELEASE_SHARDS)
+}
+
+/// Every key-release partition, for renew's sweep.
+pub fn key_release_shards() -> Vec<String> {
+    (0..KEY_RELEASE_SHARDS).map(|v| format!("keyrel#{v:02}")).collect()
+}
+
 fn customer_key(partner_id: &str, customer_id: &str) -> String {
     format!("CUS#{partner_id}#{customer_id}")
 }
@@ -115,6 +152,12 @@ fn subscription_item(r: &SubscriptionRecord) -> Item {
     if let (Some(next), true) = (r.subscription.next_attempt_at, renew_looks) {
         item.insert(keys::DUE_SHARD.into(), s(&due_shard(id)));
         item.insert(keys::NEXT_ATTEMPT_AT.into(), n(epoch(next)));
+    }
+    // A canceled subscription's billing key waits for renew to release it (`key_release_shards`).
+    if r.key_to_release() {
+        let at = r.subscription.canceled_at.unwrap_or(r.created_at);
+        item.insert(keys::DUE_SHARD.into(), s(&key_release_shard(id)));
+        item.insert(keys::NEXT_ATTEMPT_AT.into(), n(epoch(at)));
     }
     // A charge in review waits for a person (renew has stopped: no due time above).
     if let Some(since) = r.subscription.awaiting_review() {
@@ -202,6 +245,17 @@ impl Tx {
     ) -> &mut Self {
         debug_assert_eq!(next.version, prev.version + 1);
         self.push(Write::put_if(subscription_item(next), Cond::version(prev.version).and(no_live_lease(wall_now))))
+    }
+
+    /// The billing key of `prev` released (`next`, without it): on the version read while no
+    /// renew lease is live.
+    pub fn put_key_released(
+        &mut self,
+        prev: &SubscriptionRecord,
+        next: &SubscriptionRecord,
+        wall_now: Timestamp,
+    ) -> &mut Self {
+        self.put_subscription_resolved(prev, next, wall_now)
     }
 
     /// Makes the transaction depend on the subscription being exactly as read (its version).

@@ -1,0 +1,140 @@
+//! Billing keys of ended subscriptions (DESIGN §13): a canceled subscription's key is deleted at
+//! its PG (where the PG can: `Capabilities::deletes_billing_keys`) unless another live
+//! subscription of the same customer still uses it — then it is only dropped here. Each tick
+//! releases what the key-release partitions of the due index hold (`Store::key_release_shards`),
+//! after the renewals, within the deadline.
+//!
+//! An `unpaid` subscription keeps its key: dunning is over, but the customer may still pay (a
+//! person's retry, a card change); a dunning policy whose final action is `canceled` releases it.
+
+use jiff::Timestamp;
+use paycycle::domain::subscription::SubscriptionState;
+use paycycle::pg::PgError;
+use paycycle::store::StoreError;
+use paycycle::store::subscriptions::{SubscriptionRecord, key_release_shards};
+
+use crate::Deps;
+
+/// How often a PG may fail to delete a key before a person is asked to (the key is then dropped
+/// here, so the sweep does not ask forever).
+pub const MAX_DELETE_FAILURES: u32 = 5;
+
+/// Releases the keys waiting at `now`; how many were released.
+pub async fn release_keys(deps: &Deps, now: Timestamp, deadline: Option<Timestamp>) -> u64 {
+    let mut released = 0;
+    for shard in key_release_shards() {
+        let mut start = None;
+        loop {
+            let page = match deps.store.due_subscriptions(&shard, now, deps.settings.page_size, start).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(shard, error = %e, "key release query failed");
+                    break;
+                }
+            };
+            for id in page.items {
+                if deadline.is_some_and(|d| Timestamp::now() >= d) {
+                    return released;
+                }
+                match deps.store.get_subscription(&id).await {
+                    Ok(Some(r)) if r.key_to_release() => released += u64::from(release(deps, &r).await),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(subscription_id = %id, error = %e, "key release read failed"),
+                }
+            }
+            match page.next {
+                Some(k) => start = Some(k),
+                None => break,
+            }
+        }
+    }
+    released
+}
+
+/// Releases `r`'s billing key: deleted at the PG unless another live subscription of the
+/// customer uses it, then dropped from `r` (one conditional write on the version read).
+async fn release(deps: &Deps, r: &SubscriptionRecord) -> bool {
+    let Some(key) = r.billing_key.as_deref() else { return false };
+    let shared = match still_used(deps, r, key).await {
+        Ok(shared) => shared,
+        Err(e) => {
+            tracing::warn!(subscription_id = %r.id(), error = %e, "key release: the customer's subscriptions could not be read");
+            return false;
+        }
+    };
+    if !shared {
+        match deps.pgs.adapter(r.pg).delete_billing_key(key).await {
+            // Not there any more: deleted already (an earlier try whose write was lost).
+            Ok(()) | Err(PgError::NotFound) => {}
+            Err(e) => return failed(deps, r, &e).await,
+        }
+    }
+    let next = SubscriptionRecord {
+        billing_key: None,
+        billing_key_released_at: Some(Timestamp::now()),
+        key_delete_failures: 0,
+        ..r.next(r.subscription.clone())
+    };
+    let mut tx = deps.store.tx();
+    tx.put_key_released(r, &next, Timestamp::now());
+    match deps.store.commit(tx).await {
+        Ok(()) => {
+            tracing::info!(subscription_id = %r.id(), deleted_at_pg = !shared, "billing key released");
+            true
+        }
+        Err(StoreError::Conflict(_)) => false, // changed meanwhile: the next tick looks again
+        Err(e) => {
+            tracing::warn!(subscription_id = %r.id(), error = %e, "key release write failed");
+            false
+        }
+    }
+}
+
+/// Whether another live subscription of `r`'s customer (at the same partner) uses `key`.
+async fn still_used(deps: &Deps, r: &SubscriptionRecord, key: &str) -> Result<bool, StoreError> {
+    let mut start = None;
+    loop {
+        let page = deps.store.subscriptions_of_customer(&r.partner_id, &r.customer.id, 100, start).await?;
+        if page.items.iter().any(|o| {
+            o.id() != r.id()
+                && o.billing_key.as_deref() == Some(key)
+                && o.subscription.state != SubscriptionState::Canceled
+        }) {
+            return Ok(true);
+        }
+        match page.next {
+            Some(k) => start = Some(k),
+            None => return Ok(false),
+        }
+    }
+}
+
+/// The PG did not delete the key: counted on the record; past [`MAX_DELETE_FAILURES`] a person is
+/// asked to delete it in the PG's admin and it is dropped here.
+async fn failed(deps: &Deps, r: &SubscriptionRecord, e: &PgError) -> bool {
+    let failures = r.key_delete_failures + 1;
+    let give_up = failures >= MAX_DELETE_FAILURES;
+    if give_up {
+        tracing::error!(
+            alarm = "paycycle_needs_review",
+            subscription_id = %r.id(),
+            pg = %r.pg,
+            error = %e,
+            "the PG would not delete a canceled customer's billing key: delete it in the PG's admin"
+        );
+    } else {
+        tracing::warn!(subscription_id = %r.id(), error = %e, failures, "billing key not deleted at the PG; retried next tick");
+    }
+    let next = SubscriptionRecord {
+        billing_key: if give_up { None } else { r.billing_key.clone() },
+        billing_key_released_at: give_up.then(Timestamp::now),
+        key_delete_failures: failures,
+        ..r.next(r.subscription.clone())
+    };
+    let mut tx = deps.store.tx();
+    tx.put_key_released(r, &next, Timestamp::now());
+    if let Err(e) = deps.store.commit(tx).await {
+        tracing::warn!(subscription_id = %r.id(), error = %e, "key release failure not recorded");
+    }
+    false
+}
