@@ -331,13 +331,18 @@ pub fn request_id(req: &Request) -> String {
 
 /// The `limit` query parameter of a paged list: 1-100, 20 when absent.
 pub fn page_limit(req: &Request) -> Result<i32, ApiError> {
+    limit_param(req, 20, 100)
+}
+
+/// The `limit` query parameter: 1-`max`, `default` when absent.
+pub fn limit_param(req: &Request, default: i32, max: i32) -> Result<i32, ApiError> {
     match req.query_string_parameters().first("limit") {
-        None => Ok(20),
+        None => Ok(default),
         Some(l) => l
             .parse::<i32>()
             .ok()
-            .filter(|l| (1..=100).contains(l))
-            .ok_or_else(|| ApiError::bad_request("invalid_request", "limit must be 1-100")),
+            .filter(|l| (1..=max).contains(l))
+            .ok_or_else(|| ApiError::bad_request("invalid_request", format!("limit must be 1-{max}"))),
     }
 }
 
@@ -351,15 +356,27 @@ pub fn encode_cursor(item: &crate::store::Item) -> String {
 /// whose `pk` starts with `pk_prefix`: exactly the four key attributes, all strings. Anything else
 /// is `400 invalid_cursor` (never a store error).
 pub fn decode_cursor(cursor: &str, expected_lookup: &str, pk_prefix: &str) -> Result<crate::store::Item, ApiError> {
+    use crate::store::keys;
+    decode_index_cursor(cursor, (keys::LOOKUP_PK, keys::LOOKUP_SK), expected_lookup, pk_prefix)
+}
+
+/// [`decode_cursor`] for the GSI keyed `(partition, sort)`: the cursor must be a key of that
+/// index, in partition `expected_partition`, of an item whose `pk` starts with `pk_prefix`.
+pub fn decode_index_cursor(
+    cursor: &str,
+    (partition, sort): (&str, &str),
+    expected_partition: &str,
+    pk_prefix: &str,
+) -> Result<crate::store::Item, ApiError> {
     let bad = || ApiError::bad_request("invalid_cursor", "cursor is not one this API returned");
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
     let item = item_from_json(&v).map_err(|_| bad())?;
     let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str);
-    let keys_ok = item.len() == 4 && ["pk", "sk", "lookup_pk", "lookup_sk"].iter().all(|k| text(k).is_some());
-    let lookup_ok = text("lookup_pk") == Some(expected_lookup);
+    let keys_ok = item.len() == 4 && ["pk", "sk", partition, sort].iter().all(|k| text(k).is_some());
+    let partition_ok = text(partition) == Some(expected_partition);
     let pk_ok = text("pk").is_some_and(|pk| pk.starts_with(pk_prefix));
-    if keys_ok && lookup_ok && pk_ok { Ok(item) } else { Err(bad()) }
+    if keys_ok && partition_ok && pk_ok { Ok(item) } else { Err(bad()) }
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! `refund`: `GET /payments/{id}` and `POST /payments/{id}/refunds` (DESIGN §2, §6).
+//! `refund`: `GET /payments/{id}` and `POST /payments/{id}/refunds` (DESIGN §2, §6), and the
+//! partner's books, `GET /payments` and `GET /payments/export` ([`books`], issue #24 §4).
 //!
 //! A refund is reserved before the PG is called (a conditional update on the payment's
 //! `refundable`), so no number of concurrent requests can refund more than was paid. The PG's
@@ -7,6 +8,8 @@
 //! `Idempotency-Key` is required: the refund id is derived from it, so a retried request finds its
 //! own refund instead of making another.
 
+mod books;
+mod books_csv;
 mod refunds;
 
 use http::{Method, StatusCode};
@@ -24,7 +27,9 @@ pub async fn handler(deps: &Deps, req: Request) -> Result<Response<Body>, Error>
 
 async fn route(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
     let key = api::authenticate(&deps.store, req).await?;
-    let payment_id = api::path_param(req, "id").ok_or_else(ApiError::route_not_found)?;
+    let Some(payment_id) = api::path_param(req, "id") else {
+        return books::route(deps, &key, req).await;
+    };
     let is_refunds = req.uri().path().trim_end_matches('/').ends_with("/refunds");
     match (req.method(), is_refunds) {
         (&Method::GET, false) => refunds::get_payment(deps, &key, &payment_id).await,
@@ -35,5 +40,7 @@ async fn route(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
     }
 }
 
+#[cfg(test)]
+mod books_tests;
 #[cfg(test)]
 mod in_memory_tests;
