@@ -9,7 +9,7 @@ use crate::books_csv::{BOM, HEADER};
 use paycycle::domain::attempt::SubscriptionId;
 use paycycle::money::Krw;
 use paycycle::pg::PgMode;
-use paycycle::store::payments::{PaymentRecord, RefundOutcome, RefundRecord};
+use paycycle::store::payments::{PaymentRecord, RefundOutcome};
 use paycycle_fixtures::{Fresh, Pgs, json_body, request};
 use serde_json::Value;
 
@@ -49,19 +49,13 @@ async fn seeded() -> Env {
     for p in &payments {
         e.fresh.store.create_payment(p).await.unwrap();
     }
-    let refund = RefundRecord {
-        refund_id: "ref_1".into(),
-        payment_id: payments[1].payment_id.clone(),
-        amount: Krw::new(3_000).unwrap(),
-        reason: "partial".into(),
-        status: paycycle::domain::payment::RefundStatus::Reserved,
-        requested_at: "2027-03-02T00:00:00Z".parse().unwrap(),
-        pg_refund_id: Some("tid-9".into()),
-        failure_code: None,
-        failure_message: None,
-        request_hash: None,
-        cancel_subscription: false,
-    };
+    let refund = crate::books_csv::tests::refund(
+        &payments[1].payment_id,
+        "ref_1",
+        3_000,
+        paycycle::domain::payment::RefundStatus::Reserved,
+        "2027-03-02T00:00:00Z",
+    );
     e.fresh.store.reserve_refund(&refund).await.unwrap();
     let done = RefundOutcome::Succeeded { pg_refund_id: Some("tid-9".into()) };
     e.fresh.store.settle_refund(&refund, &done, &[]).await.unwrap();
@@ -220,6 +214,7 @@ async fn the_export_pages_by_link_and_parses_back_with_kst_dates_and_won() {
     );
     assert_eq!(col(&rows[1], "net_krw"), "6900");
     assert_eq!((col(&rows[2], "amount_krw"), col(&rows[2], "pg_refund_id")), ("-3000".into(), "tid-9".into()));
+    assert_eq!(col(&rows[2], "refund_id"), "ref_1");
     assert_eq!(col(&rows[2], "occurred_at_kst"), "2027-03-02 09:00:00");
     let total: i64 = rows.iter().map(|r| col(r, "amount_krw").parse::<i64>().unwrap()).sum();
     assert_eq!(total, 9_900 * 3 + 12_000 - 3_000);
