@@ -4,7 +4,8 @@
 //! `GET /payments/export` over HTTP, page by page through its `Link` header, and every page is
 //! parsed back as a spreadsheet would (BOM stripped, RFC 4180) by the `csv` crate. Every payment
 //! row is checked against our table and the PG sandbox's ledger — won amounts, refunds, KST date
-//! and time — and another partner's key exports an empty file.
+//! and time — each refund row against the stored refund, and another partner's key exports an
+//! empty file.
 
 use std::collections::BTreeMap;
 
@@ -133,6 +134,15 @@ async fn the_demo_years_csv_export_has_every_payment_in_won_and_kst_as_the_pg_an
         }
     }
     assert_eq!(charges.len(), payments.len(), "no PG charge left out");
+    // Each refund row is a succeeded refund as stored, dated when it was asked for (KST).
+    for row in &refunds {
+        let ours = store.get_refund(&row["payment_id"], &row["refund_id"]).await.unwrap().unwrap();
+        assert_eq!(ours.status, paycycle::domain::payment::RefundStatus::Succeeded);
+        assert_eq!(-won(row, "amount_krw"), ours.amount.won());
+        let kst = paycycle::calendar::in_seoul(ours.requested_at);
+        assert_eq!(row["occurred_at_kst"], kst.strftime("%Y-%m-%d %H:%M:%S").to_string(), "{row:?}");
+        assert_eq!(row["pg_refund_id"], ours.pg_refund_id.unwrap_or_default());
+    }
 
     // The JSON list agrees, and another partner sees nothing.
     let partner = paycycle_e2e::Partner::new(base.clone(), key);
