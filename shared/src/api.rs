@@ -353,35 +353,96 @@ pub fn encode_cursor(item: &crate::store::Item) -> String {
 }
 
 /// A cursor [`encode_cursor`] made for the lookup-index partition `expected_lookup`, over items
-/// whose `pk` starts with `pk_prefix`: exactly the four key attributes, all strings. Anything else
-/// is `400 invalid_cursor` (never a store error).
+/// whose `pk` starts with `pk_prefix` ([`decode_index_cursor`]).
 pub fn decode_cursor(cursor: &str, expected_lookup: &str, pk_prefix: &str) -> Result<crate::store::Item, ApiError> {
     use crate::store::keys;
-    decode_index_cursor(cursor, (keys::LOOKUP_PK, keys::LOOKUP_SK), expected_lookup, pk_prefix)
+    let scope = CursorScope {
+        partition: (keys::LOOKUP_PK, expected_lookup),
+        sort: (keys::LOOKUP_SK, SortKind::Text),
+        pk_prefixes: &[pk_prefix],
+    };
+    decode_index_cursor(cursor, &scope)
 }
 
-/// [`decode_cursor`] for the GSI keyed `(partition, sort)`: the cursor must be a key of that
-/// index, in partition `expected_partition`, of an item whose `pk` starts with `pk_prefix`.
-pub fn decode_index_cursor(
-    cursor: &str,
-    (partition, sort): (&str, &str),
-    expected_partition: &str,
-    pk_prefix: &str,
-) -> Result<crate::store::Item, ApiError> {
+/// The index partition a cursor must stay in.
+#[derive(Clone, Copy, Debug)]
+pub struct CursorScope<'a> {
+    /// The index's partition attribute and the partition asked for.
+    pub partition: (&'a str, &'a str),
+    /// The index's sort attribute and its type.
+    pub sort: (&'a str, SortKind),
+    /// What the items' `pk` may start with.
+    pub pk_prefixes: &'a [&'a str],
+}
+
+/// The type of an index's sort key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SortKind {
+    /// A string.
+    Text,
+    /// A whole number (epoch seconds).
+    Number,
+}
+
+/// A cursor [`encode_cursor`] made in `scope`: exactly the four key attributes — non-empty `pk`
+/// and `sk` strings, the partition asked for, a sort value of the index's type — and a `pk` of
+/// the kinds listed. Anything else is `400 invalid_cursor` (never a store error), so a cursor
+/// cannot wander into another partner's keys or make the table refuse the query.
+pub fn decode_index_cursor(cursor: &str, scope: &CursorScope<'_>) -> Result<crate::store::Item, ApiError> {
     let bad = || ApiError::bad_request("invalid_cursor", "cursor is not one this API returned");
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
     let item = item_from_json(&v).map_err(|_| bad())?;
-    let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str);
-    let keys_ok = item.len() == 4 && ["pk", "sk", partition, sort].iter().all(|k| text(k).is_some());
-    let partition_ok = text(partition) == Some(expected_partition);
-    let pk_ok = text("pk").is_some_and(|pk| pk.starts_with(pk_prefix));
+    let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str).filter(|t| !t.is_empty());
+    let (partition, expected) = scope.partition;
+    let (sort, kind) = scope.sort;
+    let sort_ok = match kind {
+        SortKind::Text => text(sort).is_some(),
+        SortKind::Number => item.get(sort).and_then(|v| v.as_n().ok()).is_some_and(|n| n.parse::<i64>().is_ok()),
+    };
+    let keys_ok = item.len() == 4 && text("pk").is_some() && text("sk").is_some() && sort_ok;
+    let partition_ok = text(partition) == Some(expected);
+    let pk_ok = text("pk").is_some_and(|pk| scope.pk_prefixes.iter().any(|p| pk.starts_with(p)));
     if keys_ok && partition_ok && pk_ok { Ok(item) } else { Err(bad()) }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cursor_is_only_a_key_of_the_partition_asked_for_with_a_sort_value_of_the_indexs_type() {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        let key = |sort: AttributeValue, partition: &str, pk: &str| {
+            let item: crate::store::Item = [
+                ("pk".to_string(), AttributeValue::S(pk.into())),
+                ("sk".to_string(), AttributeValue::S("SUB".into())),
+                ("due_shard".to_string(), AttributeValue::S(partition.into())),
+                ("next_attempt_at".to_string(), sort),
+            ]
+            .into_iter()
+            .collect();
+            encode_cursor(&item)
+        };
+        let scope = CursorScope {
+            partition: ("due_shard", "review#partner_a"),
+            sort: ("next_attempt_at", SortKind::Number),
+            pk_prefixes: &["SUB#", "PAY#"],
+        };
+        let good = key(AttributeValue::N("1800000000".into()), "review#partner_a", "SUB#sub_a");
+        assert!(decode_index_cursor(&good, &scope).is_ok());
+        for bad in [
+            key(AttributeValue::N("abc".into()), "review#partner_a", "SUB#sub_a"),
+            key(AttributeValue::S("1800000000".into()), "review#partner_a", "SUB#sub_a"),
+            key(AttributeValue::N("1800000000".into()), "review#partner_b", "SUB#sub_a"),
+            key(AttributeValue::N("1800000000".into()), "review#partner_a", "CHK#chk_a"),
+            key(AttributeValue::N("1800000000".into()), "review#partner_a", ""),
+            "not base64!".to_string(),
+        ] {
+            let e = decode_index_cursor(&bad, &scope).unwrap_err();
+            assert_eq!((e.status, e.code.as_ref()), (StatusCode::BAD_REQUEST, "invalid_cursor"), "{bad}");
+        }
+    }
 
     #[test]
     fn error_body_has_the_design_shape() {

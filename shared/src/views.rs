@@ -18,6 +18,7 @@ pub fn refund_json(r: &RefundRecord) -> Value {
         "created_at": r.requested_at.to_string(),
         "pg_refund_id": r.pg_refund_id,
         "failure": r.failure_code.as_ref().map(|code| json!({"code": code, "message": r.failure_message})),
+        "resolution": r.resolution,
     })
 }
 

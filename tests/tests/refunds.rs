@@ -572,3 +572,116 @@ async fn a_reused_key_with_another_body_after_an_unknown_refund_is_refused_not_a
     let ledger = e.ledger().await;
     assert_eq!((ledger["refunds"].as_array().unwrap().len(), ledger["totals"]["refunded"].as_i64()), (1, Some(3000)));
 }
+
+impl Env {
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self.http.post(self.api(path)).bearer_auth(&self.key).json(&body).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn reviews(&self) -> Value {
+        let r = self.http.get(self.api("/reviews")).bearer_auth(&self.key).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    /// A refund of `p` that met `fault` at the PG (`timeout_after_charge`: made there, its answer
+    /// lost; `server_error`: a 500 before anything), with every lookup failing meanwhile: left
+    /// unknown, for a person. Returns its id.
+    async fn unknown_refund(&self, p: &PaymentRecord, amount: i64, fault: &str) -> String {
+        self.admin("/__admin/config", json!({"timeout_after_charge_ms": 2500, "steppay_webhook_url": null})).await;
+        self.admin("/__admin/scenarios", json!({"operation": "refund", "count": 1, "fault": {"kind": fault}})).await;
+        self.admin(
+            "/__admin/scenarios",
+            json!({"operation": "lookup", "count": 100, "fault": {"kind": "server_error"}}),
+        )
+        .await;
+        let idem = format!("unknown-{}", p.payment_id);
+        let (status, body) = self.refund(&p.payment_id, &idem, json!({"amount": amount, "reason": "lost"})).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (504, Some("refund_outcome_unknown")), "{body}");
+        let driver = self.driver();
+        driver.http.delete(driver.url("/__admin/scenarios")).send().await.unwrap().error_for_status().unwrap();
+        tokio::time::sleep(Duration::from_millis(1_600)).await; // the held answer finishes
+        let ours = self.payment(&p.payment_id).await;
+        assert_eq!(ours["refunds"][0]["status"], "unknown", "{ours}");
+        ours["refunds"][0]["id"].as_str().unwrap().to_string()
+    }
+}
+
+/// A refund left unknown is listed for a person, and their verdict stands only where the PG's
+/// refunded total allows it: StepPay shows the refund made, so `not_refunded` (which would let
+/// the money be refunded twice) is refused and `refunded` is recorded, once. Payple shows no
+/// refunds: the person's word stands, recorded as theirs.
+#[tokio::test]
+async fn a_refund_left_unknown_is_resolved_only_as_the_pgs_refunded_total_allows() {
+    let e = env().await;
+    let p = e.steppay_payment("sub_rrev", 10_000).await;
+    let refund_id = e.unknown_refund(&p, 4_000, "timeout_after_charge").await;
+    let reviews = e.reviews().await;
+    let listed = reviews["data"].as_array().unwrap().iter().find(|r| r["refund_id"] == refund_id.as_str()).cloned();
+    let listed = listed.expect("listed for a person");
+    assert_eq!(listed["pg_reference"]["pg_payment_id"], json!(p.pg_payment_id), "{listed}");
+    assert_eq!(listed["amount"], 4_000);
+
+    let path = format!("/payments/{}/refunds/{refund_id}/resolve", p.payment_id);
+    let (status, v) = e.post(&path, json!({"verdict": "not_refunded", "reason": "not in the admin"})).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (409, Some("pg_shows_refunded")), "{v}");
+    let ours = e.payment(&p.payment_id).await;
+    assert_eq!((ours["refund_pending"].as_i64(), ours["refundable"].as_i64()), (Some(4_000), Some(6_000)), "kept");
+    let (status, v) = e.post(&path, json!({"verdict": "refunded", "reason": "CANCELED in StepPay's admin"})).await;
+    assert_eq!(
+        (status, v["status"].as_str(), v["resolution"]["pg"].as_str()),
+        (200, Some("succeeded"), Some("confirmed")),
+        "{v}"
+    );
+    assert_eq!(v["resolution"]["by"], "e2e");
+    let ours = e.payment(&p.payment_id).await;
+    assert_eq!(
+        (ours["refunded"].as_i64(), ours["refund_pending"].as_i64(), ours["refundable"].as_i64()),
+        (Some(4_000), Some(0), Some(6_000))
+    );
+    let (status, v) = e.post(&path, json!({"verdict": "refunded", "reason": "again"})).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (409, Some("not_in_review")), "{v}");
+    assert!(!e.reviews().await["data"].as_array().unwrap().iter().any(|r| r["refund_id"] == refund_id.as_str()));
+    assert_eq!(e.ledger().await["refunds"].as_array().unwrap().len(), 1, "one PG refund");
+
+    // StepPay's receipt may lag a cancel: a refund that never reached StepPay (a 500) cannot be
+    // called not made until it is old enough for the receipt to show it.
+    let young = e.steppay_payment("sub_rrevy", 10_000).await;
+    let refund_id = e.unknown_refund(&young, 2_000, "server_error").await;
+    let path = format!("/payments/{}/refunds/{refund_id}/resolve", young.payment_id);
+    let (status, v) = e.post(&path, json!({"verdict": "not_refunded", "reason": "not in the admin"})).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (409, Some("too_soon")), "{v}");
+
+    // Payple: no refund lookup. The refund never reached it (a 500); the person finds no cancel
+    // in Payple's admin and says so: on their word, the amount is refundable again.
+    let p = e.payple_payment("sub_rrevp", 10_000).await;
+    let refund_id = e.unknown_refund(&p, 3_000, "server_error").await;
+    let path = format!("/payments/{}/refunds/{refund_id}/resolve", p.payment_id);
+    let (status, v) = e.post(&path, json!({"verdict": "paid", "reason": "r"})).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (400, Some("invalid_resolution")), "{v}");
+    let (status, v) = e.post(&path, json!({"verdict": "not_refunded", "reason": "no cancel in Payple's admin"})).await;
+    assert_eq!(
+        (status, v["status"].as_str(), v["resolution"]["pg"].as_str()),
+        (200, Some("failed"), Some("operator_only")),
+        "{v}"
+    );
+    let ours = e.payment(&p.payment_id).await;
+    assert_eq!((ours["refund_pending"].as_i64(), ours["refundable"].as_i64()), (Some(0), Some(10_000)));
+
+    // Another partner's key sees none of it.
+    let other = generate_api_key();
+    e.store.create_api_key(&other, "other", "partner_b", Timestamp::now()).await.unwrap();
+    let r = e.http.get(e.api("/reviews")).bearer_auth(&other).send().await.unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["data"], json!([]), "{v}");
+    let r = e
+        .http
+        .post(e.api(&path))
+        .bearer_auth(&other)
+        .json(&json!({"verdict": "refunded", "reason": "r"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}

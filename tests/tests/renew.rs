@@ -567,31 +567,42 @@ impl Env {
     /// A StepPay self subscription whose renewal charged at the PG but whose answer was lost, left
     /// unresolved past the review window: `needs_review`. Returns the PG's idKey of that charge.
     async fn in_review(&self, id: &str) -> (SubscriptionRecord, String) {
-        let s = self.subscription(id, PgMode::SteppaySelf, kst(2027, 1, 15, 10), 9_900).await;
+        let (s, id_key) = self.in_review_with(id, PgMode::SteppaySelf, "timeout_after_charge").await;
+        (s, id_key.expect("the PG charged it"))
+    }
+
+    /// A subscription of `pg` whose renewal met `fault` at the PG (`timeout_after_charge`: charged,
+    /// answer lost; `timeout_after_decline`: declined, answer lost) and whose lookups failed until
+    /// past the review window: `needs_review`. Returns the PG's payment id of the charge, if the
+    /// PG charged it (StepPay's idKey, Payple's OID).
+    async fn in_review_with(&self, id: &str, pg: PgMode, fault: &str) -> (SubscriptionRecord, Option<String>) {
+        let s = self.subscription(id, pg, kst(2027, 1, 15, 10), 9_900).await;
         let due = s.subscription.next_attempt_at.unwrap();
         // StepPay's PAYMENT webhook is held back: the hint comes later, in review.
         self.admin("/__admin/config", json!({"timeout_after_charge_ms": 1_500, "steppay_webhook_url": null})).await;
+        self.admin("/__admin/scenarios", json!({"operation": "charge", "count": 1, "fault": {"kind": fault}})).await;
+        // Payple can be asked by our charge id: its lookups fail until the window has passed.
         self.admin(
             "/__admin/scenarios",
-            json!({"operation": "charge", "count": 1, "fault": {"kind": "timeout_after_charge"}}),
+            json!({"operation": "lookup", "count": 100, "fault": {"kind": "server_error"}}),
         )
         .await;
         let r = self.tick_at(due, &self.deps).await;
         assert_eq!(r.unknown, 1, "{r:?}");
-        tokio::time::sleep(Duration::from_millis(700)).await; // let the held answer finish
-        // StepPay cannot be asked by our charge id: past the review window a person must look.
+        tokio::time::sleep(Duration::from_millis(1_700)).await; // let the held answer finish
         let r = self.tick_at(plus(due, SignedDuration::from_hours(25)), &self.deps).await;
         assert_eq!(r.needs_review, 1, "{r:?}");
+        let driver = self.driver();
+        driver.http.delete(driver.url("/__admin/scenarios")).send().await.unwrap().error_for_status().unwrap();
         assert_eq!(self.get(id).await.subscription.state, SubscriptionState::NeedsReview);
         let ledger = self.ledger().await;
-        let id_key = ledger["charges"]
+        let charged = ledger["charges"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|c| c["partner_order_id"] == format!("{id}-p1-a1"))
-            .map(|c| c["id"].as_str().unwrap().to_string())
-            .expect("the PG charged it");
-        (s, id_key)
+            .find(|c| c["partner_order_id"] == format!("{id}-p1-a1") || c["id"] == format!("{id}-p1-a1"))
+            .map(|c| c["id"].as_str().unwrap().to_string());
+        (s, charged)
     }
 }
 
@@ -1025,4 +1036,160 @@ async fn a_payple_renewal_payment_keeps_the_masked_card_and_the_receipt() {
         assert!(p["card"]["trade_number"].as_str().is_some_and(|t| !t.is_empty()), "{p}");
         assert!(p["receipt_url"].as_str().is_some_and(|u| u.starts_with("https://")), "{p}");
     }
+}
+
+/// The charges a person can see in `GET /reviews` (subscription ids).
+async fn reviewed_subscriptions(partner: &Partner) -> Vec<String> {
+    let (status, v) = partner.get("/reviews").await;
+    assert_eq!(status, 200, "{v}");
+    v["data"].as_array().unwrap().iter().filter_map(|r| r["subscription_id"].as_str().map(String::from)).collect()
+}
+
+/// A charge in review is recorded paid only on the PG's word for that very payment: a payment the
+/// PG does not know, or another order's payment, is refused; the right one is recorded once,
+/// with who resolved it, and the subscription renews — nothing is charged again.
+#[tokio::test]
+async fn a_charge_in_review_is_recorded_paid_only_when_the_pg_confirms_that_payment_is_its() {
+    let e = env().await;
+    let bus = e.stack.provisioned.buses.values().next().unwrap().clone();
+    let tap = paycycle_e2e::EventTap::attach(
+        &e.stack.moto.sdk_config().await,
+        &bus,
+        &format!("{}-rv", e.stack.provisioned.table),
+    )
+    .await;
+    let partner = e.partner().await;
+    let (s, id_key) = e.in_review("sub_rvpaid").await;
+    let listed = partner.get("/reviews").await.1;
+    let review = listed["data"].as_array().unwrap().iter().find(|r| r["subscription_id"] == "sub_rvpaid").cloned();
+    let review = review.expect("listed for a person");
+    assert_eq!(review["charge"]["pg_reference"]["order_id"], "sub_rvpaid-p1-a1", "{review}");
+    assert_eq!(review["charge"]["amount"], 9_900);
+
+    let path = "/subscriptions/sub_rvpaid/resolve";
+    let paid = |id: &str| json!({"verdict": "paid", "pg_payment_id": id, "reason": "seen in StepPay's admin"});
+    let (status, v) = partner.post(path, &paid("no-such-idkey"), None).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (422, Some("pg_does_not_confirm")), "{v}");
+    // A real, paid StepPay payment — the customer's first, another order's — is not this charge.
+    let first_payment = s.billing_key.clone().unwrap();
+    let (status, v) = partner.post(path, &paid(&first_payment), None).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (422, Some("pg_payment_mismatch")), "{v}");
+    assert_eq!(e.get("sub_rvpaid").await.subscription.state, SubscriptionState::NeedsReview, "nothing recorded");
+
+    let (status, v) = partner.post(path, &paid(&id_key), Some("resolve-1")).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!((v["state"].as_str(), v["resolution"]["by"].as_str()), (Some("active"), Some("e2e")), "{v}");
+    assert_eq!(v["resolution"]["pg"], "confirmed");
+    let (again, replay) = partner.post(path, &paid(&id_key), Some("resolve-1")).await;
+    assert_eq!((again, &replay), (200, &v), "the same key answers the same");
+    let payments = e.store.payments_of_subscription(s.id()).await.unwrap();
+    assert_eq!(payments.len(), 1);
+    assert_eq!((payments[0].pg_payment_id.as_str(), payments[0].amounts.paid.won()), (id_key.as_str(), 9_900));
+    let attempt = &e.store.attempts_of(s.id()).await.unwrap()[0];
+    let resolution = attempt.resolution.as_ref().expect("the attempt keeps the resolution");
+    assert_eq!((resolution.by.as_str(), resolution.reason.as_str()), ("e2e", "seen in StepPay's admin"));
+    assert_eq!(e.pg_charges("sub_rvpaid").await.len(), 1, "never charged again");
+    assert!(!reviewed_subscriptions(&partner).await.contains(&"sub_rvpaid".to_string()), "no longer listed");
+    let (status, v) = partner.post(path, &paid(&id_key), None).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (409, Some("not_in_review")), "{v}");
+    let detail = partner.get("/subscriptions/sub_rvpaid").await.1;
+    assert_eq!(detail["attempts"][0]["resolution"]["verdict"], "paid", "{detail}");
+
+    let mut events = Vec::new();
+    for _ in 0..50 {
+        events.extend(tap.drain().await);
+        if events.iter().any(|ev| ev["detail-type"] == "subscription.review_resolved") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let resolved: Vec<&Value> =
+        events.iter().filter(|ev| ev["detail-type"] == "subscription.review_resolved").collect();
+    assert_eq!(resolved.len(), 1, "{events:?}");
+    assert_eq!(resolved[0]["detail"]["data"]["payment_id"], json!(payments[0].payment_id));
+    paycycle_e2e::check_events(&events).unwrap();
+}
+
+/// A charge in review is recorded not paid only when the PG's lookup does not show it paid: a
+/// Payple charge the PG took is refused as `not_paid` (and recorded once as paid by its OID); one
+/// the PG never took is settled not paid and, as the person asked, sent again at once under its
+/// own id — one charge at the PG in all.
+#[tokio::test]
+async fn a_charge_in_review_is_recorded_not_paid_only_when_the_pg_does_not_show_it_paid() {
+    let e = env().await;
+    let partner = e.partner().await;
+    let not_paid = |next: &str| json!({"verdict": "not_paid", "next": next, "reason": "not in Payple's admin"});
+
+    // Charged at Payple, its answer lost: the lookup shows it paid.
+    let (s, oid) = e.in_review_with("sub_rvtook", PgMode::Payple, "timeout_after_charge").await;
+    let oid = oid.expect("Payple charged it");
+    let (status, v) = partner.post("/subscriptions/sub_rvtook/resolve", &not_paid("retry"), None).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (409, Some("pg_shows_paid")), "{v}");
+    let other_oid = json!({"verdict": "paid", "pg_payment_id": "sub_rvtook-p1-a9", "reason": "r"});
+    let (status, v) = partner.post("/subscriptions/sub_rvtook/resolve", &other_oid, None).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (422, Some("pg_payment_mismatch")), "another OID: {v}");
+    let paid = json!({"verdict": "paid", "pg_payment_id": oid, "reason": "approved in Payple's admin"});
+    let (status, v) = partner.post("/subscriptions/sub_rvtook/resolve", &paid, None).await;
+    assert_eq!((status, v["state"].as_str()), (200, Some("active")), "{v}");
+    assert_eq!(e.store.payments_of_subscription(s.id()).await.unwrap().len(), 1);
+
+    // Never taken at Payple (a 500 before anything), its lookups failed all window long.
+    let (s, taken) = e.in_review_with("sub_rvnot", PgMode::Payple, "server_error").await;
+    assert_eq!(taken, None);
+    let false_paid = json!({"verdict": "paid", "pg_payment_id": "sub_rvnot-p1-a1", "reason": "r"});
+    let (status, v) = partner.post("/subscriptions/sub_rvnot/resolve", &false_paid, None).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (422, Some("pg_does_not_confirm")), "a false paid: {v}");
+    let (status, v) = partner.post("/subscriptions/sub_rvnot/resolve", &not_paid("retry"), None).await;
+    let got = (status, v["state"].as_str(), v["resolution"]["pg"].as_str());
+    assert_eq!(got, (200, Some("past_due"), Some("confirmed")), "{v}");
+    assert_eq!(v["next_charge"]["attempt"], 1, "sent again under its own id: {v}");
+    let now = e.get("sub_rvnot").await.subscription.next_attempt_at.unwrap();
+    let r = e.tick_at(now, &e.deps).await;
+    assert_eq!(r.resolved, 1, "looked up, not there, sent again: {r:?}");
+    let after = e.get("sub_rvnot").await;
+    let got = (after.subscription.state, after.subscription.current_period.unwrap().index);
+    assert_eq!(got, (SubscriptionState::Active, 1));
+    assert_eq!(e.pg_charges("sub_rvnot").await, ["sub_rvnot-p1-a1"], "one charge at the PG");
+    let payments = e.store.payments_of_subscription(s.id()).await.unwrap();
+    assert_eq!(payments.len(), 1);
+    let attempt = &e.store.attempts_of(s.id()).await.unwrap()[0];
+    assert_eq!(attempt.status.name(), "approved");
+    assert_eq!(attempt.resolution.as_ref().map(|r| r.verdict), Some(paycycle::domain::review::Verdict::NotPaid));
+}
+
+/// A person who wrongly says `not_paid` cannot make paycycle charge twice: StepPay cannot be asked
+/// by our charge id, so the verdict stands on their word (`operator_only`) and the charge is sent
+/// again under its own id — StepPay refuses the repeat of an order it took, the outcome is unknown
+/// again, and the PG's webhook later records the one payment. A cancel instead ends it now.
+#[tokio::test]
+async fn a_wrong_not_paid_on_the_persons_word_never_charges_twice() {
+    let e = env().await;
+    let partner = e.partner().await;
+    let (s, id_key) = e.in_review("sub_rvword").await;
+    let body = json!({"verdict": "not_paid", "next": "retry", "reason": "not found in StepPay's admin"});
+    let (status, v) = partner.post("/subscriptions/sub_rvword/resolve", &body, None).await;
+    let got = (status, v["state"].as_str(), v["resolution"]["pg"].as_str());
+    assert_eq!(got, (200, Some("past_due"), Some("operator_only")), "{v}");
+    let now = e.get("sub_rvword").await.subscription.next_attempt_at.unwrap();
+    let r = e.tick_at(now, &e.deps).await;
+    assert_eq!((r.charged, r.unknown), (0, 1), "StepPay refused the repeat: {r:?}");
+    assert_eq!(e.pg_charges("sub_rvword").await.len(), 1, "never charged twice");
+    let charge_id = paycycle::domain::attempt::ChargeId::new(s.id().clone(), 1, 1).unwrap();
+    e.store.hint_attempt(&charge_id, &id_key, true).await.unwrap();
+    let r = e.tick_at(plus(now, SignedDuration::from_mins(10)), &e.deps).await;
+    assert_eq!(r.resolved, 1, "{r:?}");
+    let after = e.get("sub_rvword").await;
+    assert_eq!(
+        (after.subscription.state, after.subscription.current_period.unwrap().index),
+        (SubscriptionState::Active, 1)
+    );
+    assert_eq!(e.store.payments_of_subscription(s.id()).await.unwrap().len(), 1, "the one payment is recorded");
+
+    let (_, _) = e.in_review("sub_rvgone").await;
+    let cancel = json!({"verdict": "not_paid", "next": "cancel", "reason": "customer asked to stop"});
+    let (status, v) = partner.post("/subscriptions/sub_rvgone/resolve", &cancel, None).await;
+    assert_eq!((status, v["state"].as_str()), (200, Some("canceled")), "{v}");
+    let no_next = json!({"verdict": "not_paid", "reason": "r"});
+    let (status, v) = partner.post("/subscriptions/sub_rvgone/resolve", &no_next, None).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (400, Some("invalid_resolution")), "{v}");
 }

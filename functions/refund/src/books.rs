@@ -9,7 +9,7 @@
 use http::{HeaderValue, Method, StatusCode, header};
 use jiff::{Timestamp, ToSpan, civil::Date};
 use lambda_http::{Body, Request, RequestExt, Response};
-use paycycle::api::{self, ApiError};
+use paycycle::api::{self, ApiError, CursorScope, SortKind};
 use paycycle::domain::attempt::SubscriptionId;
 use paycycle::store::api_keys::ApiKeyRecord;
 use paycycle::store::keys;
@@ -83,10 +83,12 @@ fn books_query(key: &ApiKeyRecord, req: &Request) -> Result<BooksQuery, ApiError
         .map_err(|_| invalid("invalid_request", "subscription_id is not a subscription id (sub_…)"))?;
     let window = PaidWindow { from, to };
     let partition = paid_partition(&key.partner_id);
-    let start = params
-        .first("cursor")
-        .map(|c| api::decode_index_cursor(c, (keys::PAID_PK, keys::PAID_SK), &partition, "PAY#"))
-        .transpose()?;
+    let scope = CursorScope {
+        partition: (keys::PAID_PK, &partition),
+        sort: (keys::PAID_SK, SortKind::Text),
+        pk_prefixes: &["PAY#"],
+    };
+    let start = params.first("cursor").map(|c| api::decode_index_cursor(c, &scope)).transpose()?;
     if start.as_ref().is_some_and(|s| !window.admits(s)) {
         return Err(invalid("invalid_cursor", "cursor is not one this API returned for this from/to"));
     }

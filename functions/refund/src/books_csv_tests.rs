@@ -33,6 +33,8 @@ pub(crate) fn refund(payment_id: &str, id: &str, won: i64, status: RefundStatus,
         failure_message: None,
         request_hash: None,
         cancel_subscription: false,
+        partner_id: paycycle::store::payments::DEFAULT_PARTNER.into(),
+        resolution: None,
     }
 }
 

@@ -1,5 +1,7 @@
-//! `refund`: `GET /payments/{id}` and `POST /payments/{id}/refunds` (DESIGN §2, §6), and the
-//! partner's books, `GET /payments` and `GET /payments/export` ([`books`], issue #24 §4).
+//! `refund`: `GET /payments/{id}`, `POST /payments/{id}/refunds` (DESIGN §2, §6),
+//! `POST /payments/{id}/refunds/{refund_id}/resolve`, a person's verdict on a refund left unknown
+//! ([`review`], DESIGN §13), and the partner's books, `GET /payments` and `GET /payments/export`
+//! ([`books`], issue #24 §4).
 //!
 //! A refund is reserved before the PG is called (a conditional update on the payment's
 //! `refundable`), so no number of concurrent requests can refund more than was paid. The PG's
@@ -11,6 +13,7 @@
 mod books;
 mod books_csv;
 mod refunds;
+mod review;
 
 use http::{Method, StatusCode};
 use lambda_http::{Body, Error, Request, Response};
@@ -30,8 +33,20 @@ async fn route(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
     let Some(payment_id) = api::path_param(req, "id") else {
         return books::route(deps, &key, req).await;
     };
-    let is_refunds = req.uri().path().trim_end_matches('/').ends_with("/refunds");
-    match (req.method(), is_refunds) {
+    let path = req.uri().path().trim_end_matches('/');
+    if let Some(refund_id) = api::path_param(req, "refund_id").filter(|_| path.ends_with("/resolve")) {
+        return match *req.method() {
+            Method::POST => review::resolve_refund(deps, &key, &payment_id, &refund_id, req)
+                .await
+                .map(|(status, v)| api::json(status, &v)),
+            _ => Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route",
+            )),
+        };
+    }
+    match (req.method(), path.ends_with("/refunds")) {
         (&Method::GET, false) => refunds::get_payment(deps, &key, &payment_id).await,
         (&Method::POST, true) => refunds::create_refund(deps, &key, &payment_id, req).await,
         _ => {

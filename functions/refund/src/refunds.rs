@@ -36,13 +36,17 @@ struct RefundBody {
     cancel_subscription: bool,
 }
 
-fn store_error(e: StoreError) -> ApiError {
+pub(crate) fn store_error(e: StoreError) -> ApiError {
     tracing::error!(error = %e, "store failed");
     ApiError::unavailable()
 }
 
 /// The payment if it exists and belongs to the key's partner; 404 otherwise (no hint which).
-async fn owned_payment(deps: &Deps, key: &ApiKeyRecord, payment_id: &str) -> Result<PaymentRecord, ApiError> {
+pub(crate) async fn owned_payment(
+    deps: &Deps,
+    key: &ApiKeyRecord,
+    payment_id: &str,
+) -> Result<PaymentRecord, ApiError> {
     match deps.store.get_payment(payment_id).await.map_err(store_error)? {
         Some(p) if p.partner_id == key.partner_id => Ok(p),
         _ => Err(ApiError::not_found("payment")),
@@ -161,7 +165,7 @@ async fn run(
     if amount > payment.refundable {
         return Err(exceeds(amount, payment.refundable));
     }
-    let refund = reserved_refund(refund_id, payment_id, amount, body, request_hash, now);
+    let refund = reserved_refund(refund_id, &payment, amount, body, request_hash, now);
     reserve(deps, &payment, &refund, now).await?;
     let outcome = send_refund(deps, &payment, &refund).await;
     let settled = settle(deps, &refund, &outcome, &key.partner_id, now).await?;
@@ -173,7 +177,7 @@ async fn run(
 /// The refund a request reserves.
 fn reserved_refund(
     refund_id: &str,
-    payment_id: &str,
+    payment: &PaymentRecord,
     amount: Krw,
     body: &RefundBody,
     request_hash: &str,
@@ -181,7 +185,7 @@ fn reserved_refund(
 ) -> RefundRecord {
     RefundRecord {
         refund_id: refund_id.to_string(),
-        payment_id: payment_id.to_string(),
+        payment_id: payment.payment_id.clone(),
         amount,
         reason: body.reason.trim().to_string(),
         status: RefundStatus::Reserved,
@@ -191,6 +195,8 @@ fn reserved_refund(
         failure_message: None,
         request_hash: Some(request_hash.to_string()),
         cancel_subscription: body.cancel_subscription,
+        partner_id: payment.partner_id.clone(),
+        resolution: None,
     }
 }
 
@@ -305,7 +311,12 @@ async fn settle(
 }
 
 /// The event a refund settled with `outcome` publishes (none while unknown).
-fn refund_events(refund: &RefundRecord, outcome: &RefundOutcome, partner_id: &str, now: Timestamp) -> Vec<OutboxEvent> {
+pub(crate) fn refund_events(
+    refund: &RefundRecord,
+    outcome: &RefundOutcome,
+    partner_id: &str,
+    now: Timestamp,
+) -> Vec<OutboxEvent> {
     let kind = match outcome {
         RefundOutcome::Succeeded { .. } => Some(RefundSettled::Succeeded),
         RefundOutcome::Failed(_) => Some(RefundSettled::Failed),
@@ -476,7 +487,7 @@ impl Totals {
 /// (`PAYCYCLE_REFUND_SETTLE_MINUTES`, default 10, 1..=1440): a receipt read seconds after an
 /// ambiguous cancel may not show it yet (StepPay promises no read-after-write on its receipt), and
 /// releasing on it would let the partner refund twice. Until then the refund stays unknown.
-fn settle_age() -> SignedDuration {
+pub(crate) fn settle_age() -> SignedDuration {
     static AGE: OnceLock<SignedDuration> = OnceLock::new();
     *AGE.get_or_init(|| {
         let minutes = std::env::var("PAYCYCLE_REFUND_SETTLE_MINUTES")
@@ -490,7 +501,7 @@ fn settle_age() -> SignedDuration {
 
 /// Whether a refund requested at `requested_at` (wall clock) is old enough at `wall_now` for a
 /// lookup without it to mean the PG did not refund it.
-fn settled_long_enough(requested_at: Timestamp, wall_now: Timestamp, age: SignedDuration) -> bool {
+pub(crate) fn settled_long_enough(requested_at: Timestamp, wall_now: Timestamp, age: SignedDuration) -> bool {
     wall_now.duration_since(requested_at) >= age
 }
 

@@ -395,6 +395,19 @@ async fn record_once(
         }
         None if attempt.is_none() && recorded.is_some() => return Ok(false),
         None => {
+            if attempt.is_none() {
+                // The charge's attempt is settled (a person said not paid and canceled, say) and
+                // the subscription moved on, yet the PG took the money: recorded, and a person
+                // must look — the period may have been paid twice.
+                tracing::error!(
+                    alarm = "paycycle_needs_review",
+                    subscription_id = %charge_id.subscription(),
+                    %charge_id,
+                    pg_payment_id = %payment.pg_payment_id,
+                    amount = %payment.amounts.paid,
+                    "the PG approved a charge whose attempt was already settled: recorded; check for a second charge"
+                );
+            }
             let mut tx = deps.store.tx();
             if let Some((a, expected)) = &attempt {
                 tx.put_attempt_if_status(a, *expected);
@@ -509,6 +522,9 @@ async fn resolve(
         }
         // Stopped by a person: a payment the PG does not know goes back to the person.
         Err(PgError::NotFound) if stopped(claimed) => still_unknown(deps, claimed, now, owner).await,
+        // A person settled it not paid and asked for it again, and the PG cannot be asked by our id
+        // (StepPay): it is sent again under its own id — the PG refuses a repeat of a charge it took.
+        Err(PgError::Unsupported(_)) if released_by_person(claimed, &attempt) => resend(&s).await,
         Err(PgError::NotFound) | Ok((PaymentState::Failed { .. }, _)) => resend(&s).await,
         Ok((PaymentState::Pending, _)) | Err(_) if stored_status == AttemptStatusKind::Pending => {
             // A dead worker's attempt we cannot look up (StepPay has no lookup by our id): mark it
@@ -583,6 +599,15 @@ async fn already_sent(deps: &Deps, claimed: &SubscriptionRecord, attempt: &Attem
 /// time travel (local stack and tests) the local PG sandbox's clock follows billing time instead.
 fn send_time(deps: &Deps, now: Timestamp) -> Timestamp {
     if deps.settings.allow_time_travel { now } else { Timestamp::now() }
+}
+
+/// Whether a person settled `attempt` not paid (`POST /subscriptions/{id}/resolve`) and renew is
+/// to send it again: its outcome has not gone unknown again since.
+fn released_by_person(claimed: &SubscriptionRecord, attempt: &Attempt) -> bool {
+    use paycycle::domain::review::Verdict;
+    let person_said_not_paid = attempt.resolution.as_ref().is_some_and(|r| r.verdict == Verdict::NotPaid);
+    let unknown_again = claimed.subscription.collection.as_ref().is_some_and(|c| c.unknown_since.is_some());
+    person_said_not_paid && !unknown_again
 }
 
 /// In review, or canceled in review: renew only resolves the unknown charge, never charges.

@@ -3,7 +3,9 @@
 //! - `GET /subscriptions/{id}` — state, current period, next charge (or retry), attempts, payments;
 //! - `GET /subscriptions?customer_id=…&limit=…&cursor=…` — a customer's subscriptions, paged;
 //! - `POST /subscriptions/{id}/cancel {at_period_end}`, `/pause {at_period_end}`, `/resume`,
-//!   `/plan {name?, amount, interval?, interval_count?}`.
+//!   `/plan {name?, amount, interval?, interval_count?}`;
+//! - `POST /subscriptions/{id}/resolve {verdict, pg_payment_id?, next?, reason}` — a person settles
+//!   the charge in review, and `GET /reviews` lists what needs a person ([`review`], DESIGN §13).
 //!
 //! Every change goes through the domain state machine and is one conditional write on the
 //! version read; an illegal transition is a 409 with the reason. A subscription renew is charging
@@ -47,9 +49,17 @@ fn store_error(e: StoreError) -> ApiError {
     ApiError::unavailable()
 }
 
-/// The lifecycle action named by the path's last segment.
+/// What a POST on a subscription asks, named by the path's last segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Action {
+    Change(Lifecycle),
+    /// A person settles the charge in review ([`review`]).
+    Resolve,
+}
+
+/// A lifecycle change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lifecycle {
     Cancel,
     Pause,
     Resume,
@@ -59,12 +69,19 @@ enum Action {
 async fn route(deps: &Deps, req: &Request, request_id: &str) -> Result<Response<Body>, ApiError> {
     let key = api::authenticate(&deps.store, req).await?;
     let path = req.uri().path().trim_end_matches('/');
+    if path == "/reviews" {
+        return match *req.method() {
+            Method::GET => review::list(deps, &key, req).await.map(|v| api::json(StatusCode::OK, &v)),
+            _ => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")),
+        };
+    }
     let id = api::path_param(req, "id");
     let action = match path.rsplit('/').next() {
-        Some("cancel") => Some(Action::Cancel),
-        Some("pause") => Some(Action::Pause),
-        Some("resume") => Some(Action::Resume),
-        Some("plan") => Some(Action::Plan),
+        Some("cancel") => Some(Action::Change(Lifecycle::Cancel)),
+        Some("pause") => Some(Action::Change(Lifecycle::Pause)),
+        Some("resume") => Some(Action::Change(Lifecycle::Resume)),
+        Some("plan") => Some(Action::Change(Lifecycle::Plan)),
+        Some("resolve") => Some(Action::Resolve),
         _ => None,
     };
     let not_allowed = || ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here");
@@ -114,7 +131,7 @@ fn attempt_json(a: &paycycle::domain::attempt::Attempt) -> Value {
     };
     json!({"charge_id": a.charge_id, "period": a.charge_id.period(), "attempt": a.charge_id.attempt(),
            "amount": a.amount, "status": outcome, "requested_at": a.requested_at.to_string(),
-           "decline_code": code, "decline_message": message})
+           "decline_code": code, "decline_message": message, "resolution": a.resolution})
 }
 
 async fn get(deps: &Deps, key: &ApiKeyRecord, id: &str) -> Result<Response<Body>, ApiError> {
@@ -170,9 +187,16 @@ fn parse_body(req: &Request, action: Action) -> Result<Value, ApiError> {
     let bytes = api::body(req)?;
     let empty = bytes.iter().all(u8::is_ascii_whitespace);
     match action {
-        Action::Plan => serde_json::to_value(api::parse_json::<PlanBody>(req)?).map_err(|_| ApiError::internal()),
-        Action::Resume if empty => Ok(json!({})),
-        Action::Resume => {
+        Action::Change(Lifecycle::Plan) => {
+            serde_json::to_value(api::parse_json::<PlanBody>(req)?).map_err(|_| ApiError::internal())
+        }
+        Action::Resolve => {
+            let v: Value = api::parse_json(req)?;
+            review::ResolveBody::parse(&v)?;
+            Ok(v)
+        }
+        Action::Change(Lifecycle::Resume) if empty => Ok(json!({})),
+        Action::Change(Lifecycle::Resume) => {
             let v: Value = api::parse_json(req)?;
             if v.as_object().is_some_and(|m| m.is_empty()) {
                 Ok(v)
@@ -247,12 +271,17 @@ fn transition_error(e: TransitionError) -> ApiError {
 /// Where the PG owns the subscription's lifecycle (StepPay managed: StepPay renews it), a cancel,
 /// pause or resume is made at the PG first and recorded here only on its yes; no answer or a
 /// refusal changes nothing here ([`paycycle::pg::Adapter::change_at_pg`]).
-async fn at_pg_first(deps: &Deps, r: &SubscriptionRecord, action: Action, at_period_end: bool) -> Result<(), ApiError> {
+async fn at_pg_first(
+    deps: &Deps,
+    r: &SubscriptionRecord,
+    action: Lifecycle,
+    at_period_end: bool,
+) -> Result<(), ApiError> {
     let change = match action {
-        Action::Cancel => PgChange::Cancel { at_period_end },
-        Action::Pause => PgChange::Pause { at_period_end },
-        Action::Resume => PgChange::Resume,
-        Action::Plan => return Ok(()),
+        Lifecycle::Cancel => PgChange::Cancel { at_period_end },
+        Lifecycle::Pause => PgChange::Pause { at_period_end },
+        Lifecycle::Resume => PgChange::Resume,
+        Lifecycle::Plan => return Ok(()),
     };
     match deps.pgs.adapter(r.pg).change_at_pg(r.billing_key.as_deref(), change).await {
         Ok(()) => Ok(()),
@@ -289,6 +318,19 @@ async fn apply(
     action: Action,
     body: &Value,
 ) -> Result<(StatusCode, Value), ApiError> {
+    match action {
+        Action::Change(change) => lifecycle(deps, key, id, change, body).await,
+        Action::Resolve => review::resolve(deps, key, id, body).await,
+    }
+}
+
+async fn lifecycle(
+    deps: &Deps,
+    key: &ApiKeyRecord,
+    id: &str,
+    action: Lifecycle,
+    body: &Value,
+) -> Result<(StatusCode, Value), ApiError> {
     let now = Timestamp::now();
     let r = owned(deps, key, id).await?;
     if deps.store.charge_in_flight(&r, now).await.map_err(store_error)? {
@@ -297,10 +339,10 @@ async fn apply(
     let at_period_end = body.get("at_period_end").and_then(Value::as_bool).unwrap_or(false);
     let s = &r.subscription;
     let t: Transition = match action {
-        Action::Cancel => s.cancel(now, at_period_end),
-        Action::Pause => s.pause(now, if at_period_end { PauseWhen::PeriodEnd } else { PauseWhen::Now }),
-        Action::Resume => s.resume(now),
-        Action::Plan => s.change_plan(new_plan(&s.plan, body)?),
+        Lifecycle::Cancel => s.cancel(now, at_period_end),
+        Lifecycle::Pause => s.pause(now, if at_period_end { PauseWhen::PeriodEnd } else { PauseWhen::Now }),
+        Lifecycle::Resume => s.resume(now),
+        Lifecycle::Plan => s.change_plan(new_plan(&s.plan, body)?),
     }
     .map_err(transition_error)?;
     at_pg_first(deps, &r, action, at_period_end).await?;
@@ -316,6 +358,8 @@ async fn apply(
     v["next_charge"] = next_charge(&next);
     Ok((StatusCode::OK, v))
 }
+
+mod review;
 
 #[cfg(test)]
 mod in_memory_tests;

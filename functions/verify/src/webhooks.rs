@@ -83,6 +83,62 @@ fn mask(reference: &str) -> String {
     paycycle::pii::mask_reference(reference)
 }
 
+/// The PG reports paid a renewal charge whose attempt is already settled. If a person settled it
+/// not paid (`POST /subscriptions/{id}/resolve`, with a cancel or dunning over, so it was not sent
+/// again), the PG took the money after all: the PG confirms that payment is this charge's, it is
+/// recorded (an approved charge is always recorded), and a person is alarmed — the subscription
+/// has moved on without it. Anything else settled it already, with the PG's own answer.
+async fn late_paid_charge(deps: &Deps, charge_id: &ChargeId, pg_payment_id: &str, now: Timestamp) -> Verdict {
+    use paycycle::domain::attempt::AttemptStatus;
+    use paycycle::domain::review::NOT_PAID_ON_REVIEW;
+    let settled = || ignored(format!("renewal charge {charge_id} is already settled"));
+    let attempt = match deps.store.get_attempt(charge_id).await {
+        Ok(Some(a)) if matches!(&a.status, AttemptStatus::Declined { code, .. } if code == NOT_PAID_ON_REVIEW) => a,
+        Ok(_) => return settled(),
+        Err(e) => return from_store(e),
+    };
+    let sub = match deps.store.get_subscription(charge_id.subscription()).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return settled(),
+        Err(e) => return from_store(e),
+    };
+    let (paid_id, amount, paid_at, details) =
+        match deps.pgs.adapter(sub.pg).confirm_charge(&attempt, pg_payment_id).await {
+            Ok((paycycle::pg::PaymentState::Paid { pg_payment_id, amount, paid_at, .. }, details)) => {
+                (pg_payment_id, amount, paid_at, details)
+            }
+            Ok(other) => {
+                return ignored(format!("renewal charge {charge_id}: the PG does not show it paid ({other:?})"));
+            }
+            Err(e) => return from_pg(e),
+        };
+    let payment = PaymentRecord::paid(
+        sub.pg,
+        &paid_id,
+        &sub.customer.id,
+        amount,
+        paid_at.unwrap_or(now),
+        Some(sub.id().clone()),
+        Some(charge_id.clone()),
+        None,
+    )
+    .for_partner(&sub.partner_id)
+    .with_details(details);
+    match deps.store.create_payment(&payment).await {
+        Ok(()) | Err(StoreError::AlreadyExists(_)) => {}
+        Err(e) => return from_store(e),
+    }
+    tracing::error!(
+        alarm = "paycycle_needs_review",
+        subscription_id = %sub.id(),
+        %charge_id,
+        payment_id = %payment.payment_id,
+        amount = %amount,
+        "a charge a person settled not paid was paid at the PG: recorded; refund it or restore the subscription"
+    );
+    verified(format!("renewal charge {charge_id} was paid after a person settled it not paid: recorded"))
+}
+
 /// Form or JSON fields (an object), as the PG or the partner sent them.
 pub fn fields(content_type: &str, body: &[u8]) -> Option<Map<String, Value>> {
     match paycycle::pg::body_value(content_type, body).ok()? {
@@ -109,6 +165,7 @@ pub async fn process(deps: &Deps, event: &WebhookEvent, now: Timestamp) -> Verdi
                     "renewal charge {charge_id} is {} at the PG; renew resolves it",
                     mask(&pg_payment_id)
                 )),
+                Err(StoreError::Conflict(_)) if paid => late_paid_charge(deps, &charge_id, &pg_payment_id, now).await,
                 Err(StoreError::Conflict(_)) => ignored(format!("renewal charge {charge_id} is already settled")),
                 Err(e) => from_store(e),
             }
@@ -240,6 +297,8 @@ async fn record_external_refund(
         failure_message: None,
         request_hash: None,
         cancel_subscription: false,
+        partner_id: payment.partner_id.clone(),
+        resolution: None,
     };
     let reserved = match deps.store.get_refund(&payment.payment_id, &refund_id).await {
         Ok(Some(r)) if r.status != RefundStatus::Reserved => return verified(format!("refund {refund_id} recorded")),

@@ -234,6 +234,9 @@ pub struct Attempt {
     /// What the PG needs to find this charge again: the PG adapter's reference data.
     #[serde(flatten)]
     pub pg: PgTrace,
+    /// A person's resolution, when one settled it (DESIGN §13).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<crate::review::Resolution>,
 }
 
 /// The PG adapter's reference data for finding a charge again (`paycycle_pg::trace` writes and
@@ -257,7 +260,14 @@ pub struct PgTrace {
 
 impl Attempt {
     pub fn new(charge_id: ChargeId, amount: Krw, requested_at: Timestamp) -> Self {
-        Self { charge_id, amount, requested_at, status: AttemptStatus::Pending, pg: PgTrace::default() }
+        Self {
+            charge_id,
+            amount,
+            requested_at,
+            status: AttemptStatus::Pending,
+            pg: PgTrace::default(),
+            resolution: None,
+        }
     }
 
     /// Moves to `next`: pending → any outcome; unknown → approved/declined (after a lookup);

@@ -33,16 +33,24 @@ pub enum EventKind {
     /// unresolved past its window (an alarm matches it).
     #[serde(rename = "subscription.needs_review")]
     SubscriptionNeedsReview,
+    /// A person settled the charge in review (`POST /subscriptions/{id}/resolve`); the attempt
+    /// keeps who, when and why.
+    #[serde(rename = "subscription.review_resolved")]
+    SubscriptionReviewResolved,
     #[serde(rename = "refund.succeeded")]
     RefundSucceeded,
     #[serde(rename = "refund.failed")]
     RefundFailed,
+    /// A person settled a refund left unknown (`POST /payments/{id}/refunds/{refund_id}/resolve`);
+    /// the refund keeps who, when and why.
+    #[serde(rename = "refund.review_resolved")]
+    RefundReviewResolved,
 }
 
 impl EventKind {
     /// Every kind, the one place that names them (the catalog in `openapi.yaml`'s `webhooks`
     /// has one entry per kind).
-    pub const ALL: [EventKind; 13] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::CheckoutCompleted,
         EventKind::PaymentSucceeded,
         EventKind::PaymentFailed,
@@ -54,8 +62,10 @@ impl EventKind {
         EventKind::SubscriptionResumed,
         EventKind::SubscriptionCanceled,
         EventKind::SubscriptionNeedsReview,
+        EventKind::SubscriptionReviewResolved,
         EventKind::RefundSucceeded,
         EventKind::RefundFailed,
+        EventKind::RefundReviewResolved,
     ];
 
     /// The EventBridge `detail-type`.
@@ -72,15 +82,17 @@ impl EventKind {
             EventKind::SubscriptionResumed => "subscription.resumed",
             EventKind::SubscriptionCanceled => "subscription.canceled",
             EventKind::SubscriptionNeedsReview => "subscription.needs_review",
+            EventKind::SubscriptionReviewResolved => "subscription.review_resolved",
             EventKind::RefundSucceeded => "refund.succeeded",
             EventKind::RefundFailed => "refund.failed",
+            EventKind::RefundReviewResolved => "refund.review_resolved",
         }
     }
 
     /// What the event is about, which fixes its data: every kind has exactly one payload type.
     pub fn subject(self) -> Subject {
         match self {
-            EventKind::RefundSucceeded | EventKind::RefundFailed => Subject::Refund,
+            EventKind::RefundSucceeded | EventKind::RefundFailed | EventKind::RefundReviewResolved => Subject::Refund,
             _ => Subject::Subscription,
         }
     }

@@ -13,6 +13,7 @@
 //! - [`dunning`]: when to retry a declined renewal and when to give up;
 //! - [`payment`]: paid / refunded / pending amounts and the refund reservation rules;
 //! - [`events`]: the domain events a transition emits (DESIGN §7 names);
+//! - [`review`]: a person's verdict on a charge or refund left unknown (DESIGN §13);
 //! - [`ids`], [`pii`], [`secret`]: identifiers, masking and a secret that never prints.
 //!
 //! Every transition is a function from the current value to the next value plus events, or a
@@ -28,6 +29,7 @@ pub mod ids;
 pub mod money;
 pub mod payment;
 pub mod pii;
+pub mod review;
 pub mod secret;
 pub mod subscription;
 

@@ -25,6 +25,7 @@ use crate::calendar::{CalendarError, Interval, Period, Schedule, unused_time};
 use crate::dunning::{DunningDecision, DunningPolicy, FinalAction};
 use crate::events::EventKind;
 use crate::money::Krw;
+use crate::review::ReviewNext;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -507,6 +508,88 @@ impl Subscription {
         let mut next = self.clone();
         next.next_attempt_at = Some(since);
         next.done(vec![])
+    }
+
+    /// Since when a person must settle this subscription's charge, if one must: in review (or
+    /// canceled in review) with the charge's outcome still unknown, and renew not looking it up
+    /// (a PG hint sets `next_attempt_at` until renew has looked).
+    pub fn awaiting_review(&self) -> Option<Timestamp> {
+        use SubscriptionState::*;
+        if !matches!(self.state, NeedsReview | Canceled) || self.next_attempt_at.is_some() {
+            return None;
+        }
+        self.collection.as_ref().and_then(|c| c.unknown_since)
+    }
+
+    /// The charge in review, if there is one a person can settle.
+    fn in_review(&self, charge_id: &ChargeId) -> Result<Collection> {
+        use SubscriptionState::*;
+        self.require(&[NeedsReview, Canceled], "resolve a review of")?;
+        let c = self.check_charge(charge_id)?;
+        if c.unknown_since.is_none() {
+            return Err(self.illegal("resolve a review without an unknown charge"));
+        }
+        Ok(c)
+    }
+
+    /// A person settled the charge in review as paid, after the PG's lookup confirmed it: a
+    /// successful charge (still canceled if it was canceled in review). `then_cancel` also
+    /// cancels it now, after the paid charge is on record.
+    pub fn review_paid(&self, charge_id: &ChargeId, now: Timestamp, then_cancel: bool) -> Result<Transition> {
+        self.in_review(charge_id)?;
+        let paid = self.charge_succeeded(charge_id, now)?;
+        if !then_cancel || paid.subscription.state == SubscriptionState::Canceled {
+            return Ok(paid);
+        }
+        let canceled = paid.subscription.cancel(now, false)?;
+        let mut events = paid.events;
+        events.extend(canceled.events);
+        canceled.subscription.done(events)
+    }
+
+    /// A person settled the charge in review as not paid (the PG's lookup does not show it paid,
+    /// or the PG has none): the period is still unpaid, and `next` says what follows. `Retry` (now)
+    /// and `PastDue` (at dunning's next retry, as after a soft decline) send **the same charge
+    /// again**, under the same charge id: if the person was wrong and the PG did take it, the PG
+    /// refuses the repeat of that order id (Payple `SPCD0014`, StepPay's duplicate
+    /// `partnerOrderId`) and renew looks it up instead — a verdict can never cause a second charge.
+    /// `Cancel` cancels now. A subscription canceled in review stays canceled whatever `next` says.
+    pub fn review_not_paid(
+        &self,
+        charge_id: &ChargeId,
+        next: ReviewNext,
+        now: Timestamp,
+        policy: &DunningPolicy,
+    ) -> Result<Transition> {
+        let c = self.in_review(charge_id)?;
+        if self.state == SubscriptionState::Canceled {
+            return Ok(self.settled_after_cancel(EventKind::PaymentFailed));
+        }
+        let again_at = |at: Timestamp| {
+            let mut next = self.clone();
+            next.state = SubscriptionState::PastDue;
+            next.collection = Some(Collection { unknown_since: None, ..c });
+            next.next_attempt_at = Some(at);
+            next.done(vec![EventKind::PaymentFailed, EventKind::SubscriptionPastDue])
+        };
+        match next {
+            ReviewNext::Retry => again_at(now),
+            ReviewNext::PastDue => match policy.after_decline(c.due_at, c.attempt, false, now) {
+                DunningDecision::Retry { at, .. } => again_at(at),
+                DunningDecision::GiveUp(_) => self.charge_declined(charge_id, false, now, policy),
+            },
+            ReviewNext::Cancel => {
+                let mut next = self.clone();
+                next.state = SubscriptionState::Canceled;
+                next.canceled_at = Some(now);
+                next.collection = None;
+                next.next_attempt_at = None;
+                next.pause = None;
+                next.pause_at_period_end = false;
+                next.cancel_at_period_end = false;
+                next.done(vec![EventKind::PaymentFailed, EventKind::SubscriptionCanceled])
+            }
+        }
     }
 
     /// The outcome of a charge left unknown by a subscription canceled in review: it stays

@@ -98,6 +98,37 @@ impl Adapter<'_> {
         }
         found
     }
+
+    /// Asks the PG about payment `pg_payment_id` as the payment of `attempt`'s charge — what a
+    /// person names when they settle a charge in review as paid. The PG must show it is this
+    /// charge's, not just any payment: Payple's OID is our charge id (the re-payment sends it as
+    /// `PCD_PAY_OID`, seed 003), looked up under every date the charge was sent on; StepPay's
+    /// receipt must name the charge id as its `partnerOrderId`
+    /// ([`SteppayClient::charge_state`](crate::steppay::SteppayClient::charge_state)). StepPay
+    /// managed renewals are StepPay's own: paycycle never charges them, so has none in review.
+    pub async fn confirm_charge(
+        &self,
+        attempt: &Attempt,
+        pg_payment_id: &str,
+    ) -> Result<(PaymentState, PaymentDetails), PgError> {
+        let charge_id = attempt.charge_id.to_string();
+        match self {
+            Adapter::Payple(_) if pg_payment_id != charge_id => Err(PgError::Mismatch(format!(
+                "Payple OID {pg_payment_id} is not charge {charge_id}'s (its OID is the charge id)"
+            ))),
+            Adapter::Payple(_) => {
+                let named = Attempt {
+                    pg: PgTrace { pg_payment_hint: Some(pg_payment_id.to_string()), ..attempt.pg.clone() },
+                    ..attempt.clone()
+                };
+                self.find_charge(&named).await
+            }
+            Adapter::SteppaySelf(c) => {
+                c.charge_state(pg_payment_id, &charge_id).await.map(|s| (s, PaymentDetails::default()))
+            }
+            Adapter::SteppayManaged(_) => Err(PgError::Unsupported("StepPay renews managed subscriptions itself")),
+        }
+    }
 }
 
 #[cfg(test)]

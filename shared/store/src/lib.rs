@@ -22,6 +22,7 @@ pub mod outbox;
 pub mod partner_webhooks;
 pub mod payments;
 pub mod pg_customers;
+pub mod reviews;
 pub mod stream;
 pub mod subscriptions;
 pub mod table;

@@ -237,6 +237,12 @@ pub struct RefundRecord {
     /// about this refund say so only then.
     #[serde(default)]
     pub cancel_subscription: bool,
+    /// The payment's partner: what needs review is listed per partner.
+    #[serde(default = "default_partner")]
+    pub partner_id: String,
+    /// A person's resolution, when one settled it (DESIGN §13).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<paycycle_domain::review::Resolution>,
 }
 
 impl RefundRecord {
@@ -248,7 +254,14 @@ impl RefundRecord {
 }
 
 fn refund_item(r: &RefundRecord) -> Item {
-    to_item(r, &payment_pk(&r.payment_id), &format!("REF#{}", r.refund_id), "refund")
+    let mut item = to_item(r, &payment_pk(&r.payment_id), &format!("REF#{}", r.refund_id), "refund");
+    // Listed for a person while its outcome is unknown, or while reserved (a reservation is
+    // listed once it is stuck: `reviews::STUCK_RESERVATION`); settled, it leaves the list.
+    if matches!(r.status, RefundStatus::Unknown | RefundStatus::Reserved) {
+        item.insert(keys::DUE_SHARD.into(), s(&super::reviews::review_shard(&r.partner_id)));
+        item.insert(keys::NEXT_ATTEMPT_AT.into(), n(super::epoch(r.requested_at)));
+    }
+    item
 }
 
 fn status_str(status: RefundStatus) -> &'static str {

@@ -116,6 +116,11 @@ fn subscription_item(r: &SubscriptionRecord) -> Item {
         item.insert(keys::DUE_SHARD.into(), s(&due_shard(id)));
         item.insert(keys::NEXT_ATTEMPT_AT.into(), n(epoch(next)));
     }
+    // A charge in review waits for a person (renew has stopped: no due time above).
+    if let Some(since) = r.subscription.awaiting_review() {
+        item.insert(keys::DUE_SHARD.into(), s(&super::reviews::review_shard(&r.partner_id)));
+        item.insert(keys::NEXT_ATTEMPT_AT.into(), n(epoch(since)));
+    }
     item.insert(keys::LOOKUP_PK.into(), s(&customer_key(&r.partner_id, &r.customer.id)));
     item.insert(keys::LOOKUP_SK.into(), s(&format!("SUB#{}#{id}", r.created_at)));
     item
@@ -165,12 +170,30 @@ impl Tx {
             let pending = s(AttemptStatusKind::Pending.as_str());
             let in_flight = match prev.subscription.state {
                 SubscriptionState::NeedsReview => Cond::eq(STATUS, pending),
-                _ => Cond::In(STATUS, vec![pending, s(AttemptStatusKind::Unknown.as_str())]),
+                // An unknown charge is in flight — unless a person settled it not paid and renew is
+                // to send it again under its own id (it holds a lease while it does, and records
+                // the outcome unknown again if the PG does not answer).
+                _ => Cond::eq(STATUS, pending)
+                    .or(Cond::eq(STATUS, s(AttemptStatusKind::Unknown.as_str())).and(Cond::missing(RESOLUTION))),
             };
             let check = Cond::Absent.or(Cond::Not(Box::new(in_flight)));
             self.push(Write::check(&subscription_pk(prev.id()), &attempt_sk(&charge_id), check));
         }
         self.push(Write::put_if(subscription_item(next), c))
+    }
+
+    /// A person's resolution of the charge in review: writes `next` over `prev` on the version
+    /// read while no renew lease is live at `wall_now` (a hint may have woken renew to look the
+    /// charge up). The caller settles the attempt in the same transaction, on its stored status.
+    pub fn put_subscription_resolved(
+        &mut self,
+        prev: &SubscriptionRecord,
+        next: &SubscriptionRecord,
+        wall_now: Timestamp,
+    ) -> &mut Self {
+        let no_live_lease = Cond::missing(LEASE_UNTIL).or(Cond::Cmp(LEASE_UNTIL, Op::Le, n(epoch(wall_now))));
+        debug_assert_eq!(next.version, prev.version + 1);
+        self.push(Write::put_if(subscription_item(next), Cond::version(prev.version).and(no_live_lease)))
     }
 
     /// Makes the transaction depend on the subscription being exactly as read (its version).
@@ -238,6 +261,8 @@ const LEASE_UNTIL: &str = "lease_until";
 const STATUS: &str = "status";
 const STATE: &str = "state";
 const HINT: &str = "pg_payment_hint";
+/// A person's resolution of the attempt (`Attempt::resolution`).
+const RESOLUTION: &str = "resolution";
 const HINT_PAID: &str = "pg_payment_hint_paid";
 
 /// A page of ids and where to continue.
@@ -407,9 +432,11 @@ impl Store {
             return Ok(true);
         }
         let Some(charge_id) = r.subscription.next_charge_id() else { return Ok(false) };
-        Ok(match self.get_attempt(&charge_id).await?.map(|a| a.status) {
-            Some(AttemptStatus::Pending) => true,
-            Some(AttemptStatus::Unknown { .. }) => r.subscription.state != SubscriptionState::NeedsReview,
+        Ok(match self.get_attempt(&charge_id).await? {
+            Some(Attempt { status: AttemptStatus::Pending, .. }) => true,
+            Some(Attempt { status: AttemptStatus::Unknown { .. }, resolution, .. }) => {
+                r.subscription.state != SubscriptionState::NeedsReview && resolution.is_none()
+            }
             _ => false,
         })
     }

@@ -330,6 +330,8 @@ fn refund(payment_id: &str, id: &str, amount: i64) -> RefundRecord {
         failure_message: None,
         request_hash: None,
         cancel_subscription: false,
+        partner_id: "default".into(),
+        resolution: None,
     }
 }
 
@@ -685,6 +687,72 @@ async fn a_stale_checkout_completion_fails_on_the_checkout_not_on_the_payment(e:
     assert!(!err.payment_exists());
 }
 
+/// `r`, its first renewal left unknown since `since` and sent to review, written with its attempt.
+async fn in_review(e: &Env, r: SubscriptionRecord, since: Timestamp) -> SubscriptionRecord {
+    let s = &r.subscription;
+    let (s, a) = s.begin_charge(s.next_attempt_at.unwrap()).unwrap();
+    let s = s.charge_unknown(&a.charge_id, since, SignedDuration::from_mins(5)).unwrap().subscription;
+    let r = SubscriptionRecord { subscription: s.require_review().unwrap().subscription, ..r };
+    let mut tx = e.store.tx();
+    tx.put_subscription_new(&r);
+    tx.put_attempt_new(&a.resolve(AttemptStatus::Unknown { since }).unwrap());
+    e.store.commit(tx).await.unwrap();
+    r
+}
+
+async fn what_needs_a_person_is_listed_per_partner_oldest_first_until_it_is_settled(e: Env) {
+    use paycycle::store::reviews::Review;
+    let anchor = t("2027-01-10T01:00:00Z");
+    let now = t("2027-03-01T00:00:00Z");
+    in_review(&e, record("sub_rvb", anchor), t("2027-02-10T03:00:00Z")).await;
+    let earlier = in_review(&e, record("sub_rva", anchor), t("2027-02-10T02:00:00Z")).await;
+    e.store.create_subscription(&record("sub_rvfine", anchor)).await.unwrap();
+    let payment = PaymentRecord::paid(PgMode::Payple, "oid-rv", "cus_1", krw(10_000), anchor, None, None, None)
+        .for_partner("partner_a");
+    e.store.create_payment(&payment).await.unwrap();
+    let unknown = RefundRecord {
+        partner_id: "partner_a".into(),
+        requested_at: t("2027-02-10T04:00:00Z"),
+        ..refund(&payment.payment_id, "ref_rv", 4_000)
+    };
+    e.store.reserve_refund(&unknown).await.unwrap();
+    let unknown = e.store.settle_refund(&unknown, &RefundOutcome::Unknown, &[]).await.unwrap();
+
+    let first = e.store.reviews("partner_a", 2, None, now).await.unwrap();
+    let ids: Vec<String> = first
+        .items
+        .iter()
+        .map(|r| match r {
+            Review::Subscription { record, attempt } => {
+                assert_eq!(attempt.as_ref().map(|a| a.status.name()), Some("unknown"), "with its attempt");
+                record.id().to_string()
+            }
+            Review::Refund { refund, .. } => refund.refund_id.clone(),
+        })
+        .collect();
+    assert_eq!(ids, ["sub_rva", "sub_rvb"], "oldest first");
+    let second = e.store.reviews("partner_a", 2, first.next, now).await.unwrap();
+    match &second.items[..] {
+        [Review::Refund { refund, payment }] => {
+            assert_eq!(refund.refund_id, "ref_rv");
+            assert_eq!(payment.as_ref().map(|p| p.pg_payment_id.as_str()), Some("oid-rv"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(e.store.reviews("partner_b", 10, None, now).await.unwrap().items.is_empty(), "per partner");
+
+    // Settled, each leaves the list with the write that settles it.
+    e.store.settle_refund(&unknown, &RefundOutcome::Failed(RefundFailure::NotAtPg), &[]).await.unwrap();
+    let charge = earlier.subscription.next_charge_id().unwrap();
+    let paid = earlier.subscription.review_paid(&charge, now, false).unwrap().subscription;
+    let mut tx = e.store.tx();
+    tx.put_subscription_next(&earlier.next(paid), None);
+    e.store.commit(tx).await.unwrap();
+    let left = e.store.reviews("partner_a", 10, None, now).await.unwrap();
+    assert_eq!(left.items.len(), 1);
+    assert!(matches!(&left.items[0], Review::Subscription { record, .. } if record.id().as_str() == "sub_rvb"));
+}
+
 on_both!(
     subscriptions_round_trip_and_are_created_once,
     a_lease_blocks_other_claims_until_it_expires,
@@ -698,4 +766,5 @@ on_both!(
     api_keys_are_stored_as_hashes_and_can_be_revoked,
     a_recorded_pg_customer_is_never_overwritten_and_a_dead_claim_is_taken_over,
     a_stale_checkout_completion_fails_on_the_checkout_not_on_the_payment,
+    what_needs_a_person_is_listed_per_partner_oldest_first_until_it_is_settled,
 );

@@ -31,6 +31,10 @@ fn template_defines_the_design_table_routes_and_functions() {
         // The partner's books (issue 24 §4).
         ("GET", "/payments"),
         ("GET", "/payments/export"),
+        // What needs a person (DESIGN §13).
+        ("POST", "/payments/{id}/refunds/{refund_id}/resolve"),
+        ("POST", "/subscriptions/{id}/resolve"),
+        ("GET", "/reviews"),
         ("GET", "/subscriptions/{id}"),
         ("GET", "/subscriptions"),
         ("POST", "/subscriptions/{id}/cancel"),

@@ -728,3 +728,90 @@ fn needs_review_can_be_canceled_and_a_later_hint_still_settles_its_charge() {
     let t = woken.charge_succeeded(&a.charge_id, kst(2027, 3, 6, 0)).unwrap();
     assert_eq!(t.subscription.state, SubscriptionState::Active);
 }
+
+/// A subscription whose first renewal went unknown and then to review.
+fn in_review() -> (Subscription, ChargeId, Timestamp) {
+    let s = active_from(kst(2027, 1, 31, 10));
+    let due = s.next_attempt_at.unwrap();
+    let (s, a) = s.begin_charge(due).unwrap();
+    let s = s.charge_unknown(&a.charge_id, due, SignedDuration::from_mins(5)).unwrap().subscription;
+    (s.require_review().unwrap().subscription, a.charge_id, due)
+}
+
+#[test]
+fn only_a_charge_in_review_waits_for_a_person_and_only_until_a_hint_wakes_renew() {
+    let (review, charge, due) = in_review();
+    assert_eq!(review.awaiting_review(), Some(due));
+    assert_eq!(review.hint_arrived().unwrap().subscription.awaiting_review(), None, "renew looks first");
+    let canceled = review.cancel(kst(2027, 3, 5, 0), false).unwrap().subscription;
+    assert_eq!(canceled.awaiting_review(), Some(due), "canceled in review, the charge still needs a person");
+    let paid = review.review_paid(&charge, kst(2027, 3, 5, 0), false).unwrap().subscription;
+    assert_eq!(paid.awaiting_review(), None);
+    assert_eq!(active_from(kst(2027, 1, 31, 10)).awaiting_review(), None);
+    let other = ChargeId::new(charge.subscription().clone(), charge.period(), charge.attempt() + 1).unwrap();
+    assert!(matches!(review.review_paid(&other, due, false), Err(TransitionError::WrongCharge { .. })));
+    let active = active_from(kst(2027, 1, 31, 10));
+    assert!(matches!(active.review_paid(&charge, due, false), Err(TransitionError::Illegal { .. })));
+}
+
+#[test]
+fn a_charge_resolved_paid_renews_and_can_then_be_canceled() {
+    let (review, charge, _) = in_review();
+    let at = kst(2027, 3, 2, 0);
+    let t = review.review_paid(&charge, at, false).unwrap();
+    assert_eq!(t.subscription.state, SubscriptionState::Active);
+    assert_eq!(t.subscription.current_period.unwrap().index, 1);
+    assert_eq!(t.events, [EventKind::PaymentSucceeded, EventKind::SubscriptionRenewed]);
+    let t = review.review_paid(&charge, at, true).unwrap();
+    assert_eq!((t.subscription.state, t.subscription.collection.clone()), (SubscriptionState::Canceled, None));
+    assert_eq!(
+        t.events,
+        [EventKind::PaymentSucceeded, EventKind::SubscriptionRenewed, EventKind::SubscriptionCanceled]
+    );
+}
+
+#[test]
+fn a_charge_resolved_not_paid_is_sent_again_under_its_own_id_or_canceled() {
+    let (review, charge, _) = in_review();
+    let at = kst(2027, 3, 2, 0);
+    let policy = DunningPolicy::default();
+    let retry = review.review_not_paid(&charge, ReviewNext::Retry, at, &policy).unwrap();
+    assert_eq!(retry.subscription.state, SubscriptionState::PastDue);
+    assert_eq!(retry.subscription.next_attempt_at, Some(at));
+    assert_eq!(
+        retry.subscription.next_charge_id(),
+        Some(charge.clone()),
+        "the same charge id: the PG refuses a repeat"
+    );
+    assert_eq!(
+        retry.subscription.due_action(at).unwrap(),
+        DueAction::Charge { charge_id: charge.clone(), amount: plan().amount }
+    );
+    assert_eq!(retry.events, [EventKind::PaymentFailed, EventKind::SubscriptionPastDue]);
+    let same_day = kst(2027, 2, 28, 12);
+    let dunned = review.review_not_paid(&charge, ReviewNext::PastDue, same_day, &policy).unwrap();
+    assert_eq!(dunned.subscription.state, SubscriptionState::PastDue);
+    assert_eq!(
+        dunned.subscription.next_attempt_at,
+        Some(kst(2027, 3, 1, 10)),
+        "dunning's own schedule: a day after due"
+    );
+    assert_eq!(dunned.subscription.next_charge_id(), Some(charge.clone()));
+    assert_eq!(dunned.subscription.collection.as_ref().unwrap().unknown_since, None);
+    let exhausted = DunningPolicy::new(vec![], FinalAction::Unpaid).unwrap();
+    let gone = review.review_not_paid(&charge, ReviewNext::PastDue, at, &exhausted).unwrap();
+    assert_eq!((gone.subscription.state, gone.subscription.next_attempt_at), (SubscriptionState::Unpaid, None));
+    let canceled = review.review_not_paid(&charge, ReviewNext::Cancel, at, &policy).unwrap();
+    assert_eq!(canceled.subscription.state, SubscriptionState::Canceled);
+    assert_eq!(canceled.events, [EventKind::PaymentFailed, EventKind::SubscriptionCanceled]);
+    // Canceled in review: it stays canceled, whatever follows was asked.
+    let was = review.cancel(at, false).unwrap().subscription;
+    let t = was.review_not_paid(&charge, ReviewNext::Retry, at, &policy).unwrap();
+    assert_eq!(
+        (t.subscription.state, t.subscription.collection, t.subscription.next_attempt_at),
+        (SubscriptionState::Canceled, None, None)
+    );
+    for t in [retry, dunned, gone, canceled] {
+        assert!(LEGAL_EDGES.contains(&(review.state, t.subscription.state)));
+    }
+}

@@ -169,7 +169,30 @@ impl SteppayClient {
 
     /// The receipt as a [`PaymentState`]: paid iff `paymentDate` is non-null (seed 002).
     pub async fn payment_state(&self, id_key: &str) -> Result<PaymentState, PgError> {
+        Self::receipt_state(id_key, &self.receipt(id_key).await?)
+    }
+
+    /// The receipt of `id_key` as a [`PaymentState`], only if it is the payment of our charge
+    /// `charge_id`: StepPay self charges send the charge id as `partner.partnerOrderId`
+    /// (`POST /api/payment/billing`, seeds 000/001), and the receipt names it back
+    /// (`partnerOrderId`, seed 002). A receipt of another order, or one that names none, is a
+    /// `Mismatch`: a person's word cannot make another payment this charge's.
+    pub async fn charge_state(&self, id_key: &str, charge_id: &str) -> Result<PaymentState, PgError> {
         let p = self.receipt(id_key).await?;
+        let shown = paycycle_domain::pii::mask_reference(id_key);
+        match p.partner_order_id.as_deref() {
+            Some(got) if got == charge_id => Self::receipt_state(id_key, &p),
+            Some(_) => {
+                Err(PgError::Mismatch(format!("payment {shown} belongs to another order, not charge {charge_id}")))
+            }
+            None => Err(PgError::Mismatch(format!(
+                "StepPay's receipt of payment {shown} names no partnerOrderId: it cannot be shown to be charge {charge_id}"
+            ))),
+        }
+    }
+
+    /// A StepPay receipt as a [`PaymentState`]: paid iff `paymentDate` is non-null (seed 002).
+    fn receipt_state(id_key: &str, p: &PaymentBody) -> Result<PaymentState, PgError> {
         let status = PaymentStatus::parse(p.payment_status.as_deref().unwrap_or("STANDBY"))?;
         let paid = p.payment_date.is_some();
         let total = if paid { amount(p.amount.as_deref(), "amount")? } else { Krw::ZERO };
