@@ -1193,3 +1193,60 @@ async fn a_wrong_not_paid_on_the_persons_word_never_charges_twice() {
     let (status, v) = partner.post("/subscriptions/sub_rvgone/resolve", &no_next, None).await;
     assert_eq!((status, v["error"]["code"].as_str()), (400, Some("invalid_resolution")), "{v}");
 }
+
+/// The day's reconciliation asks the PG about every payment and every charge not approved here,
+/// with the comparison `make demo` uses: a clean day has no difference; a charge planted at the PG
+/// under a declined attempt's order id, and an amount changed at the PG, are reported, written to
+/// the day's report and published for the operator.
+#[tokio::test]
+async fn a_charge_planted_at_the_pg_is_reported_by_the_days_reconciliation() {
+    let e = env().await;
+    let anchor = kst(2027, 1, 15, 10);
+    let paid = e.subscription("sub_rcok", PgMode::Payple, anchor, 9_900).await;
+    e.subscription("sub_rcplant", PgMode::Payple, anchor, 9_900).await;
+    let planted_key = e.get("sub_rcplant").await.billing_key.unwrap();
+    e.admin(
+        "/__admin/scenarios",
+        json!({"billing_key": planted_key, "count": 1, "fault": {"kind": "decline", "hard": false}}),
+    )
+    .await;
+    let due = paid.subscription.next_attempt_at.unwrap();
+    let r = e.tick_at(due, &e.deps).await;
+    assert_eq!((r.charged, r.declined), (1, 1), "{r:?}");
+    let day = paycycle::calendar::kst_yyyymmdd(due);
+    let deps = reconcile::Deps {
+        store: e.store.clone(),
+        pgs: e.deps.pgs.clone(),
+        publisher: EventPublisher::in_memory(),
+        pace: paycycle::reconcile::Pace::per_second(1_000),
+        allow_time_travel: true,
+        emit_metrics: false,
+    };
+    let clean = reconcile::run(&deps, &day, None).await.unwrap();
+    assert!(clean.comparison.differences.is_empty(), "{:?}", clean.comparison.differences);
+    assert_eq!((clean.looked.payments, clean.looked.attempts, clean.comparison.matched), (1, 1, 1), "{clean:?}");
+    assert!(clean.looked.complete);
+
+    // Tampered at the PG: the declined order was charged after all, and the paid one's amount changed.
+    {
+        let mut state = e.stack.sandbox.shared.state.lock().unwrap();
+        let mut planted = state.charges.iter().find(|c| c.id == "sub_rcok-p1-a1").unwrap().clone();
+        planted.id = "sub_rcplant-p1-a1".into();
+        planted.billing_key = Some(planted_key);
+        state.charges.push(planted);
+        state.charges.iter_mut().find(|c| c.id == "sub_rcok-p1-a1").unwrap().amount = 9_000;
+    }
+    let tampered = reconcile::run(&deps, &day, None).await.unwrap();
+    let kinds: Vec<String> = tampered.comparison.differences.iter().map(|d| format!("{d}")).collect();
+    assert_eq!(tampered.comparison.counts(), [1, 0, 1, 0], "missing here, amount differs: {kinds:?}");
+    assert!(kinds.iter().any(|k| k.contains("sub_rcplant-p1-a1")), "{kinds:?}");
+    let stored = e.store.get_reconciliation(&day).await.unwrap().expect("the day's report");
+    assert_eq!(stored["comparison"]["differences"].as_array().unwrap().len(), 2, "{stored}");
+    let published = deps.publisher.published();
+    assert_eq!(published.iter().filter(|ev| ev.detail_type == "reconciliation.completed").count(), 2);
+    let metric: Value = serde_json::from_str(&reconcile::emf(&tampered)).unwrap();
+    assert_eq!(
+        (metric["ReconciliationDifferences"].as_u64(), metric["ReconciliationMissingHere"].as_u64()),
+        (Some(2), Some(1))
+    );
+}

@@ -81,6 +81,9 @@ impl<'a> TransitionCommit<'a> {
 
 pub const SOURCE: &str = "paycycle";
 
+/// The source of events for the operator rather than the partners (a reconciliation's report).
+pub const OPERATIONS_SOURCE: &str = "paycycle.operations";
+
 /// PutEvents takes at most 10 entries per call.
 const BATCH: usize = 10;
 
@@ -140,6 +143,16 @@ impl EventPublisher {
 
     /// Sends `events`; returns which were accepted. A call that fails as a whole accepts none.
     pub async fn send(&self, events: &[OutboxEvent]) -> (Vec<OutboxEvent>, Vec<(String, String)>) {
+        self.send_as(SOURCE, events).await
+    }
+
+    /// Sends events for the operator (source [`OPERATIONS_SOURCE`]: the partner-webhook rule,
+    /// which matches `paycycle`, never sees them); returns which were accepted.
+    pub async fn send_operational(&self, events: &[OutboxEvent]) -> (Vec<OutboxEvent>, Vec<(String, String)>) {
+        self.send_as(OPERATIONS_SOURCE, events).await
+    }
+
+    async fn send_as(&self, source: &str, events: &[OutboxEvent]) -> (Vec<OutboxEvent>, Vec<(String, String)>) {
         let (client, bus) = match &self.bus {
             Bus::Memory(sent) => {
                 sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(events);
@@ -154,7 +167,7 @@ impl EventPublisher {
                 .iter()
                 .map(|e| {
                     PutEventsRequestEntry::builder()
-                        .source(SOURCE)
+                        .source(source)
                         .detail_type(&e.detail_type)
                         .detail(&e.detail)
                         .event_bus_name(bus)

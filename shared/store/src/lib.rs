@@ -14,6 +14,7 @@
 pub mod api_keys;
 pub mod aws;
 pub mod checkouts;
+pub mod days;
 pub mod delivery_queue;
 pub mod events;
 pub mod idempotency;

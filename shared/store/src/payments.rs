@@ -138,6 +138,9 @@ fn payment_item(p: &PaymentRecord) -> Item {
         item.insert(keys::LOOKUP_PK.into(), s(&format!("SUBPAY#{sub}")));
         item.insert(keys::LOOKUP_SK.into(), s(&format!("{}#{}", p.paid_at, p.payment_id)));
     }
+    // The day it was paid, for reconciliation (`days`).
+    item.insert(keys::DUE_SHARD.into(), s(&super::days::payment_day(&p.pay_date_kst, &p.payment_id)));
+    item.insert(keys::NEXT_ATTEMPT_AT.into(), n(super::epoch(p.paid_at)));
     item.insert(keys::PAID_PK.into(), s(&paid_partition(&p.partner_id)));
     item.insert(keys::PAID_SK.into(), s(&format!("{}#{}", paid_sort_time(p.paid_at), p.payment_id)));
     item
@@ -257,6 +260,10 @@ fn refund_item(r: &RefundRecord) -> Item {
     let mut item = to_item(r, &payment_pk(&r.payment_id), &format!("REF#{}", r.refund_id), "refund");
     // Listed for a person while its outcome is unknown, or while reserved (a reservation is
     // listed once it is stuck: `reviews::STUCK_RESERVATION`); settled, it leaves the list.
+    // The day it was asked for, for reconciliation (`days`).
+    let day = paycycle_domain::calendar::kst_yyyymmdd(r.requested_at);
+    item.insert(keys::LOOKUP_PK.into(), s(&super::days::refund_day(&day, &r.refund_id)));
+    item.insert(keys::LOOKUP_SK.into(), s(&r.refund_id));
     if matches!(r.status, RefundStatus::Unknown | RefundStatus::Reserved) {
         item.insert(keys::DUE_SHARD.into(), s(&super::reviews::review_shard(&r.partner_id)));
         item.insert(keys::NEXT_ATTEMPT_AT.into(), n(super::epoch(r.requested_at)));

@@ -132,7 +132,12 @@ pub fn attempt_sk(charge_id: &ChargeId) -> String {
 
 fn attempt_item(a: &Attempt) -> Item {
     let mut item = to_item(a, &subscription_pk(a.charge_id.subscription()), &attempt_sk(&a.charge_id), "attempt");
-    item.insert("charge_id".into(), s(&a.charge_id.to_string()));
+    let charge_id = a.charge_id.to_string();
+    // The day it was asked for, for reconciliation (`days`).
+    let day = paycycle_domain::calendar::kst_yyyymmdd(a.requested_at);
+    item.insert(keys::LOOKUP_PK.into(), s(&super::days::attempt_day(&day, &charge_id)));
+    item.insert(keys::LOOKUP_SK.into(), s(&charge_id));
+    item.insert("charge_id".into(), s(&charge_id));
     item
 }
 

@@ -278,6 +278,14 @@ impl Write {
         Write { pk, sk, action: Action::Put(item), condition: Some(Cond::Absent), failure }
     }
 
+    /// Writes `item` whatever is stored: only for what no state hangs on (a report a later run
+    /// replaces).
+    pub fn replace(item: Item) -> Write {
+        let (pk, sk) = key_of(&item);
+        let failure = StoreError::Conflict(format!("{pk}|{sk}"));
+        Write { pk, sk, action: Action::Put(item), condition: None, failure }
+    }
+
     /// Replaces `item` where `condition` holds.
     pub fn put_if(item: Item, condition: Cond) -> Write {
         let (pk, sk) = key_of(&item);

@@ -2,9 +2,10 @@
 //! (the refund role could not query the `lookup` index). Here every function runs a representative
 //! journey on the local stack — checkout, verify (browser result and webhooks through the stream),
 //! webhook-ingest, renew, refund (including `cancel_subscription`, the payments list and export),
-//! subscriptions — with an SDK interceptor recording each DynamoDB / EventBridge / Secrets Manager
-//! call as IAM authorizes it (action + table / index / bus / secret), and each call is checked
-//! against that function's policy in `template.yaml`.
+//! subscriptions, the partner webhooks and the daily reconciliation — with an SDK interceptor
+//! recording each DynamoDB / EventBridge / Secrets Manager call as IAM authorizes it (action +
+//! table / index / bus / secret), and each call is checked against that function's policy in
+//! `template.yaml`.
 
 use std::collections::BTreeMap;
 
@@ -92,6 +93,9 @@ async fn every_aws_call_each_function_makes_is_allowed_by_its_policy_in_the_temp
         .await
         .unwrap();
     assert_eq!(export.status(), 200);
+    // The daily reconciliation of a day the journey charged on.
+    let reconciled = stack.functions.reconcile(&latest.pay_date_kst).await.unwrap();
+    assert!(reconciled["looked"]["payments"].as_u64().unwrap() > 0, "{reconciled}");
 
     let template = Template::load().unwrap();
     let table_id = template.table().unwrap().logical_id;

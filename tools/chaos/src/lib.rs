@@ -1049,9 +1049,13 @@ impl Scenario {
             payments.extend(ps);
         }
 
-        // Every approved PG charge is exactly one payment of ours, at the same amount; at most one
+        // Every approved PG charge is exactly one payment of ours, at the same amount, and every
+        // payment an approved charge — production's comparison ([`paycycle::reconcile::compare`];
+        // refunds are held to the stricter checks below) — except the charge a `needs_review`
+        // subscription holds for a person (its outcome never became known to us). At most one
         // approved charge per subscription and period.
         let mut per_period: BTreeMap<(String, u32), u32> = BTreeMap::new();
+        let mut held: Vec<&str> = Vec::new();
         for c in &renewals {
             let order = c.partner_order_id.clone().unwrap_or_else(|| c.id.clone());
             // A window payment's order is its checkout: period 0 of the checkout's subscription.
@@ -1063,39 +1067,33 @@ impl Scenario {
                 }
             };
             *per_period.entry((sub.as_str().to_string(), period)).or_default() += 1;
-            let Some(p) = payments.iter().find(|p| p.pg_payment_id == c.id) else {
-                // Not lost if it is exactly the charge a `needs_review` subscription holds for a
-                // person (its outcome never became known to us).
-                if in_review.iter().any(|(s, p)| *s == sub && *p == period) {
-                    self.tally.flagged_for_review += 1;
-                    if !self.tally.review_seeds.contains(&self.seed) {
-                        self.tally.review_seeds.push(self.seed);
-                    }
-                    continue;
+            let recorded = payments.iter().any(|p| p.pg_payment_id == c.id);
+            if !recorded && in_review.iter().any(|(s, p)| *s == sub && *p == period) {
+                self.tally.flagged_for_review += 1;
+                if !self.tally.review_seeds.contains(&self.seed) {
+                    self.tally.review_seeds.push(self.seed);
                 }
-                return Err(format!(
-                    "lost charge: the PG approved {} ({}원, order {order}) and we have no payment",
-                    c.id, c.amount
-                ));
-            };
-            if p.amounts.paid.won() != c.amount {
-                return Err(format!(
-                    "payment {} says {}원, the PG charged {}원",
-                    p.payment_id,
-                    p.amounts.paid.won(),
-                    c.amount
-                ));
+                held.push(&c.id);
+                continue;
             }
             self.tally.pg_charges += 1;
             self.tally.charged_krw += c.amount;
         }
+        let krw = |n: i64| paycycle::money::Krw::new(n).unwrap_or(paycycle::money::Krw::ZERO);
+        let seen = |id: &str, amount| paycycle::reconcile::Seen {
+            payment_id: id.to_string(),
+            pg_payment_id: id.to_string(),
+            amount,
+            refunded: None,
+        };
+        let pg_side: Vec<_> =
+            renewals.iter().filter(|c| !held.contains(&c.id.as_str())).map(|c| seen(&c.id, krw(c.amount))).collect();
+        let ours: Vec<_> = payments.iter().map(|p| seen(&p.pg_payment_id, p.amounts.paid)).collect();
+        if let Some(d) = paycycle::reconcile::compare(&pg_side, &ours).differences.first() {
+            return Err(format!("reconciliation: {d}"));
+        }
         if let Some(((sub, period), n)) = per_period.iter().find(|(_, n)| **n > 1) {
             return Err(format!("double charge: the PG approved {n} charges for {sub} period {period}"));
-        }
-        for p in &payments {
-            if !renewals.iter().any(|c| c.id == p.pg_payment_id) {
-                return Err(format!("payment {} has no approved PG charge {}", p.payment_id, p.pg_payment_id));
-            }
         }
         self.tally.payments += payments.len() as u64;
 

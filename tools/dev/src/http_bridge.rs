@@ -34,6 +34,7 @@ pub struct Functions {
     subscriptions: subscriptions::Deps,
     deliver: deliver::Deps,
     webhook_endpoints: webhook_endpoints::Deps,
+    reconcile: reconcile::Deps,
     request_counter: AtomicU64,
     /// The PG sandbox, whose clock follows `tick`'s time travel.
     sandbox_url: Option<String>,
@@ -50,6 +51,7 @@ pub const BINARIES: &[(&str, &str)] = &[
     ("SubscriptionsFunction", "subscriptions"),
     ("DeliverFunction", "deliver"),
     ("WebhookEndpointsFunction", "webhook-endpoints"),
+    ("ReconcileFunction", "reconcile"),
 ];
 
 impl Functions {
@@ -61,6 +63,9 @@ impl Functions {
         renew.settings.allow_time_travel = true;
         // Metrics lines are for CloudWatch; locally the report comes back as the answer.
         renew.settings.emit_metrics = false;
+        let mut reconcile = reconcile::Deps::new(boot.clone());
+        reconcile.allow_time_travel = true;
+        reconcile.emit_metrics = false;
         Self {
             webhook_ingest: webhook_ingest::Deps::new(boot.clone()),
             verify: verify::Deps::new(&boot),
@@ -70,6 +75,7 @@ impl Functions {
             subscriptions: subscriptions::Deps::new(&boot),
             deliver: deliver::Deps::new(webhooks, &boot.sdk),
             webhook_endpoints: webhook_endpoints::Deps::new(webhooks, &boot.sdk),
+            reconcile,
             request_counter: AtomicU64::new(0),
             sandbox_url,
             http: reqwest::Client::new(),
@@ -89,6 +95,7 @@ impl Functions {
                 "SubscriptionsFunction" => &self.subscriptions.store,
                 "DeliverFunction" => &self.deliver.store,
                 "WebhookEndpointsFunction" => &self.webhook_endpoints.store,
+                "ReconcileFunction" => &self.reconcile.store,
                 _ => return None,
             }
             .counter
@@ -113,6 +120,7 @@ impl Functions {
             "WebhookEndpointsFunction" => {
                 (&self.webhook_endpoints.store, None, [&Some(self.webhook_endpoints.queue.clone()), &none])
             }
+            "ReconcileFunction" => (&self.reconcile.store, Some(&self.reconcile.publisher), [&none, &none]),
             _ => return Default::default(),
         };
         let queue_logs: Vec<_> = queues.into_iter().flatten().filter_map(|q| q.calls().cloned()).collect();
@@ -229,6 +237,15 @@ impl Functions {
             None => jiff::Timestamp::now(),
         };
         Ok(verify::sweep(&self.verify, now).await)
+    }
+
+    /// Runs the daily reconciliation of KST day `day` (`YYYYMMDD`), as its schedule would for the
+    /// day after.
+    pub async fn reconcile(&self, day: &str) -> Result<Value, String> {
+        let event = json!({"day": day});
+        reconcile::handler(&self.reconcile, lambda_runtime::LambdaEvent::new(event, self.context()))
+            .await
+            .map_err(|e| format!("{}: {}", e.error_type, e.error_message))
     }
 
     /// Runs deliver's scheduled retry sweep as EventBridge would, optionally travelling to `now`.

@@ -431,43 +431,48 @@ pub async fn run(
 }
 
 /// Every charge at the PG must be a payment here with the same amount and refunded amount, and
-/// every payment here a charge at the PG (0원 registrations are not payments).
+/// every payment here a charge at the PG (0원 registrations are not payments): the sandbox's
+/// ledger and our payments through the one comparison production's `reconcile` uses
+/// ([`paycycle::reconcile::compare`]).
 pub fn reconcile(ledger: &Value, ours: &BTreeMap<String, (i64, i64)>) -> Reconciliation {
-    let mut r = Reconciliation { our_payments: ours.len(), ..Default::default() };
-    let mut seen = std::collections::BTreeSet::new();
-    for c in ledger["charges"].as_array().map(Vec::as_slice).unwrap_or_default() {
-        let amount = c["amount"].as_i64().unwrap_or(0);
-        if amount == 0 {
-            continue;
-        }
-        let pg = if c["pg"] == "payple" { PgMode::Payple } else { PgMode::SteppaySelf };
-        let id = payment_id_for(pg, c["id"].as_str().unwrap_or_default());
-        let refunded = c["refunded"].as_i64().unwrap_or(0);
-        r.pg_charges += 1;
-        r.pg_charged += amount;
-        r.pg_refunded += refunded;
-        match ours.get(&id) {
-            None => {
-                r.differences.push(format!("the PG charged {} ({}) but paycycle has no payment", c["id"], won(amount)))
+    use paycycle::reconcile::{Seen, compare};
+    let krw = |n: i64| paycycle::money::Krw::new(n).unwrap_or(paycycle::money::Krw::ZERO);
+    let pg: Vec<Seen> = ledger["charges"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter(|c| c["amount"].as_i64().unwrap_or(0) != 0)
+        .map(|c| {
+            let mode = if c["pg"] == "payple" { PgMode::Payple } else { PgMode::SteppaySelf };
+            let id = c["id"].as_str().unwrap_or_default();
+            Seen {
+                payment_id: payment_id_for(mode, id),
+                pg_payment_id: id.to_string(),
+                amount: krw(c["amount"].as_i64().unwrap_or(0)),
+                refunded: Some(krw(c["refunded"].as_i64().unwrap_or(0))),
             }
-            Some((a, _)) if *a != amount => {
-                r.differences.push(format!("{id}: PG {} vs paycycle {}", won(amount), won(*a)))
-            }
-            Some((_, rf)) if *rf != refunded => {
-                r.differences.push(format!("{id}: PG refunded {} vs paycycle {}", won(refunded), won(*rf)))
-            }
-            Some(_) => {}
-        }
-        seen.insert(id);
+        })
+        .collect();
+    let ours: Vec<Seen> = ours
+        .iter()
+        .map(|(id, (amount, refunded))| Seen {
+            payment_id: id.clone(),
+            pg_payment_id: id.clone(),
+            amount: krw(*amount),
+            refunded: Some(krw(*refunded)),
+        })
+        .collect();
+    let c = compare(&pg, &ours);
+    Reconciliation {
+        pg_charges: c.pg_charges as usize,
+        our_payments: c.our_payments as usize,
+        pg_charged: c.pg_charged,
+        our_charged: c.our_charged,
+        pg_refunded: c.pg_refunded,
+        our_refunded: c.our_refunded,
+        differences: c.differences.iter().map(ToString::to_string).collect(),
     }
-    for (id, (amount, refunded)) in ours {
-        r.our_charged += amount;
-        r.our_refunded += refunded;
-        if !seen.contains(id) {
-            r.differences.push(format!("paycycle has payment {id} ({}) the PG never charged", won(*amount)));
-        }
-    }
-    r
 }
 
 /// Terminal columns of `s`: Hangul and other wide characters take two.
