@@ -331,13 +331,18 @@ pub fn request_id(req: &Request) -> String {
 
 /// The `limit` query parameter of a paged list: 1-100, 20 when absent.
 pub fn page_limit(req: &Request) -> Result<i32, ApiError> {
+    limit_param(req, 20, 100)
+}
+
+/// The `limit` query parameter: 1-`max`, `default` when absent.
+pub fn limit_param(req: &Request, default: i32, max: i32) -> Result<i32, ApiError> {
     match req.query_string_parameters().first("limit") {
-        None => Ok(20),
+        None => Ok(default),
         Some(l) => l
             .parse::<i32>()
             .ok()
-            .filter(|l| (1..=100).contains(l))
-            .ok_or_else(|| ApiError::bad_request("invalid_request", "limit must be 1-100")),
+            .filter(|l| (1..=max).contains(l))
+            .ok_or_else(|| ApiError::bad_request("invalid_request", format!("limit must be 1-{max}"))),
     }
 }
 

@@ -1,6 +1,7 @@
-//! `refund`: `GET /payments/{id}`, `POST /payments/{id}/refunds` (DESIGN §2, §6) and
+//! `refund`: `GET /payments/{id}`, `POST /payments/{id}/refunds` (DESIGN §2, §6),
 //! `POST /payments/{id}/refunds/{refund_id}/resolve`, a person's verdict on a refund left unknown
-//! ([`review`], DESIGN §13).
+//! ([`review`], DESIGN §13), and the partner's books, `GET /payments` and `GET /payments/export`
+//! ([`books`], issue #24 §4).
 //!
 //! A refund is reserved before the PG is called (a conditional update on the payment's
 //! `refundable`), so no number of concurrent requests can refund more than was paid. The PG's
@@ -9,6 +10,8 @@
 //! `Idempotency-Key` is required: the refund id is derived from it, so a retried request finds its
 //! own refund instead of making another.
 
+mod books;
+mod books_csv;
 mod refunds;
 mod review;
 
@@ -27,7 +30,9 @@ pub async fn handler(deps: &Deps, req: Request) -> Result<Response<Body>, Error>
 
 async fn route(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
     let key = api::authenticate(&deps.store, req).await?;
-    let payment_id = api::path_param(req, "id").ok_or_else(ApiError::route_not_found)?;
+    let Some(payment_id) = api::path_param(req, "id") else {
+        return books::route(deps, &key, req).await;
+    };
     let path = req.uri().path().trim_end_matches('/');
     if let Some(refund_id) = api::path_param(req, "refund_id").filter(|_| path.ends_with("/resolve")) {
         return match *req.method() {
@@ -50,5 +55,7 @@ async fn route(deps: &Deps, req: &Request) -> Result<Response<Body>, ApiError> {
     }
 }
 
+#[cfg(test)]
+mod books_tests;
 #[cfg(test)]
 mod in_memory_tests;

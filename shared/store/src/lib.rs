@@ -58,6 +58,12 @@ pub mod keys {
     pub const LOOKUP_INDEX: &str = "lookup";
     pub const LOOKUP_PK: &str = "lookup_pk";
     pub const LOOKUP_SK: &str = "lookup_sk";
+    /// Sparse GSI of payments by partner and time paid (the partner's books: `GET /payments`,
+    /// `GET /payments/export`). Only payment items carry its keys; it projects the payment's own
+    /// attributes (INCLUDE), nothing of any other item.
+    pub const PAID_INDEX: &str = "paid";
+    pub const PAID_PK: &str = "paid_pk";
+    pub const PAID_SK: &str = "paid_sk";
     pub const VERSION: &str = "version";
 }
 

@@ -9,11 +9,18 @@
 //! The payment id is derived from the PG and its transaction id, so the create-only put records a
 //! PG transaction at most once, however many webhooks, redirects and lookups report it.
 //! Refund item: `pk = PAY#{payment_id}`, `sk = REF#{refund_id}`.
+//!
+//! The partner's books: every payment item also carries `paid_pk = PAID#{partner_id}` and
+//! `paid_sk = {paid_at, fixed width}#{payment_id}`, the keys of the sparse `paid` index, written
+//! by the same create-only put that records the payment (so no payment is ever missing from the
+//! books, in or out of a transaction). The index projects the payment's own attributes only.
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::{Cond, Item, Op, Set, Store, StoreError, Tx, Write, from_item, keys, n, s, sha256_hex, to_item};
+use super::{
+    Cond, Item, Op, Query, Range, Set, Store, StoreError, Tx, Write, from_item, keys, n, s, sha256_hex, to_item,
+};
 use paycycle_domain::attempt::{ChargeId, SubscriptionId};
 use paycycle_domain::gateway::{CardInfo, PaymentDetails};
 use paycycle_domain::gateway::{Pg, PgMode};
@@ -134,8 +141,81 @@ fn payment_item(p: &PaymentRecord) -> Item {
     // The day it was paid, for reconciliation (`days`).
     item.insert(keys::DUE_SHARD.into(), s(&super::days::payment_day(&p.pay_date_kst, &p.payment_id)));
     item.insert(keys::NEXT_ATTEMPT_AT.into(), n(super::epoch(p.paid_at)));
+    item.insert(keys::PAID_PK.into(), s(&paid_partition(&p.partner_id)));
+    item.insert(keys::PAID_SK.into(), s(&format!("{}#{}", paid_sort_time(p.paid_at), p.payment_id)));
     item
 }
+
+/// The `paid` index partition of a partner's payments.
+pub fn paid_partition(partner_id: &str) -> String {
+    format!("PAID#{partner_id}")
+}
+
+/// A time as the `paid` index sorts it: UTC with nine fraction digits, so text order is time order
+/// (`Timestamp`'s own display drops zero fractions, and `…00Z` would sort after `…00.5Z`).
+fn paid_sort_time(t: Timestamp) -> String {
+    format!("{}.{:09}Z", t.strftime("%Y-%m-%dT%H:%M:%S"), t.subsec_nanosecond().max(0))
+}
+
+/// When the payments a list wants were paid: `from` inclusive, `to` exclusive; either end open.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PaidWindow {
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+}
+
+impl PaidWindow {
+    /// The `paid` index key condition. A sort key is `{time}#{id}`, longer than `{time}`: `>= from`
+    /// takes payments made at `from`, `<= to` leaves out those made at `to`.
+    fn range(&self) -> Option<Range> {
+        let key = |t: Timestamp| s(&paid_sort_time(t));
+        match (self.from, self.to) {
+            (None, None) => None,
+            (Some(from), None) => Some(Range::AtLeast(key(from))),
+            (None, Some(to)) => Some(Range::AtMost(key(to))),
+            (Some(from), Some(to)) => Some(Range::Between(key(from), key(to))),
+        }
+    }
+
+    /// Whether a page's start key (a cursor) lies in this window: DynamoDB refuses a start key
+    /// outside the key condition, so a cursor of another window is the caller's error.
+    pub fn admits(&self, start: &Item) -> bool {
+        let key = start.get(keys::PAID_SK);
+        match self.range() {
+            None => key.is_some_and(|k| k.as_s().is_ok()),
+            Some(range) => range.holds(key),
+        }
+    }
+}
+
+/// Which of a partner's payments a list wants, beside the window.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PaymentFilter {
+    pub customer_id: Option<String>,
+    pub subscription_id: Option<SubscriptionId>,
+}
+
+impl PaymentFilter {
+    fn condition(&self) -> Option<Cond> {
+        let customer = self.customer_id.as_deref().map(|c| Cond::eq("customer_id", s(c)));
+        let subscription = self.subscription_id.as_ref().map(|id| Cond::eq("subscription_id", s(id.as_str())));
+        match (customer, subscription) {
+            (Some(c), Some(sub)) => Some(c.and(sub)),
+            (c, sub) => c.or(sub),
+        }
+    }
+}
+
+/// One page of a partner's payments, oldest first, and where the next one starts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PaymentPage {
+    pub payments: Vec<PaymentRecord>,
+    pub next: Option<Item>,
+}
+
+/// Index reads one page may make while a filter drops what it reads: a bound on one request's
+/// work. A page cut short says where to go on.
+const MAX_PAGE_READS: usize = 8;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefundRecord {
@@ -301,6 +381,37 @@ impl Store {
                 None => return Ok(out),
             }
         }
+    }
+
+    /// Up to `limit` of a partner's payments paid in `window` that `filter` wants, oldest first
+    /// (paid time, then id), from the `paid` index; continues after `start` (a page's `next`).
+    /// A page may hold fewer than `limit` and still have a `next` when a filter dropped items.
+    /// The index lags writes by a moment on DynamoDB (it is not read consistently).
+    pub async fn payments_of_partner(
+        &self,
+        partner_id: &str,
+        window: PaidWindow,
+        filter: &PaymentFilter,
+        limit: usize,
+        start: Option<Item>,
+    ) -> Result<PaymentPage, StoreError> {
+        let mut page = PaymentPage { payments: Vec::new(), next: start };
+        let mut q =
+            Query::index(keys::PAID_INDEX, keys::PAID_PK, &paid_partition(partner_id)).filter(filter.condition());
+        q.range = window.range().map(|r| (keys::PAID_SK, r));
+        for read in 0..MAX_PAGE_READS {
+            let want = limit.saturating_sub(page.payments.len());
+            if want == 0 || (read > 0 && page.next.is_none()) {
+                break;
+            }
+            // A read of `want` items at most: whatever it reads is returned or filtered out, so
+            // its last key is exactly where the next page starts.
+            let limit = i32::try_from(want).unwrap_or(i32::MAX);
+            let (found, next) = self.query_records(&q.clone().limit(Some(limit)).start(page.next.take())).await?;
+            page.payments.extend(found);
+            page.next = next;
+        }
+        Ok(page)
     }
 
     /// Every refund of a payment.

@@ -338,6 +338,24 @@ pub enum Range {
     BeginsWith(String),
     AtMost(AttributeValue),
     AtLeast(AttributeValue),
+    /// `BETWEEN low AND high`, both inclusive.
+    Between(AttributeValue, AttributeValue),
+}
+
+impl Range {
+    /// Whether a sort-key value is in the range, as DynamoDB's key condition decides.
+    pub(crate) fn holds(&self, v: Option<&AttributeValue>) -> bool {
+        let Some(v) = v else { return false };
+        match self {
+            Range::BeginsWith(prefix) => v.as_s().is_ok_and(|s| s.starts_with(prefix.as_str())),
+            Range::AtMost(max) => compare(v, max).is_some_and(|o| o != Ordering::Greater),
+            Range::AtLeast(min) => compare(v, min).is_some_and(|o| o != Ordering::Less),
+            Range::Between(low, high) => {
+                compare(v, low).is_some_and(|o| o != Ordering::Less)
+                    && compare(v, high).is_some_and(|o| o != Ordering::Greater)
+            }
+        }
+    }
 }
 
 /// One page of a query, on the table or a GSI, in sort-key order.
@@ -350,6 +368,9 @@ pub struct Query {
     pub start: Option<Item>,
     /// Highest sort key first (DynamoDB's `ScanIndexForward = false`).
     pub backward: bool,
+    /// DynamoDB's `FilterExpression`: applied after `limit` items were read, so a page may hold
+    /// fewer (even none) and still say where to go on.
+    pub filter: Option<Cond>,
 }
 
 impl Query {
@@ -362,6 +383,7 @@ impl Query {
             limit: None,
             start: None,
             backward: false,
+            filter: None,
         }
     }
 
@@ -374,6 +396,7 @@ impl Query {
             limit: None,
             start: None,
             backward: false,
+            filter: None,
         }
     }
 
@@ -392,6 +415,11 @@ impl Query {
     /// Highest sort key first.
     pub fn backward(self) -> Query {
         Query { backward: true, ..self }
+    }
+
+    /// Only the items `filter` holds on (read, counted against `limit`, then dropped).
+    pub fn filter(self, filter: Option<Cond>) -> Query {
+        Query { filter, ..self }
     }
 }
 
@@ -435,18 +463,7 @@ impl Memory {
             None => keys::SK,
             Some(index) => index_sort_key(index)?,
         };
-        let in_range = |i: &Item| match &q.range {
-            None => true,
-            Some((attr, Range::BeginsWith(prefix))) => {
-                i.get(*attr).and_then(|v| v.as_s().ok()).is_some_and(|s| s.starts_with(prefix.as_str()))
-            }
-            Some((attr, Range::AtMost(max))) => {
-                i.get(*attr).and_then(|v| compare(v, max)).is_some_and(|o| o != Ordering::Greater)
-            }
-            Some((attr, Range::AtLeast(min))) => {
-                i.get(*attr).and_then(|v| compare(v, min)).is_some_and(|o| o != Ordering::Less)
-            }
-        };
+        let in_range = |i: &Item| q.range.as_ref().is_none_or(|(attr, range)| range.holds(i.get(*attr)));
         let order = |a: &Item, b: &Item| {
             let by_sort = match (a.get(sort_attr), b.get(sort_attr)) {
                 (Some(x), Some(y)) => compare(x, y).unwrap_or(Ordering::Equal),
@@ -471,7 +488,8 @@ impl Memory {
                 .filter_map(|attr| last.get(attr).map(|v| (attr.to_string(), v.clone())))
                 .collect::<Item>()
         });
-        Ok((found.into_iter().take(limit).cloned().collect(), next))
+        let kept = found.into_iter().take(limit).filter(|i| q.filter.as_ref().is_none_or(|f| f.holds(Some(i))));
+        Ok((kept.cloned().collect(), next))
     }
 
     /// Applies `writes` all or none: every condition is checked first, on the items as they are.
@@ -536,6 +554,7 @@ fn index_sort_key(index: &str) -> Result<&'static str, StoreError> {
     match index {
         keys::LOOKUP_INDEX => Ok(keys::LOOKUP_SK),
         keys::DUE_INDEX => Ok(keys::NEXT_ATTEMPT_AT),
+        keys::PAID_INDEX => Ok(keys::PAID_SK),
         other => Err(StoreError::Unavailable(format!("ValidationException: no index {other}"))),
     }
 }
@@ -583,14 +602,20 @@ pub(crate) mod dynamo {
             Some((attr, Range::AtLeast(min))) => {
                 expression.push_str(&format!(" AND {} >= {}", p.name(attr), p.value(min.clone())));
             }
+            Some((attr, Range::Between(low, high))) => {
+                let (name, low, high) = (p.name(attr), p.value(low.clone()), p.value(high.clone()));
+                expression.push_str(&format!(" AND {name} BETWEEN {low} AND {high}"));
+            }
             None => {}
         }
+        let filter = q.filter.as_ref().map(|f| f.render(&mut p));
         let out = table
             .client
             .query()
             .table_name(&table.name)
             .set_index_name(q.index.map(str::to_string))
             .key_condition_expression(expression)
+            .set_filter_expression(filter)
             .set_expression_attribute_names(some(p.names))
             .set_expression_attribute_values(some(p.values))
             // A GSI cannot be read consistently; the table always is.
@@ -779,5 +804,36 @@ mod tests {
             item(&[(keys::PK, str_value("SUB#bb")), (keys::SK, str_value("SUB")), (keys::NEXT_ATTEMPT_AT, num(15))]);
         assert_eq!(pks(&m.query(&q.clone().start(Some(gone))).unwrap().0), ["SUB#c", "SUB#a"]);
         assert!(m.query(&q.clone().limit(Some(0))).is_err(), "DynamoDB refuses a limit of 0");
+    }
+
+    #[test]
+    fn memory_between_is_inclusive_and_a_filter_applies_after_the_limit() {
+        let m = Memory::default();
+        for (id, at, customer) in [("a", "1", "x"), ("b", "2", "y"), ("c", "3", "x"), ("d", "4", "x")] {
+            let i = item(&[
+                (keys::PK, str_value(&format!("PAY#{id}"))),
+                (keys::SK, str_value("PAY")),
+                (keys::PAID_PK, str_value("p")),
+                (keys::PAID_SK, str_value(at)),
+                ("customer_id", str_value(customer)),
+            ]);
+            m.apply(&[Write::create(i)]).unwrap();
+        }
+        let pks = |items: &[Item]| items.iter().map(|i| key_of(i).0).collect::<Vec<_>>();
+        let q = Query::index(keys::PAID_INDEX, keys::PAID_PK, "p")
+            .range(keys::PAID_SK, Range::Between(str_value("2"), str_value("4")))
+            .filter(Some(Cond::eq("customer_id", str_value("x"))))
+            .limit(Some(1));
+        // The first item read (b) is filtered out: an empty page that still says where to go on,
+        // as DynamoDB's Limit counts items read, not items returned.
+        let (first, next) = m.query(&q).unwrap();
+        assert!(first.is_empty() && next.is_some());
+        let (second, next) = m.query(&q.clone().start(next)).unwrap();
+        assert_eq!(pks(&second), ["PAY#c"]);
+        let (third, next) = m.query(&q.clone().start(next)).unwrap();
+        assert_eq!(pks(&third), ["PAY#d"]);
+        assert_eq!(m.query(&q.clone().start(next)).unwrap(), (vec![], None));
+        let mut p = Placeholders::default();
+        assert_eq!(q.filter.unwrap().render(&mut p), "#n0 = :v0");
     }
 }

@@ -25,24 +25,24 @@ use paycycle_fixtures::Fresh;
 
 /// A fresh store, on moto's DynamoDB or in memory: every case below runs on both (`on_both!`), so
 /// the in-memory table the orchestration tests use is held to what DynamoDB does.
-struct Env {
-    store: Store,
+pub(crate) struct Env {
+    pub(crate) store: Store,
     fresh: Fresh,
 }
 
-async fn env() -> Env {
+pub(crate) async fn env() -> Env {
     let fresh = Fresh::dynamodb().await;
     Env { store: fresh.store.clone(), fresh }
 }
 
-fn in_memory() -> Env {
+pub(crate) fn in_memory() -> Env {
     let fresh = Fresh::in_memory();
     Env { store: fresh.store.clone(), fresh }
 }
 
 impl Env {
     /// moto's side, for what only DynamoDB shows (request counts, raw items, the bus).
-    fn aws(&self) -> Option<&paycycle_fixtures::Aws> {
+    pub(crate) fn aws(&self) -> Option<&paycycle_fixtures::Aws> {
         self.fresh.aws.as_ref()
     }
 
@@ -79,6 +79,7 @@ macro_rules! on_both {
         }
     )*};
 }
+pub(crate) use on_both;
 
 fn t(s: &str) -> Timestamp {
     s.parse().unwrap()

@@ -99,4 +99,38 @@ fn code_key_names_match_the_template() {
     let lookup = def.gsis.iter().find(|g| g.name == keys::LOOKUP_INDEX).expect("lookup GSI");
     assert_eq!(lookup.key_schema[0].attribute, keys::LOOKUP_PK);
     assert_eq!(lookup.key_schema[1].attribute, keys::LOOKUP_SK);
+    let paid = def.gsis.iter().find(|g| g.name == keys::PAID_INDEX).expect("paid GSI");
+    assert_eq!(paid.key_schema[0].attribute, keys::PAID_PK);
+    assert_eq!(paid.key_schema[1].attribute, keys::PAID_SK);
+}
+
+/// The `paid` index projects (INCLUDE) every field a payment record has, and nothing else: a field
+/// added to `PaymentRecord` but not to the template would be missing from the books (moto does
+/// not show it: it may answer an index query with whole items).
+#[test]
+fn the_paid_index_projects_exactly_a_payments_fields() {
+    use paycycle::domain::gateway::{CardInfo, PaymentDetails};
+    use paycycle::store::payments::PaymentRecord;
+    let def = Template::load().unwrap().table().unwrap();
+    let paid = def.gsis.iter().find(|g| g.name == keys::PAID_INDEX).expect("paid GSI");
+    let sub = paycycle::domain::attempt::SubscriptionId::parse("sub_1").unwrap();
+    let at = "2027-01-31T00:00:00Z".parse().unwrap();
+    let amount = paycycle::money::Krw::new(9_900).unwrap();
+    let p = PaymentRecord::paid(
+        paycycle::pg::PgMode::Payple,
+        "oid",
+        "cus_1",
+        amount,
+        at,
+        Some(sub),
+        None,
+        Some("chk".into()),
+    )
+    .with_pg_order(Some("order".into()))
+    .with_details(PaymentDetails { card: Some(CardInfo::default()), receipt_url: Some("https://r".into()) });
+    let fields: std::collections::BTreeSet<String> =
+        serde_json::to_value(&p).unwrap().as_object().unwrap().keys().cloned().collect();
+    let projected: std::collections::BTreeSet<String> = paid.non_key_attributes.iter().cloned().collect();
+    assert_eq!(paid.projection_type, "INCLUDE");
+    assert_eq!(projected, fields);
 }

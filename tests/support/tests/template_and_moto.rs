@@ -16,7 +16,11 @@ fn template_defines_the_design_table_routes_and_functions() {
     assert_eq!(table.stream_view_type.as_deref(), Some("NEW_IMAGE"));
     assert_eq!(table.ttl_attribute.as_deref(), Some("expires_at"));
     let gsis: BTreeSet<_> = table.gsis.iter().map(|g| g.name.as_str()).collect();
-    assert_eq!(gsis, BTreeSet::from(["due", "lookup"]));
+    assert_eq!(gsis, BTreeSet::from(["due", "lookup", "paid"]));
+    // The partner's books index projects a payment's own fields, never a billing key.
+    let paid = table.gsis.iter().find(|g| g.name == "paid").unwrap();
+    assert_eq!(paid.projection_type, "INCLUDE");
+    assert!(paid.non_key_attributes.iter().all(|a| !a.contains("billing") && a != "payer_id"), "{paid:?}");
 
     let routes: BTreeSet<(String, String)> = t.http_routes().unwrap().into_iter().map(|r| (r.method, r.path)).collect();
     let expected: BTreeSet<(String, String)> = [
@@ -24,6 +28,13 @@ fn template_defines_the_design_table_routes_and_functions() {
         ("POST", "/payments/verify"),
         ("GET", "/payments/{id}"),
         ("POST", "/payments/{id}/refunds"),
+        // The partner's books (issue 24 §4).
+        ("GET", "/payments"),
+        ("GET", "/payments/export"),
+        // What needs a person (DESIGN §13).
+        ("POST", "/payments/{id}/refunds/{refund_id}/resolve"),
+        ("POST", "/subscriptions/{id}/resolve"),
+        ("GET", "/reviews"),
         ("GET", "/subscriptions/{id}"),
         ("GET", "/subscriptions"),
         ("POST", "/subscriptions/{id}/cancel"),

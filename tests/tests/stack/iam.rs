@@ -1,11 +1,11 @@
 //! Issue 20 item 12: moto enforces no IAM, so a function can work in every test and fail in AWS
 //! (the refund role could not query the `lookup` index). Here every function runs a representative
 //! journey on the local stack — checkout, verify (browser result and webhooks through the stream),
-//! webhook-ingest, renew, refund (including `cancel_subscription`), subscriptions, the partner
-//! webhooks and the daily reconciliation — with an SDK
-//! interceptor recording each DynamoDB / EventBridge / Secrets Manager call as IAM authorizes it
-//! (action + table / index / bus / secret), and each call is checked against that function's
-//! policy in `template.yaml`.
+//! webhook-ingest, renew, refund (including `cancel_subscription`, the payments list and export),
+//! subscriptions, the partner webhooks and the daily reconciliation — with an SDK interceptor
+//! recording each DynamoDB / EventBridge / Secrets Manager call as IAM authorizes it (action +
+//! table / index / bus / secret), and each call is checked against that function's policy in
+//! `template.yaml`.
 
 use std::collections::BTreeMap;
 
@@ -84,6 +84,15 @@ async fn every_aws_call_each_function_makes_is_allowed_by_its_policy_in_the_temp
         )
         .await;
     assert!(status < 500, "{status} {body}");
+    // The partner's books (issue 24 §4): the paid index, and the refunds of refunded payments.
+    assert_eq!(api.get("/payments?from=2027-01-01&limit=100").await.0, 200);
+    let export = reqwest::Client::new()
+        .get(format!("{}/payments/export?from=2027-01-01&to=2028-12-31", stack.api_url()))
+        .bearer_auth(&api.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(export.status(), 200);
     // The daily reconciliation of a day the journey charged on.
     let reconciled = stack.functions.reconcile(&latest.pay_date_kst).await.unwrap();
     assert!(reconciled["looked"]["payments"].as_u64().unwrap() > 0, "{reconciled}");

@@ -12,7 +12,7 @@ async fn every_template_route_reaches_its_function_and_answers_json() {
     let client = reqwest::Client::new();
     let api = stack.api_url();
     assert!(api.starts_with("http://127.0.0.1:"));
-    assert_eq!(stack.routes.len(), 25);
+    assert_eq!(stack.routes.len(), 27);
     // HEAD on the webhook routes (Payple checks the URL): 200, no body.
     let heads: Vec<_> = stack.routes.iter().filter(|r| r.method == "HEAD").collect();
     assert_eq!(heads.len(), paycycle::pg::Pg::ALL.len());
