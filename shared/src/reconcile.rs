@@ -276,24 +276,21 @@ impl Gathering<'_> {
 
     /// Our payment `p` and what the PG says of it; unchecked (on neither side) if it cannot say.
     async fn payment(&mut self, p: &crate::store::payments::PaymentRecord) -> bool {
-        use crate::pg::{Lookup, PaymentState, RefundLookupCapability};
+        use crate::pg::{PaymentState, RefundLookupCapability};
         if !self.turn().await {
             return false;
         }
         self.looked.payments += 1;
         let adapter = self.pgs.adapter(p.pg);
         let refunds_shown = adapter.capabilities().refund_lookup != RefundLookupCapability::None;
-        let q = Lookup::PgPayment {
-            pg_payment_id: p.pg_payment_id.clone(),
-            request_date_kst: Some(p.pay_date_kst.clone()),
-        };
+        let reference = shown(p.pg, &p.pg_payment_id);
         let seen = |amount: Krw, refunded: Krw| Seen {
             payment_id: p.payment_id.clone(),
-            pg_payment_id: p.pg_payment_id.clone(),
+            pg_payment_id: reference.clone(),
             amount,
             refunded: refunds_shown.then_some(refunded),
         };
-        match adapter.lookup(&q).await {
+        match look_up(&adapter, p).await {
             Ok((PaymentState::Paid { amount, refunded, .. }, _)) => self.pg.push(seen(amount, refunded)),
             Ok((PaymentState::Refunded { amount, .. }, _)) => self.pg.push(seen(amount, amount)),
             Ok((PaymentState::Failed { .. } | PaymentState::Pending, _)) | Err(crate::pg::PgError::NotFound) => {}
@@ -305,7 +302,7 @@ impl Gathering<'_> {
         }
         self.ours.push(Seen {
             payment_id: p.payment_id.clone(),
-            pg_payment_id: p.pg_payment_id.clone(),
+            pg_payment_id: reference,
             amount: p.amounts.paid,
             refunded: Some(p.amounts.refunded),
         });
@@ -340,8 +337,49 @@ impl Gathering<'_> {
         let known =
             self.pg.iter().any(|s| s.payment_id == payment_id) || store.get_payment(&payment_id).await?.is_some();
         if !known {
-            self.pg.push(Seen { payment_id, pg_payment_id, amount, refunded: None });
+            self.pg.push(Seen { payment_id, pg_payment_id: shown(mode, &pg_payment_id), amount, refunded: None });
         }
         Ok(true)
     }
+}
+
+/// A PG reference as a report may show it: masked where it may be a billing key (a StepPay idKey:
+/// `Capabilities::references_are_ours` is false), whole where paycycle chose it (Payple's OID).
+fn shown(mode: crate::pg::PgMode, reference: &str) -> String {
+    if mode.capabilities().references_are_ours { reference.to_string() } else { crate::pii::mask_reference(reference) }
+}
+
+/// Payment `p` at its PG. Where the PG looks payments up by the KST date they were requested
+/// (Payple), under its payment date and the day before: a charge sent just before midnight is
+/// approved (and dated) the next day, and a charge whose answer was lost is dated when renew
+/// learned it.
+async fn look_up(
+    adapter: &crate::pg::Adapter<'_>,
+    p: &crate::store::payments::PaymentRecord,
+) -> Result<(crate::pg::PaymentState, crate::pg::PaymentDetails), crate::pg::PgError> {
+    use crate::pg::Lookup;
+    let mut dates = vec![p.pay_date_kst.clone()];
+    if adapter.capabilities().lookup_by_date {
+        if let Some(before) = day_before(&p.pay_date_kst) {
+            dates.push(before);
+        }
+    }
+    let mut found = Err(crate::pg::PgError::NotFound);
+    for date in dates {
+        let q = Lookup::PgPayment { pg_payment_id: p.pg_payment_id.clone(), request_date_kst: Some(date) };
+        match adapter.lookup(&q).await {
+            Err(crate::pg::PgError::NotFound) => {}
+            other => {
+                found = other;
+                break;
+            }
+        }
+    }
+    found
+}
+
+/// `YYYYMMDD` of the day before `day`.
+fn day_before(day: &str) -> Option<String> {
+    let date = jiff::civil::Date::strptime("%Y%m%d", day).ok()?;
+    Some(date.yesterday().ok()?.strftime("%Y%m%d").to_string())
 }

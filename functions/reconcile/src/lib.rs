@@ -75,7 +75,17 @@ pub async fn handler(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, la
         error_type: "ReconcileStore".into(),
         error_message: e.to_string(),
     })?;
-    Ok(serde_json::to_value(&report).unwrap_or(Value::Null))
+    Ok(listed(&report))
+}
+
+/// The report with at most [`MAX_LISTED`] differences: what the item, the event and the answer
+/// carry (the log has every one).
+pub fn listed(report: &DayReport) -> Value {
+    let mut v = serde_json::to_value(report).unwrap_or(Value::Null);
+    if let Some(list) = v.pointer_mut("/comparison/differences").and_then(Value::as_array_mut) {
+        list.truncate(MAX_LISTED);
+    }
+    v
 }
 
 /// The day to reconcile: the event's `day` (`YYYYMMDD`, with time travel), else the KST day before
@@ -109,12 +119,9 @@ pub async fn run(deps: &Deps, day: &str, stop: Option<Timestamp>) -> Result<DayR
         tracing::warn!(day, ?looked, "reconciliation stopped at the deadline: the rest was not compared");
     }
     let report = DayReport { day: day.to_string(), reconciled_at: Timestamp::now().to_string(), looked, comparison };
-    let mut listed = serde_json::to_value(&report).unwrap_or(Value::Null);
-    if let Some(list) = listed.pointer_mut("/comparison/differences").and_then(Value::as_array_mut) {
-        list.truncate(MAX_LISTED);
-    }
+    let listed = listed(&report);
     deps.store.put_reconciliation(day, &listed).await?;
-    publish(deps, day, &listed).await;
+    publish(deps, day, &report, &listed).await;
     if deps.emit_metrics {
         println!("{}", emf(&report));
     }
@@ -138,13 +145,14 @@ fn deadline_instant(stop: Option<Timestamp>) -> std::time::Instant {
 }
 
 /// `reconciliation.completed` for the operator; a failure to publish is logged, never fatal (the
-/// report item and the metric carry the same).
-async fn publish(deps: &Deps, day: &str, report: &Value) {
+/// report item and the metric carry the same). Its id is the day's and the result's: a retried
+/// run that finds the same publishes the same event (consumers drop the repeat).
+async fn publish(deps: &Deps, day: &str, report: &DayReport, listed: &Value) {
     let detail_type = "reconciliation.completed".to_string();
     let occurred_at = Timestamp::now();
-    let event_id =
-        format!("evt_{}", &paycycle::store::sha256_hex(format!("recon:{day}:{occurred_at}").as_bytes())[..24]);
-    let detail = json!({"id": event_id, "type": detail_type, "occurred_at": occurred_at.to_string(), "data": report})
+    let result = serde_json::to_string(&(&report.looked, &report.comparison)).unwrap_or_default();
+    let event_id = format!("evt_{}", &paycycle::store::sha256_hex(format!("recon:{day}:{result}").as_bytes())[..24]);
+    let detail = json!({"id": event_id, "type": detail_type, "occurred_at": occurred_at.to_string(), "data": listed})
         .to_string();
     let event = OutboxEvent { event_id, detail_type, occurred_at, detail };
     let (_, failed) = deps.publisher.send_operational(std::slice::from_ref(&event)).await;
@@ -165,6 +173,7 @@ pub fn emf(r: &DayReport) -> String {
         ("ReconciliationAmountDiffers", amount),
         ("ReconciliationRefundDiffers", refund),
         ("ReconciliationUnchecked", r.looked.unchecked),
+        ("ReconciliationIncomplete", u64::from(!r.looked.complete)),
     ];
     let mut v = json!({
         "_aws": {

@@ -57,10 +57,7 @@ async fn release(deps: &Deps, r: &SubscriptionRecord) -> bool {
     let Some(key) = r.billing_key.as_deref() else { return false };
     let shared = match still_used(deps, r, key).await {
         Ok(shared) => shared,
-        Err(e) => {
-            tracing::warn!(subscription_id = %r.id(), error = %e, "key release: the customer's subscriptions could not be read");
-            return false;
-        }
+        Err(e) => return failed(deps, r, &e).await,
     };
     if !shared {
         match deps.pgs.adapter(r.pg).delete_billing_key(key).await {
@@ -73,6 +70,7 @@ async fn release(deps: &Deps, r: &SubscriptionRecord) -> bool {
         billing_key: None,
         billing_key_released_at: Some(Timestamp::now()),
         key_delete_failures: 0,
+        key_release_retry_at: None,
         ..r.next(r.subscription.clone())
     };
     let mut tx = deps.store.tx();
@@ -109,9 +107,11 @@ async fn still_used(deps: &Deps, r: &SubscriptionRecord, key: &str) -> Result<bo
     }
 }
 
-/// The PG did not delete the key: counted on the record; past [`MAX_DELETE_FAILURES`] a person is
-/// asked to delete it in the PG's admin and it is dropped here.
-async fn failed(deps: &Deps, r: &SubscriptionRecord, e: &PgError) -> bool {
+/// The key could not be released (the PG did not delete it, or the customer's subscriptions could
+/// not be read): counted on the record and tried again after a backoff (1 h, doubling); past
+/// [`MAX_DELETE_FAILURES`] (about 15 hours) a person is asked to delete it in the PG's
+/// admin and it is dropped here.
+async fn failed(deps: &Deps, r: &SubscriptionRecord, e: &(dyn std::fmt::Display + Sync)) -> bool {
     let failures = r.key_delete_failures + 1;
     let give_up = failures >= MAX_DELETE_FAILURES;
     if give_up {
@@ -125,10 +125,12 @@ async fn failed(deps: &Deps, r: &SubscriptionRecord, e: &PgError) -> bool {
     } else {
         tracing::warn!(subscription_id = %r.id(), error = %e, failures, "billing key not deleted at the PG; retried next tick");
     }
+    let backoff = jiff::SignedDuration::from_hours(1 << (failures - 1).min(16));
     let next = SubscriptionRecord {
         billing_key: if give_up { None } else { r.billing_key.clone() },
         billing_key_released_at: give_up.then(Timestamp::now),
         key_delete_failures: failures,
+        key_release_retry_at: Timestamp::now().checked_add(backoff).ok(),
         ..r.next(r.subscription.clone())
     };
     let mut tx = deps.store.tx();

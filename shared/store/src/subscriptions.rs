@@ -44,6 +44,9 @@ pub struct SubscriptionRecord {
     /// How often the PG refused to delete the key of this ended subscription.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub key_delete_failures: u32,
+    /// When renew tries to release the key again after a failure (the key-release entry's time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_release_retry_at: Option<Timestamp>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -76,6 +79,7 @@ impl SubscriptionRecord {
             lease_until: 0,
             billing_key_released_at: None,
             key_delete_failures: 0,
+            key_release_retry_at: None,
         }
     }
 
@@ -155,7 +159,7 @@ fn subscription_item(r: &SubscriptionRecord) -> Item {
     }
     // A canceled subscription's billing key waits for renew to release it (`key_release_shards`).
     if r.key_to_release() {
-        let at = r.subscription.canceled_at.unwrap_or(r.created_at);
+        let at = r.key_release_retry_at.or(r.subscription.canceled_at).unwrap_or(r.created_at);
         item.insert(keys::DUE_SHARD.into(), s(&key_release_shard(id)));
         item.insert(keys::NEXT_ATTEMPT_AT.into(), n(epoch(at)));
     }

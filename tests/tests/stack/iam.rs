@@ -93,6 +93,15 @@ async fn every_aws_call_each_function_makes_is_allowed_by_its_policy_in_the_temp
         .await
         .unwrap();
     assert_eq!(export.status(), 200);
+    // A canceled Payple customer's billing key, released by the next tick (renew reads the
+    // customer's subscriptions and deletes the key at the PG).
+    let payple = report.subscriptions.iter().find(|s| s.pg == paycycle::pg::PgMode::Payple).unwrap();
+    let (status, body) = api.post(&format!("/subscriptions/{}/cancel", payple.subscription_id), &json!({}), None).await;
+    assert!(status == 200 || status == 409, "{status} {body}");
+    let ticked = stack.functions.tick(None).await.unwrap();
+    let payple_id = paycycle::domain::attempt::SubscriptionId::parse(&payple.subscription_id).unwrap();
+    let released = store.get_subscription(&payple_id).await.unwrap().unwrap();
+    assert!(released.billing_key_released_at.is_some(), "{ticked}");
     // The daily reconciliation of a day the journey charged on.
     let reconciled = stack.functions.reconcile(&latest.pay_date_kst).await.unwrap();
     assert!(reconciled["looked"]["payments"].as_u64().unwrap() > 0, "{reconciled}");
