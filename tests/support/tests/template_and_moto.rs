@@ -53,10 +53,20 @@ fn template_defines_the_design_table_routes_and_functions() {
     let binaries: BTreeSet<_> = t.functions().unwrap().into_iter().map(|f| f.binary).collect();
     assert_eq!(
         binaries,
-        ["checkout", "deliver", "refund", "renew", "subscriptions", "verify", "webhook-endpoints", "webhook-ingest"]
-            .into_iter()
-            .map(String::from)
-            .collect()
+        [
+            "checkout",
+            "deliver",
+            "reconcile",
+            "refund",
+            "renew",
+            "subscriptions",
+            "verify",
+            "webhook-endpoints",
+            "webhook-ingest"
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect()
     );
     assert_eq!(t.event_buses().unwrap(), ["PaycycleBus"]);
     for queue in ["VerifyDeadLetterQueue", "WebhookEventsQueue", "WebhookDeliveriesQueue", "WebhookDeadLetterQueue"] {
