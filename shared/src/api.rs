@@ -50,6 +50,11 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid API key is required")
     }
 
+    /// An admin route without an IAM identity (unsigned, or a partner key): never says which.
+    pub fn forbidden() -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", "this route needs an AWS IAM (SigV4) signed request")
+    }
+
     pub fn not_found(what: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
     }
@@ -293,6 +298,28 @@ pub async fn authenticate(
         Some(r) if crate::secret::Secret::new(r.key_hash.clone()).ct_eq(hash.as_bytes()) && r.is_active() => Ok(r),
         _ => Err(ApiError::unauthorized()),
     }
+}
+
+/// The IAM caller (its ARN) API Gateway's IAM authorizer verified for this request
+/// (`requestContext.authorizer.iam` of the HTTP API payload v2). Admin routes call this first:
+/// without an identity, or with a partner's `Bearer` key, the answer is 403 — API Gateway never
+/// routes such a request to an IAM-authorized route, and the handler does not trust that alone.
+pub fn iam_caller(req: &Request) -> Result<String, ApiError> {
+    let bearer = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("bearer ")));
+    if bearer {
+        return Err(ApiError::forbidden());
+    }
+    let iam = match req.request_context_ref() {
+        Some(lambda_http::request::RequestContext::ApiGatewayV2(ctx)) => {
+            ctx.authorizer.as_ref().and_then(|a| a.iam.as_ref())
+        }
+        _ => None,
+    };
+    iam.and_then(|iam| iam.user_arn.clone()).filter(|arn| arn.starts_with("arn:")).ok_or_else(ApiError::forbidden)
 }
 
 /// A JSON response with the given status.

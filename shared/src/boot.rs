@@ -65,15 +65,32 @@ pub async fn start_webhooks(
     function: &'static str,
 ) -> Result<(crate::config::WebhookConfig, aws_config::SdkConfig), ConfigError> {
     crate::telemetry::init();
-    match crate::config::WebhookConfig::from_env() {
-        Ok(config) => {
-            tracing::info!(function, table = %config.table, "started");
-            Ok((config, crate::aws::load().await))
-        }
+    let config = logged_start(function, crate::config::WebhookConfig::from_env(), |c| &c.table)?;
+    Ok((config, crate::aws::load().await))
+}
+
+/// The cold start of the admin function: logs, `PAYCYCLE_TABLE`, the SDK config. It calls no PG
+/// and publishes nothing, so it loads no PG settings, credentials or bus.
+pub async fn start_admin(function: &'static str) -> Result<(String, aws_config::SdkConfig), ConfigError> {
+    crate::telemetry::init();
+    let lookup = |name: &str| std::env::var(name).ok();
+    let table = paycycle_pg::config::required(&lookup, "PAYCYCLE_TABLE", crate::config::COMMON_VARIABLES);
+    let table = logged_start(function, table, |t| t)?;
+    Ok((table, crate::aws::load().await))
+}
+
+/// Logs a start (naming the table) or its bad configuration, and passes the result on.
+fn logged_start<T>(
+    function: &'static str,
+    result: Result<T, ConfigError>,
+    table: impl Fn(&T) -> &String,
+) -> Result<T, ConfigError> {
+    match &result {
+        Ok(config) => tracing::info!(function, table = %table(config), "started"),
         Err(e) => {
             tracing::error!(function, error = %e, "bad configuration");
             eprintln!("{function}: {e}");
-            Err(e)
         }
     }
+    result
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make package: `sam build` with cargo-lambda (from .venv-iac, with its bundled zig) builds every
 # function's release `bootstrap` for the template's architecture, then prints each function's
-# deployment zip size (the zip `sam deploy` uploads). Offline; nothing is deployed.
+# deployment zip size (the zip `sam deploy` uploads), then builds the operator's `paycycle` CLI
+# as a release binary for this machine and prints where it is. Offline; nothing is deployed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="$PWD/.venv-iac/bin:$PATH" SAM_CLI_TELEMETRY=0
@@ -27,3 +28,9 @@ for fn in sorted(os.listdir(root)):
     print(f"  {fn:<24} bootstrap {os.path.getsize(path) / 1e6:6.2f} MB   zip {size / 1e6:6.2f} MB")
 print(f"  {'total':<24} {'':>20}   zip {total / 1e6:6.2f} MB")
 PY
+
+# The operator's CLI (README "Operator access"): a release binary for this machine.
+cargo build --release --quiet -p paycycle-cli --bin paycycle
+cli="$(cargo metadata --format-version 1 --no-deps | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/paycycle"
+echo
+echo "operator CLI: $cli ($(( $(stat -c %s "$cli") / 1024 )) KiB)"

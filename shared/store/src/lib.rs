@@ -21,6 +21,7 @@ pub mod idempotency;
 pub mod metrics;
 pub mod outbox;
 pub mod partner_webhooks;
+pub mod partners;
 pub mod payments;
 pub mod pg_customers;
 pub mod reviews;

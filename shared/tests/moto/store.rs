@@ -511,7 +511,14 @@ async fn api_keys_are_stored_as_hashes_and_can_be_revoked(e: Env) {
     assert!(!format!("{:?}", e.all_items().await).contains(key), "the key itself is never stored");
     assert!(e.store.find_api_key(key).await.unwrap().unwrap().is_active());
     assert_eq!(e.store.find_api_key("pc_live_wrong").await.unwrap(), None);
-    e.store.revoke_api_key(&r, now).await.unwrap();
+    // Listed per partner and found by its id (not the key), which is what operators revoke by.
+    let (listed, _) = e.store.api_keys_of_partner("partner_a", 10, None).await.unwrap();
+    assert_eq!(listed, vec![r.clone()]);
+    assert!(e.store.api_keys_of_partner("partner_b", 10, None).await.unwrap().0.is_empty());
+    assert_eq!(e.store.api_key_by_id(&r.key_id()).await.unwrap(), Some(r.clone()));
+    e.store.revoke_api_key_by(&r, now, Some("arn:aws:iam::1:user/ops")).await.unwrap();
+    let revoked = e.store.api_key_by_id(&r.key_id()).await.unwrap().unwrap();
+    assert_eq!(revoked.revoked_by.as_deref(), Some("arn:aws:iam::1:user/ops"));
     assert!(!e.store.find_api_key(key).await.unwrap().unwrap().is_active());
     assert!(matches!(e.store.revoke_api_key(&r, now).await, Err(StoreError::Conflict(_))));
 }

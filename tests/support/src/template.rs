@@ -49,6 +49,9 @@ pub struct Route {
     pub path: String,
     /// Logical id of the function.
     pub function: String,
+    /// `Auth: {Authorizer: AWS_IAM}`: API Gateway lets only SigV4-signed requests of an IAM
+    /// principal allowed `execute-api:Invoke` through (the admin routes).
+    pub iam: bool,
 }
 
 /// Where an IAM statement's resource points, read from the template's intrinsics.
@@ -397,6 +400,10 @@ impl Template {
                     method: str_at(p, "Method").ok_or_else(|| err(format!("{function}: route Method")))?.to_uppercase(),
                     path: str_at(p, "Path").ok_or_else(|| err(format!("{function}: route Path")))?,
                     function: function.clone(),
+                    iam: get(p, "Auth")
+                        .and_then(Value::as_mapping)
+                        .and_then(|auth| str_at(auth, "Authorizer"))
+                        .is_some_and(|a| a == "AWS_IAM"),
                 });
             }
         }

@@ -55,6 +55,12 @@ fn template_defines_the_design_table_routes_and_functions() {
         ("GET", "/webhook-endpoints/{id}/deliveries"),
         ("GET", "/events"),
         ("POST", "/events/{id}/redeliver"),
+        // The operator's routes, IAM-authorized (issue 24 §3).
+        ("POST", "/admin/partners"),
+        ("GET", "/admin/partners"),
+        ("POST", "/admin/api-keys"),
+        ("GET", "/admin/api-keys"),
+        ("POST", "/admin/api-keys/{id}/revoke"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
@@ -65,6 +71,7 @@ fn template_defines_the_design_table_routes_and_functions() {
     assert_eq!(
         binaries,
         [
+            "admin",
             "checkout",
             "deliver",
             "reconcile",

@@ -2,10 +2,10 @@
 //! (the refund role could not query the `lookup` index). Here every function runs a representative
 //! journey on the local stack — checkout, verify (browser result and webhooks through the stream),
 //! webhook-ingest, renew, refund (including `cancel_subscription`, the payments list and export),
-//! subscriptions, the partner webhooks and the daily reconciliation — with an SDK interceptor
-//! recording each DynamoDB / EventBridge / Secrets Manager call as IAM authorizes it (action +
-//! table / index / bus / secret), and each call is checked against that function's policy in
-//! `template.yaml`.
+//! subscriptions, the partner webhooks, the daily reconciliation and the operator's admin routes —
+//! with an SDK interceptor recording each DynamoDB / EventBridge / Secrets Manager call as IAM
+//! authorizes it (action + table / index / bus / secret), and each call is checked against that
+//! function's policy in `template.yaml`.
 
 use std::collections::BTreeMap;
 
@@ -42,6 +42,21 @@ fn allows(
         (PolicyResource::Secret(logical_id), AwsResource::Secret(id)) => id.contains(logical_id.as_str()),
         _ => false,
     })
+}
+
+/// The operator's day: a partner, its key, the listings, a revocation (signed requests).
+async fn admin_routes(stack: &LocalStack) {
+    use reqwest::Method;
+    let op = stack.operator();
+    let partner = json!({"partner_id": "iam_partner", "name": "IAM"});
+    assert_eq!(op.call(Method::POST, "/admin/partners", Some(&partner)).await.unwrap().0, 201);
+    assert_eq!(op.call(Method::GET, "/admin/partners", None).await.unwrap().0, 200);
+    let key = json!({"partner_id": "iam_partner", "name": "backend"});
+    let (status, created) = op.call(Method::POST, "/admin/api-keys", Some(&key)).await.unwrap();
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(op.call(Method::GET, "/admin/api-keys?partner_id=iam_partner", None).await.unwrap().0, 200);
+    let revoke = format!("/admin/api-keys/{}/revoke", created["id"].as_str().unwrap());
+    assert_eq!(op.call(Method::POST, &revoke, None).await.unwrap().0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -105,6 +120,7 @@ async fn every_aws_call_each_function_makes_is_allowed_by_its_policy_in_the_temp
     // The daily reconciliation of a day the journey charged on.
     let reconciled = stack.functions.reconcile(&latest.pay_date_kst).await.unwrap();
     assert!(reconciled["looked"]["payments"].as_u64().unwrap() > 0, "{reconciled}");
+    admin_routes(&stack).await;
 
     let template = Template::load().unwrap();
     let table_id = template.table().unwrap().logical_id;

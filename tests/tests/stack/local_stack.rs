@@ -1,6 +1,7 @@
 //! The local stack end to end over HTTP: every route of the template reaches its function's real
 //! handler and answers with the JSON error shape (partner routes demand an API key first; webhook
-//! routes refuse a body without a content type), unknown routes are JSON 404s, and a renew tick
+//! routes refuse a body without a content type; admin routes refuse an unsigned request, as API
+//! Gateway's IAM authorizer does), unknown routes are JSON 404s, and a renew tick
 //! reaches renew.
 
 use paycycle_dev::{LocalStack, Options};
@@ -12,7 +13,9 @@ async fn every_template_route_reaches_its_function_and_answers_json() {
     let client = reqwest::Client::new();
     let api = stack.api_url();
     assert!(api.starts_with("http://127.0.0.1:"));
-    assert_eq!(stack.routes.len(), 27);
+    assert_eq!(stack.routes.len(), 32);
+    assert_eq!(stack.routes.iter().filter(|r| r.iam).count(), 5, "the admin routes, and only they, take AWS_IAM");
+    assert!(stack.routes.iter().all(|r| r.iam == (r.function == "AdminFunction")));
     // HEAD on the webhook routes (Payple checks the URL): 200, no body.
     let heads: Vec<_> = stack.routes.iter().filter(|r| r.method == "HEAD").collect();
     assert_eq!(heads.len(), paycycle::pg::Pg::ALL.len());
@@ -39,9 +42,12 @@ async fn every_template_route_reaches_its_function_and_answers_json() {
         let method = reqwest::Method::from_bytes(route.method.as_bytes()).unwrap();
         let req = if route.method == "GET" { client.get(url) } else { client.request(method, url).body("{}") };
         let resp = req.send().await.unwrap();
-        // Partner routes demand an API key first; webhooks (no key) want JSON or a form.
+        // Partner routes demand an API key first; webhooks (no key) want JSON or a form; admin
+        // routes a SigV4 signature.
         let (status, code) = if route.function == "WebhookIngestFunction" {
             (415, "unsupported_media_type")
+        } else if route.iam {
+            (403, "forbidden")
         } else {
             (401, "unauthorized")
         };

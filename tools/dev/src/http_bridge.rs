@@ -3,7 +3,8 @@
 //! id — and calls the very handler the Lambda binary runs. Also turns `POST /__dev/tick` into the
 //! EventBridge scheduled event renew receives, `POST /__dev/sweep` into verify's scheduled sweep
 //! and `POST /__dev/deliver` into deliver's retry sweep (each accepts `{"now": ...}` to travel in
-//! time).
+//! time). Routes the template marks `AWS_IAM` pass API Gateway's IAM authorizer first
+//! ([`crate::iam_authorizer`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -35,6 +36,7 @@ pub struct Functions {
     deliver: deliver::Deps,
     webhook_endpoints: webhook_endpoints::Deps,
     reconcile: reconcile::Deps,
+    admin: admin::Deps,
     request_counter: AtomicU64,
     /// The PG sandbox, whose clock follows `tick`'s time travel.
     sandbox_url: Option<String>,
@@ -52,6 +54,7 @@ pub const BINARIES: &[(&str, &str)] = &[
     ("DeliverFunction", "deliver"),
     ("WebhookEndpointsFunction", "webhook-endpoints"),
     ("ReconcileFunction", "reconcile"),
+    ("AdminFunction", "admin"),
 ];
 
 impl Functions {
@@ -75,6 +78,7 @@ impl Functions {
             subscriptions: subscriptions::Deps::new(&boot),
             deliver: deliver::Deps::new(webhooks, &boot.sdk),
             webhook_endpoints: webhook_endpoints::Deps::new(webhooks, &boot.sdk),
+            admin: admin::Deps::new(&boot.sdk, &boot.config.table),
             reconcile,
             request_counter: AtomicU64::new(0),
             sandbox_url,
@@ -96,6 +100,7 @@ impl Functions {
                 "DeliverFunction" => &self.deliver.store,
                 "WebhookEndpointsFunction" => &self.webhook_endpoints.store,
                 "ReconcileFunction" => &self.reconcile.store,
+                "AdminFunction" => &self.admin.store,
                 _ => return None,
             }
             .counter
@@ -121,6 +126,7 @@ impl Functions {
                 (&self.webhook_endpoints.store, None, [&Some(self.webhook_endpoints.queue.clone()), &none])
             }
             "ReconcileFunction" => (&self.reconcile.store, Some(&self.reconcile.publisher), [&none, &none]),
+            "AdminFunction" => (&self.admin.store, None, [&none, &none]),
             _ => return Default::default(),
         };
         let queue_logs: Vec<_> = queues.into_iter().flatten().filter_map(|q| q.calls().cloned()).collect();
@@ -129,9 +135,9 @@ impl Functions {
     }
 
     /// Whether the function reads the PG credentials at its cold start (the partner-webhook
-    /// functions call no PG and load none).
+    /// functions and admin call no PG and load none).
     pub fn reads_pg_secrets(function: &str) -> bool {
-        !matches!(function, "DeliverFunction" | "WebhookEndpointsFunction")
+        !matches!(function, "DeliverFunction" | "WebhookEndpointsFunction" | "AdminFunction")
     }
 
     /// webhook-ingest's dependencies (benchmarks call its handler directly).
@@ -174,6 +180,7 @@ impl Functions {
             "CheckoutFunction" => checkout::handler(&self.checkout, req).await,
             "SubscriptionsFunction" => subscriptions::handler(&self.subscriptions, req).await,
             "WebhookEndpointsFunction" => webhook_endpoints::handler(&self.webhook_endpoints, req).await,
+            "AdminFunction" => admin::handler(&self.admin, req).await,
             other => {
                 return ApiError::new(StatusCode::NOT_FOUND, "route_not_found", format!("{other} has no HTTP handler"))
                     .into_response(&request_id);
@@ -281,11 +288,11 @@ pub fn router(routes: &[Route], functions: Arc<Functions>) -> Result<Router, pay
         }
         let filter = method_filter(&route.method)
             .ok_or_else(|| paycycle_testkit::KitError::Template(format!("unsupported method {}", route.method)))?;
-        let function = route.function.clone();
+        let target = Target { function: route.function.clone(), iam: route.iam };
         let fns = functions.clone();
         let handler = move |params: Option<Path<HashMap<String, String>>>, req: Request| async move {
             let params = params.map(|Path(p)| p).unwrap_or_default();
-            forward(&fns, &function, params, req).await
+            forward(&fns, &target, params, req).await
         };
         let entry = by_path.remove(&route.path).unwrap_or_default();
         by_path.insert(route.path.clone(), entry.on(filter, handler));
@@ -326,7 +333,14 @@ where
     })
 }
 
-async fn forward(functions: &Functions, function: &str, params: HashMap<String, String>, req: Request) -> Response {
+/// The function a route reaches, and whether API Gateway checks an IAM signature first.
+#[derive(Clone)]
+struct Target {
+    function: String,
+    iam: bool,
+}
+
+async fn forward(functions: &Functions, target: &Target, params: HashMap<String, String>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, GATEWAY_BODY_LIMIT).await {
         Ok(b) => b,
@@ -335,6 +349,12 @@ async fn forward(functions: &Functions, function: &str, params: HashMap<String, 
             return to_axum(ApiError::payload_too_large(GATEWAY_BODY_LIMIT).into_response(&id));
         }
     };
+    // API Gateway's IAM authorizer answers an unsigned or badly signed request itself: the
+    // function never sees it.
+    if target.iam && !crate::iam_authorizer::verify(&parts, &bytes, std::time::SystemTime::now()) {
+        let id = functions.next_request_id();
+        return to_axum(ApiError::forbidden().into_response(&id));
+    }
     let body = if bytes.is_empty() {
         lambda_http::Body::Empty
     } else {
@@ -354,11 +374,19 @@ async fn forward(functions: &Functions, function: &str, params: HashMap<String, 
             map
         })
         .unwrap_or_default();
-    let req = lambda_http::Request::from_parts(parts, body)
+    let mut req = lambda_http::Request::from_parts(parts, body)
         .with_path_parameters(params)
         .with_query_string_parameters(query)
         .with_lambda_context(functions.context());
-    to_axum(functions.call_http(function, req).await)
+    if target.iam {
+        let op = &crate::iam_authorizer::LOCAL_OPERATOR;
+        req = req.with_request_context(paycycle_fixtures::iam_request_context(
+            op.user_arn,
+            op.access_key_id,
+            op.account_id,
+        ));
+    }
+    to_axum(functions.call_http(&target.function, req).await)
 }
 
 fn to_axum(res: lambda_http::Response<lambda_http::Body>) -> Response {

@@ -11,6 +11,7 @@ pub mod clients;
 pub mod contract;
 pub mod event_sink;
 pub mod http_bridge;
+pub mod iam_authorizer;
 pub mod journey;
 pub mod receiver;
 pub mod seed;
@@ -181,6 +182,13 @@ impl LocalStack {
 
     pub fn api_url(&self) -> String {
         format!("http://{}", self.api_addr)
+    }
+
+    /// A client of the admin routes signed as the local operator ([`iam_authorizer`]).
+    pub fn operator(&self) -> paycycle_cli::Operator {
+        let op = &iam_authorizer::LOCAL_OPERATOR;
+        paycycle_cli::Operator::with_credentials(&self.api_url(), iam_authorizer::REGION, op.credentials())
+            .expect("the stack's API URL is an http URL")
     }
 }
 

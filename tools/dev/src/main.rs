@@ -134,6 +134,14 @@ async fn serve(port: u16, ready_file: Option<String>, seed: bool, signals: &mut 
         }
     };
     println!("  API key  {key}   (partner \"default\"; shown once)");
+    let op = &paycycle_dev::iam_authorizer::LOCAL_OPERATOR;
+    let operator_env = format!(
+        "AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} AWS_REGION={}",
+        op.access_key_id,
+        op.secret_access_key,
+        paycycle_dev::iam_authorizer::REGION
+    );
+    println!("  operator {operator_env}   (signs the admin routes here; opens nothing in AWS)");
     // A partner's webhook receiver beside the API, registered for every event type: each delivery
     // is printed with its signature check.
     // Beside the API (3001 for `make dev`), or any free port when that one is taken.
@@ -192,6 +200,7 @@ async fn serve(port: u16, ready_file: Option<String>, seed: bool, signals: &mut 
     );
     println!("  curl -s '{api}/events?limit=5' -H 'authorization: Bearer {key}'");
     println!("  make tick NOW=2027-02-28T00:00:00+09:00");
+    println!("  {operator_env} cargo run -q -p paycycle-cli -- --api {api} partners list");
     signals.recv().await;
     println!("\nstopping ...");
     drop(stack);

@@ -14,7 +14,7 @@ fn get<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
 fn the_feeder_mirrors_the_stream_mapping_and_every_role_is_least_privilege() {
     let template = Template::load().unwrap();
     let functions = template.resources_of_type("AWS::Serverless::Function").unwrap();
-    assert_eq!(functions.len(), 9);
+    assert_eq!(functions.len(), 10);
     let mut saw_mapping = false;
     let mut sqs_sources = 0;
     for (name, props) in &functions {
