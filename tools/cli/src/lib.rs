@@ -107,11 +107,19 @@ impl Operator {
     }
 
     fn new(api: &str, region: String, source: Source) -> Result<Self, CliError> {
+        // https, or http only to this machine (the local stack): a signed request (and the key a
+        // create answers with) never crosses a network in the clear.
+        let loopback = |u: &url::Url| matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
         let api = url::Url::parse(api.trim_end_matches('/'))
             .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+            .filter(|u| u.host_str().is_some() && (u.scheme() == "https" || (u.scheme() == "http" && loopback(u))))
             .ok_or_else(|| CliError::BadUrl(api.to_string()))?;
-        Ok(Self { api, region, source, http: reqwest::Client::new() })
+        // No redirects: a redirect would re-send the signed request (and its session token) elsewhere.
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| CliError::BadUrl(format!("{api}: {e}")))?;
+        Ok(Self { api, region, source, http })
     }
 
     async fn credentials(&self) -> Result<Credentials, CliError> {

@@ -82,7 +82,10 @@ fn parse(args: &[String]) -> Option<Request> {
         ["api-keys", "list"] => {
             req(Method::GET, format!("/admin/api-keys{}", query(args, Some(option(args, "--partner")?))), None)
         }
-        ["api-keys", "revoke", id] if !id.contains(['/', '?', '#']) => {
+        // A key id is `key_` and 16 hex digits (the admin routes' answer): nothing else is sent.
+        ["api-keys", "revoke", id]
+            if id.strip_prefix("key_").is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit())) =>
+        {
             req(Method::POST, format!("/admin/api-keys/{id}/revoke"), None)
         }
         _ => None,
