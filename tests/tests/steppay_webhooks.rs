@@ -545,3 +545,63 @@ async fn an_order_payment_completed_before_steppay_shows_the_order_paid_is_retri
     let id: SubscriptionId = c["subscription_id"].as_str().unwrap().parse().unwrap();
     assert_eq!(e.store.payments_of_subscription(&id).await.unwrap().len(), 1, "the approved first payment is recorded");
 }
+
+/// A person settled a StepPay renewal not paid — StepPay cannot be asked by our charge id, so on
+/// their word — and canceled the subscription. StepPay's `payment.completed` for that charge comes
+/// later (re-sent from its portal): it was paid after all. The payment is confirmed with StepPay
+/// (that idKey, this charge's `partnerOrderId`), recorded, and a person alarmed; the subscription
+/// stays canceled.
+#[tokio::test]
+async fn a_renewal_a_person_settled_not_paid_is_recorded_when_steppays_webhook_shows_it_paid() {
+    let e = env_with(Options { api_port: 0, pg_timeout_ms: Some(1_000), ..Options::default() }).await;
+    e.sandbox.admin("/__admin/config", json!({"steppay_payment_events": true})).await;
+    let c = e.partner.checkout(&json!({"pg": "steppay_self", "customer": customer(), "plan": plan(8_000)})).await;
+    let before = e.deliveries();
+    e.sandbox.steppay_sdk_pay(&c["steppay"]["sdk"]).await;
+    e.stack.settle_webhooks(before + 1).await;
+    let id: SubscriptionId = c["subscription_id"].as_str().unwrap().parse().unwrap();
+    let due = e.store.get_subscription(&id).await.unwrap().unwrap().subscription.current_period.unwrap().end;
+
+    // The renewal is charged at StepPay; its answer and its webhook are both lost.
+    e.sandbox.admin("/__admin/config", json!({"steppay_webhook_url": null, "timeout_after_charge_ms": 1_500})).await;
+    e.sandbox
+        .admin(
+            "/__admin/scenarios",
+            json!({"operation": "charge", "fault": {"kind": "timeout_after_charge"}, "count": 1}),
+        )
+        .await;
+    let at = due.checked_add(SignedDuration::from_hours(1)).unwrap();
+    e.stack.functions.tick(Some(&at.to_string())).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1_700)).await;
+    let later = at.checked_add(SignedDuration::from_hours(25)).unwrap();
+    e.stack.functions.tick(Some(&later.to_string())).await.unwrap();
+    assert_eq!(e.state(&id).await, "needs_review");
+
+    let body = json!({"verdict": "not_paid", "next": "cancel", "reason": "not found in StepPay's admin"});
+    let (status, v) = e.partner.post(&format!("/subscriptions/{id}/resolve"), &body, None).await;
+    assert_eq!(
+        (status, v["resolution"]["pg"].as_str(), v["state"].as_str()),
+        (200, Some("operator_only"), Some("canceled")),
+        "{v}"
+    );
+    assert_eq!(e.store.payments_of_subscription(&id).await.unwrap().len(), 1, "only the first payment");
+
+    // StepPay's webhook for the renewal, re-sent: its payment (the dev-docs Payment schema).
+    let ledger = e.sandbox.ledger().await;
+    let charge = ledger["charges"].as_array().unwrap().iter().find(|c| c["partner_order_id"] == format!("{id}-p1-a1"));
+    let charge = charge.expect("StepPay took the renewal").clone();
+    let hook = json!({"timestamp": Timestamp::now().as_second(), "version": "v1", "event": "payment.completed",
+        "data": {"paymentId": charge["order_id"], "idKey": charge["id"], "orderId": charge["partner_order_id"],
+                 "productName": charge["goods"], "paidAmount": 8_000.0, "paidAt": charge["paid_at"],
+                 "status": "COMPLETE", "paymentGateway": "UNKNOWN", "paymentMethod": charge["method"],
+                 "paymentOnly": true, "errorMessage": null, "cancel": null}})
+    .to_string();
+    assert_eq!(e.post(&hook).await.0, 200);
+    e.stack.drain_stream().await;
+    let payments = e.store.payments_of_subscription(&id).await.unwrap();
+    assert_eq!(payments.len(), 2, "the renewal StepPay took is recorded");
+    assert!(
+        payments.iter().any(|p| p.pg_payment_id == charge["id"].as_str().unwrap() && p.amounts.paid.won() == 8_000)
+    );
+    assert_eq!(e.state(&id).await, "canceled");
+}
