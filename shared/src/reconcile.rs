@@ -217,13 +217,13 @@ pub struct Looked {
 
 /// The two sides of KST day `day` (`YYYYMMDD`): ours — the day's payments and the payments of the
 /// day's refunds — and the PG's answer for each; plus every charge attempt of the day not
-/// approved here that the PG shows paid. Stops looking at `deadline` (wall clock).
+/// approved here that the PG shows paid. Stops looking at `deadline` (wall clock), if there is one.
 pub async fn gather(
     store: &crate::store::Store,
     pgs: &crate::pg::Registry,
     day: &str,
     pace: Pace,
-    deadline: std::time::Instant,
+    deadline: Option<jiff::Timestamp>,
 ) -> Result<(Vec<Seen>, Vec<Seen>, Looked), crate::store::StoreError> {
     use crate::domain::attempt::AttemptStatus;
     let mut g = Gathering { pgs, pace, deadline, pg: Vec::new(), ours: Vec::new(), looked: Looked::default() };
@@ -257,7 +257,7 @@ pub async fn gather(
 struct Gathering<'a> {
     pgs: &'a crate::pg::Registry,
     pace: Pace,
-    deadline: std::time::Instant,
+    deadline: Option<jiff::Timestamp>,
     pg: Vec<Seen>,
     ours: Vec<Seen>,
     looked: Looked,
@@ -267,7 +267,7 @@ impl Gathering<'_> {
     /// Waits for the next PG call's turn; `false` past the deadline.
     async fn turn(&self) -> bool {
         tokio::time::sleep(self.pace.interval).await;
-        std::time::Instant::now() < self.deadline
+        self.deadline.is_none_or(|d| jiff::Timestamp::now() < d)
     }
 
     fn done(self, complete: bool) -> (Vec<Seen>, Vec<Seen>, Looked) {

@@ -76,6 +76,21 @@ impl Env {
         self.post_signed(body, Timestamp::now().as_second(), LOCAL_STEPPAY_SIGNING_SECRET).await
     }
 
+    /// A StepPay self subscription of `amount` whose first payment's webhook has been handled,
+    /// with StepPay sending `payment.*` events: its id, when its first period ends (the renewal is
+    /// due), and how many webhooks the sandbox had delivered before that first one.
+    async fn steppay_self_with_payment_events(&self, amount: i64) -> (SubscriptionId, Timestamp, usize) {
+        self.sandbox.admin("/__admin/config", json!({"steppay_payment_events": true})).await;
+        let c =
+            self.partner.checkout(&json!({"pg": "steppay_self", "customer": customer(), "plan": plan(amount)})).await;
+        let before = self.deliveries();
+        self.sandbox.steppay_sdk_pay(&c["steppay"]["sdk"]).await;
+        self.stack.settle_webhooks(before + 1).await;
+        let id: SubscriptionId = c["subscription_id"].as_str().unwrap().parse().unwrap();
+        let due = self.store.get_subscription(&id).await.unwrap().unwrap().subscription.current_period.unwrap().end;
+        (id, due, before)
+    }
+
     async fn stored(&self, body: &str) -> Option<paycycle::store::webhooks::WebhookEvent> {
         let Ok(SteppayWebhook::V2(w)) = steppay_webhook::parse("application/json", body.as_bytes()) else {
             panic!("a v2 body")
@@ -215,13 +230,7 @@ async fn a_managed_subscription_follows_what_steppay_answers_for_it_not_the_webh
 #[tokio::test]
 async fn a_steppay_self_renewal_left_unknown_is_settled_as_declined_by_its_payment_failed_webhook() {
     let e = env_with(Options { api_port: 0, pg_timeout_ms: Some(1_000), ..Options::default() }).await;
-    e.sandbox.admin("/__admin/config", json!({"steppay_payment_events": true})).await;
-    let c = e.partner.checkout(&json!({"pg": "steppay_self", "customer": customer(), "plan": plan(8_000)})).await;
-    let before = e.deliveries();
-    e.sandbox.steppay_sdk_pay(&c["steppay"]["sdk"]).await;
-    e.stack.settle_webhooks(before + 1).await;
-    let id: SubscriptionId = c["subscription_id"].as_str().unwrap().parse().unwrap();
-    let due = e.store.get_subscription(&id).await.unwrap().unwrap().subscription.current_period.unwrap().end;
+    let (id, due, before) = e.steppay_self_with_payment_events(8_000).await;
 
     // The renewal is declined at StepPay, but the answer never comes back: unknown.
     e.sandbox
@@ -554,13 +563,7 @@ async fn an_order_payment_completed_before_steppay_shows_the_order_paid_is_retri
 #[tokio::test]
 async fn a_renewal_a_person_settled_not_paid_is_recorded_when_steppays_webhook_shows_it_paid() {
     let e = env_with(Options { api_port: 0, pg_timeout_ms: Some(1_000), ..Options::default() }).await;
-    e.sandbox.admin("/__admin/config", json!({"steppay_payment_events": true})).await;
-    let c = e.partner.checkout(&json!({"pg": "steppay_self", "customer": customer(), "plan": plan(8_000)})).await;
-    let before = e.deliveries();
-    e.sandbox.steppay_sdk_pay(&c["steppay"]["sdk"]).await;
-    e.stack.settle_webhooks(before + 1).await;
-    let id: SubscriptionId = c["subscription_id"].as_str().unwrap().parse().unwrap();
-    let due = e.store.get_subscription(&id).await.unwrap().unwrap().subscription.current_period.unwrap().end;
+    let (id, due, _) = e.steppay_self_with_payment_events(8_000).await;
 
     // The renewal is charged at StepPay; its answer and its webhook are both lost.
     e.sandbox.admin("/__admin/config", json!({"steppay_webhook_url": null, "timeout_after_charge_ms": 1_500})).await;

@@ -109,8 +109,7 @@ pub fn day_of(payload: &Value, allow_time_travel: bool) -> Result<String, TickTi
 /// Reconciles `day`: gathers both sides (stopping by `stop`, wall clock), compares, and writes the
 /// report, the event, the metric and an alarm line per difference.
 pub async fn run(deps: &Deps, day: &str, stop: Option<Timestamp>) -> Result<DayReport, paycycle::store::StoreError> {
-    let deadline = deadline_instant(stop);
-    let (pg, ours, looked) = gather(&deps.store, &deps.pgs, day, deps.pace, deadline).await?;
+    let (pg, ours, looked) = gather(&deps.store, &deps.pgs, day, deps.pace, stop).await?;
     let comparison = compare(&pg, &ours);
     for d in &comparison.differences {
         tracing::error!(alarm = "paycycle_reconciliation", day, difference = ?d, "{d}");
@@ -132,16 +131,6 @@ pub async fn run(deps: &Deps, day: &str, stop: Option<Timestamp>) -> Result<DayR
         "reconciled"
     );
     Ok(report)
-}
-
-/// The `Instant` of `stop` (a wall-clock time), or 14 minutes from now without one.
-fn deadline_instant(stop: Option<Timestamp>) -> std::time::Instant {
-    let now = std::time::Instant::now();
-    let left = match stop {
-        Some(t) => std::time::Duration::try_from(t.duration_since(Timestamp::now())).unwrap_or_default(),
-        None => std::time::Duration::from_secs(14 * 60),
-    };
-    now + left
 }
 
 /// `reconciliation.completed` for the operator; a failure to publish is logged, never fatal (the

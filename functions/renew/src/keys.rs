@@ -73,9 +73,7 @@ async fn release(deps: &Deps, r: &SubscriptionRecord) -> bool {
         key_release_retry_at: None,
         ..r.next(r.subscription.clone())
     };
-    let mut tx = deps.store.tx();
-    tx.put_key_released(r, &next, Timestamp::now());
-    match deps.store.commit(tx).await {
+    match write(deps, r, &next).await {
         Ok(()) => {
             tracing::info!(subscription_id = %r.id(), deleted_at_pg = !shared, "billing key released");
             true
@@ -114,6 +112,7 @@ async fn still_used(deps: &Deps, r: &SubscriptionRecord, key: &str) -> Result<bo
 async fn failed(deps: &Deps, r: &SubscriptionRecord, e: &(dyn std::fmt::Display + Sync)) -> bool {
     let failures = r.key_delete_failures + 1;
     let give_up = failures >= MAX_DELETE_FAILURES;
+    let backoff = jiff::SignedDuration::from_hours(1 << (failures - 1).min(16));
     if give_up {
         tracing::error!(
             alarm = "paycycle_needs_review",
@@ -123,9 +122,8 @@ async fn failed(deps: &Deps, r: &SubscriptionRecord, e: &(dyn std::fmt::Display 
             "the PG would not delete a canceled customer's billing key: delete it in the PG's admin"
         );
     } else {
-        tracing::warn!(subscription_id = %r.id(), error = %e, failures, "billing key not deleted at the PG; retried next tick");
+        tracing::warn!(subscription_id = %r.id(), error = %e, failures, %backoff, "billing key not released; tried again after the backoff");
     }
-    let backoff = jiff::SignedDuration::from_hours(1 << (failures - 1).min(16));
     let next = SubscriptionRecord {
         billing_key: if give_up { None } else { r.billing_key.clone() },
         billing_key_released_at: give_up.then(Timestamp::now),
@@ -133,10 +131,15 @@ async fn failed(deps: &Deps, r: &SubscriptionRecord, e: &(dyn std::fmt::Display 
         key_release_retry_at: Timestamp::now().checked_add(backoff).ok(),
         ..r.next(r.subscription.clone())
     };
-    let mut tx = deps.store.tx();
-    tx.put_key_released(r, &next, Timestamp::now());
-    if let Err(e) = deps.store.commit(tx).await {
+    if let Err(e) = write(deps, r, &next).await {
         tracing::warn!(subscription_id = %r.id(), error = %e, "key release failure not recorded");
     }
     false
+}
+
+/// `next` over `r`: on the version read, while no renew lease is live.
+async fn write(deps: &Deps, r: &SubscriptionRecord, next: &SubscriptionRecord) -> Result<(), StoreError> {
+    let mut tx = deps.store.tx();
+    tx.put_subscription_unleased(r, next, Timestamp::now());
+    deps.store.commit(tx).await
 }

@@ -351,9 +351,8 @@ fn subscription_review(r: &SubscriptionRecord, attempt: Option<&Attempt>) -> Val
     let s = &r.subscription;
     let since = s.collection.as_ref().and_then(|c| c.unknown_since);
     let charge = attempt.map(|a| {
-        let mut dates = vec![a.pg.request_date_kst.clone()];
-        dates.extend(a.pg.earlier_request_dates_kst.iter().cloned());
-        dates.retain(|d| !d.is_empty());
+        // The dates renew looks the charge up under (latest first): Payple's admin finds it by them.
+        let dates = paycycle::pg::trace::sent_dates(a);
         json!({"charge_id": a.charge_id, "amount": a.amount, "requested_at": a.requested_at.to_string(),
                "status": a.status.name(),
                "pg_reference": {"order_id": a.charge_id, "request_dates_kst": dates,

@@ -57,8 +57,8 @@ impl Store {
                 let q = Query::index(keys::DUE_INDEX, keys::DUE_SHARD, &partition).start(start.take());
                 let (found, next) = self.query(&q).await?;
                 for key in found {
-                    let text = |k: &str| key.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
-                    if let Some(item) = self.get(&text(keys::PK), &text(keys::SK)).await? {
+                    let (pk, sk) = super::table::key_of(&key);
+                    if let Some(item) = self.get(&pk, &sk).await? {
                         out.push(super::from_item(item)?);
                     }
                 }

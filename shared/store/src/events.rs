@@ -247,7 +247,7 @@ impl EventPublisher {
             SubscriptionWrite::New => tx.put_subscription_new(change.next),
             SubscriptionWrite::Next { lease_owner } => tx.put_subscription_next(change.next, lease_owner),
             SubscriptionWrite::Change { read, at } => tx.put_subscription_change(read, change.next, at),
-            SubscriptionWrite::Resolve { read, at } => tx.put_subscription_resolved(read, change.next, at),
+            SubscriptionWrite::Resolve { read, at } => tx.put_subscription_unleased(read, change.next, at),
         };
         if let Some(refund) = change.refund {
             tx.reserve_refund(refund);

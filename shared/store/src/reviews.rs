@@ -60,8 +60,7 @@ impl Store {
         let (found, next) = self.query(&q).await?;
         let mut items = Vec::with_capacity(found.len());
         for key in found {
-            let text = |k: &str| key.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
-            let (pk, sk) = (text(keys::PK), text(keys::SK));
+            let (pk, sk) = super::table::key_of(&key);
             let Some(item) = self.get(&pk, &sk).await? else { continue };
             if pk.starts_with("SUB#") {
                 let record: SubscriptionRecord = from_item(item)?;

@@ -238,10 +238,11 @@ impl Tx {
         self.push(Write::put_if(subscription_item(next), c))
     }
 
-    /// A person's resolution of the charge in review: writes `next` over `prev` on the version
-    /// read while no renew lease is live at `wall_now` (a hint may have woken renew to look the
-    /// charge up). The caller settles the attempt in the same transaction, on its stored status.
-    pub fn put_subscription_resolved(
+    /// Writes `next` over `prev` on the version read while no renew lease is live at `wall_now`:
+    /// a person's resolution of the charge in review (a hint may have woken renew to look it up;
+    /// the caller settles the attempt in the same transaction, on its stored status), or the
+    /// release of a canceled subscription's billing key.
+    pub fn put_subscription_unleased(
         &mut self,
         prev: &SubscriptionRecord,
         next: &SubscriptionRecord,
@@ -249,17 +250,6 @@ impl Tx {
     ) -> &mut Self {
         debug_assert_eq!(next.version, prev.version + 1);
         self.push(Write::put_if(subscription_item(next), Cond::version(prev.version).and(no_live_lease(wall_now))))
-    }
-
-    /// The billing key of `prev` released (`next`, without it): on the version read while no
-    /// renew lease is live.
-    pub fn put_key_released(
-        &mut self,
-        prev: &SubscriptionRecord,
-        next: &SubscriptionRecord,
-        wall_now: Timestamp,
-    ) -> &mut Self {
-        self.put_subscription_resolved(prev, next, wall_now)
     }
 
     /// Makes the transaction depend on the subscription being exactly as read (its version).

@@ -327,7 +327,8 @@ impl Write {
     }
 }
 
-fn key_of(item: &Item) -> (String, String) {
+/// An item's (or an index entry's) `pk` and `sk`.
+pub(crate) fn key_of(item: &Item) -> (String, String) {
     let get = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
     (get(keys::PK), get(keys::SK))
 }
