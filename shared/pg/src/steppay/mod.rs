@@ -174,9 +174,12 @@ impl SteppayClient {
 
     /// The receipt of `id_key` as a [`PaymentState`], only if it is the payment of our charge
     /// `charge_id`: StepPay self charges send the charge id as `partner.partnerOrderId`
-    /// (`POST /api/payment/billing`, seeds 000/001), and the receipt names it back
-    /// (`partnerOrderId`, seed 002). A receipt of another order, or one that names none, is a
-    /// `Mismatch`: a person's word cannot make another payment this charge's.
+    /// (`POST /api/payment/billing`, seeds 000/001). **Unconfirmed**: that the receipt names it
+    /// back (`partnerOrderId`; StepPay's public receipt sample, seed 002, does not show it — see
+    /// `transformers::PaymentBody`). Its absence is made safe: a receipt of another order, or one
+    /// that names none, is a `Mismatch`, so a person's word can never make another payment this
+    /// charge's (if StepPay's receipt never carries it, a StepPay charge is recorded by its
+    /// webhook's hint instead, never by a person's `paid`).
     pub async fn charge_state(&self, id_key: &str, charge_id: &str) -> Result<PaymentState, PgError> {
         let p = self.receipt(id_key).await?;
         let shown = paycycle_domain::pii::mask_reference(id_key);
