@@ -1300,3 +1300,115 @@ async fn a_canceled_customers_billing_key_is_deleted_at_the_pg_unless_another_li
     let r = e.tick_at(plus(day_later, SignedDuration::from_mins(10)), &e.deps).await;
     assert_eq!(r.keys_released, 0, "released once");
 }
+
+/// The sandbox's charges of `id`'s periods: (charge id, billing key, amount).
+fn charges_of(e: &Env, id: &str) -> Vec<(String, String, i64)> {
+    let state = e.stack.sandbox.shared.state.lock().unwrap();
+    state
+        .charges
+        .iter()
+        .filter(|c| c.id.starts_with(&format!("{id}-")))
+        .map(|c| (c.id.clone(), c.billing_key.clone().unwrap_or_default(), c.amount))
+        .collect()
+}
+
+fn payple_key_deleted(e: &Env, key: &str) -> Option<bool> {
+    e.stack.sandbox.shared.state.lock().unwrap().payers.get(key).map(|p| p.deleted)
+}
+
+/// The customer registers a card in a card change's Payple AUTH window and the partner forwards
+/// the result to verify; verify's answer.
+async fn change_card(e: &Env, partner: &Partner, id: &str, idempotency_key: &str) -> (u16, Value) {
+    let body = json!({"return_url": "https://shop.example.com/card"});
+    let (status, c) = partner.post(&format!("/subscriptions/{id}/payment-method"), &body, Some(idempotency_key)).await;
+    assert_eq!(status, 201, "{c}");
+    assert_eq!((c["purpose"].as_str(), c["subscription_id"].as_str()), (Some("payment_method"), Some(id)), "{c}");
+    assert_eq!(c["payple"]["PCD_PAY_WORK"], "AUTH", "a card change registers without paying: {c}");
+    assert!(c["payple"].get("PCD_PAY_TOTAL").is_none(), "{c}");
+    let mut fields = e.driver().payple_window(&c["payple"], None).await;
+    fields.insert("checkout_id".into(), c["id"].clone());
+    partner.post("/payments/verify", &Value::Object(fields), None).await
+}
+
+/// Issue 24 §5: a card change on a `past_due` subscription swaps the key without a charge,
+/// recovers it with exactly one charge on the new card at the next tick (the attempt next in
+/// line, under its own charge id), and deletes the old Payple key at Payple.
+#[tokio::test]
+async fn a_card_change_recovers_a_past_due_subscription_with_one_charge_on_the_new_card_and_deletes_the_old_key() {
+    let e = env().await;
+    let partner = e.partner().await;
+    let anchor = kst(2027, 1, 15, 10);
+    let s = e.subscription("sub_card", PgMode::Payple, anchor, 9_900).await;
+    let old_key = s.billing_key.clone().unwrap();
+    e.admin("/__admin/scenarios", json!({"billing_key": old_key, "fault": {"kind": "decline", "hard": false}})).await;
+    let due = s.subscription.next_attempt_at.unwrap();
+    e.tick_at(due, &e.deps).await;
+    let declined = e.get("sub_card").await;
+    assert_eq!(declined.subscription.state, SubscriptionState::PastDue);
+    let retry_at = declined.subscription.next_attempt_at.unwrap();
+    let now = plus(due, SignedDuration::from_hours(2));
+    assert!(retry_at > now, "the next retry is a day away");
+
+    let (status, v) = change_card(&e, &partner, "sub_card", "card-1").await;
+    assert_eq!(status, 200, "{v}");
+    assert!(charges_of(&e, "sub_card").is_empty(), "declined, and the registration charged nothing");
+    let swapped = e.get("sub_card").await;
+    let new_key = swapped.billing_key.clone().unwrap();
+    assert_ne!(new_key, old_key);
+    assert_eq!(swapped.subscription.state, SubscriptionState::PastDue);
+    assert!(swapped.subscription.next_attempt_at.unwrap() <= now, "the retry is due at once");
+    assert_eq!(e.store.retired_keys_of(swapped.id()).await.unwrap().len(), 1, "the old key waits for renew");
+
+    let r = e.tick_at(now, &e.deps).await;
+    assert_eq!(r.keys_released, 1, "{r:?}");
+    let recovered = e.get("sub_card").await;
+    assert_eq!(recovered.subscription.state, SubscriptionState::Active);
+    let charges = charges_of(&e, "sub_card");
+    assert_eq!(charges, [("sub_card-p1-a2".to_string(), new_key.clone(), 9_900)], "one charge, on the new card");
+    assert_eq!(payple_key_deleted(&e, &old_key), Some(true), "PUSERDEL of the old key");
+    assert_eq!(payple_key_deleted(&e, &new_key), Some(false));
+    assert!(e.store.retired_keys_of(recovered.id()).await.unwrap().is_empty());
+
+    // Nothing more: the next tick charges nothing, and a repeated verify changes nothing.
+    let r = e.tick_at(plus(now, SignedDuration::from_mins(5)), &e.deps).await;
+    assert_eq!((r.keys_released, charges_of(&e, "sub_card").len()), (0, 1), "{r:?}");
+}
+
+/// A card change's new card is deleted at Payple when the subscription ended before the swap;
+/// and only live subscriptions of a mode where paycycle registers cards take one.
+#[tokio::test]
+async fn a_card_registered_for_a_subscription_that_ended_meanwhile_is_deleted_and_never_charged() {
+    let e = env().await;
+    let partner = e.partner().await;
+    let anchor = kst(2027, 1, 15, 10);
+    let s = e.subscription("sub_cardx", PgMode::Payple, anchor, 9_900).await;
+    let body = json!({"return_url": "https://shop.example.com/card"});
+    let (status, c) = partner.post("/subscriptions/sub_cardx/payment-method", &body, Some("cx-1")).await;
+    assert_eq!(status, 201, "{c}");
+    let (status, v) = partner.post("/subscriptions/sub_cardx/cancel", &json!({}), None).await;
+    assert_eq!(status, 200, "{v}");
+    let mut fields = e.driver().payple_window(&c["payple"], None).await;
+    let new_key = fields["PCD_PAYER_ID"].as_str().unwrap().to_string();
+    fields.insert("checkout_id".into(), c["id"].clone());
+    let (status, v) = partner.post("/payments/verify", &Value::Object(fields), None).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (422, Some("payment_failed")), "{v}");
+    assert_eq!(e.get("sub_cardx").await.billing_key, s.billing_key, "the canceled subscription kept nothing new");
+
+    let r = e.tick_at(plus(anchor, SignedDuration::from_hours(1)), &e.deps).await;
+    assert_eq!(r.keys_released, 2, "the canceled subscription's key and the refused new card: {r:?}");
+    assert_eq!(payple_key_deleted(&e, &new_key), Some(true));
+    assert_eq!(payple_key_deleted(&e, s.billing_key.as_deref().unwrap()), Some(true));
+    assert_eq!(charges_of(&e, "sub_cardx").len(), 0);
+
+    // Refused before any window opens: an ended subscription, a StepPay self one, another partner's.
+    let (status, v) = partner.post("/subscriptions/sub_cardx/payment-method", &body, Some("cx-2")).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (409, Some("illegal_transition")), "{v}");
+    e.subscription("sub_cardsp", PgMode::SteppaySelf, anchor, 9_900).await;
+    let (status, v) = partner.post("/subscriptions/sub_cardsp/payment-method", &body, Some("cx-3")).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (422, Some("card_change_unsupported")), "{v}");
+    let other = Partner::new(e.stack.api_url(), e.stack.create_api_key("other", "partner_b").await.unwrap());
+    let (status, _) = other.post("/subscriptions/sub_cardx/payment-method", &body, Some("cx-4")).await;
+    assert_eq!(status, 404);
+    let (status, v) = partner.post("/subscriptions/sub_cardsp/payment-method", &json!({}), Some("cx-5")).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (400, Some("invalid_request")), "{v}");
+}

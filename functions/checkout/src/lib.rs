@@ -24,11 +24,13 @@ use paycycle::money::Krw;
 use paycycle::pg::checkout::{CheckoutStart, PrepareError};
 use paycycle::pg::{Adapter, Pg, PgCustomer, PgError, PgMode, Registry};
 use paycycle::store::api_keys::ApiKeyRecord;
-use paycycle::store::checkouts::{CHECKOUT_RETENTION, CheckoutRecord, CheckoutStatus};
+use paycycle::store::checkouts::{CHECKOUT_RETENTION, CheckoutPurpose, CheckoutRecord, CheckoutStatus};
 use paycycle::store::pg_customers::{ClaimToken, PgCustomerClaim};
 use paycycle::store::{Store, sha256_hex};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+
+mod payment_method;
 
 /// Everything the handler needs, built once per cold start.
 #[derive(Clone, Debug)]
@@ -113,10 +115,17 @@ pub async fn handler(deps: &Deps, req: Request) -> Result<Response<Body>, Error>
 
 async fn route(deps: &Deps, req: &Request, request_id: &str) -> Result<Response<Body>, ApiError> {
     if req.method() != Method::POST {
-        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST /checkouts"));
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "use POST /checkouts or POST /subscriptions/{id}/payment-method",
+        ));
     }
     let key = api::authenticate(&deps.store, req).await?;
     api::body(req)?; // 413 before anything else about the body
+    if let Some(id) = api::path_param(req, "id") {
+        return payment_method::route(deps, req, &key, &id, request_id).await;
+    }
     let idem_key = api::idempotency_key(req)?;
     let mut body = parse_body(req)?;
     let plan = validate(&mut body, &deps.pgs)?;
@@ -146,6 +155,20 @@ fn is_secure_return_url(s: &str) -> bool {
         ("http", Some(url::Host::Domain(d))) => d.eq_ignore_ascii_case("localhost"),
         _ => false,
     }
+}
+
+/// A return or error URL the PG sends the customer to: absolute, and https unless local.
+pub(crate) fn check_url(name: &str, url: Option<&str>) -> Result<(), ApiError> {
+    if url.is_some_and(|u| !is_url(u)) {
+        return Err(invalid("invalid_url", format!("{name} must be an absolute http(s) URL")));
+    }
+    if url.is_some_and(|u| !is_secure_return_url(u)) {
+        return Err(invalid(
+            "insecure_return_url",
+            format!("{name} must be https (plain http only to localhost, 127.0.0.0/8 or ::1)"),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks everything a PG would otherwise reject later, and builds the plan.
@@ -180,17 +203,8 @@ fn validate(b: &mut CheckoutBody, pgs: &Registry) -> Result<Plan, ApiError> {
     }
     let interval = Interval::new(b.plan.interval, b.plan.interval_count)
         .map_err(|e| invalid("invalid_plan", format!("plan.interval_count: {e}")))?;
-    for (name, url) in [("return_url", &b.return_url), ("error_url", &b.error_url)] {
-        if url.as_deref().is_some_and(|u| !is_url(u)) {
-            return Err(invalid("invalid_url", format!("{name} must be an absolute http(s) URL")));
-        }
-        if url.as_deref().is_some_and(|u| !is_secure_return_url(u)) {
-            return Err(invalid(
-                "insecure_return_url",
-                format!("{name} must be https (plain http only to localhost, 127.0.0.0/8 or ::1)"),
-            ));
-        }
-    }
+    check_url("return_url", b.return_url.as_deref())?;
+    check_url("error_url", b.error_url.as_deref())?;
     // Options of another PG than the checkout's, then the PG's own part, by its adapter; the
     // options are kept in the adapter's canonical form (the request hash compares them).
     if let Some(other) = b.options.keys().find(|pg| **pg != b.pg.pg()) {
@@ -209,7 +223,7 @@ fn validate(b: &mut CheckoutBody, pgs: &Registry) -> Result<Plan, ApiError> {
     Ok(Plan { name: b.plan.name.trim().to_string(), amount: b.plan.amount, interval })
 }
 
-fn pg_error(e: PgError) -> ApiError {
+pub(crate) fn pg_error(e: PgError) -> ApiError {
     tracing::warn!(error = %e, "PG call for a checkout failed");
     match e {
         // What a checkout sends the PG is the partner's (its StepPay product and price, the
@@ -290,7 +304,7 @@ async fn create_pg_customer(
     }
 }
 
-fn store_unavailable(e: paycycle::store::StoreError) -> ApiError {
+pub(crate) fn store_unavailable(e: paycycle::store::StoreError) -> ApiError {
     tracing::error!(error = %e, "store failed");
     ApiError::unavailable()
 }
@@ -377,14 +391,16 @@ fn open_record(
         sweep_after: None,
         payment_id: None,
         payer_no: None,
+        purpose: CheckoutPurpose::Subscribe,
     }
 }
 
 /// The `201` answer for a created checkout, without its PG part.
-fn created_json(c: &CheckoutRecord) -> Value {
+pub(crate) fn created_json(c: &CheckoutRecord) -> Value {
     let expires_at = c.created_at.saturating_add(CHECKOUT_RETENTION).unwrap_or(c.created_at);
     json!({
         "id": c.checkout_id,
+        "purpose": c.purpose.as_str(),
         "pg": c.pg,
         "status": "open",
         "subscription_id": c.subscription_id,

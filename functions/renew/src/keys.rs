@@ -1,16 +1,21 @@
-//! Billing keys of ended subscriptions (DESIGN §13): a canceled subscription's key is deleted at
-//! its PG (where the PG can: `Capabilities::deletes_billing_keys`) unless another live
-//! subscription of the same customer still uses it — then it is only dropped here. Each tick
-//! releases what the key-release partitions of the due index hold (`Store::key_release_shards`),
-//! after the renewals, within the deadline.
+//! Billing keys nothing renews any more (DESIGN §13), deleted at their PG (where the PG can:
+//! `Capabilities::deletes_billing_keys`) unless another live subscription of the same customer
+//! still uses them — then they are only dropped here:
+//! - a canceled subscription's own key;
+//! - a key a card change replaced (or the new card of a subscription that ended before the swap),
+//!   kept by verify as a [`RetiredKey`] in the swap's own transaction.
+//!
+//! Each tick releases what the key-release partitions of the due index hold
+//! (`Store::key_release_shards`), after the renewals, within the deadline.
 //!
 //! An `unpaid` subscription keeps its key: dunning is over, but the customer may still pay (a
 //! person's retry, a card change); a dunning policy whose final action is `canceled` releases it.
 
 use jiff::Timestamp;
 use paycycle::domain::subscription::SubscriptionState;
-use paycycle::pg::PgError;
+use paycycle::pg::{PgError, PgMode};
 use paycycle::store::StoreError;
+use paycycle::store::retired_keys::{KeyRelease, RetiredKey};
 use paycycle::store::subscriptions::{SubscriptionRecord, key_release_shards};
 
 use crate::Deps;
@@ -25,22 +30,18 @@ pub async fn release_keys(deps: &Deps, now: Timestamp, deadline: Option<Timestam
     for shard in key_release_shards() {
         let mut start = None;
         loop {
-            let page = match deps.store.due_subscriptions(&shard, now, deps.settings.page_size, start).await {
+            let page = match deps.store.key_releases(&shard, now, deps.settings.page_size, start).await {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::warn!(shard, error = %e, "key release query failed");
                     break;
                 }
             };
-            for id in page.items {
+            for entry in page.items {
                 if deadline.is_some_and(|d| Timestamp::now() >= d) {
                     return released;
                 }
-                match deps.store.get_subscription(&id).await {
-                    Ok(Some(r)) if r.key_to_release() => released += u64::from(release(deps, &r).await),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(subscription_id = %id, error = %e, "key release read failed"),
-                }
+                released += u64::from(release_entry(deps, &entry).await);
             }
             match page.next {
                 Some(k) => start = Some(k),
@@ -51,21 +52,108 @@ pub async fn release_keys(deps: &Deps, now: Timestamp, deadline: Option<Timestam
     released
 }
 
+/// Reads one entry again (the index lags writes) and releases what it still holds.
+async fn release_entry(deps: &Deps, entry: &KeyRelease) -> bool {
+    match entry {
+        KeyRelease::Ended(id) => match deps.store.get_subscription(id).await {
+            Ok(Some(r)) if r.key_to_release() => release(deps, &r).await,
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(subscription_id = %id, error = %e, "key release read failed");
+                false
+            }
+        },
+        KeyRelease::Retired { subscription_id, checkout_id } => {
+            match deps.store.get_retired_key(subscription_id, checkout_id).await {
+                Ok(Some(k)) => release_retired(deps, &k).await,
+                Ok(None) => false,
+                Err(e) => {
+                    tracing::warn!(%subscription_id, error = %e, "retired key read failed");
+                    false
+                }
+            }
+        }
+    }
+}
+
+/// Deletes `key` at `pg` unless another live subscription of the customer uses it. `Ok(true)`:
+/// deleted at the PG; `Ok(false)`: still used, only to be dropped here.
+async fn delete_unless_used(
+    deps: &Deps,
+    pg: PgMode,
+    partner_id: &str,
+    customer_id: &str,
+    key: &str,
+) -> Result<bool, String> {
+    if still_used(deps, partner_id, customer_id, key).await.map_err(|e| e.to_string())? {
+        return Ok(false);
+    }
+    match deps.pgs.adapter(pg).delete_billing_key(key).await {
+        // Not there any more: deleted already (an earlier try whose write was lost).
+        Ok(()) | Err(PgError::NotFound) => Ok(true),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Releases a replaced key: deleted at the PG unless still used, then its item removed (on the
+/// version read); a failure is counted on it and tried again after the backoff.
+async fn release_retired(deps: &Deps, k: &RetiredKey) -> bool {
+    let outcome = delete_unless_used(deps, k.pg, &k.partner_id, &k.customer_id, &k.billing_key).await;
+    let failures = k.failures + 1;
+    let mut tx = deps.store.tx();
+    let released = match &outcome {
+        Ok(_) => {
+            tx.delete_retired_key(k);
+            true
+        }
+        Err(e) => {
+            let (give_up, retry_at) = backoff(failures, &k.subscription_id.to_string(), k.pg, e);
+            if give_up {
+                tx.delete_retired_key(k);
+            } else {
+                tx.put_retired_key_next(&RetiredKey { failures, retry_at, version: k.version + 1, ..k.clone() });
+            }
+            false
+        }
+    };
+    match deps.store.commit(tx).await {
+        Ok(()) if released => {
+            let deleted_at_pg = outcome == Ok(true);
+            tracing::info!(subscription_id = %k.subscription_id, deleted_at_pg, "replaced billing key released");
+        }
+        Ok(()) => {}
+        Err(e) => tracing::warn!(subscription_id = %k.subscription_id, error = %e, "retired key write failed"),
+    }
+    released
+}
+
+/// After the `failures`-th failure: whether to give up (and ask a person, by alarm), and when to
+/// try next (1 h, doubling).
+fn backoff(failures: u32, subscription_id: &str, pg: PgMode, e: &str) -> (bool, Option<Timestamp>) {
+    let give_up = failures >= MAX_DELETE_FAILURES;
+    let backoff = jiff::SignedDuration::from_hours(1 << (failures - 1).min(16));
+    if give_up {
+        tracing::error!(
+            alarm = "paycycle_needs_review",
+            subscription_id,
+            pg = %pg,
+            error = %e,
+            "the PG would not delete a billing key nothing renews any more: delete it in the PG's admin"
+        );
+    } else {
+        tracing::warn!(subscription_id, error = %e, failures, %backoff, "billing key not released; tried again after the backoff");
+    }
+    (give_up, Timestamp::now().checked_add(backoff).ok())
+}
+
 /// Releases `r`'s billing key: deleted at the PG unless another live subscription of the
 /// customer uses it, then dropped from `r` (one conditional write on the version read).
 async fn release(deps: &Deps, r: &SubscriptionRecord) -> bool {
     let Some(key) = r.billing_key.as_deref() else { return false };
-    let shared = match still_used(deps, r, key).await {
-        Ok(shared) => shared,
+    let shared = match delete_unless_used(deps, r.pg, &r.partner_id, &r.customer.id, key).await {
+        Ok(deleted) => !deleted,
         Err(e) => return failed(deps, r, &e).await,
     };
-    if !shared {
-        match deps.pgs.adapter(r.pg).delete_billing_key(key).await {
-            // Not there any more: deleted already (an earlier try whose write was lost).
-            Ok(()) | Err(PgError::NotFound) => {}
-            Err(e) => return failed(deps, r, &e).await,
-        }
-    }
     let next = SubscriptionRecord {
         billing_key: None,
         billing_key_released_at: Some(Timestamp::now()),
@@ -86,16 +174,18 @@ async fn release(deps: &Deps, r: &SubscriptionRecord) -> bool {
     }
 }
 
-/// Whether another live subscription of `r`'s customer (at the same partner) uses `key`.
-async fn still_used(deps: &Deps, r: &SubscriptionRecord, key: &str) -> Result<bool, StoreError> {
+/// Whether a live subscription of the customer (at the same partner) uses `key`. A canceled
+/// subscription's own key is never its own obstacle (it is canceled); a replaced key is still
+/// used if the card change registered the very same key again.
+async fn still_used(deps: &Deps, partner_id: &str, customer_id: &str, key: &str) -> Result<bool, StoreError> {
     let mut start = None;
     loop {
-        let page = deps.store.subscriptions_of_customer(&r.partner_id, &r.customer.id, 100, start).await?;
-        if page.items.iter().any(|o| {
-            o.id() != r.id()
-                && o.billing_key.as_deref() == Some(key)
-                && o.subscription.state != SubscriptionState::Canceled
-        }) {
+        let page = deps.store.subscriptions_of_customer(partner_id, customer_id, 100, start).await?;
+        if page
+            .items
+            .iter()
+            .any(|o| o.billing_key.as_deref() == Some(key) && o.subscription.state != SubscriptionState::Canceled)
+        {
             return Ok(true);
         }
         match page.next {
@@ -109,26 +199,14 @@ async fn still_used(deps: &Deps, r: &SubscriptionRecord, key: &str) -> Result<bo
 /// not be read): counted on the record and tried again after a backoff (1 h, doubling); past
 /// [`MAX_DELETE_FAILURES`] (about 15 hours) a person is asked to delete it in the PG's
 /// admin and it is dropped here.
-async fn failed(deps: &Deps, r: &SubscriptionRecord, e: &(dyn std::fmt::Display + Sync)) -> bool {
+async fn failed(deps: &Deps, r: &SubscriptionRecord, e: &str) -> bool {
     let failures = r.key_delete_failures + 1;
-    let give_up = failures >= MAX_DELETE_FAILURES;
-    let backoff = jiff::SignedDuration::from_hours(1 << (failures - 1).min(16));
-    if give_up {
-        tracing::error!(
-            alarm = "paycycle_needs_review",
-            subscription_id = %r.id(),
-            pg = %r.pg,
-            error = %e,
-            "the PG would not delete a canceled customer's billing key: delete it in the PG's admin"
-        );
-    } else {
-        tracing::warn!(subscription_id = %r.id(), error = %e, failures, %backoff, "billing key not released; tried again after the backoff");
-    }
+    let (give_up, retry_at) = backoff(failures, r.id().as_str(), r.pg, e);
     let next = SubscriptionRecord {
         billing_key: if give_up { None } else { r.billing_key.clone() },
         billing_key_released_at: give_up.then(Timestamp::now),
         key_delete_failures: failures,
-        key_release_retry_at: Timestamp::now().checked_add(backoff).ok(),
+        key_release_retry_at: retry_at,
         ..r.next(r.subscription.clone())
     };
     if let Err(e) = write(deps, r, &next).await {

@@ -10,7 +10,7 @@ use paycycle::pg::{
     Adapter, Charged, CheckoutTerms, Evidence, FirstPayment, HeldCheckout, PaymentDetails, PgError, Source,
 };
 use paycycle::store::StoreError;
-use paycycle::store::checkouts::{CheckoutRecord, CheckoutStatus};
+use paycycle::store::checkouts::{CheckoutPurpose, CheckoutRecord, CheckoutStatus};
 use paycycle::store::payments::PaymentRecord;
 use paycycle::store::subscriptions::SubscriptionRecord;
 
@@ -78,6 +78,7 @@ pub(crate) fn terms(c: &CheckoutRecord) -> CheckoutTerms {
         created_at: c.created_at,
         first_sent_at: c.first_charge_at,
         last_sent_at: c.last_sent_at,
+        registers_only: c.purpose == CheckoutPurpose::PaymentMethod,
     }
 }
 
@@ -120,7 +121,7 @@ pub(crate) fn own_send_reference(deps: &Deps, c: &CheckoutRecord) -> String {
 }
 
 /// Gives the checkout back (another verify may try) or fails it for good.
-async fn release(deps: &Deps, current: &CheckoutRecord, failure: Option<String>) -> Result<(), StoreError> {
+pub(crate) async fn release(deps: &Deps, current: &CheckoutRecord, failure: Option<String>) -> Result<(), StoreError> {
     let mut next = CheckoutRecord { verifying_until: 0, ..current.next() };
     if let Some(why) = failure {
         next.status = CheckoutStatus::Failed;
@@ -168,6 +169,9 @@ pub async fn complete(
         pg.first_payment(&mut held, evidence, source, now).await
     };
     match asked {
+        Ok((fp, details)) if current.purpose == CheckoutPurpose::PaymentMethod => {
+            crate::card::swap(deps, current, fp, details, now).await
+        }
         Ok((fp, details)) => activate(deps, current, fp, details, now).await,
         Err(e) => Err(not_completed(deps, &current, e).await),
     }
@@ -307,7 +311,7 @@ fn payment_of(current: &CheckoutRecord, charged: &Charged) -> PaymentRecord {
 /// always recorded: as the checkout's payment, so the partner can refund it through `POST
 /// /payments/{id}/refunds`; the checkout is (or stays) failed, with no subscription (nobody
 /// agreed to renew on these terms); and the needs-review alarm names what a person needs.
-async fn keep_on_failed_checkout(
+pub(crate) async fn keep_on_failed_checkout(
     deps: &Deps,
     current: &CheckoutRecord,
     charged: &Charged,

@@ -17,6 +17,7 @@
 //! active subscription and the events are one transaction. Verifying a completed checkout again
 //! returns the same answer, so the route needs no `Idempotency-Key`.
 
+pub mod card;
 pub mod first;
 pub mod webhooks;
 

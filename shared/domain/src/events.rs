@@ -37,6 +37,10 @@ pub enum EventKind {
     /// keeps who, when and why.
     #[serde(rename = "subscription.review_resolved")]
     SubscriptionReviewResolved,
+    /// The customer registered a new card (`POST /subscriptions/{id}/payment-method`, verified
+    /// with the PG): renewals charge it from now on; one in dunning is charged again at once.
+    #[serde(rename = "subscription.payment_method_updated")]
+    SubscriptionPaymentMethodUpdated,
     #[serde(rename = "refund.succeeded")]
     RefundSucceeded,
     #[serde(rename = "refund.failed")]
@@ -50,7 +54,7 @@ pub enum EventKind {
 impl EventKind {
     /// Every kind, the one place that names them (the catalog in `openapi.yaml`'s `webhooks`
     /// has one entry per kind).
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::CheckoutCompleted,
         EventKind::PaymentSucceeded,
         EventKind::PaymentFailed,
@@ -63,6 +67,7 @@ impl EventKind {
         EventKind::SubscriptionCanceled,
         EventKind::SubscriptionNeedsReview,
         EventKind::SubscriptionReviewResolved,
+        EventKind::SubscriptionPaymentMethodUpdated,
         EventKind::RefundSucceeded,
         EventKind::RefundFailed,
         EventKind::RefundReviewResolved,
@@ -83,6 +88,7 @@ impl EventKind {
             EventKind::SubscriptionCanceled => "subscription.canceled",
             EventKind::SubscriptionNeedsReview => "subscription.needs_review",
             EventKind::SubscriptionReviewResolved => "subscription.review_resolved",
+            EventKind::SubscriptionPaymentMethodUpdated => "subscription.payment_method_updated",
             EventKind::RefundSucceeded => "refund.succeeded",
             EventKind::RefundFailed => "refund.failed",
             EventKind::RefundReviewResolved => "refund.review_resolved",

@@ -705,6 +705,22 @@ impl Subscription {
         next.done(vec![])
     }
 
+    /// The customer registered a new card (a card change verified with the PG). Nothing about
+    /// the schedule changes, except that a subscription in dunning is charged again at once, on
+    /// the new card: the attempt next in line becomes due `now` — unless an attempt's outcome is
+    /// still unknown (renew looks that one up first; it is never sent twice).
+    pub fn payment_method_changed(&self, now: Timestamp) -> Result<Transition> {
+        use SubscriptionState::*;
+        self.require(&[Active, PastDue, Paused], "change the payment method of")?;
+        let mut next = self.clone();
+        if let (PastDue, Some(c)) = (self.state, &self.collection) {
+            if c.unknown_since.is_none() {
+                next.next_attempt_at = Some(self.next_attempt_at.map_or(now, |at| at.min(now)));
+            }
+        }
+        next.done(vec![EventKind::SubscriptionPaymentMethodUpdated])
+    }
+
     /// Pause now (credit the unused paid time) or at the end of the paid period. A PG-renewed
     /// subscription is paused at the PG first (the caller's job); here it only stops being active:
     /// at the end of the paid period renew's wake-up pauses it, as it ends a canceled one.

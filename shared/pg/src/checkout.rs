@@ -205,6 +205,32 @@ impl Adapter<'_> {
     }
 }
 
+impl Adapter<'_> {
+    /// Starts a card change for a live subscription (DESIGN §13): what the partner's page needs
+    /// to let the customer register a new card, with nothing charged. Payple: an `AUTH` window
+    /// (seed 003: "결제없이 등록만을 수행할 때는 PCD_PAY_WORK 를 AUTH로 설정합니다") under a payer number only
+    /// this checkout registers, whose key verify confirms (PUSERINFO) before the swap.
+    /// `Unsupported` where paycycle cannot register a card on its own: StepPay self issues a
+    /// billing key only with a payment through its SDK, and StepPay managed keeps the card at
+    /// StepPay (its own payment-method order, `PUT /api/v1/subscriptions/{id}/payment-method`,
+    /// step-api-spec `gateway/v1_product.json` `v1_changePaymentMethod`).
+    pub async fn prepare_card_change(&self, start: &CheckoutStart<'_>) -> Result<Prepared, PgError> {
+        match self {
+            Adapter::Payple(client) => match open_payple_window(client, WindowWork::Auth, start).await {
+                Ok(p) => Ok(p),
+                Err(PrepareError::Pg(e)) => Err(e),
+                Err(PrepareError::PlanMismatch(why)) => Err(PgError::Invalid(why)),
+            },
+            Adapter::SteppaySelf(_) => Err(PgError::Unsupported(
+                "StepPay self issues a billing key only with a payment through its SDK: start a new checkout on the new card and cancel this subscription",
+            )),
+            Adapter::SteppayManaged(_) => Err(PgError::Unsupported(
+                "StepPay keeps this subscription's card: the customer changes it in StepPay's own payment-method flow",
+            )),
+        }
+    }
+}
+
 /// The Payple window's parameters for `work`, under a payer number only this checkout registers.
 async fn open_payple_window(
     client: &crate::payple::PaypleClient,

@@ -61,6 +61,9 @@ pub struct CheckoutTerms {
     /// When the checkout's own payment was first sent, and last re-sent.
     pub first_sent_at: Option<Timestamp>,
     pub last_sent_at: Option<Timestamp>,
+    /// A card change: the window registers a card and nothing is charged (Payple AUTH sends no
+    /// first charge).
+    pub registers_only: bool,
 }
 
 impl CheckoutTerms {
@@ -407,7 +410,7 @@ mod payple {
         }
         let (fp, details) = client.verify_window_result(fields, &check).await?;
         match (check.work, fp.billing_key.clone()) {
-            (WindowWork::Auth, Some(key)) => first_charge(client, held, key, now).await,
+            (WindowWork::Auth, Some(key)) if !held.terms().registers_only => first_charge(client, held, key, now).await,
             _ => Ok((fp, details)),
         }
     }

@@ -29,6 +29,27 @@ pub enum CheckoutStatus {
     Failed,
 }
 
+/// What a checkout is for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckoutPurpose {
+    /// The first payment, which starts a new subscription.
+    #[default]
+    Subscribe,
+    /// A new card for a live subscription (`POST /subscriptions/{id}/payment-method`): the PG
+    /// registers it without a charge, and verify swaps the subscription's billing key.
+    PaymentMethod,
+}
+
+impl CheckoutPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckoutPurpose::Subscribe => "subscribe",
+            CheckoutPurpose::PaymentMethod => "payment_method",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckoutRecord {
     pub checkout_id: String,
@@ -74,6 +95,9 @@ pub struct CheckoutRecord {
     /// when Payple confirms it for this number.
     #[serde(default)]
     pub payer_no: Option<String>,
+    /// What it is for; a checkout stored before card changes existed starts a subscription.
+    #[serde(default)]
+    pub purpose: CheckoutPurpose,
 }
 
 impl CheckoutRecord {

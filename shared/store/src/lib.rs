@@ -24,6 +24,7 @@ pub mod partner_webhooks;
 pub mod partners;
 pub mod payments;
 pub mod pg_customers;
+pub mod retired_keys;
 pub mod reviews;
 pub mod stream;
 pub mod subscriptions;
@@ -230,13 +231,24 @@ impl Store {
         limit: i32,
         start: Option<Item>,
     ) -> Result<(Vec<String>, Option<Item>), StoreError> {
+        let (keys, next) = self.due_keys(shard, now, limit, start).await?;
+        Ok((keys.into_iter().map(|(pk, _)| pk).collect(), next))
+    }
+
+    /// [`Store::due_page`] with each entry's table key (pk, sk).
+    pub(crate) async fn due_keys(
+        &self,
+        shard: &str,
+        now: jiff::Timestamp,
+        limit: i32,
+        start: Option<Item>,
+    ) -> Result<(Vec<(String, String)>, Option<Item>), StoreError> {
         let q = Query::index(keys::DUE_INDEX, keys::DUE_SHARD, shard)
             .range(keys::NEXT_ATTEMPT_AT, Range::AtMost(n(epoch(now))))
             .limit(Some(limit))
             .start(start);
         let (found, next) = self.query(&q).await?;
-        let pks = found.iter().map(|item| item.get(keys::PK).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default());
-        Ok((pks.collect(), next))
+        Ok((found.iter().map(table::key_of).collect(), next))
     }
 
     /// One conditional write on its own; its condition failing is the write's `failure`.

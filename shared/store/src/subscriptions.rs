@@ -127,7 +127,7 @@ pub fn due_shards() -> Vec<String> {
 /// Partitions of canceled subscriptions whose billing key renew releases.
 const KEY_RELEASE_SHARDS: u32 = 4;
 
-fn key_release_shard(id: &SubscriptionId) -> String {
+pub(crate) fn key_release_shard(id: &SubscriptionId) -> String {
     let h = sha256_hex(id.as_str().as_bytes());
     format!("keyrel#{:02}", u32::from_str_radix(&h[..8], 16).unwrap_or(0) % KEY_RELEASE_SHARDS)
 }

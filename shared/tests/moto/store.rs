@@ -111,6 +111,7 @@ fn open_checkout(id: &str, sub: &str, reference: &str, at: Timestamp) -> Checkou
         sweep_after: None,
         payment_id: None,
         payer_no: None,
+        purpose: Default::default(),
     }
 }
 

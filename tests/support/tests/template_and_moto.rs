@@ -41,6 +41,8 @@ fn template_defines_the_design_table_routes_and_functions() {
         ("POST", "/subscriptions/{id}/pause"),
         ("POST", "/subscriptions/{id}/resume"),
         ("POST", "/subscriptions/{id}/plan"),
+        // The customer's new card: a checkout in registration mode (issue 24 §5).
+        ("POST", "/subscriptions/{id}/payment-method"),
         ("POST", "/webhooks/steppay"),
         ("POST", "/webhooks/payple"),
         // Payple checks a webhook URL with HEAD before it uses it.

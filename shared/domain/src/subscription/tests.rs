@@ -815,3 +815,44 @@ fn a_charge_resolved_not_paid_is_sent_again_under_its_own_id_or_canceled() {
         assert!(LEGAL_EDGES.contains(&(review.state, t.subscription.state)));
     }
 }
+
+#[test]
+fn a_card_change_in_dunning_makes_the_next_attempt_due_at_once_and_changes_nothing_else() {
+    let policy = DunningPolicy::default();
+    let s = active_from(kst(2027, 1, 31, 10));
+    // Active: nothing moves, one event.
+    let t = s.payment_method_changed(kst(2027, 2, 10, 9)).unwrap();
+    assert_eq!(t.events, [EventKind::SubscriptionPaymentMethodUpdated]);
+    assert_eq!(t.subscription, s);
+
+    let due = s.next_attempt_at.unwrap();
+    let (s, a1) = s.begin_charge(due).unwrap();
+    let s = s.charge_declined(&a1.charge_id, false, due, &policy).unwrap().subscription;
+    let retry_at = s.next_attempt_at.unwrap();
+    let now = due.checked_add(SignedDuration::from_hours(2)).unwrap();
+    assert!(retry_at > now);
+    let t = s.payment_method_changed(now).unwrap();
+    let changed = t.subscription;
+    assert_eq!(changed.next_attempt_at, Some(now), "the retry is due at once");
+    assert_eq!((changed.state, &changed.collection), (SubscriptionState::PastDue, &s.collection));
+    // The attempt renew sends is the one next in line: a2, on the new card, once.
+    assert_eq!(
+        changed.due_action(now).unwrap(),
+        DueAction::Charge { charge_id: ChargeId::new(s.id.clone(), 1, 2).unwrap(), amount: s.plan.amount }
+    );
+}
+
+#[test]
+fn a_card_change_never_sends_a_charge_whose_outcome_is_unknown_again() {
+    let s = active_from(kst(2027, 1, 31, 10));
+    let due = s.next_attempt_at.unwrap();
+    let (s, a) = s.begin_charge(due).unwrap();
+    let s = s.charge_unknown(&a.charge_id, due, SignedDuration::from_mins(5)).unwrap().subscription;
+    let now = due.checked_add(SignedDuration::from_mins(1)).unwrap();
+    let t = s.payment_method_changed(now).unwrap();
+    assert_eq!(t.subscription.next_attempt_at, s.next_attempt_at, "renew looks the unknown charge up first");
+    for state in [SubscriptionState::Unpaid, SubscriptionState::Canceled, SubscriptionState::NeedsReview] {
+        let other = Subscription { state, ..s.clone() };
+        assert!(matches!(other.payment_method_changed(now), Err(TransitionError::Illegal { .. })), "{state}");
+    }
+}

@@ -1,0 +1,122 @@
+//! `POST /subscriptions/{id}/payment-method` (DESIGN §13): the customer's new card for a live
+//! subscription. Answers a checkout in registration mode (`purpose: payment_method`): the Payple
+//! window opens with `AUTH` (register a card, charge nothing), and the partner's return handler
+//! forwards the result to `POST /payments/verify` as for any checkout. Verify confirms the new key
+//! with Payple for this checkout's payer, swaps it in one conditional write, hands the old key to
+//! renew for deletion at Payple (`PUSERDEL`), and a subscription in `past_due` is charged again
+//! on the new card at renew's next tick.
+//!
+//! Body: `{return_url, error_url?}`. `Idempotency-Key` is required (a retried request gets the
+//! same checkout). `active`, `past_due` and `paused` subscriptions take a new card; any other
+//! state answers 409. A PG mode where paycycle cannot register a card itself answers 422
+//! `card_change_unsupported` with what to do instead.
+
+use http::StatusCode;
+use jiff::Timestamp;
+use lambda_http::{Body, Request, Response};
+use paycycle::api::{self, ApiError, Keep};
+use paycycle::domain::attempt::SubscriptionId;
+use paycycle::pg::PgError;
+use paycycle::pg::checkout::CheckoutStart;
+use paycycle::store::api_keys::ApiKeyRecord;
+use paycycle::store::checkouts::{CheckoutPurpose, CheckoutRecord, CheckoutStatus};
+use paycycle::store::sha256_hex;
+use paycycle::store::subscriptions::SubscriptionRecord;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{Deps, check_url, created_json, pg_error, store_unavailable};
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct CardChangeBody {
+    /// Where Payple sends the customer back (`PCD_RST_URL`).
+    return_url: String,
+    #[serde(default)]
+    error_url: Option<String>,
+}
+
+pub async fn route(
+    deps: &Deps,
+    req: &Request,
+    key: &ApiKeyRecord,
+    id: &str,
+    request_id: &str,
+) -> Result<Response<Body>, ApiError> {
+    let idem_key = api::idempotency_key(req)?;
+    let body: CardChangeBody = api::parse_json(req)?;
+    check_url("return_url", Some(&body.return_url))?;
+    check_url("error_url", body.error_url.as_deref())?;
+    let scope = format!("payment-method:{}", key.partner_id);
+    let hash = sha256_hex(format!("{id}\n{}", serde_json::to_string(&body).unwrap_or_default()).as_bytes());
+    let keep = |status| if status == StatusCode::CREATED { Keep::Save } else { Keep::Release };
+    api::idempotent(&deps.store, &scope, &idem_key, &hash, request_id, keep, || open(deps, key, id, &body)).await
+}
+
+/// The subscription if it exists and belongs to the key's partner; 404 otherwise.
+async fn owned(deps: &Deps, key: &ApiKeyRecord, id: &str) -> Result<SubscriptionRecord, ApiError> {
+    let Ok(id) = SubscriptionId::parse(id) else { return Err(ApiError::not_found("subscription")) };
+    match deps.store.get_subscription(&id).await.map_err(store_unavailable)? {
+        Some(r) if r.partner_id == key.partner_id => Ok(r),
+        _ => Err(ApiError::not_found("subscription")),
+    }
+}
+
+async fn open(
+    deps: &Deps,
+    key: &ApiKeyRecord,
+    id: &str,
+    body: &CardChangeBody,
+) -> Result<(StatusCode, Value), ApiError> {
+    let r = owned(deps, key, id).await?;
+    let now = Timestamp::now();
+    // The same check verify makes before the swap: refused now, not after the customer typed a card.
+    r.subscription
+        .payment_method_changed(now)
+        .map_err(|e| ApiError::conflict("illegal_transition", format!("no new card: {e}")))?;
+    let checkout_id = paycycle::ids::new_id("chk");
+    let start = CheckoutStart {
+        checkout_id: &checkout_id,
+        subscription_id: r.id(),
+        plan_name: &r.subscription.plan.name,
+        amount: r.subscription.plan.amount,
+        customer: &r.customer,
+        return_url: Some(&body.return_url),
+        error_url: body.error_url.as_deref(),
+        options: None,
+        pg_customer: None,
+    };
+    let adapter = deps.pgs.adapter(r.pg);
+    let prepared = match adapter.prepare_card_change(&start).await {
+        Ok(p) => p,
+        Err(PgError::Unsupported(why)) => return Err(ApiError::unprocessable("card_change_unsupported", why)),
+        Err(e) => return Err(pg_error(e)),
+    };
+    let record = CheckoutRecord {
+        checkout_id: checkout_id.clone(),
+        partner_id: key.partner_id.clone(),
+        pg: r.pg,
+        customer: r.customer.clone(),
+        plan: r.subscription.plan.clone(),
+        status: CheckoutStatus::Open,
+        pg_reference: Some(prepared.reference.unwrap_or_else(|| checkout_id.clone())),
+        subscription_id: r.id().clone(),
+        created_at: now,
+        failure: None,
+        version: 1,
+        work: prepared.work,
+        return_url: Some(body.return_url.clone()),
+        verifying_until: 0,
+        first_charge_at: None,
+        last_sent_at: None,
+        sweep_after: None,
+        payment_id: None,
+        payer_no: prepared.payer_no,
+        purpose: CheckoutPurpose::PaymentMethod,
+    };
+    deps.store.create_checkout(&record).await.map_err(store_unavailable)?;
+    tracing::info!(checkout_id = %checkout_id, subscription_id = %r.id(), pg = r.pg.as_str(), "card change checkout created");
+    let mut out = created_json(&record);
+    out[adapter.options_field()] = prepared.answer;
+    Ok((StatusCode::CREATED, out))
+}

@@ -1,0 +1,136 @@
+//! A card change (DESIGN §13): a `payment_method` checkout's card, registered at the PG and
+//! confirmed there for this checkout's payer, replaces the subscription's billing key.
+//!
+//! One transaction, on the subscription version read and while no renew lease is live: the new
+//! key, the checkout completed, the replaced key kept for renew to delete at the PG
+//! ([`RetiredKey`]), and `subscription.payment_method_updated`. A subscription in dunning has its
+//! next attempt due at once ([`Subscription::payment_method_changed`]): renew's next tick charges
+//! the new card, under the attempt's own charge id, once. A subscription that ended meanwhile
+//! keeps nothing: the checkout fails and the new key goes to renew for deletion the same way.
+
+use jiff::Timestamp;
+use paycycle::events::{SubscriptionWrite, TransitionCommit};
+use paycycle::pg::{FirstPayment, PaymentDetails};
+use paycycle::store::StoreError;
+use paycycle::store::checkouts::{CheckoutRecord, CheckoutStatus};
+use paycycle::store::retired_keys::RetiredKey;
+use paycycle::store::subscriptions::SubscriptionRecord;
+
+use crate::Deps;
+use crate::first::{Completed, VerifyError, keep_on_failed_checkout, release};
+
+/// How often a swap that lost a race (renew held the subscription) reads it again.
+const SWAP_TRIES: u32 = 3;
+
+/// Swaps the subscription's billing key for the one the PG registered for `current`.
+pub async fn swap(
+    deps: &Deps,
+    current: CheckoutRecord,
+    fp: FirstPayment,
+    details: PaymentDetails,
+    now: Timestamp,
+) -> Result<Completed, VerifyError> {
+    if let Some(charged) = &fp.charged {
+        // Registration charges nothing; money the PG moved anyway is recorded, never dropped.
+        let why = "the PG charged a card change that only registers a card: recorded for a refund".to_string();
+        keep_on_failed_checkout(deps, &current, charged, details, why.clone()).await?;
+        return Err(VerifyError::Failed(why));
+    }
+    let Some(key) = fp.billing_key else {
+        release(deps, &current, None).await?;
+        return Err(VerifyError::NotPaid("the PG registered no card".into()));
+    };
+    for _ in 0..SWAP_TRIES {
+        let r = deps
+            .store
+            .get_subscription(&current.subscription_id)
+            .await?
+            .ok_or(VerifyError::NotFound("subscription"))?;
+        let attempt = match r.subscription.payment_method_changed(now) {
+            Ok(t) => commit_swap(deps, &current, &r, t, &key, now).await,
+            Err(e) => return ended(deps, &current, &r, &key, e.to_string(), now).await,
+        };
+        match attempt {
+            Err(StoreError::Conflict(_)) => tokio::time::sleep(std::time::Duration::from_millis(300)).await,
+            Err(e) => return Err(e.into()),
+            Ok(done) => return Ok(done),
+        }
+    }
+    release(deps, &current, None).await?;
+    Err(VerifyError::InProgress)
+}
+
+/// The replaced key as renew's sweep deletes it.
+fn retired(r: &SubscriptionRecord, key: String, checkout_id: &str, now: Timestamp) -> RetiredKey {
+    RetiredKey {
+        subscription_id: r.id().clone(),
+        partner_id: r.partner_id.clone(),
+        customer_id: r.customer.id.clone(),
+        pg: r.pg,
+        billing_key: key,
+        checkout_id: checkout_id.to_string(),
+        retired_at: now,
+        failures: 0,
+        retry_at: None,
+        version: 1,
+    }
+}
+
+async fn commit_swap(
+    deps: &Deps,
+    current: &CheckoutRecord,
+    r: &SubscriptionRecord,
+    t: paycycle::domain::subscription::Transition,
+    key: &str,
+    now: Timestamp,
+) -> Result<Completed, StoreError> {
+    let next = SubscriptionRecord { billing_key: Some(key.to_string()), ..r.next(t.subscription) };
+    let old = r.billing_key.clone().filter(|old| old != key && r.pg.capabilities().deletes_billing_keys);
+    let checkout = CheckoutRecord { status: CheckoutStatus::Completed, verifying_until: 0, ..current.next() };
+    let wall = Timestamp::now();
+    let change = TransitionCommit {
+        checkout: Some(&checkout),
+        ..TransitionCommit::new(&next, SubscriptionWrite::Unleased { read: r, at: wall }, &t.events, now)
+    };
+    deps.publisher
+        .commit_transition(&deps.store, &change, |tx| {
+            if let Some(old) = old {
+                tx.put_retired_key_new(&retired(r, old, &current.checkout_id, now));
+            }
+        })
+        .await?;
+    tracing::info!(
+        checkout_id = %checkout.checkout_id,
+        subscription_id = %next.id(),
+        state = %next.subscription.state,
+        retry_now = next.subscription.next_attempt_at != r.subscription.next_attempt_at,
+        "card changed: renewals charge the new billing key"
+    );
+    Ok(Completed { checkout, subscription: next, payment: None })
+}
+
+/// The subscription can no longer take a card (canceled, unpaid, in review meanwhile): the
+/// checkout fails with the reason and the registered key is handed to renew for deletion.
+async fn ended(
+    deps: &Deps,
+    current: &CheckoutRecord,
+    r: &SubscriptionRecord,
+    key: &str,
+    why: String,
+    now: Timestamp,
+) -> Result<Completed, VerifyError> {
+    let checkout = CheckoutRecord {
+        status: CheckoutStatus::Failed,
+        failure: Some(why.clone()),
+        verifying_until: 0,
+        ..current.next()
+    };
+    let mut tx = deps.store.tx();
+    tx.put_checkout_next(&checkout);
+    if r.pg.capabilities().deletes_billing_keys {
+        tx.put_retired_key_new(&retired(r, key.to_string(), &current.checkout_id, now));
+    }
+    deps.store.commit(tx).await?;
+    tracing::warn!(checkout_id = %current.checkout_id, subscription_id = %r.id(), reason = %why, "card change refused: the new card is deleted at the PG");
+    Err(VerifyError::Failed(why))
+}
