@@ -608,3 +608,46 @@ async fn a_renewal_a_person_settled_not_paid_is_recorded_when_steppays_webhook_s
     );
     assert_eq!(e.state(&id).await, "canceled");
 }
+
+/// Issue 24 §5, StepPay managed: a card change is StepPay's payment-method order, registered on
+/// its pay page. Verify asks StepPay (a `PAYMENT_METHOD` order with a payment date) before it
+/// records anything, charges nothing, and StepPay's next renewal charges the new card.
+#[tokio::test]
+async fn a_managed_card_change_is_steppays_payment_method_order_and_its_next_renewal_charges_the_new_card() {
+    let e = env().await;
+    let (id, steppay_id) = e.managed_active("cus_mcard").await;
+    let body = json!({"return_url": "https://shop.example.com/card"});
+    let (status, c) = e.partner.post(&format!("/subscriptions/{id}/payment-method"), &body, Some("mc-1")).await;
+    assert_eq!(status, 201, "{c}");
+    assert_eq!(c["purpose"], "payment_method", "{c}");
+    let order_code = c["steppay"]["order_code"].as_str().unwrap().to_string();
+    let verify = json!({"checkout_id": c["id"], "order_code": order_code});
+
+    // The browser's word before StepPay has a card: nothing changes.
+    let (status, v) = e.partner.post("/payments/verify", &verify, None).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (409, Some("payment_not_completed")), "{v}");
+    // A first payment's order is no card change of this checkout.
+    let first_order = e.stack.sandbox.shared.state.lock().unwrap().orders[0].order_code.clone();
+    let (status, v) =
+        e.partner.post("/payments/verify", &json!({"checkout_id": c["id"], "order_code": first_order}), None).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (422, Some("evidence_mismatch")), "{v}");
+
+    let charges_before = e.stack.sandbox.shared.state.lock().unwrap().charges.len();
+    let redirect = e.sandbox.steppay_pay_page(c["steppay"]["pay_url"].as_str().unwrap()).await;
+    assert_eq!((redirect["status"].as_str(), redirect["order_code"].as_str()), ("success", order_code.as_str()));
+    let (status, v) = e.partner.post("/payments/verify", &verify, None).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!((v["payment"].is_null(), v["subscription"]["state"].as_str()), (true, Some("active")), "{v}");
+    assert_eq!(e.store.get_subscription(&id).await.unwrap().unwrap().billing_key.as_deref(), Some(steppay_id.as_str()));
+
+    let new_key = {
+        let state = e.stack.sandbox.shared.state.lock().unwrap();
+        assert_eq!(state.charges.len(), charges_before, "a registration charges nothing");
+        state.orders.iter().find(|o| o.order_code == order_code).unwrap().id_key.clone()
+    };
+    let renewed =
+        e.http.post(format!("{}/__admin/steppay/subscriptions/{steppay_id}/renew", e.stack.sandbox.base_url()));
+    assert!(renewed.send().await.unwrap().status().is_success());
+    let state = e.stack.sandbox.shared.state.lock().unwrap();
+    assert_eq!(state.charges.last().unwrap().billing_key.as_deref(), Some(new_key.as_str()), "the new card");
+}

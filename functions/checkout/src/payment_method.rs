@@ -1,15 +1,17 @@
 //! `POST /subscriptions/{id}/payment-method` (DESIGN §13): the customer's new card for a live
-//! subscription. Answers a checkout in registration mode (`purpose: payment_method`): the Payple
-//! window opens with `AUTH` (register a card, charge nothing), and the partner's return handler
-//! forwards the result to `POST /payments/verify` as for any checkout. Verify confirms the new key
-//! with Payple for this checkout's payer, swaps it in one conditional write, hands the old key to
-//! renew for deletion at Payple (`PUSERDEL`), and a subscription in `past_due` is charged again
-//! on the new card at renew's next tick.
+//! subscription. Answers a checkout in registration mode (`purpose: payment_method`) that the
+//! partner completes through `POST /payments/verify` like a first payment:
+//! - Payple: the window opens with `AUTH` (register a card, charge nothing). Verify confirms the
+//!   new key with Payple for this checkout's payer, swaps it in one conditional write, hands the
+//!   old key to renew for deletion at Payple (`PUSERDEL`), and a subscription in `past_due` is
+//!   charged again on the new card at renew's next tick.
+//! - StepPay managed: StepPay's payment-method order and its pay page; verify confirms the order
+//!   with StepPay and records the change (StepPay keeps the card and retries on its own).
+//! - StepPay self: 422 `card_change_unsupported` with what to do instead.
 //!
 //! Body: `{return_url, error_url?}`. `Idempotency-Key` is required (a retried request gets the
 //! same checkout). `active`, `past_due` and `paused` subscriptions take a new card; any other
-//! state answers 409. A PG mode where paycycle cannot register a card itself answers 422
-//! `card_change_unsupported` with what to do instead.
+//! state answers 409.
 
 use http::StatusCode;
 use jiff::Timestamp;
@@ -30,7 +32,7 @@ use crate::{Deps, check_url, created_json, pg_error, store_unavailable};
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct CardChangeBody {
-    /// Where Payple sends the customer back (`PCD_RST_URL`).
+    /// Where the PG sends the customer back (Payple `PCD_RST_URL`, StepPay successUrl).
     return_url: String,
     #[serde(default)]
     error_url: Option<String>,
@@ -87,7 +89,8 @@ async fn open(
         pg_customer: None,
     };
     let adapter = deps.pgs.adapter(r.pg);
-    let prepared = match adapter.prepare_card_change(&start).await {
+    // StepPay managed: its own subscription's id is what paycycle keeps as the billing key.
+    let prepared = match adapter.prepare_card_change(&start, r.billing_key.as_deref()).await {
         Ok(p) => p,
         Err(PgError::Unsupported(why)) => return Err(ApiError::unprocessable("card_change_unsupported", why)),
         Err(e) => return Err(pg_error(e)),

@@ -9,6 +9,7 @@
 //! keeps nothing: the checkout fails and the new key goes to renew for deletion the same way.
 
 use jiff::Timestamp;
+use paycycle::domain::subscription::Renewer;
 use paycycle::events::{SubscriptionWrite, TransitionCommit};
 use paycycle::pg::{FirstPayment, PaymentDetails};
 use paycycle::store::StoreError;
@@ -36,19 +37,22 @@ pub async fn swap(
         keep_on_failed_checkout(deps, &current, charged, details, why.clone()).await?;
         return Err(VerifyError::Failed(why));
     }
-    let Some(key) = fp.billing_key else {
-        release(deps, &current, None).await?;
-        return Err(VerifyError::NotPaid("the PG registered no card".into()));
-    };
+    // Where paycycle renews, the new key is the point; where the PG renews (StepPay managed),
+    // the PG keeps the card and only the change is recorded.
+    let key = fp.billing_key;
     for _ in 0..SWAP_TRIES {
         let r = deps
             .store
             .get_subscription(&current.subscription_id)
             .await?
             .ok_or(VerifyError::NotFound("subscription"))?;
+        if key.is_none() && r.subscription.renewer == Renewer::Paycycle {
+            release(deps, &current, None).await?;
+            return Err(VerifyError::NotPaid("the PG registered no card".into()));
+        }
         let attempt = match r.subscription.payment_method_changed(now) {
-            Ok(t) => commit_swap(deps, &current, &r, t, &key, now).await,
-            Err(e) => return ended(deps, &current, &r, &key, e.to_string(), now).await,
+            Ok(t) => commit_swap(deps, &current, &r, t, key.as_deref(), now).await,
+            Err(e) => return ended(deps, &current, &r, key.as_deref(), e.to_string(), now).await,
         };
         match attempt {
             Err(StoreError::Conflict(_)) => tokio::time::sleep(std::time::Duration::from_millis(300)).await,
@@ -81,21 +85,40 @@ async fn commit_swap(
     current: &CheckoutRecord,
     r: &SubscriptionRecord,
     t: paycycle::domain::subscription::Transition,
-    key: &str,
+    key: Option<&str>,
     now: Timestamp,
 ) -> Result<Completed, StoreError> {
+    let Some(key) = key else {
+        // The PG keeps the card: the record changes only by the transition's version.
+        return commit(deps, current, r, r.next(t.subscription), &t.events, None, now).await;
+    };
     let next = SubscriptionRecord { billing_key: Some(key.to_string()), ..r.next(t.subscription) };
     let old = r.billing_key.clone().filter(|old| old != key && r.pg.capabilities().deletes_billing_keys);
+    let retired = old.map(|old| retired(r, old, &current.checkout_id, now));
+    commit(deps, current, r, next, &t.events, retired, now).await
+}
+
+/// The swap's transaction: the subscription on the version read, the checkout completed, the
+/// replaced key kept for renew, and the events.
+async fn commit(
+    deps: &Deps,
+    current: &CheckoutRecord,
+    r: &SubscriptionRecord,
+    next: SubscriptionRecord,
+    events: &[paycycle::domain::events::EventKind],
+    retired: Option<RetiredKey>,
+    now: Timestamp,
+) -> Result<Completed, StoreError> {
     let checkout = CheckoutRecord { status: CheckoutStatus::Completed, verifying_until: 0, ..current.next() };
     let wall = Timestamp::now();
     let change = TransitionCommit {
         checkout: Some(&checkout),
-        ..TransitionCommit::new(&next, SubscriptionWrite::Unleased { read: r, at: wall }, &t.events, now)
+        ..TransitionCommit::new(&next, SubscriptionWrite::Unleased { read: r, at: wall }, events, now)
     };
     deps.publisher
         .commit_transition(&deps.store, &change, |tx| {
-            if let Some(old) = old {
-                tx.put_retired_key_new(&retired(r, old, &current.checkout_id, now));
+            if let Some(retired) = &retired {
+                tx.put_retired_key_new(retired);
             }
         })
         .await?;
@@ -115,7 +138,7 @@ async fn ended(
     deps: &Deps,
     current: &CheckoutRecord,
     r: &SubscriptionRecord,
-    key: &str,
+    key: Option<&str>,
     why: String,
     now: Timestamp,
 ) -> Result<Completed, VerifyError> {
@@ -127,7 +150,7 @@ async fn ended(
     };
     let mut tx = deps.store.tx();
     tx.put_checkout_next(&checkout);
-    if r.pg.capabilities().deletes_billing_keys {
+    if let Some(key) = key.filter(|_| r.pg.capabilities().deletes_billing_keys) {
         tx.put_retired_key_new(&retired(r, key.to_string(), &current.checkout_id, now));
     }
     deps.store.commit(tx).await?;

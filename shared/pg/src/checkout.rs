@@ -207,25 +207,39 @@ impl Adapter<'_> {
 
 impl Adapter<'_> {
     /// Starts a card change for a live subscription (DESIGN §13): what the partner's page needs
-    /// to let the customer register a new card, with nothing charged. Payple: an `AUTH` window
-    /// (seed 003: "결제없이 등록만을 수행할 때는 PCD_PAY_WORK 를 AUTH로 설정합니다") under a payer number only
-    /// this checkout registers, whose key verify confirms (PUSERINFO) before the swap.
-    /// `Unsupported` where paycycle cannot register a card on its own: StepPay self issues a
-    /// billing key only with a payment through its SDK, and StepPay managed keeps the card at
-    /// StepPay (its own payment-method order, `PUT /api/v1/subscriptions/{id}/payment-method`,
-    /// step-api-spec `gateway/v1_product.json` `v1_changePaymentMethod`).
-    pub async fn prepare_card_change(&self, start: &CheckoutStart<'_>) -> Result<Prepared, PgError> {
+    /// to let the customer register a new card, with nothing charged.
+    /// - Payple: an `AUTH` window (seed 003: "결제없이 등록만을 수행할 때는 PCD_PAY_WORK 를 AUTH로
+    ///   설정합니다") under a payer number only this checkout registers, whose key verify confirms
+    ///   (PUSERINFO) before the swap.
+    /// - StepPay managed: StepPay's payment-method order for its subscription `pg_subscription`
+    ///   (`PUT /api/v1/subscriptions/{id}/payment-method`, step-api-spec gateway/v1_product.json
+    ///   `v1_changePaymentMethod`) and its pay page; StepPay keeps the card.
+    /// - StepPay self: `Unsupported` — it issues a billing key only with a payment through its SDK.
+    pub async fn prepare_card_change(
+        &self,
+        start: &CheckoutStart<'_>,
+        pg_subscription: Option<&str>,
+    ) -> Result<Prepared, PgError> {
         match self {
             Adapter::Payple(client) => match open_payple_window(client, WindowWork::Auth, start).await {
                 Ok(p) => Ok(p),
                 Err(PrepareError::Pg(e)) => Err(e),
                 Err(PrepareError::PlanMismatch(why)) => Err(PgError::Invalid(why)),
             },
+            Adapter::SteppayManaged(client) => {
+                let id = pg_subscription.ok_or_else(|| PgError::Invalid("no StepPay subscription to change".into()))?;
+                let order = client.change_payment_method(id).await?;
+                let success = start.return_url.unwrap_or_default();
+                let pay_url = client.pay_url(&order.order_code, success, start.error_url.unwrap_or(success))?;
+                Ok(Prepared {
+                    answer: json!({"order_code": order.order_code, "pay_url": pay_url.as_str()}),
+                    reference: Some(order.order_code),
+                    work: None,
+                    payer_no: None,
+                })
+            }
             Adapter::SteppaySelf(_) => Err(PgError::Unsupported(
                 "StepPay self issues a billing key only with a payment through its SDK: start a new checkout on the new card and cancel this subscription",
-            )),
-            Adapter::SteppayManaged(_) => Err(PgError::Unsupported(
-                "StepPay keeps this subscription's card: the customer changes it in StepPay's own payment-method flow",
             )),
         }
     }

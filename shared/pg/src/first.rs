@@ -186,6 +186,9 @@ impl Adapter<'_> {
         let expected = held.terms().amount;
         match (self, evidence) {
             (Adapter::Payple(client), evidence) => payple::first_payment(client, held, evidence, source, now).await,
+            (Adapter::SteppayManaged(c), Evidence::SteppayOrder { order_code }) if held.terms().registers_only => {
+                c.verify_payment_method_order(order_code).await.map(|fp| (fp, PaymentDetails::default()))
+            }
             (Adapter::SteppayManaged(c), Evidence::SteppayOrder { order_code }) => {
                 c.verify_order(order_code, expected).await.map(|fp| (fp, PaymentDetails::default()))
             }

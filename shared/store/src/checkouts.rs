@@ -154,7 +154,11 @@ impl Store {
         let expires = c.created_at.saturating_add(CHECKOUT_RETENTION).unwrap_or(c.created_at);
         pointer.insert(keys::EXPIRES_AT.into(), n(expires.as_second()));
         let mut tx = self.tx();
-        tx.put_new(item(c)).put_new(pointer);
+        tx.put_new(item(c));
+        // Only the checkout that creates the subscription is named by it; a card change's is not.
+        if c.purpose == CheckoutPurpose::Subscribe {
+            tx.put_new(pointer);
+        }
         self.commit(tx).await
     }
 

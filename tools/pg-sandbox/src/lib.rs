@@ -25,7 +25,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
+use axum::routing::{get, patch, post, put};
 use axum::{Json, Router};
 use jiff::Timestamp;
 use serde_json::{Value, json};
@@ -49,6 +49,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/subscriptions/{id}/cancel", post(steppay::cancel_subscription))
         .route("/api/v1/subscriptions/{id}/pause", post(steppay::pause_subscription))
         .route("/api/v1/subscriptions/{id}/active", post(steppay::activate_subscription))
+        .route("/api/v1/subscriptions/{id}/payment-method", put(steppay::change_payment_method))
         .route("/api/v1/orders/{id}/cancel", patch(steppay::cancel_order))
         .route("/api/public/orders/{code}/pay", get(steppay::pay_page))
         .route("/__sandbox/steppay/sdk/pay", post(steppay::sdk_pay))

@@ -208,6 +208,10 @@ pub struct Order {
     pub subscription_id: Option<u64>,
     /// Set on renewal orders: the subscription renewed.
     pub parent_subscription: Option<u64>,
+    /// A PAYMENT_METHOD order: the subscription whose card it changes once paid. Kept by the
+    /// sandbox only (no document says how the order names it).
+    #[serde(default)]
+    pub changes_payment_of: Option<u64>,
     pub created_at: Timestamp,
     pub payment_date: Option<Timestamp>,
 }

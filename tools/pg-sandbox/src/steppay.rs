@@ -599,6 +599,7 @@ pub async fn create_order(State(shared): Sh, headers: HeaderMap, body: Bytes) ->
         failed: None,
         subscription_id: None,
         parent_subscription: None,
+        changes_payment_of: None,
         created_at: now,
         payment_date: None,
     };
@@ -840,6 +841,56 @@ pub async fn pause_subscription(State(shared): Sh, headers: HeaderMap, Path(id):
     lifecycle(&shared, id, &["ACTIVE"], to, StatusCode::OK).await
 }
 
+/// `PUT /api/v1/subscriptions/{id}/payment-method` `SubscriptionChangePaymentMethodDTO{paymentGateway?}`
+/// (gateway/v1_product.json `v1_changePaymentMethod`): "구독의 결제수단을 변경할 때 호출합니다. 변경을
+/// 위한 주문이 생성됩니다." — 201 with the order (`type: PAYMENT_METHOD`, dev-docs 06_구독..md). The
+/// customer pays it on the pay page, which registers the new card as the subscription's. Its
+/// amount is not documented: 0원 here (unconfirmed). A canceled or expired subscription takes none
+/// (the sandbox's reading: "취소된 구독은 다시 복구될 수 없습니다").
+pub async fn change_payment_method(
+    State(shared): Sh,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+    body: Bytes,
+) -> Response {
+    let body = if body.is_empty() { Bytes::from_static(b"{}") } else { body };
+    if let Err(r) = authorized_json(&shared, &headers, &body) {
+        return r;
+    }
+    if let Err(r) = pre_fault(&shared, Operation::Lifecycle, None).await {
+        return r;
+    }
+    let mut state = shared.state.lock().expect("state");
+    let now = state.now();
+    let sub = match state.subscriptions.iter().find(|s| s.id == id) {
+        Some(s) if !["CANCELED", "EXPIRED"].contains(&s.status.as_str()) => s.clone(),
+        Some(s) => {
+            let message = format!("{} 상태의 구독은 변경할 수 없습니다 (sandbox code)", s.status);
+            return error(StatusCode::BAD_REQUEST, "INVALID_SUBSCRIPTION_STATUS", &message);
+        }
+        None => return error(StatusCode::NOT_FOUND, "SUBSCRIPTION_NOT_FOUND", "구독을 찾을 수 없습니다"),
+    };
+    let order = Order {
+        order_id: shared.next_number(),
+        order_code: format!("order_{}", shared.random(9)),
+        id_key: shared.steppay_id_key(now),
+        order_type: "PAYMENT_METHOD".into(),
+        customer_id: sub.customer_id,
+        price: Price { amount: 0, ..sub.price.clone() },
+        paid: false,
+        failed: None,
+        subscription_id: None,
+        parent_subscription: None,
+        changes_payment_of: Some(id),
+        created_at: now,
+        payment_date: None,
+    };
+    state.orders.push(order.clone());
+    let mut body = order_json(&state, &order);
+    body.as_object_mut().map(|m| m.remove("id"));
+    (StatusCode::CREATED, Json(body)).into_response()
+}
+
 /// `POST /api/v1/subscriptions/{id}/active`, no body: "일시정지 및 취소 대기중 상태만 변경가능합니다"
 /// (merge/v1.json `v1_activeSubscription`), 201.
 pub async fn activate_subscription(State(shared): Sh, headers: HeaderMap, Path(id): Path<u64>) -> Response {
@@ -900,6 +951,18 @@ pub async fn pay_page(
             return Redirect::to(&with_query(error_url, &o, "error")).into_response();
         }
         let mut o = state.orders[index].clone();
+        if let Some(sub_id) = o.changes_payment_of {
+            // A card registration: nothing charged; the order's idKey becomes the subscription's key.
+            o.paid = true;
+            o.payment_date = Some(now);
+            state.steppay_billing_keys.insert(o.id_key.clone(), false);
+            if let Some(s) = state.subscriptions.iter_mut().find(|s| s.id == sub_id) {
+                s.billing_key = o.id_key.clone();
+            }
+            state.orders[index] = o.clone();
+            drop(state);
+            return Redirect::to(&with_query(success, &o, "success")).into_response();
+        }
         let recurring = o.order_type == "RECURRING_INITIAL";
         state.charges.push(Charge {
             pg: Pg::Steppay,
@@ -1075,6 +1138,7 @@ pub async fn admin_renew(State(shared): Sh, Path(id): Path<u64>) -> Response {
             failed: None,
             subscription_id: Some(id),
             parent_subscription: Some(id),
+            changes_payment_of: None,
             created_at: now,
             payment_date: None,
         };

@@ -61,6 +61,9 @@ pub fn parse_time(s: &str) -> Option<Timestamp> {
     })
 }
 
+/// The order type of a card registration (step-api-spec `OrderDTO.type`, dev-docs 06_구독..md).
+const PAYMENT_METHOD_ORDER: &str = "PAYMENT_METHOD";
+
 impl SteppayClient {
     pub fn new(http: reqwest::Client, base: Url, token: Secret) -> Self {
         Self { http, base, token }
@@ -384,6 +387,48 @@ impl SteppayClient {
         let body = serde_json::to_string(&body).map_err(|e| PgError::Invalid(e.to_string()))?;
         self.send(Method::PATCH, &path, "Secret-Token", Some(body), true).await?;
         Ok(Refunded { pg_refund_id: None, amount: req.amount })
+    }
+
+    /// `PUT /api/v1/subscriptions/{subscriptionId}/payment-method` (step-api-spec
+    /// gateway/v1_product.json `v1_changePaymentMethod`: "구독의 결제수단을 변경할 때 호출합니다.
+    /// 변경을 위한 주문이 생성됩니다", body `SubscriptionChangePaymentMethodDTO`, nothing required;
+    /// 201 `OrderDTO`): the order the customer pays on the pay page to register a new card for
+    /// the managed subscription (dev-docs docs/06_구독..md "결제 수단 변경").
+    pub async fn change_payment_method(&self, subscription_id: &str) -> Result<OrderBody, PgError> {
+        let path = format!("/api/v1/subscriptions/{}/payment-method", urlencode(subscription_id));
+        let text = self.send(Method::PUT, &path, "Secret-Token", Some("{}".into()), false).await?;
+        let order: OrderBody = Self::parse(&text, false)?;
+        match order.order_type.as_deref() {
+            Some(PAYMENT_METHOD_ORDER) => Ok(order),
+            other => Err(PgError::Unrecognized {
+                code: "type".into(),
+                message: format!("a payment-method change answered an order of type {other:?}"),
+            }),
+        }
+    }
+
+    /// Whether the customer registered a card on payment-method order `order_code`: the order
+    /// lookup shows it a `PAYMENT_METHOD` order with a `paymentDate` (07-1's "paymentDate 가 null
+    /// 이 아닌 경우 결제가 정상적으로 완료", documented for payments; that it also marks a
+    /// registration is unconfirmed — without it nothing is swapped). Money it shows paid is
+    /// returned for the caller to record: a registration charges nothing.
+    pub async fn verify_payment_method_order(&self, order_code: &str) -> Result<FirstPayment, PgError> {
+        let o = self.order(order_code).await?;
+        if o.order_type.as_deref() != Some(PAYMENT_METHOD_ORDER) {
+            return Err(PgError::Mismatch(format!("order {order_code} is not a payment-method order")));
+        }
+        if o.payment_date.is_none() {
+            return Err(PgError::NotPaid(format!("no card was registered on order {order_code} yet")));
+        }
+        let paid = amount(o.paid_amount.as_deref(), "paidAmount")?;
+        let charged = match (paid.won() > 0, o.id_key) {
+            (true, Some(id_key)) => {
+                let approved_at = o.payment_date.as_deref().and_then(parse_time).unwrap_or_else(Timestamp::now);
+                Some(Charged { pg_payment_id: id_key, amount: paid, approved_at })
+            }
+            _ => None,
+        };
+        Ok(FirstPayment { charged, billing_key: None })
     }
 
     /// The customer-facing pay page: `/api/public/orders/{orderCode}/pay?successUrl&errorUrl`.
