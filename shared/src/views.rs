@@ -93,6 +93,7 @@ pub fn subscription_json(r: &SubscriptionRecord) -> Value {
 pub fn checkout_json(c: &CheckoutRecord) -> Value {
     json!({
         "id": c.checkout_id,
+        "purpose": c.purpose.as_str(),
         "pg": c.pg,
         "status": c.status,
         "subscription_id": c.subscription_id,

@@ -1391,7 +1391,7 @@ async fn a_card_registered_for_a_subscription_that_ended_meanwhile_is_deleted_an
     let new_key = fields["PCD_PAYER_ID"].as_str().unwrap().to_string();
     fields.insert("checkout_id".into(), c["id"].clone());
     let (status, v) = partner.post("/payments/verify", &Value::Object(fields), None).await;
-    assert_eq!((status, v["error"]["code"].as_str()), (422, Some("payment_failed")), "{v}");
+    assert_eq!((status, v["error"]["code"].as_str()), (409, Some("illegal_transition")), "{v}");
     assert_eq!(e.get("sub_cardx").await.billing_key, s.billing_key, "the canceled subscription kept nothing new");
 
     let r = e.tick_at(plus(anchor, SignedDuration::from_hours(1)), &e.deps).await;

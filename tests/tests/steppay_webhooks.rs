@@ -633,8 +633,11 @@ async fn a_managed_card_change_is_steppays_payment_method_order_and_its_next_ren
     assert_eq!((status, v["error"]["code"].as_str()), (422, Some("evidence_mismatch")), "{v}");
 
     let charges_before = e.stack.sandbox.shared.state.lock().unwrap().charges.len();
+    let before = e.deliveries();
     let redirect = e.sandbox.steppay_pay_page(c["steppay"]["pay_url"].as_str().unwrap()).await;
     assert_eq!((redirect["status"].as_str(), redirect["order_code"].as_str()), ("success", order_code.as_str()));
+    // StepPay's order webhook completes the card change; the partner's verify then reads it.
+    e.stack.settle_webhooks(before + 1).await;
     let (status, v) = e.partner.post("/payments/verify", &verify, None).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!((v["payment"].is_null(), v["subscription"]["state"].as_str()), (true, Some("active")), "{v}");
@@ -650,4 +653,42 @@ async fn a_managed_card_change_is_steppays_payment_method_order_and_its_next_ren
     assert!(renewed.send().await.unwrap().status().is_success());
     let state = e.stack.sandbox.shared.state.lock().unwrap();
     assert_eq!(state.charges.last().unwrap().billing_key.as_deref(), Some(new_key.as_str()), "the new card");
+}
+
+/// A managed card change StepPay completes after the subscription was canceled here changes
+/// nothing and records no money: verify refuses it (409), and StepPay's later order webhook for
+/// the failed card change is settled as a registration that charged nothing (not retried, not
+/// recorded as a payment, not taken for a renewal).
+#[tokio::test]
+async fn a_managed_card_change_completed_after_a_cancel_records_no_payment() {
+    let e = env().await;
+    let (id, _) = e.managed_active("cus_mcx").await;
+    let body = json!({"return_url": "https://shop.example.com/card"});
+    let (status, c) = e.partner.post(&format!("/subscriptions/{id}/payment-method"), &body, Some("mcx-1")).await;
+    assert_eq!(status, 201, "{c}");
+    let (status, v) = e.partner.post(&format!("/subscriptions/{id}/cancel"), &json!({}), None).await;
+    assert_eq!(status, 200, "{v}");
+    // StepPay's own delivery of the order webhook is held back: the partner's verify comes first.
+    e.sandbox.admin("/__admin/config", json!({"steppay_webhook_url": null})).await;
+    let code = c["steppay"]["order_code"].as_str().unwrap().to_string();
+    let redirect = e.sandbox.steppay_pay_page(c["steppay"]["pay_url"].as_str().unwrap()).await;
+    assert_eq!(redirect["status"], "success");
+    let verify = json!({"checkout_id": c["id"], "order_code": code});
+    let (status, v) = e.partner.post("/payments/verify", &verify, None).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (409, Some("illegal_transition")), "{v}");
+    let checkout = e.store.get_checkout(c["id"].as_str().unwrap()).await.unwrap().unwrap();
+    assert_eq!(checkout.status, paycycle::store::checkouts::CheckoutStatus::Failed);
+
+    let order_id =
+        e.stack.sandbox.shared.state.lock().unwrap().orders.iter().find(|o| o.order_code == code).unwrap().order_id;
+    let late =
+        json!({"timestamp": Timestamp::now().as_millisecond(), "version": "v1", "event": "order.payment_completed",
+        "data": {"id": order_id, "code": code, "type": "PAYMENT_METHOD"}})
+        .to_string();
+    assert_eq!(e.post(&late).await.0, 200);
+    e.stack.drain_stream().await;
+    let stored = e.stored(&late).await.expect("stored first");
+    assert_eq!(stored.status, WebhookStatus::Ignored, "{stored:?}");
+    assert_eq!(e.store.payments_of_subscription(&id).await.unwrap().len(), 1, "only the first payment");
+    assert_eq!(e.state(&id).await, "canceled");
 }

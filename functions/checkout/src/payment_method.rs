@@ -18,6 +18,7 @@ use jiff::Timestamp;
 use lambda_http::{Body, Request, Response};
 use paycycle::api::{self, ApiError, Keep};
 use paycycle::domain::attempt::SubscriptionId;
+use paycycle::domain::subscription::TransitionError;
 use paycycle::pg::PgError;
 use paycycle::pg::checkout::CheckoutStart;
 use paycycle::store::api_keys::ApiKeyRecord;
@@ -73,9 +74,12 @@ async fn open(
     let r = owned(deps, key, id).await?;
     let now = Timestamp::now();
     // The same check verify makes before the swap: refused now, not after the customer typed a card.
-    r.subscription
-        .payment_method_changed(now)
-        .map_err(|e| ApiError::conflict("illegal_transition", format!("no new card: {e}")))?;
+    r.subscription.payment_method_changed(now).map_err(|e| match e {
+        TransitionError::UnknownOutcomePending(_) => {
+            ApiError::conflict("charge_outcome_unknown", format!("{e}; change the card after renew settles it"))
+        }
+        e => ApiError::conflict("illegal_transition", format!("no new card: {e}")),
+    })?;
     let checkout_id = paycycle::ids::new_id("chk");
     let start = CheckoutStart {
         checkout_id: &checkout_id,

@@ -9,7 +9,7 @@
 //! (`Store::key_release_shards`), after the renewals, within the deadline.
 //!
 //! An `unpaid` subscription keeps its key: dunning is over, but the customer may still pay (a
-//! person's retry, a card change); a dunning policy whose final action is `canceled` releases it.
+//! person's retry); a dunning policy whose final action is `canceled` releases it.
 
 use jiff::Timestamp;
 use paycycle::domain::subscription::SubscriptionState;
@@ -78,17 +78,11 @@ async fn release_entry(deps: &Deps, entry: &KeyRelease) -> bool {
 
 /// Deletes `key` at `pg` unless another live subscription of the customer uses it. `Ok(true)`:
 /// deleted at the PG; `Ok(false)`: still used, only to be dropped here.
-async fn delete_unless_used(
-    deps: &Deps,
-    pg: PgMode,
-    partner_id: &str,
-    customer_id: &str,
-    key: &str,
-) -> Result<bool, String> {
-    if still_used(deps, partner_id, customer_id, key).await.map_err(|e| e.to_string())? {
+async fn delete_unless_used(deps: &Deps, owner: &Owner<'_>, key: &str) -> Result<bool, String> {
+    if still_used(deps, owner, key).await.map_err(|e| e.to_string())? {
         return Ok(false);
     }
-    match deps.pgs.adapter(pg).delete_billing_key(key).await {
+    match deps.pgs.adapter(owner.pg).delete_billing_key(key).await {
         // Not there any more: deleted already (an earlier try whose write was lost).
         Ok(()) | Err(PgError::NotFound) => Ok(true),
         Err(e) => Err(e.to_string()),
@@ -98,7 +92,9 @@ async fn delete_unless_used(
 /// Releases a replaced key: deleted at the PG unless still used, then its item removed (on the
 /// version read); a failure is counted on it and tried again after the backoff.
 async fn release_retired(deps: &Deps, k: &RetiredKey) -> bool {
-    let outcome = delete_unless_used(deps, k.pg, &k.partner_id, &k.customer_id, &k.billing_key).await;
+    let owner =
+        Owner { subscription_id: &k.subscription_id, pg: k.pg, partner_id: &k.partner_id, customer_id: &k.customer_id };
+    let outcome = delete_unless_used(deps, &owner, &k.billing_key).await;
     let failures = k.failures + 1;
     let mut tx = deps.store.tx();
     let released = match &outcome {
@@ -150,7 +146,8 @@ fn backoff(failures: u32, subscription_id: &str, pg: PgMode, e: &str) -> (bool, 
 /// customer uses it, then dropped from `r` (one conditional write on the version read).
 async fn release(deps: &Deps, r: &SubscriptionRecord) -> bool {
     let Some(key) = r.billing_key.as_deref() else { return false };
-    let shared = match delete_unless_used(deps, r.pg, &r.partner_id, &r.customer.id, key).await {
+    let owner = Owner { subscription_id: r.id(), pg: r.pg, partner_id: &r.partner_id, customer_id: &r.customer.id };
+    let shared = match delete_unless_used(deps, &owner, key).await {
         Ok(deleted) => !deleted,
         Err(e) => return failed(deps, r, &e).await,
     };
@@ -174,18 +171,29 @@ async fn release(deps: &Deps, r: &SubscriptionRecord) -> bool {
     }
 }
 
-/// Whether a live subscription of the customer (at the same partner) uses `key`. A canceled
-/// subscription's own key is never its own obstacle (it is canceled); a replaced key is still
-/// used if the card change registered the very same key again.
-async fn still_used(deps: &Deps, partner_id: &str, customer_id: &str, key: &str) -> Result<bool, StoreError> {
+/// The subscription a key was released from, and whose customer's other subscriptions may use it.
+struct Owner<'a> {
+    subscription_id: &'a paycycle::domain::attempt::SubscriptionId,
+    pg: PgMode,
+    partner_id: &'a str,
+    customer_id: &'a str,
+}
+
+/// Whether a live subscription of the owner's customer (at the same partner) uses `key`. The
+/// owner itself is read consistently (a card change may have registered the very same key
+/// again); the customer's others come from the lookup index, which lags writes by a moment —
+/// the owner's own entry there is skipped, so a stale image of it never keeps a key alive.
+async fn still_used(deps: &Deps, owner: &Owner<'_>, key: &str) -> Result<bool, StoreError> {
+    let live_with_key = |o: &SubscriptionRecord| {
+        o.billing_key.as_deref() == Some(key) && o.subscription.state != SubscriptionState::Canceled
+    };
+    if deps.store.get_subscription(owner.subscription_id).await?.is_some_and(|o| live_with_key(&o)) {
+        return Ok(true);
+    }
     let mut start = None;
     loop {
-        let page = deps.store.subscriptions_of_customer(partner_id, customer_id, 100, start).await?;
-        if page
-            .items
-            .iter()
-            .any(|o| o.billing_key.as_deref() == Some(key) && o.subscription.state != SubscriptionState::Canceled)
-        {
+        let page = deps.store.subscriptions_of_customer(owner.partner_id, owner.customer_id, 100, start).await?;
+        if page.items.iter().any(|o| o.id() != owner.subscription_id && live_with_key(o)) {
             return Ok(true);
         }
         match page.next {

@@ -205,7 +205,7 @@ async fn commit(
     let mut kinds = t.events.clone();
     kinds.push(EventKind::SubscriptionReviewResolved);
     let next = r.next(t.subscription.clone());
-    let mut change = TransitionCommit::new(&next, SubscriptionWrite::Unleased { read: r, at: now }, &kinds, now);
+    let mut change = TransitionCommit::new(&next, SubscriptionWrite::Resolve { read: r, at: now }, &kinds, now);
     change.payment = payment;
     change.payment_is_new = payment_is_new;
     change.attempt = Some((settled, AttemptStatusKind::Unknown));

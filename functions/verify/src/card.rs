@@ -1,15 +1,19 @@
 //! A card change (DESIGN §13): a `payment_method` checkout's card, registered at the PG and
 //! confirmed there for this checkout's payer, replaces the subscription's billing key.
 //!
-//! One transaction, on the subscription version read and while no renew lease is live: the new
-//! key, the checkout completed, the replaced key kept for renew to delete at the PG
-//! ([`RetiredKey`]), and `subscription.payment_method_updated`. A subscription in dunning has its
-//! next attempt due at once ([`Subscription::payment_method_changed`]): renew's next tick charges
-//! the new card, under the attempt's own charge id, once. A subscription that ended meanwhile
-//! keeps nothing: the checkout fails and the new key goes to renew for deletion the same way.
+//! One transaction, with a lifecycle change's condition (the subscription version read, no live
+//! renew lease, and the attempt next in line neither pending nor unknown:
+//! `Tx::put_subscription_change`): the new key, the checkout completed, the replaced key kept for
+//! renew to delete at the PG ([`RetiredKey`]), and `subscription.payment_method_updated`. A
+//! subscription in dunning has its next attempt due at once
+//! (`Subscription::payment_method_changed`): renew's next tick charges the new card, under the
+//! attempt's own charge id, once. While a charge's outcome is unknown nothing is swapped (409, the
+//! checkout stays open): renew settles it under the key it was sent with. A subscription that
+//! ended meanwhile keeps nothing: the checkout fails and the new card goes to renew for deletion
+//! the same way.
 
 use jiff::Timestamp;
-use paycycle::domain::subscription::Renewer;
+use paycycle::domain::subscription::{Renewer, TransitionError};
 use paycycle::events::{SubscriptionWrite, TransitionCommit};
 use paycycle::pg::{FirstPayment, PaymentDetails};
 use paycycle::store::StoreError;
@@ -52,7 +56,11 @@ pub async fn swap(
         }
         let attempt = match r.subscription.payment_method_changed(now) {
             Ok(t) => commit_swap(deps, &current, &r, t, key.as_deref(), now).await,
-            Err(e) => return ended(deps, &current, &r, key.as_deref(), e.to_string(), now).await,
+            Err(e @ TransitionError::UnknownOutcomePending(_)) => {
+                release(deps, &current, None).await?;
+                return Err(VerifyError::ChargeInFlight(format!("{e}; verify this checkout again after that")));
+            }
+            Err(e) => return ended(deps, &current, &r, key.as_deref(), e.to_string()).await,
         };
         match attempt {
             Err(StoreError::Conflict(_)) => tokio::time::sleep(std::time::Duration::from_millis(300)).await,
@@ -65,7 +73,8 @@ pub async fn swap(
 }
 
 /// The replaced key as renew's sweep deletes it.
-fn retired(r: &SubscriptionRecord, key: String, checkout_id: &str, now: Timestamp) -> RetiredKey {
+/// `retired_at` is the wall clock: when renew deletes it is operations, not billing.
+fn retired(r: &SubscriptionRecord, key: String, checkout_id: &str) -> RetiredKey {
     RetiredKey {
         subscription_id: r.id().clone(),
         partner_id: r.partner_id.clone(),
@@ -73,7 +82,7 @@ fn retired(r: &SubscriptionRecord, key: String, checkout_id: &str, now: Timestam
         pg: r.pg,
         billing_key: key,
         checkout_id: checkout_id.to_string(),
-        retired_at: now,
+        retired_at: Timestamp::now(),
         failures: 0,
         retry_at: None,
         version: 1,
@@ -94,7 +103,7 @@ async fn commit_swap(
     };
     let next = SubscriptionRecord { billing_key: Some(key.to_string()), ..r.next(t.subscription) };
     let old = r.billing_key.clone().filter(|old| old != key && r.pg.capabilities().deletes_billing_keys);
-    let retired = old.map(|old| retired(r, old, &current.checkout_id, now));
+    let retired = old.map(|old| retired(r, old, &current.checkout_id));
     commit(deps, current, r, next, &t.events, retired, now).await
 }
 
@@ -113,7 +122,7 @@ async fn commit(
     let wall = Timestamp::now();
     let change = TransitionCommit {
         checkout: Some(&checkout),
-        ..TransitionCommit::new(&next, SubscriptionWrite::Unleased { read: r, at: wall }, events, now)
+        ..TransitionCommit::new(&next, SubscriptionWrite::Change { read: r, at: wall }, events, now)
     };
     deps.publisher
         .commit_transition(&deps.store, &change, |tx| {
@@ -140,7 +149,6 @@ async fn ended(
     r: &SubscriptionRecord,
     key: Option<&str>,
     why: String,
-    now: Timestamp,
 ) -> Result<Completed, VerifyError> {
     let checkout = CheckoutRecord {
         status: CheckoutStatus::Failed,
@@ -151,9 +159,9 @@ async fn ended(
     let mut tx = deps.store.tx();
     tx.put_checkout_next(&checkout);
     if let Some(key) = key.filter(|_| r.pg.capabilities().deletes_billing_keys) {
-        tx.put_retired_key_new(&retired(r, key.to_string(), &current.checkout_id, now));
+        tx.put_retired_key_new(&retired(r, key.to_string(), &current.checkout_id));
     }
     deps.store.commit(tx).await?;
     tracing::warn!(checkout_id = %current.checkout_id, subscription_id = %r.id(), reason = %why, "card change refused: the new card is deleted at the PG");
-    Err(VerifyError::Failed(why))
+    Err(VerifyError::Refused(why))
 }

@@ -32,6 +32,12 @@ pub enum VerifyError {
     InProgress,
     /// The PG payment is already recorded for another checkout or charge.
     AlreadyUsed(String),
+    /// A card change whose subscription has a charge in flight (its outcome unknown, or being
+    /// sent): nothing changed, the checkout stays open; verify again once renew settled it.
+    ChargeInFlight(String),
+    /// A card change the subscription can no longer take (ended meanwhile): the checkout failed
+    /// and the new card goes to renew for deletion.
+    Refused(String),
     Pg(PgError),
     Store(StoreError),
 }

@@ -147,7 +147,7 @@ async fn sweep_first_charges(deps: &Deps, now: Timestamp) -> usize {
     for checkout in open {
         let id = checkout.checkout_id.clone();
         match first::complete(deps, checkout, &Evidence::OwnSend, Source::Webhook, now).await {
-            Ok(_) | Err(VerifyError::Failed(_)) => resolved += 1,
+            Ok(_) | Err(VerifyError::Failed(_)) | Err(VerifyError::Refused(_)) => resolved += 1,
             Err(VerifyError::InProgress) => {}
             Err(e) => unresolved_first_charge(deps, &id, &e, now).await,
         }
@@ -333,6 +333,8 @@ fn api_error(e: VerifyError) -> ApiError {
             ApiError::conflict("verification_in_progress", "this checkout is being verified; retry shortly")
         }
         VerifyError::AlreadyUsed(m) => ApiError::conflict("payment_already_used", m),
+        VerifyError::ChargeInFlight(m) => ApiError::conflict("charge_outcome_unknown", m),
+        VerifyError::Refused(m) => ApiError::conflict("illegal_transition", m),
         VerifyError::Pg(e) => {
             tracing::warn!(error = %e, "PG verification call failed");
             ApiError::pg(&e)

@@ -12,7 +12,7 @@ use paycycle::events::{SubscriptionWrite, TransitionCommit};
 use paycycle::money::Krw;
 use paycycle::pg::{Evidence, Notice, OrderReport, Pg, PgError, PgMode, PgSubscriptionState, RenewalOutcome, Source};
 use paycycle::store::StoreError;
-use paycycle::store::checkouts::{CheckoutRecord, CheckoutStatus};
+use paycycle::store::checkouts::{CheckoutPurpose, CheckoutRecord, CheckoutStatus};
 use paycycle::store::outbox::{RefundSettled, refund_event};
 use paycycle::store::payments::{PaymentRecord, RefundOutcome, RefundRecord, payment_id_for};
 use paycycle::store::sha256_hex;
@@ -63,6 +63,8 @@ fn from_verify(r: Result<first::Completed, VerifyError>) -> Verdict {
         Err(VerifyError::Mismatch(m)) | Err(VerifyError::NotPaid(m)) | Err(VerifyError::AlreadyUsed(m)) => rejected(m),
         Err(VerifyError::NotFound(what)) => rejected(format!("no such {what}")),
         Err(VerifyError::InProgress) => Verdict::Retry("another verify holds the checkout".into()),
+        Err(VerifyError::ChargeInFlight(m)) => Verdict::Retry(m),
+        Err(VerifyError::Refused(m)) => verified(format!("the card change was refused: {m}")),
         Err(VerifyError::Pg(e)) => from_pg(e),
         Err(VerifyError::Store(e)) => from_store(e),
     }
@@ -436,9 +438,13 @@ async fn checkout_order(
         };
     }
     let id = checkout.checkout_id.clone();
+    // A card registration completes without money: its "not paid" is final, not lag.
+    let registers_only = checkout.purpose == CheckoutPurpose::PaymentMethod;
     match recorded_after_failure(deps, checkout, code, &format!("order {code}"), None, now).await {
         Ok(verdict) => verdict,
-        Err(VerifyError::NotPaid(m)) if !completed => ignored(format!("checkout {id} is failed: {m}")),
+        Err(VerifyError::NotPaid(m)) if !completed || registers_only => {
+            ignored(format!("checkout {id} is failed: {m}"))
+        }
         Err(e) => paid_claim(completed, e),
     }
 }

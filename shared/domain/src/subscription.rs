@@ -707,18 +707,17 @@ impl Subscription {
 
     /// The customer registered a new card (a card change verified with the PG). Nothing about
     /// the schedule changes, except that a subscription in dunning is charged again at once, on
-    /// the new card: the attempt next in line becomes due `now` — unless an attempt's outcome is
-    /// still unknown (renew looks that one up first; it is never sent twice). A PG-renewed
-    /// subscription changes only by the event: its PG keeps the card and retries.
+    /// the new card: the attempt next in line becomes due `now`. Not while an attempt's outcome
+    /// is unknown: renew looks that charge up under the key it was sent with first (a re-send of
+    /// its charge id on another card must never be possible). A PG-renewed subscription changes
+    /// only by the event: its PG keeps the card and retries on its own schedule.
     pub fn payment_method_changed(&self, now: Timestamp) -> Result<Transition> {
         use SubscriptionState::*;
         self.require(&[Active, PastDue, Paused], "change the payment method of")?;
+        self.no_unknown_outcome()?;
         let mut next = self.clone();
-        // A PG-renewed subscription is retried by its PG, on the PG's schedule.
-        if let (PastDue, Some(c), Renewer::Paycycle) = (self.state, &self.collection, self.renewer) {
-            if c.unknown_since.is_none() {
-                next.next_attempt_at = Some(self.next_attempt_at.map_or(now, |at| at.min(now)));
-            }
+        if let (PastDue, Some(_), Renewer::Paycycle) = (self.state, &self.collection, self.renewer) {
+            next.next_attempt_at = Some(self.next_attempt_at.map_or(now, |at| at.min(now)));
         }
         next.done(vec![EventKind::SubscriptionPaymentMethodUpdated])
     }

@@ -232,6 +232,15 @@ impl Adapter<'_> {
                 if c.reference != reference {
                     return Err(PgError::Mismatch(format!("order {reference} is not checkout {}'s", c.checkout_id)));
                 }
+                if c.registers_only {
+                    // A card registration charges nothing; money StepPay shows on it is recorded.
+                    return match client.verify_payment_method_order(reference).await {
+                        Ok(FirstPayment { charged: Some(charged), .. }) => Ok((charged, PaymentDetails::default())),
+                        Ok(_) => Err(PgError::NotPaid(format!("card registration {reference} charged nothing"))),
+                        Err(PgError::NotFound) => Err(PgError::NotPaid(format!("StepPay has no order {reference}"))),
+                        Err(e) => Err(e),
+                    };
+                }
                 match client.verify_order(reference, c.amount).await {
                     Ok(FirstPayment { charged: Some(charged), .. }) | Err(PgError::PaidOtherAmount { charged, .. }) => {
                         Ok((charged, PaymentDetails::default()))

@@ -306,6 +306,11 @@ impl Adapter<'_> {
             return Err(PgError::Unsupported("this PG renews nothing itself"));
         };
         let order = c.order(code).await?;
+        // Only a renewal is one: a card change's PAYMENT_METHOD order (or any other type) pays no
+        // period, whatever it names (step-api-spec OrderDTO.type).
+        if order.order_type.as_deref().is_some_and(|t| t != "RECURRING") {
+            return Ok(OrderReport::Unusable(format!("order {code} is not a renewal (type {:?})", order.order_type)));
+        }
         let pg_subscription = order
             .parent_subscription
             .clone()

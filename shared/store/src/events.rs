@@ -24,13 +24,10 @@ pub enum SubscriptionWrite<'a> {
     /// A lifecycle change of `read` (cancel, pause, resume, plan): no renewal may be in flight
     /// (`Tx::put_subscription_change`); `at` is the wall clock its lease check uses.
     Change { read: &'a SubscriptionRecord, at: jiff::Timestamp },
-    /// On the version read, and only while no renew lease is live on the wall clock `at`
-    /// (`Tx::put_subscription_unleased`): a person's resolution of `read`'s charge in review
-    /// (renew may be looking the charge up after a PG hint; the attempt's own conditional write
-    /// guards the charge), or a card change (a charge renew sends under the old key either
-    /// holds the lease, and the swap waits, or is recorded on the attempt, which renew looks up
-    /// by its charge id whatever the key).
-    Unleased { read: &'a SubscriptionRecord, at: jiff::Timestamp },
+    /// A person's resolution of `read`'s charge in review: on the version read, and only while no
+    /// renew lease is live on the wall clock `at` (renew may be looking the charge up after a PG
+    /// hint). The attempt's own conditional write guards the charge.
+    Resolve { read: &'a SubscriptionRecord, at: jiff::Timestamp },
 }
 
 /// One subscription transition to commit ([`EventPublisher::commit_transition`]).
@@ -250,7 +247,7 @@ impl EventPublisher {
             SubscriptionWrite::New => tx.put_subscription_new(change.next),
             SubscriptionWrite::Next { lease_owner } => tx.put_subscription_next(change.next, lease_owner),
             SubscriptionWrite::Change { read, at } => tx.put_subscription_change(read, change.next, at),
-            SubscriptionWrite::Unleased { read, at } => tx.put_subscription_unleased(read, change.next, at),
+            SubscriptionWrite::Resolve { read, at } => tx.put_subscription_unleased(read, change.next, at),
         };
         if let Some(refund) = change.refund {
             tx.reserve_refund(refund);

@@ -960,7 +960,11 @@ pub async fn pay_page(
                 s.billing_key = o.id_key.clone();
             }
             state.orders[index] = o.clone();
+            // Whether StepPay sends order.payment_completed for a 0원 registration is not
+            // documented: the sandbox does, so paycycle's webhook path is exercised with it.
+            let webhook = order_webhook_data(&state, &o);
             drop(state);
+            v2_webhook(&shared, "order.payment_completed", webhook, fault.clone().filter(is_webhook_fault));
             return Redirect::to(&with_query(success, &o, "success")).into_response();
         }
         let recurring = o.order_type == "RECURRING_INITIAL";

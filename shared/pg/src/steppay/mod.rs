@@ -426,7 +426,14 @@ impl SteppayClient {
                 let approved_at = o.payment_date.as_deref().and_then(parse_time).unwrap_or_else(Timestamp::now);
                 Some(Charged { pg_payment_id: id_key, amount: paid, approved_at })
             }
-            _ => None,
+            // Money moved but nothing names it: never swapped past unrecorded.
+            (true, None) => {
+                return Err(PgError::Unrecognized {
+                    code: "idKey".into(),
+                    message: format!("payment-method order {order_code} shows {paid} paid without idKey"),
+                });
+            }
+            (false, _) => None,
         };
         Ok(FirstPayment { charged, billing_key: None })
     }
