@@ -331,6 +331,23 @@ async fn steppay_managed_and_self_first_payments_verify_by_lookup() {
         "amount must match the checkout; what was paid is named so it can be recorded"
     );
 
+    // A card change: StepPay's PAYMENT_METHOD order for its subscription, confirmed by lookup
+    // only once the customer registered a card on it; it charges nothing and is never a renewal.
+    let steppay_subscription = first.billing_key.clone().unwrap();
+    let change = e.steppay.change_payment_method(&steppay_subscription).await.unwrap();
+    assert_eq!(change.order_type.as_deref(), Some("PAYMENT_METHOD"));
+    let unregistered = e.steppay.verify_payment_method_order(&change.order_code).await;
+    assert!(matches!(unregistered, Err(PgError::NotPaid(_))), "{unregistered:?}");
+    assert!(matches!(e.steppay.verify_payment_method_order(&order.order_code).await, Err(PgError::Mismatch(_))));
+    let pay = e.steppay.pay_url(&change.order_code, "https://shop.example.com/ok", "https://shop.example.com/err");
+    let r = no_redirect.get(pay.unwrap()).send().await.unwrap();
+    assert!(r.headers()["location"].to_str().unwrap().ends_with("status=success"));
+    let registered = e.steppay.verify_payment_method_order(&change.order_code).await.unwrap();
+    assert_eq!((registered.charged, registered.billing_key), (None, None));
+    let managed = paycycle::pg::Adapter::SteppayManaged(&e.steppay);
+    let report = managed.renewal_order(&change.order_code, jiff::Timestamp::now()).await;
+    assert!(matches!(report, Ok(paycycle::pg::OrderReport::Unusable(_))), "a card change is no renewal");
+
     let key = e.steppay_billing_key().await;
     let first = e
         .steppay

@@ -879,7 +879,9 @@ pub async fn change_payment_method(
         price: Price { amount: 0, ..sub.price.clone() },
         paid: false,
         failed: None,
-        subscription_id: None,
+        // The order relates to the subscription it changes (`subscriptions`, the sandbox's
+        // reading): paycycle must tell it from a renewal by its type, not by that link.
+        subscription_id: Some(id),
         parent_subscription: None,
         changes_payment_of: Some(id),
         created_at: now,
