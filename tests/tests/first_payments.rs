@@ -117,7 +117,7 @@ async fn payple_pay_window_to_active_subscription_with_its_webhook() {
     let sub =
         e.store.get_subscription(&c["subscription_id"].as_str().unwrap().parse().unwrap()).await.unwrap().unwrap();
     assert_eq!(sub.version, 1, "activated once");
-    assert_eq!(sub.billing_key.as_deref(), e.charges().await[0]["billing_key"].as_str());
+    assert_eq!(e.stack.billing_key_of(&sub).await.as_deref(), e.charges().await[0]["billing_key"].as_str());
     assert_eq!(e.charges().await.len(), 1);
     let (status, p) = e.partner.get(&format!("/payments/{payment_id}")).await;
     assert_eq!((status, p["refundable"].as_i64()), (200, Some(9_900)));
@@ -196,7 +196,11 @@ async fn steppay_self_completes_from_its_webhook_alone() {
     let checkout = e.store.get_checkout(c["id"].as_str().unwrap()).await.unwrap().unwrap();
     assert_eq!(checkout.status, CheckoutStatus::Completed);
     let sub = e.store.get_subscription(&checkout.subscription_id).await.unwrap().unwrap();
-    assert_eq!(sub.billing_key.as_deref(), Some(id_key.as_str()), "the CARD_BILL payment's idKey is the billing key");
+    assert_eq!(
+        e.stack.billing_key_of(&sub).await,
+        Some(id_key.clone()),
+        "the CARD_BILL payment's idKey is the billing key"
+    );
     assert_eq!(sub.subscription.state.as_str(), "active");
     // The partner's redirect handler verifying afterwards gets the same payment.
     let (status, v) =
@@ -293,7 +297,7 @@ async fn steppay_managed_first_order_and_renewal_webhooks_extend_the_period() {
     assert_eq!(v["subscription"]["next_attempt_at"], Value::Null, "StepPay renews it, not paycycle");
     e.stack.settle_webhooks(before + 1).await; // the first order's order.payment_completed: already applied
     let sub_id: paycycle::domain::attempt::SubscriptionId = c["subscription_id"].as_str().unwrap().parse().unwrap();
-    let pg_sub = e.store.get_subscription(&sub_id).await.unwrap().unwrap().billing_key.unwrap();
+    let pg_sub = e.stack.billing_key_of(&e.store.get_subscription(&sub_id).await.unwrap().unwrap()).await.unwrap();
     assert_eq!(order_code, redirect["order_code"]);
 
     // StepPay renews twice (signed order.payment_completed webhooks); one renewal is delivered twice.
@@ -758,7 +762,7 @@ async fn every_stored_webhook_reaches_a_verdict_after_the_stream_gave_up() {
     assert_eq!(status, 200, "{v}");
     e.stack.settle_webhooks(before + 1).await;
     let sub_id: paycycle::domain::attempt::SubscriptionId = c["subscription_id"].as_str().unwrap().parse().unwrap();
-    let pg_sub = e.store.get_subscription(&sub_id).await.unwrap().unwrap().billing_key.unwrap();
+    let pg_sub = e.stack.billing_key_of(&e.store.get_subscription(&sub_id).await.unwrap().unwrap()).await.unwrap();
 
     // Every lookup verify makes for the renewal's webhook answers 500.
     e.sandbox

@@ -44,6 +44,7 @@ async fn renew_deps(stack: &LocalStack, store: &Store, pg_timeout_ms: u64) -> De
     let vars: BTreeMap<&str, String> = [
         ("PAYCYCLE_TABLE", stack.provisioned.table.clone()),
         ("PAYCYCLE_EVENT_BUS", stack.provisioned.buses.values().next().unwrap().clone()),
+        ("PAYCYCLE_BILLING_KEY_KMS_KEY", paycycle_fixtures::kms_key(&stack.provisioned)),
         ("STEPPAY_BASE_URL", stack.sandbox.base_url()),
         ("PAYPLE_BASE_URL", stack.sandbox.base_url()),
         ("PAYPLE_REFERER", "http://127.0.0.1:3000".to_string()),
@@ -56,6 +57,7 @@ async fn renew_deps(stack: &LocalStack, store: &Store, pg_timeout_ms: u64) -> De
         store: store.clone(),
         pgs: Registry::new(&config.pg, &paycycle_dev::local_secrets()),
         publisher: EventPublisher::new(&sdk, &config.event_bus),
+        vault: paycycle::store::vault::KeyVault::new(&sdk, &config.billing_key_kms_key),
         // The sandbox's clock follows the tests' time travel (see `tick_at`).
         settings: Settings { concurrency: 8, allow_time_travel: true, ..Settings::default() },
         crash_at: None,
@@ -122,9 +124,15 @@ impl Env {
             .anchor(anchor)
             .amount(amount)
             .billing_key(Some(&billing_key))
-            .build();
+            .sealed(&self.stack.vault().await)
+            .await;
         self.store.create_subscription(&r).await.unwrap();
         r
+    }
+
+    /// `r`'s billing key, opened (it is stored sealed).
+    async fn key_of(&self, r: &SubscriptionRecord) -> String {
+        self.stack.billing_key_of(r).await.expect("a billing key that opens")
     }
 
     async fn get(&self, id: &str) -> SubscriptionRecord {
@@ -455,7 +463,7 @@ impl Env {
     async fn first_payment(&self, r: &SubscriptionRecord) -> paycycle::store::payments::PaymentRecord {
         let charge_id = paycycle::domain::attempt::ChargeId::new(r.id().clone(), 0, 1).unwrap();
         let req = paycycle::pg::ChargeRequest {
-            billing_key: r.billing_key.clone().unwrap(),
+            billing_key: self.key_of(r).await,
             charge_id: charge_id.clone(),
             amount: r.subscription.plan.amount,
             goods: "Pro".into(),
@@ -985,7 +993,7 @@ async fn a_worker_whose_lease_expired_while_resolving_an_unknown_charge_sends_no
 async fn a_payple_billing_key_that_no_longer_exists_is_a_hard_decline_that_stops_dunning() {
     let e = env().await;
     let s = e.subscription("sub_gone", PgMode::Payple, kst(2027, 1, 31, 10), 9_900).await;
-    e.deps.pgs.payple.delete_billing_key(s.billing_key.as_deref().unwrap(), None).await.unwrap();
+    e.deps.pgs.payple.delete_billing_key(&e.key_of(&s).await, None).await.unwrap();
     let r = e.tick_at(s.subscription.next_attempt_at.unwrap(), &e.deps).await;
     assert_eq!(r.declined, 1, "{r:?}");
     let gone = e.get("sub_gone").await;
@@ -1071,7 +1079,7 @@ async fn a_charge_in_review_is_recorded_paid_only_when_the_pg_confirms_that_paym
     let (status, v) = partner.post(path, &paid("no-such-idkey"), None).await;
     assert_eq!((status, v["error"]["code"].as_str()), (422, Some("pg_does_not_confirm")), "{v}");
     // A real, paid StepPay payment — the customer's first, another order's — is not this charge.
-    let first_payment = s.billing_key.clone().unwrap();
+    let first_payment = e.key_of(&s).await;
     let (status, v) = partner.post(path, &paid(&first_payment), None).await;
     assert_eq!((status, v["error"]["code"].as_str()), (422, Some("pg_payment_mismatch")), "{v}");
     assert_eq!(e.get("sub_rvpaid").await.subscription.state, SubscriptionState::NeedsReview, "nothing recorded");
@@ -1204,7 +1212,7 @@ async fn a_charge_planted_at_the_pg_is_reported_by_the_days_reconciliation() {
     let anchor = kst(2027, 1, 15, 10);
     let paid = e.subscription("sub_rcok", PgMode::Payple, anchor, 9_900).await;
     e.subscription("sub_rcplant", PgMode::Payple, anchor, 9_900).await;
-    let planted_key = e.get("sub_rcplant").await.billing_key.unwrap();
+    let planted_key = e.key_of(&e.get("sub_rcplant").await).await;
     e.admin(
         "/__admin/scenarios",
         json!({"billing_key": planted_key, "count": 1, "fault": {"kind": "decline", "hard": false}}),
@@ -1261,20 +1269,20 @@ async fn a_canceled_customers_billing_key_is_deleted_at_the_pg_unless_another_li
     let anchor = kst(2027, 1, 15, 10);
     let key = e.billing_key(PgMode::Payple).await;
     let same_customer = |id: &str| {
-        paycycle_fixtures::subscription(id)
-            .pg(PgMode::Payple)
-            .anchor(anchor)
-            .billing_key(Some(&key))
-            .customer(paycycle::domain::customer::Customer {
+        paycycle_fixtures::subscription(id).pg(PgMode::Payple).anchor(anchor).billing_key(Some(&key)).customer(
+            paycycle::domain::customer::Customer {
                 id: "cus_shared".into(),
                 name: "홍길동".into(),
                 phone: None,
                 email: None,
-            })
-            .build()
+            },
+        )
     };
+    // Sealed each for its own subscription (two ciphertexts of one key): renew opens both to
+    // compare them.
+    let vault = e.stack.vault().await;
     for id in ["sub_keya", "sub_keyb"] {
-        e.store.create_subscription(&same_customer(id)).await.unwrap();
+        e.store.create_subscription(&same_customer(id).sealed(&vault).await).await.unwrap();
     }
     let steppay = e.subscription("sub_keysp", PgMode::SteppaySelf, anchor, 9_900).await;
     let deleted = |e: &Env| e.stack.sandbox.shared.state.lock().unwrap().payers.get(&key).map(|p| p.deleted);
@@ -1287,7 +1295,7 @@ async fn a_canceled_customers_billing_key_is_deleted_at_the_pg_unless_another_li
     let r = e.tick_at(day_later, &e.deps).await;
     assert_eq!(r.keys_released, 1, "{r:?}");
     let a = e.get("sub_keya").await;
-    assert_eq!((a.billing_key.as_deref(), a.billing_key_released_at.is_some()), (None, true));
+    assert_eq!((a.billing_key.is_some(), a.billing_key_released_at.is_some()), (false, true));
     assert_eq!(deleted(&e), Some(false), "sub_keyb still charges it");
     assert_eq!(e.get("sub_keysp").await.billing_key, steppay.billing_key, "StepPay keeps its key");
 

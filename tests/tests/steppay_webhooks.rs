@@ -120,7 +120,7 @@ impl Env {
         let id: SubscriptionId = c["subscription_id"].as_str().unwrap().parse().unwrap();
         let record = self.store.get_subscription(&id).await.unwrap().unwrap();
         assert_eq!(record.subscription.state.as_str(), "active");
-        (id, record.billing_key.unwrap())
+        (id, self.stack.billing_key_of(&record).await.unwrap())
     }
 }
 

@@ -20,11 +20,12 @@ struct Env {
 async fn env() -> Env {
     let fresh = Fresh::in_memory();
     let pgs = Pgs::start().await;
-    let paycycle::boot::Services { store, pgs: registry, publisher } = fresh.services(&pgs);
+    let paycycle::boot::Services { store, pgs: registry, publisher, vault } = fresh.services(&pgs);
     let deps = Deps {
         store,
         pgs: registry,
         publisher,
+        vault,
         settings: Settings { concurrency: 4, allow_time_travel: true, ..Settings::default() },
         crash_at: None,
     };
@@ -35,7 +36,7 @@ impl Env {
     /// An active subscription with a billing key the sandbox issued.
     async fn subscription(&self, id: &str, pg: PgMode) -> SubscriptionRecord {
         let key = self.pgs.billing_key(pg).await;
-        let r = subscription(id).pg(pg).billing_key(Some(&key)).build();
+        let r = subscription(id).pg(pg).billing_key(Some(&key)).sealed(&self.fresh.vault).await;
         self.fresh.store.create_subscription(&r).await.unwrap();
         r
     }

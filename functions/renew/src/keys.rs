@@ -8,6 +8,7 @@
 //! person's retry, a card change); a dunning policy whose final action is `canceled` releases it.
 
 use jiff::Timestamp;
+use paycycle::Secret;
 use paycycle::domain::subscription::SubscriptionState;
 use paycycle::pg::PgError;
 use paycycle::store::StoreError;
@@ -54,13 +55,17 @@ pub async fn release_keys(deps: &Deps, now: Timestamp, deadline: Option<Timestam
 /// Releases `r`'s billing key: deleted at the PG unless another live subscription of the
 /// customer uses it, then dropped from `r` (one conditional write on the version read).
 async fn release(deps: &Deps, r: &SubscriptionRecord) -> bool {
-    let Some(key) = r.billing_key.as_deref() else { return false };
-    let shared = match still_used(deps, r, key).await {
+    let Some(stored) = &r.billing_key else { return false };
+    let key = match deps.vault.open(r.id(), stored).await {
+        Ok(key) => key,
+        Err(e) => return failed(deps, r, &e).await,
+    };
+    let shared = match still_used(deps, r, &key).await {
         Ok(shared) => shared,
         Err(e) => return failed(deps, r, &e).await,
     };
     if !shared {
-        match deps.pgs.adapter(r.pg).delete_billing_key(key).await {
+        match deps.pgs.adapter(r.pg).delete_billing_key(key.expose()).await {
             // Not there any more: deleted already (an earlier try whose write was lost).
             Ok(()) | Err(PgError::NotFound) => {}
             Err(e) => return failed(deps, r, &e).await,
@@ -86,17 +91,20 @@ async fn release(deps: &Deps, r: &SubscriptionRecord) -> bool {
     }
 }
 
-/// Whether another live subscription of `r`'s customer (at the same partner) uses `key`.
-async fn still_used(deps: &Deps, r: &SubscriptionRecord, key: &str) -> Result<bool, StoreError> {
+/// Whether another live subscription of `r`'s customer (at the same partner) uses `key`. Each
+/// is sealed for its own subscription, so each is opened to compare; one that does not open
+/// counts as unknown, and the key is not deleted.
+async fn still_used(deps: &Deps, r: &SubscriptionRecord, key: &Secret) -> Result<bool, StoreError> {
     let mut start = None;
     loop {
         let page = deps.store.subscriptions_of_customer(&r.partner_id, &r.customer.id, 100, start).await?;
-        if page.items.iter().any(|o| {
-            o.id() != r.id()
-                && o.billing_key.as_deref() == Some(key)
-                && o.subscription.state != SubscriptionState::Canceled
-        }) {
-            return Ok(true);
+        let live =
+            page.items.iter().filter(|o| o.id() != r.id() && o.subscription.state != SubscriptionState::Canceled);
+        for (o, stored) in live.filter_map(|o| Some((o, o.billing_key.as_ref()?))) {
+            let other = deps.vault.open(o.id(), stored).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            if key.ct_eq(other.expose().as_bytes()) {
+                return Ok(true);
+            }
         }
         match page.next {
             Some(k) => start = Some(k),
