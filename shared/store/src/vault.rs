@@ -323,3 +323,62 @@ fn random<const N: usize>() -> [u8; N] {
     getrandom::fill(&mut bytes).expect("the OS random source is available");
     bytes
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> SubscriptionId {
+        SubscriptionId::parse(s).expect("a subscription id")
+    }
+
+    #[tokio::test]
+    async fn a_sealed_billing_key_does_not_open_on_another_subscription() {
+        let vault = KeyVault::in_memory();
+        let sealed = vault.seal(&id("sub_a"), "PAYER-123456").await.unwrap();
+        assert_eq!(vault.open(&id("sub_a"), &sealed).await.unwrap().expose(), "PAYER-123456");
+        assert_eq!(vault.open(&id("sub_b"), &sealed).await.unwrap_err(), VaultError::DoesNotOpen("sub_b".into()));
+        // Nor once altered, nor under another process's master key.
+        let StoredBillingKey::Sealed(mut altered) = sealed.clone() else { panic!("sealed") };
+        altered.ct = B64.encode([B64.decode(&altered.ct).unwrap(), vec![0]].concat());
+        assert!(vault.open(&id("sub_a"), &StoredBillingKey::Sealed(altered)).await.is_err());
+        assert!(KeyVault::in_memory().open(&id("sub_a"), &sealed).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_sealed_billing_key_shows_nothing_secret_and_each_seal_differs() {
+        let vault = KeyVault::in_memory();
+        let (a, b) = (
+            vault.seal(&id("sub_a"), "PAYER-123456").await.unwrap(),
+            vault.seal(&id("sub_a"), "PAYER-123456").await.unwrap(),
+        );
+        assert_ne!(a, b, "a fresh nonce per seal");
+        let StoredBillingKey::Sealed(k) = &a else { panic!("sealed") };
+        assert_eq!(format!("{a:?}"), "SealedKey(v1, ***)");
+        assert!(!format!("{:?}", StoredBillingKey::Legacy("PAYER-123456".into())).contains("PAYER"));
+        let item: std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> =
+            serde_dynamo::to_item(k).unwrap();
+        assert!(!format!("{item:?}").contains("PAYER"), "{item:?}");
+        assert_eq!(vault.kms_calls(), KmsCalls { generate_data_key: 1, decrypt: 0 }, "one data key per process");
+    }
+
+    /// Items written before sealing hold a plain string: they read as `Legacy` and still open; a
+    /// sealed key reads back sealed (untagged, through DynamoDB's attribute types).
+    #[tokio::test]
+    async fn a_legacy_plain_billing_key_still_reads_and_opens() {
+        #[derive(Serialize, Deserialize)]
+        struct Record {
+            billing_key: Option<StoredBillingKey>,
+        }
+        let plain: crate::Item = serde_dynamo::to_item(serde_json::json!({"billing_key": "PAYER-1"})).unwrap();
+        let legacy: Record = serde_dynamo::from_item(plain).unwrap();
+        let stored = legacy.billing_key.unwrap();
+        assert!(stored.is_legacy());
+        let vault = KeyVault::in_memory();
+        assert_eq!(vault.open(&id("sub_a"), &stored).await.unwrap().expose(), "PAYER-1");
+        let sealed = vault.seal(&id("sub_a"), "PAYER-1").await.unwrap();
+        let item: crate::Item = serde_dynamo::to_item(Record { billing_key: Some(sealed.clone()) }).unwrap();
+        let back: Record = serde_dynamo::from_item(item).unwrap();
+        assert_eq!(back.billing_key, Some(sealed));
+    }
+}
