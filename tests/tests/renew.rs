@@ -24,6 +24,8 @@ struct Env {
     stack: LocalStack,
     store: Store,
     deps: Deps,
+    /// Seals the seeded subscriptions' keys as verify would: a process (and data key) of its own.
+    sealer: paycycle::store::vault::KeyVault,
 }
 
 async fn env() -> Env {
@@ -35,7 +37,8 @@ async fn env_with(options: Options) -> Env {
     let sdk = paycycle_testkit::moto::sdk_config_for(stack.moto.endpoint()).await;
     let store = Store::new(&sdk, &stack.provisioned.table);
     let deps = renew_deps(&stack, &store, 1_000).await;
-    Env { stack, store, deps }
+    let sealer = stack.vault().await;
+    Env { stack, store, deps, sealer }
 }
 
 /// renew's dependencies on the stack with a PG client timeout of `pg_timeout_ms`.
@@ -124,7 +127,7 @@ impl Env {
             .anchor(anchor)
             .amount(amount)
             .billing_key(Some(&billing_key))
-            .sealed(&self.stack.vault().await)
+            .sealed(&self.sealer)
             .await;
         self.store.create_subscription(&r).await.unwrap();
         r
@@ -183,6 +186,30 @@ async fn a_jan_31_anchor_renews_on_month_ends_across_a_year() {
     let dates: Vec<String> =
         ledger["charges"].as_array().unwrap().iter().map(|c| c["pay_date"].as_str().unwrap().to_string()).collect();
     assert_eq!(&dates[..4], ["20270228", "20270331", "20270430", "20270531"]);
+}
+
+/// Items written before billing keys were sealed hold the key as a plain string: renew still
+/// charges it, and the sealed subscriptions of the same tick cost one KMS Decrypt between them.
+#[tokio::test]
+async fn a_legacy_plain_billing_key_still_renews() {
+    let e = env().await;
+    let anchor = kst(2027, 1, 15, 10);
+    let key = e.billing_key(PgMode::Payple).await;
+    let legacy = paycycle_fixtures::subscription("sub_legacy").anchor(anchor).billing_key(Some(&key)).build();
+    assert!(legacy.billing_key.as_ref().unwrap().is_legacy());
+    e.store.create_subscription(&legacy).await.unwrap();
+    for i in 0..3 {
+        e.subscription(&format!("sub_sealed{i}"), PgMode::Payple, anchor, 9_900).await;
+    }
+    let before = e.deps.vault.kms_calls();
+    let r = e.tick_at(legacy.subscription.next_attempt_at.unwrap(), &e.deps).await;
+    assert_eq!(r.charged, 4, "{r:?}");
+    assert_eq!(e.pg_charges("sub_legacy").await, ["sub_legacy-p1-a1"]);
+    let ledger = e.ledger().await;
+    let charge = ledger["charges"].as_array().unwrap().iter().find(|c| c["id"] == "sub_legacy-p1-a1").unwrap().clone();
+    assert_eq!(charge["billing_key"].as_str(), Some(key.as_str()), "charged on its own key");
+    let after = e.deps.vault.kms_calls();
+    assert_eq!((after.decrypt - before.decrypt, after.generate_data_key), (1, 0), "renew never generates keys");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1280,9 +1307,8 @@ async fn a_canceled_customers_billing_key_is_deleted_at_the_pg_unless_another_li
     };
     // Sealed each for its own subscription (two ciphertexts of one key): renew opens both to
     // compare them.
-    let vault = e.stack.vault().await;
     for id in ["sub_keya", "sub_keyb"] {
-        e.store.create_subscription(&same_customer(id).sealed(&vault).await).await.unwrap();
+        e.store.create_subscription(&same_customer(id).sealed(&e.sealer).await).await.unwrap();
     }
     let steppay = e.subscription("sub_keysp", PgMode::SteppaySelf, anchor, 9_900).await;
     let deleted = |e: &Env| e.stack.sandbox.shared.state.lock().unwrap().payers.get(&key).map(|p| p.deleted);
