@@ -334,16 +334,22 @@ async fn dunning_soft_decline_retry_hard_stop_and_exhaustion() {
     // Hard decline: no retries. (On Payple: StepPay publishes no error codes, so no StepPay
     // answer is ever a hard decline.)
     let h = e.subscription("sub_hard", PgMode::Payple, kst(2027, 1, 31, 10), 9_900).await;
-    e.admin("/__admin/scenarios", json!({"billing_key": h.billing_key, "fault": {"kind": "decline", "hard": true}}))
-        .await;
+    e.admin(
+        "/__admin/scenarios",
+        json!({"billing_key": e.key_of(&h).await, "fault": {"kind": "decline", "hard": true}}),
+    )
+    .await;
     e.tick_at(h.subscription.next_attempt_at.unwrap(), &e.deps).await;
     let hard = e.get("sub_hard").await;
     assert_eq!((hard.subscription.state, hard.subscription.next_attempt_at), (SubscriptionState::Unpaid, None));
 
     // Soft declines every time: 1 + 4 retries, then unpaid.
     let x = e.subscription("sub_exh", PgMode::Payple, kst(2027, 1, 31, 10), 9_900).await;
-    e.admin("/__admin/scenarios", json!({"billing_key": x.billing_key, "fault": {"kind": "decline", "hard": false}}))
-        .await;
+    e.admin(
+        "/__admin/scenarios",
+        json!({"billing_key": e.key_of(&x).await, "fault": {"kind": "decline", "hard": false}}),
+    )
+    .await;
     let mut tries = 0;
     while let Some(at) = e.get("sub_exh").await.subscription.next_attempt_at {
         e.tick_at(at, &e.deps).await;
@@ -1051,7 +1057,7 @@ async fn a_payple_renewal_payment_keeps_the_masked_card_and_the_receipt() {
     e.admin("/__admin/config", json!({"timeout_after_charge_ms": 2500})).await;
     e.admin(
         "/__admin/scenarios",
-        json!({"billing_key": lost.billing_key, "fault": {"kind": "timeout_after_charge"}, "count": 1}),
+        json!({"billing_key": e.key_of(&lost).await, "fault": {"kind": "timeout_after_charge"}, "count": 1}),
     )
     .await;
     let due = lost.subscription.next_attempt_at.unwrap();

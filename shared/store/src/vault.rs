@@ -96,7 +96,7 @@ pub enum VaultError {
 /// Wraps and unwraps data keys: KMS, or (fast tests) a key of this process.
 enum Wrapper {
     Kms { client: aws_sdk_kms::Client, key_id: String },
-    Memory { master: Aes256Gcm },
+    Memory { master: Box<Aes256Gcm> },
 }
 
 /// The data key this process seals with.
@@ -151,7 +151,7 @@ impl KeyVault {
     /// A vault whose master key lives in this process only, for orchestration tests without KMS
     /// (sealed keys do not outlive it).
     pub fn in_memory() -> Self {
-        let master = Aes256Gcm::new(&random::<32>().into());
+        let master = Box::new(Aes256Gcm::new(&random::<32>().into()));
         Self::with(Wrapper::Memory { master }, None)
     }
 
