@@ -6,6 +6,7 @@ use crate::config::{Config, ConfigError, Secrets};
 use crate::events::EventPublisher;
 use crate::pg::Registry;
 use crate::store::Store;
+use crate::store::vault::KeyVault;
 
 /// What a function needs from the environment, built once per cold start.
 #[derive(Clone, Debug)]
@@ -40,13 +41,15 @@ async fn load() -> Result<Boot, ConfigError> {
 }
 
 /// What the functions that move money share, built once per cold start from [`Boot`]: the store,
-/// the PG registry and the event publisher. refund, verify and subscriptions take exactly this as
-/// their dependencies; renew adds its settings.
+/// the PG registry, the event publisher and the billing-key vault (it calls KMS only when a key
+/// is sealed or opened, so a function that does neither needs no KMS permission). refund, verify
+/// and subscriptions take exactly this as their dependencies; renew adds its settings.
 #[derive(Clone, Debug)]
 pub struct Services {
     pub store: Store,
     pub pgs: Registry,
     pub publisher: EventPublisher,
+    pub vault: KeyVault,
 }
 
 impl Services {
@@ -55,6 +58,7 @@ impl Services {
             store: Store::new(&boot.sdk, &boot.config.table),
             pgs: Registry::new(&boot.config.pg, &boot.secrets),
             publisher: EventPublisher::new(&boot.sdk, &boot.config.event_bus),
+            vault: KeyVault::new(&boot.sdk, &boot.config.billing_key_kms_key),
         }
     }
 }

@@ -3,7 +3,8 @@
 //! Every variable is required and validated here, so a mistake in the template or the local
 //! stack fails the function at start with a message that names the variable, not at 3 a.m. on
 //! the first renewal. The PG variables and credentials are the `pg` crate's
-//! ([`paycycle_pg::config`]); this module adds the table and the bus, and loads the credentials
+//! ([`paycycle_pg::config`]); this module adds the table, the bus and the billing keys' KMS key,
+//! and loads the credentials
 //! from Secrets Manager (`PAYCYCLE_SECRETS`, an ARN) in AWS or from plain variables locally.
 //! Nothing here ever prints a secret.
 
@@ -11,8 +12,11 @@ use paycycle_pg::config::required;
 pub use paycycle_pg::config::{ConfigError, PgSettings, Secrets, secret_keys};
 
 /// The variables of DESIGN §8 every function reads, besides each PG's ([`variables`]).
-pub const COMMON_VARIABLES: &[(&str, &str)] =
-    &[("PAYCYCLE_TABLE", "the DynamoDB table name"), ("PAYCYCLE_EVENT_BUS", "the EventBridge bus name")];
+pub const COMMON_VARIABLES: &[(&str, &str)] = &[
+    ("PAYCYCLE_TABLE", "the DynamoDB table name"),
+    ("PAYCYCLE_EVENT_BUS", "the EventBridge bus name"),
+    ("PAYCYCLE_BILLING_KEY_KMS_KEY", "the KMS key (ARN or alias) billing keys are sealed under"),
+];
 
 /// Every required variable with what it is for (used in error messages): the common ones and
 /// those of every PG in the registry.
@@ -24,6 +28,9 @@ pub fn variables() -> Vec<(&'static str, &'static str)> {
 pub struct Config {
     pub table: String,
     pub event_bus: String,
+    /// `PAYCYCLE_BILLING_KEY_KMS_KEY`: the KMS key billing keys are sealed under
+    /// ([`crate::store::vault`]).
+    pub billing_key_kms_key: String,
     /// The PGs' base URLs, Referer and timeouts.
     pub pg: PgSettings,
     pub secrets_source: SecretsSource,
@@ -49,12 +56,13 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let table = required(&lookup, "PAYCYCLE_TABLE", COMMON_VARIABLES)?;
         let event_bus = required(&lookup, "PAYCYCLE_EVENT_BUS", COMMON_VARIABLES)?;
+        let billing_key_kms_key = required(&lookup, "PAYCYCLE_BILLING_KEY_KMS_KEY", COMMON_VARIABLES)?;
         let pg = PgSettings::from_lookup(&lookup)?;
         let secrets_source = match lookup("PAYCYCLE_SECRETS") {
             Some(arn) if !arn.trim().is_empty() => SecretsSource::SecretsManager(arn.trim().to_string()),
             _ => SecretsSource::Environment,
         };
-        Ok(Self { table, event_bus, pg, secrets_source })
+        Ok(Self { table, event_bus, billing_key_kms_key, pg, secrets_source })
     }
 }
 
@@ -138,6 +146,7 @@ mod tests {
     const GOOD: &[(&str, &str)] = &[
         ("PAYCYCLE_TABLE", "paycycle"),
         ("PAYCYCLE_EVENT_BUS", "paycycle-bus"),
+        ("PAYCYCLE_BILLING_KEY_KMS_KEY", "arn:aws:kms:ap-northeast-2:1:key/k"),
         ("STEPPAY_BASE_URL", "http://127.0.0.1:4010"),
         ("PAYPLE_BASE_URL", "http://127.0.0.1:4010/payple"),
         ("PAYPLE_REFERER", "https://shop.example.com"),

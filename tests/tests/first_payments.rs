@@ -117,7 +117,7 @@ async fn payple_pay_window_to_active_subscription_with_its_webhook() {
     let sub =
         e.store.get_subscription(&c["subscription_id"].as_str().unwrap().parse().unwrap()).await.unwrap().unwrap();
     assert_eq!(sub.version, 1, "activated once");
-    assert_eq!(sub.billing_key.as_deref(), e.charges().await[0]["billing_key"].as_str());
+    assert_eq!(e.stack.billing_key_of(&sub).await.as_deref(), e.charges().await[0]["billing_key"].as_str());
     assert_eq!(e.charges().await.len(), 1);
     let (status, p) = e.partner.get(&format!("/payments/{payment_id}")).await;
     assert_eq!((status, p["refundable"].as_i64()), (200, Some(9_900)));
@@ -196,7 +196,11 @@ async fn steppay_self_completes_from_its_webhook_alone() {
     let checkout = e.store.get_checkout(c["id"].as_str().unwrap()).await.unwrap().unwrap();
     assert_eq!(checkout.status, CheckoutStatus::Completed);
     let sub = e.store.get_subscription(&checkout.subscription_id).await.unwrap().unwrap();
-    assert_eq!(sub.billing_key.as_deref(), Some(id_key.as_str()), "the CARD_BILL payment's idKey is the billing key");
+    assert_eq!(
+        e.stack.billing_key_of(&sub).await,
+        Some(id_key.clone()),
+        "the CARD_BILL payment's idKey is the billing key"
+    );
     assert_eq!(sub.subscription.state.as_str(), "active");
     // The partner's redirect handler verifying afterwards gets the same payment.
     let (status, v) =
@@ -293,7 +297,7 @@ async fn steppay_managed_first_order_and_renewal_webhooks_extend_the_period() {
     assert_eq!(v["subscription"]["next_attempt_at"], Value::Null, "StepPay renews it, not paycycle");
     e.stack.settle_webhooks(before + 1).await; // the first order's order.payment_completed: already applied
     let sub_id: paycycle::domain::attempt::SubscriptionId = c["subscription_id"].as_str().unwrap().parse().unwrap();
-    let pg_sub = e.store.get_subscription(&sub_id).await.unwrap().unwrap().billing_key.unwrap();
+    let pg_sub = e.stack.billing_key_of(&e.store.get_subscription(&sub_id).await.unwrap().unwrap()).await.unwrap();
     assert_eq!(order_code, redirect["order_code"]);
 
     // StepPay renews twice (signed order.payment_completed webhooks); one renewal is delivered twice.
@@ -758,7 +762,7 @@ async fn every_stored_webhook_reaches_a_verdict_after_the_stream_gave_up() {
     assert_eq!(status, 200, "{v}");
     e.stack.settle_webhooks(before + 1).await;
     let sub_id: paycycle::domain::attempt::SubscriptionId = c["subscription_id"].as_str().unwrap().parse().unwrap();
-    let pg_sub = e.store.get_subscription(&sub_id).await.unwrap().unwrap().billing_key.unwrap();
+    let pg_sub = e.stack.billing_key_of(&e.store.get_subscription(&sub_id).await.unwrap().unwrap()).await.unwrap();
 
     // Every lookup verify makes for the renewal's webhook answers 500.
     e.sandbox
@@ -1305,4 +1309,51 @@ async fn head_on_the_webhook_routes_answers_200_with_no_body_and_stores_nothing(
         assert_eq!(r.status(), 200, "{pg}");
         assert!(r.bytes().await.unwrap().is_empty(), "{pg}");
     }
+}
+
+/// Every item of the table and of its `lookup` and `due` indexes, and every record of its stream,
+/// as JSON text (tests look for what must not be there).
+async fn everything_stored(e: &Env) -> Vec<(String, String)> {
+    let sdk = paycycle_testkit::moto::sdk_config_for(e.stack.moto.endpoint()).await;
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let table = &e.stack.provisioned.table;
+    let mut out = Vec::new();
+    for index in [None, Some("lookup"), Some("due")] {
+        let items = ddb.scan().table_name(table).set_index_name(index.map(str::to_string)).send().await.unwrap();
+        for item in items.items() {
+            let pk = item.get("pk").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+            out.push((format!("{}: {pk}", index.unwrap_or("table")), format!("{item:?}")));
+        }
+    }
+    for record in paycycle_dev::stream_feeder::all_records(&sdk, table).await.unwrap() {
+        out.push(("stream".into(), record.to_string()));
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_billing_key_is_never_stored_in_the_clear() {
+    let e = env().await;
+    let c = e.partner.checkout(&payple_checkout("PAY", 9_900)).await;
+    let result = e.sandbox.payple_window(&c["payple"], None).await;
+    let (status, v) = e.verify(c["id"].as_str().unwrap(), result).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["subscription"]["has_billing_key"], true);
+    let key = e.charges().await[0]["billing_key"].as_str().unwrap().to_string();
+    assert!(key.len() >= 8, "a real PCD_PAYER_ID: {key}");
+    assert!(!v.to_string().contains(&key), "the API shows no key: {v}");
+
+    let stored = everything_stored(&e).await;
+    assert!(stored.iter().any(|(w, _)| w.starts_with("lookup: SUB#")), "the subscription is in the lookup index");
+    assert!(stored.iter().any(|(w, text)| w == "stream" && text.contains("SUB#")), "and in the stream");
+    // Known gap, pinned here so nothing else joins it: Payple's webhook, stored as received
+    // (store first, verify later), carries PCD_PAYER_ID in its body — its `WH#` item, that
+    // item's lookup entry and its stream record. Redacting it at ingest is a follow-up.
+    let webhook = |text: &str| text.contains("WH#payple#") && text.contains("webhook_event");
+    let clear: Vec<&String> =
+        stored.iter().filter(|(_, text)| text.contains(&key) && !webhook(text)).map(|(w, _)| w).collect();
+    assert!(clear.is_empty(), "the billing key in the clear in: {clear:?}");
+    // It is there, sealed, and opens for its own subscription only.
+    let sub = e.store.get_subscription(&v["subscription"]["id"].as_str().unwrap().parse().unwrap()).await.unwrap();
+    assert_eq!(e.stack.billing_key_of(&sub.unwrap()).await, Some(key));
 }

@@ -33,9 +33,8 @@ async fn env() -> Env {
     let store = stack.store().await;
     let key = stack.create_api_key("e2e", "default").await.unwrap();
     let partner = Partner::new(stack.api_url(), key);
-    let bus = stack.provisioned.buses.values().next().unwrap().clone();
-    let config =
-        paycycle_dev::local_config(&stack.provisioned.table, &bus, &stack.sandbox.base_url(), Some(1_000)).unwrap();
+    let names = paycycle_dev::LocalNames::of(&stack.provisioned);
+    let config = paycycle_dev::local_config(&names, &stack.sandbox.base_url(), Some(1_000)).unwrap();
     let pgs = Registry::new(&config.pg, &paycycle_dev::local_secrets());
     Env { stack, store, partner, pgs }
 }
@@ -67,7 +66,8 @@ impl Env {
     /// An active monthly subscription of partner `default` with a real billing key at the sandbox.
     async fn subscription(&self, id: &str, pg: PgMode, anchor: Timestamp) -> (SubscriptionRecord, String) {
         let key = self.billing_key(pg).await;
-        let r = paycycle_dev::seed_subscription(&self.store, id, pg, anchor, 9_900, &key).await.unwrap();
+        let vault = self.stack.vault().await;
+        let r = paycycle_dev::seed_subscription(&self.store, &vault, id, pg, anchor, 9_900, &key).await.unwrap();
         (r, key)
     }
 

@@ -24,6 +24,8 @@ struct Env {
     stack: LocalStack,
     store: Store,
     deps: Deps,
+    /// Seals the seeded subscriptions' keys as verify would: a process (and data key) of its own.
+    sealer: paycycle::store::vault::KeyVault,
 }
 
 async fn env() -> Env {
@@ -35,7 +37,8 @@ async fn env_with(options: Options) -> Env {
     let sdk = paycycle_testkit::moto::sdk_config_for(stack.moto.endpoint()).await;
     let store = Store::new(&sdk, &stack.provisioned.table);
     let deps = renew_deps(&stack, &store, 1_000).await;
-    Env { stack, store, deps }
+    let sealer = stack.vault().await;
+    Env { stack, store, deps, sealer }
 }
 
 /// renew's dependencies on the stack with a PG client timeout of `pg_timeout_ms`.
@@ -44,6 +47,7 @@ async fn renew_deps(stack: &LocalStack, store: &Store, pg_timeout_ms: u64) -> De
     let vars: BTreeMap<&str, String> = [
         ("PAYCYCLE_TABLE", stack.provisioned.table.clone()),
         ("PAYCYCLE_EVENT_BUS", stack.provisioned.buses.values().next().unwrap().clone()),
+        ("PAYCYCLE_BILLING_KEY_KMS_KEY", paycycle_fixtures::kms_key(&stack.provisioned)),
         ("STEPPAY_BASE_URL", stack.sandbox.base_url()),
         ("PAYPLE_BASE_URL", stack.sandbox.base_url()),
         ("PAYPLE_REFERER", "http://127.0.0.1:3000".to_string()),
@@ -56,6 +60,7 @@ async fn renew_deps(stack: &LocalStack, store: &Store, pg_timeout_ms: u64) -> De
         store: store.clone(),
         pgs: Registry::new(&config.pg, &paycycle_dev::local_secrets()),
         publisher: EventPublisher::new(&sdk, &config.event_bus),
+        vault: paycycle::store::vault::KeyVault::new(&sdk, &config.billing_key_kms_key),
         // The sandbox's clock follows the tests' time travel (see `tick_at`).
         settings: Settings { concurrency: 8, allow_time_travel: true, ..Settings::default() },
         crash_at: None,
@@ -122,9 +127,15 @@ impl Env {
             .anchor(anchor)
             .amount(amount)
             .billing_key(Some(&billing_key))
-            .build();
+            .sealed(&self.sealer)
+            .await;
         self.store.create_subscription(&r).await.unwrap();
         r
+    }
+
+    /// `r`'s billing key, opened (it is stored sealed).
+    async fn key_of(&self, r: &SubscriptionRecord) -> String {
+        self.stack.billing_key_of(r).await.expect("a billing key that opens")
     }
 
     async fn get(&self, id: &str) -> SubscriptionRecord {
@@ -175,6 +186,30 @@ async fn a_jan_31_anchor_renews_on_month_ends_across_a_year() {
     let dates: Vec<String> =
         ledger["charges"].as_array().unwrap().iter().map(|c| c["pay_date"].as_str().unwrap().to_string()).collect();
     assert_eq!(&dates[..4], ["20270228", "20270331", "20270430", "20270531"]);
+}
+
+/// Items written before billing keys were sealed hold the key as a plain string: renew still
+/// charges it, and the sealed subscriptions of the same tick cost one KMS Decrypt between them.
+#[tokio::test]
+async fn a_legacy_plain_billing_key_still_renews() {
+    let e = env().await;
+    let anchor = kst(2027, 1, 15, 10);
+    let key = e.billing_key(PgMode::Payple).await;
+    let legacy = paycycle_fixtures::subscription("sub_legacy").anchor(anchor).billing_key(Some(&key)).build();
+    assert!(legacy.billing_key.as_ref().unwrap().is_legacy());
+    e.store.create_subscription(&legacy).await.unwrap();
+    for i in 0..3 {
+        e.subscription(&format!("sub_sealed{i}"), PgMode::Payple, anchor, 9_900).await;
+    }
+    let before = e.deps.vault.kms_calls();
+    let r = e.tick_at(legacy.subscription.next_attempt_at.unwrap(), &e.deps).await;
+    assert_eq!(r.charged, 4, "{r:?}");
+    assert_eq!(e.pg_charges("sub_legacy").await, ["sub_legacy-p1-a1"]);
+    let ledger = e.ledger().await;
+    let charge = ledger["charges"].as_array().unwrap().iter().find(|c| c["id"] == "sub_legacy-p1-a1").unwrap().clone();
+    assert_eq!(charge["billing_key"].as_str(), Some(key.as_str()), "charged on its own key");
+    let after = e.deps.vault.kms_calls();
+    assert_eq!((after.decrypt - before.decrypt, after.generate_data_key), (1, 0), "renew never generates keys");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -299,16 +334,22 @@ async fn dunning_soft_decline_retry_hard_stop_and_exhaustion() {
     // Hard decline: no retries. (On Payple: StepPay publishes no error codes, so no StepPay
     // answer is ever a hard decline.)
     let h = e.subscription("sub_hard", PgMode::Payple, kst(2027, 1, 31, 10), 9_900).await;
-    e.admin("/__admin/scenarios", json!({"billing_key": h.billing_key, "fault": {"kind": "decline", "hard": true}}))
-        .await;
+    e.admin(
+        "/__admin/scenarios",
+        json!({"billing_key": e.key_of(&h).await, "fault": {"kind": "decline", "hard": true}}),
+    )
+    .await;
     e.tick_at(h.subscription.next_attempt_at.unwrap(), &e.deps).await;
     let hard = e.get("sub_hard").await;
     assert_eq!((hard.subscription.state, hard.subscription.next_attempt_at), (SubscriptionState::Unpaid, None));
 
     // Soft declines every time: 1 + 4 retries, then unpaid.
     let x = e.subscription("sub_exh", PgMode::Payple, kst(2027, 1, 31, 10), 9_900).await;
-    e.admin("/__admin/scenarios", json!({"billing_key": x.billing_key, "fault": {"kind": "decline", "hard": false}}))
-        .await;
+    e.admin(
+        "/__admin/scenarios",
+        json!({"billing_key": e.key_of(&x).await, "fault": {"kind": "decline", "hard": false}}),
+    )
+    .await;
     let mut tries = 0;
     while let Some(at) = e.get("sub_exh").await.subscription.next_attempt_at {
         e.tick_at(at, &e.deps).await;
@@ -455,7 +496,7 @@ impl Env {
     async fn first_payment(&self, r: &SubscriptionRecord) -> paycycle::store::payments::PaymentRecord {
         let charge_id = paycycle::domain::attempt::ChargeId::new(r.id().clone(), 0, 1).unwrap();
         let req = paycycle::pg::ChargeRequest {
-            billing_key: r.billing_key.clone().unwrap(),
+            billing_key: self.key_of(r).await,
             charge_id: charge_id.clone(),
             amount: r.subscription.plan.amount,
             goods: "Pro".into(),
@@ -985,7 +1026,7 @@ async fn a_worker_whose_lease_expired_while_resolving_an_unknown_charge_sends_no
 async fn a_payple_billing_key_that_no_longer_exists_is_a_hard_decline_that_stops_dunning() {
     let e = env().await;
     let s = e.subscription("sub_gone", PgMode::Payple, kst(2027, 1, 31, 10), 9_900).await;
-    e.deps.pgs.payple.delete_billing_key(s.billing_key.as_deref().unwrap(), None).await.unwrap();
+    e.deps.pgs.payple.delete_billing_key(&e.key_of(&s).await, None).await.unwrap();
     let r = e.tick_at(s.subscription.next_attempt_at.unwrap(), &e.deps).await;
     assert_eq!(r.declined, 1, "{r:?}");
     let gone = e.get("sub_gone").await;
@@ -1016,7 +1057,7 @@ async fn a_payple_renewal_payment_keeps_the_masked_card_and_the_receipt() {
     e.admin("/__admin/config", json!({"timeout_after_charge_ms": 2500})).await;
     e.admin(
         "/__admin/scenarios",
-        json!({"billing_key": lost.billing_key, "fault": {"kind": "timeout_after_charge"}, "count": 1}),
+        json!({"billing_key": e.key_of(&lost).await, "fault": {"kind": "timeout_after_charge"}, "count": 1}),
     )
     .await;
     let due = lost.subscription.next_attempt_at.unwrap();
@@ -1071,7 +1112,7 @@ async fn a_charge_in_review_is_recorded_paid_only_when_the_pg_confirms_that_paym
     let (status, v) = partner.post(path, &paid("no-such-idkey"), None).await;
     assert_eq!((status, v["error"]["code"].as_str()), (422, Some("pg_does_not_confirm")), "{v}");
     // A real, paid StepPay payment — the customer's first, another order's — is not this charge.
-    let first_payment = s.billing_key.clone().unwrap();
+    let first_payment = e.key_of(&s).await;
     let (status, v) = partner.post(path, &paid(&first_payment), None).await;
     assert_eq!((status, v["error"]["code"].as_str()), (422, Some("pg_payment_mismatch")), "{v}");
     assert_eq!(e.get("sub_rvpaid").await.subscription.state, SubscriptionState::NeedsReview, "nothing recorded");
@@ -1204,7 +1245,7 @@ async fn a_charge_planted_at_the_pg_is_reported_by_the_days_reconciliation() {
     let anchor = kst(2027, 1, 15, 10);
     let paid = e.subscription("sub_rcok", PgMode::Payple, anchor, 9_900).await;
     e.subscription("sub_rcplant", PgMode::Payple, anchor, 9_900).await;
-    let planted_key = e.get("sub_rcplant").await.billing_key.unwrap();
+    let planted_key = e.key_of(&e.get("sub_rcplant").await).await;
     e.admin(
         "/__admin/scenarios",
         json!({"billing_key": planted_key, "count": 1, "fault": {"kind": "decline", "hard": false}}),
@@ -1261,20 +1302,19 @@ async fn a_canceled_customers_billing_key_is_deleted_at_the_pg_unless_another_li
     let anchor = kst(2027, 1, 15, 10);
     let key = e.billing_key(PgMode::Payple).await;
     let same_customer = |id: &str| {
-        paycycle_fixtures::subscription(id)
-            .pg(PgMode::Payple)
-            .anchor(anchor)
-            .billing_key(Some(&key))
-            .customer(paycycle::domain::customer::Customer {
+        paycycle_fixtures::subscription(id).pg(PgMode::Payple).anchor(anchor).billing_key(Some(&key)).customer(
+            paycycle::domain::customer::Customer {
                 id: "cus_shared".into(),
                 name: "홍길동".into(),
                 phone: None,
                 email: None,
-            })
-            .build()
+            },
+        )
     };
+    // Sealed each for its own subscription (two ciphertexts of one key): renew opens both to
+    // compare them.
     for id in ["sub_keya", "sub_keyb"] {
-        e.store.create_subscription(&same_customer(id)).await.unwrap();
+        e.store.create_subscription(&same_customer(id).sealed(&e.sealer).await).await.unwrap();
     }
     let steppay = e.subscription("sub_keysp", PgMode::SteppaySelf, anchor, 9_900).await;
     let deleted = |e: &Env| e.stack.sandbox.shared.state.lock().unwrap().payers.get(&key).map(|p| p.deleted);
@@ -1287,7 +1327,7 @@ async fn a_canceled_customers_billing_key_is_deleted_at_the_pg_unless_another_li
     let r = e.tick_at(day_later, &e.deps).await;
     assert_eq!(r.keys_released, 1, "{r:?}");
     let a = e.get("sub_keya").await;
-    assert_eq!((a.billing_key.as_deref(), a.billing_key_released_at.is_some()), (None, true));
+    assert_eq!((a.billing_key.is_some(), a.billing_key_released_at.is_some()), (false, true));
     assert_eq!(deleted(&e), Some(false), "sub_keyb still charges it");
     assert_eq!(e.get("sub_keysp").await.billing_key, steppay.billing_key, "StepPay keeps its key");
 
@@ -1339,7 +1379,7 @@ async fn a_card_change_recovers_a_past_due_subscription_with_one_charge_on_the_n
     let partner = e.partner().await;
     let anchor = kst(2027, 1, 15, 10);
     let s = e.subscription("sub_card", PgMode::Payple, anchor, 9_900).await;
-    let old_key = s.billing_key.clone().unwrap();
+    let old_key = e.key_of(&s).await;
     e.admin("/__admin/scenarios", json!({"billing_key": old_key, "fault": {"kind": "decline", "hard": false}})).await;
     let due = s.subscription.next_attempt_at.unwrap();
     e.tick_at(due, &e.deps).await;
@@ -1353,7 +1393,7 @@ async fn a_card_change_recovers_a_past_due_subscription_with_one_charge_on_the_n
     assert_eq!(status, 200, "{v}");
     assert!(charges_of(&e, "sub_card").is_empty(), "declined, and the registration charged nothing");
     let swapped = e.get("sub_card").await;
-    let new_key = swapped.billing_key.clone().unwrap();
+    let new_key = e.key_of(&swapped).await;
     assert_ne!(new_key, old_key);
     assert_eq!(swapped.subscription.state, SubscriptionState::PastDue);
     assert!(swapped.subscription.next_attempt_at.unwrap() <= now, "the retry is due at once");
@@ -1397,7 +1437,7 @@ async fn a_card_registered_for_a_subscription_that_ended_meanwhile_is_deleted_an
     let r = e.tick_at(plus(anchor, SignedDuration::from_hours(1)), &e.deps).await;
     assert_eq!(r.keys_released, 2, "the canceled subscription's key and the refused new card: {r:?}");
     assert_eq!(payple_key_deleted(&e, &new_key), Some(true));
-    assert_eq!(payple_key_deleted(&e, s.billing_key.as_deref().unwrap()), Some(true));
+    assert_eq!(payple_key_deleted(&e, &e.key_of(&s).await), Some(true));
     assert_eq!(charges_of(&e, "sub_cardx").len(), 0);
 
     // Refused before any window opens: an ended subscription, a StepPay self one, another partner's.

@@ -120,7 +120,7 @@ impl Env {
         let id: SubscriptionId = c["subscription_id"].as_str().unwrap().parse().unwrap();
         let record = self.store.get_subscription(&id).await.unwrap().unwrap();
         assert_eq!(record.subscription.state.as_str(), "active");
-        (id, record.billing_key.unwrap())
+        (id, self.stack.billing_key_of(&record).await.unwrap())
     }
 }
 
@@ -641,7 +641,8 @@ async fn a_managed_card_change_is_steppays_payment_method_order_and_its_next_ren
     let (status, v) = e.partner.post("/payments/verify", &verify, None).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!((v["payment"].is_null(), v["subscription"]["state"].as_str()), (true, Some("active")), "{v}");
-    assert_eq!(e.store.get_subscription(&id).await.unwrap().unwrap().billing_key.as_deref(), Some(steppay_id.as_str()));
+    let record = e.store.get_subscription(&id).await.unwrap().unwrap();
+    assert_eq!(e.stack.billing_key_of(&record).await.as_deref(), Some(steppay_id.as_str()), "StepPay keeps the card");
 
     let new_key = {
         let state = e.stack.sandbox.shared.state.lock().unwrap();

@@ -294,7 +294,8 @@ async fn steppay_managed_pause_resume_cancel_and_refunds_go_to_steppay_first() {
     let id = v["subscription"]["id"].as_str().unwrap().to_string();
     let payment_id = v["payment"]["id"].as_str().unwrap().to_string();
     let end = ts(&v["subscription"]["current_period"]["end"]);
-    let pg_sub = e.store.get_subscription(&id.parse().unwrap()).await.unwrap().unwrap().billing_key.unwrap();
+    let pg_sub =
+        e.stack.billing_key_of(&e.store.get_subscription(&id.parse().unwrap()).await.unwrap().unwrap()).await.unwrap();
 
     // StepPay answers 5xx (it may or may not have acted): nothing changes here, and the answer is
     // the one every function gives a PG that did not answer — 504 pg_unavailable, retry (the retry

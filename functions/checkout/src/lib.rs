@@ -26,6 +26,7 @@ use paycycle::pg::{Adapter, Pg, PgCustomer, PgError, PgMode, Registry};
 use paycycle::store::api_keys::ApiKeyRecord;
 use paycycle::store::checkouts::{CHECKOUT_RETENTION, CheckoutPurpose, CheckoutRecord, CheckoutStatus};
 use paycycle::store::pg_customers::{ClaimToken, PgCustomerClaim};
+use paycycle::store::vault::KeyVault;
 use paycycle::store::{Store, sha256_hex};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -37,11 +38,18 @@ mod payment_method;
 pub struct Deps {
     pub store: Store,
     pub pgs: Registry,
+    /// Opens a StepPay managed subscription's id (kept sealed as its billing key) for a card
+    /// change at StepPay; nothing else here reads a billing key.
+    pub vault: KeyVault,
 }
 
 impl Deps {
     pub fn new(boot: Boot) -> Self {
-        Self { store: Store::new(&boot.sdk, &boot.config.table), pgs: Registry::new(&boot.config.pg, &boot.secrets) }
+        Self {
+            store: Store::new(&boot.sdk, &boot.config.table),
+            pgs: Registry::new(&boot.config.pg, &boot.secrets),
+            vault: KeyVault::new(&boot.sdk, &boot.config.billing_key_kms_key),
+        }
     }
 }
 

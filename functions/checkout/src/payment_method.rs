@@ -18,7 +18,7 @@ use jiff::Timestamp;
 use lambda_http::{Body, Request, Response};
 use paycycle::api::{self, ApiError, Keep};
 use paycycle::domain::attempt::SubscriptionId;
-use paycycle::domain::subscription::TransitionError;
+use paycycle::domain::subscription::{Renewer, TransitionError};
 use paycycle::pg::PgError;
 use paycycle::pg::checkout::CheckoutStart;
 use paycycle::store::api_keys::ApiKeyRecord;
@@ -93,8 +93,16 @@ async fn open(
         pg_customer: None,
     };
     let adapter = deps.pgs.adapter(r.pg);
-    // StepPay managed: its own subscription's id is what paycycle keeps as the billing key.
-    let prepared = match adapter.prepare_card_change(&start, r.billing_key.as_deref()).await {
+    // StepPay managed: its own subscription's id is what paycycle keeps (sealed) as the billing key.
+    let pg_subscription = match r.billing_key.as_ref().filter(|_| r.pg.renewer() == Renewer::Pg) {
+        Some(stored) => Some(deps.vault.open(r.id(), stored).await.map_err(|e| {
+            tracing::error!(subscription_id = %r.id(), error = %e, "the billing key did not open; nothing changed");
+            ApiError::unavailable()
+        })?),
+        None => None,
+    };
+    let pg_subscription = pg_subscription.as_ref().map(|k| k.expose());
+    let prepared = match adapter.prepare_card_change(&start, pg_subscription).await {
         Ok(p) => p,
         Err(PgError::Unsupported(why)) => return Err(ApiError::unprocessable("card_change_unsupported", why)),
         Err(e) => return Err(pg_error(e)),

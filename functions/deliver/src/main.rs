@@ -1,3 +1,7 @@
+// The deliver future nests deeply (SDK clients, HTTP, retries): its layout needs a deeper query
+// limit than the default on some builds ("queries overflow the depth limit").
+#![recursion_limit = "256"]
+
 use lambda_runtime::{Error, run, service_fn};
 
 #[tokio::main]

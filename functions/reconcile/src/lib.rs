@@ -41,7 +41,7 @@ pub const DEADLINE_MARGIN: SignedDuration = SignedDuration::from_secs(60);
 
 impl Deps {
     pub fn new(boot: Boot) -> Self {
-        let Services { store, pgs, publisher } = Services::new(&boot);
+        let Services { store, pgs, publisher, .. } = Services::new(&boot);
         let per_second = std::env::var("PAYCYCLE_RECONCILE_PER_SECOND")
             .ok()
             .and_then(|v| v.parse::<u32>().ok())

@@ -20,11 +20,12 @@ struct Env {
 async fn env() -> Env {
     let fresh = Fresh::in_memory();
     let pgs = Pgs::start().await;
-    let paycycle::boot::Services { store, pgs: registry, publisher } = fresh.services(&pgs);
+    let paycycle::boot::Services { store, pgs: registry, publisher, vault } = fresh.services(&pgs);
     let deps = Deps {
         store,
         pgs: registry,
         publisher,
+        vault,
         settings: Settings { concurrency: 4, allow_time_travel: true, ..Settings::default() },
         crash_at: None,
     };
@@ -32,10 +33,15 @@ async fn env() -> Env {
 }
 
 impl Env {
+    /// `s`'s billing key, opened (it is stored sealed).
+    async fn key_of(&self, s: &SubscriptionRecord) -> String {
+        self.fresh.vault.open(s.id(), s.billing_key.as_ref().unwrap()).await.unwrap().expose().to_string()
+    }
+
     /// An active subscription with a billing key the sandbox issued.
     async fn subscription(&self, id: &str, pg: PgMode) -> SubscriptionRecord {
         let key = self.pgs.billing_key(pg).await;
-        let r = subscription(id).pg(pg).billing_key(Some(&key)).build();
+        let r = subscription(id).pg(pg).billing_key(Some(&key)).sealed(&self.fresh.vault).await;
         self.fresh.store.create_subscription(&r).await.unwrap();
         r
     }
@@ -98,7 +104,7 @@ async fn a_due_subscription_is_charged_once_however_many_ticks_run() {
 async fn a_soft_decline_goes_past_due_and_the_dunning_retry_charges() {
     let e = env().await;
     let s = e.subscription("sub_dun", PgMode::Payple).await;
-    let key = s.billing_key.clone().unwrap();
+    let key = e.key_of(&s).await;
     e.pgs
         .client
         .admin(
@@ -151,7 +157,7 @@ async fn a_crash_at_any_step_still_charges_the_period_exactly_once() {
 async fn a_hard_decline_stops_dunning_and_charges_nothing_more() {
     let e = env().await;
     let s = e.subscription("sub_hard", PgMode::Payple).await;
-    let key = s.billing_key.clone().unwrap();
+    let key = e.key_of(&s).await;
     e.pgs
         .client
         .admin("/__admin/scenarios", json!({"billing_key": key, "fault": {"kind": "decline", "hard": true}}))

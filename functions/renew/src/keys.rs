@@ -12,6 +12,7 @@
 //! person's retry); a dunning policy whose final action is `canceled` releases it.
 
 use jiff::Timestamp;
+use paycycle::Secret;
 use paycycle::domain::subscription::SubscriptionState;
 use paycycle::pg::{PgError, PgMode};
 use paycycle::store::StoreError;
@@ -78,11 +79,11 @@ async fn release_entry(deps: &Deps, entry: &KeyRelease) -> bool {
 
 /// Deletes `key` at `pg` unless another live subscription of the customer uses it. `Ok(true)`:
 /// deleted at the PG; `Ok(false)`: still used, only to be dropped here.
-async fn delete_unless_used(deps: &Deps, owner: &Owner<'_>, key: &str) -> Result<bool, String> {
+async fn delete_unless_used(deps: &Deps, owner: &Owner<'_>, key: &Secret) -> Result<bool, String> {
     if still_used(deps, owner, key).await.map_err(|e| e.to_string())? {
         return Ok(false);
     }
-    match deps.pgs.adapter(owner.pg).delete_billing_key(key).await {
+    match deps.pgs.adapter(owner.pg).delete_billing_key(key.expose()).await {
         // Not there any more: deleted already (an earlier try whose write was lost).
         Ok(()) | Err(PgError::NotFound) => Ok(true),
         Err(e) => Err(e.to_string()),
@@ -94,7 +95,10 @@ async fn delete_unless_used(deps: &Deps, owner: &Owner<'_>, key: &str) -> Result
 async fn release_retired(deps: &Deps, k: &RetiredKey) -> bool {
     let owner =
         Owner { subscription_id: &k.subscription_id, pg: k.pg, partner_id: &k.partner_id, customer_id: &k.customer_id };
-    let outcome = delete_unless_used(deps, &owner, &k.billing_key).await;
+    let outcome = match deps.vault.open(&k.subscription_id, &k.billing_key).await {
+        Ok(key) => delete_unless_used(deps, &owner, &key).await,
+        Err(e) => Err(e.to_string()),
+    };
     let failures = k.failures + 1;
     let mut tx = deps.store.tx();
     let released = match &outcome {
@@ -145,9 +149,13 @@ fn backoff(failures: u32, subscription_id: &str, pg: PgMode, e: &str) -> (bool, 
 /// Releases `r`'s billing key: deleted at the PG unless another live subscription of the
 /// customer uses it, then dropped from `r` (one conditional write on the version read).
 async fn release(deps: &Deps, r: &SubscriptionRecord) -> bool {
-    let Some(key) = r.billing_key.as_deref() else { return false };
+    let Some(stored) = &r.billing_key else { return false };
+    let key = match deps.vault.open(r.id(), stored).await {
+        Ok(key) => key,
+        Err(e) => return failed(deps, r, &e.to_string()).await,
+    };
     let owner = Owner { subscription_id: r.id(), pg: r.pg, partner_id: &r.partner_id, customer_id: &r.customer.id };
-    let shared = match delete_unless_used(deps, &owner, key).await {
+    let shared = match delete_unless_used(deps, &owner, &key).await {
         Ok(deleted) => !deleted,
         Err(e) => return failed(deps, r, &e).await,
     };
@@ -179,28 +187,40 @@ struct Owner<'a> {
     customer_id: &'a str,
 }
 
-/// Whether a live subscription of the owner's customer (at the same partner) uses `key`. The
-/// owner itself is read consistently (a card change may have registered the very same key
-/// again); the customer's others come from the lookup index, which lags writes by a moment —
-/// the owner's own entry there is skipped, so a stale image of it never keeps a key alive.
-async fn still_used(deps: &Deps, owner: &Owner<'_>, key: &str) -> Result<bool, StoreError> {
-    let live_with_key = |o: &SubscriptionRecord| {
-        o.billing_key.as_deref() == Some(key) && o.subscription.state != SubscriptionState::Canceled
-    };
-    if deps.store.get_subscription(owner.subscription_id).await?.is_some_and(|o| live_with_key(&o)) {
-        return Ok(true);
+/// Whether a live subscription of the owner's customer (at the same partner) uses `key`. Each
+/// key is sealed for its own subscription, so each is opened to compare (in constant time); one
+/// that does not open counts as unknown, and the key is not deleted. The owner itself is read
+/// consistently (a card change may have registered the very same key again); the customer's
+/// others come from the lookup index, which lags writes by a moment — the owner's own entry there
+/// is skipped, so a stale image of it never keeps a key alive.
+async fn still_used(deps: &Deps, owner: &Owner<'_>, key: &Secret) -> Result<bool, StoreError> {
+    if let Some(own) = deps.store.get_subscription(owner.subscription_id).await? {
+        if same_live_key(deps, &own, key).await? {
+            return Ok(true);
+        }
     }
     let mut start = None;
     loop {
         let page = deps.store.subscriptions_of_customer(owner.partner_id, owner.customer_id, 100, start).await?;
-        if page.items.iter().any(|o| o.id() != owner.subscription_id && live_with_key(o)) {
-            return Ok(true);
+        for o in page.items.iter().filter(|o| o.id() != owner.subscription_id) {
+            if same_live_key(deps, o, key).await? {
+                return Ok(true);
+            }
         }
         match page.next {
             Some(k) => start = Some(k),
             None => return Ok(false),
         }
     }
+}
+
+/// Whether `o` is live and charges `key` (opened for its own subscription to compare).
+async fn same_live_key(deps: &Deps, o: &SubscriptionRecord, key: &Secret) -> Result<bool, StoreError> {
+    let Some(stored) = o.billing_key.as_ref().filter(|_| o.subscription.state != SubscriptionState::Canceled) else {
+        return Ok(false);
+    };
+    let other = deps.vault.open(o.id(), stored).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    Ok(key.ct_eq(other.expose().as_bytes()))
 }
 
 /// The key could not be released (the PG did not delete it, or the customer's subscriptions could

@@ -22,6 +22,7 @@ use paycycle::events::EventPublisher;
 use paycycle::pg::Registry;
 use paycycle::store::Store;
 use paycycle::store::subscriptions::due_shards;
+use paycycle::store::vault::KeyVault;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::Semaphore;
@@ -123,6 +124,8 @@ pub struct Deps {
     pub store: Store,
     pub pgs: Registry,
     pub publisher: EventPublisher,
+    /// Opens billing keys before a charge or a release.
+    pub vault: KeyVault,
     pub settings: Settings,
     /// Test hook: stop processing at this step as if the Lambda died there.
     pub crash_at: Option<CrashPoint>,
@@ -130,9 +133,9 @@ pub struct Deps {
 
 impl Deps {
     pub fn new(boot: Boot) -> Self {
-        let Services { store, pgs, publisher } = Services::new(&boot);
+        let Services { store, pgs, publisher, vault } = Services::new(&boot);
         let pg_timeout = std::time::Duration::from_millis(boot.config.pg.pg_timeout_ms);
-        Self { store, pgs, publisher, settings: Settings::from_env().fitted_to(pg_timeout), crash_at: None }
+        Self { store, pgs, publisher, vault, settings: Settings::from_env().fitted_to(pg_timeout), crash_at: None }
     }
 }
 

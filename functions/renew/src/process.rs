@@ -9,6 +9,7 @@ use paycycle::pg::{ChargeRequest, Charged, Payer, PaymentDetails, PaymentState, 
 use paycycle::store::StoreError;
 use paycycle::store::payments::PaymentRecord;
 use paycycle::store::subscriptions::SubscriptionRecord;
+use paycycle::store::vault::VaultError;
 
 use crate::Deps;
 
@@ -119,9 +120,20 @@ async fn finish(
     }
 }
 
-fn charge_request(claimed: &SubscriptionRecord, attempt: &Attempt) -> Option<ChargeRequest> {
-    Some(ChargeRequest {
-        billing_key: claimed.billing_key.clone()?,
+/// The charge of `attempt` on `claimed`'s billing key, opened: `Invalid` if there is none or it
+/// does not open (a person looks), `Transient` if KMS did not answer (nothing sent; a later tick).
+async fn charge_request(
+    deps: &Deps,
+    claimed: &SubscriptionRecord,
+    attempt: &Attempt,
+) -> Result<ChargeRequest, PgError> {
+    let stored = claimed.billing_key.as_ref().ok_or_else(|| PgError::Invalid("no billing key".into()))?;
+    let key = deps.vault.open(claimed.id(), stored).await.map_err(|e| match e {
+        VaultError::Kms { .. } => PgError::Transient { reason: e.to_string() },
+        VaultError::DoesNotOpen(_) => PgError::Invalid(e.to_string()),
+    })?;
+    Ok(ChargeRequest {
+        billing_key: key.expose().to_string(),
         charge_id: attempt.charge_id.clone(),
         amount: attempt.amount,
         goods: claimed.subscription.plan.name.clone(),
@@ -196,9 +208,12 @@ type TransitionResult = Result<Transition, paycycle::domain::subscription::Trans
 impl Settling<'_> {
     /// Sends the charge of the attempt and commits the outcome.
     async fn send(&self) -> Outcome {
-        let Some(req) = charge_request(self.claimed, self.attempt) else {
-            tracing::error!(subscription_id = %self.claimed.id(), "no billing key: needs review");
-            return self.settle(Err(PgError::Invalid("no billing key".into()))).await;
+        let req = match charge_request(self.deps, self.claimed, self.attempt).await {
+            Ok(req) => req,
+            Err(e) => {
+                tracing::error!(subscription_id = %self.claimed.id(), error = %e, "billing key not usable; nothing sent");
+                return self.settle(Err(e)).await;
+            }
         };
         let result = match self.deps.pgs.adapter(self.claimed.pg).charge(&req).await {
             Err(PgError::AlreadyProcessed { .. }) => already_sent(self.deps, self.claimed, self.attempt).await,

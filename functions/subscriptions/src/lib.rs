@@ -19,6 +19,7 @@
 use http::{Method, StatusCode};
 use jiff::Timestamp;
 use lambda_http::{Body, Error, Request, RequestExt, Response};
+use paycycle::Secret;
 use paycycle::api::{self, ApiError, Keep};
 use paycycle::calendar::{Interval, IntervalUnit};
 use paycycle::domain::attempt::{AttemptStatus, SubscriptionId};
@@ -283,12 +284,28 @@ async fn at_pg_first(
         Lifecycle::Resume => PgChange::Resume,
         Lifecycle::Plan => return Ok(()),
     };
-    match deps.pgs.adapter(r.pg).change_at_pg(r.billing_key.as_deref(), change).await {
+    let key = pg_subscription(deps, r).await?;
+    match deps.pgs.adapter(r.pg).change_at_pg(key.as_ref().map(Secret::expose), change).await {
         Ok(()) => Ok(()),
         Err(PgError::Unsupported(why)) => Err(ApiError::conflict("illegal_transition", why)),
         Err(e) => {
             tracing::warn!(error = %e, ?change, pg = %r.pg, "the PG did not change the subscription; nothing changed here");
             Err(ApiError::pg(&e))
+        }
+    }
+}
+
+/// The PG's subscription id (the billing key, opened) where the PG owns the lifecycle; no KMS
+/// call for any other subscription.
+async fn pg_subscription(deps: &Deps, r: &SubscriptionRecord) -> Result<Option<Secret>, ApiError> {
+    let Some(stored) = r.billing_key.as_ref().filter(|_| r.pg.capabilities().lifecycle_at_pg) else {
+        return Ok(None);
+    };
+    match deps.vault.open(r.id(), stored).await {
+        Ok(key) => Ok(Some(key)),
+        Err(e) => {
+            tracing::error!(subscription_id = %r.id(), error = %e, "the billing key did not open; nothing changed");
+            Err(ApiError::unavailable())
         }
     }
 }

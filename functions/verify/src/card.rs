@@ -20,9 +20,10 @@ use paycycle::store::StoreError;
 use paycycle::store::checkouts::{CheckoutRecord, CheckoutStatus};
 use paycycle::store::retired_keys::RetiredKey;
 use paycycle::store::subscriptions::SubscriptionRecord;
+use paycycle::store::vault::StoredBillingKey;
 
 use crate::Deps;
-use crate::first::{Completed, VerifyError, keep_on_failed_checkout, release};
+use crate::first::{Completed, VerifyError, keep_on_failed_checkout, release, vault_unavailable};
 
 /// How often a swap that lost a race (renew held the subscription) reads it again.
 const SWAP_TRIES: u32 = 3;
@@ -41,9 +42,19 @@ pub async fn swap(
         keep_on_failed_checkout(deps, &current, charged, details, why.clone()).await?;
         return Err(VerifyError::Failed(why));
     }
-    // Where paycycle renews, the new key is the point; where the PG renews (StepPay managed),
-    // the PG keeps the card and only the change is recorded.
-    let key = fp.billing_key;
+    // Where paycycle renews, the new key is the point (sealed at once: it never reaches the table
+    // in the clear); where the PG renews (StepPay managed), the PG keeps the card and only the
+    // change is recorded.
+    let key = match &fp.billing_key {
+        Some(key) => match deps.vault.seal(&current.subscription_id, key).await {
+            Ok(sealed) => Some(sealed),
+            Err(e) => {
+                release(deps, &current, None).await?;
+                return Err(vault_unavailable(e));
+            }
+        },
+        None => None,
+    };
     for _ in 0..SWAP_TRIES {
         let r = deps
             .store
@@ -55,12 +66,12 @@ pub async fn swap(
             return Err(VerifyError::NotPaid("the PG registered no card".into()));
         }
         let attempt = match r.subscription.payment_method_changed(now) {
-            Ok(t) => commit_swap(deps, &current, &r, t, key.as_deref(), now).await,
+            Ok(t) => commit_swap(deps, &current, &r, t, key.clone(), now).await,
             Err(e @ TransitionError::UnknownOutcomePending(_)) => {
                 release(deps, &current, None).await?;
                 return Err(VerifyError::ChargeInFlight(format!("{e}; verify this checkout again after that")));
             }
-            Err(e) => return ended(deps, &current, &r, key.as_deref(), e.to_string()).await,
+            Err(e) => return ended(deps, &current, &r, key, e.to_string()).await,
         };
         match attempt {
             Err(StoreError::Conflict(_)) => tokio::time::sleep(std::time::Duration::from_millis(300)).await,
@@ -74,7 +85,7 @@ pub async fn swap(
 
 /// The replaced key as renew's sweep deletes it.
 /// `retired_at` is the wall clock: when renew deletes it is operations, not billing.
-fn retired(r: &SubscriptionRecord, key: String, checkout_id: &str) -> RetiredKey {
+fn retired(r: &SubscriptionRecord, key: StoredBillingKey, checkout_id: &str) -> RetiredKey {
     RetiredKey {
         subscription_id: r.id().clone(),
         partner_id: r.partner_id.clone(),
@@ -94,15 +105,18 @@ async fn commit_swap(
     current: &CheckoutRecord,
     r: &SubscriptionRecord,
     t: paycycle::domain::subscription::Transition,
-    key: Option<&str>,
+    key: Option<StoredBillingKey>,
     now: Timestamp,
 ) -> Result<Completed, StoreError> {
     let Some(key) = key else {
         // The PG keeps the card: the record changes only by the transition's version.
         return commit(deps, current, r, r.next(t.subscription), &t.events, None, now).await;
     };
-    let next = SubscriptionRecord { billing_key: Some(key.to_string()), ..r.next(t.subscription) };
-    let old = r.billing_key.clone().filter(|old| old != key && r.pg.capabilities().deletes_billing_keys);
+    let next = SubscriptionRecord { billing_key: Some(key), ..r.next(t.subscription) };
+    // Sealed for this subscription, the old key moves as it is (verify cannot open keys). If the
+    // PG handed back the very same key, renew's sweep finds it still this subscription's and
+    // only drops the item.
+    let old = r.billing_key.clone().filter(|_| r.pg.capabilities().deletes_billing_keys);
     let retired = old.map(|old| retired(r, old, &current.checkout_id));
     commit(deps, current, r, next, &t.events, retired, now).await
 }
@@ -147,7 +161,7 @@ async fn ended(
     deps: &Deps,
     current: &CheckoutRecord,
     r: &SubscriptionRecord,
-    key: Option<&str>,
+    key: Option<StoredBillingKey>,
     why: String,
 ) -> Result<Completed, VerifyError> {
     let checkout = CheckoutRecord {
@@ -159,7 +173,7 @@ async fn ended(
     let mut tx = deps.store.tx();
     tx.put_checkout_next(&checkout);
     if let Some(key) = key.filter(|_| r.pg.capabilities().deletes_billing_keys) {
-        tx.put_retired_key_new(&retired(r, key.to_string(), &current.checkout_id));
+        tx.put_retired_key_new(&retired(r, key, &current.checkout_id));
     }
     deps.store.commit(tx).await?;
     tracing::warn!(checkout_id = %current.checkout_id, subscription_id = %r.id(), reason = %why, "card change refused: the new card is deleted at the PG");

@@ -13,6 +13,7 @@ use paycycle::store::StoreError;
 use paycycle::store::checkouts::{CheckoutPurpose, CheckoutRecord, CheckoutStatus};
 use paycycle::store::payments::PaymentRecord;
 use paycycle::store::subscriptions::SubscriptionRecord;
+use paycycle::store::vault::{StoredBillingKey, VaultError};
 
 use crate::Deps;
 
@@ -232,7 +233,8 @@ async fn activate(
         keep_on_failed_checkout(deps, &current, &charged, details, why.clone()).await?;
         return Err(VerifyError::Failed(why));
     };
-    let (subscription, kinds) = first_subscription(&current, &billing_key, charged.approved_at, now)?;
+    let sealed = deps.vault.seal(&current.subscription_id, &billing_key).await.map_err(vault_unavailable)?;
+    let (subscription, kinds) = first_subscription(&current, sealed, charged.approved_at, now)?;
     let checkout = CheckoutRecord {
         status: CheckoutStatus::Completed,
         verifying_until: 0,
@@ -273,7 +275,7 @@ async fn activate(
 /// and the events of its activation.
 fn first_subscription(
     current: &CheckoutRecord,
-    billing_key: &str,
+    billing_key: StoredBillingKey,
     approved_at: Timestamp,
     now: Timestamp,
 ) -> Result<(SubscriptionRecord, Vec<EventKind>), VerifyError> {
@@ -285,11 +287,17 @@ fn first_subscription(
         &current.partner_id,
         current.customer.clone(),
         current.pg,
-        Some(billing_key.to_string()),
+        Some(billing_key),
         now,
     );
     let kinds = [EventKind::CheckoutCompleted, EventKind::PaymentSucceeded].into_iter().chain(t.events).collect();
     Ok((record, kinds))
+}
+
+/// KMS did not seal the billing key: nothing was written, the checkout stays open for verify's
+/// sweep (or the partner's retry) to activate.
+pub(crate) fn vault_unavailable(e: VaultError) -> VerifyError {
+    VerifyError::Store(StoreError::Unavailable(e.to_string()))
 }
 
 /// The payment record of a checkout's first payment: with its charge id when Payple's OID is

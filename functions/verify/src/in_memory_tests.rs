@@ -20,7 +20,7 @@ async fn env() -> Env {
     let fresh = Fresh::in_memory();
     let pgs = Pgs::start().await;
     let deps = fresh.services(&pgs);
-    let checkout = checkout::Deps { store: fresh.store.clone(), pgs: pgs.registry.clone() };
+    let checkout = checkout::Deps { store: fresh.store.clone(), pgs: pgs.registry.clone(), vault: deps.vault.clone() };
     let key = fresh.api_key("partner_a").await;
     Env { fresh, pgs, deps, checkout, key }
 }

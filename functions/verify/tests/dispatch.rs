@@ -9,7 +9,12 @@ async fn deps() -> (paycycle_fixtures::Fresh, verify::Deps) {
     // Nothing listens there: a PG call would fail, and none must be made.
     let config = fresh.config("http://127.0.0.1:9", None);
     let pgs = paycycle::pg::Registry::new(&config.pg, &paycycle_fixtures::local_secrets());
-    let deps = verify::Deps { store: fresh.store.clone(), pgs, publisher: fresh.publisher.clone() };
+    let deps = verify::Deps {
+        store: fresh.store.clone(),
+        pgs,
+        publisher: fresh.publisher.clone(),
+        vault: fresh.vault.clone(),
+    };
     (fresh, deps)
 }
 

@@ -19,6 +19,7 @@ fn run_with(env: &[(&str, &str)]) -> (bool, String) {
 const GOOD: &[(&str, &str)] = &[
     ("PAYCYCLE_TABLE", "t"),
     ("PAYCYCLE_EVENT_BUS", "b"),
+    ("PAYCYCLE_BILLING_KEY_KMS_KEY", "arn:aws:kms:ap-northeast-2:1:key/k"),
     ("STEPPAY_BASE_URL", "http://127.0.0.1:9"),
     ("PAYPLE_BASE_URL", "http://127.0.0.1:9"),
     ("PAYPLE_REFERER", "https://shop.example.com"),
@@ -29,6 +30,14 @@ fn missing_variable_is_named() {
     let (ok, output) = run_with(&[]);
     assert!(!ok);
     assert!(output.contains("PAYCYCLE_TABLE"), "{output}");
+}
+
+#[test]
+fn a_missing_billing_key_kms_key_is_named() {
+    let env: Vec<_> = GOOD.iter().copied().filter(|(k, _)| *k != "PAYCYCLE_BILLING_KEY_KMS_KEY").collect();
+    let (ok, output) = run_with(&env);
+    assert!(!ok);
+    assert!(output.contains("PAYCYCLE_BILLING_KEY_KMS_KEY"), "{output}");
 }
 
 #[test]

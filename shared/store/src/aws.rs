@@ -25,6 +25,8 @@ pub mod calls {
         update_item::UpdateItemInput,
     };
     use aws_sdk_eventbridge::operation::put_events::PutEventsInput;
+    use aws_sdk_kms::operation::decrypt::DecryptInput;
+    use aws_sdk_kms::operation::generate_data_key::GenerateDataKeyInput;
     use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueInput;
     use aws_sdk_sqs::operation::send_message::SendMessageInput;
     use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchInput;
@@ -49,6 +51,12 @@ pub mod calls {
         Secret(String),
         /// An SQS queue, by URL.
         Queue(String),
+        /// A KMS key as the call named it, with the encryption context's `purpose` (IAM's
+        /// `kms:EncryptionContext:purpose` condition key).
+        KmsKey {
+            key: String,
+            purpose: Option<String>,
+        },
         /// A call whose resource this recorder does not read (it fails the IAM test loudly).
         Unknown(String),
     }
@@ -159,6 +167,11 @@ pub mod calls {
         vec![ddb(op, resource)]
     }
 
+    fn kms_key(key: Option<&str>, context: Option<&std::collections::HashMap<String, String>>) -> AwsResource {
+        let purpose = context.and_then(|c| c.get("purpose")).cloned();
+        AwsResource::KmsKey { key: key.unwrap_or_default().to_string(), purpose }
+    }
+
     impl Intercept for Recording {
         fn name(&self) -> &'static str {
             "paycycle-aws-call-recorder"
@@ -187,6 +200,10 @@ pub mod calls {
                 vec![call("sqs", "SendMessage", AwsResource::Queue(m.queue_url().unwrap_or_default().into()))]
             } else if let Some(m) = input.downcast_ref::<SendMessageInput>() {
                 vec![call("sqs", "SendMessage", AwsResource::Queue(m.queue_url().unwrap_or_default().into()))]
+            } else if let Some(k) = input.downcast_ref::<GenerateDataKeyInput>() {
+                vec![call("kms", &op, kms_key(k.key_id(), k.encryption_context()))]
+            } else if let Some(k) = input.downcast_ref::<DecryptInput>() {
+                vec![call("kms", &op, kms_key(k.key_id(), k.encryption_context()))]
             } else if let Some(s) = input.downcast_ref::<GetSecretValueInput>() {
                 vec![call("secretsmanager", &op, AwsResource::Secret(s.secret_id().unwrap_or_default().into()))]
             } else {

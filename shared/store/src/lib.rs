@@ -29,6 +29,7 @@ pub mod reviews;
 pub mod stream;
 pub mod subscriptions;
 pub mod table;
+pub mod vault;
 pub mod webhooks;
 
 use std::collections::HashMap;

@@ -12,6 +12,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::subscriptions::{Page, key_release_shard, subscription_pk};
+use super::vault::StoredBillingKey;
 use super::{Cond, Item, Query, Range, Store, StoreError, Tx, Write, epoch, from_item, keys, n, s, to_item};
 use paycycle_domain::attempt::SubscriptionId;
 use paycycle_domain::gateway::PgMode;
@@ -23,7 +24,8 @@ pub struct RetiredKey {
     pub partner_id: String,
     pub customer_id: String,
     pub pg: PgMode,
-    pub billing_key: String,
+    /// Sealed for `subscription_id` like the subscription's own key (`vault`).
+    pub billing_key: StoredBillingKey,
     /// The card-change checkout that retired it (the item's sort key).
     pub checkout_id: String,
     pub retired_at: Timestamp,

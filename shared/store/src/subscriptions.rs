@@ -9,6 +9,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
+use super::vault::StoredBillingKey;
 use super::{Cond, Item, Op, Set, Store, StoreError, Tx, Write, epoch, from_item, keys, n, s, sha256_hex, to_item};
 use paycycle_domain::attempt::{Attempt, AttemptStatus, AttemptStatusKind, ChargeId, SubscriptionId};
 use paycycle_domain::customer::Customer;
@@ -28,8 +29,9 @@ pub struct SubscriptionRecord {
     pub partner_id: String,
     pub customer: Customer,
     pub pg: PgMode,
-    /// Payple `PCD_PAYER_ID`, or StepPay's billing idKey; StepPay managed: its subscription id.
-    pub billing_key: Option<String>,
+    /// Payple `PCD_PAYER_ID`, or StepPay's billing idKey; StepPay managed: its subscription id —
+    /// sealed ([`crate::vault`]): only [`crate::vault::KeyVault::open`] shows it.
+    pub billing_key: Option<StoredBillingKey>,
     pub created_at: Timestamp,
     /// Incremented by every write; conditions compare it.
     pub version: u64,
@@ -64,7 +66,7 @@ impl SubscriptionRecord {
         partner_id: &str,
         customer: Customer,
         pg: PgMode,
-        billing_key: Option<String>,
+        billing_key: Option<StoredBillingKey>,
         created_at: Timestamp,
     ) -> SubscriptionRecord {
         SubscriptionRecord {

@@ -7,3 +7,4 @@ mod payment_books;
 mod secrets_manager;
 mod store;
 mod store_roundtrip;
+mod vault;

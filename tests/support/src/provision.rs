@@ -23,6 +23,8 @@ pub struct Provisioned {
     pub buses: BTreeMap<String, String>,
     /// Logical id → queue URL.
     pub queues: BTreeMap<String, String>,
+    /// Logical id → KMS key ARN.
+    pub kms_keys: BTreeMap<String, String>,
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -159,7 +161,30 @@ pub async fn provision(
     }
 
     provision_rules(sdk, template, prefix, &buses, &queues).await?;
-    Ok(Provisioned { table, table_def: def, stream_arn, buses, queues })
+    let kms_keys = provision_kms_keys(sdk, template, prefix).await?;
+    Ok(Provisioned { table, table_def: def, stream_arn, buses, queues, kms_keys })
+}
+
+/// Creates the template's KMS keys (symmetric, AES-256-GCM inside KMS, as `AWS::KMS::Key`'s
+/// default): logical id → key ARN.
+pub async fn provision_kms_keys(
+    sdk: &aws_config::SdkConfig,
+    template: &Template,
+    prefix: &str,
+) -> Result<BTreeMap<String, String>, KitError> {
+    let kms = aws_sdk_kms::Client::new(sdk);
+    let mut keys = BTreeMap::new();
+    for logical in template.kms_keys()? {
+        let created = kms
+            .create_key()
+            .description(format!("{prefix}-{logical}"))
+            .send()
+            .await
+            .map_err(|e| perr("CreateKey", aws_sdk_kms::error::DisplayErrorContext(e)))?;
+        let arn = created.key_metadata().and_then(|m| m.arn()).unwrap_or_default().to_string();
+        keys.insert(logical, arn);
+    }
+    Ok(keys)
 }
 
 /// Creates the template's rules on their buses with their queue targets (moto's EventBridge

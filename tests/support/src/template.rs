@@ -65,6 +65,8 @@ pub enum PolicyResource {
     Secret(String),
     /// `!GetAtt <queue>.Arn`.
     Queue(String),
+    /// `!GetAtt <key>.Arn` of an `AWS::KMS::Key` (logical ids ending in `KmsKey`).
+    KmsKey(String),
     /// Anything else, as written (a literal ARN, `*`).
     Other(String),
 }
@@ -75,6 +77,9 @@ pub struct PolicyStatement {
     /// `service:Action`, possibly with `*`.
     pub actions: Vec<String>,
     pub resources: Vec<PolicyResource>,
+    /// `Condition: {StringEquals: {key: value}}`, as (key, value) pairs: the statement allows a
+    /// call only if the call carries each.
+    pub string_equals: Vec<(String, String)>,
 }
 
 impl PolicyStatement {
@@ -106,6 +111,7 @@ fn policy_resource(v: &Value) -> PolicyResource {
             Some(id) if id.ends_with("Table") => PolicyResource::Table { logical_id: id.into(), index: None },
             Some(id) if id.ends_with("Bus") => PolicyResource::Bus(id.into()),
             Some(id) if id.ends_with("Queue") => PolicyResource::Queue(id.into()),
+            Some(id) if id.ends_with("KmsKey") => PolicyResource::KmsKey(id.into()),
             _ => PolicyResource::Other(format!("{tag} {text}")),
         },
         "Ref" => PolicyResource::Secret(text.into()),
@@ -115,6 +121,13 @@ fn policy_resource(v: &Value) -> PolicyResource {
         },
         _ => PolicyResource::Other(format!("{tag} {text}")),
     }
+}
+
+/// A statement's `Condition.StringEquals` pairs (one value each).
+fn string_equals(statement: &Mapping) -> Vec<(String, String)> {
+    let pairs = get(statement, "Condition").and_then(Value::as_mapping).and_then(|c| get(c, "StringEquals"));
+    let pairs = pairs.and_then(Value::as_mapping).cloned().unwrap_or_default();
+    pairs.iter().filter_map(|(k, v)| Some((k.as_str()?.to_string(), untag(v).as_str()?.to_string()))).collect()
 }
 
 fn one_or_many(v: Option<&Value>) -> Vec<&Value> {
@@ -307,6 +320,11 @@ impl Template {
         Ok(self.resources_of_type("AWS::Events::EventBus")?.into_iter().map(|(id, _)| id).collect())
     }
 
+    /// Logical ids of the KMS keys (the billing keys' key).
+    pub fn kms_keys(&self) -> Result<Vec<String>, KitError> {
+        Ok(self.resources_of_type("AWS::KMS::Key")?.into_iter().map(|(id, _)| id).collect())
+    }
+
     /// Logical ids of the SQS queues.
     pub fn queues(&self) -> Result<Vec<String>, KitError> {
         Ok(self.resources_of_type("AWS::SQS::Queue")?.into_iter().map(|(id, _)| id).collect())
@@ -373,6 +391,7 @@ impl Template {
                         .into_iter()
                         .map(policy_resource)
                         .collect(),
+                    string_equals: string_equals(st),
                 });
             }
         }

@@ -24,8 +24,17 @@ fn allows(
     table: (&str, &str),
     buses: &BTreeMap<String, String>,
     queues: &BTreeMap<String, String>,
+    kms_keys: &BTreeMap<String, String>,
 ) -> bool {
     if !statement.allows_action(&call.action) {
+        return false;
+    }
+    // A condition on the encryption context holds only for a call that carries it.
+    let purpose = match &call.resource {
+        AwsResource::KmsKey { purpose, .. } => purpose.as_deref(),
+        _ => None,
+    };
+    if !statement.string_equals.iter().all(|(k, v)| k == "kms:EncryptionContext:purpose" && purpose == Some(v)) {
         return false;
     }
     statement.resources.iter().any(|r| match (r, &call.resource) {
@@ -38,6 +47,7 @@ fn allows(
         }
         (PolicyResource::Bus(logical_id), AwsResource::Bus(name)) => buses.get(logical_id) == Some(name),
         (PolicyResource::Queue(logical_id), AwsResource::Queue(url)) => queues.get(logical_id) == Some(url),
+        (PolicyResource::KmsKey(logical_id), AwsResource::KmsKey { key, .. }) => kms_keys.get(logical_id) == Some(key),
         // The local stack reads no secret; a recorded one names the template's secret by its ARN.
         (PolicyResource::Secret(logical_id), AwsResource::Secret(id)) => id.contains(logical_id.as_str()),
         _ => false,
@@ -127,6 +137,7 @@ async fn every_aws_call_each_function_makes_is_allowed_by_its_policy_in_the_temp
     let table = (table_id.as_str(), stack.provisioned.table.as_str());
     let buses = stack.provisioned.buses.clone();
     let queues = stack.provisioned.queues.clone();
+    let kms_keys = stack.provisioned.kms_keys.clone();
     // Every function reads the PG credentials once per cold start (the template's global
     // PAYCYCLE_SECRETS): the same read, recorded per function, against moto's Secrets Manager.
     let sdk = paycycle_testkit::moto::sdk_config_for(stack.moto.endpoint()).await;
@@ -153,10 +164,47 @@ async fn every_aws_call_each_function_makes_is_allowed_by_its_policy_in_the_temp
         assert!(calls.len() > 1, "{function} made no recorded call: is the recorder on?");
         let policy = template.function_policy(function).unwrap();
         for call in calls {
-            if !policy.iter().any(|s| allows(s, &call, table, &buses, &queues)) {
+            if !policy.iter().any(|s| allows(s, &call, table, &buses, &queues, &kms_keys)) {
                 denied.push(format!("{function}: {} on {:?}", call.action, call.resource));
             }
         }
     }
     assert!(denied.is_empty(), "calls the template's IAM policies do not allow:\n{}", denied.join("\n"));
+    // The journey sealed and opened keys: verify generated a data key, renew unwrapped one.
+    let kms = |f: &str, action: &str| stack.functions.aws_calls(f).iter().any(|c| c.action == action);
+    assert!(kms("VerifyFunction", "kms:GenerateDataKey") && kms("RenewFunction", "kms:Decrypt"));
+}
+
+/// Billing keys (issue #24 §6): only verify may have KMS generate a data key (it seals first
+/// payments' and card changes' keys), only renew, subscriptions and checkout may unwrap one
+/// (checkout: a StepPay managed card change names StepPay's subscription, kept sealed) — each on
+/// the billing keys' key alone, with the billing-key purpose as a condition — and no other
+/// function has any KMS permission.
+#[test]
+fn only_the_functions_that_seal_or_open_billing_keys_may_use_their_kms_key() {
+    let template = Template::load().unwrap();
+    let expected: BTreeMap<&str, &str> = [
+        ("VerifyFunction", "kms:GenerateDataKey"),
+        ("RenewFunction", "kms:Decrypt"),
+        ("SubscriptionsFunction", "kms:Decrypt"),
+        ("CheckoutFunction", "kms:Decrypt"),
+    ]
+    .into_iter()
+    .collect();
+    for function in template.functions().unwrap() {
+        let policy = template.function_policy(&function.logical_id).unwrap();
+        let kms: Vec<&PolicyStatement> =
+            policy.iter().filter(|s| s.actions.iter().any(|a| a.to_ascii_lowercase().starts_with("kms:"))).collect();
+        for (action, granted) in [("kms:GenerateDataKey", true), ("kms:Decrypt", true), ("kms:Encrypt", false)] {
+            let has = policy.iter().any(|s| s.allows_action(action));
+            let want = granted && expected.get(function.logical_id.as_str()) == Some(&action);
+            assert_eq!(has, want, "{}: {action}", function.logical_id);
+        }
+        for s in kms {
+            assert_eq!(s.actions.len(), 1, "{}: one KMS action per statement: {s:?}", function.logical_id);
+            assert_eq!(s.resources, [PolicyResource::KmsKey("BillingKeysKmsKey".into())], "{}", function.logical_id);
+            let purpose = ("kms:EncryptionContext:purpose".to_string(), "paycycle-billing-key".to_string());
+            assert_eq!(s.string_equals, [purpose], "{}: the purpose condition", function.logical_id);
+        }
+    }
 }

@@ -79,10 +79,11 @@ pub async fn measure(stack: &LocalStack, renewals: usize, webhooks: usize, refun
         sandbox.steppay_sdk_pay(&json!({"amount": 0, "method": "CARD_BILL"})).await.map_err(|e| e.to_string())?;
     let key = card["idKey"].as_str().ok_or("the sandbox gave no idKey")?.to_string();
     let anchor = Timestamp::now().checked_sub(SignedDuration::from_hours(24 * 31)).map_err(|e| e.to_string())?;
+    let vault = stack.vault().await;
     let mut ids = Vec::new();
     for i in 0..renewals {
         let id = format!("sub_cost{i}");
-        seed_subscription(&store, &id, PgMode::SteppaySelf, anchor, 9_900, &key).await?;
+        seed_subscription(&store, &vault, &id, PgMode::SteppaySelf, anchor, 9_900, &key).await?;
         ids.push(id);
     }
     let renew = counter("RenewFunction");

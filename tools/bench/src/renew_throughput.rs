@@ -97,30 +97,34 @@ impl Bench {
             .map_err(|e| e.to_string())?;
 
         let anchor = Timestamp::now().checked_sub(SignedDuration::from_hours(24 * 40)).map_err(|e| e.to_string())?;
+        // Sealed as verify seals them; renew opens each with one cached data key (one Decrypt).
+        let vault = paycycle_dev::billing_key_vault(&self.ddb, &prefix).await;
         let next = Arc::new(AtomicU64::new(0));
         let mut writers = tokio::task::JoinSet::new();
         for _ in 0..16 {
-            let (store, key, next) = (store.clone(), key.clone(), next.clone());
+            let (store, key, next, vault) = (store.clone(), key.clone(), next.clone(), vault.clone());
             writers.spawn(async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                     if i >= subscriptions {
                         return Ok::<(), String>(());
                     }
-                    seed_subscription(&store, &format!("sub_tp{i}"), PgMode::SteppaySelf, anchor, 9_900, &key).await?;
+                    seed_subscription(&store, &vault, &format!("sub_tp{i}"), PgMode::SteppaySelf, anchor, 9_900, &key)
+                        .await?;
                 }
             });
         }
         while let Some(r) = writers.join_next().await {
             r.map_err(|e| e.to_string())??;
         }
-        let config =
-            paycycle_dev::local_config(&table, "bench-bus", &sandbox.base_url(), None).map_err(|e| e.to_string())?;
+        let names = paycycle_dev::LocalNames { table: table.clone(), bus: "bench-bus".into(), kms_key: "bench".into() };
+        let config = paycycle_dev::local_config(&names, &sandbox.base_url(), None).map_err(|e| e.to_string())?;
         let events_sdk = paycycle_testkit::moto::sdk_config_for(&self.sink.url).await;
         let deps = renew::Deps {
             store,
             pgs: Registry::new(&config.pg, &paycycle_dev::local_secrets()),
             publisher: EventPublisher::new(&events_sdk, "bench-bus"),
+            vault,
             settings: renew::Settings { concurrency, emit_metrics: false, ..renew::Settings::default() },
             crash_at: None,
         };

@@ -39,8 +39,9 @@ use paycycle::pg::PgMode;
 use paycycle::pg::payple::WindowWork;
 use paycycle::pg::{Payer, Registry};
 use paycycle::store::Store;
+use paycycle::store::vault::KeyVault;
 use paycycle_dev::event_sink::EventSink;
-use paycycle_dev::{local_secrets, seed_subscription};
+use paycycle_dev::{LocalNames, local_secrets, seed_subscription};
 use paycycle_testkit::Template;
 use pg_sandbox::state::Fault;
 use renew::CrashPoint;
@@ -89,6 +90,8 @@ pub struct World {
     /// The template's table without its stream: the scenario hands stored webhooks to verify
     /// itself (see `pump_webhooks`), and an emulator's stream only grows.
     table: paycycle_testkit::template::TableDef,
+    /// Seals and opens the scenarios' billing keys (moto's KMS, or in memory on Dynoxide).
+    vault: KeyVault,
     _sink: Option<EventSink>,
 }
 
@@ -104,8 +107,11 @@ impl World {
                 (Some(sink), url)
             }
         };
+        let ddb = paycycle_testkit::moto::sdk_config_for(dynamodb).await;
+        let vault = paycycle_dev::billing_key_vault(&ddb, "chaos").await;
         Ok(Self {
-            ddb: paycycle_testkit::moto::sdk_config_for(dynamodb).await,
+            ddb,
+            vault,
             events: paycycle_testkit::moto::sdk_config_for(&events_url).await,
             table: {
                 let mut def = Template::load().and_then(|t| t.table()).map_err(|e| e.to_string())?;
@@ -335,18 +341,19 @@ async fn setup(world: &World, seed: u64, log: &mut Vec<String>) -> Result<Scenar
     let sandbox = pg_sandbox::Sandbox::start(0).await.map_err(|e| e.to_string())?;
     // A timeout after charge holds the PG's answer past our PG timeout (300 ms).
     sandbox.shared.config.lock().expect("sandbox config").timeout_after_charge_ms = 600;
-    let config =
-        paycycle_dev::local_config(&table, "chaos-bus", &sandbox.base_url(), Some(300)).map_err(|e| e.to_string())?;
+    let names = LocalNames { table: table.clone(), bus: "chaos-bus".into(), kms_key: "chaos".into() };
+    let config = paycycle_dev::local_config(&names, &sandbox.base_url(), Some(300)).map_err(|e| e.to_string())?;
     let pgs = Registry::new(&config.pg, &local_secrets());
     // Setup (card registration) is not under test: it gets the default PG timeout.
-    let setup_config =
-        paycycle_dev::local_config(&table, "chaos-bus", &sandbox.base_url(), None).map_err(|e| e.to_string())?;
+    let setup_config = paycycle_dev::local_config(&names, &sandbox.base_url(), None).map_err(|e| e.to_string())?;
     let setup_gateways = Registry::new(&setup_config.pg, &local_secrets());
     let publisher = EventPublisher::new(&world.events, "chaos-bus");
+    let vault = world.vault.clone();
     let renew = renew::Deps {
         store: store.clone(),
         pgs: pgs.clone(),
         publisher: publisher.clone(),
+        vault: vault.clone(),
         // Leases run on the wall clock: a short one, waited out for real after a crash (settle).
         // The sandbox's clock follows the scenario's time travel.
         settings: renew::Settings {
@@ -358,10 +365,9 @@ async fn setup(world: &World, seed: u64, log: &mut Vec<String>) -> Result<Scenar
         },
         crash_at: None,
     };
-    let refund = refund::Deps { store: store.clone(), pgs: pgs.clone(), publisher: publisher.clone() };
-    let subscriptions = subscriptions::Deps { store: store.clone(), pgs: pgs.clone(), publisher: publisher.clone() };
-    let verify = verify::Deps { store: store.clone(), pgs: pgs.clone(), publisher };
-    let checkout = checkout::Deps { store: store.clone(), pgs: pgs.clone() };
+    let services = paycycle::boot::Services { store: store.clone(), pgs: pgs.clone(), publisher, vault };
+    let (refund, subscriptions, verify) = (services.clone(), services.clone(), services);
+    let checkout = checkout::Deps { store: store.clone(), pgs: pgs.clone(), vault: world.vault.clone() };
     // The PGs deliver their webhooks to webhook-ingest's handler, as in AWS.
     let webhooks = WebhookEndpoint::start(webhook_ingest::Deps {
         store: store.clone(),
@@ -419,7 +425,7 @@ async fn setup(world: &World, seed: u64, log: &mut Vec<String>) -> Result<Scenar
         let anchor = kst_start(&mut rng, near_wall_clock);
         let amount = rng.range(10, 1_000) * 100;
         let id = format!("sub_chaos{seed}n{i}");
-        seed_subscription(&store, &id, pg, anchor, amount, &key).await?;
+        seed_subscription(&store, &world.vault, &id, pg, anchor, amount, &key).await?;
         log.push(format!("{id}: {pg:?}, {amount}원 monthly from {anchor}"));
         earliest = Some(earliest.map_or(anchor, |e| e.min(anchor)));
         subs.push(Sub { id: SubscriptionId::parse(&id).map_err(|e| e.to_string())?, key, pg });
@@ -686,7 +692,12 @@ impl Scenario {
         let id = SubscriptionId::parse(&sub).map_err(|e| e.to_string())?;
         self.checkout_subs.push((id.clone(), checkout_id.clone(), payer_id.clone()));
         if let Some(r) = self.store.get_subscription(&id).await.map_err(|e| e.to_string())? {
-            let key = r.billing_key.clone().unwrap_or(payer_id);
+            let key = match &r.billing_key {
+                Some(sealed) => {
+                    self.verify.vault.open(&id, sealed).await.map_err(|e| e.to_string())?.expose().to_string()
+                }
+                None => payer_id,
+            };
             self.subs.push(Sub { id, key, pg: PgMode::Payple });
         }
         Ok(())

@@ -129,8 +129,16 @@ impl Functions {
             "AdminFunction" => (&self.admin.store, None, [&none, &none]),
             _ => return Default::default(),
         };
+        let vault = match function {
+            "VerifyFunction" => Some(&self.verify.vault),
+            "RenewFunction" => Some(&self.renew.vault),
+            "RefundFunction" => Some(&self.refund.vault),
+            "SubscriptionsFunction" => Some(&self.subscriptions.vault),
+            _ => None,
+        };
         let queue_logs: Vec<_> = queues.into_iter().flatten().filter_map(|q| q.calls().cloned()).collect();
         let logs = store.calls.iter().chain(publisher.and_then(|p| p.calls())).chain(queue_logs.iter());
+        let logs = logs.chain(vault.and_then(|v| v.calls()));
         logs.flat_map(|log| log.calls()).collect()
     }
 

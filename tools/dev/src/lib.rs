@@ -76,7 +76,7 @@ pub enum StackError {
 /// The StepPay v2 webhook signing secret of the local stack (the sandbox signs with it).
 pub const LOCAL_STEPPAY_SIGNING_SECRET: &str = "local-steppay-webhook-secret";
 
-pub use paycycle_fixtures::{local_config, local_secrets};
+pub use paycycle_fixtures::{LocalNames, local_config, local_secrets};
 
 impl LocalStack {
     /// Starts moto (shared with `PAYCYCLE_MOTO_ENDPOINT` if set), provisions it from the template,
@@ -89,8 +89,8 @@ impl LocalStack {
             paycycle_testkit::provision(&sdk, &template, &paycycle_testkit::provision::unique_prefix()).await?;
         let sandbox = pg_sandbox::Sandbox::start(0).await?;
 
-        let bus = provisioned.buses.values().next().cloned().unwrap_or_default();
-        let config = local_config(&provisioned.table, &bus, &sandbox.base_url(), options.pg_timeout_ms)?;
+        let names = paycycle_fixtures::LocalNames::of(&provisioned);
+        let config = local_config(&names, &sandbox.base_url(), options.pg_timeout_ms)?;
         let boot = Boot { config, sdk, secrets: local_secrets() };
 
         let routes = template.http_routes()?;
@@ -148,6 +148,19 @@ impl LocalStack {
     pub async fn store(&self) -> paycycle::store::Store {
         let sdk = paycycle_testkit::moto::sdk_config_for(self.moto.endpoint()).await;
         paycycle::store::Store::new(&sdk, &self.provisioned.table)
+    }
+
+    /// A billing-key vault on the stack's KMS key, of its own (as another process's would be: its
+    /// own data key, its own cache).
+    pub async fn vault(&self) -> paycycle::store::vault::KeyVault {
+        let sdk = paycycle_testkit::moto::sdk_config_for(self.moto.endpoint()).await;
+        paycycle::store::vault::KeyVault::new(&sdk, paycycle_fixtures::kms_key(&self.provisioned))
+    }
+
+    /// `r`'s billing key, opened (it is stored sealed): what tests hand the sandbox.
+    pub async fn billing_key_of(&self, r: &paycycle::store::subscriptions::SubscriptionRecord) -> Option<String> {
+        let stored = r.billing_key.as_ref()?;
+        Some(self.vault().await.open(r.id(), stored).await.ok()?.expose().to_string())
     }
 
     /// Creates an API key for `partner` in the stack's table and returns it.
@@ -230,18 +243,37 @@ async fn two_more_empty_polls(empty_polls: &std::sync::atomic::AtomicU64, timeou
     }
 }
 
+/// A billing-key vault on the template's KMS key, created at `sdk`'s endpoint (moto); in memory
+/// where that endpoint has no KMS (Dynoxide, which the chaos suite and the benchmarks may run on).
+pub async fn billing_key_vault(sdk: &aws_config::SdkConfig, prefix: &str) -> paycycle::store::vault::KeyVault {
+    use paycycle::store::vault::KeyVault;
+    let template = match Template::load() {
+        Ok(t) => t,
+        Err(_) => return KeyVault::in_memory(),
+    };
+    match paycycle_testkit::provision::provision_kms_keys(sdk, &template, prefix).await {
+        Ok(keys) => keys.values().next().map_or_else(KeyVault::in_memory, |arn| KeyVault::new(sdk, arn)),
+        Err(e) => {
+            tracing::warn!(error = %e, "no KMS at this endpoint: billing keys are sealed in memory");
+            KeyVault::in_memory()
+        }
+    }
+}
+
 /// An active monthly subscription anchored at `anchor` with a billing key the sandbox knows,
-/// written straight to the store (benchmarks and the chaos suite seed thousands this way).
+/// written straight to the store, its key sealed by `vault` as verify seals it (benchmarks and the
+/// chaos suite seed thousands this way).
 pub async fn seed_subscription(
     store: &paycycle::store::Store,
+    vault: &paycycle::store::vault::KeyVault,
     id: &str,
     pg: paycycle::pg::PgMode,
     anchor: jiff::Timestamp,
     amount: i64,
     billing_key: &str,
 ) -> Result<paycycle::store::subscriptions::SubscriptionRecord, String> {
-    let record =
-        paycycle_fixtures::subscription(id).pg(pg).anchor(anchor).amount(amount).billing_key(Some(billing_key)).build();
+    let builder = paycycle_fixtures::subscription(id).pg(pg).anchor(anchor).amount(amount);
+    let record = builder.billing_key(Some(billing_key)).sealed(vault).await;
     store.create_subscription(&record).await.map_err(|e| e.to_string())?;
     Ok(record)
 }

@@ -59,6 +59,38 @@ fn passes_filter(record: &Value) -> bool {
 }
 
 /// Polls the stream until the task is aborted.
+/// Every record the table's stream holds now, from the start of each shard, as Lambda would
+/// hand them over (unfiltered): what tests read to see what the stream shows.
+pub async fn all_records(sdk: &aws_config::SdkConfig, table: &str) -> Result<Vec<Value>, String> {
+    let ddb = aws_sdk_dynamodb::Client::new(sdk);
+    let streams = aws_sdk_dynamodbstreams::Client::new(sdk);
+    let described = ddb.describe_table().table_name(table).send().await.map_err(|e| e.to_string())?;
+    let arn = described.table().and_then(|t| t.latest_stream_arn()).ok_or("the table has no stream")?.to_string();
+    let shards = streams.describe_stream().stream_arn(&arn).send().await.map_err(|e| e.to_string())?;
+    let ids: Vec<String> = shards
+        .stream_description()
+        .map(|d| d.shards())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|s| s.shard_id().map(str::to_string))
+        .collect();
+    let mut records = Vec::new();
+    for shard_id in ids {
+        let it = streams.get_shard_iterator().stream_arn(&arn).shard_id(shard_id);
+        let it = it.shard_iterator_type(ShardIteratorType::TrimHorizon).send().await.map_err(|e| e.to_string())?;
+        let mut iterator = it.shard_iterator().map(str::to_string);
+        while let Some(current) = iterator {
+            let out = streams.get_records().shard_iterator(current).send().await.map_err(|e| e.to_string())?;
+            if out.records().is_empty() {
+                break;
+            }
+            records.extend(out.records().iter().filter_map(|r| lambda_record(r, &arn)));
+            iterator = out.next_shard_iterator().map(str::to_string);
+        }
+    }
+    Ok(records)
+}
+
 pub async fn run(
     sdk: aws_config::SdkConfig,
     table: String,
