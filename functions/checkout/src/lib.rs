@@ -131,7 +131,8 @@ async fn route(deps: &Deps, req: &Request, request_id: &str) -> Result<Response<
     }
     let key = api::authenticate(&deps.store, req).await?;
     api::body(req)?; // 413 before anything else about the body
-    if let Some(id) = api::path_param(req, "id") {
+    if req.uri().path().trim_end_matches('/').ends_with("/payment-method") {
+        let id = api::path_param(req, "id").unwrap_or_default();
         return payment_method::route(deps, req, &key, &id, request_id).await;
     }
     let idem_key = api::idempotency_key(req)?;

@@ -16,11 +16,12 @@
 use http::StatusCode;
 use jiff::Timestamp;
 use lambda_http::{Body, Request, Response};
+use paycycle::Secret;
 use paycycle::api::{self, ApiError, Keep};
 use paycycle::domain::attempt::SubscriptionId;
 use paycycle::domain::subscription::{Renewer, TransitionError};
 use paycycle::pg::PgError;
-use paycycle::pg::checkout::CheckoutStart;
+use paycycle::pg::checkout::{CheckoutStart, Prepared};
 use paycycle::store::api_keys::ApiKeyRecord;
 use paycycle::store::checkouts::{CheckoutPurpose, CheckoutRecord, CheckoutStatus};
 use paycycle::store::sha256_hex;
@@ -93,28 +94,47 @@ async fn open(
         pg_customer: None,
     };
     let adapter = deps.pgs.adapter(r.pg);
-    // StepPay managed: its own subscription's id is what paycycle keeps (sealed) as the billing key.
-    let pg_subscription = match r.billing_key.as_ref().filter(|_| r.pg.renewer() == Renewer::Pg) {
-        Some(stored) => Some(deps.vault.open(r.id(), stored).await.map_err(|e| {
-            tracing::error!(subscription_id = %r.id(), error = %e, "the billing key did not open; nothing changed");
-            ApiError::unavailable()
-        })?),
-        None => None,
-    };
-    let pg_subscription = pg_subscription.as_ref().map(|k| k.expose());
-    let prepared = match adapter.prepare_card_change(&start, pg_subscription).await {
+    let pg_subscription = pg_subscription(deps, &r).await?;
+    let prepared = match adapter.prepare_card_change(&start, pg_subscription.as_ref().map(Secret::expose)).await {
         Ok(p) => p,
         Err(PgError::Unsupported(why)) => return Err(ApiError::unprocessable("card_change_unsupported", why)),
         Err(e) => return Err(pg_error(e)),
     };
-    let record = CheckoutRecord {
-        checkout_id: checkout_id.clone(),
+    let answer = prepared.answer.clone();
+    let record = card_checkout(key, &r, checkout_id, prepared, body, now);
+    deps.store.create_checkout(&record).await.map_err(store_unavailable)?;
+    tracing::info!(checkout_id = %record.checkout_id, subscription_id = %r.id(), pg = r.pg.as_str(), "card change checkout created");
+    let mut out = created_json(&record);
+    out[adapter.options_field()] = answer;
+    Ok((StatusCode::CREATED, out))
+}
+
+/// StepPay managed: its own subscription's id, which paycycle keeps (sealed) as the billing key.
+async fn pg_subscription(deps: &Deps, r: &SubscriptionRecord) -> Result<Option<Secret>, ApiError> {
+    let Some(stored) = r.billing_key.as_ref().filter(|_| r.pg.renewer() == Renewer::Pg) else { return Ok(None) };
+    deps.vault.open(r.id(), stored).await.map(Some).map_err(|e| {
+        tracing::error!(subscription_id = %r.id(), error = %e, "the billing key did not open; nothing changed");
+        ApiError::unavailable()
+    })
+}
+
+/// The open card-change checkout of `r`, with what its PG prepared.
+fn card_checkout(
+    key: &ApiKeyRecord,
+    r: &SubscriptionRecord,
+    checkout_id: String,
+    prepared: Prepared,
+    body: &CardChangeBody,
+    now: Timestamp,
+) -> CheckoutRecord {
+    CheckoutRecord {
+        pg_reference: Some(prepared.reference.unwrap_or_else(|| checkout_id.clone())),
+        checkout_id,
         partner_id: key.partner_id.clone(),
         pg: r.pg,
         customer: r.customer.clone(),
         plan: r.subscription.plan.clone(),
         status: CheckoutStatus::Open,
-        pg_reference: Some(prepared.reference.unwrap_or_else(|| checkout_id.clone())),
         subscription_id: r.id().clone(),
         created_at: now,
         failure: None,
@@ -128,10 +148,5 @@ async fn open(
         payment_id: None,
         payer_no: prepared.payer_no,
         purpose: CheckoutPurpose::PaymentMethod,
-    };
-    deps.store.create_checkout(&record).await.map_err(store_unavailable)?;
-    tracing::info!(checkout_id = %checkout_id, subscription_id = %r.id(), pg = r.pg.as_str(), "card change checkout created");
-    let mut out = created_json(&record);
-    out[adapter.options_field()] = prepared.answer;
-    Ok((StatusCode::CREATED, out))
+    }
 }

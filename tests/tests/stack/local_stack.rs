@@ -13,7 +13,7 @@ async fn every_template_route_reaches_its_function_and_answers_json() {
     let client = reqwest::Client::new();
     let api = stack.api_url();
     assert!(api.starts_with("http://127.0.0.1:"));
-    assert_eq!(stack.routes.len(), 32);
+    assert_eq!(stack.routes.len(), 33);
     assert_eq!(stack.routes.iter().filter(|r| r.iam).count(), 5, "the admin routes, and only they, take AWS_IAM");
     assert!(stack.routes.iter().all(|r| r.iam == (r.function == "AdminFunction")));
     // HEAD on the webhook routes (Payple checks the URL): 200, no body.
