@@ -106,7 +106,7 @@ async fn ingest(deps: &Deps, req: &Request, now: Timestamp) -> Result<Response<B
         .iter()
         .filter_map(|h| req.headers().get(*h).and_then(|v| v.to_str().ok()).map(|v| (h.to_string(), v.to_string())))
         .collect();
-    let event = WebhookEvent::received(pg, dedupe_key, &ct, text.to_string(), headers, now);
+    let event = WebhookEvent::received(pg, dedupe_key, &ct, pg.stored_body(&ct, text), headers, now);
     let duplicate = match deps.store.put_webhook_event(&event).await {
         Ok(Stored::New) => false,
         Ok(Stored::Reopened) => {

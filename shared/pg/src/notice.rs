@@ -40,6 +40,36 @@ pub trait WebhookIntake {
         header: impl Fn(&str) -> Option<&'h str>,
         secrets: &Secrets,
     ) -> Result<String, IntakeError>;
+
+    /// The body as it is stored (and streamed to verify): billing keys the PG puts in its
+    /// webhooks replaced by [`REDACTED`], where verify never needs them (it asks the PG).
+    fn stored_body(self, content_type: &str, body: &str) -> String;
+}
+
+/// What a billing key in a stored webhook body reads as.
+pub const REDACTED: &str = "[redacted]";
+
+/// `body` (JSON or a form, as `content_type` says) with the values of `fields` replaced by
+/// [`REDACTED`]; a body that is neither stays as it is (it was checked before: it is one of them).
+fn redact_fields(content_type: &str, body: &str, fields: &[&str]) -> String {
+    if content_type.trim().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") {
+        let mut out = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in url::form_urlencoded::parse(body.as_bytes()) {
+            out.append_pair(&k, if fields.contains(&k.as_ref()) { REDACTED } else { &v });
+        }
+        return out.finish();
+    }
+    match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(mut map)) => {
+            for f in fields {
+                if let Some(v) = map.get_mut(*f) {
+                    *v = serde_json::Value::String(REDACTED.into());
+                }
+            }
+            serde_json::Value::Object(map).to_string()
+        }
+        _ => body.to_string(),
+    }
 }
 
 impl WebhookIntake for Pg {
@@ -47,6 +77,16 @@ impl WebhookIntake for Pg {
         match self {
             Pg::Steppay => &["user-agent", "steppay-signature", "x-amzn-trace-id", "x-forwarded-for"],
             Pg::Payple => &["user-agent", "x-amzn-trace-id", "x-forwarded-for"],
+        }
+    }
+
+    fn stored_body(self, content_type: &str, body: &str) -> String {
+        match self {
+            // Payple's result carries the billing key itself (`PCD_PAYER_ID`, manual_card
+            // README's result fields); verify looks the payment up by OID and never reads it.
+            Pg::Payple => redact_fields(content_type, body, &["PCD_PAYER_ID"]),
+            // StepPay's bodies name payments by idKey, which verify looks up; kept as received.
+            Pg::Steppay => body.to_string(),
         }
     }
 
@@ -358,5 +398,29 @@ impl Adapter<'_> {
             }
             Adapter::Payple(_) => Err(PgError::Unsupported("Payple keeps no subscriptions")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payple_webhook_is_stored_without_its_billing_key_as_json_or_form() {
+        let form = "PCD_PAY_RST=success&PCD_PAYER_ID=cGF5ZXI%3D&PCD_PAY_OID=chk_1";
+        let stored = Pg::Payple.stored_body("application/x-www-form-urlencoded", form);
+        assert!(!stored.contains("cGF5ZXI"), "{stored}");
+        let fields: Vec<(String, String)> =
+            url::form_urlencoded::parse(stored.as_bytes()).map(|(k, v)| (k.into(), v.into())).collect();
+        assert_eq!(fields[0], ("PCD_PAY_RST".into(), "success".into()));
+        assert_eq!(fields[1], ("PCD_PAYER_ID".into(), REDACTED.into()));
+        assert_eq!(fields[2], ("PCD_PAY_OID".into(), "chk_1".into()));
+
+        let json = r#"{"PCD_PAY_RST":"success","PCD_PAYER_ID":"cGF5ZXI=","PCD_PAY_OID":"chk_1"}"#;
+        let stored: serde_json::Value =
+            serde_json::from_str(&Pg::Payple.stored_body("application/json", json)).unwrap();
+        assert_eq!((stored["PCD_PAYER_ID"].as_str(), stored["PCD_PAY_OID"].as_str()), (Some(REDACTED), Some("chk_1")));
+        // Nothing to redact: the body as it came.
+        assert_eq!(Pg::Steppay.stored_body("application/json", json), json);
     }
 }
