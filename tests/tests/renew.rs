@@ -1408,6 +1408,13 @@ async fn a_card_change_recovers_a_past_due_subscription_with_one_charge_on_the_n
     assert_eq!(payple_key_deleted(&e, &old_key), Some(true), "PUSERDEL of the old key");
     assert_eq!(payple_key_deleted(&e, &new_key), Some(false));
     assert!(e.store.retired_keys_of(recovered.id()).await.unwrap().is_empty());
+    // A person sees the card the subscription last paid with, never a key.
+    let (status, shown) = partner.get("/subscriptions/sub_card").await;
+    assert_eq!(status, 200, "{shown}");
+    let card = &shown["last_paid_with"];
+    assert_eq!(card["payment_id"], shown["payments"][0]["id"], "{shown}");
+    assert!(card["number_masked"].as_str().is_some_and(|n| n.contains('*')), "{shown}");
+    assert!(!shown.to_string().contains(&new_key) && !shown.to_string().contains(&old_key), "{shown}");
 
     // Nothing more: the next tick charges nothing, and a repeated verify changes nothing.
     let r = e.tick_at(plus(now, SignedDuration::from_mins(5)), &e.deps).await;

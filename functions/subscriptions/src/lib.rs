@@ -144,6 +144,12 @@ async fn get(deps: &Deps, key: &ApiKeyRecord, id: &str) -> Result<Response<Body>
     v["next_charge"] = next_charge(&r);
     v["attempts"] = attempts.iter().map(attempt_json).collect();
     v["payments"] = payments.iter().map(|p| payment_json(p, &[])).collect();
+    // What a person needs of the card: company and masked number, never the key (issue 24 §6).
+    let newest_card = payments.iter().filter(|p| p.card.is_some()).max_by_key(|p| p.paid_at);
+    v["last_paid_with"] = newest_card.map_or(Value::Null, |p| {
+        let card = p.card.clone().unwrap_or_default();
+        json!({"card_company": card.name, "number_masked": card.number_masked, "payment_id": p.payment_id})
+    });
     Ok(api::json(StatusCode::OK, &v))
 }
 
