@@ -346,7 +346,7 @@ impl Gathering<'_> {
 /// A PG reference as a report may show it: masked where it may be a billing key (a StepPay idKey:
 /// `Capabilities::references_are_ours` is false), whole where paycycle chose it (Payple's OID).
 fn shown(mode: crate::pg::PgMode, reference: &str) -> String {
-    if mode.capabilities().references_are_ours { reference.to_string() } else { crate::pii::mask_reference(reference) }
+    mode.shown_reference(reference)
 }
 
 /// Payment `p` at its PG. Where the PG looks payments up by the KST date they were requested

@@ -1318,7 +1318,7 @@ async fn everything_stored(e: &Env) -> Vec<(String, String)> {
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
     let table = &e.stack.provisioned.table;
     let mut out = Vec::new();
-    for index in [None, Some("lookup"), Some("due")] {
+    for index in [None, Some("lookup"), Some("due"), Some("paid")] {
         let items = ddb.scan().table_name(table).set_index_name(index.map(str::to_string)).send().await.unwrap();
         for item in items.items() {
             let pk = item.get("pk").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();

@@ -1459,3 +1459,37 @@ async fn a_card_registered_for_a_subscription_that_ended_meanwhile_is_deleted_an
     let (status, v) = partner.post("/subscriptions/sub_cardsp/payment-method", &json!({}), Some("cx-5")).await;
     assert_eq!((status, v["error"]["code"].as_str()), (400, Some("invalid_request")), "{v}");
 }
+
+/// A billing key that does not open (here: sealed for another subscription, so its AAD fails) is
+/// nobody's decline: renew writes nothing — no attempt, no dunning, no charge — gives the claim
+/// back and tries again on the next tick; the same key, once it opens, charges once.
+#[tokio::test]
+async fn a_billing_key_that_does_not_open_is_never_a_decline_and_charges_nothing() {
+    let e = env().await;
+    let anchor = kst(2027, 1, 15, 10);
+    let a = e.subscription("sub_keyok", PgMode::Payple, anchor, 9_900).await;
+    let mut b = paycycle_fixtures::subscription("sub_keybad").pg(PgMode::Payple).anchor(anchor).amount(9_900).build();
+    b.billing_key = a.billing_key.clone(); // sealed for sub_keyok: it does not open on sub_keybad
+    e.store.create_subscription(&b).await.unwrap();
+    let due = b.subscription.next_attempt_at.unwrap();
+
+    let r = e.tick_at(due, &e.deps).await;
+    assert_eq!((r.charged, r.declined, r.unknown, r.errors), (1, 0, 0, 1), "{r:?}");
+    let after = e.get("sub_keybad").await;
+    assert_eq!(after.subscription, b.subscription, "no dunning, no unknown outcome");
+    assert_eq!(after.lease_until, 0, "the claim was given back");
+    assert!(e.store.attempts_of(after.id()).await.unwrap().is_empty(), "no attempt written");
+    assert!(charges_of(&e, "sub_keybad").is_empty());
+
+    // Still due: the next tick looks again (and a person was alarmed). Once the key opens, one charge.
+    let fixed = SubscriptionRecord {
+        billing_key: Some(e.sealer.seal(after.id(), &e.key_of(&a).await).await.unwrap()),
+        ..after.next(after.subscription.clone())
+    };
+    let mut tx = e.store.tx();
+    tx.put_subscription_next(&fixed, None);
+    e.store.commit(tx).await.unwrap();
+    let r = e.tick_at(plus(due, SignedDuration::from_mins(5)), &e.deps).await;
+    assert_eq!((r.charged, r.declined), (1, 0), "{r:?}");
+    assert_eq!(charges_of(&e, "sub_keybad").len(), 1);
+}

@@ -122,6 +122,8 @@ impl<'a> Card<'a> {
 
 fn payment_row(p: &PaymentRecord, card: &Card<'_>, out: &mut String) {
     let a = &p.amounts;
+    // A StepPay idKey may be a billing key (a self first payment's is): masked.
+    let reference = p.pg.shown_reference(&p.pg_payment_id);
     let (date, at) = kst(p.paid_at);
     row(
         &[
@@ -133,7 +135,7 @@ fn payment_row(p: &PaymentRecord, card: &Card<'_>, out: &mut String) {
             Cell::Text(&p.customer_id),
             text(p.subscription_id.as_ref().map(|s| s.as_str())),
             Cell::Text(p.pg.as_str()),
-            Cell::Text(&p.pg_payment_id),
+            Cell::Text(&reference),
             text(p.pg_order.as_deref()),
             Cell::Empty,
             Cell::Won(a.paid.won()),
@@ -151,6 +153,7 @@ fn payment_row(p: &PaymentRecord, card: &Card<'_>, out: &mut String) {
 
 fn refund_row(p: &PaymentRecord, r: &RefundRecord, card: &Card<'_>, out: &mut String) {
     let (date, at) = kst(r.requested_at);
+    let reference = p.pg.shown_reference(&p.pg_payment_id);
     row(
         &[
             Cell::Text("refund"),
@@ -161,7 +164,7 @@ fn refund_row(p: &PaymentRecord, r: &RefundRecord, card: &Card<'_>, out: &mut St
             Cell::Text(&p.customer_id),
             text(p.subscription_id.as_ref().map(|s| s.as_str())),
             Cell::Text(p.pg.as_str()),
-            Cell::Text(&p.pg_payment_id),
+            Cell::Text(&reference),
             text(p.pg_order.as_deref()),
             text(r.pg_refund_id.as_deref()),
             Cell::Won(-r.amount.won()),

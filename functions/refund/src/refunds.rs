@@ -513,7 +513,7 @@ fn needs_review(payment: &PaymentRecord, refund: &RefundRecord, why: &str) {
         refund_id = %refund.refund_id,
         payment_id = %payment.payment_id,
         pg = ?payment.pg,
-        pg_payment_id = %payment.pg_payment_id,
+        pg_payment_id = %payment.pg.shown_reference(&payment.pg_payment_id),
         pay_date_kst = %payment.pay_date_kst,
         amount = %refund.amount,
         why,

@@ -18,6 +18,7 @@ use paycycle::pg::{PgError, PgMode};
 use paycycle::store::StoreError;
 use paycycle::store::retired_keys::{KeyRelease, RetiredKey};
 use paycycle::store::subscriptions::{SubscriptionRecord, key_release_shards};
+use paycycle::store::vault::VaultError;
 
 use crate::Deps;
 
@@ -95,10 +96,11 @@ async fn delete_unless_used(deps: &Deps, owner: &Owner<'_>, key: &Secret) -> Res
 async fn release_retired(deps: &Deps, k: &RetiredKey) -> bool {
     let owner =
         Owner { subscription_id: &k.subscription_id, pg: k.pg, partner_id: &k.partner_id, customer_id: &k.customer_id };
-    let outcome = match deps.vault.open(&k.subscription_id, &k.billing_key).await {
-        Ok(key) => delete_unless_used(deps, &owner, &key).await,
-        Err(e) => Err(e.to_string()),
+    let key = match deps.vault.open(&k.subscription_id, &k.billing_key).await {
+        Ok(key) => key,
+        Err(e) => return unopened(&k.subscription_id, &e),
     };
+    let outcome = delete_unless_used(deps, &owner, &key).await;
     let failures = k.failures + 1;
     let mut tx = deps.store.tx();
     let released = match &outcome {
@@ -152,7 +154,7 @@ async fn release(deps: &Deps, r: &SubscriptionRecord) -> bool {
     let Some(stored) = &r.billing_key else { return false };
     let key = match deps.vault.open(r.id(), stored).await {
         Ok(key) => key,
-        Err(e) => return failed(deps, r, &e.to_string()).await,
+        Err(e) => return unopened(r.id(), &e),
     };
     let owner = Owner { subscription_id: r.id(), pg: r.pg, partner_id: &r.partner_id, customer_id: &r.customer.id };
     let shared = match delete_unless_used(deps, &owner, &key).await {
@@ -177,6 +179,18 @@ async fn release(deps: &Deps, r: &SubscriptionRecord) -> bool {
             false
         }
     }
+}
+
+/// A key to release that does not open: not the PG's refusal, so not counted towards giving up
+/// (the key stays, and its entry: the next tick tries again). KMS not answering is only logged;
+/// a key that does not open, or KMS refusing for good, asks a person.
+fn unopened(id: &paycycle::domain::attempt::SubscriptionId, e: &VaultError) -> bool {
+    if matches!(e, VaultError::Kms { lasting: false, .. }) {
+        tracing::warn!(subscription_id = %id, error = %e, "KMS did not answer; the key is released on a later tick");
+    } else {
+        tracing::error!(alarm = "paycycle_needs_review", subscription_id = %id, error = %e, "a billing key to delete does not open: fix the KMS key; it is kept until then");
+    }
+    false
 }
 
 /// The subscription a key was released from, and whose customer's other subscriptions may use it.

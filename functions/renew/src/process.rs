@@ -2,6 +2,7 @@
 //! and everything it changes are one transaction.
 
 use jiff::Timestamp;
+use paycycle::Secret;
 use paycycle::domain::attempt::{Attempt, AttemptStatus, AttemptStatusKind, ChargeId, SubscriptionId};
 use paycycle::domain::subscription::{DueAction, SubscriptionState, Transition};
 use paycycle::events::{SubscriptionWrite, TransitionCommit};
@@ -120,19 +121,45 @@ async fn finish(
     }
 }
 
-/// The charge of `attempt` on `claimed`'s billing key, opened: `Invalid` if there is none or it
-/// does not open (a person looks), `Transient` if KMS did not answer (nothing sent; a later tick).
-async fn charge_request(
-    deps: &Deps,
-    claimed: &SubscriptionRecord,
-    attempt: &Attempt,
-) -> Result<ChargeRequest, PgError> {
-    let stored = claimed.billing_key.as_ref().ok_or_else(|| PgError::Invalid("no billing key".into()))?;
-    let key = deps.vault.open(claimed.id(), stored).await.map_err(|e| match e {
-        VaultError::Kms { .. } => PgError::Transient { reason: e.to_string() },
-        VaultError::DoesNotOpen(_) => PgError::Invalid(e.to_string()),
-    })?;
-    Ok(ChargeRequest {
+/// `claimed`'s billing key, opened before anything is written for a charge or a re-send. A key
+/// that is missing or does not open, or KMS refusing for good, is nothing the customer did: no
+/// decline, no unknown outcome, nothing written — the claim is given back unchanged (the next
+/// tick tries again) and a person is alarmed. KMS not answering is only logged.
+async fn open_key(deps: &Deps, claimed: &SubscriptionRecord, owner: &str) -> Result<Secret, Outcome> {
+    let opened = match &claimed.billing_key {
+        Some(stored) => deps.vault.open(claimed.id(), stored).await,
+        None => Err(VaultError::DoesNotOpen(format!("{} (no billing key)", claimed.id()))),
+    };
+    let e = match opened {
+        Ok(key) => return Ok(key),
+        Err(e) => e,
+    };
+    if matches!(e, VaultError::Kms { lasting: false, .. }) {
+        tracing::warn!(subscription_id = %claimed.id(), error = %e, "KMS did not answer; nothing sent, the next tick tries again");
+    } else {
+        tracing::error!(
+            subscription_id = %claimed.id(),
+            alarm = "paycycle_needs_review",
+            error = %e,
+            "the billing key cannot be opened: nothing charged until a person fixes it (the KMS key, or a card change)"
+        );
+    }
+    Err(give_back(deps, claimed, owner).await)
+}
+
+/// The claim given back with the subscription unchanged: still due, so the next tick looks again.
+async fn give_back(deps: &Deps, claimed: &SubscriptionRecord, owner: &str) -> Outcome {
+    let mut tx = deps.store.tx();
+    tx.put_subscription_next(&claimed.next(claimed.subscription.clone()), Some(owner));
+    match deps.store.commit(tx).await {
+        Ok(()) => Outcome::NotSent,
+        Err(e) => log_err(claimed.id(), "claim not given back; its lease ends it", &e),
+    }
+}
+
+/// The charge of `attempt` on `claimed`'s billing key `key` (opened by [`open_key`]).
+fn charge_request(claimed: &SubscriptionRecord, attempt: &Attempt, key: &Secret) -> ChargeRequest {
+    ChargeRequest {
         billing_key: key.expose().to_string(),
         charge_id: attempt.charge_id.clone(),
         amount: attempt.amount,
@@ -144,11 +171,15 @@ async fn charge_request(
             email: claimed.customer.email.clone(),
             payer_no: None,
         },
-    })
+    }
 }
 
 /// A first try or a dunning retry: attempt record first, then the PG, then one transaction.
 async fn charge(deps: &Deps, claimed: &SubscriptionRecord, now: Timestamp, owner: &str) -> Outcome {
+    let key = match open_key(deps, claimed, owner).await {
+        Ok(key) => key,
+        Err(outcome) => return outcome,
+    };
     let (collecting, attempt) = match claimed.subscription.begin_charge(now) {
         Ok((c, a)) => (c, trace::sent(&a, send_time(deps, now))),
         Err(e) => return log_err(claimed.id(), "begin charge failed", &e),
@@ -175,7 +206,7 @@ async fn charge(deps: &Deps, claimed: &SubscriptionRecord, now: Timestamp, owner
     }
     let collecting = SubscriptionRecord { subscription: collecting, ..claimed.clone() };
     let stored_status = AttemptStatusKind::Pending;
-    Settling { deps, collecting: &collecting, claimed, attempt: &attempt, stored_status, now, owner }.send().await
+    Settling { deps, collecting: &collecting, claimed, attempt: &attempt, stored_status, now, owner }.send(&key).await
 }
 
 /// One charge this worker settles: the subscription it claimed, that subscription collecting the
@@ -206,15 +237,9 @@ enum Verdict {
 type TransitionResult = Result<Transition, paycycle::domain::subscription::TransitionError>;
 
 impl Settling<'_> {
-    /// Sends the charge of the attempt and commits the outcome.
-    async fn send(&self) -> Outcome {
-        let req = match charge_request(self.deps, self.claimed, self.attempt).await {
-            Ok(req) => req,
-            Err(e) => {
-                tracing::error!(subscription_id = %self.claimed.id(), error = %e, "billing key not usable; nothing sent");
-                return self.settle(Err(e)).await;
-            }
-        };
+    /// Sends the charge of the attempt on `key` and commits the outcome.
+    async fn send(&self, key: &Secret) -> Outcome {
+        let req = charge_request(self.claimed, self.attempt, key);
         let result = match self.deps.pgs.adapter(self.claimed.pg).charge(&req).await {
             Err(PgError::AlreadyProcessed { .. }) => already_sent(self.deps, self.claimed, self.attempt).await,
             other => other,
@@ -572,6 +597,10 @@ async fn unsettled_attempt(
 /// A charge that never reached the PG (or failed there) is charged now under the same id, dated
 /// (and stored) as sent now, so a lost answer is looked up under the right date.
 async fn resend(s: &Settling<'_>) -> Outcome {
+    let key = match open_key(s.deps, s.claimed, s.owner).await {
+        Ok(key) => key,
+        Err(outcome) => return outcome,
+    };
     let resent = trace::sent(s.attempt, send_time(s.deps, s.now));
     // Written (even when the date is unchanged) only while this worker holds the claim and the
     // attempt is as it read it: a worker whose lease ran out may find it re-paid and settled by
@@ -580,7 +609,7 @@ async fn resend(s: &Settling<'_>) -> Outcome {
     tx.check_claim_held(s.claimed, Timestamp::now());
     tx.put_attempt_if_status(&resent, s.stored_status);
     match s.deps.store.commit(tx).await {
-        Ok(()) => Settling { attempt: &resent, ..*s }.send().await,
+        Ok(()) => Settling { attempt: &resent, ..*s }.send(&key).await,
         Err(StoreError::Conflict(_)) => {
             tracing::warn!(subscription_id = %s.claimed.id(), charge_id = %s.attempt.charge_id, "claim lost or attempt changed before the re-pay; nothing sent");
             Outcome::Skipped

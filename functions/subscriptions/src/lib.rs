@@ -148,7 +148,8 @@ async fn get(deps: &Deps, key: &ApiKeyRecord, id: &str) -> Result<Response<Body>
     let newest_card = payments.iter().filter(|p| p.card.is_some()).max_by_key(|p| p.paid_at);
     v["last_paid_with"] = newest_card.map_or(Value::Null, |p| {
         let card = p.card.clone().unwrap_or_default();
-        json!({"card_company": card.name, "number_masked": card.number_masked, "payment_id": p.payment_id})
+        let masked = card.number_masked.as_deref().and_then(paycycle::pii::mask_card_number);
+        json!({"card_company": card.name, "number_masked": masked, "payment_id": p.payment_id})
     });
     Ok(api::json(StatusCode::OK, &v))
 }

@@ -116,7 +116,11 @@ async fn commit_swap(
     // Sealed for this subscription, the old key moves as it is (verify cannot open keys). If the
     // PG handed back the very same key, renew's sweep finds it still this subscription's and
     // only drops the item.
-    let old = r.billing_key.clone().filter(|_| r.pg.capabilities().deletes_billing_keys);
+    let old = match r.billing_key.as_ref().filter(|_| r.pg.capabilities().deletes_billing_keys) {
+        // A legacy plain key is sealed on its way out (sealing needs no decryption).
+        Some(old) => Some(deps.vault.reseal(r.id(), old).await.map_err(|e| StoreError::Unavailable(e.to_string()))?),
+        None => None,
+    };
     let retired = old.map(|old| retired(r, old, &current.checkout_id));
     commit(deps, current, r, next, &t.events, retired, now).await
 }

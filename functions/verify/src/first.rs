@@ -233,7 +233,15 @@ async fn activate(
         keep_on_failed_checkout(deps, &current, &charged, details, why.clone()).await?;
         return Err(VerifyError::Failed(why));
     };
-    let sealed = deps.vault.seal(&current.subscription_id, &billing_key).await.map_err(vault_unavailable)?;
+    let sealed = match deps.vault.seal(&current.subscription_id, &billing_key).await {
+        Ok(sealed) => sealed,
+        Err(e) => {
+            // Nothing recorded yet: the checkout is given back, and a retry (or the webhook) asks
+            // the PG again and records the payment then.
+            release(deps, &current, None).await?;
+            return Err(vault_unavailable(e));
+        }
+    };
     let (subscription, kinds) = first_subscription(&current, sealed, charged.approved_at, now)?;
     let checkout = CheckoutRecord {
         status: CheckoutStatus::Completed,

@@ -96,6 +96,17 @@ impl PgMode {
         }
     }
 
+    /// A PG reference of this mode as it may be shown (logs, events, the partner's CSV): in full
+    /// where references are ours (Payple OIDs are our ids), else masked — a StepPay idKey may be
+    /// a billing key (a self first payment's is) ([`crate::pii::mask_reference`]).
+    pub fn shown_reference(self, reference: &str) -> String {
+        if self.capabilities().references_are_ours {
+            reference.to_string()
+        } else {
+            crate::pii::mask_reference(reference)
+        }
+    }
+
     /// What the PG can do in this mode; callers branch on these, never on the PG.
     pub fn capabilities(self) -> Capabilities {
         match self {

@@ -118,14 +118,26 @@ pub struct Payer {
     pub payer_no: Option<String>,
 }
 
-/// A renewal charge on a billing key.
-#[derive(Clone, Debug)]
+/// A renewal charge on a billing key. `Debug` shows no key.
+#[derive(Clone)]
 pub struct ChargeRequest {
     pub billing_key: String,
     pub charge_id: ChargeId,
     pub amount: Krw,
     pub goods: String,
     pub payer: Payer,
+}
+
+impl std::fmt::Debug for ChargeRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChargeRequest")
+            .field("billing_key", &"***")
+            .field("charge_id", &self.charge_id)
+            .field("amount", &self.amount)
+            .field("goods", &self.goods)
+            .field("payer", &self.payer)
+            .finish()
+    }
 }
 
 /// An approved charge.
@@ -202,14 +214,21 @@ pub enum FirstPaymentEvidence {
     SteppayPayment { id_key: String, partner_order_id: Option<String> },
 }
 
-/// A verified first payment.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A verified first payment. `Debug` shows whether it has a billing key, never the key.
+#[derive(Clone, PartialEq, Eq)]
 pub struct FirstPayment {
     /// The payment, if money moved (Payple AUTH registers a card without paying).
     pub charged: Option<Charged>,
     /// What renewals charge: Payple `PCD_PAYER_ID`, StepPay idKey of a `*_BILL` payment; for
     /// StepPay managed, StepPay's subscription id.
     pub billing_key: Option<String>,
+}
+
+impl std::fmt::Debug for FirstPayment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key = self.billing_key.as_ref().map(|_| "***");
+        f.debug_struct("FirstPayment").field("charged", &self.charged).field("billing_key", &key).finish()
+    }
 }
 
 /// The operations verify, renew and refund need from any PG.

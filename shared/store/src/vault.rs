@@ -84,9 +84,11 @@ impl fmt::Debug for StoredBillingKey {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VaultError {
-    /// KMS did not answer, or refused (throttling, permissions, a disabled key): retry later.
+    /// KMS did not answer, or refused. `lasting`: an answer that will not change by itself (no
+    /// permission, the key disabled or pending deletion, a data key of another KMS key): a
+    /// person must act, and it is alarmed; otherwise (throttling, no answer) a later try works.
     #[error("KMS {operation} failed: {message}")]
-    Kms { operation: &'static str, message: String },
+    Kms { operation: &'static str, message: String, lasting: bool },
     /// The sealed key does not open for this subscription: another subscription's, altered, or
     /// sealed under a data key that is not ours.
     #[error("the billing key of {0} does not open")]
@@ -185,9 +187,11 @@ impl KeyVault {
         let (wrapped, cipher) = self.sealing_key().await?;
         let nonce = random::<12>();
         let payload = Payload { msg: plaintext.as_bytes(), aad: id.as_str().as_bytes() };
-        let ct = cipher
-            .encrypt(Nonce::from_slice(&nonce), payload)
-            .map_err(|_| VaultError::Kms { operation: "seal", message: "AES-GCM refused the input".into() })?;
+        let ct = cipher.encrypt(Nonce::from_slice(&nonce), payload).map_err(|_| VaultError::Kms {
+            operation: "seal",
+            message: "AES-GCM refused the input".into(),
+            lasting: true,
+        })?;
         Ok(StoredBillingKey::Sealed(SealedKey {
             v: VERSION,
             dek: wrapped,
@@ -277,7 +281,7 @@ impl KeyVault {
                     .encryption_context(PURPOSE.0, PURPOSE.1)
                     .send()
                     .await
-                    .map_err(|e| kms_error("GenerateDataKey", aws_sdk_kms::error::DisplayErrorContext(e)))?;
+                    .map_err(|e| sdk_error("GenerateDataKey", e))?;
                 let wrapped = out.ciphertext_blob().map(|b| B64.encode(b.as_ref()));
                 let plain = out.plaintext().and_then(|p| <[u8; 32]>::try_from(p.as_ref()).ok());
                 match (wrapped, plain) {
@@ -293,10 +297,11 @@ impl KeyVault {
         self.inner.decrypted.fetch_add(1, Ordering::Relaxed);
         let blob = B64.decode(wrapped).map_err(|_| kms_error("Decrypt", "the wrapped data key is not base64"))?;
         let plain = match &self.inner.wrapper {
-            Wrapper::Memory { master } => {
-                let (nonce, ct) = blob.split_at(blob.len().min(12));
+            Wrapper::Memory { master } if blob.len() > 12 => {
+                let (nonce, ct) = blob.split_at(12);
                 master.decrypt(Nonce::from_slice(nonce), ct).ok()
             }
+            Wrapper::Memory { .. } => None,
             Wrapper::Kms { client, key_id } => client
                 .decrypt()
                 .key_id(key_id)
@@ -304,7 +309,7 @@ impl KeyVault {
                 .encryption_context(PURPOSE.0, PURPOSE.1)
                 .send()
                 .await
-                .map_err(|e| kms_error("Decrypt", aws_sdk_kms::error::DisplayErrorContext(e)))?
+                .map_err(|e| sdk_error("Decrypt", e))?
                 .plaintext()
                 .map(|p| p.as_ref().to_vec()),
         };
@@ -314,8 +319,32 @@ impl KeyVault {
     }
 }
 
+/// A failure of ours around KMS (an answer we cannot use): retrying will not help.
 fn kms_error(operation: &'static str, message: impl fmt::Display) -> VaultError {
-    VaultError::Kms { operation, message: message.to_string() }
+    VaultError::Kms { operation, message: message.to_string(), lasting: true }
+}
+
+/// KMS's own errors that a retry does not cure (AWS KMS API reference, each operation's Errors).
+const LASTING_KMS_ERRORS: &[&str] = &[
+    "AccessDeniedException",
+    "DisabledException",
+    "IncorrectKeyException",
+    "InvalidCiphertextException",
+    "InvalidKeyUsageException",
+    "KMSInvalidStateException",
+    "NotFoundException",
+];
+
+/// An SDK call's failure: lasting if KMS answered one of [`LASTING_KMS_ERRORS`]; throttling, a
+/// 5xx or no answer at all is worth another try.
+fn sdk_error<E, R>(operation: &'static str, e: aws_sdk_kms::error::SdkError<E, R>) -> VaultError
+where
+    E: aws_sdk_kms::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: fmt::Debug,
+{
+    let lasting = e.as_service_error().and_then(|s| s.code()).is_some_and(|c| LASTING_KMS_ERRORS.contains(&c));
+    let message = aws_sdk_kms::error::DisplayErrorContext(e).to_string();
+    VaultError::Kms { operation, message, lasting }
 }
 
 fn random<const N: usize>() -> [u8; N] {
