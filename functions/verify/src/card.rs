@@ -23,7 +23,7 @@ use paycycle::store::subscriptions::SubscriptionRecord;
 use paycycle::store::vault::StoredBillingKey;
 
 use crate::Deps;
-use crate::first::{Completed, VerifyError, keep_on_failed_checkout, release, vault_unavailable};
+use crate::first::{Completed, VerifyError, keep_on_failed_checkout, release, seal_or_give_back};
 
 /// How often a swap that lost a race (renew held the subscription) reads it again.
 const SWAP_TRIES: u32 = 3;
@@ -46,13 +46,7 @@ pub async fn swap(
     // in the clear); where the PG renews (StepPay managed), the PG keeps the card and only the
     // change is recorded.
     let key = match &fp.billing_key {
-        Some(key) => match deps.vault.seal(&current.subscription_id, key).await {
-            Ok(sealed) => Some(sealed),
-            Err(e) => {
-                release(deps, &current, None).await?;
-                return Err(vault_unavailable(e));
-            }
-        },
+        Some(key) => Some(seal_or_give_back(deps, &current, key).await?),
         None => None,
     };
     for _ in 0..SWAP_TRIES {

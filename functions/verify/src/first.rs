@@ -233,15 +233,7 @@ async fn activate(
         keep_on_failed_checkout(deps, &current, &charged, details, why.clone()).await?;
         return Err(VerifyError::Failed(why));
     };
-    let sealed = match deps.vault.seal(&current.subscription_id, &billing_key).await {
-        Ok(sealed) => sealed,
-        Err(e) => {
-            // Nothing recorded yet: the checkout is given back, and a retry (or the webhook) asks
-            // the PG again and records the payment then.
-            release(deps, &current, None).await?;
-            return Err(vault_unavailable(e));
-        }
-    };
+    let sealed = seal_or_give_back(deps, &current, &billing_key).await?;
     let (subscription, kinds) = first_subscription(&current, sealed, charged.approved_at, now)?;
     let checkout = CheckoutRecord {
         status: CheckoutStatus::Completed,
@@ -304,7 +296,23 @@ fn first_subscription(
 
 /// KMS did not seal the billing key: nothing was written, the checkout stays open for verify's
 /// sweep (or the partner's retry) to activate.
-pub(crate) fn vault_unavailable(e: VaultError) -> VerifyError {
+/// `key` sealed for the checkout's subscription; if KMS fails, nothing was recorded yet: the
+/// checkout is given back, and a retry (or the webhook, or the sweep) asks the PG again.
+pub(crate) async fn seal_or_give_back(
+    deps: &Deps,
+    current: &CheckoutRecord,
+    key: &str,
+) -> Result<StoredBillingKey, VerifyError> {
+    match deps.vault.seal(&current.subscription_id, key).await {
+        Ok(sealed) => Ok(sealed),
+        Err(e) => {
+            release(deps, current, None).await?;
+            Err(vault_unavailable(e))
+        }
+    }
+}
+
+fn vault_unavailable(e: VaultError) -> VerifyError {
     VerifyError::Store(StoreError::Unavailable(e.to_string()))
 }
 
