@@ -603,9 +603,14 @@ pub async fn create_order(State(shared): Sh, headers: HeaderMap, body: Bytes) ->
         created_at: now,
         payment_date: None,
     };
+    created_order(&mut state, order)
+}
+
+/// Keeps a new order and answers it: 201 with `OrderV1DTO` without `id` (merge/v1.json shows
+/// `id` only on GET).
+fn created_order(state: &mut crate::state::State, order: Order) -> Response {
     state.orders.push(order.clone());
-    // The 201 answer is `OrderV1DTO` without `id` (merge/v1.json shows `id` only on GET).
-    let mut body = order_json(&state, &order);
+    let mut body = order_json(state, &order);
     body.as_object_mut().map(|m| m.remove("id"));
     (StatusCode::CREATED, Json(body)).into_response()
 }
@@ -887,10 +892,7 @@ pub async fn change_payment_method(
         created_at: now,
         payment_date: None,
     };
-    state.orders.push(order.clone());
-    let mut body = order_json(&state, &order);
-    body.as_object_mut().map(|m| m.remove("id"));
-    (StatusCode::CREATED, Json(body)).into_response()
+    created_order(&mut state, order)
 }
 
 /// `POST /api/v1/subscriptions/{id}/active`, no body: "일시정지 및 취소 대기중 상태만 변경가능합니다"
