@@ -64,6 +64,7 @@ async fn renew_deps(stack: &LocalStack, store: &Store, pg_timeout_ms: u64) -> De
         // The sandbox's clock follows the tests' time travel (see `tick_at`).
         settings: Settings { concurrency: 8, allow_time_travel: true, ..Settings::default() },
         crash_at: None,
+        shard_queue: None,
     }
 }
 
@@ -1492,4 +1493,117 @@ async fn a_billing_key_that_does_not_open_is_never_a_decline_and_charges_nothing
     let r = e.tick_at(plus(due, SignedDuration::from_mins(5)), &e.deps).await;
     assert_eq!((r.charged, r.declined), (1, 0), "{r:?}");
     assert_eq!(charges_of(&e, "sub_keybad").len(), 1);
+}
+
+/// A FIFO shard queue on moto for the fan-out, and `e.deps` dispatching to it.
+async fn fanned_out(e: &Env) -> (Deps, aws_sdk_sqs::Client, String) {
+    let sdk = paycycle_testkit::moto::sdk_config_for(e.stack.moto.endpoint()).await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let name = format!("{}-renew-shards.fifo", e.stack.provisioned.table);
+    let created = sqs
+        .create_queue()
+        .queue_name(name)
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
+        .send()
+        .await
+        .unwrap();
+    let url = created.queue_url().unwrap().to_string();
+    let queue = paycycle::store::shard_queue::ShardQueue::new(&sdk, &url);
+    (Deps { shard_queue: Some(queue), ..e.deps.clone() }, sqs, url)
+}
+
+/// Receives what the shard queue holds now, as the Lambda SQS event (messages stay in flight).
+async fn shard_batch(sqs: &aws_sdk_sqs::Client, url: &str) -> (Value, Vec<String>) {
+    let got = sqs.receive_message().queue_url(url).max_number_of_messages(10).send().await.unwrap();
+    let messages = got.messages();
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|m| json!({"messageId": m.message_id(), "body": m.body(), "eventSource": "aws:sqs"}))
+        .collect();
+    let handles = messages.iter().filter_map(|m| m.receipt_handle().map(str::to_string)).collect();
+    (json!({"Records": records}), handles)
+}
+
+/// Issue 25 §1: the scheduled tick only dispatches one message per shard (a tick dispatched twice
+/// queues them once); workers drain the shards, a worker out of time hands its shard on, and a
+/// message handled twice charges nothing twice: every due subscription is charged exactly once.
+#[tokio::test]
+async fn a_fanned_out_tick_charges_every_due_subscription_once_across_workers_and_redeliveries() {
+    let e = env().await;
+    let (deps, sqs, url) = fanned_out(&e).await;
+    let anchor = kst(2027, 1, 15, 10);
+    let ids: Vec<String> = (0..12).map(|i| format!("sub_fan{i:02}")).collect();
+    let mut due = anchor;
+    for id in &ids {
+        let r = e.subscription(id, PgMode::Payple, anchor, 9_900).await;
+        due = due.max(r.subscription.next_attempt_at.unwrap());
+    }
+    e.admin("/__admin/clock", json!({"now": due.to_string()})).await;
+    let shards = paycycle::store::subscriptions::due_shards().len() as u64;
+    for _ in 0..2 {
+        let r = renew::tick_as(&deps, "evt-fan-1", due, None).await;
+        assert_eq!((r.dispatched, r.charged, r.due), (shards, 0, 0), "the tick only dispatches: {r:?}");
+    }
+
+    // A worker whose deadline has passed starts nothing and hands its shard on.
+    let (batch, handles) = shard_batch(&sqs, &url).await;
+    let handed_over = handles.len();
+    assert!(handed_over > 0);
+    let past = plus(wall_now(), SignedDuration::from_secs(-1));
+    let answer = renew::fanout::worker(&deps, &batch, Some(past)).await;
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    for h in &handles {
+        sqs.delete_message().queue_url(&url).receipt_handle(h).send().await.unwrap();
+    }
+    // The rest, by workers with time; the first batch handled twice (a redelivery).
+    let (mut originals, mut continuations) = (0, 0);
+    let mut replayed = false;
+    loop {
+        let (batch, handles) = shard_batch(&sqs, &url).await;
+        if handles.is_empty() {
+            break;
+        }
+        for r in batch["Records"].as_array().unwrap() {
+            let work: paycycle::store::shard_queue::ShardWork =
+                serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+            if work.hop == 0 { originals += 1 } else { continuations += 1 }
+        }
+        renew::fanout::worker(&deps, &batch, None).await;
+        if !replayed {
+            renew::fanout::worker(&deps, &batch, None).await;
+            replayed = true;
+        }
+        for h in &handles {
+            sqs.delete_message().queue_url(&url).receipt_handle(h).send().await.unwrap();
+        }
+    }
+    assert_eq!(originals, shards as usize - handed_over, "one message per shard: the second dispatch deduplicated");
+    assert!((1..=handed_over).contains(&continuations), "shards with due work were handed on: {continuations}");
+    for id in &ids {
+        assert_eq!(e.pg_charges(id).await.len(), 1, "{id} charged once");
+        assert_eq!(e.get(id).await.subscription.current_period.unwrap().index, 1, "{id}");
+    }
+
+    // Work that is not a shard's (a shard out of range, a cursor of another shard) is walked by
+    // nobody: reported failed, so SQS sends it to the dead-letter queue after its retries.
+    let forged =
+        |body: Value| json!({"Records": [{"messageId": "m1", "body": body.to_string(), "eventSource": "aws:sqs"}]});
+    let other_shard = paycycle::api::encode_cursor(
+        &[
+            ("pk".to_string(), aws_sdk_dynamodb::types::AttributeValue::S("SUB#sub_fan00".into())),
+            ("sk".to_string(), aws_sdk_dynamodb::types::AttributeValue::S("SUB".into())),
+            ("due_shard".to_string(), aws_sdk_dynamodb::types::AttributeValue::S("due#01".into())),
+            ("next_attempt_at".to_string(), aws_sdk_dynamodb::types::AttributeValue::N("1".into())),
+        ]
+        .into_iter()
+        .collect(),
+    );
+    for body in [
+        json!({"tick": "x", "shard": "due#999", "now": due.to_string()}),
+        json!({"tick": "x", "shard": "due#00", "now": due.to_string(), "cursor": other_shard}),
+        json!({"nothing": true}),
+    ] {
+        let answer = renew::fanout::worker(&deps, &forged(body.clone()), None).await;
+        assert_eq!(answer["batchItemFailures"], json!([{"itemIdentifier": "m1"}]), "{body}");
+    }
 }

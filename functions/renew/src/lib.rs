@@ -9,6 +9,7 @@
 //! it up (Payple by OID), and one unresolved past the review window goes to `needs_review`.
 //! StepPay managed subscriptions are never charged here (StepPay renews them).
 
+pub mod fanout;
 mod keys;
 mod process;
 
@@ -21,6 +22,7 @@ use paycycle::domain::dunning::DunningPolicy;
 use paycycle::events::EventPublisher;
 use paycycle::pg::Registry;
 use paycycle::store::Store;
+use paycycle::store::shard_queue::ShardQueue;
 use paycycle::store::subscriptions::due_shards;
 use paycycle::store::vault::KeyVault;
 use serde::Serialize;
@@ -129,13 +131,21 @@ pub struct Deps {
     pub settings: Settings,
     /// Test hook: stop processing at this step as if the Lambda died there.
     pub crash_at: Option<CrashPoint>,
+    /// `PAYCYCLE_RENEW_SHARD_QUEUE_URL`: when set, the scheduled tick only dispatches the shards
+    /// to the workers ([`fanout`]).
+    pub shard_queue: Option<ShardQueue>,
 }
 
 impl Deps {
     pub fn new(boot: Boot) -> Self {
         let Services { store, pgs, publisher, vault } = Services::new(&boot);
         let pg_timeout = std::time::Duration::from_millis(boot.config.pg.pg_timeout_ms);
-        Self { store, pgs, publisher, vault, settings: Settings::from_env().fitted_to(pg_timeout), crash_at: None }
+        let shard_queue = std::env::var("PAYCYCLE_RENEW_SHARD_QUEUE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .map(|url| ShardQueue::new(&boot.sdk, url));
+        let settings = Settings::from_env().fitted_to(pg_timeout);
+        Self { store, pgs, publisher, vault, settings, crash_at: None, shard_queue }
     }
 }
 
@@ -174,8 +184,10 @@ pub struct Report {
     pub skipped: u64,
     pub errors: u64,
     pub outbox_published: u64,
-    /// Due subscriptions left for the next tick because the deadline came.
+    /// Due subscriptions left for the next tick (or the next worker) because the deadline came.
     pub deferred: u64,
+    /// Shard messages queued for the workers (fan-out, [`fanout`]).
+    pub dispatched: u64,
     /// Billing keys of canceled subscriptions released ([`keys`]).
     pub keys_released: u64,
 }
@@ -254,8 +266,12 @@ pub fn tick_time(payload: &Value, settings: &Settings) -> Result<Timestamp, Rene
     })
 }
 
-/// One scheduled tick.
+/// One scheduled tick, or (fan-out) one batch of shard work from the shard queue.
 pub async fn handler(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, RenewError> {
+    if fanout::is_shard_batch(&event.payload) {
+        let deadline = paycycle::schedule::stop_by(event.context.deadline, deps.settings.deadline_margin);
+        return Ok(fanout::worker(deps, &event.payload, deadline).await);
+    }
     let now = tick_time(&event.payload, &deps.settings)?;
     if stale_event(&event.payload, &deps.settings, Timestamp::now()) {
         // Dropped, not failed: a retry would be as stale, and the next tick is minutes away.
@@ -263,7 +279,9 @@ pub async fn handler(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Re
         return Ok(serde_json::json!({"now": now.to_string(), "dropped": "stale_event"}));
     }
     let deadline = paycycle::schedule::stop_by(event.context.deadline, deps.settings.deadline_margin);
-    let report = tick(deps, now, deadline).await;
+    // The schedule event's id deduplicates its dispatch (EventBridge delivers at least once).
+    let tick_id = event.payload["id"].as_str().map_or_else(|| format!("tick-{}", now.as_second()), str::to_string);
+    let report = tick_as(deps, &tick_id, now, deadline).await;
     tracing::info!(report = %serde_json::to_string(&report).unwrap_or_default(), "renew tick");
     if deps.settings.emit_metrics {
         println!("{}", report.emf());
@@ -271,62 +289,134 @@ pub async fn handler(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Re
     Ok(serde_json::to_value(&report).unwrap_or_default())
 }
 
-/// Runs one tick at `now`, starting no new work after `deadline` (real time).
+/// Runs one tick at `now`, starting no new work after `deadline` (real time). With a shard queue
+/// it only dispatches (one message per shard, [`fanout`]); without one it walks every shard itself.
 pub async fn tick(deps: &Deps, now: Timestamp, deadline: Option<Timestamp>) -> Report {
+    tick_as(deps, &format!("tick-{}", now.as_second()), now, deadline).await
+}
+
+/// [`tick`] for the schedule event `tick_id` (what deduplicates a dispatch).
+pub async fn tick_as(deps: &Deps, tick_id: &str, now: Timestamp, deadline: Option<Timestamp>) -> Report {
     let mut report = Report { now: now.to_string(), ..Report::default() };
     match deps.publisher.drain(&deps.store, 500).await {
         Ok(r) => report.outbox_published = r.published as u64,
         Err(e) => tracing::warn!(error = %e, "outbox drain failed"),
     }
-    let owner = format!("renew-{}-{}", std::process::id(), Timestamp::now().as_nanosecond());
-    let semaphore = Arc::new(Semaphore::new(deps.settings.concurrency));
-    let mut tasks: JoinSet<Outcome> = JoinSet::new();
-    let past_deadline = || deadline.is_some_and(|d| Timestamp::now() >= d);
-    'shards: for shard in due_shards() {
-        let mut start = None;
-        loop {
-            let page = match deps.store.due_subscriptions(&shard, now, deps.settings.page_size, start).await {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::error!(shard, error = %e, "due query failed");
-                    report.errors += 1;
-                    break;
-                }
-            };
-            for id in page.items {
-                report.due += 1;
-                if past_deadline() {
-                    report.deferred += 1;
-                    continue;
-                }
-                let permit = semaphore.clone().acquire_owned().await.expect("semaphore is never closed");
-                // Waiting for a slot can take a renewal's whole length: look at the clock again.
-                if past_deadline() {
-                    report.deferred += 1;
-                    continue;
-                }
-                let (deps, owner) = (deps.clone(), owner.clone());
-                tasks.spawn(async move {
-                    let outcome = process::renew_one(&deps, &id, now, &owner).await;
-                    drop(permit);
-                    outcome
-                });
-                while let Some(done) = tasks.try_join_next() {
-                    report.add(&done.unwrap_or(Outcome::Error));
-                }
-            }
-            match page.next {
-                Some(k) => start = Some(k),
-                None => continue 'shards,
+    if let Some(queue) = &deps.shard_queue {
+        match fanout::dispatch(queue, tick_id, now).await {
+            Ok(n) => report.dispatched = n,
+            Err(e) => {
+                tracing::error!(error = %e, "shard dispatch failed; the next tick dispatches again");
+                report.errors += 1;
             }
         }
-    }
-    while let Some(done) = tasks.join_next().await {
-        report.add(&done.unwrap_or(Outcome::Error));
+    } else {
+        let mut walk = Walk::new(deps, now, deadline, false);
+        for shard in due_shards() {
+            walk.shard(&shard, None, &mut report).await;
+        }
+        walk.finish(&mut report).await;
     }
     report.keys_released = keys::release_keys(deps, now, deadline).await;
     report
 }
 
-#[cfg(test)]
-mod in_memory_tests;
+/// Walks due-index shards at `now` with bounded concurrency, starting nothing past `deadline`.
+pub(crate) struct Walk<'d> {
+    deps: &'d Deps,
+    now: Timestamp,
+    deadline: Option<Timestamp>,
+    owner: String,
+    semaphore: Arc<Semaphore>,
+    tasks: JoinSet<Outcome>,
+    /// A worker hands the rest of a shard over at its deadline ([`Stopped::At`]); the single
+    /// tick only counts what it leaves for the next tick.
+    hand_over: bool,
+}
+
+/// Where a shard's walk stopped.
+pub(crate) enum Stopped {
+    /// The shard is done (or its query failed: what is left stays due for the next tick).
+    Done,
+    /// The deadline came: walk on from this page (`None`: the shard's beginning).
+    At(Option<paycycle::store::Item>),
+}
+
+impl<'d> Walk<'d> {
+    pub(crate) fn new(deps: &'d Deps, now: Timestamp, deadline: Option<Timestamp>, hand_over: bool) -> Self {
+        Self {
+            hand_over,
+            deps,
+            now,
+            deadline,
+            owner: format!("renew-{}-{}", std::process::id(), Timestamp::now().as_nanosecond()),
+            semaphore: Arc::new(Semaphore::new(deps.settings.concurrency)),
+            tasks: JoinSet::new(),
+        }
+    }
+
+    fn past_deadline(&self) -> bool {
+        self.deadline.is_some_and(|d| Timestamp::now() >= d)
+    }
+
+    /// Walks `shard` from page `start`; the renewals started run on in the walk's tasks.
+    pub(crate) async fn shard(
+        &mut self,
+        shard: &str,
+        mut start: Option<paycycle::store::Item>,
+        report: &mut Report,
+    ) -> Stopped {
+        loop {
+            let page = match self
+                .deps
+                .store
+                .due_subscriptions(shard, self.now, self.deps.settings.page_size, start.clone())
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(shard, error = %e, "due query failed");
+                    report.errors += 1;
+                    return Stopped::Done;
+                }
+            };
+            for (i, id) in page.items.iter().enumerate() {
+                report.due += 1;
+                // Checked again once a slot is free: waiting for one can take a renewal's length.
+                let permit = match self.past_deadline() {
+                    false => Some(self.semaphore.clone().acquire_owned().await.expect("semaphore is never closed")),
+                    true => None,
+                };
+                let Some(permit) = permit.filter(|_| !self.past_deadline()) else {
+                    report.deferred += 1;
+                    if self.hand_over {
+                        let rest = (page.items.len() - i - 1) as u64;
+                        (report.due, report.deferred) = (report.due + rest, report.deferred + rest);
+                        return Stopped::At(start);
+                    }
+                    continue;
+                };
+                let (deps, owner, id, now) = (self.deps.clone(), self.owner.clone(), id.clone(), self.now);
+                self.tasks.spawn(async move {
+                    let outcome = process::renew_one(&deps, &id, now, &owner).await;
+                    drop(permit);
+                    outcome
+                });
+                while let Some(done) = self.tasks.try_join_next() {
+                    report.add(&done.unwrap_or(Outcome::Error));
+                }
+            }
+            match page.next {
+                Some(k) => start = Some(k),
+                None => return Stopped::Done,
+            }
+        }
+    }
+
+    /// Waits for the renewals started.
+    pub(crate) async fn finish(mut self, report: &mut Report) {
+        while let Some(done) = self.tasks.join_next().await {
+            report.add(&done.unwrap_or(Outcome::Error));
+        }
+    }
+}

@@ -26,6 +26,7 @@ pub mod payments;
 pub mod pg_customers;
 pub mod retired_keys;
 pub mod reviews;
+pub mod shard_queue;
 pub mod stream;
 pub mod subscriptions;
 pub mod table;

@@ -16,9 +16,27 @@ use paycycle_domain::customer::Customer;
 use paycycle_domain::gateway::PgMode;
 use paycycle_domain::subscription::{Subscription, SubscriptionState};
 
-/// Number of due-GSI partitions. A morning of renewals spreads over all of them; renew queries
-/// each (and, at scale, fans them out to workers, one message per shard).
-pub const DUE_SHARDS: u32 = 16;
+/// The first release's number of due-GSI partitions, and the fewest there may ever be.
+pub const MIN_DUE_SHARDS: u32 = 16;
+/// The most due-GSI partitions (the shard name keeps three digits).
+pub const MAX_DUE_SHARDS: u32 = 512;
+
+/// Number of due-GSI partitions: `PAYCYCLE_DUE_SHARDS` (the template's `DueShards`, default 64),
+/// else [`MIN_DUE_SHARDS`]. A morning of renewals spreads over all of them; renew queries each,
+/// or fans them out to workers, one message per shard (issue 25).
+///
+/// **Grow only.** A subscription's shard is its id's hash modulo the count, and the shards are
+/// `due#00 … due#{n-1}`: after a raise, items written under the old count sit in shards the new
+/// range still covers, so every reader finds them, and each moves to its new shard on its next
+/// write. A lower count would strand items in shards nobody queries: a value below
+/// [`MIN_DUE_SHARDS`] (or unreadable) is refused for the minimum, and README says never to lower it.
+pub fn due_shard_count() -> u32 {
+    static COUNT: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *COUNT.get_or_init(|| {
+        let configured = std::env::var("PAYCYCLE_DUE_SHARDS").ok().and_then(|v| v.trim().parse::<u32>().ok());
+        configured.filter(|n| (MIN_DUE_SHARDS..=MAX_DUE_SHARDS).contains(n)).unwrap_or(MIN_DUE_SHARDS)
+    })
+}
 
 /// A stored subscription: the domain value plus what the store and the PG need.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,14 +134,25 @@ const SUB_SK: &str = "SUB";
 
 /// The due-GSI shard of a subscription: stable, evenly spread.
 pub fn due_shard(id: &SubscriptionId) -> String {
+    shard_of(id, due_shard_count())
+}
+
+/// `id`'s due shard among `count`: its name does not depend on `count` beyond the index, so a
+/// shard name written under a smaller count is one a larger count queries too.
+fn shard_of(id: &SubscriptionId, count: u32) -> String {
     let h = sha256_hex(id.as_str().as_bytes());
-    let v = u32::from_str_radix(&h[..8], 16).unwrap_or(0) % DUE_SHARDS;
+    let v = u32::from_str_radix(&h[..8], 16).unwrap_or(0) % count;
     format!("due#{v:02}")
+}
+
+/// Every shard name among `count`.
+fn shards_of(count: u32) -> Vec<String> {
+    (0..count).map(|v| format!("due#{v:02}")).collect()
 }
 
 /// Every shard key, for renew's fan-out.
 pub fn due_shards() -> Vec<String> {
-    (0..DUE_SHARDS).map(|v| format!("due#{v:02}")).collect()
+    shards_of(due_shard_count())
 }
 
 /// Partitions of canceled subscriptions whose billing key renew releases.
@@ -509,5 +538,28 @@ impl Store {
     /// Every attempt of a subscription, by period and attempt number.
     pub async fn attempts_of(&self, id: &SubscriptionId) -> Result<Vec<Attempt>, StoreError> {
         self.items_with_prefix(&subscription_pk(id), "ATT#").await
+    }
+}
+
+#[cfg(test)]
+mod shard_tests {
+    use super::*;
+
+    /// Raising the shard count (16 → 64 → 512) strands nothing: an item written under any smaller
+    /// count sits in a shard the larger count's walk queries.
+    #[test]
+    fn a_due_shard_written_under_fewer_shards_is_one_more_shards_still_query() {
+        let counts = [MIN_DUE_SHARDS, 32, 64, 100, 128, MAX_DUE_SHARDS];
+        let walks: Vec<Vec<String>> = counts.iter().map(|&c| shards_of(c)).collect();
+        for i in 0..2_000 {
+            let id = SubscriptionId::parse(&format!("sub_shard{i}")).unwrap();
+            for (small, &count) in counts.iter().enumerate() {
+                let written = shard_of(&id, count);
+                for walk in &walks[small..] {
+                    assert!(walk.contains(&written), "{id}: {written} under {count} shards");
+                }
+            }
+        }
+        assert_eq!(shards_of(MIN_DUE_SHARDS)[..], shards_of(64)[..16], "the first release's names stay");
     }
 }

@@ -186,6 +186,7 @@ fn only_the_functions_that_seal_or_open_billing_keys_may_use_their_kms_key() {
     let expected: BTreeMap<&str, &str> = [
         ("VerifyFunction", "kms:GenerateDataKey"),
         ("RenewFunction", "kms:Decrypt"),
+        ("RenewWorkerFunction", "kms:Decrypt"),
         ("SubscriptionsFunction", "kms:Decrypt"),
         ("CheckoutFunction", "kms:Decrypt"),
     ]

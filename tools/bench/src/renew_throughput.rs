@@ -127,6 +127,7 @@ impl Bench {
             vault,
             settings: renew::Settings { concurrency, emit_metrics: false, ..renew::Settings::default() },
             crash_at: None,
+            shard_queue: None,
         };
         let setup_seconds = setup.elapsed().as_secs_f64();
         let events_before = self.sink.entries.load(Ordering::Relaxed);

@@ -364,6 +364,7 @@ async fn setup(world: &World, seed: u64, log: &mut Vec<String>) -> Result<Scenar
             ..renew::Settings::default()
         },
         crash_at: None,
+        shard_queue: None,
     };
     let services = paycycle::boot::Services { store: store.clone(), pgs: pgs.clone(), publisher, vault };
     let (refund, subscriptions, verify) = (services.clone(), services.clone(), services);
