@@ -1524,9 +1524,11 @@ async fn shard_batch(sqs: &aws_sdk_sqs::Client, url: &str) -> (Value, Vec<String
     (json!({"Records": records}), handles)
 }
 
-/// Issue 25 §1: the scheduled tick only dispatches one message per shard (a tick dispatched twice
-/// queues them once); workers drain the shards, a worker out of time hands its shard on, and a
-/// message handled twice charges nothing twice: every due subscription is charged exactly once.
+/// Issue 25 §1: the scheduled tick only dispatches, one message per shard name (every name a
+/// subscription may have been written under; a tick dispatched twice queues them once); workers
+/// drain the shards; a worker out of time before its first renewal hands nothing on but fails the
+/// message (SQS delivers it again); a batch handled twice charges nothing twice: every due
+/// subscription is charged exactly once.
 #[tokio::test]
 async fn a_fanned_out_tick_charges_every_due_subscription_once_across_workers_and_redeliveries() {
     let e = env().await;
@@ -1539,46 +1541,53 @@ async fn a_fanned_out_tick_charges_every_due_subscription_once_across_workers_an
         due = due.max(r.subscription.next_attempt_at.unwrap());
     }
     e.admin("/__admin/clock", json!({"now": due.to_string()})).await;
-    let shards = paycycle::store::subscriptions::due_shards().len() as u64;
+    let shards = u64::from(paycycle::store::subscriptions::MAX_DUE_SHARDS);
     for _ in 0..2 {
         let r = renew::tick_as(&deps, "evt-fan-1", due, None).await;
         assert_eq!((r.dispatched, r.charged, r.due), (shards, 0, 0), "the tick only dispatches: {r:?}");
     }
 
-    // A worker whose deadline has passed starts nothing and hands its shard on.
+    // A worker whose deadline has passed starts nothing: its messages with due work fail (they
+    // come back), the empty shards are done.
     let (batch, handles) = shard_batch(&sqs, &url).await;
-    let handed_over = handles.len();
-    assert!(handed_over > 0);
     let past = plus(wall_now(), SignedDuration::from_secs(-1));
     let answer = renew::fanout::worker(&deps, &batch, Some(past)).await;
-    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
-    for h in &handles {
-        sqs.delete_message().queue_url(&url).receipt_handle(h).send().await.unwrap();
+    let failed: Vec<&str> =
+        answer["batchItemFailures"].as_array().unwrap().iter().filter_map(|f| f["itemIdentifier"].as_str()).collect();
+    for (record, handle) in batch["Records"].as_array().unwrap().iter().zip(&handles) {
+        let back = failed.contains(&record["messageId"].as_str().unwrap());
+        let call = sqs.change_message_visibility().queue_url(&url).receipt_handle(handle).visibility_timeout(0);
+        if back {
+            call.send().await.unwrap();
+        } else {
+            sqs.delete_message().queue_url(&url).receipt_handle(handle).send().await.unwrap();
+        }
     }
-    // The rest, by workers with time; the first batch handled twice (a redelivery).
-    let (mut originals, mut continuations) = (0, 0);
-    let mut replayed = false;
+    // The rest, by workers with time; one batch handled twice (a redelivery).
+    let (mut received, mut replayed) = (0, false);
     loop {
         let (batch, handles) = shard_batch(&sqs, &url).await;
         if handles.is_empty() {
             break;
         }
-        for r in batch["Records"].as_array().unwrap() {
-            let work: paycycle::store::shard_queue::ShardWork =
-                serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
-            if work.hop == 0 { originals += 1 } else { continuations += 1 }
-        }
-        renew::fanout::worker(&deps, &batch, None).await;
-        if !replayed {
+        received += handles.len();
+        let answer = renew::fanout::worker(&deps, &batch, None).await;
+        assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+        if !replayed && !failed.is_empty() {
             renew::fanout::worker(&deps, &batch, None).await;
             replayed = true;
         }
-        for h in &handles {
-            sqs.delete_message().queue_url(&url).receipt_handle(h).send().await.unwrap();
-        }
+        let entries = handles.iter().enumerate().map(|(i, h)| {
+            aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(h)
+                .build()
+                .unwrap()
+        });
+        sqs.delete_message_batch().queue_url(&url).set_entries(Some(entries.collect())).send().await.unwrap();
     }
-    assert_eq!(originals, shards as usize - handed_over, "one message per shard: the second dispatch deduplicated");
-    assert!((1..=handed_over).contains(&continuations), "shards with due work were handed on: {continuations}");
+    let done_first = handles.len() - failed.len();
+    assert_eq!(received, shards as usize - done_first, "one message per shard: the second dispatch deduplicated");
     for id in &ids {
         assert_eq!(e.pg_charges(id).await.len(), 1, "{id} charged once");
         assert_eq!(e.get(id).await.subscription.current_period.unwrap().index, 1, "{id}");
@@ -1605,5 +1614,49 @@ async fn a_fanned_out_tick_charges_every_due_subscription_once_across_workers_an
     ] {
         let answer = renew::fanout::worker(&deps, &forged(body.clone()), None).await;
         assert_eq!(answer["batchItemFailures"], json!([{"itemIdentifier": "m1"}]), "{body}");
+    }
+}
+
+/// A worker that runs out of time after real progress hands the rest of its shard to the next
+/// worker with the page it stopped at (a real cursor, one subscription per page here), and the
+/// next worker charges the rest: each subscription of the shard charged once.
+#[tokio::test]
+async fn a_worker_out_of_time_hands_the_rest_of_its_shard_on_and_nothing_is_charged_twice() {
+    let e = env().await;
+    let (deps, sqs, url) = fanned_out(&e).await;
+    let anchor = kst(2027, 1, 15, 10);
+    // Three subscriptions of one shard.
+    let shard = paycycle::store::subscriptions::due_shard(&SubscriptionId::parse("sub_hop0").unwrap());
+    let ids: Vec<String> = (0..400)
+        .map(|i| format!("sub_hop{i}"))
+        .filter(|id| paycycle::store::subscriptions::due_shard(&SubscriptionId::parse(id).unwrap()) == shard)
+        .take(3)
+        .collect();
+    assert_eq!(ids.len(), 3);
+    let mut due = anchor;
+    for id in &ids {
+        let r = e.subscription(id, PgMode::Payple, anchor, 9_900).await;
+        due = due.max(r.subscription.next_attempt_at.unwrap());
+    }
+    e.admin("/__admin/clock", json!({"now": due.to_string()})).await;
+    // One renewal at a time, one per page, each stalled past the worker's deadline.
+    let settings = Settings { concurrency: 1, page_size: 1, ..deps.settings.clone() };
+    let slow = Deps { settings, crash_at: Some(CrashPoint::StallAfterClaim { ms: 1_500 }), ..deps.clone() };
+    let work =
+        paycycle::store::shard_queue::ShardWork { tick: "evt-hop".into(), shard, now: due, cursor: None, hop: 0 };
+    let mut report = renew::Report::default();
+    let deadline = plus(wall_now(), SignedDuration::from_millis(700));
+    renew::fanout::walk_shard(&slow, &work, Some(deadline), &mut report).await.unwrap();
+    assert_eq!((report.charged, report.dispatched), (1, 1), "{report:?}");
+
+    let (batch, handles) = shard_batch(&sqs, &url).await;
+    assert_eq!(handles.len(), 1);
+    let next: paycycle::store::shard_queue::ShardWork =
+        serde_json::from_str(batch["Records"][0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!((next.hop, next.cursor.is_some()), (1, true), "handed on from the page it stopped at");
+    let answer = renew::fanout::worker(&deps, &batch, None).await;
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    for id in &ids {
+        assert_eq!(e.pg_charges(id).await.len(), 1, "{id} charged once");
     }
 }

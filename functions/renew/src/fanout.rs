@@ -11,19 +11,29 @@ use jiff::Timestamp;
 use paycycle::api::{CursorScope, SortKind, decode_index_cursor, encode_cursor};
 use paycycle::store::StoreError;
 use paycycle::store::shard_queue::{ShardQueue, ShardWork};
-use paycycle::store::subscriptions::due_shards;
+use paycycle::store::subscriptions::{MAX_DUE_SHARDS, due_shards};
 use serde_json::{Value, json};
 
 use crate::{Deps, Report, Stopped, Walk};
 
-/// Queues one message per shard for tick `tick_id` at billing time `now`; how many.
+/// Queues one message per shard for tick `tick_id` at billing time `now`; how many. Every shard
+/// name up to [`MAX_DUE_SHARDS`] is dispatched, not only the configured count: after the count
+/// was lowered, or a deploy rolled back, subscriptions written under a larger count are still
+/// walked (an empty shard costs a worker one query).
 pub async fn dispatch(queue: &ShardQueue, tick_id: &str, now: Timestamp) -> Result<u64, StoreError> {
-    let work: Vec<ShardWork> = due_shards()
+    let work: Vec<ShardWork> = every_shard()
         .into_iter()
         .map(|shard| ShardWork { tick: tick_id.to_string(), shard, now, cursor: None, hop: 0 })
         .collect();
     queue.send(&work).await?;
     Ok(work.len() as u64)
+}
+
+/// Every shard name a subscription can have been written under (any count up to the maximum).
+fn every_shard() -> Vec<String> {
+    let configured = due_shards();
+    let count = configured.len() as u32;
+    configured.into_iter().chain((count..MAX_DUE_SHARDS).map(|v| format!("due#{v:02}"))).collect()
 }
 
 /// Whether `payload` is the queue's event (Lambda's SQS event) rather than a scheduled tick.
@@ -51,7 +61,7 @@ pub async fn worker(deps: &Deps, payload: &Value, deadline: Option<Timestamp>) -
     for record in payload["Records"].as_array().into_iter().flatten() {
         let id = record["messageId"].as_str().unwrap_or_default().to_string();
         let work = match record["body"].as_str().map(serde_json::from_str::<ShardWork>) {
-            Some(Ok(w)) if due_shards().contains(&w.shard) => w,
+            Some(Ok(w)) if every_shard().contains(&w.shard) => w,
             _ => {
                 // Not ours to walk: to the dead-letter queue after its retries, never guessed.
                 tracing::error!(message_id = %id, "a shard message that is not a shard's work");
@@ -79,10 +89,23 @@ pub async fn walk_shard(
     report: &mut Report,
 ) -> Result<(), String> {
     let start = cursor_of(work)?;
-    let mut walk = Walk::new(deps, work.now, deadline, true);
+    // Billing time: the tick's `now` under time travel (tests, the local stack); in AWS the wall
+    // clock — a chain of hand-overs can run hours after its tick, and a charge is dated, and its
+    // next period and lookups are timed, when it is made.
+    let now = if deps.settings.allow_time_travel { work.now } else { Timestamp::now().max(work.now) };
+    let mut walk = Walk::new(deps, now, deadline, true);
     let stopped = walk.shard(&work.shard, start, report).await;
+    let started = walk.started;
     walk.finish(report).await;
     let Stopped::At(at) = stopped else { return Ok(()) };
+    if started == 0 {
+        // No time for even one renewal (a margin as long as the function's timeout): handing over
+        // would chain forever doing nothing. Failed instead: SQS retries, then the dead-letter
+        // queue's alarm asks a person.
+        return Err(
+            "the deadline came before one renewal could start: the worker's timeout is too short for its margin".into(),
+        );
+    }
     let next = work.continued(at.as_ref().map(encode_cursor));
     let queue = deps.shard_queue.as_ref().ok_or("no shard queue to hand the rest of the shard to")?;
     queue.send(std::slice::from_ref(&next)).await.map_err(|e| e.to_string())?;

@@ -155,6 +155,8 @@ pub enum RenewError {
     BadTime,
     #[error("`now` in the event is time travel, allowed only with PAYCYCLE_ALLOW_TIME_TRAVEL=true")]
     TimeTravelNotAllowed,
+    #[error("the due-index shards could not be dispatched to the renew workers")]
+    DispatchFailed,
 }
 
 /// How a failed tick is reported to Lambda (`errorType` is what alarms and logs match on).
@@ -163,6 +165,7 @@ impl From<RenewError> for lambda_runtime::Diagnostic {
         let error_type = match e {
             RenewError::BadTime => "RenewBadTime",
             RenewError::TimeTravelNotAllowed => "RenewTimeTravelNotAllowed",
+            RenewError::DispatchFailed => "RenewDispatchFailed",
         };
         lambda_runtime::Diagnostic { error_type: error_type.into(), error_message: e.to_string() }
     }
@@ -188,6 +191,9 @@ pub struct Report {
     pub deferred: u64,
     /// Shard messages queued for the workers (fan-out, [`fanout`]).
     pub dispatched: u64,
+    /// The dispatch failed: the tick fails (and is retried).
+    #[serde(skip)]
+    pub dispatch_failed: bool,
     /// Billing keys of canceled subscriptions released ([`keys`]).
     pub keys_released: u64,
 }
@@ -212,8 +218,19 @@ impl Report {
 
     /// The CloudWatch embedded-metric-format line (one JSON object on stdout).
     pub fn emf(&self) -> String {
-        let metrics =
-            ["Due", "Claimed", "Charged", "Declined", "Unknown", "Resolved", "NeedsReview", "Skipped", "Errors"];
+        let metrics = [
+            "Due",
+            "Claimed",
+            "Charged",
+            "Declined",
+            "Unknown",
+            "Resolved",
+            "NeedsReview",
+            "Skipped",
+            "Errors",
+            "Deferred",
+            "Dispatched",
+        ];
         let values = [
             self.due,
             self.claimed,
@@ -224,6 +241,8 @@ impl Report {
             self.needs_review,
             self.skipped,
             self.errors,
+            self.deferred,
+            self.dispatched,
         ];
         let mut v = serde_json::json!({
             "_aws": {
@@ -286,6 +305,9 @@ pub async fn handler(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Re
     if deps.settings.emit_metrics {
         println!("{}", report.emf());
     }
+    if report.dispatch_failed {
+        return Err(RenewError::DispatchFailed);
+    }
     Ok(serde_json::to_value(&report).unwrap_or_default())
 }
 
@@ -306,7 +328,10 @@ pub async fn tick_as(deps: &Deps, tick_id: &str, now: Timestamp, deadline: Optio
         match fanout::dispatch(queue, tick_id, now).await {
             Ok(n) => report.dispatched = n,
             Err(e) => {
-                tracing::error!(error = %e, "shard dispatch failed; the next tick dispatches again");
+                // The handler fails the tick for it: Lambda retries it (the event id deduplicates
+                // what was queued already) and RenewErrorsAlarm pages a person.
+                tracing::error!(error = %e, "shard dispatch failed: the tick fails, and is retried");
+                report.dispatch_failed = true;
                 report.errors += 1;
             }
         }
@@ -332,6 +357,8 @@ pub(crate) struct Walk<'d> {
     /// A worker hands the rest of a shard over at its deadline ([`Stopped::At`]); the single
     /// tick only counts what it leaves for the next tick.
     hand_over: bool,
+    /// Renewals started by this walk.
+    pub(crate) started: u64,
 }
 
 /// Where a shard's walk stopped.
@@ -346,6 +373,7 @@ impl<'d> Walk<'d> {
     pub(crate) fn new(deps: &'d Deps, now: Timestamp, deadline: Option<Timestamp>, hand_over: bool) -> Self {
         Self {
             hand_over,
+            started: 0,
             deps,
             now,
             deadline,
@@ -396,6 +424,7 @@ impl<'d> Walk<'d> {
                     }
                     continue;
                 };
+                self.started += 1;
                 let (deps, owner, id, now) = (self.deps.clone(), self.owner.clone(), id.clone(), self.now);
                 self.tasks.spawn(async move {
                     let outcome = process::renew_one(&deps, &id, now, &owner).await;

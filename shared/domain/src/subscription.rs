@@ -636,6 +636,11 @@ impl Subscription {
             }
         } else {
             next.state = Active;
+            // A cancel or pause at period end waits for the end of the period now paid (it was
+            // set for the one before): renew must not end paid time early.
+            if self.cancel_at_period_end || self.pause_at_period_end {
+                next.next_attempt_at = Some(period.end);
+            }
         }
         next.done(vec![EventKind::PaymentSucceeded, EventKind::SubscriptionRenewed])
     }

@@ -14,7 +14,7 @@ fn get<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
 fn the_feeder_mirrors_the_stream_mapping_and_every_role_is_least_privilege() {
     let template = Template::load().unwrap();
     let functions = template.resources_of_type("AWS::Serverless::Function").unwrap();
-    assert_eq!(functions.len(), 10);
+    assert_eq!(functions.len(), 11);
     let mut saw_mapping = false;
     let mut sqs_sources = 0;
     for (name, props) in &functions {
@@ -34,6 +34,16 @@ fn the_feeder_mirrors_the_stream_mapping_and_every_role_is_least_privilege() {
                 let filter =
                     get(p, &["FilterCriteria", "Filters"]).as_sequence().unwrap()[0]["Pattern"].as_str().unwrap();
                 assert!(filter.contains("webhook_event") && filter.contains("INSERT"), "{filter}");
+            }
+            // The renew workers take one shard message at a time and report failures per message
+            // (the fan-out's test hands them moto's messages as the Lambda SQS event).
+            if get(event, &["Type"]).as_str() == Some("SQS") && name == "RenewWorkerFunction" {
+                let p = get(event, &["Properties"]);
+                assert_eq!(get(p, &["BatchSize"]).as_u64(), Some(1));
+                assert!(format!("{:?}", get(p, &["FunctionResponseTypes"])).contains("ReportBatchItemFailures"));
+                let max = get(p, &["ScalingConfig", "MaximumConcurrency"]);
+                assert!(format!("{max:?}").contains("RenewWorkerMaxConcurrency"), "a parameter: {max:?}");
+                continue;
             }
             // The SQS feeder hands deliver batches as the SQS event sources do.
             if get(event, &["Type"]).as_str() == Some("SQS") {

@@ -857,3 +857,25 @@ fn a_card_change_waits_for_a_charge_whose_outcome_is_unknown() {
         assert!(matches!(other.payment_method_changed(now), Err(TransitionError::Illegal { .. })), "{state}");
     }
 }
+
+/// Found by `random_lives_take_only_legal_steps`: StepPay renews a managed subscription with a
+/// pause at period end (twice), and renew woke at the old period's end, paused it with the paid
+/// months uncredited, and a resume then moved the paid period backwards. The wake-up follows the
+/// period the PG's renewal paid.
+#[test]
+fn a_pg_renewal_moves_a_period_end_pause_or_cancel_to_the_end_of_the_period_it_paid() {
+    let s = fresh(Renewer::Pg).activate(kst(2027, 1, 1, 0)).unwrap().subscription;
+    for pause in [true, false] {
+        let waiting = if pause {
+            s.pause(kst(2027, 1, 2, 0), PauseWhen::PeriodEnd).unwrap().subscription
+        } else {
+            s.cancel(kst(2027, 1, 2, 0), true).unwrap().subscription
+        };
+        let once = waiting.renewed_by_pg().unwrap().subscription;
+        let twice = once.renewed_by_pg().unwrap().subscription;
+        assert_eq!(twice.next_attempt_at, Some(twice.current_period.unwrap().end), "pause: {pause}");
+        assert_eq!(kst_day(twice.next_attempt_at.unwrap()), (2027, 4, 1));
+        // Nothing is due before the paid time ends.
+        assert_eq!(twice.due_action(kst(2027, 2, 1, 0)).unwrap(), DueAction::Nothing);
+    }
+}
