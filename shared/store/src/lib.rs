@@ -24,6 +24,7 @@ pub mod partner_webhooks;
 pub mod partners;
 pub mod payments;
 pub mod pg_customers;
+pub mod queue;
 pub mod retired_keys;
 pub mod reviews;
 pub mod shard_queue;
