@@ -21,7 +21,7 @@ use paycycle::domain::attempt::SubscriptionId;
 use paycycle::domain::customer::Customer;
 use paycycle::domain::subscription::{MAX_PLAN_AMOUNT, MIN_PLAN_AMOUNT, Plan};
 use paycycle::money::Krw;
-use paycycle::pg::checkout::{CheckoutStart, PrepareError};
+use paycycle::pg::checkout::{CheckoutStart, PrepareError, Prepared};
 use paycycle::pg::{Adapter, Pg, PgCustomer, PgError, PgMode, Registry};
 use paycycle::store::api_keys::ApiKeyRecord;
 use paycycle::store::checkouts::{CHECKOUT_RETENTION, CheckoutPurpose, CheckoutRecord, CheckoutStatus};
@@ -354,54 +354,66 @@ async fn create(
         Err(PrepareError::Pg(e)) => return Err(pg_error(e)),
         Err(PrepareError::PlanMismatch(why)) => return Err(ApiError::unprocessable("plan_amount_mismatch", why)),
     };
-    let record = CheckoutRecord {
-        pg_reference: Some(prepared.reference.unwrap_or_else(|| checkout_id.clone())),
-        work: prepared.work,
-        payer_no: prepared.payer_no,
-        ..open_record(key, body, &checkout_id, subscription_id, customer, plan, now)
+    let opening = Opening {
+        pg: body.pg,
+        customer,
+        plan,
+        subscription_id,
+        return_url: body.return_url.clone(),
+        purpose: CheckoutPurpose::Subscribe,
     };
+    let (record, answer) = open_record(key, checkout_id.clone(), opening, prepared, now);
     deps.store.create_checkout(&record).await.map_err(|e| {
         tracing::error!(error = %e, "checkout not stored");
         ApiError::unavailable()
     })?;
     tracing::info!(checkout_id = %checkout_id, pg = body.pg.as_str(), amount = %record.plan.amount, "checkout created");
     let mut out = created_json(&record);
-    out[adapter.options_field()] = prepared.answer;
+    out[adapter.options_field()] = answer;
     Ok((StatusCode::CREATED, out))
 }
 
-/// A new open checkout, before its PG part is known.
-fn open_record(
+/// What a new checkout is opened for.
+pub(crate) struct Opening {
+    pub pg: PgMode,
+    pub customer: Customer,
+    pub plan: Plan,
+    pub subscription_id: SubscriptionId,
+    pub return_url: Option<String>,
+    pub purpose: CheckoutPurpose,
+}
+
+/// A new open checkout with what its PG prepared, and the PG's part of the answer.
+pub(crate) fn open_record(
     key: &ApiKeyRecord,
-    body: &CheckoutBody,
-    checkout_id: &str,
-    subscription_id: SubscriptionId,
-    customer: Customer,
-    plan: Plan,
+    checkout_id: String,
+    opening: Opening,
+    prepared: Prepared,
     now: Timestamp,
-) -> CheckoutRecord {
-    CheckoutRecord {
-        checkout_id: checkout_id.to_string(),
+) -> (CheckoutRecord, Value) {
+    let record = CheckoutRecord {
+        pg_reference: Some(prepared.reference.unwrap_or_else(|| checkout_id.clone())),
+        checkout_id,
         partner_id: key.partner_id.clone(),
-        pg: body.pg,
-        customer,
-        plan,
+        pg: opening.pg,
+        customer: opening.customer,
+        plan: opening.plan,
         status: CheckoutStatus::Open,
-        pg_reference: Some(checkout_id.to_string()),
-        subscription_id,
+        subscription_id: opening.subscription_id,
         created_at: now,
         failure: None,
         version: 1,
-        work: None,
-        return_url: body.return_url.clone(),
+        work: prepared.work,
+        return_url: opening.return_url,
         verifying_until: 0,
         first_charge_at: None,
         last_sent_at: None,
         sweep_after: None,
         payment_id: None,
-        payer_no: None,
-        purpose: CheckoutPurpose::Subscribe,
-    }
+        payer_no: prepared.payer_no,
+        purpose: opening.purpose,
+    };
+    (record, prepared.answer)
 }
 
 /// The `201` answer for a created checkout, without its PG part.

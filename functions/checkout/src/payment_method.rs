@@ -21,15 +21,15 @@ use paycycle::api::{self, ApiError, Keep};
 use paycycle::domain::attempt::SubscriptionId;
 use paycycle::domain::subscription::{Renewer, TransitionError};
 use paycycle::pg::PgError;
-use paycycle::pg::checkout::{CheckoutStart, Prepared};
+use paycycle::pg::checkout::CheckoutStart;
 use paycycle::store::api_keys::ApiKeyRecord;
-use paycycle::store::checkouts::{CheckoutPurpose, CheckoutRecord, CheckoutStatus};
+use paycycle::store::checkouts::CheckoutPurpose;
 use paycycle::store::sha256_hex;
 use paycycle::store::subscriptions::SubscriptionRecord;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{Deps, check_url, created_json, pg_error, store_unavailable};
+use crate::{Deps, Opening, check_url, created_json, open_record, pg_error, store_unavailable};
 
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -100,8 +100,15 @@ async fn open(
         Err(PgError::Unsupported(why)) => return Err(ApiError::unprocessable("card_change_unsupported", why)),
         Err(e) => return Err(pg_error(e)),
     };
-    let answer = prepared.answer.clone();
-    let record = card_checkout(key, &r, checkout_id, prepared, body, now);
+    let opening = Opening {
+        pg: r.pg,
+        customer: r.customer.clone(),
+        plan: r.subscription.plan.clone(),
+        subscription_id: r.id().clone(),
+        return_url: Some(body.return_url.clone()),
+        purpose: CheckoutPurpose::PaymentMethod,
+    };
+    let (record, answer) = open_record(key, checkout_id, opening, prepared, now);
     deps.store.create_checkout(&record).await.map_err(store_unavailable)?;
     tracing::info!(checkout_id = %record.checkout_id, subscription_id = %r.id(), pg = r.pg.as_str(), "card change checkout created");
     let mut out = created_json(&record);
@@ -116,37 +123,4 @@ async fn pg_subscription(deps: &Deps, r: &SubscriptionRecord) -> Result<Option<S
         tracing::error!(subscription_id = %r.id(), error = %e, "the billing key did not open; nothing changed");
         ApiError::unavailable()
     })
-}
-
-/// The open card-change checkout of `r`, with what its PG prepared.
-fn card_checkout(
-    key: &ApiKeyRecord,
-    r: &SubscriptionRecord,
-    checkout_id: String,
-    prepared: Prepared,
-    body: &CardChangeBody,
-    now: Timestamp,
-) -> CheckoutRecord {
-    CheckoutRecord {
-        pg_reference: Some(prepared.reference.unwrap_or_else(|| checkout_id.clone())),
-        checkout_id,
-        partner_id: key.partner_id.clone(),
-        pg: r.pg,
-        customer: r.customer.clone(),
-        plan: r.subscription.plan.clone(),
-        status: CheckoutStatus::Open,
-        subscription_id: r.id().clone(),
-        created_at: now,
-        failure: None,
-        version: 1,
-        work: prepared.work,
-        return_url: Some(body.return_url.clone()),
-        verifying_until: 0,
-        first_charge_at: None,
-        last_sent_at: None,
-        sweep_after: None,
-        payment_id: None,
-        payer_no: prepared.payer_no,
-        purpose: CheckoutPurpose::PaymentMethod,
-    }
 }

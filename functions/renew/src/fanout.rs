@@ -11,29 +11,22 @@ use jiff::Timestamp;
 use paycycle::api::{CursorScope, SortKind, decode_index_cursor, encode_cursor};
 use paycycle::store::StoreError;
 use paycycle::store::shard_queue::{ShardQueue, ShardWork};
-use paycycle::store::subscriptions::{MAX_DUE_SHARDS, due_shards};
+use paycycle::store::subscriptions::every_due_shard;
 use serde_json::{Value, json};
 
 use crate::{Deps, Report, Stopped, Walk};
 
 /// Queues one message per shard for tick `tick_id` at billing time `now`; how many. Every shard
-/// name up to [`MAX_DUE_SHARDS`] is dispatched, not only the configured count: after the count
+/// name up to `MAX_DUE_SHARDS` is dispatched, not only the configured count: after the count
 /// was lowered, or a deploy rolled back, subscriptions written under a larger count are still
 /// walked (an empty shard costs a worker one query).
 pub async fn dispatch(queue: &ShardQueue, tick_id: &str, now: Timestamp) -> Result<u64, StoreError> {
-    let work: Vec<ShardWork> = every_shard()
+    let work: Vec<ShardWork> = every_due_shard()
         .into_iter()
         .map(|shard| ShardWork { tick: tick_id.to_string(), shard, now, cursor: None, hop: 0 })
         .collect();
     queue.send(&work).await?;
     Ok(work.len() as u64)
-}
-
-/// Every shard name a subscription can have been written under (any count up to the maximum).
-fn every_shard() -> Vec<String> {
-    let configured = due_shards();
-    let count = configured.len() as u32;
-    configured.into_iter().chain((count..MAX_DUE_SHARDS).map(|v| format!("due#{v:02}"))).collect()
 }
 
 /// Whether `payload` is the queue's event (Lambda's SQS event) rather than a scheduled tick.
@@ -61,7 +54,7 @@ pub async fn worker(deps: &Deps, payload: &Value, deadline: Option<Timestamp>) -
     for record in payload["Records"].as_array().into_iter().flatten() {
         let id = record["messageId"].as_str().unwrap_or_default().to_string();
         let work = match record["body"].as_str().map(serde_json::from_str::<ShardWork>) {
-            Some(Ok(w)) if every_shard().contains(&w.shard) => w,
+            Some(Ok(w)) if every_due_shard().contains(&w.shard) => w,
             _ => {
                 // Not ours to walk: to the dead-letter queue after its retries, never guessed.
                 tracing::error!(message_id = %id, "a shard message that is not a shard's work");

@@ -150,9 +150,15 @@ fn shards_of(count: u32) -> Vec<String> {
     (0..count).map(|v| format!("due#{v:02}")).collect()
 }
 
-/// Every shard key, for renew's fan-out.
+/// Every shard key under the configured count, for renew's single-process walk.
 pub fn due_shards() -> Vec<String> {
     shards_of(due_shard_count())
+}
+
+/// Every shard key a subscription can have been written under (any count up to
+/// [`MAX_DUE_SHARDS`]), for the fan-out's dispatch: a lowered count or a rollback strands nothing.
+pub fn every_due_shard() -> Vec<String> {
+    shards_of(MAX_DUE_SHARDS)
 }
 
 /// Partitions of canceled subscriptions whose billing key renew releases.
