@@ -43,8 +43,19 @@ async fn env_with(options: Options) -> Env {
 
 /// renew's dependencies on the stack with a PG client timeout of `pg_timeout_ms`.
 async fn renew_deps(stack: &LocalStack, store: &Store, pg_timeout_ms: u64) -> Deps {
+    renew_deps_with(stack, store, pg_timeout_ms, &[]).await
+}
+
+/// [`renew_deps`] with more environment (`extra`), as one process of its own (its own PG clients
+/// and their budgets).
+async fn renew_deps_with(
+    stack: &LocalStack,
+    store: &Store,
+    pg_timeout_ms: u64,
+    extra: &[(&'static str, &str)],
+) -> Deps {
     let sdk = paycycle_testkit::moto::sdk_config_for(stack.moto.endpoint()).await;
-    let vars: BTreeMap<&str, String> = [
+    let mut vars: BTreeMap<&str, String> = [
         ("PAYCYCLE_TABLE", stack.provisioned.table.clone()),
         ("PAYCYCLE_EVENT_BUS", stack.provisioned.buses.values().next().unwrap().clone()),
         ("PAYCYCLE_BILLING_KEY_KMS_KEY", paycycle_fixtures::kms_key(&stack.provisioned)),
@@ -55,6 +66,7 @@ async fn renew_deps(stack: &LocalStack, store: &Store, pg_timeout_ms: u64) -> De
     ]
     .into_iter()
     .collect();
+    vars.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
     let config = Config::from_lookup(|k| vars.get(k).cloned()).unwrap();
     Deps {
         store: store.clone(),
@@ -1710,4 +1722,119 @@ async fn a_charged_renewal_makes_two_store_round_trips_and_no_read_of_its_own() 
     let deletes = used.requests_of("BatchWriteItem") + used.requests_of("DeleteItem");
     assert!(deletes <= 2, "outbox deletes batched per page: {used:?}");
     assert_eq!(r.outbox_published, 2 * n, "{r:?}");
+}
+
+/// The sandbox's peaks since `DELETE /__admin/load`: (requests, most in flight, most started in a second).
+async fn pg_load(e: &Env) -> (u64, u64, u64) {
+    let v: Value =
+        reqwest::get(format!("{}/__admin/load", e.stack.sandbox.base_url())).await.unwrap().json().await.unwrap();
+    let n = |k: &str| v[k].as_u64().unwrap();
+    (n("requests"), n("max_in_flight"), n("max_per_second"))
+}
+
+async fn reset_pg_load(e: &Env) {
+    let url = format!("{}/__admin/load", e.stack.sandbox.base_url());
+    reqwest::Client::new().delete(url).send().await.unwrap().error_for_status().unwrap();
+}
+
+/// Three workers (each a process with its own PG clients and its share of `budget`) walk the same
+/// shard at once, 8 renewals each in flight, over 18 due Payple subscriptions whose charges
+/// Payple holds `hold_ms`. Every subscription is charged exactly once; answers the sandbox's
+/// load: (requests, most in flight, most started within one second).
+async fn three_workers_renew(e: &Env, prefix: &str, budget: &[(&'static str, &str)], hold_ms: u64) -> (u64, u64, u64) {
+    let anchor = kst(2027, 1, 15, 10);
+    // All in one shard: its walk has them all in flight at once.
+    let shard_of = |i: u32| due_shard(&SubscriptionId::parse(&format!("{prefix}{i:03}")).unwrap());
+    let ids: Vec<String> =
+        (0..2_000).filter(|&i| shard_of(i) == shard_of(0)).take(18).map(|i| format!("{prefix}{i:03}")).collect();
+    let mut due = anchor;
+    for id in &ids {
+        let r = e.subscription(id, PgMode::Payple, anchor, 9_900).await;
+        due = due.max(r.subscription.next_attempt_at.unwrap());
+    }
+    let shard = shard_of(0);
+    let hold = json!({"operation": "charge", "count": 100, "fault": {"kind": "delay", "ms": hold_ms}});
+    e.admin("/__admin/scenarios", hold).await;
+    e.admin("/__admin/clock", json!({"now": due.to_string()})).await;
+    reset_pg_load(e).await;
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..3 {
+        let mut deps = renew_deps_with(&e.stack, &e.store, 20_000, budget).await;
+        deps.settings.concurrency = 8;
+        // The shard's message received by all three (redeliveries): the claims share it out.
+        let (tick, shard) = (format!("evt-budget-{w}"), shard.clone());
+        workers.spawn(async move {
+            let mut report = renew::Report::default();
+            let work = paycycle::store::shard_queue::ShardWork { tick, shard, now: due, cursor: None, hop: 0 };
+            renew::fanout::walk_shard(&deps, &work, None, &mut report).await.unwrap();
+            report
+        });
+    }
+    let charged: u64 = workers.join_all().await.iter().map(|r| r.charged).sum();
+    let load = pg_load(e).await;
+    assert_eq!(charged, 18);
+    for id in &ids {
+        assert_eq!(e.pg_charges(id).await.len(), 1, "{id} charged once");
+    }
+    assert_eq!(load.0, 36, "a partner auth and a re-pay per charge, nothing more");
+    load
+}
+
+/// Issue 25 §2: a Payple budget of 6 requests in flight, shared by three workers (the template's
+/// total divided by the workers): Payple never sees more than 6 at once, though the workers would
+/// have 24 renewals in flight.
+#[tokio::test]
+async fn workers_together_never_exceed_the_pgs_in_flight_budget() {
+    let e = env().await;
+    let budget = [("PAYCYCLE_PG_BUDGET_SHARERS", "3"), ("PAYPLE_MAX_IN_FLIGHT", "6")];
+    let (_, in_flight, _) = three_workers_renew(&e, "sub_flight", &budget, 1_000).await;
+    assert!(in_flight <= 6, "{in_flight} requests in flight at once");
+}
+
+/// Issue 25 §2: a Payple budget of 12 requests per second shared by three workers: no second
+/// sees more than 12 start (plus one per worker at a window's edge), though unpaced the 36
+/// requests start within about a second.
+#[tokio::test]
+async fn workers_together_never_exceed_the_pgs_requests_per_second() {
+    let e = env().await;
+    let budget = [("PAYCYCLE_PG_BUDGET_SHARERS", "3"), ("PAYPLE_REQUESTS_PER_SECOND", "12")];
+    let (_, _, per_second) = three_workers_renew(&e, "sub_rate", &budget, 0).await;
+    assert!(per_second <= 12 + 3, "{per_second} requests started within one second");
+}
+
+/// Issue 25 §2: Payple answers `429` (Retry-After: 2 s) to the first two partner auths. Those two
+/// renewals send nothing (the charge never left) and every request after them waits the two
+/// seconds: the worker slows down instead of multiplying requests, and nothing is charged twice.
+#[tokio::test]
+async fn a_pg_answering_429_slows_renew_down_and_nothing_is_sent_twice() {
+    let e = env().await;
+    let anchor = kst(2027, 1, 15, 10);
+    let ids: Vec<String> = (0..6).map(|i| format!("sub_busy{i}")).collect();
+    let mut due = anchor;
+    for id in &ids {
+        let r = e.subscription(id, PgMode::Payple, anchor, 9_900).await;
+        due = due.max(r.subscription.next_attempt_at.unwrap());
+    }
+    let budget = [("PAYPLE_MAX_IN_FLIGHT", "2")];
+    let deps = renew_deps_with(&e.stack, &e.store, 20_000, &budget).await;
+    e.admin(
+        "/__admin/scenarios",
+        json!({"operation": "auth", "count": 2, "fault": {"kind": "too_many_requests", "retry_after_s": 2}}),
+    )
+    .await;
+    reset_pg_load(&e).await;
+    let started = std::time::Instant::now();
+    let r = e.tick_at(due, &deps).await;
+    let took = started.elapsed();
+    let (requests, in_flight, _) = pg_load(&e).await;
+    assert_eq!((r.charged, r.errors), (4, 2), "the two refused were not sent: {r:?}");
+    assert!(took >= Duration::from_secs(2), "the Retry-After was waited: {took:?}");
+    assert_eq!(requests, 2 + 4 * 2, "no request was repeated: {r:?}");
+    assert!(in_flight <= 2);
+    // The two come back after the recheck, and are charged once.
+    let r = e.tick_at(plus(due, SignedDuration::from_mins(6)), &deps).await;
+    assert_eq!(r.charged, 2, "{r:?}");
+    for id in &ids {
+        assert_eq!(e.pg_charges(id).await.len(), 1, "{id} charged once");
+    }
 }

@@ -144,7 +144,10 @@ impl Deps {
             .ok()
             .filter(|u| !u.is_empty())
             .map(|url| ShardQueue::new(&boot.sdk, url));
-        let settings = Settings::from_env().fitted_to(pg_timeout);
+        let mut settings = Settings::from_env().fitted_to(pg_timeout);
+        if let Some(share) = pgs.in_flight_share() {
+            settings.concurrency = settings.concurrency.min(share.max(1));
+        }
         Self { store, pgs, publisher, vault, settings, crash_at: None, shard_queue }
     }
 }

@@ -12,6 +12,7 @@ use super::{
     Capabilities, ChargeRequest, Charged, Lookup, PaymentDetails, PaymentState, PgError, PgMode, RefundLookup,
     RefundRequest, Refunded, Timeouts, http_client, payple, steppay,
 };
+use crate::budget::Budget;
 use crate::config::{PgSettings, Secrets};
 
 /// A change to a subscription made at the PG before it is recorded here.
@@ -40,7 +41,8 @@ impl Registry {
                 http.clone(),
                 config.steppay_base_url.clone(),
                 secrets.steppay_secret_token.clone(),
-            ),
+            )
+            .with_budget(Budget::new("steppay", config.steppay_budget)),
             payple: payple::PaypleClient::new(
                 http,
                 config.payple_base_url.clone(),
@@ -48,8 +50,17 @@ impl Registry {
                 secrets.payple_cst_id.clone(),
                 secrets.payple_cust_key.clone(),
                 secrets.payple_refund_key.clone(),
-            ),
+            )
+            .with_budget(Budget::new("payple", config.payple_budget)),
         }
+    }
+
+    /// The most requests this process may have in flight to any one PG, if every PG is limited
+    /// ([`crate::budget`]): renew starts no more renewals at once than that, so none waits on a
+    /// budget while its claim's lease runs.
+    pub fn in_flight_share(&self) -> Option<usize> {
+        let limits = [self.steppay.budget().in_flight_limit(), self.payple.budget().in_flight_limit()];
+        limits.into_iter().try_fold(0, |most, limit| limit.map(|l| most.max(l as usize)))
     }
 
     /// The adapter that serves `mode`.
