@@ -144,7 +144,10 @@ impl Budget {
             Some(slots) => Some(slots.clone().acquire_owned().await.expect("the budget's semaphore is never closed")),
             None => None,
         };
-        tokio::time::sleep_until(self.turn()).await;
+        let turn = self.turn();
+        if turn > Instant::now() {
+            tokio::time::sleep_until(turn).await;
+        }
         let result = request.send().await;
         if let Ok(response) = &result {
             self.observe(Answer::of(response));
