@@ -941,35 +941,53 @@ async fn a_payple_charge_resent_on_another_day_is_found_under_every_date_it_was_
 
 /// Review: a worker whose lease ran out between its claim and its attempt write (a stalled
 /// Lambda) charged a subscription the partner had canceled meanwhile. The claim and the attempt
-/// are now one transaction, and a lifecycle change waits while the attempt is pending: a cancel
-/// during the stall is refused, and the stalled worker's charge is recorded, never orphaned.
+/// are now one transaction, and a lifecycle change waits while the attempt is pending. Review of
+/// that (issue 25): a worker stalled past its lease (a frozen Lambda, or one waiting for its PG's
+/// budget) must not send then: the next worker looks the charge up, re-sends it and is declined,
+/// and Payple would approve the stalled worker's send of the same order after that decline — a
+/// charge nobody is collecting any more, and a second one for the period with the dunning retry.
+/// Nothing is sent after the claim's send-by time.
 #[tokio::test]
-async fn a_stalled_worker_s_pending_charge_holds_off_a_cancel_and_is_recorded() {
+async fn a_worker_stalled_past_its_lease_sends_nothing_after_the_next_worker_settled_the_charge() {
     let e = env().await;
     let partner = e.partner().await;
     let s = e.subscription("sub_stall", PgMode::Payple, kst(2027, 1, 15, 10), 9_900).await;
     let due = s.subscription.next_attempt_at.unwrap();
     let stalling = Deps {
-        crash_at: Some(CrashPoint::StallAfterClaim { ms: 3_500 }),
-        settings: Settings { lease: SignedDuration::from_secs(1), ..e.deps.settings.clone() },
+        crash_at: Some(CrashPoint::StallAfterClaim { ms: 4_000 }),
+        settings: Settings { lease: SignedDuration::from_secs(2), ..e.deps.settings.clone() },
         ..e.deps.clone()
     };
     e.admin("/__admin/clock", json!({"now": due.to_string()})).await;
     let ticking = tokio::spawn(async move { tick(&stalling, due, None).await });
-    tokio::time::sleep(Duration::from_millis(2_500)).await; // the stalled worker's lease is over
+    // The stalled worker's attempt is pending: a cancel waits for it.
+    let mut pending = false;
+    for _ in 0..100 {
+        pending = !e.store.attempts_of(s.id()).await.unwrap().is_empty();
+        if pending {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(pending, "the stalled worker claimed and wrote its attempt");
     let (status, v) = partner.post("/subscriptions/sub_stall/cancel", &json!({}), None).await;
     assert_eq!((status, v["error"]["code"].as_str()), (409, Some("renewal_in_progress")), "{v}");
-    let r = ticking.await.unwrap();
-    let after = e.get("sub_stall").await;
+    tokio::time::sleep(Duration::from_millis(2_200)).await; // the stalled worker's lease is over
+    // The next worker finds the attempt, looks it up (not there), re-sends it: declined.
+    e.admin(
+        "/__admin/scenarios",
+        json!({"operation": "charge", "count": 1, "fault": {"kind": "decline", "hard": false}}),
+    )
+    .await;
+    let next = e.tick_at(due, &e.deps).await;
+    assert_eq!(next.declined, 1, "{next:?}");
+    let stalled = ticking.await.unwrap();
     assert_eq!(
-        (r.charged, e.pg_charges("sub_stall").await.len(), after.subscription.state),
-        (1, 1, SubscriptionState::Active),
-        "tick {r:?}; attempts {:?}",
-        e.store.attempts_of(s.id()).await.unwrap()
+        e.pg_charges("sub_stall").await,
+        Vec::<String>::new(),
+        "the stalled worker sent nothing after its send-by time: {stalled:?}"
     );
-    assert_eq!(e.store.payments_of_subscription(s.id()).await.unwrap().len(), 1, "the charge is recorded");
-    let (status, v) = partner.post("/subscriptions/sub_stall/cancel", &json!({}), None).await;
-    assert_eq!((status, v["state"].as_str()), (200, Some("canceled")), "{v}");
+    assert_eq!(e.get("sub_stall").await.subscription.state, SubscriptionState::PastDue, "dunning goes on");
 }
 
 /// Review: a worker stalled past its lease while resolving an unknown charge re-paid it after

@@ -1,7 +1,7 @@
 //! One due subscription: claim, act, commit. Every write is conditional; the outcome of a charge
 //! and everything it changes are one transaction.
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use paycycle::Secret;
 use paycycle::domain::attempt::{Attempt, AttemptStatus, AttemptStatusKind, ChargeId, SubscriptionId};
 use paycycle::domain::subscription::{DueAction, SubscriptionState, Transition};
@@ -295,13 +295,20 @@ enum Verdict {
 type TransitionResult = Result<Transition, paycycle::domain::subscription::TransitionError>;
 
 impl Settling<'_> {
-    /// Sends the charge of the attempt on `key` and commits the outcome.
+    /// Sends the charge of the attempt on `key` and commits the outcome. The charge's requests
+    /// must start early enough to be answered (or given up) before the claim's lease ends: after
+    /// it, another worker may look the charge up and send it again. One that cannot start in
+    /// time — it waited for its PG's budget — is not sent at all.
     async fn send(&self, key: &Secret) -> Outcome {
         let req = charge_request(self.claimed, self.attempt, key);
-        let result = match self.deps.pgs.adapter(self.claimed.pg).charge(&req).await {
-            Err(PgError::AlreadyProcessed { .. }) => already_sent(self.deps, self.claimed, self.attempt).await,
-            other => other,
+        let charging = async {
+            match self.deps.pgs.adapter(self.claimed.pg).charge(&req).await {
+                Err(PgError::AlreadyProcessed { .. }) => already_sent(self.deps, self.claimed, self.attempt).await,
+                other => other,
+            }
         };
+        let send_by = send_by(self.claimed, self.deps.pgs.request_timeout);
+        let result = paycycle::pg::budget::sending_by(send_by, charging).await;
         if crashed(self.deps, CrashPoint::AfterPgCall) {
             return Outcome::Crashed;
         }
@@ -692,6 +699,16 @@ async fn already_sent(deps: &Deps, claimed: &SubscriptionRecord, attempt: &Attem
             ),
         }),
     }
+}
+
+/// The latest moment a request of a charge under `claimed`'s lease may start: its lease's end
+/// (whole seconds on the wall clock, as the claim's condition reads it) less one request's
+/// timeout and a second for clocks, as a monotonic instant.
+fn send_by(claimed: &SubscriptionRecord, request_timeout: std::time::Duration) -> tokio::time::Instant {
+    let lease_end = Timestamp::from_second(claimed.lease_until).unwrap_or_else(|_| Timestamp::now());
+    let left = lease_end.duration_since(Timestamp::now()) - SignedDuration::from_secs(1);
+    let left = std::time::Duration::try_from(left).unwrap_or_default().saturating_sub(request_timeout);
+    tokio::time::Instant::now() + left
 }
 
 /// When a charge request goes out, for the PG's date: the wall clock, which is the PG's. Under

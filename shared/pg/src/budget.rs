@@ -65,6 +65,41 @@ pub struct Share {
     pub interval: Option<Duration>,
 }
 
+tokio::task_local! {
+    /// The latest moment a request of this task may start ([`sending_by`]).
+    static SEND_BY: Instant;
+}
+
+/// Runs `f` with a send-by time: a request of `f` that cannot get its slot and its turn by
+/// `deadline` is not sent at all ([`Unsent::NoRoom`]). renew sets it from the claim's lease: a
+/// charge must be answered (or timed out) before the lease ends and another worker may look it
+/// up and send it again.
+pub async fn sending_by<F: std::future::Future>(deadline: Instant, f: F) -> F::Output {
+    SEND_BY.scope(deadline, f).await
+}
+
+/// Why a request was not answered.
+#[derive(Debug)]
+pub enum Unsent {
+    /// The budget had no room before the send-by time: the request never left.
+    NoRoom,
+    /// It was sent (or tried): the HTTP client's error.
+    Http(reqwest::Error),
+}
+
+impl Unsent {
+    /// As a PG error: not sent at all is [`PgError::Transient`] whatever the request; an HTTP
+    /// failure is classed as [`crate::transport_error`] does.
+    pub fn into_pg(self, moves_money: bool) -> crate::PgError {
+        match self {
+            Unsent::NoRoom => crate::PgError::Transient {
+                reason: "not sent: the PG's budget had no room before the claim's send-by time".into(),
+            },
+            Unsent::Http(e) => crate::transport_error(&e, moves_money),
+        }
+    }
+}
+
 /// One PG's budget in this process, shared by every call to that PG (cheap to clone).
 #[derive(Clone, Debug)]
 pub struct Budget {
@@ -84,6 +119,8 @@ struct Inner {
 struct Pace {
     /// When the next request may start.
     next: Instant,
+    /// Until when the last congested answer paused every request.
+    paused_until: Instant,
     /// The interval is multiplied by this while the PG is congested.
     slowdown: u32,
     /// The pause after the next congested answer.
@@ -120,7 +157,8 @@ impl Answer {
 impl Budget {
     /// A budget with this process's `share` of `pg`'s limits.
     pub fn new(pg: &'static str, share: Share) -> Self {
-        let pace = Pace { next: Instant::now(), slowdown: 1, pause: FIRST_PAUSE, calm: 0 };
+        let now = Instant::now();
+        let pace = Pace { next: now, paused_until: now, slowdown: 1, pause: FIRST_PAUSE, calm: 0 };
         Self {
             inner: Arc::new(Inner {
                 pg,
@@ -137,22 +175,48 @@ impl Budget {
         Self::new(pg, Share { in_flight: None, interval: None })
     }
 
-    /// Sends `request` when the budget allows: a free slot, then its turn at the pace; the answer
-    /// is observed for congestion. The slot is held until the answer's headers arrive.
-    pub async fn send(&self, request: reqwest::RequestBuilder) -> reqwest::Result<reqwest::Response> {
+    /// Sends `request` when the budget allows: a free slot, then its turn at the pace (and past
+    /// any pause a congested answer asked for); the answer is observed for congestion. The slot
+    /// is held until the answer's headers arrive. Under [`sending_by`], nothing is sent once the
+    /// send-by time has passed.
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, Unsent> {
+        let send_by = SEND_BY.try_with(|d| *d).ok();
         let _slot = match &self.inner.in_flight {
-            Some(slots) => Some(slots.clone().acquire_owned().await.expect("the budget's semaphore is never closed")),
+            Some(slots) => {
+                let acquire = slots.clone().acquire_owned();
+                let permit = match send_by {
+                    Some(by) => tokio::time::timeout_at(by, acquire).await.map_err(|_| Unsent::NoRoom)?,
+                    None => acquire.await,
+                };
+                Some(permit.expect("the budget's semaphore is never closed"))
+            }
             None => None,
         };
-        let turn = self.turn();
-        if turn > Instant::now() {
-            tokio::time::sleep_until(turn).await;
+        let mut turn = self.turn();
+        loop {
+            if send_by.is_some_and(|by| turn > by) {
+                return Err(Unsent::NoRoom);
+            }
+            if turn > Instant::now() {
+                tokio::time::sleep_until(turn).await;
+            }
+            // A congested answer that came while this request waited pauses it too.
+            match self.paused_until() {
+                Some(until) if until > turn => turn = until,
+                _ => break,
+            }
         }
-        let result = request.send().await;
+        let result = request.send().await.map_err(Unsent::Http);
         if let Ok(response) = &result {
             self.observe(Answer::of(response));
         }
         result
+    }
+
+    /// Until when a congested answer paused this PG's requests, if that is still ahead.
+    fn paused_until(&self) -> Option<Instant> {
+        let pace = self.inner.pace.lock().unwrap_or_else(PoisonError::into_inner);
+        Some(pace.paused_until).filter(|t| *t > Instant::now())
     }
 
     /// Takes the next start time at the pace.
@@ -177,7 +241,8 @@ impl Budget {
             }
             Answer::Congested { retry_after } => {
                 let wait = retry_after.unwrap_or(pace.pause).min(MAX_PAUSE);
-                pace.next = pace.next.max(Instant::now() + wait);
+                pace.paused_until = pace.paused_until.max(Instant::now() + wait);
+                pace.next = pace.next.max(pace.paused_until);
                 pace.slowdown = (pace.slowdown * 2).min(MAX_SLOWDOWN);
                 pace.pause = (pace.pause * 2).min(MAX_PAUSE);
                 pace.calm = 0;

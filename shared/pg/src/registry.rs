@@ -28,6 +28,8 @@ pub enum PgChange {
 pub struct Registry {
     pub steppay: steppay::SteppayClient,
     pub payple: payple::PaypleClient,
+    /// The longest one PG request takes before it is given up (`PG_TIMEOUT_MS`).
+    pub request_timeout: Duration,
 }
 
 impl Registry {
@@ -52,15 +54,17 @@ impl Registry {
                 secrets.payple_refund_key.clone(),
             )
             .with_budget(Budget::new("payple", config.payple_budget)),
+            request_timeout: Duration::from_millis(config.pg_timeout_ms),
         }
     }
 
-    /// The most requests this process may have in flight to any one PG, if every PG is limited
-    /// ([`crate::budget`]): renew starts no more renewals at once than that, so none waits on a
-    /// budget while its claim's lease runs.
+    /// The fewest requests this process may have in flight to a PG whose budget limits them
+    /// ([`crate::budget`]): renew starts no more renewals at once than that, so renewals of any
+    /// one PG do not queue on its budget while their claims' leases run (a renewal that still
+    /// cannot start its PG call in time sends nothing: [`crate::budget::sending_by`]).
     pub fn in_flight_share(&self) -> Option<usize> {
         let limits = [self.steppay.budget().in_flight_limit(), self.payple.budget().in_flight_limit()];
-        limits.into_iter().try_fold(0, |most, limit| limit.map(|l| most.max(l as usize)))
+        limits.into_iter().flatten().map(|l| l as usize).min()
     }
 
     /// The adapter that serves `mode`.

@@ -477,8 +477,10 @@ async fn setup(world: &World, seed: u64, log: &mut Vec<String>) -> Result<Scenar
     })
 }
 
-/// A renew lease in chaos scenarios (wall clock): longer than any renewal there (PG timeout 300 ms).
-const CHAOS_LEASE: SignedDuration = SignedDuration::from_secs(2);
+/// A renew lease in chaos scenarios (wall clock): longer than any renewal there (PG timeout 300 ms),
+/// and long enough that a charge's requests can start before its send-by time (the lease's end,
+/// in whole seconds, less a second and the PG timeout).
+const CHAOS_LEASE: SignedDuration = SignedDuration::from_secs(3);
 
 const CRASH_POINTS: [CrashPoint; 4] =
     [CrashPoint::AfterClaim, CrashPoint::AfterAttemptWrite, CrashPoint::AfterPgCall, CrashPoint::BeforeCommit];

@@ -266,7 +266,7 @@ impl PaypleClient {
         let url = self.base.join("/php/auth.php").map_err(|e| PgError::Invalid(e.to_string()))?;
         let request =
             self.http.post(url).header("Referer", &self.referer).header("Cache-Control", "no-cache").json(&body);
-        let resp = self.budget.send(request).await.map_err(|e| transport_error(&e, false))?;
+        let resp = self.budget.send(request).await.map_err(|e| e.into_pg(false))?;
         let status = resp.status();
         let text = resp.text().await.map_err(|e| transport_error(&e, false))?;
         if !status.is_success() {
@@ -297,7 +297,7 @@ impl PaypleClient {
     async fn call<B: Serialize>(&self, url: Url, body: &B, moves_money: bool) -> Result<PaypleResult, PgError> {
         let request =
             self.http.post(url).header("Referer", &self.referer).header("Cache-Control", "no-cache").json(body);
-        let resp = self.budget.send(request).await.map_err(|e| transport_error(&e, moves_money))?;
+        let resp = self.budget.send(request).await.map_err(|e| e.into_pg(moves_money))?;
         let status = resp.status();
         let text = resp.text().await.map_err(|e| transport_error(&e, moves_money))?;
         let unknown =

@@ -98,7 +98,7 @@ impl SteppayClient {
         if let Some(body) = body {
             req = req.header("content-type", "application/json").body(body);
         }
-        let resp = self.budget.send(req).await.map_err(|e| transport_error(&e, moves_money))?;
+        let resp = self.budget.send(req).await.map_err(|e| e.into_pg(moves_money))?;
         let status = resp.status().as_u16();
         let text = resp.text().await.map_err(|e| transport_error(&e, moves_money))?;
         if (200..300).contains(&status) { Ok(text) } else { Err(classify(status, &text, moves_money)) }
