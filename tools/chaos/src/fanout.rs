@@ -32,6 +32,9 @@ pub struct Plan {
     pub redeliver_percent: u64,
     /// Per cent of walks given a deadline a few milliseconds away (hand-overs).
     pub short_deadline_percent: u64,
+    /// Workers renew one subscription at a time, a page of one (so a deadline falls between two
+    /// renewals of a shard, and the rest is handed over with its cursor).
+    pub one_at_a_time: bool,
     /// A worker that crashes at this step of a renewal (its first message only).
     pub crash: Option<(usize, CrashPoint)>,
     pub seed: u64,
@@ -67,7 +70,10 @@ pub type LiveShards = HashSet<String>;
 /// Runs one tick at `now` through the fan-out with `deps` (renew's, without a queue).
 pub async fn tick(deps: &renew::Deps, tick_id: &str, now: Timestamp, live: &LiveShards, plan: &Plan) -> Done {
     let queue = ShardQueue::in_memory();
-    let deps = renew::Deps { shard_queue: Some(queue.clone()), ..deps.clone() };
+    let mut deps = renew::Deps { shard_queue: Some(queue.clone()), ..deps.clone() };
+    if plan.one_at_a_time {
+        (deps.settings.concurrency, deps.settings.page_size) = (1, 1);
+    }
     let mut done = Done::default();
     let dispatches = if plan.dispatched_twice { 2 } else { 1 };
     for _ in 0..dispatches {

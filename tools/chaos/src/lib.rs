@@ -335,6 +335,22 @@ pub async fn run_tampered(world: &World, seed: u64, tamper: Option<Tamper>) -> R
     result.map_err(|message| Failure { seed, message, log })
 }
 
+/// The `i`-th subscription's id. In every other scenario all of them share the first one's
+/// due-index shard, so a fan-out worker walks them in one shard (and can hand the rest over).
+fn subscription_id(seed: u64, i: i64, first: Option<&SubscriptionId>) -> String {
+    let plain = format!("sub_chaos{seed}n{i}");
+    let Some(first) = first.filter(|_| seed % 2 == 0) else { return plain };
+    let shard = paycycle::store::subscriptions::due_shard(first);
+    let beside = |j: u32| format!("{plain}s{j}");
+    let same = (0..10_000u32).find(|&j| {
+        SubscriptionId::parse(&beside(j)).is_ok_and(|id| paycycle::store::subscriptions::due_shard(&id) == shard)
+    });
+    match same {
+        Some(j) => beside(j),
+        None => plain,
+    }
+}
+
 fn kst_start(rng: &mut Rng, near_wall_clock: bool) -> Timestamp {
     if near_wall_clock {
         // Due within a day or two of the wall clock: billing time and lease time (the wall
@@ -442,7 +458,7 @@ async fn setup(world: &World, seed: u64, log: &mut Vec<String>) -> Result<Scenar
         };
         let anchor = kst_start(&mut rng, near_wall_clock);
         let amount = rng.range(10, 1_000) * 100;
-        let id = format!("sub_chaos{seed}n{i}");
+        let id = subscription_id(seed, i, subs.first().map(|s: &Sub| &s.id));
         seed_subscription(&store, &world.vault, &id, pg, anchor, amount, &key).await?;
         log.push(format!("{id}: {pg:?}, {amount}원 monthly from {anchor}"));
         earliest = Some(earliest.map_or(anchor, |e| e.min(anchor)));
@@ -598,6 +614,7 @@ impl Scenario {
             past_dedupe_window: self.rng.chance(30),
             redeliver_percent: *self.rng.pick(&[0, 20, 50]),
             short_deadline_percent: *self.rng.pick(&[0, 15, 40]),
+            one_at_a_time: self.rng.chance(50),
             crash: crash.map(|at| (self.rng.below(workers as u64) as usize, at)),
             seed: self.rng.next_u64(),
         }
