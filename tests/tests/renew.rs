@@ -436,7 +436,7 @@ async fn two_overlapping_ticks_whose_billing_times_differ_by_the_lease_charge_on
         let deps = slow.clone();
         async move { tick(&deps, due, None).await }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_attempt(&e, &s).await;
     // The next scheduled tick: its billing `now` is one lease later, its wall clock is not.
     let second = tick(&slow, plus(due, SignedDuration::from_secs(300)), None).await;
     let first = first.await.unwrap();
@@ -461,7 +461,7 @@ async fn a_lease_taken_by_a_tick_behind_the_wall_clock_is_live_for_the_lifecycle
         let deps = slow.clone();
         async move { tick(&deps, due, None).await }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_attempt(&e, &s).await;
     let (status, v) = partner.post("/subscriptions/sub_behind/cancel", &json!({}), None).await;
     assert_eq!((status, v["error"]["code"].as_str()), (409, Some("renewal_in_progress")), "{v}");
     let r = ticking.await.unwrap();
@@ -561,7 +561,7 @@ async fn an_approved_renewal_is_recorded_when_a_cancel_subscription_refund_races
         let deps = slow.clone();
         async move { tick(&deps, due, None).await }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_attempt(&e, &s).await;
     let (status, v) = partner
         .post(
             &format!("/payments/{}/refunds", first.payment_id),
@@ -616,7 +616,7 @@ async fn an_approved_charge_is_recorded_even_when_its_commit_loses_a_race() {
         let deps = slow.clone();
         async move { tick(&deps, due, None).await }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_attempt(&e, &s).await;
     // verify hears of the charge meanwhile and notes a payment id on the pending attempt.
     let charge_id = paycycle::domain::attempt::ChargeId::new(s.id().clone(), 1, 1).unwrap();
     e.store.hint_attempt(&charge_id, "hinted-by-a-webhook", false).await.unwrap();
@@ -954,22 +954,14 @@ async fn a_worker_stalled_past_its_lease_sends_nothing_after_the_next_worker_set
     let s = e.subscription("sub_stall", PgMode::Payple, kst(2027, 1, 15, 10), 9_900).await;
     let due = s.subscription.next_attempt_at.unwrap();
     let stalling = Deps {
-        crash_at: Some(CrashPoint::StallAfterClaim { ms: 4_000 }),
+        crash_at: Some(CrashPoint::StallAfterClaim { ms: 8_000 }),
         settings: Settings { lease: SignedDuration::from_secs(2), ..e.deps.settings.clone() },
         ..e.deps.clone()
     };
     e.admin("/__admin/clock", json!({"now": due.to_string()})).await;
     let ticking = tokio::spawn(async move { tick(&stalling, due, None).await });
     // The stalled worker's attempt is pending: a cancel waits for it.
-    let mut pending = false;
-    for _ in 0..100 {
-        pending = !e.store.attempts_of(s.id()).await.unwrap().is_empty();
-        if pending {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(pending, "the stalled worker claimed and wrote its attempt");
+    wait_for_attempt(&e, &s).await;
     let (status, v) = partner.post("/subscriptions/sub_stall/cancel", &json!({}), None).await;
     assert_eq!((status, v["error"]["code"].as_str()), (409, Some("renewal_in_progress")), "{v}");
     tokio::time::sleep(Duration::from_millis(2_200)).await; // the stalled worker's lease is over
@@ -1855,4 +1847,15 @@ async fn a_pg_answering_429_slows_renew_down_and_nothing_is_sent_twice() {
     for id in &ids {
         assert_eq!(e.pg_charges(id).await.len(), 1, "{id} charged once");
     }
+}
+
+/// Waits (up to 10 s, a busy machine's tick) until a tick has claimed `s` and written its attempt.
+async fn wait_for_attempt(e: &Env, s: &SubscriptionRecord) {
+    for _ in 0..500 {
+        if !e.store.attempts_of(s.id()).await.unwrap().is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no tick claimed {} and wrote its attempt", s.id());
 }

@@ -94,6 +94,9 @@ async fn renew_as_read(
         Ok(a) => a,
         Err(e) => return Ok(log_err(read.id(), "due action failed", &e)),
     };
+    if read.lease_until > Timestamp::now().as_second() {
+        return Ok(Outcome::Skipped); // another worker holds it (no key opened, no write tried)
+    }
     if let DueAction::Charge { .. } = action {
         return charge(deps, read, now, owner).await;
     }
