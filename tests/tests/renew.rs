@@ -284,8 +284,8 @@ async fn a_timeout_after_the_pg_charged_is_resolved_on_the_next_tick_without_a_s
 async fn a_crash_at_any_step_still_charges_every_period_exactly_once() {
     let e = env().await;
     // Leases run on the wall clock: a short one, waited for for real (held in whole seconds, so
-    // at least 4 s of it are left for the ticks during it, on a busy machine too).
-    let lease = SignedDuration::from_secs(5);
+    // at least 7 s of it are left for the ticks during it, on a busy machine too).
+    let lease = SignedDuration::from_secs(8);
     let deps = Deps { settings: Settings { lease, ..e.deps.settings.clone() }, ..e.deps.clone() };
     let points =
         [CrashPoint::AfterClaim, CrashPoint::AfterAttemptWrite, CrashPoint::AfterPgCall, CrashPoint::BeforeCommit];
@@ -300,7 +300,7 @@ async fn a_crash_at_any_step_still_charges_every_period_exactly_once() {
         // settled exactly once.
         let during = e.tick_at(due.checked_add(SignedDuration::from_mins(10)).unwrap(), &deps).await;
         assert_eq!(during.charged + during.resolved, 0, "{point:?}: lease still held: {during:?}");
-        tokio::time::sleep(Duration::from_millis(5_200)).await;
+        tokio::time::sleep(Duration::from_millis(8_200)).await;
         for minutes in [16, 22] {
             e.tick_at(due.checked_add(SignedDuration::from_mins(minutes)).unwrap(), &deps).await;
         }
@@ -316,7 +316,7 @@ async fn a_crash_at_any_step_still_charges_every_period_exactly_once() {
     let s = e.subscription("sub_crashsp", PgMode::SteppaySelf, kst(2027, 1, 20, 10), 5_000).await;
     let due = s.subscription.next_attempt_at.unwrap();
     e.tick_at(due, &Deps { crash_at: Some(CrashPoint::AfterClaim), ..deps.clone() }).await;
-    tokio::time::sleep(Duration::from_millis(5_200)).await;
+    tokio::time::sleep(Duration::from_millis(8_200)).await;
     let r = e.tick_at(due.checked_add(SignedDuration::from_mins(6)).unwrap(), &deps).await;
     assert_eq!((r.unknown, e.pg_charges("sub_crashsp").await.len()), (1, 0), "{r:?}");
 }
@@ -586,12 +586,14 @@ async fn a_charge_left_pending_by_a_dead_worker_blocks_lifecycle_changes_until_r
     let partner = e.partner().await;
     let s = e.subscription("sub_pend", PgMode::Payple, kst(2027, 1, 15, 10), 9_900).await;
     let due = s.subscription.next_attempt_at.unwrap();
-    let lease = SignedDuration::from_secs(2);
+    // Long enough for the charge to start before its send-by time (the lease's end less the PG
+    // timeout of 1 s and a second).
+    let lease = SignedDuration::from_secs(4);
     let settings = Settings { lease, ..e.deps.settings.clone() };
     let dying = Deps { crash_at: Some(CrashPoint::AfterPgCall), settings: settings.clone(), ..e.deps.clone() };
     assert_eq!(e.tick_at(due, &dying).await.errors, 1);
     assert_eq!(e.pg_charges("sub_pend").await.len(), 1, "the PG charged");
-    tokio::time::sleep(Duration::from_millis(2_200)).await; // the dead worker's lease is over
+    tokio::time::sleep(Duration::from_millis(4_200)).await; // the dead worker's lease is over
     for (action, body) in [("cancel", json!({})), ("pause", json!({})), ("plan", json!({"amount": 5_000}))] {
         let (status, v) = partner.post(&format!("/subscriptions/sub_pend/{action}"), &body, None).await;
         assert_eq!((status, v["error"]["code"].as_str()), (409, Some("renewal_in_progress")), "{action}: {v}");
