@@ -75,10 +75,10 @@ pub async fn renew_one(deps: &Deps, read: &SubscriptionRecord, now: Timestamp, o
         Ok(None) => return Outcome::Skipped,
         Err(e) => return log_err(read.id(), "read failed", &e),
     };
-    let held = fresh.lease_until > Timestamp::now().as_second();
-    if fresh.version == read.version || held {
-        return Outcome::Skipped; // another worker has it (or it is not due any more)
+    if fresh.version == read.version {
+        return Outcome::Skipped; // unchanged: the claim was lost to a live lease
     }
+    // Changed: renewed as it is now (one another worker holds is skipped there).
     renew_as_read(deps, &fresh, now, owner).await.unwrap_or(Outcome::Skipped)
 }
 

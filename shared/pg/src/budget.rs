@@ -265,11 +265,6 @@ impl Budget {
     pub fn in_flight_limit(&self) -> Option<u32> {
         self.inner.limit
     }
-
-    /// Requests that may start now without waiting for a slot (`None`: no in-flight limit).
-    pub fn free_slots(&self) -> Option<usize> {
-        self.inner.in_flight.as_ref().map(|s| s.available_permits())
-    }
 }
 
 #[cfg(test)]
