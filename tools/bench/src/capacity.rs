@@ -1,9 +1,10 @@
 //! The capacity table: a morning of N renewals at a PG budget of B renewals in flight, computed
-//! from what the run measured at the realistic PG latency (the fan-out at L = 1 s: the store's time
-//! and write units per renewal) and from the deployment as the template and renew define it (the
+//! from what the run measured (the fan-out at the realistic PG latency L = 1 s, its write units per
+//! renewal; the store's time per renewal) and from the deployment as the template and renew define it (the
 //! worker's timeout and memory, renew's deadline margin and concurrency, the shard counts).
 //!
-//! - time per renewal t = L + store time per renewal (measured);
+//! - time per renewal t = L + store time per renewal (measured one renewal at a time: see
+//!   [`Inputs::store_s_per_renewal`]);
 //! - the morning's duration = N × t ÷ B (B renewals in flight the whole time);
 //! - DynamoDB WCU/s at the peak = B ÷ t × WCU per renewal (measured);
 //! - a worker invocation starts renewals for (timeout − margin) s, at C in flight: it does
@@ -36,8 +37,15 @@ const WORKER: &str = "RenewWorkerFunction";
 /// What the table is computed from.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Inputs {
+    /// The run the latency, the queued store time and the write units come from.
+    pub source: String,
     pub latency_s: f64,
+    /// DynamoDB's time per renewal, measured one renewal at a time: the emulator serves one
+    /// statement at a time, so with renewals in flight its queue adds to every request — a queue
+    /// DynamoDB, serving requests in parallel, does not have.
     pub store_s_per_renewal: f64,
+    /// The same in the 1 s run, the emulator's queueing included (the table's pessimistic note).
+    pub queued_store_s_per_renewal: f64,
     pub write_units_per_renewal: f64,
     /// renew's concurrency per worker (`PAYCYCLE_RENEW_CONCURRENCY`'s default).
     pub per_worker: u64,
@@ -65,9 +73,11 @@ pub struct Row {
 }
 
 impl Inputs {
-    /// From `run` (the fan-out at L = 1 s) and the deployment: the template's worker function,
-    /// renew's settings as its `main` fits them to the PG client's default timeout.
-    pub fn measured(run: &Run, template: &Template) -> Result<Self, String> {
+    /// From `run` (the fan-out at L = 1 s: latency, write units), `alone` (one renewal at a time:
+    /// the store's time per renewal without the emulator's queueing) and the deployment: the
+    /// template's worker function, renew's settings as its `main` fits them to the PG client's
+    /// default timeout.
+    pub fn measured(run: &Run, alone: &Run, template: &Template) -> Result<Self, String> {
         let (_, worker) = template
             .resources_of_type("AWS::Serverless::Function")
             .map_err(|e| e.to_string())?
@@ -79,8 +89,10 @@ impl Inputs {
         let pg = paycycle_dev::local_config(&names, "http://127.0.0.1:1", None).map_err(|e| e.to_string())?.pg;
         let settings = renew::Settings::default().fitted_to(Duration::from_millis(pg.pg_timeout_ms));
         Ok(Self {
+            source: crate::report_scale::walkers(run),
             latency_s: run.latency_ms as f64 / 1000.0,
-            store_s_per_renewal: run.store_ms_per_renewal / 1000.0,
+            store_s_per_renewal: alone.store_ms_per_renewal / 1000.0,
+            queued_store_s_per_renewal: run.store_ms_per_renewal / 1000.0,
             write_units_per_renewal: run.write_units_per_renewal,
             per_worker: settings.concurrency as u64,
             shards: u64::from(due_shard_count()),
@@ -89,6 +101,11 @@ impl Inputs {
             worker_memory_mb: number("MemorySize")?,
             deadline_margin_s: settings.deadline_margin.as_secs_f64(),
         })
+    }
+
+    /// The morning's duration (hours) with the store's time as queued by the emulator in the 1 s run.
+    pub fn hours_queued(&self, n: u64, budget: u64) -> f64 {
+        n as f64 * (self.latency_s + self.queued_store_s_per_renewal) / budget as f64 / 3600.0
     }
 
     pub fn rows(&self) -> Vec<Row> {
@@ -134,8 +151,10 @@ mod tests {
 
     fn inputs() -> Inputs {
         Inputs {
+            source: "4 workers × 16".into(),
             latency_s: 1.0,
             store_s_per_renewal: 0.02,
+            queued_store_s_per_renewal: 0.1,
             write_units_per_renewal: 17.0,
             per_worker: 16,
             shards: 64,

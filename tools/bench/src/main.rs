@@ -7,6 +7,7 @@ mod capacity;
 mod cold_start;
 mod costs;
 mod deliveries;
+mod dynoxide;
 mod morning;
 mod renew_throughput;
 mod report;
@@ -17,11 +18,11 @@ mod shard_workers;
 mod stats;
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use paycycle_dev::{LocalStack, Options};
 
+use crate::dynoxide::Dynoxide;
 use crate::morning::{Morning, Spread};
 use crate::renew_throughput::Walkers;
 
@@ -64,46 +65,6 @@ fn args() -> Result<Args, String> {
     Ok(a)
 }
 
-/// Dynoxide on a free 127.0.0.1 port, stopped (by the PID we started) on drop.
-struct Dynoxide {
-    child: tokio::process::Child,
-    endpoint: String,
-}
-
-impl Dynoxide {
-    async fn start(path: &PathBuf) -> Result<Self, String> {
-        for _ in 0..3 {
-            let port = paycycle_testkit::moto::free_port().map_err(|e| e.to_string())?;
-            let mut child = tokio::process::Command::new(path)
-                .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string(), "--log", "quiet"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|e| format!("starting {}: {e} (make bench installs it)", path.display()))?;
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                    return Ok(Self { child, endpoint: format!("http://127.0.0.1:{port}") });
-                }
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            let _ = child.kill().await;
-        }
-        Err("dynoxide did not start".into())
-    }
-}
-
-impl Drop for Dynoxide {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
 #[tokio::main]
 async fn main() {
     if let Err(e) = run().await {
@@ -113,16 +74,17 @@ async fn main() {
 }
 
 /// W workers × C at the realistic PG latency (1 s, the target) and at 50 ms (where the store caps
-/// it); the capacity table from the first 1 s run.
+/// it), after one renewal at a time; the capacity table from the first 1 s run and that one.
 async fn throughput(bench: &morning::Bench, quick: bool, report: &mut report::Report) -> Result<(), String> {
     eprintln!("bench: renew throughput, W workers × C in flight");
-    // (PG latency ms, workers, C, due per shard: a multiple of C)
-    let plan: [(u64, usize, usize, usize); 3] = if quick {
-        [(1000, 4, 4, 4), (50, 4, 4, 8), (50, 4, 16, 16)]
+    // (PG latency ms, workers, C, due per shard: a multiple of C). First one renewal at a time (the
+    // store's time per renewal without queueing), then the realistic latency, then 50 ms.
+    let plan: &[(u64, usize, usize, usize)] = if quick {
+        &[(50, 1, 1, 1), (1000, 4, 4, 4), (50, 4, 4, 8), (50, 4, 16, 16)]
     } else {
-        [(1000, 4, 16, 32), (50, 4, 4, 16), (50, 4, 16, 64)]
+        &[(50, 1, 1, 2), (1000, 4, 8, 16), (1000, 4, 16, 32), (50, 4, 4, 16), (50, 4, 16, 64)]
     };
-    for (latency_ms, workers, c, per_shard) in plan {
+    for &(latency_ms, workers, c, per_shard) in plan {
         let morning = Morning::prepare(bench, Spread::Even { per_shard }, Duration::from_millis(latency_ms)).await?;
         let run = renew_throughput::run(bench, morning, Walkers::FanOut(workers), c).await?;
         eprintln!(
@@ -135,8 +97,9 @@ async fn throughput(bench: &morning::Bench, quick: bool, report: &mut report::Re
         );
         report.renew.push(run);
     }
-    if let Some(r) = report.renew.iter().find(|r| report_scale::at_one_second(r)) {
-        let inputs = capacity::Inputs::measured(r, &bench.template)?;
+    let alone = report.renew.iter().find(|r| r.in_flight() == 1);
+    if let (Some(r), Some(alone)) = (report.renew.iter().find(|r| report_scale::at_one_second(r)), alone) {
+        let inputs = capacity::Inputs::measured(r, alone, &bench.template)?;
         report.capacity = Some((inputs.clone(), inputs.rows()));
     }
     Ok(())
@@ -214,15 +177,13 @@ async fn run() -> Result<(), String> {
     // 3. renew at scale (Dynoxide): throughput at two PG latencies, the fan-out against the single
     // walk, and the capacity table computed from them.
     if runs("renew") || runs("fanout") {
-        let dynoxide = Dynoxide::start(&args.dynoxide).await?;
-        let bench = morning::Bench::new(&dynoxide.endpoint).await?;
+        let bench = morning::Bench::new(&args.dynoxide).await?;
         if runs("renew") {
             throughput(&bench, args.quick, &mut report).await?;
         }
         if runs("fanout") {
             report.fan_out = Some(fan_out(&bench, args.quick).await?);
         }
-        drop(dynoxide);
     }
 
     // 4. Webhooks to partners: one deliver instance's throughput (Dynoxide) and commit → delivery

@@ -1,5 +1,5 @@
-//! A morning of renewals, set up for one measured run: a fresh table (Dynoxide) and a fresh PG
-//! sandbox, N StepPay-self subscriptions due now whose every charge the sandbox holds for the
+//! A morning of renewals, set up for one measured run: a fresh Dynoxide with the table and a fresh
+//! PG sandbox, N StepPay-self subscriptions due now whose every charge the sandbox holds for the
 //! run's PG latency, and renew's dependencies pointed at them. After the run, [`Morning::ledger`]
 //! checks the PG's side: exactly N charges, N distinct order ids.
 //!
@@ -10,6 +10,7 @@
 //! [`RoundTrips`], which notes who waited for which request.
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -26,6 +27,7 @@ use paycycle_dev::seed_subscription;
 use paycycle_testkit::Template;
 use serde_json::json;
 
+use crate::dynoxide::Dynoxide;
 use crate::round_trips::RoundTrips;
 
 /// How the due subscriptions lie over the due index's shards.
@@ -65,22 +67,21 @@ impl Spread {
     }
 }
 
-/// What every morning shares: the DynamoDB endpoint (through [`RoundTrips`]), the events sink.
+/// What every morning shares: the emulator to start, the events sink, the round-trip log.
 pub struct Bench {
-    pub ddb: aws_config::SdkConfig,
+    pub dynoxide: PathBuf,
     pub sink: EventSink,
     pub template: Template,
     pub trips: RoundTrips,
 }
 
 impl Bench {
-    pub async fn new(dynamodb_endpoint: &str) -> Result<Self, String> {
-        let trips = RoundTrips::default();
+    pub async fn new(dynoxide: &Path) -> Result<Self, String> {
         Ok(Self {
-            ddb: trips.config(&paycycle_testkit::moto::sdk_config_for(dynamodb_endpoint).await),
+            dynoxide: dynoxide.to_path_buf(),
             sink: EventSink::start().await.map_err(|e| e.to_string())?,
             template: Template::load().map_err(|e| e.to_string())?,
-            trips,
+            trips: RoundTrips::default(),
         })
     }
 
@@ -101,24 +102,27 @@ pub struct Morning {
     pub latency: Duration,
     pub setup_seconds: f64,
     client: SandboxClient,
-    /// Held for the run: dropping it stops the sandbox.
+    /// Held for the run: dropping them stops the sandbox and the emulator.
     _sandbox: pg_sandbox::Sandbox,
+    _dynoxide: Dynoxide,
 }
 
 impl Morning {
     pub async fn prepare(bench: &Bench, spread: Spread, latency: Duration) -> Result<Self, String> {
         let setup = Instant::now();
+        let dynoxide = Dynoxide::start(&bench.dynoxide).await?;
+        let ddb = bench.trips.config(&paycycle_testkit::moto::sdk_config_for(&dynoxide.endpoint).await);
         let prefix = paycycle_testkit::provision::unique_prefix();
         let (table, _, _) =
-            paycycle_testkit::provision::provision_table_from(&bench.ddb, bench.table_without_stream()?, &prefix)
+            paycycle_testkit::provision::provision_table_from(&ddb, bench.table_without_stream()?, &prefix)
                 .await
                 .map_err(|e| e.to_string())?;
-        let store = Store::new(&bench.ddb, &table);
+        let store = Store::new(&ddb, &table);
         let sandbox = pg_sandbox::Sandbox::start(0).await.map_err(|e| e.to_string())?;
         let client = SandboxClient::new(sandbox.base_url());
         let key = held_card(&client, latency).await?;
         // Sealed as verify seals them; renew opens each with one cached data key (one Decrypt).
-        let vault = paycycle_dev::billing_key_vault(&bench.ddb, &prefix).await;
+        let vault = paycycle_dev::billing_key_vault(&ddb, &prefix).await;
         let ids = spread.ids()?;
         seed(&store, &vault, &ids, &key).await?;
         let names = paycycle_dev::LocalNames { table, bus: "bench-bus".into(), kms_key: "bench".into() };
@@ -134,7 +138,15 @@ impl Morning {
             shard_queue: None,
         };
         let setup_seconds = setup.elapsed().as_secs_f64();
-        Ok(Self { deps, subscriptions: ids.len(), latency, setup_seconds, client, _sandbox: sandbox })
+        Ok(Self {
+            deps,
+            subscriptions: ids.len(),
+            latency,
+            setup_seconds,
+            client,
+            _sandbox: sandbox,
+            _dynoxide: dynoxide,
+        })
     }
 
     /// The PG's ledger after the run: its charges if there are exactly one per subscription, each

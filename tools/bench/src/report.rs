@@ -288,7 +288,8 @@ impl Report {
                 .as_ref()
                 .and_then(|c| c.per_op.iter().find(|o| o.what.starts_with("renewal")))
                 .map(|o| o.write_units());
-            s.push_str(&scale::round_trips(r, moto_wcu));
+            let alone = self.renew.iter().find(|r| r.in_flight() == 1);
+            s.push_str(&scale::round_trips(r, alone, moto_wcu));
         }
         if let Some((inputs, rows)) = &self.capacity {
             s.push_str(&scale::capacity(inputs, rows));

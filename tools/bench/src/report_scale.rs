@@ -24,6 +24,7 @@ fn ok(pass: bool) -> &'static str {
 pub fn walkers(r: &Run) -> String {
     match r.walkers {
         Walkers::Single => format!("1 tick × {}", r.concurrency),
+        Walkers::FanOut(1) => format!("1 worker × {}", r.concurrency),
         Walkers::FanOut(w) => format!("{w} workers × {}", r.concurrency),
     }
 }
@@ -41,12 +42,15 @@ pub fn throughput(runs: &[Run]) -> String {
          an in-memory shard queue, and W worker tasks drain it as SQS FIFO feeds `renew` workers (each \
          message once by its deduplication id, one per shard at a time, one per invocation), each calling \
          `renew::fanout::walk_shard` with C renewals in flight and an invocation deadline of {:.1} s (what \
-         is left of a shard is handed over through the queue). The due StepPay-self subscriptions lie evenly \
+         is left of a shard then is handed over through the queue). Each run has a fresh emulator: \
+         Dynoxide slows down as its database grows. The due StepPay-self subscriptions lie evenly \
          over the due shards, exactly k × C in each: a real morning's shards hold thousands each, so a \
          worker's C slots never wait on a shard's last few — a random spread at these sizes (16 ± 4 per \
          shard) would measure shard ends (the fan-out comparison below uses one). The PG sandbox holds every \
          charge L, so W × C ÷ L is the most a run can do; target ≥ 90 % of it at L = 1 s, the PG's \
-         realistic latency. Each run checks the PG ledger: exactly N charges, N distinct order ids. \
+         realistic latency. The first row is one worker with one renewal at a time: the store's time per \
+         renewal without the emulator's queueing (the capacity table uses it). Each run checks the PG \
+         ledger: exactly N charges, N distinct order ids. \
          DynamoDB: Dynoxide (DynamoDB-compatible, SQLite in memory, one statement at a time) through the \
          real SDK; EventBridge: a local PutEvents endpoint that counts entries.\n",
         INVOCATION_BUDGET.as_secs_f64()
@@ -92,7 +96,19 @@ fn store_cap(runs: &[Run]) -> String {
          (W × C) — Little's law; near 100 % means the workers kept every slot busy and the time went to the \
          PG and the store, not to renew's scheduling or to walking shards.",
     );
-    let fast: Vec<&Run> = runs.iter().filter(|r| !at_one_second(r)).collect();
+    let alone = runs.iter().find(|r| r.in_flight() == 1);
+    if let (Some(alone), Some(slow)) = (alone, runs.iter().filter(|r| at_one_second(r)).max_by_key(|r| r.in_flight())) {
+        let _ = write!(
+            s,
+            " At 1 s the store's time per renewal is the emulator's queue: a shard's renewals start together \
+             (its C slots free at once) and so do their requests, which the emulator serves one at a time — \
+             {:.1} ms per renewal with {} in flight against {:.1} ms one renewal at a time (C = 1).",
+            slow.store_ms_per_renewal,
+            slow.in_flight(),
+            alone.store_ms_per_renewal
+        );
+    }
+    let fast: Vec<&Run> = runs.iter().filter(|r| !at_one_second(r) && r.in_flight() > 1).collect();
     if let Some(peak) = fast.iter().max_by(|a, b| a.per_second.total_cmp(&b.per_second)) {
         let _ = write!(
             s,
@@ -121,16 +137,17 @@ pub fn fan_out(single: &Run, fan: &Run) -> String {
     let _ = writeln!(
         s,
         "{} due StepPay-self subscriptions spread over the due shards by their ids' hash, as production \
-         spreads them; one after the other in this run, each on a fresh table and a fresh sandbox holding \
+         spreads them; one after the other in this run, each on a fresh emulator and a fresh sandbox holding \
          every charge {} ms; both checked against the PG ledger. *single* is today's one Lambda \
          (`renew::tick` with no shard queue walks every shard, C = {} in flight); *fan-out* dispatches \
          (`renew::tick_as` with a shard queue: {} messages, one per shard name) and {workers} workers drain \
-         the shards, C = {} each, each invocation starting renewals for {:.1} s before it hands its shard \
-         over (as a morning's shards are handed over at 900 s). Why {} ms: at 1 s the single walk alone would \
-         take {:.0} min here (the throughput table above shows W × C ÷ L holding at 1 s); at {} ms the single \
-         walk's {} slots are full ({:.0} % in use) and bind it at {:.0} charges/s, below the emulator's \
-         ceiling, so the fan-out's gain shows — until the emulator, serving one statement at a time, caps it \
-         (its store time per renewal: {:.1} ms against the single walk's {:.1} ms).\n",
+         the shards, C = {} each; an invocation starts renewals for {:.1} s, then hands the rest of its \
+         shard over through the queue (in AWS: 900 s less renew's margin). Why {} ms: at 1 s the single walk \
+         alone would take {:.0} min here, and the throughput table above shows W × C ÷ L holding at 1 s; the \
+         shorter the PG's latency, the more the store's time counts. Here a renewal of the single walk held \
+         its slot {:.0} ms ({:.1} ms of it on DynamoDB), one of the fan-out {:.0} ms ({:.1} ms on DynamoDB): \
+         the emulator, one statement at a time, served {:.0} and {:.0} requests/s. With the store out of the \
+         way (the 1 s table), the fan-out's gain is its W.\n",
         fan.subscriptions,
         fan.latency_ms,
         single.concurrency,
@@ -139,12 +156,12 @@ pub fn fan_out(single: &Run, fan: &Run) -> String {
         INVOCATION_BUDGET.as_secs_f64(),
         fan.latency_ms,
         fan.subscriptions as f64 / single.concurrency as f64 / 60.0,
-        fan.latency_ms,
-        single.concurrency,
-        single.utilization * 100.0,
-        single.per_second,
+        single.round_trips.renewal_ms,
+        single.store_ms_per_renewal,
+        fan.round_trips.renewal_ms,
         fan.store_ms_per_renewal,
-        single.store_ms_per_renewal
+        single.per_second * single.store_requests_per_renewal,
+        fan.per_second * fan.store_requests_per_renewal
     );
     s.push_str(
         "| walk | subscriptions | run (s) | charges/s | × single | in flight ÷ L | of it | slots in use | store ms / renewal | invocations | hand-overs | repeats dropped | PG charges (distinct) |\n",
@@ -174,7 +191,7 @@ pub fn fan_out(single: &Run, fan: &Run) -> String {
 }
 
 /// Round trips per renewal, before (043655f, quoted) and in this run (`r`: the 1 s fan-out run).
-pub fn round_trips(r: &Run, moto_wcu: Option<f64>) -> String {
+pub fn round_trips(r: &Run, alone: Option<&Run>, moto_wcu: Option<f64>) -> String {
     let t = &r.round_trips;
     let mut s = String::from("## DynamoDB round trips per renewal, before and after\n\n");
     let _ = writeln!(
@@ -213,6 +230,13 @@ pub fn round_trips(r: &Run, moto_wcu: Option<f64>) -> String {
     );
     let _ = writeln!(s, "| other AWS round trips in the renewal (KMS, EventBridge) | — | {:.2} | |", t.other_aws);
     let _ = writeln!(s, "| DynamoDB time on the renewal's path (ms) | — | {:.1} | |", t.dynamodb_ms);
+    if let Some(a) = alone {
+        let _ = writeln!(
+            s,
+            "| the same, one renewal at a time (C = 1, no queueing in the emulator; {:.2} + {:.2} round trips) | — | {:.1} | |",
+            a.round_trips.before_pg, a.round_trips.after_pg, a.store_ms_per_renewal
+        );
+    }
     let _ = writeln!(s, "| the renewal, first request to last answer (ms) | — | {:.1} | |", t.renewal_ms);
     let _ = writeln!(
         s,
@@ -244,10 +268,13 @@ fn shapes(title: &str, what: &str, shapes: &[Shape]) -> String {
 /// How the capacity table is computed, with this run's inputs.
 fn capacity_method(i: &Inputs) -> String {
     format!(
-        "Computed from this run's 1 s fan-out (t = L + store time per renewal = {:.3} s + {:.3} s = {:.3} s; \
-         {:.2} WCU per renewal) and the deployment (RenewWorkerFunction: Timeout {:.0} s, MemorySize {} MB; \
-         renew's deadline margin at the PG client's timeout: {:.0} s; C = {} per worker; {} due shards, {} \
-         shard names dispatched):\n\n\
+        "Computed from this run: t = L + the store's time per renewal = {:.3} s + {:.3} s = {:.3} s — the \
+         store's time measured one renewal at a time (the C = 1 run): the emulator serves one statement at \
+         a time and queues the requests of renewals in flight (in the 1 s run of {}: {:.0} ms per renewal, \
+         which would make a million at 300 in flight take {:.2} h), where DynamoDB serves them in parallel. \
+         {:.2} WCU per renewal (that run). The deployment: RenewWorkerFunction Timeout {:.0} s, \
+         MemorySize {} MB; renew's deadline margin at the PG client's timeout {:.0} s; C = {} per worker; \
+         {} due shards, {} shard names dispatched.\n\n\
          - duration = N × t ÷ B, with B renewals in flight (B ÷ C workers: the event source's maximum \
          concurrency);\n\
          - DynamoDB WCU/s at the peak = B ÷ t × WCU per renewal;\n\
@@ -261,6 +288,9 @@ fn capacity_method(i: &Inputs) -> String {
         i.latency_s,
         i.store_s_per_renewal,
         i.per_renewal_s(),
+        i.source,
+        i.queued_store_s_per_renewal * 1000.0,
+        i.hours_queued(capacity::MORNING, 300),
         i.write_units_per_renewal,
         i.worker_timeout_s,
         i.worker_memory_mb,
@@ -319,30 +349,28 @@ pub fn target_rows(
     capacity: Option<&(Inputs, Vec<Row>)>,
 ) -> Vec<(String, String, Option<bool>)> {
     let mut rows = Vec::new();
-    let slow: Vec<&Run> = runs.iter().filter(|r| at_one_second(r)).collect();
-    if !slow.is_empty() {
-        let measured: Vec<String> = slow
-            .iter()
-            .map(|r| {
-                format!(
-                    "{}: {:.1} % ({:.1} of {:.0} charges/s)",
-                    walkers(r),
-                    r.fraction * 100.0,
-                    r.per_second,
-                    r.bound_per_second
-                )
-            })
-            .collect();
-        let pass = slow.iter().all(|r| r.fraction >= TARGET_FRACTION);
-        rows.push(("renew ≥ 90 % of W × C ÷ L at L = 1 s".into(), measured.join("; "), Some(pass)));
+    for r in runs.iter().filter(|r| at_one_second(r)) {
+        rows.push((
+            format!("renew ≥ 90 % of W × C ÷ L at L = 1 s, {}", walkers(r)),
+            format!(
+                "{:.1} % ({:.1} of {:.0} charges/s; store {:.0} ms per renewal, slots in use {:.0} %)",
+                r.fraction * 100.0,
+                r.per_second,
+                r.bound_per_second,
+                r.store_ms_per_renewal,
+                r.utilization * 100.0
+            ),
+            Some(r.fraction >= TARGET_FRACTION),
+        ));
     }
-    if !runs.is_empty() {
-        let (lo, hi) = runs.iter().fold((f64::MAX, 0f64), |(lo, hi), r| (lo.min(r.utilization), hi.max(r.utilization)));
-        let peak = runs.iter().filter(|r| !at_one_second(r)).map(|r| r.per_second).fold(0f64, f64::max);
+    let busy: Vec<&Run> = runs.iter().filter(|r| r.in_flight() > 1).collect();
+    if !busy.is_empty() {
+        let (lo, hi) = busy.iter().fold((f64::MAX, 0f64), |(lo, hi), r| (lo.min(r.utilization), hi.max(r.utilization)));
+        let peak = busy.iter().filter(|r| !at_one_second(r)).map(|r| r.per_second).fold(0f64, f64::max);
         rows.push((
             "(why) the workers keep their W × C slots busy; at 50 ms the store caps the rate".into(),
             format!(
-                "slots in use {:.0}–{:.0} % in every run (Little's law); at 50 ms the emulator peaks at {peak:.0} renewals/s on its one core",
+                "slots in use {:.0}–{:.0} % in every run with renewals in flight (Little's law); at 50 ms the emulator peaks at {peak:.0} renewals/s on its one core",
                 lo * 100.0,
                 hi * 100.0
             ),
