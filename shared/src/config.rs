@@ -220,6 +220,24 @@ mod tests {
     }
 
     #[test]
+    fn a_pg_budget_is_shared_by_the_workers_and_one_too_small_to_share_is_refused_at_boot() {
+        let c = Config::from_lookup(env(GOOD)).unwrap();
+        assert_eq!(c.pg.payple_budget, paycycle_pg::budget::Share { in_flight: None, interval: None }, "no limit");
+        let mut pairs = GOOD.to_vec();
+        pairs.extend([("PAYCYCLE_PG_BUDGET_SHARERS", "4"), ("PAYPLE_MAX_IN_FLIGHT", "64")]);
+        pairs.push(("PAYPLE_REQUESTS_PER_SECOND", "100"));
+        let share = Config::from_lookup(env(&pairs)).unwrap().pg.payple_budget;
+        assert_eq!(share.in_flight, Some(16));
+        assert_eq!(share.interval, Some(std::time::Duration::from_millis(40)), "4 workers at 100/s: 25/s each");
+        pairs.push(("STEPPAY_MAX_IN_FLIGHT", "3"));
+        let err = Config::from_lookup(env(&pairs)).unwrap_err();
+        assert!(
+            err.to_string().contains("STEPPAY_MAX_IN_FLIGHT") && err.to_string().contains("4 renew workers"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn secrets_manager_arn_selects_that_source() {
         let mut pairs = GOOD.to_vec();
         pairs.push(("PAYCYCLE_SECRETS", "arn:aws:secretsmanager:ap-northeast-2:1:secret:pc"));

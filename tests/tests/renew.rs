@@ -14,7 +14,7 @@ use paycycle::events::EventPublisher;
 use paycycle::pg::PgMode;
 use paycycle::pg::{Payer, Registry};
 use paycycle::store::Store;
-use paycycle::store::subscriptions::SubscriptionRecord;
+use paycycle::store::subscriptions::{SubscriptionRecord, due_shard};
 use paycycle_dev::{LocalStack, Options};
 use paycycle_e2e::{Partner, SandboxDriver};
 use renew::{CrashPoint, Deps, Settings, tick};
@@ -43,8 +43,19 @@ async fn env_with(options: Options) -> Env {
 
 /// renew's dependencies on the stack with a PG client timeout of `pg_timeout_ms`.
 async fn renew_deps(stack: &LocalStack, store: &Store, pg_timeout_ms: u64) -> Deps {
+    renew_deps_with(stack, store, pg_timeout_ms, &[]).await
+}
+
+/// [`renew_deps`] with more environment (`extra`), as one process of its own (its own PG clients
+/// and their budgets).
+async fn renew_deps_with(
+    stack: &LocalStack,
+    store: &Store,
+    pg_timeout_ms: u64,
+    extra: &[(&'static str, &str)],
+) -> Deps {
     let sdk = paycycle_testkit::moto::sdk_config_for(stack.moto.endpoint()).await;
-    let vars: BTreeMap<&str, String> = [
+    let mut vars: BTreeMap<&str, String> = [
         ("PAYCYCLE_TABLE", stack.provisioned.table.clone()),
         ("PAYCYCLE_EVENT_BUS", stack.provisioned.buses.values().next().unwrap().clone()),
         ("PAYCYCLE_BILLING_KEY_KMS_KEY", paycycle_fixtures::kms_key(&stack.provisioned)),
@@ -55,6 +66,7 @@ async fn renew_deps(stack: &LocalStack, store: &Store, pg_timeout_ms: u64) -> De
     ]
     .into_iter()
     .collect();
+    vars.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
     let config = Config::from_lookup(|k| vars.get(k).cloned()).unwrap();
     Deps {
         store: store.clone(),
@@ -88,6 +100,16 @@ impl Env {
 
     async fn ledger(&self) -> Value {
         self.driver().ledger().await
+    }
+
+    /// The PG's clock follows our time travel, then a worker walks `s`'s due-index shard only.
+    async fn walk_at(&self, s: &SubscriptionRecord, now: Timestamp, deps: &Deps) -> renew::Report {
+        self.admin("/__admin/clock", json!({"now": now.to_string()})).await;
+        let (tick, shard) = ("evt-walk".to_string(), due_shard(s.id()));
+        let work = paycycle::store::shard_queue::ShardWork { tick, shard, now, cursor: None, hop: 0 };
+        let mut report = renew::Report::default();
+        renew::fanout::walk_shard(deps, &work, None, &mut report).await.unwrap();
+        report
     }
 
     /// The PG's clock follows our time travel, then one tick.
@@ -271,8 +293,9 @@ async fn a_timeout_after_the_pg_charged_is_resolved_on_the_next_tick_without_a_s
 #[tokio::test]
 async fn a_crash_at_any_step_still_charges_every_period_exactly_once() {
     let e = env().await;
-    // Leases run on the wall clock: a short one, waited for for real.
-    let lease = SignedDuration::from_secs(2);
+    // Leases run on the wall clock: a short one, waited for for real (held in whole seconds, so
+    // at least 7 s of it are left for the ticks during it, on a busy machine too).
+    let lease = SignedDuration::from_secs(8);
     let deps = Deps { settings: Settings { lease, ..e.deps.settings.clone() }, ..e.deps.clone() };
     let points =
         [CrashPoint::AfterClaim, CrashPoint::AfterAttemptWrite, CrashPoint::AfterPgCall, CrashPoint::BeforeCommit];
@@ -281,13 +304,15 @@ async fn a_crash_at_any_step_still_charges_every_period_exactly_once() {
         let s = e.subscription(&id, PgMode::Payple, kst(2027, 1, 20, 10), 5_000).await;
         let due = s.subscription.next_attempt_at.unwrap();
         let crashing = Deps { crash_at: Some(*point), ..deps.clone() };
-        let r = e.tick_at(due, &crashing).await;
+        // Its shard only, not a whole tick: a tick's other shards take seconds of a loaded moto
+        // shared by every test, and the lease runs from the claim.
+        let r = e.walk_at(&s, due, &crashing).await;
         assert_eq!(r.errors, 1, "{point:?}: {r:?}");
         // Ticks during the lease do nothing, whatever their billing time; after it, the period is
         // settled exactly once.
-        let during = e.tick_at(due.checked_add(SignedDuration::from_mins(10)).unwrap(), &deps).await;
+        let during = e.walk_at(&s, due.checked_add(SignedDuration::from_mins(10)).unwrap(), &deps).await;
         assert_eq!(during.charged + during.resolved, 0, "{point:?}: lease still held: {during:?}");
-        tokio::time::sleep(Duration::from_millis(2_200)).await;
+        tokio::time::sleep(Duration::from_millis(8_200)).await;
         for minutes in [16, 22] {
             e.tick_at(due.checked_add(SignedDuration::from_mins(minutes)).unwrap(), &deps).await;
         }
@@ -297,13 +322,15 @@ async fn a_crash_at_any_step_still_charges_every_period_exactly_once() {
         assert_eq!(after.subscription.current_period.unwrap().index, 1, "{point:?}");
         assert_eq!(e.store.payments_of_subscription(s.id()).await.unwrap().len(), 1, "{point:?}");
     }
-    // StepPay self: a crash after the claim only delays the charge.
+    // StepPay self: the claim is the attempt's write (one transaction), and StepPay cannot be
+    // asked about a charge by our id: a worker that died after it may have charged, so the charge
+    // is never sent again blind — its outcome is unknown until StepPay's webhook or a person says.
     let s = e.subscription("sub_crashsp", PgMode::SteppaySelf, kst(2027, 1, 20, 10), 5_000).await;
     let due = s.subscription.next_attempt_at.unwrap();
     e.tick_at(due, &Deps { crash_at: Some(CrashPoint::AfterClaim), ..deps.clone() }).await;
-    tokio::time::sleep(Duration::from_millis(2_200)).await;
-    e.tick_at(due.checked_add(SignedDuration::from_mins(6)).unwrap(), &deps).await;
-    assert_eq!(e.pg_charges("sub_crashsp").await.len(), 1);
+    tokio::time::sleep(Duration::from_millis(8_200)).await;
+    let r = e.tick_at(due.checked_add(SignedDuration::from_mins(6)).unwrap(), &deps).await;
+    assert_eq!((r.unknown, e.pg_charges("sub_crashsp").await.len()), (1, 0), "{r:?}");
 }
 
 #[tokio::test]
@@ -421,7 +448,7 @@ async fn two_overlapping_ticks_whose_billing_times_differ_by_the_lease_charge_on
         let deps = slow.clone();
         async move { tick(&deps, due, None).await }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_attempt(&e, &s).await;
     // The next scheduled tick: its billing `now` is one lease later, its wall clock is not.
     let second = tick(&slow, plus(due, SignedDuration::from_secs(300)), None).await;
     let first = first.await.unwrap();
@@ -446,7 +473,7 @@ async fn a_lease_taken_by_a_tick_behind_the_wall_clock_is_live_for_the_lifecycle
         let deps = slow.clone();
         async move { tick(&deps, due, None).await }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_attempt(&e, &s).await;
     let (status, v) = partner.post("/subscriptions/sub_behind/cancel", &json!({}), None).await;
     assert_eq!((status, v["error"]["code"].as_str()), (409, Some("renewal_in_progress")), "{v}");
     let r = ticking.await.unwrap();
@@ -462,6 +489,12 @@ async fn a_lease_expires_on_the_wall_clock_whatever_the_ticks_billing_time() {
     let partner = e.partner().await;
     let s = e.subscription("sub_ahead", PgMode::Payple, kst(2027, 1, 15, 10), 9_900).await;
     let due = s.subscription.next_attempt_at.unwrap();
+    // Canceled at its period's end: renew claims it with no charge (a charge's claim writes its
+    // attempt, and a pending attempt holds lifecycle changes until it is settled).
+    let next = s.next(s.subscription.cancel(kst(2027, 1, 20, 0), true).unwrap().subscription);
+    let mut tx = e.store.tx();
+    tx.put_subscription_next(&next, None);
+    e.store.commit(tx).await.unwrap();
     // A tick a year ahead of the wall clock claims it and dies there.
     let lease = SignedDuration::from_secs(2);
     let short = Deps {
@@ -470,11 +503,11 @@ async fn a_lease_expires_on_the_wall_clock_whatever_the_ticks_billing_time() {
         ..e.deps.clone()
     };
     assert_eq!(e.tick_at(due, &short).await.errors, 1);
-    let (status, v) = partner.post("/subscriptions/sub_ahead/pause", &json!({}), None).await;
+    let (status, v) = partner.post("/subscriptions/sub_ahead/cancel", &json!({}), None).await;
     assert_eq!((status, v["error"]["code"].as_str()), (409, Some("renewal_in_progress")), "{v}");
     tokio::time::sleep(Duration::from_millis(2_200)).await;
-    let (status, v) = partner.post("/subscriptions/sub_ahead/pause", &json!({}), None).await;
-    assert_eq!((status, v["state"].as_str()), (200, Some("paused")), "the dead tick's lease expired: {v}");
+    let (status, v) = partner.post("/subscriptions/sub_ahead/cancel", &json!({}), None).await;
+    assert_eq!((status, v["state"].as_str()), (200, Some("canceled")), "the dead tick's lease expired: {v}");
 }
 
 #[tokio::test]
@@ -540,7 +573,7 @@ async fn an_approved_renewal_is_recorded_when_a_cancel_subscription_refund_races
         let deps = slow.clone();
         async move { tick(&deps, due, None).await }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_attempt(&e, &s).await;
     let (status, v) = partner
         .post(
             &format!("/payments/{}/refunds", first.payment_id),
@@ -565,12 +598,14 @@ async fn a_charge_left_pending_by_a_dead_worker_blocks_lifecycle_changes_until_r
     let partner = e.partner().await;
     let s = e.subscription("sub_pend", PgMode::Payple, kst(2027, 1, 15, 10), 9_900).await;
     let due = s.subscription.next_attempt_at.unwrap();
-    let lease = SignedDuration::from_secs(2);
+    // Long enough for the charge to start before its send-by time (the lease's end less the PG
+    // timeout of 1 s and a second).
+    let lease = SignedDuration::from_secs(4);
     let settings = Settings { lease, ..e.deps.settings.clone() };
     let dying = Deps { crash_at: Some(CrashPoint::AfterPgCall), settings: settings.clone(), ..e.deps.clone() };
     assert_eq!(e.tick_at(due, &dying).await.errors, 1);
     assert_eq!(e.pg_charges("sub_pend").await.len(), 1, "the PG charged");
-    tokio::time::sleep(Duration::from_millis(2_200)).await; // the dead worker's lease is over
+    tokio::time::sleep(Duration::from_millis(4_200)).await; // the dead worker's lease is over
     for (action, body) in [("cancel", json!({})), ("pause", json!({})), ("plan", json!({"amount": 5_000}))] {
         let (status, v) = partner.post(&format!("/subscriptions/sub_pend/{action}"), &body, None).await;
         assert_eq!((status, v["error"]["code"].as_str()), (409, Some("renewal_in_progress")), "{action}: {v}");
@@ -595,7 +630,7 @@ async fn an_approved_charge_is_recorded_even_when_its_commit_loses_a_race() {
         let deps = slow.clone();
         async move { tick(&deps, due, None).await }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_attempt(&e, &s).await;
     // verify hears of the charge meanwhile and notes a payment id on the pending attempt.
     let charge_id = paycycle::domain::attempt::ChargeId::new(s.id().clone(), 1, 1).unwrap();
     e.store.hint_attempt(&charge_id, "hinted-by-a-webhook", false).await.unwrap();
@@ -919,32 +954,46 @@ async fn a_payple_charge_resent_on_another_day_is_found_under_every_date_it_was_
 }
 
 /// Review: a worker whose lease ran out between its claim and its attempt write (a stalled
-/// Lambda) charged a subscription the partner had canceled meanwhile. The attempt is written only
-/// while the worker still holds the claim.
+/// Lambda) charged a subscription the partner had canceled meanwhile. The claim and the attempt
+/// are now one transaction, and a lifecycle change waits while the attempt is pending. Review of
+/// that (issue 25): a worker stalled past its lease (a frozen Lambda, or one waiting for its PG's
+/// budget) must not send then: the next worker looks the charge up, re-sends it and is declined,
+/// and Payple would approve the stalled worker's send of the same order after that decline — a
+/// charge nobody is collecting any more, and a second one for the period with the dunning retry.
+/// Nothing is sent after the claim's send-by time.
 #[tokio::test]
-async fn a_worker_whose_lease_expired_before_its_attempt_write_charges_nothing() {
+async fn a_worker_stalled_past_its_lease_sends_nothing_after_the_next_worker_settled_the_charge() {
     let e = env().await;
     let partner = e.partner().await;
     let s = e.subscription("sub_stall", PgMode::Payple, kst(2027, 1, 15, 10), 9_900).await;
     let due = s.subscription.next_attempt_at.unwrap();
     let stalling = Deps {
-        crash_at: Some(CrashPoint::StallAfterClaim { ms: 3_500 }),
-        settings: Settings { lease: SignedDuration::from_secs(1), ..e.deps.settings.clone() },
+        crash_at: Some(CrashPoint::StallAfterClaim { ms: 8_000 }),
+        settings: Settings { lease: SignedDuration::from_secs(2), ..e.deps.settings.clone() },
         ..e.deps.clone()
     };
     e.admin("/__admin/clock", json!({"now": due.to_string()})).await;
     let ticking = tokio::spawn(async move { tick(&stalling, due, None).await });
-    tokio::time::sleep(Duration::from_millis(2_500)).await; // the stalled worker's lease is over
+    // The stalled worker's attempt is pending: a cancel waits for it.
+    wait_for_attempt(&e, &s).await;
     let (status, v) = partner.post("/subscriptions/sub_stall/cancel", &json!({}), None).await;
-    assert_eq!((status, v["state"].as_str()), (200, Some("canceled")), "{v}");
-    let r = ticking.await.unwrap();
-    let after = e.get("sub_stall").await;
+    assert_eq!((status, v["error"]["code"].as_str()), (409, Some("renewal_in_progress")), "{v}");
+    tokio::time::sleep(Duration::from_millis(2_200)).await; // the stalled worker's lease is over
+    // The next worker finds the attempt, looks it up (not there), re-sends it: declined.
+    e.admin(
+        "/__admin/scenarios",
+        json!({"operation": "charge", "count": 1, "fault": {"kind": "decline", "hard": false}}),
+    )
+    .await;
+    let next = e.tick_at(due, &e.deps).await;
+    assert_eq!(next.declined, 1, "{next:?}");
+    let stalled = ticking.await.unwrap();
     assert_eq!(
-        (e.pg_charges("sub_stall").await.len(), after.subscription.state),
-        (0, SubscriptionState::Canceled),
-        "tick {r:?}; attempts {:?}",
-        e.store.attempts_of(s.id()).await.unwrap()
+        e.pg_charges("sub_stall").await,
+        Vec::<String>::new(),
+        "the stalled worker sent nothing after its send-by time: {stalled:?}"
     );
+    assert_eq!(e.get("sub_stall").await.subscription.state, SubscriptionState::PastDue, "dunning goes on");
 }
 
 /// Review: a worker stalled past its lease while resolving an unknown charge re-paid it after
@@ -1659,4 +1708,168 @@ async fn a_worker_out_of_time_hands_the_rest_of_its_shard_on_and_nothing_is_char
     for id in &ids {
         assert_eq!(e.pg_charges(id).await.len(), 1, "{id} charged once");
     }
+}
+
+/// Issue 25 §3: on a renewal's critical path, two DynamoDB round trips — the claim with its
+/// attempt (one transaction), then the outcome (one transaction). The subscriptions come whole
+/// with their page (one BatchGetItem per page, no read per renewal), and the events are published
+/// a page at a time off the path (PutEvents and the outbox's deletes in batches).
+#[tokio::test]
+async fn a_charged_renewal_makes_two_store_round_trips_and_no_read_of_its_own() {
+    let e = env().await;
+    let n = 6;
+    // Six subscriptions in one shard: one page.
+    let shard_of = |i: u32| due_shard(&SubscriptionId::parse(&format!("sub_trips{i}")).unwrap());
+    let ids: Vec<String> =
+        (0..500).filter(|&i| shard_of(i) == shard_of(0)).take(n as usize).map(|i| format!("sub_trips{i}")).collect();
+    let mut due = Vec::new();
+    for id in &ids {
+        let s = e.subscription(id, PgMode::Payple, kst(2027, 1, 15, 10), 9_900).await;
+        due.push(s.subscription.next_attempt_at.unwrap());
+    }
+    let now = due.into_iter().max().unwrap();
+    let one_at_a_time = Deps { settings: Settings { concurrency: 1, ..e.deps.settings.clone() }, ..e.deps.clone() };
+    e.admin("/__admin/clock", json!({"now": now.to_string()})).await;
+    let before = e.store.counter.snapshot();
+    let r = tick(&one_at_a_time, now, None).await;
+    let used = e.store.counter.snapshot().since(&before);
+    assert_eq!(r.charged, n, "{r:?}");
+    let shards = paycycle::store::subscriptions::due_shards().len() as u64;
+    assert_eq!(used.requests_of("BatchGetItem"), 1, "one page, read whole: {used:?}");
+    assert_eq!(used.requests_of("GetItem"), 0, "no read per renewal: {used:?}");
+    assert_eq!(used.requests_of("UpdateItem"), 0, "no claim on its own: {used:?}");
+    assert_eq!(used.requests_of("TransactWriteItems"), 2 * n, "claim with attempt, then outcome: {used:?}");
+    // The walk's queries: one per shard, none per renewal (the outbox drain and the key sweep's
+    // few partitions query too).
+    assert!(used.requests_of("Query") <= shards + 8, "{used:?}");
+    // The 2n events: deleted from the outbox in batches, not one request per renewal.
+    let deletes = used.requests_of("BatchWriteItem") + used.requests_of("DeleteItem");
+    assert!(deletes <= 2, "outbox deletes batched per page: {used:?}");
+    assert_eq!(r.outbox_published, 2 * n, "{r:?}");
+}
+
+/// The sandbox's peaks since `DELETE /__admin/load`: (requests, most in flight, most started in a second).
+async fn pg_load(e: &Env) -> (u64, u64, u64) {
+    let v: Value =
+        reqwest::get(format!("{}/__admin/load", e.stack.sandbox.base_url())).await.unwrap().json().await.unwrap();
+    let n = |k: &str| v[k].as_u64().unwrap();
+    (n("requests"), n("max_in_flight"), n("max_per_second"))
+}
+
+async fn reset_pg_load(e: &Env) {
+    let url = format!("{}/__admin/load", e.stack.sandbox.base_url());
+    reqwest::Client::new().delete(url).send().await.unwrap().error_for_status().unwrap();
+}
+
+/// Three workers (each a process with its own PG clients and its share of `budget`) walk the same
+/// shard at once, 8 renewals each in flight, over 18 due Payple subscriptions whose charges
+/// Payple holds `hold_ms`. Every subscription is charged exactly once; answers the sandbox's
+/// load: (requests, most in flight, most started within one second).
+async fn three_workers_renew(e: &Env, prefix: &str, budget: &[(&'static str, &str)], hold_ms: u64) -> (u64, u64, u64) {
+    let anchor = kst(2027, 1, 15, 10);
+    // All in one shard: its walk has them all in flight at once.
+    let shard_of = |i: u32| due_shard(&SubscriptionId::parse(&format!("{prefix}{i:03}")).unwrap());
+    let ids: Vec<String> =
+        (0..2_000).filter(|&i| shard_of(i) == shard_of(0)).take(18).map(|i| format!("{prefix}{i:03}")).collect();
+    let mut due = anchor;
+    for id in &ids {
+        let r = e.subscription(id, PgMode::Payple, anchor, 9_900).await;
+        due = due.max(r.subscription.next_attempt_at.unwrap());
+    }
+    let shard = shard_of(0);
+    let hold = json!({"operation": "charge", "count": 100, "fault": {"kind": "delay", "ms": hold_ms}});
+    e.admin("/__admin/scenarios", hold).await;
+    e.admin("/__admin/clock", json!({"now": due.to_string()})).await;
+    reset_pg_load(e).await;
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..3 {
+        let mut deps = renew_deps_with(&e.stack, &e.store, 20_000, budget).await;
+        deps.settings.concurrency = 8;
+        // The shard's message received by all three (redeliveries): the claims share it out.
+        let (tick, shard) = (format!("evt-budget-{w}"), shard.clone());
+        workers.spawn(async move {
+            let mut report = renew::Report::default();
+            let work = paycycle::store::shard_queue::ShardWork { tick, shard, now: due, cursor: None, hop: 0 };
+            renew::fanout::walk_shard(&deps, &work, None, &mut report).await.unwrap();
+            report
+        });
+    }
+    let charged: u64 = workers.join_all().await.iter().map(|r| r.charged).sum();
+    let load = pg_load(e).await;
+    assert_eq!(charged, 18);
+    for id in &ids {
+        assert_eq!(e.pg_charges(id).await.len(), 1, "{id} charged once");
+    }
+    assert_eq!(load.0, 36, "a partner auth and a re-pay per charge, nothing more");
+    load
+}
+
+/// Issue 25 §2: a Payple budget of 6 requests in flight, shared by three workers (the template's
+/// total divided by the workers): Payple never sees more than 6 at once, though the workers would
+/// have 24 renewals in flight.
+#[tokio::test]
+async fn workers_together_never_exceed_the_pgs_in_flight_budget() {
+    let e = env().await;
+    let budget = [("PAYCYCLE_PG_BUDGET_SHARERS", "3"), ("PAYPLE_MAX_IN_FLIGHT", "6")];
+    let (_, in_flight, _) = three_workers_renew(&e, "sub_flight", &budget, 1_000).await;
+    assert!(in_flight <= 6, "{in_flight} requests in flight at once");
+}
+
+/// Issue 25 §2: a Payple budget of 12 requests per second shared by three workers: no second
+/// sees more than 12 start, give or take one per worker at a window's edge and a few a busy
+/// machine bunches on their way to the sandbox's meter — unpaced, 34 of the 36 started within one.
+#[tokio::test]
+async fn workers_together_never_exceed_the_pgs_requests_per_second() {
+    let e = env().await;
+    let budget = [("PAYCYCLE_PG_BUDGET_SHARERS", "3"), ("PAYPLE_REQUESTS_PER_SECOND", "12")];
+    let (_, _, per_second) = three_workers_renew(&e, "sub_rate", &budget, 0).await;
+    assert!(per_second <= 12 + 3 + 4, "{per_second} requests started within one second");
+}
+
+/// Issue 25 §2: Payple answers `429` (Retry-After: 2 s) to the first two partner auths. Those two
+/// renewals send nothing (the charge never left) and every request after them waits the two
+/// seconds: the worker slows down instead of multiplying requests, and nothing is charged twice.
+#[tokio::test]
+async fn a_pg_answering_429_slows_renew_down_and_nothing_is_sent_twice() {
+    let e = env().await;
+    let anchor = kst(2027, 1, 15, 10);
+    let ids: Vec<String> = (0..6).map(|i| format!("sub_busy{i}")).collect();
+    let mut due = anchor;
+    for id in &ids {
+        let r = e.subscription(id, PgMode::Payple, anchor, 9_900).await;
+        due = due.max(r.subscription.next_attempt_at.unwrap());
+    }
+    let budget = [("PAYPLE_MAX_IN_FLIGHT", "2")];
+    let deps = renew_deps_with(&e.stack, &e.store, 20_000, &budget).await;
+    e.admin(
+        "/__admin/scenarios",
+        json!({"operation": "auth", "count": 2, "fault": {"kind": "too_many_requests", "retry_after_s": 2}}),
+    )
+    .await;
+    reset_pg_load(&e).await;
+    let started = std::time::Instant::now();
+    let r = e.tick_at(due, &deps).await;
+    let took = started.elapsed();
+    let (requests, in_flight, _) = pg_load(&e).await;
+    assert_eq!((r.charged, r.errors), (4, 2), "the two refused were not sent: {r:?}");
+    assert!(took >= Duration::from_secs(2), "the Retry-After was waited: {took:?}");
+    assert_eq!(requests, 2 + 4 * 2, "no request was repeated: {r:?}");
+    assert!(in_flight <= 2);
+    // The two come back after the recheck, and are charged once.
+    let r = e.tick_at(plus(due, SignedDuration::from_mins(6)), &deps).await;
+    assert_eq!(r.charged, 2, "{r:?}");
+    for id in &ids {
+        assert_eq!(e.pg_charges(id).await.len(), 1, "{id} charged once");
+    }
+}
+
+/// Waits (up to 10 s, a busy machine's tick) until a tick has claimed `s` and written its attempt.
+async fn wait_for_attempt(e: &Env, s: &SubscriptionRecord) {
+    for _ in 0..500 {
+        if !e.store.attempts_of(s.id()).await.unwrap().is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no tick claimed {} and wrote its attempt", s.id());
 }

@@ -19,7 +19,7 @@ use jiff::{SignedDuration, Timestamp};
 use lambda_runtime::LambdaEvent;
 use paycycle::boot::{Boot, Services};
 use paycycle::domain::dunning::DunningPolicy;
-use paycycle::events::EventPublisher;
+use paycycle::events::{Deferred, EventPublisher};
 use paycycle::pg::Registry;
 use paycycle::store::Store;
 use paycycle::store::shard_queue::ShardQueue;
@@ -144,7 +144,10 @@ impl Deps {
             .ok()
             .filter(|u| !u.is_empty())
             .map(|url| ShardQueue::new(&boot.sdk, url));
-        let settings = Settings::from_env().fitted_to(pg_timeout);
+        let mut settings = Settings::from_env().fitted_to(pg_timeout);
+        if let Some(share) = pgs.in_flight_share() {
+            settings.concurrency = settings.concurrency.min(share.max(1));
+        }
         Self { store, pgs, publisher, vault, settings, crash_at: None, shard_queue }
     }
 }
@@ -347,13 +350,20 @@ pub async fn tick_as(deps: &Deps, tick_id: &str, now: Timestamp, deadline: Optio
 }
 
 /// Walks due-index shards at `now` with bounded concurrency, starting nothing past `deadline`.
+/// The renewals' events are committed with them (outbox) and published a page at a time, off
+/// their critical path.
 pub(crate) struct Walk<'d> {
     deps: &'d Deps,
+    /// `deps` with a publisher that leaves committed events in `events` for the page's batch.
+    task_deps: Deps,
+    events: Deferred,
     now: Timestamp,
     deadline: Option<Timestamp>,
     owner: String,
     semaphore: Arc<Semaphore>,
     tasks: JoinSet<Outcome>,
+    /// The page batches being published (events each).
+    publishing: JoinSet<usize>,
     /// A worker hands the rest of a shard over at its deadline ([`Stopped::At`]); the single
     /// tick only counts what it leaves for the next tick.
     hand_over: bool,
@@ -371,10 +381,15 @@ pub(crate) enum Stopped {
 
 impl<'d> Walk<'d> {
     pub(crate) fn new(deps: &'d Deps, now: Timestamp, deadline: Option<Timestamp>, hand_over: bool) -> Self {
+        let events = Deferred::default();
+        let task_deps = Deps { publisher: deps.publisher.deferring(&events), ..deps.clone() };
         Self {
             hand_over,
             started: 0,
             deps,
+            task_deps,
+            events,
+            publishing: JoinSet::new(),
             now,
             deadline,
             owner: format!("renew-{}-{}", std::process::id(), Timestamp::now().as_nanosecond()),
@@ -398,7 +413,7 @@ impl<'d> Walk<'d> {
             let page = match self
                 .deps
                 .store
-                .due_subscriptions(shard, self.now, self.deps.settings.page_size, start.clone())
+                .due_subscription_records(shard, self.now, self.deps.settings.page_size, start.clone())
                 .await
             {
                 Ok(p) => p,
@@ -408,7 +423,7 @@ impl<'d> Walk<'d> {
                     return Stopped::Done;
                 }
             };
-            for (i, id) in page.items.iter().enumerate() {
+            for (i, sub) in page.items.iter().enumerate() {
                 report.due += 1;
                 // Checked again once a slot is free: waiting for one can take a renewal's length.
                 let permit = match self.past_deadline() {
@@ -425,9 +440,9 @@ impl<'d> Walk<'d> {
                     continue;
                 };
                 self.started += 1;
-                let (deps, owner, id, now) = (self.deps.clone(), self.owner.clone(), id.clone(), self.now);
+                let (deps, owner, sub, now) = (self.task_deps.clone(), self.owner.clone(), sub.clone(), self.now);
                 self.tasks.spawn(async move {
-                    let outcome = process::renew_one(&deps, &id, now, &owner).await;
+                    let outcome = process::renew_one(&deps, &sub, now, &owner).await;
                     drop(permit);
                     outcome
                 });
@@ -435,6 +450,7 @@ impl<'d> Walk<'d> {
                     report.add(&done.unwrap_or(Outcome::Error));
                 }
             }
+            self.publish_events();
             match page.next {
                 Some(k) => start = Some(k),
                 None => return Stopped::Done,
@@ -442,10 +458,33 @@ impl<'d> Walk<'d> {
         }
     }
 
-    /// Waits for the renewals started.
+    /// Publishes the events committed so far in the background: one PutEvents per 10, and their
+    /// outbox items deleted in batches. What fails stays in the outbox for the next drain.
+    fn publish_events(&mut self) {
+        let events = self.events.take();
+        if events.is_empty() {
+            return;
+        }
+        let (publisher, store) = (self.deps.publisher.clone(), self.deps.store.clone());
+        self.publishing.spawn(async move {
+            match publisher.flush(&store, &events).await {
+                Ok(r) => r.published,
+                Err(e) => {
+                    tracing::warn!(error = %e, "events stay in the outbox for the next drain");
+                    0
+                }
+            }
+        });
+    }
+
+    /// Waits for the renewals started, then publishes what they committed.
     pub(crate) async fn finish(mut self, report: &mut Report) {
         while let Some(done) = self.tasks.join_next().await {
             report.add(&done.unwrap_or(Outcome::Error));
+        }
+        self.publish_events();
+        while let Some(published) = self.publishing.join_next().await {
+            report.outbox_published += published.unwrap_or(0) as u64;
         }
     }
 }

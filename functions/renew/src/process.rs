@@ -1,7 +1,7 @@
 //! One due subscription: claim, act, commit. Every write is conditional; the outcome of a charge
 //! and everything it changes are one transaction.
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use paycycle::Secret;
 use paycycle::domain::attempt::{Attempt, AttemptStatus, AttemptStatusKind, ChargeId, SubscriptionId};
 use paycycle::domain::subscription::{DueAction, SubscriptionState, Transition};
@@ -58,31 +58,57 @@ fn log_err(id: &SubscriptionId, what: &str, e: &dyn std::fmt::Display) -> Outcom
     Outcome::Error
 }
 
-pub async fn renew_one(deps: &Deps, id: &SubscriptionId, now: Timestamp, owner: &str) -> Outcome {
-    let record = match deps.store.get_subscription(id).await {
-        Ok(Some(r)) => r,
+/// A claim this worker did not get: another worker holds the subscription, or it changed after
+/// the page was read.
+pub(crate) struct ClaimLost;
+
+/// Renews `read`, one subscription of a due page (read whole with the page: no read of its own).
+/// A page is read before its renewals get their turn, so a subscription that changed meanwhile
+/// (a webhook, a lifecycle change) loses the claim: it is read again once and, if no other worker
+/// holds it, renewed as it is now rather than left for the next tick.
+pub async fn renew_one(deps: &Deps, read: &SubscriptionRecord, now: Timestamp, owner: &str) -> Outcome {
+    if let Ok(outcome) = renew_as_read(deps, read, now, owner).await {
+        return outcome;
+    }
+    let fresh = match deps.store.get_subscription(read.id()).await {
+        Ok(Some(fresh)) => fresh,
         Ok(None) => return Outcome::Skipped,
-        Err(e) => return log_err(id, "read failed", &e),
+        Err(e) => return log_err(read.id(), "read failed", &e),
     };
-    let action = match record.subscription.due_action(now) {
-        Ok(DueAction::Nothing) => return Outcome::Skipped,
+    let held = fresh.lease_until > Timestamp::now().as_second();
+    if fresh.version == read.version || held {
+        return Outcome::Skipped; // another worker has it (or it is not due any more)
+    }
+    renew_as_read(deps, &fresh, now, owner).await.unwrap_or(Outcome::Skipped)
+}
+
+/// [`renew_one`] on the record as `read`.
+async fn renew_as_read(
+    deps: &Deps,
+    read: &SubscriptionRecord,
+    now: Timestamp,
+    owner: &str,
+) -> Result<Outcome, ClaimLost> {
+    let action = match read.subscription.due_action(now) {
+        Ok(DueAction::Nothing) => return Ok(Outcome::Skipped),
         Ok(a) => a,
-        Err(e) => return log_err(id, "due action failed", &e),
+        Err(e) => return Ok(log_err(read.id(), "due action failed", &e)),
     };
-    // The lease runs on the wall clock: `now` is billing time and may be anywhere.
-    let claimed = match deps.store.claim(&record, owner, Timestamp::now(), deps.settings.lease).await {
-        Ok(c) => c,
-        Err(StoreError::Conflict(_)) => return Outcome::Skipped,
-        Err(e) => return log_err(id, "claim failed", &e),
+    if read.lease_until > Timestamp::now().as_second() {
+        return Ok(Outcome::Skipped); // another worker holds it (no key opened, no write tried)
+    }
+    if let DueAction::Charge { .. } = action {
+        return charge(deps, read, now, owner).await;
+    }
+    let claimed = match claim(deps, read, owner).await? {
+        Ok(claimed) => claimed,
+        Err(outcome) => return Ok(outcome),
     };
-    if crashed(deps, CrashPoint::AfterClaim) {
-        return Outcome::Crashed;
+    if let Some(stopped) = stop_after_claim(deps).await {
+        return Ok(stopped);
     }
-    if let Some(CrashPoint::StallAfterClaim { ms }) = deps.crash_at {
-        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-    }
-    match action {
-        DueAction::Nothing => Outcome::Skipped,
+    Ok(match action {
+        DueAction::Nothing | DueAction::Charge { .. } => Outcome::Skipped,
         DueAction::CancelAtPeriodEnd => {
             let t = claimed.subscription.period_end_cancel(now);
             finish(deps, &claimed, t, now, owner, Outcome::Canceled).await
@@ -92,8 +118,33 @@ pub async fn renew_one(deps: &Deps, id: &SubscriptionId, now: Timestamp, owner: 
             finish(deps, &claimed, t, now, owner, Outcome::Paused).await
         }
         DueAction::ResolveUnknown { charge_id, .. } => resolve(deps, &claimed, &charge_id, now, owner).await,
-        DueAction::Charge { .. } => charge(deps, &claimed, now, owner).await,
+    })
+}
+
+/// Claims `read` on its own (no attempt written with it): the claimed record, or what renew
+/// reports when the claim failed for another reason than a lost race. The lease runs on the
+/// wall clock: `now` is billing time and may be anywhere.
+async fn claim(
+    deps: &Deps,
+    read: &SubscriptionRecord,
+    owner: &str,
+) -> Result<Result<SubscriptionRecord, Outcome>, ClaimLost> {
+    match deps.store.claim(read, owner, Timestamp::now(), deps.settings.lease).await {
+        Ok(c) => Ok(Ok(c)),
+        Err(StoreError::Conflict(_)) => Err(ClaimLost),
+        Err(e) => Ok(Err(log_err(read.id(), "claim failed", &e))),
     }
+}
+
+/// The test hooks right after a claim: a crash ends the renewal there; a stall holds it.
+async fn stop_after_claim(deps: &Deps) -> Option<Outcome> {
+    if crashed(deps, CrashPoint::AfterClaim) {
+        return Some(Outcome::Crashed);
+    }
+    if let Some(CrashPoint::StallAfterClaim { ms }) = deps.crash_at {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+    None
 }
 
 /// Commits a transition that moves no money (cancel or pause at period end).
@@ -121,30 +172,30 @@ async fn finish(
     }
 }
 
-/// `claimed`'s billing key, opened before anything is written for a charge or a re-send. A key
-/// that is missing or does not open, or KMS refusing for good, is nothing the customer did: no
-/// decline, no unknown outcome, nothing written — the claim is given back unchanged (the next
-/// tick tries again) and a person is alarmed. KMS not answering is only logged.
-async fn open_key(deps: &Deps, claimed: &SubscriptionRecord, owner: &str) -> Result<Secret, Outcome> {
-    let opened = match &claimed.billing_key {
-        Some(stored) => deps.vault.open(claimed.id(), stored).await,
-        None => Err(VaultError::DoesNotOpen(format!("{} (no billing key)", claimed.id()))),
+/// `sub`'s billing key, opened before anything is written for a charge or a re-send. A key that
+/// is missing or does not open, or KMS refusing for good, is nothing the customer did: no
+/// decline, no unknown outcome, nothing written (a claim held is given back unchanged by the
+/// caller: the next tick tries again) and a person is alarmed. KMS not answering is only logged.
+async fn open_key(deps: &Deps, sub: &SubscriptionRecord) -> Option<Secret> {
+    let opened = match &sub.billing_key {
+        Some(stored) => deps.vault.open(sub.id(), stored).await,
+        None => Err(VaultError::DoesNotOpen(format!("{} (no billing key)", sub.id()))),
     };
     let e = match opened {
-        Ok(key) => return Ok(key),
+        Ok(key) => return Some(key),
         Err(e) => e,
     };
     if matches!(e, VaultError::Kms { lasting: false, .. }) {
-        tracing::warn!(subscription_id = %claimed.id(), error = %e, "KMS did not answer; nothing sent, the next tick tries again");
+        tracing::warn!(subscription_id = %sub.id(), error = %e, "KMS did not answer; nothing sent, the next tick tries again");
     } else {
         tracing::error!(
-            subscription_id = %claimed.id(),
+            subscription_id = %sub.id(),
             alarm = "paycycle_needs_review",
             error = %e,
             "the billing key cannot be opened: nothing charged until a person fixes it (the KMS key, or a card change)"
         );
     }
-    Err(give_back(deps, claimed, owner).await)
+    None
 }
 
 /// The claim given back with the subscription unchanged: still due, so the next tick looks again.
@@ -174,39 +225,49 @@ fn charge_request(claimed: &SubscriptionRecord, attempt: &Attempt, key: &Secret)
     }
 }
 
-/// A first try or a dunning retry: attempt record first, then the PG, then one transaction.
-async fn charge(deps: &Deps, claimed: &SubscriptionRecord, now: Timestamp, owner: &str) -> Outcome {
-    let key = match open_key(deps, claimed, owner).await {
-        Ok(key) => key,
-        Err(outcome) => return outcome,
-    };
-    let (collecting, attempt) = match claimed.subscription.begin_charge(now) {
+/// A first try or a dunning retry: the claim and the attempt record in one transaction (the
+/// attempt is written only with the claim, and a lifecycle change waits while it is pending),
+/// then the PG, then one transaction for the outcome.
+async fn charge(deps: &Deps, read: &SubscriptionRecord, now: Timestamp, owner: &str) -> Result<Outcome, ClaimLost> {
+    let Some(key) = open_key(deps, read).await else { return Ok(Outcome::NotSent) };
+    let (collecting, attempt) = match read.subscription.begin_charge(now) {
         Ok((c, a)) => (c, trace::sent(&a, send_time(deps, now))),
-        Err(e) => return log_err(claimed.id(), "begin charge failed", &e),
+        Err(e) => return Ok(log_err(read.id(), "begin charge failed", &e)),
     };
-    // Only while this worker still holds the claim: a lease that ran out may have let a cancel
-    // (or another worker) in, and nothing may be charged on a claim no longer held.
     let mut tx = deps.store.tx();
-    tx.check_claim_held(claimed, Timestamp::now());
+    let claimed = match tx.claim(read, owner, Timestamp::now(), deps.settings.lease) {
+        Ok(claimed) => claimed,
+        Err(_) => return Ok(Outcome::Skipped), // not due
+    };
     tx.put_attempt_new(&attempt);
     match deps.store.commit(tx).await {
         Ok(()) => {}
+        Err(StoreError::Conflict(_)) => return Err(ClaimLost),
         Err(StoreError::AlreadyExists(_)) => {
-            // An earlier worker wrote this attempt and died: it may have charged. Look it up.
-            return resolve(deps, claimed, &attempt.charge_id, now, owner).await;
+            // An earlier worker wrote this attempt and died: it may have charged. Claimed on its
+            // own, and looked up.
+            let claimed = match claim(deps, read, owner).await? {
+                Ok(claimed) => claimed,
+                Err(outcome) => return Ok(outcome),
+            };
+            if let Some(stopped) = stop_after_claim(deps).await {
+                return Ok(stopped);
+            }
+            return Ok(resolve(deps, &claimed, &attempt.charge_id, now, owner).await);
         }
-        Err(StoreError::Conflict(_)) => {
-            tracing::warn!(subscription_id = %claimed.id(), "claim lost before the attempt write; nothing charged");
-            return Outcome::Skipped;
-        }
-        Err(e) => return log_err(claimed.id(), "attempt write failed", &e),
+        Err(e) => return Ok(log_err(read.id(), "claim and attempt write failed", &e)),
     }
     if crashed(deps, CrashPoint::AfterAttemptWrite) {
-        return Outcome::Crashed;
+        return Ok(Outcome::Crashed);
+    }
+    if let Some(stopped) = stop_after_claim(deps).await {
+        return Ok(stopped);
     }
     let collecting = SubscriptionRecord { subscription: collecting, ..claimed.clone() };
     let stored_status = AttemptStatusKind::Pending;
-    Settling { deps, collecting: &collecting, claimed, attempt: &attempt, stored_status, now, owner }.send(&key).await
+    let settling =
+        Settling { deps, collecting: &collecting, claimed: &claimed, attempt: &attempt, stored_status, now, owner };
+    Ok(settling.send(&key).await)
 }
 
 /// One charge this worker settles: the subscription it claimed, that subscription collecting the
@@ -237,13 +298,20 @@ enum Verdict {
 type TransitionResult = Result<Transition, paycycle::domain::subscription::TransitionError>;
 
 impl Settling<'_> {
-    /// Sends the charge of the attempt on `key` and commits the outcome.
+    /// Sends the charge of the attempt on `key` and commits the outcome. The charge's requests
+    /// must start early enough to be answered (or given up) before the claim's lease ends: after
+    /// it, another worker may look the charge up and send it again. One that cannot start in
+    /// time — it waited for its PG's budget — is not sent at all.
     async fn send(&self, key: &Secret) -> Outcome {
         let req = charge_request(self.claimed, self.attempt, key);
-        let result = match self.deps.pgs.adapter(self.claimed.pg).charge(&req).await {
-            Err(PgError::AlreadyProcessed { .. }) => already_sent(self.deps, self.claimed, self.attempt).await,
-            other => other,
+        let charging = async {
+            match self.deps.pgs.adapter(self.claimed.pg).charge(&req).await {
+                Err(PgError::AlreadyProcessed { .. }) => already_sent(self.deps, self.claimed, self.attempt).await,
+                other => other,
+            }
         };
+        let send_by = send_by(self.claimed, self.deps.pgs.request_timeout);
+        let result = paycycle::pg::budget::sending_by(send_by, charging).await;
         if crashed(self.deps, CrashPoint::AfterPgCall) {
             return Outcome::Crashed;
         }
@@ -597,10 +665,7 @@ async fn unsettled_attempt(
 /// A charge that never reached the PG (or failed there) is charged now under the same id, dated
 /// (and stored) as sent now, so a lost answer is looked up under the right date.
 async fn resend(s: &Settling<'_>) -> Outcome {
-    let key = match open_key(s.deps, s.claimed, s.owner).await {
-        Ok(key) => key,
-        Err(outcome) => return outcome,
-    };
+    let Some(key) = open_key(s.deps, s.claimed).await else { return give_back(s.deps, s.claimed, s.owner).await };
     let resent = trace::sent(s.attempt, send_time(s.deps, s.now));
     // Written (even when the date is unchanged) only while this worker holds the claim and the
     // attempt is as it read it: a worker whose lease ran out may find it re-paid and settled by
@@ -637,6 +702,16 @@ async fn already_sent(deps: &Deps, claimed: &SubscriptionRecord, attempt: &Attem
             ),
         }),
     }
+}
+
+/// The latest moment a request of a charge under `claimed`'s lease may start: its lease's end
+/// (whole seconds on the wall clock, as the claim's condition reads it) less one request's
+/// timeout and a second for clocks, as a monotonic instant.
+fn send_by(claimed: &SubscriptionRecord, request_timeout: std::time::Duration) -> tokio::time::Instant {
+    let lease_end = Timestamp::from_second(claimed.lease_until).unwrap_or_else(|_| Timestamp::now());
+    let left = lease_end.duration_since(Timestamp::now()) - SignedDuration::from_secs(1);
+    let left = std::time::Duration::try_from(left).unwrap_or_default().saturating_sub(request_timeout);
+    tokio::time::Instant::now() + left
 }
 
 /// When a charge request goes out, for the PG's date: the wall clock, which is the PG's. Under

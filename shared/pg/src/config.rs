@@ -9,6 +9,8 @@ use paycycle_domain::gateway::Pg;
 use paycycle_domain::secret::Secret;
 use url::Url;
 
+use crate::budget::{BudgetLimits, Share};
+
 /// What a PG needs configured ([`PgConfigured::config`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PgConfig {
@@ -118,6 +120,9 @@ pub struct PgSettings {
     /// takes longer becomes an unknown outcome and is looked up, never retried blind.
     pub pg_connect_timeout_ms: u64,
     pub pg_timeout_ms: u64,
+    /// This process's share of each PG's request budget ([`crate::budget`]).
+    pub steppay_budget: Share,
+    pub payple_budget: Share,
 }
 
 impl PgSettings {
@@ -138,8 +143,41 @@ impl PgSettings {
             payple_referer: http_url(lookup, "PAYPLE_REFERER")?,
             pg_connect_timeout_ms: millis("PG_CONNECT_TIMEOUT_MS", 3_000)?,
             pg_timeout_ms: millis("PG_TIMEOUT_MS", 20_000)?,
+            steppay_budget: budget_share(lookup, "STEPPAY_MAX_IN_FLIGHT", "STEPPAY_REQUESTS_PER_SECOND")?,
+            payple_budget: budget_share(lookup, "PAYPLE_MAX_IN_FLIGHT", "PAYPLE_REQUESTS_PER_SECOND")?,
         })
     }
+}
+
+/// The processes that share every PG budget: `PAYCYCLE_PG_BUDGET_SHARERS` (the renew workers'
+/// maximum concurrency in the template), else 1.
+const SHARERS: &str = "PAYCYCLE_PG_BUDGET_SHARERS";
+
+/// This process's share of the PG budget in `in_flight_var` / `per_second_var` (unset: no limit).
+/// A total smaller than the number of sharers is refused at boot: each would get less than one,
+/// and rounding it up would exceed the PG's budget.
+fn budget_share(
+    lookup: &impl Fn(&str) -> Option<String>,
+    in_flight_var: &'static str,
+    per_second_var: &'static str,
+) -> Result<Share, ConfigError> {
+    let count =
+        |var: &'static str| -> Result<Option<u32>, ConfigError> {
+            match lookup(var).filter(|v| !v.trim().is_empty()) {
+                None => Ok(None),
+                Some(v) => v.trim().parse::<u32>().ok().filter(|n| (1..=100_000).contains(n)).map(Some).ok_or(
+                    ConfigError::Invalid { var, reason: format!("a whole number between 1 and 100000, got {v:?}") },
+                ),
+            }
+        };
+    let sharers = count(SHARERS)?.unwrap_or(1);
+    let limits = BudgetLimits { in_flight: count(in_flight_var)?, per_second: count(per_second_var)? };
+    limits.share(sharers).ok_or(ConfigError::Invalid {
+        var: in_flight_var,
+        reason: format!(
+            "{limits:?} cannot be shared by {sharers} renew workers ({SHARERS}): lower RenewWorkerMaxConcurrency or raise the budget"
+        ),
+    })
 }
 
 /// The PG credentials. Loaded once per cold start (the facade's `config::load_secrets`).

@@ -11,6 +11,7 @@
 //! blind. A request that never left (connection refused, partner auth refused) is
 //! [`PgError::Transient`]. Clients never persist anything.
 
+pub mod budget;
 pub mod checkout;
 pub mod config;
 pub mod first;

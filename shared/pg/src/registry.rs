@@ -12,6 +12,7 @@ use super::{
     Capabilities, ChargeRequest, Charged, Lookup, PaymentDetails, PaymentState, PgError, PgMode, RefundLookup,
     RefundRequest, Refunded, Timeouts, http_client, payple, steppay,
 };
+use crate::budget::Budget;
 use crate::config::{PgSettings, Secrets};
 
 /// A change to a subscription made at the PG before it is recorded here.
@@ -27,6 +28,8 @@ pub enum PgChange {
 pub struct Registry {
     pub steppay: steppay::SteppayClient,
     pub payple: payple::PaypleClient,
+    /// The longest one PG request takes before it is given up (`PG_TIMEOUT_MS`).
+    pub request_timeout: Duration,
 }
 
 impl Registry {
@@ -40,7 +43,8 @@ impl Registry {
                 http.clone(),
                 config.steppay_base_url.clone(),
                 secrets.steppay_secret_token.clone(),
-            ),
+            )
+            .with_budget(Budget::new("steppay", config.steppay_budget)),
             payple: payple::PaypleClient::new(
                 http,
                 config.payple_base_url.clone(),
@@ -48,8 +52,19 @@ impl Registry {
                 secrets.payple_cst_id.clone(),
                 secrets.payple_cust_key.clone(),
                 secrets.payple_refund_key.clone(),
-            ),
+            )
+            .with_budget(Budget::new("payple", config.payple_budget)),
+            request_timeout: Duration::from_millis(config.pg_timeout_ms),
         }
+    }
+
+    /// The fewest requests this process may have in flight to a PG whose budget limits them
+    /// ([`crate::budget`]): renew starts no more renewals at once than that, so renewals of any
+    /// one PG do not queue on its budget while their claims' leases run (a renewal that still
+    /// cannot start its PG call in time sends nothing: [`crate::budget::sending_by`]).
+    pub fn in_flight_share(&self) -> Option<usize> {
+        let limits = [self.steppay.budget().in_flight_limit(), self.payple.budget().in_flight_limit()];
+        limits.into_iter().flatten().map(|l| l as usize).min()
     }
 
     /// The adapter that serves `mode`.

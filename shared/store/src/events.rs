@@ -91,6 +91,26 @@ const BATCH: usize = 10;
 pub struct EventPublisher {
     bus: Bus,
     calls: Option<std::sync::Arc<crate::aws::calls::CallLog>>,
+    /// Set on a [`EventPublisher::deferring`] copy: committed events wait here for the caller's
+    /// batched [`Deferred::flush`] instead of being published one commit at a time.
+    deferred: Option<Deferred>,
+}
+
+/// Events committed (in the outbox) but not published yet: renew publishes a page's events in
+/// batches off a renewal's critical path. Whatever a flush does not get to stays in the outbox,
+/// and the next drain publishes it (events are at least once, with stable ids).
+#[derive(Clone, Debug, Default)]
+pub struct Deferred(std::sync::Arc<std::sync::Mutex<Vec<OutboxEvent>>>);
+
+impl Deferred {
+    fn push(&self, events: &[OutboxEvent]) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(events);
+    }
+
+    /// The events waiting, taken.
+    pub fn take(&self) -> Vec<OutboxEvent> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
 }
 
 /// Where events go: an EventBridge bus, or a list in memory (beside [`Store::in_memory`]).
@@ -120,12 +140,16 @@ impl EventPublisher {
         if let Some(log) = &calls {
             config = config.interceptor(log.interceptor());
         }
-        Self { bus: Bus::EventBridge { client: Client::from_conf(config.build()), name: bus.into() }, calls }
+        Self {
+            bus: Bus::EventBridge { client: Client::from_conf(config.build()), name: bus.into() },
+            calls,
+            deferred: None,
+        }
     }
 
     /// A publisher that keeps what it publishes in memory ([`EventPublisher::published`]).
     pub fn in_memory() -> Self {
-        Self { bus: Bus::Memory(std::sync::Arc::default()), calls: None }
+        Self { bus: Bus::Memory(std::sync::Arc::default()), calls: None, deferred: None }
     }
 
     /// Everything an in-memory publisher published, in order (empty for EventBridge).
@@ -134,6 +158,12 @@ impl EventPublisher {
             Bus::Memory(sent) => sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
             Bus::EventBridge { .. } => Vec::new(),
         }
+    }
+
+    /// A copy of this publisher whose commits leave their events in `deferred` for the caller to
+    /// publish ([`EventPublisher::flush`]) in batches.
+    pub fn deferring(&self, deferred: &Deferred) -> Self {
+        Self { deferred: Some(deferred.clone()), ..self.clone() }
     }
 
     /// The calls this publisher made, when `PAYCYCLE_RECORD_AWS_CALLS` is set (the IAM test).
@@ -210,9 +240,14 @@ impl EventPublisher {
         Ok(PublishReport { published: accepted.len(), failed })
     }
 
-    /// After a commit: publishes its events; whatever fails stays in the outbox for the next drain
-    /// (logged, never an error for the caller — the state change itself is done).
+    /// After a commit: publishes its events (or, deferring, leaves them for the caller's batch);
+    /// whatever fails stays in the outbox for the next drain (logged, never an error for the
+    /// caller — the state change itself is done).
     pub async fn publish_committed(&self, store: &Store, events: &[OutboxEvent]) {
+        if let Some(deferred) = &self.deferred {
+            deferred.push(events);
+            return;
+        }
         if let Err(e) = self.flush(store, events).await {
             tracing::warn!(error = %e, "events stay in the outbox for the next drain");
         }

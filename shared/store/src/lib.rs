@@ -174,6 +174,22 @@ impl Store {
         }
     }
 
+    /// Consistent reads of `wanted` (table keys), at most 100 per BatchGetItem; keys DynamoDB
+    /// leaves unprocessed are asked again a few times. The items found, in no particular order;
+    /// a key still unprocessed after the retries fails the read (`Unavailable`).
+    pub(crate) async fn get_many(&self, wanted: &[(String, String)]) -> Result<Vec<Item>, StoreError> {
+        match &self.backend {
+            Backend::Memory(m) => Ok(wanted.iter().filter_map(|(pk, sk)| m.get(pk, sk)).collect()),
+            Backend::Dynamo(t) => {
+                let mut found = Vec::with_capacity(wanted.len());
+                for chunk in wanted.chunks(100) {
+                    found.extend(batch_get(t, chunk).await?);
+                }
+                Ok(found)
+            }
+        }
+    }
+
     /// One page of `q` (consistent on the table; a GSI lags writes briefly on DynamoDB).
     pub(crate) async fn query(&self, q: &Query) -> Result<(Vec<Item>, Option<Item>), StoreError> {
         match &self.backend {
@@ -309,6 +325,39 @@ impl Store {
         match result {
             Ok(_) => Ok(()),
             Err(err) => Err(transaction_error(err, &tx.writes)),
+        }
+    }
+}
+
+/// One BatchGetItem (consistent), asked again while DynamoDB leaves keys unprocessed.
+async fn batch_get(table: &Table, chunk: &[(String, String)]) -> Result<Vec<Item>, StoreError> {
+    use aws_sdk_dynamodb::types::KeysAndAttributes;
+    let keys: Vec<Item> = chunk
+        .iter()
+        .map(|(pk, sk)| HashMap::from([(keys::PK.to_string(), s(pk)), (keys::SK.to_string(), s(sk))]))
+        .collect();
+    let mut asking = Some(
+        KeysAndAttributes::builder()
+            .set_keys(Some(keys))
+            .consistent_read(true)
+            .build()
+            .map_err(|err| StoreError::Unavailable(err.to_string()))?,
+    );
+    let mut found = Vec::with_capacity(chunk.len());
+    for attempt in 0..5u32 {
+        let Some(request) = asking.take().filter(|k| !k.keys().is_empty()) else { return Ok(found) };
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(25 << attempt)).await;
+        }
+        let out =
+            table.client.batch_get_item().request_items(&table.name, request).send().await.map_err(unavailable)?;
+        found.extend(out.responses().and_then(|r| r.get(&table.name)).cloned().unwrap_or_default());
+        asking = out.unprocessed_keys().and_then(|m| m.get(&table.name)).cloned();
+    }
+    match asking.filter(|k| !k.keys().is_empty()) {
+        None => Ok(found),
+        Some(left) => {
+            Err(StoreError::Unavailable(format!("{} keys left unprocessed by BatchGetItem", left.keys().len())))
         }
     }
 }

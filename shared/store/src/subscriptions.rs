@@ -304,6 +304,42 @@ impl Tx {
         self.push(Write::check(&subscription_pk(claimed.id()), SUB_SK, c))
     }
 
+    /// [`Store::claim`] as part of a transaction (renew claims a subscription and writes the
+    /// attempt it will charge in one): the claimed record, or `Conflict` when `r` is not due.
+    pub fn claim(
+        &mut self,
+        r: &SubscriptionRecord,
+        owner: &str,
+        wall_now: Timestamp,
+        lease: SignedDuration,
+    ) -> Result<SubscriptionRecord, StoreError> {
+        let due =
+            r.subscription.next_attempt_at.ok_or_else(|| StoreError::Conflict(format!("{} is not due", r.id())))?;
+        let until = epoch(wall_now.saturating_add(lease).unwrap_or(wall_now));
+        let renew_looks = [
+            SubscriptionState::Active,
+            SubscriptionState::PastDue,
+            SubscriptionState::NeedsReview,
+            SubscriptionState::Canceled,
+        ];
+        let c = Cond::version(r.version)
+            .and(Cond::Cmp(LEASE_UNTIL, Op::Le, n(epoch(wall_now))))
+            .and(Cond::eq(keys::NEXT_ATTEMPT_AT, n(epoch(due))))
+            .and(Cond::In(STATE, renew_looks.iter().map(|st| s(st.as_str())).collect()));
+        let sets = vec![
+            Set::Value(LEASE_OWNER, s(owner)),
+            Set::Value(LEASE_UNTIL, n(until)),
+            Set::Value(keys::VERSION, n(r.version + 1)),
+        ];
+        self.push(Write::update_if(&subscription_pk(r.id()), SUB_SK, sets, c));
+        Ok(SubscriptionRecord {
+            version: r.version + 1,
+            lease_owner: Some(owner.to_string()),
+            lease_until: until,
+            ..r.clone()
+        })
+    }
+
     /// Records a new attempt (it must not exist: a second writer of the same charge id loses).
     pub fn put_attempt_new(&mut self, a: &Attempt) -> &mut Self {
         self.put_new(attempt_item(a))
@@ -399,6 +435,27 @@ impl Store {
         Ok(Page { items, next })
     }
 
+    /// The subscriptions of one page of shard `shard` due at or before `now`, earliest first, each
+    /// read whole (consistently) by one BatchGetItem for the page: renew needs no read of its own
+    /// per renewal. An entry whose subscription is gone meanwhile is left out.
+    pub async fn due_subscription_records(
+        &self,
+        shard: &str,
+        now: Timestamp,
+        limit: i32,
+        start: Option<Item>,
+    ) -> Result<Page<SubscriptionRecord>, StoreError> {
+        let (keys, next) = self.due_keys(shard, now, limit, start).await?;
+        let mut by_key: std::collections::HashMap<String, SubscriptionRecord> = std::collections::HashMap::new();
+        for item in self.get_many(&keys).await? {
+            let record: SubscriptionRecord = from_item(item)?;
+            by_key.insert(subscription_pk(record.id()), record);
+        }
+        // In the index's order (earliest due first), as the page was asked.
+        let items = keys.iter().filter_map(|(pk, _)| by_key.remove(pk)).collect();
+        Ok(Page { items, next })
+    }
+
     /// Claims `r` for `lease` from `wall_now`: only one worker wins, and only while the
     /// subscription is still as read (same version, same due time, no live lease). Leases run on
     /// the wall clock (`Timestamp::now()`), never on a tick's billing time: a tick with another
@@ -411,32 +468,10 @@ impl Store {
         wall_now: Timestamp,
         lease: SignedDuration,
     ) -> Result<SubscriptionRecord, StoreError> {
-        let due =
-            r.subscription.next_attempt_at.ok_or_else(|| StoreError::Conflict(format!("{} is not due", r.id())))?;
-        let now = wall_now;
-        let until = epoch(now.saturating_add(lease).unwrap_or(now));
-        let renew_looks = [
-            SubscriptionState::Active,
-            SubscriptionState::PastDue,
-            SubscriptionState::NeedsReview,
-            SubscriptionState::Canceled,
-        ];
-        let c = Cond::version(r.version)
-            .and(Cond::Cmp(LEASE_UNTIL, Op::Le, n(epoch(now))))
-            .and(Cond::eq(keys::NEXT_ATTEMPT_AT, n(epoch(due))))
-            .and(Cond::In(STATE, renew_looks.iter().map(|st| s(st.as_str())).collect()));
-        let sets = vec![
-            Set::Value(LEASE_OWNER, s(owner)),
-            Set::Value(LEASE_UNTIL, n(until)),
-            Set::Value(keys::VERSION, n(r.version + 1)),
-        ];
-        self.write(Write::update_if(&subscription_pk(r.id()), SUB_SK, sets, c)).await?;
-        Ok(SubscriptionRecord {
-            version: r.version + 1,
-            lease_owner: Some(owner.to_string()),
-            lease_until: until,
-            ..r.clone()
-        })
+        let mut tx = self.tx();
+        let claimed = tx.claim(r, owner, wall_now, lease)?;
+        self.write(tx.writes.remove(0)).await?;
+        Ok(claimed)
     }
 
     /// Gives a lease back without other changes (a worker that claimed and then found nothing to

@@ -189,9 +189,10 @@ async fn a_renewal_commits_attempt_payment_subscription_and_outbox_in_one_transa
     assert_eq!(e.store.due_subscriptions(&due_shard(r.id()), due, 10, None).await.unwrap().items, [r.id().clone()]);
 
     let before = e.store.counter.snapshot();
-    let claimed = e.store.claim(&r, "w1", due, SignedDuration::from_mins(2)).await.unwrap();
-    let (collecting, attempt) = claimed.subscription.begin_charge(due).unwrap();
+    // renew's claim and its attempt: one transaction.
+    let (collecting, attempt) = r.subscription.begin_charge(due).unwrap();
     let mut tx = e.store.tx();
+    let claimed = tx.claim(&r, "w1", due, SignedDuration::from_mins(2)).unwrap();
     tx.put_attempt_new(&attempt);
     e.store.commit(tx).await.unwrap();
 
@@ -222,9 +223,9 @@ async fn a_renewal_commits_attempt_payment_subscription_and_outbox_in_one_transa
     e.store.commit(tx).await.unwrap();
     if e.aws().is_some() {
         let used = e.store.counter.snapshot().since(&before);
-        assert_eq!(used.requests_of("UpdateItem"), 1, "claim");
-        assert_eq!(used.requests_of("TransactWriteItems"), 2, "attempt, then outcome");
-        assert_eq!(used.written_items, 1 + 1 + 5, "claim + attempt + (attempt, payment, subscription, 2 events)");
+        assert_eq!(used.requests_of("UpdateItem"), 0, "the claim is in the first transaction");
+        assert_eq!(used.requests_of("TransactWriteItems"), 2, "claim with attempt, then outcome");
+        assert_eq!(used.written_items, 2 + 5, "(claim, attempt) + (attempt, payment, subscription, 2 events)");
     }
 
     let stored = e.store.get_subscription(r.id()).await.unwrap().unwrap();

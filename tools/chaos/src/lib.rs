@@ -28,6 +28,8 @@
 //! Each scenario gets its own table and its own PG sandbox, so scenarios run side by side and one
 //! seed reproduces exactly what it did (`make chaos SEED=… COUNT=1`). Nothing leaves 127.0.0.1.
 
+pub mod fanout;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -138,6 +140,15 @@ pub struct Tally {
     /// Scenarios whose billing time stays near the wall clock.
     pub near_wall_clock: u64,
     pub crashes: u64,
+    /// Ticks that went through the fan-out (dispatch, then workers on the shard messages).
+    pub fanned_out_ticks: u64,
+    /// Shard messages walked by the fan-out's workers, and of those: received by a second worker
+    /// at once, handed over at a deadline, failed and delivered again; dispatches run twice.
+    pub shard_walks: u64,
+    pub redelivered_messages: u64,
+    pub hand_overs: u64,
+    pub failed_messages: u64,
+    pub twice_dispatched: u64,
     pub faults: BTreeMap<String, u64>,
     pub refund_requests: u64,
     pub refund_answers: BTreeMap<u16, u64>,
@@ -182,6 +193,12 @@ impl Tally {
         self.late_ticks += o.late_ticks;
         self.near_wall_clock += o.near_wall_clock;
         self.crashes += o.crashes;
+        self.fanned_out_ticks += o.fanned_out_ticks;
+        self.shard_walks += o.shard_walks;
+        self.redelivered_messages += o.redelivered_messages;
+        self.hand_overs += o.hand_overs;
+        self.failed_messages += o.failed_messages;
+        self.twice_dispatched += o.twice_dispatched;
         for (k, v) in &o.faults {
             *self.faults.entry(k.clone()).or_default() += v;
         }
@@ -318,6 +335,22 @@ pub async fn run_tampered(world: &World, seed: u64, tamper: Option<Tamper>) -> R
     result.map_err(|message| Failure { seed, message, log })
 }
 
+/// The `i`-th subscription's id. In every other scenario all of them share the first one's
+/// due-index shard, so a fan-out worker walks them in one shard (and can hand the rest over).
+fn subscription_id(seed: u64, i: i64, first: Option<&SubscriptionId>) -> String {
+    let plain = format!("sub_chaos{seed}n{i}");
+    let Some(first) = first.filter(|_| seed % 2 == 0) else { return plain };
+    let shard = paycycle::store::subscriptions::due_shard(first);
+    let beside = |j: u32| format!("{plain}s{j}");
+    let same = (0..10_000u32).find(|&j| {
+        SubscriptionId::parse(&beside(j)).is_ok_and(|id| paycycle::store::subscriptions::due_shard(&id) == shard)
+    });
+    match same {
+        Some(j) => beside(j),
+        None => plain,
+    }
+}
+
 fn kst_start(rng: &mut Rng, near_wall_clock: bool) -> Timestamp {
     if near_wall_clock {
         // Due within a day or two of the wall clock: billing time and lease time (the wall
@@ -425,7 +458,7 @@ async fn setup(world: &World, seed: u64, log: &mut Vec<String>) -> Result<Scenar
         };
         let anchor = kst_start(&mut rng, near_wall_clock);
         let amount = rng.range(10, 1_000) * 100;
-        let id = format!("sub_chaos{seed}n{i}");
+        let id = subscription_id(seed, i, subs.first().map(|s: &Sub| &s.id));
         seed_subscription(&store, &world.vault, &id, pg, anchor, amount, &key).await?;
         log.push(format!("{id}: {pg:?}, {amount}원 monthly from {anchor}"));
         earliest = Some(earliest.map_or(anchor, |e| e.min(anchor)));
@@ -460,8 +493,10 @@ async fn setup(world: &World, seed: u64, log: &mut Vec<String>) -> Result<Scenar
     })
 }
 
-/// A renew lease in chaos scenarios (wall clock): longer than any renewal there (PG timeout 300 ms).
-const CHAOS_LEASE: SignedDuration = SignedDuration::from_secs(2);
+/// A renew lease in chaos scenarios (wall clock): longer than any renewal there (PG timeout 300 ms),
+/// and long enough that a charge's requests can start before its send-by time (the lease's end,
+/// in whole seconds, less a second and the PG timeout).
+const CHAOS_LEASE: SignedDuration = SignedDuration::from_secs(3);
 
 const CRASH_POINTS: [CrashPoint; 4] =
     [CrashPoint::AfterClaim, CrashPoint::AfterAttemptWrite, CrashPoint::AfterPgCall, CrashPoint::BeforeCommit];
@@ -512,7 +547,17 @@ impl Scenario {
         for (i, now) in nows.iter().copied().enumerate() {
             let mut deps = self.renew.clone();
             deps.crash_at = crash.filter(|(which, _)| *which == i).map(|(_, at)| at);
-            ticks.spawn(async move { renew::tick(&deps, now, None).await });
+            // A third of the ticks go through the fan-out: dispatch, then workers.
+            if self.rng.chance(33) {
+                let plan = self.fan_plan(deps.crash_at.take());
+                let (tick_id, live) = (format!("evt-{}-{}-{i}", self.seed, self.tally.steps), self.live_shards());
+                ticks.spawn(async move {
+                    let done = fanout::tick(&deps, &tick_id, now, &live, &plan).await;
+                    (done.charged, Some((done, plan)))
+                });
+            } else {
+                ticks.spawn(async move { (renew::tick(&deps, now, None).await.charged, None) });
+            }
         }
         let racing = racing.map(|race| {
             let handle = tokio::spawn(async move {
@@ -523,8 +568,11 @@ impl Scenario {
         });
         let mut charged = 0;
         while let Some(r) = ticks.join_next().await {
-            let report = r.map_err(|e| format!("tick panicked: {e}"))?;
-            charged += report.charged;
+            let (n, fanned) = r.map_err(|e| format!("tick panicked: {e}"))?;
+            charged += n;
+            if let Some((done, plan)) = fanned {
+                self.count_fan_out(&done, &plan);
+            }
         }
         if let Some((what, sub, body, call)) = racing {
             let answered = call.await.map_err(|e| format!("{what} panicked: {e}"))?;
@@ -555,6 +603,37 @@ impl Scenario {
             crash.map(|(i, at)| format!(", #{i} crashes {at:?}")).unwrap_or_default()
         ));
         Ok(())
+    }
+
+    /// How a fan-out tick is driven; it crashes at `crash` if the tick was to.
+    fn fan_plan(&mut self, crash: Option<CrashPoint>) -> fanout::Plan {
+        let workers = self.rng.range(2, 5) as usize;
+        fanout::Plan {
+            workers,
+            dispatched_twice: self.rng.chance(25),
+            past_dedupe_window: self.rng.chance(30),
+            redeliver_percent: *self.rng.pick(&[0, 20, 50]),
+            short_deadline_percent: *self.rng.pick(&[0, 15, 40]),
+            one_at_a_time: self.rng.chance(50),
+            crash: crash.map(|at| (self.rng.below(workers as u64) as usize, at)),
+            seed: self.rng.next_u64(),
+        }
+    }
+
+    fn count_fan_out(&mut self, done: &fanout::Done, plan: &fanout::Plan) {
+        self.tally.fanned_out_ticks += 1;
+        self.tally.shard_walks += done.walked;
+        self.tally.redelivered_messages += done.redelivered;
+        self.tally.hand_overs += done.handed_over;
+        self.tally.failed_messages += done.failed_and_retried;
+        self.tally.twice_dispatched += u64::from(plan.dispatched_twice);
+        self.log.push(format!("fan-out: {plan:?} → {done:?}"));
+    }
+
+    /// The due-index shards the scenario's subscriptions live in.
+    fn live_shards(&self) -> fanout::LiveShards {
+        let ids = self.subs.iter().map(|s| &s.id).chain(self.checkout_subs.iter().map(|(id, _, _)| id));
+        ids.map(paycycle::store::subscriptions::due_shard).collect()
     }
 
     /// The billing time of the `i`-th of a set of overlapping ticks: the first is the scenario's
@@ -973,7 +1052,10 @@ impl Scenario {
         self.tally.tampered = true;
         match t {
             Tamper::DoubleCharge => {
+                // The same order approved twice: its own PG id, the charge's order id (a window
+                // payment's order is its PG id).
                 let mut twin = charge.clone();
+                twin.partner_order_id = Some(charge.partner_order_id.clone().unwrap_or_else(|| charge.id.clone()));
                 twin.id = format!("{}TWIN", charge.id);
                 state.charges.push(twin);
             }

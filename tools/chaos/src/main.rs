@@ -106,6 +106,8 @@ fn summary(t: &Tally, failures: &[u64], seed: u64, seconds: f64) -> String {
         "chaos: {} scenarios passed, {} failed (seeds from {seed}{}) in {seconds:.0} s\n\
          subscriptions {} ({} scenarios near the wall clock) · steps {} · ticks {} ({} overlapping sets, \
          {} at skewed times, {} late ticks, {} with a crash)\n\
+         fan-out: {} ticks dispatched to workers ({} dispatched twice), {} shard walks, {} messages received \
+         by two workers at once, {} hand-overs at a deadline, {} failed messages delivered again\n\
          faults {:?}\n\
          refund requests {} → {:?} · lifecycle calls {} ({} racing ticks, {} of them full refunds with \
          cancel_subscription) → {:?}\n\
@@ -124,6 +126,12 @@ fn summary(t: &Tally, failures: &[u64], seed: u64, seconds: f64) -> String {
         t.skewed_ticks,
         t.late_ticks,
         t.crashes,
+        t.fanned_out_ticks,
+        t.twice_dispatched,
+        t.shard_walks,
+        t.redelivered_messages,
+        t.hand_overs,
+        t.failed_messages,
         t.faults,
         t.refund_requests,
         t.refund_answers,

@@ -47,6 +47,9 @@ async fn twenty_four_seeded_scenarios_reconcile_with_the_pg_ledger() {
     assert!(total.skewed_ticks > 0 && total.late_ticks > 0, "ticks at different times overlap: {total:?}");
     assert!(total.near_wall_clock > 0, "some scenarios bill near the wall clock: {total:?}");
     assert!(total.checkouts > 0 && total.tampered_verifies > 0, "browsers tamper with verify: {total:?}");
+    // Issue 25: ticks through the fan-out, with messages received twice at once and hand-overs.
+    assert!(total.fanned_out_ticks > 3 && total.shard_walks > total.fanned_out_ticks, "{total:?}");
+    assert!(total.redelivered_messages > 0 && total.twice_dispatched > 0, "{total:?}");
     assert_eq!(total.pg_charges, total.payments + total.flagged_for_review);
 }
 

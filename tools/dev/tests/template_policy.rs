@@ -81,3 +81,37 @@ fn the_feeder_mirrors_the_stream_mapping_and_every_role_is_least_privilege() {
         text.contains("dynamodb:PutItem") && !text.contains("dynamodb:UpdateItem") && !text.contains("dynamodb:Query")
     );
 }
+
+/// Issue 25 §2: the renew workers, and only they, take a share of each PG's budget: the totals are
+/// parameters, shared by `RenewWorkerMaxConcurrency` workers; with the template's defaults (and
+/// at the workers' largest default count) every share is at least one request, so they boot.
+#[test]
+fn the_renew_workers_share_the_pg_budgets_and_boot_with_the_template_defaults() {
+    let text = std::fs::read_to_string(paycycle_testkit::repo_root().join("template.yaml")).unwrap();
+    let template: Value = serde_norway::from_str(&text).unwrap();
+    let default = |p: &str| get(&template, &["Parameters", p, "Default"]).as_u64().unwrap_or_else(|| panic!("{p}"));
+    let workers = get(&template, &["Resources", "RenewWorkerFunction", "Properties", "Environment", "Variables"]);
+    let referenced = |var: &str| {
+        let v = get(workers, &[var]);
+        let Value::Tagged(tagged) = v else { panic!("{var} is a !Ref, got {v:?}") };
+        assert_eq!(tagged.tag.to_string(), "!Ref", "{var}");
+        tagged.value.as_str().unwrap().to_string()
+    };
+    assert_eq!(referenced("PAYCYCLE_PG_BUDGET_SHARERS"), "RenewWorkerMaxConcurrency");
+    let sharers = default("RenewWorkerMaxConcurrency") as u32;
+    for (var, parameter) in [
+        ("STEPPAY_MAX_IN_FLIGHT", "SteppayMaxInFlight"),
+        ("STEPPAY_REQUESTS_PER_SECOND", "SteppayRequestsPerSecond"),
+        ("PAYPLE_MAX_IN_FLIGHT", "PaypleMaxInFlight"),
+        ("PAYPLE_REQUESTS_PER_SECOND", "PaypleRequestsPerSecond"),
+    ] {
+        assert_eq!(referenced(var), parameter);
+        let total = default(parameter) as u32;
+        let limits = paycycle::pg::budget::BudgetLimits { in_flight: Some(total), per_second: Some(total) };
+        let share = limits.share(sharers).unwrap_or_else(|| panic!("{parameter} {total} shared by {sharers}"));
+        assert!(share.in_flight.unwrap() * sharers <= total);
+    }
+    // The scheduled tick only dispatches (no budget of its own); no other function is limited.
+    let tick = format!("{:?}", get(&template, &["Resources", "RenewFunction", "Properties", "Environment"]));
+    assert!(!tick.contains("MAX_IN_FLIGHT"), "{tick}");
+}

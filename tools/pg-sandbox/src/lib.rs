@@ -12,6 +12,7 @@
 // request's error path is not hot.
 #![allow(clippy::result_large_err)]
 
+pub mod load;
 pub mod payple;
 pub mod shapes;
 pub mod state;
@@ -62,6 +63,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/php/cPayUser/api/cPayUserAct.php", post(payple::user_act))
         .route("/__sandbox/payple/window", post(payple::window))
         // Admin
+        .route("/__admin/load", get(load::report).delete(load::reset))
         .route("/__admin/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/__admin/ledger", get(ledger))
         .route("/__admin/scenarios", post(add_scenario).get(list_scenarios).delete(clear_scenarios))
@@ -79,6 +81,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         // Every PG route's bodies are checked against the documented shapes (after routing, so
         // the route's template is known).
         .route_layer(axum::middleware::from_fn_with_state(shared.clone(), shapes::check))
+        .route_layer(axum::middleware::from_fn_with_state(shared.clone(), load::meter))
         .fallback(|| async { (StatusCode::NOT_FOUND, Json(json!({"error": "no such sandbox route"}))) })
         .with_state(shared)
 }

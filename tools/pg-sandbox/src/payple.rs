@@ -116,6 +116,7 @@ pub async fn auth(State(shared): Sh, headers: HeaderMap, body: Bytes) -> Respons
     let fault = shared.state.lock().expect("state").take_fault(Operation::Auth, None);
     match fault {
         Some(Fault::ServerError) => return (StatusCode::INTERNAL_SERVER_ERROR, "sandbox fault: 500").into_response(),
+        Some(Fault::TooManyRequests { retry_after_s }) => return crate::load::too_many_requests(retry_after_s),
         // Partner auth refused with a code no document lists (e.g. maintenance): seed 003 3-2's
         // answer shape, `result` not success, the code inside `result_msg`.
         Some(Fault::DeclineWithCode { code }) => {
@@ -188,6 +189,7 @@ async fn pre_fault(shared: &Shared, op: Operation, key: Option<&str>) -> Result<
     let fault = shared.state.lock().expect("state").take_fault(op, key);
     match fault {
         Some(Fault::ServerError) => Err((StatusCode::INTERNAL_SERVER_ERROR, "sandbox fault: 500").into_response()),
+        Some(Fault::TooManyRequests { retry_after_s }) => Err(crate::load::too_many_requests(retry_after_s)),
         Some(Fault::Delay { ms }) => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Ok(None)

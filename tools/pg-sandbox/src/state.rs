@@ -282,6 +282,12 @@ pub enum Fault {
     TimeoutAfterDecline,
     /// 5xx before doing anything.
     ServerError,
+    /// `429 Too Many Requests` before doing anything, with `Retry-After` seconds if given. Neither
+    /// PG documents a rate limit or its answer (PG-FACTS); this is HTTP's way to say "slow down",
+    /// for proving a client backs off instead of multiplying its requests.
+    TooManyRequests {
+        retry_after_s: Option<u64>,
+    },
     /// Answer normally after a delay.
     Delay {
         ms: u64,
@@ -408,6 +414,8 @@ pub struct Shared {
     pub shape_log: Mutex<ShapeLog>,
     counter: AtomicU64,
     seed: u64,
+    /// Peaks of the PG routes' load (`GET /__admin/load`).
+    pub load: crate::load::Load,
 }
 
 /// Bodies checked against the documented shapes, per route, and the ones that failed.
@@ -434,6 +442,7 @@ impl Shared {
             shape_log: Mutex::new(ShapeLog::default()),
             counter: AtomicU64::new(1),
             seed,
+            load: crate::load::Load::default(),
         }
     }
 

@@ -104,6 +104,7 @@ async fn pre_fault(shared: &Shared, op: Operation, billing_key: Option<&str>) ->
         Some(Fault::ServerError) => {
             Err(error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_SERVER_ERROR", "sandbox fault: 500"))
         }
+        Some(Fault::TooManyRequests { retry_after_s }) => Err(crate::load::too_many_requests(retry_after_s)),
         Some(Fault::Delay { ms }) => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Ok(None)

@@ -4,6 +4,7 @@
 
 pub mod transformers;
 
+use crate::budget::Budget;
 use jiff::Timestamp;
 use serde::Serialize;
 use url::Url;
@@ -27,6 +28,7 @@ pub struct PaypleClient {
     cst_id: Secret,
     cust_key: Secret,
     refund_key: Secret,
+    budget: Budget,
 }
 
 /// A one-time partner auth.
@@ -244,22 +246,27 @@ impl PaypleClient {
         cust_key: Secret,
         refund_key: Secret,
     ) -> Self {
-        Self { http, base, referer: referer.as_str().trim_end_matches('/').to_string(), cst_id, cust_key, refund_key }
+        let referer = referer.as_str().trim_end_matches('/').to_string();
+        Self { http, base, referer, cst_id, cust_key, refund_key, budget: Budget::unlimited("payple") }
+    }
+
+    /// Every request (partner auths too) within `budget` ([`crate::budget`]).
+    pub fn with_budget(self, budget: Budget) -> Self {
+        Self { budget, ..self }
+    }
+
+    /// The budget every request of this client waits on.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
     }
 
     /// Partner auth for one call. No money moves here: failures are `Transient` or `Config`.
     pub async fn auth(&self, flags: AuthRequest<'_>) -> Result<Grant, PgError> {
         let body = AuthRequest { cst_id: self.cst_id.expose(), cust_key: self.cust_key.expose(), ..flags };
         let url = self.base.join("/php/auth.php").map_err(|e| PgError::Invalid(e.to_string()))?;
-        let resp = self
-            .http
-            .post(url)
-            .header("Referer", &self.referer)
-            .header("Cache-Control", "no-cache")
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| transport_error(&e, false))?;
+        let request =
+            self.http.post(url).header("Referer", &self.referer).header("Cache-Control", "no-cache").json(&body);
+        let resp = self.budget.send(request).await.map_err(|e| e.into_pg(false))?;
         let status = resp.status();
         let text = resp.text().await.map_err(|e| transport_error(&e, false))?;
         if !status.is_success() {
@@ -288,15 +295,9 @@ impl PaypleClient {
     /// POSTs `body` to `url` and parses the Payple result. `moves_money` decides how failures
     /// after sending are classed.
     async fn call<B: Serialize>(&self, url: Url, body: &B, moves_money: bool) -> Result<PaypleResult, PgError> {
-        let resp = self
-            .http
-            .post(url)
-            .header("Referer", &self.referer)
-            .header("Cache-Control", "no-cache")
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| transport_error(&e, moves_money))?;
+        let request =
+            self.http.post(url).header("Referer", &self.referer).header("Cache-Control", "no-cache").json(body);
+        let resp = self.budget.send(request).await.map_err(|e| e.into_pg(moves_money))?;
         let status = resp.status();
         let text = resp.text().await.map_err(|e| transport_error(&e, moves_money))?;
         let unknown =

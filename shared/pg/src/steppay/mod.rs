@@ -5,6 +5,7 @@
 pub mod transformers;
 pub mod webhook;
 
+use crate::budget::Budget;
 use jiff::Timestamp;
 use reqwest::Method;
 use url::Url;
@@ -26,6 +27,7 @@ pub struct SteppayClient {
     http: reqwest::Client,
     base: Url,
     token: Secret,
+    budget: Budget,
 }
 
 /// A StepPay amount that must be there. StepPay's amounts are decimals (`10000.0`; step-api-spec
@@ -66,7 +68,17 @@ const PAYMENT_METHOD_ORDER: &str = "PAYMENT_METHOD";
 
 impl SteppayClient {
     pub fn new(http: reqwest::Client, base: Url, token: Secret) -> Self {
-        Self { http, base, token }
+        Self { http, base, token, budget: Budget::unlimited("steppay") }
+    }
+
+    /// Every request within `budget` ([`crate::budget`]).
+    pub fn with_budget(self, budget: Budget) -> Self {
+        Self { budget, ..self }
+    }
+
+    /// The budget every request of this client waits on.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
     }
 
     fn url(&self, path: &str) -> Result<Url, PgError> {
@@ -86,7 +98,7 @@ impl SteppayClient {
         if let Some(body) = body {
             req = req.header("content-type", "application/json").body(body);
         }
-        let resp = req.send().await.map_err(|e| transport_error(&e, moves_money))?;
+        let resp = self.budget.send(req).await.map_err(|e| e.into_pg(moves_money))?;
         let status = resp.status().as_u16();
         let text = resp.text().await.map_err(|e| transport_error(&e, moves_money))?;
         if (200..300).contains(&status) { Ok(text) } else { Err(classify(status, &text, moves_money)) }
