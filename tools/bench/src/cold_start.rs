@@ -3,9 +3,12 @@
 //! its first `GET …/invocation/next` (init done: config, SDK config, secrets, clients). Then it gets
 //! one realistic event (which reaches moto through the real SDK), and its resident memory is read
 //! from `/proc/<pid>/status` once it has answered. Every process is stopped by the PID we started.
+//! A hello-world `lambda_runtime` binary ([`HELLO`]) starts in the same harness, interleaved with the
+//! functions: each function's init is reported as a multiple of it, which carries across machines
+//! where milliseconds do not.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -13,6 +16,10 @@ use serde_json::{Value, json};
 
 use crate::runtime_api::{Answer, RuntimeApi};
 use crate::stats::Summary;
+
+/// The baseline: a hello-world `lambda_runtime` function (tools/hello-lambda), built with the
+/// same release profile in a cargo invocation of its own, as the functions are.
+pub const HELLO: &str = "hello-lambda";
 
 /// One function's numbers.
 #[derive(Clone, Debug)]
@@ -33,9 +40,10 @@ pub struct FunctionEnv {
 }
 
 impl FunctionEnv {
-    pub fn new(moto_endpoint: &str, table: &str, bus: &str, sandbox_url: &str) -> Self {
+    pub fn new(moto_endpoint: &str, table: &str, bus: &str, kms_key: &str, sandbox_url: &str) -> Self {
         let vars = [
             ("AWS_ENDPOINT_URL", moto_endpoint),
+            ("PAYCYCLE_BILLING_KEY_KMS_KEY", kms_key),
             ("AWS_ACCESS_KEY_ID", "bench"),
             ("AWS_SECRET_ACCESS_KEY", "bench"),
             ("AWS_REGION", "ap-northeast-2"),
@@ -113,6 +121,8 @@ pub fn first_event(function: &str, n: usize) -> Value {
         "webhook-endpoints" => http_event("GET", "/webhook-endpoints", bogus_key, None),
         // An empty SQS batch: deliver answers with no failures.
         "deliver" => json!({"Records": []}),
+        // The baseline echoes what it gets.
+        HELLO => json!({"hello": n}),
         other => panic!("no first event for {other}"),
     }
 }
@@ -133,83 +143,107 @@ pub fn zip_size(binary: &Path) -> std::io::Result<u64> {
     Ok(deflated + (30 + 9) + (46 + 9) + 22)
 }
 
-/// Starts `binary` `runs` times; init time each run, memory after the first invocation of each.
-pub async fn measure(
+/// One process started: its init time, then its memory and its answer after one invocation.
+struct Start {
+    init_ms: f64,
+    rss_mb: f64,
+    peak_mb: f64,
+    answer: String,
+}
+
+/// Starts `binary` as Lambda would and waits for its first `/next`: the child, its init time.
+async fn started(
     api: &RuntimeApi,
     function: &str,
     binary: &Path,
     env: &FunctionEnv,
+) -> Result<(tokio::process::Child, f64), String> {
+    api.reset();
+    let mut command = tokio::process::Command::new(binary);
+    command
+        .env_clear()
+        .envs(&env.vars)
+        .env("AWS_LAMBDA_FUNCTION_NAME", function)
+        .env("AWS_LAMBDA_RUNTIME_API", api.addr.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let started = Instant::now();
+    let mut child = command.spawn().map_err(|e| format!("{function}: spawn {}: {e}", binary.display()))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(at) = api.first_next_at() {
+            return Ok((child, at.duration_since(started).as_secs_f64() * 1e3));
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("{function}: exited during init with {status}"));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill().await;
+            return Err(format!("{function}: no /next within 10 s"));
+        }
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+}
+
+/// One cold start of `binary` and its first invocation (the `n`th start), stopped by its PID.
+async fn start_once(
+    api: &RuntimeApi,
+    function: &str,
+    binary: &Path,
+    env: &FunctionEnv,
+    n: usize,
+) -> Result<Start, String> {
+    let (mut child, init_ms) = started(api, function, binary, env).await?;
+    let pid = child.id().ok_or("child has no pid")?;
+    let event = serde_json::to_vec(&first_event(function, n)).expect("event");
+    api.invoke(&format!("bench-{function}-{n}"), event).await;
+    let answer = api.answer(Duration::from_secs(20)).await;
+    let rss_mb = status_kb(pid, "VmRSS:").unwrap_or(0) as f64 / 1024.0;
+    let peak_mb = status_kb(pid, "VmHWM:").unwrap_or(0) as f64 / 1024.0;
+    let _ = child.kill().await;
+    let _ = child.wait().await;
+    let answer = match answer {
+        Some(Answer::Response(b)) => {
+            let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
+            v.get("statusCode").map_or_else(|| "ok".to_string(), |code| format!("HTTP {code}"))
+        }
+        Some(Answer::Error(b)) => return Err(format!("{function}: invocation error {}", String::from_utf8_lossy(&b))),
+        Some(Answer::InitError(b)) => return Err(format!("{function}: init error {}", String::from_utf8_lossy(&b))),
+        None => return Err(format!("{function}: no answer within 20 s")),
+    };
+    Ok(Start { init_ms, rss_mb, peak_mb, answer })
+}
+
+/// Starts each of `binaries` (function name, path) `runs` times, interleaved — round n starts every
+/// binary once — so a noisy minute on the shared machine falls on all of them alike.
+pub async fn measure(
+    api: &RuntimeApi,
+    binaries: &[(String, PathBuf)],
+    env: &FunctionEnv,
     runs: usize,
-) -> Result<ColdStart, String> {
-    let mut init = Vec::with_capacity(runs);
-    let (mut rss, mut peak) = (Vec::new(), Vec::new());
-    let mut first_answer = String::new();
+) -> Result<Vec<ColdStart>, String> {
+    let mut starts: Vec<Vec<Start>> = binaries.iter().map(|_| Vec::with_capacity(runs)).collect();
     for n in 0..runs {
-        api.reset();
-        let mut command = tokio::process::Command::new(binary);
-        command
-            .env_clear()
-            .envs(&env.vars)
-            .env("AWS_LAMBDA_FUNCTION_NAME", function)
-            .env("AWS_LAMBDA_RUNTIME_API", api.addr.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
-        let started = Instant::now();
-        let mut child = command.spawn().map_err(|e| format!("{function}: spawn {}: {e}", binary.display()))?;
-        let pid = child.id().ok_or("child has no pid")?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let first_next = loop {
-            if let Some(at) = api.first_next_at() {
-                break at;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(format!("{function}: exited during init with {status}"));
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill().await;
-                return Err(format!("{function}: no /next within 10 s"));
-            }
-            tokio::time::sleep(Duration::from_micros(200)).await;
-        };
-        init.push(first_next.duration_since(started).as_secs_f64() * 1e3);
-        let event = serde_json::to_vec(&first_event(function, n)).expect("event");
-        api.invoke(&format!("bench-{function}-{n}"), event).await;
-        let answer = api.answer(Duration::from_secs(20)).await;
-        rss.push(status_kb(pid, "VmRSS:").unwrap_or(0) as f64 / 1024.0);
-        peak.push(status_kb(pid, "VmHWM:").unwrap_or(0) as f64 / 1024.0);
-        let _ = child.kill().await;
-        let _ = child.wait().await;
-        let text = match answer {
-            Some(Answer::Response(b)) => {
-                let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
-                match v.get("statusCode") {
-                    Some(code) => format!("HTTP {code}"),
-                    None => "ok".to_string(),
-                }
-            }
-            Some(Answer::Error(b)) => {
-                return Err(format!("{function}: invocation error {}", String::from_utf8_lossy(&b)));
-            }
-            Some(Answer::InitError(b)) => {
-                return Err(format!("{function}: init error {}", String::from_utf8_lossy(&b)));
-            }
-            None => return Err(format!("{function}: no answer within 20 s")),
-        };
-        if n == 0 {
-            first_answer = text;
+        for ((function, binary), of) in binaries.iter().zip(starts.iter_mut()) {
+            of.push(start_once(api, function, binary, env, n).await?);
         }
     }
+    binaries.iter().zip(starts).map(|((function, binary), s)| summarize(function, binary, &s)).collect()
+}
+
+fn summarize(function: &str, binary: &Path, starts: &[Start]) -> Result<ColdStart, String> {
+    let of = |f: fn(&Start) -> f64| Summary::of(&starts.iter().map(f).collect::<Vec<_>>());
     let binary_mb = std::fs::metadata(binary).map(|m| m.len()).unwrap_or(0) as f64 / 1e6;
     let zip_mb = zip_size(binary).map_err(|e| e.to_string())? as f64 / 1e6;
     Ok(ColdStart {
         function: function.to_string(),
-        init_ms: Summary::of(&init),
-        rss_mb: Summary::of(&rss).median,
-        peak_rss_mb: Summary::of(&peak).median,
+        init_ms: of(|s| s.init_ms),
+        rss_mb: of(|s| s.rss_mb).median,
+        peak_rss_mb: of(|s| s.peak_mb).median,
         binary_mb,
         zip_mb,
-        first_answer,
+        first_answer: starts.first().map(|s| s.answer.clone()).unwrap_or_default(),
     })
 }

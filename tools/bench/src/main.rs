@@ -3,19 +3,32 @@
 //!
 //! Usage: paycycle-bench --dynoxide PATH --bin-dir target/release [--out BENCHMARKS.md] [--quick]
 
+mod capacity;
 mod cold_start;
 mod costs;
 mod deliveries;
+mod dynoxide;
+mod morning;
 mod renew_throughput;
 mod report;
+mod report_scale;
+mod round_trips;
 mod runtime_api;
+mod shard_workers;
 mod stats;
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use paycycle_dev::{LocalStack, Options};
+
+use crate::dynoxide::Dynoxide;
+use crate::morning::{Morning, Spread};
+use crate::renew_throughput::Walkers;
+
+/// The fan-out comparison's PG latency and C per process: see BENCHMARKS.md for why.
+const FAN_OUT_LATENCY_MS: u64 = 100;
+const FAN_OUT_CONCURRENCY: usize = 16;
 
 pub const FUNCTIONS: [&str; 8] =
     ["webhook-ingest", "verify", "renew", "refund", "checkout", "subscriptions", "webhook-endpoints", "deliver"];
@@ -25,7 +38,7 @@ struct Args {
     bin_dir: PathBuf,
     out: PathBuf,
     quick: bool,
-    /// `--only renew|costs|cold|webhooks`: one section (for working on it; the report says what ran).
+    /// `--only renew|fanout|costs|cold|webhooks`: one section (for working on it; the report says what ran).
     only: Option<String>,
 }
 
@@ -52,46 +65,6 @@ fn args() -> Result<Args, String> {
     Ok(a)
 }
 
-/// Dynoxide on a free 127.0.0.1 port, stopped (by the PID we started) on drop.
-struct Dynoxide {
-    child: tokio::process::Child,
-    endpoint: String,
-}
-
-impl Dynoxide {
-    async fn start(path: &PathBuf) -> Result<Self, String> {
-        for _ in 0..3 {
-            let port = paycycle_testkit::moto::free_port().map_err(|e| e.to_string())?;
-            let mut child = tokio::process::Command::new(path)
-                .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string(), "--log", "quiet"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|e| format!("starting {}: {e} (make bench installs it)", path.display()))?;
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                    return Ok(Self { child, endpoint: format!("http://127.0.0.1:{port}") });
-                }
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            let _ = child.kill().await;
-        }
-        Err("dynoxide did not start".into())
-    }
-}
-
-impl Drop for Dynoxide {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
 #[tokio::main]
 async fn main() {
     if let Err(e) = run().await {
@@ -100,8 +73,68 @@ async fn main() {
     }
 }
 
+/// W workers × C at the realistic PG latency (1 s, the target) and at 50 ms (where the store caps
+/// it), after one renewal at a time; the capacity table from the first 1 s run and that one.
+async fn throughput(bench: &morning::Bench, quick: bool, report: &mut report::Report) -> Result<(), String> {
+    eprintln!("bench: renew throughput, W workers × C in flight");
+    // (PG latency ms, workers, C, due per shard: a multiple of C). First one renewal at a time (the
+    // store's time per renewal without queueing), then the realistic latency, then 50 ms.
+    let plan: &[(u64, usize, usize, usize)] = if quick {
+        &[(50, 1, 1, 1), (1000, 4, 4, 4), (50, 4, 4, 8), (50, 4, 16, 16)]
+    } else {
+        &[(50, 1, 1, 2), (1000, 4, 8, 16), (1000, 4, 16, 32), (50, 4, 4, 16), (50, 4, 16, 64)]
+    };
+    for &(latency_ms, workers, c, per_shard) in plan {
+        let morning = Morning::prepare(bench, Spread::Even { per_shard }, Duration::from_millis(latency_ms)).await?;
+        let run = renew_throughput::run(bench, morning, Walkers::FanOut(workers), c).await?;
+        eprintln!(
+            "  {} at {latency_ms} ms, {workers} workers × {c}: {:.1} s, {:.1}/s = {:.1} % of {:.0}/s",
+            run.subscriptions,
+            run.seconds,
+            run.per_second,
+            run.fraction * 100.0,
+            run.bound_per_second
+        );
+        report.renew.push(run);
+    }
+    let alone = report.renew.iter().find(|r| r.in_flight() == 1);
+    if let (Some(r), Some(alone)) = (report.renew.iter().find(|r| report_scale::at_one_second(r)), alone) {
+        let inputs = capacity::Inputs::measured(r, alone, &bench.template)?;
+        report.capacity = Some((inputs.clone(), inputs.rows()));
+    }
+    Ok(())
+}
+
+/// The same morning walked by today's single tick and by the fan-out, one after the other.
+async fn fan_out(
+    bench: &morning::Bench,
+    quick: bool,
+) -> Result<(renew_throughput::Run, renew_throughput::Run), String> {
+    let subscriptions = if quick { 2_000 } else { 20_000 };
+    eprintln!("bench: the fan-out against the single walk, {subscriptions} due at {FAN_OUT_LATENCY_MS} ms");
+    let mut runs = Vec::new();
+    for walkers in [Walkers::Single, Walkers::FanOut(4)] {
+        let latency = Duration::from_millis(FAN_OUT_LATENCY_MS);
+        let morning = Morning::prepare(bench, Spread::Hashed { subscriptions }, latency).await?;
+        let run = renew_throughput::run(bench, morning, walkers, FAN_OUT_CONCURRENCY).await?;
+        eprintln!(
+            "  {walkers:?}: {:.1} s, {:.1}/s, {} handed over",
+            run.seconds, run.per_second, run.drained.hand_overs
+        );
+        runs.push(run);
+    }
+    let fan = runs.pop().ok_or("no fan-out run")?;
+    Ok((runs.pop().ok_or("no single run")?, fan))
+}
+
 async fn run() -> Result<(), String> {
     let args = args()?;
+    if std::env::var("PAYCYCLE_DUE_SHARDS").is_err() {
+        // renew reads it once per process; the fan-out is measured over the deployed shard count.
+        return Err(
+            "PAYCYCLE_DUE_SHARDS is not set (tools/scripts/bench.sh sets the template's DueShards default)".into()
+        );
+    }
     let started = Instant::now();
     let mut report = report::Report::new(args.quick);
 
@@ -128,39 +161,29 @@ async fn run() -> Result<(), String> {
                 stack.moto.endpoint(),
                 &stack.provisioned.table,
                 &bus,
+                &paycycle_fixtures::kms_key(&stack.provisioned),
                 &stack.sandbox.base_url(),
             );
             let starts = if args.quick { 3 } else { 20 };
-            for function in FUNCTIONS {
-                let binary = args.bin_dir.join(function);
-                report.cold_starts.push(cold_start::measure(&api, function, &binary, &env, starts).await?);
-            }
+            let binaries: Vec<(String, PathBuf)> = std::iter::once(cold_start::HELLO)
+                .chain(FUNCTIONS)
+                .map(|f| (f.to_string(), args.bin_dir.join(f)))
+                .collect();
+            report.cold_starts = cold_start::measure(&api, &binaries, &env, starts).await?;
         }
         drop(stack);
     }
 
-    // 3. renew throughput (Dynoxide, sandbox at 50 ms per charge).
-    if runs("renew") {
-        eprintln!("bench: renew throughput");
-        let dynoxide = Dynoxide::start(&args.dynoxide).await?;
-        let bench = renew_throughput::Bench::new(&dynoxide.endpoint).await?;
-        let plan: Vec<(usize, usize)> = if args.quick {
-            vec![(100, 1), (100, 4), (200, 8), (200, 32), (400, 64), (100, 64), (800, 64)]
-        } else {
-            vec![(500, 1), (500, 2), (500, 4), (2_000, 8), (2_000, 32), (2_000, 64), (500, 64), (8_000, 64)]
-        };
-        for (subs, concurrency) in plan {
-            let run = bench.run(subs, concurrency).await?;
-            eprintln!(
-                "  {subs} subscriptions at concurrency {concurrency}: {:.1} s, {:.0}/s = {:.1} % of {:.0}/s",
-                run.seconds,
-                run.per_second,
-                run.fraction * 100.0,
-                run.bound_per_second
-            );
-            report.renew.push(run);
+    // 3. renew at scale (Dynoxide): throughput at two PG latencies, the fan-out against the single
+    // walk, and the capacity table computed from them.
+    if runs("renew") || runs("fanout") {
+        let bench = morning::Bench::new(&args.dynoxide).await?;
+        if runs("renew") {
+            throughput(&bench, args.quick, &mut report).await?;
         }
-        drop(dynoxide);
+        if runs("fanout") {
+            report.fan_out = Some(fan_out(&bench, args.quick).await?);
+        }
     }
 
     // 4. Webhooks to partners: one deliver instance's throughput (Dynoxide) and commit → delivery
