@@ -26,6 +26,7 @@ pub use paycycle_domain::{calendar, ids, money, pii, secret};
 pub use paycycle_pg as pg;
 pub use paycycle_store as store;
 pub use paycycle_store::{aws, events};
+pub use paycycle_tls as tls;
 
 pub use config::{Config, ConfigError};
 pub use money::Krw;

@@ -264,9 +264,11 @@ impl Default for Timeouts {
     }
 }
 
-/// The HTTP client for PG calls: rustls, timeouts, no redirects, built once per cold start.
+/// The HTTP client for PG calls: rustls with paycycle-tls's compiled-in roots, timeouts, no
+/// redirects, built once per cold start.
 pub fn http_client(timeouts: Timeouts) -> reqwest::Client {
     reqwest::Client::builder()
+        .tls_backend_preconfigured(paycycle_tls::client_config())
         .connect_timeout(timeouts.connect)
         .timeout(timeouts.total)
         .redirect(reqwest::redirect::Policy::none())

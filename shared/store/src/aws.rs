@@ -5,9 +5,24 @@
 
 pub use aws_config::SdkConfig;
 
-/// Loads region, credentials and endpoint overrides from the standard chain.
+/// Loads region, credentials and endpoint overrides from the standard chain, with one HTTP client
+/// for every AWS client built from it: the SDK's own (hyper, rustls over aws-lc-rs) trusting
+/// paycycle-tls's compiled-in roots instead of reading the file system's (see that crate for why).
 pub async fn load() -> SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http_client()).load().await
+}
+
+/// The SDK's HTTPS client with paycycle's trusted roots and no native ones.
+pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
+    let trust = paycycle_tls::root_pems()
+        .fold(TrustStore::empty().with_native_roots(false), |t, pem| t.with_pem_certificate(pem));
+    let context =
+        TlsContext::builder().with_trust_store(trust).build().expect("a trust store of certificates only builds");
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+        .tls_context(context)
+        .build_https()
 }
 
 /// Records which AWS calls a function makes, as IAM authorizes them (action + resource), through
