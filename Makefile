@@ -10,7 +10,7 @@ export CARGO_TERM_COLOR ?= never
 export SAM_CLI_TELEMETRY := 0
 NOW ?=
 
-.PHONY: help bootstrap build demo dev tick test test-rust lint lint-rust lint-template lint-openapi fuzz-api bench chaos fuzz package clean
+.PHONY: help bootstrap build demo dev tick test test-rust lint lint-rust lint-template lint-openapi fuzz-api bench chaos fuzz package deploy clean
 
 help:
 	@echo "make demo    run the local stack end to end and print a summary"
@@ -20,7 +20,8 @@ help:
 	@echo "make lint    rustfmt, clippy and the template linters"
 	@echo "make fuzz-api  schemathesis against the local stack from openapi.yaml"
 	@echo "make fuzz    the PG-facing parsers under proptest, FUZZ_CASES (10,000) cases per target"
-	@echo "make package sam build (cargo-lambda) and each function's zip size"
+	@echo "make package sam build (cargo-lambda) and each function's zip size (ARCH=arm64 for Graviton)"
+	@echo "make deploy ENV=dev|staging|prod [PARAMS=\"Key=Value ...\"]  checks, then sam deploy of what make package built"
 	@echo "make bench   benchmarks and BENCHMARKS.md"
 	@echo "make chaos   10,000 seeded chaos scenarios reconciled with the PG ledger (SEED= COUNT= JOBS=)"
 
@@ -64,6 +65,7 @@ lint-template:
 	.venv/bin/cfn-lint template.yaml
 	.venv-iac/bin/cfn-lint template.yaml -a cfn_lint_serverless.rules
 	.venv/bin/sam validate --lint --template template.yaml --region ap-northeast-2
+	.venv/bin/sam validate --lint --template template.yaml --config-file infra/samconfig.toml --config-env prod
 	.venv-iac/bin/checkov -f template.yaml --framework cloudformation --skip-download --compact --quiet
 
 bench: bootstrap
@@ -74,6 +76,11 @@ chaos: bootstrap
 
 package: bootstrap
 	tools/scripts/package.sh
+
+ENV ?=
+PARAMS ?=
+deploy: bootstrap
+	tools/scripts/deploy.sh $(ENV) $(PARAMS)
 
 clean:
 	$(CARGO) clean

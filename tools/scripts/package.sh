@@ -7,11 +7,19 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="$PWD/.venv-iac/bin:$PATH" SAM_CLI_TELEMETRY=0
 arch="${ARCH:-x86_64}"
+case "$arch" in
+  x86_64|arm64) ;;
+  *) echo "ARCH must be x86_64 or arm64 (Lambda's names), not $arch" >&2; exit 2 ;;
+esac
 start=$(date +%s)
 .venv/bin/sam build --beta-features --template template.yaml --parameter-overrides "Architecture=$arch" \
   --build-dir .aws-sam/build
+# The record `make deploy` deploys by: the architecture these binaries were built for
+# (tools/scripts/deploy_plan.py checks every bootstrap's ELF header against it).
+printf '{"architecture": "%s", "built_at": "%s"}\n' "$arch" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+  > .aws-sam/build/paycycle-build.json
 echo
-echo "built in $(( $(date +%s) - start )) s for $arch; deployment zips:"
+echo "built in $(( $(date +%s) - start )) s for $arch (recorded in .aws-sam/build/paycycle-build.json); deployment zips:"
 .venv/bin/python - <<'PY'
 import io, os, zipfile
 root = ".aws-sam/build"

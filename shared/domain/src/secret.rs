@@ -26,17 +26,16 @@ impl Secret {
 
     /// Constant-time comparison against a candidate (the time taken depends only on the lengths).
     pub fn ct_eq(&self, candidate: &[u8]) -> bool {
-        let ours = self.0.as_bytes();
-        if ours.len() != candidate.len() {
-            return false;
-        }
-        ours.iter().zip(candidate).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        constant_time_eq(self.0.as_bytes(), candidate)
     }
 }
 
-/// Compares two byte strings in time that depends only on their lengths.
+/// Compares two byte strings in time that depends only on their lengths, with `subtle`'s
+/// comparison: its optimisation barrier keeps the compiler from turning the loop into one that
+/// stops at the first differing byte, which a hand-written fold does not guarantee.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 impl fmt::Debug for Secret {
