@@ -15,7 +15,7 @@ NOW ?=
 help:
 	@echo "make demo    run the local stack end to end and print a summary"
 	@echo "make test    run every test (unit, property, moto-backed, end to end, template lint)"
-	@echo "make dev     keep the local stack up on http://127.0.0.1:3000"
+	@echo "make dev     keep the local stack up on http://127.0.0.1:3000 (PG=external: real PG test servers from the environment)"
 	@echo "make tick NOW=2027-02-28T00:00:00+09:00   one renew tick on the dev stack"
 	@echo "make lint    rustfmt, clippy and the template linters"
 	@echo "make fuzz-api  schemathesis against the local stack from openapi.yaml"
@@ -34,8 +34,9 @@ build: bootstrap
 demo: build
 	$(CARGO) run --quiet -p paycycle-dev -- demo
 
+PG ?= sandbox
 dev: build
-	$(CARGO) run --quiet -p paycycle-dev -- serve
+	$(CARGO) run --quiet -p paycycle-dev -- serve --pg $(PG)
 
 tick:
 	$(CARGO) run --quiet -p paycycle-dev -- tick $(if $(NOW),--now $(NOW),)

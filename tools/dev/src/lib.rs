@@ -18,6 +18,7 @@ pub mod seed;
 pub mod sqs_feeder;
 pub mod stream_feeder;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -37,11 +38,77 @@ pub struct Options {
     /// Start a moto server of its own even when `PAYCYCLE_MOTO_ENDPOINT` names a shared one
     /// (moto copies tables inside transactions, so heavy tests run faster alone).
     pub own_moto: bool,
+    /// Which PGs the functions call: the sandbox (default) or hosts of the integrator's choosing.
+    pub pg: PgTarget,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { api_port: 3000, pg_timeout_ms: None, own_moto: false }
+        Self { api_port: 3000, pg_timeout_ms: None, own_moto: false, pg: PgTarget::Sandbox }
+    }
+}
+
+/// The PGs the local stack's functions call.
+#[derive(Debug, Clone, Default)]
+pub enum PgTarget {
+    /// The PG sandbox this stack starts (its webhooks come back to this stack's API).
+    #[default]
+    Sandbox,
+    /// Real PG test servers (`make dev PG=external`): the PG variables of a deployed function —
+    /// [`EXTERNAL_PG_VARIABLES`] — as the integrator's environment gives them. The sandbox still
+    /// starts (its admin routes stay up) but nothing points at it.
+    External(BTreeMap<String, String>),
+}
+
+/// What `make dev PG=external` reads from the environment: the PGs' hosts, the domain registered
+/// with Payple, and the PG credentials (as `PAYCYCLE_SECRETS` would hold them in AWS).
+pub const EXTERNAL_PG_VARIABLES: &[&str] = &[
+    "STEPPAY_BASE_URL",
+    "PAYPLE_BASE_URL",
+    "PAYPLE_REFERER",
+    "STEPPAY_SECRET_TOKEN",
+    "STEPPAY_WEBHOOK_SECRETS",
+    "PAYPLE_CST_ID",
+    "PAYPLE_CUST_KEY",
+    "PAYPLE_REFUND_KEY",
+];
+
+impl PgTarget {
+    /// [`PgTarget::External`] from `lookup` (the process environment for `make dev PG=external`).
+    /// Missing variables are named when the stack starts.
+    pub fn external_from(lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let vars = EXTERNAL_PG_VARIABLES.iter().filter_map(|k| lookup(k).map(|v| (k.to_string(), v))).collect();
+        Self::External(vars)
+    }
+
+    /// Checks an external target's variables before anything starts: a missing or malformed one
+    /// is named (the same checks a deployed function's start makes).
+    pub fn check(&self) -> Result<(), StackError> {
+        let names = LocalNames { table: "t".into(), bus: "b".into(), kms_key: "k".into() };
+        self.config(&names, "http://127.0.0.1:9", None).map(|_| ())
+    }
+
+    /// The functions' config and PG credentials for this target.
+    fn config(
+        &self,
+        names: &LocalNames,
+        sandbox_url: &str,
+        pg_timeout_ms: Option<u64>,
+    ) -> Result<(paycycle::Config, paycycle::config::Secrets), StackError> {
+        match self {
+            Self::Sandbox => Ok((local_config(names, sandbox_url, pg_timeout_ms)?, local_secrets())),
+            Self::External(vars) => {
+                let local = local_config(names, sandbox_url, pg_timeout_ms)?;
+                let lookup = |k: &str| match k {
+                    "PAYCYCLE_TABLE" => Some(local.table.clone()),
+                    "PAYCYCLE_EVENT_BUS" => Some(local.event_bus.clone()),
+                    "PAYCYCLE_BILLING_KEY_KMS_KEY" => Some(local.billing_key_kms_key.clone()),
+                    "PG_TIMEOUT_MS" => pg_timeout_ms.map(|ms| ms.to_string()),
+                    other => vars.get(other).cloned(),
+                };
+                Ok((paycycle::Config::from_lookup(lookup)?, paycycle::config::Secrets::from_lookup(lookup)?))
+            }
+        }
     }
 }
 
@@ -82,6 +149,7 @@ impl LocalStack {
     /// Starts moto (shared with `PAYCYCLE_MOTO_ENDPOINT` if set), provisions it from the template,
     /// starts the sandbox and the API.
     pub async fn start(options: Options) -> Result<Self, StackError> {
+        options.pg.check()?;
         let template = Template::load()?;
         let moto = if options.own_moto { MotoServer::start()? } else { MotoServer::shared_or_start()? };
         let sdk = moto.sdk_config().await;
@@ -90,8 +158,9 @@ impl LocalStack {
         let sandbox = pg_sandbox::Sandbox::start(0).await?;
 
         let names = paycycle_fixtures::LocalNames::of(&provisioned);
-        let config = local_config(&names, &sandbox.base_url(), options.pg_timeout_ms)?;
-        let boot = Boot { config, sdk, secrets: local_secrets() };
+        let (config, secrets) = options.pg.config(&names, &sandbox.base_url(), options.pg_timeout_ms)?;
+        let external = matches!(options.pg, PgTarget::External(_));
+        let boot = Boot { config, sdk, secrets };
 
         let routes = template.http_routes()?;
         let feeder_sdk = boot.sdk.clone();
@@ -102,7 +171,8 @@ impl LocalStack {
             dead_letter_queue_url: Some(queue("WebhookDeadLetterQueue")),
             allow_time_travel: true,
         };
-        let functions = Arc::new(Functions::new(boot, Some(sandbox.base_url()), &webhooks));
+        let sandbox_url = (!external).then(|| sandbox.base_url());
+        let functions = Arc::new(Functions::new(boot, sandbox_url, &webhooks));
         let app = http_bridge::router(&routes, functions.clone())?;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.api_port)).await?;
         let api_addr = listener.local_addr()?;

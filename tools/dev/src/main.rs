@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use paycycle_dev::{LocalStack, Options};
+use paycycle_dev::{LocalStack, Options, PgTarget};
 use serde_json::Value;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -22,7 +22,11 @@ options:
   --ready-file PATH   serve: once up, write {\"api\", \"api_key\", \"sandbox\", \"seeded\"} as JSON to PATH (mode 600)
   --seed       serve: create paid subscriptions, payments, an open checkout, webhook endpoints and
                events for partner \"default\" (make fuzz-api fuzzes every operation on them)
-  --api URL    API of the running stack for tick (default http://127.0.0.1:3000)";
+  --api URL    API of the running stack for tick (default http://127.0.0.1:3000)
+  --pg external  serve: call the PGs named by STEPPAY_BASE_URL, PAYPLE_BASE_URL, PAYPLE_REFERER with
+               the credentials STEPPAY_SECRET_TOKEN, STEPPAY_WEBHOOK_SECRETS, PAYPLE_CST_ID,
+               PAYPLE_CUST_KEY, PAYPLE_REFUND_KEY from the environment (make dev PG=external)
+               instead of the sandbox";
 
 /// SIGINT and SIGTERM, listened for from the first line of `main`: a signal during start-up must
 /// not kill the process before it can stop what it started.
@@ -74,7 +78,21 @@ async fn main() -> ExitCode {
         Some("demo") => demo(port, &mut signals).await,
         Some("serve") => {
             let seed = args.iter().any(|a| a == "--seed");
-            serve(port, arg_value(&args, "--ready-file"), seed, &mut signals).await
+            let pg = match arg_value(&args, "--pg").as_deref() {
+                None | Some("sandbox") => PgTarget::Sandbox,
+                Some("external") => PgTarget::external_from(|k| std::env::var(k).ok()),
+                Some(other) => {
+                    eprintln!("--pg is sandbox or external, not {other}\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            };
+            serve(
+                Options { api_port: port, pg, ..Options::default() },
+                arg_value(&args, "--ready-file"),
+                seed,
+                &mut signals,
+            )
+            .await
         }
         Some("api-key") => api_key(&args).await,
         Some("tick") => {
@@ -88,11 +106,19 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn start(port: u16, signals: &mut Signals) -> Option<LocalStack> {
+async fn start(options: Options, signals: &mut Signals) -> Option<LocalStack> {
     let t = Instant::now();
     println!("==> starting moto, the PG sandbox and the functions on 127.0.0.1 ...");
+    if let PgTarget::External(vars) = &options.pg {
+        let host = |k: &str| vars.get(k).map(String::as_str).unwrap_or("(unset)").to_string();
+        println!(
+            "    PGs: external — StepPay {}, Payple {} (credentials from the environment)",
+            host("STEPPAY_BASE_URL"),
+            host("PAYPLE_BASE_URL")
+        );
+    }
     let started = tokio::select! {
-        started = LocalStack::start(Options { api_port: port, ..Options::default() }) => started,
+        started = LocalStack::start(options) => started,
         _ = signals.recv() => {
             // Dropping the start future drops whatever it had started.
             eprintln!("interrupted during start-up; stopped what was started");
@@ -117,8 +143,9 @@ async fn start(port: u16, signals: &mut Signals) -> Option<LocalStack> {
     }
 }
 
-async fn serve(port: u16, ready_file: Option<String>, seed: bool, signals: &mut Signals) -> ExitCode {
-    let Some(stack) = start(port, signals).await else {
+async fn serve(options: Options, ready_file: Option<String>, seed: bool, signals: &mut Signals) -> ExitCode {
+    let port = options.api_port;
+    let Some(stack) = start(options, signals).await else {
         return ExitCode::FAILURE;
     };
     let api = stack.api_url();
@@ -312,7 +339,7 @@ async fn tick(api: String, now: Option<String>) -> ExitCode {
 
 async fn demo(port: u16, signals: &mut Signals) -> ExitCode {
     let t = Instant::now();
-    let Some(stack) = start(port, signals).await else {
+    let Some(stack) = start(Options { api_port: port, ..Options::default() }, signals).await else {
         return ExitCode::FAILURE;
     };
     // The partner's webhook receiver: every event of the year must reach it.
