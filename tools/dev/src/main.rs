@@ -165,6 +165,16 @@ async fn serve(port: u16, ready_file: Option<String>, seed: bool, signals: &mut 
             return ExitCode::FAILURE;
         }
     }
+    // The sample partner shop (examples/checkout) two ports above the API (3002 for `make dev`).
+    let shop_port = if port == 0 { 0 } else { port.wrapping_add(2) };
+    let shop = match paycycle_dev::start_example_shop(&stack, &key, shop_port).await {
+        Ok(shop) => shop,
+        Err(e) => {
+            eprintln!("could not start the example shop: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("  shop     {}/   (the sample checkout: open it in a browser)", shop.url());
     let seeded = if seed {
         match paycycle_dev::seed::fuzz_fixtures(&stack, &key).await {
             Ok(ids) => {
@@ -203,6 +213,7 @@ async fn serve(port: u16, ready_file: Option<String>, seed: bool, signals: &mut 
     println!("  {operator_env} cargo run -q -p paycycle-cli -- --api {api} partners list");
     signals.recv().await;
     println!("\nstopping ...");
+    drop(shop);
     drop(stack);
     ExitCode::SUCCESS
 }
