@@ -17,6 +17,8 @@
 
 mod pages;
 
+pub use pages::won;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -234,7 +236,7 @@ async fn subscribe(State(shop): Shared, body: Bytes) -> Response {
     }
     let (status, checkout) = shop.call("/checkouts", &request, Some(&shop.idempotency_key())).await;
     let Some(id) = checkout["id"].as_str().filter(|_| status == 201) else {
-        return (StatusCode::BAD_GATEWAY, Html(pages::result(plan, status, &checkout))).into_response();
+        return (StatusCode::BAD_GATEWAY, Html(pages::result(plan, status, &checkout, None))).into_response();
     };
     shop.checkouts.lock().expect("checkouts").insert(id.to_string(), Pending { checkout_id: id.to_string() });
     open_pg(&shop, plan, id, &checkout)
@@ -248,7 +250,7 @@ fn open_pg(shop: &ShopState, plan: &Plan, checkout_id: &str, checkout: &Value) -
             let (Some(order), Some(pay_url)) =
                 (checkout["steppay"]["order_code"].as_str(), checkout["steppay"]["pay_url"].as_str())
             else {
-                return (StatusCode::BAD_GATEWAY, Html(pages::result(plan, 502, checkout))).into_response();
+                return (StatusCode::BAD_GATEWAY, Html(pages::result(plan, 502, checkout, None))).into_response();
             };
             shop.orders.lock().expect("orders").insert(order.to_string(), checkout_id.to_string());
             Redirect::to(pay_url).into_response()
@@ -271,9 +273,10 @@ async fn payple_return(State(shop): Shared, body: Bytes) -> Response {
     };
     let mut evidence: serde_json::Map<String, Value> =
         f.into_iter().filter(|(k, _)| k.starts_with("PCD_")).map(|(k, v)| (k, Value::String(v))).collect();
+    let pg_said = evidence.get("PCD_PAY_MSG").and_then(Value::as_str).map(str::to_string);
     evidence.insert("checkout_id".into(), json!(pending.checkout_id));
     let (status, answer) = shop.verify(Value::Object(evidence)).await;
-    Html(pages::result(plan_of("payple"), status, &answer)).into_response()
+    Html(pages::result(plan_of("payple"), status, &answer, pg_said.as_deref())).into_response()
 }
 
 /// `GET /return/steppay?order_code=…`: StepPay's redirect back (success or error URL).
@@ -285,7 +288,7 @@ async fn steppay_return(State(shop): Shared, Query(q): Query<HashMap<String, Str
         return bad_request("unknown_checkout", "order_code names no checkout of this shop");
     };
     let (status, answer) = shop.verify(json!({"checkout_id": checkout_id, "order_code": order_code})).await;
-    Html(pages::result(plan_of("steppay_managed"), status, &answer)).into_response()
+    Html(pages::result(plan_of("steppay_managed"), status, &answer, None)).into_response()
 }
 
 /// `POST /return/steppay-self` (form: `checkout_id`, `idKey`): the SDK's payment, forwarded.
@@ -297,10 +300,10 @@ async fn steppay_self_return(State(shop): Shared, body: Bytes) -> Response {
     let Some(id_key) = f.get("idKey").filter(|k| !k.is_empty()) else {
         // The SDK reported no payment at all (closed before paying): nothing to verify.
         let answer = json!({"error": {"code": "payment_not_completed", "message": "the payment was not made"}});
-        return Html(pages::result(plan_of("steppay_self"), 409, &answer)).into_response();
+        return Html(pages::result(plan_of("steppay_self"), 409, &answer, None)).into_response();
     };
     let (status, answer) = shop.verify(json!({"checkout_id": pending.checkout_id, "idKey": id_key})).await;
-    Html(pages::result(plan_of("steppay_self"), status, &answer)).into_response()
+    Html(pages::result(plan_of("steppay_self"), status, &answer, None)).into_response()
 }
 
 /// `POST /cancel` (form: `subscription_id`): the customer cancels now.
@@ -309,6 +312,7 @@ async fn cancel(State(shop): Shared, body: Bytes) -> Response {
     let Some(id) = f.get("subscription_id").filter(|id| shop.subscriptions.lock().expect("subs").contains(id)) else {
         return bad_request("unknown_subscription", "subscription_id names no subscription of this shop");
     };
-    let (status, answer) = shop.call(&format!("/subscriptions/{id}/cancel"), &json!({"at_period_end": false}), None).await;
+    let (status, answer) =
+        shop.call(&format!("/subscriptions/{id}/cancel"), &json!({"at_period_end": false}), None).await;
     Html(pages::canceled(status, &answer)).into_response()
 }

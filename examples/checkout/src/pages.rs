@@ -108,10 +108,11 @@ fn text<'a>(v: &'a Value, fallback: &'a str) -> &'a str {
     v.as_str().unwrap_or(fallback)
 }
 
-/// verify's answer: the subscription and a cancel button, or why nothing was paid.
-pub fn result(plan: &Plan, status: u16, answer: &Value) -> String {
+/// verify's answer: the subscription and a cancel button, or why nothing was paid. `pg_said` is
+/// the message the PG's window showed the customer (shown as such; verify decides).
+pub fn result(plan: &Plan, status: u16, answer: &Value, pg_said: Option<&str>) -> String {
     if status != 200 {
-        return failure("결제가 완료되지 않았습니다", status, answer);
+        return failure(&summary(plan), "결제가 완료되지 않았습니다", status, answer, pg_said);
     }
     let (payment, sub) = (&answer["payment"], &answer["subscription"]);
     let body = format!(
@@ -131,9 +132,10 @@ pub fn result(plan: &Plan, status: u16, answer: &Value) -> String {
     page("구독 완료", "", &body)
 }
 
-fn failure(title: &str, status: u16, answer: &Value) -> String {
+fn failure(heading: &str, title: &str, status: u16, answer: &Value, pg_said: Option<&str>) -> String {
+    let pg = pg_said.map(|m| format!("<dt>PG</dt><dd id=\"pg-message\">{}</dd>", escape(m))).unwrap_or_default();
     let body = format!(
-        "<main id=\"result\" data-status=\"{status}\"><h1 class=\"err\">{}</h1><dl>\
+        "<main id=\"result\" data-status=\"{status}\">{heading}<h1 class=\"err\">{}</h1><dl>{pg}\
          <dt>코드</dt><dd id=\"error-code\">{}</dd><dt>사유</dt><dd id=\"error-message\">{}</dd></dl>\
          <p><a id=\"retry\" href=\"/\">다시 시도</a></p></main>",
         escape(title),
@@ -146,7 +148,7 @@ fn failure(title: &str, status: u16, answer: &Value) -> String {
 /// The cancel's answer.
 pub fn canceled(status: u16, answer: &Value) -> String {
     if status != 200 {
-        return failure("해지하지 못했습니다", status, answer);
+        return failure("", "해지하지 못했습니다", status, answer, None);
     }
     let body = format!(
         "<main id=\"result\" data-status=\"{status}\"><h1>구독이 해지되었습니다</h1><dl>\

@@ -30,7 +30,7 @@ const LAYER: &str = r#"
     var pay = document.createElement('button'); pay.id = 'pg-sandbox-pay'; pay.textContent = '결제하기';
     pay.setAttribute('style', 'background:#3b5bdb;color:#fff;border:0;border-radius:6px;padding:10px 18px;margin-right:8px;font-size:15px');
     var close = document.createElement('button'); close.id = 'pg-sandbox-close'; close.textContent = '닫기';
-    close.setAttribute('style', 'border:1px solid #aaa;background:#fff;border-radius:6px;padding:10px 18px;font-size:15px');
+    close.setAttribute('style', 'border:1px solid #aaa;background:#fff;color:#222;border-radius:6px;padding:10px 18px;font-size:15px');
     pay.onclick = function () { pay.disabled = true; close.disabled = true; onPay(); };
     close.onclick = function () { pay.disabled = true; close.disabled = true; onClose(); };
     box.appendChild(h); box.appendChild(p); box.appendChild(card); box.appendChild(pay); box.appendChild(close);
