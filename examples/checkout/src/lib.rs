@@ -236,7 +236,10 @@ async fn subscribe(State(shop): Shared, body: Bytes) -> Response {
     }
     let (status, checkout) = shop.call("/checkouts", &request, Some(&shop.idempotency_key())).await;
     let Some(id) = checkout["id"].as_str().filter(|_| status == 201) else {
-        return (StatusCode::BAD_GATEWAY, Html(pages::result(plan, status, &checkout, None))).into_response();
+        // paycycle refused the customer's details (4xx: shown with that status) or failed (502).
+        let shown = StatusCode::from_u16(status).ok().filter(StatusCode::is_client_error);
+        let page = Html(pages::result(plan, status, &checkout, None));
+        return (shown.unwrap_or(StatusCode::BAD_GATEWAY), page).into_response();
     };
     shop.checkouts.lock().expect("checkouts").insert(id.to_string(), Pending { checkout_id: id.to_string() });
     open_pg(&shop, plan, id, &checkout)

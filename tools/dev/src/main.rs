@@ -19,7 +19,7 @@ const USAGE: &str = "usage:
   paycycle-dev api-key revoke --key KEY
 options:
   --port N     API port for demo/serve (default 3000; 0 = any free port)
-  --ready-file PATH   serve: once up, write {\"api\", \"api_key\", \"sandbox\", \"seeded\"} as JSON to PATH (mode 600)
+  --ready-file PATH   serve: once up, write {\"api\", \"api_key\", \"sandbox\", \"seeded\", \"shop\"} as JSON to PATH (mode 600)
   --seed       serve: create paid subscriptions, payments, an open checkout, webhook endpoints and
                events for partner \"default\" (make fuzz-api fuzzes every operation on them)
   --api URL    API of the running stack for tick (default http://127.0.0.1:3000)";
@@ -190,8 +190,7 @@ async fn serve(port: u16, ready_file: Option<String>, seed: bool, signals: &mut 
         Value::Null
     };
     if let Some(path) = ready_file {
-        let ready =
-            serde_json::json!({"api": api, "api_key": key, "sandbox": stack.sandbox.base_url(), "seeded": seeded});
+        let ready = serde_json::json!({"api": api, "api_key": key, "sandbox": stack.sandbox.base_url(), "seeded": seeded, "shop": shop.url()});
         if let Err(e) = write_private(&path, &ready.to_string()) {
             eprintln!("could not write {path}: {e}");
             return ExitCode::FAILURE;
