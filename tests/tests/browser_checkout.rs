@@ -11,7 +11,7 @@
 //! workspace's tokio/hyper 1, so no openssl or native-tls is pulled in, and it runs under nextest
 //! like every other test.
 //!
-//! Screenshots go to a temporary directory, or to `docs/` when `PAYCYCLE_UPDATE_SCREENSHOTS=1`
+//! Screenshots go to `$TMPDIR/paycycle-checkout-screenshots`, or to `docs/` when `PAYCYCLE_UPDATE_SCREENSHOTS=1`
 //! (README shows those). The test skips, loudly, only when Chromium or chromedriver is missing
 //! after `make bootstrap` (which installs them where it can).
 
@@ -105,7 +105,10 @@ fn screenshot_dir() -> PathBuf {
         std::fs::create_dir_all(&docs).expect("docs/");
         docs
     } else {
-        temp_dir("screenshots")
+        // One directory, overwritten by each run, so runs do not pile up in /tmp.
+        let dir = std::env::temp_dir().join("paycycle-checkout-screenshots");
+        std::fs::create_dir_all(&dir).expect("a temp dir");
+        dir
     }
 }
 
