@@ -27,3 +27,30 @@ install() {
 
 install .venv tools/requirements.txt
 install .venv-iac tools/requirements-iac.txt
+
+# The browser test (tests/tests/browser_checkout.rs) drives Debian's Chromium through chromedriver;
+# fonts-nanum renders the Korean pages in its screenshots. Installed only when missing, and only
+# where we can (apt-get present, running as root); elsewhere the test says loudly that it skipped.
+browser_packages() {
+  local missing=()
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+  [ -d /usr/share/fonts/truetype/nanum ] || missing+=(fonts-nanum)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if ! command -v apt-get >/dev/null 2>&1 || [ "$(id -u)" -ne 0 ]; then
+    echo "==> bootstrap: ${missing[*]} missing and apt-get/root unavailable: the browser test will skip" >&2
+    return 0
+  fi
+  echo "==> bootstrap: installing ${missing[*]} (once)"
+  local log
+  log=$(mktemp)
+  if ! { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >"$log" 2>&1 ||
+         { apt-get update -q >>"$log" 2>&1 &&
+           DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >>"$log" 2>&1; }; }; then
+    echo "==> bootstrap: could not install ${missing[*]}:" >&2
+    tail -n 20 "$log" >&2
+  fi
+  rm -f "$log"
+}
+
+browser_packages

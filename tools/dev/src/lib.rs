@@ -347,3 +347,25 @@ pub async fn seed_subscription(
     store.create_subscription(&record).await.map_err(|e| e.to_string())?;
     Ok(record)
 }
+
+/// The sample partner shop (`examples/checkout`) beside a stack: its backend holds `api_key`, its
+/// pages load the sandbox's stand-ins for Payple's window script and StepPay's SDK, and its
+/// managed plan is a StepPay price defined in the sandbox (19,900원 a month). `port` 0 = any.
+pub async fn start_example_shop(
+    stack: &LocalStack,
+    api_key: &str,
+    port: u16,
+) -> Result<paycycle_example_checkout::Shop, String> {
+    let sandbox = stack.sandbox.base_url();
+    let managed = paycycle_example_checkout::PLANS.iter().find(|p| p.pg == "steppay_managed").map_or(0, |p| p.amount);
+    clients::Sandbox::new(sandbox.clone()).steppay_price("prod_pro", "price_monthly", managed).await?;
+    let config = paycycle_example_checkout::ShopConfig {
+        api: stack.api_url(),
+        api_key: api_key.to_string(),
+        payple_script: format!("{sandbox}/js/v1/payment.js"),
+        steppay_sdk: format!("{sandbox}/js/steppay-0.7.1.js"),
+        steppay_product_code: "prod_pro".into(),
+        steppay_price_code: "price_monthly".into(),
+    };
+    paycycle_example_checkout::Shop::start(port, config).await.map_err(|e| format!("the example shop: {e}"))
+}

@@ -19,7 +19,7 @@ const USAGE: &str = "usage:
   paycycle-dev api-key revoke --key KEY
 options:
   --port N     API port for demo/serve (default 3000; 0 = any free port)
-  --ready-file PATH   serve: once up, write {\"api\", \"api_key\", \"sandbox\", \"seeded\"} as JSON to PATH (mode 600)
+  --ready-file PATH   serve: once up, write {\"api\", \"api_key\", \"sandbox\", \"seeded\", \"shop\"} as JSON to PATH (mode 600)
   --seed       serve: create paid subscriptions, payments, an open checkout, webhook endpoints and
                events for partner \"default\" (make fuzz-api fuzzes every operation on them)
   --api URL    API of the running stack for tick (default http://127.0.0.1:3000)
@@ -192,6 +192,16 @@ async fn serve(options: Options, ready_file: Option<String>, seed: bool, signals
             return ExitCode::FAILURE;
         }
     }
+    // The sample partner shop (examples/checkout) two ports above the API (3002 for `make dev`).
+    let shop_port = if port == 0 { 0 } else { port.wrapping_add(2) };
+    let shop = match paycycle_dev::start_example_shop(&stack, &key, shop_port).await {
+        Ok(shop) => shop,
+        Err(e) => {
+            eprintln!("could not start the example shop: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("  shop     {}/   (the sample checkout: open it in a browser)", shop.url());
     let seeded = if seed {
         match paycycle_dev::seed::fuzz_fixtures(&stack, &key).await {
             Ok(ids) => {
@@ -207,8 +217,7 @@ async fn serve(options: Options, ready_file: Option<String>, seed: bool, signals
         Value::Null
     };
     if let Some(path) = ready_file {
-        let ready =
-            serde_json::json!({"api": api, "api_key": key, "sandbox": stack.sandbox.base_url(), "seeded": seeded});
+        let ready = serde_json::json!({"api": api, "api_key": key, "sandbox": stack.sandbox.base_url(), "seeded": seeded, "shop": shop.url()});
         if let Err(e) = write_private(&path, &ready.to_string()) {
             eprintln!("could not write {path}: {e}");
             return ExitCode::FAILURE;
@@ -230,6 +239,7 @@ async fn serve(options: Options, ready_file: Option<String>, seed: bool, signals
     println!("  {operator_env} cargo run -q -p paycycle-cli -- --api {api} partners list");
     signals.recv().await;
     println!("\nstopping ...");
+    drop(shop);
     drop(stack);
     ExitCode::SUCCESS
 }

@@ -14,6 +14,7 @@
 
 pub mod load;
 pub mod payple;
+pub mod scripts;
 pub mod shapes;
 pub mod state;
 pub mod steppay;
@@ -53,7 +54,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/subscriptions/{id}/payment-method", put(steppay::change_payment_method))
         .route("/api/v1/orders/{id}/cancel", patch(steppay::cancel_order))
         .route("/api/public/orders/{code}/pay", get(steppay::pay_page))
-        .route("/__sandbox/steppay/sdk/pay", post(steppay::sdk_pay))
+        .route(
+            "/__sandbox/steppay/sdk/pay",
+            post(steppay::sdk_pay).layer(axum::middleware::map_response(scripts::allow_any_origin)),
+        )
+        .route("/js/steppay-0.7.1.js", get(scripts::steppay_sdk_js))
         // Payple
         .route("/php/auth.php", post(payple::auth))
         .route("/php/SimplePayCardAct.php", post(payple::repay))
@@ -62,6 +67,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/php/account/api/cPayCAct.php", post(payple::refund))
         .route("/php/cPayUser/api/cPayUserAct.php", post(payple::user_act))
         .route("/__sandbox/payple/window", post(payple::window))
+        .route("/js/v1/payment.js", get(scripts::payple_payment_js))
         // Admin
         .route("/__admin/load", get(load::report).delete(load::reset))
         .route("/__admin/health", get(|| async { Json(json!({"status": "ok"})) }))
