@@ -206,8 +206,8 @@ pub fn round_trips(r: &Run, alone: Option<&Run>, moto_wcu: Option<f64>) -> Strin
          page of up to 100 renewals, an empty shard's one query) are counted apart. *Before*: today's figures as \
          committed in BENCHMARKS.md at 043655f ({BEFORE_READS:.2} reads + {BEFORE_WRITES:.2} writes per \
          renewal, from the 8,000-subscription tick; {BEFORE_WCU:.2} WCU from the moto cost run); it did \
-         not count sequential round trips. *This run* measures whatever renew does when the bench runs — \
-         until issue 25's store changes land, today's renew again.\n",
+         not count sequential round trips. *This run* measures renew as it is: one \
+         claim-and-attempt transaction before the PG call, one outcome transaction after it.\n",
         r.latency_ms,
         walkers(r),
         t.renewals
