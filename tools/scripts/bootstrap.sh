@@ -31,6 +31,7 @@ install .venv-iac tools/requirements-iac.txt
 # The browser test (tests/tests/browser_checkout.rs) drives Debian's Chromium through chromedriver;
 # fonts-nanum renders the Korean pages in its screenshots. Installed only when missing, and only
 # where we can (apt-get present, running as root); elsewhere the test says loudly that it skipped.
+# With Debian's recommended packages, as the install the test was proven on (apt history here).
 browser_packages() {
   local missing=()
   [ -x /usr/bin/chromium ] || missing+=(chromium)
@@ -44,9 +45,9 @@ browser_packages() {
   echo "==> bootstrap: installing ${missing[*]} (once)"
   local log
   log=$(mktemp)
-  if ! { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >"$log" 2>&1 ||
+  if ! { DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >"$log" 2>&1 ||
          { apt-get update -q >>"$log" 2>&1 &&
-           DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >>"$log" 2>&1; }; }; then
+           DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >>"$log" 2>&1; }; }; then
     echo "==> bootstrap: could not install ${missing[*]}:" >&2
     tail -n 20 "$log" >&2
   fi
