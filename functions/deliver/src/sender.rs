@@ -61,7 +61,6 @@ impl Sender {
     /// A sender with a shorter overall limit (tests of a hanging endpoint).
     pub fn with_timeout(allow_loopback: bool, timeout: Duration) -> Self {
         let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(paycycle::tls::client_config())
             .redirect(reqwest::redirect::Policy::none())
             // A proxy from the environment (HTTPS_PROXY, ALL_PROXY) would be the address the
             // resolver checks, not the partner's: never use one.

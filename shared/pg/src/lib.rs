@@ -264,11 +264,13 @@ impl Default for Timeouts {
     }
 }
 
-/// The HTTP client for PG calls: rustls with paycycle-tls's compiled-in roots, timeouts, no
-/// redirects, built once per cold start.
+/// The HTTP client for PG calls: rustls verifying against the system's trust store (loaded once,
+/// when the client is built), timeouts, no redirects, built once per cold start. Not
+/// paycycle-tls's compiled-in roots, which the AWS SDK uses: which CA a PG's API host chains to
+/// is no document's promise, and a compiled-in set is frozen at the build — a PG whose chain it
+/// lacks would stop every charge until a rebuild.
 pub fn http_client(timeouts: Timeouts) -> reqwest::Client {
     reqwest::Client::builder()
-        .tls_backend_preconfigured(paycycle_tls::client_config())
         .connect_timeout(timeouts.connect)
         .timeout(timeouts.total)
         .redirect(reqwest::redirect::Policy::none())

@@ -1,15 +1,13 @@
-//! The certificate authorities paycycle trusts, compiled in: Mozilla's root programme as the
-//! `webpki-root-certs` crate ships it (the set every browser-grade Rust client uses; AWS's own
-//! endpoints chain to Amazon Trust Services' roots in it, as do the PGs' public HTTPS hosts).
+//! The certificate authorities the AWS SDK's clients trust, compiled in: Mozilla's root programme
+//! as the `webpki-root-certs` crate ships it, which holds Amazon Trust Services' roots (Amazon Root
+//! CA 1–4, Starfield Services G2 — a test checks) that AWS's service endpoints chain to.
 //!
-//! Why compiled in, not read from the file system: `rustls-native-certs` walks `/etc/ssl/certs` and
-//! parses every file there, and it did so twice per cold start (once for the AWS SDK's client, once
-//! for reqwest's platform verifier) — about 4.8 ms of renew's 8.3 ms start on the bench machine.
-//! The roots here are parsed once per process, in memory. The set is as current as the build:
-//! `cargo update -p webpki-root-certs` takes Mozilla's latest, and a rebuild ships it.
-//!
-//! A partner whose PG or webhook endpoint needs a private CA cannot add it here; none of the
-//! hosts paycycle calls (AWS, StepPay, Payple, partners' public endpoints) needs one.
+//! Why compiled in, not read from the file system: `rustls-native-certs` walks `/etc/ssl/certs`
+//! and parses every file there, and did so once for the SDK's client and once more for reqwest's
+//! (the PG clients) per cold start — about 4.8 ms of renew's 8.3 ms start on the bench machine.
+//! Only the SDK uses these: AWS's chains are known, a PG's are not (the PG and partner-webhook
+//! clients keep the system's store, `paycycle_pg::http_client`). The set is as current as the
+//! build: `cargo update -p webpki-root-certs` takes Mozilla's latest.
 
 use std::sync::{Arc, LazyLock};
 
@@ -28,20 +26,9 @@ static ROOTS: LazyLock<Arc<RootCertStore>> = LazyLock::new(|| {
     Arc::new(store)
 });
 
-/// The trust anchors, parsed once per process.
+/// The trust anchors, parsed once per process (what the tests check the set with).
 pub fn roots() -> Arc<RootCertStore> {
     ROOTS.clone()
-}
-
-/// A rustls client configuration that trusts [`roots`] and nothing else, with aws-lc-rs as its
-/// cryptography (the provider reqwest and the AWS SDK use too) and rustls's safe defaults.
-pub fn client_config() -> rustls::ClientConfig {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("aws-lc-rs supports TLS 1.2 and 1.3")
-        .with_root_certificates(roots())
-        .with_no_client_auth()
 }
 
 /// The same roots PEM-encoded, one certificate each, for clients that take PEM (the AWS SDK's
