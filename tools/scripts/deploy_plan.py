@@ -1,14 +1,21 @@
 """The deploy's plan: which environment, which architecture, which parameters.
 
 Reads infra/samconfig.toml (tomllib) and the record `make package` left beside its build
-(paycycle-build.json), checks that every function's `bootstrap` is an ELF for that architecture,
-and prints the `--parameter-overrides` string `sam deploy` gets: the environment's overrides,
-then `PARAMS` from the command line, then `Architecture=<built>`. Any problem is one line on
-stderr and exit status 2; nothing is deployed (tools/scripts/deploy.sh runs `sam deploy` only
-after this succeeds).
+(paycycle-build.json), checks that every function's `bootstrap` is an ELF for that architecture
+and that the build is of this template and commit, and prints the `--parameter-overrides` string
+`sam deploy` gets: the environment's overrides, then `PARAMS` from the command line, then
+`Architecture=<built>`, and `PgSchedulesState=DISABLED` when the stack does not exist yet (its PG
+secret is a placeholder until README "Deploying" step 3). Any problem is one line on stderr and
+exit status 2; nothing is deployed (tools/scripts/deploy.sh runs `sam deploy` only after this).
+
+Whether the stack exists: CloudFormation's DescribeStacks (boto3, the SAM CLI's own dependency,
+with the environment's region and your AWS credentials), or PAYCYCLE_STACK_EXISTS=yes|no.
 
 usage: deploy_plan.py CONFIG ENV BUILD_DIR [Key=Value ...]
 """
+
+import hashlib
+import subprocess
 
 import json
 import os
@@ -20,7 +27,10 @@ import tomllib
 ELF_MACHINES = {"x86_64": 0x3E, "arm64": 0xB7}
 # Decided by the build (Architecture) or by the operator on the live stack (RenewScheduleState:
 # samconfig must not reset it on every deploy; PARAMS may set it, as README step 4 does).
-NOT_IN_SAMCONFIG = ("Architecture", "RenewScheduleState")
+NOT_IN_SAMCONFIG = ("Architecture", "PgSchedulesState", "RenewScheduleState")
+# infra/samconfig.toml ships placeholders; deploying one would send every Payple call with a
+# Referer Payple does not know (AUTH0004/AUTH0007: every renewal unknown).
+PLACEHOLDER_DOMAIN = "example.com"
 
 
 def fail(message):
@@ -53,6 +63,16 @@ def built_architecture(build_dir):
         fail(f"no {record}: run `make package` (or ARCH=arm64 make package) first")
     with open(record) as f:
         arch = json.load(f).get("architecture")
+    template = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "template.yaml")
+    with open(record) as f:
+        built = json.load(f)
+    with open(template, "rb") as f:
+        sha = hashlib.sha256(f.read()).hexdigest()
+    if built.get("template_sha256") not in (None, sha):
+        fail("template.yaml changed since `make package` built this: run `make package` again")
+    head = git_head()
+    if built.get("commit") and head and built["commit"] != head:
+        fail(f"the build is of commit {built['commit'][:12]}, the checkout is at {head[:12]}: run `make package` again")
     if arch not in ELF_MACHINES:
         fail(f"{record} names architecture {arch!r}; expected one of {sorted(ELF_MACHINES)}")
     bootstraps = sorted(
@@ -68,6 +88,34 @@ def built_architecture(build_dir):
             names = {v: k for k, v in ELF_MACHINES.items()}
             fail(f"{path} is built for {names.get(machine, hex(machine))}, the build record says {arch}: run `make package` again")
     return arch
+
+
+def git_head():
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def stack_exists(config, env, deploy):
+    given = os.environ.get("PAYCYCLE_STACK_EXISTS")
+    if given in ("yes", "no"):
+        return given == "yes"
+    region = deploy.get("region") or config.get(env, {}).get("global", {}).get("parameters", {}).get("region")
+    try:
+        import boto3
+        from botocore.exceptions import ClientError
+
+        boto3.client("cloudformation", region_name=region).describe_stacks(StackName=deploy["stack_name"])
+        return True
+    except ClientError as e:
+        if "does not exist" in str(e):
+            return False
+        fail(f"could not ask CloudFormation whether {deploy['stack_name']} exists: {e}")
+    except Exception as e:  # no credentials, no network: say so rather than guess
+        fail(f"could not ask CloudFormation whether {deploy['stack_name']} exists: {e}")
 
 
 def main(argv):
@@ -88,7 +136,12 @@ def main(argv):
         if key == "Architecture":
             fail("Architecture comes from the build (ARCH=arm64 make package), not from PARAMS")
         params[key] = value
+    for key, value in params.items():
+        if PLACEHOLDER_DOMAIN in value:
+            fail(f"{key}={value} is the placeholder from {config_path}: set your own (README \"Deploying\")")
     params["Architecture"] = built_architecture(build_dir)
+    if "PgSchedulesState" not in params and not stack_exists(config, env, deploy):
+        params["PgSchedulesState"] = "DISABLED"
     print(" ".join(f"{k}={shlex.quote(v)}" for k, v in params.items()))
 
 

@@ -16,8 +16,11 @@ start=$(date +%s)
   --build-dir .aws-sam/build
 # The record `make deploy` deploys by: the architecture these binaries were built for
 # (tools/scripts/deploy_plan.py checks every bootstrap's ELF header against it).
-printf '{"architecture": "%s", "built_at": "%s"}\n' "$arch" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
-  > .aws-sam/build/paycycle-build.json
+# And what it was built from: `make deploy` refuses a build of another template or commit.
+commit="$(git rev-parse HEAD 2>/dev/null || true)"
+[ -n "$commit" ] && [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && commit="$commit-dirty"
+printf '{"architecture": "%s", "built_at": "%s", "template_sha256": "%s", "commit": "%s"}\n' "$arch" \
+  "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(sha256sum template.yaml | cut -c1-64)" "$commit" > .aws-sam/build/paycycle-build.json
 echo
 echo "built in $(( $(date +%s) - start )) s for $arch (recorded in .aws-sam/build/paycycle-build.json); deployment zips:"
 .venv/bin/python - <<'PY'

@@ -60,6 +60,17 @@ pub const BINARIES: &[(&str, &str)] = &[
 impl Functions {
     /// `webhooks`: the partner-webhook functions' config (its queues are the stack's; time travel
     /// allowed, so endpoints on loopback are too).
+    /// Whether renew and reconcile accept a travelled `now`.
+    pub fn travels_in_time(&self) -> bool {
+        self.renew.settings.allow_time_travel || self.reconcile.allow_time_travel
+    }
+
+    /// Time travel on or off (on by default; off against real PGs, [`crate::PgTarget`]).
+    pub fn allow_time_travel(&mut self, allowed: bool) {
+        self.renew.settings.allow_time_travel = allowed;
+        self.reconcile.allow_time_travel = allowed;
+    }
+
     pub fn new(boot: Boot, sandbox_url: Option<String>, webhooks: &paycycle::config::WebhookConfig) -> Self {
         // The local stack travels in time: renew accepts `{"now": ...}` here, never in AWS.
         let mut renew = renew::Deps::new(boot.clone());

@@ -49,7 +49,7 @@ impl Default for Options {
 }
 
 /// The PGs the local stack's functions call.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub enum PgTarget {
     /// The PG sandbox this stack starts (its webhooks come back to this stack's API).
     #[default]
@@ -73,7 +73,31 @@ pub const EXTERNAL_PG_VARIABLES: &[&str] = &[
     "PAYPLE_REFUND_KEY",
 ];
 
+/// Names the hosts, never the credentials.
+impl std::fmt::Debug for PgTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sandbox => f.write_str("Sandbox"),
+            Self::External(vars) => {
+                let host = |k: &str| vars.get(k).map(String::as_str).unwrap_or("(unset)");
+                write!(f, "External(steppay {}, payple {})", host("STEPPAY_BASE_URL"), host("PAYPLE_BASE_URL"))
+            }
+        }
+    }
+}
+
+/// Payple's live host (PG-FACTS: test `democpay.payple.kr`, live `cpay.payple.kr`): the local
+/// stack calls it only when `PAYCYCLE_ALLOW_LIVE_PG=1` says the developer means real money.
+const PAYPLE_LIVE_HOST: &str = "cpay.payple.kr";
+
 impl PgTarget {
+    /// Whether the functions may travel in time: only against the sandbox, whose clock travels too.
+    /// Against a real PG a `make tick NOW=<next month>` would charge real billing keys for periods
+    /// not yet due.
+    pub fn allows_time_travel(&self) -> bool {
+        matches!(self, Self::Sandbox)
+    }
+
     /// [`PgTarget::External`] from `lookup` (the process environment for `make dev PG=external`).
     /// Missing variables are named when the stack starts.
     pub fn external_from(lookup: impl Fn(&str) -> Option<String>) -> Self {
@@ -84,6 +108,15 @@ impl PgTarget {
     /// Checks an external target's variables before anything starts: a missing or malformed one
     /// is named (the same checks a deployed function's start makes).
     pub fn check(&self) -> Result<(), StackError> {
+        if let Self::External(vars) = self {
+            let live = vars.get("PAYPLE_BASE_URL").is_some_and(|u| u.contains(PAYPLE_LIVE_HOST));
+            if live && std::env::var("PAYCYCLE_ALLOW_LIVE_PG").as_deref() != Ok("1") {
+                return Err(StackError::Io(std::io::Error::other(format!(
+                    "PAYPLE_BASE_URL is Payple's live host ({PAYPLE_LIVE_HOST}): real cards would be charged; \
+                     use https://democpay.payple.kr, or set PAYCYCLE_ALLOW_LIVE_PG=1 if you mean it"
+                ))));
+            }
+        }
         let names = LocalNames { table: "t".into(), bus: "b".into(), kms_key: "k".into() };
         self.config(&names, "http://127.0.0.1:9", None).map(|_| ())
     }
@@ -169,10 +202,12 @@ impl LocalStack {
             table: provisioned.table.clone(),
             delivery_queue_url: queue("WebhookDeliveriesQueue"),
             dead_letter_queue_url: Some(queue("WebhookDeadLetterQueue")),
-            allow_time_travel: true,
+            allow_time_travel: !external,
         };
         let sandbox_url = (!external).then(|| sandbox.base_url());
-        let functions = Arc::new(Functions::new(boot, sandbox_url, &webhooks));
+        let mut functions = Functions::new(boot, sandbox_url, &webhooks);
+        functions.allow_time_travel(options.pg.allows_time_travel());
+        let functions = Arc::new(functions);
         let app = http_bridge::router(&routes, functions.clone())?;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.api_port)).await?;
         let api_addr = listener.local_addr()?;

@@ -38,20 +38,35 @@ fn build_dir(recorded: Option<&str>, machines: &[(&str, u16)]) -> PathBuf {
     dir
 }
 
-fn deploy(env: &str, build: &Path, samconfig: Option<&Path>, params: &[&str]) -> Output {
+/// infra/samconfig.toml as an operator leaves it after README "Deploying": its placeholder
+/// domains replaced.
+fn filled_in_samconfig(dir: &Path) -> PathBuf {
+    let shipped = std::fs::read_to_string(repo_root().join("infra/samconfig.toml")).unwrap();
+    let path = dir.join("filled-in-samconfig.toml");
+    std::fs::write(&path, shipped.replace("example.com", "shop-test.co.kr")).unwrap();
+    path
+}
+
+fn deploy_to(env: &str, build: &Path, samconfig: Option<&Path>, stack_exists: bool, params: &[&str]) -> Output {
     let root = repo_root();
-    let mut cmd = Command::new("bash");
-    cmd.current_dir(&root)
+    let config = samconfig.map(Path::to_path_buf).unwrap_or_else(|| filled_in_samconfig(build));
+    Command::new("bash")
+        .current_dir(&root)
         .arg(root.join("tools/scripts/deploy.sh"))
         .arg(env)
         .args(params)
         .env("DRY_RUN", "1")
         .env("PAYCYCLE_DEPLOY_SKIP_CHECKS", "1")
-        .env("PAYCYCLE_BUILD_DIR", build);
-    if let Some(config) = samconfig {
-        cmd.env("PAYCYCLE_SAMCONFIG", config);
-    }
-    cmd.output().expect("bash runs deploy.sh")
+        .env("PAYCYCLE_BUILD_DIR", build)
+        .env("PAYCYCLE_SAMCONFIG", config)
+        .env("PAYCYCLE_STACK_EXISTS", if stack_exists { "yes" } else { "no" })
+        .output()
+        .expect("bash runs deploy.sh")
+}
+
+/// A deploy to an existing stack.
+fn deploy(env: &str, build: &Path, samconfig: Option<&Path>, params: &[&str]) -> Output {
+    deploy_to(env, build, samconfig, true, params)
 }
 
 fn text(out: &Output) -> String {
@@ -105,25 +120,28 @@ fn the_deploy_architecture_is_the_one_the_package_step_built() {
     .unwrap();
     refused(&deploy("dev", &build, Some(&config), &[]), "names Architecture");
     refused(&deploy("qa", &build, None, &[]), "environment 'qa' is not in");
+    // The shipped samconfig's placeholder domain is never deployed.
+    let shipped = repo_root().join("infra/samconfig.toml");
+    refused(&deploy("prod", &build, Some(&shipped), &[]), "is the placeholder");
+    // A build of another template: refused.
+    let record = r#"{"architecture": "x86_64", "template_sha256": "0000"}"#;
+    std::fs::write(build.join("paycycle-build.json"), record).unwrap();
+    refused(&deploy("dev", &build, None, &[]), "template.yaml changed since `make package`");
     std::fs::remove_dir_all(build).unwrap();
 }
 
-fn schedule_state(props: &Value) -> Option<String> {
-    let state = props.get("State")?;
-    let Value::Tagged(tagged) = state else { return Some(format!("{state:?}")) };
-    Some(format!("{} {}", tagged.tag, tagged.value.as_str().unwrap_or_default()))
-}
-
 /// Before the PG secret is filled every function that reads it fails its start; a schedule that
-/// ran it would fail every run and alarm. So the template's first deploy leaves every schedule
-/// of a function that reads the secret DISABLED, and no environment's samconfig turns them on.
+/// ran it would fail every run and alarm. So `make deploy` creates a stack with those schedules
+/// off (`PgSchedulesState=DISABLED`), and only then: the template's defaults stay ENABLED, so no
+/// deploy of an existing stack, by any tool, switches billing off.
 #[test]
 fn the_first_deploy_leaves_the_pg_schedules_off_until_the_secret_is_set() {
     let template = Template::load().unwrap();
     let text = std::fs::read_to_string(repo_root().join("template.yaml")).unwrap();
     let root: Value = serde_norway::from_str(&text).unwrap();
-    let default = root["Parameters"]["RenewScheduleState"]["Default"].as_str();
-    assert_eq!(default, Some("DISABLED"));
+    for p in ["PgSchedulesState", "RenewScheduleState"] {
+        assert_eq!(root["Parameters"][p]["Default"].as_str(), Some("ENABLED"), "{p}");
+    }
 
     let mut gated = Vec::new();
     for (name, resource) in template.resources_of_type("AWS::Serverless::Function").unwrap() {
@@ -132,36 +150,49 @@ fn the_first_deploy_leaves_the_pg_schedules_off_until_the_secret_is_set() {
         let resource = Value::Mapping(resource);
         let props = resource.get("Properties").cloned().unwrap_or(resource);
         for (event, spec) in props.get("Events").and_then(Value::as_mapping).into_iter().flatten() {
-            if spec.get("Type").and_then(Value::as_str) != Some("Schedule") {
+            if spec.get("Type").and_then(Value::as_str) != Some("Schedule") || !reads_secret {
                 continue;
             }
-            let state = schedule_state(&spec["Properties"]);
-            if reads_secret {
-                assert_eq!(state.as_deref(), Some("!Ref RenewScheduleState"), "{name}.{event:?}");
-                gated.push(name.clone());
-            }
+            let state = format!("{:?}", spec["Properties"].get("State"));
+            let renew_tick = name == "RenewFunction";
+            let expected = if renew_tick { "RenewTickOn" } else { "PgSchedulesState" };
+            assert!(state.contains(expected), "{name}.{event:?}: {state}");
+            gated.push(name.clone());
         }
     }
     gated.sort();
     assert_eq!(gated, ["ReconcileFunction", "RenewFunction", "VerifyFunction"]);
+    let conditions = format!("{:?}", root["Conditions"]["RenewTickOn"]);
+    assert!(conditions.contains("PgSchedulesOn") && conditions.contains("RenewScheduleState"), "{conditions}");
+    // While the tick is on, a renew that stopped running alarms.
+    let heartbeat = &root["Resources"]["RenewHeartbeatAlarm"];
+    assert_eq!(heartbeat["Condition"].as_str(), Some("RenewTickOn"));
+    assert_eq!(heartbeat["Properties"]["TreatMissingData"].as_str(), Some("breaching"));
 
-    // Every environment deploys without naming the state (the plan refuses one that does), so
-    // SAM sends UsePreviousValue for it: asked of SAM's own code with this template.
     let build = build_dir(Some("x86_64"), &[("RenewFunction", X86_64)]);
     for env in ["dev", "staging", "prod"] {
-        let out = deploy(env, &build, None, &[]);
-        assert!(out.status.success(), "{env}: {}", self::text(&out));
-        assert!(!String::from_utf8_lossy(&out.stdout).contains("RenewScheduleState"), "{env}");
+        // A new stack: the schedules start off.
+        let created = deploy_to(env, &build, None, false, &[]);
+        assert!(created.status.success(), "{env}: {}", self::text(&created));
+        assert!(String::from_utf8_lossy(&created.stdout).contains("PgSchedulesState=DISABLED"), "{env}");
+        // An existing stack: nothing about them is sent, so they stay as they are.
+        let updated = deploy(env, &build, None, &[]);
+        assert!(updated.status.success(), "{env}: {}", self::text(&updated));
+        assert!(!String::from_utf8_lossy(&updated.stdout).contains("PgSchedulesState"), "{env}");
+        assert!(!String::from_utf8_lossy(&updated.stdout).contains("RenewScheduleState"), "{env}");
     }
-    // README step 4 turns them on with PARAMS; that is the only way in.
-    let enabled = deploy("prod", &build, None, &["RenewScheduleState=ENABLED"]);
-    assert!(
-        String::from_utf8_lossy(&enabled.stdout).contains("RenewScheduleState=ENABLED"),
-        "{}",
-        self::text(&enabled)
-    );
+    // README step 4 turns them on with PARAMS.
+    let enabled = deploy("prod", &build, None, &["PgSchedulesState=ENABLED"]);
+    assert!(String::from_utf8_lossy(&enabled.stdout).contains("PgSchedulesState=ENABLED"), "{}", self::text(&enabled));
+    // samconfig may not name them.
+    let config = build.join("named.toml");
+    let named = "version = 0.1\n[dev.deploy.parameters]\nstack_name = \"x\"\nparameter_overrides = \"PgSchedulesState=DISABLED\"\n";
+    std::fs::write(&config, named).unwrap();
+    refused(&deploy("dev", &build, Some(&config), &[]), "names PgSchedulesState");
     std::fs::remove_dir_all(build).unwrap();
 
+    // What "stay as they are" rests on: SAM sends UsePreviousValue for a parameter a deploy does
+    // not name — asked of SAM's own code with this template.
     let merged = Command::new(repo_root().join(".venv/bin/python"))
         .current_dir(repo_root())
         .args([
@@ -176,6 +207,8 @@ fn the_first_deploy_leaves_the_pg_schedules_off_until_the_secret_is_set() {
         .expect("the SAM CLI's python runs");
     assert!(merged.status.success(), "{}", self::text(&merged));
     let parameters: Vec<serde_json::Value> = serde_json::from_slice(&merged.stdout).unwrap();
-    let state = parameters.iter().find(|p| p["ParameterKey"] == "RenewScheduleState").unwrap();
-    assert_eq!(state["UsePreviousValue"], true, "{parameters:?}");
+    for p in ["PgSchedulesState", "RenewScheduleState"] {
+        let state = parameters.iter().find(|x| x["ParameterKey"] == p).unwrap();
+        assert_eq!(state["UsePreviousValue"], true, "{parameters:?}");
+    }
 }

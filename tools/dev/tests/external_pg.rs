@@ -142,6 +142,10 @@ async fn the_local_stack_calls_the_pgs_the_environment_names_and_never_the_sandb
         assert!(steppay.iter().all(|(_, h, _)| h.get("secret-token").map(String::as_str) == Some("ext-steppay-token")));
     }
 
+    // No time travel against a real PG: `make tick NOW=<next month>` would charge real cards early.
+    assert!(!stack.functions.travels_in_time());
+    assert!(!format!("{:?}", PgTarget::External(vars.clone())).contains("ext-cust-key"), "Debug shows no credential");
+
     // Nothing reached the sandbox.
     let load: Value =
         reqwest::get(format!("{}/__admin/load", stack.sandbox.base_url())).await.unwrap().json().await.unwrap();
@@ -162,4 +166,9 @@ async fn an_external_pg_without_its_settings_names_the_missing_variable() {
         assert_eq!(start.err().map(|e| e.to_string()).as_deref(), Some(err.as_str()));
         assert!(err.contains(missing), "{missing}: {err}");
     }
+    // Payple's live host only when the developer says so.
+    let mut live = external("https://cpay.payple.kr");
+    live.insert("STEPPAY_BASE_URL".into(), "http://127.0.0.1:9".into());
+    let err = PgTarget::External(live).check().expect_err("the live host is refused").to_string();
+    assert!(err.contains("PAYCYCLE_ALLOW_LIVE_PG"), "{err}");
 }
