@@ -20,6 +20,7 @@ pub struct Boot {
 /// the start-up log line.
 pub async fn start(function: &'static str) -> Result<Boot, ConfigError> {
     crate::telemetry::init();
+    crate::metrics::install(function);
     let result = load().await;
     match &result {
         Ok(boot) => {
@@ -69,6 +70,7 @@ pub async fn start_webhooks(
     function: &'static str,
 ) -> Result<(crate::config::WebhookConfig, aws_config::SdkConfig), ConfigError> {
     crate::telemetry::init();
+    crate::metrics::install(function);
     let config = logged_start(function, crate::config::WebhookConfig::from_env(), |c| &c.table)?;
     Ok((config, crate::aws::load().await))
 }
@@ -77,6 +79,7 @@ pub async fn start_webhooks(
 /// and publishes nothing, so it loads no PG settings, credentials or bus.
 pub async fn start_admin(function: &'static str) -> Result<(String, aws_config::SdkConfig), ConfigError> {
     crate::telemetry::init();
+    crate::metrics::install(function);
     let lookup = |name: &str| std::env::var(name).ok();
     let table = paycycle_pg::config::required(&lookup, "PAYCYCLE_TABLE", crate::config::COMMON_VARIABLES);
     let table = logged_start(function, table, |t| t)?;

@@ -14,6 +14,7 @@
 pub mod api;
 pub mod boot;
 pub mod config;
+pub mod metrics;
 pub mod reconcile;
 pub mod schedule;
 pub mod standard_webhooks;

@@ -391,7 +391,6 @@ async fn setup(world: &World, seed: u64, log: &mut Vec<String>) -> Result<Scenar
         // The sandbox's clock follows the scenario's time travel.
         settings: renew::Settings {
             concurrency: 4,
-            emit_metrics: false,
             lease: CHAOS_LEASE,
             allow_time_travel: true,
             ..renew::Settings::default()
