@@ -17,6 +17,7 @@ pub mod config;
 pub mod metrics;
 pub mod reconcile;
 pub mod schedule;
+pub mod secrets;
 pub mod standard_webhooks;
 pub mod telemetry;
 pub mod views;

@@ -14,6 +14,7 @@
 pub mod budget;
 pub mod checkout;
 pub mod config;
+pub mod credentials;
 pub mod first;
 pub mod notice;
 pub mod payple;
@@ -29,6 +30,7 @@ pub use paycycle_domain::gateway::{
     Capabilities, CardInfo, PaymentDetails, Pg, PgCustomer, PgMode, RefundLookupCapability,
 };
 pub use payple::mask_card_number;
+pub use credentials::Credentials;
 pub use registry::{Adapter, PgChange, Registry};
 
 use std::time::Duration;

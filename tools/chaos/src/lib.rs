@@ -405,7 +405,10 @@ async fn setup(world: &World, seed: u64, log: &mut Vec<String>) -> Result<Scenar
     let webhooks = WebhookEndpoint::start(webhook_ingest::Deps {
         store: store.clone(),
         // The chaos sandbox signs nothing: signatures are not checked here.
-        secrets: paycycle::config::Secrets { steppay_webhook_secrets: vec![], ..local_secrets() },
+        credentials: paycycle::pg::Credentials::fixed(paycycle::config::Secrets {
+            steppay_webhook_secrets: vec![],
+            ..local_secrets()
+        }),
     })
     .await
     .map_err(|e| e.to_string())?;
