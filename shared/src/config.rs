@@ -44,12 +44,13 @@ pub const DEFAULT_SECRETS_TTL_SECONDS: u64 = 300;
 
 fn secrets_ttl(lookup: &impl Fn(&str) -> Option<String>) -> Result<std::time::Duration, ConfigError> {
     let var = "PAYCYCLE_SECRETS_TTL_SECONDS";
-    let seconds = match lookup(var) {
-        None => DEFAULT_SECRETS_TTL_SECONDS,
-        Some(v) => v.trim().parse::<u64>().ok().filter(|s| (1..=86_400).contains(s)).ok_or_else(|| {
-            ConfigError::Invalid { var, reason: format!("seconds between 1 and 86400, got {v:?}") }
-        })?,
-    };
+    let seconds =
+        match lookup(var) {
+            None => DEFAULT_SECRETS_TTL_SECONDS,
+            Some(v) => v.trim().parse::<u64>().ok().filter(|s| (1..=86_400).contains(s)).ok_or_else(|| {
+                ConfigError::Invalid { var, reason: format!("seconds between 1 and 86400, got {v:?}") }
+            })?,
+        };
     Ok(std::time::Duration::from_secs(seconds))
 }
 

@@ -32,7 +32,12 @@ pub struct SecretsCache {
 
 impl SecretsCache {
     /// Credentials over secret `id`, starting from `loaded` (the cold start's read).
-    pub fn credentials(client: aws_sdk_secretsmanager::Client, id: &str, ttl: Duration, loaded: Secrets) -> Credentials {
+    pub fn credentials(
+        client: aws_sdk_secretsmanager::Client,
+        id: &str,
+        ttl: Duration,
+        loaded: Secrets,
+    ) -> Credentials {
         let held = RwLock::new((Arc::new(loaded), Instant::now()));
         let cache = Self { id: id.to_string(), client, ttl, held, refreshing: tokio::sync::Mutex::new(()) };
         Credentials::from_source(Arc::new(cache))

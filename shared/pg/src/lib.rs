@@ -23,6 +23,7 @@ pub mod steppay;
 pub mod trace;
 
 pub use config::{PgConfig, PgConfigured};
+pub use credentials::Credentials;
 pub use first::{CheckoutTerms, Evidence, HeldCheckout, Source};
 pub use notice::WebhookIntake;
 pub use notice::{IntakeError, Notice, OrderReport, PgSubscriptionState, RenewalOutcome};
@@ -30,7 +31,6 @@ pub use paycycle_domain::gateway::{
     Capabilities, CardInfo, PaymentDetails, Pg, PgCustomer, PgMode, RefundLookupCapability,
 };
 pub use payple::mask_card_number;
-pub use credentials::Credentials;
 pub use registry::{Adapter, PgChange, Registry};
 
 use std::time::Duration;

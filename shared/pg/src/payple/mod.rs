@@ -258,7 +258,16 @@ impl PaypleClient {
         refund_key: Secret,
     ) -> Self {
         let referer = referer.as_str().trim_end_matches('/').to_string();
-        Self { http, base, referer, cst_id, cust_key, refund_key, credentials: None, budget: Budget::unlimited("payple") }
+        Self {
+            http,
+            base,
+            referer,
+            cst_id,
+            cust_key,
+            refund_key,
+            credentials: None,
+            budget: Budget::unlimited("payple"),
+        }
     }
 
     /// Reads the partner keys from `credentials` at each request instead of those given to
@@ -272,9 +281,17 @@ impl PaypleClient {
         match &self.credentials {
             Some(c) => {
                 let s = c.current().await;
-                PartnerKeys { cst_id: s.payple_cst_id.clone(), cust_key: s.payple_cust_key.clone(), refund_key: s.payple_refund_key.clone() }
+                PartnerKeys {
+                    cst_id: s.payple_cst_id.clone(),
+                    cust_key: s.payple_cust_key.clone(),
+                    refund_key: s.payple_refund_key.clone(),
+                }
             }
-            None => PartnerKeys { cst_id: self.cst_id.clone(), cust_key: self.cust_key.clone(), refund_key: self.refund_key.clone() },
+            None => PartnerKeys {
+                cst_id: self.cst_id.clone(),
+                cust_key: self.cust_key.clone(),
+                refund_key: self.refund_key.clone(),
+            },
         }
     }
 
