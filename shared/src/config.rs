@@ -267,6 +267,21 @@ mod tests {
     }
 
     #[test]
+    fn the_secrets_ttl_defaults_to_five_minutes_and_names_its_variable_when_bad() {
+        let c = Config::from_lookup(env(GOOD)).unwrap();
+        assert_eq!(c.secrets_ttl, std::time::Duration::from_secs(300));
+        let mut pairs = GOOD.to_vec();
+        pairs.push(("PAYCYCLE_SECRETS_TTL_SECONDS", "1"));
+        assert_eq!(Config::from_lookup(env(&pairs)).unwrap().secrets_ttl, std::time::Duration::from_secs(1));
+        for bad in ["0", "soon", "86401"] {
+            let mut pairs = GOOD.to_vec();
+            pairs.push(("PAYCYCLE_SECRETS_TTL_SECONDS", bad));
+            let err = Config::from_lookup(env(&pairs)).unwrap_err();
+            assert!(err.to_string().contains("PAYCYCLE_SECRETS_TTL_SECONDS"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
     fn secrets_manager_arn_selects_that_source() {
         let mut pairs = GOOD.to_vec();
         pairs.push(("PAYCYCLE_SECRETS", "arn:aws:secretsmanager:ap-northeast-2:1:secret:pc"));
