@@ -94,17 +94,26 @@ async fn token_sent(services: &paycycle::boot::Services, seen: &std::sync::Mutex
     seen.lock().unwrap().last().cloned().expect("the PG got a request")
 }
 
-#[tokio::test]
-async fn a_rotated_pg_secret_is_sent_after_the_ttl_without_a_new_cold_start() {
+type Recorded = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// A secret at v1 (`tok-v1`) in moto, the functions' dependencies over it, and one StepPay request
+/// that carried v1.
+async fn started_on_v1(suffix: &str) -> (aws_sdk_secretsmanager::Client, String, paycycle::boot::Services, Recorded) {
     let moto = MotoServer::shared_or_start().unwrap();
     let sdk = moto.sdk_config().await;
     let client = aws_sdk_secretsmanager::Client::new(&sdk);
-    let name = format!("{}-rotated", paycycle_testkit::provision::unique_prefix());
+    let name = format!("{}-{suffix}", paycycle_testkit::provision::unique_prefix());
     let created = client.create_secret().name(&name).secret_string(document("tok-v1")).send().await.unwrap();
     let arn = created.arn().unwrap().to_string();
     let (steppay, seen) = token_recorder().await;
     let services = boot(&sdk, &arn, &steppay).await;
     assert_eq!(token_sent(&services, &seen).await, "tok-v1");
+    (client, arn, services, seen)
+}
+
+#[tokio::test]
+async fn a_rotated_pg_secret_is_sent_after_the_ttl_without_a_new_cold_start() {
+    let (client, arn, services, seen) = started_on_v1("rotated").await;
 
     client.put_secret_value().secret_id(&arn).secret_string(document("tok-v2")).send().await.unwrap();
     assert_eq!(token_sent(&services, &seen).await, "tok-v1", "within the TTL the cached value is used");
@@ -114,15 +123,7 @@ async fn a_rotated_pg_secret_is_sent_after_the_ttl_without_a_new_cold_start() {
 
 #[tokio::test]
 async fn a_failed_refresh_keeps_the_last_good_pg_secret() {
-    let moto = MotoServer::shared_or_start().unwrap();
-    let sdk = moto.sdk_config().await;
-    let client = aws_sdk_secretsmanager::Client::new(&sdk);
-    let name = format!("{}-unreadable", paycycle_testkit::provision::unique_prefix());
-    let created = client.create_secret().name(&name).secret_string(document("tok-v1")).send().await.unwrap();
-    let arn = created.arn().unwrap().to_string();
-    let (steppay, seen) = token_recorder().await;
-    let services = boot(&sdk, &arn, &steppay).await;
-    assert_eq!(token_sent(&services, &seen).await, "tok-v1");
+    let (client, arn, services, seen) = started_on_v1("unreadable").await;
 
     // Gone from Secrets Manager: every read fails from now on.
     client.delete_secret().secret_id(&arn).force_delete_without_recovery(true).send().await.unwrap();
