@@ -34,6 +34,24 @@ pub struct Config {
     /// The PGs' base URLs, Referer and timeouts.
     pub pg: PgSettings,
     pub secrets_source: SecretsSource,
+    /// `PAYCYCLE_SECRETS_TTL_SECONDS` (default 300, 1 to 86400): how long a Secrets Manager value
+    /// is used before it is read again, so a rotated PG secret takes effect without a redeploy.
+    pub secrets_ttl: std::time::Duration,
+}
+
+/// The default of `PAYCYCLE_SECRETS_TTL_SECONDS`.
+pub const DEFAULT_SECRETS_TTL_SECONDS: u64 = 300;
+
+fn secrets_ttl(lookup: &impl Fn(&str) -> Option<String>) -> Result<std::time::Duration, ConfigError> {
+    let var = "PAYCYCLE_SECRETS_TTL_SECONDS";
+    let seconds =
+        match lookup(var) {
+            None => DEFAULT_SECRETS_TTL_SECONDS,
+            Some(v) => v.trim().parse::<u64>().ok().filter(|s| (1..=86_400).contains(s)).ok_or_else(|| {
+                ConfigError::Invalid { var, reason: format!("seconds between 1 and 86400, got {v:?}") }
+            })?,
+        };
+    Ok(std::time::Duration::from_secs(seconds))
 }
 
 /// Where the PG credentials live.
@@ -62,7 +80,8 @@ impl Config {
             Some(arn) if !arn.trim().is_empty() => SecretsSource::SecretsManager(arn.trim().to_string()),
             _ => SecretsSource::Environment,
         };
-        Ok(Self { table, event_bus, billing_key_kms_key, pg, secrets_source })
+        let secrets_ttl = secrets_ttl(&lookup)?;
+        Ok(Self { table, event_bus, billing_key_kms_key, pg, secrets_source, secrets_ttl })
     }
 }
 
@@ -114,22 +133,32 @@ pub async fn load_secrets_recorded(
 ) -> Result<Secrets, ConfigError> {
     match source {
         SecretsSource::Environment => Secrets::from_lookup(|name| std::env::var(name).ok()),
-        SecretsSource::SecretsManager(id) => {
-            let mut config = aws_sdk_secretsmanager::config::Builder::from(sdk);
-            if let Some(log) = log {
-                config = config.interceptor(log.interceptor());
-            }
-            let client = aws_sdk_secretsmanager::Client::from_conf(config.build());
-            let out = client.get_secret_value().secret_id(id).send().await.map_err(|e| ConfigError::Secret {
-                source_name: id.clone(),
-                reason: format!("GetSecretValue failed: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(e)),
-            })?;
-            let json = out
-                .secret_string()
-                .ok_or_else(|| ConfigError::Secret { source_name: id.clone(), reason: "has no SecretString".into() })?;
-            Secrets::from_json(id, json)
-        }
+        SecretsSource::SecretsManager(id) => get_secret(&secrets_manager(sdk, log), id).await,
     }
+}
+
+/// The Secrets Manager client the functions read the PG secret with (`log` records its calls).
+pub fn secrets_manager(
+    sdk: &aws_config::SdkConfig,
+    log: Option<&std::sync::Arc<paycycle_store::aws::calls::CallLog>>,
+) -> aws_sdk_secretsmanager::Client {
+    let mut config = aws_sdk_secretsmanager::config::Builder::from(sdk);
+    if let Some(log) = log {
+        config = config.interceptor(log.interceptor());
+    }
+    aws_sdk_secretsmanager::Client::from_conf(config.build())
+}
+
+/// Reads secret `id` (one `GetSecretValue`) and parses its JSON document.
+pub async fn get_secret(client: &aws_sdk_secretsmanager::Client, id: &str) -> Result<Secrets, ConfigError> {
+    let out = client.get_secret_value().secret_id(id).send().await.map_err(|e| ConfigError::Secret {
+        source_name: id.to_string(),
+        reason: format!("GetSecretValue failed: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(e)),
+    })?;
+    let json = out
+        .secret_string()
+        .ok_or_else(|| ConfigError::Secret { source_name: id.to_string(), reason: "has no SecretString".into() })?;
+    Secrets::from_json(id, json)
 }
 
 #[cfg(test)]
@@ -235,6 +264,21 @@ mod tests {
             err.to_string().contains("STEPPAY_MAX_IN_FLIGHT") && err.to_string().contains("4 renew workers"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_secrets_ttl_defaults_to_five_minutes_and_names_its_variable_when_bad() {
+        let c = Config::from_lookup(env(GOOD)).unwrap();
+        assert_eq!(c.secrets_ttl, std::time::Duration::from_secs(300));
+        let mut pairs = GOOD.to_vec();
+        pairs.push(("PAYCYCLE_SECRETS_TTL_SECONDS", "1"));
+        assert_eq!(Config::from_lookup(env(&pairs)).unwrap().secrets_ttl, std::time::Duration::from_secs(1));
+        for bad in ["0", "soon", "86401"] {
+            let mut pairs = GOOD.to_vec();
+            pairs.push(("PAYCYCLE_SECRETS_TTL_SECONDS", bad));
+            let err = Config::from_lookup(env(&pairs)).unwrap_err();
+            assert!(err.to_string().contains("PAYCYCLE_SECRETS_TTL_SECONDS"), "{bad:?}: {err}");
+        }
     }
 
     #[test]

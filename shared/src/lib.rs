@@ -14,8 +14,10 @@
 pub mod api;
 pub mod boot;
 pub mod config;
+pub mod metrics;
 pub mod reconcile;
 pub mod schedule;
+pub mod secrets;
 pub mod standard_webhooks;
 pub mod telemetry;
 pub mod views;

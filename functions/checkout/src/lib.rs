@@ -47,7 +47,7 @@ impl Deps {
     pub fn new(boot: Boot) -> Self {
         Self {
             store: Store::new(&boot.sdk, &boot.config.table),
-            pgs: Registry::new(&boot.config.pg, &boot.secrets),
+            pgs: Registry::new(&boot.config.pg, &boot.secrets).with_credentials(&boot.credentials),
             vault: KeyVault::new(&boot.sdk, &boot.config.billing_key_kms_key),
         }
     }

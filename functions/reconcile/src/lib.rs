@@ -31,8 +31,6 @@ pub struct Deps {
     pub pace: Pace,
     /// `PAYCYCLE_ALLOW_TIME_TRAVEL=true`: an event may name the `day` (local stack and tests).
     pub allow_time_travel: bool,
-    /// Print the EMF metric line (Lambda turns it into metrics).
-    pub emit_metrics: bool,
 }
 
 /// What is left of the Lambda's time when the reconciler stops looking (it then writes what it
@@ -48,7 +46,7 @@ impl Deps {
             .filter(|n| (1..=100).contains(n))
             .unwrap_or(5);
         let allow_time_travel = std::env::var("PAYCYCLE_ALLOW_TIME_TRAVEL").as_deref() == Ok("true");
-        Self { store, pgs, publisher, pace: Pace::per_second(per_second), allow_time_travel, emit_metrics: true }
+        Self { store, pgs, publisher, pace: Pace::per_second(per_second), allow_time_travel }
     }
 }
 
@@ -121,8 +119,8 @@ pub async fn run(deps: &Deps, day: &str, stop: Option<Timestamp>) -> Result<DayR
     let listed = listed(&report);
     deps.store.put_reconciliation(day, &listed).await?;
     publish(deps, day, &report, &listed).await;
-    if deps.emit_metrics {
-        println!("{}", emf(&report));
+    for (name, value) in metric_counts(&report) {
+        paycycle::metrics::count("reconcile", name, value);
     }
     tracing::info!(
         day,
@@ -150,36 +148,20 @@ async fn publish(deps: &Deps, day: &str, report: &DayReport, listed: &Value) {
     }
 }
 
-/// The CloudWatch embedded-metric-format line: matched, each kind of difference, unchecked.
-pub fn emf(r: &DayReport) -> String {
+/// The day's counts by metric name: matched, each kind of difference, unchecked, incomplete
+/// (`ReconciliationIncomplete` is what the template's alarm reads, dimension `Function` = `reconcile`).
+pub fn metric_counts(r: &DayReport) -> [(&'static str, u64); 8] {
     let [missing_here, missing_at_pg, amount, refund] = r.comparison.counts();
-    let differences = missing_here + missing_at_pg + amount + refund;
-    let metrics = [
+    [
         ("ReconciliationMatched", r.comparison.matched),
-        ("ReconciliationDifferences", differences),
+        ("ReconciliationDifferences", missing_here + missing_at_pg + amount + refund),
         ("ReconciliationMissingHere", missing_here),
         ("ReconciliationMissingAtPg", missing_at_pg),
         ("ReconciliationAmountDiffers", amount),
         ("ReconciliationRefundDiffers", refund),
         ("ReconciliationUnchecked", r.looked.unchecked),
         ("ReconciliationIncomplete", u64::from(!r.looked.complete)),
-    ];
-    let mut v = json!({
-        "_aws": {
-            "Timestamp": Timestamp::now().as_millisecond(),
-            "CloudWatchMetrics": [{
-                "Namespace": "paycycle",
-                "Dimensions": [["Function"]],
-                "Metrics": metrics.iter().map(|(m, _)| json!({"Name": m, "Unit": "Count"})).collect::<Vec<_>>(),
-            }]
-        },
-        "Function": "reconcile",
-        "day": r.day,
-    });
-    for (m, n) in metrics {
-        v[m] = n.into();
-    }
-    v.to_string()
+    ]
 }
 
 #[cfg(test)]

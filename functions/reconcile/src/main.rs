@@ -1,8 +1,8 @@
-use lambda_runtime::{Error, run, service_fn};
+use lambda_runtime::Error;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let deps = reconcile::Deps::new(paycycle::boot::start("reconcile").await?);
     let deps = &deps;
-    run(service_fn(move |event| reconcile::handler(deps, event))).await
+    paycycle::metrics::serve_events(move |event| reconcile::handler(deps, event)).await
 }

@@ -68,9 +68,7 @@ pub async fn worker(deps: &Deps, payload: &Value, deadline: Option<Timestamp>) -
         }
     }
     tracing::info!(report = %serde_json::to_string(&report).unwrap_or_default(), "renew worker");
-    if deps.settings.emit_metrics {
-        println!("{}", report.emf());
-    }
+    report.record_metrics();
     json!({"batchItemFailures": failures})
 }
 

@@ -50,9 +50,6 @@ pub struct Settings {
     pub page_size: i32,
     /// Stop starting new work this long before the Lambda deadline.
     pub deadline_margin: SignedDuration,
-    /// Print the tick's CloudWatch Embedded Metric Format line on stdout (Lambda turns it into
-    /// metrics; the local stack turns it off).
-    pub emit_metrics: bool,
 }
 
 impl Default for Settings {
@@ -66,7 +63,6 @@ impl Default for Settings {
             dunning: DunningPolicy::default(),
             page_size: 100,
             deadline_margin: SignedDuration::from_secs(30),
-            emit_metrics: true,
         }
     }
 }
@@ -219,49 +215,29 @@ impl Report {
         }
     }
 
-    /// The CloudWatch embedded-metric-format line (one JSON object on stdout).
-    pub fn emf(&self) -> String {
-        let metrics = [
-            "Due",
-            "Claimed",
-            "Charged",
-            "Declined",
-            "Unknown",
-            "Resolved",
-            "NeedsReview",
-            "Skipped",
-            "Errors",
-            "Deferred",
-            "Dispatched",
-        ];
-        let values = [
-            self.due,
-            self.claimed,
-            self.charged,
-            self.declined,
-            self.unknown,
-            self.resolved,
-            self.needs_review,
-            self.skipped,
-            self.errors,
-            self.deferred,
-            self.dispatched,
-        ];
-        let mut v = serde_json::json!({
-            "_aws": {
-                "Timestamp": Timestamp::now().as_millisecond(),
-                "CloudWatchMetrics": [{
-                    "Namespace": "paycycle",
-                    "Dimensions": [["Function"]],
-                    "Metrics": metrics.iter().map(|m| serde_json::json!({"Name": m, "Unit": "Count"})).collect::<Vec<_>>(),
-                }]
-            },
-            "Function": "renew",
-        });
-        for (m, n) in metrics.iter().zip(values) {
-            v[*m] = n.into();
+    /// The tick's counts by metric name, as the template's alarms read them (`NeedsReview`,
+    /// `Declined`; dimension `Function` = `renew`).
+    pub fn metric_counts(&self) -> [(&'static str, u64); 11] {
+        [
+            ("Due", self.due),
+            ("Claimed", self.claimed),
+            ("Charged", self.charged),
+            ("Declined", self.declined),
+            ("Unknown", self.unknown),
+            ("Resolved", self.resolved),
+            ("NeedsReview", self.needs_review),
+            ("Skipped", self.skipped),
+            ("Errors", self.errors),
+            ("Deferred", self.deferred),
+            ("Dispatched", self.dispatched),
+        ]
+    }
+
+    /// Counts the tick in the function's EMF metrics ([`paycycle::metrics`]).
+    pub fn record_metrics(&self) {
+        for (name, value) in self.metric_counts() {
+            paycycle::metrics::count("renew", name, value);
         }
-        v.to_string()
     }
 }
 
@@ -305,9 +281,7 @@ pub async fn handler(deps: &Deps, event: LambdaEvent<Value>) -> Result<Value, Re
     let tick_id = event.payload["id"].as_str().map_or_else(|| format!("tick-{}", now.as_second()), str::to_string);
     let report = tick_as(deps, &tick_id, now, deadline).await;
     tracing::info!(report = %serde_json::to_string(&report).unwrap_or_default(), "renew tick");
-    if deps.settings.emit_metrics {
-        println!("{}", report.emf());
-    }
+    report.record_metrics();
     if report.dispatch_failed {
         return Err(RenewError::DispatchFailed);
     }

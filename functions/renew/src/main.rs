@@ -1,8 +1,8 @@
-use lambda_runtime::{Error, run, service_fn};
+use lambda_runtime::Error;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let deps = renew::Deps::new(paycycle::boot::start("renew").await?);
     let deps = &deps;
-    run(service_fn(move |event| renew::handler(deps, event))).await
+    paycycle::metrics::serve_events(move |event| renew::handler(deps, event)).await
 }

@@ -17,8 +17,7 @@ use jiff::Timestamp;
 use lambda_http::{Body, Error, Request, Response};
 use paycycle::api::{self, ApiError};
 use paycycle::boot::Boot;
-use paycycle::config::Secrets;
-use paycycle::pg::{IntakeError, Pg, WebhookIntake};
+use paycycle::pg::{Credentials, IntakeError, Pg, WebhookIntake};
 use paycycle::store::webhooks::{Stored, WebhookEvent};
 use paycycle::store::{Store, StoreError};
 use serde_json::json;
@@ -27,13 +26,14 @@ use serde_json::json;
 #[derive(Clone, Debug)]
 pub struct Deps {
     pub store: Store,
-    /// The PGs' webhook signing secrets (StepPay v2; none configured = signatures not checked).
-    pub secrets: Secrets,
+    /// The PGs' webhook signing secrets (StepPay v2; none configured = signatures not checked),
+    /// read per request so a rotated signing secret takes effect without a redeploy.
+    pub credentials: Credentials,
 }
 
 impl Deps {
     pub fn new(boot: Boot) -> Self {
-        Self { store: Store::new(&boot.sdk, &boot.config.table), secrets: boot.secrets.clone() }
+        Self { store: Store::new(&boot.sdk, &boot.config.table), credentials: boot.credentials.clone() }
     }
 }
 
@@ -94,7 +94,8 @@ async fn ingest(deps: &Deps, req: &Request, now: Timestamp) -> Result<Response<B
         return Err(ApiError::bad_request("invalid_webhook", "the webhook body is empty"));
     }
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-    let dedupe_key = pg.webhook_key(&ct, body, header, &deps.secrets).map_err(|e| match e {
+    let secrets = deps.credentials.current().await;
+    let dedupe_key = pg.webhook_key(&ct, body, header, &secrets).map_err(|e| match e {
         IntakeError::Malformed(m) => ApiError::bad_request("invalid_webhook", m),
         IntakeError::Unauthorized(m) => ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", m),
     })?;

@@ -12,7 +12,8 @@ async fn deps() -> (paycycle_fixtures::Fresh, webhook_ingest::Deps) {
         _ => None,
     })
     .unwrap();
-    let deps = webhook_ingest::Deps { store: fresh.store.clone(), secrets };
+    let deps =
+        webhook_ingest::Deps { store: fresh.store.clone(), credentials: paycycle::pg::Credentials::fixed(secrets) };
     (fresh, deps)
 }
 

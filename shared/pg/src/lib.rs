@@ -14,6 +14,7 @@
 pub mod budget;
 pub mod checkout;
 pub mod config;
+pub mod credentials;
 pub mod first;
 pub mod notice;
 pub mod payple;
@@ -22,6 +23,7 @@ pub mod steppay;
 pub mod trace;
 
 pub use config::{PgConfig, PgConfigured};
+pub use credentials::Credentials;
 pub use first::{CheckoutTerms, Evidence, HeldCheckout, Source};
 pub use notice::WebhookIntake;
 pub use notice::{IntakeError, Notice, OrderReport, PgSubscriptionState, RenewalOutcome};

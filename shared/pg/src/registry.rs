@@ -58,6 +58,16 @@ impl Registry {
         }
     }
 
+    /// The clients read their credentials from `credentials` at each request (a rotated PG secret
+    /// takes effect without a redeploy), instead of the ones given to [`Self::new`].
+    pub fn with_credentials(self, credentials: &crate::Credentials) -> Self {
+        Self {
+            steppay: self.steppay.with_credentials(credentials.clone()),
+            payple: self.payple.with_credentials(credentials.clone()),
+            ..self
+        }
+    }
+
     /// The fewest requests this process may have in flight to a PG whose budget limits them
     /// ([`crate::budget`]): renew starts no more renewals at once than that, so renewals of any
     /// one PG do not queue on its budget while their claims' leases run (a renewal that still

@@ -133,7 +133,7 @@ impl Morning {
             pgs: Registry::new(&config.pg, &paycycle_dev::local_secrets()),
             publisher: EventPublisher::new(&events_sdk, "bench-bus"),
             vault,
-            settings: renew::Settings { emit_metrics: false, ..renew::Settings::default() },
+            settings: renew::Settings::default(),
             crash_at: None,
             shard_queue: None,
         };

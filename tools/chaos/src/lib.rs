@@ -391,7 +391,6 @@ async fn setup(world: &World, seed: u64, log: &mut Vec<String>) -> Result<Scenar
         // The sandbox's clock follows the scenario's time travel.
         settings: renew::Settings {
             concurrency: 4,
-            emit_metrics: false,
             lease: CHAOS_LEASE,
             allow_time_travel: true,
             ..renew::Settings::default()
@@ -406,7 +405,10 @@ async fn setup(world: &World, seed: u64, log: &mut Vec<String>) -> Result<Scenar
     let webhooks = WebhookEndpoint::start(webhook_ingest::Deps {
         store: store.clone(),
         // The chaos sandbox signs nothing: signatures are not checked here.
-        secrets: paycycle::config::Secrets { steppay_webhook_secrets: vec![], ..local_secrets() },
+        credentials: paycycle::pg::Credentials::fixed(paycycle::config::Secrets {
+            steppay_webhook_secrets: vec![],
+            ..local_secrets()
+        }),
     })
     .await
     .map_err(|e| e.to_string())?;

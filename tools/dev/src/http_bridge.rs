@@ -75,11 +75,8 @@ impl Functions {
         // The local stack travels in time: renew accepts `{"now": ...}` here, never in AWS.
         let mut renew = renew::Deps::new(boot.clone());
         renew.settings.allow_time_travel = true;
-        // Metrics lines are for CloudWatch; locally the report comes back as the answer.
-        renew.settings.emit_metrics = false;
         let mut reconcile = reconcile::Deps::new(boot.clone());
         reconcile.allow_time_travel = true;
-        reconcile.emit_metrics = false;
         Self {
             webhook_ingest: webhook_ingest::Deps::new(boot.clone()),
             verify: verify::Deps::new(&boot),

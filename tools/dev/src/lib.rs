@@ -193,7 +193,8 @@ impl LocalStack {
         let names = paycycle_fixtures::LocalNames::of(&provisioned);
         let (config, secrets) = options.pg.config(&names, &sandbox.base_url(), options.pg_timeout_ms)?;
         let external = matches!(options.pg, PgTarget::External(_));
-        let boot = Boot { config, sdk, secrets };
+        let credentials = paycycle::boot::credentials(&config, &sdk, &secrets);
+        let boot = Boot { config, sdk, secrets, credentials };
 
         let routes = template.http_routes()?;
         let feeder_sdk = boot.sdk.clone();

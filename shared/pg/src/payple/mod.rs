@@ -20,6 +20,8 @@ use super::{
 use paycycle_domain::money::Krw;
 use paycycle_domain::secret::Secret;
 
+use crate::credentials::Credentials;
+
 #[derive(Clone, Debug)]
 pub struct PaypleClient {
     http: reqwest::Client,
@@ -28,7 +30,16 @@ pub struct PaypleClient {
     cst_id: Secret,
     cust_key: Secret,
     refund_key: Secret,
+    /// When set, the partner keys are read from here per request (a rotated secret).
+    credentials: Option<Credentials>,
     budget: Budget,
+}
+
+/// The partner's own keys, read once for one request.
+struct PartnerKeys {
+    cst_id: Secret,
+    cust_key: Secret,
+    refund_key: Secret,
 }
 
 /// A one-time partner auth.
@@ -247,7 +258,41 @@ impl PaypleClient {
         refund_key: Secret,
     ) -> Self {
         let referer = referer.as_str().trim_end_matches('/').to_string();
-        Self { http, base, referer, cst_id, cust_key, refund_key, budget: Budget::unlimited("payple") }
+        Self {
+            http,
+            base,
+            referer,
+            cst_id,
+            cust_key,
+            refund_key,
+            credentials: None,
+            budget: Budget::unlimited("payple"),
+        }
+    }
+
+    /// Reads the partner keys from `credentials` at each request instead of those given to
+    /// [`Self::new`].
+    pub fn with_credentials(self, credentials: Credentials) -> Self {
+        Self { credentials: Some(credentials), ..self }
+    }
+
+    /// `cst_id`, `custKey` and `PCD_REFUND_KEY` for the request being built now.
+    async fn keys(&self) -> PartnerKeys {
+        match &self.credentials {
+            Some(c) => {
+                let s = c.current().await;
+                PartnerKeys {
+                    cst_id: s.payple_cst_id.clone(),
+                    cust_key: s.payple_cust_key.clone(),
+                    refund_key: s.payple_refund_key.clone(),
+                }
+            }
+            None => PartnerKeys {
+                cst_id: self.cst_id.clone(),
+                cust_key: self.cust_key.clone(),
+                refund_key: self.refund_key.clone(),
+            },
+        }
     }
 
     /// Every request (partner auths too) within `budget` ([`crate::budget`]).
@@ -262,7 +307,8 @@ impl PaypleClient {
 
     /// Partner auth for one call. No money moves here: failures are `Transient` or `Config`.
     pub async fn auth(&self, flags: AuthRequest<'_>) -> Result<Grant, PgError> {
-        let body = AuthRequest { cst_id: self.cst_id.expose(), cust_key: self.cust_key.expose(), ..flags };
+        let keys = self.keys().await;
+        let body = AuthRequest { cst_id: keys.cst_id.expose(), cust_key: keys.cust_key.expose(), ..flags };
         let url = self.base.join("/php/auth.php").map_err(|e| PgError::Invalid(e.to_string()))?;
         let request =
             self.http.post(url).header("Referer", &self.referer).header("Cache-Control", "no-cache").json(&body);
@@ -433,9 +479,10 @@ impl PaypleClient {
     /// Refund with `PCD_REFUND_KEY`; less than paid is a partial refund.
     pub async fn refund_payment(&self, req: &RefundRequest) -> Result<Refunded, PgError> {
         let grant = self.auth(AuthRequest { paycancel_flag: Some("Y"), ..Default::default() }).await?;
+        let keys = self.keys().await;
         let body = RefundRequestBody {
             auth: grant.call_auth(),
-            refund_key: self.refund_key.expose(),
+            refund_key: keys.refund_key.expose(),
             paycancel_flag: "Y",
             oid: &req.pg_payment_id,
             pay_date: &req.pay_date_kst,
@@ -653,10 +700,11 @@ impl PaypleClient {
     /// `PCCF0000` for this checkout's OID counts.
     pub async fn send_cert_confirm(&self, confirm: &CertConfirm) -> Result<(FirstPayment, PaymentDetails), PgError> {
         let (r, oid) = (&confirm.result, confirm.oid.as_str());
+        let keys = self.keys().await;
         let body = ConfirmRequest {
             auth: CallAuth {
-                cst_id: self.cst_id.expose(),
-                cust_key: self.cust_key.expose(),
+                cst_id: keys.cst_id.expose(),
+                cust_key: keys.cust_key.expose(),
                 auth_key: r.auth_key.as_deref().unwrap_or_default(),
             },
             reqkey: r.reqkey.as_deref().unwrap_or_default(),

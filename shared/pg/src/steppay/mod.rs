@@ -22,11 +22,15 @@ use super::{
 use paycycle_domain::money::Krw;
 use paycycle_domain::secret::Secret;
 
+use crate::credentials::Credentials;
+
 #[derive(Clone, Debug)]
 pub struct SteppayClient {
     http: reqwest::Client,
     base: Url,
     token: Secret,
+    /// When set, the token is read from here per request (a rotated secret, `credentials`).
+    credentials: Option<Credentials>,
     budget: Budget,
 }
 
@@ -68,7 +72,20 @@ const PAYMENT_METHOD_ORDER: &str = "PAYMENT_METHOD";
 
 impl SteppayClient {
     pub fn new(http: reqwest::Client, base: Url, token: Secret) -> Self {
-        Self { http, base, token, budget: Budget::unlimited("steppay") }
+        Self { http, base, token, credentials: None, budget: Budget::unlimited("steppay") }
+    }
+
+    /// Reads the token from `credentials` at each request instead of the one given to [`Self::new`].
+    pub fn with_credentials(self, credentials: Credentials) -> Self {
+        Self { credentials: Some(credentials), ..self }
+    }
+
+    /// The `Secret-Token` for the request being built now.
+    async fn token(&self) -> Secret {
+        match &self.credentials {
+            Some(c) => c.current().await.steppay_secret_token.clone(),
+            None => self.token.clone(),
+        }
     }
 
     /// Every request within `budget` ([`crate::budget`]).
@@ -94,7 +111,8 @@ impl SteppayClient {
         body: Option<String>,
         moves_money: bool,
     ) -> Result<String, PgError> {
-        let mut req = self.http.request(method, self.url(path)?).header(header, self.token.expose());
+        let token = self.token().await;
+        let mut req = self.http.request(method, self.url(path)?).header(header, token.expose());
         if let Some(body) = body {
             req = req.header("content-type", "application/json").body(body);
         }
