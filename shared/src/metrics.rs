@@ -20,6 +20,7 @@
 //! local stack, most tests) every call here is a no-op: nothing is printed.
 
 use std::future::Future;
+use std::io::Write as _;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -74,6 +75,9 @@ fn installed() -> Option<&'static Installed> {
 /// written (an alarm treats a missing point as not breaching).
 pub fn count(function: &'static str, name: &'static str, value: u64) {
     if installed().is_some() {
+        // The unit the alarms' metrics have always had (the crate leaves it out otherwise, and a
+        // metric published with two units leaves its alarms undefined).
+        metrics::describe_counter!(name, metrics::Unit::Count, "count");
         metrics::counter!(name, "Function" => function).increment(value);
     }
 }
@@ -81,8 +85,12 @@ pub fn count(function: &'static str, name: &'static str, value: u64) {
 /// Writes what was measured since the last flush as EMF lines (one per dimension set).
 pub fn flush() {
     let Some(installed) = installed() else { return };
+    // Serialized whole first, then written in one call: the JSON logs share stdout, and a line of
+    // theirs inside an EMF line would make CloudWatch drop it.
+    let mut lines = Vec::new();
     let mut out = installed.out.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Err(e) = installed.collector.flush(&mut *out).and_then(|()| out.flush()) {
+    let written = installed.collector.flush(&mut lines).and_then(|()| out.write_all(&lines)).and_then(|()| out.flush());
+    if let Err(e) = written {
         tracing::warn!(error = %e, "EMF metrics not written");
     }
 }

@@ -19,6 +19,15 @@ use paycycle_pg::credentials::{CredentialSource, Current};
 use crate::config::{Secrets, get_secret};
 use crate::pg::Credentials;
 
+/// How long a refresh may wait for Secrets Manager before the last good value is kept.
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A refresh that would turn StepPay's signature check off (no signing secrets where there were
+/// some) is refused: an operator who means that deploys it (a cold start), not a TTL.
+fn dropped_webhook_secrets(held: &Secrets, fresh: &Secrets) -> bool {
+    !held.steppay_webhook_secrets.is_empty() && fresh.steppay_webhook_secrets.is_empty()
+}
+
 /// The cache behind a Secrets Manager source's [`Credentials`].
 #[derive(Debug)]
 pub struct SecretsCache {
@@ -62,18 +71,23 @@ impl SecretsCache {
         if read_at.elapsed() < self.ttl {
             return value;
         }
-        match get_secret(&self.client, &self.id).await {
-            Ok(fresh) => {
-                let fresh = Arc::new(fresh);
-                self.set(fresh.clone());
-                fresh
-            }
-            Err(e) => {
-                tracing::warn!(secret = %self.id, error = %e, "PG secret not re-read; the last good value stays in use");
-                self.set(value.clone());
-                value
-            }
-        }
+        // Bounded: the request that refreshes must not wait on a stalled Secrets Manager.
+        let read = tokio::time::timeout(REFRESH_TIMEOUT, get_secret(&self.client, &self.id)).await;
+        let refused = match read {
+            Ok(Ok(fresh)) => match dropped_webhook_secrets(&value, &fresh) {
+                false => {
+                    let fresh = Arc::new(fresh);
+                    self.set(fresh.clone());
+                    return fresh;
+                }
+                true => "it has no steppay_webhook_secrets where the last good value had some (signatures would go unchecked)".to_string(),
+            },
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer in {} ms", REFRESH_TIMEOUT.as_millis()),
+        };
+        tracing::warn!(secret = %self.id, reason = %refused, "PG secret not re-read; the last good value stays in use");
+        self.set(value.clone());
+        value
     }
 }
 

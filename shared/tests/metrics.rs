@@ -135,4 +135,10 @@ async fn every_invocation_writes_emf_with_the_cold_start_once_and_the_routes_cou
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!((dimensions(&lines[0]), &lines[0]["Function"]), (vec!["Function"], &json!("renew")));
     assert_eq!((lines[0]["NeedsReview"].as_u64(), lines[0]["Declined"].is_null()), (Some(2), true));
+    // In the unit the alarms' metrics have always had: a metric published in two units leaves
+    // CloudWatch's alarms on it undefined.
+    let declared = &lines[0]["_aws"]["CloudWatchMetrics"][0]["Metrics"];
+    let unit =
+        declared.as_array().and_then(|m| m.iter().find(|m| m["Name"] == "NeedsReview")).map(|m| m["Unit"].clone());
+    assert_eq!(unit, Some(json!("Count")), "{declared}");
 }

@@ -239,9 +239,16 @@ impl Secrets {
     /// Parses the Secrets Manager document. `source_name` is the ARN, used in error messages.
     pub fn from_json(source_name: &str, json: &str) -> Result<Self, ConfigError> {
         let err = |reason: String| ConfigError::Secret { source_name: source_name.to_string(), reason };
-        // serde_json's error text never contains the input's values, only positions.
-        let doc: SecretDocument =
-            serde_json::from_str(json).map_err(|e| err(format!("not the expected JSON object: {e}")))?;
+        // Only the error's class and position: serde's message quotes an unexpected value whole
+        // (a document stored as a JSON string would be logged with every key in it).
+        let doc: SecretDocument = serde_json::from_str(json).map_err(|e| {
+            err(format!(
+                "not the expected JSON object ({:?} error at line {} column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
+        })?;
         let need = |field: Option<Secret>, key: &str| {
             field.filter(|s| !s.is_empty()).ok_or_else(|| err(format!("missing key {key:?}")))
         };

@@ -132,3 +132,27 @@ async fn a_failed_refresh_keeps_the_last_good_pg_secret() {
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     assert_eq!(token_sent(&services, &seen).await, "tok-v1");
 }
+
+/// A rotation that drops StepPay's signing secrets would turn the webhook signature check off on
+/// every warm process within one TTL: refused, the last good value kept (a deploy, a cold start,
+/// is how an operator turns it off on purpose).
+#[tokio::test]
+async fn a_refresh_that_drops_the_webhook_signing_secrets_is_refused() {
+    let (client, arn, services, seen) = started_on_v1("unsigned").await;
+    let unsigned = serde_json::json!({"steppay_secret_token": "tok-v2", "steppay_webhook_secrets": [],
+        "payple_cst_id": "test", "payple_cust_key": "abcd1234567890", "payple_refund_key": "rk"});
+    client.put_secret_value().secret_id(&arn).secret_string(unsigned.to_string()).send().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    assert_eq!(token_sent(&services, &seen).await, "tok-v1", "the refresh was refused whole");
+}
+
+/// A document stored as a JSON string (a double-encoding slip) fails to parse; the error, which
+/// a refresh logs, names the error's class and position, never the values inside.
+#[test]
+fn an_unreadable_secret_document_is_reported_without_its_values() {
+    let inner = document("sk_live_never_in_a_log");
+    let double_encoded = serde_json::to_string(&inner).unwrap();
+    let err = paycycle::config::Secrets::from_json("arn:secret", &double_encoded).unwrap_err().to_string();
+    assert!(!err.contains("sk_live_never_in_a_log") && !err.contains("abcd1234567890"), "{err}");
+    assert!(err.contains("arn:secret"), "{err}");
+}
