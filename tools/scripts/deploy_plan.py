@@ -62,10 +62,9 @@ def built_architecture(build_dir):
     if not os.path.isfile(record):
         fail(f"no {record}: run `make package` (or ARCH=arm64 make package) first")
     with open(record) as f:
-        arch = json.load(f).get("architecture")
-    template = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "template.yaml")
-    with open(record) as f:
         built = json.load(f)
+    arch = built.get("architecture")
+    template = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "template.yaml")
     with open(template, "rb") as f:
         sha = hashlib.sha256(f.read()).hexdigest()
     if built.get("template_sha256") not in (None, sha):

@@ -9,26 +9,12 @@
 //! clients keep the system's store, `paycycle_pg::http_client`). The set is as current as the
 //! build: `cargo update -p webpki-root-certs` takes Mozilla's latest.
 
-use std::sync::{Arc, LazyLock};
-
 use base64::Engine;
-use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
 
 /// Mozilla's roots as certificates (DER).
 pub fn root_certificates() -> &'static [CertificateDer<'static>] {
     webpki_root_certs::TLS_SERVER_ROOT_CERTS
-}
-
-static ROOTS: LazyLock<Arc<RootCertStore>> = LazyLock::new(|| {
-    let mut store = RootCertStore::empty();
-    let (_added, _unparsable) = store.add_parsable_certificates(root_certificates().iter().cloned());
-    Arc::new(store)
-});
-
-/// The trust anchors, parsed once per process (what the tests check the set with).
-pub fn roots() -> Arc<RootCertStore> {
-    ROOTS.clone()
 }
 
 /// The same roots PEM-encoded, one certificate each, for clients that take PEM (the AWS SDK's
@@ -52,7 +38,15 @@ fn pem(der: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::RootCertStore;
     use rustls::pki_types::pem::PemObject;
+
+    /// The trust anchors as rustls parses them (the AWS SDK's client parses the same PEMs).
+    fn roots() -> RootCertStore {
+        let mut store = RootCertStore::empty();
+        store.add_parsable_certificates(root_certificates().iter().cloned());
+        store
+    }
 
     /// The subjects of the trusted roots, as their DER bytes (the `Name` each anchor carries).
     fn subjects() -> Vec<Vec<u8>> {
